@@ -1,0 +1,67 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{rfc3339_nanos, SourceName};
+
+/// What happened to a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FilesystemEventKind {
+    /// A file was created (an open that created it).
+    Create,
+    /// A file was opened.
+    Open,
+    /// A file was unlinked.
+    Unlink,
+    /// A file was renamed.
+    Rename,
+}
+
+impl FilesystemEventKind {
+    /// JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Open => "open",
+            Self::Unlink => "unlink",
+            Self::Rename => "rename",
+        }
+    }
+}
+
+/// A file operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilesystemEvent {
+    /// What happened.
+    pub kind: FilesystemEventKind,
+    /// When it happened.
+    #[serde(with = "rfc3339_nanos")]
+    pub timestamp: DateTime<Utc>,
+    /// Acting process.
+    pub pid: u32,
+    /// Source name.
+    pub source: SourceName,
+    /// Path (absolute when it could be resolved; see `path_relative`).
+    pub path: String,
+    /// New path, for `rename`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_path: Option<String>,
+    /// True when `path` is relative and could not be resolved.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub path_relative: bool,
+    /// Open flags (`O_*`), for open and create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags: Option<u32>,
+    /// Mode, for open and create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// Syscall result: fd or 0 on success, negative errno on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<i64>,
+    /// uid of the process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Process name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}

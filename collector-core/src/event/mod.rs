@@ -1,0 +1,247 @@
+//! The events sources emit ([`CollectionEvent`]) and their JSON form (a public contract,
+//! documented in `docs/events.md`).
+//!
+//! Every event serializes to one flat JSON object with `domain`, `kind`, `timestamp`
+//! (RFC 3339 with nanoseconds), `pid` and `source`, plus its domain's fields.
+
+mod filesystem;
+mod network;
+mod performance;
+mod process;
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use filesystem::{FilesystemEvent, FilesystemEventKind};
+pub use network::{AddressFamily, NetworkEvent, NetworkEventKind, TransportProtocol};
+pub use performance::{PerformanceEvent, PerformanceEventKind};
+pub use process::{ProcessEvent, ProcessEventKind};
+
+use crate::caps::SourceCaps;
+
+/// Name of the source that produced an event; static for built-in sources, so cloning
+/// one per event costs nothing.
+pub type SourceName = Cow<'static, str>;
+
+/// One observed event, from any domain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "domain", rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum CollectionEvent {
+    /// Process lifecycle.
+    Process(ProcessEvent),
+    /// Network connections.
+    Network(NetworkEvent),
+    /// File operations.
+    Filesystem(FilesystemEvent),
+    /// Metrics.
+    Performance(PerformanceEvent),
+}
+
+/// The four event domains, matching the capability flags of the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Domain {
+    /// [`CollectionEvent::Process`].
+    Process,
+    /// [`CollectionEvent::Network`].
+    Network,
+    /// [`CollectionEvent::Filesystem`].
+    Filesystem,
+    /// [`CollectionEvent::Performance`].
+    Performance,
+}
+
+impl Domain {
+    /// All domains, in order.
+    pub const ALL: [Domain; 4] = [
+        Domain::Process,
+        Domain::Network,
+        Domain::Filesystem,
+        Domain::Performance,
+    ];
+
+    /// The capability flag for this domain.
+    pub fn capability(self) -> SourceCaps {
+        match self {
+            Domain::Process => SourceCaps::PROCESS,
+            Domain::Network => SourceCaps::NETWORK,
+            Domain::Filesystem => SourceCaps::FILESYSTEM,
+            Domain::Performance => SourceCaps::PERFORMANCE,
+        }
+    }
+
+    /// Lower-case name as used in JSON and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Domain::Process => "process",
+            Domain::Network => "network",
+            Domain::Filesystem => "filesystem",
+            Domain::Performance => "performance",
+        }
+    }
+}
+
+impl std::str::FromStr for Domain {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Domain::ALL
+            .into_iter()
+            .find(|d| d.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!("unknown domain `{s}` (expected process, network, filesystem or performance)")
+            })
+    }
+}
+
+impl CollectionEvent {
+    /// The event's domain.
+    pub fn domain(&self) -> Domain {
+        match self {
+            CollectionEvent::Process(_) => Domain::Process,
+            CollectionEvent::Network(_) => Domain::Network,
+            CollectionEvent::Filesystem(_) => Domain::Filesystem,
+            CollectionEvent::Performance(_) => Domain::Performance,
+        }
+    }
+
+    /// The event's kind as its JSON name (`exec`, `connect`, ...).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            CollectionEvent::Process(e) => e.kind.as_str(),
+            CollectionEvent::Network(e) => e.kind.as_str(),
+            CollectionEvent::Filesystem(e) => e.kind.as_str(),
+            CollectionEvent::Performance(e) => e.kind.as_str(),
+        }
+    }
+
+    /// When the event happened.
+    pub fn timestamp(&self) -> DateTime<Utc> {
+        match self {
+            CollectionEvent::Process(e) => e.timestamp,
+            CollectionEvent::Network(e) => e.timestamp,
+            CollectionEvent::Filesystem(e) => e.timestamp,
+            CollectionEvent::Performance(e) => e.timestamp,
+        }
+    }
+
+    /// The process the event is attributed to.
+    pub fn pid(&self) -> u32 {
+        match self {
+            CollectionEvent::Process(e) => e.pid,
+            CollectionEvent::Network(e) => e.pid,
+            CollectionEvent::Filesystem(e) => e.pid,
+            CollectionEvent::Performance(e) => e.pid,
+        }
+    }
+
+    /// The name of the source that produced the event.
+    pub fn source(&self) -> &str {
+        match self {
+            CollectionEvent::Process(e) => &e.source,
+            CollectionEvent::Network(e) => &e.source,
+            CollectionEvent::Filesystem(e) => &e.source,
+            CollectionEvent::Performance(e) => &e.source,
+        }
+    }
+
+    /// One JSON line (no trailing newline).
+    pub fn to_json_line(&self) -> String {
+        // Serialization of these types cannot fail: no maps with non-string keys, no
+        // fallible Serialize impls.
+        serde_json::to_string(self).expect("CollectionEvent serializes to JSON")
+    }
+}
+
+/// Serializes timestamps as RFC 3339 with exactly nine fractional digits.
+pub(crate) mod rfc3339_nanos {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ts: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&ts.to_rfc3339_opts(SecondsFormat::Nanos, true))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+
+    pub mod option {
+        use super::*;
+        use serde::Serialize;
+
+        pub fn serialize<S: Serializer>(ts: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+            ts.map(|t| t.to_rfc3339_opts(SecondsFormat::Nanos, true)).serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|s| {
+                    DateTime::parse_from_rfc3339(&s)
+                        .map(|t| t.with_timezone(&Utc))
+                        .map_err(serde::de::Error::custom)
+                })
+                .transpose()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn process_event_json_is_flat_with_nanosecond_timestamp() {
+        let ts = Utc.timestamp_opt(1_700_000_000, 5).unwrap();
+        let mut ev = ProcessEvent::new(ProcessEventKind::Exec, ts, 42, "test");
+        ev.ppid = Some(1);
+        ev.command_line = vec!["/bin/true".into(), "x".into()];
+        let json: serde_json::Value =
+            serde_json::from_str(&CollectionEvent::Process(ev.clone()).to_json_line()).unwrap();
+        assert_eq!(json["domain"], "process");
+        assert_eq!(json["kind"], "exec");
+        assert_eq!(json["timestamp"], "2023-11-14T22:13:20.000000005Z");
+        assert_eq!(json["pid"], 42);
+        assert_eq!(json["source"], "test");
+        assert_eq!(json["command_line"][1], "x");
+        let back: CollectionEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, CollectionEvent::Process(ev));
+    }
+
+    #[test]
+    fn network_addresses_render_as_ip_port() {
+        let ts = Utc.timestamp_opt(0, 0).unwrap();
+        let ev = NetworkEvent {
+            kind: NetworkEventKind::Connect,
+            timestamp: ts,
+            pid: 7,
+            source: "t".into(),
+            protocol: TransportProtocol::Tcp,
+            family: AddressFamily::Ipv6,
+            source_addr: "[::1]:40000".parse().unwrap(),
+            dest_addr: "[::1]:80".parse().unwrap(),
+            state: Some("SYN_SENT".into()),
+            connection_id: 9,
+            uid: None,
+            name: None,
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&CollectionEvent::Network(ev).to_json_line()).unwrap();
+        assert_eq!(json["source_addr"], "[::1]:40000");
+        assert_eq!(json["dest_addr"], "[::1]:80");
+        assert_eq!(json["family"], "ipv6");
+        assert_eq!(json["protocol"], "tcp");
+    }
+
+    #[test]
+    fn domain_parses_case_insensitively() {
+        assert_eq!("Network".parse::<Domain>().unwrap(), Domain::Network);
+        assert!("disk".parse::<Domain>().is_err());
+    }
+}

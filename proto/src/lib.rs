@@ -1,0 +1,1 @@
+//! IPC schema (filled in by the IPC work).
