@@ -1,0 +1,1 @@
+//! IPC between the collector and agents (being written).

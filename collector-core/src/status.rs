@@ -1,0 +1,81 @@
+//! A point-in-time view of the collector, served by IPC `status` and the metrics sink.
+//!
+//! Fields may be added; none are renamed or removed (IPC and JSON consumers depend on them).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::caps::SourceCaps;
+use crate::source::SourceStats;
+
+/// Health of one source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthState {
+    /// `start` has not reported yet.
+    Starting,
+    /// Running and its last health check passed.
+    Healthy,
+    /// Running, but its last health check failed.
+    Degraded,
+    /// Its task ended with an error or panic, or it failed repeated health checks.
+    Failed,
+    /// Stopped by shutdown or unregister.
+    Stopped,
+}
+
+/// One source's status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    /// Source name.
+    pub name: String,
+    /// Its capabilities.
+    pub capabilities: SourceCaps,
+    /// Current health.
+    pub health: HealthState,
+    /// The last error from start, the task or a health check.
+    pub last_error: Option<String>,
+    /// Events received from the source by the pipeline.
+    pub events_received: u64,
+    /// Events of this source dropped by the pipeline, by reason (`backpressure`, ...).
+    pub dropped: BTreeMap<String, u64>,
+    /// The source's own counters (kernel losses, hooks).
+    pub stats: SourceStats,
+}
+
+/// Pipeline-wide counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PipelineCounters {
+    /// Events received from all sources.
+    pub events_received: u64,
+    /// Events dropped anywhere in the pipeline, by reason.
+    pub dropped: BTreeMap<String, u64>,
+    /// Batches handed to sinks.
+    pub batches: u64,
+    /// Events in the queue now.
+    pub queue_depth: u64,
+    /// Most events ever queued at once.
+    pub queue_high_water: u64,
+    /// Per sink: events dropped because the sink could not keep up.
+    pub sink_dropped: BTreeMap<String, u64>,
+    /// Connected IPC subscribers.
+    pub subscribers: u64,
+}
+
+/// The whole status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusSnapshot {
+    /// Crate version.
+    pub version: String,
+    /// `component_name` from the config.
+    pub component_name: String,
+    /// Seconds since the collector started.
+    pub uptime_seconds: f64,
+    /// Union of the registered sources' capabilities.
+    pub capabilities: SourceCaps,
+    /// Every registered source.
+    pub sources: Vec<SourceStatus>,
+    /// Pipeline counters.
+    pub counters: PipelineCounters,
+}
