@@ -128,6 +128,8 @@ pub struct ExecRecord {
     pub ppid: u32,
     /// The pid the task had before exec (differs when a non-leader thread exec'd).
     pub old_pid: u32,
+    /// When the process started (`task->start_boottime`, CLOCK_BOOTTIME ns).
+    pub start_boottime_ns: u64,
     /// Bytes used in `filename` (without NUL).
     pub filename_len: u32,
     /// Bytes used in `argv` (NUL-separated arguments).

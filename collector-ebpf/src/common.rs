@@ -1,0 +1,118 @@
+//! Helpers shared by all programs: filtering, record headers, ring buffer submission and
+//! loss counters.
+
+use core::ptr::read_volatile;
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_uid_gid,
+        generated::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns},
+    },
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use collector_common::{
+    counter_index, RecordHeader, RecordKind, COMM_LEN, COUNTERS_LEN, COUNTER_EMITTED,
+    COUNTER_LOST,
+};
+
+/// Process ring buffer; the loader resizes it (`process_ring_bytes`).
+#[map]
+pub static PROCESS_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Per-CPU counters, indexed by `collector_common::counter_index`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+
+/// Process ids (tgid) whose events are dropped in the kernel.
+#[map]
+pub static EXCLUDED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Task names (`comm`, NUL-padded) whose events are dropped in the kernel.
+#[map]
+pub static EXCLUDED_COMMS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(256, 0);
+
+/// The collector's own tgid: its events would feed back into themselves.
+#[unsafe(no_mangle)]
+static COLLECTOR_TGID: u32 = 0;
+
+/// Bytes pending in a ring buffer at which a submit wakes the reader. 0 keeps the
+/// kernel's adaptive wakeup (wake only when the reader has caught up). Above 0 the
+/// reader is woken only past the watermark and otherwise drains on its own timer,
+/// so a storm does not cost one wakeup per event.
+#[unsafe(no_mangle)]
+static PROCESS_WAKEUP_BYTES: u64 = 0;
+
+/// True when the current task's events must not be recorded.
+#[inline(always)]
+pub fn excluded(pid_tgid: u64) -> bool {
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == unsafe { read_volatile(&COLLECTOR_TGID) } {
+        return true;
+    }
+    if unsafe { EXCLUDED_PIDS.get(&tgid) }.is_some() {
+        return true;
+    }
+    match bpf_get_current_comm() {
+        Ok(comm) => unsafe { EXCLUDED_COMMS.get(&comm) }.is_some(),
+        Err(_) => false,
+    }
+}
+
+/// Fills `h` from the current task.
+#[inline(always)]
+pub unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, pid_tgid: u64) {
+    let uid_gid = bpf_get_current_uid_gid();
+    unsafe {
+        (*h).kind = kind as u32;
+        (*h).flags = 0;
+        (*h).ktime_ns = bpf_ktime_get_boot_ns();
+        (*h).pid = (pid_tgid >> 32) as u32;
+        (*h).tid = pid_tgid as u32;
+        (*h).uid = uid_gid as u32;
+        (*h).gid = (uid_gid >> 32) as u32;
+        (*h).cgroup_id = bpf_get_current_cgroup_id();
+        (*h).comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+    }
+}
+
+#[inline(always)]
+fn bump(index: u32) {
+    if let Some(counter) = COUNTERS.get_ptr_mut(index) {
+        // Per-CPU slot: no other CPU writes it, and a program is not preempted by
+        // itself on the same CPU for tracepoints, so a plain add is exact.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// Counts a record lost because its ring buffer had no room.
+#[inline(always)]
+pub fn count_lost(kind: RecordKind) {
+    bump(counter_index(kind, COUNTER_LOST));
+}
+
+/// Counts a submitted record.
+#[inline(always)]
+pub fn count_emitted(kind: RecordKind) {
+    bump(counter_index(kind, COUNTER_EMITTED));
+}
+
+/// Flags for `bpf_ringbuf_submit` under the wakeup policy of `watermark`.
+#[inline(always)]
+pub fn wakeup_flags(ring: &RingBuf, watermark: u64) -> u64 {
+    if watermark == 0 {
+        return 0;
+    }
+    if ring.query(BPF_RB_AVAIL_DATA as u64) >= watermark {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// Wakeup flags for the process ring buffer.
+#[inline(always)]
+pub fn process_wakeup_flags() -> u64 {
+    wakeup_flags(&PROCESS_EVENTS, unsafe { read_volatile(&PROCESS_WAKEUP_BYTES) })
+}

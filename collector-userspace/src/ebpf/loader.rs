@@ -1,0 +1,364 @@
+//! Loads the embedded kernel object into the running kernel: resolves offsets from BTF,
+//! sizes the ring buffers, installs filters, and attaches each program to its hook.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aya::{
+    maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, ProgramError},
+    Btf, Ebpf, EbpfError, EbpfLoader,
+};
+use collector_common::{counter_index, RecordKind, COMM_LEN, COUNTER_EMITTED, COUNTER_LOST};
+
+use super::btf::{BtfError, KernelBtf};
+use super::offsets::KernelOffsets;
+
+/// The kernel object built by `cargo xtask build-ebpf` (empty when it was not built).
+static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/collector-ebpf.o"));
+
+/// What can go wrong loading the kernel programs; each says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The binary was built without the kernel object.
+    #[error("this binary has no kernel programs embedded: build them with `cargo xtask build-ebpf`, then rebuild (or use `cargo xtask run`)")]
+    NotBuilt,
+    /// Kernel type information is missing or lacks a field.
+    #[error("kernel BTF: {0}")]
+    Btf(#[from] BtfError),
+    /// The running kernel's BTF could not be loaded by aya.
+    #[error("cannot load kernel BTF for BTF tracepoints: {0} (needs CONFIG_DEBUG_INFO_BTF=y)")]
+    AyaBtf(#[source] aya::BtfError),
+    /// The object failed to load (maps, verifier).
+    #[error("loading kernel programs failed: {source}{hint}")]
+    Load {
+        /// Cause.
+        #[source]
+        source: EbpfError,
+        /// What to do, when we can tell.
+        hint: &'static str,
+    },
+    /// One program failed to load or attach.
+    #[error("program `{program}` on hook `{hook}` failed: {source}{hint}")]
+    Program {
+        /// Program name.
+        program: String,
+        /// Hook.
+        hook: String,
+        /// Cause.
+        #[source]
+        source: ProgramError,
+        /// What to do, when we can tell.
+        hint: &'static str,
+    },
+    /// A map the loader expects is missing or of the wrong type.
+    #[error("kernel object has no usable map `{0}`")]
+    Map(&'static str),
+    /// A map update failed.
+    #[error("updating map `{map}` failed: {source}")]
+    MapUpdate {
+        /// Map name.
+        map: &'static str,
+        /// Cause.
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+const PRIVILEGE_HINT: &str = " (run as root, or grant CAP_BPF and CAP_PERFMON)";
+
+fn hint_for(err: &dyn std::error::Error) -> &'static str {
+    let mut cur: Option<&dyn std::error::Error> = Some(err);
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if text.contains("Operation not permitted") || text.contains("EPERM") {
+            return PRIVILEGE_HINT;
+        }
+        cur = e.source();
+    }
+    ""
+}
+
+/// Settings of the kernel side.
+#[derive(Debug, Clone)]
+pub struct KernelConfig {
+    /// Bytes of the process ring buffer (power of two, multiple of the page size).
+    pub process_ring_bytes: u32,
+    /// Pending bytes at which the process ring wakes the reader; 0 = kernel adaptive.
+    pub process_wakeup_bytes: u64,
+    /// Process ids excluded in the kernel (the collector itself is always excluded).
+    pub excluded_pids: Vec<u32>,
+    /// Task names excluded in the kernel.
+    pub excluded_comms: Vec<String>,
+    /// How often readers drain without a wakeup (and check for shutdown).
+    pub poll_interval: Duration,
+    /// How long a reader waits for room in the runtime's queue before dropping.
+    pub max_send_wait: Duration,
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        Self {
+            process_ring_bytes: 8 << 20,
+            process_wakeup_bytes: 0,
+            excluded_pids: Vec::new(),
+            excluded_comms: Vec::new(),
+            poll_interval: Duration::from_millis(10),
+            max_send_wait: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The programs of one domain and their hooks.
+pub(crate) struct ProgramSpec {
+    pub name: &'static str,
+    pub hook: &'static str,
+}
+
+pub(crate) const PROCESS_PROGRAMS: &[ProgramSpec] = &[
+    ProgramSpec {
+        name: "sched_process_exec",
+        hook: "sched_process_exec",
+    },
+    ProgramSpec {
+        name: "sched_process_fork",
+        hook: "sched_process_fork",
+    },
+    ProgramSpec {
+        name: "sched_process_exit",
+        hook: "sched_process_exit",
+    },
+];
+
+/// Loaded kernel programs, shared by the domain sources. Dropping the last reference
+/// detaches and unloads every program and map.
+pub struct KernelPrograms {
+    ebpf: Mutex<Ebpf>,
+    counters: PerCpuArray<MapData, u64>,
+    hooks: Mutex<BTreeMap<String, String>>,
+    config: KernelConfig,
+    // Kept alive for the programs' life: dropping it closes the log map under them.
+    logger: Mutex<Option<aya_log::EbpfLogger<&'static dyn log::Log>>>,
+}
+
+impl std::fmt::Debug for KernelPrograms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelPrograms")
+            .field("hooks", &self.hooks)
+            .finish_non_exhaustive()
+    }
+}
+
+fn bump_memlock_rlimit() {
+    // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones ignore it.
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK (fine on Linux >= 5.11)");
+    }
+}
+
+impl KernelPrograms {
+    /// Loads the object and attaches the process programs.
+    pub fn load(config: KernelConfig) -> Result<Arc<Self>, LoadError> {
+        if KERNEL_OBJECT.is_empty() {
+            return Err(LoadError::NotBuilt);
+        }
+        bump_memlock_rlimit();
+        let btf = KernelBtf::from_sys_fs()?;
+        let offsets = KernelOffsets::resolve(&btf)?;
+        let own_tgid = std::process::id();
+        let group_dead = u32::from(offsets.exit_has_group_dead);
+
+        let mut loader = EbpfLoader::new();
+        for (name, value) in &offsets.values {
+            loader.override_global(*name, value, true);
+        }
+        loader
+            .override_global("EXIT_HAS_GROUP_DEAD", &group_dead, true)
+            .override_global("COLLECTOR_TGID", &own_tgid, true)
+            .override_global("PROCESS_WAKEUP_BYTES", &config.process_wakeup_bytes, true)
+            .map_max_entries("PROCESS_EVENTS", config.process_ring_bytes);
+        let mut ebpf = loader.load(KERNEL_OBJECT).map_err(|source| LoadError::Load {
+            hint: hint_for(&source),
+            source,
+        })?;
+
+        let logger = match aya_log::EbpfLogger::init_with_logger(&mut ebpf, log_bridge()) {
+            Ok(logger) => Some(logger),
+            Err(e) => {
+                tracing::debug!("kernel-side logging unavailable: {e}");
+                None
+            }
+        };
+
+        install_filters(&mut ebpf, &config)?;
+
+        let counters = ebpf
+            .take_map("COUNTERS")
+            .ok_or(LoadError::Map("COUNTERS"))
+            .and_then(|m| PerCpuArray::try_from(m).map_err(|_| LoadError::Map("COUNTERS")))?;
+
+        let aya_btf = Btf::from_sys_fs().map_err(LoadError::AyaBtf)?;
+        let mut hooks = BTreeMap::new();
+        for spec in PROCESS_PROGRAMS {
+            attach_btf_tracepoint(&mut ebpf, spec, &aya_btf)?;
+            hooks.insert(spec.name.to_string(), format!("tp_btf/{}", spec.hook));
+        }
+        let programs = Arc::new(Self {
+            ebpf: Mutex::new(ebpf),
+            counters,
+            hooks: Mutex::new(hooks),
+            config,
+            logger: Mutex::new(logger),
+        });
+        programs.spawn_log_reader();
+        Ok(programs)
+    }
+
+    fn spawn_log_reader(self: &Arc<Self>) {
+        // aya-log records are rare (diagnostics off the hot path); flushing them on a
+        // slow timer keeps the logger's map drained without a dedicated wakeup.
+        let has_logger = self.logger.lock().map(|l| l.is_some()).unwrap_or(false);
+        if !has_logger || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let Some(programs) = weak.upgrade() else {
+                    return;
+                };
+                if let Ok(mut logger) = programs.logger.lock() {
+                    if let Some(logger) = logger.as_mut() {
+                        logger.flush();
+                    }
+                };
+            }
+        });
+    }
+
+    /// Takes a domain's ring buffer (once).
+    pub(crate) fn take_ring(&self, name: &'static str) -> Result<RingBuf<MapData>, LoadError> {
+        let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+        let map: Map = ebpf.take_map(name).ok_or(LoadError::Map(name))?;
+        RingBuf::try_from(map).map_err(|_| LoadError::Map(name))
+    }
+
+    /// Kernel counters summed over CPUs: (emitted, lost) for `kind`.
+    pub fn kernel_counts(&self, kind: RecordKind) -> (u64, u64) {
+        let sum = |which| {
+            self.counters
+                .get(&counter_index(kind, which), 0)
+                .map(|values| values.iter().sum())
+                .unwrap_or(0)
+        };
+        (sum(COUNTER_EMITTED), sum(COUNTER_LOST))
+    }
+
+    /// Program name -> hook it is attached with.
+    pub fn hooks(&self) -> BTreeMap<String, String> {
+        self.hooks.lock().expect("hooks lock poisoned").clone()
+    }
+
+    /// The configuration it was loaded with.
+    pub fn config(&self) -> &KernelConfig {
+        &self.config
+    }
+
+    /// Detaches and unloads the named programs (a source's `stop`).
+    pub(crate) fn unload(&self, specs: &[ProgramSpec]) {
+        let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+        let mut hooks = self.hooks.lock().expect("hooks lock poisoned");
+        for spec in specs {
+            if let Some(program) = ebpf.program_mut(spec.name) {
+                let result: Result<&mut BtfTracePoint, _> = program.try_into();
+                if let Ok(p) = result {
+                    if let Err(e) = p.unload() {
+                        tracing::warn!(program = spec.name, "unload failed: {e}");
+                    }
+                }
+            }
+            hooks.remove(spec.name);
+        }
+    }
+}
+
+fn attach_btf_tracepoint(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf) -> Result<(), LoadError> {
+    let wrap = |source: ProgramError| LoadError::Program {
+        program: spec.name.to_string(),
+        hook: format!("tp_btf/{}", spec.hook),
+        hint: hint_for(&source),
+        source,
+    };
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(spec.name)
+        .ok_or(LoadError::Map("program missing from object"))?
+        .try_into()
+        .map_err(wrap)?;
+    program.load(spec.hook, btf).map_err(wrap)?;
+    program.attach().map_err(wrap)?;
+    Ok(())
+}
+
+fn install_filters(ebpf: &mut Ebpf, config: &KernelConfig) -> Result<(), LoadError> {
+    let mut pids: BpfHashMap<_, u32, u8> = ebpf
+        .map_mut("EXCLUDED_PIDS")
+        .ok_or(LoadError::Map("EXCLUDED_PIDS"))?
+        .try_into()
+        .map_err(|_| LoadError::Map("EXCLUDED_PIDS"))?;
+    for pid in &config.excluded_pids {
+        pids.insert(pid, 1, 0).map_err(|source| LoadError::MapUpdate {
+            map: "EXCLUDED_PIDS",
+            source,
+        })?;
+    }
+    let mut comms: BpfHashMap<_, [u8; COMM_LEN], u8> = ebpf
+        .map_mut("EXCLUDED_COMMS")
+        .ok_or(LoadError::Map("EXCLUDED_COMMS"))?
+        .try_into()
+        .map_err(|_| LoadError::Map("EXCLUDED_COMMS"))?;
+    for comm in &config.excluded_comms {
+        let mut key = [0u8; COMM_LEN];
+        let bytes = comm.as_bytes();
+        // The kernel keeps TASK_COMM_LEN - 1 bytes and a NUL.
+        let n = bytes.len().min(COMM_LEN - 1);
+        key[..n].copy_from_slice(&bytes[..n]);
+        comms.insert(key, 1, 0).map_err(|source| LoadError::MapUpdate {
+            map: "EXCLUDED_COMMS",
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Forwards aya-log records (which use the `log` crate) to `tracing`.
+struct LogBridge;
+
+impl log::Log for LogBridge {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        let msg = record.args().to_string();
+        match record.level() {
+            log::Level::Error => tracing::error!(target: "collector::kernel", "{msg}"),
+            log::Level::Warn => tracing::warn!(target: "collector::kernel", "{msg}"),
+            log::Level::Info => tracing::info!(target: "collector::kernel", "{msg}"),
+            log::Level::Debug => tracing::debug!(target: "collector::kernel", "{msg}"),
+            log::Level::Trace => tracing::trace!(target: "collector::kernel", "{msg}"),
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn log_bridge() -> &'static dyn log::Log {
+    static BRIDGE: LogBridge = LogBridge;
+    &BRIDGE
+}

@@ -1,0 +1,13 @@
+//! Kernel-level sources: the loader of the embedded eBPF object and one `EventSource`
+//! per domain draining its ring buffer.
+
+pub mod btf;
+pub mod clock;
+pub mod decode;
+pub mod drain;
+pub mod loader;
+pub mod offsets;
+pub mod process;
+
+pub use loader::{KernelConfig, KernelPrograms, LoadError};
+pub use process::ProcessKernelSource;

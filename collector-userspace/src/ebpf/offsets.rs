@@ -1,0 +1,44 @@
+//! The kernel-structure offsets the programs need, resolved from the running kernel's BTF.
+
+use super::btf::{BtfError, KernelBtf};
+
+/// (global name in the kernel object, struct, member path)
+const FIELDS: &[(&str, &str, &str)] = &[
+    ("OFF_TASK_REAL_PARENT", "task_struct", "real_parent"),
+    ("OFF_TASK_TGID", "task_struct", "tgid"),
+    ("OFF_TASK_PID", "task_struct", "pid"),
+    ("OFF_TASK_MM", "task_struct", "mm"),
+    ("OFF_TASK_EXIT_CODE", "task_struct", "exit_code"),
+    ("OFF_TASK_START_BOOTTIME", "task_struct", "start_boottime"),
+    ("OFF_MM_ARG_START", "mm_struct", "arg_start"),
+    ("OFF_MM_ARG_END", "mm_struct", "arg_end"),
+    ("OFF_BPRM_FILENAME", "linux_binprm", "filename"),
+];
+
+/// Offsets to hand to the kernel programs as read-only globals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// (global name, byte offset)
+    pub values: Vec<(&'static str, u64)>,
+    /// Whether `sched_process_exit` passes `group_dead` (Linux >= 6.13).
+    pub exit_has_group_dead: bool,
+}
+
+impl KernelOffsets {
+    /// Resolves every field; fails naming the first one this kernel lacks.
+    pub fn resolve(btf: &KernelBtf) -> Result<Self, BtfError> {
+        let values = FIELDS
+            .iter()
+            .map(|&(global, ty, path)| Ok((global, btf.member_offset(ty, path)?)))
+            .collect::<Result<Vec<_>, BtfError>>()?;
+        // ctx + task + group_dead
+        let exit_has_group_dead = btf
+            .func_typedef_params("btf_trace_sched_process_exit")
+            .map(|n| n >= 3)
+            .unwrap_or(false);
+        Ok(Self {
+            values,
+            exit_has_group_dead,
+        })
+    }
+}
