@@ -42,6 +42,12 @@ pub struct SourceStatus {
     pub dropped: BTreeMap<String, u64>,
     /// The source's own counters (kernel losses, hooks).
     pub stats: SourceStats,
+    /// Events waiting in the source's channel now.
+    #[serde(default)]
+    pub queue_depth: u64,
+    /// Most events ever waiting in the source's channel at once.
+    #[serde(default)]
+    pub queue_high_water: u64,
 }
 
 /// Pipeline-wide counters.
@@ -61,6 +67,22 @@ pub struct PipelineCounters {
     pub sink_dropped: BTreeMap<String, u64>,
     /// Connected IPC subscribers.
     pub subscribers: u64,
+    /// Events handed to sinks in batches.
+    #[serde(default)]
+    pub events_delivered: u64,
+    /// Mean events per batch.
+    #[serde(default)]
+    pub batch_size_mean: f64,
+    /// Largest batch so far.
+    #[serde(default)]
+    pub batch_size_max: u64,
+    /// Mean time, in microseconds, from the pipeline receiving a batch's oldest event to
+    /// the batch being handed to every sink.
+    #[serde(default)]
+    pub latency_mean_us: f64,
+    /// Largest such time, in microseconds.
+    #[serde(default)]
+    pub latency_max_us: u64,
 }
 
 /// The whole status.

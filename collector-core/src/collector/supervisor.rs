@@ -1,0 +1,351 @@
+//! One source's life: start-up, health checks, isolation of failures, stop.
+//!
+//! Each registered source gets a supervisor task while the collector runs. The source's
+//! `start` runs on a task of its own, so a panic or error in it ends only that task (the
+//! supervisor sees it through the `JoinHandle`); health checks and `stop` run under
+//! `catch_unwind` for the same reason.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::mpsc;
+use tokio::task::{JoinError, JoinHandle};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::caps::SourceCaps;
+use crate::event::CollectionEvent;
+use crate::pipeline::{forward, SharedQueue};
+use crate::source::EventSource;
+use crate::status::{HealthState, SourceStatus};
+use crate::telemetry::SourceCounters;
+
+/// Consecutive failed health checks after which a source is `Failed` (before that it is
+/// `Degraded`). A later passing check makes it `Healthy` again.
+pub const FAILED_AFTER_CHECKS: u32 = 3;
+
+/// A registered source and everything the runtime keeps about it.
+pub(crate) struct SourceUnit {
+    pub name: &'static str,
+    pub caps: SourceCaps,
+    pub source: Arc<dyn EventSource>,
+    pub counters: Arc<SourceCounters>,
+    /// The `shutdown_signal` handed to this source's `start`.
+    pub stop_flag: Arc<AtomicBool>,
+    /// Cancelled on shutdown (a child of the collector's token) or unregister.
+    pub cancel: CancellationToken,
+    health: Mutex<HealthRecord>,
+    /// Lets status read the channel's depth without keeping it open.
+    channel: Mutex<Option<mpsc::WeakSender<CollectionEvent>>>,
+}
+
+#[derive(Debug)]
+struct HealthRecord {
+    state: HealthState,
+    last_error: Option<String>,
+    failed_checks: u32,
+}
+
+/// What stopping a source took.
+#[derive(Debug)]
+pub(crate) struct StopReport {
+    pub name: &'static str,
+    /// Tasks that had to be aborted because they outlived `shutdown_timeout`.
+    pub aborted: Vec<&'static str>,
+}
+
+/// Timing the supervisor needs from the config.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SupervisorSettings {
+    pub event_buffer_size: usize,
+    pub max_batch_size: usize,
+    pub startup_timeout: Duration,
+    pub health_check_interval: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+impl SourceUnit {
+    pub(crate) fn new(source: Box<dyn EventSource>, cancel: CancellationToken) -> Self {
+        let source: Arc<dyn EventSource> = Arc::from(source);
+        Self {
+            name: source.name(),
+            caps: source.capabilities(),
+            source,
+            counters: Arc::default(),
+            stop_flag: Arc::new(AtomicBool::new(false)),
+            cancel,
+            health: Mutex::new(HealthRecord {
+                state: HealthState::Starting,
+                last_error: None,
+                failed_checks: 0,
+            }),
+            channel: Mutex::new(None),
+        }
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, HealthRecord> {
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn state(&self) -> HealthState {
+        self.health().state
+    }
+
+    fn set_healthy_if_starting(&self) {
+        let mut h = self.health();
+        if h.state == HealthState::Starting {
+            h.state = HealthState::Healthy;
+        }
+    }
+
+    fn fail(&self, error: String) {
+        tracing::error!(source = self.name, %error, "source failed");
+        let mut h = self.health();
+        h.state = HealthState::Failed;
+        h.last_error = Some(error);
+    }
+
+    fn record_check(&self, result: Result<(), String>) {
+        let mut h = self.health();
+        match result {
+            Ok(()) => {
+                h.failed_checks = 0;
+                h.state = HealthState::Healthy;
+            }
+            Err(error) => {
+                h.failed_checks += 1;
+                h.state = if h.failed_checks >= FAILED_AFTER_CHECKS {
+                    HealthState::Failed
+                } else {
+                    HealthState::Degraded
+                };
+                tracing::warn!(
+                    source = self.name,
+                    %error,
+                    failed_checks = h.failed_checks,
+                    state = ?h.state,
+                    "health check failed"
+                );
+                h.last_error = Some(error);
+            }
+        }
+    }
+
+    pub(crate) fn status(&self) -> SourceStatus {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (health, last_error) = {
+            let h = self.health();
+            (h.state, h.last_error.clone())
+        };
+        let queue_depth = self
+            .channel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|weak| weak.upgrade())
+            .map(|tx| (tx.max_capacity() - tx.capacity()) as u64)
+            .unwrap_or(0);
+        SourceStatus {
+            name: self.name.to_owned(),
+            capabilities: self.caps,
+            health,
+            last_error,
+            events_received: self.counters.received.load(Relaxed),
+            dropped: self.counters.dropped(),
+            stats: self.source.stats(),
+            queue_depth,
+            queue_high_water: self.counters.channel_high_water.load(Relaxed),
+        }
+    }
+}
+
+/// Text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
+fn start_outcome(result: Result<anyhow::Result<()>, JoinError>) -> Result<(), String> {
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("start failed: {e:#}")),
+        Err(e) if e.is_panic() => Err(format!(
+            "start panicked: {}",
+            panic_message(&*e.into_panic())
+        )),
+        Err(_) => Err("start task was cancelled".to_owned()),
+    }
+}
+
+/// Runs a source call, turning an error, a panic or a timeout into a message.
+async fn guarded(
+    what: &str,
+    limit: Duration,
+    call: impl Future<Output = anyhow::Result<()>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(limit, AssertUnwindSafe(call).catch_unwind()).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(format!("{what} failed: {e:#}")),
+        Ok(Err(panic)) => Err(format!("{what} panicked: {}", panic_message(&*panic))),
+        Err(_) => Err(format!("{what} did not return within {limit:?}")),
+    }
+}
+
+/// Supervises one source until it is cancelled (shutdown or unregister), or until it
+/// fails to come up; then stops it. Never panics on behalf of the source.
+///
+/// Start-up rule: the source counts as up (`Healthy`) as soon as `start` returns `Ok`,
+/// or it delivers its first event, or `start` is still running when `startup_timeout`
+/// passes and its `health_check` then passes. `start` returning an error or panicking
+/// at any time makes it `Failed`. A `health_check` failing at the `startup_timeout`
+/// mark makes it `Failed` and stops it. A `start` that runs until shutdown is therefore
+/// never cancelled by `startup_timeout`.
+pub(crate) async fn supervise(
+    unit: Arc<SourceUnit>,
+    queue: Arc<SharedQueue>,
+    settings: SupervisorSettings,
+) -> StopReport {
+    let (tx, rx) = mpsc::channel(settings.event_buffer_size);
+    *unit.channel.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.downgrade());
+
+    let first_event_unit = unit.clone();
+    let mut forwarder: JoinHandle<()> = tokio::spawn(forward(
+        rx,
+        queue,
+        unit.counters.clone(),
+        settings.max_batch_size,
+        move || first_event_unit.set_healthy_if_starting(),
+    ));
+    let source = unit.source.clone();
+    let flag = unit.stop_flag.clone();
+    let mut start: JoinHandle<anyhow::Result<()>> =
+        tokio::spawn(async move { source.start(tx, flag).await });
+
+    let mut start_running = true;
+    let mut in_startup = true;
+    let mut start_failed = false;
+    let startup_deadline = tokio::time::sleep(settings.startup_timeout);
+    tokio::pin!(startup_deadline);
+    let period = settings.health_check_interval;
+    let mut checks = tokio::time::interval_at(Instant::now() + period, period);
+    checks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+
+    loop {
+        tokio::select! {
+            biased;
+            () = unit.cancel.cancelled() => break,
+            result = &mut start, if start_running => {
+                start_running = false;
+                match start_outcome(result) {
+                    Ok(()) => {
+                        // Returned: its work runs on tasks it spawned (or it is done, which
+                        // its health check will tell).
+                        tracing::debug!(source = unit.name, "start returned");
+                        unit.set_healthy_if_starting();
+                    }
+                    Err(error) => {
+                        start_failed = true;
+                        unit.fail(error);
+                    }
+                }
+                in_startup = false;
+            }
+            () = &mut startup_deadline, if in_startup => {
+                in_startup = false;
+                if unit.state() == HealthState::Starting {
+                    let check = tokio::select! {
+                        () = unit.cancel.cancelled() => break,
+                        r = guarded("health_check", settings.startup_timeout, unit.source.health_check()) => r,
+                    };
+                    match check {
+                        Ok(()) => unit.set_healthy_if_starting(),
+                        Err(error) => {
+                            unit.fail(format!(
+                                "not up within startup_timeout ({:?}): {error}",
+                                settings.startup_timeout
+                            ));
+                            break;
+                        }
+                    }
+                }
+            }
+            _ = checks.tick(), if !in_startup && !start_failed => {
+                let check = tokio::select! {
+                    () = unit.cancel.cancelled() => break,
+                    r = guarded("health_check", period, unit.source.health_check()) => r,
+                };
+                unit.record_check(check);
+            }
+        }
+    }
+
+    stop(&unit, start, start_running, &mut forwarder, settings).await
+}
+
+/// Signals the source, calls `stop`, waits for its tasks up to `shutdown_timeout`, then
+/// aborts whatever is left.
+async fn stop(
+    unit: &SourceUnit,
+    mut start: JoinHandle<anyhow::Result<()>>,
+    start_running: bool,
+    forwarder: &mut JoinHandle<()>,
+    settings: SupervisorSettings,
+) -> StopReport {
+    let deadline = Instant::now() + settings.shutdown_timeout;
+    let mut aborted = Vec::new();
+    unit.stop_flag.store(true, Ordering::SeqCst);
+
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    if let Err(error) = guarded("stop", remaining, unit.source.stop()).await {
+        tracing::warn!(source = unit.name, %error, "stopping source");
+    }
+    if start_running {
+        match tokio::time::timeout_at(deadline, &mut start).await {
+            Ok(result) => {
+                if let Err(error) = start_outcome(result) {
+                    unit.fail(error);
+                }
+            }
+            Err(_) => {
+                start.abort();
+                aborted.push("start");
+            }
+        }
+    }
+    // The forwarder ends once every sender clone is dropped, i.e. once the source's own
+    // tasks are gone too.
+    if tokio::time::timeout_at(deadline, &mut *forwarder)
+        .await
+        .is_err()
+    {
+        forwarder.abort();
+        aborted.push("forwarder (the source still holds its event sender)");
+    }
+    {
+        let mut h = unit.health();
+        if h.state != HealthState::Failed {
+            h.state = HealthState::Stopped;
+        }
+    }
+    if aborted.is_empty() {
+        tracing::info!(source = unit.name, "source stopped");
+    } else {
+        tracing::warn!(
+            source = unit.name,
+            aborted = ?aborted,
+            timeout = ?settings.shutdown_timeout,
+            "source did not stop within shutdown_timeout; aborted its tasks"
+        );
+    }
+    StopReport {
+        name: unit.name,
+        aborted,
+    }
+}

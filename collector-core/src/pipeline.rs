@@ -1,0 +1,454 @@
+//! The event pipeline: source channels -> forwarders -> shared queue -> batcher -> sinks.
+//!
+//! ```text
+//!  source A --mpsc(event_buffer_size)--> forwarder A --\
+//!                                                        >-- shared queue --> batcher --> sinks
+//!  source B --mpsc(event_buffer_size)--> forwarder B --/   (event_buffer_size events)
+//! ```
+//!
+//! * Each source sends into its own bounded channel, so it can read its pressure with
+//!   [`crate::pressure`] and the pipeline can count received and dropped events per source
+//!   without any shared state on the per-event path.
+//! * A forwarder takes up to `max_batch_size` events at a time (`recv_many`) and pushes
+//!   them as one chunk into the shared queue, whose capacity is counted in events by a
+//!   semaphore. If the queue lacks room, the forwarder waits at most
+//!   `max_backpressure_wait`, then drops the chunk and counts it with reason
+//!   `backpressure`. While it waits, the source's channel fills, which is the pressure the
+//!   source sees. A send therefore never waits on a stalled pipeline for much longer than
+//!   `max_backpressure_wait`.
+//! * The single batcher moves events from chunks into batches of `max_batch_size`,
+//!   flushing a partial batch `batch_timeout` after its first event arrived, and offers
+//!   every batch to every sink. Sinks never block (see [`EventSink`]); their drops are
+//!   counted per sink, and a panicking sink is caught and counted, not fatal.
+//!
+//! Counters are updated once per chunk or batch, never per event.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore, TryAcquireError};
+use tokio::time::Instant;
+
+use crate::event::CollectionEvent;
+use crate::sink::{Delivery, EventBatch, EventSink};
+use crate::telemetry::{PipelineTelemetry, SourceCounters};
+
+/// Events a forwarder hands to the batcher in one piece.
+pub(crate) struct Chunk {
+    events: Vec<CollectionEvent>,
+    received_at: Instant,
+}
+
+/// The sending side of the shared queue, held by every forwarder.
+pub(crate) struct SharedQueue {
+    permits: Arc<Semaphore>,
+    capacity: usize,
+    chunks: mpsc::Sender<Chunk>,
+    max_wait: Duration,
+    telemetry: Arc<PipelineTelemetry>,
+}
+
+/// The receiving side of the shared queue, owned by the batcher.
+pub(crate) struct QueueReceiver {
+    permits: Arc<Semaphore>,
+    chunks: mpsc::Receiver<Chunk>,
+}
+
+impl SharedQueue {
+    /// A queue holding at most `capacity` events.
+    pub(crate) fn new(
+        capacity: usize,
+        max_wait: Duration,
+        telemetry: Arc<PipelineTelemetry>,
+    ) -> (Arc<Self>, QueueReceiver) {
+        let permits = Arc::new(Semaphore::new(capacity));
+        // Every queued chunk holds at least one permit, so at most `capacity` chunks are
+        // ever queued and `send` below never waits.
+        let (tx, rx) = mpsc::channel(capacity);
+        let queue = Arc::new(Self {
+            permits: permits.clone(),
+            capacity,
+            chunks: tx,
+            max_wait,
+            telemetry,
+        });
+        (
+            queue,
+            QueueReceiver {
+                permits,
+                chunks: rx,
+            },
+        )
+    }
+
+    /// Events in the queue now.
+    pub(crate) fn depth(&self) -> usize {
+        self.capacity
+            .saturating_sub(self.permits.available_permits())
+    }
+
+    /// Queues `events` (at most the queue's capacity), waiting at most `max_wait` for
+    /// room; on timeout the events are dropped and counted for `source`. Returns whether
+    /// they were queued.
+    pub(crate) async fn push(&self, events: Vec<CollectionEvent>, source: &SourceCounters) -> bool {
+        let n = events.len();
+        debug_assert!(n > 0 && n <= self.capacity);
+        let wanted = u32::try_from(n).unwrap_or(u32::MAX);
+        let permit = match self.permits.try_acquire_many(wanted) {
+            Ok(permit) => Some(permit),
+            Err(TryAcquireError::Closed) => None,
+            Err(TryAcquireError::NoPermits) => {
+                match tokio::time::timeout(self.max_wait, self.permits.acquire_many(wanted)).await {
+                    Ok(Ok(permit)) => Some(permit),
+                    Ok(Err(_)) | Err(_) => None,
+                }
+            }
+        };
+        let Some(permit) = permit else {
+            source.dropped_backpressure.fetch_add(n as u64, Relaxed);
+            self.telemetry
+                .dropped_backpressure
+                .fetch_add(n as u64, Relaxed);
+            return false;
+        };
+        // The batcher returns the permits when it takes the events out of the queue.
+        permit.forget();
+        self.telemetry
+            .queue_high_water
+            .fetch_max(self.depth() as u64, Relaxed);
+        let chunk = Chunk {
+            events,
+            received_at: Instant::now(),
+        };
+        if let Err(mpsc::error::SendError(chunk)) = self.chunks.send(chunk).await {
+            // The batcher is gone (only after it crashed): the events cannot be delivered.
+            let lost = chunk.events.len() as u64;
+            source.dropped_backpressure.fetch_add(lost, Relaxed);
+            self.telemetry.dropped_backpressure.fetch_add(lost, Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+/// Drains one source's channel into the shared queue until every sender is gone.
+pub(crate) async fn forward(
+    mut rx: mpsc::Receiver<CollectionEvent>,
+    queue: Arc<SharedQueue>,
+    counters: Arc<SourceCounters>,
+    max_chunk: usize,
+    on_first_event: impl FnOnce(),
+) {
+    let mut on_first_event = Some(on_first_event);
+    let mut buf = Vec::with_capacity(max_chunk);
+    loop {
+        let n = rx.recv_many(&mut buf, max_chunk).await;
+        if n == 0 {
+            return;
+        }
+        let waiting = rx.len() as u64;
+        counters.received.fetch_add(n as u64, Relaxed);
+        counters
+            .channel_high_water
+            .fetch_max(n as u64 + waiting, Relaxed);
+        queue.telemetry.received.fetch_add(n as u64, Relaxed);
+        if let Some(first) = on_first_event.take() {
+            first();
+        }
+        let chunk = std::mem::replace(&mut buf, Vec::with_capacity(max_chunk));
+        queue.push(chunk, &counters).await;
+    }
+}
+
+/// One sink and what it could not take.
+pub(crate) struct SinkEntry {
+    pub sink: Arc<dyn EventSink>,
+    pub dropped: AtomicU64,
+}
+
+/// The sinks batches go to; may change while running (the batcher picks up changes at
+/// the next batch via `generation`).
+#[derive(Default)]
+pub(crate) struct SinkSet {
+    generation: AtomicU64,
+    entries: Mutex<Arc<[Arc<SinkEntry>]>>,
+}
+
+impl SinkSet {
+    pub(crate) fn add(&self, sink: Arc<dyn EventSink>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next: Vec<Arc<SinkEntry>> = entries.iter().cloned().collect();
+        next.push(Arc::new(SinkEntry {
+            sink,
+            dropped: AtomicU64::new(0),
+        }));
+        *entries = next.into();
+        self.generation.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Arc<[Arc<SinkEntry>]> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Batching settings.
+pub(crate) struct BatchSettings {
+    pub max_batch_size: usize,
+    pub batch_timeout: Duration,
+}
+
+/// Runs until every forwarder has dropped its queue handle, then flushes the last batch.
+pub(crate) async fn run_batcher(
+    mut queue: QueueReceiver,
+    sinks: Arc<SinkSet>,
+    telemetry: Arc<PipelineTelemetry>,
+    settings: BatchSettings,
+) {
+    let max = settings.max_batch_size;
+    let mut batcher = Batcher {
+        pending: Vec::with_capacity(max),
+        oldest: None,
+        max,
+        sinks_generation: u64::MAX,
+        sinks: Arc::from(Vec::new()),
+        sink_set: sinks,
+        telemetry,
+    };
+    let mut chunks: Vec<Chunk> = Vec::with_capacity(64);
+    let deadline = tokio::time::sleep(settings.batch_timeout);
+    tokio::pin!(deadline);
+    loop {
+        let n = if batcher.pending.is_empty() {
+            queue.chunks.recv_many(&mut chunks, 64).await
+        } else {
+            tokio::select! {
+                biased;
+                n = queue.chunks.recv_many(&mut chunks, 64) => n,
+                () = &mut deadline => {
+                    batcher.flush();
+                    continue;
+                }
+            }
+        };
+        if n == 0 {
+            batcher.flush();
+            return;
+        }
+        let mut released = 0;
+        for chunk in chunks.drain(..) {
+            released += chunk.events.len();
+            let mut events = chunk.events.into_iter();
+            while events.len() > 0 {
+                if batcher.pending.is_empty() {
+                    batcher.oldest = Some(chunk.received_at);
+                    deadline
+                        .as_mut()
+                        .reset(Instant::now() + settings.batch_timeout);
+                }
+                let room = max - batcher.pending.len();
+                batcher.pending.extend(events.by_ref().take(room));
+                if batcher.pending.len() == max {
+                    batcher.flush();
+                }
+            }
+        }
+        queue.permits.add_permits(released);
+    }
+}
+
+struct Batcher {
+    pending: Vec<CollectionEvent>,
+    oldest: Option<Instant>,
+    max: usize,
+    sinks_generation: u64,
+    sinks: Arc<[Arc<SinkEntry>]>,
+    sink_set: Arc<SinkSet>,
+    telemetry: Arc<PipelineTelemetry>,
+}
+
+impl Batcher {
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let generation = self.sink_set.generation.load(Relaxed);
+        if generation != self.sinks_generation {
+            self.sinks = self.sink_set.snapshot();
+            self.sinks_generation = generation;
+        }
+        let events = std::mem::replace(&mut self.pending, Vec::with_capacity(self.max));
+        let batch: EventBatch = Arc::from(events);
+        for entry in self.sinks.iter() {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| entry.sink.deliver(&batch))) {
+                Ok(Delivery::Accepted) => {}
+                Ok(Delivery::Dropped(n)) => {
+                    entry.dropped.fetch_add(n as u64, Relaxed);
+                }
+                Err(_) => {
+                    entry.dropped.fetch_add(batch.len() as u64, Relaxed);
+                    tracing::error!(
+                        sink = entry.sink.name(),
+                        events = batch.len(),
+                        "sink panicked in deliver; batch counted as dropped for it"
+                    );
+                }
+            }
+        }
+        let latency = self.oldest.take().map(|t| t.elapsed()).unwrap_or_default();
+        self.telemetry.record_batch(batch.len(), latency);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{PerformanceEvent, PerformanceEventKind};
+
+    pub(crate) fn metric(i: u32) -> CollectionEvent {
+        CollectionEvent::Performance(PerformanceEvent {
+            kind: PerformanceEventKind::Metric,
+            timestamp: chrono::DateTime::UNIX_EPOCH,
+            pid: i,
+            source: "test".into(),
+            metric_name: String::new(),
+            value: 0.0,
+            unit: String::new(),
+            component: String::new(),
+        })
+    }
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Vec<u32>>>);
+    impl EventSink for Recorder {
+        fn name(&self) -> &str {
+            "recorder"
+        }
+        fn deliver(&self, batch: &EventBatch) -> Delivery {
+            self.0
+                .lock()
+                .unwrap()
+                .push(batch.iter().map(|e| e.pid()).collect());
+            Delivery::Accepted
+        }
+    }
+
+    struct Panicker;
+    impl EventSink for Panicker {
+        fn name(&self) -> &str {
+            "panicker"
+        }
+        fn deliver(&self, _: &EventBatch) -> Delivery {
+            panic!("sink bug");
+        }
+    }
+
+    fn setup(
+        capacity: usize,
+        max_batch_size: usize,
+        batch_timeout: Duration,
+    ) -> (
+        Arc<SharedQueue>,
+        Arc<Recorder>,
+        Arc<PipelineTelemetry>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let telemetry = Arc::new(PipelineTelemetry::default());
+        let (queue, rx) = SharedQueue::new(capacity, Duration::from_millis(500), telemetry.clone());
+        let recorder = Arc::new(Recorder::default());
+        let sinks = Arc::new(SinkSet::default());
+        sinks.add(Arc::new(Panicker));
+        sinks.add(recorder.clone());
+        let batcher = tokio::spawn(run_batcher(
+            rx,
+            sinks,
+            telemetry.clone(),
+            BatchSettings {
+                max_batch_size,
+                batch_timeout,
+            },
+        ));
+        (queue, recorder, telemetry, batcher)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_by_size_then_by_timeout() {
+        let (queue, recorder, telemetry, batcher) = setup(100, 4, Duration::from_millis(100));
+        let counters = SourceCounters::default();
+        assert!(queue.push((0..3).map(metric).collect(), &counters).await);
+        assert!(queue.push((3..10).map(metric).collect(), &counters).await);
+        tokio::task::yield_now().await;
+        // Two full batches right away; the remaining two events wait for the timeout.
+        assert_eq!(
+            *recorder.0.lock().unwrap(),
+            vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7]]
+        );
+        tokio::time::sleep(Duration::from_millis(99)).await;
+        assert_eq!(
+            recorder.0.lock().unwrap().len(),
+            2,
+            "flushed before the timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(recorder.0.lock().unwrap()[2], vec![8, 9]);
+
+        // A new batch starts its own timeout.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(queue.push(vec![metric(10)], &counters).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(recorder.0.lock().unwrap().len(), 3);
+        tokio::time::sleep(Duration::from_millis(51)).await;
+        assert_eq!(recorder.0.lock().unwrap()[3], vec![10]);
+
+        let counters = telemetry.counters();
+        assert_eq!(counters.batches, 4);
+        assert_eq!(counters.events_delivered, 11);
+        assert_eq!(counters.batch_size_max, 4);
+        assert!(counters.latency_max_us >= 100_000, "{counters:?}");
+
+        // Closing the queue flushes what is pending and ends the batcher.
+        assert!(queue.push(vec![metric(11)], &counters_default()).await);
+        drop(queue);
+        batcher.await.unwrap();
+        assert_eq!(recorder.0.lock().unwrap()[4], vec![11]);
+    }
+
+    fn counters_default() -> SourceCounters {
+        SourceCounters::default()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_queue_waits_max_wait_then_drops_and_counts() {
+        let telemetry = Arc::new(PipelineTelemetry::default());
+        // No batcher: nothing drains the queue.
+        let (queue, _rx) = SharedQueue::new(10, Duration::from_millis(500), telemetry.clone());
+        let counters = SourceCounters::default();
+        assert!(queue.push((0..6).map(metric).collect(), &counters).await);
+        assert_eq!(queue.depth(), 6);
+        let started = Instant::now();
+        assert!(!queue.push((0..5).map(metric).collect(), &counters).await);
+        assert_eq!(started.elapsed(), Duration::from_millis(500));
+        assert_eq!(counters.dropped_backpressure.load(Relaxed), 5);
+        assert_eq!(telemetry.counters().dropped["backpressure"], 5);
+        assert_eq!(telemetry.counters().queue_high_water, 6);
+        assert!(queue.push((0..4).map(metric).collect(), &counters).await);
+        assert_eq!(queue.depth(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_push_succeeds_when_batcher_frees_room() {
+        let (queue, recorder, _telemetry, _batcher) = setup(10, 10, Duration::from_millis(100));
+        let counters = SourceCounters::default();
+        // 10 fill the queue and form a full batch, which the batcher delivers at once,
+        // freeing the room before the wait bound.
+        assert!(queue.push((0..10).map(metric).collect(), &counters).await);
+        assert!(queue.push((10..20).map(metric).collect(), &counters).await);
+        tokio::task::yield_now().await;
+        assert_eq!(recorder.0.lock().unwrap().len(), 2);
+        assert_eq!(counters.dropped_backpressure.load(Relaxed), 0);
+    }
+}

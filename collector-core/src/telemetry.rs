@@ -1,0 +1,125 @@
+//! Pipeline counters: written once per chunk or batch on the hot path (never per event),
+//! read by [`status`](crate::CollectorHandle::status) and the periodic telemetry log.
+//!
+//! Every counter has a single writer except the shared queue's high-water mark and the
+//! pipeline-wide totals, which forwarders update once per chunk of up to
+//! `max_batch_size` events; relaxed atomics suffice because readers only need eventually
+//! consistent numbers.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::status::PipelineCounters;
+
+/// Drop reason: the shared queue stayed full for `max_backpressure_wait`.
+pub const DROP_BACKPRESSURE: &str = "backpressure";
+
+/// Counters the pipeline keeps for one source.
+#[derive(Debug, Default)]
+pub(crate) struct SourceCounters {
+    /// Events taken from the source's channel.
+    pub received: AtomicU64,
+    /// Events dropped because the shared queue stayed full.
+    pub dropped_backpressure: AtomicU64,
+    /// Most events seen waiting in the source's channel at once.
+    pub channel_high_water: AtomicU64,
+}
+
+impl SourceCounters {
+    pub(crate) fn dropped(&self) -> BTreeMap<String, u64> {
+        BTreeMap::from([(
+            DROP_BACKPRESSURE.to_owned(),
+            self.dropped_backpressure.load(Relaxed),
+        )])
+    }
+}
+
+/// Pipeline-wide counters.
+#[derive(Debug, Default)]
+pub(crate) struct PipelineTelemetry {
+    pub received: AtomicU64,
+    pub dropped_backpressure: AtomicU64,
+    pub queue_high_water: AtomicU64,
+    pub batches: AtomicU64,
+    pub events_delivered: AtomicU64,
+    pub batch_size_max: AtomicU64,
+    pub latency_sum_ns: AtomicU64,
+    pub latency_max_ns: AtomicU64,
+}
+
+impl PipelineTelemetry {
+    /// Records one batch handed to the sinks (called by the single batcher task).
+    pub(crate) fn record_batch(&self, size: usize, latency: Duration) {
+        let size = size as u64;
+        let latency_ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.batches.fetch_add(1, Relaxed);
+        self.events_delivered.fetch_add(size, Relaxed);
+        self.batch_size_max.fetch_max(size, Relaxed);
+        self.latency_sum_ns.fetch_add(latency_ns, Relaxed);
+        self.latency_max_ns.fetch_max(latency_ns, Relaxed);
+    }
+
+    /// Fills the pipeline counters; `queue_depth`, `sink_dropped` and `subscribers` come
+    /// from elsewhere.
+    pub(crate) fn counters(&self) -> PipelineCounters {
+        let batches = self.batches.load(Relaxed);
+        let delivered = self.events_delivered.load(Relaxed);
+        let per_batch = |total: u64| {
+            if batches == 0 {
+                0.0
+            } else {
+                total as f64 / batches as f64
+            }
+        };
+        PipelineCounters {
+            events_received: self.received.load(Relaxed),
+            dropped: BTreeMap::from([(
+                DROP_BACKPRESSURE.to_owned(),
+                self.dropped_backpressure.load(Relaxed),
+            )]),
+            batches,
+            queue_high_water: self.queue_high_water.load(Relaxed),
+            events_delivered: delivered,
+            batch_size_mean: per_batch(delivered),
+            batch_size_max: self.batch_size_max.load(Relaxed),
+            latency_mean_us: per_batch(self.latency_sum_ns.load(Relaxed)) / 1000.0,
+            latency_max_us: self.latency_max_ns.load(Relaxed) / 1000,
+            ..PipelineCounters::default()
+        }
+    }
+}
+
+/// Logs one telemetry report: a pipeline line, then one line per source.
+pub(crate) fn log_report(component: &str, status: &crate::status::StatusSnapshot) {
+    let c = &status.counters;
+    tracing::info!(
+        component,
+        events_received = c.events_received,
+        events_delivered = c.events_delivered,
+        dropped = ?c.dropped,
+        sink_dropped = ?c.sink_dropped,
+        batches = c.batches,
+        batch_size_mean = c.batch_size_mean,
+        batch_size_max = c.batch_size_max,
+        queue_depth = c.queue_depth,
+        queue_high_water = c.queue_high_water,
+        latency_mean_us = c.latency_mean_us,
+        latency_max_us = c.latency_max_us,
+        subscribers = c.subscribers,
+        "pipeline telemetry"
+    );
+    for s in &status.sources {
+        tracing::info!(
+            component,
+            source = %s.name,
+            health = ?s.health,
+            events_received = s.events_received,
+            dropped = ?s.dropped,
+            queue_depth = s.queue_depth,
+            queue_high_water = s.queue_high_water,
+            last_error = s.last_error.as_deref().unwrap_or(""),
+            "source telemetry"
+        );
+    }
+}
