@@ -1,1 +1,54 @@
-//! IPC between the collector and agents (being written).
+//! IPC between the collector and its clients (agents, security tooling, the CLI).
+//!
+//! Layout, in the order bytes flow:
+//! - [`codec`]: frames on the socket (`u32 LE length | u32 LE CRC32 | payload`), each
+//!   payload one protobuf [`proto::Envelope`] (schema: the `collector-proto` crate).
+//! - [`convert`]: collector types <-> protobuf messages.
+//! - [`sink`]: [`IpcSink`], the pipeline sink that fans batches out to per-subscriber
+//!   bounded queues ([`filter`] selects what each subscriber asked for).
+//! - [`server`]: [`CollectorIpcServer`] on a Unix socket: admission (peer credentials,
+//!   connection cap), negotiation, streaming, status and [`task`] routing.
+//! - [`client`]: [`CollectorIpcClient`], with reconnection and a `Stream` of events.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), collector_core::ipc::ClientError> {
+//! use collector_core::event::Domain;
+//! use collector_core::ipc::{CollectorIpcClient, SubscriptionItem};
+//! use futures::StreamExt;
+//!
+//! let client = CollectorIpcClient::connect("/run/collector/collector.sock").await?;
+//! let events = client.subscribe(&[Domain::Process], &["exec"]);
+//! futures::pin_mut!(events);
+//! while let Some(item) = events.next().await {
+//!     match item? {
+//!         SubscriptionItem::Event(ev) => println!("{}", ev.to_json_line()),
+//!         SubscriptionItem::Lagged { missed_events } => eprintln!("missed {missed_events}"),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod client;
+pub mod codec;
+pub mod convert;
+pub mod filter;
+pub mod provider;
+pub mod server;
+pub mod sink;
+pub mod task;
+
+/// The generated protobuf types (`collector.v1`).
+pub use collector_proto::v1 as proto;
+pub use collector_proto::PROTOCOL_VERSION;
+
+pub use client::{Backoff, ClientConfig, ClientError, CollectorIpcClient, SubscriptionItem};
+pub use codec::{EnvelopeCodec, FrameCodec, FrameError, DEFAULT_MAX_FRAME_BYTES};
+pub use filter::EventFilter;
+pub use provider::{ManualStatus, StatusProvider};
+pub use server::{CollectorIpcServer, IpcServerConfig, PeerPolicy, ServerError};
+pub use sink::{IpcSink, Subscription, DEFAULT_SUBSCRIBER_QUEUE_BATCHES};
+pub use task::TaskHandler;
+
+/// Where the collector listens unless configured otherwise.
+pub const DEFAULT_SOCKET_PATH: &str = "/run/collector/collector.sock";

@@ -1,0 +1,477 @@
+//! [`CollectorIpcClient`]: connect, negotiate, query, subscribe; reconnects with backoff.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::{SinkExt, Stream, StreamExt};
+use tokio::net::UnixStream;
+use tokio_util::codec::Framed;
+
+use collector_proto::v1 as pb;
+use collector_proto::v1::envelope::Body;
+use collector_proto::PROTOCOL_VERSION;
+
+use crate::caps::SourceCaps;
+use crate::event::{CollectionEvent, Domain};
+use crate::ipc::codec::{EnvelopeCodec, FrameError, DEFAULT_MAX_FRAME_BYTES};
+use crate::ipc::convert::{
+    caps_from_proto, domain_to_proto, event_from_proto, status_from_proto, ConvertError,
+};
+use crate::ipc::filter::{EventFilter, FilterError};
+use crate::ipc::DEFAULT_SOCKET_PATH;
+use crate::status::StatusSnapshot;
+
+/// Retry schedule for (re)connecting: `initial`, doubling up to `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// First delay.
+    pub initial: Duration,
+    /// Longest delay.
+    pub max: Duration,
+    /// Attempts before giving up (`None`: never give up).
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+            max_attempts: Some(5),
+        }
+    }
+}
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Socket path.
+    pub socket_path: PathBuf,
+    /// Name sent in `CapabilityRequest`, for the server's logs.
+    pub client_id: String,
+    /// Domains the client means to use (empty: all).
+    pub requested_domains: Vec<Domain>,
+    /// Largest frame payload accepted.
+    pub max_frame_bytes: usize,
+    /// Longest wait for a response.
+    pub request_timeout: Duration,
+    /// Reconnection schedule.
+    pub backoff: Backoff,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            socket_path: PathBuf::from(DEFAULT_SOCKET_PATH),
+            client_id: format!("collector-client/{}", std::process::id()),
+            requested_domains: Vec::new(),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            request_timeout: Duration::from_secs(30),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// What went wrong talking to the collector.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket could not be reached.
+    #[error("cannot connect to the collector at {path}: {source} (is `collector run` up, and is --socket right?)")]
+    Connect {
+        /// Socket path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A frame could not be read or written.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The server answered with an Error.
+    #[error("collector refused the request ({code:?}): {message}")]
+    Server {
+        /// Error code.
+        code: pb::ErrorCode,
+        /// Server's explanation.
+        message: String,
+    },
+    /// The server sent something this client does not expect.
+    #[error("unexpected reply from the collector: {0}")]
+    Protocol(String),
+    /// A message did not convert to a collector value.
+    #[error("malformed message from the collector: {0}")]
+    Convert(#[from] ConvertError),
+    /// The subscription filter is invalid.
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    /// The connection closed.
+    #[error("the collector closed the connection")]
+    Closed,
+    /// No response within the request timeout.
+    #[error("the collector did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl ClientError {
+    /// Whether reconnecting may help (the connection broke, or the server was busy).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } | ClientError::Closed | ClientError::Timeout(_) => true,
+            ClientError::Frame(FrameError::Io(_)) => true,
+            ClientError::Server { code, .. } => *code == pb::ErrorCode::TooManyConnections,
+            _ => false,
+        }
+    }
+}
+
+/// One item of a subscription stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubscriptionItem {
+    /// An event.
+    Event(CollectionEvent),
+    /// The subscriber fell behind and this many events were dropped for it.
+    Lagged {
+        /// Events missed.
+        missed_events: u64,
+    },
+    /// The collector's capabilities changed (a source registered or unregistered).
+    CapabilitiesChanged(SourceCaps),
+    /// The connection broke and was re-established; events in between were not seen.
+    Reconnected,
+}
+
+/// A negotiated connection to the collector.
+pub struct CollectorIpcClient {
+    config: ClientConfig,
+    framed: Framed<UnixStream, EnvelopeCodec>,
+    negotiated: pb::CapabilityResponse,
+    next_request_id: u64,
+}
+
+impl std::fmt::Debug for CollectorIpcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CollectorIpcClient")
+            .field("socket_path", &self.config.socket_path)
+            .field("capabilities", &self.capabilities())
+            .finish()
+    }
+}
+
+impl CollectorIpcClient {
+    /// Connects to `socket_path` with default settings.
+    pub async fn connect(socket_path: impl AsRef<Path>) -> Result<Self, ClientError> {
+        Self::connect_with(ClientConfig {
+            socket_path: socket_path.as_ref().to_path_buf(),
+            ..ClientConfig::default()
+        })
+        .await
+    }
+
+    /// Connects and negotiates, retrying transient failures per `config.backoff`.
+    pub async fn connect_with(config: ClientConfig) -> Result<Self, ClientError> {
+        let mut delay = config.backoff.initial;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match Self::connect_once(config.clone()).await {
+                Ok(client) => return Ok(client),
+                Err(e)
+                    if e.is_transient()
+                        && config.backoff.max_attempts.is_none_or(|max| attempt < max) =>
+                {
+                    tracing::debug!(error = %e, attempt, "collector connection failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(config.backoff.max);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn connect_once(config: ClientConfig) -> Result<Self, ClientError> {
+        let stream = UnixStream::connect(&config.socket_path)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: config.socket_path.clone(),
+                source,
+            })?;
+        let framed = Framed::new(stream, EnvelopeCodec::new(config.max_frame_bytes));
+        let mut client = Self {
+            config,
+            framed,
+            negotiated: pb::CapabilityResponse::default(),
+            next_request_id: 1,
+        };
+        let request = Body::CapabilityRequest(pb::CapabilityRequest {
+            protocol_version: PROTOCOL_VERSION,
+            client_id: client.config.client_id.clone(),
+            requested_domains: client
+                .config
+                .requested_domains
+                .iter()
+                .map(|d| domain_to_proto(*d) as i32)
+                .collect(),
+        });
+        match client.exchange(request).await? {
+            Body::CapabilityResponse(resp) => {
+                client.negotiated = resp;
+                Ok(client)
+            }
+            other => Err(unexpected("CapabilityResponse", &other)),
+        }
+    }
+
+    /// The collector's capabilities as negotiated.
+    pub fn capabilities(&self) -> SourceCaps {
+        caps_from_proto(&self.negotiated.capabilities.clone().unwrap_or_default())
+    }
+
+    /// The full negotiation answer (granted domains, server version).
+    pub fn negotiated(&self) -> &pb::CapabilityResponse {
+        &self.negotiated
+    }
+
+    /// The collector's status.
+    pub async fn status(&mut self) -> Result<StatusSnapshot, ClientError> {
+        match self
+            .request(Body::StatusRequest(pb::StatusRequest {}))
+            .await?
+        {
+            Body::StatusResponse(s) => Ok(status_from_proto(s)?),
+            other => Err(unexpected("StatusResponse", &other)),
+        }
+    }
+
+    /// Runs a detection task. A task the collector cannot answer comes back as
+    /// `Ok(result)` with `result.result = Some(Error(..))`.
+    pub async fn run_task(
+        &mut self,
+        task: pb::DetectionTask,
+    ) -> Result<pb::DetectionResult, ClientError> {
+        match self.request(Body::DetectionTask(task)).await? {
+            Body::DetectionResult(r) => Ok(r),
+            other => Err(unexpected("DetectionResult", &other)),
+        }
+    }
+
+    /// Subscribes to events of `domains` and `kinds` (each empty: all).
+    ///
+    /// The stream reconnects (per the backoff) when the connection breaks, yielding
+    /// [`SubscriptionItem::Reconnected`]; it ends with an error when reconnecting fails
+    /// or the server refuses the subscription.
+    pub fn subscribe<S: AsRef<str>>(
+        self,
+        domains: &[Domain],
+        kinds: &[S],
+    ) -> impl Stream<Item = Result<SubscriptionItem, ClientError>> + Send + 'static {
+        let state = match EventFilter::new(domains, kinds) {
+            Ok(filter) => SubscriptionState {
+                config: self.config.clone(),
+                client: Some(self),
+                subscribe: filter.to_proto(),
+                acked: false,
+                live: false,
+                pending: VecDeque::new(),
+                done: false,
+                first_error: None,
+            },
+            Err(e) => SubscriptionState {
+                config: self.config.clone(),
+                client: None,
+                subscribe: pb::Subscribe::default(),
+                acked: false,
+                live: false,
+                pending: VecDeque::new(),
+                done: false,
+                first_error: Some(e.into()),
+            },
+        };
+        futures::stream::unfold(state, |mut st| async move {
+            let item = st.next_item().await?;
+            Some((item, st))
+        })
+    }
+
+    /// Sends a request, reconnecting once if the connection turns out to be broken.
+    async fn request(&mut self, body: Body) -> Result<Body, ClientError> {
+        match self.exchange(body.clone()).await {
+            Err(e) if e.is_transient() => {
+                let fresh = Self::connect_with(self.config.clone()).await?;
+                *self = fresh;
+                self.exchange(body).await
+            }
+            other => other,
+        }
+    }
+
+    /// Sends one request and waits for the reply with its id (server pushes in between
+    /// are skipped: a client that subscribed uses the stream instead).
+    async fn exchange(&mut self, body: Body) -> Result<Body, ClientError> {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        let timeout = self.config.request_timeout;
+        let env = pb::Envelope {
+            request_id: id,
+            body: Some(body),
+        };
+        let wait = async {
+            self.framed.send(env).await?;
+            loop {
+                let reply = self.framed.next().await.ok_or(ClientError::Closed)??;
+                match reply.body {
+                    Some(Body::Error(e)) if reply.request_id == id || reply.request_id == 0 => {
+                        return Err(server_error(e))
+                    }
+                    Some(body) if reply.request_id == id => return Ok(body),
+                    _ => continue,
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))?
+    }
+}
+
+fn server_error(e: pb::Error) -> ClientError {
+    ClientError::Server {
+        code: pb::ErrorCode::try_from(e.code).unwrap_or(pb::ErrorCode::Unspecified),
+        message: e.message,
+    }
+}
+
+fn unexpected(wanted: &str, got: &Body) -> ClientError {
+    let name = match got {
+        Body::CapabilityRequest(_) => "CapabilityRequest",
+        Body::CapabilityResponse(_) => "CapabilityResponse",
+        Body::CapabilityUpdate(_) => "CapabilityUpdate",
+        Body::DetectionTask(_) => "DetectionTask",
+        Body::DetectionResult(_) => "DetectionResult",
+        Body::Subscribe(_) => "Subscribe",
+        Body::SubscribeAck(_) => "SubscribeAck",
+        Body::EventBatch(_) => "EventBatch",
+        Body::Lagged(_) => "Lagged",
+        Body::StatusRequest(_) => "StatusRequest",
+        Body::StatusResponse(_) => "StatusResponse",
+        Body::Error(_) => "Error",
+    };
+    ClientError::Protocol(format!("expected {wanted}, got {name}"))
+}
+
+struct SubscriptionState {
+    config: ClientConfig,
+    client: Option<CollectorIpcClient>,
+    subscribe: pb::Subscribe,
+    /// Whether a subscription was ever acknowledged (later ones are reconnections).
+    acked: bool,
+    /// Whether the current connection carries the subscription.
+    live: bool,
+    pending: VecDeque<CollectionEvent>,
+    done: bool,
+    first_error: Option<ClientError>,
+}
+
+impl SubscriptionState {
+    fn drop_client(&mut self) {
+        self.client = None;
+        self.live = false;
+    }
+
+    async fn next_item(&mut self) -> Option<Result<SubscriptionItem, ClientError>> {
+        if let Some(e) = self.first_error.take() {
+            self.done = true;
+            return Some(Err(e));
+        }
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return Some(Ok(SubscriptionItem::Event(ev)));
+            }
+            if self.done {
+                return None;
+            }
+            let client = match self.client.as_mut() {
+                Some(c) => c,
+                None => match CollectorIpcClient::connect_with(self.config.clone()).await {
+                    Ok(c) => self.client.insert(c),
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                },
+            };
+            if !self.live {
+                // A fresh connection: subscribe on it.
+                let reconnected = self.acked;
+                match client
+                    .exchange(Body::Subscribe(self.subscribe.clone()))
+                    .await
+                {
+                    Ok(Body::SubscribeAck(_)) => {
+                        self.acked = true;
+                        self.live = true;
+                        if reconnected {
+                            return Some(Ok(SubscriptionItem::Reconnected));
+                        }
+                    }
+                    Ok(other) => {
+                        self.done = true;
+                        return Some(Err(unexpected("SubscribeAck", &other)));
+                    }
+                    Err(e) if e.is_transient() => {
+                        self.drop_client();
+                        continue;
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                }
+                continue;
+            }
+            match client.framed.next().await {
+                Some(Ok(env)) => match env.body {
+                    Some(Body::EventBatch(batch)) => {
+                        let mut bad = None;
+                        for ev in batch.events {
+                            match event_from_proto(ev) {
+                                Ok(ev) => self.pending.push_back(ev),
+                                Err(e) => bad = Some(e),
+                            }
+                        }
+                        if let Some(e) = bad {
+                            return Some(Err(e.into()));
+                        }
+                    }
+                    Some(Body::Lagged(l)) => {
+                        return Some(Ok(SubscriptionItem::Lagged {
+                            missed_events: l.missed_events,
+                        }))
+                    }
+                    Some(Body::CapabilityUpdate(u)) => {
+                        return Some(Ok(SubscriptionItem::CapabilitiesChanged(caps_from_proto(
+                            &u.capabilities.unwrap_or_default(),
+                        ))))
+                    }
+                    Some(Body::Error(e)) => {
+                        // The server closes after an unsolicited error; reconnect.
+                        self.drop_client();
+                        let err = server_error(e);
+                        if !err.is_transient() {
+                            self.done = true;
+                        }
+                        return Some(Err(err));
+                    }
+                    _ => {}
+                },
+                Some(Err(FrameError::Io(_))) | None => {
+                    self.drop_client();
+                }
+                Some(Err(e)) => {
+                    self.drop_client();
+                    return Some(Err(e.into()));
+                }
+            }
+        }
+    }
+}

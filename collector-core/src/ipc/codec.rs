@@ -1,0 +1,243 @@
+//! Frames on the IPC socket.
+//!
+//! ```text
+//! +----------------+----------------+-------------------+
+//! | len: u32 LE    | crc: u32 LE    | payload: len bytes|
+//! +----------------+----------------+-------------------+
+//! ```
+//!
+//! `crc` is the CRC32 (IEEE) of the payload. A length of zero or above the configured
+//! maximum is rejected from the 8-byte header alone, before anything is allocated for the
+//! payload; a CRC mismatch is reported once the payload is in. Both codecs plug into
+//! `tokio_util::codec::Framed`, which handles partial reads and many frames per read.
+
+use bytes::{Buf, BufMut, BytesMut};
+use prost::Message;
+use tokio_util::codec::{Decoder, Encoder};
+
+use collector_proto::v1::Envelope;
+
+/// Bytes before the payload: length and CRC.
+pub const HEADER_BYTES: usize = 8;
+
+/// Default cap on a payload: 1 MiB.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 1024 * 1024;
+
+/// Why a frame could not be read or written.
+///
+/// Small and unboxed on purpose: the hot decode path returns it by value.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The header announced an empty payload, which no valid message produces.
+    #[error("frame announces a zero-length payload")]
+    ZeroLength,
+    /// The header announced (or the encoder produced) more than the maximum.
+    #[error("frame payload of {len} bytes exceeds the {max}-byte maximum")]
+    TooLarge {
+        /// Announced or produced payload length.
+        len: usize,
+        /// Configured maximum.
+        max: usize,
+    },
+    /// The payload does not match its checksum: the stream is corrupt or not ours.
+    #[error("frame checksum mismatch (header {expected:#010x}, payload {actual:#010x})")]
+    CrcMismatch {
+        /// CRC from the header.
+        expected: u32,
+        /// CRC of the received payload.
+        actual: u32,
+    },
+    /// The payload is not a valid `Envelope`.
+    #[error("frame payload is not a valid protobuf Envelope: {0}")]
+    Decode(#[from] prost::DecodeError),
+    /// The socket failed.
+    #[error("socket I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Raw frames: payloads as [`BytesMut`], no protobuf involved.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameCodec {
+    max_frame_bytes: usize,
+}
+
+impl FrameCodec {
+    /// A codec that accepts payloads of `1..=max_frame_bytes` bytes.
+    pub fn new(max_frame_bytes: usize) -> Self {
+        Self { max_frame_bytes }
+    }
+
+    /// The payload cap.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_frame_bytes
+    }
+
+    fn check_len(&self, len: usize) -> Result<(), FrameError> {
+        if len == 0 {
+            Err(FrameError::ZeroLength)
+        } else if len > self.max_frame_bytes {
+            Err(FrameError::TooLarge {
+                len,
+                max: self.max_frame_bytes,
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_FRAME_BYTES)
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = BytesMut;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
+        if src.len() < HEADER_BYTES {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        let expected = u32::from_le_bytes([src[4], src[5], src[6], src[7]]);
+        self.check_len(len)?;
+        let total = HEADER_BYTES + len;
+        if src.len() < total {
+            // The length is validated, so reserving for the rest is bounded by the cap.
+            src.reserve(total - src.len());
+            return Ok(None);
+        }
+        src.advance(HEADER_BYTES);
+        let payload = src.split_to(len);
+        let actual = crc32fast::hash(&payload);
+        if actual != expected {
+            return Err(FrameError::CrcMismatch { expected, actual });
+        }
+        Ok(Some(payload))
+    }
+}
+
+impl Encoder<&[u8]> for FrameCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, payload: &[u8], dst: &mut BytesMut) -> Result<(), FrameError> {
+        self.check_len(payload.len())?;
+        dst.reserve(HEADER_BYTES + payload.len());
+        dst.put_u32_le(payload.len() as u32);
+        dst.put_u32_le(crc32fast::hash(payload));
+        dst.put_slice(payload);
+        Ok(())
+    }
+}
+
+/// Frames carrying one protobuf [`Envelope`] each.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EnvelopeCodec {
+    frames: FrameCodec,
+}
+
+impl EnvelopeCodec {
+    /// A codec that accepts payloads of `1..=max_frame_bytes` bytes.
+    pub fn new(max_frame_bytes: usize) -> Self {
+        Self {
+            frames: FrameCodec::new(max_frame_bytes),
+        }
+    }
+
+    /// The payload cap.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.frames.max_frame_bytes
+    }
+}
+
+impl Decoder for EnvelopeCodec {
+    type Item = Envelope;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Envelope>, FrameError> {
+        match self.frames.decode(src)? {
+            Some(payload) => Ok(Some(Envelope::decode(payload.freeze())?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Encoder<&Envelope> for EnvelopeCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, msg: &Envelope, dst: &mut BytesMut) -> Result<(), FrameError> {
+        // Encode straight into the output buffer and patch the header afterwards, so the
+        // payload is never copied.
+        let len = msg.encoded_len();
+        self.frames.check_len(len)?;
+        dst.reserve(HEADER_BYTES + len);
+        let start = dst.len();
+        dst.put_bytes(0, HEADER_BYTES);
+        msg.encode_raw(dst);
+        let crc = crc32fast::hash(&dst[start + HEADER_BYTES..]);
+        dst[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+        dst[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        Ok(())
+    }
+}
+
+impl Encoder<Envelope> for EnvelopeCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, msg: Envelope, dst: &mut BytesMut) -> Result<(), FrameError> {
+        self.encode(&msg, dst)
+    }
+}
+
+/// Encodes one envelope as a complete frame (for tests, benchmarks and one-shot writes).
+pub fn encode_frame(msg: &Envelope) -> Result<BytesMut, FrameError> {
+    let mut buf = BytesMut::new();
+    EnvelopeCodec::default().encode(msg, &mut buf)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(payload: &[u8]) -> BytesMut {
+        let mut buf = BytesMut::new();
+        FrameCodec::default().encode(payload, &mut buf).unwrap();
+        buf
+    }
+
+    #[test]
+    fn header_layout_is_len_then_crc_little_endian() {
+        let buf = frame(b"abc");
+        assert_eq!(&buf[0..4], &3u32.to_le_bytes());
+        assert_eq!(&buf[4..8], &crc32fast::hash(b"abc").to_le_bytes());
+        assert_eq!(&buf[8..], b"abc");
+    }
+
+    #[test]
+    fn oversize_is_rejected_from_the_header_without_reserving() {
+        let mut codec = FrameCodec::new(16);
+        let mut src = BytesMut::with_capacity(8);
+        src.put_u32_le(u32::MAX);
+        src.put_u32_le(0);
+        let err = codec.decode(&mut src).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { len, max: 16 } if len == u32::MAX as usize));
+        assert!(
+            src.capacity() < 1024,
+            "decoder reserved for a rejected frame"
+        );
+    }
+
+    #[test]
+    fn encoder_refuses_oversize_payload() {
+        let mut codec = FrameCodec::new(2);
+        let mut dst = BytesMut::new();
+        assert!(matches!(
+            codec.encode(&b"abc"[..], &mut dst),
+            Err(FrameError::TooLarge { len: 3, max: 2 })
+        ));
+        assert!(dst.is_empty());
+    }
+}
