@@ -88,7 +88,7 @@ fn socket_events(c: &mut Criterion) {
         let _ = stop_rx.await;
     }));
     let client = rt.block_on(CollectorIpcClient::connect(&path)).unwrap();
-    let stream = client.subscribe::<&str>(&[], &[]);
+    let stream = rt.block_on(client.subscribe::<&str>(&[], &[])).unwrap();
     let mut stream = Box::pin(stream);
     // The subscription is live once the server counts it.
     rt.block_on(async {
@@ -126,7 +126,7 @@ fn socket_events(c: &mut Criterion) {
                         Some(Ok(SubscriptionItem::Event(ev))) => {
                             std::hint::black_box(ev);
                             got += 1;
-                            if got % EVENTS_PER_BATCH as u64 == 0 {
+                            if got.is_multiple_of(EVENTS_PER_BATCH as u64) {
                                 window.add_permits(1);
                             }
                         }

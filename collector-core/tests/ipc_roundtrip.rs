@@ -149,7 +149,20 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
         option::of(text()),
     )
         .prop_map(
-            |(kind, timestamp, pid, source, path, new_path, rel, flags, mode, result, uid, name)| {
+            |(
+                kind,
+                timestamp,
+                pid,
+                source,
+                path,
+                new_path,
+                rel,
+                flags,
+                mode,
+                result,
+                uid,
+                name,
+            )| {
                 CollectionEvent::Filesystem(FilesystemEvent {
                     kind,
                     timestamp,
@@ -169,20 +182,29 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
 }
 
 fn performance() -> impl Strategy<Value = CollectionEvent> {
-    (ts(), any::<u32>(), text(), text(), -1e12f64..1e12, text(), text()).prop_map(
-        |(timestamp, pid, source, metric_name, value, unit, component)| {
-            CollectionEvent::Performance(PerformanceEvent {
-                kind: PerformanceEventKind::Metric,
-                timestamp,
-                pid,
-                source: source.into(),
-                metric_name,
-                value,
-                unit,
-                component,
-            })
-        },
+    (
+        ts(),
+        any::<u32>(),
+        text(),
+        text(),
+        -1e12f64..1e12,
+        text(),
+        text(),
     )
+        .prop_map(
+            |(timestamp, pid, source, metric_name, value, unit, component)| {
+                CollectionEvent::Performance(PerformanceEvent {
+                    kind: PerformanceEventKind::Metric,
+                    timestamp,
+                    pid,
+                    source: source.into(),
+                    metric_name,
+                    value,
+                    unit,
+                    component,
+                })
+            },
+        )
 }
 
 fn event() -> impl Strategy<Value = CollectionEvent> {
@@ -290,12 +312,10 @@ fn envelope() -> impl Strategy<Value = pb::Envelope> {
                 )),
             })
         }),
-        (vec(1i32..5, 0..4), vec(text(), 0..3)).prop_map(|(domains, kinds)| Body::Subscribe(
-            pb::Subscribe { domains, kinds }
-        )),
-        (vec(1i32..5, 0..4), vec(text(), 0..3)).prop_map(|(domains, kinds)| Body::SubscribeAck(
-            pb::SubscribeAck { domains, kinds }
-        )),
+        (vec(1i32..5, 0..4), vec(text(), 0..3))
+            .prop_map(|(domains, kinds)| Body::Subscribe(pb::Subscribe { domains, kinds })),
+        (vec(1i32..5, 0..4), vec(text(), 0..3))
+            .prop_map(|(domains, kinds)| Body::SubscribeAck(pb::SubscribeAck { domains, kinds })),
         vec(event(), 0..8).prop_map(|evs| Body::EventBatch(pb::EventBatch {
             events: evs.iter().map(event_to_proto).collect()
         })),

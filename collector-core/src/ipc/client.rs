@@ -127,6 +127,8 @@ impl ClientError {
 
 /// One item of a subscription stream.
 #[derive(Debug, Clone, PartialEq)]
+// Events are nearly every item; boxing them would add an allocation per event.
+#[allow(clippy::large_enum_variant)]
 pub enum SubscriptionItem {
     /// An event.
     Event(CollectionEvent),
@@ -255,42 +257,37 @@ impl CollectorIpcClient {
         }
     }
 
-    /// Subscribes to events of `domains` and `kinds` (each empty: all).
+    /// Subscribes to events of `domains` and `kinds` (each empty: all). The subscription
+    /// is live when this returns.
     ///
     /// The stream reconnects (per the backoff) when the connection breaks, yielding
     /// [`SubscriptionItem::Reconnected`]; it ends with an error when reconnecting fails
     /// or the server refuses the subscription.
-    pub fn subscribe<S: AsRef<str>>(
-        self,
+    pub async fn subscribe<S: AsRef<str>>(
+        mut self,
         domains: &[Domain],
         kinds: &[S],
-    ) -> impl Stream<Item = Result<SubscriptionItem, ClientError>> + Send + 'static {
-        let state = match EventFilter::new(domains, kinds) {
-            Ok(filter) => SubscriptionState {
-                config: self.config.clone(),
-                client: Some(self),
-                subscribe: filter.to_proto(),
-                acked: false,
-                live: false,
-                pending: VecDeque::new(),
-                done: false,
-                first_error: None,
-            },
-            Err(e) => SubscriptionState {
-                config: self.config.clone(),
-                client: None,
-                subscribe: pb::Subscribe::default(),
-                acked: false,
-                live: false,
-                pending: VecDeque::new(),
-                done: false,
-                first_error: Some(e.into()),
-            },
+    ) -> Result<
+        impl Stream<Item = Result<SubscriptionItem, ClientError>> + Send + 'static,
+        ClientError,
+    > {
+        let subscribe = EventFilter::new(domains, kinds)?.to_proto();
+        match self.exchange(Body::Subscribe(subscribe.clone())).await? {
+            Body::SubscribeAck(_) => {}
+            other => return Err(unexpected("SubscribeAck", &other)),
+        }
+        let state = SubscriptionState {
+            config: self.config.clone(),
+            client: Some(self),
+            subscribe,
+            live: true,
+            pending: VecDeque::new(),
+            done: false,
         };
-        futures::stream::unfold(state, |mut st| async move {
+        Ok(futures::stream::unfold(state, |mut st| async move {
             let item = st.next_item().await?;
             Some((item, st))
-        })
+        }))
     }
 
     /// Sends a request, reconnecting once if the connection turns out to be broken.
@@ -363,13 +360,10 @@ struct SubscriptionState {
     config: ClientConfig,
     client: Option<CollectorIpcClient>,
     subscribe: pb::Subscribe,
-    /// Whether a subscription was ever acknowledged (later ones are reconnections).
-    acked: bool,
     /// Whether the current connection carries the subscription.
     live: bool,
     pending: VecDeque<CollectionEvent>,
     done: bool,
-    first_error: Option<ClientError>,
 }
 
 impl SubscriptionState {
@@ -379,10 +373,6 @@ impl SubscriptionState {
     }
 
     async fn next_item(&mut self) -> Option<Result<SubscriptionItem, ClientError>> {
-        if let Some(e) = self.first_error.take() {
-            self.done = true;
-            return Some(Err(e));
-        }
         loop {
             if let Some(ev) = self.pending.pop_front() {
                 return Some(Ok(SubscriptionItem::Event(ev)));
@@ -402,17 +392,13 @@ impl SubscriptionState {
             };
             if !self.live {
                 // A fresh connection: subscribe on it.
-                let reconnected = self.acked;
                 match client
                     .exchange(Body::Subscribe(self.subscribe.clone()))
                     .await
                 {
                     Ok(Body::SubscribeAck(_)) => {
-                        self.acked = true;
                         self.live = true;
-                        if reconnected {
-                            return Some(Ok(SubscriptionItem::Reconnected));
-                        }
+                        return Some(Ok(SubscriptionItem::Reconnected));
                     }
                     Ok(other) => {
                         self.done = true;
@@ -427,7 +413,6 @@ impl SubscriptionState {
                         return Some(Err(e));
                     }
                 }
-                continue;
             }
             match client.framed.next().await {
                 Some(Ok(env)) => match env.body {

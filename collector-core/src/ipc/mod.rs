@@ -17,7 +17,7 @@
 //! use futures::StreamExt;
 //!
 //! let client = CollectorIpcClient::connect("/run/collector/collector.sock").await?;
-//! let events = client.subscribe(&[Domain::Process], &["exec"]);
+//! let events = client.subscribe(&[Domain::Process], &["exec"]).await?;
 //! futures::pin_mut!(events);
 //! while let Some(item) = events.next().await {
 //!     match item? {

@@ -14,6 +14,24 @@ pub trait StatusProvider: Send + Sync + 'static {
 
     /// The aggregated capabilities, updated when a source registers or unregisters.
     fn watch_capabilities(&self) -> watch::Receiver<SourceCaps>;
+
+    /// Told the number of connected subscribers whenever it changes, for the status
+    /// `counters.subscribers` gauge. The default ignores it.
+    fn set_subscribers(&self, _subscribers: u64) {}
+}
+
+impl StatusProvider for crate::collector::CollectorHandle {
+    fn status(&self) -> StatusSnapshot {
+        crate::collector::CollectorHandle::status(self)
+    }
+
+    fn watch_capabilities(&self) -> watch::Receiver<SourceCaps> {
+        crate::collector::CollectorHandle::watch_capabilities(self)
+    }
+
+    fn set_subscribers(&self, subscribers: u64) {
+        crate::collector::CollectorHandle::set_subscribers(self, subscribers);
+    }
 }
 
 /// A [`StatusProvider`] whose values are set by hand: for tests, benchmarks and embedding

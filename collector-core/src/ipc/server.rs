@@ -46,6 +46,8 @@ use crate::sink::EventBatch;
 pub struct PeerPolicy {
     /// Admit uid 0.
     pub allow_root: bool,
+    /// Admit the uid the collector runs as (the socket file's owner).
+    pub allow_own_uid: bool,
     /// Admit these uids.
     pub allowed_uids: Vec<u32>,
     /// Admit peers whose primary gid is one of these.
@@ -56,6 +58,7 @@ impl Default for PeerPolicy {
     fn default() -> Self {
         Self {
             allow_root: true,
+            allow_own_uid: true,
             allowed_uids: Vec::new(),
             allowed_gids: Vec::new(),
         }
@@ -63,9 +66,11 @@ impl Default for PeerPolicy {
 }
 
 impl PeerPolicy {
-    /// Whether a peer with these credentials may connect.
-    pub fn permits(&self, uid: u32, gid: u32) -> bool {
+    /// Whether a peer with these credentials may connect to a collector running as
+    /// `own_uid`.
+    pub fn permits(&self, uid: u32, gid: u32, own_uid: u32) -> bool {
         (self.allow_root && uid == 0)
+            || (self.allow_own_uid && uid == own_uid)
             || self.allowed_uids.contains(&uid)
             || self.allowed_gids.contains(&gid)
     }
@@ -88,6 +93,26 @@ pub struct IpcServerConfig {
     pub write_timeout: Duration,
     /// Longest a detection task may run before it is answered with a timeout error.
     pub task_timeout: Duration,
+}
+
+impl IpcServerConfig {
+    /// The IPC settings of a collector configuration (`socket_path`, `max_ipc_connections`,
+    /// `max_frame_bytes`, `ipc_allowed_uids`, `ipc_allowed_gids`); timeouts keep their
+    /// defaults.
+    pub fn from_collector_config(config: &crate::config::CollectorConfig) -> Self {
+        Self {
+            socket_path: config.socket_path.clone(),
+            max_connections: config.max_ipc_connections,
+            max_frame_bytes: config.max_frame_bytes,
+            peer_policy: PeerPolicy {
+                allow_root: true,
+                allow_own_uid: true,
+                allowed_uids: config.ipc_allowed_uids.clone(),
+                allowed_gids: config.ipc_allowed_gids.clone(),
+            },
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for IpcServerConfig {
@@ -168,6 +193,8 @@ pub struct CollectorIpcServer {
     socket_path: PathBuf,
     /// (dev, inode) of the socket we bound, so shutdown never removes a successor's.
     socket_id: (u64, u64),
+    /// Our effective uid: the owner of the socket we created.
+    own_uid: u32,
     shared: Arc<Shared>,
 }
 
@@ -209,6 +236,7 @@ impl CollectorIpcServer {
             listener,
             socket_path: path,
             socket_id: (meta.dev(), meta.ino()),
+            own_uid: meta.uid(),
             shared: Arc::new(Shared {
                 config,
                 status,
@@ -300,7 +328,7 @@ impl CollectorIpcServer {
             .shared
             .config
             .peer_policy
-            .permits(cred.uid(), cred.gid())
+            .permits(cred.uid(), cred.gid(), self.own_uid)
         {
             warn!(uid = cred.uid(), gid = cred.gid(), pid = ?cred.pid(), "IPC peer not allowed");
             let msg = format!(
@@ -418,6 +446,13 @@ impl Connection {
             self.read_loop(reader, out_tx),
             self.write_loop(writer, out_rx)
         );
+        // The subscription (if any) was dropped with the writer.
+        self.publish_subscribers();
+    }
+
+    fn publish_subscribers(&self) {
+        let count = self.shared.sink.subscriber_count() as u64;
+        self.shared.status.set_subscribers(count);
     }
 
     async fn read_loop(
@@ -615,7 +650,10 @@ impl Connection {
                     Some(Outbound::Subscribe { request_id, filter }) => {
                         match sub.as_mut() {
                             Some(s) => s.set_filter(filter),
-                            None => sub = Some(self.shared.sink.subscribe(filter)),
+                            None => {
+                                sub = Some(self.shared.sink.subscribe(filter));
+                                self.publish_subscribers();
+                            }
                         }
                         let p = filter.to_proto();
                         let ack = pb::Envelope {
@@ -748,17 +786,21 @@ mod tests {
     fn peer_policy_admits_root_and_listed_ids_only() {
         let p = PeerPolicy {
             allow_root: true,
+            allow_own_uid: true,
             allowed_uids: vec![1000],
             allowed_gids: vec![50],
         };
-        assert!(p.permits(0, 0));
-        assert!(p.permits(1000, 1000));
-        assert!(p.permits(1001, 50));
-        assert!(!p.permits(1001, 1001));
-        let no_root = PeerPolicy {
+        assert!(p.permits(0, 0, 999));
+        assert!(p.permits(999, 999, 999), "the collector's own uid");
+        assert!(p.permits(1000, 1000, 999));
+        assert!(p.permits(1001, 50, 999));
+        assert!(!p.permits(1001, 1001, 999));
+        let strict = PeerPolicy {
             allow_root: false,
+            allow_own_uid: false,
             ..PeerPolicy::default()
         };
-        assert!(!no_root.permits(0, 0));
+        assert!(!strict.permits(0, 0, 0));
+        assert!(!strict.permits(999, 999, 999));
     }
 }
