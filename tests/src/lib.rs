@@ -33,3 +33,25 @@ fn unsafe_geteuid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { geteuid() }
 }
+
+/// Runs `collector-test-actor` (from an integration test) and parses its output.
+#[macro_export]
+macro_rules! actor {
+    ($($arg:expr),* $(,)?) => {
+        $crate::run_actor(env!("CARGO_BIN_EXE_collector-test-actor"), &[$($arg),*])
+    };
+}
+
+/// Runs the actor binary at `path` and parses its `key=value` output.
+pub fn run_actor(path: &str, args: &[&str]) -> std::collections::HashMap<String, String> {
+    let out = std::process::Command::new(path)
+        .args(args)
+        .output()
+        .expect("run collector-test-actor");
+    assert!(out.status.success(), "actor failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect()
+}

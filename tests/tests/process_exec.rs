@@ -7,7 +7,7 @@ use std::time::Duration;
 use collector_core::event::ProcessEventKind;
 use collector_core::{CollectionEvent, EventSource};
 use collector_tests::kernel_or_skip;
-use collector_userspace::ebpf::{KernelConfig, KernelPrograms, ProcessKernelSource};
+use collector_userspace::ebpf::{KernelConfig, KernelDomain, KernelPrograms, KernelSource};
 use tokio::sync::mpsc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,7 +16,7 @@ async fn exec_of_bin_true_arrives_with_child_and_parent_pids() {
         return;
     }
     let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
-    let source = Arc::new(ProcessKernelSource::new(programs).expect("process source"));
+    let source = Arc::new(KernelSource::new(programs, KernelDomain::Process).expect("process source"));
     let (tx, mut rx) = mpsc::channel(4096);
     let shutdown = Arc::new(AtomicBool::new(false));
     let task = {
@@ -78,7 +78,7 @@ where
 }
 
 fn start(
-    source: Arc<ProcessKernelSource>,
+    source: Arc<KernelSource>,
 ) -> (
     mpsc::Receiver<CollectionEvent>,
     Arc<AtomicBool>,
@@ -97,7 +97,7 @@ async fn fork_and_exit_code_3_observed_failed_exec_not_reported() {
         return;
     }
     let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
-    let source = Arc::new(ProcessKernelSource::new(programs).expect("process source"));
+    let source = Arc::new(KernelSource::new(programs, KernelDomain::Process).expect("process source"));
     let (mut rx, shutdown, task) = start(source.clone());
 
     // The shell forks a subshell (a fork by a process that is not the collector) which
