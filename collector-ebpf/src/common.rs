@@ -7,7 +7,10 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_uid_gid,
-        generated::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns},
+        generated::{
+            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns,
+            bpf_probe_read_kernel,
+        },
     },
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
@@ -20,6 +23,14 @@ use collector_common::{
 /// Process ring buffer; the loader resizes it (`process_ring_bytes`).
 #[map]
 pub static PROCESS_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Network ring buffer; the loader resizes it (`network_ring_bytes`).
+#[map]
+pub static NET_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Filesystem ring buffer; the loader resizes it (`file_ring_bytes`).
+#[map]
+pub static FILE_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
 /// Per-CPU counters, indexed by `collector_common::counter_index`.
 #[map]
@@ -43,6 +54,12 @@ static COLLECTOR_TGID: u32 = 0;
 /// so a storm does not cost one wakeup per event.
 #[unsafe(no_mangle)]
 static PROCESS_WAKEUP_BYTES: u64 = 0;
+/// Wakeup watermark of the network ring (see `PROCESS_WAKEUP_BYTES`).
+#[unsafe(no_mangle)]
+static NET_WAKEUP_BYTES: u64 = 0;
+/// Wakeup watermark of the filesystem ring (see `PROCESS_WAKEUP_BYTES`).
+#[unsafe(no_mangle)]
+static FILE_WAKEUP_BYTES: u64 = 0;
 
 /// True when the current task's events must not be recorded.
 #[inline(always)]
@@ -115,4 +132,55 @@ pub fn wakeup_flags(ring: &RingBuf, watermark: u64) -> u64 {
 #[inline(always)]
 pub fn process_wakeup_flags() -> u64 {
     wakeup_flags(&PROCESS_EVENTS, unsafe { read_volatile(&PROCESS_WAKEUP_BYTES) })
+}
+
+/// Wakeup flags for the network ring buffer.
+#[inline(always)]
+pub fn net_wakeup_flags() -> u64 {
+    wakeup_flags(&NET_EVENTS, unsafe { read_volatile(&NET_WAKEUP_BYTES) })
+}
+
+/// Wakeup flags for the filesystem ring buffer.
+#[inline(always)]
+pub fn file_wakeup_flags() -> u64 {
+    wakeup_flags(&FILE_EVENTS, unsafe { read_volatile(&FILE_WAKEUP_BYTES) })
+}
+
+/// Reads a `T` at `base + offset` in kernel memory.
+#[inline(always)]
+pub unsafe fn read_kernel<T: Copy + Default>(base: *const u8, offset: u64) -> Result<T, i64> {
+    let mut value = T::default();
+    let ret = unsafe {
+        bpf_probe_read_kernel(
+            (&mut value as *mut T).cast(),
+            core::mem::size_of::<T>() as u32,
+            base.wrapping_add(offset as usize).cast(),
+        )
+    };
+    if ret < 0 {
+        Err(ret)
+    } else {
+        Ok(value)
+    }
+}
+
+/// The `struct file *` behind the current task's descriptor `fd`.
+#[inline(always)]
+pub unsafe fn fd_to_file(fd: u64) -> Result<*const u8, i64> {
+    use crate::offsets::get;
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let files: u64 = read_kernel(task, get::OFF_TASK_FILES())?;
+        let fdt: u64 = read_kernel(files as *const u8, get::OFF_FILES_FDT())?;
+        let max_fds: u32 = read_kernel(fdt as *const u8, get::OFF_FDT_MAX_FDS())?;
+        if fd >= max_fds as u64 {
+            return Err(-9);
+        }
+        let array: u64 = read_kernel(fdt as *const u8, get::OFF_FDT_FD())?;
+        let file: u64 = read_kernel(array as *const u8, fd * 8)?;
+        if file == 0 {
+            return Err(-9);
+        }
+        Ok(file as *const u8)
+    }
 }

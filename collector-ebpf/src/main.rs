@@ -14,6 +14,8 @@
 
 mod common;
 mod offsets;
+mod file;
+mod net;
 mod process;
 
 #[cfg(not(test))]

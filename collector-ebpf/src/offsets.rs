@@ -42,6 +42,36 @@ offsets! {
     OFF_MM_ARG_END,
     /// `linux_binprm.filename`
     OFF_BPRM_FILENAME,
+    /// `task_struct.files`
+    OFF_TASK_FILES,
+    /// `files_struct.fdt`
+    OFF_FILES_FDT,
+    /// `fdtable.max_fds`
+    OFF_FDT_MAX_FDS,
+    /// `fdtable.fd`
+    OFF_FDT_FD,
+    /// `file.private_data`
+    OFF_FILE_PRIVATE_DATA,
+    /// `file.f_mode`
+    OFF_FILE_F_MODE,
+    /// `socket.sk`
+    OFF_SOCKET_SK,
+    /// `sock.__sk_common.skc_family`
+    OFF_SK_FAMILY,
+    /// `sock.__sk_common.skc_daddr`
+    OFF_SK_DADDR,
+    /// `sock.__sk_common.skc_rcv_saddr`
+    OFF_SK_RCV_SADDR,
+    /// `sock.__sk_common.skc_dport`
+    OFF_SK_DPORT,
+    /// `sock.__sk_common.skc_num`
+    OFF_SK_NUM,
+    /// `sock.__sk_common.skc_v6_daddr`
+    OFF_SK_V6_DADDR,
+    /// `sock.__sk_common.skc_v6_rcv_saddr`
+    OFF_SK_V6_RCV_SADDR,
+    /// `sock.sk_protocol`
+    OFF_SK_PROTOCOL,
 }
 
 /// Set by the loader: 1 when `sched_process_exit` passes `group_dead` (Linux >= 6.13).

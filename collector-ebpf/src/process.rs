@@ -8,7 +8,7 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid,
-        generated::{bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user},
+        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user},
     },
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
@@ -19,28 +19,11 @@ use collector_common::{
 
 use crate::{
     common::{
-        count_emitted, count_lost, excluded, fill_header, process_wakeup_flags, PROCESS_EVENTS,
+        count_emitted, count_lost, excluded, fill_header, process_wakeup_flags, read_kernel,
+        PROCESS_EVENTS,
     },
     offsets::{exit_has_group_dead, get},
 };
-
-/// Reads a `T` at `base + offset` in kernel memory.
-#[inline(always)]
-unsafe fn read_kernel<T: Copy + Default>(base: *const u8, offset: u64) -> Result<T, i64> {
-    let mut value = T::default();
-    let ret = unsafe {
-        bpf_probe_read_kernel(
-            (&mut value as *mut T).cast(),
-            core::mem::size_of::<T>() as u32,
-            base.wrapping_add(offset as usize).cast(),
-        )
-    };
-    if ret < 0 {
-        Err(ret)
-    } else {
-        Ok(value)
-    }
-}
 
 #[inline(always)]
 unsafe fn parent_tgid(task: *const u8) -> Result<u32, i64> {

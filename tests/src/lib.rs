@@ -1,1 +1,57 @@
-//! Integration tests live in tests/tests/*.rs.
+//! Workspace-level integration tests against the real kernel; see `tests/`.
+//!
+//! [`kernel_or_skip`] decides whether a kernel test can run here.
+#![deny(missing_docs)]
+
+/// Returns true when kernel tests can run (root and BTF present). Otherwise prints why
+/// and returns false, or panics when `COLLECTOR_REQUIRE_KERNEL=1` (CI), where a skip is
+/// a failure.
+pub fn kernel_or_skip(test: &str) -> bool {
+    let reason = if unsafe_geteuid() != 0 {
+        Some("not root (kernel tests need CAP_BPF and CAP_PERFMON)")
+    } else if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Some("no kernel BTF at /sys/kernel/btf/vmlinux")
+    } else {
+        None
+    };
+    match reason {
+        None => true,
+        Some(why) => {
+            if std::env::var("COLLECTOR_REQUIRE_KERNEL").as_deref() == Ok("1") {
+                panic!("{test}: cannot run ({why}) but COLLECTOR_REQUIRE_KERNEL=1 forbids skipping");
+            }
+            eprintln!("skipping {test}: {why}");
+            false
+        }
+    }
+}
+
+fn unsafe_geteuid() -> u32 {
+    extern "C" {
+        fn geteuid() -> u32;
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { geteuid() }
+}
+
+/// Runs `collector-test-actor` (from an integration test) and parses its output.
+#[macro_export]
+macro_rules! actor {
+    ($($arg:expr),* $(,)?) => {
+        $crate::run_actor(env!("CARGO_BIN_EXE_collector-test-actor"), &[$($arg),*])
+    };
+}
+
+/// Runs the actor binary at `path` and parses its `key=value` output.
+pub fn run_actor(path: &str, args: &[&str]) -> std::collections::HashMap<String, String> {
+    let out = std::process::Command::new(path)
+        .args(args)
+        .output()
+        .expect("run collector-test-actor");
+    assert!(out.status.success(), "actor failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect()
+}

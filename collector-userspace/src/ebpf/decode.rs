@@ -1,10 +1,16 @@
 //! Turns raw ring-buffer records into [`CollectionEvent`]s. Pure: tested without a kernel.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+
 use collector_common::{
-    flags, ExecRecord, ExitRecord, ForkRecord, RecordHeader, RecordKind, EXEC_ARGV_LEN,
-    EXEC_FILENAME_LEN,
+    flags, ExecRecord, ExitRecord, FileRecord, ForkRecord, NetRecord, RecordHeader, RecordKind,
+    RenameRecord, EXEC_ARGV_LEN, EXEC_FILENAME_LEN, FILE_PATH_LEN,
 };
-use collector_core::event::{CollectionEvent, ProcessEvent, ProcessEventKind, SourceName};
+use collector_core::event::{
+    AddressFamily, CollectionEvent, FilesystemEvent, FilesystemEventKind, NetworkEvent,
+    NetworkEventKind, ProcessEvent, ProcessEventKind, SourceName, TransportProtocol,
+};
 
 use super::clock::BootClock;
 
@@ -135,6 +141,160 @@ pub fn decode_process(
     Ok(CollectionEvent::Process(ev))
 }
 
+const AF_INET6: u16 = 10;
+const IPPROTO_UDP: u16 = 17;
+const AT_FDCWD: i32 = -100;
+
+fn ip(family: u16, bytes: [u8; 16]) -> IpAddr {
+    if family == AF_INET6 {
+        IpAddr::V6(Ipv6Addr::from(bytes))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+    }
+}
+
+/// Kernel TCP state name.
+pub fn tcp_state_name(state: u32) -> Option<&'static str> {
+    Some(match state {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        12 => "NEW_SYN_RECV",
+        _ => return None,
+    })
+}
+
+/// Decodes one network-domain record.
+pub fn decode_network(
+    bytes: &[u8],
+    clock: &BootClock,
+    source: &SourceName,
+) -> Result<CollectionEvent, DecodeError> {
+    let kind = record_kind(bytes)?;
+    let event_kind = match kind {
+        RecordKind::Connect => NetworkEventKind::Connect,
+        RecordKind::Accept => NetworkEventKind::Accept,
+        RecordKind::Close => NetworkEventKind::Close,
+        RecordKind::Listen => NetworkEventKind::Listen,
+        other => return Err(DecodeError::UnknownKind(other as u32)),
+    };
+    let r: NetRecord = read(bytes, kind as u32)?;
+    let local = SocketAddr::new(ip(r.family, r.local_addr), r.local_port);
+    let remote = SocketAddr::new(ip(r.family, r.remote_addr), r.remote_port);
+    // source = the end that initiated, dest = the end that accepted.
+    let (source_addr, dest_addr) = match event_kind {
+        NetworkEventKind::Accept => (remote, local),
+        NetworkEventKind::Listen => (local, local),
+        _ => (local, remote),
+    };
+    Ok(CollectionEvent::Network(NetworkEvent {
+        kind: event_kind,
+        timestamp: clock.to_utc(r.header.ktime_ns),
+        pid: r.header.pid,
+        source: source.clone(),
+        protocol: if r.protocol == IPPROTO_UDP {
+            TransportProtocol::Udp
+        } else {
+            TransportProtocol::Tcp
+        },
+        family: if r.family == AF_INET6 {
+            AddressFamily::Ipv6
+        } else {
+            AddressFamily::Ipv4
+        },
+        source_addr,
+        dest_addr,
+        state: tcp_state_name(r.state).map(str::to_string),
+        connection_id: r.sock_id,
+        uid: Some(r.header.uid),
+        name: Some(c_str(&r.header.comm)),
+    }))
+}
+
+/// Makes `path` absolute against the directory the kernel resolved it from: the
+/// process's cwd (`AT_FDCWD`) or its directory fd. Returns (path, still_relative).
+pub fn resolve_path(pid: u32, dirfd: i32, path: String) -> (String, bool) {
+    if path.starts_with('/') || path.is_empty() {
+        return (path, false);
+    }
+    let base = if dirfd == AT_FDCWD {
+        format!("/proc/{pid}/cwd")
+    } else {
+        format!("/proc/{pid}/fd/{dirfd}")
+    };
+    match std::fs::read_link(&base) {
+        Ok(dir) if dir.is_absolute() => (Path::new(&dir).join(&path).display().to_string(), false),
+        _ => (path, true),
+    }
+}
+
+/// Decodes one filesystem-domain record, resolving relative paths where it can.
+pub fn decode_filesystem(
+    bytes: &[u8],
+    clock: &BootClock,
+    source: &SourceName,
+) -> Result<CollectionEvent, DecodeError> {
+    let kind = record_kind(bytes)?;
+    let ev = match kind {
+        RecordKind::Open | RecordKind::Create | RecordKind::Unlink => {
+            let r: FileRecord = read(bytes, kind as u32)?;
+            let len = (r.path_len as usize).min(FILE_PATH_LEN);
+            let (path, relative) = resolve_path(r.header.pid, r.dirfd, c_str(&r.path[..len]));
+            let is_open = kind != RecordKind::Unlink;
+            FilesystemEvent {
+                kind: match kind {
+                    RecordKind::Open => FilesystemEventKind::Open,
+                    RecordKind::Create => FilesystemEventKind::Create,
+                    _ => FilesystemEventKind::Unlink,
+                },
+                timestamp: clock.to_utc(r.header.ktime_ns),
+                pid: r.header.pid,
+                source: source.clone(),
+                path,
+                new_path: None,
+                path_relative: relative,
+                flags: is_open.then_some(r.open_flags),
+                mode: is_open.then_some(r.mode),
+                result: Some(r.result),
+                uid: Some(r.header.uid),
+                name: Some(c_str(&r.header.comm)),
+            }
+        }
+        RecordKind::Rename => {
+            let r: RenameRecord = read(bytes, kind as u32)?;
+            let old_len = (r.old_path_len as usize).min(FILE_PATH_LEN);
+            let new_len = (r.new_path_len as usize).min(FILE_PATH_LEN);
+            let (path, rel_old) = resolve_path(r.header.pid, r.old_dirfd, c_str(&r.old_path[..old_len]));
+            let (new_path, rel_new) =
+                resolve_path(r.header.pid, r.new_dirfd, c_str(&r.new_path[..new_len]));
+            FilesystemEvent {
+                kind: FilesystemEventKind::Rename,
+                timestamp: clock.to_utc(r.header.ktime_ns),
+                pid: r.header.pid,
+                source: source.clone(),
+                path,
+                new_path: Some(new_path),
+                path_relative: rel_old || rel_new,
+                flags: None,
+                mode: None,
+                result: Some(r.result),
+                uid: Some(r.header.uid),
+                name: Some(c_str(&r.header.comm)),
+            }
+        }
+        other => return Err(DecodeError::UnknownKind(other as u32)),
+    };
+    Ok(CollectionEvent::Filesystem(ev))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +356,49 @@ mod tests {
         ));
         assert_eq!(record_kind(&99u32.to_ne_bytes()), Err(DecodeError::UnknownKind(99)));
         assert!(record_kind(&[1, 0]).is_err());
+    }
+
+    #[test]
+    fn accept_puts_the_initiator_in_source_addr() {
+        // SAFETY: all-zero is a valid NetRecord.
+        let mut r: NetRecord = unsafe { std::mem::zeroed() };
+        r.header = header(RecordKind::Accept);
+        r.family = 2;
+        r.protocol = 6;
+        r.local_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        r.remote_addr[..4].copy_from_slice(&[127, 0, 0, 2]);
+        r.local_port = 8080;
+        r.remote_port = 40000;
+        r.state = 1;
+        let CollectionEvent::Network(n) = decode_network(&bytes_of(&r), &BootClock::new(), &"t".into()).unwrap() else {
+            panic!("not network")
+        };
+        assert_eq!(n.source_addr.to_string(), "127.0.0.2:40000");
+        assert_eq!(n.dest_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(n.state.as_deref(), Some("ESTABLISHED"));
+        r.header.kind = RecordKind::Connect as u32;
+        r.family = 10;
+        r.local_addr = std::net::Ipv6Addr::LOCALHOST.octets();
+        r.remote_addr = std::net::Ipv6Addr::LOCALHOST.octets();
+        let CollectionEvent::Network(n) = decode_network(&bytes_of(&r), &BootClock::new(), &"t".into()).unwrap() else {
+            panic!("not network")
+        };
+        assert_eq!(n.source_addr.to_string(), "[::1]:8080");
+        assert_eq!(n.dest_addr.to_string(), "[::1]:40000");
+        assert_eq!(n.family, AddressFamily::Ipv6);
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_cwd_or_are_marked() {
+        let me = std::process::id();
+        let cwd = std::env::current_dir().unwrap();
+        let (p, rel) = resolve_path(me, AT_FDCWD, "x/y".into());
+        assert_eq!(p, cwd.join("x/y").display().to_string());
+        assert!(!rel);
+        let (p, rel) = resolve_path(me, 987_654, "x".into());
+        assert_eq!(p, "x");
+        assert!(rel);
+        assert_eq!(resolve_path(me, AT_FDCWD, "/abs".into()), ("/abs".into(), false));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aya::{
     maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, ProgramError},
+    programs::{BtfTracePoint, ProgramError, TracePoint},
     Btf, Ebpf, EbpfError, EbpfLoader,
 };
 use collector_common::{counter_index, RecordKind, COMM_LEN, COUNTER_EMITTED, COUNTER_LOST};
@@ -55,6 +55,9 @@ pub enum LoadError {
     /// A map the loader expects is missing or of the wrong type.
     #[error("kernel object has no usable map `{0}`")]
     Map(&'static str),
+    /// tracefs is not mounted and could not be mounted.
+    #[error("classic tracepoints need tracefs, which is not mounted and could not be mounted at /sys/kernel/tracing: {0} (mount it: `mount -t tracefs nodev /sys/kernel/tracing`)")]
+    Tracefs(#[source] std::io::Error),
     /// A map update failed.
     #[error("updating map `{map}` failed: {source}")]
     MapUpdate {
@@ -87,6 +90,14 @@ pub struct KernelConfig {
     pub process_ring_bytes: u32,
     /// Pending bytes at which the process ring wakes the reader; 0 = kernel adaptive.
     pub process_wakeup_bytes: u64,
+    /// Bytes of the network ring buffer.
+    pub network_ring_bytes: u32,
+    /// Pending bytes at which the network ring wakes the reader; 0 = kernel adaptive.
+    pub network_wakeup_bytes: u64,
+    /// Bytes of the filesystem ring buffer.
+    pub file_ring_bytes: u32,
+    /// Pending bytes at which the filesystem ring wakes the reader; 0 = kernel adaptive.
+    pub file_wakeup_bytes: u64,
     /// Process ids excluded in the kernel (the collector itself is always excluded).
     pub excluded_pids: Vec<u32>,
     /// Task names excluded in the kernel.
@@ -102,6 +113,12 @@ impl Default for KernelConfig {
         Self {
             process_ring_bytes: 8 << 20,
             process_wakeup_bytes: 0,
+            network_ring_bytes: 8 << 20,
+            network_wakeup_bytes: 0,
+            file_ring_bytes: 32 << 20,
+            // File events come in storms: wake the reader per 256 KiB, and let it drain
+            // on its own timer (`poll_interval`) below that.
+            file_wakeup_bytes: 256 << 10,
             excluded_pids: Vec::new(),
             excluded_comms: Vec::new(),
             poll_interval: Duration::from_millis(10),
@@ -110,31 +127,141 @@ impl Default for KernelConfig {
     }
 }
 
-/// The programs of one domain and their hooks.
+/// Where a program attaches.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Hook {
+    /// BTF tracepoint (no tracefs needed).
+    BtfTracepoint(&'static str),
+    /// Classic tracepoint `category/name` (needs tracefs).
+    Tracepoint(&'static str, &'static str),
+}
+
+impl Hook {
+    fn describe(self) -> String {
+        match self {
+            Hook::BtfTracepoint(f) => format!("tp_btf/{f}"),
+            Hook::Tracepoint(c, n) => format!("tracepoint/{c}/{n}"),
+        }
+    }
+}
+
+/// One program and its hook.
 pub(crate) struct ProgramSpec {
     pub name: &'static str,
-    pub hook: &'static str,
+    pub hook: Hook,
+}
+
+const fn btf(name: &'static str) -> ProgramSpec {
+    ProgramSpec {
+        name,
+        hook: Hook::BtfTracepoint(name),
+    }
+}
+
+const fn syscall(name: &'static str) -> ProgramSpec {
+    ProgramSpec {
+        name,
+        hook: Hook::Tracepoint("syscalls", name),
+    }
+}
+
+/// The kernel-side domains, each with its ring buffer and programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KernelDomain {
+    /// exec, fork, exit
+    Process,
+    /// connect, accept, listen, close
+    Network,
+    /// open, create, unlink, rename
+    Filesystem,
+}
+
+impl KernelDomain {
+    /// All domains.
+    pub const ALL: [KernelDomain; 3] = [Self::Process, Self::Network, Self::Filesystem];
+
+    pub(crate) fn ring(self) -> &'static str {
+        match self {
+            Self::Process => "PROCESS_EVENTS",
+            Self::Network => "NET_EVENTS",
+            Self::Filesystem => "FILE_EVENTS",
+        }
+    }
+
+    pub(crate) fn programs(self) -> &'static [ProgramSpec] {
+        match self {
+            Self::Process => PROCESS_PROGRAMS,
+            Self::Network => NETWORK_PROGRAMS,
+            Self::Filesystem => FILE_PROGRAMS,
+        }
+    }
+
+    /// Record kinds this domain's programs emit, with their names.
+    pub fn kinds(self) -> &'static [(RecordKind, &'static str)] {
+        match self {
+            Self::Process => &[
+                (RecordKind::Exec, "exec"),
+                (RecordKind::Fork, "fork"),
+                (RecordKind::Exit, "exit"),
+            ],
+            Self::Network => &[
+                (RecordKind::Connect, "connect"),
+                (RecordKind::Accept, "accept"),
+                (RecordKind::Listen, "listen"),
+                (RecordKind::Close, "close"),
+            ],
+            Self::Filesystem => &[
+                (RecordKind::Open, "open"),
+                (RecordKind::Create, "create"),
+                (RecordKind::Unlink, "unlink"),
+                (RecordKind::Rename, "rename"),
+            ],
+        }
+    }
 }
 
 pub(crate) const PROCESS_PROGRAMS: &[ProgramSpec] = &[
-    ProgramSpec {
-        name: "sched_process_exec",
-        hook: "sched_process_exec",
-    },
-    ProgramSpec {
-        name: "sched_process_fork",
-        hook: "sched_process_fork",
-    },
-    ProgramSpec {
-        name: "sched_process_exit",
-        hook: "sched_process_exit",
-    },
+    btf("sched_process_exec"),
+    btf("sched_process_fork"),
+    btf("sched_process_exit"),
+];
+
+pub(crate) const NETWORK_PROGRAMS: &[ProgramSpec] = &[
+    syscall("sys_enter_connect"),
+    syscall("sys_exit_connect"),
+    syscall("sys_exit_accept"),
+    syscall("sys_exit_accept4"),
+    syscall("sys_enter_listen"),
+    syscall("sys_exit_listen"),
+    btf("inet_sock_set_state"),
+];
+
+pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
+    syscall("sys_enter_openat"),
+    syscall("sys_exit_openat"),
+    syscall("sys_enter_open"),
+    syscall("sys_exit_open"),
+    syscall("sys_enter_creat"),
+    syscall("sys_exit_creat"),
+    syscall("sys_enter_openat2"),
+    syscall("sys_exit_openat2"),
+    syscall("sys_enter_unlink"),
+    syscall("sys_exit_unlink"),
+    syscall("sys_enter_unlinkat"),
+    syscall("sys_exit_unlinkat"),
+    syscall("sys_enter_rename"),
+    syscall("sys_exit_rename"),
+    syscall("sys_enter_renameat"),
+    syscall("sys_exit_renameat"),
+    syscall("sys_enter_renameat2"),
+    syscall("sys_exit_renameat2"),
 ];
 
 /// Loaded kernel programs, shared by the domain sources. Dropping the last reference
 /// detaches and unloads every program and map.
 pub struct KernelPrograms {
     ebpf: Mutex<Ebpf>,
+    btf: Btf,
     counters: PerCpuArray<MapData, u64>,
     hooks: Mutex<BTreeMap<String, String>>,
     config: KernelConfig,
@@ -163,7 +290,8 @@ fn bump_memlock_rlimit() {
 }
 
 impl KernelPrograms {
-    /// Loads the object and attaches the process programs.
+    /// Loads the object (maps, filters, offsets). Programs are attached per domain with
+    /// [`KernelPrograms::attach`], so one domain failing leaves the others working.
     pub fn load(config: KernelConfig) -> Result<Arc<Self>, LoadError> {
         if KERNEL_OBJECT.is_empty() {
             return Err(LoadError::NotBuilt);
@@ -182,7 +310,11 @@ impl KernelPrograms {
             .override_global("EXIT_HAS_GROUP_DEAD", &group_dead, true)
             .override_global("COLLECTOR_TGID", &own_tgid, true)
             .override_global("PROCESS_WAKEUP_BYTES", &config.process_wakeup_bytes, true)
-            .map_max_entries("PROCESS_EVENTS", config.process_ring_bytes);
+            .override_global("NET_WAKEUP_BYTES", &config.network_wakeup_bytes, true)
+            .override_global("FILE_WAKEUP_BYTES", &config.file_wakeup_bytes, true)
+            .map_max_entries("PROCESS_EVENTS", config.process_ring_bytes)
+            .map_max_entries("NET_EVENTS", config.network_ring_bytes)
+            .map_max_entries("FILE_EVENTS", config.file_ring_bytes);
         let mut ebpf = loader.load(KERNEL_OBJECT).map_err(|source| LoadError::Load {
             hint: hint_for(&source),
             source,
@@ -204,15 +336,11 @@ impl KernelPrograms {
             .and_then(|m| PerCpuArray::try_from(m).map_err(|_| LoadError::Map("COUNTERS")))?;
 
         let aya_btf = Btf::from_sys_fs().map_err(LoadError::AyaBtf)?;
-        let mut hooks = BTreeMap::new();
-        for spec in PROCESS_PROGRAMS {
-            attach_btf_tracepoint(&mut ebpf, spec, &aya_btf)?;
-            hooks.insert(spec.name.to_string(), format!("tp_btf/{}", spec.hook));
-        }
         let programs = Arc::new(Self {
             ebpf: Mutex::new(ebpf),
+            btf: aya_btf,
             counters,
-            hooks: Mutex::new(hooks),
+            hooks: Mutex::new(BTreeMap::new()),
             config,
             logger: Mutex::new(logger),
         });
@@ -244,6 +372,48 @@ impl KernelPrograms {
         });
     }
 
+    /// Verifies, loads and attaches every program of `domain`. On failure the domain's
+    /// programs that did attach are unloaded again.
+    pub fn attach(&self, domain: KernelDomain) -> Result<(), LoadError> {
+        let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+        if domain.programs().iter().any(|p| matches!(p.hook, Hook::Tracepoint(..))) {
+            ensure_tracefs()?;
+        }
+        let mut attached = Vec::new();
+        for spec in domain.programs() {
+            match attach_program(&mut ebpf, spec, &self.btf) {
+                Ok(()) => attached.push(spec),
+                Err(e) => {
+                    drop(ebpf);
+                    for spec in attached {
+                        self.unload_one(spec.name);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let mut hooks = self.hooks.lock().expect("hooks lock poisoned");
+        for spec in domain.programs() {
+            hooks.insert(spec.name.to_string(), spec.hook.describe());
+        }
+        Ok(())
+    }
+
+    fn unload_one(&self, name: &str) {
+        let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+        if let Some(program) = ebpf.program_mut(name) {
+            let result = match program {
+                aya::programs::Program::BtfTracePoint(p) => p.unload(),
+                aya::programs::Program::TracePoint(p) => p.unload(),
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                tracing::warn!(program = name, "unload failed: {e}");
+            }
+        }
+        self.hooks.lock().expect("hooks lock poisoned").remove(name);
+    }
+
     /// Takes a domain's ring buffer (once).
     pub(crate) fn take_ring(&self, name: &'static str) -> Result<RingBuf<MapData>, LoadError> {
         let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
@@ -272,38 +442,62 @@ impl KernelPrograms {
         &self.config
     }
 
-    /// Detaches and unloads the named programs (a source's `stop`).
-    pub(crate) fn unload(&self, specs: &[ProgramSpec]) {
-        let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
-        let mut hooks = self.hooks.lock().expect("hooks lock poisoned");
-        for spec in specs {
-            if let Some(program) = ebpf.program_mut(spec.name) {
-                let result: Result<&mut BtfTracePoint, _> = program.try_into();
-                if let Ok(p) = result {
-                    if let Err(e) = p.unload() {
-                        tracing::warn!(program = spec.name, "unload failed: {e}");
-                    }
-                }
-            }
-            hooks.remove(spec.name);
+    /// Detaches and unloads a domain's programs (a source's `stop`).
+    pub fn detach(&self, domain: KernelDomain) {
+        for spec in domain.programs() {
+            self.unload_one(spec.name);
         }
     }
 }
 
-fn attach_btf_tracepoint(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf) -> Result<(), LoadError> {
+fn attach_program(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf) -> Result<(), LoadError> {
     let wrap = |source: ProgramError| LoadError::Program {
         program: spec.name.to_string(),
-        hook: format!("tp_btf/{}", spec.hook),
+        hook: spec.hook.describe(),
         hint: hint_for(&source),
         source,
     };
-    let program: &mut BtfTracePoint = ebpf
+    let program = ebpf
         .program_mut(spec.name)
-        .ok_or(LoadError::Map("program missing from object"))?
-        .try_into()
-        .map_err(wrap)?;
-    program.load(spec.hook, btf).map_err(wrap)?;
-    program.attach().map_err(wrap)?;
+        .ok_or(LoadError::Map("program missing from object"))?;
+    match spec.hook {
+        Hook::BtfTracepoint(function) => {
+            let p: &mut BtfTracePoint = program.try_into().map_err(wrap)?;
+            p.load(function, btf).map_err(wrap)?;
+            p.attach().map_err(wrap)?;
+        }
+        Hook::Tracepoint(category, name) => {
+            let p: &mut TracePoint = program.try_into().map_err(wrap)?;
+            p.load().map_err(wrap)?;
+            p.attach(category, name).map_err(wrap)?;
+        }
+    }
+    Ok(())
+}
+
+/// Classic tracepoints need tracefs; a fresh machine may not have it mounted.
+fn ensure_tracefs() -> Result<(), LoadError> {
+    let dir = std::path::Path::new("/sys/kernel/tracing");
+    if dir.join("events").exists() || std::path::Path::new("/sys/kernel/debug/tracing/events").exists() {
+        return Ok(());
+    }
+    let target = std::ffi::CString::new("/sys/kernel/tracing").expect("no NUL");
+    let fstype = std::ffi::CString::new("tracefs").expect("no NUL");
+    let source = std::ffi::CString::new("nodev").expect("no NUL");
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(LoadError::Tracefs(std::io::Error::last_os_error()));
+    }
+    tracing::info!("mounted tracefs at /sys/kernel/tracing (classic tracepoints need it)");
     Ok(())
 }
 

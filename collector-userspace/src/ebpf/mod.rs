@@ -7,7 +7,7 @@ pub mod decode;
 pub mod drain;
 pub mod loader;
 pub mod offsets;
-pub mod process;
+pub mod source;
 
-pub use loader::{KernelConfig, KernelPrograms, LoadError};
-pub use process::ProcessKernelSource;
+pub use loader::{KernelConfig, KernelDomain, KernelPrograms, LoadError};
+pub use source::{source_name, KernelSource};

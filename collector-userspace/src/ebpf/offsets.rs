@@ -13,6 +13,21 @@ const FIELDS: &[(&str, &str, &str)] = &[
     ("OFF_MM_ARG_START", "mm_struct", "arg_start"),
     ("OFF_MM_ARG_END", "mm_struct", "arg_end"),
     ("OFF_BPRM_FILENAME", "linux_binprm", "filename"),
+    ("OFF_TASK_FILES", "task_struct", "files"),
+    ("OFF_FILES_FDT", "files_struct", "fdt"),
+    ("OFF_FDT_MAX_FDS", "fdtable", "max_fds"),
+    ("OFF_FDT_FD", "fdtable", "fd"),
+    ("OFF_FILE_PRIVATE_DATA", "file", "private_data"),
+    ("OFF_FILE_F_MODE", "file", "f_mode"),
+    ("OFF_SOCKET_SK", "socket", "sk"),
+    ("OFF_SK_FAMILY", "sock", "__sk_common.skc_family"),
+    ("OFF_SK_DADDR", "sock", "__sk_common.skc_daddr"),
+    ("OFF_SK_RCV_SADDR", "sock", "__sk_common.skc_rcv_saddr"),
+    ("OFF_SK_DPORT", "sock", "__sk_common.skc_dport"),
+    ("OFF_SK_NUM", "sock", "__sk_common.skc_num"),
+    ("OFF_SK_V6_DADDR", "sock", "__sk_common.skc_v6_daddr"),
+    ("OFF_SK_V6_RCV_SADDR", "sock", "__sk_common.skc_v6_rcv_saddr"),
+    ("OFF_SK_PROTOCOL", "sock", "sk_protocol"),
 ];
 
 /// Offsets to hand to the kernel programs as read-only globals.

@@ -1,0 +1,285 @@
+//! Filesystem: open/openat/openat2/creat (open or create), unlink/unlinkat,
+//! rename/renameat/renameat2.
+//!
+//! Hooks: classic syscall tracepoints `syscalls/sys_enter_*` + `sys_exit_*` (tracefs; the
+//! loader mounts it when absent). Enter stashes the arguments per thread; exit writes one
+//! record with the result, reading the path from the caller's memory. A create is an open
+//! whose file has `FMODE_CREATED` set (the call really created it).
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user_str},
+    macros::{map, tracepoint},
+    maps::HashMap,
+    programs::TracePointContext,
+};
+use collector_common::{flags, FileRecord, RecordKind, RenameRecord, FILE_PATH_LEN};
+
+use crate::{
+    common::{
+        count_emitted, count_lost, excluded, fd_to_file, file_wakeup_flags, fill_header,
+        read_kernel, FILE_EVENTS,
+    },
+    offsets::get,
+};
+
+const AT_FDCWD: i32 = -100;
+const O_CREAT: u32 = 0o100;
+/// `FMODE_CREATED` in `file->f_mode` (include/linux/fs.h).
+const FMODE_CREATED: u32 = 0x100000;
+
+/// Arguments saved at syscall entry until its exit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingFile {
+    kind: u32,
+    open_flags: u32,
+    mode: u32,
+    dirfd: i32,
+    new_dirfd: i32,
+    _pad: u32,
+    path: u64,
+    new_path: u64,
+}
+
+/// In-flight file syscalls by thread id.
+#[map]
+static PENDING_FILE: HashMap<u32, PendingFile> = HashMap::with_max_entries(16384, 0);
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, n: usize) -> u64 {
+    // Syscall tracepoint records: 8-byte common header, syscall nr, then 8-byte args at 16.
+    unsafe { ctx.read_at::<u64>(16 + 8 * n) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn stash(kind: RecordKind, pending: PendingFile) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if excluded(pid_tgid) {
+        return;
+    }
+    if PENDING_FILE.insert(&(pid_tgid as u32), &pending, 0).is_err() {
+        // Too many calls in flight: the event is lost, and counted.
+        count_lost(kind);
+    }
+}
+
+fn pending(kind: RecordKind, dirfd: u64, path: u64, open_flags: u64, mode: u64) -> PendingFile {
+    PendingFile {
+        kind: kind as u32,
+        open_flags: open_flags as u32,
+        mode: mode as u32,
+        dirfd: dirfd as i32,
+        new_dirfd: 0,
+        _pad: 0,
+        path,
+        new_path: 0,
+    }
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
+pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    stash(RecordKind::Open, pending(RecordKind::Open, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 3)));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_open")]
+pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
+    stash(RecordKind::Open, pending(RecordKind::Open, AT_FDCWD as u64, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2)));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_creat")]
+pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
+    // creat(path, mode) == open(path, O_CREAT|O_WRONLY|O_TRUNC, mode)
+    let open_flags = (O_CREAT | 0o1 | 0o1000) as u64;
+    stash(RecordKind::Open, pending(RecordKind::Open, AT_FDCWD as u64, arg(&ctx, 0), open_flags, arg(&ctx, 1)));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
+pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
+    // struct open_how { u64 flags; u64 mode; u64 resolve; } in user memory.
+    let how = arg(&ctx, 2) as *const u64;
+    let open_flags = unsafe { aya_ebpf::helpers::bpf_probe_read_user(how) }.unwrap_or(0);
+    let mode = unsafe { aya_ebpf::helpers::bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
+    stash(RecordKind::Open, pending(RecordKind::Open, arg(&ctx, 0), arg(&ctx, 1), open_flags, mode));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_unlink")]
+pub fn sys_enter_unlink(ctx: TracePointContext) -> u32 {
+    stash(RecordKind::Unlink, pending(RecordKind::Unlink, AT_FDCWD as u64, arg(&ctx, 0), 0, 0));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_unlinkat")]
+pub fn sys_enter_unlinkat(ctx: TracePointContext) -> u32 {
+    // unlinkat(dirfd, path, flags): AT_REMOVEDIR (0x200) in flags means rmdir.
+    stash(RecordKind::Unlink, pending(RecordKind::Unlink, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), 0));
+    0
+}
+
+#[inline(always)]
+fn stash_rename(old_dirfd: u64, old: u64, new_dirfd: u64, new: u64, rename_flags: u64) {
+    let mut p = pending(RecordKind::Rename, old_dirfd, old, rename_flags, 0);
+    p.new_dirfd = new_dirfd as i32;
+    p.new_path = new;
+    stash(RecordKind::Rename, p);
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_rename")]
+pub fn sys_enter_rename(ctx: TracePointContext) -> u32 {
+    stash_rename(AT_FDCWD as u64, arg(&ctx, 0), AT_FDCWD as u64, arg(&ctx, 1), 0);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_renameat")]
+pub fn sys_enter_renameat(ctx: TracePointContext) -> u32 {
+    stash_rename(arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 3), 0);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_renameat2")]
+pub fn sys_enter_renameat2(ctx: TracePointContext) -> u32 {
+    stash_rename(arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 3), arg(&ctx, 4));
+    0
+}
+
+/// Reads a user string into `dst`; returns (bytes without NUL, truncated).
+#[inline(always)]
+unsafe fn read_path(dst: *mut [u8; FILE_PATH_LEN], src: u64) -> (u32, bool) {
+    let n = unsafe { bpf_probe_read_user_str(dst.cast(), FILE_PATH_LEN as u32, src as *const _) };
+    if n <= 0 {
+        return (0, false);
+    }
+    let len = (n - 1) as u32;
+    (len, len as usize >= FILE_PATH_LEN - 1)
+}
+
+#[inline(always)]
+fn take_pending() -> Option<(u64, PendingFile)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let p = *unsafe { PENDING_FILE.get(&tid) }?;
+    let _ = PENDING_FILE.remove(&tid);
+    Some((pid_tgid, p))
+}
+
+#[inline(always)]
+fn exit_one_path(ctx: &TracePointContext) -> u32 {
+    let Some((pid_tgid, p)) = take_pending() else {
+        return 0;
+    };
+    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
+    let mut kind = if p.kind == RecordKind::Unlink as u32 {
+        RecordKind::Unlink
+    } else {
+        RecordKind::Open
+    };
+    if kind == RecordKind::Open && ret >= 0 && p.open_flags & O_CREAT != 0 {
+        let created = unsafe { fd_to_file(ret as u64) }
+            .and_then(|file| unsafe { read_kernel::<u32>(file, get::OFF_FILE_F_MODE()) })
+            .map(|mode| mode & FMODE_CREATED != 0)
+            .unwrap_or(false);
+        if created {
+            kind = RecordKind::Create;
+        }
+    }
+    let Some(mut entry) = FILE_EVENTS.reserve::<FileRecord>(0) else {
+        count_lost(kind);
+        return 0;
+    };
+    let rec = entry.as_mut_ptr();
+    unsafe {
+        fill_header(&raw mut (*rec).header, kind, pid_tgid);
+        (*rec).result = ret;
+        (*rec).open_flags = p.open_flags;
+        (*rec).mode = p.mode;
+        (*rec).dirfd = p.dirfd;
+        let (len, truncated) = read_path(&raw mut (*rec).path, p.path);
+        (*rec).path_len = len;
+        if truncated {
+            (*rec).header.flags |= flags::PATH_TRUNCATED;
+        }
+    }
+    entry.submit(file_wakeup_flags());
+    count_emitted(kind);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_openat")]
+pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_open")]
+pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_creat")]
+pub fn sys_exit_creat(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_openat2")]
+pub fn sys_exit_openat2(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_unlink")]
+pub fn sys_exit_unlink(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_unlinkat")]
+pub fn sys_exit_unlinkat(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[inline(always)]
+fn exit_rename(ctx: &TracePointContext) -> u32 {
+    let Some((pid_tgid, p)) = take_pending() else {
+        return 0;
+    };
+    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
+    let Some(mut entry) = FILE_EVENTS.reserve::<RenameRecord>(0) else {
+        count_lost(RecordKind::Rename);
+        return 0;
+    };
+    let rec = entry.as_mut_ptr();
+    unsafe {
+        fill_header(&raw mut (*rec).header, RecordKind::Rename, pid_tgid);
+        (*rec).result = ret;
+        (*rec).old_dirfd = p.dirfd;
+        (*rec).new_dirfd = p.new_dirfd;
+        let (len, truncated) = read_path(&raw mut (*rec).old_path, p.path);
+        (*rec).old_path_len = len;
+        if truncated {
+            (*rec).header.flags |= flags::PATH_TRUNCATED;
+        }
+        let (len, truncated) = read_path(&raw mut (*rec).new_path, p.new_path);
+        (*rec).new_path_len = len;
+        if truncated {
+            (*rec).header.flags |= flags::NEW_PATH_TRUNCATED;
+        }
+    }
+    entry.submit(file_wakeup_flags());
+    count_emitted(RecordKind::Rename);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_rename")]
+pub fn sys_exit_rename(ctx: TracePointContext) -> u32 {
+    exit_rename(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_renameat")]
+pub fn sys_exit_renameat(ctx: TracePointContext) -> u32 {
+    exit_rename(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_renameat2")]
+pub fn sys_exit_renameat2(ctx: TracePointContext) -> u32 {
+    exit_rename(&ctx)
+}

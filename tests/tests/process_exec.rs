@@ -1,0 +1,150 @@
+//! Exec events from the real kernel reach the process source with the right pids.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use collector_core::event::ProcessEventKind;
+use collector_core::{CollectionEvent, EventSource};
+use collector_tests::kernel_or_skip;
+use collector_userspace::ebpf::{KernelConfig, KernelDomain, KernelPrograms, KernelSource};
+use tokio::sync::mpsc;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_of_bin_true_arrives_with_child_and_parent_pids() {
+    if !kernel_or_skip("exec_of_bin_true_arrives_with_child_and_parent_pids") {
+        return;
+    }
+    let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
+    let source = Arc::new(KernelSource::new(programs, KernelDomain::Process).expect("process source"));
+    let (tx, mut rx) = mpsc::channel(4096);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let task = {
+        let source = source.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { source.start(tx, shutdown).await })
+    };
+
+    let marker = format!("collector-marker-{}", std::process::id());
+    let mut child = std::process::Command::new("/bin/true")
+        .arg(&marker)
+        .arg("second arg")
+        .spawn()
+        .expect("spawn /bin/true");
+    let child_pid = child.id();
+    child.wait().unwrap();
+
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = rx.recv().await {
+            if let CollectionEvent::Process(p) = ev {
+                if p.kind == ProcessEventKind::Exec && p.command_line.iter().any(|a| a == &marker) {
+                    return Some(p);
+                }
+            }
+        }
+        None
+    })
+    .await
+    .expect("no exec event within 10 s")
+    .expect("channel closed");
+
+    assert_eq!(found.pid, child_pid, "exec event pid is the child's");
+    assert_eq!(found.ppid, Some(std::process::id()), "ppid is this test process");
+    assert_eq!(found.executable_path.as_deref(), Some("/bin/true"));
+    assert_eq!(found.command_line, ["/bin/true", marker.as_str(), "second arg"]);
+    assert_eq!(found.uid, Some(0));
+    assert_eq!(found.name.as_deref(), Some("true"));
+
+    source.stop().await.unwrap();
+    shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
+    task.await.unwrap().unwrap();
+}
+
+async fn collect_until<F>(rx: &mut mpsc::Receiver<CollectionEvent>, mut done: F) -> Vec<CollectionEvent>
+where
+    F: FnMut(&[CollectionEvent]) -> bool,
+{
+    let mut seen = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = rx.recv().await {
+            seen.push(ev);
+            if done(&seen) {
+                return;
+            }
+        }
+    })
+    .await;
+    seen
+}
+
+fn start(
+    source: Arc<KernelSource>,
+) -> (
+    mpsc::Receiver<CollectionEvent>,
+    Arc<AtomicBool>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let (tx, rx) = mpsc::channel(4096);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let flag = shutdown.clone();
+    let task = tokio::spawn(async move { source.start(tx, flag).await });
+    (rx, shutdown, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_and_exit_code_3_observed_failed_exec_not_reported() {
+    if !kernel_or_skip("fork_and_exit_code_3_observed_failed_exec_not_reported") {
+        return;
+    }
+    let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
+    let source = Arc::new(KernelSource::new(programs, KernelDomain::Process).expect("process source"));
+    let (mut rx, shutdown, task) = start(source.clone());
+
+    // The shell forks a subshell (a fork by a process that is not the collector) which
+    // exits with 3, then tries to exec a file that does not exist.
+    let missing = format!("/nonexistent/collector-missing-{}", std::process::id());
+    let mut sh = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("(exit 3); {missing} 2>/dev/null; exit 0"))
+        .spawn()
+        .expect("spawn sh");
+    let sh_pid = sh.id();
+    sh.wait().unwrap();
+
+    let seen = collect_until(&mut rx, |seen| {
+        seen.iter().any(|e| matches!(e, CollectionEvent::Process(p) if p.kind == ProcessEventKind::Exit && p.pid == sh_pid))
+    })
+    .await;
+    let procs: Vec<_> = seen
+        .iter()
+        .filter_map(|e| match e {
+            CollectionEvent::Process(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let fork = procs
+        .iter()
+        .find(|p| p.kind == ProcessEventKind::Fork && p.pid == sh_pid)
+        .expect("fork by the shell observed");
+    let child = fork.child_pid.expect("fork names the child");
+    let child_exit = procs
+        .iter()
+        .find(|p| p.kind == ProcessEventKind::Exit && p.pid == child)
+        .expect("exit of the forked child observed");
+    assert_eq!(child_exit.exit_code, Some(3));
+    assert_eq!(child_exit.ppid, Some(sh_pid));
+    let sh_exit = procs
+        .iter()
+        .find(|p| p.kind == ProcessEventKind::Exit && p.pid == sh_pid)
+        .unwrap();
+    assert_eq!(sh_exit.exit_code, Some(0));
+    assert!(
+        !procs
+            .iter()
+            .any(|p| p.kind == ProcessEventKind::Exec && p.executable_path.as_deref() == Some(missing.as_str())),
+        "a failed exec was reported as an exec"
+    );
+    source.stop().await.unwrap();
+    shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
+    task.await.unwrap().unwrap();
+}
