@@ -44,6 +44,16 @@ pub static EXCLUDED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 #[map]
 pub static EXCLUDED_COMMS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(256, 0);
 
+/// When `INCLUDE_ONLY` is set: the only process ids (tgid) whose events are recorded.
+#[map]
+pub static INCLUDED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Set by the loader to watch only the processes in `INCLUDED_PIDS` (targeted
+/// monitoring, and exact loss accounting in tests). Zero, the default, is
+/// constant-folded away by the verifier, so it costs nothing when off.
+#[unsafe(no_mangle)]
+static INCLUDE_ONLY: u32 = 0;
+
 /// The collector's own tgid: its events would feed back into themselves.
 #[unsafe(no_mangle)]
 static COLLECTOR_TGID: u32 = 0;
@@ -66,6 +76,9 @@ static FILE_WAKEUP_BYTES: u64 = 0;
 pub fn excluded(pid_tgid: u64) -> bool {
     let tgid = (pid_tgid >> 32) as u32;
     if tgid == unsafe { read_volatile(&COLLECTOR_TGID) } {
+        return true;
+    }
+    if unsafe { read_volatile(&INCLUDE_ONLY) } != 0 && unsafe { INCLUDED_PIDS.get(&tgid) }.is_none() {
         return true;
     }
     if unsafe { EXCLUDED_PIDS.get(&tgid) }.is_some() {

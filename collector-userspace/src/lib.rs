@@ -2,7 +2,15 @@
 //! `collector` binary.
 //!
 //! - [`ebpf`]: loads the kernel programs (built by `cargo xtask build-ebpf` and embedded in
-//!   the binary) and drains their ring buffers into the runtime.
+//!   the binary) and drains each domain's ring buffer into the runtime.
+//! - [`daemon`]: `collector run`, wiring sources, sinks and the IPC server.
+//! - [`stdout_sink`]: events as JSON lines on stdout.
+//! - [`ipc_cli`]: the client commands (`events`, `status`, `processes`).
+//! - [`tasks`]: answers to detection tasks from procfs and the filesystem.
 #![deny(missing_docs)]
 
+pub mod daemon;
 pub mod ebpf;
+pub mod ipc_cli;
+pub mod stdout_sink;
+pub mod tasks;

@@ -102,6 +102,8 @@ pub struct KernelConfig {
     pub excluded_pids: Vec<u32>,
     /// Task names excluded in the kernel.
     pub excluded_comms: Vec<String>,
+    /// Record only the processes added with [`KernelPrograms::include_pid`].
+    pub include_only: bool,
     /// How often readers drain without a wakeup (and check for shutdown).
     pub poll_interval: Duration,
     /// How long a reader waits for room in the runtime's queue before dropping.
@@ -121,6 +123,7 @@ impl Default for KernelConfig {
             file_wakeup_bytes: 256 << 10,
             excluded_pids: Vec::new(),
             excluded_comms: Vec::new(),
+            include_only: false,
             poll_interval: Duration::from_millis(10),
             max_send_wait: Duration::from_millis(500),
         }
@@ -301,6 +304,7 @@ impl KernelPrograms {
         let offsets = KernelOffsets::resolve(&btf)?;
         let own_tgid = std::process::id();
         let group_dead = u32::from(offsets.exit_has_group_dead);
+        let include_only = u32::from(config.include_only);
 
         let mut loader = EbpfLoader::new();
         for (name, value) in &offsets.values {
@@ -309,6 +313,7 @@ impl KernelPrograms {
         loader
             .override_global("EXIT_HAS_GROUP_DEAD", &group_dead, true)
             .override_global("COLLECTOR_TGID", &own_tgid, true)
+            .override_global("INCLUDE_ONLY", &include_only, true)
             .override_global("PROCESS_WAKEUP_BYTES", &config.process_wakeup_bytes, true)
             .override_global("NET_WAKEUP_BYTES", &config.network_wakeup_bytes, true)
             .override_global("FILE_WAKEUP_BYTES", &config.file_wakeup_bytes, true)
@@ -412,6 +417,20 @@ impl KernelPrograms {
             }
         }
         self.hooks.lock().expect("hooks lock poisoned").remove(name);
+    }
+
+    /// Adds a process to the watched set (effective with `include_only`).
+    pub fn include_pid(&self, pid: u32) -> Result<(), LoadError> {
+        let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+        let mut pids: BpfHashMap<_, u32, u8> = ebpf
+            .map_mut("INCLUDED_PIDS")
+            .ok_or(LoadError::Map("INCLUDED_PIDS"))?
+            .try_into()
+            .map_err(|_| LoadError::Map("INCLUDED_PIDS"))?;
+        pids.insert(pid, 1, 0).map_err(|source| LoadError::MapUpdate {
+            map: "INCLUDED_PIDS",
+            source,
+        })
     }
 
     /// Takes a domain's ring buffer (once).

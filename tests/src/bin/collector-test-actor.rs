@@ -6,6 +6,7 @@
 //! collector-test-actor tcp 127.0.0.1|::1   listen, connect, accept, close
 //! collector-test-actor files DIR           create DIR/a, rename to DIR/b, unlink DIR/b
 //! collector-test-actor opens PATH N        open+close PATH N times
+//! collector-test-actor opens-after-go PATH N   print pid, wait for a stdin line, then open N times
 //! ```
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -16,6 +17,15 @@ fn main() {
         Some("tcp") => tcp(args[1].parse().expect("IP address")),
         Some("files") => files(&args[1]),
         Some("opens") => opens(&args[1], args[2].parse().expect("count")),
+        Some("opens-after-go") => {
+            // Announce our pid, wait for "go" on stdin, then act: lets a test register
+            // this process in the kernel filters first.
+            println!("pid={}", std::process::id());
+            std::io::stdout().flush().unwrap();
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).unwrap();
+            opens(&args[1], args[2].parse().expect("count"))
+        }
         _ => {
             eprintln!("usage: collector-test-actor tcp IP | files DIR | opens PATH N");
             std::process::exit(2);

@@ -1,0 +1,166 @@
+//! `collector run`: builds the collector from configuration, registers every kernel
+//! source the running kernel supports, serves IPC, and runs until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use collector_core::ipc::{CollectorIpcServer, IpcServerConfig, IpcSink, StatusProvider};
+use collector_core::{Collector, CollectorConfig, EventSource};
+
+use crate::ebpf::{source_name, KernelConfig, KernelDomain, KernelPrograms, KernelSource};
+use crate::stdout_sink::StdoutSink;
+
+/// Options of `collector run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Configuration file, layered over /etc/collector/config.toml and the user's file
+    /// (environment `COLLECTOR_<FIELD>` still overrides it).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// IPC socket path [default: from config, /run/collector/collector.sock].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Directory for the collector's data [default: from config, /var/lib/collector].
+    #[arg(long, value_name = "PATH")]
+    pub data_dir: Option<PathBuf>,
+    /// Do not print events on stdout (they still stream over IPC).
+    #[arg(long)]
+    pub no_stdout: bool,
+    /// Do not serve IPC.
+    #[arg(long)]
+    pub no_ipc: bool,
+    /// Kernel domains to collect (process, network, filesystem); all by default.
+    #[arg(long = "domain", value_name = "DOMAIN")]
+    pub domains: Vec<String>,
+    /// Exclude these task names (comm) in the kernel.
+    #[arg(long = "exclude-comm", value_name = "COMM")]
+    pub exclude_comms: Vec<String>,
+    /// Exclude these process ids in the kernel.
+    #[arg(long = "exclude-pid", value_name = "PID")]
+    pub exclude_pids: Vec<u32>,
+    /// Process ring buffer size in bytes (power of two, >= page size).
+    #[arg(long, value_name = "BYTES")]
+    pub process_ring_bytes: Option<u32>,
+    /// Network ring buffer size in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub network_ring_bytes: Option<u32>,
+    /// Filesystem ring buffer size in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub file_ring_bytes: Option<u32>,
+}
+
+fn parse_domains(names: &[String]) -> anyhow::Result<Vec<KernelDomain>> {
+    if names.is_empty() {
+        return Ok(KernelDomain::ALL.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| match n.to_ascii_lowercase().as_str() {
+            "process" => Ok(KernelDomain::Process),
+            "network" => Ok(KernelDomain::Network),
+            "filesystem" | "file" => Ok(KernelDomain::Filesystem),
+            other => anyhow::bail!("unknown domain `{other}` (expected process, network or filesystem)"),
+        })
+        .collect()
+}
+
+/// Loads the kernel programs and makes one source per domain that attaches. Domains
+/// that fail are logged with the reason and left out; the rest keep working.
+pub fn kernel_sources(
+    config: KernelConfig,
+    domains: &[KernelDomain],
+) -> anyhow::Result<Vec<KernelSource>> {
+    let programs = KernelPrograms::load(config).context("loading the kernel programs")?;
+    let mut sources = Vec::new();
+    for &domain in domains {
+        match KernelSource::new(Arc::clone(&programs), domain) {
+            Ok(source) => {
+                tracing::info!(source = source_name(domain), hooks = ?source.stats().hooks, "kernel source ready");
+                sources.push(source);
+            }
+            Err(e) => tracing::error!(source = source_name(domain), "kernel source unavailable: {e}"),
+        }
+    }
+    if sources.is_empty() {
+        anyhow::bail!("no kernel source could be attached (see the errors above)");
+    }
+    Ok(sources)
+}
+
+/// Runs the collector until SIGINT/SIGTERM.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut config = CollectorConfig::load(args.config.as_deref()).context("loading configuration")?;
+    if let Some(socket) = &args.socket {
+        config.socket_path = socket.clone();
+    }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    config.validate().context("invalid configuration")?;
+
+    let mut kernel = KernelConfig {
+        excluded_pids: args.exclude_pids.clone(),
+        excluded_comms: args.exclude_comms.clone(),
+        max_send_wait: config.max_backpressure_wait,
+        ..KernelConfig::default()
+    };
+    if let Some(b) = args.process_ring_bytes {
+        kernel.process_ring_bytes = b;
+    }
+    if let Some(b) = args.network_ring_bytes {
+        kernel.network_ring_bytes = b;
+    }
+    if let Some(b) = args.file_ring_bytes {
+        kernel.file_ring_bytes = b;
+    }
+    let domains = parse_domains(&args.domains)?;
+
+    let mut collector = Collector::new(config.clone())?;
+    for source in kernel_sources(kernel, &domains)? {
+        collector.register(Box::new(source))?;
+    }
+    if !args.no_stdout {
+        collector.add_sink(Arc::new(StdoutSink::new(std::io::BufWriter::new(std::io::stdout()))));
+    }
+    let handle = collector.handle();
+
+    let server_task = if args.no_ipc {
+        None
+    } else {
+        let sink = IpcSink::new(config.subscriber_queue_batches);
+        collector.add_sink(Arc::new(sink.clone()));
+        let status: Arc<dyn StatusProvider> = Arc::new(handle.clone());
+        let tasks: Arc<dyn collector_core::ipc::TaskHandler> = Arc::new(crate::tasks::HostTaskHandler::new());
+        let server = CollectorIpcServer::bind(IpcServerConfig::from_collector_config(&config), status, sink, Some(tasks))
+            .await
+            .with_context(|| format!("serving IPC on {}", config.socket_path.display()))?;
+        let token = handle.shutdown_token();
+        Some(tokio::spawn(server.run(async move { token.cancelled().await })))
+    };
+
+    let summary = collector.run().await?;
+    if let Some(task) = server_task {
+        let _ = task.await;
+    }
+    let c = &summary.status.counters;
+    tracing::info!(
+        received = c.events_received,
+        dropped = ?c.dropped,
+        "collector stopped"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_parse_or_explain() {
+        assert_eq!(parse_domains(&[]).unwrap().len(), 3);
+        assert_eq!(parse_domains(&["Network".into()]).unwrap(), [KernelDomain::Network]);
+        let err = parse_domains(&["disk".into()]).unwrap_err().to_string();
+        assert!(err.contains("disk") && err.contains("expected"), "{err}");
+    }
+}
