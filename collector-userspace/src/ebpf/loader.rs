@@ -199,6 +199,11 @@ impl KernelDomain {
         }
     }
 
+    /// Names of this domain's kernel programs.
+    pub fn program_names(self) -> impl Iterator<Item = &'static str> {
+        self.programs().iter().map(|p| p.name)
+    }
+
     /// Record kinds this domain's programs emit, with their names.
     pub fn kinds(self) -> &'static [(RecordKind, &'static str)] {
         match self {
