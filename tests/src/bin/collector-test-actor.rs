@@ -6,6 +6,9 @@
 //! collector-test-actor tcp 127.0.0.1|::1   listen, connect, accept, close
 //! collector-test-actor files DIR           create DIR/a, rename to DIR/b, unlink DIR/b
 //! collector-test-actor opens PATH N        open+close PATH N times
+//! collector-test-actor exec-storm N ARG...  run `/bin/true ARG...` N times, one after another
+//! collector-test-actor connect-storm N      N loopback TCP connections (connect, accept, close)
+//! collector-test-actor fileops-storm DIR N  N x (create, rename, unlink) in DIR
 //! collector-test-actor opens-after-go PATH N   print pid, wait for a stdin line, then open N times
 //! ```
 use std::io::Write;
@@ -17,6 +20,9 @@ fn main() {
         Some("tcp") => tcp(args[1].parse().expect("IP address")),
         Some("files") => files(&args[1]),
         Some("opens") => opens(&args[1], args[2].parse().expect("count")),
+        Some("exec-storm") => exec_storm(args[1].parse().expect("count"), &args[2..]),
+        Some("connect-storm") => connect_storm(args[1].parse().expect("count")),
+        Some("fileops-storm") => fileops_storm(&args[1], args[2].parse().expect("count")),
         Some("opens-after-go") => {
             // Announce our pid, wait for "go" on stdin, then act: lets a test register
             // this process in the kernel filters first.
@@ -61,8 +67,43 @@ fn files(dir: &str) -> String {
 }
 
 fn opens(path: &str, n: u64) -> String {
+    let start = std::time::Instant::now();
     for _ in 0..n {
         drop(std::fs::File::open(path).expect("open"));
     }
-    format!("opens={n}")
+    format!("opens={n} seconds={}", start.elapsed().as_secs_f64())
+}
+
+fn exec_storm(n: u64, args: &[String]) -> String {
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        let status = std::process::Command::new("/bin/true").args(args).status().expect("spawn /bin/true");
+        assert!(status.success());
+    }
+    format!("execs={n} seconds={}", start.elapsed().as_secs_f64())
+}
+
+fn connect_storm(n: u64) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let server = listener.local_addr().unwrap();
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        let client = TcpStream::connect(server).expect("connect");
+        let (accepted, _) = listener.accept().expect("accept");
+        drop(client);
+        drop(accepted);
+    }
+    format!("connections={n} seconds={}", start.elapsed().as_secs_f64())
+}
+
+fn fileops_storm(dir: &str, n: u64) -> String {
+    let a = format!("{dir}/storm-a");
+    let b = format!("{dir}/storm-b");
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        std::fs::File::create(&a).expect("create");
+        std::fs::rename(&a, &b).expect("rename");
+        std::fs::remove_file(&b).expect("unlink");
+    }
+    format!("fileops={n} seconds={}", start.elapsed().as_secs_f64())
 }
