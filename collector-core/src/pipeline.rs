@@ -242,6 +242,13 @@ pub(crate) async fn run_batcher(
         let mut released = 0;
         for chunk in chunks.drain(..) {
             released += chunk.events.len();
+            if batcher.pending.is_empty() && chunk.events.len() == max {
+                // Under load forwarders send full chunks: hand them on as they are,
+                // saving a move of every event.
+                batcher.oldest = Some(chunk.received_at);
+                batcher.flush_events(chunk.events);
+                continue;
+            }
             let mut events = chunk.events.into_iter();
             while events.len() > 0 {
                 if batcher.pending.is_empty() {
@@ -276,12 +283,17 @@ impl Batcher {
         if self.pending.is_empty() {
             return;
         }
+        let events = std::mem::replace(&mut self.pending, Vec::with_capacity(self.max));
+        self.flush_events(events);
+    }
+
+    /// Offers `events` as one batch to every sink; `self.oldest` is when the first arrived.
+    fn flush_events(&mut self, events: Vec<CollectionEvent>) {
         let generation = self.sink_set.generation.load(Relaxed);
         if generation != self.sinks_generation {
             self.sinks = self.sink_set.snapshot();
             self.sinks_generation = generation;
         }
-        let events = std::mem::replace(&mut self.pending, Vec::with_capacity(self.max));
         let batch: EventBatch = Arc::from(events);
         for entry in self.sinks.iter() {
             match std::panic::catch_unwind(AssertUnwindSafe(|| entry.sink.deliver(&batch))) {

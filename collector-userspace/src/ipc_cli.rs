@@ -1,0 +1,349 @@
+//! The IPC client subcommands of the `collector` binary: `events`, `status`, `processes`.
+//!
+//! Each has a clap [`Args`](clap::Args) struct and an async `run_*` function printing to
+//! stdout; the `*_to` variants take the writers, for tests. Output:
+//! - `events`: one JSON object per line, the event schema of `docs/events.md`; `Lagged`
+//!   notices and reconnections go to stderr.
+//! - `status`: one JSON object (the status snapshot).
+//! - `processes`: one JSON object per line per process.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, SecondsFormat, Utc};
+use collector_core::event::Domain;
+use collector_core::ipc::proto as pb;
+use collector_core::ipc::{CollectorIpcClient, SubscriptionItem, DEFAULT_SOCKET_PATH};
+use futures::StreamExt;
+use serde::Serialize;
+
+/// `--socket PATH`, shared by every IPC subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SocketArgs {
+    /// The collector's IPC socket.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET_PATH)]
+    pub socket: PathBuf,
+}
+
+/// `collector events`: stream events as JSON lines until interrupted (or `--limit`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub socket: SocketArgs,
+    /// Only this domain (process, network, filesystem, performance); repeatable.
+    #[arg(long = "domain", value_name = "D")]
+    pub domains: Vec<Domain>,
+    /// Only this event kind (exec, fork, exit, connect, open, metric, ...); repeatable.
+    #[arg(long = "kind", value_name = "K")]
+    pub kinds: Vec<String>,
+    /// Stop after this many events.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+}
+
+/// `collector status`: print the collector's status as one JSON object.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub socket: SocketArgs,
+}
+
+/// `collector processes`: print the process table as JSON lines.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProcessesArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub socket: SocketArgs,
+    /// Only this pid.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Only processes with this name (task name or executable basename).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Only processes running this executable (full path).
+    #[arg(long, value_name = "PATH")]
+    pub exe: Option<String>,
+}
+
+/// Runs `collector events`, printing to stdout and stderr.
+pub async fn run_events(args: &EventsArgs) -> anyhow::Result<()> {
+    let interrupted = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    events_to(
+        args,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+        interrupted,
+    )
+    .await
+}
+
+/// `collector events` with explicit writers; stops when `stop` completes.
+pub async fn events_to(
+    args: &EventsArgs,
+    out: &mut (impl Write + Send),
+    err: &mut (impl Write + Send),
+    stop: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    if args.limit == Some(0) {
+        return Ok(());
+    }
+    let client = connect(&args.socket).await?;
+    let stream = client
+        .subscribe(&args.domains, &args.kinds)
+        .await
+        .context("the collector refused the subscription")?;
+    futures::pin_mut!(stream, stop);
+    let mut printed = 0u64;
+    loop {
+        let item = tokio::select! {
+            _ = &mut stop => return Ok(()),
+            item = stream.next() => item,
+        };
+        match item {
+            None => bail!("the collector closed the event stream"),
+            Some(Err(e)) => return Err(e).context("event stream failed"),
+            Some(Ok(SubscriptionItem::Event(ev))) => {
+                if !write_line(out, &ev.to_json_line())? {
+                    return Ok(());
+                }
+                printed += 1;
+                if args.limit.is_some_and(|n| printed >= n) {
+                    return Ok(());
+                }
+            }
+            Some(Ok(SubscriptionItem::Lagged { missed_events })) => {
+                let _ = writeln!(
+                    err,
+                    "collector: this subscriber fell behind; {missed_events} events were dropped"
+                );
+            }
+            Some(Ok(SubscriptionItem::Reconnected)) => {
+                let _ = writeln!(
+                    err,
+                    "collector: reconnected; events during the outage were not seen"
+                );
+            }
+            Some(Ok(SubscriptionItem::CapabilitiesChanged(caps))) => {
+                let _ = writeln!(err, "collector: capabilities now {:?}", caps.names());
+            }
+        }
+    }
+}
+
+/// Runs `collector status`, printing to stdout.
+pub async fn run_status(args: &StatusArgs) -> anyhow::Result<()> {
+    status_to(args, &mut std::io::stdout()).await
+}
+
+/// `collector status` with an explicit writer.
+pub async fn status_to(args: &StatusArgs, out: &mut (impl Write + Send)) -> anyhow::Result<()> {
+    let mut client = connect(&args.socket).await?;
+    let status = client.status().await.context("status request failed")?;
+    let json = serde_json::to_string_pretty(&status).context("cannot render status")?;
+    write_line(out, &json)?;
+    Ok(())
+}
+
+/// One line of `collector processes`.
+#[derive(Debug, Serialize)]
+struct ProcessLine {
+    pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ppid: Option<u32>,
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exe: Option<String>,
+    cmdline: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_time: Option<String>,
+}
+
+/// Runs `collector processes`, printing to stdout.
+pub async fn run_processes(args: &ProcessesArgs) -> anyhow::Result<()> {
+    processes_to(args, &mut std::io::stdout()).await
+}
+
+/// `collector processes` with an explicit writer.
+pub async fn processes_to(
+    args: &ProcessesArgs,
+    out: &mut (impl Write + Send),
+) -> anyhow::Result<()> {
+    let mut client = connect(&args.socket).await?;
+    let task = pb::DetectionTask {
+        task_id: format!("cli-processes-{}", std::process::id()),
+        task: Some(pb::detection_task::Task::EnumerateProcesses(
+            pb::EnumerateProcesses {
+                pid: args.pid,
+                name: args.name.clone(),
+                executable: args.exe.clone(),
+            },
+        )),
+    };
+    let result = client
+        .run_task(task)
+        .await
+        .context("process query failed")?;
+    let list = match result.result {
+        Some(pb::detection_result::Result::Processes(list)) => list,
+        Some(pb::detection_result::Result::Error(e)) => {
+            bail!("the collector could not list processes: {}", e.message)
+        }
+        other => bail!("unexpected answer to a process query: {other:?}"),
+    };
+    for p in list.processes {
+        let line = ProcessLine {
+            pid: p.pid,
+            ppid: p.ppid,
+            name: p.name,
+            exe: p.executable,
+            cmdline: p.command_line,
+            uid: p.uid,
+            start_time: p
+                .start_time
+                .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, t.nanos))
+                .map(|t| t.to_rfc3339_opts(SecondsFormat::Nanos, true)),
+        };
+        if !write_line(out, &serde_json::to_string(&line)?)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+async fn connect(socket: &SocketArgs) -> anyhow::Result<CollectorIpcClient> {
+    CollectorIpcClient::connect(&socket.socket)
+        .await
+        .with_context(|| format!("cannot reach the collector at {}", socket.socket.display()))
+}
+
+/// Writes one line; `Ok(false)` when the reader went away (`| head`), which is a normal
+/// way for these commands to end.
+fn write_line(out: &mut impl Write, line: &str) -> anyhow::Result<bool> {
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("cannot write output"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use collector_core::event::{CollectionEvent, ProcessEvent, ProcessEventKind};
+    use collector_core::ipc::{CollectorIpcServer, IpcServerConfig, IpcSink, ManualStatus};
+    use collector_core::{EventSink, SourceCaps};
+
+    use super::*;
+    use crate::tasks::HostTaskHandler;
+
+    async fn server() -> (tempfile::TempDir, PathBuf, IpcSink) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sock");
+        let sink = IpcSink::default();
+        let server = CollectorIpcServer::bind(
+            IpcServerConfig {
+                socket_path: path.clone(),
+                ..IpcServerConfig::default()
+            },
+            Arc::new(ManualStatus::new(SourceCaps::PROCESS | SourceCaps::NETWORK)),
+            sink.clone(),
+            Some(Arc::new(HostTaskHandler::new())),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(server.run(std::future::pending()));
+        (dir, path, sink)
+    }
+
+    #[tokio::test]
+    async fn processes_prints_one_json_line_per_process() {
+        let (_dir, path, _) = server().await;
+        let mut out = Vec::new();
+        let args = ProcessesArgs {
+            socket: SocketArgs { socket: path },
+            pid: Some(std::process::id()),
+            name: None,
+            exe: None,
+        };
+        processes_to(&args, &mut out).await.unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0]["pid"], std::process::id());
+        assert!(lines[0]["cmdline"].is_array());
+        assert!(lines[0]["start_time"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[tokio::test]
+    async fn status_prints_one_object_with_capability_names() {
+        let (_dir, path, _) = server().await;
+        let mut out = Vec::new();
+        status_to(
+            &StatusArgs {
+                socket: SocketArgs { socket: path },
+            },
+            &mut out,
+        )
+        .await
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["capabilities"], serde_json::json!(["PROCESS", "NETWORK"]));
+        assert!(v["sources"].is_array());
+        assert!(v["counters"]["subscribers"].is_u64());
+    }
+
+    #[tokio::test]
+    async fn events_prints_json_lines_up_to_the_limit() {
+        let (_dir, path, sink) = server().await;
+        let args = EventsArgs {
+            socket: SocketArgs { socket: path },
+            domains: vec![Domain::Process],
+            kinds: vec![],
+            limit: Some(2),
+        };
+        let feed = async {
+            while sink.subscriber_count() == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let batch: collector_core::EventBatch = (1..=3)
+                .map(|pid| {
+                    CollectionEvent::Process(ProcessEvent::new(
+                        ProcessEventKind::Exec,
+                        Utc::now(),
+                        pid,
+                        "test",
+                    ))
+                })
+                .collect();
+            sink.deliver(&batch);
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let run = events_to(&args, &mut out, &mut err, std::future::pending());
+        let (res, ()) =
+            tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(run, feed) })
+                .await
+                .unwrap();
+        res.unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["domain"], "process");
+        assert_eq!(lines[1]["pid"], 2);
+    }
+}
