@@ -16,8 +16,7 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
 };
 use collector_common::{
-    counter_index, RecordHeader, RecordKind, COMM_LEN, COUNTERS_LEN, COUNTER_EMITTED,
-    COUNTER_LOST,
+    counter_index, RecordHeader, RecordKind, COMM_LEN, COUNTERS_LEN, COUNTER_EMITTED, COUNTER_LOST,
 };
 
 /// Process ring buffer; the loader resizes it (`process_ring_bytes`).
@@ -78,14 +77,15 @@ pub fn excluded(pid_tgid: u64) -> bool {
     if tgid == unsafe { read_volatile(&COLLECTOR_TGID) } {
         return true;
     }
-    if unsafe { read_volatile(&INCLUDE_ONLY) } != 0 && unsafe { INCLUDED_PIDS.get(&tgid) }.is_none() {
+    if unsafe { read_volatile(&INCLUDE_ONLY) } != 0 && unsafe { INCLUDED_PIDS.get(tgid) }.is_none()
+    {
         return true;
     }
-    if unsafe { EXCLUDED_PIDS.get(&tgid) }.is_some() {
+    if unsafe { EXCLUDED_PIDS.get(tgid) }.is_some() {
         return true;
     }
     match bpf_get_current_comm() {
-        Ok(comm) => unsafe { EXCLUDED_COMMS.get(&comm) }.is_some(),
+        Ok(comm) => unsafe { EXCLUDED_COMMS.get(comm) }.is_some(),
         Err(_) => false,
     }
 }
@@ -144,7 +144,9 @@ pub fn wakeup_flags(ring: &RingBuf, watermark: u64) -> u64 {
 /// Wakeup flags for the process ring buffer.
 #[inline(always)]
 pub fn process_wakeup_flags() -> u64 {
-    wakeup_flags(&PROCESS_EVENTS, unsafe { read_volatile(&PROCESS_WAKEUP_BYTES) })
+    wakeup_flags(&PROCESS_EVENTS, unsafe {
+        read_volatile(&PROCESS_WAKEUP_BYTES)
+    })
 }
 
 /// Wakeup flags for the network ring buffer.

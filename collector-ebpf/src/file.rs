@@ -57,7 +57,7 @@ fn stash(kind: RecordKind, pending: PendingFile) {
     if excluded(pid_tgid) {
         return;
     }
-    if PENDING_FILE.insert(&(pid_tgid as u32), &pending, 0).is_err() {
+    if PENDING_FILE.insert(pid_tgid as u32, pending, 0).is_err() {
         // Too many calls in flight: the event is lost, and counted.
         count_lost(kind);
     }
@@ -78,13 +78,31 @@ fn pending(kind: RecordKind, dirfd: u64, path: u64, open_flags: u64, mode: u64) 
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat")]
 pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
-    stash(RecordKind::Open, pending(RecordKind::Open, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 3)));
+    stash(
+        RecordKind::Open,
+        pending(
+            RecordKind::Open,
+            arg(&ctx, 0),
+            arg(&ctx, 1),
+            arg(&ctx, 2),
+            arg(&ctx, 3),
+        ),
+    );
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_open")]
 pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
-    stash(RecordKind::Open, pending(RecordKind::Open, AT_FDCWD as u64, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2)));
+    stash(
+        RecordKind::Open,
+        pending(
+            RecordKind::Open,
+            AT_FDCWD as u64,
+            arg(&ctx, 0),
+            arg(&ctx, 1),
+            arg(&ctx, 2),
+        ),
+    );
     0
 }
 
@@ -92,7 +110,16 @@ pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
 pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
     // creat(path, mode) == open(path, O_CREAT|O_WRONLY|O_TRUNC, mode)
     let open_flags = (O_CREAT | 0o1 | 0o1000) as u64;
-    stash(RecordKind::Open, pending(RecordKind::Open, AT_FDCWD as u64, arg(&ctx, 0), open_flags, arg(&ctx, 1)));
+    stash(
+        RecordKind::Open,
+        pending(
+            RecordKind::Open,
+            AT_FDCWD as u64,
+            arg(&ctx, 0),
+            open_flags,
+            arg(&ctx, 1),
+        ),
+    );
     0
 }
 
@@ -102,20 +129,41 @@ pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
     let how = arg(&ctx, 2) as *const u64;
     let open_flags = unsafe { aya_ebpf::helpers::bpf_probe_read_user(how) }.unwrap_or(0);
     let mode = unsafe { aya_ebpf::helpers::bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
-    stash(RecordKind::Open, pending(RecordKind::Open, arg(&ctx, 0), arg(&ctx, 1), open_flags, mode));
+    stash(
+        RecordKind::Open,
+        pending(
+            RecordKind::Open,
+            arg(&ctx, 0),
+            arg(&ctx, 1),
+            open_flags,
+            mode,
+        ),
+    );
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_unlink")]
 pub fn sys_enter_unlink(ctx: TracePointContext) -> u32 {
-    stash(RecordKind::Unlink, pending(RecordKind::Unlink, AT_FDCWD as u64, arg(&ctx, 0), 0, 0));
+    stash(
+        RecordKind::Unlink,
+        pending(RecordKind::Unlink, AT_FDCWD as u64, arg(&ctx, 0), 0, 0),
+    );
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_unlinkat")]
 pub fn sys_enter_unlinkat(ctx: TracePointContext) -> u32 {
     // unlinkat(dirfd, path, flags): AT_REMOVEDIR (0x200) in flags means rmdir.
-    stash(RecordKind::Unlink, pending(RecordKind::Unlink, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), 0));
+    stash(
+        RecordKind::Unlink,
+        pending(
+            RecordKind::Unlink,
+            arg(&ctx, 0),
+            arg(&ctx, 1),
+            arg(&ctx, 2),
+            0,
+        ),
+    );
     0
 }
 
@@ -129,7 +177,13 @@ fn stash_rename(old_dirfd: u64, old: u64, new_dirfd: u64, new: u64, rename_flags
 
 #[tracepoint(category = "syscalls", name = "sys_enter_rename")]
 pub fn sys_enter_rename(ctx: TracePointContext) -> u32 {
-    stash_rename(AT_FDCWD as u64, arg(&ctx, 0), AT_FDCWD as u64, arg(&ctx, 1), 0);
+    stash_rename(
+        AT_FDCWD as u64,
+        arg(&ctx, 0),
+        AT_FDCWD as u64,
+        arg(&ctx, 1),
+        0,
+    );
     0
 }
 
@@ -141,7 +195,13 @@ pub fn sys_enter_renameat(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_renameat2")]
 pub fn sys_enter_renameat2(ctx: TracePointContext) -> u32 {
-    stash_rename(arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 3), arg(&ctx, 4));
+    stash_rename(
+        arg(&ctx, 0),
+        arg(&ctx, 1),
+        arg(&ctx, 2),
+        arg(&ctx, 3),
+        arg(&ctx, 4),
+    );
     0
 }
 
@@ -160,8 +220,8 @@ unsafe fn read_path(dst: *mut [u8; FILE_PATH_LEN], src: u64) -> (u32, bool) {
 fn take_pending() -> Option<(u64, PendingFile)> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    let p = *unsafe { PENDING_FILE.get(&tid) }?;
-    let _ = PENDING_FILE.remove(&tid);
+    let p = *unsafe { PENDING_FILE.get(tid) }?;
+    let _ = PENDING_FILE.remove(tid);
     Some((pid_tgid, p))
 }
 

@@ -13,9 +13,9 @@
 #![no_main]
 
 mod common;
-mod offsets;
 mod file;
 mod net;
+mod offsets;
 mod process;
 
 #[cfg(not(test))]

@@ -56,7 +56,7 @@ fn stash_fd(kind: RecordKind, fd: u64) {
     if excluded(pid_tgid) {
         return;
     }
-    if PENDING_NET.insert(&(pid_tgid as u32), &fd, 0).is_err() {
+    if PENDING_NET.insert(pid_tgid as u32, fd, 0).is_err() {
         count_lost(kind);
     }
 }
@@ -65,8 +65,8 @@ fn stash_fd(kind: RecordKind, fd: u64) {
 fn take_fd() -> Option<(u64, u64)> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    let fd = *unsafe { PENDING_NET.get(&tid) }?;
-    let _ = PENDING_NET.remove(&tid);
+    let fd = *unsafe { PENDING_NET.get(tid) }?;
+    let _ = PENDING_NET.remove(tid);
     Some((pid_tgid, fd))
 }
 
@@ -102,8 +102,12 @@ unsafe fn fill_tuple(rec: *mut NetRecord, sk: *const u8) -> bool {
         if family == AF_INET {
             let local: [u8; 4] = read_kernel(sk, get::OFF_SK_RCV_SADDR()).unwrap_or([0; 4]);
             let remote: [u8; 4] = read_kernel(sk, get::OFF_SK_DADDR()).unwrap_or([0; 4]);
-            (*rec).local_addr = [local[0], local[1], local[2], local[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-            (*rec).remote_addr = [remote[0], remote[1], remote[2], remote[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            (*rec).local_addr = [
+                local[0], local[1], local[2], local[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ];
+            (*rec).remote_addr = [
+                remote[0], remote[1], remote[2], remote[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ];
         } else {
             (*rec).local_addr = read_kernel(sk, get::OFF_SK_V6_RCV_SADDR()).unwrap_or([0; 16]);
             (*rec).remote_addr = read_kernel(sk, get::OFF_SK_V6_DADDR()).unwrap_or([0; 16]);
@@ -133,7 +137,7 @@ fn emit_for_fd(kind: RecordKind, pid_tgid: u64, fd: u64, result: i64, state: u32
         return;
     }
     if kind != RecordKind::Listen && unsafe { (*rec).protocol } == IPPROTO_TCP {
-        let _ = TRACKED_SOCKS.insert(&(sk as u64), unsafe { &(*rec).header }, 0);
+        let _ = TRACKED_SOCKS.insert(sk as u64, unsafe { (*rec).header }, 0);
     }
     entry.submit(net_wakeup_flags());
     count_emitted(kind);
@@ -154,7 +158,11 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     // Report connections that were made or are being made; a refused or invalid
     // connect has no connection behind it.
     if result == 0 || result == -EINPROGRESS {
-        let state = if result == 0 { TCP_ESTABLISHED } else { TCP_SYN_SENT };
+        let state = if result == 0 {
+            TCP_ESTABLISHED
+        } else {
+            TCP_SYN_SENT
+        };
         emit_for_fd(RecordKind::Connect, pid_tgid, fd, result, state);
     }
     0
@@ -167,7 +175,13 @@ fn exit_accept(ctx: &TracePointContext) -> u32 {
     if result < 0 || excluded(pid_tgid) {
         return 0;
     }
-    emit_for_fd(RecordKind::Accept, pid_tgid, result as u64, 0, TCP_ESTABLISHED);
+    emit_for_fd(
+        RecordKind::Accept,
+        pid_tgid,
+        result as u64,
+        0,
+        TCP_ESTABLISHED,
+    );
     0
 }
 
@@ -206,10 +220,10 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let key = sk as u64;
-    let Some(owner) = (unsafe { TRACKED_SOCKS.get(&key) }).copied() else {
+    let Some(owner) = (unsafe { TRACKED_SOCKS.get(key) }).copied() else {
         return 0;
     };
-    let _ = TRACKED_SOCKS.remove(&key);
+    let _ = TRACKED_SOCKS.remove(key);
     let Some(mut entry) = NET_EVENTS.reserve::<NetRecord>(0) else {
         count_lost(RecordKind::Close);
         return 0;

@@ -49,7 +49,8 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         let bprm: *const u8 = ctx.arg(2);
         (*rec).old_pid = old_pid;
         (*rec).ppid = parent_tgid(task).unwrap_or(0);
-        (*rec).start_boottime_ns = read_kernel::<u64>(task, get::OFF_TASK_START_BOOTTIME()).unwrap_or(0);
+        (*rec).start_boottime_ns =
+            read_kernel::<u64>(task, get::OFF_TASK_START_BOOTTIME()).unwrap_or(0);
         fill_filename(rec, bprm);
         fill_argv(rec, task);
     }
@@ -119,9 +120,10 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let child: *const u8 = ctx.arg(1);
-    let (Ok(child_pid), Ok(child_tgid)) = (unsafe { read_kernel::<u32>(child, get::OFF_TASK_PID()) }, unsafe {
-        read_kernel::<u32>(child, get::OFF_TASK_TGID())
-    }) else {
+    let (Ok(child_pid), Ok(child_tgid)) = (
+        unsafe { read_kernel::<u32>(child, get::OFF_TASK_PID()) },
+        unsafe { read_kernel::<u32>(child, get::OFF_TASK_TGID()) },
+    ) else {
         return 0;
     };
     if child_pid != child_tgid {

@@ -60,7 +60,9 @@ fn parse_domains(names: &[String]) -> anyhow::Result<Vec<KernelDomain>> {
             "process" => Ok(KernelDomain::Process),
             "network" => Ok(KernelDomain::Network),
             "filesystem" | "file" => Ok(KernelDomain::Filesystem),
-            other => anyhow::bail!("unknown domain `{other}` (expected process, network or filesystem)"),
+            other => {
+                anyhow::bail!("unknown domain `{other}` (expected process, network or filesystem)")
+            }
         })
         .collect()
 }
@@ -79,7 +81,10 @@ pub fn kernel_sources(
                 tracing::info!(source = source_name(domain), hooks = ?source.stats().hooks, "kernel source ready");
                 sources.push(source);
             }
-            Err(e) => tracing::error!(source = source_name(domain), "kernel source unavailable: {e}"),
+            Err(e) => tracing::error!(
+                source = source_name(domain),
+                "kernel source unavailable: {e}"
+            ),
         }
     }
     if sources.is_empty() {
@@ -90,7 +95,8 @@ pub fn kernel_sources(
 
 /// Runs the collector until SIGINT/SIGTERM.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mut config = CollectorConfig::load(args.config.as_deref()).context("loading configuration")?;
+    let mut config =
+        CollectorConfig::load(args.config.as_deref()).context("loading configuration")?;
     if let Some(socket) = &args.socket {
         config.socket_path = socket.clone();
     }
@@ -121,7 +127,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         collector.register(Box::new(source))?;
     }
     if !args.no_stdout {
-        collector.add_sink(Arc::new(StdoutSink::new(std::io::BufWriter::new(std::io::stdout()))));
+        collector.add_sink(Arc::new(StdoutSink::new(std::io::BufWriter::new(
+            std::io::stdout(),
+        ))));
     }
     let handle = collector.handle();
 
@@ -131,12 +139,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let sink = IpcSink::new(config.subscriber_queue_batches);
         collector.add_sink(Arc::new(sink.clone()));
         let status: Arc<dyn StatusProvider> = Arc::new(handle.clone());
-        let tasks: Arc<dyn collector_core::ipc::TaskHandler> = Arc::new(crate::tasks::HostTaskHandler::new());
-        let server = CollectorIpcServer::bind(IpcServerConfig::from_collector_config(&config), status, sink, Some(tasks))
-            .await
-            .with_context(|| format!("serving IPC on {}", config.socket_path.display()))?;
+        let tasks: Arc<dyn collector_core::ipc::TaskHandler> =
+            Arc::new(crate::tasks::HostTaskHandler::new());
+        let server = CollectorIpcServer::bind(
+            IpcServerConfig::from_collector_config(&config),
+            status,
+            sink,
+            Some(tasks),
+        )
+        .await
+        .with_context(|| format!("serving IPC on {}", config.socket_path.display()))?;
         let token = handle.shutdown_token();
-        Some(tokio::spawn(server.run(async move { token.cancelled().await })))
+        Some(tokio::spawn(
+            server.run(async move { token.cancelled().await }),
+        ))
     };
 
     let summary = collector.run().await?;
@@ -159,7 +175,10 @@ mod tests {
     #[test]
     fn domains_parse_or_explain() {
         assert_eq!(parse_domains(&[]).unwrap().len(), 3);
-        assert_eq!(parse_domains(&["Network".into()]).unwrap(), [KernelDomain::Network]);
+        assert_eq!(
+            parse_domains(&["Network".into()]).unwrap(),
+            [KernelDomain::Network]
+        );
         let err = parse_domains(&["disk".into()]).unwrap_err().to_string();
         assert!(err.contains("disk") && err.contains("expected"), "{err}");
     }

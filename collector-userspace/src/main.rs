@@ -8,7 +8,11 @@ use collector_userspace::{daemon, ipc_cli};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "collector", version, about = "Kernel-level security event collector (eBPF)")]
+#[command(
+    name = "collector",
+    version,
+    about = "Kernel-level security event collector (eBPF)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,10 +34,14 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Logs go to stderr; stdout carries events and command output only.
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("COLLECTOR_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("COLLECTOR_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         match cli.command {
             Command::Run(args) => daemon::run(args).await,

@@ -88,11 +88,26 @@ mod tests {
     fn prints_one_json_line_per_event() {
         let out = Shared::default();
         let sink = StdoutSink::new(out.clone());
-        let ev = |pid| CollectionEvent::Process(ProcessEvent::new(ProcessEventKind::Exec, Utc::now(), pid, "t"));
+        let ev = |pid| {
+            CollectionEvent::Process(ProcessEvent::new(
+                ProcessEventKind::Exec,
+                Utc::now(),
+                pid,
+                "t",
+            ))
+        };
         let batch: EventBatch = vec![ev(1), ev(2)].into();
         assert_eq!(sink.deliver(&batch), Delivery::Accepted);
         for _ in 0..100 {
-            if out.0.lock().unwrap().iter().filter(|&&b| b == b'\n').count() == 2 {
+            if out
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                == 2
+            {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
@@ -100,7 +115,11 @@ mod tests {
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let pids: Vec<u64> = text
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["pid"].as_u64().unwrap())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["pid"]
+                    .as_u64()
+                    .unwrap()
+            })
             .collect();
         assert_eq!(pids, [1, 2]);
     }

@@ -13,8 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use collector_core::event::Domain;
-use collector_core::ipc::{CollectorIpcClient, CollectorIpcServer, IpcServerConfig, IpcSink, StatusProvider, SubscriptionItem};
-use collector_core::{CollectionEvent, Collector, CollectorConfig, EventSource};
+use collector_core::ipc::{
+    CollectorIpcClient, CollectorIpcServer, IpcServerConfig, IpcSink, StatusProvider,
+    SubscriptionItem,
+};
+use collector_core::{CollectionEvent, Collector, CollectorConfig};
 use collector_userspace::ebpf::{KernelConfig, KernelDomain, KernelPrograms, KernelSource};
 use futures::StreamExt;
 
@@ -37,10 +40,20 @@ struct Storm {
 }
 
 fn run_actor(args: &[String]) -> (u32, f64) {
-    let out = std::process::Command::new(ACTOR).args(args).output().expect("run actor");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(ACTOR)
+        .args(args)
+        .output()
+        .expect("run actor");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    let kv: BTreeMap<&str, &str> = text.split_whitespace().filter_map(|kv| kv.split_once('=')).collect();
+    let kv: BTreeMap<&str, &str> = text
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
     (kv["pid"].parse().unwrap(), kv["seconds"].parse().unwrap())
 }
 
@@ -75,7 +88,9 @@ async fn traced(storm: &Storm, socket: PathBuf) -> serde_json::Value {
     let client = CollectorIpcClient::connect(&socket).await.unwrap();
     let stream = client.subscribe::<&str>(&[domain], &[]).await.unwrap();
     let all = Arc::new(AtomicU64::new(0));
-    let keyed = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<u32, u64>::new()));
+    let keyed = Arc::new(std::sync::Mutex::new(
+        std::collections::HashMap::<u32, u64>::new(),
+    ));
     let lagged = Arc::new(AtomicU64::new(0));
     let counter = {
         let (all, keyed, lagged) = (all.clone(), keyed.clone(), lagged.clone());
@@ -103,7 +118,7 @@ async fn traced(storm: &Storm, socket: PathBuf) -> serde_json::Value {
 
     let args = storm.args.clone();
     let actor = tokio::task::spawn_blocking(move || {
-        let mut child = std::process::Command::new(ACTOR)
+        let child = std::process::Command::new(ACTOR)
             .args(&args)
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -152,14 +167,17 @@ fn main() {
         eprintln!("skipping storm benchmarks: they load eBPF programs and need root");
         return;
     }
-    let scale: f64 = std::env::var("STORM_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let scale: f64 = std::env::var("STORM_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
     let n = |base: u64| ((base as f64 * scale) as u64).max(10);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().canonicalize().unwrap().display().to_string();
     let open_target = format!("{dir}/open-target");
     std::fs::write(&open_target, b"x").unwrap();
 
-    let storms = vec![
+    let storms = [
         Storm {
             name: "exec",
             domain: KernelDomain::Process,
@@ -182,7 +200,11 @@ fn main() {
             name: "open",
             domain: KernelDomain::Filesystem,
             count: n(1_000_000),
-            args: vec!["opens".into(), open_target.clone(), n(1_000_000).to_string()],
+            args: vec![
+                "opens".into(),
+                open_target.clone(),
+                n(1_000_000).to_string(),
+            ],
             key: |ev| match ev {
                 CollectionEvent::Filesystem(f) => Some(f.pid),
                 _ => None,
@@ -222,18 +244,37 @@ fn main() {
     ];
 
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     println!("storm      count  untraced/s   traced/s  ratio  expected  delivered  delivered%  kernel_lost  pipeline_dropped  lagged");
-    for storm in storms.iter().filter(|s| only.as_deref().is_none_or(|o| o == s.name)) {
+    for storm in storms
+        .iter()
+        .filter(|s| only.as_deref().is_none_or(|o| o == s.name))
+    {
         let (_, untraced_s) = run_actor(&storm.args);
         let socket = tmp.path().join(format!("{}.sock", storm.name));
         let report = runtime.block_on(traced(storm, socket));
         let traced_s = report["seconds"].as_f64().unwrap();
         let status = &report["status"];
         let source = &status["sources"][0];
-        let kernel_lost: u64 = source["stats"]["kernel_lost"].as_object().unwrap().values().filter_map(|v| v.as_u64()).sum();
-        let pipeline_dropped: u64 = status["counters"]["dropped"].as_object().map(|m| m.values().filter_map(|v| v.as_u64()).sum()).unwrap_or(0)
-            + source["stats"]["dropped"].as_object().unwrap().values().filter_map(|v| v.as_u64()).sum::<u64>();
+        let kernel_lost: u64 = source["stats"]["kernel_lost"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter_map(|v| v.as_u64())
+            .sum();
+        let pipeline_dropped: u64 = status["counters"]["dropped"]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
+            .unwrap_or(0)
+            + source["stats"]["dropped"]
+                .as_object()
+                .unwrap()
+                .values()
+                .filter_map(|v| v.as_u64())
+                .sum::<u64>();
         let expected = storm.count * storm.per_iteration + storm.extra;
         let delivered = report["delivered"].as_u64().unwrap();
         println!(

@@ -18,7 +18,9 @@ pub fn kernel_or_skip(test: &str) -> bool {
         None => true,
         Some(why) => {
             if std::env::var("COLLECTOR_REQUIRE_KERNEL").as_deref() == Ok("1") {
-                panic!("{test}: cannot run ({why}) but COLLECTOR_REQUIRE_KERNEL=1 forbids skipping");
+                panic!(
+                    "{test}: cannot run ({why}) but COLLECTOR_REQUIRE_KERNEL=1 forbids skipping"
+                );
             }
             eprintln!("skipping {test}: {why}");
             false
@@ -48,10 +50,17 @@ pub fn run_actor(path: &str, args: &[&str]) -> std::collections::HashMap<String,
         .args(args)
         .output()
         .expect("run collector-test-actor");
-    assert!(out.status.success(), "actor failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "actor failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .split_whitespace()
-        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
         .collect()
 }

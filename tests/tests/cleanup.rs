@@ -11,7 +11,10 @@ use tokio::sync::mpsc;
 
 /// Our programs, as the kernel names them (BPF_OBJ_NAME_LEN: 15 bytes).
 fn our_program_ids() -> Vec<u32> {
-    let ours: Vec<&str> = KernelDomain::ALL.iter().flat_map(|d| d.program_names()).collect();
+    let ours: Vec<&str> = KernelDomain::ALL
+        .iter()
+        .flat_map(|d| d.program_names())
+        .collect();
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
         .filter(|p| {
@@ -33,16 +36,24 @@ async fn shutdown_leaves_no_program_or_link_behind() {
         let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
         let mut sources = Vec::new();
         for domain in KernelDomain::ALL {
-            sources.push(Arc::new(KernelSource::new(programs.clone(), domain).expect("attach")));
+            sources.push(Arc::new(
+                KernelSource::new(programs.clone(), domain).expect("attach"),
+            ));
         }
         drop(programs);
         let loaded = our_program_ids();
-        let expected: usize = KernelDomain::ALL.iter().map(|d| d.program_names().count()).sum();
+        let expected: usize = KernelDomain::ALL
+            .iter()
+            .map(|d| d.program_names().count())
+            .sum();
         assert!(
             loaded.len() >= before.len() + expected,
             "all {expected} programs are loaded while running: {loaded:?}"
         );
-        assert!(aya::programs::loaded_links().count() > links_before, "links exist while running");
+        assert!(
+            aya::programs::loaded_links().count() > links_before,
+            "links exist while running"
+        );
 
         let shutdown = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
@@ -60,6 +71,14 @@ async fn shutdown_leaves_no_program_or_link_behind() {
             t.await.unwrap().unwrap();
         }
     }
-    assert_eq!(our_program_ids(), before, "programs left behind after shutdown");
-    assert_eq!(aya::programs::loaded_links().count(), links_before, "links left behind after shutdown");
+    assert_eq!(
+        our_program_ids(),
+        before,
+        "programs left behind after shutdown"
+    );
+    assert_eq!(
+        aya::programs::loaded_links().count(),
+        links_before,
+        "links left behind after shutdown"
+    );
 }

@@ -16,7 +16,8 @@ async fn create_rename_unlink_with_both_paths() {
         return;
     }
     let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
-    let source = Arc::new(KernelSource::new(programs, KernelDomain::Filesystem).expect("filesystem source"));
+    let source =
+        Arc::new(KernelSource::new(programs, KernelDomain::Filesystem).expect("filesystem source"));
     let (tx, mut rx) = mpsc::channel(65536);
     let shutdown = Arc::new(AtomicBool::new(false));
     let task = {

@@ -28,7 +28,9 @@ async fn tiny_ring_losses_are_counted_exactly() {
         ..KernelConfig::default()
     })
     .expect("load kernel programs");
-    let source = Arc::new(KernelSource::new(programs.clone(), KernelDomain::Filesystem).expect("filesystem source"));
+    let source = Arc::new(
+        KernelSource::new(programs.clone(), KernelDomain::Filesystem).expect("filesystem source"),
+    );
     let (lost_before, emitted_before) = {
         let (e, l) = programs.kernel_counts(RecordKind::Open);
         (l, e)
@@ -74,8 +76,18 @@ async fn tiny_ring_losses_are_counted_exactly() {
 
     assert!(lost > 0, "a 4 KiB ring must overflow under {OPENS} opens");
     assert!(delivered > 0, "the records that fit were delivered");
-    assert_eq!(emitted, delivered, "every record the kernel submitted reached the source");
-    assert_eq!(OPENS - delivered, lost, "generated - delivered = counted lost");
+    assert_eq!(
+        emitted, delivered,
+        "every record the kernel submitted reached the source"
+    );
+    assert_eq!(
+        OPENS - delivered,
+        lost,
+        "generated - delivered = counted lost"
+    );
     let drops = source.stats().dropped;
-    assert!(drops.values().all(|&n| n == 0), "no userspace drops: {drops:?}");
+    assert!(
+        drops.values().all(|&n| n == 0),
+        "no userspace drops: {drops:?}"
+    );
 }

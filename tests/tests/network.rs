@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 
 async fn run_pair(ip: &str) -> (u32, String, String, Vec<NetworkEvent>) {
     let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
-    let source = Arc::new(KernelSource::new(programs, KernelDomain::Network).expect("network source"));
+    let source =
+        Arc::new(KernelSource::new(programs, KernelDomain::Network).expect("network source"));
     let (tx, mut rx) = mpsc::channel(4096);
     let shutdown = Arc::new(AtomicBool::new(false));
     let task = {
@@ -54,19 +55,45 @@ async fn check(ip: &str, family: AddressFamily) {
     assert_eq!(listen.dest_addr.to_string(), server);
     let connect = one(&events, NetworkEventKind::Connect);
     assert_eq!(connect.pid, pid);
-    assert_eq!(connect.source_addr.to_string(), client, "connect: source is the client end");
-    assert_eq!(connect.dest_addr.to_string(), server, "connect: dest is the server end");
+    assert_eq!(
+        connect.source_addr.to_string(),
+        client,
+        "connect: source is the client end"
+    );
+    assert_eq!(
+        connect.dest_addr.to_string(),
+        server,
+        "connect: dest is the server end"
+    );
     assert_eq!(connect.family, family);
     assert_eq!(connect.protocol, TransportProtocol::Tcp);
     let accept = one(&events, NetworkEventKind::Accept);
-    assert_eq!(accept.source_addr.to_string(), client, "accept: source is the initiator");
-    assert_eq!(accept.dest_addr.to_string(), server, "accept: dest is the local listening address");
+    assert_eq!(
+        accept.source_addr.to_string(),
+        client,
+        "accept: source is the initiator"
+    );
+    assert_eq!(
+        accept.dest_addr.to_string(),
+        server,
+        "accept: dest is the local listening address"
+    );
     assert_eq!(accept.state.as_deref(), Some("ESTABLISHED"));
-    let closes: Vec<_> = events.iter().filter(|e| e.kind == NetworkEventKind::Close).collect();
+    let closes: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == NetworkEventKind::Close)
+        .collect();
     assert_eq!(closes.len(), 2, "both ends' closes: {events:#?}");
-    assert!(closes.iter().any(|c| c.connection_id == connect.connection_id));
-    assert!(closes.iter().any(|c| c.connection_id == accept.connection_id));
-    assert!(closes.iter().all(|c| c.pid == pid), "closes attributed to the owner");
+    assert!(closes
+        .iter()
+        .any(|c| c.connection_id == connect.connection_id));
+    assert!(closes
+        .iter()
+        .any(|c| c.connection_id == accept.connection_id));
+    assert!(
+        closes.iter().all(|c| c.pid == pid),
+        "closes attributed to the owner"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,8 @@ async fn exec_of_bin_true_arrives_with_child_and_parent_pids() {
         return;
     }
     let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
-    let source = Arc::new(KernelSource::new(programs, KernelDomain::Process).expect("process source"));
+    let source =
+        Arc::new(KernelSource::new(programs, KernelDomain::Process).expect("process source"));
     let (tx, mut rx) = mpsc::channel(4096);
     let shutdown = Arc::new(AtomicBool::new(false));
     let task = {
@@ -49,9 +50,16 @@ async fn exec_of_bin_true_arrives_with_child_and_parent_pids() {
     .expect("channel closed");
 
     assert_eq!(found.pid, child_pid, "exec event pid is the child's");
-    assert_eq!(found.ppid, Some(std::process::id()), "ppid is this test process");
+    assert_eq!(
+        found.ppid,
+        Some(std::process::id()),
+        "ppid is this test process"
+    );
     assert_eq!(found.executable_path.as_deref(), Some("/bin/true"));
-    assert_eq!(found.command_line, ["/bin/true", marker.as_str(), "second arg"]);
+    assert_eq!(
+        found.command_line,
+        ["/bin/true", marker.as_str(), "second arg"]
+    );
     assert_eq!(found.uid, Some(0));
     assert_eq!(found.name.as_deref(), Some("true"));
 
@@ -60,7 +68,10 @@ async fn exec_of_bin_true_arrives_with_child_and_parent_pids() {
     task.await.unwrap().unwrap();
 }
 
-async fn collect_until<F>(rx: &mut mpsc::Receiver<CollectionEvent>, mut done: F) -> Vec<CollectionEvent>
+async fn collect_until<F>(
+    rx: &mut mpsc::Receiver<CollectionEvent>,
+    mut done: F,
+) -> Vec<CollectionEvent>
 where
     F: FnMut(&[CollectionEvent]) -> bool,
 {
@@ -97,7 +108,8 @@ async fn fork_and_exit_code_3_observed_failed_exec_not_reported() {
         return;
     }
     let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
-    let source = Arc::new(KernelSource::new(programs, KernelDomain::Process).expect("process source"));
+    let source =
+        Arc::new(KernelSource::new(programs, KernelDomain::Process).expect("process source"));
     let (mut rx, shutdown, task) = start(source.clone());
 
     // The shell forks a subshell (a fork by a process that is not the collector) which
@@ -139,9 +151,8 @@ async fn fork_and_exit_code_3_observed_failed_exec_not_reported() {
         .unwrap();
     assert_eq!(sh_exit.exit_code, Some(0));
     assert!(
-        !procs
-            .iter()
-            .any(|p| p.kind == ProcessEventKind::Exec && p.executable_path.as_deref() == Some(missing.as_str())),
+        !procs.iter().any(|p| p.kind == ProcessEventKind::Exec
+            && p.executable_path.as_deref() == Some(missing.as_str())),
         "a failed exec was reported as an exec"
     );
     source.stop().await.unwrap();

@@ -77,7 +77,14 @@ fn ebpf_cargo() -> Command {
     cmd.current_dir(root().join("collector-ebpf"));
     // The outer `cargo run` sets these for the stable toolchain; the nightly build
     // must not inherit them.
-    for var in ["RUSTC", "RUSTDOC", "CARGO", "RUSTUP_TOOLCHAIN", "RUSTFLAGS", "CARGO_TARGET_DIR"] {
+    for var in [
+        "RUSTC",
+        "RUSTDOC",
+        "CARGO",
+        "RUSTUP_TOOLCHAIN",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+    ] {
         cmd.env_remove(var);
     }
     cmd.arg(format!("+{}", setup::NIGHTLY));
@@ -101,9 +108,14 @@ fn build_ebpf() -> Result<()> {
 
 fn build() -> Result<()> {
     build_ebpf()?;
-    run(cargo()
-        .current_dir(root())
-        .args(["build", "--release", "-p", "collector-userspace", "--bin", "collector"]))
+    run(cargo().current_dir(root()).args([
+        "build",
+        "--release",
+        "-p",
+        "collector-userspace",
+        "--bin",
+        "collector",
+    ]))
 }
 
 fn is_root() -> bool {
@@ -134,11 +146,18 @@ fn run_collector(args: Vec<String>) -> Result<()> {
 fn test(args: Vec<String>) -> Result<()> {
     build_ebpf()?;
     let root = root();
-    run(cargo().current_dir(&root).args(["fmt", "--all", "--", "--check"]))?;
-    run(ebpf_cargo().args(["fmt", "--", "--check"]))?;
     run(cargo()
         .current_dir(&root)
-        .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+        .args(["fmt", "--all", "--", "--check"]))?;
+    run(ebpf_cargo().args(["fmt", "--", "--check"]))?;
+    run(cargo().current_dir(&root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     run(ebpf_cargo().args(["clippy", "--release", "--", "-D", "warnings"]))?;
     if std::env::var_os("COLLECTOR_REQUIRE_KERNEL").is_some() && !is_root() {
         bail!("COLLECTOR_REQUIRE_KERNEL is set but kernel tests need root");
@@ -151,7 +170,10 @@ fn test(args: Vec<String>) -> Result<()> {
 
 fn bench(args: Vec<String>) -> Result<()> {
     build_ebpf()?;
-    run(cargo().current_dir(root()).args(["bench", "--workspace"]).args(args))
+    run(cargo()
+        .current_dir(root())
+        .args(["bench", "--workspace"])
+        .args(args))
 }
 
 fn main() -> Result<()> {

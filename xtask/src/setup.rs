@@ -28,7 +28,8 @@ fn nightly_llvm_major() -> Result<u32> {
     let info = output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "-vV"])).with_context(|| {
         format!("the `{NIGHTLY}` toolchain is missing: install it with `rustup toolchain install {NIGHTLY}`")
     })?;
-    parse_llvm_major(&info, "LLVM version:").context("cannot read the nightly's LLVM version from `rustc -vV`")
+    parse_llvm_major(&info, "LLVM version:")
+        .context("cannot read the nightly's LLVM version from `rustc -vV`")
 }
 
 fn parse_llvm_major(text: &str, prefix: &str) -> Option<u32> {
@@ -97,7 +98,10 @@ mod tests {
 
     #[test]
     fn parses_llvm_major() {
-        assert_eq!(parse_llvm_major("rustc 1.97\nLLVM version: 22.1.4\n", "LLVM version:"), Some(22));
+        assert_eq!(
+            parse_llvm_major("rustc 1.97\nLLVM version: 22.1.4\n", "LLVM version:"),
+            Some(22)
+        );
         assert_eq!(parse_llvm_major("nothing here", "LLVM version:"), None);
     }
 
@@ -105,6 +109,9 @@ mod tests {
     fn mismatch_says_what_to_do() {
         assert!(check_llvm(BPF_LINKER_LLVM_MAJOR).is_ok());
         let err = check_llvm(23).unwrap_err().to_string();
-        assert!(err.contains("LLVM 22") && err.contains("LLVM 23") && err.contains("cargo xtask setup"), "{err}");
+        assert!(
+            err.contains("LLVM 22") && err.contains("LLVM 23") && err.contains("cargo xtask setup"),
+            "{err}"
+        );
     }
 }

@@ -91,7 +91,9 @@ impl std::str::FromStr for Domain {
             .into_iter()
             .find(|d| d.as_str().eq_ignore_ascii_case(s))
             .ok_or_else(|| {
-                format!("unknown domain `{s}` (expected process, network, filesystem or performance)")
+                format!(
+                    "unknown domain `{s}` (expected process, network, filesystem or performance)"
+                )
             })
     }
 }
@@ -175,11 +177,17 @@ pub(crate) mod rfc3339_nanos {
         use super::*;
         use serde::Serialize;
 
-        pub fn serialize<S: Serializer>(ts: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
-            ts.map(|t| t.to_rfc3339_opts(SecondsFormat::Nanos, true)).serialize(s)
+        pub fn serialize<S: Serializer>(
+            ts: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            ts.map(|t| t.to_rfc3339_opts(SecondsFormat::Nanos, true))
+                .serialize(s)
         }
 
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
             Option::<String>::deserialize(d)?
                 .map(|s| {
                     DateTime::parse_from_rfc3339(&s)

@@ -69,13 +69,21 @@ struct Member {
 #[derive(Debug, Clone)]
 enum Type {
     /// struct or union
-    Composite { members: Vec<Member> },
+    Composite {
+        members: Vec<Member>,
+    },
     /// typedef, const, volatile, restrict, type tag: refers to another type
-    Alias { type_id: u32 },
+    Alias {
+        type_id: u32,
+    },
     /// pointer to another type
-    Ptr { type_id: u32 },
+    Ptr {
+        type_id: u32,
+    },
     /// function prototype: parameter count
-    FuncProto { params: u32 },
+    FuncProto {
+        params: u32,
+    },
     Other,
 }
 
@@ -195,7 +203,9 @@ impl KernelBtf {
                 },
                 KIND_FUNC_PROTO => {
                     at += 8 * vlen;
-                    Type::FuncProto { params: vlen as u32 }
+                    Type::FuncProto {
+                        params: vlen as u32,
+                    }
                 }
                 KIND_VAR => {
                     at += 4;
@@ -257,10 +267,12 @@ impl KernelBtf {
             .ok_or_else(|| BtfError::NoStruct(ty.to_string()))?;
         let mut bits = 0u64;
         for part in path.split('.') {
-            let (off, member_ty) = self.find_member(id, part).ok_or_else(|| BtfError::NoMember {
-                ty: ty.to_string(),
-                member: path.to_string(),
-            })?;
+            let (off, member_ty) =
+                self.find_member(id, part)
+                    .ok_or_else(|| BtfError::NoMember {
+                        ty: ty.to_string(),
+                        member: path.to_string(),
+                    })?;
             bits += u64::from(off);
             id = member_ty;
         }
@@ -318,6 +330,10 @@ mod tests {
             btf.member_offset("sock_common", "skc_family").unwrap()
         );
         assert!(btf.member_offset("task_struct", "no_such_field").is_err());
-        assert!(btf.func_typedef_params("btf_trace_sched_process_exec").unwrap() == 4);
+        assert!(
+            btf.func_typedef_params("btf_trace_sched_process_exec")
+                .unwrap()
+                == 4
+        );
     }
 }

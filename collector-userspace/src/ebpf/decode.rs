@@ -272,7 +272,8 @@ pub fn decode_filesystem(
             let r: RenameRecord = read(bytes, kind as u32)?;
             let old_len = (r.old_path_len as usize).min(FILE_PATH_LEN);
             let new_len = (r.new_path_len as usize).min(FILE_PATH_LEN);
-            let (path, rel_old) = resolve_path(r.header.pid, r.old_dirfd, c_str(&r.old_path[..old_len]));
+            let (path, rel_old) =
+                resolve_path(r.header.pid, r.old_dirfd, c_str(&r.old_path[..old_len]));
             let (new_path, rel_new) =
                 resolve_path(r.header.pid, r.new_dirfd, c_str(&r.new_path[..new_len]));
             FilesystemEvent {
@@ -301,8 +302,10 @@ mod tests {
 
     fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: records are plain old data.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
-            .to_vec()
+        unsafe {
+            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+        .to_vec()
     }
 
     fn header(kind: RecordKind) -> RecordHeader {
@@ -354,7 +357,10 @@ mod tests {
             decode_process(&bytes_of(&r), &BootClock::new(), &"t".into()),
             Err(DecodeError::Short { .. })
         ));
-        assert_eq!(record_kind(&99u32.to_ne_bytes()), Err(DecodeError::UnknownKind(99)));
+        assert_eq!(
+            record_kind(&99u32.to_ne_bytes()),
+            Err(DecodeError::UnknownKind(99))
+        );
         assert!(record_kind(&[1, 0]).is_err());
     }
 
@@ -370,7 +376,9 @@ mod tests {
         r.local_port = 8080;
         r.remote_port = 40000;
         r.state = 1;
-        let CollectionEvent::Network(n) = decode_network(&bytes_of(&r), &BootClock::new(), &"t".into()).unwrap() else {
+        let CollectionEvent::Network(n) =
+            decode_network(&bytes_of(&r), &BootClock::new(), &"t".into()).unwrap()
+        else {
             panic!("not network")
         };
         assert_eq!(n.source_addr.to_string(), "127.0.0.2:40000");
@@ -380,7 +388,9 @@ mod tests {
         r.family = 10;
         r.local_addr = std::net::Ipv6Addr::LOCALHOST.octets();
         r.remote_addr = std::net::Ipv6Addr::LOCALHOST.octets();
-        let CollectionEvent::Network(n) = decode_network(&bytes_of(&r), &BootClock::new(), &"t".into()).unwrap() else {
+        let CollectionEvent::Network(n) =
+            decode_network(&bytes_of(&r), &BootClock::new(), &"t".into()).unwrap()
+        else {
             panic!("not network")
         };
         assert_eq!(n.source_addr.to_string(), "[::1]:8080");
@@ -398,7 +408,10 @@ mod tests {
         let (p, rel) = resolve_path(me, 987_654, "x".into());
         assert_eq!(p, "x");
         assert!(rel);
-        assert_eq!(resolve_path(me, AT_FDCWD, "/abs".into()), ("/abs".into(), false));
+        assert_eq!(
+            resolve_path(me, AT_FDCWD, "/abs".into()),
+            ("/abs".into(), false)
+        );
     }
 
     #[test]

@@ -16,7 +16,8 @@ use super::btf::{BtfError, KernelBtf};
 use super::offsets::KernelOffsets;
 
 /// The kernel object built by `cargo xtask build-ebpf` (empty when it was not built).
-static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/collector-ebpf.o"));
+static KERNEL_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/collector-ebpf.o"));
 
 /// What can go wrong loading the kernel programs; each says what to do next.
 #[derive(Debug, thiserror::Error)]
@@ -33,9 +34,9 @@ pub enum LoadError {
     /// The object failed to load (maps, verifier).
     #[error("loading kernel programs failed: {source}{hint}")]
     Load {
-        /// Cause.
+        /// Cause (boxed: aya's error is large).
         #[source]
-        source: EbpfError,
+        source: Box<EbpfError>,
         /// What to do, when we can tell.
         hint: &'static str,
     },
@@ -46,9 +47,9 @@ pub enum LoadError {
         program: String,
         /// Hook.
         hook: String,
-        /// Cause.
+        /// Cause (boxed: aya's error is large).
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
         /// What to do, when we can tell.
         hint: &'static str,
     },
@@ -65,7 +66,7 @@ pub enum LoadError {
         map: &'static str,
         /// Cause.
         #[source]
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
 }
 
@@ -313,7 +314,7 @@ impl KernelPrograms {
 
         let mut loader = EbpfLoader::new();
         for (name, value) in &offsets.values {
-            loader.override_global(*name, value, true);
+            loader.override_global(name, value, true);
         }
         loader
             .override_global("EXIT_HAS_GROUP_DEAD", &group_dead, true)
@@ -325,10 +326,12 @@ impl KernelPrograms {
             .map_max_entries("PROCESS_EVENTS", config.process_ring_bytes)
             .map_max_entries("NET_EVENTS", config.network_ring_bytes)
             .map_max_entries("FILE_EVENTS", config.file_ring_bytes);
-        let mut ebpf = loader.load(KERNEL_OBJECT).map_err(|source| LoadError::Load {
-            hint: hint_for(&source),
-            source,
-        })?;
+        let mut ebpf = loader
+            .load(KERNEL_OBJECT)
+            .map_err(|source| LoadError::Load {
+                hint: hint_for(&source),
+                source: Box::new(source),
+            })?;
 
         let logger = match aya_log::EbpfLogger::init_with_logger(&mut ebpf, log_bridge()) {
             Ok(logger) => Some(logger),
@@ -386,7 +389,11 @@ impl KernelPrograms {
     /// programs that did attach are unloaded again.
     pub fn attach(&self, domain: KernelDomain) -> Result<(), LoadError> {
         let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
-        if domain.programs().iter().any(|p| matches!(p.hook, Hook::Tracepoint(..))) {
+        if domain
+            .programs()
+            .iter()
+            .any(|p| matches!(p.hook, Hook::Tracepoint(..)))
+        {
             ensure_tracefs()?;
         }
         let mut attached = Vec::new();
@@ -432,10 +439,11 @@ impl KernelPrograms {
             .ok_or(LoadError::Map("INCLUDED_PIDS"))?
             .try_into()
             .map_err(|_| LoadError::Map("INCLUDED_PIDS"))?;
-        pids.insert(pid, 1, 0).map_err(|source| LoadError::MapUpdate {
-            map: "INCLUDED_PIDS",
-            source,
-        })
+        pids.insert(pid, 1, 0)
+            .map_err(|source| LoadError::MapUpdate {
+                map: "INCLUDED_PIDS",
+                source: Box::new(source),
+            })
     }
 
     /// Takes a domain's ring buffer (once).
@@ -479,7 +487,7 @@ fn attach_program(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf) -> Result<(), 
         program: spec.name.to_string(),
         hook: spec.hook.describe(),
         hint: hint_for(&source),
-        source,
+        source: Box::new(source),
     };
     let program = ebpf
         .program_mut(spec.name)
@@ -502,7 +510,9 @@ fn attach_program(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf) -> Result<(), 
 /// Classic tracepoints need tracefs; a fresh machine may not have it mounted.
 fn ensure_tracefs() -> Result<(), LoadError> {
     let dir = std::path::Path::new("/sys/kernel/tracing");
-    if dir.join("events").exists() || std::path::Path::new("/sys/kernel/debug/tracing/events").exists() {
+    if dir.join("events").exists()
+        || std::path::Path::new("/sys/kernel/debug/tracing/events").exists()
+    {
         return Ok(());
     }
     let target = std::ffi::CString::new("/sys/kernel/tracing").expect("no NUL");
@@ -532,10 +542,11 @@ fn install_filters(ebpf: &mut Ebpf, config: &KernelConfig) -> Result<(), LoadErr
         .try_into()
         .map_err(|_| LoadError::Map("EXCLUDED_PIDS"))?;
     for pid in &config.excluded_pids {
-        pids.insert(pid, 1, 0).map_err(|source| LoadError::MapUpdate {
-            map: "EXCLUDED_PIDS",
-            source,
-        })?;
+        pids.insert(pid, 1, 0)
+            .map_err(|source| LoadError::MapUpdate {
+                map: "EXCLUDED_PIDS",
+                source: Box::new(source),
+            })?;
     }
     let mut comms: BpfHashMap<_, [u8; COMM_LEN], u8> = ebpf
         .map_mut("EXCLUDED_COMMS")
@@ -548,10 +559,12 @@ fn install_filters(ebpf: &mut Ebpf, config: &KernelConfig) -> Result<(), LoadErr
         // The kernel keeps TASK_COMM_LEN - 1 bytes and a NUL.
         let n = bytes.len().min(COMM_LEN - 1);
         key[..n].copy_from_slice(&bytes[..n]);
-        comms.insert(key, 1, 0).map_err(|source| LoadError::MapUpdate {
-            map: "EXCLUDED_COMMS",
-            source,
-        })?;
+        comms
+            .insert(key, 1, 0)
+            .map_err(|source| LoadError::MapUpdate {
+                map: "EXCLUDED_COMMS",
+                source: Box::new(source),
+            })?;
     }
     Ok(())
 }

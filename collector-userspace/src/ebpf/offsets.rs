@@ -26,7 +26,11 @@ const FIELDS: &[(&str, &str, &str)] = &[
     ("OFF_SK_DPORT", "sock", "__sk_common.skc_dport"),
     ("OFF_SK_NUM", "sock", "__sk_common.skc_num"),
     ("OFF_SK_V6_DADDR", "sock", "__sk_common.skc_v6_daddr"),
-    ("OFF_SK_V6_RCV_SADDR", "sock", "__sk_common.skc_v6_rcv_saddr"),
+    (
+        "OFF_SK_V6_RCV_SADDR",
+        "sock",
+        "__sk_common.skc_v6_rcv_saddr",
+    ),
     ("OFF_SK_PROTOCOL", "sock", "sk_protocol"),
 ];
 

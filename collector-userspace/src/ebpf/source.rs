@@ -144,7 +144,9 @@ impl EventSource for KernelSource {
             ("backpressure", &s.backpressure_drops),
             ("closed", &s.closed_drops),
         ] {
-            stats.dropped.insert(reason.into(), counter.load(Ordering::Relaxed));
+            stats
+                .dropped
+                .insert(reason.into(), counter.load(Ordering::Relaxed));
         }
         let hooks = self.programs.hooks();
         stats.hooks = self

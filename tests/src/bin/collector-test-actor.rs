@@ -77,7 +77,10 @@ fn opens(path: &str, n: u64) -> String {
 fn exec_storm(n: u64, args: &[String]) -> String {
     let start = std::time::Instant::now();
     for _ in 0..n {
-        let status = std::process::Command::new("/bin/true").args(args).status().expect("spawn /bin/true");
+        let status = std::process::Command::new("/bin/true")
+            .args(args)
+            .status()
+            .expect("spawn /bin/true");
         assert!(status.success());
     }
     format!("execs={n} seconds={}", start.elapsed().as_secs_f64())
