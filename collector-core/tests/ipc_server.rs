@@ -530,3 +530,52 @@ async fn socket_file_modes_stale_replacement_and_removal() {
         .expect("a regular file is never replaced");
     assert!(matches!(err, ServerError::NotASocket { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn subscription_reconnects_after_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("collector.sock");
+    let start = |sink: IpcSink| {
+        let path = path.clone();
+        async move {
+            let server = CollectorIpcServer::bind(
+                IpcServerConfig {
+                    socket_path: path,
+                    ..IpcServerConfig::default()
+                },
+                Arc::new(ManualStatus::new(SourceCaps::PROCESS)),
+                sink,
+                None,
+            )
+            .await
+            .unwrap();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let task = tokio::spawn(server.run(async {
+                let _ = stopped.await;
+            }));
+            (stop, task)
+        }
+    };
+    let (stop, task) = start(IpcSink::default()).await;
+    let stream = CollectorIpcClient::connect(&path)
+        .await
+        .unwrap()
+        .subscribe::<&str>(&[], &[])
+        .await
+        .unwrap();
+    futures::pin_mut!(stream);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+
+    let sink = IpcSink::default();
+    let (_stop, _task) = start(sink.clone()).await;
+    match tokio::time::timeout(WAIT, stream.next()).await.unwrap() {
+        Some(Ok(SubscriptionItem::Reconnected)) => {}
+        other => panic!("expected Reconnected, got {other:?}"),
+    }
+    sink.deliver(&batch(9, 1));
+    match tokio::time::timeout(WAIT, stream.next()).await.unwrap() {
+        Some(Ok(SubscriptionItem::Event(ev))) => assert_eq!(ev.pid(), 9),
+        other => panic!("expected the event, got {other:?}"),
+    }
+}
