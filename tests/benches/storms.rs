@@ -23,6 +23,8 @@ use futures::StreamExt;
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_collector-test-actor");
 
+type KeyFn = Arc<dyn Fn(&CollectionEvent) -> Option<u32> + Send + Sync>;
+
 struct Storm {
     name: &'static str,
     domain: KernelDomain,
@@ -30,7 +32,7 @@ struct Storm {
     args: Vec<String>,
     /// Key of a storm event: the pid it belongs to (the actor's, known only after the
     /// run), or 0 for events matched by content; `None` for other events.
-    key: Arc<dyn Fn(&CollectionEvent) -> Option<u32> + Send + Sync>,
+    key: KeyFn,
     /// Whether events are keyed by content (0) rather than by the actor's pid.
     by_content: bool,
     /// Events expected per storm iteration.
