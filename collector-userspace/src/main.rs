@@ -38,6 +38,7 @@ fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_env("COLLECTOR_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

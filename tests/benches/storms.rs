@@ -23,6 +23,8 @@ use futures::StreamExt;
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_collector-test-actor");
 
+type KeyFn = Arc<dyn Fn(&CollectionEvent) -> Option<u32> + Send + Sync>;
+
 struct Storm {
     name: &'static str,
     domain: KernelDomain,
@@ -30,7 +32,7 @@ struct Storm {
     args: Vec<String>,
     /// Key of a storm event: the pid it belongs to (the actor's, known only after the
     /// run), or 0 for events matched by content; `None` for other events.
-    key: fn(&CollectionEvent) -> Option<u32>,
+    key: KeyFn,
     /// Whether events are keyed by content (0) rather than by the actor's pid.
     by_content: bool,
     /// Events expected per storm iteration.
@@ -58,7 +60,26 @@ fn run_actor(args: &[String]) -> (u32, f64) {
 }
 
 async fn traced(storm: &Storm, socket: PathBuf) -> serde_json::Value {
-    let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
+    let mut kernel = KernelConfig::default();
+    if let Some(b) = std::env::var("STORM_PROCESS_WAKEUP_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        kernel.process_wakeup_bytes = b;
+    }
+    if let Some(b) = std::env::var("STORM_FILE_WAKEUP_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        kernel.file_wakeup_bytes = b;
+    }
+    if let Some(b) = std::env::var("STORM_NETWORK_WAKEUP_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        kernel.network_wakeup_bytes = b;
+    }
+    let programs = KernelPrograms::load(kernel).expect("load kernel programs");
     let source = KernelSource::new(programs.clone(), storm.domain).expect("attach");
     let mut collector = Collector::new(CollectorConfig::default()).unwrap();
     collector.register(Box::new(source)).unwrap();
@@ -94,7 +115,7 @@ async fn traced(storm: &Storm, socket: PathBuf) -> serde_json::Value {
     let lagged = Arc::new(AtomicU64::new(0));
     let counter = {
         let (all, keyed, lagged) = (all.clone(), keyed.clone(), lagged.clone());
-        let key = storm.key;
+        let key = storm.key.clone();
         tokio::spawn(async move {
             futures::pin_mut!(stream);
             while let Some(item) = stream.next().await {
@@ -187,11 +208,11 @@ fn main() {
                 a.extend((1..=8).map(|i| format!("storm-arg-{i}")));
                 a
             },
-            key: |ev| {
+            key: Arc::new(|ev| {
                 matches!(ev, CollectionEvent::Process(p) if p.kind == collector_core::event::ProcessEventKind::Exec
                     && p.command_line.len() == 9 && p.command_line[8] == "storm-arg-8")
                 .then_some(0)
-            },
+            }),
             by_content: true,
             per_iteration: 1,
             extra: 0,
@@ -205,9 +226,12 @@ fn main() {
                 open_target.clone(),
                 n(1_000_000).to_string(),
             ],
-            key: |ev| match ev {
-                CollectionEvent::Filesystem(f) => Some(f.pid),
-                _ => None,
+            key: {
+                let target = open_target.clone();
+                Arc::new(move |ev| match ev {
+                    CollectionEvent::Filesystem(f) if f.path == target => Some(f.pid),
+                    _ => None,
+                })
             },
             by_content: false,
             per_iteration: 1,
@@ -218,10 +242,10 @@ fn main() {
             domain: KernelDomain::Network,
             count: n(20_000),
             args: vec!["connect-storm".into(), n(20_000).to_string()],
-            key: |ev| match ev {
+            key: Arc::new(|ev| match ev {
                 CollectionEvent::Network(e) => Some(e.pid),
                 _ => None,
-            },
+            }),
             by_content: false,
             // connect, accept, two closes; one listen
             per_iteration: 4,
@@ -232,9 +256,12 @@ fn main() {
             domain: KernelDomain::Filesystem,
             count: n(100_000),
             args: vec!["fileops-storm".into(), dir.clone(), n(100_000).to_string()],
-            key: |ev| match ev {
-                CollectionEvent::Filesystem(f) => Some(f.pid),
-                _ => None,
+            key: {
+                let dir = dir.clone();
+                Arc::new(move |ev| match ev {
+                    CollectionEvent::Filesystem(f) if f.path.starts_with(&dir) => Some(f.pid),
+                    _ => None,
+                })
             },
             by_content: false,
             // create, rename, unlink

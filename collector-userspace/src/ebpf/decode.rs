@@ -114,7 +114,15 @@ pub fn decode_process(
             let mut ev = process_base(&r.header, ProcessEventKind::Exec, clock, source);
             ev.ppid = Some(r.ppid);
             let filename_len = (r.filename_len as usize).min(EXEC_FILENAME_LEN);
-            ev.executable_path = Some(c_str(&r.filename[..filename_len]));
+            let mut path = c_str(&r.filename[..filename_len]);
+            if !path.starts_with('/') {
+                // execve took a relative path: the kernel's view of the image is
+                // /proc/<pid>/exe while the process lives; otherwise keep it as given.
+                if let Ok(exe) = std::fs::read_link(format!("/proc/{}/exe", r.header.pid)) {
+                    path = exe.display().to_string();
+                }
+            }
+            ev.executable_path = Some(path);
             let argv_len = (r.argv_len as usize).min(EXEC_ARGV_LEN);
             ev.command_line = split_args(&r.argv[..argv_len]);
             ev.command_line_truncated = r.header.flags & flags::ARGV_TRUNCATED != 0;
