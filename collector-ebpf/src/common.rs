@@ -53,6 +53,13 @@ pub static INCLUDED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 #[unsafe(no_mangle)]
 static INCLUDE_ONLY: u32 = 0;
 
+/// Set by the loader when `EXCLUDED_PIDS` / `EXCLUDED_COMMS` have entries; zero lets
+/// the verifier drop those lookups from every program.
+#[unsafe(no_mangle)]
+static HAS_EXCLUDED_PIDS: u32 = 0;
+#[unsafe(no_mangle)]
+static HAS_EXCLUDED_COMMS: u32 = 0;
+
 /// The collector's own tgid: its events would feed back into themselves.
 #[unsafe(no_mangle)]
 static COLLECTOR_TGID: u32 = 0;
@@ -81,8 +88,13 @@ pub fn excluded(pid_tgid: u64) -> bool {
     {
         return true;
     }
-    if unsafe { EXCLUDED_PIDS.get(tgid) }.is_some() {
+    if unsafe { read_volatile(&HAS_EXCLUDED_PIDS) } != 0
+        && unsafe { EXCLUDED_PIDS.get(tgid) }.is_some()
+    {
         return true;
+    }
+    if unsafe { read_volatile(&HAS_EXCLUDED_COMMS) } == 0 {
+        return false;
     }
     match bpf_get_current_comm() {
         Ok(comm) => unsafe { EXCLUDED_COMMS.get(comm) }.is_some(),
@@ -198,4 +210,25 @@ pub unsafe fn fd_to_file(fd: u64) -> Result<*const u8, i64> {
         }
         Ok(file as *const u8)
     }
+}
+
+/// Argument `n` (0..=4) of the syscall whose saved registers are `regs` (x86_64 ABI:
+/// di, si, dx, r10, r8), for the raw `sys_enter`/`sys_exit` fallback.
+#[inline(always)]
+pub fn syscall_arg(regs: *const u8, n: usize) -> u64 {
+    use crate::offsets::get;
+    let off = match n {
+        0 => get::OFF_REGS_DI(),
+        1 => get::OFF_REGS_SI(),
+        2 => get::OFF_REGS_DX(),
+        3 => get::OFF_REGS_R10(),
+        _ => get::OFF_REGS_R8(),
+    };
+    unsafe { read_kernel(regs, off) }.unwrap_or(0)
+}
+
+/// The syscall number saved in `regs` (`orig_ax`).
+#[inline(always)]
+pub fn syscall_nr(regs: *const u8) -> u64 {
+    unsafe { read_kernel(regs, crate::offsets::get::OFF_REGS_ORIG_AX()) }.unwrap_or(u64::MAX)
 }

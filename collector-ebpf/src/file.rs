@@ -8,16 +8,16 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user_str},
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::HashMap,
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
 };
 use collector_common::{flags, FileRecord, RecordKind, RenameRecord, FILE_PATH_LEN};
 
 use crate::{
     common::{
         count_emitted, count_lost, excluded, fd_to_file, file_wakeup_flags, fill_header,
-        read_kernel, FILE_EVENTS,
+        read_kernel, syscall_arg, syscall_nr, FILE_EVENTS,
     },
     offsets::get,
 };
@@ -227,10 +227,14 @@ fn take_pending() -> Option<(u64, PendingFile)> {
 
 #[inline(always)]
 fn exit_one_path(ctx: &TracePointContext) -> u32 {
+    exit_one_path_ret(unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0))
+}
+
+#[inline(always)]
+fn exit_one_path_ret(ret: i64) -> u32 {
     let Some((pid_tgid, p)) = take_pending() else {
         return 0;
     };
-    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
     let mut kind = if p.kind == RecordKind::Unlink as u32 {
         RecordKind::Unlink
     } else {
@@ -299,10 +303,14 @@ pub fn sys_exit_unlinkat(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn exit_rename(ctx: &TracePointContext) -> u32 {
+    exit_rename_ret(unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0))
+}
+
+#[inline(always)]
+fn exit_rename_ret(ret: i64) -> u32 {
     let Some((pid_tgid, p)) = take_pending() else {
         return 0;
     };
-    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
     let Some(mut entry) = FILE_EVENTS.reserve::<RenameRecord>(0) else {
         count_lost(RecordKind::Rename);
         return 0;
@@ -342,4 +350,98 @@ pub fn sys_exit_renameat(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_exit_renameat2")]
 pub fn sys_exit_renameat2(ctx: TracePointContext) -> u32 {
     exit_rename(&ctx)
+}
+
+// Fallback when tracefs cannot be mounted: the raw `sys_enter`/`sys_exit` tracepoints
+// (no tracefs needed) fire for every syscall, so they cost more; the programs return
+// at once for syscalls they do not watch. x86_64 syscall numbers.
+const NR_OPEN: u64 = 2;
+const NR_CREAT: u64 = 85;
+const NR_OPENAT: u64 = 257;
+const NR_OPENAT2: u64 = 437;
+const NR_UNLINK: u64 = 87;
+const NR_UNLINKAT: u64 = 263;
+const NR_RENAME: u64 = 82;
+const NR_RENAMEAT: u64 = 264;
+const NR_RENAMEAT2: u64 = 316;
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn raw_file_sys_enter(ctx: RawTracePointContext) -> i32 {
+    let id: u64 = ctx.arg(1);
+    if !matches!(
+        id,
+        NR_OPEN
+            | NR_CREAT
+            | NR_OPENAT
+            | NR_OPENAT2
+            | NR_UNLINK
+            | NR_UNLINKAT
+            | NR_RENAME
+            | NR_RENAMEAT
+            | NR_RENAMEAT2
+    ) {
+        return 0;
+    }
+    let regs: *const u8 = ctx.arg(0);
+    let a = |n: usize| syscall_arg(regs, n);
+    let at = AT_FDCWD as u64;
+    match id {
+        NR_OPENAT => stash(
+            RecordKind::Open,
+            pending(RecordKind::Open, a(0), a(1), a(2), a(3)),
+        ),
+        NR_OPEN => stash(
+            RecordKind::Open,
+            pending(RecordKind::Open, at, a(0), a(1), a(2)),
+        ),
+        NR_CREAT => stash(
+            RecordKind::Open,
+            pending(
+                RecordKind::Open,
+                at,
+                a(0),
+                (O_CREAT | 0o1 | 0o1000) as u64,
+                a(1),
+            ),
+        ),
+        NR_OPENAT2 => {
+            let how = a(2) as *const u64;
+            let open_flags = unsafe { aya_ebpf::helpers::bpf_probe_read_user(how) }.unwrap_or(0);
+            let mode =
+                unsafe { aya_ebpf::helpers::bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
+            stash(
+                RecordKind::Open,
+                pending(RecordKind::Open, a(0), a(1), open_flags, mode),
+            );
+        }
+        NR_UNLINK => stash(
+            RecordKind::Unlink,
+            pending(RecordKind::Unlink, at, a(0), 0, 0),
+        ),
+        NR_UNLINKAT => stash(
+            RecordKind::Unlink,
+            pending(RecordKind::Unlink, a(0), a(1), a(2), 0),
+        ),
+        NR_RENAME => stash_rename(at, a(0), at, a(1), 0),
+        NR_RENAMEAT => stash_rename(a(0), a(1), a(2), a(3), 0),
+        _ => stash_rename(a(0), a(1), a(2), a(3), a(4)),
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn raw_file_sys_exit(ctx: RawTracePointContext) -> i32 {
+    let regs: *const u8 = ctx.arg(0);
+    let id = syscall_nr(regs);
+    let ret: i64 = ctx.arg(1);
+    match id {
+        NR_OPEN | NR_CREAT | NR_OPENAT | NR_OPENAT2 | NR_UNLINK | NR_UNLINKAT => {
+            exit_one_path_ret(ret);
+        }
+        NR_RENAME | NR_RENAMEAT | NR_RENAMEAT2 => {
+            exit_rename_ret(ret);
+        }
+        _ => {}
+    }
+    0
 }

@@ -9,16 +9,16 @@
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
-    macros::{btf_tracepoint, map, tracepoint},
+    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::{HashMap, LruHashMap},
-    programs::{BtfTracePointContext, TracePointContext},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use collector_common::{NetRecord, RecordHeader, RecordKind};
 
 use crate::{
     common::{
         count_emitted, count_lost, excluded, fd_to_file, fill_header, net_wakeup_flags,
-        read_kernel, NET_EVENTS,
+        read_kernel, syscall_arg, syscall_nr, NET_EVENTS,
     },
     offsets::get,
 };
@@ -151,10 +151,14 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    exit_connect(ret(&ctx))
+}
+
+#[inline(always)]
+fn exit_connect(result: i64) -> u32 {
     let Some((pid_tgid, fd)) = take_fd() else {
         return 0;
     };
-    let result = ret(&ctx);
     // Report connections that were made or are being made; a refused or invalid
     // connect has no connection behind it.
     if result == 0 || result == -EINPROGRESS {
@@ -170,7 +174,11 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn exit_accept(ctx: &TracePointContext) -> u32 {
-    let result = ret(ctx);
+    exit_accept_ret(ret(ctx))
+}
+
+#[inline(always)]
+fn exit_accept_ret(result: i64) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     if result < 0 || excluded(pid_tgid) {
         return 0;
@@ -203,10 +211,15 @@ pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_listen")]
 pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
+    exit_listen(ret(&ctx))
+}
+
+#[inline(always)]
+fn exit_listen(result: i64) -> u32 {
     let Some((pid_tgid, fd)) = take_fd() else {
         return 0;
     };
-    if ret(&ctx) == 0 {
+    if result == 0 {
         emit_for_fd(RecordKind::Listen, pid_tgid, fd, 0, TCP_LISTEN);
     }
     0
@@ -244,5 +257,41 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     }
     entry.submit(net_wakeup_flags());
     count_emitted(RecordKind::Close);
+    0
+}
+
+// Fallback without tracefs: raw `sys_enter`/`sys_exit` (see file.rs). x86_64 numbers.
+const NR_CONNECT: u64 = 42;
+const NR_ACCEPT: u64 = 43;
+const NR_LISTEN: u64 = 50;
+const NR_ACCEPT4: u64 = 288;
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn raw_net_sys_enter(ctx: RawTracePointContext) -> i32 {
+    let id: u64 = ctx.arg(1);
+    match id {
+        NR_CONNECT => stash_fd(RecordKind::Connect, syscall_arg(ctx.arg(0), 0)),
+        NR_LISTEN => stash_fd(RecordKind::Listen, syscall_arg(ctx.arg(0), 0)),
+        _ => {}
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn raw_net_sys_exit(ctx: RawTracePointContext) -> i32 {
+    let id = syscall_nr(ctx.arg(0));
+    let result: i64 = ctx.arg(1);
+    match id {
+        NR_CONNECT => {
+            exit_connect(result);
+        }
+        NR_LISTEN => {
+            exit_listen(result);
+        }
+        NR_ACCEPT | NR_ACCEPT4 => {
+            exit_accept_ret(result);
+        }
+        _ => {}
+    }
     0
 }

@@ -72,6 +72,18 @@ offsets! {
     OFF_SK_V6_RCV_SADDR,
     /// `sock.sk_protocol`
     OFF_SK_PROTOCOL,
+    /// `pt_regs.di` (x86_64)
+    OFF_REGS_DI,
+    /// `pt_regs.si`
+    OFF_REGS_SI,
+    /// `pt_regs.dx`
+    OFF_REGS_DX,
+    /// `pt_regs.r10`
+    OFF_REGS_R10,
+    /// `pt_regs.r8`
+    OFF_REGS_R8,
+    /// `pt_regs.orig_ax`
+    OFF_REGS_ORIG_AX,
 }
 
 /// Set by the loader: 1 when `sched_process_exit` passes `group_dead` (Linux >= 6.13).

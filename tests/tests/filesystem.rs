@@ -7,7 +7,9 @@ use std::time::Duration;
 use collector_core::event::{FilesystemEvent, FilesystemEventKind};
 use collector_core::{CollectionEvent, EventSource};
 use collector_tests::{actor, kernel_or_skip};
-use collector_userspace::ebpf::{KernelConfig, KernelDomain, KernelPrograms, KernelSource};
+use collector_userspace::ebpf::{
+    KernelConfig, KernelDomain, KernelPrograms, KernelSource, SyscallHooks,
+};
 use tokio::sync::mpsc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -15,7 +17,24 @@ async fn create_rename_unlink_with_both_paths() {
     if !kernel_or_skip("create_rename_unlink_with_both_paths") {
         return;
     }
-    let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
+    create_rename_unlink(SyscallHooks::Tracepoints).await;
+}
+
+/// The fallback for hosts without tracefs: raw sys_enter/sys_exit tracepoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_syscall_hooks_see_the_same_file_operations() {
+    if !kernel_or_skip("raw_syscall_hooks_see_the_same_file_operations") {
+        return;
+    }
+    create_rename_unlink(SyscallHooks::Raw).await;
+}
+
+async fn create_rename_unlink(hooks: SyscallHooks) {
+    let programs = KernelPrograms::load(KernelConfig {
+        syscall_hooks: hooks,
+        ..KernelConfig::default()
+    })
+    .expect("load kernel programs");
     let source =
         Arc::new(KernelSource::new(programs, KernelDomain::Filesystem).expect("filesystem source"));
     let (tx, mut rx) = mpsc::channel(65536);

@@ -7,13 +7,32 @@ use std::time::Duration;
 use collector_core::event::{AddressFamily, NetworkEvent, NetworkEventKind, TransportProtocol};
 use collector_core::{CollectionEvent, EventSource};
 use collector_tests::{actor, kernel_or_skip};
-use collector_userspace::ebpf::{KernelConfig, KernelDomain, KernelPrograms, KernelSource};
+use collector_userspace::ebpf::{
+    KernelConfig, KernelDomain, KernelPrograms, KernelSource, SyscallHooks,
+};
 use tokio::sync::mpsc;
 
-async fn run_pair(ip: &str) -> (u32, String, String, Vec<NetworkEvent>) {
-    let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
+async fn run_pair(ip: &str, hooks: SyscallHooks) -> (u32, String, String, Vec<NetworkEvent>) {
+    let programs = KernelPrograms::load(KernelConfig {
+        syscall_hooks: hooks,
+        ..KernelConfig::default()
+    })
+    .expect("load kernel programs");
     let source =
         Arc::new(KernelSource::new(programs, KernelDomain::Network).expect("network source"));
+    let expected_hook = match hooks {
+        SyscallHooks::Raw => ("raw_net_sys_exit", "raw_tp/sys_exit"),
+        _ => ("sys_exit_connect", "tracepoint/syscalls/sys_exit_connect"),
+    };
+    assert_eq!(
+        source
+            .stats()
+            .hooks
+            .get(expected_hook.0)
+            .map(String::as_str),
+        Some(expected_hook.1),
+        "status reports the hook each program got"
+    );
     let (tx, mut rx) = mpsc::channel(4096);
     let shutdown = Arc::new(AtomicBool::new(false));
     let task = {
@@ -49,8 +68,8 @@ fn one(events: &[NetworkEvent], kind: NetworkEventKind) -> &NetworkEvent {
     found[0]
 }
 
-async fn check(ip: &str, family: AddressFamily) {
-    let (pid, server, client, events) = run_pair(ip).await;
+async fn check(ip: &str, family: AddressFamily, hooks: SyscallHooks) {
+    let (pid, server, client, events) = run_pair(ip, hooks).await;
     let listen = one(&events, NetworkEventKind::Listen);
     assert_eq!(listen.dest_addr.to_string(), server);
     let connect = one(&events, NetworkEventKind::Connect);
@@ -101,7 +120,7 @@ async fn tcp_ipv4_loopback_connect_accept_close() {
     if !kernel_or_skip("tcp_ipv4_loopback_connect_accept_close") {
         return;
     }
-    check("127.0.0.1", AddressFamily::Ipv4).await;
+    check("127.0.0.1", AddressFamily::Ipv4, SyscallHooks::Tracepoints).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,5 +128,15 @@ async fn tcp_ipv6_loopback_connect_accept_close() {
     if !kernel_or_skip("tcp_ipv6_loopback_connect_accept_close") {
         return;
     }
-    check("::1", AddressFamily::Ipv6).await;
+    check("::1", AddressFamily::Ipv6, SyscallHooks::Tracepoints).await;
+}
+
+/// The fallback for hosts without tracefs: raw sys_enter/sys_exit tracepoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_syscall_hooks_see_the_same_connections() {
+    if !kernel_or_skip("raw_syscall_hooks_see_the_same_connections") {
+        return;
+    }
+    check("127.0.0.1", AddressFamily::Ipv4, SyscallHooks::Raw).await;
+    check("::1", AddressFamily::Ipv6, SyscallHooks::Raw).await;
 }

@@ -159,3 +159,50 @@ async fn fork_and_exit_code_3_observed_failed_exec_not_reported() {
     shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excluded_comm_is_dropped_in_the_kernel() {
+    if !kernel_or_skip("excluded_comm_is_dropped_in_the_kernel") {
+        return;
+    }
+    let programs = KernelPrograms::load(KernelConfig {
+        excluded_comms: vec!["true".into()],
+        ..KernelConfig::default()
+    })
+    .expect("load kernel programs");
+    let source =
+        Arc::new(KernelSource::new(programs, KernelDomain::Process).expect("process source"));
+    let (mut rx, shutdown, task) = start(source.clone());
+    let marker = format!("exclusion-marker-{}", std::process::id());
+    for program in ["/bin/true", "/bin/echo"] {
+        let status = std::process::Command::new(program)
+            .arg(&marker)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let seen = collect_until(&mut rx, |seen| {
+        seen.iter().any(|e| matches!(e, CollectionEvent::Process(p) if p.kind == ProcessEventKind::Exec && p.name.as_deref() == Some("echo") && p.command_line.contains(&marker)))
+    })
+    .await;
+    let execs: Vec<_> = seen
+        .iter()
+        .filter_map(|e| match e {
+            CollectionEvent::Process(p)
+                if p.kind == ProcessEventKind::Exec && p.command_line.contains(&marker) =>
+            {
+                Some(p.name.clone().unwrap_or_default())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        execs,
+        ["echo"],
+        "the excluded comm `true` was filtered in the kernel"
+    );
+    source.stop().await.unwrap();
+    shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
+    task.await.unwrap().unwrap();
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aya::{
     maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, ProgramError, TracePoint},
+    programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint},
     Btf, Ebpf, EbpfError, EbpfLoader,
 };
 use collector_common::{counter_index, RecordKind, COMM_LEN, COUNTER_EMITTED, COUNTER_LOST};
@@ -59,6 +59,9 @@ pub enum LoadError {
     /// tracefs is not mounted and could not be mounted.
     #[error("classic tracepoints need tracefs, which is not mounted and could not be mounted at /sys/kernel/tracing: {0} (mount it: `mount -t tracefs nodev /sys/kernel/tracing`)")]
     Tracefs(#[source] std::io::Error),
+    /// Raw syscall hooks were asked for but this kernel's `pt_regs` is not the x86_64 one.
+    #[error("raw sys_enter/sys_exit hooks need x86_64 `pt_regs` field names, which this kernel's BTF lacks: use syscall tracepoints (mount tracefs)")]
+    NoRawSyscalls,
     /// A map update failed.
     #[error("updating map `{map}` failed: {source}")]
     MapUpdate {
@@ -84,6 +87,19 @@ fn hint_for(err: &dyn std::error::Error) -> &'static str {
     ""
 }
 
+/// Which hooks the syscall-based programs (file and network) use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyscallHooks {
+    /// Per-syscall tracepoints (mounting tracefs if needed); raw `sys_enter`/`sys_exit`
+    /// when tracefs cannot be had.
+    #[default]
+    Auto,
+    /// Per-syscall tracepoints only (cheapest: they fire only for watched syscalls).
+    Tracepoints,
+    /// Raw `sys_enter`/`sys_exit` tracepoints only (no tracefs; fire for every syscall).
+    Raw,
+}
+
 /// Settings of the kernel side.
 #[derive(Debug, Clone)]
 pub struct KernelConfig {
@@ -105,6 +121,8 @@ pub struct KernelConfig {
     pub excluded_comms: Vec<String>,
     /// Record only the processes added with [`KernelPrograms::include_pid`].
     pub include_only: bool,
+    /// Hooks for the syscall-based programs.
+    pub syscall_hooks: SyscallHooks,
     /// How often readers drain without a wakeup (and check for shutdown).
     pub poll_interval: Duration,
     /// How long a reader waits for room in the runtime's queue before dropping.
@@ -125,6 +143,7 @@ impl Default for KernelConfig {
             excluded_pids: Vec::new(),
             excluded_comms: Vec::new(),
             include_only: false,
+            syscall_hooks: SyscallHooks::Auto,
             poll_interval: Duration::from_millis(10),
             max_send_wait: Duration::from_millis(500),
         }
@@ -138,6 +157,8 @@ pub(crate) enum Hook {
     BtfTracepoint(&'static str),
     /// Classic tracepoint `category/name` (needs tracefs).
     Tracepoint(&'static str, &'static str),
+    /// Raw tracepoint (no tracefs needed).
+    RawTracepoint(&'static str),
 }
 
 impl Hook {
@@ -145,6 +166,7 @@ impl Hook {
         match self {
             Hook::BtfTracepoint(f) => format!("tp_btf/{f}"),
             Hook::Tracepoint(c, n) => format!("tracepoint/{c}/{n}"),
+            Hook::RawTracepoint(n) => format!("raw_tp/{n}"),
         }
     }
 }
@@ -159,6 +181,13 @@ const fn btf(name: &'static str) -> ProgramSpec {
     ProgramSpec {
         name,
         hook: Hook::BtfTracepoint(name),
+    }
+}
+
+const fn raw(name: &'static str, tracepoint: &'static str) -> ProgramSpec {
+    ProgramSpec {
+        name,
+        hook: Hook::RawTracepoint(tracepoint),
     }
 }
 
@@ -192,6 +221,7 @@ impl KernelDomain {
         }
     }
 
+    /// Programs with the preferred hooks.
     pub(crate) fn programs(self) -> &'static [ProgramSpec] {
         match self {
             Self::Process => PROCESS_PROGRAMS,
@@ -200,9 +230,21 @@ impl KernelDomain {
         }
     }
 
-    /// Names of this domain's kernel programs.
+    /// Programs for kernels where the preferred hooks cannot attach (no tracefs).
+    pub(crate) fn fallback_programs(self) -> Option<&'static [ProgramSpec]> {
+        match self {
+            Self::Process => None,
+            Self::Network => Some(NETWORK_PROGRAMS_RAW),
+            Self::Filesystem => Some(FILE_PROGRAMS_RAW),
+        }
+    }
+
+    /// Names of this domain's kernel programs (with either set of hooks).
     pub fn program_names(self) -> impl Iterator<Item = &'static str> {
-        self.programs().iter().map(|p| p.name)
+        self.programs()
+            .iter()
+            .chain(self.fallback_programs().unwrap_or_default())
+            .map(|p| p.name)
     }
 
     /// Record kinds this domain's programs emit, with their names.
@@ -245,6 +287,17 @@ pub(crate) const NETWORK_PROGRAMS: &[ProgramSpec] = &[
     btf("inet_sock_set_state"),
 ];
 
+pub(crate) const NETWORK_PROGRAMS_RAW: &[ProgramSpec] = &[
+    raw("raw_net_sys_enter", "sys_enter"),
+    raw("raw_net_sys_exit", "sys_exit"),
+    btf("inet_sock_set_state"),
+];
+
+pub(crate) const FILE_PROGRAMS_RAW: &[ProgramSpec] = &[
+    raw("raw_file_sys_enter", "sys_enter"),
+    raw("raw_file_sys_exit", "sys_exit"),
+];
+
 pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
     syscall("sys_enter_openat"),
     syscall("sys_exit_openat"),
@@ -271,6 +324,8 @@ pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
 pub struct KernelPrograms {
     ebpf: Mutex<Ebpf>,
     btf: Btf,
+    raw_syscalls: bool,
+    attached: Mutex<std::collections::HashMap<KernelDomain, &'static [ProgramSpec]>>,
     counters: PerCpuArray<MapData, u64>,
     hooks: Mutex<BTreeMap<String, String>>,
     config: KernelConfig,
@@ -311,6 +366,8 @@ impl KernelPrograms {
         let own_tgid = std::process::id();
         let group_dead = u32::from(offsets.exit_has_group_dead);
         let include_only = u32::from(config.include_only);
+        let has_excluded_pids = u32::from(!config.excluded_pids.is_empty());
+        let has_excluded_comms = u32::from(!config.excluded_comms.is_empty());
 
         let mut loader = EbpfLoader::new();
         for (name, value) in &offsets.values {
@@ -320,6 +377,8 @@ impl KernelPrograms {
             .override_global("EXIT_HAS_GROUP_DEAD", &group_dead, true)
             .override_global("COLLECTOR_TGID", &own_tgid, true)
             .override_global("INCLUDE_ONLY", &include_only, true)
+            .override_global("HAS_EXCLUDED_PIDS", &has_excluded_pids, true)
+            .override_global("HAS_EXCLUDED_COMMS", &has_excluded_comms, true)
             .override_global("PROCESS_WAKEUP_BYTES", &config.process_wakeup_bytes, true)
             .override_global("NET_WAKEUP_BYTES", &config.network_wakeup_bytes, true)
             .override_global("FILE_WAKEUP_BYTES", &config.file_wakeup_bytes, true)
@@ -352,6 +411,8 @@ impl KernelPrograms {
         let programs = Arc::new(Self {
             ebpf: Mutex::new(ebpf),
             btf: aya_btf,
+            raw_syscalls: offsets.raw_syscalls,
+            attached: Mutex::default(),
             counters,
             hooks: Mutex::new(BTreeMap::new()),
             config,
@@ -385,23 +446,42 @@ impl KernelPrograms {
         });
     }
 
-    /// Verifies, loads and attaches every program of `domain`. On failure the domain's
-    /// programs that did attach are unloaded again.
+    /// Verifies, loads and attaches every program of `domain`, choosing hooks by
+    /// [`SyscallHooks`]. On failure the domain's programs that did attach are unloaded.
     pub fn attach(&self, domain: KernelDomain) -> Result<(), LoadError> {
-        let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
-        if domain
-            .programs()
+        let preferred = domain.programs();
+        let needs_tracefs = preferred
             .iter()
-            .any(|p| matches!(p.hook, Hook::Tracepoint(..)))
-        {
-            ensure_tracefs()?;
-        }
+            .any(|p| matches!(p.hook, Hook::Tracepoint(..)));
+        let specs = match (self.config.syscall_hooks, domain.fallback_programs()) {
+            (SyscallHooks::Raw, Some(raw)) if self.raw_syscalls => raw,
+            (SyscallHooks::Raw, Some(_)) => return Err(LoadError::NoRawSyscalls),
+            (SyscallHooks::Auto, Some(raw)) if needs_tracefs => match ensure_tracefs() {
+                Ok(()) => preferred,
+                Err(e) if self.raw_syscalls => {
+                    tracing::warn!(
+                        "{e}; using raw sys_enter/sys_exit tracepoints instead (costlier)"
+                    );
+                    raw
+                }
+                Err(e) => return Err(e),
+            },
+            _ => {
+                if needs_tracefs {
+                    ensure_tracefs()?;
+                }
+                preferred
+            }
+        };
         let mut attached = Vec::new();
-        for spec in domain.programs() {
-            match attach_program(&mut ebpf, spec, &self.btf) {
+        for spec in specs {
+            let result = {
+                let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+                attach_program(&mut ebpf, spec, &self.btf)
+            };
+            match result {
                 Ok(()) => attached.push(spec),
                 Err(e) => {
-                    drop(ebpf);
                     for spec in attached {
                         self.unload_one(spec.name);
                     }
@@ -410,9 +490,13 @@ impl KernelPrograms {
             }
         }
         let mut hooks = self.hooks.lock().expect("hooks lock poisoned");
-        for spec in domain.programs() {
+        for spec in specs {
             hooks.insert(spec.name.to_string(), spec.hook.describe());
         }
+        self.attached
+            .lock()
+            .expect("attached lock poisoned")
+            .insert(domain, specs);
         Ok(())
     }
 
@@ -422,6 +506,7 @@ impl KernelPrograms {
             let result = match program {
                 aya::programs::Program::BtfTracePoint(p) => p.unload(),
                 aya::programs::Program::TracePoint(p) => p.unload(),
+                aya::programs::Program::RawTracePoint(p) => p.unload(),
                 _ => Ok(()),
             };
             if let Err(e) = result {
@@ -476,9 +561,25 @@ impl KernelPrograms {
 
     /// Detaches and unloads a domain's programs (a source's `stop`).
     pub fn detach(&self, domain: KernelDomain) {
-        for spec in domain.programs() {
+        let specs = self
+            .attached
+            .lock()
+            .expect("attached lock poisoned")
+            .remove(&domain)
+            .unwrap_or_default();
+        for spec in specs {
             self.unload_one(spec.name);
         }
+    }
+
+    /// The programs a domain got attached with (empty when not attached).
+    pub fn attached_programs(&self, domain: KernelDomain) -> Vec<&'static str> {
+        self.attached
+            .lock()
+            .expect("attached lock poisoned")
+            .get(&domain)
+            .map(|specs| specs.iter().map(|s| s.name).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -502,6 +603,11 @@ fn attach_program(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf) -> Result<(), 
             let p: &mut TracePoint = program.try_into().map_err(wrap)?;
             p.load().map_err(wrap)?;
             p.attach(category, name).map_err(wrap)?;
+        }
+        Hook::RawTracepoint(name) => {
+            let p: &mut RawTracePoint = program.try_into().map_err(wrap)?;
+            p.load().map_err(wrap)?;
+            p.attach(name).map_err(wrap)?;
         }
     }
     Ok(())

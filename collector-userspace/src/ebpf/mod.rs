@@ -9,5 +9,5 @@ pub mod loader;
 pub mod offsets;
 pub mod source;
 
-pub use loader::{KernelConfig, KernelDomain, KernelPrograms, LoadError};
+pub use loader::{KernelConfig, KernelDomain, KernelPrograms, LoadError, SyscallHooks};
 pub use source::{source_name, KernelSource};

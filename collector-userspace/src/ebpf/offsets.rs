@@ -34,6 +34,17 @@ const FIELDS: &[(&str, &str, &str)] = &[
     ("OFF_SK_PROTOCOL", "sock", "sk_protocol"),
 ];
 
+/// Saved-register fields the raw `sys_enter`/`sys_exit` fallback reads (x86_64 names).
+/// Optional: where they are missing the fallback is unavailable, nothing else.
+const SYSCALL_REGS: &[(&str, &str, &str)] = &[
+    ("OFF_REGS_DI", "pt_regs", "di"),
+    ("OFF_REGS_SI", "pt_regs", "si"),
+    ("OFF_REGS_DX", "pt_regs", "dx"),
+    ("OFF_REGS_R10", "pt_regs", "r10"),
+    ("OFF_REGS_R8", "pt_regs", "r8"),
+    ("OFF_REGS_ORIG_AX", "pt_regs", "orig_ax"),
+];
+
 /// Offsets to hand to the kernel programs as read-only globals.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelOffsets {
@@ -41,15 +52,29 @@ pub struct KernelOffsets {
     pub values: Vec<(&'static str, u64)>,
     /// Whether `sched_process_exit` passes `group_dead` (Linux >= 6.13).
     pub exit_has_group_dead: bool,
+    /// Whether the raw-syscall fallback can read syscall arguments on this kernel.
+    pub raw_syscalls: bool,
 }
 
 impl KernelOffsets {
     /// Resolves every field; fails naming the first one this kernel lacks.
     pub fn resolve(btf: &KernelBtf) -> Result<Self, BtfError> {
-        let values = FIELDS
+        let mut values = FIELDS
             .iter()
             .map(|&(global, ty, path)| Ok((global, btf.member_offset(ty, path)?)))
             .collect::<Result<Vec<_>, BtfError>>()?;
+        let regs: Result<Vec<_>, BtfError> = SYSCALL_REGS
+            .iter()
+            .map(|&(global, ty, path)| Ok((global, btf.member_offset(ty, path)?)))
+            .collect();
+        let raw_syscalls = regs.is_ok();
+        match regs {
+            Ok(regs) => values.extend(regs),
+            Err(e) => {
+                tracing::debug!("raw syscall fallback unavailable: {e}");
+                values.extend(SYSCALL_REGS.iter().map(|&(global, ..)| (global, 0)));
+            }
+        }
         // ctx + task + group_dead
         let exit_has_group_dead = btf
             .func_typedef_params("btf_trace_sched_process_exit")
@@ -58,6 +83,7 @@ impl KernelOffsets {
         Ok(Self {
             values,
             exit_has_group_dead,
+            raw_syscalls,
         })
     }
 }

@@ -150,10 +150,10 @@ impl EventSource for KernelSource {
         }
         let hooks = self.programs.hooks();
         stats.hooks = self
-            .domain
-            .programs()
-            .iter()
-            .filter_map(|p| hooks.get(p.name).map(|h| (p.name.to_string(), h.clone())))
+            .programs
+            .attached_programs(self.domain)
+            .into_iter()
+            .filter_map(|p| hooks.get(p).map(|h| (p.to_string(), h.clone())))
             .collect();
         stats
     }
