@@ -47,6 +47,7 @@ pub mod collector;
 pub mod config;
 pub mod event;
 pub mod ipc;
+pub mod metrics;
 mod pipeline;
 pub mod pressure;
 pub mod sink;

@@ -30,6 +30,10 @@ pub struct RunArgs {
     /// Do not serve IPC.
     #[arg(long)]
     pub no_ipc: bool,
+    /// Keep Prometheus metrics in this file, rewritten every `telemetry_interval`
+    /// (for node_exporter's textfile collector).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// Kernel domains to collect (process, network, filesystem); all by default.
     #[arg(long = "domain", value_name = "DOMAIN")]
     pub domains: Vec<String>,
@@ -155,7 +159,30 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ))
     };
 
+    let metrics_task = args.metrics_file.clone().map(|path| {
+        let handle = handle.clone();
+        let every = config.telemetry_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = write_metrics(&path, &handle.status()) {
+                    tracing::warn!(path = %path.display(), "cannot write metrics: {e}");
+                }
+                if handle.is_shutting_down() {
+                    return;
+                }
+            }
+        })
+    });
+
     let summary = collector.run().await?;
+    if let Some(task) = metrics_task {
+        task.abort();
+        if let Some(path) = &args.metrics_file {
+            write_metrics(path, &summary.status)?;
+        }
+    }
     if let Some(task) = server_task {
         let _ = task.await;
     }
@@ -166,6 +193,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         "collector stopped"
     );
     Ok(())
+}
+
+/// Writes the metrics atomically (temp file + rename), so a scraper never reads half.
+fn write_metrics(
+    path: &std::path::Path,
+    status: &collector_core::StatusSnapshot,
+) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, collector_core::metrics::render_prometheus(status))?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -49,6 +49,18 @@ pub struct StatusArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub socket: SocketArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = StatusFormat::Json)]
+    pub format: StatusFormat,
+}
+
+/// How `collector status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    /// One JSON object.
+    Json,
+    /// Prometheus text exposition.
+    Prometheus,
 }
 
 /// `collector processes`: print the process table as JSON lines.
@@ -144,8 +156,13 @@ pub async fn run_status(args: &StatusArgs) -> anyhow::Result<()> {
 pub async fn status_to(args: &StatusArgs, out: &mut (impl Write + Send)) -> anyhow::Result<()> {
     let mut client = connect(&args.socket).await?;
     let status = client.status().await.context("status request failed")?;
-    let json = serde_json::to_string_pretty(&status).context("cannot render status")?;
-    write_line(out, &json)?;
+    let text = match args.format {
+        StatusFormat::Json => {
+            serde_json::to_string_pretty(&status).context("cannot render status")?
+        }
+        StatusFormat::Prometheus => collector_core::metrics::render_prometheus(&status),
+    };
+    write_line(out, text.trim_end())?;
     Ok(())
 }
 
@@ -293,7 +310,10 @@ mod tests {
         let mut out = Vec::new();
         status_to(
             &StatusArgs {
-                socket: SocketArgs { socket: path },
+                socket: SocketArgs {
+                    socket: path.clone(),
+                },
+                format: StatusFormat::Json,
             },
             &mut out,
         )
@@ -303,6 +323,23 @@ mod tests {
         assert_eq!(v["capabilities"], serde_json::json!(["PROCESS", "NETWORK"]));
         assert!(v["sources"].is_array());
         assert!(v["counters"]["subscribers"].is_u64());
+
+        let mut out = Vec::new();
+        status_to(
+            &StatusArgs {
+                socket: SocketArgs { socket: path },
+                format: StatusFormat::Prometheus,
+            },
+            &mut out,
+        )
+        .await
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("# TYPE collector_uptime_seconds gauge"),
+            "{text}"
+        );
+        assert!(text.trim_end().ends_with("# EOF"), "{text}");
     }
 
     #[tokio::test]

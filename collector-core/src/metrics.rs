@@ -1,0 +1,271 @@
+//! Prometheus text exposition of a [`StatusSnapshot`]: what `collector status --format
+//! prometheus` prints and `collector run --metrics-file` keeps up to date (for
+//! node_exporter's textfile collector), so losses and health reach dashboards and alerts.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+use crate::status::{HealthState, StatusSnapshot};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    source: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    source: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HealthLabels {
+    source: String,
+    health: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabels {
+    source: String,
+    program: String,
+    hook: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabel {
+    sink: String,
+}
+
+type CounterU64 = Counter<u64, AtomicU64>;
+type GaugeF64 = Gauge<f64, AtomicU64>;
+
+fn health_name(h: HealthState) -> &'static str {
+    match h {
+        HealthState::Starting => "starting",
+        HealthState::Healthy => "healthy",
+        HealthState::Degraded => "degraded",
+        HealthState::Failed => "failed",
+        HealthState::Stopped => "stopped",
+    }
+}
+
+/// Renders `status` in the Prometheus text format (OpenMetrics flavour).
+pub fn render_prometheus(status: &StatusSnapshot) -> String {
+    let mut registry = Registry::with_prefix("collector");
+
+    let uptime = GaugeF64::default();
+    uptime.set(status.uptime_seconds);
+    registry.register(
+        "uptime_seconds",
+        "Seconds since the collector started",
+        uptime,
+    );
+
+    let received = Family::<SourceLabel, CounterU64>::default();
+    let dropped = Family::<ReasonLabels, CounterU64>::default();
+    let kernel_lost = Family::<KindLabels, CounterU64>::default();
+    let kernel_emitted = Family::<KindLabels, CounterU64>::default();
+    let health = Family::<HealthLabels, Gauge>::default();
+    let hooks = Family::<HookLabels, Gauge>::default();
+    let queue_depth = Family::<SourceLabel, Gauge>::default();
+    for s in &status.sources {
+        let source = || s.name.clone();
+        received
+            .get_or_create(&SourceLabel { source: source() })
+            .inc_by(s.events_received);
+        // Pipeline drops and the source's own drops, by reason.
+        for (reason, n) in s.dropped.iter().chain(s.stats.dropped.iter()) {
+            dropped
+                .get_or_create(&ReasonLabels {
+                    source: source(),
+                    reason: reason.clone(),
+                })
+                .inc_by(*n);
+        }
+        for (kind, n) in &s.stats.kernel_lost {
+            kernel_lost
+                .get_or_create(&KindLabels {
+                    source: source(),
+                    kind: kind.clone(),
+                })
+                .inc_by(*n);
+        }
+        for (kind, n) in &s.stats.kernel_emitted {
+            kernel_emitted
+                .get_or_create(&KindLabels {
+                    source: source(),
+                    kind: kind.clone(),
+                })
+                .inc_by(*n);
+        }
+        for state in [
+            HealthState::Starting,
+            HealthState::Healthy,
+            HealthState::Degraded,
+            HealthState::Failed,
+            HealthState::Stopped,
+        ] {
+            health
+                .get_or_create(&HealthLabels {
+                    source: source(),
+                    health: health_name(state).into(),
+                })
+                .set(i64::from(s.health == state));
+        }
+        for (program, hook) in &s.stats.hooks {
+            hooks
+                .get_or_create(&HookLabels {
+                    source: source(),
+                    program: program.clone(),
+                    hook: hook.clone(),
+                })
+                .set(1);
+        }
+        queue_depth
+            .get_or_create(&SourceLabel { source: source() })
+            .set(s.queue_depth as i64);
+    }
+    registry.register(
+        "source_events_received",
+        "Events the pipeline received from each source",
+        received,
+    );
+    registry.register(
+        "source_events_dropped",
+        "Events of each source dropped in userspace, by reason",
+        dropped,
+    );
+    registry.register(
+        "kernel_events_lost",
+        "Records the kernel could not hand over (ring buffer full), by kind",
+        kernel_lost,
+    );
+    registry.register(
+        "kernel_events_emitted",
+        "Records the kernel programs submitted, by kind",
+        kernel_emitted,
+    );
+    registry.register(
+        "source_health",
+        "1 for the health state each source is in",
+        health,
+    );
+    registry.register(
+        "source_hook_info",
+        "The kernel hook each program is attached with",
+        hooks,
+    );
+    registry.register(
+        "source_queue_depth",
+        "Events waiting in each source's queue",
+        queue_depth,
+    );
+
+    let c = &status.counters;
+    let delivered = CounterU64::default();
+    delivered.inc_by(c.events_delivered);
+    registry.register(
+        "events_delivered",
+        "Events handed to sinks in batches",
+        delivered,
+    );
+    let batches = CounterU64::default();
+    batches.inc_by(c.batches);
+    registry.register("batches", "Batches handed to sinks", batches);
+    let sink_dropped = Family::<SinkLabel, CounterU64>::default();
+    for (sink, n) in &c.sink_dropped {
+        sink_dropped
+            .get_or_create(&SinkLabel { sink: sink.clone() })
+            .inc_by(*n);
+    }
+    registry.register(
+        "sink_events_dropped",
+        "Events a sink dropped because it could not keep up",
+        sink_dropped,
+    );
+    let depth = Gauge::<i64>::default();
+    depth.set(c.queue_depth as i64);
+    registry.register("queue_depth", "Events in the shared queue", depth);
+    let high = Gauge::<i64>::default();
+    high.set(c.queue_high_water as i64);
+    registry.register(
+        "queue_high_water",
+        "Most events ever in the shared queue",
+        high,
+    );
+    let subscribers = Gauge::<i64>::default();
+    subscribers.set(c.subscribers as i64);
+    registry.register("ipc_subscribers", "Connected IPC subscribers", subscribers);
+
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    encode(&mut out, &registry).expect("encode metrics into a String");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{PipelineCounters, SourceStatus};
+    use crate::{SourceCaps, SourceStats};
+
+    #[test]
+    fn losses_health_and_hooks_are_exposed() {
+        let mut stats = SourceStats::default();
+        stats.kernel_lost.insert("open".into(), 7);
+        stats.kernel_emitted.insert("open".into(), 100);
+        stats.dropped.insert("decode_error".into(), 2);
+        stats.hooks.insert(
+            "sys_exit_openat".into(),
+            "tracepoint/syscalls/sys_exit_openat".into(),
+        );
+        let status = StatusSnapshot {
+            version: "0".into(),
+            component_name: "c".into(),
+            uptime_seconds: 1.5,
+            capabilities: SourceCaps::FILESYSTEM,
+            sources: vec![SourceStatus {
+                name: "ebpf-filesystem".into(),
+                capabilities: SourceCaps::FILESYSTEM,
+                health: HealthState::Degraded,
+                last_error: Some("x".into()),
+                events_received: 93,
+                dropped: [("backpressure".to_string(), 3)].into(),
+                stats,
+                queue_depth: 4,
+                queue_high_water: 9,
+            }],
+            counters: PipelineCounters {
+                events_received: 93,
+                ..PipelineCounters::default()
+            },
+        };
+        let text = render_prometheus(&status);
+        for line in [
+            r#"collector_kernel_events_lost_total{source="ebpf-filesystem",kind="open"} 7"#,
+            r#"collector_source_events_dropped_total{source="ebpf-filesystem",reason="backpressure"} 3"#,
+            r#"collector_source_events_dropped_total{source="ebpf-filesystem",reason="decode_error"} 2"#,
+            r#"collector_source_events_received_total{source="ebpf-filesystem"} 93"#,
+            r#"collector_source_health{source="ebpf-filesystem",health="degraded"} 1"#,
+            r#"collector_source_health{source="ebpf-filesystem",health="healthy"} 0"#,
+            r#"collector_source_hook_info{source="ebpf-filesystem",program="sys_exit_openat",hook="tracepoint/syscalls/sys_exit_openat"} 1"#,
+            "collector_uptime_seconds 1.5",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in:\n{text}"
+            );
+        }
+    }
+}
