@@ -1,7 +1,8 @@
 //! `collector run`: builds the collector from configuration, registers every kernel
-//! source the running kernel supports, serves IPC, and runs until SIGINT/SIGTERM.
+//! source the running kernel supports (or, when none can run, the procfs polling
+//! sources), keeps the process store, serves IPC, and runs until SIGINT/SIGTERM.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -9,7 +10,11 @@ use collector_core::ipc::{CollectorIpcServer, IpcServerConfig, IpcSink, StatusPr
 use collector_core::{Collector, CollectorConfig, EventSource};
 
 use crate::ebpf::{source_name, KernelConfig, KernelDomain, KernelPrograms, KernelSource};
+use crate::procfs::{
+    PerformanceEventSource, PerformanceSourceConfig, ProcessEventSource, ProcessSourceConfig,
+};
 use crate::stdout_sink::StdoutSink;
+use crate::store::{ProcessRecord, ProcessStore, StoreConfig};
 
 /// Options of `collector run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -52,6 +57,10 @@ pub struct RunArgs {
     /// Filesystem ring buffer size in bytes.
     #[arg(long, value_name = "BYTES")]
     pub file_ring_bytes: Option<u32>,
+    /// Poll /proc instead of loading the kernel programs (the automatic fallback when
+    /// they cannot load). Short-lived processes can be missed.
+    #[arg(long)]
+    pub procfs: bool,
 }
 
 fn parse_domains(names: &[String]) -> anyhow::Result<Vec<KernelDomain>> {
@@ -97,6 +106,41 @@ pub fn kernel_sources(
     Ok(sources)
 }
 
+/// The procfs polling sources that stand in for the kernel ones: `procfs-process` when
+/// the process domain is wanted, and `procfs-performance`. Network and filesystem
+/// events have no polling fallback.
+pub fn procfs_sources(
+    config: &CollectorConfig,
+    domains: &[KernelDomain],
+) -> anyhow::Result<Vec<Box<dyn EventSource>>> {
+    let mut sources: Vec<Box<dyn EventSource>> = Vec::new();
+    if domains.contains(&KernelDomain::Process) {
+        let process = ProcessEventSource::new(ProcessSourceConfig {
+            max_send_wait: config.max_backpressure_wait,
+            ..ProcessSourceConfig::default()
+        })?;
+        sources.push(Box::new(process));
+    }
+    let unavailable: Vec<&str> = domains
+        .iter()
+        .filter(|&&d| d != KernelDomain::Process)
+        .map(|&d| source_name(d))
+        .collect();
+    if !unavailable.is_empty() {
+        tracing::warn!(
+            ?unavailable,
+            "no procfs fallback for network and filesystem events: they are not collected"
+        );
+    }
+    sources.push(Box::new(PerformanceEventSource::new(
+        PerformanceSourceConfig {
+            max_send_wait: config.max_backpressure_wait,
+            ..PerformanceSourceConfig::default()
+        },
+    )?));
+    Ok(sources)
+}
+
 /// Runs the collector until SIGINT/SIGTERM.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut config =
@@ -127,8 +171,44 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let domains = parse_domains(&args.domains)?;
 
     let mut collector = Collector::new(config.clone())?;
-    for source in kernel_sources(kernel, &domains)? {
-        collector.register(Box::new(source))?;
+    let kernel = if args.procfs {
+        Err(anyhow::anyhow!("requested with --procfs"))
+    } else {
+        kernel_sources(kernel, &domains)
+    };
+    match kernel {
+        Ok(sources) => {
+            for source in sources {
+                collector.register(Box::new(source))?;
+            }
+        }
+        Err(reason) => {
+            tracing::warn!(
+                "falling back to procfs polling: {reason:#}; exec events of short-lived \
+                 processes can be missed"
+            );
+            for source in
+                procfs_sources(&config, &domains).context("starting the procfs polling fallback")?
+            {
+                collector.register(source)?;
+            }
+        }
+    }
+    match ProcessStore::open_in(&config.data_dir, StoreConfig::default()) {
+        Ok(store) => {
+            // Processes that exited while no collector ran never got their `exit`.
+            let alive = |r: &ProcessRecord| Path::new("/proc").join(r.pid.to_string()).exists();
+            match store.retain_processes(alive) {
+                Ok(gone) => tracing::info!(
+                    path = %store.path().display(),
+                    gone,
+                    "process store ready"
+                ),
+                Err(e) => tracing::warn!("process store: cannot prune exited processes: {e}"),
+            }
+            collector.add_sink(Arc::new(store));
+        }
+        Err(e) => tracing::warn!("process store disabled: {e}"),
     }
     if !args.no_stdout {
         collector.add_sink(Arc::new(StdoutSink::new(std::io::BufWriter::new(
@@ -208,6 +288,7 @@ fn write_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use collector_core::SourceCaps;
 
     #[test]
     fn domains_parse_or_explain() {
@@ -218,5 +299,26 @@ mod tests {
         );
         let err = parse_domains(&["disk".into()]).unwrap_err().to_string();
         assert!(err.contains("disk") && err.contains("expected"), "{err}");
+    }
+
+    #[test]
+    fn procfs_fallback_covers_processes_and_host_metrics_only() {
+        let config = CollectorConfig::default();
+        let names = |domains: &[KernelDomain]| -> Vec<&'static str> {
+            procfs_sources(&config, domains)
+                .unwrap()
+                .iter()
+                .map(|s| s.name())
+                .collect()
+        };
+        assert_eq!(
+            names(&KernelDomain::ALL),
+            ["procfs-process", "procfs-performance"]
+        );
+        assert_eq!(names(&[KernelDomain::Network]), ["procfs-performance"]);
+        for source in procfs_sources(&config, &KernelDomain::ALL).unwrap() {
+            let caps = source.capabilities();
+            assert!(!caps.intersects(SourceCaps::KERNEL_LEVEL | SourceCaps::REALTIME));
+        }
     }
 }
