@@ -40,12 +40,12 @@ async fn shutdown_leaves_no_program_or_link_behind() {
                 KernelSource::new(programs.clone(), domain).expect("attach"),
             ));
         }
-        drop(programs);
-        let loaded = our_program_ids();
         let expected: usize = KernelDomain::ALL
             .iter()
-            .map(|d| d.program_names().count())
+            .map(|&d| programs.attached_programs(d).len())
             .sum();
+        drop(programs);
+        let loaded = our_program_ids();
         assert!(
             loaded.len() >= before.len() + expected,
             "all {expected} programs are loaded while running: {loaded:?}"
