@@ -34,7 +34,7 @@ fn exec_event(pid: u32) -> CollectionEvent {
     e.command_line = vec!["bash".into(), "-c".into(), "true".into()];
     e.start_time = Some(Utc::now());
     e.cgroup_id = Some(4242);
-    CollectionEvent::Process(e)
+    CollectionEvent::from(e)
 }
 
 fn batch() -> EventBatch {

@@ -9,17 +9,19 @@
 //! * Each source sends into its own bounded channel, so it can read its pressure with
 //!   [`crate::pressure`] and the pipeline can count received and dropped events per source
 //!   without any shared state on the per-event path.
-//! * A forwarder takes up to `max_batch_size` events at a time (`recv_many`) and pushes
-//!   them as one chunk into the shared queue, whose capacity is counted in events by a
-//!   semaphore. If the queue lacks room, the forwarder waits at most
-//!   `max_backpressure_wait`, then drops the chunk and counts it with reason
-//!   `backpressure`. While it waits, the source's channel fills, which is the pressure the
-//!   source sees. A send therefore never waits on a stalled pipeline for much longer than
-//!   `max_backpressure_wait`.
-//! * The single batcher moves events from chunks into batches of `max_batch_size`,
-//!   flushing a partial batch `batch_timeout` after its first event arrived, and offers
-//!   every batch to every sink. Sinks never block (see [`EventSink`]); their drops are
-//!   counted per sink, and a panicking sink is caught and counted, not fatal.
+//! * A forwarder gathers events from its channel (`recv_many`) into chunks of
+//!   `max_batch_size` and pushes each as one piece into the shared queue, whose capacity
+//!   is counted in events by a semaphore; a partial chunk goes `batch_timeout` after its
+//!   first event arrived, or when the channel closes. If the queue lacks room, the
+//!   forwarder waits at most `max_backpressure_wait`, then drops the chunk and counts it
+//!   with reason `backpressure`. While it waits, the source's channel fills, which is the
+//!   pressure the source sees. A send therefore never waits on a stalled pipeline for
+//!   much longer than `max_backpressure_wait`.
+//! * The single batcher turns each full chunk straight into a batch and merges partial
+//!   ones into batches of `max_batch_size`, flushing a partial batch `batch_timeout`
+//!   after its first event reached a forwarder, and offers every batch to every sink.
+//!   Sinks never block (see [`EventSink`]); their drops are counted per sink, and a
+//!   panicking sink is caught and counted, not fatal.
 //!
 //! Counters are updated once per chunk or batch, never per event.
 
@@ -92,7 +94,12 @@ impl SharedQueue {
     /// Queues `events` (at most the queue's capacity), waiting at most `max_wait` for
     /// room; on timeout the events are dropped and counted for `source`. Returns whether
     /// they were queued.
-    pub(crate) async fn push(&self, events: Vec<CollectionEvent>, source: &SourceCounters) -> bool {
+    pub(crate) async fn push(
+        &self,
+        events: Vec<CollectionEvent>,
+        received_at: Instant,
+        source: &SourceCounters,
+    ) -> bool {
         let n = events.len();
         debug_assert!(n > 0 && n <= self.capacity);
         let wanted = u32::try_from(n).unwrap_or(u32::MAX);
@@ -120,7 +127,7 @@ impl SharedQueue {
             .fetch_max(self.depth() as u64, Relaxed);
         let chunk = Chunk {
             events,
-            received_at: Instant::now(),
+            received_at,
         };
         if let Err(mpsc::error::SendError(chunk)) = self.chunks.send(chunk).await {
             // The batcher is gone (only after it crashed): the events cannot be delivered.
@@ -134,19 +141,50 @@ impl SharedQueue {
 }
 
 /// Drains one source's channel into the shared queue until every sender is gone.
+///
+/// Events are gathered into chunks of `max_chunk` before they are queued, so under load
+/// the batcher receives full chunks it can hand on without moving a single event, and the
+/// queue, its semaphore and the batcher's wakeups are paid once per `max_chunk` events.
+/// A partial chunk is queued at the latest `timeout` after its first event arrived (or
+/// when the channel closes), stamped with that arrival, so the batcher flushes it at once
+/// and an event still waits at most about `timeout` in total.
 pub(crate) async fn forward(
     mut rx: mpsc::Receiver<CollectionEvent>,
     queue: Arc<SharedQueue>,
     counters: Arc<SourceCounters>,
-    max_chunk: usize,
+    settings: BatchSettings,
     on_first_event: impl FnOnce(),
 ) {
+    let max_chunk = settings.max_batch_size;
     let mut on_first_event = Some(on_first_event);
     let mut buf = Vec::with_capacity(max_chunk);
+    let mut first_at = Instant::now();
+    let deadline = tokio::time::sleep(settings.batch_timeout);
+    tokio::pin!(deadline);
     loop {
-        let n = rx.recv_many(&mut buf, max_chunk).await;
+        let room = max_chunk - buf.len();
+        let n = if buf.is_empty() {
+            rx.recv_many(&mut buf, room).await
+        } else {
+            tokio::select! {
+                biased;
+                n = rx.recv_many(&mut buf, room) => n,
+                () = &mut deadline => {
+                    let chunk = std::mem::replace(&mut buf, Vec::with_capacity(max_chunk));
+                    queue.push(chunk, first_at, &counters).await;
+                    continue;
+                }
+            }
+        };
         if n == 0 {
+            if !buf.is_empty() {
+                queue.push(buf, first_at, &counters).await;
+            }
             return;
+        }
+        if n == buf.len() {
+            first_at = Instant::now();
+            deadline.as_mut().reset(first_at + settings.batch_timeout);
         }
         let waiting = rx.len() as u64;
         counters.received.fetch_add(n as u64, Relaxed);
@@ -157,8 +195,10 @@ pub(crate) async fn forward(
         if let Some(first) = on_first_event.take() {
             first();
         }
-        let chunk = std::mem::replace(&mut buf, Vec::with_capacity(max_chunk));
-        queue.push(chunk, &counters).await;
+        if buf.len() == max_chunk {
+            let chunk = std::mem::replace(&mut buf, Vec::with_capacity(max_chunk));
+            queue.push(chunk, first_at, &counters).await;
+        }
     }
 }
 
@@ -196,7 +236,8 @@ impl SinkSet {
     }
 }
 
-/// Batching settings.
+/// Batching settings, shared by the forwarders (chunks) and the batcher (batches).
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct BatchSettings {
     pub max_batch_size: usize,
     pub batch_timeout: Duration,
@@ -252,10 +293,12 @@ pub(crate) async fn run_batcher(
             let mut events = chunk.events.into_iter();
             while events.len() > 0 {
                 if batcher.pending.is_empty() {
+                    // The timeout runs from the first event's arrival at its forwarder,
+                    // which may already have held it for a while.
                     batcher.oldest = Some(chunk.received_at);
                     deadline
                         .as_mut()
-                        .reset(Instant::now() + settings.batch_timeout);
+                        .reset(chunk.received_at + settings.batch_timeout);
                 }
                 let room = max - batcher.pending.len();
                 batcher.pending.extend(events.by_ref().take(room));
@@ -391,8 +434,16 @@ mod tests {
     async fn batches_by_size_then_by_timeout() {
         let (queue, recorder, telemetry, batcher) = setup(100, 4, Duration::from_millis(100));
         let counters = SourceCounters::default();
-        assert!(queue.push((0..3).map(metric).collect(), &counters).await);
-        assert!(queue.push((3..10).map(metric).collect(), &counters).await);
+        assert!(
+            queue
+                .push((0..3).map(metric).collect(), Instant::now(), &counters)
+                .await
+        );
+        assert!(
+            queue
+                .push((3..10).map(metric).collect(), Instant::now(), &counters)
+                .await
+        );
         tokio::task::yield_now().await;
         // Two full batches right away; the remaining two events wait for the timeout.
         assert_eq!(
@@ -410,7 +461,11 @@ mod tests {
 
         // A new batch starts its own timeout.
         tokio::time::sleep(Duration::from_secs(5)).await;
-        assert!(queue.push(vec![metric(10)], &counters).await);
+        assert!(
+            queue
+                .push(vec![metric(10)], Instant::now(), &counters)
+                .await
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(recorder.0.lock().unwrap().len(), 3);
         tokio::time::sleep(Duration::from_millis(51)).await;
@@ -423,7 +478,11 @@ mod tests {
         assert!(counters.latency_max_us >= 100_000, "{counters:?}");
 
         // Closing the queue flushes what is pending and ends the batcher.
-        assert!(queue.push(vec![metric(11)], &counters_default()).await);
+        assert!(
+            queue
+                .push(vec![metric(11)], Instant::now(), &counters_default())
+                .await
+        );
         drop(queue);
         batcher.await.unwrap();
         assert_eq!(recorder.0.lock().unwrap()[4], vec![11]);
@@ -434,20 +493,73 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn forwarder_queues_full_chunks_at_once_and_a_partial_one_at_the_timeout() {
+        let timeout = Duration::from_millis(100);
+        let (queue, recorder, telemetry, batcher) = setup(100, 4, timeout);
+        let counters = Arc::new(SourceCounters::default());
+        let (tx, rx) = mpsc::channel(100);
+        let settings = BatchSettings {
+            max_batch_size: 4,
+            batch_timeout: timeout,
+        };
+        let forwarder = tokio::spawn(forward(
+            rx,
+            queue.clone(),
+            counters.clone(),
+            settings,
+            || {},
+        ));
+        for i in 0..6 {
+            tx.send(metric(i)).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(*recorder.0.lock().unwrap(), vec![vec![0, 1, 2, 3]]);
+        // The two left over wait in the forwarder; the batcher flushes them as soon as
+        // they arrive, since their timeout already ran there.
+        tokio::time::sleep(Duration::from_millis(98)).await;
+        assert_eq!(recorder.0.lock().unwrap().len(), 1);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(recorder.0.lock().unwrap()[1], vec![4, 5]);
+        assert_eq!(telemetry.counters().latency_max_us, 100_000);
+
+        // A closing channel queues what is left without waiting for the timeout.
+        tx.send(metric(6)).await.unwrap();
+        drop(tx);
+        forwarder.await.unwrap();
+        drop(queue);
+        batcher.await.unwrap();
+        assert_eq!(recorder.0.lock().unwrap()[2], vec![6]);
+        assert_eq!(counters.received.load(Relaxed), 7);
+        assert_eq!(telemetry.counters().events_delivered, 7);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn full_queue_waits_max_wait_then_drops_and_counts() {
         let telemetry = Arc::new(PipelineTelemetry::default());
         // No batcher: nothing drains the queue.
         let (queue, _rx) = SharedQueue::new(10, Duration::from_millis(500), telemetry.clone());
         let counters = SourceCounters::default();
-        assert!(queue.push((0..6).map(metric).collect(), &counters).await);
+        assert!(
+            queue
+                .push((0..6).map(metric).collect(), Instant::now(), &counters)
+                .await
+        );
         assert_eq!(queue.depth(), 6);
         let started = Instant::now();
-        assert!(!queue.push((0..5).map(metric).collect(), &counters).await);
+        assert!(
+            !queue
+                .push((0..5).map(metric).collect(), Instant::now(), &counters)
+                .await
+        );
         assert_eq!(started.elapsed(), Duration::from_millis(500));
         assert_eq!(counters.dropped_backpressure.load(Relaxed), 5);
         assert_eq!(telemetry.counters().dropped["backpressure"], 5);
         assert_eq!(telemetry.counters().queue_high_water, 6);
-        assert!(queue.push((0..4).map(metric).collect(), &counters).await);
+        assert!(
+            queue
+                .push((0..4).map(metric).collect(), Instant::now(), &counters)
+                .await
+        );
         assert_eq!(queue.depth(), 10);
     }
 
@@ -457,8 +569,16 @@ mod tests {
         let counters = SourceCounters::default();
         // 10 fill the queue and form a full batch, which the batcher delivers at once,
         // freeing the room before the wait bound.
-        assert!(queue.push((0..10).map(metric).collect(), &counters).await);
-        assert!(queue.push((10..20).map(metric).collect(), &counters).await);
+        assert!(
+            queue
+                .push((0..10).map(metric).collect(), Instant::now(), &counters)
+                .await
+        );
+        assert!(
+            queue
+                .push((10..20).map(metric).collect(), Instant::now(), &counters)
+                .await
+        );
         tokio::task::yield_now().await;
         assert_eq!(recorder.0.lock().unwrap().len(), 2);
         assert_eq!(counters.dropped_backpressure.load(Relaxed), 0);

@@ -80,7 +80,7 @@ fn process() -> impl Strategy<Value = CollectionEvent> {
                 e.executable_hash = hash.as_ref().map(|h| h.0.clone());
                 e.hash_algorithm = hash.map(|h| h.1);
                 e.child_pid = child;
-                CollectionEvent::Process(e)
+                CollectionEvent::from(e)
             },
         )
 }

@@ -135,7 +135,7 @@ fn error_code(env: &pb::Envelope) -> pb::ErrorCode {
 fn batch(start: u32, n: u32) -> EventBatch {
     (start..start + n)
         .map(|pid| {
-            CollectionEvent::Process(ProcessEvent::new(
+            CollectionEvent::from(ProcessEvent::new(
                 ProcessEventKind::Exec,
                 Utc::now(),
                 pid,
@@ -212,7 +212,7 @@ async fn subscriber_receives_filtered_events_and_capability_updates() {
     let mut mixed: Vec<CollectionEvent> = batch(100, 3).to_vec();
     let mut fork = ProcessEvent::new(ProcessEventKind::Fork, Utc::now(), 7, "test-source");
     fork.child_pid = Some(8);
-    mixed.insert(1, CollectionEvent::Process(fork));
+    mixed.insert(1, CollectionEvent::from(fork));
     assert_eq!(server.sink.deliver(&mixed.into()), Delivery::Accepted);
 
     let mut pids = Vec::new();

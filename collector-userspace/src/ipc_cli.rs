@@ -357,7 +357,7 @@ mod tests {
             }
             let batch: collector_core::EventBatch = (1..=3)
                 .map(|pid| {
-                    CollectionEvent::Process(ProcessEvent::new(
+                    CollectionEvent::from(ProcessEvent::new(
                         ProcessEventKind::Exec,
                         Utc::now(),
                         pid,

@@ -89,7 +89,7 @@ mod tests {
         let out = Shared::default();
         let sink = StdoutSink::new(out.clone());
         let ev = |pid| {
-            CollectionEvent::Process(ProcessEvent::new(
+            CollectionEvent::from(ProcessEvent::new(
                 ProcessEventKind::Exec,
                 Utc::now(),
                 pid,

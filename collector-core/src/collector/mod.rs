@@ -129,7 +129,10 @@ impl Shared {
         let c = &self.config;
         SupervisorSettings {
             event_buffer_size: c.event_buffer_size,
-            max_batch_size: c.max_batch_size,
+            batch: BatchSettings {
+                max_batch_size: c.max_batch_size,
+                batch_timeout: c.batch_timeout,
+            },
             startup_timeout: c.startup_timeout,
             health_check_interval: c.health_check_interval,
             shutdown_timeout: c.shutdown_timeout,
@@ -230,10 +233,7 @@ impl Collector {
             queue_rx,
             shared.sinks.clone(),
             shared.telemetry.clone(),
-            BatchSettings {
-                max_batch_size: config.max_batch_size,
-                batch_timeout: config.batch_timeout,
-            },
+            shared.settings().batch,
         ));
         let mut sigterm = signal(SignalKind::terminate())
             .map_err(|e| anyhow::anyhow!("cannot install the SIGTERM handler: {e}"))?;

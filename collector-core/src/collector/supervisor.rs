@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::caps::SourceCaps;
 use crate::event::CollectionEvent;
-use crate::pipeline::{forward, SharedQueue};
+use crate::pipeline::{forward, BatchSettings, SharedQueue};
 use crate::source::EventSource;
 use crate::status::{HealthState, SourceStatus};
 use crate::telemetry::SourceCounters;
@@ -62,7 +62,7 @@ pub(crate) struct StopReport {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SupervisorSettings {
     pub event_buffer_size: usize,
-    pub max_batch_size: usize,
+    pub batch: BatchSettings,
     pub startup_timeout: Duration,
     pub health_check_interval: Duration,
     pub shutdown_timeout: Duration,
@@ -220,7 +220,7 @@ pub(crate) async fn supervise(
         rx,
         queue,
         unit.counters.clone(),
-        settings.max_batch_size,
+        settings.batch,
         move || first_event_unit.set_healthy_if_starting(),
     ));
     let source = unit.source.clone();

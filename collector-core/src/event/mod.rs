@@ -26,12 +26,19 @@ use crate::caps::SourceCaps;
 pub type SourceName = Cow<'static, str>;
 
 /// One observed event, from any domain.
+///
+/// Every event is moved several times between a source and the sinks (into the source's
+/// channel, out of it, into a batch), so its size is paid on every hop. A process event
+/// is by far the largest (most of its fields are optional and unset for fork and exit)
+/// and already owns heap data (command line, paths), so it is boxed: the enum is the size
+/// of a network event instead. Boxing changes neither field names nor the JSON form.
+/// Build one with `CollectionEvent::from(process_event)` or `process_event.into()`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "domain", rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum CollectionEvent {
     /// Process lifecycle.
-    Process(ProcessEvent),
+    Process(Box<ProcessEvent>),
     /// Network connections.
     Network(NetworkEvent),
     /// File operations.
@@ -95,6 +102,30 @@ impl std::str::FromStr for Domain {
                     "unknown domain `{s}` (expected process, network, filesystem or performance)"
                 )
             })
+    }
+}
+
+impl From<ProcessEvent> for CollectionEvent {
+    fn from(event: ProcessEvent) -> Self {
+        CollectionEvent::Process(Box::new(event))
+    }
+}
+
+impl From<NetworkEvent> for CollectionEvent {
+    fn from(event: NetworkEvent) -> Self {
+        CollectionEvent::Network(event)
+    }
+}
+
+impl From<FilesystemEvent> for CollectionEvent {
+    fn from(event: FilesystemEvent) -> Self {
+        CollectionEvent::Filesystem(event)
+    }
+}
+
+impl From<PerformanceEvent> for CollectionEvent {
+    fn from(event: PerformanceEvent) -> Self {
+        CollectionEvent::Performance(event)
     }
 }
 
@@ -211,7 +242,7 @@ mod tests {
         ev.ppid = Some(1);
         ev.command_line = vec!["/bin/true".into(), "x".into()];
         let json: serde_json::Value =
-            serde_json::from_str(&CollectionEvent::Process(ev.clone()).to_json_line()).unwrap();
+            serde_json::from_str(&CollectionEvent::from(ev.clone()).to_json_line()).unwrap();
         assert_eq!(json["domain"], "process");
         assert_eq!(json["kind"], "exec");
         assert_eq!(json["timestamp"], "2023-11-14T22:13:20.000000005Z");
@@ -219,7 +250,7 @@ mod tests {
         assert_eq!(json["source"], "test");
         assert_eq!(json["command_line"][1], "x");
         let back: CollectionEvent = serde_json::from_value(json).unwrap();
-        assert_eq!(back, CollectionEvent::Process(ev));
+        assert_eq!(back, CollectionEvent::from(ev));
     }
 
     #[test]
@@ -245,6 +276,17 @@ mod tests {
         assert_eq!(json["dest_addr"], "[::1]:80");
         assert_eq!(json["family"], "ipv6");
         assert_eq!(json["protocol"], "tcp");
+    }
+
+    #[test]
+    fn event_stays_small_because_every_pipeline_hop_moves_it() {
+        // The largest inline variant sets the size; a process event (232 bytes) is boxed.
+        assert!(std::mem::size_of::<ProcessEvent>() > std::mem::size_of::<NetworkEvent>());
+        assert_eq!(
+            std::mem::size_of::<CollectionEvent>(),
+            std::mem::size_of::<NetworkEvent>()
+        );
+        assert!(std::mem::size_of::<CollectionEvent>() <= 176);
     }
 
     #[test]

@@ -185,7 +185,7 @@ pub fn event_to_proto(ev: &CollectionEvent) -> pb::Event {
 pub fn event_from_proto(ev: pb::Event) -> Result<CollectionEvent, ConvertError> {
     use pb::event::Event as E;
     match ev.event.ok_or(ConvertError::Missing("event"))? {
-        E::Process(e) => process_from_proto(e).map(CollectionEvent::Process),
+        E::Process(e) => process_from_proto(e).map(CollectionEvent::from),
         E::Network(e) => network_from_proto(e).map(CollectionEvent::Network),
         E::Filesystem(e) => filesystem_from_proto(e).map(CollectionEvent::Filesystem),
         E::Performance(e) => performance_from_proto(e).map(CollectionEvent::Performance),

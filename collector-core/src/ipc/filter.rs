@@ -138,7 +138,7 @@ mod tests {
     use chrono::Utc;
 
     fn exec() -> CollectionEvent {
-        CollectionEvent::Process(ProcessEvent::new(
+        CollectionEvent::from(ProcessEvent::new(
             ProcessEventKind::Exec,
             Utc::now(),
             1,

@@ -213,7 +213,7 @@ mod tests {
     fn batch(n: usize) -> EventBatch {
         (0..n)
             .map(|i| {
-                CollectionEvent::Process(ProcessEvent::new(
+                CollectionEvent::from(ProcessEvent::new(
                     ProcessEventKind::Exec,
                     Utc::now(),
                     i as u32,

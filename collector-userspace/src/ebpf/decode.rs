@@ -146,7 +146,7 @@ pub fn decode_process(
         }
         other => return Err(DecodeError::UnknownKind(other as u32)),
     };
-    Ok(CollectionEvent::Process(ev))
+    Ok(CollectionEvent::from(ev))
 }
 
 const AF_INET6: u16 = 10;
