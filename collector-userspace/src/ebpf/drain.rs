@@ -48,7 +48,7 @@ const DRAIN_CHUNK: usize = 1024;
 /// Runs until `shutdown` or `stop` is set.
 pub async fn drain<F>(
     ring: RingBuf<MapData>,
-    decode: F,
+    mut decode: F,
     tx: mpsc::Sender<CollectionEvent>,
     shutdown: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
@@ -56,7 +56,7 @@ pub async fn drain<F>(
     config: DrainConfig,
 ) -> anyhow::Result<()>
 where
-    F: Fn(&[u8], &BootClock) -> Result<CollectionEvent, DecodeError>,
+    F: FnMut(&[u8], &BootClock) -> Result<CollectionEvent, DecodeError>,
 {
     // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open for as long as it
     // is registered, and nothing else registers it.

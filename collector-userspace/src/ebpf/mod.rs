@@ -5,6 +5,7 @@ pub mod btf;
 pub mod clock;
 pub mod decode;
 pub mod drain;
+pub mod enrich;
 pub mod loader;
 pub mod offsets;
 pub mod source;

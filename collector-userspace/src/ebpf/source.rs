@@ -103,9 +103,19 @@ impl EventSource for KernelSource {
         let config = self.programs.config();
         let source: SourceName = name.into();
         let decode = self.decoder();
+        let enrich = self.domain == KernelDomain::Process;
+        let mut cache = super::enrich::ProcessCache::default();
         drain(
             ring,
-            move |bytes, clock| decode(bytes, clock, &source),
+            move |bytes, clock| {
+                let mut ev = decode(bytes, clock, &source)?;
+                if enrich {
+                    if let CollectionEvent::Process(p) = &mut ev {
+                        cache.enrich(p);
+                    }
+                }
+                Ok(ev)
+            },
             tx,
             shutdown_signal,
             self.stop.clone(),
