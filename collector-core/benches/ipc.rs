@@ -1,5 +1,6 @@
-//! IPC throughput: frames encoded+decoded per second, and events per second delivered to
-//! one subscriber over a real Unix socket (sink -> server -> socket -> client stream).
+//! IPC throughput: frames encoded+decoded per second (through prost messages, and on the
+//! direct path the server and client use), and events per second delivered to one
+//! subscriber over a real Unix socket (sink -> server -> socket -> client stream).
 //!
 //! `cargo bench -p collector-core --bench ipc`
 
@@ -9,9 +10,10 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use chrono::Utc;
 use collector_core::event::{CollectionEvent, ProcessEvent, ProcessEventKind};
-use collector_core::ipc::codec::EnvelopeCodec;
+use collector_core::ipc::codec::{ClientCodec, EnvelopeCodec, Inbound};
 use collector_core::ipc::convert::event_to_proto;
 use collector_core::ipc::proto::{envelope::Body, Envelope, EventBatch as PbBatch};
+use collector_core::ipc::wire::{EventBatchFrame, SizedEvent};
 use collector_core::ipc::{
     CollectorIpcClient, CollectorIpcServer, IpcServerConfig, IpcSink, ManualStatus,
     SubscriptionItem,
@@ -34,7 +36,7 @@ fn exec_event(pid: u32) -> CollectionEvent {
     e.command_line = vec!["bash".into(), "-c".into(), "true".into()];
     e.start_time = Some(Utc::now());
     e.cgroup_id = Some(4242);
-    CollectionEvent::from(e)
+    CollectionEvent::Process(e.into())
 }
 
 fn batch() -> EventBatch {
@@ -62,6 +64,30 @@ fn frames(c: &mut Criterion) {
                 std::hint::black_box(back);
             });
         });
+        // What the server and client do: events -> frame -> events, no prost messages.
+        let originals: Vec<CollectionEvent> = (0..events as u32).map(exec_event).collect();
+        group.bench_function(
+            format!("direct_encode_decode_{events}_events_per_frame"),
+            |b| {
+                let mut server = EnvelopeCodec::default();
+                let mut client = ClientCodec::default();
+                let mut buf = BytesMut::with_capacity(64 * 1024);
+                b.iter(|| {
+                    let sized: Vec<SizedEvent<'_>> =
+                        originals.iter().map(SizedEvent::new).collect();
+                    server
+                        .encode(EventBatchFrame::new(&sized), &mut buf)
+                        .unwrap();
+                    match client.decode(&mut buf).unwrap().unwrap() {
+                        // As the subscription stream does once it has handed the events out.
+                        Inbound::Events(batch) => {
+                            client.recycle(std::hint::black_box(batch).events)
+                        }
+                        other => panic!("unexpected {other:?}"),
+                    };
+                });
+            },
+        );
     }
     group.finish();
 }

@@ -22,6 +22,33 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+/// `socket_group` as text, also when a file or the environment gives a bare number
+/// (`COLLECTOR_SOCKET_GROUP=4242` parses as one).
+fn group_name_or_gid<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Group {
+        Name(String),
+        Gid(u32),
+    }
+    Ok(Option::<Group>::deserialize(d)?.map(|g| match g {
+        Group::Name(name) => name,
+        Group::Gid(gid) => gid.to_string(),
+    }))
+}
+
+/// Whether `group` can name a group: a numeric gid, or a name as `groupadd` accepts it.
+fn is_group_name_or_gid(group: &str) -> bool {
+    if !group.is_empty() && group.bytes().all(|b| b.is_ascii_digit()) {
+        return group.parse::<u32>().is_ok();
+    }
+    (1..=32).contains(&group.len())
+        && !group.starts_with('-')
+        && group
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
 /// Prefix of the environment variables that override configuration fields.
 pub const ENV_PREFIX: &str = "COLLECTOR_";
 
@@ -53,6 +80,7 @@ pub const FIELD_NAMES: &[&str] = &[
     "max_frame_bytes",
     "ipc_allowed_uids",
     "ipc_allowed_gids",
+    "socket_group",
     "subscriber_queue_batches",
 ];
 
@@ -106,6 +134,13 @@ pub struct CollectorConfig {
     pub ipc_allowed_uids: Vec<u32>,
     /// GIDs allowed to connect over IPC (default none).
     pub ipc_allowed_gids: Vec<u32>,
+    /// Group (name or numeric gid) that owns the IPC socket (default none: the socket is
+    /// 0600, owner only). When set, the socket is chowned to it and made 0660, and a socket
+    /// directory the collector creates is 0750 with that group, so members can reach the
+    /// socket; the peer checks (`ipc_allowed_uids` / `ipc_allowed_gids`) still decide who
+    /// is served.
+    #[serde(deserialize_with = "group_name_or_gid")]
+    pub socket_group: Option<String>,
     /// Batches queued per IPC subscriber before its batches are dropped (default 256).
     pub subscriber_queue_batches: usize,
 }
@@ -132,6 +167,7 @@ impl Default for CollectorConfig {
             max_frame_bytes: 1024 * 1024,
             ipc_allowed_uids: Vec::new(),
             ipc_allowed_gids: Vec::new(),
+            socket_group: None,
             subscriber_queue_batches: 256,
         }
     }
@@ -239,6 +275,13 @@ impl CollectorConfig {
         self
     }
 
+    /// Sets `socket_group` (a group name or a numeric gid).
+    #[must_use]
+    pub fn with_socket_group(mut self, value: impl Into<String>) -> Self {
+        self.socket_group = Some(value.into());
+        self
+    }
+
     /// Sets `data_dir`.
     #[must_use]
     pub fn with_data_dir(mut self, value: impl Into<PathBuf>) -> Self {
@@ -323,6 +366,16 @@ impl CollectorConfig {
                 "it must not be empty",
                 &self.socket_path,
             ));
+        }
+        if let Some(group) = &self.socket_group {
+            if !is_group_name_or_gid(group) {
+                return Err(invalid(
+                    "socket_group",
+                    "it must be a group name (letters, digits, `_`, `.`, `-`, not starting \
+                     with `-`, at most 32 characters) or a numeric gid",
+                    group,
+                ));
+            }
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "it must not be empty", &self.data_dir));
@@ -436,6 +489,22 @@ mod tests {
         keys.sort_unstable();
         names.sort_unstable();
         assert_eq!(keys, names);
+    }
+
+    #[test]
+    fn socket_group_loads_from_files_and_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "socket_group = \"collector\"")?;
+            let figment = CollectorConfig::figment_from(&["c.toml"]);
+            let config = CollectorConfig::from_figment(&figment).unwrap();
+            assert_eq!(config.socket_group.as_deref(), Some("collector"));
+            // A numeric gid from the environment parses as a number; it must still load.
+            jail.set_env("COLLECTOR_SOCKET_GROUP", "4242");
+            let figment = CollectorConfig::figment_from(&["c.toml"]);
+            let config = CollectorConfig::from_figment(&figment).unwrap();
+            assert_eq!(config.socket_group.as_deref(), Some("4242"));
+            Ok(())
+        });
     }
 
     #[test]
@@ -595,6 +664,11 @@ mod tests {
             (base().with_component_name(" "), "component_name"),
             (base().with_socket_path(""), "socket_path"),
             (base().with_data_dir(""), "data_dir"),
+            (base().with_socket_group(""), "socket_group"),
+            (base().with_socket_group("-wheel"), "socket_group"),
+            (base().with_socket_group("a b"), "socket_group"),
+            (base().with_socket_group("x".repeat(33)), "socket_group"),
+            (base().with_socket_group("99999999999"), "socket_group"),
             (base().with_max_frame_bytes(100), "max_frame_bytes"),
         ];
         for (config, field) in cases {
@@ -608,6 +682,10 @@ mod tests {
                 other => panic!("{field}: expected Invalid, got {other:?}"),
             }
         }
+        for ok in ["collector", "svc_agents.v2", "4242", "0"] {
+            base().with_socket_group(ok).validate().unwrap();
+        }
+        assert_eq!(CollectorConfig::default().socket_group, None);
         // Telemetry interval only matters while telemetry is on.
         base()
             .with_telemetry(false)

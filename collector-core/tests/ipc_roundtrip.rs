@@ -10,23 +10,37 @@ use collector_core::event::{
     NetworkEventKind, PerformanceEvent, PerformanceEventKind, ProcessEvent, ProcessEventKind,
     TransportProtocol,
 };
-use collector_core::ipc::codec::EnvelopeCodec;
+use collector_core::ipc::codec::{ClientCodec, DecodedBatch, EnvelopeCodec, Inbound};
+use collector_core::ipc::convert::ConvertError;
 use collector_core::ipc::convert::{
     caps_from_proto, caps_to_proto, event_from_proto, event_to_proto, status_from_proto,
     status_to_proto,
 };
 use collector_core::ipc::proto as pb;
 use collector_core::ipc::proto::envelope::Body;
+use collector_core::ipc::wire::{
+    decode_event_batch, encode_event_batch, EventBatchFrame, SizedEvent, SourceNames,
+};
 use collector_core::status::StatusSnapshot;
 use collector_core::SourceCaps;
 use proptest::collection::{btree_map, vec};
 use proptest::option;
 use proptest::prelude::*;
+use prost::Message;
 use tokio_util::codec::{Decoder, Encoder};
 
 fn ts() -> impl Strategy<Value = DateTime<Utc>> {
-    (-10_000_000_000i64..10_000_000_000, 0u32..1_000_000_000)
-        .prop_map(|(s, n)| DateTime::from_timestamp(s, n).unwrap())
+    prop_oneof![
+        8 => (-10_000_000_000i64..10_000_000_000, 0u32..1_000_000_000)
+            .prop_map(|(s, n)| DateTime::from_timestamp(s, n).unwrap()),
+        // Whole seconds (nanos left out on the wire) and the epoch (seconds left out).
+        1 => (-10_000_000_000i64..10_000_000_000)
+            .prop_map(|s| DateTime::from_timestamp(s, 0).unwrap()),
+        1 => Just(DateTime::UNIX_EPOCH),
+        // A leap second: nanos of 1e9 and more.
+        1 => (-100_000_000i64..100_000_000, 1_000_000_000u32..2_000_000_000)
+            .prop_map(|(m, n)| DateTime::from_timestamp(m * 60 + 59, n).unwrap()),
+    ]
 }
 
 fn text() -> impl Strategy<Value = String> {
@@ -80,7 +94,7 @@ fn process() -> impl Strategy<Value = CollectionEvent> {
                 e.executable_hash = hash.as_ref().map(|h| h.0.clone());
                 e.hash_algorithm = hash.map(|h| h.1);
                 e.child_pid = child;
-                CollectionEvent::from(e)
+                CollectionEvent::Process(e.into())
             },
         )
 }
@@ -187,7 +201,14 @@ fn performance() -> impl Strategy<Value = CollectionEvent> {
         any::<u32>(),
         text(),
         text(),
-        -1e12f64..1e12,
+        prop_oneof![
+            4 => -1e12f64..1e12,
+            // proto3 leaves 0.0 out, and -0.0 with it (it compares equal).
+            1 => Just(0.0),
+            1 => Just(-0.0),
+            1 => Just(f64::INFINITY),
+            1 => any::<f64>().prop_filter("NaN != NaN", |v| !v.is_nan()),
+        ],
         text(),
         text(),
     )
@@ -358,4 +379,230 @@ proptest! {
         let typed_only = pb::StatusResponse { snapshot_json: String::new(), ..wire };
         prop_assert_eq!(status_from_proto(typed_only).unwrap(), s);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The direct event-batch path (`ipc::wire`) against prost, the reference
+
+/// What prost writes for the batch.
+fn prost_batch(events: &[CollectionEvent], request_id: u64) -> Vec<u8> {
+    pb::Envelope {
+        request_id,
+        body: Some(Body::EventBatch(pb::EventBatch {
+            events: events.iter().map(event_to_proto).collect(),
+        })),
+    }
+    .encode_to_vec()
+}
+
+/// What prost and `event_from_proto` read from a payload, as comparable text (Debug
+/// renders NaN equal to itself, unlike `PartialEq`).
+fn prost_read(payload: &[u8]) -> Option<(u64, String)> {
+    let env = pb::Envelope::decode(payload).ok()?;
+    let Some(Body::EventBatch(batch)) = env.body else {
+        return None;
+    };
+    let events = batch
+        .events
+        .into_iter()
+        .map(event_from_proto)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    Some((env.request_id, format!("{events:?}")))
+}
+
+/// A random edit of a valid payload: flip, insert or delete bytes.
+fn mutate(mut bytes: Vec<u8>, edits: &[(usize, u8, u8)]) -> Vec<u8> {
+    for &(at, op, byte) in edits {
+        if bytes.is_empty() {
+            bytes.push(byte);
+            continue;
+        }
+        let at = at % bytes.len();
+        match op % 3 {
+            0 => bytes[at] ^= byte | 1,
+            1 => bytes.insert(at, byte),
+            _ => {
+                bytes.remove(at);
+            }
+        }
+    }
+    bytes
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn direct_encoding_is_byte_for_byte_prost(events in vec(event(), 0..6)) {
+        let mut ours = Vec::new();
+        let len = encode_event_batch(&events, &mut ours);
+        prop_assert_eq!(len, ours.len());
+        prop_assert_eq!(ours, prost_batch(&events, 0));
+    }
+
+    #[test]
+    fn direct_decoding_takes_prost_output_and_agrees(
+        events in vec(event(), 0..6),
+        request_id in prop_oneof![Just(0u64), any::<u64>()],
+    ) {
+        let payload = prost_batch(&events, request_id);
+        let mut fast = Vec::new();
+        let id = decode_event_batch(&payload, &mut SourceNames::new(), &mut fast);
+        // The canonical layout must take the fast path, not merely decode somehow.
+        prop_assert_eq!(id, Some(request_id));
+        prop_assert_eq!(fast, events);
+    }
+
+    #[test]
+    fn direct_decoding_of_damaged_input_agrees_with_prost_or_steps_aside(
+        events in vec(event(), 1..4),
+        edits in vec((any::<usize>(), any::<u8>(), any::<u8>()), 1..4),
+    ) {
+        let payload = mutate(prost_batch(&events, 0), &edits);
+        let mut fast = vec![exec(0)];
+        let id = decode_event_batch(&payload, &mut SourceNames::new(), &mut fast);
+        if let Some(request_id) = id {
+            // Appended after what was there.
+            let fast = fast.split_off(1);
+            prop_assert_eq!(
+                Some((request_id, format!("{fast:?}"))),
+                prost_read(&payload),
+                "fast path accepted input prost reads differently"
+            );
+        } else {
+            prop_assert_eq!(fast.len(), 1, "a refused payload left events behind");
+        }
+    }
+
+    #[test]
+    fn event_batch_frames_decode_on_the_client(events in vec(event(), 0..6)) {
+        let sized: Vec<SizedEvent<'_>> = events.iter().map(SizedEvent::new).collect();
+        let mut buf = BytesMut::new();
+        EnvelopeCodec::default().encode(EventBatchFrame::new(&sized), &mut buf).unwrap();
+        // The frame is the one prost's envelope makes, header included.
+        let mut reference = BytesMut::new();
+        let env = pb::Envelope::decode(prost_batch(&events, 0).as_slice()).unwrap();
+        EnvelopeCodec::default().encode(&env, &mut reference).unwrap();
+        prop_assert_eq!(&buf, &reference);
+        let got = ClientCodec::default().decode(&mut buf).unwrap().unwrap();
+        prop_assert_eq!(
+            got,
+            Inbound::Events(DecodedBatch { request_id: 0, events, invalid: None })
+        );
+        prop_assert!(buf.is_empty());
+    }
+}
+
+#[test]
+fn nan_metrics_encode_like_prost() {
+    let mut events = Vec::new();
+    for value in [
+        f64::NAN,
+        -f64::NAN,
+        f64::NEG_INFINITY,
+        -0.0,
+        f64::MIN_POSITIVE,
+    ] {
+        events.push(CollectionEvent::Performance(PerformanceEvent {
+            kind: PerformanceEventKind::Metric,
+            timestamp: DateTime::UNIX_EPOCH,
+            pid: 0,
+            source: "".into(),
+            metric_name: String::new(),
+            value,
+            unit: String::new(),
+            component: String::new(),
+        }));
+    }
+    let mut ours = Vec::new();
+    encode_event_batch(&events, &mut ours);
+    assert_eq!(ours, prost_batch(&events, 0));
+    // -0.0 comes back as 0.0 (proto3 leaves it out), whichever way it is read.
+    let mut back = Vec::new();
+    decode_event_batch(&ours, &mut SourceNames::new(), &mut back).unwrap();
+    assert_eq!(Some((0, format!("{back:?}"))), prost_read(&ours));
+    assert!(format!("{back:?}").contains("value: 0.0"));
+}
+
+fn exec(pid: u32) -> CollectionEvent {
+    let mut e = ProcessEvent::new(ProcessEventKind::Exec, Utc::now(), pid, "ebpf-process");
+    e.command_line = vec!["sh".into(), String::new()];
+    CollectionEvent::Process(e.into())
+}
+
+#[test]
+fn client_falls_back_to_prost_for_non_canonical_batches() {
+    // Two EventBatch fields in one envelope: prost merges them (events concatenate),
+    // which the fast path leaves to prost.
+    let mut payload = prost_batch(&[exec(1)], 0);
+    payload.extend(prost_batch(&[exec(2)], 0));
+    assert_eq!(
+        decode_event_batch(&payload, &mut SourceNames::new(), &mut Vec::new()),
+        None
+    );
+    match ClientCodec::default()
+        .decode_payload(payload.into())
+        .unwrap()
+    {
+        Inbound::Events(b) => {
+            assert_eq!(
+                b.events,
+                vec![exec_like(&b.events[0], 1), exec_like(&b.events[1], 2)]
+            );
+            assert_eq!(b.invalid, None);
+        }
+        other => panic!("expected events, got {other:?}"),
+    }
+}
+
+/// `exec(pid)` with the timestamp of `got` (timestamps come from the clock).
+fn exec_like(got: &CollectionEvent, pid: u32) -> CollectionEvent {
+    let mut want = exec(pid);
+    if let (CollectionEvent::Process(w), CollectionEvent::Process(g)) = (&mut want, got) {
+        w.timestamp = g.timestamp;
+    }
+    want
+}
+
+#[test]
+fn client_keeps_good_events_and_reports_an_invalid_one() {
+    let mut bad = event_to_proto(&exec(2));
+    if let Some(pb::event::Event::Process(p)) = &mut bad.event {
+        p.kind = 99;
+    }
+    let good = [exec(1), exec(3)];
+    let payload = pb::Envelope {
+        request_id: 0,
+        body: Some(Body::EventBatch(pb::EventBatch {
+            events: vec![event_to_proto(&good[0]), bad, event_to_proto(&good[1])],
+        })),
+    }
+    .encode_to_vec();
+    match ClientCodec::default()
+        .decode_payload(payload.into())
+        .unwrap()
+    {
+        Inbound::Events(b) => {
+            assert_eq!(b.events, good.to_vec());
+            assert!(
+                matches!(b.invalid, Some(ConvertError::UnknownEnum { value: 99, .. })),
+                "{:?}",
+                b.invalid
+            );
+        }
+        other => panic!("expected events, got {other:?}"),
+    }
+}
+
+#[test]
+fn client_passes_other_envelopes_through() {
+    let env = pb::Envelope {
+        request_id: 5,
+        body: Some(Body::Lagged(pb::Lagged { missed_events: 3 })),
+    };
+    let got = ClientCodec::default()
+        .decode_payload(env.encode_to_vec().into())
+        .unwrap();
+    assert_eq!(got, Inbound::Envelope(env));
 }

@@ -135,12 +135,9 @@ fn error_code(env: &pb::Envelope) -> pb::ErrorCode {
 fn batch(start: u32, n: u32) -> EventBatch {
     (start..start + n)
         .map(|pid| {
-            CollectionEvent::from(ProcessEvent::new(
-                ProcessEventKind::Exec,
-                Utc::now(),
-                pid,
-                "test-source",
-            ))
+            CollectionEvent::Process(
+                ProcessEvent::new(ProcessEventKind::Exec, Utc::now(), pid, "test-source").into(),
+            )
         })
         .collect()
 }
@@ -212,7 +209,7 @@ async fn subscriber_receives_filtered_events_and_capability_updates() {
     let mut mixed: Vec<CollectionEvent> = batch(100, 3).to_vec();
     let mut fork = ProcessEvent::new(ProcessEventKind::Fork, Utc::now(), 7, "test-source");
     fork.child_pid = Some(8);
-    mixed.insert(1, CollectionEvent::from(fork));
+    mixed.insert(1, CollectionEvent::Process(fork.into()));
     assert_eq!(server.sink.deliver(&mixed.into()), Delivery::Accepted);
 
     let mut pids = Vec::new();

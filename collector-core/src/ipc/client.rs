@@ -1,7 +1,10 @@
 //! [`CollectorIpcClient`]: connect, negotiate, query, subscribe; reconnects with backoff.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{SinkExt, Stream, StreamExt};
@@ -14,10 +17,8 @@ use collector_proto::PROTOCOL_VERSION;
 
 use crate::caps::SourceCaps;
 use crate::event::{CollectionEvent, Domain};
-use crate::ipc::codec::{EnvelopeCodec, FrameError, DEFAULT_MAX_FRAME_BYTES};
-use crate::ipc::convert::{
-    caps_from_proto, domain_to_proto, event_from_proto, status_from_proto, ConvertError,
-};
+use crate::ipc::codec::{ClientCodec, FrameError, Inbound, DEFAULT_MAX_FRAME_BYTES};
+use crate::ipc::convert::{caps_from_proto, domain_to_proto, status_from_proto, ConvertError};
 use crate::ipc::filter::{EventFilter, FilterError};
 use crate::ipc::DEFAULT_SOCKET_PATH;
 use crate::status::StatusSnapshot;
@@ -146,7 +147,7 @@ pub enum SubscriptionItem {
 /// A negotiated connection to the collector.
 pub struct CollectorIpcClient {
     config: ClientConfig,
-    framed: Framed<UnixStream, EnvelopeCodec>,
+    framed: Framed<UnixStream, ClientCodec>,
     negotiated: pb::CapabilityResponse,
     next_request_id: u64,
 }
@@ -198,7 +199,7 @@ impl CollectorIpcClient {
                 path: config.socket_path.clone(),
                 source,
             })?;
-        let framed = Framed::new(stream, EnvelopeCodec::new(config.max_frame_bytes));
+        let framed = Framed::new(stream, ClientCodec::new(config.max_frame_bytes));
         let mut client = Self {
             config,
             framed,
@@ -284,10 +285,10 @@ impl CollectorIpcClient {
             pending: VecDeque::new(),
             done: false,
         };
-        Ok(futures::stream::unfold(state, |mut st| async move {
-            let item = st.next_item().await?;
-            Some((item, st))
-        }))
+        Ok(EventStream {
+            state: Some(Box::new(state)),
+            reading: None,
+        })
     }
 
     /// Sends a request, reconnecting once if the connection turns out to be broken.
@@ -315,7 +316,11 @@ impl CollectorIpcClient {
         let wait = async {
             self.framed.send(env).await?;
             loop {
-                let reply = self.framed.next().await.ok_or(ClientError::Closed)??;
+                let Inbound::Envelope(reply) =
+                    self.framed.next().await.ok_or(ClientError::Closed)??
+                else {
+                    continue; // events, for a subscription this request is not part of
+                };
                 match reply.body {
                     Some(Body::Error(e)) if reply.request_id == id || reply.request_id == 0 => {
                         return Err(server_error(e))
@@ -362,8 +367,50 @@ struct SubscriptionState {
     subscribe: pb::Subscribe,
     /// Whether the current connection carries the subscription.
     live: bool,
+    /// Events of the last batch not yet handed out.
     pending: VecDeque<CollectionEvent>,
     done: bool,
+}
+
+type Item = Result<SubscriptionItem, ClientError>;
+type ReadNext = Pin<Box<dyn Future<Output = (Box<SubscriptionState>, Option<Item>)> + Send>>;
+
+/// The subscription stream. Events already decoded are handed out synchronously, one
+/// move each; only when they run out does it build the future that reads (and, when
+/// needed, reconnects), which then owns the state until it completes.
+struct EventStream {
+    state: Option<Box<SubscriptionState>>,
+    reading: Option<ReadNext>,
+}
+
+impl Stream for EventStream {
+    type Item = Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        let this = &mut *self;
+        if let Some(mut st) = this.state.take() {
+            if let Some(ev) = st.pending.pop_front() {
+                this.state = Some(st);
+                return Poll::Ready(Some(Ok(SubscriptionItem::Event(ev))));
+            }
+            this.reading = Some(Box::pin(async move {
+                let item = st.next_item().await;
+                (st, item)
+            }));
+        }
+        let reading = this
+            .reading
+            .as_mut()
+            .expect("the stream holds either its state or the future that owns it");
+        match reading.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready((st, item)) => {
+                this.reading = None;
+                this.state = Some(st);
+                Poll::Ready(item)
+            }
+        }
+    }
 }
 
 impl SubscriptionState {
@@ -414,20 +461,20 @@ impl SubscriptionState {
                     }
                 }
             }
+            // The drained queue's buffer goes back to the codec for the next batch (an
+            // empty VecDeque converts to a Vec without moving anything).
+            let drained = Vec::from(std::mem::take(&mut self.pending));
+            client.framed.codec_mut().recycle(drained);
             match client.framed.next().await {
-                Some(Ok(env)) => match env.body {
-                    Some(Body::EventBatch(batch)) => {
-                        let mut bad = None;
-                        for ev in batch.events {
-                            match event_from_proto(ev) {
-                                Ok(ev) => self.pending.push_back(ev),
-                                Err(e) => bad = Some(e),
-                            }
-                        }
-                        if let Some(e) = bad {
-                            return Some(Err(e.into()));
-                        }
+                Some(Ok(Inbound::Events(batch))) => {
+                    // O(1): the deque takes over the vector's buffer.
+                    self.pending = VecDeque::from(batch.events);
+                    if let Some(e) = batch.invalid {
+                        // The events that did convert still follow.
+                        return Some(Err(e.into()));
                     }
+                }
+                Some(Ok(Inbound::Envelope(env))) => match env.body {
                     Some(Body::Lagged(l)) => {
                         return Some(Ok(SubscriptionItem::Lagged {
                             missed_events: l.missed_events,

@@ -185,22 +185,37 @@ pub fn event_to_proto(ev: &CollectionEvent) -> pb::Event {
 pub fn event_from_proto(ev: pb::Event) -> Result<CollectionEvent, ConvertError> {
     use pb::event::Event as E;
     match ev.event.ok_or(ConvertError::Missing("event"))? {
-        E::Process(e) => process_from_proto(e).map(CollectionEvent::from),
+        E::Process(e) => process_from_proto(e).map(|e| CollectionEvent::Process(e.into())),
         E::Network(e) => network_from_proto(e).map(CollectionEvent::Network),
         E::Filesystem(e) => filesystem_from_proto(e).map(CollectionEvent::Filesystem),
         E::Performance(e) => performance_from_proto(e).map(CollectionEvent::Performance),
     }
 }
 
-fn process_to_proto(e: &ProcessEvent) -> pb::ProcessEvent {
-    let kind = match e.kind {
+/// The wire value of a process event kind.
+pub fn process_kind_to_proto(kind: ProcessEventKind) -> pb::ProcessEventKind {
+    match kind {
         ProcessEventKind::Exec => pb::ProcessEventKind::Exec,
         ProcessEventKind::Fork => pb::ProcessEventKind::Fork,
         ProcessEventKind::Exit => pb::ProcessEventKind::Exit,
         ProcessEventKind::Snapshot => pb::ProcessEventKind::Snapshot,
-    };
+    }
+}
+
+/// A process event kind from its raw wire value; `None` for unknown values.
+pub fn process_kind_from_proto(raw: i32) -> Option<ProcessEventKind> {
+    match pb::ProcessEventKind::try_from(raw) {
+        Ok(pb::ProcessEventKind::Exec) => Some(ProcessEventKind::Exec),
+        Ok(pb::ProcessEventKind::Fork) => Some(ProcessEventKind::Fork),
+        Ok(pb::ProcessEventKind::Exit) => Some(ProcessEventKind::Exit),
+        Ok(pb::ProcessEventKind::Snapshot) => Some(ProcessEventKind::Snapshot),
+        _ => None,
+    }
+}
+
+fn process_to_proto(e: &ProcessEvent) -> pb::ProcessEvent {
     pb::ProcessEvent {
-        kind: kind as i32,
+        kind: process_kind_to_proto(e.kind) as i32,
         timestamp: Some(timestamp_to_proto(e.timestamp)),
         pid: e.pid,
         source: e.source.to_string(),
@@ -221,13 +236,7 @@ fn process_to_proto(e: &ProcessEvent) -> pb::ProcessEvent {
 }
 
 fn process_from_proto(e: pb::ProcessEvent) -> Result<ProcessEvent, ConvertError> {
-    let kind = match pb::ProcessEventKind::try_from(e.kind) {
-        Ok(pb::ProcessEventKind::Exec) => ProcessEventKind::Exec,
-        Ok(pb::ProcessEventKind::Fork) => ProcessEventKind::Fork,
-        Ok(pb::ProcessEventKind::Exit) => ProcessEventKind::Exit,
-        Ok(pb::ProcessEventKind::Snapshot) => ProcessEventKind::Snapshot,
-        _ => return Err(unknown("process.kind", e.kind)),
-    };
+    let kind = process_kind_from_proto(e.kind).ok_or_else(|| unknown("process.kind", e.kind))?;
     Ok(ProcessEvent {
         kind,
         timestamp: timestamp_from_proto(e.timestamp, "process.timestamp")?,
@@ -252,15 +261,30 @@ fn process_from_proto(e: pb::ProcessEvent) -> Result<ProcessEvent, ConvertError>
     })
 }
 
-fn network_to_proto(e: &NetworkEvent) -> pb::NetworkEvent {
-    let kind = match e.kind {
+/// The wire value of a network event kind.
+pub fn network_kind_to_proto(kind: NetworkEventKind) -> pb::NetworkEventKind {
+    match kind {
         NetworkEventKind::Connect => pb::NetworkEventKind::Connect,
         NetworkEventKind::Accept => pb::NetworkEventKind::Accept,
         NetworkEventKind::Close => pb::NetworkEventKind::Close,
         NetworkEventKind::Listen => pb::NetworkEventKind::Listen,
-    };
+    }
+}
+
+/// A network event kind from its raw wire value; `None` for unknown values.
+pub fn network_kind_from_proto(raw: i32) -> Option<NetworkEventKind> {
+    match pb::NetworkEventKind::try_from(raw) {
+        Ok(pb::NetworkEventKind::Connect) => Some(NetworkEventKind::Connect),
+        Ok(pb::NetworkEventKind::Accept) => Some(NetworkEventKind::Accept),
+        Ok(pb::NetworkEventKind::Close) => Some(NetworkEventKind::Close),
+        Ok(pb::NetworkEventKind::Listen) => Some(NetworkEventKind::Listen),
+        _ => None,
+    }
+}
+
+fn network_to_proto(e: &NetworkEvent) -> pb::NetworkEvent {
     pb::NetworkEvent {
-        kind: kind as i32,
+        kind: network_kind_to_proto(e.kind) as i32,
         timestamp: Some(timestamp_to_proto(e.timestamp)),
         pid: e.pid,
         source: e.source.to_string(),
@@ -276,13 +300,7 @@ fn network_to_proto(e: &NetworkEvent) -> pb::NetworkEvent {
 }
 
 fn network_from_proto(e: pb::NetworkEvent) -> Result<NetworkEvent, ConvertError> {
-    let kind = match pb::NetworkEventKind::try_from(e.kind) {
-        Ok(pb::NetworkEventKind::Connect) => NetworkEventKind::Connect,
-        Ok(pb::NetworkEventKind::Accept) => NetworkEventKind::Accept,
-        Ok(pb::NetworkEventKind::Close) => NetworkEventKind::Close,
-        Ok(pb::NetworkEventKind::Listen) => NetworkEventKind::Listen,
-        _ => return Err(unknown("network.kind", e.kind)),
-    };
+    let kind = network_kind_from_proto(e.kind).ok_or_else(|| unknown("network.kind", e.kind))?;
     Ok(NetworkEvent {
         kind,
         timestamp: timestamp_from_proto(e.timestamp, "network.timestamp")?,
@@ -333,15 +351,30 @@ pub fn family_from_proto(raw: i32) -> Result<AddressFamily, ConvertError> {
     }
 }
 
-fn filesystem_to_proto(e: &FilesystemEvent) -> pb::FilesystemEvent {
-    let kind = match e.kind {
+/// The wire value of a filesystem event kind.
+pub fn filesystem_kind_to_proto(kind: FilesystemEventKind) -> pb::FilesystemEventKind {
+    match kind {
         FilesystemEventKind::Create => pb::FilesystemEventKind::Create,
         FilesystemEventKind::Open => pb::FilesystemEventKind::Open,
         FilesystemEventKind::Unlink => pb::FilesystemEventKind::Unlink,
         FilesystemEventKind::Rename => pb::FilesystemEventKind::Rename,
-    };
+    }
+}
+
+/// A filesystem event kind from its raw wire value; `None` for unknown values.
+pub fn filesystem_kind_from_proto(raw: i32) -> Option<FilesystemEventKind> {
+    match pb::FilesystemEventKind::try_from(raw) {
+        Ok(pb::FilesystemEventKind::Create) => Some(FilesystemEventKind::Create),
+        Ok(pb::FilesystemEventKind::Open) => Some(FilesystemEventKind::Open),
+        Ok(pb::FilesystemEventKind::Unlink) => Some(FilesystemEventKind::Unlink),
+        Ok(pb::FilesystemEventKind::Rename) => Some(FilesystemEventKind::Rename),
+        _ => None,
+    }
+}
+
+fn filesystem_to_proto(e: &FilesystemEvent) -> pb::FilesystemEvent {
     pb::FilesystemEvent {
-        kind: kind as i32,
+        kind: filesystem_kind_to_proto(e.kind) as i32,
         timestamp: Some(timestamp_to_proto(e.timestamp)),
         pid: e.pid,
         source: e.source.to_string(),
@@ -357,13 +390,8 @@ fn filesystem_to_proto(e: &FilesystemEvent) -> pb::FilesystemEvent {
 }
 
 fn filesystem_from_proto(e: pb::FilesystemEvent) -> Result<FilesystemEvent, ConvertError> {
-    let kind = match pb::FilesystemEventKind::try_from(e.kind) {
-        Ok(pb::FilesystemEventKind::Create) => FilesystemEventKind::Create,
-        Ok(pb::FilesystemEventKind::Open) => FilesystemEventKind::Open,
-        Ok(pb::FilesystemEventKind::Unlink) => FilesystemEventKind::Unlink,
-        Ok(pb::FilesystemEventKind::Rename) => FilesystemEventKind::Rename,
-        _ => return Err(unknown("filesystem.kind", e.kind)),
-    };
+    let kind =
+        filesystem_kind_from_proto(e.kind).ok_or_else(|| unknown("filesystem.kind", e.kind))?;
     Ok(FilesystemEvent {
         kind,
         timestamp: timestamp_from_proto(e.timestamp, "filesystem.timestamp")?,
@@ -380,12 +408,24 @@ fn filesystem_from_proto(e: pb::FilesystemEvent) -> Result<FilesystemEvent, Conv
     })
 }
 
-fn performance_to_proto(e: &PerformanceEvent) -> pb::PerformanceEvent {
-    let kind = match e.kind {
+/// The wire value of a performance event kind.
+pub fn performance_kind_to_proto(kind: PerformanceEventKind) -> pb::PerformanceEventKind {
+    match kind {
         PerformanceEventKind::Metric => pb::PerformanceEventKind::Metric,
-    };
+    }
+}
+
+/// A performance event kind from its raw wire value; `None` for unknown values.
+pub fn performance_kind_from_proto(raw: i32) -> Option<PerformanceEventKind> {
+    match pb::PerformanceEventKind::try_from(raw) {
+        Ok(pb::PerformanceEventKind::Metric) => Some(PerformanceEventKind::Metric),
+        _ => None,
+    }
+}
+
+fn performance_to_proto(e: &PerformanceEvent) -> pb::PerformanceEvent {
     pb::PerformanceEvent {
-        kind: kind as i32,
+        kind: performance_kind_to_proto(e.kind) as i32,
         timestamp: Some(timestamp_to_proto(e.timestamp)),
         pid: e.pid,
         source: e.source.to_string(),
@@ -397,10 +437,8 @@ fn performance_to_proto(e: &PerformanceEvent) -> pb::PerformanceEvent {
 }
 
 fn performance_from_proto(e: pb::PerformanceEvent) -> Result<PerformanceEvent, ConvertError> {
-    let kind = match pb::PerformanceEventKind::try_from(e.kind) {
-        Ok(pb::PerformanceEventKind::Metric) => PerformanceEventKind::Metric,
-        _ => return Err(unknown("performance.kind", e.kind)),
-    };
+    let kind =
+        performance_kind_from_proto(e.kind).ok_or_else(|| unknown("performance.kind", e.kind))?;
     Ok(PerformanceEvent {
         kind,
         timestamp: timestamp_from_proto(e.timestamp, "performance.timestamp")?,

@@ -138,12 +138,9 @@ mod tests {
     use chrono::Utc;
 
     fn exec() -> CollectionEvent {
-        CollectionEvent::from(ProcessEvent::new(
-            ProcessEventKind::Exec,
-            Utc::now(),
-            1,
-            "t",
-        ))
+        CollectionEvent::Process(
+            ProcessEvent::new(ProcessEventKind::Exec, Utc::now(), 1, "t").into(),
+        )
     }
 
     #[test]

@@ -4,10 +4,13 @@
 //! - [`codec`]: frames on the socket (`u32 LE length | u32 LE CRC32 | payload`), each
 //!   payload one protobuf [`proto::Envelope`] (schema: the `collector-proto` crate).
 //! - [`convert`]: collector types <-> protobuf messages.
+//! - [`wire`]: the hot path, event batches encoded from and decoded into collector events
+//!   directly (same bytes as going through [`convert`] and prost).
 //! - [`sink`]: [`IpcSink`], the pipeline sink that fans batches out to per-subscriber
 //!   bounded queues ([`filter`] selects what each subscriber asked for).
 //! - [`server`]: [`CollectorIpcServer`] on a Unix socket: admission (peer credentials,
-//!   connection cap), negotiation, streaming, status and [`task`] routing.
+//!   connection cap), negotiation, streaming, status and [`task`] routing; the socket
+//!   file's mode and group are set by the private `access` module.
 //! - [`client`]: [`CollectorIpcClient`], with reconnection and a `Stream` of events.
 //!
 //! ```no_run
@@ -29,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+mod access;
 pub mod client;
 pub mod codec;
 pub mod convert;
@@ -37,13 +41,17 @@ pub mod provider;
 pub mod server;
 pub mod sink;
 pub mod task;
+pub mod wire;
 
 /// The generated protobuf types (`collector.v1`).
 pub use collector_proto::v1 as proto;
 pub use collector_proto::PROTOCOL_VERSION;
 
 pub use client::{Backoff, ClientConfig, ClientError, CollectorIpcClient, SubscriptionItem};
-pub use codec::{EnvelopeCodec, FrameCodec, FrameError, DEFAULT_MAX_FRAME_BYTES};
+pub use codec::{
+    ClientCodec, DecodedBatch, EnvelopeCodec, FrameCodec, FrameError, Inbound,
+    DEFAULT_MAX_FRAME_BYTES,
+};
 pub use filter::EventFilter;
 pub use provider::{ManualStatus, StatusProvider};
 pub use server::{CollectorIpcServer, IpcServerConfig, PeerPolicy, ServerError};

@@ -7,7 +7,7 @@
 //! failure (bad frames, timeouts, a panic) ends that connection only.
 
 use std::future::Future;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,22 +26,22 @@ use collector_proto::PROTOCOL_VERSION;
 
 use crate::caps::SourceCaps;
 use crate::event::Domain;
+use crate::ipc::access::SocketAccess;
 use crate::ipc::codec::{EnvelopeCodec, FrameError, DEFAULT_MAX_FRAME_BYTES, HEADER_BYTES};
-use crate::ipc::convert::{
-    caps_to_proto, domain_from_proto, domain_to_proto, event_to_proto, status_to_proto,
-};
+use crate::ipc::convert::{caps_to_proto, domain_from_proto, domain_to_proto, status_to_proto};
 use crate::ipc::filter::EventFilter;
 use crate::ipc::provider::StatusProvider;
 use crate::ipc::sink::{IpcSink, Subscription};
 use crate::ipc::task::{error_result, task_domain, TaskHandler};
+use crate::ipc::wire::{EventBatchFrame, SizedEvent};
 use crate::ipc::DEFAULT_SOCKET_PATH;
 use crate::sink::EventBatch;
 
 /// Who may connect, judged from the peer's `SO_PEERCRED`.
 ///
-/// The socket file is also mode 0600, so in practice only its owner and root reach the
-/// check; the allow-list matters when the collector runs as a service user or an operator
-/// loosens the file mode.
+/// The socket file is mode 0600 unless a socket group is configured
+/// ([`IpcServerConfig::socket_group`]), so in practice only its owner and root reach the
+/// check; the allow-list matters once group members can reach the socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerPolicy {
     /// Admit uid 0.
@@ -93,12 +93,15 @@ pub struct IpcServerConfig {
     pub write_timeout: Duration,
     /// Longest a detection task may run before it is answered with a timeout error.
     pub task_timeout: Duration,
+    /// Group (name or numeric gid) given the socket, mode 0660, and a directory the server
+    /// creates, mode 0750; `None` keeps both owner-only (0600 / 0700).
+    pub socket_group: Option<String>,
 }
 
 impl IpcServerConfig {
     /// The IPC settings of a collector configuration (`socket_path`, `max_ipc_connections`,
-    /// `max_frame_bytes`, `ipc_allowed_uids`, `ipc_allowed_gids`); timeouts keep their
-    /// defaults.
+    /// `max_frame_bytes`, `ipc_allowed_uids`, `ipc_allowed_gids`, `socket_group`); timeouts
+    /// keep their defaults.
     pub fn from_collector_config(config: &crate::config::CollectorConfig) -> Self {
         Self {
             socket_path: config.socket_path.clone(),
@@ -110,6 +113,7 @@ impl IpcServerConfig {
                 allowed_uids: config.ipc_allowed_uids.clone(),
                 allowed_gids: config.ipc_allowed_gids.clone(),
             },
+            socket_group: config.socket_group.clone(),
             ..Self::default()
         }
     }
@@ -125,6 +129,7 @@ impl Default for IpcServerConfig {
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
             task_timeout: Duration::from_secs(30),
+            socket_group: None,
         }
     }
 }
@@ -154,6 +159,29 @@ pub enum ServerError {
     InUse {
         /// Socket path.
         path: PathBuf,
+    },
+    /// The configured socket group is neither a numeric gid nor in `/etc/group`.
+    #[error(
+        "socket_group `{group}` is not a group on this host; create it (`groupadd {group}`) \
+         or give a numeric gid"
+    )]
+    UnknownGroup {
+        /// The configured group.
+        group: String,
+    },
+    /// The socket could not be handed to the configured group.
+    #[error(
+        "cannot give IPC socket {path} to gid {gid}: {source} (run the collector as root, \
+         or as a member of that group)"
+    )]
+    SocketGroup {
+        /// Socket path.
+        path: PathBuf,
+        /// The group's gid.
+        gid: u32,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
     },
     /// Binding or securing the socket failed.
     #[error("cannot bind IPC socket {path}: {source}")]
@@ -199,8 +227,9 @@ pub struct CollectorIpcServer {
 }
 
 impl CollectorIpcServer {
-    /// Creates the socket directory (0700) if missing, replaces a stale socket (a socket
-    /// file nobody answers on), binds, and sets the socket file to 0600.
+    /// Creates the socket directory (0700, or 0750 with the socket group) if missing,
+    /// replaces a stale socket (a socket file nobody answers on), binds, and sets the
+    /// socket file to 0600 (or 0660 with the socket group).
     pub async fn bind(
         config: IpcServerConfig,
         status: Arc<dyn StatusProvider>,
@@ -208,17 +237,9 @@ impl CollectorIpcServer {
         tasks: Option<Arc<dyn TaskHandler>>,
     ) -> Result<Self, ServerError> {
         let path = config.socket_path.clone();
+        let access = SocketAccess::resolve(config.socket_group.as_deref())?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.exists() {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(|source| ServerError::CreateDir {
-                        path: dir.to_path_buf(),
-                        source,
-                    })?;
-            }
+            access.create_dir(dir)?;
         }
         remove_stale_socket(&path).await?;
         let bind_err = |source| ServerError::Bind {
@@ -226,10 +247,8 @@ impl CollectorIpcServer {
             source,
         };
         let listener = UnixListener::bind(&path).map_err(bind_err)?;
-        // bind(2) honours the umask; tighten at once (the 0700 directory covers the gap
-        // when we created it).
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .map_err(bind_err)?;
+        // The owner-only (or group-only) directory covers the gap when we created it.
+        access.secure_socket(&path)?;
         let meta = std::fs::symlink_metadata(&path).map_err(bind_err)?;
         info!(path = %path.display(), "IPC server listening");
         Ok(Self {
@@ -702,30 +721,30 @@ impl Connection {
         let filter = sub.filter();
         // Room for the envelope's own tag and length prefix.
         let budget = self.shared.config.max_frame_bytes - HEADER_BYTES - 16;
-        let mut events = Vec::with_capacity(batch.len());
-        let mut size = 0usize;
         let mut oversize = 0u64;
+        let events: Vec<SizedEvent<'_>> = batch
+            .iter()
+            .filter(|e| filter.matches(e))
+            .map(SizedEvent::new)
+            .filter(|e| {
+                // Cannot happen with the collector's own caps; count it as missed.
+                let fits = e.entry_len() <= budget;
+                oversize += u64::from(!fits);
+                fits
+            })
+            .collect();
         let work = async {
-            for ev in batch.iter().filter(|e| filter.matches(e)) {
-                let pb_ev = event_to_proto(ev);
-                let len = prost::Message::encoded_len(&pb_ev);
-                let len = len + 1 + prost::encoding::encoded_len_varint(len as u64);
-                if len > budget {
-                    // Cannot happen with the collector's own caps; count it as missed.
-                    oversize += 1;
-                    continue;
-                }
+            let (mut first, mut size) = (0, 0);
+            for (i, ev) in events.iter().enumerate() {
+                let len = ev.entry_len();
                 if size + len > budget {
-                    writer
-                        .feed(batch_envelope(std::mem::take(&mut events)))
-                        .await?;
-                    size = 0;
+                    writer.feed(EventBatchFrame::new(&events[first..i])).await?;
+                    (first, size) = (i, 0);
                 }
                 size += len;
-                events.push(pb_ev);
             }
-            if !events.is_empty() {
-                writer.feed(batch_envelope(events)).await?;
+            if first < events.len() {
+                writer.feed(EventBatchFrame::new(&events[first..])).await?;
             }
             let missed = sub.take_missed() + oversize;
             if missed > 0 {
@@ -740,13 +759,6 @@ impl Connection {
             SinkExt::<pb::Envelope>::flush(writer).await
         };
         timed(self.shared.config.write_timeout, work).await
-    }
-}
-
-fn batch_envelope(events: Vec<pb::Event>) -> pb::Envelope {
-    pb::Envelope {
-        request_id: 0,
-        body: Some(Body::EventBatch(pb::EventBatch { events })),
     }
 }
 

@@ -213,12 +213,9 @@ mod tests {
     fn batch(n: usize) -> EventBatch {
         (0..n)
             .map(|i| {
-                CollectionEvent::from(ProcessEvent::new(
-                    ProcessEventKind::Exec,
-                    Utc::now(),
-                    i as u32,
-                    "t",
-                ))
+                CollectionEvent::Process(
+                    ProcessEvent::new(ProcessEventKind::Exec, Utc::now(), i as u32, "t").into(),
+                )
             })
             .collect()
     }

@@ -1,0 +1,561 @@
+//! `Envelope { event_batch }` payloads read straight into [`CollectionEvent`]s.
+//!
+//! [`decode_event_batch`] takes the input protobuf encoders write: every message's
+//! fields in ascending number order, each once (`command_line` and `events` repeat in a
+//! run), no unknown fields, valid values. On that input it gives exactly what prost's
+//! `Envelope::decode` followed by `event_from_proto` gives, without the intermediate
+//! messages. On any other input it returns `None` and the caller falls back to prost,
+//! which then settles merges, unknown fields and errors the standard way.
+
+use std::borrow::Cow;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+
+use super::field::{
+    common, envelope, event, event_batch, filesystem, network, performance, process,
+    socket_address, timestamp,
+};
+use super::wire_type::{FIXED64, LEN, VARINT};
+use crate::event::{
+    CollectionEvent, FilesystemEvent, NetworkEvent, PerformanceEvent, ProcessEvent, SourceName,
+};
+use crate::ipc::convert::{
+    family_from_proto, filesystem_kind_from_proto, network_kind_from_proto,
+    performance_kind_from_proto, process_kind_from_proto, protocol_from_proto,
+};
+
+/// Decodes an `Envelope` payload that holds an `EventBatch`: appends its events to
+/// `events` and returns its `request_id`.
+///
+/// `None` when the payload is anything else or not in the canonical layout (see the
+/// module docs), with `events` as it was; decode it with prost then.
+pub fn decode_event_batch(
+    payload: &[u8],
+    names: &mut SourceNames,
+    events: &mut Vec<CollectionEvent>,
+) -> Option<u64> {
+    let before = events.len();
+    let decoded = envelope(payload, names, events);
+    if decoded.is_none() {
+        events.truncate(before);
+    }
+    decoded
+}
+
+fn envelope(
+    payload: &[u8],
+    names: &mut SourceNames,
+    events: &mut Vec<CollectionEvent>,
+) -> Option<u64> {
+    let mut fields = Fields::new(payload);
+    let mut request_id = 0;
+    let mut batches = 0;
+    while let Some((field, wire_type)) = fields.next(0)? {
+        match (field, wire_type) {
+            (envelope::REQUEST_ID, VARINT) => request_id = fields.r.varint()?,
+            (envelope::EVENT_BATCH, LEN) => {
+                batch(fields.r.len_delimited()?, names, events)?;
+                batches += 1;
+            }
+            _ => return None,
+        }
+    }
+    (batches == 1).then_some(request_id)
+}
+
+fn batch(body: &[u8], names: &mut SourceNames, events: &mut Vec<CollectionEvent>) -> Option<()> {
+    // Count first: growing the vector would move every (large) event several times.
+    let mut count = 0;
+    let mut fields = Fields::new(body);
+    while let Some((field, wire_type)) = fields.next(event_batch::EVENTS)? {
+        if (field, wire_type) != (event_batch::EVENTS, LEN) {
+            return None;
+        }
+        fields.r.len_delimited()?;
+        count += 1;
+    }
+    events.reserve(count);
+    let mut r = Reader { buf: body };
+    while !r.buf.is_empty() {
+        r.key()?;
+        events.push(one_event(r.len_delimited()?, names)?);
+    }
+    Some(())
+}
+
+fn one_event(body: &[u8], names: &mut SourceNames) -> Option<CollectionEvent> {
+    let mut r = Reader { buf: body };
+    let (field, wire_type) = r.key()?;
+    if wire_type != LEN {
+        return None;
+    }
+    let inner = r.len_delimited()?;
+    if !r.buf.is_empty() {
+        // A second oneof field would replace (or merge into) the first: prost's call.
+        return None;
+    }
+    match field {
+        event::PROCESS => process_event(inner, names).map(|e| CollectionEvent::Process(e.into())),
+        event::NETWORK => network_event(inner, names).map(CollectionEvent::Network),
+        event::FILESYSTEM => filesystem_event(inner, names).map(CollectionEvent::Filesystem),
+        event::PERFORMANCE => performance_event(inner, names).map(CollectionEvent::Performance),
+        _ => None,
+    }
+}
+
+/// Fields 1-4, common to every event message.
+#[derive(Default)]
+struct Common<'a> {
+    kind: i32,
+    timestamp: Option<DateTime<Utc>>,
+    pid: u32,
+    source: &'a str,
+}
+
+impl<'a> Common<'a> {
+    /// Reads the field if it is one of the common ones; `Some(false)` if it is not.
+    #[inline]
+    fn read(&mut self, field: u32, wire_type: u8, r: &mut Reader<'a>) -> Option<bool> {
+        match (field, wire_type) {
+            // Enums and uint32 are truncated from the varint as prost does.
+            (common::KIND, VARINT) => self.kind = r.varint()? as i32,
+            (common::TIMESTAMP, LEN) => self.timestamp = Some(timestamp(r.len_delimited()?)?),
+            (common::PID, VARINT) => self.pid = r.varint()? as u32,
+            (common::SOURCE, LEN) => self.source = r.str()?,
+            _ => return Some(false),
+        }
+        Some(true)
+    }
+}
+
+fn process_event(body: &[u8], names: &mut SourceNames) -> Option<ProcessEvent> {
+    let mut c = Common::default();
+    let (mut ppid, mut uid, mut gid, mut exit_code, mut cgroup_id, mut child_pid) =
+        (None, None, None, None, None, None);
+    let (mut name, mut executable_path, mut executable_hash, mut hash_algorithm) =
+        (None, None, None, None);
+    let mut command_line = Vec::new();
+    let mut command_line_truncated = false;
+    let mut start_time = None;
+    let mut fields = Fields::new(body);
+    while let Some((field, wire_type)) = fields.next(process::COMMAND_LINE)? {
+        let r = &mut fields.r;
+        if c.read(field, wire_type, r)? {
+            continue;
+        }
+        match (field, wire_type) {
+            (process::PPID, VARINT) => ppid = Some(r.varint()? as u32),
+            (process::UID, VARINT) => uid = Some(r.varint()? as u32),
+            (process::GID, VARINT) => gid = Some(r.varint()? as u32),
+            (process::NAME, LEN) => name = Some(r.str()?),
+            (process::EXECUTABLE_PATH, LEN) => executable_path = Some(r.str()?),
+            (process::COMMAND_LINE, LEN) => command_line.push(r.str()?.to_owned()),
+            (process::COMMAND_LINE_TRUNCATED, VARINT) => command_line_truncated = r.varint()? != 0,
+            (process::START_TIME, LEN) => start_time = Some(timestamp(r.len_delimited()?)?),
+            (process::EXIT_CODE, VARINT) => exit_code = Some(r.varint()? as i32),
+            (process::CGROUP_ID, VARINT) => cgroup_id = Some(r.varint()?),
+            (process::EXECUTABLE_HASH, LEN) => executable_hash = Some(r.str()?),
+            (process::HASH_ALGORITHM, LEN) => hash_algorithm = Some(r.str()?),
+            (process::CHILD_PID, VARINT) => child_pid = Some(r.varint()? as u32),
+            _ => return None,
+        }
+    }
+    Some(ProcessEvent {
+        kind: process_kind_from_proto(c.kind)?,
+        timestamp: c.timestamp?,
+        pid: c.pid,
+        source: names.get(c.source),
+        ppid,
+        uid,
+        gid,
+        name: name.map(str::to_owned),
+        executable_path: executable_path.map(str::to_owned),
+        command_line,
+        command_line_truncated,
+        start_time,
+        exit_code,
+        cgroup_id,
+        executable_hash: executable_hash.map(str::to_owned),
+        hash_algorithm: hash_algorithm.map(str::to_owned),
+        child_pid,
+    })
+}
+
+fn network_event(body: &[u8], names: &mut SourceNames) -> Option<NetworkEvent> {
+    let mut c = Common::default();
+    let (mut protocol, mut family, mut connection_id) = (0i32, 0i32, 0u64);
+    let (mut source_addr, mut dest_addr, mut state, mut uid, mut name) =
+        (None, None, None, None, None);
+    let mut fields = Fields::new(body);
+    while let Some((field, wire_type)) = fields.next(0)? {
+        let r = &mut fields.r;
+        if c.read(field, wire_type, r)? {
+            continue;
+        }
+        match (field, wire_type) {
+            (network::PROTOCOL, VARINT) => protocol = r.varint()? as i32,
+            (network::FAMILY, VARINT) => family = r.varint()? as i32,
+            (network::SOURCE_ADDR, LEN) => source_addr = Some(address(r.len_delimited()?)?),
+            (network::DEST_ADDR, LEN) => dest_addr = Some(address(r.len_delimited()?)?),
+            (network::STATE, LEN) => state = Some(r.str()?),
+            (network::CONNECTION_ID, VARINT) => connection_id = r.varint()?,
+            (network::UID, VARINT) => uid = Some(r.varint()? as u32),
+            (network::NAME, LEN) => name = Some(r.str()?),
+            _ => return None,
+        }
+    }
+    Some(NetworkEvent {
+        kind: network_kind_from_proto(c.kind)?,
+        timestamp: c.timestamp?,
+        pid: c.pid,
+        source: names.get(c.source),
+        protocol: protocol_from_proto(protocol).ok()?,
+        family: family_from_proto(family).ok()?,
+        source_addr: source_addr?,
+        dest_addr: dest_addr?,
+        state: state.map(str::to_owned),
+        connection_id,
+        uid,
+        name: name.map(str::to_owned),
+    })
+}
+
+fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEvent> {
+    let mut c = Common::default();
+    let (mut path, mut new_path, mut name) = ("", None, None);
+    let mut path_relative = false;
+    let (mut flags, mut mode, mut result, mut uid) = (None, None, None, None);
+    let mut fields = Fields::new(body);
+    while let Some((field, wire_type)) = fields.next(0)? {
+        let r = &mut fields.r;
+        if c.read(field, wire_type, r)? {
+            continue;
+        }
+        match (field, wire_type) {
+            (filesystem::PATH, LEN) => path = r.str()?,
+            (filesystem::NEW_PATH, LEN) => new_path = Some(r.str()?),
+            (filesystem::PATH_RELATIVE, VARINT) => path_relative = r.varint()? != 0,
+            (filesystem::FLAGS, VARINT) => flags = Some(r.varint()? as u32),
+            (filesystem::MODE, VARINT) => mode = Some(r.varint()? as u32),
+            (filesystem::RESULT, VARINT) => result = Some(r.varint()? as i64),
+            (filesystem::UID, VARINT) => uid = Some(r.varint()? as u32),
+            (filesystem::NAME, LEN) => name = Some(r.str()?),
+            _ => return None,
+        }
+    }
+    Some(FilesystemEvent {
+        kind: filesystem_kind_from_proto(c.kind)?,
+        timestamp: c.timestamp?,
+        pid: c.pid,
+        source: names.get(c.source),
+        path: path.to_owned(),
+        new_path: new_path.map(str::to_owned),
+        path_relative,
+        flags,
+        mode,
+        result,
+        uid,
+        name: name.map(str::to_owned),
+    })
+}
+
+fn performance_event(body: &[u8], names: &mut SourceNames) -> Option<PerformanceEvent> {
+    let mut c = Common::default();
+    let (mut metric_name, mut unit, mut component) = ("", "", "");
+    let mut value = 0.0;
+    let mut fields = Fields::new(body);
+    while let Some((field, wire_type)) = fields.next(0)? {
+        let r = &mut fields.r;
+        if c.read(field, wire_type, r)? {
+            continue;
+        }
+        match (field, wire_type) {
+            (performance::METRIC_NAME, LEN) => metric_name = r.str()?,
+            (performance::VALUE, FIXED64) => value = f64::from_le_bytes(r.fixed64()?),
+            (performance::UNIT, LEN) => unit = r.str()?,
+            (performance::COMPONENT, LEN) => component = r.str()?,
+            _ => return None,
+        }
+    }
+    Some(PerformanceEvent {
+        kind: performance_kind_from_proto(c.kind)?,
+        timestamp: c.timestamp?,
+        pid: c.pid,
+        source: names.get(c.source),
+        metric_name: metric_name.to_owned(),
+        value,
+        unit: unit.to_owned(),
+        component: component.to_owned(),
+    })
+}
+
+fn timestamp(body: &[u8]) -> Option<DateTime<Utc>> {
+    let (mut seconds, mut nanos) = (0i64, 0u32);
+    let mut fields = Fields::new(body);
+    while let Some((field, wire_type)) = fields.next(0)? {
+        match (field, wire_type) {
+            (timestamp::SECONDS, VARINT) => seconds = fields.r.varint()? as i64,
+            (timestamp::NANOS, VARINT) => nanos = fields.r.varint()? as u32,
+            _ => return None,
+        }
+    }
+    DateTime::from_timestamp(seconds, nanos)
+}
+
+/// Mirrors `convert::addr_from_proto`: 4 bytes are IPv4 (flow info and scope ignored),
+/// 16 bytes IPv6, the port must fit in 16 bits.
+fn address(body: &[u8]) -> Option<SocketAddr> {
+    let (mut ip, mut port, mut flow_info, mut scope_id) = (&[][..], 0u32, 0u32, 0u32);
+    let mut fields = Fields::new(body);
+    while let Some((field, wire_type)) = fields.next(0)? {
+        let r = &mut fields.r;
+        match (field, wire_type) {
+            (socket_address::IP, LEN) => ip = r.len_delimited()?,
+            (socket_address::PORT, VARINT) => port = r.varint()? as u32,
+            (socket_address::FLOW_INFO, VARINT) => flow_info = r.varint()? as u32,
+            (socket_address::SCOPE_ID, VARINT) => scope_id = r.varint()? as u32,
+            _ => return None,
+        }
+    }
+    let port = u16::try_from(port).ok()?;
+    if let Ok(octets) = <[u8; 4]>::try_from(ip) {
+        Some(SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::from(octets),
+            port,
+        )))
+    } else if let Ok(octets) = <[u8; 16]>::try_from(ip) {
+        Some(SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::from(octets),
+            port,
+            flow_info,
+            scope_id,
+        )))
+    } else {
+        None
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading primitives: `None` means "not for the fast path", never a verdict on the input.
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// A varint exactly as prost reads it: at most ten bytes, the tenth at most 1.
+    #[inline]
+    fn varint(&mut self) -> Option<u64> {
+        // Keys, kinds, lengths of short strings: nearly every varint is one byte.
+        match self.buf.split_first() {
+            Some((&b, rest)) if b < 0x80 => {
+                self.buf = rest;
+                Some(u64::from(b))
+            }
+            _ => self.varint_long(),
+        }
+    }
+
+    #[inline(never)]
+    fn varint_long(&mut self) -> Option<u64> {
+        let mut value = 0u64;
+        for (i, &b) in self.buf.iter().take(10).enumerate() {
+            if i == 9 && b > 1 {
+                return None;
+            }
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                self.buf = &self.buf[i + 1..];
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    /// A field key: (field number, wire type).
+    #[inline]
+    fn key(&mut self) -> Option<(u32, u8)> {
+        let key = u32::try_from(self.varint()?).ok()?;
+        Some((key >> 3, (key & 7) as u8))
+    }
+
+    #[inline]
+    fn len_delimited(&mut self) -> Option<&'a [u8]> {
+        let len = usize::try_from(self.varint()?).ok()?;
+        if len > self.buf.len() {
+            return None;
+        }
+        let (body, rest) = self.buf.split_at(len);
+        self.buf = rest;
+        Some(body)
+    }
+
+    #[inline]
+    fn str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.len_delimited()?).ok()
+    }
+
+    #[inline]
+    fn fixed64(&mut self) -> Option<[u8; 8]> {
+        let (bytes, rest) = self.buf.split_first_chunk::<8>()?;
+        self.buf = rest;
+        Some(*bytes)
+    }
+}
+
+/// The fields of one message, which must come in ascending order.
+struct Fields<'a> {
+    r: Reader<'a>,
+    last: u32,
+}
+
+impl<'a> Fields<'a> {
+    fn new(body: &'a [u8]) -> Self {
+        Self {
+            r: Reader { buf: body },
+            last: 0,
+        }
+    }
+
+    /// The next field's key; `Some(None)` at the end of the message, `None` when the
+    /// order is broken (only `repeated_field` may follow itself).
+    #[inline]
+    fn next(&mut self, repeated_field: u32) -> Option<Option<(u32, u8)>> {
+        if self.r.buf.is_empty() {
+            return Some(None);
+        }
+        let (field, wire_type) = self.r.key()?;
+        if field < self.last || (field == self.last && field != repeated_field) {
+            return None;
+        }
+        self.last = field;
+        Some(Some((field, wire_type)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Source names
+
+/// Names kept for the life of the process, so events from the same source share one.
+///
+/// Bounded so that a peer sending made-up names cannot grow a client: past the bounds,
+/// names are simply allocated per event.
+static INTERNED: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+const MAX_INTERNED_NAMES: usize = 256;
+const MAX_INTERNED_NAME_BYTES: usize = 64;
+/// Names a decoder checks before taking the process-wide lock.
+const RECENT_NAMES: usize = 8;
+
+/// A decoder's cache of source names: a collector has a handful of sources, so nearly
+/// every event's `source` is one already seen and costs no allocation.
+#[derive(Debug, Default)]
+pub struct SourceNames {
+    recent: Vec<&'static str>,
+}
+
+impl SourceNames {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The name as a [`SourceName`], shared when it can be.
+    pub fn get(&mut self, name: &str) -> SourceName {
+        if name.is_empty() {
+            return Cow::Borrowed("");
+        }
+        if let Some(hit) = self.recent.iter().find(|n| **n == name) {
+            return Cow::Borrowed(hit);
+        }
+        match intern(name) {
+            Some(shared) => {
+                if self.recent.len() == RECENT_NAMES {
+                    self.recent.remove(0);
+                }
+                self.recent.push(shared);
+                Cow::Borrowed(shared)
+            }
+            None => Cow::Owned(name.to_owned()),
+        }
+    }
+}
+
+fn intern(name: &str) -> Option<&'static str> {
+    if name.len() > MAX_INTERNED_NAME_BYTES {
+        return None;
+    }
+    // Only pushes happen under the lock, so a poisoned list is still consistent.
+    let mut interned = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(hit) = interned.iter().find(|n| **n == name) {
+        return Some(hit);
+    }
+    if interned.len() >= MAX_INTERNED_NAMES {
+        return None;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    interned.push(leaked);
+    Some(leaked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_edges_follow_prost() {
+        let cases: &[&[u8]] = &[
+            &[0x00],
+            &[0x80, 0x00], // overlong zero
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], // u64::MAX
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02], // overflow
+            &[
+                0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00,
+            ], // 11 bytes
+            &[0x80],       // truncated
+        ];
+        for bytes in cases {
+            let ours = Reader { buf: bytes }.varint();
+            let prost = prost::encoding::decode_varint(&mut &bytes[..]).ok();
+            assert_eq!(ours, prost, "{bytes:02x?}");
+        }
+    }
+
+    #[test]
+    fn keys_above_u32_are_not_truncated_into_valid_fields() {
+        // Field 1 with bit 35 set: prost rejects the key; it must not read as field 1.
+        let mut buf = Vec::new();
+        prost::encoding::encode_varint((1u64 << 35) | (1 << 3), &mut buf);
+        assert_eq!(Reader { buf: &buf }.key(), None);
+    }
+
+    #[test]
+    fn source_names_are_shared_and_bounded() {
+        let mut names = SourceNames::new();
+        let a = names.get("ebpf-process");
+        let b = SourceNames::new().get("ebpf-process");
+        match (&a, &b) {
+            (Cow::Borrowed(a), Cow::Borrowed(b)) => assert!(std::ptr::eq(*a, *b)),
+            other => panic!("expected shared names, got {other:?}"),
+        }
+        let long = "x".repeat(MAX_INTERNED_NAME_BYTES + 1);
+        assert!(matches!(names.get(&long), Cow::Owned(s) if s == long));
+    }
+
+    #[test]
+    fn fields_out_of_order_or_repeated_leave_the_fast_path() {
+        let decode = |payload: &[u8]| {
+            let mut events = Vec::new();
+            decode_event_batch(payload, &mut SourceNames::new(), &mut events)
+        };
+        // Envelope { event_batch = 9 } then request_id = 1: valid protobuf, not canonical.
+        assert_eq!(decode(&[0x4a, 0x00, 0x08, 0x01]), None);
+        // Twice the same singular field.
+        assert_eq!(decode(&[0x08, 0x01, 0x08, 0x02, 0x4a, 0x00]), None);
+        // No batch at all: some other envelope.
+        assert_eq!(decode(&[0x08, 0x01]), None);
+        // The canonical form: request_id 1, empty batch.
+        assert_eq!(decode(&[0x08, 0x01, 0x4a, 0x00]), Some(1));
+    }
+}

@@ -1,0 +1,379 @@
+//! `Envelope { event_batch }` payloads written straight from borrowed events.
+//!
+//! The output is byte for byte what prost writes for
+//! `Envelope { request_id: 0, body: EventBatch { events: events.map(event_to_proto) } }`:
+//! fields in number order, proto3 defaults left out, `optional` fields written whenever
+//! they are set. Lengths and bytes come from one generic routine per message, run once
+//! with a byte counter and once with the buffer, so the two cannot disagree.
+
+use bytes::BufMut;
+use chrono::{DateTime, Utc};
+use std::net::SocketAddr;
+
+use super::field::{
+    common, envelope, event, event_batch, filesystem, network, performance, process,
+    socket_address, timestamp,
+};
+use super::varint_len;
+use super::wire_type::{FIXED64, LEN, VARINT};
+use crate::event::{
+    CollectionEvent, FilesystemEvent, NetworkEvent, PerformanceEvent, ProcessEvent,
+};
+use crate::ipc::convert::{
+    family_to_proto, filesystem_kind_to_proto, network_kind_to_proto, performance_kind_to_proto,
+    process_kind_to_proto, protocol_to_proto,
+};
+
+/// Where encoded bytes go: a counter (for lengths) or a buffer.
+trait Out {
+    fn put(&mut self, bytes: &[u8]);
+    fn varint(&mut self, v: u64);
+}
+
+/// Counts the bytes an encoding takes.
+struct Count(usize);
+
+impl Out for Count {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len();
+    }
+
+    #[inline]
+    fn varint(&mut self, v: u64) {
+        self.0 += varint_len(v);
+    }
+}
+
+/// Writes the encoding into a buffer.
+struct Write<'a, B>(&'a mut B);
+
+impl<B: BufMut> Out for Write<'_, B> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.0.put_slice(bytes);
+    }
+
+    #[inline]
+    fn varint(&mut self, mut v: u64) {
+        if v < 0x80 {
+            self.0.put_u8(v as u8);
+            return;
+        }
+        let mut bytes = [0u8; 10];
+        let mut n = 0;
+        while v >= 0x80 {
+            bytes[n] = (v as u8) | 0x80;
+            v >>= 7;
+            n += 1;
+        }
+        bytes[n] = v as u8;
+        self.0.put_slice(&bytes[..=n]);
+    }
+}
+
+fn len_of(body: impl FnOnce(&mut Count)) -> usize {
+    let mut count = Count(0);
+    body(&mut count);
+    count.0
+}
+
+// ---------------------------------------------------------------------------------------
+// Scalar fields, with prost's rules for what is left out
+
+#[inline]
+fn key(o: &mut impl Out, field: u32, wire_type: u8) {
+    o.varint(u64::from((field << 3) | u32::from(wire_type)));
+}
+
+/// A proto3 varint field (uint32, uint64, enums, int64): left out when zero.
+#[inline]
+fn varint(o: &mut impl Out, field: u32, v: u64) {
+    if v != 0 {
+        key(o, field, VARINT);
+        o.varint(v);
+    }
+}
+
+/// An `optional` varint field: written whenever set, zero included.
+#[inline]
+fn opt_varint(o: &mut impl Out, field: u32, v: Option<u64>) {
+    if let Some(v) = v {
+        key(o, field, VARINT);
+        o.varint(v);
+    }
+}
+
+/// int32 goes on the wire sign-extended to 64 bits (so -1 takes ten bytes).
+#[inline]
+fn int32(v: i32) -> u64 {
+    i64::from(v) as u64
+}
+
+#[inline]
+fn boolean(o: &mut impl Out, field: u32, v: bool) {
+    varint(o, field, u64::from(v));
+}
+
+/// A proto3 double: left out when it compares equal to zero (so `-0.0` is left out too).
+#[inline]
+fn double(o: &mut impl Out, field: u32, v: f64) {
+    if v != 0.0 {
+        key(o, field, FIXED64);
+        o.put(&v.to_le_bytes());
+    }
+}
+
+#[inline]
+fn bytes_always(o: &mut impl Out, field: u32, v: &[u8]) {
+    key(o, field, LEN);
+    o.varint(v.len() as u64);
+    o.put(v);
+}
+
+/// A proto3 string or bytes field: left out when empty.
+#[inline]
+fn bytes(o: &mut impl Out, field: u32, v: &[u8]) {
+    if !v.is_empty() {
+        bytes_always(o, field, v);
+    }
+}
+
+#[inline]
+fn string(o: &mut impl Out, field: u32, v: &str) {
+    bytes(o, field, v.as_bytes());
+}
+
+#[inline]
+fn opt_string(o: &mut impl Out, field: u32, v: Option<&str>) {
+    if let Some(v) = v {
+        bytes_always(o, field, v.as_bytes());
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Nested messages
+
+fn timestamp_body(o: &mut impl Out, ts: &DateTime<Utc>) {
+    varint(o, timestamp::SECONDS, ts.timestamp() as u64);
+    varint(o, timestamp::NANOS, u64::from(ts.timestamp_subsec_nanos()));
+}
+
+/// A set message field: written even when its own fields are all defaults.
+fn timestamp_field(o: &mut impl Out, field: u32, ts: &DateTime<Utc>) {
+    key(o, field, LEN);
+    o.varint(len_of(|c| timestamp_body(c, ts)) as u64);
+    timestamp_body(o, ts);
+}
+
+fn address_body(o: &mut impl Out, addr: &SocketAddr) {
+    match addr {
+        SocketAddr::V4(a) => {
+            bytes(o, socket_address::IP, &a.ip().octets());
+            varint(o, socket_address::PORT, u64::from(a.port()));
+        }
+        SocketAddr::V6(a) => {
+            bytes(o, socket_address::IP, &a.ip().octets());
+            varint(o, socket_address::PORT, u64::from(a.port()));
+            varint(o, socket_address::FLOW_INFO, u64::from(a.flowinfo()));
+            varint(o, socket_address::SCOPE_ID, u64::from(a.scope_id()));
+        }
+    }
+}
+
+fn address_field(o: &mut impl Out, field: u32, addr: &SocketAddr) {
+    key(o, field, LEN);
+    o.varint(len_of(|c| address_body(c, addr)) as u64);
+    address_body(o, addr);
+}
+
+// ---------------------------------------------------------------------------------------
+// Events
+
+fn process_body(o: &mut impl Out, e: &ProcessEvent) {
+    varint(o, common::KIND, process_kind_to_proto(e.kind) as u64);
+    timestamp_field(o, common::TIMESTAMP, &e.timestamp);
+    varint(o, common::PID, u64::from(e.pid));
+    string(o, common::SOURCE, &e.source);
+    opt_varint(o, process::PPID, e.ppid.map(u64::from));
+    opt_varint(o, process::UID, e.uid.map(u64::from));
+    opt_varint(o, process::GID, e.gid.map(u64::from));
+    opt_string(o, process::NAME, e.name.as_deref());
+    opt_string(o, process::EXECUTABLE_PATH, e.executable_path.as_deref());
+    for arg in &e.command_line {
+        // Repeated strings keep empty elements.
+        bytes_always(o, process::COMMAND_LINE, arg.as_bytes());
+    }
+    boolean(o, process::COMMAND_LINE_TRUNCATED, e.command_line_truncated);
+    if let Some(start) = &e.start_time {
+        timestamp_field(o, process::START_TIME, start);
+    }
+    opt_varint(o, process::EXIT_CODE, e.exit_code.map(int32));
+    opt_varint(o, process::CGROUP_ID, e.cgroup_id);
+    opt_string(o, process::EXECUTABLE_HASH, e.executable_hash.as_deref());
+    opt_string(o, process::HASH_ALGORITHM, e.hash_algorithm.as_deref());
+    opt_varint(o, process::CHILD_PID, e.child_pid.map(u64::from));
+}
+
+fn network_body(o: &mut impl Out, e: &NetworkEvent) {
+    varint(o, common::KIND, network_kind_to_proto(e.kind) as u64);
+    timestamp_field(o, common::TIMESTAMP, &e.timestamp);
+    varint(o, common::PID, u64::from(e.pid));
+    string(o, common::SOURCE, &e.source);
+    varint(o, network::PROTOCOL, protocol_to_proto(e.protocol) as u64);
+    varint(o, network::FAMILY, family_to_proto(e.family) as u64);
+    address_field(o, network::SOURCE_ADDR, &e.source_addr);
+    address_field(o, network::DEST_ADDR, &e.dest_addr);
+    opt_string(o, network::STATE, e.state.as_deref());
+    varint(o, network::CONNECTION_ID, e.connection_id);
+    opt_varint(o, network::UID, e.uid.map(u64::from));
+    opt_string(o, network::NAME, e.name.as_deref());
+}
+
+fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent) {
+    varint(o, common::KIND, filesystem_kind_to_proto(e.kind) as u64);
+    timestamp_field(o, common::TIMESTAMP, &e.timestamp);
+    varint(o, common::PID, u64::from(e.pid));
+    string(o, common::SOURCE, &e.source);
+    string(o, filesystem::PATH, &e.path);
+    opt_string(o, filesystem::NEW_PATH, e.new_path.as_deref());
+    boolean(o, filesystem::PATH_RELATIVE, e.path_relative);
+    opt_varint(o, filesystem::FLAGS, e.flags.map(u64::from));
+    opt_varint(o, filesystem::MODE, e.mode.map(u64::from));
+    opt_varint(o, filesystem::RESULT, e.result.map(|r| r as u64));
+    opt_varint(o, filesystem::UID, e.uid.map(u64::from));
+    opt_string(o, filesystem::NAME, e.name.as_deref());
+}
+
+fn performance_body(o: &mut impl Out, e: &PerformanceEvent) {
+    varint(o, common::KIND, performance_kind_to_proto(e.kind) as u64);
+    timestamp_field(o, common::TIMESTAMP, &e.timestamp);
+    varint(o, common::PID, u64::from(e.pid));
+    string(o, common::SOURCE, &e.source);
+    string(o, performance::METRIC_NAME, &e.metric_name);
+    double(o, performance::VALUE, e.value);
+    string(o, performance::UNIT, &e.unit);
+    string(o, performance::COMPONENT, &e.component);
+}
+
+/// The `Event.event` oneof field number and the body of the message it holds.
+fn variant_body(o: &mut impl Out, ev: &CollectionEvent) -> u32 {
+    match ev {
+        CollectionEvent::Process(e) => {
+            process_body(o, e);
+            event::PROCESS
+        }
+        CollectionEvent::Network(e) => {
+            network_body(o, e);
+            event::NETWORK
+        }
+        CollectionEvent::Filesystem(e) => {
+            filesystem_body(o, e);
+            event::FILESYSTEM
+        }
+        CollectionEvent::Performance(e) => {
+            performance_body(o, e);
+            event::PERFORMANCE
+        }
+    }
+}
+
+/// An event with its encoded size worked out, ready to be placed in a frame.
+#[derive(Debug, Clone, Copy)]
+pub struct SizedEvent<'a> {
+    event: &'a CollectionEvent,
+    /// Bytes of the domain message (`ProcessEvent`, ...) inside `Event`.
+    variant_len: usize,
+}
+
+impl<'a> SizedEvent<'a> {
+    /// Measures `event`.
+    pub fn new(event: &'a CollectionEvent) -> Self {
+        let mut count = Count(0);
+        variant_body(&mut count, event);
+        Self {
+            event,
+            variant_len: count.0,
+        }
+    }
+
+    /// The event.
+    pub fn event(&self) -> &'a CollectionEvent {
+        self.event
+    }
+
+    /// Bytes of the `Event` message: the oneof tag (one byte for fields 1-4), the
+    /// length, the domain message.
+    fn event_len(&self) -> usize {
+        1 + varint_len(self.variant_len as u64) + self.variant_len
+    }
+
+    /// Bytes this event adds to an `EventBatch`: tag, length, `Event` message.
+    pub fn entry_len(&self) -> usize {
+        let len = self.event_len();
+        1 + varint_len(len as u64) + len
+    }
+
+    fn write(&self, o: &mut impl Out) {
+        key(o, event_batch::EVENTS, LEN);
+        o.varint(self.event_len() as u64);
+        let variant = match self.event {
+            CollectionEvent::Process(_) => event::PROCESS,
+            CollectionEvent::Network(_) => event::NETWORK,
+            CollectionEvent::Filesystem(_) => event::FILESYSTEM,
+            CollectionEvent::Performance(_) => event::PERFORMANCE,
+        };
+        key(o, variant, LEN);
+        o.varint(self.variant_len as u64);
+        variant_body(o, self.event);
+    }
+}
+
+/// One frame's worth of events: the payload is `Envelope { event_batch: { events } }`.
+///
+/// `EnvelopeCodec` encodes it (`impl Encoder<EventBatchFrame<'_>>`), so a server writes
+/// it with `FramedWrite::feed` like any envelope.
+#[derive(Debug, Clone, Copy)]
+pub struct EventBatchFrame<'a> {
+    events: &'a [SizedEvent<'a>],
+}
+
+impl<'a> EventBatchFrame<'a> {
+    /// A frame carrying `events`, in order.
+    pub fn new(events: &'a [SizedEvent<'a>]) -> Self {
+        Self { events }
+    }
+
+    fn batch_len(&self) -> usize {
+        self.events.iter().map(SizedEvent::entry_len).sum()
+    }
+
+    /// Bytes of the payload (the encoded envelope).
+    pub fn payload_len(&self) -> usize {
+        let batch = self.batch_len();
+        1 + varint_len(batch as u64) + batch
+    }
+
+    /// Appends the payload to `buf`; writes exactly [`payload_len`](Self::payload_len) bytes.
+    pub fn write_payload(&self, buf: &mut impl BufMut) {
+        let mut o = Write(buf);
+        // request_id is 0 on pushes, which proto3 leaves out.
+        key(&mut o, envelope::EVENT_BATCH, LEN);
+        o.varint(self.batch_len() as u64);
+        for ev in self.events {
+            ev.write(&mut o);
+        }
+    }
+}
+
+/// Appends the payload of an `EventBatch` envelope holding `events` to `buf` (the frame
+/// header is the codec's business); returns its length.
+pub fn encode_event_batch<'a>(
+    events: impl IntoIterator<Item = &'a CollectionEvent>,
+    buf: &mut impl BufMut,
+) -> usize {
+    let sized: Vec<SizedEvent<'a>> = events.into_iter().map(SizedEvent::new).collect();
+    let frame = EventBatchFrame::new(&sized);
+    frame.write_payload(buf);
+    frame.payload_len()
+}

@@ -1,0 +1,133 @@
+//! The protobuf wire format of event batches, written from and read into
+//! [`CollectionEvent`](crate::event::CollectionEvent)s directly.
+//!
+//! Streaming is the one hot path of the IPC layer: every event goes through it once per
+//! subscriber. Going through the prost messages of `collector-proto` costs an owned copy
+//! of every string on the way out and a second message tree on the way in, so this module
+//! speaks the same schema (`collector.v1.Envelope { event_batch = 9 }`) by hand:
+//!
+//! - [`encode`]: an `EventBatch` envelope from borrowed events, byte for byte what prost
+//!   writes for the equivalent messages (property-tested against it).
+//! - [`decode`]: an `EventBatch` envelope straight into events, for input laid out the way
+//!   protobuf encoders write it (fields in ascending order, each message once). Anything
+//!   else (unknown fields, merged duplicates, invalid values) makes it step aside, and the
+//!   caller decodes with prost, whose answer is the reference.
+//!
+//! Everything else on the socket (negotiation, status, tasks) is rare and stays on prost.
+
+pub mod decode;
+pub mod encode;
+
+pub use decode::{decode_event_batch, SourceNames};
+pub use encode::{encode_event_batch, EventBatchFrame, SizedEvent};
+
+/// Protobuf wire types used by the schema.
+mod wire_type {
+    pub const VARINT: u8 = 0;
+    pub const FIXED64: u8 = 1;
+    pub const LEN: u8 = 2;
+}
+
+/// Field numbers, as in `proto/collector.proto`.
+mod field {
+    pub mod envelope {
+        pub const REQUEST_ID: u32 = 1;
+        pub const EVENT_BATCH: u32 = 9;
+    }
+    pub mod event_batch {
+        pub const EVENTS: u32 = 1;
+    }
+    pub mod event {
+        pub const PROCESS: u32 = 1;
+        pub const NETWORK: u32 = 2;
+        pub const FILESYSTEM: u32 = 3;
+        pub const PERFORMANCE: u32 = 4;
+    }
+    pub mod timestamp {
+        pub const SECONDS: u32 = 1;
+        pub const NANOS: u32 = 2;
+    }
+    pub mod socket_address {
+        pub const IP: u32 = 1;
+        pub const PORT: u32 = 2;
+        pub const FLOW_INFO: u32 = 3;
+        pub const SCOPE_ID: u32 = 4;
+    }
+    /// Fields 1-4 are the same in every event message.
+    pub mod common {
+        pub const KIND: u32 = 1;
+        pub const TIMESTAMP: u32 = 2;
+        pub const PID: u32 = 3;
+        pub const SOURCE: u32 = 4;
+    }
+    pub mod process {
+        pub const PPID: u32 = 5;
+        pub const UID: u32 = 6;
+        pub const GID: u32 = 7;
+        pub const NAME: u32 = 8;
+        pub const EXECUTABLE_PATH: u32 = 9;
+        pub const COMMAND_LINE: u32 = 10;
+        pub const COMMAND_LINE_TRUNCATED: u32 = 11;
+        pub const START_TIME: u32 = 12;
+        pub const EXIT_CODE: u32 = 13;
+        pub const CGROUP_ID: u32 = 14;
+        pub const EXECUTABLE_HASH: u32 = 15;
+        pub const HASH_ALGORITHM: u32 = 16;
+        pub const CHILD_PID: u32 = 17;
+    }
+    pub mod network {
+        pub const PROTOCOL: u32 = 5;
+        pub const FAMILY: u32 = 6;
+        pub const SOURCE_ADDR: u32 = 7;
+        pub const DEST_ADDR: u32 = 8;
+        pub const STATE: u32 = 9;
+        pub const CONNECTION_ID: u32 = 10;
+        pub const UID: u32 = 11;
+        pub const NAME: u32 = 12;
+    }
+    pub mod filesystem {
+        pub const PATH: u32 = 5;
+        pub const NEW_PATH: u32 = 6;
+        pub const PATH_RELATIVE: u32 = 7;
+        pub const FLAGS: u32 = 8;
+        pub const MODE: u32 = 9;
+        pub const RESULT: u32 = 10;
+        pub const UID: u32 = 11;
+        pub const NAME: u32 = 12;
+    }
+    pub mod performance {
+        pub const METRIC_NAME: u32 = 5;
+        pub const VALUE: u32 = 6;
+        pub const UNIT: u32 = 7;
+        pub const COMPONENT: u32 = 8;
+    }
+}
+
+/// Bytes a varint of `v` takes (1 to 10).
+#[inline]
+pub(crate) fn varint_len(v: u64) -> usize {
+    // 7 payload bits per byte; `| 1` makes 0 take one byte.
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_len_matches_prost() {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u32::MAX as u64,
+            u64::MAX >> 1,
+            u64::MAX,
+        ] {
+            assert_eq!(varint_len(v), prost::encoding::encoded_len_varint(v), "{v}");
+        }
+    }
+}
