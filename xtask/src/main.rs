@@ -5,7 +5,9 @@
 //! - `build`      kernel programs + the release `collector` binary with them embedded
 //! - `run`        build, then run `collector run` as root (through sudo when needed)
 //! - `test`       build, fmt check, clippy (userspace and kernel crate), every test incl. kernel tests
-//! - `bench`      criterion benchmarks
+//! - `bench`      criterion benchmarks and the kernel storm benchmarks
+//! - `fuzz`       fuzz the IPC frame decoder (installs cargo-fuzz)
+mod fuzz;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +42,12 @@ enum Cmd {
         /// Extra arguments for `cargo test`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Fuzz the IPC frame decoder for a while (installs cargo-fuzz when missing).
+    Fuzz {
+        /// How long to fuzz.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
     },
     /// Run the criterion benchmarks.
     Bench {
@@ -184,5 +192,6 @@ fn main() -> Result<()> {
         Cmd::Run { args } => run_collector(args),
         Cmd::Test { args } => test(args),
         Cmd::Bench { args } => bench(args),
+        Cmd::Fuzz { seconds } => fuzz::fuzz(seconds),
     }
 }
