@@ -146,7 +146,10 @@ async fn fork_and_exit_code_3_observed_failed_exec_not_reported() {
     assert_eq!(child_exit.exit_code, Some(3));
     // Enriched: the forked subshell never exec'd, so it ran the shell's image.
     assert_eq!(child_exit.executable_path.as_deref(), Some("/bin/sh"));
-    assert_eq!(child_exit.command_line.first().map(String::as_str), Some("/bin/sh"));
+    assert_eq!(
+        child_exit.command_line.first().map(String::as_str),
+        Some("/bin/sh")
+    );
     assert_eq!(child_exit.ppid, Some(sh_pid));
     let sh_exit = procs
         .iter()
