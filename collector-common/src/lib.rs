@@ -27,6 +27,9 @@ pub const EXEC_ARGV_LEN: usize = 4096;
 /// Must be a power of two.
 pub const FILE_PATH_LEN: usize = 256;
 
+/// Bytes of a path compared against excluded path prefixes (longer prefixes are cut).
+pub const PATH_PREFIX_LEN: usize = 128;
+
 /// What a record is. The numeric values are the ABI between kernel and userspace.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

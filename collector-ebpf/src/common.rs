@@ -13,10 +13,11 @@ use aya_ebpf::{
         },
     },
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use collector_common::{
     counter_index, RecordHeader, RecordKind, COMM_LEN, COUNTERS_LEN, COUNTER_EMITTED, COUNTER_LOST,
+    PATH_PREFIX_LEN,
 };
 
 /// Process ring buffer; the loader resizes it (`process_ring_bytes`).
@@ -52,6 +53,51 @@ pub static INCLUDED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 /// constant-folded away by the verifier, so it costs nothing when off.
 #[unsafe(no_mangle)]
 static INCLUDE_ONLY: u32 = 0;
+
+/// Path prefixes whose file events are dropped in the kernel (longest-prefix match on
+/// the path as the process passed it; value unused).
+#[map]
+pub static EXCLUDED_PATH_PREFIXES: LpmTrie<[u8; PATH_PREFIX_LEN], u8> =
+    LpmTrie::with_max_entries(256, 0);
+
+/// Per-CPU scratch for the LPM lookup key (too big for the 512-byte BPF stack next to
+/// everything else a file program holds).
+#[map]
+static PATH_KEY: PerCpuArray<Key<[u8; PATH_PREFIX_LEN]>> = PerCpuArray::with_max_entries(1, 0);
+
+/// Set by the loader when `EXCLUDED_PATH_PREFIXES` has entries.
+#[unsafe(no_mangle)]
+static HAS_EXCLUDED_PATHS: u32 = 0;
+
+/// True when the path (`len` bytes at `path`, kernel memory) starts with an excluded
+/// prefix.
+#[inline(always)]
+pub fn path_excluded(path: *const u8, len: u32) -> bool {
+    if unsafe { read_volatile(&HAS_EXCLUDED_PATHS) } == 0 {
+        return false;
+    }
+    let Some(key) = PATH_KEY.get_ptr_mut(0) else {
+        return false;
+    };
+    let n = if len as usize > PATH_PREFIX_LEN {
+        PATH_PREFIX_LEN as u32
+    } else {
+        len
+    };
+    unsafe {
+        (*key).prefix_len = n * 8;
+        (*key).data = [0; PATH_PREFIX_LEN];
+        if bpf_probe_read_kernel(
+            (&raw mut (*key).data).cast(),
+            PATH_PREFIX_LEN as u32,
+            path.cast(),
+        ) < 0
+        {
+            return false;
+        }
+        EXCLUDED_PATH_PREFIXES.get(&*key).is_some()
+    }
+}
 
 /// Set by the loader when `EXCLUDED_PIDS` / `EXCLUDED_COMMS` have entries; zero lets
 /// the verifier drop those lookups from every program.

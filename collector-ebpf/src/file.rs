@@ -17,7 +17,7 @@ use collector_common::{flags, FileRecord, RecordKind, RenameRecord, FILE_PATH_LE
 use crate::{
     common::{
         count_emitted, count_lost, excluded, fd_to_file, file_wakeup_flags, fill_header,
-        read_kernel, syscall_arg, syscall_nr, FILE_EVENTS,
+        path_excluded, read_kernel, syscall_arg, syscall_nr, FILE_EVENTS,
     },
     offsets::get,
 };
@@ -266,6 +266,12 @@ fn exit_one_path_ret(ret: i64) -> u32 {
             (*rec).header.flags |= flags::PATH_TRUNCATED;
         }
     }
+    if path_excluded(unsafe { (&raw const (*rec).path).cast() }, unsafe {
+        (*rec).path_len
+    }) {
+        entry.discard(0);
+        return 0;
+    }
     entry.submit(file_wakeup_flags());
     count_emitted(kind);
     0
@@ -331,6 +337,14 @@ fn exit_rename_ret(ret: i64) -> u32 {
         if truncated {
             (*rec).header.flags |= flags::NEW_PATH_TRUNCATED;
         }
+    }
+    let excluded = unsafe {
+        path_excluded((&raw const (*rec).old_path).cast(), (*rec).old_path_len)
+            && path_excluded((&raw const (*rec).new_path).cast(), (*rec).new_path_len)
+    };
+    if excluded {
+        entry.discard(0);
+        return 0;
     }
     entry.submit(file_wakeup_flags());
     count_emitted(RecordKind::Rename);

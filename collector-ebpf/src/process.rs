@@ -53,6 +53,15 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
             read_kernel::<u64>(task, get::OFF_TASK_START_BOOTTIME()).unwrap_or(0);
         fill_filename(rec, bprm);
         fill_argv(rec, task);
+        if (*rec).header.flags & flags::ARGV_UNREADABLE != 0 {
+            // Rare (an image whose argument pages are not resident): diagnostics through
+            // aya-log, off the hot path. Userspace still gets the event, flagged.
+            aya_log_ebpf::warn!(
+                &ctx,
+                "exec of pid {}: argv could not be read",
+                (*rec).header.pid
+            );
+        }
     }
     entry.submit(process_wakeup_flags());
     count_emitted(RecordKind::Exec);

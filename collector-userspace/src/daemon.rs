@@ -45,6 +45,9 @@ pub struct RunArgs {
     /// Exclude these task names (comm) in the kernel.
     #[arg(long = "exclude-comm", value_name = "COMM")]
     pub exclude_comms: Vec<String>,
+    /// Drop file events under this path prefix in the kernel (e.g. /proc/, /sys/).
+    #[arg(long = "exclude-path", value_name = "PREFIX")]
+    pub exclude_paths: Vec<String>,
     /// Exclude these process ids in the kernel.
     #[arg(long = "exclude-pid", value_name = "PID")]
     pub exclude_pids: Vec<u32>,
@@ -156,6 +159,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut kernel = KernelConfig {
         excluded_pids: args.exclude_pids.clone(),
         excluded_comms: args.exclude_comms.clone(),
+        excluded_path_prefixes: args.exclude_paths.clone(),
         max_send_wait: config.max_backpressure_wait,
         ..KernelConfig::default()
     };

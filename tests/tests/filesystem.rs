@@ -94,3 +94,60 @@ async fn create_rename_unlink(hooks: SyscallHooks) {
         "{rel_create:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excluded_path_prefix_is_dropped_in_the_kernel() {
+    if !kernel_or_skip("excluded_path_prefix_is_dropped_in_the_kernel") {
+        return;
+    }
+    let quiet = tempfile::tempdir().unwrap();
+    let loud = tempfile::tempdir().unwrap();
+    let quiet_path = quiet.path().canonicalize().unwrap().display().to_string();
+    let loud_path = loud.path().canonicalize().unwrap().display().to_string();
+    let programs = KernelPrograms::load(KernelConfig {
+        excluded_path_prefixes: vec![format!("{quiet_path}/")],
+        ..KernelConfig::default()
+    })
+    .expect("load kernel programs");
+    let source =
+        Arc::new(KernelSource::new(programs, KernelDomain::Filesystem).expect("filesystem source"));
+    let (tx, mut rx) = mpsc::channel(65536);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let task = {
+        let (source, shutdown) = (source.clone(), shutdown.clone());
+        tokio::spawn(async move { source.start(tx, shutdown).await })
+    };
+    let q = actor!("files", &quiet_path);
+    let l = actor!("files", &loud_path);
+    let pids: Vec<u32> = [&q, &l].iter().map(|o| o["pid"].parse().unwrap()).collect();
+    let mut events: Vec<FilesystemEvent> = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = rx.recv().await {
+            if let CollectionEvent::Filesystem(f) = ev {
+                if pids.contains(&f.pid) {
+                    let done = f.kind == FilesystemEventKind::Unlink && f.path == l["b"];
+                    events.push(f);
+                    if done {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    source.stop().await.unwrap();
+    shutdown.store(true, Ordering::Relaxed);
+    task.await.unwrap().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == FilesystemEventKind::Rename && e.path == l["a"]),
+        "events outside the prefix still arrive: {events:#?}"
+    );
+    // The absolute paths under the prefix are gone (the actor's relative "rel" is not
+    // matched against an absolute prefix: documented in KernelConfig).
+    assert!(
+        !events.iter().any(|e| e.path == q["a"] || e.path == q["b"]),
+        "nothing under the excluded prefix: {events:#?}"
+    );
+}

@@ -16,6 +16,10 @@ async fn exec_of_bin_true_arrives_with_child_and_parent_pids() {
         return;
     }
     let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
+    assert!(
+        programs.kernel_logging(),
+        "aya-log is wired for kernel diagnostics"
+    );
     let source =
         Arc::new(KernelSource::new(programs, KernelDomain::Process).expect("process source"));
     let (tx, mut rx) = mpsc::channel(4096);

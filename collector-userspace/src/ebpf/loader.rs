@@ -6,11 +6,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aya::{
-    maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf},
+    maps::{
+        lpm_trie::{Key as LpmKey, LpmTrie},
+        HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf,
+    },
     programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint},
     Btf, Ebpf, EbpfError, EbpfLoader,
 };
-use collector_common::{counter_index, RecordKind, COMM_LEN, COUNTER_EMITTED, COUNTER_LOST};
+use collector_common::{
+    counter_index, RecordKind, COMM_LEN, COUNTER_EMITTED, COUNTER_LOST, PATH_PREFIX_LEN,
+};
 
 use super::btf::{BtfError, KernelBtf};
 use super::offsets::KernelOffsets;
@@ -18,6 +23,33 @@ use super::offsets::KernelOffsets;
 /// The kernel object built by `cargo xtask build-ebpf` (empty when it was not built).
 static KERNEL_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/collector-ebpf.o"));
+
+/// A copy of the kernel object in 8-byte aligned memory.
+struct AlignedObject {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl AlignedObject {
+    fn copy_of(bytes: &[u8]) -> Self {
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        let len = bytes.len();
+        // SAFETY: `words` holds at least `len` initialized bytes; u8 has no alignment.
+        unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) }
+            .copy_from_slice(bytes);
+        Self { words, len }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: as in `copy_of`; the borrow of `words` bounds the slice's life.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.len) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `copy_of`.
+        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr().cast::<u8>(), self.len) }
+    }
+}
 
 /// What can go wrong loading the kernel programs; each says what to do next.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +151,11 @@ pub struct KernelConfig {
     pub excluded_pids: Vec<u32>,
     /// Task names excluded in the kernel.
     pub excluded_comms: Vec<String>,
+    /// Path prefixes whose file events are dropped in the kernel (the first
+    /// `PATH_PREFIX_LEN` bytes count; matched against the path as the process passed it,
+    /// so relative paths never match an absolute prefix). A rename is dropped only when
+    /// both of its paths are excluded.
+    pub excluded_path_prefixes: Vec<String>,
     /// Record only the processes added with [`KernelPrograms::include_pid`].
     pub include_only: bool,
     /// Hooks for the syscall-based programs.
@@ -142,6 +179,7 @@ impl Default for KernelConfig {
             file_wakeup_bytes: 256 << 10,
             excluded_pids: Vec::new(),
             excluded_comms: Vec::new(),
+            excluded_path_prefixes: Vec::new(),
             include_only: false,
             syscall_hooks: SyscallHooks::Auto,
             poll_interval: Duration::from_millis(10),
@@ -368,6 +406,15 @@ impl KernelPrograms {
         let include_only = u32::from(config.include_only);
         let has_excluded_pids = u32::from(!config.excluded_pids.is_empty());
         let has_excluded_comms = u32::from(!config.excluded_comms.is_empty());
+        let has_excluded_paths = u32::from(!config.excluded_path_prefixes.is_empty());
+
+        // Own copy: its BTF is sanitized in place first (see `btf_fixup`), in an
+        // 8-aligned buffer as the ELF parser wants.
+        let mut object = AlignedObject::copy_of(KERNEL_OBJECT);
+        let renamed = super::btf_fixup::sanitize_object(object.bytes_mut())?;
+        if renamed > 0 {
+            tracing::debug!(renamed, "sanitized BTF type names in the kernel object");
+        }
 
         let mut loader = EbpfLoader::new();
         for (name, value) in &offsets.values {
@@ -379,6 +426,7 @@ impl KernelPrograms {
             .override_global("INCLUDE_ONLY", &include_only, true)
             .override_global("HAS_EXCLUDED_PIDS", &has_excluded_pids, true)
             .override_global("HAS_EXCLUDED_COMMS", &has_excluded_comms, true)
+            .override_global("HAS_EXCLUDED_PATHS", &has_excluded_paths, true)
             .override_global("PROCESS_WAKEUP_BYTES", &config.process_wakeup_bytes, true)
             .override_global("NET_WAKEUP_BYTES", &config.network_wakeup_bytes, true)
             .override_global("FILE_WAKEUP_BYTES", &config.file_wakeup_bytes, true)
@@ -386,7 +434,7 @@ impl KernelPrograms {
             .map_max_entries("NET_EVENTS", config.network_ring_bytes)
             .map_max_entries("FILE_EVENTS", config.file_ring_bytes);
         let mut ebpf = loader
-            .load(KERNEL_OBJECT)
+            .load(object.bytes())
             .map_err(|source| LoadError::Load {
                 hint: hint_for(&source),
                 source: Box::new(source),
@@ -549,6 +597,11 @@ impl KernelPrograms {
         (sum(COUNTER_EMITTED), sum(COUNTER_LOST))
     }
 
+    /// Whether kernel-side diagnostics (aya-log) reach this process's log.
+    pub fn kernel_logging(&self) -> bool {
+        self.logger.lock().map(|l| l.is_some()).unwrap_or(false)
+    }
+
     /// Program name -> hook it is attached with.
     pub fn hooks(&self) -> BTreeMap<String, String> {
         self.hooks.lock().expect("hooks lock poisoned").clone()
@@ -642,6 +695,24 @@ fn ensure_tracefs() -> Result<(), LoadError> {
 }
 
 fn install_filters(ebpf: &mut Ebpf, config: &KernelConfig) -> Result<(), LoadError> {
+    let mut prefixes: LpmTrie<_, [u8; PATH_PREFIX_LEN], u8> = ebpf
+        .map_mut("EXCLUDED_PATH_PREFIXES")
+        .ok_or(LoadError::Map("EXCLUDED_PATH_PREFIXES"))?
+        .try_into()
+        .map_err(|_| LoadError::Map("EXCLUDED_PATH_PREFIXES"))?;
+    for prefix in &config.excluded_path_prefixes {
+        let bytes = prefix.as_bytes();
+        let n = bytes.len().min(PATH_PREFIX_LEN);
+        let mut data = [0u8; PATH_PREFIX_LEN];
+        data[..n].copy_from_slice(&bytes[..n]);
+        let key = LpmKey::new((n * 8) as u32, data);
+        prefixes
+            .insert(&key, 1, 0)
+            .map_err(|source| LoadError::MapUpdate {
+                map: "EXCLUDED_PATH_PREFIXES",
+                source: Box::new(source),
+            })?;
+    }
     let mut pids: BpfHashMap<_, u32, u8> = ebpf
         .map_mut("EXCLUDED_PIDS")
         .ok_or(LoadError::Map("EXCLUDED_PIDS"))?

@@ -2,6 +2,7 @@
 //! per domain draining its ring buffer.
 
 pub mod btf;
+pub mod btf_fixup;
 pub mod clock;
 pub mod decode;
 pub mod drain;
