@@ -99,7 +99,8 @@ pub fn kernel_sources(
             }
             Err(e) => tracing::error!(
                 source = source_name(domain),
-                "kernel source unavailable: {e}"
+                "kernel source unavailable: {:#}",
+                anyhow::Error::from(e)
             ),
         }
     }

@@ -58,13 +58,13 @@ pub enum LoadError {
     #[error("this binary has no kernel programs embedded: build them with `cargo xtask build-ebpf`, then rebuild (or use `cargo xtask run`)")]
     NotBuilt,
     /// Kernel type information is missing or lacks a field.
-    #[error("kernel BTF: {0}")]
+    #[error(transparent)]
     Btf(#[from] BtfError),
     /// The running kernel's BTF could not be loaded by aya.
-    #[error("cannot load kernel BTF for BTF tracepoints: {0} (needs CONFIG_DEBUG_INFO_BTF=y)")]
+    #[error("cannot load kernel BTF for BTF tracepoints (needs CONFIG_DEBUG_INFO_BTF=y)")]
     AyaBtf(#[source] aya::BtfError),
     /// The object failed to load (maps, verifier).
-    #[error("loading kernel programs failed: {source}{hint}")]
+    #[error("loading kernel programs failed{hint}")]
     Load {
         /// Cause (boxed: aya's error is large).
         #[source]
@@ -73,7 +73,7 @@ pub enum LoadError {
         hint: &'static str,
     },
     /// One program failed to load or attach.
-    #[error("program `{program}` on hook `{hook}` failed: {source}{hint}")]
+    #[error("program `{program}` on hook `{hook}` failed{hint}")]
     Program {
         /// Program name.
         program: String,
@@ -89,13 +89,13 @@ pub enum LoadError {
     #[error("kernel object has no usable map `{0}`")]
     Map(&'static str),
     /// tracefs is not mounted and could not be mounted.
-    #[error("classic tracepoints need tracefs, which is not mounted and could not be mounted at /sys/kernel/tracing: {0} (mount it: `mount -t tracefs nodev /sys/kernel/tracing`)")]
+    #[error("classic tracepoints need tracefs, which is not mounted and could not be mounted at /sys/kernel/tracing (mount it: `mount -t tracefs nodev /sys/kernel/tracing`)")]
     Tracefs(#[source] std::io::Error),
     /// Raw syscall hooks were asked for but this kernel's `pt_regs` is not the x86_64 one.
     #[error("raw sys_enter/sys_exit hooks need x86_64 `pt_regs` field names, which this kernel's BTF lacks: use syscall tracepoints (mount tracefs)")]
     NoRawSyscalls,
     /// A map update failed.
-    #[error("updating map `{map}` failed: {source}")]
+    #[error("updating map `{map}` failed")]
     MapUpdate {
         /// Map name.
         map: &'static str,
@@ -508,7 +508,8 @@ impl KernelPrograms {
                 Ok(()) => preferred,
                 Err(e) if self.raw_syscalls => {
                     tracing::warn!(
-                        "{e}; using raw sys_enter/sys_exit tracepoints instead (costlier)"
+                        "{:#}; using raw sys_enter/sys_exit tracepoints instead (costlier)",
+                        anyhow::Error::from(e)
                     );
                     raw
                 }
