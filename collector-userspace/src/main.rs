@@ -32,10 +32,20 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // `enable_debug_logging` in the configuration raises the default level of `run`;
+    // COLLECTOR_LOG (an EnvFilter) always wins.
+    let debug = match &cli.command {
+        Command::Run(args) => collector_core::CollectorConfig::load(args.config.as_deref())
+            .map(|c| c.enable_debug_logging)
+            .unwrap_or(false),
+        _ => false,
+    };
+    let default_level = if debug { "debug" } else { "info" };
     // Logs go to stderr; stdout carries events and command output only.
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("COLLECTOR_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("COLLECTOR_LOG")
+                .unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
