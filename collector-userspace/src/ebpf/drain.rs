@@ -83,32 +83,65 @@ where
             clock.resync();
             last_resync = std::time::Instant::now();
         }
-        loop {
-            {
-                let ring = ring.get_mut();
-                while pending.len() < DRAIN_CHUNK {
-                    let Some(item) = ring.next() else { break };
-                    stats.records.fetch_add(1, Ordering::Relaxed);
-                    match decode(&item, &clock) {
-                        Ok(ev) => pending.push(ev),
-                        Err(e) => {
-                            stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!("undecodable kernel record: {e}");
-                        }
-                    }
+        drain_available(
+            ring.get_mut(),
+            &mut decode,
+            &clock,
+            &mut pending,
+            &tx,
+            &stats,
+            config.max_send_wait,
+        )
+        .await;
+    }
+    // Records submitted before the programs were detached are still in the ring: hand
+    // them over too (with a short wait), so a clean shutdown loses nothing uncounted.
+    drain_available(
+        ring.get_mut(),
+        &mut decode,
+        &clock,
+        &mut pending,
+        &tx,
+        &stats,
+        config.max_send_wait.min(Duration::from_millis(100)),
+    )
+    .await;
+    Ok(())
+}
+
+/// Reads every record available now and sends it, in chunks of `DRAIN_CHUNK`.
+async fn drain_available<F>(
+    ring: &mut RingBuf<MapData>,
+    decode: &mut F,
+    clock: &BootClock,
+    pending: &mut Vec<CollectionEvent>,
+    tx: &mpsc::Sender<CollectionEvent>,
+    stats: &DrainStats,
+    max_wait: Duration,
+) where
+    F: FnMut(&[u8], &BootClock) -> Result<CollectionEvent, DecodeError>,
+{
+    loop {
+        while pending.len() < DRAIN_CHUNK {
+            let Some(item) = ring.next() else { break };
+            stats.records.fetch_add(1, Ordering::Relaxed);
+            match decode(&item, clock) {
+                Ok(ev) => pending.push(ev),
+                Err(e) => {
+                    stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("undecodable kernel record: {e}");
                 }
             }
-            if pending.is_empty() {
-                break;
-            }
-            let more = pending.len() == DRAIN_CHUNK;
-            send_all(&mut pending, &tx, &stats, config.max_send_wait).await;
-            if !more {
-                break;
-            }
+        }
+        if pending.is_empty() {
+            return;
+        }
+        let more = pending.len() == DRAIN_CHUNK;
+        send_all(pending, tx, stats, max_wait).await;
+        if !more {
+            return;
         }
     }
-    Ok(())
 }
 
 async fn send_all(
