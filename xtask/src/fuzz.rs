@@ -53,8 +53,30 @@ pub fn ensure_cargo_fuzz() -> Result<()> {
 pub fn fuzz(seconds: u64) -> Result<()> {
     ensure!(seconds > 0, "give the fuzzer at least one second to run");
     ensure_cargo_fuzz()?;
+    // Well-formed frames to start from (generated, not committed): see
+    // collector-core/examples/fuzz_seeds.rs.
+    let corpus = root().join(format!("fuzz/corpus/{TARGET}"));
+    let seeds = root().join(format!("fuzz/seeds/{TARGET}"));
+    std::fs::create_dir_all(&corpus)?;
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root())
+            .args([
+                "run",
+                "--quiet",
+                "-p",
+                "collector-core",
+                "--example",
+                "fuzz_seeds",
+                "--",
+            ])
+            .arg(&seeds),
+    )?;
     run(nightly_cargo()
         .current_dir(root().join("fuzz"))
-        .args(["fuzz", "run", TARGET, "--"])
+        .args(["fuzz", "run", TARGET])
+        .arg(&corpus)
+        .arg(&seeds)
+        .arg("--")
         .arg(format!("-max_total_time={seconds}")))
 }
