@@ -118,19 +118,7 @@ impl CollectorHandle {
     /// Removes a source; if it is running, stops it first (signal, `stop`, then abort
     /// after `shutdown_timeout`).
     pub async fn unregister(&self, name: &str) -> Result<(), CollectorError> {
-        let slot = {
-            let mut registry = self.shared.registry();
-            let index = registry
-                .slots
-                .iter()
-                .position(|s| s.unit.name == name)
-                .ok_or_else(|| CollectorError::NotFound {
-                    name: name.to_owned(),
-                })?;
-            let slot = registry.slots.remove(index);
-            self.shared.publish_caps(&registry);
-            slot
-        };
+        let slot = self.shared.remove_source(name)?;
         slot.unit.cancel.cancel();
         if let Some(mut supervisor) = slot.supervisor {
             let grace = self.shared.config.shutdown_timeout + Duration::from_secs(1);

@@ -143,6 +143,22 @@ impl Shared {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Takes the source called `name` out of the registry and republishes the
+    /// capability union.
+    pub(crate) fn remove_source(&self, name: &str) -> Result<SourceSlot, CollectorError> {
+        let mut registry = self.registry();
+        let index = registry
+            .slots
+            .iter()
+            .position(|s| s.unit.name == name)
+            .ok_or_else(|| CollectorError::NotFound {
+                name: name.to_owned(),
+            })?;
+        let slot = registry.slots.remove(index);
+        self.publish_caps(&registry);
+        Ok(slot)
+    }
+
     pub(crate) fn publish_caps(&self, registry: &Registry) {
         let union = registry
             .slots
@@ -188,18 +204,7 @@ impl Collector {
     /// Removes a source that has not started (the collector is not running yet).
     /// While running, use [`CollectorHandle::unregister`], which also stops it.
     pub fn unregister(&mut self, name: &str) -> Result<(), CollectorError> {
-        let shared = &self.handle.shared;
-        let mut registry = shared.registry();
-        let index = registry
-            .slots
-            .iter()
-            .position(|s| s.unit.name == name)
-            .ok_or_else(|| CollectorError::NotFound {
-                name: name.to_owned(),
-            })?;
-        registry.slots.remove(index);
-        shared.publish_caps(&registry);
-        Ok(())
+        self.handle.shared.remove_source(name).map(drop)
     }
 
     /// Union of the registered sources' capabilities.

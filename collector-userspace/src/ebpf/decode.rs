@@ -244,6 +244,30 @@ pub fn resolve_path(pid: u32, dirfd: i32, path: String) -> (String, bool) {
     }
 }
 
+fn file_base(
+    h: &RecordHeader,
+    kind: FilesystemEventKind,
+    path: String,
+    result: i64,
+    clock: &BootClock,
+    source: &SourceName,
+) -> FilesystemEvent {
+    FilesystemEvent {
+        kind,
+        timestamp: clock.to_utc(h.ktime_ns),
+        pid: h.pid,
+        source: source.clone(),
+        path,
+        new_path: None,
+        path_relative: false,
+        flags: None,
+        mode: None,
+        result: Some(result),
+        uid: Some(h.uid),
+        name: Some(c_str(&h.comm)),
+    }
+}
+
 /// Decodes one filesystem-domain record, resolving relative paths where it can.
 pub fn decode_filesystem(
     bytes: &[u8],
@@ -257,24 +281,16 @@ pub fn decode_filesystem(
             let len = (r.path_len as usize).min(FILE_PATH_LEN);
             let (path, relative) = resolve_path(r.header.pid, r.dirfd, c_str(&r.path[..len]));
             let is_open = kind != RecordKind::Unlink;
-            FilesystemEvent {
-                kind: match kind {
-                    RecordKind::Open => FilesystemEventKind::Open,
-                    RecordKind::Create => FilesystemEventKind::Create,
-                    _ => FilesystemEventKind::Unlink,
-                },
-                timestamp: clock.to_utc(r.header.ktime_ns),
-                pid: r.header.pid,
-                source: source.clone(),
-                path,
-                new_path: None,
-                path_relative: relative,
-                flags: is_open.then_some(r.open_flags),
-                mode: is_open.then_some(r.mode),
-                result: Some(r.result),
-                uid: Some(r.header.uid),
-                name: Some(c_str(&r.header.comm)),
-            }
+            let event_kind = match kind {
+                RecordKind::Open => FilesystemEventKind::Open,
+                RecordKind::Create => FilesystemEventKind::Create,
+                _ => FilesystemEventKind::Unlink,
+            };
+            let mut ev = file_base(&r.header, event_kind, path, r.result, clock, source);
+            ev.path_relative = relative;
+            ev.flags = is_open.then_some(r.open_flags);
+            ev.mode = is_open.then_some(r.mode);
+            ev
         }
         RecordKind::Rename => {
             let r: RenameRecord = read(bytes, kind as u32)?;
@@ -284,20 +300,17 @@ pub fn decode_filesystem(
                 resolve_path(r.header.pid, r.old_dirfd, c_str(&r.old_path[..old_len]));
             let (new_path, rel_new) =
                 resolve_path(r.header.pid, r.new_dirfd, c_str(&r.new_path[..new_len]));
-            FilesystemEvent {
-                kind: FilesystemEventKind::Rename,
-                timestamp: clock.to_utc(r.header.ktime_ns),
-                pid: r.header.pid,
-                source: source.clone(),
+            let mut ev = file_base(
+                &r.header,
+                FilesystemEventKind::Rename,
                 path,
-                new_path: Some(new_path),
-                path_relative: rel_old || rel_new,
-                flags: None,
-                mode: None,
-                result: Some(r.result),
-                uid: Some(r.header.uid),
-                name: Some(c_str(&r.header.comm)),
-            }
+                r.result,
+                clock,
+                source,
+            );
+            ev.new_path = Some(new_path);
+            ev.path_relative = rel_old || rel_new;
+            ev
         }
         other => return Err(DecodeError::UnknownKind(other as u32)),
     };
