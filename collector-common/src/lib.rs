@@ -30,7 +30,17 @@ pub const FILE_PATH_LEN: usize = 256;
 /// Bytes of a path compared against excluded path prefixes (longer prefixes are cut).
 pub const PATH_PREFIX_LEN: usize = 128;
 
+mod file;
+mod net;
+mod process;
+
+pub use file::*;
+pub use net::*;
+pub use process::*;
+
 /// What a record is. The numeric values are the ABI between kernel and userspace.
+///
+/// Ranges: 1-3 and 12-19 process, 4-7 and 20-29 network, 8-11 and 30-39 filesystem.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordKind {
@@ -56,11 +66,16 @@ pub enum RecordKind {
     Unlink = 10,
     /// A file was renamed ([`RenameRecord`]).
     Rename = 11,
+    // -- process kinds from 12 --
+
+    // -- network kinds from 20 --
+
+    // -- filesystem kinds from 30 --
 }
 
 impl RecordKind {
     /// Number of kinds, for sizing per-kind counter arrays (index = kind value).
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 40;
 
     /// Decodes the kind written by the kernel.
     pub fn from_u32(value: u32) -> Option<Self> {
@@ -76,6 +91,11 @@ impl RecordKind {
             9 => Self::Create,
             10 => Self::Unlink,
             11 => Self::Rename,
+            // process kinds from 12
+
+            // network kinds from 20
+
+            // filesystem kinds from 30
             _ => return None,
         })
     }
@@ -119,120 +139,6 @@ pub struct RecordHeader {
     pub cgroup_id: u64,
     /// Task name, NUL-padded.
     pub comm: [u8; COMM_LEN],
-}
-
-/// A successful exec, written at `sched_process_exec` in the new image's context.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct ExecRecord {
-    /// Common fields; `pid`/`tid` are the exec'ing task after the exec.
-    pub header: RecordHeader,
-    /// Parent process id (`real_parent->tgid`).
-    pub ppid: u32,
-    /// The pid the task had before exec (differs when a non-leader thread exec'd).
-    pub old_pid: u32,
-    /// When the process started (`task->start_boottime`, CLOCK_BOOTTIME ns).
-    pub start_boottime_ns: u64,
-    /// Bytes used in `filename` (without NUL).
-    pub filename_len: u32,
-    /// Bytes used in `argv` (NUL-separated arguments).
-    pub argv_len: u32,
-    /// The path the kernel executed (`bprm->filename`).
-    pub filename: [u8; EXEC_FILENAME_LEN],
-    /// NUL-separated arguments read from `mm->arg_start..arg_end`.
-    pub argv: [u8; EXEC_ARGV_LEN],
-}
-
-/// A new process, written at `sched_process_fork` in the parent's context.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct ForkRecord {
-    /// Common fields of the parent.
-    pub header: RecordHeader,
-    /// The child's process id.
-    pub child_pid: u32,
-    /// Padding; always zero.
-    pub _pad: u32,
-}
-
-/// A process exit, written at `sched_process_exit` for the thread-group leader.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct ExitRecord {
-    /// Common fields of the exiting task.
-    pub header: RecordHeader,
-    /// The raw wait status (`task->exit_code`): `code << 8 | signal`.
-    pub exit_code: u32,
-    /// Parent process id at exit.
-    pub ppid: u32,
-}
-
-/// A TCP (or UDP) connection event.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct NetRecord {
-    /// Common fields of the task the event is attributed to.
-    pub header: RecordHeader,
-    /// Kernel socket address: stable for the socket's life, used as connection id.
-    pub sock_id: u64,
-    /// `AF_INET` (2) or `AF_INET6` (10).
-    pub family: u16,
-    /// `IPPROTO_TCP` (6) or `IPPROTO_UDP` (17).
-    pub protocol: u16,
-    /// Local port (host order).
-    pub local_port: u16,
-    /// Remote port (host order).
-    pub remote_port: u16,
-    /// Local address; IPv4 uses the first four bytes.
-    pub local_addr: [u8; 16],
-    /// Remote address; IPv4 uses the first four bytes.
-    pub remote_addr: [u8; 16],
-    /// Kernel TCP state at the event (`TCP_*`), or 0.
-    pub state: u32,
-    /// Syscall result where there is one (0 or a negative errno), else 0.
-    pub result: i32,
-}
-
-/// A file event with one path.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct FileRecord {
-    /// Common fields of the acting task.
-    pub header: RecordHeader,
-    /// Syscall result: a fd or 0 on success, a negative errno on failure.
-    pub result: i64,
-    /// Open flags (`O_*`), 0 for unlink.
-    pub open_flags: u32,
-    /// Mode given to open/creat.
-    pub mode: u32,
-    /// Directory fd the path is relative to (`AT_FDCWD` = -100 for the cwd).
-    pub dirfd: i32,
-    /// Bytes used in `path`.
-    pub path_len: u32,
-    /// The path as the process passed it.
-    pub path: [u8; FILE_PATH_LEN],
-}
-
-/// A rename with both paths.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct RenameRecord {
-    /// Common fields of the acting task.
-    pub header: RecordHeader,
-    /// Syscall result: 0 or a negative errno.
-    pub result: i64,
-    /// Directory fd of the old path.
-    pub old_dirfd: i32,
-    /// Directory fd of the new path.
-    pub new_dirfd: i32,
-    /// Bytes used in `old_path`.
-    pub old_path_len: u32,
-    /// Bytes used in `new_path`.
-    pub new_path_len: u32,
-    /// Old path as passed.
-    pub old_path: [u8; FILE_PATH_LEN],
-    /// New path as passed.
-    pub new_path: [u8; FILE_PATH_LEN],
 }
 
 /// Indices of the per-CPU kernel counter array (`COUNTERS`): for each record kind `k`,

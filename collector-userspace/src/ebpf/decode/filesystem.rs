@@ -1,0 +1,122 @@
+//! Filesystem-domain records: open, create, unlink, rename.
+
+use std::path::Path;
+
+use collector_common::{FileRecord, RecordHeader, RecordKind, RenameRecord, FILE_PATH_LEN};
+use collector_core::event::{CollectionEvent, FilesystemEvent, FilesystemEventKind, SourceName};
+
+use super::{c_str, read, record_kind, DecodeError};
+use crate::ebpf::clock::BootClock;
+
+const AT_FDCWD: i32 = -100;
+
+/// Makes `path` absolute against the directory the kernel resolved it from: the
+/// process's cwd (`AT_FDCWD`) or its directory fd. Returns (path, still_relative).
+pub fn resolve_path(pid: u32, dirfd: i32, path: String) -> (String, bool) {
+    if path.starts_with('/') || path.is_empty() {
+        return (path, false);
+    }
+    let base = if dirfd == AT_FDCWD {
+        format!("/proc/{pid}/cwd")
+    } else {
+        format!("/proc/{pid}/fd/{dirfd}")
+    };
+    match std::fs::read_link(&base) {
+        Ok(dir) if dir.is_absolute() => (Path::new(&dir).join(&path).display().to_string(), false),
+        _ => (path, true),
+    }
+}
+
+fn file_base(
+    h: &RecordHeader,
+    kind: FilesystemEventKind,
+    path: String,
+    result: i64,
+    clock: &BootClock,
+    source: &SourceName,
+) -> FilesystemEvent {
+    FilesystemEvent {
+        kind,
+        timestamp: clock.to_utc(h.ktime_ns),
+        pid: h.pid,
+        source: source.clone(),
+        path,
+        new_path: None,
+        path_relative: false,
+        flags: None,
+        mode: None,
+        result: Some(result),
+        uid: Some(h.uid),
+        name: Some(c_str(&h.comm)),
+    }
+}
+
+/// Decodes one filesystem-domain record, resolving relative paths where it can.
+pub fn decode_filesystem(
+    bytes: &[u8],
+    clock: &BootClock,
+    source: &SourceName,
+) -> Result<CollectionEvent, DecodeError> {
+    let kind = record_kind(bytes)?;
+    let ev = match kind {
+        RecordKind::Open | RecordKind::Create | RecordKind::Unlink => {
+            let r: FileRecord = read(bytes, kind as u32)?;
+            let len = (r.path_len as usize).min(FILE_PATH_LEN);
+            let (path, relative) = resolve_path(r.header.pid, r.dirfd, c_str(&r.path[..len]));
+            let is_open = kind != RecordKind::Unlink;
+            let event_kind = match kind {
+                RecordKind::Open => FilesystemEventKind::Open,
+                RecordKind::Create => FilesystemEventKind::Create,
+                _ => FilesystemEventKind::Unlink,
+            };
+            let mut ev = file_base(&r.header, event_kind, path, r.result, clock, source);
+            ev.path_relative = relative;
+            ev.flags = is_open.then_some(r.open_flags);
+            ev.mode = is_open.then_some(r.mode);
+            ev
+        }
+        RecordKind::Rename => {
+            let r: RenameRecord = read(bytes, kind as u32)?;
+            let old_len = (r.old_path_len as usize).min(FILE_PATH_LEN);
+            let new_len = (r.new_path_len as usize).min(FILE_PATH_LEN);
+            let (path, rel_old) =
+                resolve_path(r.header.pid, r.old_dirfd, c_str(&r.old_path[..old_len]));
+            let (new_path, rel_new) =
+                resolve_path(r.header.pid, r.new_dirfd, c_str(&r.new_path[..new_len]));
+            let mut ev = file_base(
+                &r.header,
+                FilesystemEventKind::Rename,
+                path,
+                r.result,
+                clock,
+                source,
+            );
+            ev.new_path = Some(new_path);
+            ev.path_relative = rel_old || rel_new;
+            ev
+        }
+        other => return Err(DecodeError::UnknownKind(other as u32)),
+    };
+    Ok(CollectionEvent::Filesystem(ev))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_resolve_against_cwd_or_are_marked() {
+        let me = std::process::id();
+        let cwd = std::env::current_dir().unwrap();
+        let (p, rel) = resolve_path(me, AT_FDCWD, "x/y".into());
+        assert_eq!(p, cwd.join("x/y").display().to_string());
+        assert!(!rel);
+        let (p, rel) = resolve_path(me, 987_654, "x".into());
+        assert_eq!(p, "x");
+        assert!(rel);
+        assert_eq!(
+            resolve_path(me, AT_FDCWD, "/abs".into()),
+            ("/abs".into(), false)
+        );
+    }
+}

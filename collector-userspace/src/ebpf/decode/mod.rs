@@ -1,0 +1,145 @@
+//! Turns raw ring-buffer records into [`CollectionEvent`]s. Pure: tested without a kernel.
+
+//!
+//! One module per domain: [`process`], [`network`], [`filesystem`]; this file holds what
+//! they share (the record reader and string helpers).
+
+mod filesystem;
+mod network;
+mod process;
+
+pub use filesystem::{decode_filesystem, resolve_path};
+pub use network::{decode_network, tcp_state_name};
+pub use process::decode_process;
+
+use collector_common::RecordKind;
+
+/// Why a record could not be decoded (counted as `decode_error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Shorter than its kind's record.
+    #[error("record of {got} bytes is shorter than {kind:?} ({need} bytes)")]
+    Short {
+        /// Kind from the header.
+        kind: u32,
+        /// Bytes received.
+        got: usize,
+        /// Bytes needed.
+        need: usize,
+    },
+    /// Unknown kind value.
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+}
+
+pub(super) fn read<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
+    let need = std::mem::size_of::<T>();
+    if bytes.len() < need {
+        return Err(DecodeError::Short {
+            kind,
+            got: bytes.len(),
+            need,
+        });
+    }
+    // SAFETY: length checked; T is a repr(C) record of integers and byte arrays (every bit
+    // pattern valid); read_unaligned copes with any alignment of the ring buffer slot.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// The record kind of a raw record.
+pub fn record_kind(bytes: &[u8]) -> Result<RecordKind, DecodeError> {
+    let kind = bytes
+        .get(..4)
+        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or(DecodeError::Short {
+            kind: 0,
+            got: bytes.len(),
+            need: 4,
+        })?;
+    RecordKind::from_u32(kind).ok_or(DecodeError::UnknownKind(kind))
+}
+
+/// NUL-terminated (or full) byte string -> String.
+pub fn c_str(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// NUL-separated argument block -> arguments.
+pub fn split_args(block: &[u8]) -> Vec<String> {
+    let block = block.strip_suffix(&[0]).unwrap_or(block);
+    if block.is_empty() {
+        return Vec::new();
+    }
+    block
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// Wait status -> exit code: `code` for a normal exit, `128 + signal` when killed.
+pub fn exit_code_from_status(status: u32) -> i32 {
+    let signal = status & 0x7f;
+    if signal == 0 {
+        ((status >> 8) & 0xff) as i32
+    } else {
+        128 + signal as i32
+    }
+}
+
+/// Builders of raw records for the domain modules' tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use collector_common::{RecordHeader, RecordKind};
+
+    pub(crate) fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: records are plain old data.
+        unsafe {
+            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+        .to_vec()
+    }
+
+    pub(crate) fn header(kind: RecordKind) -> RecordHeader {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"true");
+        RecordHeader {
+            kind: kind as u32,
+            flags: 0,
+            ktime_ns: 1_000,
+            pid: 42,
+            tid: 42,
+            uid: 1000,
+            gid: 100,
+            cgroup_id: 7,
+            comm,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ebpf::clock::BootClock;
+
+    #[test]
+    fn short_and_unknown_records_are_errors() {
+        let r = test_util::header(RecordKind::Exec);
+        assert!(matches!(
+            process::decode_process(&test_util::bytes_of(&r), &BootClock::new(), &"t".into()),
+            Err(DecodeError::Short { .. })
+        ));
+        assert_eq!(
+            record_kind(&99u32.to_ne_bytes()),
+            Err(DecodeError::UnknownKind(99))
+        );
+        assert!(record_kind(&[1, 0]).is_err());
+    }
+
+    #[test]
+    fn split_args_handles_edges() {
+        assert!(split_args(b"").is_empty());
+        assert_eq!(split_args(b"a\0\0b\0"), ["a", "", "b"]);
+        assert_eq!(split_args(b"cut-off"), ["cut-off"]);
+    }
+}
