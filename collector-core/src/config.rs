@@ -58,6 +58,24 @@ pub const SYSTEM_CONFIG_PATH: &str = "/etc/collector/config.toml";
 /// Smallest accepted `max_frame_bytes`: a frame must hold at least a status reply.
 pub const MIN_FRAME_BYTES: usize = 1024;
 
+/// Largest accepted `max_event_sources`.
+pub const MAX_EVENT_SOURCES: usize = 1024;
+/// Largest accepted `event_buffer_size` (events): 16 Mi events is gigabytes of queue.
+pub const MAX_EVENT_BUFFER_SIZE: usize = 1 << 24;
+/// Largest accepted `max_batch_size`.
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
+/// Largest accepted `max_ipc_connections` (each holds a descriptor and a task).
+pub const MAX_IPC_CONNECTIONS: usize = 65_536;
+/// Largest accepted `subscriber_queue_batches`.
+pub const MAX_SUBSCRIBER_QUEUE_BATCHES: usize = 1 << 20;
+/// Largest accepted `max_frame_bytes` (the wire format's length prefix allows more,
+/// but a peer must not make the collector buffer more than this per frame).
+pub const MAX_FRAME_BYTES: usize = 64 << 20;
+/// Largest accepted timeout or interval: a day.
+pub const MAX_LONG_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// Largest accepted `batch_timeout`: events must not sit in a batch longer than this.
+pub const MAX_BATCH_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Every field of [`CollectorConfig`], as its file key; environment variables are these
 /// upper-cased behind [`ENV_PREFIX`].
 pub const FIELD_NAMES: &[&str] = &[
@@ -312,6 +330,75 @@ impl CollectorConfig {
         for (field, value) in at_least_one {
             if value == 0 {
                 return Err(invalid(field, "it must be at least 1", value));
+            }
+        }
+        // Upper bounds: a value near the integer maximum must be refused here, naming the
+        // field, not panic deep in the runtime (a semaphore's permit limit, an overflowing
+        // `Instant + timeout` at shutdown). The bounds are far above any useful setting.
+        let at_most = [
+            (
+                "max_event_sources",
+                self.max_event_sources,
+                MAX_EVENT_SOURCES,
+            ),
+            (
+                "event_buffer_size",
+                self.event_buffer_size,
+                MAX_EVENT_BUFFER_SIZE,
+            ),
+            ("max_batch_size", self.max_batch_size, MAX_BATCH_SIZE),
+            (
+                "max_ipc_connections",
+                self.max_ipc_connections,
+                MAX_IPC_CONNECTIONS,
+            ),
+            (
+                "subscriber_queue_batches",
+                self.subscriber_queue_batches,
+                MAX_SUBSCRIBER_QUEUE_BATCHES,
+            ),
+            ("max_frame_bytes", self.max_frame_bytes, MAX_FRAME_BYTES),
+        ];
+        for (field, value, max) in at_most {
+            if value > max {
+                return Err(ConfigError::Invalid {
+                    field,
+                    rule: "it must not exceed its upper bound",
+                    value: format!("{value} (at most {max})"),
+                });
+            }
+        }
+        let durations = [
+            ("shutdown_timeout", self.shutdown_timeout, MAX_LONG_DURATION),
+            (
+                "health_check_interval",
+                self.health_check_interval,
+                MAX_LONG_DURATION,
+            ),
+            ("startup_timeout", self.startup_timeout, MAX_LONG_DURATION),
+            (
+                "telemetry_interval",
+                self.telemetry_interval,
+                MAX_LONG_DURATION,
+            ),
+            ("batch_timeout", self.batch_timeout, MAX_BATCH_TIMEOUT),
+            (
+                "max_backpressure_wait",
+                self.max_backpressure_wait,
+                MAX_LONG_DURATION,
+            ),
+        ];
+        for (field, value, max) in durations {
+            if value > max {
+                return Err(ConfigError::Invalid {
+                    field,
+                    rule: "it must not exceed its upper bound",
+                    value: format!(
+                        "{} (at most {})",
+                        humantime_serde::re::humantime::format_duration(value),
+                        humantime_serde::re::humantime::format_duration(max)
+                    ),
+                });
             }
         }
         if self.max_batch_size > self.event_buffer_size {
@@ -692,5 +779,56 @@ mod tests {
             .with_telemetry_interval(Duration::ZERO)
             .validate()
             .unwrap();
+    }
+
+    /// Operator mistakes found by trying values near the integer maximum: each is refused
+    /// at load with the field named, instead of panicking the daemon later.
+    #[test]
+    fn values_near_the_integer_maximum_are_refused_naming_the_field() {
+        let cases = [
+            (
+                "event_buffer_size = 9223372036854775807",
+                "event_buffer_size",
+            ),
+            (
+                "max_ipc_connections = 9223372036854775807",
+                "max_ipc_connections",
+            ),
+            (
+                "max_event_sources = 9223372036854775807",
+                "max_event_sources",
+            ),
+            (
+                "subscriber_queue_batches = 9223372036854775807",
+                "subscriber_queue_batches",
+            ),
+            ("max_frame_bytes = 9223372036854775807", "max_frame_bytes"),
+            ("max_batch_size = 2000000", "max_batch_size"),
+            ("shutdown_timeout = \"300000000000y\"", "shutdown_timeout"),
+            ("health_check_interval = \"1000y\"", "health_check_interval"),
+            ("startup_timeout = \"2d\"", "startup_timeout"),
+            ("telemetry_interval = \"100y\"", "telemetry_interval"),
+            ("batch_timeout = \"1h\"", "batch_timeout"),
+        ];
+        for (toml, field) in cases {
+            Jail::expect_with(|jail| {
+                jail.create_file("c.toml", toml)?;
+                let err =
+                    CollectorConfig::from_figment(&CollectorConfig::figment_from(&["c.toml"]))
+                        .expect_err(toml);
+                let text = err.to_string();
+                assert!(text.contains(field), "{toml}: error `{text}` names {field}");
+                Ok(())
+            });
+        }
+        // The bounds themselves are accepted.
+        let at_bounds = CollectorConfig {
+            event_buffer_size: MAX_EVENT_BUFFER_SIZE,
+            max_batch_size: MAX_BATCH_SIZE,
+            max_ipc_connections: MAX_IPC_CONNECTIONS,
+            shutdown_timeout: MAX_LONG_DURATION,
+            ..CollectorConfig::default()
+        };
+        at_bounds.validate().unwrap();
     }
 }
