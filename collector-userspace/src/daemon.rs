@@ -173,6 +173,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(b) = args.file_ring_bytes {
         kernel.file_ring_bytes = b;
     }
+    // A bad kernel setting is the operator's mistake: say which, don't fall back to polling.
+    kernel.validate().context("invalid kernel setting")?;
     let domains = parse_domains(&args.domains)?;
 
     let mut collector = Collector::new(config.clone())?;

@@ -94,6 +94,16 @@ pub enum LoadError {
     /// Raw syscall hooks were asked for but this kernel's `pt_regs` is not the x86_64 one.
     #[error("raw sys_enter/sys_exit hooks need x86_64 `pt_regs` field names, which this kernel's BTF lacks: use syscall tracepoints (mount tracefs)")]
     NoRawSyscalls,
+    /// A kernel setting is out of range: refused, never a silent fallback.
+    #[error("invalid kernel setting `{setting}` = {value}: {rule}")]
+    InvalidSetting {
+        /// The setting, as its configuration key.
+        setting: &'static str,
+        /// The value given.
+        value: String,
+        /// What it must be.
+        rule: &'static str,
+    },
     /// A map update failed.
     #[error("updating map `{map}` failed")]
     MapUpdate {
@@ -186,6 +196,104 @@ impl Default for KernelConfig {
             max_send_wait: Duration::from_millis(500),
         }
     }
+}
+
+/// Largest ring buffer accepted per domain (1 GiB).
+pub const MAX_RING_BYTES: u32 = 1 << 30;
+
+impl KernelConfig {
+    /// Checks every setting; an operator's bad value is an error that names it (the
+    /// kernel would refuse it with a bare EINVAL, and the daemon must not fall back to
+    /// polling because of a typo).
+    pub fn validate(&self) -> Result<(), LoadError> {
+        fn invalid(
+            setting: &'static str,
+            value: impl std::fmt::Display,
+            rule: &'static str,
+        ) -> LoadError {
+            LoadError::InvalidSetting {
+                setting,
+                value: value.to_string(),
+                rule,
+            }
+        }
+        let page = page_size();
+        let rings = [
+            (
+                "process_ring_bytes",
+                self.process_ring_bytes,
+                self.process_wakeup_bytes,
+                "process_wakeup_bytes",
+            ),
+            (
+                "network_ring_bytes",
+                self.network_ring_bytes,
+                self.network_wakeup_bytes,
+                "network_wakeup_bytes",
+            ),
+            (
+                "file_ring_bytes",
+                self.file_ring_bytes,
+                self.file_wakeup_bytes,
+                "file_wakeup_bytes",
+            ),
+        ];
+        for (setting, bytes, wakeup, wakeup_setting) in rings {
+            if !bytes.is_power_of_two() || u64::from(bytes) < page || bytes > MAX_RING_BYTES {
+                return Err(invalid(
+                    setting,
+                    bytes,
+                    "a ring buffer must be a power of two of at least the page size (4096) and at most 1 GiB",
+                ));
+            }
+            if wakeup >= u64::from(bytes) {
+                return Err(invalid(
+                    wakeup_setting,
+                    wakeup,
+                    "the wakeup watermark must be below its ring buffer's size (0 = wake on every event)",
+                ));
+            }
+        }
+        for comm in &self.excluded_comms {
+            if comm.is_empty() || comm.len() >= collector_common::COMM_LEN {
+                return Err(invalid(
+                    "excluded_comms",
+                    format!("{comm:?}"),
+                    "a task name has 1 to 15 bytes (the kernel's TASK_COMM_LEN less the NUL)",
+                ));
+            }
+        }
+        for prefix in &self.excluded_path_prefixes {
+            if !prefix.starts_with('/') || prefix.len() > PATH_PREFIX_LEN {
+                return Err(invalid(
+                    "excluded_path_prefixes",
+                    format!("{prefix:?}"),
+                    "a path prefix is absolute and at most 128 bytes",
+                ));
+            }
+        }
+        if self.poll_interval.is_zero() || self.poll_interval > Duration::from_secs(10) {
+            return Err(invalid(
+                "poll_interval",
+                format!("{:?}", self.poll_interval),
+                "it must be above zero and at most 10s",
+            ));
+        }
+        if self.max_send_wait > Duration::from_secs(24 * 3600) {
+            return Err(invalid(
+                "max_send_wait",
+                format!("{:?}", self.max_send_wait),
+                "it must be at most a day",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096).max(4096)
 }
 
 /// Where a program attaches.
@@ -398,6 +506,7 @@ impl KernelPrograms {
         if KERNEL_OBJECT.is_empty() {
             return Err(LoadError::NotBuilt);
         }
+        config.validate()?;
         bump_memlock_rlimit();
         let btf = KernelBtf::from_sys_fs()?;
         let offsets = KernelOffsets::resolve(&btf)?;
@@ -770,4 +879,39 @@ impl log::Log for LogBridge {
 fn log_bridge() -> &'static dyn log::Log {
     static BRIDGE: LogBridge = LogBridge;
     &BRIDGE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Operator mistakes in kernel settings: each is refused naming the setting (they
+    /// used to make every kernel domain fall back to /proc polling with a warning that
+    /// did not say why).
+    #[test]
+    fn bad_kernel_settings_are_refused_naming_the_setting() {
+        type Edit = fn(&mut KernelConfig);
+        let cases: [(&str, Edit); 9] = [
+            ("process_ring_bytes", |c| c.process_ring_bytes = 0),
+            ("network_ring_bytes", |c| c.network_ring_bytes = 12_345),
+            ("file_ring_bytes", |c| c.file_ring_bytes = 1 << 31),
+            ("file_wakeup_bytes", |c| c.file_wakeup_bytes = u64::MAX),
+            ("excluded_comms", |c| {
+                c.excluded_comms = vec!["a-name-longer-than-15".into()]
+            }),
+            ("excluded_comms", |c| c.excluded_comms = vec![String::new()]),
+            ("excluded_path_prefixes", |c| {
+                c.excluded_path_prefixes = vec!["relative/".into()]
+            }),
+            ("poll_interval", |c| c.poll_interval = Duration::ZERO),
+            ("max_send_wait", |c| c.max_send_wait = Duration::MAX),
+        ];
+        for (setting, edit) in cases {
+            let mut config = KernelConfig::default();
+            edit(&mut config);
+            let err = config.validate().expect_err(setting);
+            assert!(err.to_string().contains(setting), "`{err}` names {setting}");
+        }
+        KernelConfig::default().validate().unwrap();
+    }
 }
