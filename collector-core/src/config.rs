@@ -521,19 +521,104 @@ impl CollectorConfig {
     /// Loads the configuration from the system file, the user file, `explicit_file` (which
     /// must exist when given) and the environment, then validates it. Apply programmatic
     /// overrides with the `with_*` setters and call [`validate`](Self::validate) again.
+    ///
+    /// `component_name` chooses the system and user files (`/etc/<component_name>/config.toml`,
+    /// `$XDG_CONFIG_HOME/<component_name>/config.toml`), as the design says; it is read from
+    /// the explicit file and the environment only, since it decides which other files count.
     pub fn load(explicit_file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut files = vec![PathBuf::from(SYSTEM_CONFIG_PATH)];
-        files.extend(Self::user_config_path());
-        if let Some(path) = explicit_file {
-            if !path.is_file() {
+        Self::from_figment(&Self::layered_figment(explicit_file)?)
+    }
+
+    /// The figment [`load`](Self::load) extracts from: use it with [`explain`](Self::explain)
+    /// to say where each value came from.
+    pub fn layered_figment(explicit_file: Option<&Path>) -> Result<Figment, ConfigError> {
+        let explicit: Vec<PathBuf> = match explicit_file {
+            Some(path) if !path.is_file() => {
                 return Err(ConfigError::FileNotFound {
                     path: path.to_owned(),
-                });
+                })
             }
-            files.push(path.to_owned());
+            Some(path) => vec![path.to_owned()],
+            None => Vec::new(),
+        };
+        let component: String = Self::figment_from(&explicit)
+            .extract_inner("component_name")
+            .unwrap_or_else(|_| CollectorConfig::default().component_name);
+        if component.is_empty()
+            || component == "."
+            || component == ".."
+            || component.contains('/')
+            || component.contains('\0')
+        {
+            return Err(ConfigError::Invalid {
+                field: "component_name",
+                rule: "it must be usable as a directory name (it chooses /etc/<component_name>/)",
+                value: format!("{component:?}"),
+            });
         }
-        Self::from_figment(&Self::figment_from(&files))
+        let mut files = vec![Path::new("/etc").join(&component).join("config.toml")];
+        files.extend(Self::user_config_path_for(&component));
+        files.extend(explicit);
+        Ok(Self::figment_from(&files))
     }
+
+    /// The user file for `component`: `$XDG_CONFIG_HOME/<component>/config.toml`, or under
+    /// `$HOME/.config`.
+    pub fn user_config_path_for(component: &str) -> Option<PathBuf> {
+        Self::user_config_path()
+            .and_then(|p| p.parent()?.parent().map(Path::to_path_buf))
+            .map(|base| base.join(component).join("config.toml"))
+    }
+
+    /// Every key of the effective configuration with its value (as TOML text) and where it
+    /// came from (`default`, a file's path, or the environment variable), in key order.
+    pub fn explain(figment: &Figment) -> Result<Vec<ConfigValueSource>, ConfigError> {
+        let config = Self::from_figment(figment)?;
+        let value = toml_value(&config);
+        let mut rows = Vec::new();
+        for key in FIELD_NAMES {
+            let origin = match figment.find_metadata(key) {
+                Some(meta) => match &meta.source {
+                    Some(figment::Source::File(path)) => path.display().to_string(),
+                    Some(_) | None if meta.name.contains("environment") => {
+                        format!("environment {ENV_PREFIX}{}", key.to_ascii_uppercase())
+                    }
+                    // The only other layer is the built-in defaults (`Serialized`).
+                    _ => "default".to_owned(),
+                },
+                None => "default".to_owned(),
+            };
+            let shown = value
+                .get(*key)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "(unset)".to_owned());
+            rows.push(ConfigValueSource {
+                key,
+                value: shown,
+                origin,
+            });
+        }
+        Ok(rows)
+    }
+}
+
+/// One row of [`CollectorConfig::explain`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigValueSource {
+    /// The key.
+    pub key: &'static str,
+    /// Its effective value, as TOML.
+    pub value: String,
+    /// Where it came from.
+    pub origin: String,
+}
+
+fn toml_value(config: &CollectorConfig) -> std::collections::BTreeMap<String, toml::Value> {
+    toml::Value::try_from(config)
+        .ok()
+        .and_then(|v| v.as_table().cloned())
+        .map(|t| t.into_iter().collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -830,5 +915,67 @@ mod tests {
             ..CollectorConfig::default()
         };
         at_bounds.validate().unwrap();
+    }
+
+    /// The shipped example (`collector.example.toml`) loads, equals the defaults, and
+    /// names every key, so an operator finds every setting in it.
+    #[test]
+    fn the_example_file_loads_and_covers_every_key() {
+        const EXAMPLE: &str = include_str!("../../collector.example.toml");
+        Jail::expect_with(|jail| {
+            jail.create_file("example.toml", EXAMPLE)?;
+            let loaded =
+                CollectorConfig::from_figment(&CollectorConfig::figment_from(&["example.toml"]))
+                    .expect("the example loads");
+            assert_eq!(loaded, CollectorConfig::default());
+            Ok(())
+        });
+        for key in FIELD_NAMES {
+            assert!(
+                EXAMPLE
+                    .lines()
+                    .any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} ="))),
+                "collector.example.toml documents `{key}`"
+            );
+        }
+    }
+
+    /// `component_name` chooses the configuration files, and `explain` says where each
+    /// value came from.
+    #[test]
+    fn component_name_chooses_the_files_and_explain_names_each_origin() {
+        Jail::expect_with(|jail| {
+            let dir = jail.directory().to_owned();
+            jail.create_dir("xdg/edr")?;
+            jail.create_file("xdg/edr/config.toml", "max_event_sources = 5")?;
+            jail.create_dir("xdg/collector")?;
+            jail.create_file("xdg/collector/config.toml", "max_event_sources = 7")?;
+            jail.set_env("XDG_CONFIG_HOME", dir.join("xdg").display());
+            jail.set_env("COLLECTOR_COMPONENT_NAME", "edr");
+            jail.set_env("COLLECTOR_BATCH_TIMEOUT", "10ms");
+            let figment = CollectorConfig::layered_figment(None).unwrap();
+            let config = CollectorConfig::from_figment(&figment).unwrap();
+            assert_eq!(
+                config.max_event_sources, 5,
+                "the edr user file, not collector's"
+            );
+            let rows = CollectorConfig::explain(&figment).unwrap();
+            let row = |k: &str| rows.iter().find(|r| r.key == k).unwrap().clone();
+            assert!(row("max_event_sources")
+                .origin
+                .ends_with("xdg/edr/config.toml"));
+            assert_eq!(row("max_event_sources").value, "5");
+            assert_eq!(
+                row("batch_timeout").origin,
+                "environment COLLECTOR_BATCH_TIMEOUT"
+            );
+            assert_eq!(row("event_buffer_size").origin, "default");
+            assert_eq!(rows.len(), FIELD_NAMES.len());
+
+            jail.set_env("COLLECTOR_COMPONENT_NAME", "../etc");
+            let err = CollectorConfig::layered_figment(None).unwrap_err();
+            assert!(err.to_string().contains("component_name"), "{err}");
+            Ok(())
+        });
     }
 }

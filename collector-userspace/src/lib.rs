@@ -9,9 +9,11 @@
 //! - [`daemon`]: `collector run`, wiring sources, sinks and the IPC server.
 //! - [`stdout_sink`]: events as JSON lines on stdout.
 //! - [`ipc_cli`]: the client commands (`events`, `status`, `processes`).
+//! - [`config_cli`]: `collector config`, the effective configuration and its origins.
 //! - [`tasks`]: answers to detection tasks from procfs and the filesystem.
 #![deny(missing_docs)]
 
+pub mod config_cli;
 pub mod daemon;
 pub mod ebpf;
 pub mod ipc_cli;

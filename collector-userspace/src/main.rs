@@ -4,7 +4,7 @@
 //! running collector over its IPC socket. This file only wires the commands together.
 
 use clap::{Parser, Subcommand};
-use collector_userspace::{daemon, ipc_cli};
+use collector_userspace::{config_cli, daemon, ipc_cli};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -14,8 +14,18 @@ use tracing_subscriber::EnvFilter;
     about = "Kernel-level security event collector (eBPF)"
 )]
 struct Cli {
+    /// Log format on stderr: `text` for people, `json` (one object per line) for the
+    /// journal and log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -28,6 +38,8 @@ enum Command {
     Status(ipc_cli::StatusArgs),
     /// Print the process table as JSON lines.
     Processes(ipc_cli::ProcessesArgs),
+    /// Print the effective configuration and where each value came from.
+    Config(config_cli::ConfigArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,14 +54,17 @@ fn main() -> anyhow::Result<()> {
     };
     let default_level = if debug { "debug" } else { "info" };
     // Logs go to stderr; stdout carries events and command output only.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("COLLECTOR_LOG")
-                .unwrap_or_else(|_| EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter =
+        EnvFilter::try_from_env("COLLECTOR_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -59,6 +74,7 @@ fn main() -> anyhow::Result<()> {
             Command::Events(args) => ipc_cli::run_events(&args).await,
             Command::Status(args) => ipc_cli::run_status(&args).await,
             Command::Processes(args) => ipc_cli::run_processes(&args).await,
+            Command::Config(args) => config_cli::run_config(&args),
         }
     })
 }
