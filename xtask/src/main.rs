@@ -7,7 +7,9 @@
 //! - `test`       build, fmt check, clippy (userspace and kernel crate), every test incl. kernel tests
 //! - `bench`      criterion benchmarks and the kernel storm benchmarks
 //! - `fuzz`       fuzz the IPC frame decoder (installs cargo-fuzz)
+//! - `install`    build, then put the binary, systemd unit, example config and docs in place
 mod fuzz;
+mod install;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -49,6 +51,9 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Build, then install the binary, the systemd unit, the example configuration and
+    /// the operator docs (see docs/operations.md).
+    Install(install::InstallArgs),
     /// Run the criterion benchmarks.
     Bench {
         /// Extra arguments for `cargo bench`.
@@ -114,7 +119,7 @@ fn build_ebpf() -> Result<()> {
     Ok(())
 }
 
-fn build() -> Result<()> {
+pub(crate) fn build() -> Result<()> {
     build_ebpf()?;
     run(cargo().current_dir(root()).args([
         "build",
@@ -193,5 +198,6 @@ fn main() -> Result<()> {
         Cmd::Test { args } => test(args),
         Cmd::Bench { args } => bench(args),
         Cmd::Fuzz { seconds } => fuzz::fuzz(seconds),
+        Cmd::Install(args) => install::install(&args),
     }
 }
