@@ -100,6 +100,8 @@ pub const FIELD_NAMES: &[&str] = &[
     "ipc_allowed_gids",
     "socket_group",
     "subscriber_queue_batches",
+    "metrics_addr",
+    "kernel_bpf_stats",
 ];
 
 /// Configuration of a [`Collector`](crate::Collector) and the IPC server it hosts.
@@ -161,6 +163,13 @@ pub struct CollectorConfig {
     pub socket_group: Option<String>,
     /// Batches queued per IPC subscriber before its batches are dropped (default 256).
     pub subscriber_queue_batches: usize,
+    /// Serve Prometheus metrics at `http://<metrics_addr>/metrics` and health at
+    /// `/healthz` (default none; e.g. `127.0.0.1:9464`).
+    pub metrics_addr: Option<String>,
+    /// Turn on the kernel's BPF run-time statistics while the collector runs, so the
+    /// metrics show what each kernel program costs (run count and time). Costs a few
+    /// nanoseconds per program run, for every BPF program on the host (default false).
+    pub kernel_bpf_stats: bool,
 }
 
 impl Default for CollectorConfig {
@@ -187,6 +196,8 @@ impl Default for CollectorConfig {
             ipc_allowed_gids: Vec::new(),
             socket_group: None,
             subscriber_queue_batches: 256,
+            metrics_addr: None,
+            kernel_bpf_stats: false,
         }
     }
 }
@@ -461,6 +472,15 @@ impl CollectorConfig {
                     "it must be a group name (letters, digits, `_`, `.`, `-`, not starting \
                      with `-`, at most 32 characters) or a numeric gid",
                     group,
+                ));
+            }
+        }
+        if let Some(addr) = &self.metrics_addr {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(
+                    "metrics_addr",
+                    "it must be an address and port, like 127.0.0.1:9464 or [::1]:9464",
+                    addr,
                 ));
             }
         }

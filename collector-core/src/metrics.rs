@@ -60,7 +60,7 @@ fn health_name(h: HealthState) -> &'static str {
     }
 }
 
-/// Renders `status` in the Prometheus text format (OpenMetrics flavour).
+/// Renders `status` in the classic Prometheus text format (see [`encode_classic`]).
 pub fn render_prometheus(status: &StatusSnapshot) -> String {
     let mut registry = Registry::with_prefix("collector");
 
@@ -208,9 +208,50 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
     subscribers.set(c.subscribers as i64);
     registry.register("ipc_subscribers", "Connected IPC subscribers", subscribers);
 
-    let mut out = String::new();
+    encode_classic(&registry)
+}
+
+/// Encodes `registry` in the classic Prometheus text format (version 0.0.4), which is what
+/// `promtool check metrics` and node_exporter's textfile collector parse.
+///
+/// prometheus-client writes OpenMetrics, where a counter family `x` has `# HELP x` and
+/// `# TYPE x counter` but samples named `x_total`; the classic parser then sees samples
+/// without help or type. This renames the family lines of counters to `x_total` and
+/// drops the OpenMetrics-only `# UNIT` and `# EOF` lines.
+pub fn encode_classic(registry: &Registry) -> String {
+    let mut open_metrics = String::new();
     // Writing into a String cannot fail.
-    encode(&mut out, &registry).expect("encode metrics into a String");
+    encode(&mut open_metrics, registry).expect("encode metrics into a String");
+    let mut counters = std::collections::HashSet::new();
+    for line in open_metrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some(name) = rest.strip_suffix(" counter") {
+                counters.insert(name.to_owned());
+            }
+        }
+    }
+    let mut out = String::with_capacity(open_metrics.len() + 64 * counters.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|rest| ("# HELP ", rest))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|rest| ("# TYPE ", rest)));
+        match meta {
+            Some((tag, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                if counters.contains(name) && !name.ends_with("_total") {
+                    out.push_str(&format!("{tag}{name}_total {tail}"));
+                } else {
+                    out.push_str(line);
+                }
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
     out
 }
 
@@ -267,5 +308,72 @@ mod tests {
                 "missing `{line}` in:\n{text}"
             );
         }
+    }
+
+    /// The exposition passes `promtool check metrics` (Debian's `prometheus` package,
+    /// installed by `cargo xtask setup`): every sample has help and type.
+    #[test]
+    fn exposition_passes_promtool() {
+        let mut stats = SourceStats::default();
+        stats.kernel_lost.insert("open".into(), 7);
+        stats.dropped.insert("decode_error".into(), 2);
+        let status = StatusSnapshot {
+            version: "0".into(),
+            component_name: "c".into(),
+            uptime_seconds: 1.5,
+            capabilities: SourceCaps::FILESYSTEM,
+            sources: vec![SourceStatus {
+                name: "ebpf-filesystem".into(),
+                capabilities: SourceCaps::FILESYSTEM,
+                health: HealthState::Healthy,
+                last_error: None,
+                events_received: 93,
+                dropped: [("backpressure".to_string(), 3)].into(),
+                stats,
+                queue_depth: 4,
+                queue_high_water: 9,
+            }],
+            counters: PipelineCounters::default(),
+        };
+        let text = render_prometheus(&status);
+        assert!(!text.contains("# EOF"));
+        assert!(text.contains("# TYPE collector_kernel_events_lost_total counter"));
+        let promtool = std::env::var_os("PATH")
+            .iter()
+            .flat_map(std::env::split_paths)
+            .map(|d| d.join("promtool"))
+            .find(|p| p.is_file());
+        let Some(promtool) = promtool else {
+            assert!(
+                std::env::var("COLLECTOR_REQUIRE_KERNEL").as_deref() != Ok("1"),
+                "promtool is missing in CI: `cargo xtask setup` installs Debian's prometheus"
+            );
+            eprintln!("skipping the promtool check: promtool is not installed");
+            return;
+        };
+        let mut child = std::process::Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && report.trim().is_empty(),
+            "promtool: {report}\n{text}"
+        );
     }
 }

@@ -10,6 +10,7 @@ use collector_core::ipc::{CollectorIpcServer, IpcServerConfig, IpcSink, StatusPr
 use collector_core::{Collector, CollectorConfig, EventSource};
 
 use crate::ebpf::{source_name, KernelConfig, KernelDomain, KernelPrograms, KernelSource};
+use crate::metrics_server::MetricsSource;
 use crate::procfs::{
     PerformanceEventSource, PerformanceSourceConfig, ProcessEventSource, ProcessSourceConfig,
 };
@@ -39,6 +40,10 @@ pub struct RunArgs {
     /// (for node_exporter's textfile collector).
     #[arg(long, value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics and health at /healthz
+    /// [default: from config, `metrics_addr`, none].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
     /// Kernel domains to collect (process, network, filesystem); all by default.
     #[arg(long = "domain", value_name = "DOMAIN")]
     pub domains: Vec<String>,
@@ -155,6 +160,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.data_dir {
         config.data_dir = dir.clone();
     }
+    if let Some(addr) = &args.metrics_addr {
+        config.metrics_addr = Some(addr.clone());
+    }
     config.validate().context("invalid configuration")?;
 
     let mut kernel = KernelConfig {
@@ -183,8 +191,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         kernel_sources(kernel, &domains)
     };
+    let mut kernel_programs = None;
     match kernel {
         Ok(sources) => {
+            kernel_programs = sources.first().map(|s| Arc::clone(s.programs()));
             for source in sources {
                 collector.register(Box::new(source))?;
             }
@@ -246,14 +256,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ))
     };
 
+    let metrics = Arc::new(crate::daemon_metrics::DaemonMetrics::new(
+        handle.clone(),
+        kernel_programs,
+    ));
     let metrics_task = args.metrics_file.clone().map(|path| {
+        let metrics = Arc::clone(&metrics);
         let handle = handle.clone();
         let every = config.telemetry_interval;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                if let Err(e) = write_metrics(&path, &handle.status()) {
+                if let Err(e) = write_metrics(&path, metrics.as_ref(), &metrics.status()) {
                     tracing::warn!(path = %path.display(), "cannot write metrics: {e}");
                 }
                 if handle.is_shutting_down() {
@@ -263,11 +278,34 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         })
     });
 
+    // Held for the daemon's life: the kernel counts program run time while it is open.
+    let _bpf_stats = if config.kernel_bpf_stats {
+        Some(crate::ebpf::enable_bpf_stats().context("kernel_bpf_stats")?)
+    } else {
+        None
+    };
+    let metrics_server = match &config.metrics_addr {
+        Some(addr) => {
+            let server = crate::metrics_server::MetricsServer::bind(addr, metrics.clone())
+                .await
+                .context("metrics_addr")?;
+            tracing::info!(addr = %server.local_addr()?, "serving metrics at /metrics, health at /healthz");
+            let token = handle.shutdown_token();
+            Some(tokio::spawn(
+                server.run(async move { token.cancelled().await }),
+            ))
+        }
+        None => None,
+    };
+
     let summary = collector.run().await?;
+    if let Some(task) = metrics_server {
+        let _ = task.await;
+    }
     if let Some(task) = metrics_task {
         task.abort();
         if let Some(path) = &args.metrics_file {
-            write_metrics(path, &summary.status)?;
+            write_metrics(path, metrics.as_ref(), &summary.status)?;
         }
     }
     if let Some(task) = server_task {
@@ -285,10 +323,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 /// Writes the metrics atomically (temp file + rename), so a scraper never reads half.
 fn write_metrics(
     path: &std::path::Path,
+    metrics: &dyn MetricsSource,
     status: &collector_core::StatusSnapshot,
 ) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, collector_core::metrics::render_prometheus(status))?;
+    std::fs::write(&tmp, metrics.render(status))?;
     std::fs::rename(&tmp, path)
 }
 

@@ -9,14 +9,18 @@
 //! - [`daemon`]: `collector run`, wiring sources, sinks and the IPC server.
 //! - [`stdout_sink`]: events as JSON lines on stdout.
 //! - [`ipc_cli`]: the client commands (`events`, `status`, `processes`).
+//! - [`daemon_metrics`]: the daemon's own CPU, memory and kernel-program cost as metrics.
+//! - [`metrics_server`]: `/metrics` and `/healthz` over HTTP (`collector run --metrics-addr`).
 //! - [`config_cli`]: `collector config`, the effective configuration and its origins.
 //! - [`tasks`]: answers to detection tasks from procfs and the filesystem.
 #![deny(missing_docs)]
 
 pub mod config_cli;
 pub mod daemon;
+pub mod daemon_metrics;
 pub mod ebpf;
 pub mod ipc_cli;
+pub mod metrics_server;
 pub mod procfs;
 pub mod stdout_sink;
 pub mod store;

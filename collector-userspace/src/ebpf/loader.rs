@@ -94,6 +94,9 @@ pub enum LoadError {
     /// Raw syscall hooks were asked for but this kernel's `pt_regs` is not the x86_64 one.
     #[error("raw sys_enter/sys_exit hooks need x86_64 `pt_regs` field names, which this kernel's BTF lacks: use syscall tracepoints (mount tracefs)")]
     NoRawSyscalls,
+    /// The kernel's BPF statistics could not be turned on.
+    #[error("cannot turn on the kernel's BPF statistics (BPF_ENABLE_STATS needs Linux >= 5.8 and CAP_SYS_ADMIN or CAP_BPF); set kernel_bpf_stats = false")]
+    BpfStats(#[source] Box<aya::sys::SyscallError>),
     /// A kernel setting is out of range: refused, never a silent fallback.
     #[error("invalid kernel setting `{setting}` = {value}: {rule}")]
     InvalidSetting {
@@ -744,6 +747,52 @@ impl KernelPrograms {
             .map(|specs| specs.iter().map(|s| s.name).collect())
             .unwrap_or_default()
     }
+
+    /// What each attached program has cost so far, from the kernel's BPF statistics
+    /// (counted only while they are on: `kernel.bpf_stats_enabled` or
+    /// [`enable_bpf_stats`]), in program-name order.
+    pub fn program_costs(&self) -> Vec<ProgramCost> {
+        let attached: Vec<&'static str> = {
+            let attached = self.attached.lock().expect("attached lock poisoned");
+            attached
+                .values()
+                .flat_map(|specs| specs.iter().map(|s| s.name))
+                .collect()
+        };
+        let ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+        let mut costs: Vec<ProgramCost> = ebpf
+            .programs()
+            .filter(|(name, _)| attached.contains(name))
+            .filter_map(|(name, program)| {
+                let info = program.info().ok()?;
+                Some(ProgramCost {
+                    program: name.to_owned(),
+                    run_count: info.run_count(),
+                    run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                })
+            })
+            .collect();
+        costs.sort_by(|a, b| a.program.cmp(&b.program));
+        costs
+    }
+}
+
+/// Run count and accumulated run time of one kernel program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramCost {
+    /// Program name.
+    pub program: String,
+    /// Times it ran.
+    pub run_count: u64,
+    /// Nanoseconds it ran, in all.
+    pub run_time_ns: u64,
+}
+
+/// Turns the kernel's BPF run-time statistics on for as long as the returned descriptor
+/// lives (`BPF_ENABLE_STATS`, Linux >= 5.8), the way `kernel.bpf_stats_enabled=1` does
+/// without changing a sysctl that others may rely on.
+pub fn enable_bpf_stats() -> Result<std::os::fd::OwnedFd, LoadError> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| LoadError::BpfStats(Box::new(e)))
 }
 
 fn attach_program(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf) -> Result<(), LoadError> {

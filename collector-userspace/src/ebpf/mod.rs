@@ -11,5 +11,8 @@ pub mod loader;
 pub mod offsets;
 pub mod source;
 
-pub use loader::{KernelConfig, KernelDomain, KernelPrograms, LoadError, SyscallHooks};
+pub use loader::{
+    enable_bpf_stats, KernelConfig, KernelDomain, KernelPrograms, LoadError, ProgramCost,
+    SyscallHooks,
+};
 pub use source::{source_name, KernelSource};

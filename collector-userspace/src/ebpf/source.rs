@@ -45,6 +45,11 @@ impl KernelSource {
         })
     }
 
+    /// The loaded kernel programs this source drains (shared by every domain).
+    pub fn programs(&self) -> &Arc<KernelPrograms> {
+        &self.programs
+    }
+
     /// The domain.
     pub fn domain(&self) -> KernelDomain {
         self.domain
