@@ -298,7 +298,33 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
 
+    let reload_task = {
+        let (socket, data_dir, metrics_addr) = (
+            args.socket.clone(),
+            args.data_dir.clone(),
+            args.metrics_addr.clone(),
+        );
+        crate::reload::spawn(
+            args.config.clone(),
+            config.clone(),
+            move |c| {
+                if let Some(socket) = &socket {
+                    c.socket_path = socket.clone();
+                }
+                if let Some(dir) = &data_dir {
+                    c.data_dir = dir.clone();
+                }
+                if let Some(addr) = &metrics_addr {
+                    c.metrics_addr = Some(addr.clone());
+                }
+            },
+            handle.shutdown_token(),
+        )
+        .context("installing the SIGHUP handler")?
+    };
+
     let summary = collector.run().await?;
+    reload_task.abort();
     if let Some(task) = metrics_server {
         let _ = task.await;
     }

@@ -11,6 +11,8 @@
 //! - [`ipc_cli`]: the client commands (`events`, `status`, `processes`).
 //! - [`daemon_metrics`]: the daemon's own CPU, memory and kernel-program cost as metrics.
 //! - [`metrics_server`]: `/metrics` and `/healthz` over HTTP (`collector run --metrics-addr`).
+//! - [`logging`]: stderr logs as text or JSON, with a level a reload can change.
+//! - [`reload`]: SIGHUP reloads the configuration, applying what can change live.
 //! - [`config_cli`]: `collector config`, the effective configuration and its origins.
 //! - [`tasks`]: answers to detection tasks from procfs and the filesystem.
 #![deny(missing_docs)]
@@ -20,8 +22,10 @@ pub mod daemon;
 pub mod daemon_metrics;
 pub mod ebpf;
 pub mod ipc_cli;
+pub mod logging;
 pub mod metrics_server;
 pub mod procfs;
+pub mod reload;
 pub mod stdout_sink;
 pub mod store;
 pub mod tasks;

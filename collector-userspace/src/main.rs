@@ -4,8 +4,7 @@
 //! running collector over its IPC socket. This file only wires the commands together.
 
 use clap::{Parser, Subcommand};
-use collector_userspace::{config_cli, daemon, ipc_cli};
-use tracing_subscriber::EnvFilter;
+use collector_userspace::{config_cli, daemon, ipc_cli, logging};
 
 #[derive(Parser)]
 #[command(
@@ -16,16 +15,10 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     /// Log format on stderr: `text` for people, `json` (one object per line) for the
     /// journal and log shippers.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -52,19 +45,7 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or(false),
         _ => false,
     };
-    let default_level = if debug { "debug" } else { "info" };
-    // Logs go to stderr; stdout carries events and command output only.
-    let filter =
-        EnvFilter::try_from_env("COLLECTOR_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        LogFormat::Json => logs.json().with_current_span(false).init(),
-    }
+    logging::init(cli.log_format, debug);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
