@@ -102,6 +102,7 @@ pub const FIELD_NAMES: &[&str] = &[
     "subscriber_queue_batches",
     "metrics_addr",
     "kernel_bpf_stats",
+    "enable_process_store",
 ];
 
 /// Configuration of a [`Collector`](crate::Collector) and the IPC server it hosts.
@@ -170,6 +171,11 @@ pub struct CollectorConfig {
     /// metrics show what each kernel program costs (run count and time). Costs a few
     /// nanoseconds per program run, for every BPF program on the host (default false).
     pub kernel_bpf_stats: bool,
+    /// Keep the process table in an embedded database under `data_dir` (default true).
+    /// When on, a store that cannot be opened (a read-only or missing directory, a file
+    /// in its place, another daemon holding it) stops the collector at start; turn it off
+    /// to run without one.
+    pub enable_process_store: bool,
 }
 
 impl Default for CollectorConfig {
@@ -198,6 +204,7 @@ impl Default for CollectorConfig {
             subscriber_queue_batches: 256,
             metrics_addr: None,
             kernel_bpf_stats: false,
+            enable_process_store: true,
         }
     }
 }

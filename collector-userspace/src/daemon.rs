@@ -211,21 +211,30 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    match ProcessStore::open_in(&config.data_dir, StoreConfig::default()) {
-        Ok(store) => {
-            // Processes that exited while no collector ran never got their `exit`.
-            let alive = |r: &ProcessRecord| Path::new("/proc").join(r.pid.to_string()).exists();
-            match store.retain_processes(alive) {
-                Ok(gone) => tracing::info!(
-                    path = %store.path().display(),
-                    gone,
-                    "process store ready"
-                ),
-                Err(e) => tracing::warn!("process store: cannot prune exited processes: {e}"),
-            }
-            collector.add_sink(Arc::new(store));
+    if config.enable_process_store {
+        // The operator asked for a store: one that cannot open is an error, not a warning
+        // the daemon runs past without its memory.
+        let store =
+            ProcessStore::open_in(&config.data_dir, StoreConfig::default()).with_context(|| {
+                format!(
+                    "opening the process store in data_dir {} (fix the directory, or set \
+                     enable_process_store = false to run without a store)",
+                    config.data_dir.display()
+                )
+            })?;
+        // Processes that exited while no collector ran never got their `exit`.
+        let alive = |r: &ProcessRecord| Path::new("/proc").join(r.pid.to_string()).exists();
+        match store.retain_processes(alive) {
+            Ok(gone) => tracing::info!(
+                path = %store.path().display(),
+                gone,
+                "process store ready"
+            ),
+            Err(e) => tracing::warn!("process store: cannot prune exited processes: {e}"),
         }
-        Err(e) => tracing::warn!("process store disabled: {e}"),
+        collector.add_sink(Arc::new(store));
+    } else {
+        tracing::info!("process store off (enable_process_store = false)");
     }
     if !args.no_stdout {
         collector.add_sink(Arc::new(StdoutSink::new(std::io::BufWriter::new(
