@@ -103,6 +103,18 @@ pub const FIELD_NAMES: &[&str] = &[
     "metrics_addr",
     "kernel_bpf_stats",
     "enable_process_store",
+    "kernel_domains",
+    "process_ring_bytes",
+    "process_wakeup_bytes",
+    "network_ring_bytes",
+    "network_wakeup_bytes",
+    "file_ring_bytes",
+    "file_wakeup_bytes",
+    "syscall_hooks",
+    "kernel_poll_interval",
+    "excluded_pids",
+    "excluded_comms",
+    "excluded_path_prefixes",
 ];
 
 /// Configuration of a [`Collector`](crate::Collector) and the IPC server it hosts.
@@ -176,6 +188,35 @@ pub struct CollectorConfig {
     /// in its place, another daemon holding it) stops the collector at start; turn it off
     /// to run without one.
     pub enable_process_store: bool,
+    /// Kernel domains to collect: `process`, `network`, `filesystem` (default all).
+    pub kernel_domains: Vec<String>,
+    /// Bytes of the process ring buffer: a power of two, at least the page size, at most
+    /// 1 GiB (default 8 MiB).
+    pub process_ring_bytes: u32,
+    /// Pending bytes at which the process ring wakes its reader; 0 wakes per record when
+    /// the reader is idle (default 0: lowest latency).
+    pub process_wakeup_bytes: u64,
+    /// Bytes of the network ring buffer (default 8 MiB).
+    pub network_ring_bytes: u32,
+    /// Wakeup watermark of the network ring (default 0).
+    pub network_wakeup_bytes: u64,
+    /// Bytes of the filesystem ring buffer (default 32 MiB).
+    pub file_ring_bytes: u32,
+    /// Wakeup watermark of the filesystem ring: file events come in storms, so the reader
+    /// wakes per 256 KiB and drains on its own timer below that (default 262144).
+    pub file_wakeup_bytes: u64,
+    /// Hooks of the syscall-based programs: `auto` (per-syscall tracepoints, raw
+    /// sys_enter/sys_exit when tracefs cannot be had), `tracepoints`, or `raw` (default auto).
+    pub syscall_hooks: String,
+    /// How often ring readers drain without a wakeup (default 10ms; at most 10s).
+    #[serde(with = "humantime_serde")]
+    pub kernel_poll_interval: Duration,
+    /// Process ids whose events the kernel drops (the collector is always excluded).
+    pub excluded_pids: Vec<u32>,
+    /// Task names (comm) whose events the kernel drops (1..=15 bytes each).
+    pub excluded_comms: Vec<String>,
+    /// Absolute path prefixes (at most 128 bytes) whose file events the kernel drops.
+    pub excluded_path_prefixes: Vec<String>,
 }
 
 impl Default for CollectorConfig {
@@ -205,6 +246,18 @@ impl Default for CollectorConfig {
             metrics_addr: None,
             kernel_bpf_stats: false,
             enable_process_store: true,
+            kernel_domains: vec!["process".into(), "network".into(), "filesystem".into()],
+            process_ring_bytes: 8 << 20,
+            process_wakeup_bytes: 0,
+            network_ring_bytes: 8 << 20,
+            network_wakeup_bytes: 0,
+            file_ring_bytes: 32 << 20,
+            file_wakeup_bytes: 256 << 10,
+            syscall_hooks: "auto".into(),
+            kernel_poll_interval: Duration::from_millis(10),
+            excluded_pids: Vec::new(),
+            excluded_comms: Vec::new(),
+            excluded_path_prefixes: Vec::new(),
         }
     }
 }

@@ -9,7 +9,9 @@ use anyhow::Context;
 use collector_core::ipc::{CollectorIpcServer, IpcServerConfig, IpcSink, StatusProvider};
 use collector_core::{Collector, CollectorConfig, EventSource};
 
-use crate::ebpf::{source_name, KernelConfig, KernelDomain, KernelPrograms, KernelSource};
+use crate::ebpf::{
+    source_name, KernelConfig, KernelDomain, KernelPrograms, KernelSource, SyscallHooks,
+};
 use crate::metrics_server::MetricsSource;
 use crate::procfs::{
     PerformanceEventSource, PerformanceSourceConfig, ProcessEventSource, ProcessSourceConfig,
@@ -44,7 +46,8 @@ pub struct RunArgs {
     /// [default: from config, `metrics_addr`, none].
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
-    /// Kernel domains to collect (process, network, filesystem); all by default.
+    /// Kernel domains to collect (process, network, filesystem) [default: from config,
+    /// `kernel_domains`, all].
     #[arg(long = "domain", value_name = "DOMAIN")]
     pub domains: Vec<String>,
     /// Exclude these task names (comm) in the kernel.
@@ -86,6 +89,34 @@ fn parse_domains(names: &[String]) -> anyhow::Result<Vec<KernelDomain>> {
             }
         })
         .collect()
+}
+
+/// The kernel side's settings from the configuration (validated by
+/// [`KernelConfig::validate`], whose errors name the same keys).
+pub fn kernel_config(config: &CollectorConfig) -> anyhow::Result<KernelConfig> {
+    let syscall_hooks = match config.syscall_hooks.as_str() {
+        "auto" => SyscallHooks::Auto,
+        "tracepoints" => SyscallHooks::Tracepoints,
+        "raw" => SyscallHooks::Raw,
+        other => anyhow::bail!(
+            "invalid kernel setting `syscall_hooks` = {other:?}: it must be auto, tracepoints or raw"
+        ),
+    };
+    Ok(KernelConfig {
+        process_ring_bytes: config.process_ring_bytes,
+        process_wakeup_bytes: config.process_wakeup_bytes,
+        network_ring_bytes: config.network_ring_bytes,
+        network_wakeup_bytes: config.network_wakeup_bytes,
+        file_ring_bytes: config.file_ring_bytes,
+        file_wakeup_bytes: config.file_wakeup_bytes,
+        excluded_pids: config.excluded_pids.clone(),
+        excluded_comms: config.excluded_comms.clone(),
+        excluded_path_prefixes: config.excluded_path_prefixes.clone(),
+        syscall_hooks,
+        poll_interval: config.kernel_poll_interval,
+        max_send_wait: config.max_backpressure_wait,
+        ..KernelConfig::default()
+    })
 }
 
 /// Loads the kernel programs and makes one source per domain that attaches. Domains
@@ -165,25 +196,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     config.validate().context("invalid configuration")?;
 
-    let mut kernel = KernelConfig {
-        excluded_pids: args.exclude_pids.clone(),
-        excluded_comms: args.exclude_comms.clone(),
-        excluded_path_prefixes: args.exclude_paths.clone(),
-        max_send_wait: config.max_backpressure_wait,
-        ..KernelConfig::default()
-    };
+    // Command-line flags win over the configuration, as `--socket` does.
+    if !args.exclude_pids.is_empty() {
+        config.excluded_pids = args.exclude_pids.clone();
+    }
+    if !args.exclude_comms.is_empty() {
+        config.excluded_comms = args.exclude_comms.clone();
+    }
+    if !args.exclude_paths.is_empty() {
+        config.excluded_path_prefixes = args.exclude_paths.clone();
+    }
     if let Some(b) = args.process_ring_bytes {
-        kernel.process_ring_bytes = b;
+        config.process_ring_bytes = b;
     }
     if let Some(b) = args.network_ring_bytes {
-        kernel.network_ring_bytes = b;
+        config.network_ring_bytes = b;
     }
     if let Some(b) = args.file_ring_bytes {
-        kernel.file_ring_bytes = b;
+        config.file_ring_bytes = b;
     }
+    if !args.domains.is_empty() {
+        config.kernel_domains = args.domains.clone();
+    }
+    let kernel = kernel_config(&config)?;
     // A bad kernel setting is the operator's mistake: say which, don't fall back to polling.
     kernel.validate().context("invalid kernel setting")?;
-    let domains = parse_domains(&args.domains)?;
+    let domains = parse_domains(&config.kernel_domains).context("kernel_domains")?;
 
     let mut collector = Collector::new(config.clone())?;
     let kernel = if args.procfs {
@@ -401,5 +439,26 @@ mod tests {
             let caps = source.capabilities();
             assert!(!caps.intersects(SourceCaps::KERNEL_LEVEL | SourceCaps::REALTIME));
         }
+    }
+
+    /// The configuration's kernel defaults are the kernel side's own defaults.
+    #[test]
+    fn kernel_settings_from_the_default_configuration_are_the_kernel_defaults() {
+        let from_config = kernel_config(&CollectorConfig::default()).unwrap();
+        let own = KernelConfig::default();
+        assert_eq!(from_config.process_ring_bytes, own.process_ring_bytes);
+        assert_eq!(from_config.process_wakeup_bytes, own.process_wakeup_bytes);
+        assert_eq!(from_config.network_ring_bytes, own.network_ring_bytes);
+        assert_eq!(from_config.network_wakeup_bytes, own.network_wakeup_bytes);
+        assert_eq!(from_config.file_ring_bytes, own.file_ring_bytes);
+        assert_eq!(from_config.file_wakeup_bytes, own.file_wakeup_bytes);
+        assert_eq!(from_config.syscall_hooks, own.syscall_hooks);
+        assert_eq!(from_config.poll_interval, own.poll_interval);
+        let bad = CollectorConfig {
+            syscall_hooks: "fast".into(),
+            ..CollectorConfig::default()
+        };
+        let err = kernel_config(&bad).unwrap_err().to_string();
+        assert!(err.contains("syscall_hooks"), "{err}");
     }
 }

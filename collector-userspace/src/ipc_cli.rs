@@ -339,7 +339,13 @@ mod tests {
             text.contains("# TYPE collector_uptime_seconds gauge"),
             "{text}"
         );
-        assert!(text.trim_end().ends_with("# EOF"), "{text}");
+        // The classic text format (what promtool and node_exporter parse): no `# EOF`,
+        // and counters' help and type name the `_total` samples.
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(
+            text.contains("# TYPE collector_events_delivered_total counter"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

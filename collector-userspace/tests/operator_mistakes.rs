@@ -84,6 +84,19 @@ fn bad_settings_stop_the_daemon_naming_the_setting() {
         (vec!["--process-ring-bytes", "0"], "", "process_ring_bytes"),
         (vec!["--file-ring-bytes", "12345"], "", "file_ring_bytes"),
         (vec!["--metrics-addr", "localhost"], "", "metrics_addr"),
+        (vec![], "file_ring_bytes = 0", "file_ring_bytes"),
+        (
+            vec![],
+            "process_wakeup_bytes = 99999999999",
+            "process_wakeup_bytes",
+        ),
+        (vec![], "syscall_hooks = \"fast\"", "syscall_hooks"),
+        (
+            vec![],
+            "excluded_comms = [\"a-name-longer-than-15\"]",
+            "excluded_comms",
+        ),
+        (vec![], "kernel_domains = [\"disk\"]", "kernel_domains"),
     ] {
         let mut all = vec!["--data-dir", data_dir];
         all.extend(args.iter().copied());
