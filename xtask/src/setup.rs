@@ -78,7 +78,50 @@ pub fn ensure() -> Result<()> {
             "--force",
         ]))?;
     }
-    check_llvm(llvm)
+    check_llvm(llvm)?;
+    ensure_debian_tools()
+}
+
+/// Tools the tests and benchmarks run, with the Debian package that brings each:
+/// promtool checks the metrics exposition, bpftool reads and detaches programs in the
+/// kernel tests and benchmarks.
+pub const DEBIAN_TOOLS: &[(&str, &str)] = &[("promtool", "prometheus"), ("bpftool", "bpftool")];
+
+fn on_path(binary: &str) -> bool {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .any(|dir| dir.join(binary).is_file())
+}
+
+/// Installs the Debian packages of [`DEBIAN_TOOLS`] that are missing (as root, with
+/// apt-get); elsewhere says what to install, since the tests that need them then skip
+/// (or fail under `COLLECTOR_REQUIRE_KERNEL=1`).
+pub fn ensure_debian_tools() -> Result<()> {
+    let missing: Vec<&str> = DEBIAN_TOOLS
+        .iter()
+        .filter(|(binary, _)| !on_path(binary))
+        .map(|&(_, package)| package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !crate::is_root() || !on_path("apt-get") {
+        eprintln!(
+            "xtask: missing tools for some tests; install them: apt-get install {}",
+            missing.join(" ")
+        );
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    run(Command::new("apt-get")
+        .args(["update", "-qq"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 fn check_llvm(nightly_llvm: u32) -> Result<()> {
