@@ -7,10 +7,12 @@
 //! - `test`       build, fmt check, clippy (userspace and kernel crate), every test incl. kernel tests
 //! - `bench`      criterion benchmarks and the kernel storm benchmarks
 //! - `fuzz`       fuzz the IPC frame decoder (installs cargo-fuzz)
+//! - `storm`      the storms against the release daemon and a `collector events` subscriber
 //! - `install`    build, then put the binary, systemd unit, example config and docs in place
 mod fuzz;
 mod install;
 mod setup;
+mod storm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,6 +56,9 @@ enum Cmd {
     /// Build, then install the binary, the systemd unit, the example configuration and
     /// the operator docs (see docs/operations.md).
     Install(install::InstallArgs),
+    /// The storms as an operator runs them: release daemon + JSON subscriber, untraced vs
+    /// traced, with CPU, memory and per-program kernel cost.
+    Storm(storm::StormArgs),
     /// Run the criterion benchmarks.
     Bench {
         /// Extra arguments for `cargo bench`.
@@ -80,7 +85,7 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
@@ -186,7 +191,13 @@ fn bench(args: Vec<String>) -> Result<()> {
     run(cargo()
         .current_dir(root())
         .args(["bench", "--workspace"])
-        .args(args))
+        .args(&args))?;
+    // The whole daemon under the storms, with each kernel program's cost per call. Only
+    // for a full `cargo xtask bench` (arguments select criterion benchmarks).
+    if args.is_empty() && is_root() {
+        storm::storm(&storm::StormArgs::default())?;
+    }
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -199,5 +210,6 @@ fn main() -> Result<()> {
         Cmd::Bench { args } => bench(args),
         Cmd::Fuzz { seconds } => fuzz::fuzz(seconds),
         Cmd::Install(args) => install::install(&args),
+        Cmd::Storm(args) => storm::storm(&args),
     }
 }

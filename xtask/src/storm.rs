@@ -1,0 +1,459 @@
+//! `cargo xtask storm`: the storms as an operator runs them. The release `collector run`
+//! daemon (with `--no-stdout`, BPF statistics on, a metrics endpoint) and one
+//! `collector events` subscriber writing JSON lines to a file, against an actor process
+//! that runs the storm untraced and traced in turn.
+//!
+//! For each storm it prints: the workload's untraced and traced rates (medians) and their
+//! ratio, what the subscriber received of the actor's events, the kernel's losses, the
+//! daemon's and the subscriber's CPU per event, the daemon's peak RSS and its RSS without
+//! the ring-buffer mappings, and each kernel program's average cost per call.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// Options of `cargo xtask storm`.
+#[derive(Debug, clap::Args)]
+pub struct StormArgs {
+    /// Storms to run (open, exec, connect); all by default.
+    storms: Vec<String>,
+    /// Untraced/traced pairs per storm.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Multiply every storm's size (0.1 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+}
+
+impl Default for StormArgs {
+    fn default() -> Self {
+        Self {
+            storms: Vec::new(),
+            repeat: 3,
+            scale: 1.0,
+        }
+    }
+}
+
+struct Storm {
+    name: &'static str,
+    domain: &'static str,
+    count: u64,
+    actor_args: Vec<String>,
+    /// Events of the actor expected per iteration, and once per run.
+    per_iteration: u64,
+    extra: u64,
+    /// Whether a JSON line (already known to be the actor's or its children's) is one
+    /// of the storm's events.
+    is_storm_event: fn(&str, u32) -> bool,
+}
+
+fn storms(scale: f64) -> Vec<Storm> {
+    let n = |base: u64| ((base as f64 * scale) as u64).max(1);
+    let exec_args: Vec<String> = (1..=8).map(|i| format!("arg{i}")).collect();
+    vec![
+        Storm {
+            name: "open",
+            domain: "filesystem",
+            count: n(1_000_000),
+            actor_args: vec![
+                "opens".into(),
+                "/etc/hostname".into(),
+                n(1_000_000).to_string(),
+            ],
+            per_iteration: 1,
+            extra: 0,
+            is_storm_event: |line, pid| {
+                line.contains(&format!("\"pid\":{pid},")) && line.contains("\"/etc/hostname\"")
+            },
+        },
+        Storm {
+            name: "exec",
+            domain: "process",
+            count: n(5_000),
+            actor_args: ["exec-storm".to_string(), n(5_000).to_string()]
+                .into_iter()
+                .chain(exec_args)
+                .collect(),
+            // fork (pid = actor), exec and exit (ppid = actor)
+            per_iteration: 3,
+            extra: 0,
+            is_storm_event: |line, pid| {
+                (line.contains("\"kind\":\"fork\"") && line.contains(&format!("\"pid\":{pid},")))
+                    || line.contains(&format!("\"ppid\":{pid},"))
+            },
+        },
+        Storm {
+            name: "connect",
+            domain: "network",
+            count: n(20_000),
+            actor_args: vec!["connect-storm".into(), n(20_000).to_string()],
+            // connect, accept, and the close of each end; one listen
+            per_iteration: 4,
+            extra: 1,
+            is_storm_event: |line, pid| line.contains(&format!("\"pid\":{pid},")),
+        },
+    ]
+}
+
+fn actor_binary() -> PathBuf {
+    crate::root().join("target/release/collector-test-actor")
+}
+
+fn collector_binary() -> PathBuf {
+    crate::root().join("target/release/collector")
+}
+
+/// Runs the actor; returns (pid, seconds).
+fn run_actor(args: &[String]) -> Result<(u32, f64)> {
+    let out = Command::new(actor_binary()).args(args).output()?;
+    if !out.status.success() {
+        bail!("actor failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kv: BTreeMap<&str, &str> = text
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    Ok((kv["pid"].parse()?, kv["seconds"].parse()?))
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    std::io::Write::write_all(
+        &mut stream,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .ok()?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).ok()?;
+    out.starts_with("HTTP/1.1 200").then_some(out)
+}
+
+/// Samples of `name` (with labels) from a scrape, by their label text.
+fn samples(text: &str, name: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let labels = key.strip_prefix(name)?;
+            (labels.is_empty() || labels.starts_with('{'))
+                .then(|| (labels.to_owned(), value.parse().ok()))
+                .and_then(|(k, v)| Some((k, v?)))
+        })
+        .collect()
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the `(comm)`: state is field 3; utime and stime are 14 and 15.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11)
+        .zip(fields.get(12))
+        .map(|(u, s)| u.parse::<f64>().unwrap_or(0.0) + s.parse::<f64>().unwrap_or(0.0))
+        .unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// (peak RSS, current RSS less the BPF map mappings), in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0u64)
+    };
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut in_map = false;
+    let mut maps_kib = 0u64;
+    for line in smaps.lines() {
+        if line.contains('-') && line.split_whitespace().count() >= 5 {
+            in_map = line.contains("bpf-map") || line.contains("bpf_ringbuf");
+        } else if in_map {
+            if let Some(v) = line.strip_prefix("Rss:") {
+                maps_kib += v
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    (field("VmHWM:"), field("VmRSS:").saturating_sub(maps_kib))
+}
+
+struct Daemon {
+    child: Child,
+    metrics: SocketAddr,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path, domain: &str) -> Result<Self> {
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let socket = dir.join("collector.sock");
+        let child = Command::new(collector_binary())
+            .args(["run", "--no-stdout", "--domain", domain])
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--metrics-addr", &metrics.to_string()])
+            .env("COLLECTOR_KERNEL_BPF_STATS", "true")
+            .env("XDG_CONFIG_HOME", dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("daemon.log"))?)
+            .spawn()
+            .context("starting collector run")?;
+        let daemon = Self {
+            child,
+            metrics,
+            socket,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http_get(metrics, "/healthz").is_none() {
+            if Instant::now() > deadline {
+                bail!(
+                    "the daemon never became healthy (see {}/daemon.log)",
+                    dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(daemon)
+    }
+
+    fn scrape(&self) -> String {
+        http_get(self.metrics, "/metrics").unwrap_or_default()
+    }
+
+    fn stop(mut self) -> Result<()> {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let status = self.child.wait()?;
+        if !status.success() {
+            bail!("the daemon exited with {status}");
+        }
+        Ok(())
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Lines of `file` that are the storm's events.
+fn count_events(file: &Path, storm: &Storm, pid: u32) -> Result<u64> {
+    let text = std::fs::read_to_string(file)?;
+    Ok(text
+        .lines()
+        .filter(|l| (storm.is_storm_event)(l, pid))
+        .count() as u64)
+}
+
+#[derive(Default)]
+struct Traced {
+    rate: f64,
+    delivered: u64,
+    expected: u64,
+    kernel_lost: f64,
+    dropped: f64,
+    daemon_cpu: f64,
+    subscriber_cpu: f64,
+    peak_rss_kib: u64,
+    own_rss_kib: u64,
+    programs: BTreeMap<String, (f64, f64)>,
+}
+
+fn traced_run(storm: &Storm) -> Result<Traced> {
+    let dir = tempdir()?;
+    let daemon = Daemon::start(&dir, storm.domain)?;
+    let events_file = dir.join("events.jsonl");
+    let mut subscriber = Command::new(collector_binary())
+        .args(["events", "--domain", storm.domain])
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .stdout(std::fs::File::create(&events_file)?)
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while samples(&daemon.scrape(), "collector_ipc_subscribers")
+        .values()
+        .sum::<f64>()
+        < 1.0
+    {
+        if Instant::now() > deadline {
+            bail!("the subscriber never connected");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = daemon.scrape();
+    let daemon_cpu0 = cpu_seconds(daemon.child.id());
+    let sub_cpu0 = cpu_seconds(subscriber.id());
+    let (pid, seconds) = run_actor(&storm.actor_args)?;
+    let expected = storm.count * storm.per_iteration + storm.extra;
+    // Wait until the subscriber's file stops growing (or has everything).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = (0u64, Instant::now());
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let size = std::fs::metadata(&events_file)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if size != last.0 {
+            last = (size, Instant::now());
+        } else if last.1.elapsed() > Duration::from_millis(1500) || Instant::now() > deadline {
+            break;
+        }
+    }
+    let after = daemon.scrape();
+    let mut traced = Traced {
+        rate: storm.count as f64 / seconds,
+        expected,
+        daemon_cpu: cpu_seconds(daemon.child.id()) - daemon_cpu0,
+        subscriber_cpu: cpu_seconds(subscriber.id()) - sub_cpu0,
+        ..Traced::default()
+    };
+    (traced.peak_rss_kib, traced.own_rss_kib) = memory_kib(daemon.child.id());
+    let delta = |name: &str| -> BTreeMap<String, f64> {
+        let b = samples(&before, name);
+        samples(&after, name)
+            .into_iter()
+            .map(|(k, v)| {
+                let d = v - b.get(&k).copied().unwrap_or(0.0);
+                (k, d)
+            })
+            .collect()
+    };
+    traced.kernel_lost = delta("collector_kernel_events_lost_total").values().sum();
+    traced.dropped = delta("collector_source_events_dropped_total")
+        .values()
+        .sum::<f64>()
+        + delta("collector_sink_events_dropped_total")
+            .values()
+            .sum::<f64>();
+    let runs = delta("collector_kernel_program_runs_total");
+    let time = delta("collector_kernel_program_run_time_nanoseconds_total");
+    for (labels, n) in runs {
+        if n > 0.0 {
+            let program = labels
+                .trim_start_matches("{program=\"")
+                .trim_end_matches("\"}")
+                .to_owned();
+            traced
+                .programs
+                .insert(program, (n, time.get(&labels).copied().unwrap_or(0.0)));
+        }
+    }
+    daemon.stop()?;
+    let _ = subscriber.kill();
+    let _ = subscriber.wait();
+    traced.delivered = count_events(&events_file, storm, pid)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(traced)
+}
+
+fn tempdir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "collector-storm-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+pub fn storm(args: &StormArgs) -> Result<()> {
+    crate::build()?;
+    crate::run(crate::cargo().current_dir(crate::root()).args([
+        "build",
+        "--release",
+        "-p",
+        "collector-tests",
+        "--bin",
+        "collector-test-actor",
+    ]))?;
+    if !crate::is_root() {
+        bail!("the storms load kernel programs: run as root");
+    }
+    for storm in storms(args.scale) {
+        if !args.storms.is_empty() && !args.storms.iter().any(|s| s == storm.name) {
+            continue;
+        }
+        let mut untraced = Vec::new();
+        let mut runs = Vec::new();
+        for _ in 0..args.repeat.max(1) {
+            let (_, seconds) = run_actor(&storm.actor_args)?;
+            untraced.push(storm.count as f64 / seconds);
+            runs.push(traced_run(&storm)?);
+        }
+        let (u, t) = (
+            median(untraced),
+            median(runs.iter().map(|r| r.rate).collect()),
+        );
+        let events: u64 = runs.iter().map(|r| r.expected).sum();
+        let delivered: u64 = runs.iter().map(|r| r.delivered).sum();
+        let daemon_cpu: f64 = runs.iter().map(|r| r.daemon_cpu).sum();
+        let sub_cpu: f64 = runs.iter().map(|r| r.subscriber_cpu).sum();
+        println!(
+            "\n## storm {} ({} x {}, {} runs)",
+            storm.name,
+            storm.count,
+            storm.domain,
+            runs.len()
+        );
+        println!("| untraced/s | traced/s | rate kept | delivered | kernel lost | dropped | daemon CPU/event | subscriber CPU/event | daemon peak RSS | daemon RSS less rings |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        println!(
+            "| {:.0} | {:.0} | {:.1}% | {delivered}/{events} | {} | {} | {:.2} µs | {:.2} µs | {} MiB | {} MiB |",
+            u,
+            t,
+            100.0 * t / u,
+            runs.iter().map(|r| r.kernel_lost).sum::<f64>(),
+            runs.iter().map(|r| r.dropped).sum::<f64>(),
+            1e6 * daemon_cpu / events.max(1) as f64,
+            1e6 * sub_cpu / events.max(1) as f64,
+            runs.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0) / 1024,
+            runs.iter().map(|r| r.own_rss_kib).max().unwrap_or(0) / 1024,
+        );
+        let mut programs: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+        for r in &runs {
+            for (p, (n, ns)) in &r.programs {
+                let e = programs.entry(p).or_default();
+                e.0 += n;
+                e.1 += ns;
+            }
+        }
+        println!("\n| program | runs | ns per call |");
+        println!("|---|---|---|");
+        for (p, (n, ns)) in programs {
+            println!("| `{p}` | {n:.0} | {:.0} |", ns / n.max(1.0));
+        }
+    }
+    Ok(())
+}
