@@ -69,7 +69,14 @@ pub enum RecordKind {
     // -- process kinds from 12 --
 
     // -- network kinds from 20 --
-
+    /// A socket was bound to a local address ([`NetRecord`]).
+    Bind = 20,
+    /// A UDP datagram was sent to a new destination, or a send-count update ([`NetRecord`]).
+    UdpSend = 21,
+    /// A unix socket connected to a path ([`UnixRecord`]).
+    UnixConnect = 22,
+    /// A unix socket was bound to a path ([`UnixRecord`]).
+    UnixBind = 23,
     // -- filesystem kinds from 30 --
 }
 
@@ -94,6 +101,10 @@ impl RecordKind {
             // process kinds from 12
 
             // network kinds from 20
+            20 => Self::Bind,
+            21 => Self::UdpSend,
+            22 => Self::UnixConnect,
+            23 => Self::UnixBind,
 
             // filesystem kinds from 30
             _ => return None,
@@ -165,6 +176,7 @@ mod user {
     unsafe impl aya::Pod for ForkRecord {}
     unsafe impl aya::Pod for ExitRecord {}
     unsafe impl aya::Pod for NetRecord {}
+    unsafe impl aya::Pod for UnixRecord {}
     unsafe impl aya::Pod for FileRecord {}
     unsafe impl aya::Pod for RenameRecord {}
 }

@@ -105,21 +105,41 @@ fn network() -> impl Strategy<Value = CollectionEvent> {
             Just(NetworkEventKind::Connect),
             Just(NetworkEventKind::Accept),
             Just(NetworkEventKind::Close),
-            Just(NetworkEventKind::Listen)
+            Just(NetworkEventKind::Listen),
+            Just(NetworkEventKind::Bind),
+            Just(NetworkEventKind::UdpSend)
         ],
         ts(),
         any::<u32>(),
         text(),
-        prop_oneof![Just(TransportProtocol::Tcp), Just(TransportProtocol::Udp)],
+        prop_oneof![
+            Just(TransportProtocol::Tcp),
+            Just(TransportProtocol::Udp),
+            Just(TransportProtocol::Icmp),
+            Just(TransportProtocol::Sctp),
+            Just(TransportProtocol::Mptcp),
+            Just(TransportProtocol::Raw),
+            Just(TransportProtocol::Unix),
+            Just(TransportProtocol::Other)
+        ],
         any::<SocketAddr>(),
         any::<SocketAddr>(),
         option::of(text()),
         any::<u64>(),
         option::of(any::<u32>()),
         option::of(text()),
+        (
+            option::of(any::<u32>()),
+            option::of(text()),
+            option::of(any::<u32>()),
+            option::of(text()),
+            option::of(any::<u64>()),
+            any::<[bool; 3]>(),
+        ),
     )
         .prop_map(
-            |(kind, timestamp, pid, source, protocol, src, dst, state, id, uid, name)| {
+            |(kind, timestamp, pid, source, protocol, src, dst, state, id, uid, name, extra)| {
+                let (errno, previous_state, socket_error, unix_path, send_count, bits) = extra;
                 CollectionEvent::Network(NetworkEvent {
                     kind,
                     timestamp,
@@ -137,6 +157,14 @@ fn network() -> impl Strategy<Value = CollectionEvent> {
                     connection_id: id,
                     uid,
                     name,
+                    errno,
+                    previous_state,
+                    socket_error,
+                    unix_path,
+                    send_count,
+                    count_update: bits[0],
+                    io_uring: bits[1],
+                    compat_syscall: bits[2],
                 })
             },
         )

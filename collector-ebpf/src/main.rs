@@ -15,6 +15,8 @@
 mod common;
 mod file;
 mod net;
+mod net_compat;
+mod net_state;
 mod offsets;
 mod process;
 

@@ -1,44 +1,104 @@
-//! Network: TCP (and UDP) connect, accept, listen, and close of the connections seen.
+//! Network: connect, accept, listen, bind and UDP sends, from the syscalls (native entry
+//! here, 32-bit entry in `net_compat.rs`), and TCP connection births and closes from the
+//! kernel's own state machine (`net_state.rs`).
 //!
-//! Hooks: classic syscall tracepoints for `connect`, `accept`, `accept4` and `listen`
-//! (the event is attributed to the calling process, with the socket's 4-tuple read at
-//! syscall exit through fd -> file -> socket -> sock), and the BTF tracepoint
-//! `inet_sock_set_state` for closes, attributed to the process that opened or accepted
-//! the connection (tracked per socket), since the state change itself often runs in
-//! softirq context.
+//! Hooks: classic syscall tracepoints `syscalls/sys_{enter,exit}_{connect,bind,listen,
+//! accept,accept4,sendto,sendmsg}` (raw `sys_enter`/`sys_exit` without tracefs), and
+//! the BTF tracepoint `inet_sock_set_state` (Linux >= 4.16).
+//!
+//! The socket is resolved at syscall ENTRY (fd -> file -> socket -> sock), as the kernel
+//! does, so a `dup2` onto the fd during a blocking connect does not change what is
+//! reported; for TCP the connecting `struct sock` is then taken from the kernel's own
+//! CLOSE -> SYN_SENT transition, which runs in the connecting task inside
+//! `tcp_v4_connect`/`tcp_v6_connect`. The caller's sockaddr is read at entry too (the
+//! kernel copies it at the start of the call) and kept for unix paths and for connects
+//! that fail before the socket has a destination.
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
-    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
-    maps::{HashMap, LruHashMap},
-    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::{HashMap, LruHashMap, PerCpuArray},
+    programs::{RawTracePointContext, TracePointContext},
 };
-use collector_common::{NetRecord, RecordHeader, RecordKind};
+use collector_common::{
+    net_flags, NetRecord, RecordKind, UnixRecord, UNIX_PATH_LEN,
+};
 
 use crate::{
     common::{
         count_emitted, count_lost, excluded, fd_to_file, fill_header, net_wakeup_flags,
         read_kernel, syscall_arg, syscall_nr, NET_EVENTS,
     },
+    net_state::{capture_local_port, conn_id, owner_id, track_owner, net_count, NET_PENDING_FULL},
     offsets::get,
 };
 
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
-const IPPROTO_TCP: u16 = 6;
+pub(crate) const AF_UNIX: u16 = 1;
+pub(crate) const AF_INET: u16 = 2;
+pub(crate) const AF_INET6: u16 = 10;
+pub(crate) const IPPROTO_TCP: u16 = 6;
+pub(crate) const IPPROTO_UDP: u16 = 17;
+pub(crate) const IPPROTO_UDPLITE: u16 = 136;
 const EINPROGRESS: i64 = 115;
-const TCP_ESTABLISHED: u32 = 1;
-const TCP_SYN_SENT: u32 = 2;
-const TCP_LISTEN: u32 = 10;
-const TCP_CLOSE: u32 = 7;
+pub(crate) const TCP_CLOSE: u32 = 7;
 
-/// The fd a connect/listen was called with, by thread id.
-#[map]
-static PENDING_NET: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
+/// Bytes of the caller's sockaddr kept (`sizeof(struct sockaddr_un)` rounded up).
+pub(crate) const SOCKADDR_LEN: usize = 112;
 
-/// Connections we reported, by kernel socket: who owns them, for the close event.
+/// A socket call between its entry and its exit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct PendingSock {
+    /// The `struct sock *` resolved at entry (for TCP connect: the one that connected).
+    pub sk: u64,
+    /// Record kind to emit at exit.
+    pub kind: u32,
+    /// `net_flags` bits (compat entry).
+    pub flags: u32,
+    /// Bytes of `addr` that are valid.
+    pub addr_len: u32,
+    pub _pad: u32,
+    /// The caller's sockaddr, as read at entry.
+    pub addr: [u8; SOCKADDR_LEN],
+}
+
+/// Socket calls in flight, by thread id.
 #[map]
-static TRACKED_SOCKS: LruHashMap<u64, RecordHeader> = LruHashMap::with_max_entries(65536, 0);
+pub(crate) static PENDING_SOCK: HashMap<u32, PendingSock> = HashMap::with_max_entries(16384, 0);
+
+/// Per-CPU scratch to build a `PendingSock` (too big for the stack next to the rest).
+#[map]
+static PENDING_SCRATCH: PerCpuArray<PendingSock> = PerCpuArray::with_max_entries(1, 0);
+
+/// A UDP destination a socket sent to.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct UdpFlowKey {
+    sk: u64,
+    family: u16,
+    port: u16,
+    _pad: u32,
+    addr: [u8; 16],
+}
+
+/// Sends counted for a [`UdpFlowKey`], and when the count was last reported.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct UdpFlow {
+    count: u64,
+    last_report_ns: u64,
+}
+
+/// UDP destinations already reported, per socket. LRU: a flow pushed out is reported
+/// again as new at its next send (never lost, possibly repeated).
+#[map]
+static UDP_FLOWS: LruHashMap<UdpFlowKey, UdpFlow> = LruHashMap::with_max_entries(65536, 0);
+
+/// Minimum time between two send-count updates of one UDP flow; set by the loader.
+/// Sends are counted in the kernel; a send at least this long after the flow's last
+/// report emits an update carrying the total count.
+#[unsafe(no_mangle)]
+static UDP_REPORT_INTERVAL_NS: u64 = 10_000_000_000;
 
 #[inline(always)]
 fn arg(ctx: &TracePointContext, n: usize) -> u64 {
@@ -50,29 +110,9 @@ fn ret(ctx: &TracePointContext) -> i64 {
     unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1)
 }
 
+/// `struct sock *` behind a socket descriptor of the current task.
 #[inline(always)]
-fn stash_fd(kind: RecordKind, fd: u64) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if excluded(pid_tgid) {
-        return;
-    }
-    if PENDING_NET.insert(pid_tgid as u32, fd, 0).is_err() {
-        count_lost(kind);
-    }
-}
-
-#[inline(always)]
-fn take_fd() -> Option<(u64, u64)> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tid = pid_tgid as u32;
-    let fd = *unsafe { PENDING_NET.get(tid) }?;
-    let _ = PENDING_NET.remove(tid);
-    Some((pid_tgid, fd))
-}
-
-/// `struct sock *` behind a socket descriptor.
-#[inline(always)]
-unsafe fn fd_to_sock(fd: u64) -> Result<*const u8, i64> {
+pub(crate) unsafe fn fd_to_sock(fd: u64) -> Result<*const u8, i64> {
     unsafe {
         let file = fd_to_file(fd)?;
         let socket: u64 = read_kernel(file, get::OFF_FILE_PRIVATE_DATA())?;
@@ -84,19 +124,27 @@ unsafe fn fd_to_sock(fd: u64) -> Result<*const u8, i64> {
     }
 }
 
-/// Fills the 4-tuple and protocol from `sk`; false for non-inet sockets.
+/// Fills the 4-tuple, protocol, type, state and error from `sk`; false for non-inet
+/// sockets.
 #[inline(always)]
-unsafe fn fill_tuple(rec: *mut NetRecord, sk: *const u8) -> bool {
+pub(crate) unsafe fn fill_tuple(rec: *mut NetRecord, sk: *const u8) -> bool {
     unsafe {
         let family: u16 = read_kernel(sk, get::OFF_SK_FAMILY()).unwrap_or(0);
         if family != AF_INET && family != AF_INET6 {
             return false;
         }
-        (*rec).sock_id = sk as u64;
         (*rec).family = family;
         (*rec).protocol = read_kernel(sk, get::OFF_SK_PROTOCOL()).unwrap_or(0);
+        (*rec).sock_type = read_kernel(sk, get::OFF_NET_SK_TYPE()).unwrap_or(0);
         (*rec).local_port = read_kernel(sk, get::OFF_SK_NUM()).unwrap_or(0);
         (*rec).remote_port = u16::from_be(read_kernel(sk, get::OFF_SK_DPORT()).unwrap_or(0));
+        (*rec).sk_err = read_kernel(sk, get::OFF_NET_SK_ERR()).unwrap_or(0);
+        (*rec).state = read_kernel::<u8>(sk, get::OFF_NET_SK_STATE()).unwrap_or(0) as u32;
+        (*rec).prev_state = 0;
+        (*rec).send_count = 0;
+        (*rec).net_flags = 0;
+        (*rec)._pad = 0;
+        (*rec)._pad2 = [0; 2];
         (*rec).local_addr = [0; 16];
         (*rec).remote_addr = [0; 16];
         if family == AF_INET {
@@ -116,11 +164,128 @@ unsafe fn fill_tuple(rec: *mut NetRecord, sk: *const u8) -> bool {
     }
 }
 
+/// Port and address from a sockaddr_in/sockaddr_in6 in `addr` (family checked by caller).
 #[inline(always)]
-fn emit_for_fd(kind: RecordKind, pid_tgid: u64, fd: u64, result: i64, state: u32) {
+fn sockaddr_inet(addr: &[u8; SOCKADDR_LEN], family: u16) -> (u16, [u8; 16]) {
+    let port = u16::from_be_bytes([addr[2], addr[3]]);
+    let mut ip = [0u8; 16];
+    if family == AF_INET {
+        ip[..4].copy_from_slice(&addr[4..8]);
+    } else {
+        // sockaddr_in6: port, flowinfo (4), addr (16) at 8.
+        ip.copy_from_slice(&addr[8..24]);
+    }
+    (port, ip)
+}
+
+#[inline(always)]
+fn sockaddr_family(addr: &[u8; SOCKADDR_LEN]) -> u16 {
+    u16::from_ne_bytes([addr[0], addr[1]])
+}
+
+/// Records a socket call at entry: the socket behind `fd` and the caller's sockaddr.
+#[inline(always)]
+pub(crate) fn enter_sock_call(kind: RecordKind, fd: u64, uaddr: u64, addr_len: u64, flags: u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if excluded(pid_tgid) {
+        return;
+    }
     let Ok(sk) = (unsafe { fd_to_sock(fd) }) else {
+        // Not a socket (or no such fd): the call fails with EBADF/ENOTSOCK, nothing to
+        // attribute.
         return;
     };
+    let Some(p) = PENDING_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    unsafe {
+        (*p).sk = sk as u64;
+        (*p).kind = kind as u32;
+        (*p).flags = flags;
+        (*p)._pad = 0;
+        (*p).addr = [0; SOCKADDR_LEN];
+        let mut n = addr_len as u32;
+        if n > SOCKADDR_LEN as u32 {
+            n = SOCKADDR_LEN as u32;
+        }
+        (*p).addr_len = 0;
+        if uaddr != 0
+            && n > 0
+            && read_user_raw((&raw mut (*p).addr).cast(), n, uaddr as *const _) == 0
+        {
+            (*p).addr_len = n;
+        }
+        if PENDING_SOCK.insert(pid_tgid as u32, &*p, 0).is_err() {
+            count_lost(kind);
+            net_count(NET_PENDING_FULL);
+        }
+    }
+}
+
+/// Emits the record of a socket call at its exit.
+#[inline(always)]
+pub(crate) fn exit_sock_call(result: i64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let Some(p) = PENDING_SOCK.get_ptr(tid) else {
+        return;
+    };
+    let p: &PendingSock = unsafe { &*p };
+    let family = sockaddr_family(&p.addr);
+    let kind = p.kind;
+    if family == AF_UNIX && (kind == RecordKind::Connect as u32 || kind == RecordKind::Bind as u32)
+    {
+        let unix_kind = if kind == RecordKind::Connect as u32 {
+            RecordKind::UnixConnect
+        } else {
+            RecordKind::UnixBind
+        };
+        emit_unix(unix_kind, pid_tgid, p, result);
+    } else if kind == RecordKind::Connect as u32 {
+        emit_inet(RecordKind::Connect, pid_tgid, p, result);
+    } else if kind == RecordKind::Bind as u32 {
+        emit_inet(RecordKind::Bind, pid_tgid, p, result);
+    } else if kind == RecordKind::Listen as u32 {
+        emit_inet(RecordKind::Listen, pid_tgid, p, result);
+    }
+    let _ = PENDING_SOCK.remove(tid);
+}
+
+#[inline(always)]
+fn emit_unix(kind: RecordKind, pid_tgid: u64, p: &PendingSock, result: i64) {
+    let Some(mut entry) = NET_EVENTS.reserve::<UnixRecord>(0) else {
+        count_lost(kind);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    unsafe {
+        fill_header(&raw mut (*rec).header, kind, pid_tgid);
+        (*rec).conn_id = conn_id(p.sk, 0);
+        (*rec).result = result as i32;
+        (*rec).net_flags = p.flags;
+        (*rec).sock_type = read_kernel(p.sk as *const u8, get::OFF_NET_SK_TYPE()).unwrap_or(0);
+        (*rec)._pad = 0;
+        (*rec)._pad2 = [0; 4];
+        // sun_path follows the 2-byte family.
+        let mut len = p.addr_len;
+        len = len.saturating_sub(2);
+        if len > UNIX_PATH_LEN as u32 {
+            len = UNIX_PATH_LEN as u32;
+        }
+        (*rec).path_len = len as u16;
+        let mut i = 0;
+        while i < UNIX_PATH_LEN {
+            (*rec).path[i] = p.addr[2 + i];
+            i += 1;
+        }
+    }
+    entry.submit(net_wakeup_flags());
+    count_emitted(kind);
+}
+
+#[inline(always)]
+fn emit_inet(kind: RecordKind, pid_tgid: u64, p: &PendingSock, result: i64) {
+    let sk = p.sk as *const u8;
     let Some(mut entry) = NET_EVENTS.reserve::<NetRecord>(0) else {
         count_lost(kind);
         return;
@@ -128,7 +293,6 @@ fn emit_for_fd(kind: RecordKind, pid_tgid: u64, fd: u64, result: i64, state: u32
     let rec = entry.as_mut_ptr();
     let inet = unsafe {
         fill_header(&raw mut (*rec).header, kind, pid_tgid);
-        (*rec).state = state;
         (*rec).result = result as i32;
         fill_tuple(rec, sk)
     };
@@ -136,142 +300,273 @@ fn emit_for_fd(kind: RecordKind, pid_tgid: u64, fd: u64, result: i64, state: u32
         entry.discard(0);
         return;
     }
-    if kind != RecordKind::Listen && unsafe { (*rec).protocol } == IPPROTO_TCP {
-        let _ = TRACKED_SOCKS.insert(sk as u64, unsafe { (*rec).header }, 0);
+    unsafe {
+        (*rec).net_flags = p.flags;
+        (*rec).conn_id = owner_id(p.sk).unwrap_or_else(|| conn_id(p.sk, 0));
+        let family = sockaddr_family(&p.addr);
+        if (family == AF_INET || family == AF_INET6) && p.addr_len >= 8 {
+            let (port, ip) = sockaddr_inet(&p.addr, family);
+            if kind == RecordKind::Connect
+                && (*rec).remote_port == 0
+                && (*rec).remote_addr == [0; 16]
+            {
+                // Failed before the kernel set a destination: report what was asked.
+                (*rec).family = family;
+                (*rec).remote_port = port;
+                (*rec).remote_addr = ip;
+                (*rec).net_flags |= net_flags::REMOTE_FROM_SOCKADDR;
+            } else if kind == RecordKind::Bind && result < 0 {
+                (*rec).family = family;
+                (*rec).local_port = port;
+                (*rec).local_addr = ip;
+                (*rec).net_flags |= net_flags::REMOTE_FROM_SOCKADDR;
+            }
+        }
+        if kind == RecordKind::Connect
+            && (result == 0 || result == -EINPROGRESS)
+            && (*rec).protocol == IPPROTO_TCP
+        {
+            capture_local_port(p.sk, (*rec).local_port);
+        }
     }
     entry.submit(net_wakeup_flags());
     count_emitted(kind);
 }
 
+/// An accepted connection: the new fd's socket, now owned by the caller.
+#[inline(always)]
+pub(crate) fn exit_accept(result: i64, flags: u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if result < 0 || excluded(pid_tgid) {
+        return;
+    }
+    let Ok(sk) = (unsafe { fd_to_sock(result as u64) }) else {
+        return;
+    };
+    let Some(mut entry) = NET_EVENTS.reserve::<NetRecord>(0) else {
+        count_lost(RecordKind::Accept);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    let inet = unsafe {
+        fill_header(&raw mut (*rec).header, RecordKind::Accept, pid_tgid);
+        (*rec).result = result as i32;
+        fill_tuple(rec, sk)
+    };
+    if !inet {
+        entry.discard(0);
+        return;
+    }
+    unsafe {
+        (*rec).net_flags = flags;
+        (*rec).conn_id = if (*rec).protocol == IPPROTO_TCP && (*rec).state != TCP_CLOSE {
+            track_owner(sk as u64, &(*rec).header, (*rec).local_port, flags)
+        } else {
+            conn_id(sk as u64, 0)
+        };
+    }
+    entry.submit(net_wakeup_flags());
+    count_emitted(RecordKind::Accept);
+}
+
+/// A UDP send to an explicit address: reported once per (socket, destination), counted
+/// in the kernel after that.
+#[inline(always)]
+pub(crate) fn udp_send(fd: u64, uaddr: u64, addr_len: u64, flags: u32) {
+    if uaddr == 0 || addr_len < 8 {
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if excluded(pid_tgid) {
+        return;
+    }
+    let Ok(sk) = (unsafe { fd_to_sock(fd) }) else {
+        return;
+    };
+    let protocol: u16 = unsafe { read_kernel(sk, get::OFF_SK_PROTOCOL()) }.unwrap_or(0);
+    if protocol != IPPROTO_UDP && protocol != IPPROTO_UDPLITE {
+        return;
+    }
+    // sockaddr_in6 is 28 bytes; sockaddr_in 16.
+    let head: [u8; 24] = match unsafe { bpf_probe_read_user(uaddr as *const [u8; 24]) } {
+        Ok(h) => h,
+        Err(_) => {
+            // A sockaddr_in may end right before an unmapped page.
+            match unsafe { bpf_probe_read_user(uaddr as *const [u8; 8]) } {
+                Ok(h) => {
+                    let mut full = [0u8; 24];
+                    full[..8].copy_from_slice(&h);
+                    full
+                }
+                Err(_) => return,
+            }
+        }
+    };
+    let family = u16::from_ne_bytes([head[0], head[1]]);
+    if family != AF_INET && family != AF_INET6 {
+        return;
+    }
+    let mut key = UdpFlowKey {
+        sk: sk as u64,
+        family,
+        port: u16::from_be_bytes([head[2], head[3]]),
+        _pad: 0,
+        addr: [0; 16],
+    };
+    if family == AF_INET {
+        key.addr[..4].copy_from_slice(&head[4..8]);
+    } else {
+        key.addr.copy_from_slice(&head[8..24]);
+    }
+    let now = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns() };
+    let (count, update) = match UDP_FLOWS.get_ptr_mut(&key) {
+        Some(flow) => unsafe {
+            // Not atomic (the BPF target has no Rust atomics): two threads sending on
+            // one socket at the same instant can lose an increment of the count, never
+            // a new-destination event (those are decided by BPF_NOEXIST below).
+            (*flow).count += 1;
+            let count = (*flow).count;
+            let interval = core::ptr::read_volatile(&UDP_REPORT_INTERVAL_NS);
+            if now.wrapping_sub((*flow).last_report_ns) < interval {
+                return;
+            }
+            (*flow).last_report_ns = now;
+            (count, true)
+        },
+        None => {
+            let flow = UdpFlow {
+                count: 1,
+                last_report_ns: now,
+            };
+            // BPF_NOEXIST: of two threads racing on a new flow, one reports it.
+            if UDP_FLOWS.insert(&key, &flow, 1).is_err() {
+                return;
+            }
+            (1, false)
+        }
+    };
+    let Some(mut entry) = NET_EVENTS.reserve::<NetRecord>(0) else {
+        count_lost(RecordKind::UdpSend);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    unsafe {
+        fill_header(&raw mut (*rec).header, RecordKind::UdpSend, pid_tgid);
+        (*rec).result = 0;
+        fill_tuple(rec, sk);
+        (*rec).family = family;
+        (*rec).remote_port = key.port;
+        (*rec).remote_addr = key.addr;
+        (*rec).send_count = count;
+        (*rec).net_flags = flags | if update { net_flags::UPDATE } else { 0 };
+        (*rec).conn_id = conn_id(sk as u64, 0);
+    }
+    entry.submit(net_wakeup_flags());
+    count_emitted(RecordKind::UdpSend);
+}
+
+/// `sendmsg(fd, msg, ..)`: the destination is `msg->msg_name` (`msg_namelen` bytes).
+#[inline(always)]
+fn udp_sendmsg(fd: u64, msg: u64) {
+    if msg == 0 {
+        return;
+    }
+    // struct user_msghdr: void *msg_name; int msg_namelen; (x86_64 UAPI layout)
+    let Ok(hdr) = (unsafe { bpf_probe_read_user(msg as *const [u64; 2]) }) else {
+        return;
+    };
+    udp_send(fd, hdr[0], hdr[1] & 0xffff_ffff, 0);
+}
+
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
-    stash_fd(RecordKind::Connect, arg(&ctx, 0));
+    enter_sock_call(RecordKind::Connect, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), 0);
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
-    exit_connect(ret(&ctx))
-}
-
-#[inline(always)]
-fn exit_connect(result: i64) -> u32 {
-    let Some((pid_tgid, fd)) = take_fd() else {
-        return 0;
-    };
-    // Report connections that were made or are being made; a refused or invalid
-    // connect has no connection behind it.
-    if result == 0 || result == -EINPROGRESS {
-        let state = if result == 0 {
-            TCP_ESTABLISHED
-        } else {
-            TCP_SYN_SENT
-        };
-        emit_for_fd(RecordKind::Connect, pid_tgid, fd, result, state);
-    }
+    exit_sock_call(ret(&ctx));
     0
 }
 
-#[inline(always)]
-fn exit_accept(ctx: &TracePointContext) -> u32 {
-    exit_accept_ret(ret(ctx))
-}
-
-#[inline(always)]
-fn exit_accept_ret(result: i64) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if result < 0 || excluded(pid_tgid) {
-        return 0;
-    }
-    emit_for_fd(
-        RecordKind::Accept,
-        pid_tgid,
-        result as u64,
-        0,
-        TCP_ESTABLISHED,
-    );
+#[tracepoint(category = "syscalls", name = "sys_enter_bind")]
+pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
+    enter_sock_call(RecordKind::Bind, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), 0);
     0
 }
 
-#[tracepoint(category = "syscalls", name = "sys_exit_accept")]
-pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    exit_accept(&ctx)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
-pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
-    exit_accept(&ctx)
+#[tracepoint(category = "syscalls", name = "sys_exit_bind")]
+pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
+    exit_sock_call(ret(&ctx));
+    0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_listen")]
 pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
-    stash_fd(RecordKind::Listen, arg(&ctx, 0));
+    enter_sock_call(RecordKind::Listen, arg(&ctx, 0), 0, 0, 0);
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_listen")]
 pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
-    exit_listen(ret(&ctx))
-}
-
-#[inline(always)]
-fn exit_listen(result: i64) -> u32 {
-    let Some((pid_tgid, fd)) = take_fd() else {
-        return 0;
-    };
-    if result == 0 {
-        emit_for_fd(RecordKind::Listen, pid_tgid, fd, 0, TCP_LISTEN);
-    }
+    exit_sock_call(ret(&ctx));
     0
 }
 
-#[btf_tracepoint(function = "inet_sock_set_state")]
-pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
-    let sk: *const u8 = ctx.arg(0);
-    let new_state: u64 = ctx.arg(2);
-    if new_state as u32 != TCP_CLOSE {
-        return 0;
-    }
-    let key = sk as u64;
-    let Some(owner) = (unsafe { TRACKED_SOCKS.get(key) }).copied() else {
-        return 0;
-    };
-    let _ = TRACKED_SOCKS.remove(key);
-    let Some(mut entry) = NET_EVENTS.reserve::<NetRecord>(0) else {
-        count_lost(RecordKind::Close);
-        return 0;
-    };
-    let rec = entry.as_mut_ptr();
-    let inet = unsafe {
-        (*rec).header = owner;
-        (*rec).header.kind = RecordKind::Close as u32;
-        (*rec).header.flags = 0;
-        (*rec).header.ktime_ns = aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns();
-        (*rec).state = TCP_CLOSE;
-        (*rec).result = 0;
-        fill_tuple(rec, sk)
-    };
-    if !inet {
-        entry.discard(0);
-        return 0;
-    }
-    entry.submit(net_wakeup_flags());
-    count_emitted(RecordKind::Close);
+#[tracepoint(category = "syscalls", name = "sys_exit_accept")]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    exit_accept(ret(&ctx), 0);
     0
 }
 
-// Fallback without tracefs: raw `sys_enter`/`sys_exit` (see file.rs). x86_64 numbers.
+#[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
+pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    exit_accept(ret(&ctx), 0);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_sendto")]
+pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
+    udp_send(arg(&ctx, 0), arg(&ctx, 4), arg(&ctx, 5), 0);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_sendmsg")]
+pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    udp_sendmsg(arg(&ctx, 0), arg(&ctx, 1));
+    0
+}
+
+// Fallback without tracefs: raw `sys_enter`/`sys_exit` (see file.rs). x86_64 numbers;
+// 32-bit (compat) calls are left to `net_compat.rs`, which knows the i386 numbers.
+const NR_SENDTO: u64 = 44;
+const NR_SENDMSG: u64 = 46;
 const NR_CONNECT: u64 = 42;
 const NR_ACCEPT: u64 = 43;
+const NR_BIND: u64 = 49;
 const NR_LISTEN: u64 = 50;
 const NR_ACCEPT4: u64 = 288;
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn raw_net_sys_enter(ctx: RawTracePointContext) -> i32 {
     let id: u64 = ctx.arg(1);
+    if !matches!(id, NR_CONNECT | NR_BIND | NR_LISTEN | NR_SENDTO | NR_SENDMSG)
+        || crate::net_compat::in_compat_syscall()
+    {
+        return 0;
+    }
+    let regs: *const u8 = ctx.arg(0);
+    let a = |n| syscall_arg(regs, n);
     match id {
-        NR_CONNECT => stash_fd(RecordKind::Connect, syscall_arg(ctx.arg(0), 0)),
-        NR_LISTEN => stash_fd(RecordKind::Listen, syscall_arg(ctx.arg(0), 0)),
+        NR_CONNECT => enter_sock_call(RecordKind::Connect, a(0), a(1), a(2), 0),
+        NR_BIND => enter_sock_call(RecordKind::Bind, a(0), a(1), a(2), 0),
+        NR_LISTEN => enter_sock_call(RecordKind::Listen, a(0), 0, 0, 0),
+        NR_SENDTO => {
+            let len: u64 = unsafe { read_kernel(regs, get::OFF_NET_REGS_R9()) }.unwrap_or(0);
+            udp_send(a(0), a(4), len, 0)
+        }
+        NR_SENDMSG => udp_sendmsg(a(0), a(1)),
         _ => {}
     }
     0
@@ -280,17 +575,15 @@ pub fn raw_net_sys_enter(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn raw_net_sys_exit(ctx: RawTracePointContext) -> i32 {
     let id = syscall_nr(ctx.arg(0));
+    if !matches!(id, NR_CONNECT | NR_BIND | NR_LISTEN | NR_ACCEPT | NR_ACCEPT4)
+        || crate::net_compat::in_compat_syscall()
+    {
+        return 0;
+    }
     let result: i64 = ctx.arg(1);
     match id {
-        NR_CONNECT => {
-            exit_connect(result);
-        }
-        NR_LISTEN => {
-            exit_listen(result);
-        }
-        NR_ACCEPT | NR_ACCEPT4 => {
-            exit_accept_ret(result);
-        }
+        NR_CONNECT | NR_BIND | NR_LISTEN => exit_sock_call(result),
+        NR_ACCEPT | NR_ACCEPT4 => exit_accept(result, 0),
         _ => {}
     }
     0

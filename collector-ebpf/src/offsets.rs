@@ -84,6 +84,26 @@ offsets! {
     OFF_REGS_R8,
     /// `pt_regs.orig_ax`
     OFF_REGS_ORIG_AX,
+    /// `sock.sk_type` (network)
+    OFF_NET_SK_TYPE,
+    /// `sock.sk_err` (network)
+    OFF_NET_SK_ERR,
+    /// `sock.__sk_common.skc_state` (network)
+    OFF_NET_SK_STATE,
+    /// `inet_sock.inet_sport` (network: the local port, kept after `inet_put_port`)
+    OFF_NET_INET_SPORT,
+    /// `task_struct.flags` (network: `PF_IO_WORKER`)
+    OFF_NET_TASK_FLAGS,
+    /// `task_struct.thread_info.status` (network, x86: `TS_COMPAT`)
+    OFF_NET_TASK_TI_STATUS,
+    /// `pt_regs.bx` (network: i386 argument 0)
+    OFF_NET_REGS_BX,
+    /// `pt_regs.cx` (network: i386 argument 1)
+    OFF_NET_REGS_CX,
+    /// `pt_regs.bp` (network: i386 argument 5)
+    OFF_NET_REGS_BP,
+    /// `pt_regs.r9` (network: x86_64 argument 5)
+    OFF_NET_REGS_R9,
 }
 
 /// Set by the loader: 1 when `sched_process_exit` passes `group_dead` (Linux >= 6.13).

@@ -269,6 +269,14 @@ mod tests {
             connection_id: 9,
             uid: None,
             name: None,
+            errno: None,
+            previous_state: None,
+            socket_error: None,
+            unix_path: None,
+            send_count: None,
+            count_update: false,
+            io_uring: false,
+            compat_syscall: false,
         };
         let json: serde_json::Value =
             serde_json::from_str(&CollectionEvent::Network(ev).to_json_line()).unwrap();

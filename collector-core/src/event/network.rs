@@ -17,6 +17,11 @@ pub enum NetworkEventKind {
     Close,
     /// Socket started listening.
     Listen,
+    /// Socket bound to a local address (or unix path).
+    Bind,
+    /// UDP datagram sent to a destination this socket had not sent to before, or a
+    /// send-count update for one (`count_update`).
+    UdpSend,
 }
 
 impl NetworkEventKind {
@@ -27,6 +32,8 @@ impl NetworkEventKind {
             Self::Accept => "accept",
             Self::Close => "close",
             Self::Listen => "listen",
+            Self::Bind => "bind",
+            Self::UdpSend => "udp_send",
         }
     }
 }
@@ -37,8 +44,20 @@ impl NetworkEventKind {
 pub enum TransportProtocol {
     /// TCP.
     Tcp,
-    /// UDP.
+    /// UDP (and UDP-Lite).
     Udp,
+    /// ICMP / ICMPv6 (ping sockets).
+    Icmp,
+    /// SCTP.
+    Sctp,
+    /// Multipath TCP.
+    Mptcp,
+    /// Raw IP socket (`SOCK_RAW`).
+    Raw,
+    /// Unix-domain socket.
+    Unix,
+    /// Any other protocol.
+    Other,
 }
 
 /// Address family.
@@ -49,6 +68,9 @@ pub enum AddressFamily {
     Ipv4,
     /// IPv6.
     Ipv6,
+    /// Unix domain (`AF_UNIX`): the address is in `unix_path`; `source_addr` and
+    /// `dest_addr` are `0.0.0.0:0`.
+    Unix,
 }
 
 /// A network connection event.
@@ -78,7 +100,9 @@ pub struct NetworkEvent {
     /// Kernel TCP state name (`ESTABLISHED`, ...), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
-    /// Identifier stable for the connection's life (the kernel socket), to pair events.
+    /// Identifier stable for the connection's life, to pair its events: a keyed hash
+    /// of the kernel socket and its birth under a random per-load key (never a kernel
+    /// address).
     pub connection_id: u64,
     /// uid of the process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,4 +110,29 @@ pub struct NetworkEvent {
     /// Process name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// errno of a failed or in-progress call (`ECONNREFUSED` 111, `EINPROGRESS` 115,
+    /// ...); absent when it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno: Option<u32>,
+    /// TCP state before this event (a close's: the state it closed from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_state: Option<String>,
+    /// The socket's pending error (`sk_err`, an errno), when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_error: Option<u32>,
+    /// Unix socket path; an abstract name is shown as `@name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unix_path: Option<String>,
+    /// UDP sends to this destination on this socket so far (`udp_send`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_count: Option<u64>,
+    /// A `udp_send` that updates the count of a destination already reported.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub count_update: bool,
+    /// Issued through io_uring rather than a syscall of its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub io_uring: bool,
+    /// Issued through the 32-bit syscall entry (`int $0x80`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compat_syscall: bool,
 }

@@ -268,6 +268,8 @@ pub fn network_kind_to_proto(kind: NetworkEventKind) -> pb::NetworkEventKind {
         NetworkEventKind::Accept => pb::NetworkEventKind::Accept,
         NetworkEventKind::Close => pb::NetworkEventKind::Close,
         NetworkEventKind::Listen => pb::NetworkEventKind::Listen,
+        NetworkEventKind::Bind => pb::NetworkEventKind::Bind,
+        NetworkEventKind::UdpSend => pb::NetworkEventKind::UdpSend,
     }
 }
 
@@ -278,6 +280,8 @@ pub fn network_kind_from_proto(raw: i32) -> Option<NetworkEventKind> {
         Ok(pb::NetworkEventKind::Accept) => Some(NetworkEventKind::Accept),
         Ok(pb::NetworkEventKind::Close) => Some(NetworkEventKind::Close),
         Ok(pb::NetworkEventKind::Listen) => Some(NetworkEventKind::Listen),
+        Ok(pb::NetworkEventKind::Bind) => Some(NetworkEventKind::Bind),
+        Ok(pb::NetworkEventKind::UdpSend) => Some(NetworkEventKind::UdpSend),
         _ => None,
     }
 }
@@ -296,6 +300,14 @@ fn network_to_proto(e: &NetworkEvent) -> pb::NetworkEvent {
         connection_id: e.connection_id,
         uid: e.uid,
         name: e.name.clone(),
+        errno: e.errno,
+        previous_state: e.previous_state.clone(),
+        socket_error: e.socket_error,
+        unix_path: e.unix_path.clone(),
+        send_count: e.send_count,
+        count_update: e.count_update,
+        io_uring: e.io_uring,
+        compat_syscall: e.compat_syscall,
     }
 }
 
@@ -314,6 +326,14 @@ fn network_from_proto(e: pb::NetworkEvent) -> Result<NetworkEvent, ConvertError>
         connection_id: e.connection_id,
         uid: e.uid,
         name: e.name,
+        errno: e.errno,
+        previous_state: e.previous_state,
+        socket_error: e.socket_error,
+        unix_path: e.unix_path,
+        send_count: e.send_count,
+        count_update: e.count_update,
+        io_uring: e.io_uring,
+        compat_syscall: e.compat_syscall,
     })
 }
 
@@ -322,6 +342,12 @@ pub fn protocol_to_proto(p: TransportProtocol) -> pb::TransportProtocol {
     match p {
         TransportProtocol::Tcp => pb::TransportProtocol::Tcp,
         TransportProtocol::Udp => pb::TransportProtocol::Udp,
+        TransportProtocol::Icmp => pb::TransportProtocol::Icmp,
+        TransportProtocol::Sctp => pb::TransportProtocol::Sctp,
+        TransportProtocol::Mptcp => pb::TransportProtocol::Mptcp,
+        TransportProtocol::Raw => pb::TransportProtocol::Raw,
+        TransportProtocol::Unix => pb::TransportProtocol::Unix,
+        TransportProtocol::Other => pb::TransportProtocol::Other,
     }
 }
 
@@ -330,6 +356,12 @@ pub fn protocol_from_proto(raw: i32) -> Result<TransportProtocol, ConvertError> 
     match pb::TransportProtocol::try_from(raw) {
         Ok(pb::TransportProtocol::Tcp) => Ok(TransportProtocol::Tcp),
         Ok(pb::TransportProtocol::Udp) => Ok(TransportProtocol::Udp),
+        Ok(pb::TransportProtocol::Icmp) => Ok(TransportProtocol::Icmp),
+        Ok(pb::TransportProtocol::Sctp) => Ok(TransportProtocol::Sctp),
+        Ok(pb::TransportProtocol::Mptcp) => Ok(TransportProtocol::Mptcp),
+        Ok(pb::TransportProtocol::Raw) => Ok(TransportProtocol::Raw),
+        Ok(pb::TransportProtocol::Unix) => Ok(TransportProtocol::Unix),
+        Ok(pb::TransportProtocol::Other) => Ok(TransportProtocol::Other),
         _ => Err(unknown("protocol", raw)),
     }
 }
@@ -339,6 +371,7 @@ pub fn family_to_proto(f: AddressFamily) -> pb::AddressFamily {
     match f {
         AddressFamily::Ipv4 => pb::AddressFamily::Ipv4,
         AddressFamily::Ipv6 => pb::AddressFamily::Ipv6,
+        AddressFamily::Unix => pb::AddressFamily::Unix,
     }
 }
 
@@ -347,6 +380,7 @@ pub fn family_from_proto(raw: i32) -> Result<AddressFamily, ConvertError> {
     match pb::AddressFamily::try_from(raw) {
         Ok(pb::AddressFamily::Ipv4) => Ok(AddressFamily::Ipv4),
         Ok(pb::AddressFamily::Ipv6) => Ok(AddressFamily::Ipv6),
+        Ok(pb::AddressFamily::Unix) => Ok(AddressFamily::Unix),
         _ => Err(unknown("family", raw)),
     }
 }

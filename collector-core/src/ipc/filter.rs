@@ -12,11 +12,12 @@ use crate::event::{
 use crate::ipc::convert::{domain_from_proto, domain_to_proto};
 
 /// Every kind name, in bit order. Kind names are unique across domains.
-const KIND_NAMES: [&str; 13] = [
+const KIND_NAMES: [&str; 15] = [
     "exec", "fork", "exit", "snapshot", // process
     "connect", "accept", "close", "listen", // network
     "create", "open", "unlink", "rename", // filesystem
     "metric", // performance
+    "bind", "udp_send", // network, added later
 ];
 
 /// A subscriber's selection: empty masks select everything.
@@ -117,6 +118,8 @@ fn kind_bit(ev: &CollectionEvent) -> u16 {
             NetworkEventKind::Accept => 5,
             NetworkEventKind::Close => 6,
             NetworkEventKind::Listen => 7,
+            NetworkEventKind::Bind => 13,
+            NetworkEventKind::UdpSend => 14,
         },
         CollectionEvent::Filesystem(e) => match e.kind {
             FilesystemEventKind::Create => 8,

@@ -107,6 +107,9 @@ pub enum LoadError {
         /// What it must be.
         rule: &'static str,
     },
+    /// No random bytes for the connection-id key.
+    #[error("cannot read /dev/urandom for the connection-id key (is /dev mounted?)")]
+    Random(#[source] std::io::Error),
     /// A map update failed.
     #[error("updating map `{map}` failed")]
     MapUpdate {
@@ -177,6 +180,11 @@ pub struct KernelConfig {
     pub poll_interval: Duration,
     /// How long a reader waits for room in the runtime's queue before dropping.
     pub max_send_wait: Duration,
+    /// Minimum time between two send-count updates of one UDP (socket, destination)
+    /// flow. The first send to a destination is always reported at once; later sends
+    /// are counted in the kernel and a send at least this long after the flow's last
+    /// report emits an update with the total count. `Duration::ZERO` reports every send.
+    pub udp_report_interval: Duration,
 }
 
 impl Default for KernelConfig {
@@ -197,6 +205,7 @@ impl Default for KernelConfig {
             syscall_hooks: SyscallHooks::Auto,
             poll_interval: Duration::from_millis(10),
             max_send_wait: Duration::from_millis(500),
+            udp_report_interval: Duration::from_secs(10),
         }
     }
 }
@@ -409,6 +418,10 @@ impl KernelDomain {
                 (RecordKind::Accept, "accept"),
                 (RecordKind::Listen, "listen"),
                 (RecordKind::Close, "close"),
+                (RecordKind::Bind, "bind"),
+                (RecordKind::UdpSend, "udp_send"),
+                (RecordKind::UnixConnect, "unix_connect"),
+                (RecordKind::UnixBind, "unix_bind"),
             ],
             Self::Filesystem => &[
                 (RecordKind::Open, "open"),
@@ -433,13 +446,22 @@ pub(crate) const NETWORK_PROGRAMS: &[ProgramSpec] = &[
     syscall("sys_exit_accept4"),
     syscall("sys_enter_listen"),
     syscall("sys_exit_listen"),
+    syscall("sys_enter_bind"),
+    syscall("sys_exit_bind"),
+    syscall("sys_enter_sendto"),
+    syscall("sys_enter_sendmsg"),
     btf("inet_sock_set_state"),
+    // The 32-bit entry: per-syscall tracepoints do not fire for it on x86.
+    raw("raw_net_compat_enter", "sys_enter"),
+    raw("raw_net_compat_exit", "sys_exit"),
 ];
 
 pub(crate) const NETWORK_PROGRAMS_RAW: &[ProgramSpec] = &[
     raw("raw_net_sys_enter", "sys_enter"),
     raw("raw_net_sys_exit", "sys_exit"),
     btf("inet_sock_set_state"),
+    raw("raw_net_compat_enter", "sys_enter"),
+    raw("raw_net_compat_exit", "sys_exit"),
 ];
 
 pub(crate) const FILE_PROGRAMS_RAW: &[ProgramSpec] = &[
@@ -467,6 +489,21 @@ pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
     syscall("sys_enter_renameat2"),
     syscall("sys_exit_renameat2"),
 ];
+
+/// A random SipHash key for connection ids (from the kernel's CSPRNG), so an id
+/// reveals nothing about the kernel address it was derived from.
+fn random_key() -> Result<[u64; 2], LoadError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(LoadError::Random)?;
+    let (a, b) = bytes.split_at(8);
+    Ok([
+        u64::from_ne_bytes(a.try_into().expect("8 bytes")),
+        u64::from_ne_bytes(b.try_into().expect("8 bytes")),
+    ])
+}
 
 /// Loaded kernel programs, shared by the domain sources. Dropping the last reference
 /// detaches and unloads every program and map.
@@ -519,6 +556,10 @@ impl KernelPrograms {
         let has_excluded_pids = u32::from(!config.excluded_pids.is_empty());
         let has_excluded_comms = u32::from(!config.excluded_comms.is_empty());
         let has_excluded_paths = u32::from(!config.excluded_path_prefixes.is_empty());
+        let has_compat_syscalls = u32::from(offsets.compat_syscalls);
+        let conn_id_key = random_key()?;
+        let udp_report_interval_ns =
+            u64::try_from(config.udp_report_interval.as_nanos()).unwrap_or(u64::MAX);
 
         // Own copy: its BTF is sanitized in place first (see `btf_fixup`), in an
         // 8-aligned buffer as the ELF parser wants.
@@ -542,6 +583,9 @@ impl KernelPrograms {
             .override_global("PROCESS_WAKEUP_BYTES", &config.process_wakeup_bytes, true)
             .override_global("NET_WAKEUP_BYTES", &config.network_wakeup_bytes, true)
             .override_global("FILE_WAKEUP_BYTES", &config.file_wakeup_bytes, true)
+            .override_global("HAS_COMPAT_SYSCALLS", &has_compat_syscalls, true)
+            .override_global("CONN_ID_KEY", &conn_id_key, true)
+            .override_global("UDP_REPORT_INTERVAL_NS", &udp_report_interval_ns, true)
             .map_max_entries("PROCESS_EVENTS", config.process_ring_bytes)
             .map_max_entries("NET_EVENTS", config.network_ring_bytes)
             .map_max_entries("FILE_EVENTS", config.file_ring_bytes);
@@ -708,6 +752,51 @@ impl KernelPrograms {
                 .unwrap_or(0)
         };
         (sum(COUNTER_EMITTED), sum(COUNTER_LOST))
+    }
+
+    /// Network-domain kernel counters that are not per record kind, summed over CPUs:
+    /// `owner_map_full` (a connection whose close cannot be attributed, so is not
+    /// reported), `owner_stale_evicted` (an owner entry of a freed sock dropped when a
+    /// new sock was born at its address), `pending_map_full` (a socket call not
+    /// remembered between entry and exit, so not reported).
+    pub fn network_counters(&self) -> BTreeMap<&'static str, u64> {
+        const NAMES: [&str; 3] = ["owner_map_full", "owner_stale_evicted", "pending_map_full"];
+        let ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+        let Some(Ok(map)) = ebpf
+            .map("NET_COUNTERS")
+            .map(PerCpuArray::<&MapData, u64>::try_from)
+        else {
+            return BTreeMap::new();
+        };
+        NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, &name)| {
+                let n = map.get(&(i as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
+                (name, n)
+            })
+            .collect()
+    }
+
+    /// Times a loaded program did not run because another BPF program was already
+    /// running on that CPU (`recursion_misses` of `bpf_prog_info`); `None` when the
+    /// program is not loaded or the kernel does not say.
+    pub fn recursion_misses(&self, program: &str) -> Option<u64> {
+        let ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+        let fd = ebpf.program(program)?.fd().ok()?;
+        use std::os::fd::{AsFd, AsRawFd};
+        super::prog_info::recursion_misses(fd.as_fd().as_raw_fd())
+    }
+
+    /// `run_cnt` of a loaded program read two ways, ours (as for `recursion_misses`) and
+    /// aya's, so a test can check our reading of `bpf_prog_info` lines up.
+    pub fn program_run_counts(&self, program: &str) -> Option<(u64, u64)> {
+        let ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+        let p = ebpf.program(program)?;
+        let aya_count = p.info().ok()?.run_count();
+        use std::os::fd::{AsFd, AsRawFd};
+        let ours = super::prog_info::run_count(p.fd().ok()?.as_fd().as_raw_fd())?;
+        Some((ours, aya_count))
     }
 
     /// Whether kernel-side diagnostics (aya-log) reach this process's log.

@@ -9,6 +9,7 @@ pub mod drain;
 pub mod enrich;
 pub mod loader;
 pub mod offsets;
+mod prog_info;
 pub mod source;
 
 pub use loader::{

@@ -32,6 +32,24 @@ const FIELDS: &[(&str, &str, &str)] = &[
         "__sk_common.skc_v6_rcv_saddr",
     ),
     ("OFF_SK_PROTOCOL", "sock", "sk_protocol"),
+    ("OFF_NET_SK_TYPE", "sock", "sk_type"),
+    ("OFF_NET_SK_ERR", "sock", "sk_err"),
+    ("OFF_NET_SK_STATE", "sock", "__sk_common.skc_state"),
+    ("OFF_NET_INET_SPORT", "inet_sock", "inet_sport"),
+    ("OFF_NET_TASK_FLAGS", "task_struct", "flags"),
+];
+
+/// Fields the 32-bit (compat) network hooks read: x86 only. Optional: where they are
+/// missing those hooks stay inert (`HAS_COMPAT_SYSCALLS` = 0), nothing else.
+const COMPAT_FIELDS: &[(&str, &str, &str)] = &[
+    (
+        "OFF_NET_TASK_TI_STATUS",
+        "task_struct",
+        "thread_info.status",
+    ),
+    ("OFF_NET_REGS_BX", "pt_regs", "bx"),
+    ("OFF_NET_REGS_CX", "pt_regs", "cx"),
+    ("OFF_NET_REGS_BP", "pt_regs", "bp"),
 ];
 
 /// Saved-register fields the raw `sys_enter`/`sys_exit` fallback reads (x86_64 names).
@@ -43,6 +61,7 @@ const SYSCALL_REGS: &[(&str, &str, &str)] = &[
     ("OFF_REGS_R10", "pt_regs", "r10"),
     ("OFF_REGS_R8", "pt_regs", "r8"),
     ("OFF_REGS_ORIG_AX", "pt_regs", "orig_ax"),
+    ("OFF_NET_REGS_R9", "pt_regs", "r9"),
 ];
 
 /// Offsets to hand to the kernel programs as read-only globals.
@@ -54,6 +73,8 @@ pub struct KernelOffsets {
     pub exit_has_group_dead: bool,
     /// Whether the raw-syscall fallback can read syscall arguments on this kernel.
     pub raw_syscalls: bool,
+    /// Whether the 32-bit syscall entry can be watched (x86 `TS_COMPAT`, i386 registers).
+    pub compat_syscalls: bool,
 }
 
 impl KernelOffsets {
@@ -75,6 +96,19 @@ impl KernelOffsets {
                 values.extend(SYSCALL_REGS.iter().map(|&(global, ..)| (global, 0)));
             }
         }
+        let compat: Result<Vec<_>, BtfError> = COMPAT_FIELDS
+            .iter()
+            .map(|&(global, ty, path)| Ok((global, btf.member_offset(ty, path)?)))
+            .collect();
+        let compat_syscalls = compat.is_ok() && raw_syscalls;
+        match compat {
+            Ok(compat) if raw_syscalls => values.extend(compat),
+            Ok(_) => values.extend(COMPAT_FIELDS.iter().map(|&(global, ..)| (global, 0))),
+            Err(e) => {
+                tracing::debug!("32-bit syscall entry cannot be watched: {e}");
+                values.extend(COMPAT_FIELDS.iter().map(|&(global, ..)| (global, 0)));
+            }
+        }
         // ctx + task + group_dead
         let exit_has_group_dead = btf
             .func_typedef_params("btf_trace_sched_process_exit")
@@ -84,6 +118,7 @@ impl KernelOffsets {
             values,
             exit_has_group_dead,
             raw_syscalls,
+            compat_syscalls,
         })
     }
 }

@@ -153,6 +153,25 @@ impl EventSource for KernelSource {
             stats.kernel_emitted.insert(name.into(), emitted);
             stats.kernel_lost.insert(name.into(), lost);
         }
+        if self.domain == KernelDomain::Network {
+            // Losses that are not per record kind: a close that cannot be attributed,
+            // a socket call not remembered, and closes the kernel skipped because
+            // another BPF program was running on that CPU.
+            for (name, n) in self.programs.network_counters() {
+                if name == "owner_stale_evicted" {
+                    // Not a loss: the entry of a freed sock, dropped so that it is never
+                    // attributed to the sock born at the same address.
+                    stats.dropped.insert(name.into(), n);
+                } else {
+                    stats.kernel_lost.insert(name.into(), n);
+                }
+            }
+            if let Some(n) = self.programs.recursion_misses("inet_sock_set_state") {
+                stats
+                    .kernel_lost
+                    .insert("inet_sock_set_state_recursion_misses".into(), n);
+            }
+        }
         let s = &self.stats;
         for (reason, counter) in [
             ("decode_error", &s.decode_errors),

@@ -188,6 +188,9 @@ fn network_event(body: &[u8], names: &mut SourceNames) -> Option<NetworkEvent> {
     let (mut protocol, mut family, mut connection_id) = (0i32, 0i32, 0u64);
     let (mut source_addr, mut dest_addr, mut state, mut uid, mut name) =
         (None, None, None, None, None);
+    let (mut errno, mut previous_state, mut socket_error, mut unix_path, mut send_count) =
+        (None, None, None, None, None);
+    let (mut count_update, mut io_uring, mut compat_syscall) = (false, false, false);
     let mut fields = Fields::new(body);
     while let Some((field, wire_type)) = fields.next(0)? {
         let r = &mut fields.r;
@@ -203,6 +206,14 @@ fn network_event(body: &[u8], names: &mut SourceNames) -> Option<NetworkEvent> {
             (network::CONNECTION_ID, VARINT) => connection_id = r.varint()?,
             (network::UID, VARINT) => uid = Some(r.varint()? as u32),
             (network::NAME, LEN) => name = Some(r.str()?),
+            (network::ERRNO, VARINT) => errno = Some(r.varint()? as u32),
+            (network::PREVIOUS_STATE, LEN) => previous_state = Some(r.str()?),
+            (network::SOCKET_ERROR, VARINT) => socket_error = Some(r.varint()? as u32),
+            (network::UNIX_PATH, LEN) => unix_path = Some(r.str()?),
+            (network::SEND_COUNT, VARINT) => send_count = Some(r.varint()?),
+            (network::COUNT_UPDATE, VARINT) => count_update = r.varint()? != 0,
+            (network::IO_URING, VARINT) => io_uring = r.varint()? != 0,
+            (network::COMPAT_SYSCALL, VARINT) => compat_syscall = r.varint()? != 0,
             _ => return None,
         }
     }
@@ -219,6 +230,14 @@ fn network_event(body: &[u8], names: &mut SourceNames) -> Option<NetworkEvent> {
         connection_id,
         uid,
         name: name.map(str::to_owned),
+        errno,
+        previous_state: previous_state.map(str::to_owned),
+        socket_error,
+        unix_path: unix_path.map(str::to_owned),
+        send_count,
+        count_update,
+        io_uring,
+        compat_syscall,
     })
 }
 

@@ -228,6 +228,14 @@ fn network_body(o: &mut impl Out, e: &NetworkEvent) {
     varint(o, network::CONNECTION_ID, e.connection_id);
     opt_varint(o, network::UID, e.uid.map(u64::from));
     opt_string(o, network::NAME, e.name.as_deref());
+    opt_varint(o, network::ERRNO, e.errno.map(u64::from));
+    opt_string(o, network::PREVIOUS_STATE, e.previous_state.as_deref());
+    opt_varint(o, network::SOCKET_ERROR, e.socket_error.map(u64::from));
+    opt_string(o, network::UNIX_PATH, e.unix_path.as_deref());
+    opt_varint(o, network::SEND_COUNT, e.send_count);
+    boolean(o, network::COUNT_UPDATE, e.count_update);
+    boolean(o, network::IO_URING, e.io_uring);
+    boolean(o, network::COMPAT_SYSCALL, e.compat_syscall);
 }
 
 fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent) {

@@ -84,6 +84,14 @@ mod field {
         pub const CONNECTION_ID: u32 = 10;
         pub const UID: u32 = 11;
         pub const NAME: u32 = 12;
+        pub const ERRNO: u32 = 13;
+        pub const PREVIOUS_STATE: u32 = 14;
+        pub const SOCKET_ERROR: u32 = 15;
+        pub const UNIX_PATH: u32 = 16;
+        pub const SEND_COUNT: u32 = 17;
+        pub const COUNT_UPDATE: u32 = 18;
+        pub const IO_URING: u32 = 19;
+        pub const COMPAT_SYSCALL: u32 = 20;
     }
     pub mod filesystem {
         pub const PATH: u32 = 5;

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use collector_common::{NetRecord, RecordKind};
+use collector_common::{net_flags, NetRecord, RecordKind, UnixRecord, UNIX_PATH_LEN};
 use collector_core::event::{
     AddressFamily, CollectionEvent, NetworkEvent, NetworkEventKind, SourceName, TransportProtocol,
 };
@@ -11,13 +11,34 @@ use super::{c_str, read, record_kind, DecodeError};
 use crate::ebpf::clock::BootClock;
 
 const AF_INET6: u16 = 10;
-const IPPROTO_UDP: u16 = 17;
+const SOCK_RAW: u16 = 3;
 
+/// An address from the kernel's 16 bytes; IPv4-mapped IPv6 (`::ffff:a.b.c.d`) is
+/// normalised to IPv4, as is the unspecified address of a v4-mapped socket's peer.
 fn ip(family: u16, bytes: [u8; 16]) -> IpAddr {
     if family == AF_INET6 {
-        IpAddr::V6(Ipv6Addr::from(bytes))
+        let v6 = Ipv6Addr::from(bytes);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        }
     } else {
         IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+    }
+}
+
+/// The protocol from `sk_protocol` and `sk_type`.
+pub fn protocol(sk_protocol: u16, sk_type: u16) -> TransportProtocol {
+    if sk_type == SOCK_RAW {
+        return TransportProtocol::Raw;
+    }
+    match sk_protocol {
+        6 => TransportProtocol::Tcp,
+        17 | 136 => TransportProtocol::Udp,
+        1 | 58 => TransportProtocol::Icmp,
+        132 => TransportProtocol::Sctp,
+        262 => TransportProtocol::Mptcp,
+        _ => TransportProtocol::Other,
     }
 }
 
@@ -40,6 +61,22 @@ pub fn tcp_state_name(state: u32) -> Option<&'static str> {
     })
 }
 
+/// errno of a syscall result: `None` for success (0 or a new fd).
+fn errno(result: i32) -> Option<u32> {
+    (result < 0).then(|| result.unsigned_abs())
+}
+
+/// A unix socket path as passed: abstract names (leading NUL) as `@name`.
+fn unix_path(path: &[u8; UNIX_PATH_LEN], len: u16) -> String {
+    let len = usize::from(len).min(UNIX_PATH_LEN);
+    let bytes = &path[..len];
+    match bytes.split_first() {
+        // Abstract: every byte of the given length counts, NULs included.
+        Some((0, name)) => format!("@{}", String::from_utf8_lossy(name)),
+        _ => c_str(bytes),
+    }
+}
+
 /// Decodes one network-domain record.
 pub fn decode_network(
     bytes: &[u8],
@@ -48,19 +85,63 @@ pub fn decode_network(
 ) -> Result<CollectionEvent, DecodeError> {
     let kind = record_kind(bytes)?;
     let event_kind = match kind {
-        RecordKind::Connect => NetworkEventKind::Connect,
+        RecordKind::Connect | RecordKind::UnixConnect => NetworkEventKind::Connect,
         RecordKind::Accept => NetworkEventKind::Accept,
         RecordKind::Close => NetworkEventKind::Close,
         RecordKind::Listen => NetworkEventKind::Listen,
+        RecordKind::Bind | RecordKind::UnixBind => NetworkEventKind::Bind,
+        RecordKind::UdpSend => NetworkEventKind::UdpSend,
         other => return Err(DecodeError::UnknownKind(other as u32)),
     };
+    if matches!(kind, RecordKind::UnixConnect | RecordKind::UnixBind) {
+        let r: UnixRecord = read(bytes, kind as u32)?;
+        let none = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+        return Ok(CollectionEvent::Network(NetworkEvent {
+            kind: event_kind,
+            timestamp: clock.to_utc(r.header.ktime_ns),
+            pid: r.header.pid,
+            source: source.clone(),
+            protocol: TransportProtocol::Unix,
+            family: AddressFamily::Unix,
+            source_addr: none,
+            dest_addr: none,
+            state: None,
+            connection_id: r.conn_id,
+            uid: Some(r.header.uid),
+            name: Some(c_str(&r.header.comm)),
+            errno: errno(r.result),
+            previous_state: None,
+            socket_error: None,
+            unix_path: Some(unix_path(&r.path, r.path_len)),
+            send_count: None,
+            count_update: false,
+            io_uring: r.net_flags & net_flags::IO_URING != 0,
+            compat_syscall: r.net_flags & net_flags::COMPAT != 0,
+        }));
+    }
     let r: NetRecord = read(bytes, kind as u32)?;
-    let local = SocketAddr::new(ip(r.family, r.local_addr), r.local_port);
-    let remote = SocketAddr::new(ip(r.family, r.remote_addr), r.remote_port);
+    let (mut local_ip, mut remote_ip) = (ip(r.family, r.local_addr), ip(r.family, r.remote_addr));
+    // A v4-mapped socket's unset end is `::`; shown as 0.0.0.0 next to an IPv4 peer.
+    match (local_ip, remote_ip) {
+        (IpAddr::V6(l), IpAddr::V4(_)) if l.is_unspecified() => {
+            local_ip = IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        }
+        (IpAddr::V4(_), IpAddr::V6(r)) if r.is_unspecified() => {
+            remote_ip = IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        }
+        _ => {}
+    }
+    let family = if local_ip.is_ipv4() && remote_ip.is_ipv4() {
+        AddressFamily::Ipv4
+    } else {
+        AddressFamily::Ipv6
+    };
+    let local = SocketAddr::new(local_ip, r.local_port);
+    let remote = SocketAddr::new(remote_ip, r.remote_port);
     // source = the end that initiated, dest = the end that accepted.
     let (source_addr, dest_addr) = match event_kind {
         NetworkEventKind::Accept => (remote, local),
-        NetworkEventKind::Listen => (local, local),
+        NetworkEventKind::Listen | NetworkEventKind::Bind => (local, local),
         _ => (local, remote),
     };
     Ok(CollectionEvent::Network(NetworkEvent {
@@ -68,22 +149,22 @@ pub fn decode_network(
         timestamp: clock.to_utc(r.header.ktime_ns),
         pid: r.header.pid,
         source: source.clone(),
-        protocol: if r.protocol == IPPROTO_UDP {
-            TransportProtocol::Udp
-        } else {
-            TransportProtocol::Tcp
-        },
-        family: if r.family == AF_INET6 {
-            AddressFamily::Ipv6
-        } else {
-            AddressFamily::Ipv4
-        },
+        protocol: protocol(r.protocol, r.sock_type),
+        family,
         source_addr,
         dest_addr,
         state: tcp_state_name(r.state).map(str::to_string),
-        connection_id: r.sock_id,
+        connection_id: r.conn_id,
         uid: Some(r.header.uid),
         name: Some(c_str(&r.header.comm)),
+        errno: errno(r.result),
+        previous_state: tcp_state_name(r.prev_state).map(str::to_string),
+        socket_error: u32::try_from(r.sk_err).ok().filter(|&e| e != 0),
+        unix_path: None,
+        send_count: (kind == RecordKind::UdpSend).then_some(r.send_count),
+        count_update: r.net_flags & net_flags::UPDATE != 0,
+        io_uring: r.net_flags & net_flags::IO_URING != 0,
+        compat_syscall: r.net_flags & net_flags::COMPAT != 0,
     }))
 }
 

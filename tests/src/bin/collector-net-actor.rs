@@ -1,0 +1,316 @@
+//! Network activity for the kernel network tests, beyond what `collector-test-actor`
+//! does: raw socket calls (non-blocking and refused connects, UDP sends, unix sockets,
+//! dual-stack accepts, the 32-bit `int $0x80` entry). Prints `key=value` pairs.
+//!
+//! ```text
+//! collector-net-actor refused                 connect to a closed loopback port
+//! collector-net-actor nonblock                non-blocking connect (EINPROGRESS), accept, close
+//! collector-net-actor udp                     sendto three destinations, then the first again
+//! collector-net-actor unix DIR                connect to a unix socket at DIR/sock and to an abstract name
+//! collector-net-actor dualstack               accept a 127.0.0.1 connection on a [::] listener
+//! collector-net-actor int80                   as nobody: connect through int $0x80 (socketcall and direct)
+//! ```
+use std::mem::{size_of, zeroed};
+use std::net::{Ipv4Addr, TcpListener};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let out = match args.first().map(String::as_str) {
+        Some("refused") => refused(),
+        Some("nonblock") => nonblock(),
+        Some("udp") => udp(),
+        Some("unix") => unix(&args[1]),
+        Some("dualstack") => dualstack(),
+        Some("int80") => int80_connects(),
+        _ => {
+            eprintln!("usage: collector-net-actor refused|nonblock|udp|unix DIR|dualstack|int80");
+            std::process::exit(2);
+        }
+    };
+    println!("pid={} {out}", std::process::id());
+}
+
+fn check(rc: i32, what: &str) -> i32 {
+    if rc < 0 {
+        panic!("{what}: {}", std::io::Error::last_os_error());
+    }
+    rc
+}
+
+fn sockaddr_in(port: u16) -> libc::sockaddr_in {
+    // SAFETY: all-zero is a valid sockaddr_in.
+    let mut sa: libc::sockaddr_in = unsafe { zeroed() };
+    sa.sin_family = libc::AF_INET as u16;
+    sa.sin_port = port.to_be();
+    sa.sin_addr.s_addr = u32::from(Ipv4Addr::LOCALHOST).to_be();
+    sa
+}
+
+fn connect_in(fd: i32, sa: &libc::sockaddr_in) -> (i32, i32) {
+    // SAFETY: valid fd and sockaddr of the given size.
+    let rc = unsafe {
+        libc::connect(
+            fd,
+            (sa as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        )
+    };
+    let errno = if rc < 0 {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    } else {
+        0
+    };
+    (rc, errno)
+}
+
+fn local_port(fd: i32) -> u16 {
+    // SAFETY: getsockname into a sockaddr_in6-sized buffer.
+    let mut sa: libc::sockaddr_in6 = unsafe { zeroed() };
+    let mut len = size_of::<libc::sockaddr_in6>() as u32;
+    check(
+        unsafe { libc::getsockname(fd, (&mut sa as *mut libc::sockaddr_in6).cast(), &mut len) },
+        "getsockname",
+    );
+    u16::from_be(sa.sin6_port)
+}
+
+/// A loopback port with nothing listening: bound then closed.
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn tcp_socket(flags: i32) -> i32 {
+    // SAFETY: plain syscall.
+    check(
+        unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | flags, 0) },
+        "socket",
+    )
+}
+
+fn refused() -> String {
+    let port = free_port();
+    let fd = tcp_socket(0);
+    let (rc, errno) = connect_in(fd, &sockaddr_in(port));
+    assert!(rc < 0, "connect to a closed port succeeded");
+    // SAFETY: our fd.
+    unsafe { libc::close(fd) };
+    format!("port={port} errno={errno}")
+}
+
+fn nonblock() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fd = tcp_socket(libc::SOCK_NONBLOCK);
+    let (rc, errno) = connect_in(fd, &sockaddr_in(port));
+    assert!(
+        rc < 0 && errno == libc::EINPROGRESS,
+        "expected EINPROGRESS, got {rc}/{errno}"
+    );
+    let client_port = local_port(fd);
+    let (accepted, _) = listener.accept().unwrap();
+    // Let the connect complete before closing.
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, 5000) };
+    // SAFETY: our fd.
+    unsafe { libc::close(fd) };
+    drop(accepted);
+    format!("port={port} client_port={client_port} errno={errno}")
+}
+
+fn udp() -> String {
+    // SAFETY: plain syscalls with valid buffers.
+    let fd = check(
+        unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) },
+        "socket",
+    );
+    let ports = [free_port(), free_port(), free_port()];
+    let msg = b"x";
+    for port in ports.iter().chain(std::iter::once(&ports[0])) {
+        let sa = sockaddr_in(*port);
+        // SAFETY: valid buffers.
+        let rc = unsafe {
+            libc::sendto(
+                fd,
+                msg.as_ptr().cast(),
+                msg.len(),
+                0,
+                (&sa as *const libc::sockaddr_in).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        check(rc as i32, "sendto");
+    }
+    let local = local_port(fd);
+    // SAFETY: our fd.
+    unsafe { libc::close(fd) };
+    format!(
+        "local_port={local} p1={} p2={} p3={}",
+        ports[0], ports[1], ports[2]
+    )
+}
+
+fn sockaddr_un(path: &[u8]) -> (libc::sockaddr_un, u32) {
+    // SAFETY: all-zero is a valid sockaddr_un.
+    let mut sa: libc::sockaddr_un = unsafe { zeroed() };
+    sa.sun_family = libc::AF_UNIX as u16;
+    for (d, s) in sa.sun_path.iter_mut().zip(path) {
+        *d = *s as libc::c_char;
+    }
+    (sa, (2 + path.len()) as u32)
+}
+
+fn unix_connect(listen_path: &[u8], connect_with_nul: bool) {
+    // SAFETY: plain syscalls with valid buffers.
+    unsafe {
+        let l = check(libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0), "socket");
+        let (sa, len) = sockaddr_un(listen_path);
+        check(
+            libc::bind(l, (&sa as *const libc::sockaddr_un).cast(), len),
+            "bind",
+        );
+        check(libc::listen(l, 1), "listen");
+        let c = check(libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0), "socket");
+        let len = if connect_with_nul { len + 1 } else { len };
+        check(
+            libc::connect(c, (&sa as *const libc::sockaddr_un).cast(), len),
+            "connect",
+        );
+        libc::close(c);
+        libc::close(l);
+    }
+}
+
+fn unix(dir: &str) -> String {
+    let path = format!("{dir}/sock");
+    unix_connect(path.as_bytes(), true);
+    let abs = format!("collector-test-{}", std::process::id());
+    let mut name = vec![0u8];
+    name.extend_from_slice(abs.as_bytes());
+    unix_connect(&name, false);
+    format!("path={path} abstract=@{abs}")
+}
+
+fn dualstack() -> String {
+    // SAFETY: plain syscalls with valid buffers.
+    unsafe {
+        let l = check(libc::socket(libc::AF_INET6, libc::SOCK_STREAM, 0), "socket");
+        let off: i32 = 0;
+        check(
+            libc::setsockopt(
+                l,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_V6ONLY,
+                (&off as *const i32).cast(),
+                4,
+            ),
+            "IPV6_V6ONLY",
+        );
+        let mut sa: libc::sockaddr_in6 = zeroed();
+        sa.sin6_family = libc::AF_INET6 as u16;
+        check(
+            libc::bind(
+                l,
+                (&sa as *const libc::sockaddr_in6).cast(),
+                size_of::<libc::sockaddr_in6>() as u32,
+            ),
+            "bind",
+        );
+        check(libc::listen(l, 4), "listen");
+        let port = local_port(l);
+        let c = tcp_socket(0);
+        let (rc, errno) = connect_in(c, &sockaddr_in(port));
+        assert_eq!(rc, 0, "connect: errno {errno}");
+        let client_port = local_port(c);
+        let a = check(
+            libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut()),
+            "accept",
+        );
+        libc::close(a);
+        libc::close(c);
+        libc::close(l);
+        format!("port={port} client_port={client_port}")
+    }
+}
+
+/// A 32-bit syscall through `int $0x80`: number in eax, arguments in ebx, ecx, edx,
+/// esi, edi, ebp; pointers must fit 32 bits.
+#[cfg(target_arch = "x86_64")]
+unsafe fn syscall32(nr: u32, a: u32, b: u32, c: u32) -> i32 {
+    let ret: u32;
+    // SAFETY: the caller passes a valid i386 syscall; rbx is saved around the call
+    // because LLVM reserves it.
+    unsafe {
+        std::arch::asm!(
+            "xchg rbx, {a:r}",
+            "int 0x80",
+            "xchg rbx, {a:r}",
+            a = inout(reg) u64::from(a) => _,
+            inlateout("eax") nr => ret,
+            in("ecx") b,
+            in("edx") c,
+            lateout("r8") _, lateout("r9") _, lateout("r10") _, lateout("r11") _,
+        );
+    }
+    ret as i32
+}
+
+#[cfg(target_arch = "x86_64")]
+fn int80_connects() -> String {
+    // Listeners first (as root is fine), then drop to nobody for the 32-bit calls.
+    let l1 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let l2 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (p1, p2) = (
+        l1.local_addr().unwrap().port(),
+        l2.local_addr().unwrap().port(),
+    );
+    // SAFETY: plain syscalls; the mapping is ours.
+    unsafe {
+        check(libc::setresgid(65534, 65534, 65534), "setresgid");
+        check(libc::setresuid(65534, 65534, 65534), "setresuid");
+        // Memory below 4 GiB for the 32-bit pointers.
+        let mem = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+            -1,
+            0,
+        );
+        assert_ne!(mem, libc::MAP_FAILED, "mmap MAP_32BIT");
+        let base = mem as usize;
+        assert!(base < u32::MAX as usize);
+        let sa1 = base as *mut libc::sockaddr_in;
+        let sa2 = (base + 64) as *mut libc::sockaddr_in;
+        let args = (base + 128) as *mut u32;
+        *sa1 = sockaddr_in(p1);
+        *sa2 = sockaddr_in(p2);
+        // socketcall(SYS_CONNECT, [fd, sa1, 16])
+        let fd1 = tcp_socket(0);
+        *args = fd1 as u32;
+        *args.add(1) = sa1 as u32;
+        *args.add(2) = 16;
+        let rc1 = syscall32(102, 3, args as u32, 0);
+        // connect(fd, sa2, 16), i386 nr 362
+        let fd2 = tcp_socket(0);
+        let rc2 = syscall32(362, fd2 as u32, sa2 as u32, 16);
+        let (c1, c2) = (local_port(fd1), local_port(fd2));
+        libc::close(fd1);
+        libc::close(fd2);
+        drop((l1, l2));
+        format!(
+            "p1={p1} p2={p2} rc1={rc1} rc2={rc2} c1={c1} c2={c2} uid={}",
+            libc::getuid()
+        )
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn int80_connects() -> String {
+    "skipped=not-x86_64".into()
+}
