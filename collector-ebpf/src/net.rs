@@ -15,21 +15,22 @@
 //! that fail before the socket has a destination.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_user,
+        generated::bpf_probe_read_user as read_user_raw,
+    },
     macros::{map, raw_tracepoint, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{RawTracePointContext, TracePointContext},
 };
-use collector_common::{
-    net_flags, NetRecord, RecordKind, UnixRecord, UNIX_PATH_LEN,
-};
+use collector_common::{net_flags, NetRecord, RecordKind, UnixRecord, UNIX_PATH_LEN};
 
 use crate::{
     common::{
         count_emitted, count_lost, excluded, fd_to_file, fill_header, net_wakeup_flags,
         read_kernel, syscall_arg, syscall_nr, NET_EVENTS,
     },
-    net_state::{capture_local_port, conn_id, owner_id, track_owner, net_count, NET_PENDING_FULL},
+    net_state::{capture_local_port, conn_id, net_count, owner_id, track_owner, NET_PENDING_FULL},
     offsets::get,
 };
 
@@ -480,7 +481,13 @@ fn udp_sendmsg(fd: u64, msg: u64) {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
-    enter_sock_call(RecordKind::Connect, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), 0);
+    enter_sock_call(
+        RecordKind::Connect,
+        arg(&ctx, 0),
+        arg(&ctx, 1),
+        arg(&ctx, 2),
+        0,
+    );
     0
 }
 
@@ -492,7 +499,13 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_bind")]
 pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
-    enter_sock_call(RecordKind::Bind, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), 0);
+    enter_sock_call(
+        RecordKind::Bind,
+        arg(&ctx, 0),
+        arg(&ctx, 1),
+        arg(&ctx, 2),
+        0,
+    );
     0
 }
 
@@ -551,8 +564,10 @@ const NR_ACCEPT4: u64 = 288;
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn raw_net_sys_enter(ctx: RawTracePointContext) -> i32 {
     let id: u64 = ctx.arg(1);
-    if !matches!(id, NR_CONNECT | NR_BIND | NR_LISTEN | NR_SENDTO | NR_SENDMSG)
-        || crate::net_compat::in_compat_syscall()
+    if !matches!(
+        id,
+        NR_CONNECT | NR_BIND | NR_LISTEN | NR_SENDTO | NR_SENDMSG
+    ) || crate::net_compat::in_compat_syscall()
     {
         return 0;
     }
@@ -575,8 +590,10 @@ pub fn raw_net_sys_enter(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn raw_net_sys_exit(ctx: RawTracePointContext) -> i32 {
     let id = syscall_nr(ctx.arg(0));
-    if !matches!(id, NR_CONNECT | NR_BIND | NR_LISTEN | NR_ACCEPT | NR_ACCEPT4)
-        || crate::net_compat::in_compat_syscall()
+    if !matches!(
+        id,
+        NR_CONNECT | NR_BIND | NR_LISTEN | NR_ACCEPT | NR_ACCEPT4
+    ) || crate::net_compat::in_compat_syscall()
     {
         return 0;
     }

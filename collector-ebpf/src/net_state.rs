@@ -16,8 +16,7 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid,
         generated::{
-            bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_boot_ns,
-            bpf_task_pt_regs,
+            bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_boot_ns, bpf_task_pt_regs,
         },
     },
     macros::{btf_tracepoint, map},
@@ -28,7 +27,9 @@ use aya_ebpf::{
 use collector_common::{net_flags, NetRecord, RecordHeader, RecordKind};
 
 use crate::{
-    common::{count_emitted, count_lost, excluded, fill_header, net_wakeup_flags, read_kernel, NET_EVENTS},
+    common::{
+        count_emitted, count_lost, excluded, fill_header, net_wakeup_flags, read_kernel, NET_EVENTS,
+    },
     net::{fill_tuple, PENDING_SOCK, TCP_CLOSE},
     offsets::get,
 };
