@@ -24,6 +24,8 @@ async fn tiny_ring_losses_are_counted_exactly() {
     let programs = KernelPrograms::load(KernelConfig {
         // One page: room for about a dozen file records.
         file_ring_bytes: 4096,
+        // A watermark must sit below the ring's size (the loader refuses it otherwise).
+        file_wakeup_bytes: 1024,
         include_only: true,
         ..KernelConfig::default()
     })
