@@ -82,6 +82,7 @@ pub const FIELD_NAMES: &[&str] = &[
     "ipc_allowed_gids",
     "socket_group",
     "subscriber_queue_batches",
+    "export",
 ];
 
 /// Configuration of a [`Collector`](crate::Collector) and the IPC server it hosts.
@@ -143,6 +144,8 @@ pub struct CollectorConfig {
     pub socket_group: Option<String>,
     /// Batches queued per IPC subscriber before its batches are dropped (default 256).
     pub subscriber_queue_batches: usize,
+    /// Fleet export to NATS JetStream (default off); see [`ExportConfig`].
+    pub export: ExportConfig,
 }
 
 impl Default for CollectorConfig {
@@ -169,6 +172,7 @@ impl Default for CollectorConfig {
             ipc_allowed_gids: Vec::new(),
             socket_group: None,
             subscriber_queue_batches: 256,
+            export: ExportConfig::default(),
         }
     }
 }
@@ -387,6 +391,7 @@ impl CollectorConfig {
                 self.max_frame_bytes,
             ));
         }
+        self.export.validate()?;
         Ok(())
     }
 
@@ -447,6 +452,257 @@ impl CollectorConfig {
         }
         Self::from_figment(&Self::figment_from(&files))
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Fleet export (issue 13): the `[export]` section, read by the `collector-export` crate.
+
+/// Default subject template: one subject per host, domain and event kind.
+pub const DEFAULT_EXPORT_SUBJECT: &str = "collector.{hostname}.{domain}.{kind}";
+
+/// Placeholders a subject template may use.
+pub const EXPORT_SUBJECT_PLACEHOLDERS: &[&str] =
+    &["{hostname}", "{host_id}", "{domain}", "{kind}", "{source}"];
+
+/// How each event is encoded in its NATS message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportPayload {
+    /// One `collector.v1.Event` message of the IPC schema (`proto/collector.proto`).
+    #[default]
+    Protobuf,
+    /// One JSON object, as `collector events` prints it (`docs/events.md`).
+    Json,
+}
+
+/// The `[export]` section: where and how events leave the host for NATS JetStream.
+///
+/// Export is off while `nats_servers` is empty. Events go to an on-disk spool under
+/// `data_dir/export-spool` first and leave it only once JetStream acknowledges them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    /// Server URLs (`nats://host:4222`, `tls://host:4222`); empty turns export off.
+    pub nats_servers: Vec<String>,
+    /// A `.creds` file (JWT and nkey seed), for decentralized auth.
+    pub creds_file: Option<PathBuf>,
+    /// A file holding an nkey seed (`SU...`).
+    pub nkey_seed_file: Option<PathBuf>,
+    /// User name, with `password`.
+    pub user: Option<String>,
+    /// Password of `user`.
+    pub password: Option<String>,
+    /// PEM file of the CA that signed the servers' certificates.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate, with `tls_key_file`, for servers that verify clients.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// Refuse servers that do not speak TLS (default false; implied by a `tls://` URL).
+    pub tls_required: bool,
+    /// Subject of each message; placeholders `{hostname}`, `{host_id}`, `{domain}`,
+    /// `{kind}`, `{source}` (default `collector.{hostname}.{domain}.{kind}`).
+    pub subject_template: String,
+    /// JetStream stream that stores the events (default `COLLECTOR`); created at start
+    /// when missing.
+    pub stream: String,
+    /// Subjects the stream is created with (default `collector.>`).
+    pub stream_subjects: Vec<String>,
+    /// Payload encoding (default protobuf).
+    pub payload: ExportPayload,
+    /// Largest size of the spool on disk (default 1 GiB); when full, the oldest events
+    /// are dropped and counted as `export_spool_full`.
+    pub spool_max_bytes: u64,
+    /// Most messages published and not yet acknowledged (default 8192).
+    pub max_in_flight: usize,
+    /// JetStream's duplicate window of a stream this collector creates (default 2m):
+    /// a message resent within it under the same id is stored once.
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    /// How long a publish waits for its acknowledgement (default 5s).
+    #[serde(with = "humantime_serde")]
+    pub ack_timeout: Duration,
+    /// This host's id in message ids (default: /etc/machine-id, else the hostname).
+    pub host_id: Option<String>,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        Self {
+            nats_servers: Vec::new(),
+            creds_file: None,
+            nkey_seed_file: None,
+            user: None,
+            password: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_required: false,
+            subject_template: DEFAULT_EXPORT_SUBJECT.to_owned(),
+            stream: "COLLECTOR".to_owned(),
+            stream_subjects: vec!["collector.>".to_owned()],
+            payload: ExportPayload::Protobuf,
+            spool_max_bytes: 1 << 30,
+            max_in_flight: 8192,
+            duplicate_window: Duration::from_secs(120),
+            ack_timeout: Duration::from_secs(5),
+            host_id: None,
+        }
+    }
+}
+
+/// Smallest accepted `export.spool_max_bytes`.
+pub const MIN_EXPORT_SPOOL_BYTES: u64 = 1 << 20;
+
+impl ExportConfig {
+    /// Whether export is configured at all.
+    pub fn enabled(&self) -> bool {
+        !self.nats_servers.is_empty()
+    }
+
+    /// Checks the section; the error names the field (`export.<field>`) and its rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(
+            field: &'static str,
+            rule: &'static str,
+            value: impl std::fmt::Debug,
+        ) -> ConfigError {
+            ConfigError::Invalid {
+                field,
+                rule,
+                value: format!("{value:?}"),
+            }
+        }
+        for url in &self.nats_servers {
+            let scheme_ok = ["nats://", "tls://", "ws://", "wss://"]
+                .iter()
+                .any(|s| url.starts_with(s));
+            let rest = url.split_once("://").map_or("", |(_, r)| r);
+            if !scheme_ok || rest.is_empty() || rest.contains(char::is_whitespace) {
+                return Err(invalid(
+                    "export.nats_servers",
+                    "each must be a URL like nats://host:4222 or tls://host:4222",
+                    url,
+                ));
+            }
+        }
+        let auth = [
+            self.creds_file.is_some(),
+            self.nkey_seed_file.is_some(),
+            self.user.is_some(),
+        ];
+        if auth.iter().filter(|&&a| a).count() > 1 {
+            return Err(invalid(
+                "export.creds_file",
+                "only one of creds_file, nkey_seed_file and user/password may be set",
+                (&self.creds_file, &self.nkey_seed_file, &self.user),
+            ));
+        }
+        if self.password.is_some() != self.user.is_some() {
+            return Err(invalid(
+                "export.password",
+                "user and password must be set together",
+                self.user.as_deref().unwrap_or("<no user>"),
+            ));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(invalid(
+                "export.tls_cert_file",
+                "tls_cert_file and tls_key_file must be set together",
+                (&self.tls_cert_file, &self.tls_key_file),
+            ));
+        }
+        validate_subject_template(&self.subject_template)
+            .map_err(|rule| invalid("export.subject_template", rule, &self.subject_template))?;
+        let name_ok = !self.stream.is_empty()
+            && self.stream.len() <= 255
+            && !self
+                .stream
+                .contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'));
+        if !name_ok {
+            return Err(invalid(
+                "export.stream",
+                "it must be a JetStream stream name: 1-255 characters, no spaces, `.`, `*`, `>`, `/` or `\\`",
+                &self.stream,
+            ));
+        }
+        if self.stream_subjects.is_empty()
+            || self
+                .stream_subjects
+                .iter()
+                .any(|s| s.is_empty() || s.contains(char::is_whitespace))
+        {
+            return Err(invalid(
+                "export.stream_subjects",
+                "it must list at least one subject without spaces (e.g. collector.>)",
+                &self.stream_subjects,
+            ));
+        }
+        if self.spool_max_bytes < MIN_EXPORT_SPOOL_BYTES {
+            return Err(invalid(
+                "export.spool_max_bytes",
+                "it must be at least 1 MiB (1048576)",
+                self.spool_max_bytes,
+            ));
+        }
+        if self.max_in_flight == 0 {
+            return Err(invalid(
+                "export.max_in_flight",
+                "it must be at least 1",
+                self.max_in_flight,
+            ));
+        }
+        if self.duplicate_window.is_zero() || self.ack_timeout.is_zero() {
+            return Err(invalid(
+                "export.duplicate_window",
+                "duplicate_window and ack_timeout must be longer than zero",
+                (self.duplicate_window, self.ack_timeout),
+            ));
+        }
+        if let Some(id) = &self.host_id {
+            if id.is_empty() || id.contains(|c: char| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(
+                    "export.host_id",
+                    "it must be non-empty, without spaces",
+                    id,
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a subject template is unusable, or `Ok` when every `.`-separated token is a
+/// literal NATS token or one of [`EXPORT_SUBJECT_PLACEHOLDERS`].
+fn validate_subject_template(template: &str) -> Result<(), &'static str> {
+    if template.is_empty() {
+        return Err("it must not be empty");
+    }
+    for token in template.split('.') {
+        if token.is_empty() {
+            return Err("it must not have empty tokens (`..` or a leading/trailing `.`)");
+        }
+        if token.contains(['*', '>']) || token.contains(char::is_whitespace) {
+            return Err("a published subject cannot hold wildcards (`*`, `>`) or spaces");
+        }
+        if token.contains('{') || token.contains('}') {
+            let mut rest = token;
+            while let Some(open) = rest.find('{') {
+                let close = rest[open..].find('}').ok_or("a `{` has no closing `}`")?;
+                let name = &rest[open..open + close + 1];
+                if !EXPORT_SUBJECT_PLACEHOLDERS.contains(&name) {
+                    return Err(
+                        "placeholders are {hostname}, {host_id}, {domain}, {kind} and {source}",
+                    );
+                }
+                rest = &rest[open + close + 1..];
+            }
+            if rest.contains('}') {
+                return Err("a `}` has no opening `{`");
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
