@@ -90,9 +90,8 @@ impl RecordBatch {
         subject: &str,
         payload: impl FnOnce(&mut Vec<u8>),
     ) -> Result<(), SpoolError> {
-        let subject_len = u16::try_from(subject.len()).map_err(|_| SpoolError::SubjectTooLong {
-            len: subject.len(),
-        })?;
+        let subject_len = u16::try_from(subject.len())
+            .map_err(|_| SpoolError::SubjectTooLong { len: subject.len() })?;
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0; RECORD_HEADER]);
         self.buf.extend_from_slice(&0u64.to_le_bytes()); // seq, set at append
@@ -539,7 +538,10 @@ impl Spool {
         inner.acked = seq.min(inner.next_seq - 1);
         Self::persist_acked(&mut inner);
         while inner.segments.len() > 1
-            && inner.segments.front().is_some_and(|s| s.last_seq <= inner.acked)
+            && inner
+                .segments
+                .front()
+                .is_some_and(|s| s.last_seq <= inner.acked)
         {
             let done = inner.segments.pop_front().expect("checked");
             inner.bytes -= done.len;
@@ -669,7 +671,8 @@ impl SpoolReader {
             if self.file.is_none() {
                 self.file = Some(File::open(&path).map_err(io("open", &path))?);
             }
-            let want = ((len - self.offset) as usize).min(max_bytes.max(RECORD_HEADER + BODY_FIXED));
+            let want =
+                ((len - self.offset) as usize).min(max_bytes.max(RECORD_HEADER + BODY_FIXED));
             let mut buf = vec![0u8; want];
             let file = self.file.as_ref().expect("opened above");
             file.read_exact_at(&mut buf, self.offset)
@@ -754,7 +757,10 @@ mod tests {
         }
         let seqs = read_all(&mut reader);
         assert_eq!(seqs, (1..=5000).collect::<Vec<_>>());
-        assert!(std::fs::read_dir(dir.path()).unwrap().count() > 3, "several segments");
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().count() > 3,
+            "several segments"
+        );
         let stats = spool.stats();
         assert_eq!(stats.unacked_events, 5000);
         assert_eq!(stats.dropped_full, 0);

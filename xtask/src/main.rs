@@ -126,7 +126,7 @@ fn build() -> Result<()> {
     ]))
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc_geteuid() == 0 }
 }

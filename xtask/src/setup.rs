@@ -78,7 +78,34 @@ pub fn ensure() -> Result<()> {
             "--force",
         ]))?;
     }
+    ensure_nats_server()?;
     check_llvm(llvm)
+}
+
+/// Where the Debian package puts the server (`/usr/bin` or `/usr/sbin`), or on PATH.
+pub fn nats_server_present() -> bool {
+    output(Command::new("nats-server").arg("--version")).is_some()
+        || ["/usr/bin/nats-server", "/usr/sbin/nats-server"]
+            .iter()
+            .any(|p| std::path::Path::new(p).exists())
+}
+
+/// The export tests (collector-export/tests) start a real `nats-server`: install the
+/// Debian package when it is missing (CI runs as root on a fresh machine).
+fn ensure_nats_server() -> Result<()> {
+    if nats_server_present() {
+        return Ok(());
+    }
+    if !crate::is_root() {
+        eprintln!("xtask: nats-server is missing and installing it needs root: `sudo apt-get install -y nats-server` (the export tests skip without it)");
+        return Ok(());
+    }
+    eprintln!("xtask: installing nats-server (Debian package) for the export tests");
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "nats-server"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("installing nats-server: run `apt-get install -y nats-server` by hand")
 }
 
 fn check_llvm(nightly_llvm: u32) -> Result<()> {
