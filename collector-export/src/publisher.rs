@@ -195,8 +195,32 @@ pub async fn connect(
                 ExportError::Credentials { servers, source }
             }
             ConnectErrorKind::Tls => ExportError::Tls { servers, source },
+            // A TLS handshake with a server that does not speak TLS (or the reverse)
+            // fails as an I/O error of rustls.
+            _ if looks_like_tls(&source) => ExportError::Tls { servers, source },
             _ => ExportError::Unreachable { servers, source },
         })
+}
+
+/// Whether a connection error came from TLS (rustls reports handshake failures as I/O
+/// errors with messages such as `received corrupt message of type InvalidContentType`).
+fn looks_like_tls(error: &async_nats::ConnectError) -> bool {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(s) = source {
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    let text = text.to_ascii_lowercase();
+    [
+        "tls",
+        "certificate",
+        "invalidcontenttype",
+        "handshake",
+        "corrupt message",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
 }
 
 /// Whether NATS subject `pattern` (with `*` and `>`) matches `subject`.
