@@ -56,11 +56,17 @@ pub fn spool_dir(data_dir: &Path) -> PathBuf {
 /// A running exporter: the sink to add to the collector, and the publisher task.
 pub struct Exporter {
     sink: Arc<ExportSink>,
+    status: ExportStatusHandle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Reads the exporter's figures; cheap to clone, for status providers and metrics.
+#[derive(Clone)]
+pub struct ExportStatusHandle {
     spool: Arc<Spool>,
     state: Arc<publisher::PublishState>,
     servers: Vec<String>,
     stream: String,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl Exporter {
@@ -105,10 +111,12 @@ impl Exporter {
         ));
         Ok(Self {
             sink,
-            spool,
-            state,
-            servers: config.nats_servers.clone(),
-            stream: config.stream.clone(),
+            status: ExportStatusHandle {
+                spool,
+                state,
+                servers: config.nats_servers.clone(),
+                stream: config.stream.clone(),
+            },
             task,
         })
     }
@@ -120,9 +128,26 @@ impl Exporter {
 
     /// The spool (for tests and benchmarks).
     pub fn spool(&self) -> &Arc<Spool> {
-        &self.spool
+        &self.status.spool
     }
 
+    /// A handle that reads [`status`](ExportStatusHandle::status).
+    pub fn status_handle(&self) -> ExportStatusHandle {
+        self.status.clone()
+    }
+
+    /// Connection, spool and publish figures, as `collector status` shows them.
+    pub fn status(&self) -> ExportStatus {
+        self.status.status()
+    }
+
+    /// Waits for the publisher to stop (after the shutdown token fires).
+    pub async fn join(self) {
+        let _ = self.task.await;
+    }
+}
+
+impl ExportStatusHandle {
     /// Connection, spool and publish figures, as `collector status` shows them.
     pub fn status(&self) -> ExportStatus {
         let spool = self.spool.stats();
@@ -152,10 +177,5 @@ impl Exporter {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
         }
-    }
-
-    /// Waits for the publisher to stop (after the shutdown token fires).
-    pub async fn join(self) {
-        let _ = self.task.await;
     }
 }

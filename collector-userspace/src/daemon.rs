@@ -64,6 +64,10 @@ pub struct RunArgs {
     /// they cannot load). Short-lived processes can be missed.
     #[arg(long)]
     pub procfs: bool,
+    /// Export events to this NATS JetStream server (repeat for a cluster); overrides
+    /// `export.nats_servers`. The rest of `[export]` still applies.
+    #[arg(long = "export-nats", value_name = "URL")]
+    pub export_nats: Vec<String>,
 }
 
 fn parse_domains(names: &[String]) -> anyhow::Result<Vec<KernelDomain>> {
@@ -155,6 +159,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.data_dir {
         config.data_dir = dir.clone();
     }
+    if !args.export_nats.is_empty() {
+        config.export.nats_servers = args.export_nats.clone();
+    }
     config.validate().context("invalid configuration")?;
 
     let mut kernel = KernelConfig {
@@ -221,13 +228,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ))));
     }
     let handle = collector.handle();
+    let exporter = crate::export::start_exporter(&config, &handle);
+    if let Some(exporter) = &exporter {
+        collector.add_sink(exporter.sink());
+    }
+    let status_source = crate::export::StatusWithExport {
+        handle: handle.clone(),
+        export: exporter.as_ref().map(|e| e.status_handle()),
+    };
 
     let server_task = if args.no_ipc {
         None
     } else {
         let sink = IpcSink::new(config.subscriber_queue_batches);
         collector.add_sink(Arc::new(sink.clone()));
-        let status: Arc<dyn StatusProvider> = Arc::new(handle.clone());
+        let status: Arc<dyn StatusProvider> = Arc::new(status_source.clone());
         let tasks: Arc<dyn collector_core::ipc::TaskHandler> =
             Arc::new(crate::tasks::HostTaskHandler::new());
         let server = CollectorIpcServer::bind(
@@ -246,12 +261,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let metrics_task = args.metrics_file.clone().map(|path| {
         let handle = handle.clone();
+        let status_source = status_source.clone();
         let every = config.telemetry_interval;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                if let Err(e) = write_metrics(&path, &handle.status()) {
+                if let Err(e) = write_metrics(&path, &status_source.snapshot()) {
                     tracing::warn!(path = %path.display(), "cannot write metrics: {e}");
                 }
                 if handle.is_shutting_down() {
@@ -262,10 +278,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
 
     let summary = collector.run().await?;
+    let mut final_status = summary.status.clone();
+    final_status.export = status_source.export.as_ref().map(|e| e.status());
     if let Some(task) = metrics_task {
         task.abort();
         if let Some(path) = &args.metrics_file {
-            write_metrics(path, &summary.status)?;
+            write_metrics(path, &final_status)?;
+        }
+    }
+    if let Some(exporter) = exporter {
+        // The shutdown token stopped it; what it did not publish stays in the spool.
+        exporter.join().await;
+        if let Some(export) = &final_status.export {
+            tracing::info!(
+                published = export.published,
+                acked = export.acked,
+                left_in_spool = export.spool_events,
+                "fleet export stopped"
+            );
         }
     }
     if let Some(task) = server_task {

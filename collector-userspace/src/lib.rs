@@ -8,12 +8,14 @@
 //! - [`store`]: the embedded database (redb) of the process table and recent execs.
 //! - [`daemon`]: `collector run`, wiring sources, sinks and the IPC server.
 //! - [`stdout_sink`]: events as JSON lines on stdout.
+//! - [`export`]: fleet export to NATS JetStream (`run --export-nats`, `consume`).
 //! - [`ipc_cli`]: the client commands (`events`, `status`, `processes`).
 //! - [`tasks`]: answers to detection tasks from procfs and the filesystem.
 #![deny(missing_docs)]
 
 pub mod daemon;
 pub mod ebpf;
+pub mod export;
 pub mod ipc_cli;
 pub mod procfs;
 pub mod stdout_sink;

@@ -4,7 +4,7 @@
 //! running collector over its IPC socket. This file only wires the commands together.
 
 use clap::{Parser, Subcommand};
-use collector_userspace::{daemon, ipc_cli};
+use collector_userspace::{daemon, export, ipc_cli};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -28,6 +28,8 @@ enum Command {
     Status(ipc_cli::StatusArgs),
     /// Print the process table as JSON lines.
     Processes(ipc_cli::ProcessesArgs),
+    /// Print events from a NATS JetStream stream (fleet export) as JSON lines.
+    Consume(export::ConsumeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +61,7 @@ fn main() -> anyhow::Result<()> {
             Command::Events(args) => ipc_cli::run_events(&args).await,
             Command::Status(args) => ipc_cli::run_status(&args).await,
             Command::Processes(args) => ipc_cli::run_processes(&args).await,
+            Command::Consume(args) => export::run_consume(&args).await,
         }
     })
 }
