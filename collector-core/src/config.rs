@@ -733,6 +733,152 @@ mod tests {
     }
 
     #[test]
+    fn export_section_loads_from_a_file_and_each_rule_names_its_field() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[export]\nnats_servers = [\"nats://a:4222\", \"tls://b:4222\"]\nstream = \"FLEET\"\npayload = \"json\"\nduplicate_window = \"5m\"\n",
+            )?;
+            let config =
+                CollectorConfig::from_figment(&CollectorConfig::figment_from(&["c.toml"])).unwrap();
+            assert!(config.export.enabled());
+            assert_eq!(config.export.stream, "FLEET");
+            assert_eq!(config.export.payload, ExportPayload::Json);
+            assert_eq!(config.export.duplicate_window, Duration::from_secs(300));
+            assert_eq!(config.export.subject_template, DEFAULT_EXPORT_SUBJECT);
+            jail.create_file("bad.toml", "[export]\nservers = [\"nats://a\"]\n")?;
+            let err = CollectorConfig::from_figment(&CollectorConfig::figment_from(&["bad.toml"]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("servers"), "{err}");
+            Ok(())
+        });
+        assert!(!CollectorConfig::default().export.enabled());
+        let base = ExportConfig {
+            nats_servers: vec!["nats://127.0.0.1:4222".into()],
+            ..ExportConfig::default()
+        };
+        base.validate().unwrap();
+        let cases: Vec<(ExportConfig, &str)> = vec![
+            (
+                ExportConfig {
+                    nats_servers: vec!["localhost:4222".into()],
+                    ..base.clone()
+                },
+                "export.nats_servers",
+            ),
+            (
+                ExportConfig {
+                    user: Some("u".into()),
+                    ..base.clone()
+                },
+                "export.password",
+            ),
+            (
+                ExportConfig {
+                    user: Some("u".into()),
+                    password: Some("p".into()),
+                    creds_file: Some("/c".into()),
+                    ..base.clone()
+                },
+                "export.creds_file",
+            ),
+            (
+                ExportConfig {
+                    tls_cert_file: Some("/c.pem".into()),
+                    ..base.clone()
+                },
+                "export.tls_cert_file",
+            ),
+            (
+                ExportConfig {
+                    subject_template: "collector.>".into(),
+                    ..base.clone()
+                },
+                "export.subject_template",
+            ),
+            (
+                ExportConfig {
+                    subject_template: "a..b".into(),
+                    ..base.clone()
+                },
+                "export.subject_template",
+            ),
+            (
+                ExportConfig {
+                    subject_template: "a.{host}.b".into(),
+                    ..base.clone()
+                },
+                "export.subject_template",
+            ),
+            (
+                ExportConfig {
+                    subject_template: "a.{kind".into(),
+                    ..base.clone()
+                },
+                "export.subject_template",
+            ),
+            (
+                ExportConfig {
+                    stream: "my.stream".into(),
+                    ..base.clone()
+                },
+                "export.stream",
+            ),
+            (
+                ExportConfig {
+                    stream_subjects: vec![],
+                    ..base.clone()
+                },
+                "export.stream_subjects",
+            ),
+            (
+                ExportConfig {
+                    spool_max_bytes: 1000,
+                    ..base.clone()
+                },
+                "export.spool_max_bytes",
+            ),
+            (
+                ExportConfig {
+                    max_in_flight: 0,
+                    ..base.clone()
+                },
+                "export.max_in_flight",
+            ),
+            (
+                ExportConfig {
+                    duplicate_window: Duration::ZERO,
+                    ..base.clone()
+                },
+                "export.duplicate_window",
+            ),
+            (
+                ExportConfig {
+                    host_id: Some("a b".into()),
+                    ..base.clone()
+                },
+                "export.host_id",
+            ),
+        ];
+        for (config, field) in cases {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("`{field}`")), "{field}: {err}");
+            // Through the whole configuration too.
+            let whole = CollectorConfig {
+                export: config,
+                ..CollectorConfig::default()
+            };
+            assert!(whole.validate().unwrap_err().to_string().contains(field));
+        }
+        let ok = ExportConfig {
+            subject_template: "fleet.{host_id}.{source}-{kind}".into(),
+            ..base
+        };
+        ok.validate().unwrap();
+    }
+
+    #[test]
     fn field_names_cover_every_serialized_field() {
         let value = serde_json::to_value(CollectorConfig::default()).unwrap();
         let mut keys: Vec<&str> = value
