@@ -284,8 +284,12 @@ struct InFlight {
     ack: PublishAckFuture,
 }
 
-/// The publishing loop of one connection: returns `Ok` at shutdown, `Err` when the
-/// connection must be made again.
+/// How long shutdown waits for the acknowledgements of what is in flight, so that the
+/// next start does not resend what was already stored.
+const SHUTDOWN_SETTLE: Duration = Duration::from_secs(2);
+
+/// The publishing loop of one connection: returns `Ok` at shutdown (after a bounded wait
+/// for the acknowledgements in flight), `Err` when the connection must be made again.
 async fn pump(
     js: &jetstream::Context,
     reader: &mut SpoolReader,
@@ -295,14 +299,46 @@ async fn pump(
     lost: &Notify,
     shutdown: &CancellationToken,
 ) -> Result<(), ExportError> {
+    let mut inflight = VecDeque::with_capacity(config.export.max_in_flight);
+    let result = publish_loop(
+        js,
+        reader,
+        spool,
+        config,
+        state,
+        lost,
+        shutdown,
+        &mut inflight,
+    )
+    .await;
+    if result.is_ok() && !inflight.is_empty() {
+        let _ = tokio::time::timeout(
+            SHUTDOWN_SETTLE,
+            settle(&mut inflight, 0, spool, state, lost),
+        )
+        .await;
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)] // the loop's whole context, passed once
+async fn publish_loop(
+    js: &jetstream::Context,
+    reader: &mut SpoolReader,
+    spool: &Spool,
+    config: &PublisherConfig,
+    state: &PublishState,
+    lost: &Notify,
+    shutdown: &CancellationToken,
+    inflight: &mut VecDeque<InFlight>,
+) -> Result<(), ExportError> {
     let max_in_flight = config.export.max_in_flight;
     let id_prefix = format!("{}-{}-", config.host_id, spool.epoch_id());
-    let mut inflight: VecDeque<InFlight> = VecDeque::with_capacity(max_in_flight);
     let mut id = String::with_capacity(id_prefix.len() + 20);
     loop {
         let records = reader.read(READ_BYTES)?;
         if records.is_empty() {
-            settle(&mut inflight, 0, spool, state, lost).await?;
+            settle(inflight, 0, spool, state, lost).await?;
             tokio::select! {
                 _ = spool.wait_for_append() => {}
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
@@ -334,7 +370,7 @@ async fn pump(
             });
             if inflight.len() >= max_in_flight {
                 // Await the older half; the newer half stays in flight meanwhile.
-                settle(&mut inflight, max_in_flight / 2, spool, state, lost).await?;
+                settle(inflight, max_in_flight / 2, spool, state, lost).await?;
             }
         }
         if shutdown.is_cancelled() {
