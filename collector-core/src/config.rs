@@ -515,6 +515,11 @@ pub struct ExportConfig {
     pub spool_max_bytes: u64,
     /// Most messages published and not yet acknowledged (default 8192).
     pub max_in_flight: usize,
+    /// Most events packed into one message (default 1: one event per message). Above
+    /// 1, the events of one pipeline batch that share a subject travel together (header
+    /// `Collector-Events: N`, payload a `collector.v1.EventBatch` or JSON lines), which
+    /// cuts the per-message cost on both ends; ids stay stable across resends.
+    pub max_events_per_message: usize,
     /// JetStream's duplicate window of a stream this collector creates (default 2m):
     /// a message resent within it under the same id is stored once.
     #[serde(with = "humantime_serde")]
@@ -544,12 +549,16 @@ impl Default for ExportConfig {
             payload: ExportPayload::Protobuf,
             spool_max_bytes: 1 << 30,
             max_in_flight: 8192,
+            max_events_per_message: 1,
             duplicate_window: Duration::from_secs(120),
             ack_timeout: Duration::from_secs(5),
             host_id: None,
         }
     }
 }
+
+/// Largest accepted `export.max_events_per_message`.
+pub const MAX_EVENTS_PER_MESSAGE: usize = 1000;
 
 /// Smallest accepted `export.spool_max_bytes`.
 pub const MIN_EXPORT_SPOOL_BYTES: u64 = 1 << 20;
@@ -650,6 +659,13 @@ impl ExportConfig {
                 "export.max_in_flight",
                 "it must be at least 1",
                 self.max_in_flight,
+            ));
+        }
+        if !(1..=MAX_EVENTS_PER_MESSAGE).contains(&self.max_events_per_message) {
+            return Err(invalid(
+                "export.max_events_per_message",
+                "it must be from 1 to 1000",
+                self.max_events_per_message,
             ));
         }
         if self.duplicate_window.is_zero() || self.ack_timeout.is_zero() {

@@ -126,6 +126,13 @@ pub struct ExportStatus {
     pub published: u64,
     /// Messages acknowledged by JetStream (duplicates included).
     pub acked: u64,
+    /// Events in the messages published (equal to `published` with one event per
+    /// message).
+    #[serde(default)]
+    pub published_events: u64,
+    /// Events in the messages acknowledged.
+    #[serde(default)]
+    pub acked_events: u64,
     /// Acknowledgements that JetStream flagged as duplicates (a resend it already had).
     pub duplicates: u64,
     /// Events lost by the exporter, by reason (`export_spool_full`, `export_encode`, ...).

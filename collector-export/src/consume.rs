@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 
-use crate::message::decode_payload;
+use crate::message::{decode_message, EVENTS_HEADER};
 
 /// Options of a consumption.
 #[derive(Debug, Clone)]
@@ -100,10 +100,16 @@ pub async fn consume(
         };
         let Some(message) = next else { break };
         let message = message.map_err(|e| stream_err(&e))?;
-        match decode_payload(&message.payload) {
-            Ok(event) => {
-                writeln!(out, "{}", event.to_json_line()).map_err(ConsumeError::Output)?;
-                summary.events += 1;
+        let packed = message
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(EVENTS_HEADER).is_some());
+        match decode_message(&message.payload, packed) {
+            Ok(events) => {
+                for event in events {
+                    writeln!(out, "{}", event.to_json_line()).map_err(ConsumeError::Output)?;
+                    summary.events += 1;
+                }
             }
             Err(e) => {
                 summary.undecodable += 1;

@@ -168,6 +168,8 @@ impl ExportStatusHandle {
             spooled: spool.appended,
             published: self.state.published.load(Ordering::Relaxed),
             acked: self.state.acked.load(Ordering::Relaxed),
+            published_events: self.state.published_events.load(Ordering::Relaxed),
+            acked_events: self.state.acked_events.load(Ordering::Relaxed),
             duplicates: self.state.duplicates.load(Ordering::Relaxed),
             dropped,
             last_error: self

@@ -111,6 +111,52 @@ pub fn encode_payload(format: ExportPayload, event: &CollectionEvent, buf: &mut 
     }
 }
 
+/// Header on a message that carries more than one event: their number. Its payload is
+/// a `collector.v1.EventBatch` message (protobuf) or one JSON object per line (JSON).
+pub const EVENTS_HEADER: &str = "Collector-Events";
+
+/// One payload of several events, each already encoded in `format`.
+pub fn pack_payloads<'a>(
+    format: ExportPayload,
+    payloads: impl Iterator<Item = &'a [u8]>,
+) -> bytes::Bytes {
+    let mut out = Vec::new();
+    for (i, p) in payloads.enumerate() {
+        match format {
+            ExportPayload::Protobuf => {
+                // `EventBatch.events` (field 1, length-delimited) holding the `Event`.
+                out.push(0x0a);
+                prost::encoding::encode_varint(p.len() as u64, &mut out);
+            }
+            ExportPayload::Json if i > 0 => out.push(b'\n'),
+            ExportPayload::Json => {}
+        }
+        out.extend_from_slice(p);
+    }
+    out.into()
+}
+
+/// The events of a message: several when it carries [`EVENTS_HEADER`], else one.
+pub fn decode_message(payload: &[u8], packed: bool) -> Result<Vec<CollectionEvent>, DecodeError> {
+    if !packed {
+        return decode_payload(payload).map(|e| vec![e]);
+    }
+    if payload.first() == Some(&b'{') {
+        return payload
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(decode_payload)
+            .collect();
+    }
+    let batch = <collector_proto::v1::EventBatch as prost::Message>::decode(payload)
+        .map_err(DecodeError::Protobuf)?;
+    batch
+        .events
+        .into_iter()
+        .map(|e| collector_core::ipc::convert::event_from_proto(e).map_err(DecodeError::Convert))
+        .collect()
+}
+
 /// Reads a payload back into an event: protobuf (`collector.v1.Event`) or JSON,
 /// whichever it is (a JSON payload starts with `{`, which no `Event` message does: its
 /// first byte is the tag of field 1-4, 0x0a-0x22).
@@ -194,6 +240,20 @@ mod tests {
             assert_eq!(decode_payload(&buf).unwrap(), ev, "{format:?}");
         }
         assert!(decode_payload(b"\xff\xff garbage").is_err());
+        // Several events in one message, both formats.
+        let events: Vec<_> = (0..3).map(|_| exec()).collect();
+        for format in [ExportPayload::Protobuf, ExportPayload::Json] {
+            let encoded: Vec<Vec<u8>> = events
+                .iter()
+                .map(|e| {
+                    let mut b = Vec::new();
+                    encode_payload(format, e, &mut b);
+                    b
+                })
+                .collect();
+            let packed = pack_payloads(format, encoded.iter().map(|b| &b[..]));
+            assert_eq!(decode_message(&packed, true).unwrap(), events, "{format:?}");
+        }
         assert!(decode_payload(b"{not json").is_err());
     }
 }

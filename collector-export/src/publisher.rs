@@ -109,8 +109,12 @@ pub struct PublishState {
     pub connected: AtomicBool,
     /// Messages published (resends included).
     pub published: AtomicU64,
+    /// Events in the messages published.
+    pub published_events: AtomicU64,
     /// Acknowledgements received.
     pub acked: AtomicU64,
+    /// Events in the messages acknowledged.
+    pub acked_events: AtomicU64,
     /// Acknowledgements flagged duplicate.
     pub duplicates: AtomicU64,
     /// The last error, cleared on success.
@@ -279,8 +283,9 @@ pub async fn ensure_stream(
 }
 
 struct InFlight {
-    seq: u64,
+    acks_through: Option<u64>,
     spooled_at_ns: i64,
+    events: usize,
     ack: PublishAckFuture,
 }
 
@@ -334,7 +339,7 @@ async fn publish_loop(
 ) -> Result<(), ExportError> {
     let max_in_flight = config.export.max_in_flight;
     let id_prefix = format!("{}-{}-", config.host_id, spool.epoch_id());
-    let mut id = String::with_capacity(id_prefix.len() + 20);
+    let mut packer = Packer::new(config.export.max_events_per_message, config.export.payload);
     loop {
         let records = reader.read(READ_BYTES)?;
         if records.is_empty() {
@@ -347,35 +352,122 @@ async fn publish_loop(
             }
             continue;
         }
-        for record in records {
-            use std::fmt::Write;
-            id.clear();
-            id.push_str(&id_prefix);
-            let _ = write!(id, "{}", record.seq);
-            // Subjects are written by the sink from a `String`.
-            let subject = String::from_utf8_lossy(&record.subject).into_owned();
-            let publish = Publish::build()
-                .payload(record.payload)
-                .message_id(id.as_str());
-            let ack = tokio::select! {
-                r = js.send_publish(subject, publish) => r.map_err(|source| ExportError::Publish { source })?,
-                _ = lost.notified() => return Err(ExportError::Disconnected),
-                _ = shutdown.cancelled() => return Ok(()),
-            };
-            state.published.fetch_add(1, Ordering::Relaxed);
-            inflight.push_back(InFlight {
-                seq: record.seq,
-                spooled_at_ns: record.spooled_at_ns,
-                ack,
-            });
-            if inflight.len() >= max_in_flight {
-                // Await the older half; the newer half stays in flight meanwhile.
-                settle(inflight, max_in_flight / 2, spool, state, lost).await?;
+        let last = records.len() - 1;
+        for (i, record) in records.into_iter().enumerate() {
+            // A read ends on an append boundary; should it not (a damaged segment),
+            // what was read is sent as if the append ended there.
+            let flush = record.ends_append || i == last;
+            packer.add(record);
+            if !flush {
+                continue;
+            }
+            for message in packer.drain() {
+                let mut publish = Publish::build()
+                    .payload(message.payload)
+                    .message_id(format!("{id_prefix}{}", message.first_seq));
+                if message.events > 1 {
+                    publish =
+                        publish.header(crate::message::EVENTS_HEADER, message.events.to_string());
+                }
+                let ack = tokio::select! {
+                    r = js.send_publish(message.subject, publish) => r.map_err(|source| ExportError::Publish { source })?,
+                    _ = lost.notified() => return Err(ExportError::Disconnected),
+                    _ = shutdown.cancelled() => return Ok(()),
+                };
+                state.published.fetch_add(1, Ordering::Relaxed);
+                state
+                    .published_events
+                    .fetch_add(message.events as u64, Ordering::Relaxed);
+                inflight.push_back(InFlight {
+                    acks_through: message.acks_through,
+                    spooled_at_ns: message.spooled_at_ns,
+                    events: message.events,
+                    ack,
+                });
+                if inflight.len() >= max_in_flight {
+                    // Await the older half; the newer half stays in flight meanwhile.
+                    settle(inflight, max_in_flight / 2, spool, state, lost).await?;
+                }
             }
         }
         if shutdown.is_cancelled() {
             return Ok(());
         }
+    }
+}
+
+/// One NATS message: one event, or several of one append with the same subject.
+struct Packed {
+    subject: String,
+    payload: bytes::Bytes,
+    events: usize,
+    /// Its id: the sequence of its first event (unique: each event is in one message).
+    first_seq: u64,
+    spooled_at_ns: i64,
+    /// Set on the last message of an append: once it is acknowledged (and, being
+    /// awaited in order, all before it), the ack cursor moves to this sequence.
+    acks_through: Option<u64>,
+}
+
+/// Groups the records of one append by subject, up to `per_message` per message, in
+/// the order subjects first appear. The grouping depends only on the spool's content,
+/// so a resend after a crash produces the same messages with the same ids, and
+/// JetStream's duplicate window recognises them.
+struct Packer {
+    per_message: usize,
+    format: collector_core::config::ExportPayload,
+    groups: Vec<(bytes::Bytes, Vec<crate::spool::SpoolRecord>)>,
+    last_seq: u64,
+}
+
+impl Packer {
+    fn new(per_message: usize, format: collector_core::config::ExportPayload) -> Self {
+        Self {
+            per_message: per_message.max(1),
+            format,
+            groups: Vec::new(),
+            last_seq: 0,
+        }
+    }
+
+    fn add(&mut self, record: crate::spool::SpoolRecord) {
+        self.last_seq = record.seq;
+        let open = self.groups.iter().rposition(|(subject, records)| {
+            *subject == record.subject && records.len() < self.per_message
+        });
+        match open {
+            Some(i) => self.groups[i].1.push(record),
+            None => self.groups.push((record.subject.clone(), vec![record])),
+        }
+    }
+
+    fn drain(&mut self) -> Vec<Packed> {
+        let count = self.groups.len();
+        let last_seq = self.last_seq;
+        let format = self.format;
+        self.groups
+            .drain(..)
+            .enumerate()
+            .map(|(i, (subject, records))| {
+                let events = records.len();
+                let first = &records[0];
+                let (first_seq, spooled_at_ns) = (first.seq, first.spooled_at_ns);
+                let payload = if events == 1 {
+                    records.into_iter().next().expect("one record").payload
+                } else {
+                    crate::message::pack_payloads(format, records.iter().map(|r| &r.payload[..]))
+                };
+                Packed {
+                    // Subjects are written by the sink from a `String`.
+                    subject: String::from_utf8_lossy(&subject).into_owned(),
+                    payload,
+                    events,
+                    first_seq,
+                    spooled_at_ns,
+                    acks_through: (i + 1 == count).then_some(last_seq),
+                }
+            })
+            .collect()
     }
 }
 
@@ -402,10 +494,15 @@ async fn settle(
         match ack {
             Ok(ack) => {
                 state.acked.fetch_add(1, Ordering::Relaxed);
+                state
+                    .acked_events
+                    .fetch_add(next.events as u64, Ordering::Relaxed);
                 if ack.duplicate {
                     state.duplicates.fetch_add(1, Ordering::Relaxed);
                 }
-                last = Some(next.seq);
+                if let Some(seq) = next.acks_through {
+                    last = Some(seq);
+                }
             }
             Err(e) => {
                 // The connection is made again and everything after the ack cursor is

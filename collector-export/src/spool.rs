@@ -20,7 +20,10 @@
 //!   wiped spool that starts its sequence again cannot collide with old ids.
 //! - `acked`: the ack cursor (last acknowledged sequence), 8 bytes LE + CRC32.
 //! - `<first_seq:020>.seg`: records `[u32 body_len][u32 crc32(body)][body]`, where body
-//!   is `[u64 seq][i64 spooled_at_ns][u16 subject_len][subject][payload]`, all LE.
+//!   is `[u64 seq][i64 spooled_at_ns][u16 subject_len][subject][payload]`, all LE. The
+//!   top bit of `subject_len` marks the last record of an append, so that a reader can
+//!   group the records of one append the same way every time it reads them (the
+//!   publisher packs them into messages whose ids must not change on a resend).
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -35,6 +38,8 @@ use bytes::{Buf, Bytes};
 const RECORD_HEADER: usize = 8;
 /// Bytes of a body before its subject.
 const BODY_FIXED: usize = 8 + 8 + 2;
+/// Flag in `subject_len`: the last record of an append.
+const END_OF_APPEND: u16 = 0x8000;
 /// Largest body accepted when reading back (a sanity bound against garbage lengths).
 const MAX_BODY: usize = 64 << 20;
 
@@ -53,7 +58,7 @@ pub enum SpoolError {
         source: std::io::Error,
     },
     /// A subject longer than a record can hold.
-    #[error("export spool: subject of {len} bytes is longer than 65535")]
+    #[error("export spool: subject of {len} bytes is longer than 32767")]
     SubjectTooLong {
         /// Its length.
         len: usize,
@@ -91,7 +96,9 @@ impl RecordBatch {
         payload: impl FnOnce(&mut Vec<u8>),
     ) -> Result<(), SpoolError> {
         let subject_len = u16::try_from(subject.len())
-            .map_err(|_| SpoolError::SubjectTooLong { len: subject.len() })?;
+            .ok()
+            .filter(|&l| l & END_OF_APPEND == 0)
+            .ok_or(SpoolError::SubjectTooLong { len: subject.len() })?;
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0; RECORD_HEADER]);
         self.buf.extend_from_slice(&0u64.to_le_bytes()); // seq, set at append
@@ -132,9 +139,15 @@ impl RecordBatch {
             .iter()
             .copied()
             .chain(std::iter::once(self.buf.len()));
+        let last = self.starts.len() - 1;
         for (i, (start, end)) in self.starts.iter().copied().zip(ends).enumerate() {
             let body = start + RECORD_HEADER;
             self.buf[body..body + 8].copy_from_slice(&(first_seq + i as u64).to_le_bytes());
+            if i == last {
+                let at = body + 16;
+                let len = u16::from_le_bytes([self.buf[at], self.buf[at + 1]]) | END_OF_APPEND;
+                self.buf[at..at + 2].copy_from_slice(&len.to_le_bytes());
+            }
             let crc = crc32fast::hash(&self.buf[body..end]);
             self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
         }
@@ -152,6 +165,8 @@ pub struct SpoolRecord {
     pub subject: Bytes,
     /// The message body.
     pub payload: Bytes,
+    /// The last record of the append (one pipeline batch) it came in.
+    pub ends_append: bool,
 }
 
 /// Parses the record at the start of `buf`: `Ok(Some((record, len)))`, `Ok(None)` when
@@ -176,7 +191,9 @@ fn parse_record(buf: &Bytes) -> Result<Option<(SpoolRecord, usize)>, ()> {
     let mut fixed = &body[..BODY_FIXED];
     let seq = fixed.get_u64_le();
     let spooled_at_ns = fixed.get_i64_le();
-    let subject_len = fixed.get_u16_le() as usize;
+    let subject_field = fixed.get_u16_le();
+    let ends_append = subject_field & END_OF_APPEND != 0;
+    let subject_len = usize::from(subject_field & !END_OF_APPEND);
     if BODY_FIXED + subject_len > body.len() {
         return Err(());
     }
@@ -186,6 +203,7 @@ fn parse_record(buf: &Bytes) -> Result<Option<(SpoolRecord, usize)>, ()> {
             spooled_at_ns,
             subject: body.slice(BODY_FIXED..BODY_FIXED + subject_len),
             payload: body.slice(BODY_FIXED + subject_len..),
+            ends_append,
         },
         total,
     )))
@@ -622,7 +640,7 @@ impl SpoolReader {
     }
 
     /// Up to about `max_bytes` of the next records; empty when it has read all there is.
-    pub fn read(&mut self, max_bytes: usize) -> Result<Vec<SpoolRecord>, SpoolError> {
+    pub fn read(&mut self, mut max_bytes: usize) -> Result<Vec<SpoolRecord>, SpoolError> {
         loop {
             let (path, len, next_segment) = {
                 let inner = self.spool.lock();
@@ -678,13 +696,39 @@ impl SpoolReader {
             file.read_exact_at(&mut buf, self.offset)
                 .map_err(io("read", &path))?;
             let buf = Bytes::from(buf);
+            let next_seq_before = self.next_seq;
             let mut at = 0usize;
             let mut records = Vec::new();
+            // Where the last whole append ended: (offset, records kept, next_seq).
+            let mut append_end = None;
+            let mut last_ends_append = true;
             while let Ok(Some((record, n))) = parse_record(&buf.slice(at..)) {
                 at += n;
+                last_ends_append = record.ends_append;
                 if record.seq >= self.next_seq {
                     self.next_seq = record.seq + 1;
                     records.push(record);
+                }
+                if last_ends_append {
+                    append_end = Some((at, records.len(), self.next_seq));
+                }
+            }
+            if !last_ends_append && self.offset + (at as u64) < len {
+                // The read cut an append: hand over whole appends only, so the
+                // publisher groups them the same way on every read.
+                match append_end {
+                    Some((end, kept, next_seq)) => {
+                        at = end;
+                        records.truncate(kept);
+                        self.next_seq = next_seq;
+                    }
+                    None if at > 0 => {
+                        // One append larger than the read: read it whole.
+                        self.next_seq = next_seq_before;
+                        max_bytes = max_bytes.saturating_mul(2);
+                        continue;
+                    }
+                    None => {}
                 }
             }
             if at == 0 {
@@ -814,6 +858,32 @@ mod tests {
         let spool = Spool::open(dir.path(), 2 << 20).unwrap();
         assert_eq!(read_all(&mut spool.reader()), (1..=10).collect::<Vec<_>>());
         assert_eq!(spool.append(&mut batch(1, 10)).unwrap(), 11);
+    }
+
+    #[test]
+    fn reads_end_on_append_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 8 << 20).unwrap();
+        for _ in 0..20 {
+            spool.append(&mut batch(37, 100)).unwrap();
+        }
+        let mut reader = spool.reader();
+        let mut seen = 0;
+        loop {
+            // Reads of about 10 records are smaller than an append of 37: each read
+            // still returns whole appends.
+            let records = reader.read(10 * 126).unwrap();
+            let Some(last) = records.last() else { break };
+            assert!(
+                last.ends_append,
+                "read ended inside an append at {}",
+                last.seq
+            );
+            assert_eq!(last.seq % 37, 0);
+            assert_eq!(records.len() % 37, 0);
+            seen += records.len();
+        }
+        assert_eq!(seen, 740);
     }
 
     #[test]

@@ -170,6 +170,60 @@ async fn server_killed_mid_stream_and_restarted_5s_later_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packed_messages_survive_a_server_crash_once_each() {
+    let Some(bin) = nats_server_or_skip("packed_messages") else {
+        return;
+    };
+    let mut server = NatsServer::start(&bin);
+    let data = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let config = ExportConfig {
+        max_events_per_message: 30,
+        ..config(&server.url())
+    };
+    let exporter = Exporter::start(&config, data.path(), shutdown.clone()).unwrap();
+    let sink = exporter.sink();
+    let mixed = |pids: std::ops::Range<u32>| -> EventBatch {
+        pids.map(exec_or_exit).collect::<Vec<_>>().into()
+    };
+    for start in (0..20_000u32).step_by(100) {
+        assert_eq!(sink.deliver(&mixed(start..start + 100)), Delivery::Accepted);
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || exporter.status().acked_events
+            > 2_000)
+        .await
+    );
+    server.kill();
+    for start in (20_000..40_000u32).step_by(100) {
+        assert_eq!(sink.deliver(&mixed(start..start + 100)), Delivery::Accepted);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.restart();
+    assert!(
+        wait_until(Duration::from_secs(60), || exporter.status().spool_events
+            == 0)
+        .await,
+        "{:?}",
+        exporter.status()
+    );
+    let status = exporter.status();
+    eprintln!("packed: {status:?}");
+    // 100 events per batch, two subjects, 30 per message: 50 + 50 -> 2 x (30, 20) = 4
+    // messages per batch.
+    assert_eq!(status.acked - status.duplicates, 400 * 4, "{status:?}");
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream("COLLECTOR")
+        .await
+        .unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 1600);
+    assert_each_once(&consumed_pids(&server.url(), "COLLECTOR").await, 0..40_000);
+    shutdown.cancel();
+    exporter.join().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exporter_sigkilled_mid_stream_resends_what_was_unacknowledged() {
     let Some(bin) = nats_server_or_skip("exporter_sigkilled") else {
         return;

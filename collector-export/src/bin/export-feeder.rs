@@ -53,6 +53,9 @@ struct Args {
     /// Stream name.
     #[arg(long, default_value = "COLLECTOR")]
     stream: String,
+    /// Events packed per message (export.max_events_per_message).
+    #[arg(long, default_value_t = 1)]
+    per_message: usize,
 }
 
 /// A synthetic exec with the fields a real one carries.
@@ -89,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
             ExportPayload::Protobuf
         },
         host_id: Some("feeder-host".into()),
+        max_events_per_message: args.per_message,
         ..ExportConfig::default()
     };
     config.validate()?;

@@ -133,6 +133,18 @@ pub fn exec(pid: u32) -> CollectionEvent {
     CollectionEvent::from(e)
 }
 
+/// An `exec` for even pids and an `exit` for odd ones: two subjects interleaved.
+pub fn exec_or_exit(pid: u32) -> CollectionEvent {
+    let mut event = exec(pid);
+    if pid % 2 == 1 {
+        if let CollectionEvent::Process(p) = &mut event {
+            p.kind = ProcessEventKind::Exit;
+            p.exit_code = Some(0);
+        }
+    }
+    event
+}
+
 /// Polls `done` every 10 ms until it holds or `within` passes; returns whether it held.
 pub async fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
@@ -167,7 +179,8 @@ pub async fn consumed_pids(url: &str, stream: &str) -> Vec<u32> {
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            assert_eq!(v["kind"], "exec", "{l}");
+            // `exec` for even pids, `exit` for odd ones in the mixed-subject tests.
+            assert!(v["kind"] == "exec" || v["kind"] == "exit", "{l}");
             v["pid"].as_u64().unwrap() as u32
         })
         .collect()
