@@ -129,20 +129,20 @@ async fn main() -> anyhow::Result<()> {
         loop {
             let status = exporter.status();
             if connected_at.is_none() && status.connected {
-                connected_at = Some((Instant::now(), status.acked));
+                connected_at = Some((Instant::now(), status.acked_events));
             }
             if status.spool_events == 0 || Instant::now() > deadline {
                 eprintln!(
                     "drained in {:.3}s after start ({:.0} events/s acknowledged)",
                     started.elapsed().as_secs_f64(),
-                    status.acked as f64 / started.elapsed().as_secs_f64()
+                    status.acked_events as f64 / started.elapsed().as_secs_f64()
                 );
                 if let Some((at, acked_then)) = connected_at {
                     let secs = at.elapsed().as_secs_f64();
                     eprintln!(
                         "{} events acknowledged in {secs:.3}s after the connection came up ({:.0}/s)",
-                        status.acked - acked_then,
-                        (status.acked - acked_then) as f64 / secs.max(1e-9)
+                        status.acked_events - acked_then,
+                        (status.acked_events - acked_then) as f64 / secs.max(1e-9)
                     );
                 }
                 writeln!(out, "status {}", serde_json::to_string(&status)?)?;
