@@ -432,6 +432,10 @@ impl Packer {
 
     fn add(&mut self, record: crate::spool::SpoolRecord) {
         self.last_seq = record.seq;
+        if self.per_message == 1 {
+            self.groups.push((record.subject.clone(), vec![record]));
+            return;
+        }
         let open = self.groups.iter().rposition(|(subject, records)| {
             *subject == record.subject && records.len() < self.per_message
         });
