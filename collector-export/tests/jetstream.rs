@@ -165,7 +165,10 @@ async fn server_killed_mid_stream_and_restarted_5s_later_loses_nothing() {
     // JetStream dropped the copies it already had (counted in `duplicates`).
     let pids = consumed_pids(&server.url(), "COLLECTOR").await;
     assert_each_once(&pids, 0..60_000);
-    assert_eq!(status.acked - status.duplicates, 60_000, "{status:?}");
+    // Resends are the publishes beyond one per event; JetStream recognised as duplicates
+    // at most those (the ones it had stored before the crash, whose acks were lost).
+    let resent = status.published - 60_000;
+    assert!(status.duplicates <= resent, "{status:?}");
     shutdown.cancel();
 }
 
@@ -210,8 +213,13 @@ async fn packed_messages_survive_a_server_crash_once_each() {
     let status = exporter.status();
     eprintln!("packed: {status:?}");
     // 100 events per batch, two subjects, 30 per message: 50 + 50 -> 2 x (30, 20) = 4
-    // messages per batch.
-    assert_eq!(status.acked - status.duplicates, 400 * 4, "{status:?}");
+    // messages per batch; resent messages carry the same ids, so the stream holds each
+    // message once.
+    assert!(
+        status.duplicates <= status.published - 400 * 4,
+        "{status:?}"
+    );
+    assert!(status.acked_events >= 40_000, "{status:?}");
     let client = async_nats::connect(server.url()).await.unwrap();
     let mut stream = async_nats::jetstream::new(client)
         .get_stream("COLLECTOR")
