@@ -421,60 +421,30 @@ async fn a_stream_that_does_not_cover_our_subjects_is_refused() {
     assert!(error.contains("do not cover"), "{error}");
 }
 
-/// A CA and a server certificate for 127.0.0.1, made with the openssl CLI.
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with the
+/// openssl CLI.
 fn make_certs(dir: &std::path::Path) -> bool {
-    let run = |args: &[&str]| {
+    let run = |args: &str| {
         Command::new("openssl")
-            .args(args)
+            .args(args.split_whitespace())
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
     };
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test-ca",
-    ]) && run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]) && run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ])
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    // Extensions make v3 certificates; rustls refuses v1 ones.
+    std::fs::write(
+        dir.join("client.ext"),
+        "extendedKeyUsage=clientAuth\nsubjectAltName=DNS:collector\n",
+    )
+    .unwrap();
+    run("req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=test-ca")
+        && run("req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1")
+        && run("x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext")
+        && run("req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=collector")
+        && run("x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 -extfile client.ext")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -523,6 +493,97 @@ async fn tls_mismatches_give_a_clear_error_and_the_right_ca_connects() {
         tls_ca_file: Some(p("ca.pem").into()),
         tls_required: true,
         ..config(&tls.url())
+    };
+    let exporter = Exporter::start(&config, data.path(), shutdown.clone()).unwrap();
+    feed(&*exporter.sink(), 0..100);
+    let ok = wait_until(Duration::from_secs(20), || exporter.status().acked == 100).await;
+    assert!(ok, "{:?}", exporter.status());
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_verifies_clients_needs_the_client_certificate() {
+    let Some(bin) = nats_server_or_skip("mutual_tls") else {
+        return;
+    };
+    let certs = tempfile::tempdir().unwrap();
+    assert!(
+        make_certs(certs.path()),
+        "openssl could not make test certificates"
+    );
+    let p = |f: &str| certs.path().join(f).to_str().unwrap().to_owned();
+    let server = NatsServer::start_with(
+        &bin,
+        true,
+        &[
+            "--tlsverify",
+            "--tlscert",
+            &p("server.pem"),
+            "--tlskey",
+            &p("server.key"),
+            "--tlscacert",
+            &p("ca.pem"),
+        ],
+    );
+    let with_ca = ExportConfig {
+        tls_ca_file: Some(p("ca.pem").into()),
+        ..config(&server.url())
+    };
+    // The CA alone is not enough: the server wants a client certificate.
+    let error = error_while_spooling(&with_ca).await;
+    assert!(
+        error.contains("TLS") || error.contains("cannot connect"),
+        "{error}"
+    );
+
+    let data = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let config = ExportConfig {
+        tls_cert_file: Some(p("client.pem").into()),
+        tls_key_file: Some(p("client.key").into()),
+        ..with_ca
+    };
+    let exporter = Exporter::start(&config, data.path(), shutdown.clone()).unwrap();
+    feed(&*exporter.sink(), 0..100);
+    let ok = wait_until(Duration::from_secs(20), || exporter.status().acked == 100).await;
+    assert!(ok, "{:?}", exporter.status());
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nkey_authentication_works_and_a_wrong_key_is_refused() {
+    let Some(bin) = nats_server_or_skip("nkey") else {
+        return;
+    };
+    let allowed = nkeys::KeyPair::new_user();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+            allowed.public_key()
+        ),
+    )
+    .unwrap();
+    let server = NatsServer::start_with(&bin, true, &["-c", conf.to_str().unwrap()]);
+
+    let stranger = dir.path().join("stranger.nk");
+    std::fs::write(&stranger, nkeys::KeyPair::new_user().seed().unwrap()).unwrap();
+    let error = error_while_spooling(&ExportConfig {
+        nkey_seed_file: Some(stranger),
+        ..config(&server.url())
+    })
+    .await;
+    assert!(error.contains("refused the credentials"), "{error}");
+
+    let seed = dir.path().join("collector.nk");
+    std::fs::write(&seed, allowed.seed().unwrap()).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let config = ExportConfig {
+        nkey_seed_file: Some(seed),
+        ..config(&server.url())
     };
     let exporter = Exporter::start(&config, data.path(), shutdown.clone()).unwrap();
     feed(&*exporter.sink(), 0..100);
