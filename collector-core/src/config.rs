@@ -115,6 +115,7 @@ pub const FIELD_NAMES: &[&str] = &[
     "excluded_pids",
     "excluded_comms",
     "excluded_path_prefixes",
+    "export",
 ];
 
 /// Configuration of a [`Collector`](crate::Collector) and the IPC server it hosts.
@@ -217,6 +218,8 @@ pub struct CollectorConfig {
     pub excluded_comms: Vec<String>,
     /// Absolute path prefixes (at most 128 bytes) whose file events the kernel drops.
     pub excluded_path_prefixes: Vec<String>,
+    /// Fleet export to NATS JetStream (default off); see [`ExportConfig`].
+    pub export: ExportConfig,
 }
 
 impl Default for CollectorConfig {
@@ -258,6 +261,7 @@ impl Default for CollectorConfig {
             excluded_pids: Vec::new(),
             excluded_comms: Vec::new(),
             excluded_path_prefixes: Vec::new(),
+            export: ExportConfig::default(),
         }
     }
 }
@@ -554,6 +558,7 @@ impl CollectorConfig {
                 self.max_frame_bytes,
             ));
         }
+        self.export.validate()?;
         Ok(())
     }
 
@@ -701,6 +706,273 @@ fn toml_value(config: &CollectorConfig) -> std::collections::BTreeMap<String, to
         .unwrap_or_default()
 }
 
+// ---------------------------------------------------------------------------------------
+// Fleet export (issue 13): the `[export]` section, read by the `collector-export` crate.
+
+/// Default subject template: one subject per host, domain and event kind.
+pub const DEFAULT_EXPORT_SUBJECT: &str = "collector.{hostname}.{domain}.{kind}";
+
+/// Placeholders a subject template may use.
+pub const EXPORT_SUBJECT_PLACEHOLDERS: &[&str] =
+    &["{hostname}", "{host_id}", "{domain}", "{kind}", "{source}"];
+
+/// How each event is encoded in its NATS message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportPayload {
+    /// One `collector.v1.Event` message of the IPC schema (`proto/collector.proto`).
+    #[default]
+    Protobuf,
+    /// One JSON object, as `collector events` prints it (`docs/events.md`).
+    Json,
+}
+
+/// The `[export]` section: where and how events leave the host for NATS JetStream.
+///
+/// Export is off while `nats_servers` is empty. Events go to an on-disk spool under
+/// `data_dir/export-spool` first and leave it only once JetStream acknowledges them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    /// Server URLs (`nats://host:4222`, `tls://host:4222`); empty turns export off.
+    pub nats_servers: Vec<String>,
+    /// A `.creds` file (JWT and nkey seed), for decentralized auth.
+    pub creds_file: Option<PathBuf>,
+    /// A file holding an nkey seed (`SU...`).
+    pub nkey_seed_file: Option<PathBuf>,
+    /// User name, with `password`.
+    pub user: Option<String>,
+    /// Password of `user`.
+    pub password: Option<String>,
+    /// PEM file of the CA that signed the servers' certificates.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate, with `tls_key_file`, for servers that verify clients.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// Refuse servers that do not speak TLS (default false; implied by a `tls://` URL).
+    pub tls_required: bool,
+    /// Subject of each message; placeholders `{hostname}`, `{host_id}`, `{domain}`,
+    /// `{kind}`, `{source}` (default `collector.{hostname}.{domain}.{kind}`).
+    pub subject_template: String,
+    /// JetStream stream that stores the events (default `COLLECTOR`); created at start
+    /// when missing.
+    pub stream: String,
+    /// Subjects the stream is created with (default `collector.>`).
+    pub stream_subjects: Vec<String>,
+    /// Payload encoding (default protobuf).
+    pub payload: ExportPayload,
+    /// Largest size of the spool on disk (default 1 GiB); when full, the oldest events
+    /// are dropped and counted as `export_spool_full`.
+    pub spool_max_bytes: u64,
+    /// Most messages published and not yet acknowledged (default 8192).
+    pub max_in_flight: usize,
+    /// Most events packed into one message (default 1: one event per message). Above
+    /// 1, the events of one pipeline batch that share a subject travel together (header
+    /// `Collector-Events: N`, payload a `collector.v1.EventBatch` or JSON lines), which
+    /// cuts the per-message cost on both ends; ids stay stable across resends.
+    pub max_events_per_message: usize,
+    /// JetStream's duplicate window of a stream this collector creates (default 2m):
+    /// a message resent within it under the same id is stored once.
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    /// How long a publish waits for its acknowledgement (default 5s).
+    #[serde(with = "humantime_serde")]
+    pub ack_timeout: Duration,
+    /// This host's id in message ids (default: /etc/machine-id, else the hostname).
+    pub host_id: Option<String>,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        Self {
+            nats_servers: Vec::new(),
+            creds_file: None,
+            nkey_seed_file: None,
+            user: None,
+            password: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_required: false,
+            subject_template: DEFAULT_EXPORT_SUBJECT.to_owned(),
+            stream: "COLLECTOR".to_owned(),
+            stream_subjects: vec!["collector.>".to_owned()],
+            payload: ExportPayload::Protobuf,
+            spool_max_bytes: 1 << 30,
+            max_in_flight: 8192,
+            max_events_per_message: 1,
+            duplicate_window: Duration::from_secs(120),
+            ack_timeout: Duration::from_secs(5),
+            host_id: None,
+        }
+    }
+}
+
+/// Largest accepted `export.max_events_per_message`.
+pub const MAX_EVENTS_PER_MESSAGE: usize = 1000;
+
+/// Smallest accepted `export.spool_max_bytes`.
+pub const MIN_EXPORT_SPOOL_BYTES: u64 = 1 << 20;
+
+impl ExportConfig {
+    /// Whether export is configured at all.
+    pub fn enabled(&self) -> bool {
+        !self.nats_servers.is_empty()
+    }
+
+    /// Checks the section; the error names the field (`export.<field>`) and its rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(
+            field: &'static str,
+            rule: &'static str,
+            value: impl std::fmt::Debug,
+        ) -> ConfigError {
+            ConfigError::Invalid {
+                field,
+                rule,
+                value: format!("{value:?}"),
+            }
+        }
+        for url in &self.nats_servers {
+            let scheme_ok = ["nats://", "tls://", "ws://", "wss://"]
+                .iter()
+                .any(|s| url.starts_with(s));
+            let rest = url.split_once("://").map_or("", |(_, r)| r);
+            if !scheme_ok || rest.is_empty() || rest.contains(char::is_whitespace) {
+                return Err(invalid(
+                    "export.nats_servers",
+                    "each must be a URL like nats://host:4222 or tls://host:4222",
+                    url,
+                ));
+            }
+        }
+        let auth = [
+            self.creds_file.is_some(),
+            self.nkey_seed_file.is_some(),
+            self.user.is_some(),
+        ];
+        if auth.iter().filter(|&&a| a).count() > 1 {
+            return Err(invalid(
+                "export.creds_file",
+                "only one of creds_file, nkey_seed_file and user/password may be set",
+                (&self.creds_file, &self.nkey_seed_file, &self.user),
+            ));
+        }
+        if self.password.is_some() != self.user.is_some() {
+            return Err(invalid(
+                "export.password",
+                "user and password must be set together",
+                self.user.as_deref().unwrap_or("<no user>"),
+            ));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(invalid(
+                "export.tls_cert_file",
+                "tls_cert_file and tls_key_file must be set together",
+                (&self.tls_cert_file, &self.tls_key_file),
+            ));
+        }
+        validate_subject_template(&self.subject_template)
+            .map_err(|rule| invalid("export.subject_template", rule, &self.subject_template))?;
+        let name_ok = !self.stream.is_empty()
+            && self.stream.len() <= 255
+            && !self
+                .stream
+                .contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'));
+        if !name_ok {
+            return Err(invalid(
+                "export.stream",
+                "it must be a JetStream stream name: 1-255 characters, no spaces, `.`, `*`, `>`, `/` or `\\`",
+                &self.stream,
+            ));
+        }
+        if self.stream_subjects.is_empty()
+            || self
+                .stream_subjects
+                .iter()
+                .any(|s| s.is_empty() || s.contains(char::is_whitespace))
+        {
+            return Err(invalid(
+                "export.stream_subjects",
+                "it must list at least one subject without spaces (e.g. collector.>)",
+                &self.stream_subjects,
+            ));
+        }
+        if self.spool_max_bytes < MIN_EXPORT_SPOOL_BYTES {
+            return Err(invalid(
+                "export.spool_max_bytes",
+                "it must be at least 1 MiB (1048576)",
+                self.spool_max_bytes,
+            ));
+        }
+        if self.max_in_flight == 0 {
+            return Err(invalid(
+                "export.max_in_flight",
+                "it must be at least 1",
+                self.max_in_flight,
+            ));
+        }
+        if !(1..=MAX_EVENTS_PER_MESSAGE).contains(&self.max_events_per_message) {
+            return Err(invalid(
+                "export.max_events_per_message",
+                "it must be from 1 to 1000",
+                self.max_events_per_message,
+            ));
+        }
+        if self.duplicate_window.is_zero() || self.ack_timeout.is_zero() {
+            return Err(invalid(
+                "export.duplicate_window",
+                "duplicate_window and ack_timeout must be longer than zero",
+                (self.duplicate_window, self.ack_timeout),
+            ));
+        }
+        if let Some(id) = &self.host_id {
+            if id.is_empty() || id.contains(|c: char| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(
+                    "export.host_id",
+                    "it must be non-empty, without spaces",
+                    id,
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a subject template is unusable, or `Ok` when every `.`-separated token is a
+/// literal NATS token or one of [`EXPORT_SUBJECT_PLACEHOLDERS`].
+fn validate_subject_template(template: &str) -> Result<(), &'static str> {
+    if template.is_empty() {
+        return Err("it must not be empty");
+    }
+    for token in template.split('.') {
+        if token.is_empty() {
+            return Err("it must not have empty tokens (`..` or a leading/trailing `.`)");
+        }
+        if token.contains(['*', '>']) || token.contains(char::is_whitespace) {
+            return Err("a published subject cannot hold wildcards (`*`, `>`) or spaces");
+        }
+        if token.contains('{') || token.contains('}') {
+            let mut rest = token;
+            while let Some(open) = rest.find('{') {
+                let close = rest[open..].find('}').ok_or("a `{` has no closing `}`")?;
+                let name = &rest[open..open + close + 1];
+                if !EXPORT_SUBJECT_PLACEHOLDERS.contains(&name) {
+                    return Err(
+                        "placeholders are {hostname}, {host_id}, {domain}, {kind} and {source}",
+                    );
+                }
+                rest = &rest[open + close + 1..];
+            }
+            if rest.contains('}') {
+                return Err("a `}` has no opening `{`");
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 // figment's `Jail` closures must return `figment::Error`, which is large; not ours to shrink.
 #[allow(clippy::result_large_err)]
@@ -726,6 +998,152 @@ mod tests {
         assert_eq!(c.max_frame_bytes, 1 << 20);
         assert_eq!(c.subscriber_queue_batches, 256);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn export_section_loads_from_a_file_and_each_rule_names_its_field() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[export]\nnats_servers = [\"nats://a:4222\", \"tls://b:4222\"]\nstream = \"FLEET\"\npayload = \"json\"\nduplicate_window = \"5m\"\n",
+            )?;
+            let config =
+                CollectorConfig::from_figment(&CollectorConfig::figment_from(&["c.toml"])).unwrap();
+            assert!(config.export.enabled());
+            assert_eq!(config.export.stream, "FLEET");
+            assert_eq!(config.export.payload, ExportPayload::Json);
+            assert_eq!(config.export.duplicate_window, Duration::from_secs(300));
+            assert_eq!(config.export.subject_template, DEFAULT_EXPORT_SUBJECT);
+            jail.create_file("bad.toml", "[export]\nservers = [\"nats://a\"]\n")?;
+            let err = CollectorConfig::from_figment(&CollectorConfig::figment_from(&["bad.toml"]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("servers"), "{err}");
+            Ok(())
+        });
+        assert!(!CollectorConfig::default().export.enabled());
+        let base = ExportConfig {
+            nats_servers: vec!["nats://127.0.0.1:4222".into()],
+            ..ExportConfig::default()
+        };
+        base.validate().unwrap();
+        let cases: Vec<(ExportConfig, &str)> = vec![
+            (
+                ExportConfig {
+                    nats_servers: vec!["localhost:4222".into()],
+                    ..base.clone()
+                },
+                "export.nats_servers",
+            ),
+            (
+                ExportConfig {
+                    user: Some("u".into()),
+                    ..base.clone()
+                },
+                "export.password",
+            ),
+            (
+                ExportConfig {
+                    user: Some("u".into()),
+                    password: Some("p".into()),
+                    creds_file: Some("/c".into()),
+                    ..base.clone()
+                },
+                "export.creds_file",
+            ),
+            (
+                ExportConfig {
+                    tls_cert_file: Some("/c.pem".into()),
+                    ..base.clone()
+                },
+                "export.tls_cert_file",
+            ),
+            (
+                ExportConfig {
+                    subject_template: "collector.>".into(),
+                    ..base.clone()
+                },
+                "export.subject_template",
+            ),
+            (
+                ExportConfig {
+                    subject_template: "a..b".into(),
+                    ..base.clone()
+                },
+                "export.subject_template",
+            ),
+            (
+                ExportConfig {
+                    subject_template: "a.{host}.b".into(),
+                    ..base.clone()
+                },
+                "export.subject_template",
+            ),
+            (
+                ExportConfig {
+                    subject_template: "a.{kind".into(),
+                    ..base.clone()
+                },
+                "export.subject_template",
+            ),
+            (
+                ExportConfig {
+                    stream: "my.stream".into(),
+                    ..base.clone()
+                },
+                "export.stream",
+            ),
+            (
+                ExportConfig {
+                    stream_subjects: vec![],
+                    ..base.clone()
+                },
+                "export.stream_subjects",
+            ),
+            (
+                ExportConfig {
+                    spool_max_bytes: 1000,
+                    ..base.clone()
+                },
+                "export.spool_max_bytes",
+            ),
+            (
+                ExportConfig {
+                    max_in_flight: 0,
+                    ..base.clone()
+                },
+                "export.max_in_flight",
+            ),
+            (
+                ExportConfig {
+                    duplicate_window: Duration::ZERO,
+                    ..base.clone()
+                },
+                "export.duplicate_window",
+            ),
+            (
+                ExportConfig {
+                    host_id: Some("a b".into()),
+                    ..base.clone()
+                },
+                "export.host_id",
+            ),
+        ];
+        for (config, field) in cases {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("`{field}`")), "{field}: {err}");
+            // Through the whole configuration too.
+            let whole = CollectorConfig {
+                export: config,
+                ..CollectorConfig::default()
+            };
+            assert!(whole.validate().unwrap_err().to_string().contains(field));
+        }
+        let ok = ExportConfig {
+            subject_template: "fleet.{host_id}.{source}-{kind}".into(),
+            ..base
+        };
+        ok.validate().unwrap();
     }
 
     #[test]
@@ -1012,9 +1430,10 @@ mod tests {
         });
         for key in FIELD_NAMES {
             assert!(
-                EXAMPLE
-                    .lines()
-                    .any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} ="))),
+                EXAMPLE.lines().any(|l| {
+                    l.trim_start_matches("# ").starts_with(&format!("{key} ="))
+                        || l == format!("[{key}]")
+                }),
                 "collector.example.toml documents `{key}`"
             );
         }

@@ -57,9 +57,9 @@ pub mod telemetry;
 
 pub use caps::SourceCaps;
 pub use collector::{Collector, CollectorError, CollectorHandle, RunSummary};
-pub use config::{CollectorConfig, ConfigError};
+pub use config::{CollectorConfig, ConfigError, ExportConfig, ExportPayload};
 pub use event::CollectionEvent;
 pub use pressure::pressure;
 pub use sink::{Delivery, EventBatch, EventSink};
 pub use source::{EventSource, SourceStats};
-pub use status::{HealthState, StatusSnapshot};
+pub use status::{ExportStatus, HealthState, StatusSnapshot};

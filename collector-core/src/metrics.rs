@@ -207,6 +207,9 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
     let subscribers = Gauge::<i64>::default();
     subscribers.set(c.subscribers as i64);
     registry.register("ipc_subscribers", "Connected IPC subscribers", subscribers);
+    if let Some(export) = &status.export {
+        register_export(&mut registry, export);
+    }
 
     encode_classic(&registry)
 }
@@ -255,6 +258,75 @@ pub fn encode_classic(registry: &Registry) -> String {
     out
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+/// The fleet exporter's gauges and counters (`collector_export_*`).
+fn register_export(registry: &mut Registry, export: &crate::status::ExportStatus) {
+    let gauge = |v: i64| {
+        let g = Gauge::<i64>::default();
+        g.set(v);
+        g
+    };
+    let counter = |v: u64| {
+        let c = CounterU64::default();
+        c.inc_by(v);
+        c
+    };
+    registry.register(
+        "export_connected",
+        "1 while connected to NATS with the JetStream stream ready",
+        gauge(i64::from(export.connected)),
+    );
+    registry.register(
+        "export_spool_bytes",
+        "Bytes of the export spool on disk",
+        gauge(export.spool_bytes as i64),
+    );
+    registry.register(
+        "export_spool_events",
+        "Events in the export spool not yet acknowledged",
+        gauge(export.spool_events as i64),
+    );
+    let age = GaugeF64::default();
+    age.set(export.oldest_unacked_age_seconds);
+    registry.register(
+        "export_oldest_unacked_age_seconds",
+        "Age of the oldest event JetStream has not acknowledged",
+        age,
+    );
+    registry.register(
+        "export_published",
+        "Messages published to JetStream",
+        counter(export.published),
+    );
+    registry.register(
+        "export_acked",
+        "Messages JetStream acknowledged",
+        counter(export.acked),
+    );
+    registry.register(
+        "export_duplicates",
+        "Acknowledgements JetStream flagged as duplicates",
+        counter(export.duplicates),
+    );
+    let dropped = Family::<ReasonLabel, CounterU64>::default();
+    for (reason, n) in &export.dropped {
+        dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.clone(),
+            })
+            .inc_by(*n);
+    }
+    registry.register(
+        "export_events_dropped",
+        "Events the exporter lost, by reason",
+        dropped,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +363,7 @@ mod tests {
                 events_received: 93,
                 ..PipelineCounters::default()
             },
+            export: None,
         };
         let text = render_prometheus(&status);
         for line in [
@@ -334,6 +407,7 @@ mod tests {
                 queue_high_water: 9,
             }],
             counters: PipelineCounters::default(),
+            export: None,
         };
         let text = render_prometheus(&status);
         assert!(!text.contains("# EOF"));

@@ -100,4 +100,43 @@ pub struct StatusSnapshot {
     pub sources: Vec<SourceStatus>,
     /// Pipeline counters.
     pub counters: PipelineCounters,
+    /// The fleet exporter (NATS JetStream), when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportStatus>,
+}
+
+/// The fleet exporter's state: connection, spool and publish counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExportStatus {
+    /// Connected to a NATS server whose JetStream stream is ready.
+    pub connected: bool,
+    /// The server URLs.
+    pub servers: Vec<String>,
+    /// The JetStream stream.
+    pub stream: String,
+    /// Bytes of the on-disk spool (acknowledged events are removed by whole segments).
+    pub spool_bytes: u64,
+    /// Events in the spool not yet acknowledged by JetStream.
+    pub spool_events: u64,
+    /// Age, in seconds, of the oldest event not yet acknowledged (0 when none).
+    pub oldest_unacked_age_seconds: f64,
+    /// Events appended to the spool.
+    pub spooled: u64,
+    /// Messages published (resends included).
+    pub published: u64,
+    /// Messages acknowledged by JetStream (duplicates included).
+    pub acked: u64,
+    /// Events in the messages published (equal to `published` with one event per
+    /// message).
+    #[serde(default)]
+    pub published_events: u64,
+    /// Events in the messages acknowledged.
+    #[serde(default)]
+    pub acked_events: u64,
+    /// Acknowledgements that JetStream flagged as duplicates (a resend it already had).
+    pub duplicates: u64,
+    /// Events lost by the exporter, by reason (`export_spool_full`, `export_encode`, ...).
+    pub dropped: BTreeMap<String, u64>,
+    /// The last connection, stream or publish error, until the next success.
+    pub last_error: Option<String>,
 }

@@ -470,6 +470,15 @@ proptest! {
     }
 
     #[test]
+    fn single_event_encoding_is_byte_for_byte_prost(ev in event()) {
+        let mut ours = Vec::new();
+        let len = collector_core::ipc::wire::encode_event(&ev, &mut ours);
+        prop_assert_eq!(len, ours.len());
+        prop_assert_eq!(&ours, &event_to_proto(&ev).encode_to_vec());
+        prop_assert_eq!(event_from_proto(pb::Event::decode(&ours[..]).unwrap()).unwrap(), ev);
+    }
+
+    #[test]
     fn direct_decoding_takes_prost_output_and_agrees(
         events in vec(event(), 0..6),
         request_id in prop_oneof![Just(0u64), any::<u64>()],

@@ -72,6 +72,10 @@ pub struct RunArgs {
     /// they cannot load). Short-lived processes can be missed.
     #[arg(long)]
     pub procfs: bool,
+    /// Export events to this NATS JetStream server (repeat for a cluster); overrides
+    /// `export.nats_servers`. The rest of `[export]` still applies.
+    #[arg(long = "export-nats", value_name = "URL")]
+    pub export_nats: Vec<String>,
 }
 
 fn parse_domains(names: &[String]) -> anyhow::Result<Vec<KernelDomain>> {
@@ -194,6 +198,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(addr) = &args.metrics_addr {
         config.metrics_addr = Some(addr.clone());
     }
+    if !args.export_nats.is_empty() {
+        config.export.nats_servers = args.export_nats.clone();
+    }
     config.validate().context("invalid configuration")?;
 
     // Command-line flags win over the configuration, as `--socket` does.
@@ -280,13 +287,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ))));
     }
     let handle = collector.handle();
+    let exporter = crate::export::start_exporter(&config, &handle);
+    if let Some(exporter) = &exporter {
+        collector.add_sink(exporter.sink());
+    }
+    let status_source = crate::export::StatusWithExport {
+        handle: handle.clone(),
+        export: exporter.as_ref().map(|e| e.status_handle()),
+    };
 
     let server_task = if args.no_ipc {
         None
     } else {
         let sink = IpcSink::new(config.subscriber_queue_batches);
         collector.add_sink(Arc::new(sink.clone()));
-        let status: Arc<dyn StatusProvider> = Arc::new(handle.clone());
+        let status: Arc<dyn StatusProvider> = Arc::new(status_source.clone());
         let tasks: Arc<dyn collector_core::ipc::TaskHandler> =
             Arc::new(crate::tasks::HostTaskHandler::new());
         let server = CollectorIpcServer::bind(
@@ -304,7 +319,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     let metrics = Arc::new(crate::daemon_metrics::DaemonMetrics::new(
-        handle.clone(),
+        status_source.clone(),
         kernel_programs,
     ));
     let metrics_task = args.metrics_file.clone().map(|path| {
@@ -375,10 +390,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(task) = metrics_server {
         let _ = task.await;
     }
+    let mut final_status = summary.status.clone();
+    final_status.export = status_source.export.as_ref().map(|e| e.status());
     if let Some(task) = metrics_task {
         task.abort();
         if let Some(path) = &args.metrics_file {
-            write_metrics(path, metrics.as_ref(), &summary.status)?;
+            write_metrics(path, metrics.as_ref(), &final_status)?;
+        }
+    }
+    if let Some(exporter) = exporter {
+        // The shutdown token stopped it; what it did not publish stays in the spool.
+        exporter.join().await;
+        if let Some(export) = &final_status.export {
+            tracing::info!(
+                published = export.published,
+                acked = export.acked,
+                left_in_spool = export.spool_events,
+                "fleet export stopped"
+            );
         }
     }
     if let Some(task) = server_task {

@@ -5,7 +5,6 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use collector_core::collector::CollectorHandle;
 use collector_core::metrics::{encode_classic, render_prometheus};
 use collector_core::StatusSnapshot;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -24,15 +23,18 @@ struct ProgramLabel {
 
 /// The daemon's metrics: the runtime's status plus its own cost.
 pub struct DaemonMetrics {
-    handle: CollectorHandle,
+    status: crate::export::StatusWithExport,
     programs: Option<Arc<KernelPrograms>>,
 }
 
 impl DaemonMetrics {
-    /// Metrics of the collector behind `handle`, with the cost of `programs` when the
-    /// kernel programs run.
-    pub fn new(handle: CollectorHandle, programs: Option<Arc<KernelPrograms>>) -> Self {
-        Self { handle, programs }
+    /// Metrics of the collector (and its exporter) behind `status`, with the cost of
+    /// `programs` when the kernel programs run.
+    pub fn new(
+        status: crate::export::StatusWithExport,
+        programs: Option<Arc<KernelPrograms>>,
+    ) -> Self {
+        Self { status, programs }
     }
 }
 
@@ -48,7 +50,7 @@ fn own_usage() -> Option<(f64, u64)> {
 
 impl MetricsSource for DaemonMetrics {
     fn status(&self) -> StatusSnapshot {
-        self.handle.status()
+        self.status.snapshot()
     }
 
     fn render(&self, status: &StatusSnapshot) -> String {

@@ -8,6 +8,7 @@
 //! - [`store`]: the embedded database (redb) of the process table and recent execs.
 //! - [`daemon`]: `collector run`, wiring sources, sinks and the IPC server.
 //! - [`stdout_sink`]: events as JSON lines on stdout.
+//! - [`export`]: fleet export to NATS JetStream (`run --export-nats`, `consume`).
 //! - [`ipc_cli`]: the client commands (`events`, `status`, `processes`).
 //! - [`daemon_metrics`]: the daemon's own CPU, memory and kernel-program cost as metrics.
 //! - [`metrics_server`]: `/metrics` and `/healthz` over HTTP (`collector run --metrics-addr`).
@@ -21,6 +22,7 @@ pub mod config_cli;
 pub mod daemon;
 pub mod daemon_metrics;
 pub mod ebpf;
+pub mod export;
 pub mod ipc_cli;
 pub mod logging;
 pub mod metrics_server;

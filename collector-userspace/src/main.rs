@@ -4,7 +4,7 @@
 //! running collector over its IPC socket. This file only wires the commands together.
 
 use clap::{Parser, Subcommand};
-use collector_userspace::{config_cli, daemon, ipc_cli, logging};
+use collector_userspace::{config_cli, daemon, export, ipc_cli, logging};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +33,8 @@ enum Command {
     Processes(ipc_cli::ProcessesArgs),
     /// Print the effective configuration and where each value came from.
     Config(config_cli::ConfigArgs),
+    /// Print events from a NATS JetStream stream (fleet export) as JSON lines.
+    Consume(export::ConsumeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,6 +58,7 @@ fn main() -> anyhow::Result<()> {
             Command::Status(args) => ipc_cli::run_status(&args).await,
             Command::Processes(args) => ipc_cli::run_processes(&args).await,
             Command::Config(args) => config_cli::run_config(&args),
+            Command::Consume(args) => export::run_consume(&args).await,
         }
     })
 }

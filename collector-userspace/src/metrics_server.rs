@@ -142,6 +142,7 @@ mod tests {
                     queue_high_water: 0,
                 }],
                 counters: PipelineCounters::default(),
+                export: None,
             }
         }
         fn render(&self, status: &StatusSnapshot) -> String {

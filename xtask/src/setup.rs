@@ -84,8 +84,12 @@ pub fn ensure() -> Result<()> {
 
 /// Tools the tests and benchmarks run, with the Debian package that brings each:
 /// promtool checks the metrics exposition, bpftool reads and detaches programs in the
-/// kernel tests and benchmarks.
-pub const DEBIAN_TOOLS: &[(&str, &str)] = &[("promtool", "prometheus"), ("bpftool", "bpftool")];
+/// kernel tests and benchmarks, nats-server is the JetStream server of the export tests.
+pub const DEBIAN_TOOLS: &[(&str, &str)] = &[
+    ("promtool", "prometheus"),
+    ("bpftool", "bpftool"),
+    ("nats-server", "nats-server"),
+];
 
 fn on_path(binary: &str) -> bool {
     std::env::var_os("PATH")

@@ -165,6 +165,7 @@ impl CollectorHandle {
             capabilities: self.capabilities(),
             sources,
             counters,
+            export: None,
         }
     }
 }

@@ -52,6 +52,7 @@ impl ManualStatus {
             capabilities: caps,
             sources: Vec::new(),
             counters: PipelineCounters::default(),
+            export: None,
         };
         Self {
             caps: Arc::new(watch::Sender::new(caps)),

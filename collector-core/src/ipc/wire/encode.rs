@@ -385,3 +385,21 @@ pub fn encode_event_batch<'a>(
     frame.write_payload(buf);
     frame.payload_len()
 }
+
+/// Appends `event` as one bare `collector.v1.Event` message (no envelope), byte for byte
+/// what prost writes for `event_to_proto(event)`; returns its length. The fleet exporter
+/// publishes each event this way, one NATS message per event.
+pub fn encode_event(event: &CollectionEvent, buf: &mut impl BufMut) -> usize {
+    let sized = SizedEvent::new(event);
+    let mut o = Write(buf);
+    let variant = match event {
+        CollectionEvent::Process(_) => event::PROCESS,
+        CollectionEvent::Network(_) => event::NETWORK,
+        CollectionEvent::Filesystem(_) => event::FILESYSTEM,
+        CollectionEvent::Performance(_) => event::PERFORMANCE,
+    };
+    key(&mut o, variant, LEN);
+    o.varint(sized.variant_len as u64);
+    variant_body(&mut o, event);
+    sized.event_len()
+}

@@ -1,0 +1,122 @@
+//! `collector consume`: reads events from a JetStream stream and prints them as JSON
+//! lines, the same schema as `collector events` (`docs/events.md`).
+
+use std::io::Write;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+
+use crate::message::{decode_message, EVENTS_HEADER};
+
+/// Options of a consumption.
+#[derive(Debug, Clone)]
+pub struct ConsumeOptions {
+    /// Server URLs.
+    pub servers: Vec<String>,
+    /// Subject filter (`collector.>`).
+    pub subject: String,
+    /// The stream.
+    pub stream: String,
+    /// Stop after this many events (None: run until interrupted or `idle_exit`).
+    pub limit: Option<u64>,
+    /// Stop when no message arrived for this long (None: wait forever).
+    pub idle_exit: Option<Duration>,
+}
+
+/// What a consumption saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumeSummary {
+    /// Events printed.
+    pub events: u64,
+    /// Messages that were not events (reported on stderr).
+    pub undecodable: u64,
+}
+
+/// Why consuming failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    /// Connecting failed.
+    #[error("cannot connect to NATS {servers}: {source}")]
+    Connect {
+        /// Servers.
+        servers: String,
+        /// Client error.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The stream or consumer could not be set up.
+    #[error("cannot read stream `{stream}` (does it exist, and does the server have JetStream?): {message}")]
+    Stream {
+        /// Stream name.
+        stream: String,
+        /// Client error, rendered.
+        message: String,
+    },
+    /// Writing the output failed.
+    #[error("cannot write output: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+/// Prints every event on `opts.subject` in `opts.stream` from the start of the stream,
+/// one JSON line each, acknowledging nothing (an ephemeral ordered consumer).
+pub async fn consume(
+    opts: &ConsumeOptions,
+    out: &mut impl Write,
+) -> Result<ConsumeSummary, ConsumeError> {
+    let servers = opts.servers.join(",");
+    let client = async_nats::connect(opts.servers.as_slice())
+        .await
+        .map_err(|source| ConsumeError::Connect { servers, source })?;
+    let js = jetstream::new(client);
+    let stream_err = |e: &dyn std::fmt::Display| ConsumeError::Stream {
+        stream: opts.stream.clone(),
+        message: e.to_string(),
+    };
+    let stream = js
+        .get_stream(&opts.stream)
+        .await
+        .map_err(|e| stream_err(&e))?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: opts.subject.clone(),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| stream_err(&e))?;
+    let mut messages = consumer.messages().await.map_err(|e| stream_err(&e))?;
+    let mut summary = ConsumeSummary::default();
+    loop {
+        if opts.limit.is_some_and(|l| summary.events >= l) {
+            break;
+        }
+        let next = match opts.idle_exit {
+            Some(idle) => match tokio::time::timeout(idle, messages.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => messages.next().await,
+        };
+        let Some(message) = next else { break };
+        let message = message.map_err(|e| stream_err(&e))?;
+        let packed = message
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(EVENTS_HEADER).is_some());
+        match decode_message(&message.payload, packed) {
+            Ok(events) => {
+                for event in events {
+                    writeln!(out, "{}", event.to_json_line()).map_err(ConsumeError::Output)?;
+                    summary.events += 1;
+                }
+            }
+            Err(e) => {
+                summary.undecodable += 1;
+                eprintln!("skipping message on {}: {e}", message.subject);
+            }
+        }
+    }
+    out.flush().map_err(ConsumeError::Output)?;
+    Ok(summary)
+}
