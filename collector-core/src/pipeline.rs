@@ -9,19 +9,24 @@
 //! * Each source sends into its own bounded channel, so it can read its pressure with
 //!   [`crate::pressure`] and the pipeline can count received and dropped events per source
 //!   without any shared state on the per-event path.
-//! * A forwarder gathers events from its channel (`recv_many`) into chunks of
+//! * A forwarder gathers events from its channel (`recv_many`) into chunks of at most
 //!   `max_batch_size` and pushes each as one piece into the shared queue, whose capacity
-//!   is counted in events by a semaphore; a partial chunk goes `batch_timeout` after its
-//!   first event arrived, or when the channel closes. If the queue lacks room, the
-//!   forwarder waits at most `max_backpressure_wait`, then drops the chunk and counts it
-//!   with reason `backpressure`. While it waits, the source's channel fills, which is the
-//!   pressure the source sees. A send therefore never waits on a stalled pipeline for
-//!   much longer than `max_backpressure_wait`.
+//!   is counted in events by a semaphore. It hands a chunk on as soon as it is full or
+//!   the channel runs dry (after giving the source one turn to add more), so an event
+//!   that nothing follows is not held back; `batch_timeout` bounds a chunk's age only
+//!   while events keep arriving. If the queue lacks room, the forwarder waits at most
+//!   `max_backpressure_wait`, then drops the chunk and counts it with reason
+//!   `backpressure`. While it waits, the source's channel fills, which is the pressure
+//!   the source sees.
 //! * The single batcher turns each full chunk straight into a batch and merges partial
-//!   ones into batches of `max_batch_size`, flushing a partial batch `batch_timeout`
-//!   after its first event reached a forwarder, and offers every batch to every sink.
+//!   ones into batches of `max_batch_size`; it delivers a partial batch as soon as the
+//!   queue runs dry (or when its first event is `batch_timeout` old while chunks keep
+//!   coming), and offers every batch to every sink.
 //!   Sinks never block (see [`EventSink`]); their drops are counted per sink, and a
 //!   panicking sink is caught and counted, not fatal.
+//!
+//! Under a storm chunks are full and batching costs nothing in latency; when idle, an
+//! event reaches the sinks in the time of a few task wakeups instead of `batch_timeout`.
 //!
 //! Counters are updated once per chunk or batch, never per event.
 
@@ -145,9 +150,8 @@ impl SharedQueue {
 /// Events are gathered into chunks of `max_chunk` before they are queued, so under load
 /// the batcher receives full chunks it can hand on without moving a single event, and the
 /// queue, its semaphore and the batcher's wakeups are paid once per `max_chunk` events.
-/// A partial chunk is queued at the latest `timeout` after its first event arrived (or
-/// when the channel closes), stamped with that arrival, so the batcher flushes it at once
-/// and an event still waits at most about `timeout` in total.
+/// A partial chunk is queued as soon as the channel runs dry, or when its first event is
+/// `batch_timeout` old while more keep arriving, stamped with that first arrival.
 pub(crate) async fn forward(
     mut rx: mpsc::Receiver<CollectionEvent>,
     queue: Arc<SharedQueue>,
@@ -159,23 +163,11 @@ pub(crate) async fn forward(
     let mut on_first_event = Some(on_first_event);
     let mut buf = Vec::with_capacity(max_chunk);
     let mut first_at = Instant::now();
-    let deadline = tokio::time::sleep(settings.batch_timeout);
-    tokio::pin!(deadline);
     loop {
+        // A partial chunk is only ever kept while more events are already waiting (see
+        // below), so this never sleeps on a chunk that someone is waiting for.
         let room = max_chunk - buf.len();
-        let n = if buf.is_empty() {
-            rx.recv_many(&mut buf, room).await
-        } else {
-            tokio::select! {
-                biased;
-                n = rx.recv_many(&mut buf, room) => n,
-                () = &mut deadline => {
-                    let chunk = std::mem::replace(&mut buf, Vec::with_capacity(max_chunk));
-                    queue.push(chunk, first_at, &counters).await;
-                    continue;
-                }
-            }
-        };
+        let n = rx.recv_many(&mut buf, room).await;
         if n == 0 {
             if !buf.is_empty() {
                 queue.push(buf, first_at, &counters).await;
@@ -184,7 +176,6 @@ pub(crate) async fn forward(
         }
         if n == buf.len() {
             first_at = Instant::now();
-            deadline.as_mut().reset(first_at + settings.batch_timeout);
         }
         let waiting = rx.len() as u64;
         counters.received.fetch_add(n as u64, Relaxed);
@@ -195,7 +186,21 @@ pub(crate) async fn forward(
         if let Some(first) = on_first_event.take() {
             first();
         }
-        if buf.len() == max_chunk {
+        if buf.len() < max_chunk && rx.is_empty() {
+            // The input looks dry. Give the producer one turn first, so a source that is
+            // mid-burst on another worker can add to this chunk instead of paying a
+            // queue push and a batch per handful of events.
+            tokio::task::yield_now().await;
+            if !rx.is_empty() {
+                continue;
+            }
+        }
+        // `batch_timeout` bounds the wait while events keep coming (the channel never
+        // runs dry, but the chunk does not fill either).
+        if buf.len() == max_chunk || rx.is_empty() || first_at.elapsed() >= settings.batch_timeout
+        {
+            // Full, or nothing else is coming now: hand it on at once. Waiting for
+            // `batch_timeout` here would only add latency, since no event would join.
             let chunk = std::mem::replace(&mut buf, Vec::with_capacity(max_chunk));
             queue.push(chunk, first_at, &counters).await;
         }
@@ -261,21 +266,10 @@ pub(crate) async fn run_batcher(
         telemetry,
     };
     let mut chunks: Vec<Chunk> = Vec::with_capacity(64);
-    let deadline = tokio::time::sleep(settings.batch_timeout);
-    tokio::pin!(deadline);
     loop {
-        let n = if batcher.pending.is_empty() {
-            queue.chunks.recv_many(&mut chunks, 64).await
-        } else {
-            tokio::select! {
-                biased;
-                n = queue.chunks.recv_many(&mut chunks, 64) => n,
-                () = &mut deadline => {
-                    batcher.flush();
-                    continue;
-                }
-            }
-        };
+        // A partial batch is only kept while more chunks are already queued (see below),
+        // so this never sleeps on a batch that someone is waiting for.
+        let n = queue.chunks.recv_many(&mut chunks, 64).await;
         if n == 0 {
             batcher.flush();
             return;
@@ -296,9 +290,6 @@ pub(crate) async fn run_batcher(
                     // The timeout runs from the first event's arrival at its forwarder,
                     // which may already have held it for a while.
                     batcher.oldest = Some(chunk.received_at);
-                    deadline
-                        .as_mut()
-                        .reset(chunk.received_at + settings.batch_timeout);
                 }
                 let room = max - batcher.pending.len();
                 batcher.pending.extend(events.by_ref().take(room));
@@ -308,6 +299,15 @@ pub(crate) async fn run_batcher(
             }
         }
         queue.permits.add_permits(released);
+        let overdue = batcher
+            .oldest
+            .is_some_and(|t| t.elapsed() >= settings.batch_timeout);
+        if queue.chunks.is_empty() || overdue {
+            // The queue ran dry: nothing would join the pending batch before more events
+            // arrive, so deliver it now instead of at `batch_timeout`. While chunks keep
+            // coming, `batch_timeout` bounds how long the first event waits.
+            batcher.flush();
+        }
     }
 }
 
@@ -431,7 +431,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn batches_by_size_then_by_timeout() {
+    async fn batches_by_size_and_flushes_the_rest_as_soon_as_the_queue_runs_dry() {
         let (queue, recorder, telemetry, batcher) = setup(100, 4, Duration::from_millis(100));
         let counters = SourceCounters::default();
         assert!(
@@ -445,37 +445,29 @@ mod tests {
                 .await
         );
         tokio::task::yield_now().await;
-        // Two full batches right away; the remaining two events wait for the timeout.
+        // Two full batches, then the two left over at once: nothing else is queued, so
+        // waiting for the timeout would only add latency. No time has passed.
         assert_eq!(
             *recorder.0.lock().unwrap(),
-            vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7]]
+            vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]]
         );
-        tokio::time::sleep(Duration::from_millis(99)).await;
-        assert_eq!(
-            recorder.0.lock().unwrap().len(),
-            2,
-            "flushed before the timeout"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        assert_eq!(recorder.0.lock().unwrap()[2], vec![8, 9]);
+        assert_eq!(telemetry.counters().latency_max_us, 0);
 
-        // A new batch starts its own timeout.
+        // A lone event later is delivered without waiting either.
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(
             queue
                 .push(vec![metric(10)], Instant::now(), &counters)
                 .await
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(recorder.0.lock().unwrap().len(), 3);
-        tokio::time::sleep(Duration::from_millis(51)).await;
+        tokio::task::yield_now().await;
         assert_eq!(recorder.0.lock().unwrap()[3], vec![10]);
 
         let counters = telemetry.counters();
         assert_eq!(counters.batches, 4);
         assert_eq!(counters.events_delivered, 11);
         assert_eq!(counters.batch_size_max, 4);
-        assert!(counters.latency_max_us >= 100_000, "{counters:?}");
+        assert_eq!(counters.latency_max_us, 0, "{counters:?}");
 
         // Closing the queue flushes what is pending and ends the batcher.
         assert!(
@@ -493,7 +485,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn forwarder_queues_full_chunks_at_once_and_a_partial_one_at_the_timeout() {
+    async fn forwarder_hands_on_full_chunks_and_a_partial_one_when_the_source_pauses() {
         let timeout = Duration::from_millis(100);
         let (queue, recorder, telemetry, batcher) = setup(100, 4, timeout);
         let counters = Arc::new(SourceCounters::default());
@@ -512,17 +504,17 @@ mod tests {
         for i in 0..6 {
             tx.send(metric(i)).await.unwrap();
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        assert_eq!(*recorder.0.lock().unwrap(), vec![vec![0, 1, 2, 3]]);
-        // The two left over wait in the forwarder; the batcher flushes them as soon as
-        // they arrive, since their timeout already ran there.
-        tokio::time::sleep(Duration::from_millis(98)).await;
-        assert_eq!(recorder.0.lock().unwrap().len(), 1);
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        assert_eq!(recorder.0.lock().unwrap()[1], vec![4, 5]);
-        assert_eq!(telemetry.counters().latency_max_us, 100_000);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // No time passed: the partial chunk went as soon as the source paused.
+        assert_eq!(
+            *recorder.0.lock().unwrap(),
+            vec![vec![0, 1, 2, 3], vec![4, 5]]
+        );
+        assert_eq!(telemetry.counters().latency_max_us, 0);
 
-        // A closing channel queues what is left without waiting for the timeout.
+        // A closing channel queues what is left.
         tx.send(metric(6)).await.unwrap();
         drop(tx);
         forwarder.await.unwrap();
