@@ -197,8 +197,7 @@ pub(crate) async fn forward(
         }
         // `batch_timeout` bounds the wait while events keep coming (the channel never
         // runs dry, but the chunk does not fill either).
-        if buf.len() == max_chunk || rx.is_empty() || first_at.elapsed() >= settings.batch_timeout
-        {
+        if buf.len() == max_chunk || rx.is_empty() || first_at.elapsed() >= settings.batch_timeout {
             // Full, or nothing else is coming now: hand it on at once. Waiting for
             // `batch_timeout` here would only add latency, since no event would join.
             let chunk = std::mem::replace(&mut buf, Vec::with_capacity(max_chunk));
