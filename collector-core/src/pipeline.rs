@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore, TryAcquireError};
+use tokio::sync::{mpsc, Notify, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 
 use crate::event::CollectionEvent;
@@ -52,6 +52,10 @@ pub(crate) struct Chunk {
 pub(crate) struct SharedQueue {
     permits: Arc<Semaphore>,
     capacity: usize,
+    /// `backpressure_threshold` in events: up to this fill level a push never waits.
+    threshold: usize,
+    /// Signalled by the batcher each time it takes events out of the queue.
+    drained: Arc<Notify>,
     chunks: mpsc::Sender<Chunk>,
     max_wait: Duration,
     telemetry: Arc<PipelineTelemetry>,
@@ -60,23 +64,28 @@ pub(crate) struct SharedQueue {
 /// The receiving side of the shared queue, owned by the batcher.
 pub(crate) struct QueueReceiver {
     permits: Arc<Semaphore>,
+    drained: Arc<Notify>,
     chunks: mpsc::Receiver<Chunk>,
 }
 
 impl SharedQueue {
-    /// A queue holding at most `capacity` events.
+    /// A queue holding at most `capacity` events, under backpressure above `threshold`.
     pub(crate) fn new(
         capacity: usize,
+        threshold: usize,
         max_wait: Duration,
         telemetry: Arc<PipelineTelemetry>,
     ) -> (Arc<Self>, QueueReceiver) {
         let permits = Arc::new(Semaphore::new(capacity));
+        let drained = Arc::new(Notify::new());
         // Every queued chunk holds at least one permit, so at most `capacity` chunks are
         // ever queued and `send` below never waits.
         let (tx, rx) = mpsc::channel(capacity);
         let queue = Arc::new(Self {
             permits: permits.clone(),
             capacity,
+            threshold: threshold.min(capacity),
+            drained: drained.clone(),
             chunks: tx,
             max_wait,
             telemetry,
@@ -85,6 +94,7 @@ impl SharedQueue {
             queue,
             QueueReceiver {
                 permits,
+                drained,
                 chunks: rx,
             },
         )
@@ -96,9 +106,18 @@ impl SharedQueue {
             .saturating_sub(self.permits.available_permits())
     }
 
-    /// Queues `events` (at most the queue's capacity), waiting at most `max_wait` for
-    /// room; on timeout the events are dropped and counted for `source`. Returns whether
-    /// they were queued.
+    /// Whether the queue is above `backpressure_threshold` now.
+    pub(crate) fn under_backpressure(&self) -> bool {
+        self.depth() > self.threshold
+    }
+
+    /// Queues `events` (at most the queue's capacity).
+    ///
+    /// Up to `backpressure_threshold` this never waits. Above it the collector is under
+    /// backpressure: the push waits, at most `max_wait`, for the batcher to bring the
+    /// queue back to the threshold, which slows the source before anything is lost.
+    /// When the wait ends the events are queued if they fit in the whole capacity, else
+    /// dropped and counted for `source`. Returns whether they were queued.
     pub(crate) async fn push(
         &self,
         events: Vec<CollectionEvent>,
@@ -107,16 +126,15 @@ impl SharedQueue {
     ) -> bool {
         let n = events.len();
         debug_assert!(n > 0 && n <= self.capacity);
+        // A chunk larger than the threshold fits once the queue is empty enough for it.
+        let limit = self.threshold.max(n);
+        if self.depth() + n > limit {
+            self.wait_below_threshold(n, limit).await;
+        }
         let wanted = u32::try_from(n).unwrap_or(u32::MAX);
         let permit = match self.permits.try_acquire_many(wanted) {
             Ok(permit) => Some(permit),
-            Err(TryAcquireError::Closed) => None,
-            Err(TryAcquireError::NoPermits) => {
-                match tokio::time::timeout(self.max_wait, self.permits.acquire_many(wanted)).await {
-                    Ok(Ok(permit)) => Some(permit),
-                    Ok(Err(_)) | Err(_) => None,
-                }
-            }
+            Err(TryAcquireError::Closed | TryAcquireError::NoPermits) => None,
         };
         let Some(permit) = permit else {
             source.dropped_backpressure.fetch_add(n as u64, Relaxed);
@@ -142,6 +160,30 @@ impl SharedQueue {
             return false;
         }
         true
+    }
+    /// Waits, at most `max_wait`, until `n` more events keep the queue within `limit`.
+    async fn wait_below_threshold(&self, n: usize, limit: usize) {
+        let t = &self.telemetry;
+        t.backpressure_waits.fetch_add(1, Relaxed);
+        t.backpressure_waiting.fetch_add(1, Relaxed);
+        let started = Instant::now();
+        let deadline = started + self.max_wait;
+        loop {
+            // Registered before the check, so a drain between the check and the wait
+            // still wakes this push.
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.depth() + n <= limit {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                break;
+            }
+        }
+        t.backpressure_waiting.fetch_sub(1, Relaxed);
+        let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        t.backpressure_wait_ns.fetch_add(waited, Relaxed);
     }
 }
 
@@ -298,6 +340,7 @@ pub(crate) async fn run_batcher(
             }
         }
         queue.permits.add_permits(released);
+        queue.drained.notify_waiters();
         let overdue = batcher
             .oldest
             .is_some_and(|t| t.elapsed() >= settings.batch_timeout);
@@ -412,7 +455,12 @@ mod tests {
         tokio::task::JoinHandle<()>,
     ) {
         let telemetry = Arc::new(PipelineTelemetry::default());
-        let (queue, rx) = SharedQueue::new(capacity, Duration::from_millis(500), telemetry.clone());
+        let (queue, rx) = SharedQueue::new(
+            capacity,
+            capacity,
+            Duration::from_millis(500),
+            telemetry.clone(),
+        );
         let recorder = Arc::new(Recorder::default());
         let sinks = Arc::new(SinkSet::default());
         sinks.add(Arc::new(Panicker));
@@ -528,7 +576,7 @@ mod tests {
     async fn full_queue_waits_max_wait_then_drops_and_counts() {
         let telemetry = Arc::new(PipelineTelemetry::default());
         // No batcher: nothing drains the queue.
-        let (queue, _rx) = SharedQueue::new(10, Duration::from_millis(500), telemetry.clone());
+        let (queue, _rx) = SharedQueue::new(10, 10, Duration::from_millis(500), telemetry.clone());
         let counters = SourceCounters::default();
         assert!(
             queue
@@ -552,6 +600,73 @@ mod tests {
                 .await
         );
         assert_eq!(queue.depth(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn below_the_threshold_pushes_never_wait_above_it_they_wait_at_most_max_wait() {
+        let telemetry = Arc::new(PipelineTelemetry::default());
+        // Capacity 10, threshold 8 (80%), no batcher: the test drains by hand.
+        let (queue, mut rx) =
+            SharedQueue::new(10, 8, Duration::from_millis(500), telemetry.clone());
+        let counters = Arc::new(SourceCounters::default());
+        let started = Instant::now();
+        for i in 0..8 {
+            assert!(queue.push(vec![metric(i)], Instant::now(), &counters).await);
+        }
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "a push below the threshold waited"
+        );
+        assert!(!queue.under_backpressure());
+        assert_eq!(telemetry.counters().backpressure_waits, 0);
+
+        // Above the threshold with room left: the push waits the whole bound (nothing
+        // drains), then uses the headroom; nothing is lost.
+        let started = Instant::now();
+        assert!(queue.push(vec![metric(8)], Instant::now(), &counters).await);
+        assert_eq!(started.elapsed(), Duration::from_millis(500));
+        assert!(queue.under_backpressure());
+        let c = telemetry.counters();
+        assert_eq!(c.backpressure_waits, 1);
+        assert_eq!(c.backpressure_wait_us, 500_000);
+        assert_eq!(c.dropped["backpressure"], 0);
+
+        // Above the threshold and no room at the end of the wait: dropped and counted.
+        assert!(
+            !queue
+                .push((0..2).map(metric).collect(), Instant::now(), &counters)
+                .await
+        );
+        assert_eq!(counters.dropped_backpressure.load(Relaxed), 2);
+        assert_eq!(telemetry.counters().dropped["backpressure"], 2);
+
+        // A waiting push resumes as soon as the batcher brings the queue back to the
+        // threshold, and status shows the collector under backpressure meanwhile.
+        let waiter = {
+            let (queue, counters) = (queue.clone(), counters.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let queued = queue
+                    .push(vec![metric(99)], Instant::now(), &counters)
+                    .await;
+                (queued, started.elapsed())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(telemetry.counters().under_backpressure);
+        let mut taken = 0;
+        while queue.depth() - taken > 7 {
+            let chunk = rx.chunks.recv().await.unwrap();
+            taken += chunk.events.len();
+        }
+        rx.permits.add_permits(taken);
+        rx.drained.notify_waiters();
+        let (queued, waited) = waiter.await.unwrap();
+        assert!(queued);
+        assert_eq!(waited, Duration::from_millis(100));
+        assert!(!telemetry.counters().under_backpressure);
+        assert_eq!(telemetry.counters().backpressure_waits, 3);
     }
 
     #[tokio::test(start_paused = true)]

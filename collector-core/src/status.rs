@@ -83,6 +83,17 @@ pub struct PipelineCounters {
     /// Largest such time, in microseconds.
     #[serde(default)]
     pub latency_max_us: u64,
+    /// Whether the shared queue is above `backpressure_threshold` now (or a source is
+    /// waiting for it to drain): sources are being slowed down.
+    #[serde(default)]
+    pub under_backpressure: bool,
+    /// Sends that found the queue above `backpressure_threshold` and waited (at most
+    /// `max_backpressure_wait` each).
+    #[serde(default)]
+    pub backpressure_waits: u64,
+    /// Total time, in microseconds, sends spent waiting under backpressure.
+    #[serde(default)]
+    pub backpressure_wait_us: u64,
 }
 
 /// The whole status.

@@ -46,6 +46,12 @@ pub(crate) struct PipelineTelemetry {
     pub batch_size_max: AtomicU64,
     pub latency_sum_ns: AtomicU64,
     pub latency_max_ns: AtomicU64,
+    /// Pushes that found the shared queue above `backpressure_threshold` and waited.
+    pub backpressure_waits: AtomicU64,
+    /// Pushes waiting for the queue to drain right now.
+    pub backpressure_waiting: AtomicU64,
+    /// Total time pushes spent waiting under backpressure.
+    pub backpressure_wait_ns: AtomicU64,
 }
 
 impl PipelineTelemetry {
@@ -85,6 +91,9 @@ impl PipelineTelemetry {
             batch_size_max: self.batch_size_max.load(Relaxed),
             latency_mean_us: per_batch(self.latency_sum_ns.load(Relaxed)) / 1000.0,
             latency_max_us: self.latency_max_ns.load(Relaxed) / 1000,
+            under_backpressure: self.backpressure_waiting.load(Relaxed) > 0,
+            backpressure_waits: self.backpressure_waits.load(Relaxed),
+            backpressure_wait_us: self.backpressure_wait_ns.load(Relaxed) / 1000,
             ..PipelineCounters::default()
         }
     }
@@ -106,6 +115,9 @@ pub(crate) fn log_report(component: &str, status: &crate::status::StatusSnapshot
         queue_high_water = c.queue_high_water,
         latency_mean_us = c.latency_mean_us,
         latency_max_us = c.latency_max_us,
+        under_backpressure = c.under_backpressure,
+        backpressure_waits = c.backpressure_waits,
+        backpressure_wait_us = c.backpressure_wait_us,
         subscribers = c.subscribers,
         "pipeline telemetry"
     );

@@ -137,7 +137,7 @@ impl CollectorHandle {
     /// A point-in-time view of every source and the pipeline.
     pub fn status(&self) -> StatusSnapshot {
         let shared = &self.shared;
-        let (sources, started_at, queue_depth) = {
+        let (sources, started_at, queue_depth, above_threshold) = {
             let registry = shared.registry();
             (
                 registry
@@ -147,10 +147,15 @@ impl CollectorHandle {
                     .collect::<Vec<_>>(),
                 registry.started_at,
                 registry.running.as_ref().map_or(0, |r| r.queue.depth()),
+                registry
+                    .running
+                    .as_ref()
+                    .is_some_and(|r| r.queue.under_backpressure()),
             )
         };
         let mut counters = shared.telemetry.counters();
         counters.queue_depth = queue_depth as u64;
+        counters.under_backpressure |= above_threshold;
         counters.subscribers = shared.subscribers.load(Relaxed);
         counters.sink_dropped = shared
             .sinks

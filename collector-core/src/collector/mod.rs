@@ -231,6 +231,7 @@ impl Collector {
         let config = &shared.config;
         let (queue, queue_rx) = SharedQueue::new(
             config.event_buffer_size,
+            config.backpressure_threshold_events(),
             config.max_backpressure_wait,
             shared.telemetry.clone(),
         );
