@@ -204,6 +204,27 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
         "Most events ever in the shared queue",
         high,
     );
+    let pressured = Gauge::<i64>::default();
+    pressured.set(i64::from(c.under_backpressure));
+    registry.register(
+        "under_backpressure",
+        "1 while the shared queue is above backpressure_threshold and sends wait",
+        pressured,
+    );
+    let waits = CounterU64::default();
+    waits.inc_by(c.backpressure_waits);
+    registry.register(
+        "backpressure_waits",
+        "Sends that found the shared queue above backpressure_threshold and waited",
+        waits,
+    );
+    let wait_us = CounterU64::default();
+    wait_us.inc_by(c.backpressure_wait_us);
+    registry.register(
+        "backpressure_wait_microseconds",
+        "Total time sends waited under backpressure",
+        wait_us,
+    );
     let subscribers = Gauge::<i64>::default();
     subscribers.set(c.subscribers as i64);
     registry.register("ipc_subscribers", "Connected IPC subscribers", subscribers);
@@ -248,6 +269,8 @@ mod tests {
             }],
             counters: PipelineCounters {
                 events_received: 93,
+                under_backpressure: true,
+                backpressure_waits: 5,
                 ..PipelineCounters::default()
             },
         };
@@ -261,6 +284,8 @@ mod tests {
             r#"collector_source_health{source="ebpf-filesystem",health="healthy"} 0"#,
             r#"collector_source_hook_info{source="ebpf-filesystem",program="sys_exit_openat",hook="tracepoint/syscalls/sys_exit_openat"} 1"#,
             "collector_uptime_seconds 1.5",
+            "collector_under_backpressure 1",
+            "collector_backpressure_waits_total 5",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
