@@ -215,11 +215,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         Err(e) => tracing::warn!("process store disabled: {e}"),
     }
-    if !args.no_stdout {
-        collector.add_sink(Arc::new(StdoutSink::new(std::io::BufWriter::new(
-            std::io::stdout(),
-        ))));
-    }
+    let stdout_sink = (!args.no_stdout).then(|| {
+        let sink = Arc::new(StdoutSink::new(std::io::BufWriter::new(std::io::stdout())));
+        collector.add_sink(sink.clone());
+        sink
+    });
     let handle = collector.handle();
 
     let server_task = if args.no_ipc {
@@ -238,10 +238,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         )
         .await
         .with_context(|| format!("serving IPC on {}", config.socket_path.display()))?;
-        let token = handle.shutdown_token();
-        Some(tokio::spawn(
-            server.run(async move { token.cancelled().await }),
-        ))
+        // The server has its own stop, given only after the collector's final flush:
+        // subscribers then get every batch queued for them and an end-of-stream message.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        Some((stop, task))
     };
 
     let metrics_task = args.metrics_file.clone().map(|path| {
@@ -268,8 +271,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             write_metrics(path, &summary.status)?;
         }
     }
-    if let Some(task) = server_task {
+    if let Some((stop, task)) = server_task {
+        let _ = stop.send(());
         let _ = task.await;
+    }
+    if let Some(sink) = stdout_sink {
+        // Every batch is in the writer's queue; wait until it is written and flushed.
+        sink.finish();
     }
     let c = &summary.status.counters;
     tracing::info!(

@@ -170,6 +170,11 @@ impl Subscription {
         self.rx.recv().await
     }
 
+    /// The next queued batch if there is one, without waiting (for the final drain).
+    pub fn try_recv(&mut self) -> Option<EventBatch> {
+        self.rx.try_recv().ok()
+    }
+
     /// The current filter.
     pub fn filter(&self) -> EventFilter {
         self.filter
