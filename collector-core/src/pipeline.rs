@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify, Semaphore, TryAcquireError};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::event::CollectionEvent;
@@ -132,11 +132,8 @@ impl SharedQueue {
             self.wait_below_threshold(n, limit).await;
         }
         let wanted = u32::try_from(n).unwrap_or(u32::MAX);
-        let permit = match self.permits.try_acquire_many(wanted) {
-            Ok(permit) => Some(permit),
-            Err(TryAcquireError::Closed | TryAcquireError::NoPermits) => None,
-        };
-        let Some(permit) = permit else {
+        // No room after the wait (or the queue is closed): drop and count.
+        let Ok(permit) = self.permits.try_acquire_many(wanted) else {
             source.dropped_backpressure.fetch_add(n as u64, Relaxed);
             self.telemetry
                 .dropped_backpressure
