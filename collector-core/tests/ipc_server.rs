@@ -565,7 +565,7 @@ async fn subscription_reconnects_after_a_server_restart() {
     task.await.unwrap();
     // A clean stop ends the stream's current connection with an end-of-stream notice.
     match tokio::time::timeout(WAIT, stream.next()).await.unwrap() {
-        Some(Ok(SubscriptionItem::EndOfStream)) => {}
+        Some(Ok(SubscriptionItem::EndOfStream { .. })) => {}
         other => panic!("expected EndOfStream, got {other:?}"),
     }
 
@@ -608,7 +608,10 @@ async fn shutdown_sends_every_queued_batch_then_end_of_stream() {
     loop {
         match tokio::time::timeout(WAIT, stream.next()).await.unwrap() {
             Some(Ok(SubscriptionItem::Event(ev))) => pids.push(ev.pid()),
-            Some(Ok(SubscriptionItem::EndOfStream)) => break,
+            Some(Ok(SubscriptionItem::EndOfStream { events_queued })) => {
+                assert_eq!(events_queued, 5000);
+                break;
+            }
             other => panic!("unexpected {other:?} after {} events", pids.len()),
         }
     }

@@ -144,7 +144,11 @@ pub enum SubscriptionItem {
     Reconnected,
     /// The collector shut down after sending everything queued for this subscriber.
     /// Polling on tries to reconnect, as after a broken connection.
-    EndOfStream,
+    EndOfStream {
+        /// Events the collector queued for this connection over its life (those it
+        /// reported in `Lagged` are not among them).
+        events_queued: u64,
+    },
 }
 
 /// A negotiated connection to the collector.
@@ -484,12 +488,14 @@ impl SubscriptionState {
                             missed_events: l.missed_events,
                         }))
                     }
-                    Some(Body::EndOfStream(_)) => {
+                    Some(Body::EndOfStream(end)) => {
                         // The server closes now. A consumer that wants to follow a
                         // restarted collector keeps polling (the stream reconnects);
                         // `collector events` stops here.
                         self.drop_client();
-                        return Some(Ok(SubscriptionItem::EndOfStream));
+                        return Some(Ok(SubscriptionItem::EndOfStream {
+                            events_queued: end.events_queued,
+                        }));
                     }
                     Some(Body::CapabilityUpdate(u)) => {
                         return Some(Ok(SubscriptionItem::CapabilitiesChanged(caps_from_proto(

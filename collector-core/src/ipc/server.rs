@@ -738,6 +738,7 @@ impl Connection {
             request_id: 0,
             body: Some(Body::EndOfStream(pb::EndOfStream {
                 reason: "collector shutting down".into(),
+                events_queued: sub.queued_events(),
             })),
         };
         if let Err(e) = send(writer, end, self.shared.config.write_timeout).await {
