@@ -85,12 +85,15 @@ impl CollectorHandle {
     pub fn register(&self, source: Box<dyn EventSource>) -> Result<(), CollectorError> {
         let shared = &self.shared;
         let name = source.name();
+        let mut registry = shared.registry();
+        // Checked under the registry lock: `run` cancels the token before it takes the
+        // lock to collect the supervisors, so a source admitted here is either started
+        // now (and then stopped by that shutdown) or starts with `run`; never neither.
         if shared.shutdown.is_cancelled() {
             return Err(CollectorError::ShuttingDown {
                 name: name.to_owned(),
             });
         }
-        let mut registry = shared.registry();
         if registry.slots.iter().any(|s| s.unit.name == name) {
             return Err(CollectorError::DuplicateName {
                 name: name.to_owned(),

@@ -588,3 +588,53 @@ async fn status_reports_every_field() {
     let json = serde_json::to_value(&status).unwrap();
     assert_eq!(json["sources"][0]["dropped"]["backpressure"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_racing_shutdown_never_accepts_a_source_that_will_not_run() {
+    for round in 0..20 {
+        let mut collector = Collector::new(config().with_max_event_sources(10_000)).unwrap();
+        let handle = collector.handle();
+        collector.add_sink(Arc::new(Counting::default()));
+        let run = tokio::spawn(collector.run());
+        // Registers from another thread as fast as it can until refused.
+        let registrar = {
+            let handle = handle.clone();
+            std::thread::spawn(move || {
+                let mut accepted = Vec::new();
+                for i in 0.. {
+                    let name: &'static str = Box::leak(format!("r{round}-{i}").into_boxed_str());
+                    let fake = Fake::new(name, SourceCaps::PROCESS, Start::SendThenRunUntilStopped);
+                    match handle.register(fake.boxed()) {
+                        Ok(()) => accepted.push(fake),
+                        Err(CollectorError::ShuttingDown { .. }) => return accepted,
+                        Err(e) => panic!("unexpected refusal: {e}"),
+                    }
+                }
+                unreachable!()
+            })
+        };
+        tokio::time::sleep(Duration::from_micros(200 * round)).await;
+        handle.shutdown();
+        let summary = run.await.unwrap().unwrap();
+        let accepted = tokio::task::spawn_blocking(move || registrar.join().unwrap())
+            .await
+            .unwrap();
+        // Every accepted source ran: it was started (its start returned after the stop
+        // signal) and stopped, and status shows it stopped, never still starting.
+        for fake in &accepted {
+            assert!(
+                fake.stop_called.load(Ordering::SeqCst),
+                "{} never stopped",
+                fake.name
+            );
+            assert!(
+                fake.start_returned.load(Ordering::SeqCst),
+                "{} never started",
+                fake.name
+            );
+        }
+        for s in &summary.status.sources {
+            assert_eq!(s.health, HealthState::Stopped, "{}", s.name);
+        }
+    }
+}
