@@ -124,12 +124,25 @@ impl SharedQueue {
         received_at: Instant,
         source: &SourceCounters,
     ) -> bool {
+        let deadline = Instant::now() + self.max_wait;
+        self.push_until(events, received_at, source, deadline).await
+    }
+
+    /// [`push`](Self::push) with the end of the wait given: the chunks of one batch
+    /// share one deadline, so a batch waits at most `max_wait` in all.
+    pub(crate) async fn push_until(
+        &self,
+        events: Vec<CollectionEvent>,
+        received_at: Instant,
+        source: &SourceCounters,
+        deadline: Instant,
+    ) -> bool {
         let n = events.len();
         debug_assert!(n > 0 && n <= self.capacity);
         // A chunk larger than the threshold fits once the queue is empty enough for it.
         let limit = self.threshold.max(n);
         if self.depth() + n > limit {
-            self.wait_below_threshold(n, limit).await;
+            self.wait_below_threshold(n, limit, deadline).await;
         }
         let wanted = u32::try_from(n).unwrap_or(u32::MAX);
         // No room after the wait (or the queue is closed): drop and count.
@@ -159,12 +172,11 @@ impl SharedQueue {
         true
     }
     /// Waits, at most `max_wait`, until `n` more events keep the queue within `limit`.
-    async fn wait_below_threshold(&self, n: usize, limit: usize) {
+    async fn wait_below_threshold(&self, n: usize, limit: usize, deadline: Instant) {
         let t = &self.telemetry;
         t.backpressure_waits.fetch_add(1, Relaxed);
         t.backpressure_waiting.fetch_add(1, Relaxed);
         let started = Instant::now();
-        let deadline = started + self.max_wait;
         loop {
             // Registered before the check, so a drain between the check and the wait
             // still wakes this push.
@@ -181,6 +193,71 @@ impl SharedQueue {
         t.backpressure_waiting.fetch_sub(1, Relaxed);
         let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         t.backpressure_wait_ns.fetch_add(waited, Relaxed);
+    }
+}
+
+/// What a [`crate::source::BatchSender`] holds: the shared queue and its source's
+/// counters, so a batch source reaches the batcher in one hop.
+pub(crate) struct BatchSenderInner {
+    pub queue: Arc<SharedQueue>,
+    pub counters: Arc<SourceCounters>,
+    pub max_chunk: usize,
+    pub started: std::sync::atomic::AtomicBool,
+    /// Called once, on the first batch (marks the source up).
+    pub on_first_batch: Box<dyn Fn() + Send + Sync>,
+}
+
+impl BatchSenderInner {
+    pub(crate) async fn send_batch(&self, events: &mut Vec<CollectionEvent>) -> usize {
+        let total = events.len();
+        if total == 0 {
+            return 0;
+        }
+        let received_at = Instant::now();
+        let deadline = received_at + self.queue.max_wait;
+        self.counters.received.fetch_add(total as u64, Relaxed);
+        self.queue
+            .telemetry
+            .received
+            .fetch_add(total as u64, Relaxed);
+        if !self.started.swap(true, Relaxed) {
+            (self.on_first_batch)();
+        }
+        let capacity = events.capacity();
+        let batch = std::mem::replace(events, Vec::with_capacity(capacity));
+        let mut dropped = 0;
+        if total <= self.max_chunk {
+            if !self
+                .queue
+                .push_until(batch, received_at, &self.counters, deadline)
+                .await
+            {
+                dropped = total;
+            }
+            return dropped;
+        }
+        // Larger than one chunk: split, every piece under the same deadline.
+        let mut rest = batch.into_iter();
+        while rest.len() > 0 {
+            let chunk: Vec<CollectionEvent> = rest.by_ref().take(self.max_chunk).collect();
+            let n = chunk.len();
+            if !self
+                .queue
+                .push_until(chunk, received_at, &self.counters, deadline)
+                .await
+            {
+                dropped += n;
+            }
+        }
+        dropped
+    }
+
+    pub(crate) fn is_pressured(&self) -> bool {
+        self.queue.under_backpressure()
+    }
+
+    pub(crate) fn max_batch_size(&self) -> usize {
+        self.max_chunk
     }
 }
 

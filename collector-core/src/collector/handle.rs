@@ -12,7 +12,7 @@ use super::{CollectorError, Shared, SourceSlot};
 use crate::caps::SourceCaps;
 use crate::config::CollectorConfig;
 use crate::sink::EventSink;
-use crate::source::EventSource;
+use crate::source::{BatchSource, EventSource};
 use crate::status::StatusSnapshot;
 
 /// A cheap, cloneable handle to a [`Collector`](super::Collector), valid before, during
@@ -83,8 +83,23 @@ impl CollectorHandle {
 
     /// Registers a source; while running it starts at once.
     pub fn register(&self, source: Box<dyn EventSource>) -> Result<(), CollectorError> {
+        let cancel = self.shared.shutdown.child_token();
+        self.register_unit(SourceUnit::new(source, cancel))
+    }
+
+    /// Registers a source that sends whole batches straight into the shared queue (see
+    /// [`BatchSource`]); otherwise as [`register`](Self::register).
+    pub fn register_batch_source(
+        &self,
+        source: Box<dyn BatchSource>,
+    ) -> Result<(), CollectorError> {
+        let cancel = self.shared.shutdown.child_token();
+        self.register_unit(SourceUnit::new_batch(source, cancel))
+    }
+
+    fn register_unit(&self, unit: SourceUnit) -> Result<(), CollectorError> {
         let shared = &self.shared;
-        let name = source.name();
+        let name = unit.name;
         let mut registry = shared.registry();
         // Checked under the registry lock: `run` cancels the token before it takes the
         // lock to collect the supervisors, so a source admitted here is either started
@@ -106,7 +121,7 @@ impl CollectorHandle {
                 limit,
             });
         }
-        let unit = Arc::new(SourceUnit::new(source, shared.shutdown.child_token()));
+        let unit = Arc::new(unit);
         let supervisor = registry.running.clone().map(|running| {
             running
                 .runtime

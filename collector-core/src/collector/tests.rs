@@ -638,3 +638,107 @@ async fn register_racing_shutdown_never_accepts_a_source_that_will_not_run() {
         }
     }
 }
+
+/// A batch source: sends `batches` batches of `size` events, then idles until cancelled.
+struct BatchFake {
+    batches: u32,
+    size: u32,
+    stopped: Arc<AtomicBool>,
+    returned: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl EventSource for BatchFake {
+    fn name(&self) -> &'static str {
+        "batch-fake"
+    }
+    fn capabilities(&self) -> SourceCaps {
+        SourceCaps::PROCESS | SourceCaps::REALTIME
+    }
+    async fn start(
+        &self,
+        _tx: mpsc::Sender<CollectionEvent>,
+        _stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<()> {
+        anyhow::bail!("registered as a batch source; start is not used")
+    }
+    async fn stop(&self) -> anyhow::Result<()> {
+        self.stopped.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl crate::source::BatchSource for BatchFake {
+    async fn run_batches(
+        &self,
+        tx: crate::source::BatchSender,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut buf = Vec::new();
+        for b in 0..self.batches {
+            buf.extend((0..self.size).map(|i| metric(b * self.size + i)));
+            assert_eq!(tx.send_batch(&mut buf).await, 0);
+            assert!(buf.is_empty());
+        }
+        // Idle, woken by the cancellation alone (no flag polling).
+        shutdown.cancelled().await;
+        self.returned.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn batch_source_reaches_sinks_in_one_hop_beside_a_trait_source() {
+    let mut collector = Collector::new(config()).unwrap();
+    let fake = BatchFake {
+        batches: 3,
+        size: 250,
+        stopped: Arc::default(),
+        returned: Arc::default(),
+    };
+    let (stopped, returned) = (fake.stopped.clone(), fake.returned.clone());
+    collector.register_batch_source(Box::new(fake)).unwrap();
+    // A source written against the plain trait, as the design's examples are.
+    let plain =
+        Fake::new("plain", SourceCaps::NETWORK, Start::SendThenRunUntilStopped).with_events(5);
+    collector.register(plain.boxed()).unwrap();
+    let sink = Arc::new(Counting::default());
+    collector.add_sink(sink.clone());
+    let handle = collector.handle();
+    let run = tokio::spawn(collector.run());
+    tokio::time::sleep(Duration::from_millis(1)).await;
+
+    assert_eq!(sink.events.load(Ordering::Relaxed), 755);
+    let status = handle.status();
+    let batch = status
+        .sources
+        .iter()
+        .find(|s| s.name == "batch-fake")
+        .unwrap();
+    assert_eq!(batch.events_received, 750);
+    // Idle after its batches, and up: healthy, not starting.
+    assert_eq!(batch.health, HealthState::Healthy);
+    assert_eq!(batch.dropped["backpressure"], 0);
+    // max_batch_size 100: each 250-event batch went as 100 + 100 + 50.
+    assert_eq!(status.counters.batch_size_max, 100);
+    assert_eq!(
+        handle.capabilities(),
+        SourceCaps::PROCESS | SourceCaps::NETWORK | SourceCaps::REALTIME
+    );
+
+    handle.shutdown();
+    let summary = run.await.unwrap().unwrap();
+    assert!(stopped.load(Ordering::SeqCst));
+    assert!(
+        returned.load(Ordering::SeqCst),
+        "run_batches saw the cancellation"
+    );
+    assert!(plain.start_returned.load(Ordering::SeqCst));
+    assert!(summary.aborted.is_empty(), "{:?}", summary.aborted);
+    assert!(summary
+        .status
+        .sources
+        .iter()
+        .all(|s| s.health == HealthState::Stopped));
+}
