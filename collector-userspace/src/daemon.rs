@@ -184,7 +184,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     match kernel {
         Ok(sources) => {
             for source in sources {
-                collector.register(Box::new(source))?;
+                collector.register_batch_source(Box::new(source))?;
             }
         }
         Err(reason) => {

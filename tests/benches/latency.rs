@@ -26,7 +26,7 @@ async fn measure(execs: usize, socket: std::path::PathBuf) -> Vec<u64> {
     let source = KernelSource::new(programs, KernelDomain::Process).expect("attach");
     let config = CollectorConfig::default();
     let mut collector = Collector::new(config.clone()).unwrap();
-    collector.register(Box::new(source)).unwrap();
+    collector.register_batch_source(Box::new(source)).unwrap();
     let sink = IpcSink::new(config.subscriber_queue_batches);
     collector.add_sink(Arc::new(sink.clone()));
     let handle = collector.handle();
