@@ -45,6 +45,7 @@ struct HookLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SinkLabel {
     sink: String,
+    reason: String,
 }
 
 type CounterU64 = Counter<u64, AtomicU64>;
@@ -185,13 +186,31 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
     registry.register("batches", "Batches handed to sinks", batches);
     let sink_dropped = Family::<SinkLabel, CounterU64>::default();
     for (sink, n) in &c.sink_dropped {
-        sink_dropped
-            .get_or_create(&SinkLabel { sink: sink.clone() })
-            .inc_by(*n);
+        // By reason when the snapshot has them (each drop once), else the total.
+        match c.sink_dropped_by_reason.get(sink) {
+            Some(reasons) if !reasons.is_empty() => {
+                for (reason, n) in reasons {
+                    sink_dropped
+                        .get_or_create(&SinkLabel {
+                            sink: sink.clone(),
+                            reason: reason.clone(),
+                        })
+                        .inc_by(*n);
+                }
+            }
+            _ => {
+                sink_dropped
+                    .get_or_create(&SinkLabel {
+                        sink: sink.clone(),
+                        reason: "unknown".into(),
+                    })
+                    .inc_by(*n);
+            }
+        }
     }
     registry.register(
         "sink_events_dropped",
-        "Events a sink dropped because it could not keep up",
+        "Events a sink dropped, by reason (sink_full, sink_panicked)",
         sink_dropped,
     );
     let depth = Gauge::<i64>::default();
@@ -271,6 +290,16 @@ mod tests {
                 events_received: 93,
                 under_backpressure: true,
                 backpressure_waits: 5,
+                sink_dropped: [("ipc".to_string(), 4)].into(),
+                sink_dropped_by_reason: [(
+                    "ipc".to_string(),
+                    [
+                        ("sink_full".to_string(), 3),
+                        ("sink_panicked".to_string(), 1),
+                    ]
+                    .into(),
+                )]
+                .into(),
                 ..PipelineCounters::default()
             },
         };
@@ -286,6 +315,8 @@ mod tests {
             "collector_uptime_seconds 1.5",
             "collector_under_backpressure 1",
             "collector_backpressure_waits_total 5",
+            r#"collector_sink_events_dropped_total{sink="ipc",reason="sink_full"} 3"#,
+            r#"collector_sink_events_dropped_total{sink="ipc",reason="sink_panicked"} 1"#,
         ] {
             assert!(
                 text.lines().any(|l| l == line),

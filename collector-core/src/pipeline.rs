@@ -40,7 +40,7 @@ use tokio::time::Instant;
 
 use crate::event::CollectionEvent;
 use crate::sink::{Delivery, EventBatch, EventSink};
-use crate::telemetry::{PipelineTelemetry, SourceCounters};
+use crate::telemetry::{DropCounters, DropReason, PipelineTelemetry, SourceCounters};
 
 /// Events a forwarder hands to the batcher in one piece.
 pub(crate) struct Chunk {
@@ -147,10 +147,10 @@ impl SharedQueue {
         let wanted = u32::try_from(n).unwrap_or(u32::MAX);
         // No room after the wait (or the queue is closed): drop and count.
         let Ok(permit) = self.permits.try_acquire_many(wanted) else {
-            source.dropped_backpressure.fetch_add(n as u64, Relaxed);
+            source.dropped.add(DropReason::Backpressure, n as u64);
             self.telemetry
-                .dropped_backpressure
-                .fetch_add(n as u64, Relaxed);
+                .dropped
+                .add(DropReason::Backpressure, n as u64);
             return false;
         };
         // The batcher returns the permits when it takes the events out of the queue.
@@ -165,8 +165,8 @@ impl SharedQueue {
         if let Err(mpsc::error::SendError(chunk)) = self.chunks.send(chunk).await {
             // The batcher is gone (only after it crashed): the events cannot be delivered.
             let lost = chunk.events.len() as u64;
-            source.dropped_backpressure.fetch_add(lost, Relaxed);
-            self.telemetry.dropped_backpressure.fetch_add(lost, Relaxed);
+            source.dropped.add(DropReason::PipelineClosed, lost);
+            self.telemetry.dropped.add(DropReason::PipelineClosed, lost);
             return false;
         }
         true
@@ -325,7 +325,7 @@ pub(crate) async fn forward(
 /// One sink and what it could not take.
 pub(crate) struct SinkEntry {
     pub sink: Arc<dyn EventSink>,
-    pub dropped: AtomicU64,
+    pub dropped: DropCounters,
 }
 
 /// The sinks batches go to; may change while running (the batcher picks up changes at
@@ -342,7 +342,7 @@ impl SinkSet {
         let mut next: Vec<Arc<SinkEntry>> = entries.iter().cloned().collect();
         next.push(Arc::new(SinkEntry {
             sink,
-            dropped: AtomicU64::new(0),
+            dropped: DropCounters::default(),
         }));
         *entries = next.into();
         self.generation.fetch_add(1, Relaxed);
@@ -458,10 +458,12 @@ impl Batcher {
             match std::panic::catch_unwind(AssertUnwindSafe(|| entry.sink.deliver(&batch))) {
                 Ok(Delivery::Accepted) => {}
                 Ok(Delivery::Dropped(n)) => {
-                    entry.dropped.fetch_add(n as u64, Relaxed);
+                    entry.dropped.add(DropReason::SinkFull, n as u64);
                 }
                 Err(_) => {
-                    entry.dropped.fetch_add(batch.len() as u64, Relaxed);
+                    entry
+                        .dropped
+                        .add(DropReason::SinkPanicked, batch.len() as u64);
                     tracing::error!(
                         sink = entry.sink.name(),
                         events = batch.len(),
@@ -665,7 +667,7 @@ mod tests {
                 .await
         );
         assert_eq!(started.elapsed(), Duration::from_millis(500));
-        assert_eq!(counters.dropped_backpressure.load(Relaxed), 5);
+        assert_eq!(counters.dropped.get(DropReason::Backpressure), 5);
         assert_eq!(telemetry.counters().dropped["backpressure"], 5);
         assert_eq!(telemetry.counters().queue_high_water, 6);
         assert!(
@@ -712,7 +714,7 @@ mod tests {
                 .push((0..2).map(metric).collect(), Instant::now(), &counters)
                 .await
         );
-        assert_eq!(counters.dropped_backpressure.load(Relaxed), 2);
+        assert_eq!(counters.dropped.get(DropReason::Backpressure), 2);
         assert_eq!(telemetry.counters().dropped["backpressure"], 2);
 
         // A waiting push resumes as soon as the batcher brings the queue back to the
@@ -761,6 +763,6 @@ mod tests {
         );
         tokio::task::yield_now().await;
         assert_eq!(recorder.0.lock().unwrap().len(), 2);
-        assert_eq!(counters.dropped_backpressure.load(Relaxed), 0);
+        assert_eq!(counters.dropped.get(DropReason::Backpressure), 0);
     }
 }

@@ -63,8 +63,12 @@ pub struct PipelineCounters {
     pub queue_depth: u64,
     /// Most events ever queued at once.
     pub queue_high_water: u64,
-    /// Per sink: events dropped because the sink could not keep up.
+    /// Per sink: events dropped because the sink could not keep up (all reasons).
     pub sink_dropped: BTreeMap<String, u64>,
+    /// Per sink, by reason (`sink_full`, `sink_panicked`): the same drops as
+    /// `sink_dropped`, split.
+    #[serde(default)]
+    pub sink_dropped_by_reason: BTreeMap<String, BTreeMap<String, u64>>,
     /// Connected IPC subscribers.
     pub subscribers: u64,
     /// Events handed to sinks in batches.

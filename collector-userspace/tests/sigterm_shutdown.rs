@@ -178,10 +178,11 @@ async fn sigterm_mid_storm_delivers_everything_queued_and_counts_the_rest() {
     let kernel_lost = total(&text, "collector_kernel_events_lost_total");
     let source_dropped = total(&text, "collector_source_events_dropped_total");
     let delivered = total(&text, "collector_events_delivered_total");
-    let ipc_dropped = samples(&text, "collector_sink_events_dropped_total")
-        .get(r#"sink="ipc""#)
-        .copied()
-        .unwrap_or(0);
+    let ipc_dropped: u64 = samples(&text, "collector_sink_events_dropped_total")
+        .iter()
+        .filter(|(labels, _)| labels.contains(r#"sink="ipc""#))
+        .map(|(_, n)| n)
+        .sum();
     eprintln!(
         "opens {opens} storm events {storm_events} received {received} lagged {lagged} \
          emitted {emitted} kernel_lost {kernel_lost} source_dropped {source_dropped} \

@@ -175,11 +175,17 @@ impl CollectorHandle {
         counters.queue_depth = queue_depth as u64;
         counters.under_backpressure |= above_threshold;
         counters.subscribers = shared.subscribers.load(Relaxed);
-        counters.sink_dropped = shared
-            .sinks
-            .snapshot()
+        let sinks = shared.sinks.snapshot();
+        counters.sink_dropped = sinks
             .iter()
-            .map(|e| (e.sink.name().to_owned(), e.dropped.load(Relaxed)))
+            .map(|e| (e.sink.name().to_owned(), e.dropped.total()))
+            .collect();
+        counters.sink_dropped_by_reason = sinks
+            .iter()
+            .map(|e| {
+                let reasons = e.dropped.map(&crate::telemetry::SINK_REASONS);
+                (e.sink.name().to_owned(), reasons)
+            })
             .collect();
         StatusSnapshot {
             version: env!("CARGO_PKG_VERSION").to_owned(),

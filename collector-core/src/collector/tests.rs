@@ -742,3 +742,62 @@ async fn batch_source_reaches_sinks_in_one_hop_beside_a_trait_source() {
         .iter()
         .all(|s| s.health == HealthState::Stopped));
 }
+
+struct Refusing;
+impl EventSink for Refusing {
+    fn name(&self) -> &str {
+        "full"
+    }
+    fn deliver(&self, batch: &EventBatch) -> Delivery {
+        Delivery::Dropped(batch.len())
+    }
+}
+
+struct Panicky;
+impl EventSink for Panicky {
+    fn name(&self) -> &str {
+        "panicky"
+    }
+    fn deliver(&self, _: &EventBatch) -> Delivery {
+        panic!("sink bug")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_loss_is_counted_once_under_its_typed_reason() {
+    let mut collector = Collector::new(config()).unwrap();
+    collector
+        .register(
+            Fake::new("p", SourceCaps::PROCESS, Start::SendThenRunUntilStopped)
+                .with_events(10)
+                .boxed(),
+        )
+        .unwrap();
+    collector.add_sink(Arc::new(Refusing));
+    collector.add_sink(Arc::new(Panicky));
+    let counting = Arc::new(Counting::default());
+    collector.add_sink(counting.clone());
+    let handle = collector.handle();
+    let run = tokio::spawn(collector.run());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    handle.shutdown();
+    let status = run.await.unwrap().unwrap().status;
+    let c = &status.counters;
+    assert_eq!(counting.events.load(Ordering::Relaxed), 10);
+    assert_eq!(c.sink_dropped["full"], 10);
+    assert_eq!(c.sink_dropped["panicky"], 10);
+    assert_eq!(c.sink_dropped_by_reason["full"]["sink_full"], 10);
+    assert_eq!(c.sink_dropped_by_reason["full"]["sink_panicked"], 0);
+    assert_eq!(c.sink_dropped_by_reason["panicky"]["sink_panicked"], 10);
+    assert_eq!(c.sink_dropped_by_reason["counting"]["sink_full"], 0);
+    // The pipeline itself lost nothing; its reasons are listed once, with zeros.
+    assert_eq!(
+        c.dropped,
+        [
+            ("backpressure".to_string(), 0),
+            ("pipeline_closed".to_string(), 0)
+        ]
+        .into()
+    );
+    assert_eq!(status.sources[0].dropped, c.dropped);
+}
