@@ -140,10 +140,14 @@ pub struct CollectorConfig {
     pub enable_debug_logging: bool,
     /// Most events per batch handed to sinks (default 100).
     pub max_batch_size: usize,
-    /// Longest an event waits for its batch to fill (default 100ms).
+    /// Longest the first event of a batch waits while more keep arriving (default 100ms).
+    /// A batch is delivered at once when the input runs dry or it reaches
+    /// `max_batch_size`, so on a quiet host events do not wait for this.
     #[serde(with = "humantime_serde")]
     pub batch_timeout: Duration,
-    /// Fill ratio of a queue (0 < r <= 1) above which it is under pressure (default 0.8).
+    /// Fill ratio of the shared queue (0 < r <= 1) above which the collector is under
+    /// backpressure (default 0.8): sends then wait up to `max_backpressure_wait` for it to
+    /// drain back to this level; below it they never wait.
     pub backpressure_threshold: f64,
     /// Longest a send into a pressured queue waits before the events are dropped and
     /// counted with reason `backpressure` (default 500ms).

@@ -61,5 +61,5 @@ pub use config::{CollectorConfig, ConfigError, ExportConfig, ExportPayload};
 pub use event::CollectionEvent;
 pub use pressure::pressure;
 pub use sink::{Delivery, EventBatch, EventSink};
-pub use source::{EventSource, SourceStats};
+pub use source::{BatchSender, BatchSource, EventSource, SourceStats};
 pub use status::{ExportStatus, HealthState, StatusSnapshot};

@@ -45,6 +45,7 @@ struct HookLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SinkLabel {
     sink: String,
+    reason: String,
 }
 
 type CounterU64 = Counter<u64, AtomicU64>;
@@ -185,13 +186,31 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
     registry.register("batches", "Batches handed to sinks", batches);
     let sink_dropped = Family::<SinkLabel, CounterU64>::default();
     for (sink, n) in &c.sink_dropped {
-        sink_dropped
-            .get_or_create(&SinkLabel { sink: sink.clone() })
-            .inc_by(*n);
+        // By reason when the snapshot has them (each drop once), else the total.
+        match c.sink_dropped_by_reason.get(sink) {
+            Some(reasons) if !reasons.is_empty() => {
+                for (reason, n) in reasons {
+                    sink_dropped
+                        .get_or_create(&SinkLabel {
+                            sink: sink.clone(),
+                            reason: reason.clone(),
+                        })
+                        .inc_by(*n);
+                }
+            }
+            _ => {
+                sink_dropped
+                    .get_or_create(&SinkLabel {
+                        sink: sink.clone(),
+                        reason: "unknown".into(),
+                    })
+                    .inc_by(*n);
+            }
+        }
     }
     registry.register(
         "sink_events_dropped",
-        "Events a sink dropped because it could not keep up",
+        "Events a sink dropped, by reason (sink_full, sink_panicked)",
         sink_dropped,
     );
     let depth = Gauge::<i64>::default();
@@ -203,6 +222,27 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
         "queue_high_water",
         "Most events ever in the shared queue",
         high,
+    );
+    let pressured = Gauge::<i64>::default();
+    pressured.set(i64::from(c.under_backpressure));
+    registry.register(
+        "under_backpressure",
+        "1 while the shared queue is above backpressure_threshold and sends wait",
+        pressured,
+    );
+    let waits = CounterU64::default();
+    waits.inc_by(c.backpressure_waits);
+    registry.register(
+        "backpressure_waits",
+        "Sends that found the shared queue above backpressure_threshold and waited",
+        waits,
+    );
+    let wait_us = CounterU64::default();
+    wait_us.inc_by(c.backpressure_wait_us);
+    registry.register(
+        "backpressure_wait_microseconds",
+        "Total time sends waited under backpressure",
+        wait_us,
     );
     let subscribers = Gauge::<i64>::default();
     subscribers.set(c.subscribers as i64);
@@ -361,6 +401,18 @@ mod tests {
             }],
             counters: PipelineCounters {
                 events_received: 93,
+                under_backpressure: true,
+                backpressure_waits: 5,
+                sink_dropped: [("ipc".to_string(), 4)].into(),
+                sink_dropped_by_reason: [(
+                    "ipc".to_string(),
+                    [
+                        ("sink_full".to_string(), 3),
+                        ("sink_panicked".to_string(), 1),
+                    ]
+                    .into(),
+                )]
+                .into(),
                 ..PipelineCounters::default()
             },
             export: None,
@@ -375,6 +427,10 @@ mod tests {
             r#"collector_source_health{source="ebpf-filesystem",health="healthy"} 0"#,
             r#"collector_source_hook_info{source="ebpf-filesystem",program="sys_exit_openat",hook="tracepoint/syscalls/sys_exit_openat"} 1"#,
             "collector_uptime_seconds 1.5",
+            "collector_under_backpressure 1",
+            "collector_backpressure_waits_total 5",
+            r#"collector_sink_events_dropped_total{sink="ipc",reason="sink_full"} 3"#,
+            r#"collector_sink_events_dropped_total{sink="ipc",reason="sink_panicked"} 1"#,
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -9,19 +9,24 @@
 //! * Each source sends into its own bounded channel, so it can read its pressure with
 //!   [`crate::pressure`] and the pipeline can count received and dropped events per source
 //!   without any shared state on the per-event path.
-//! * A forwarder gathers events from its channel (`recv_many`) into chunks of
+//! * A forwarder gathers events from its channel (`recv_many`) into chunks of at most
 //!   `max_batch_size` and pushes each as one piece into the shared queue, whose capacity
-//!   is counted in events by a semaphore; a partial chunk goes `batch_timeout` after its
-//!   first event arrived, or when the channel closes. If the queue lacks room, the
-//!   forwarder waits at most `max_backpressure_wait`, then drops the chunk and counts it
-//!   with reason `backpressure`. While it waits, the source's channel fills, which is the
-//!   pressure the source sees. A send therefore never waits on a stalled pipeline for
-//!   much longer than `max_backpressure_wait`.
+//!   is counted in events by a semaphore. It hands a chunk on as soon as it is full or
+//!   the channel runs dry (after giving the source one turn to add more), so an event
+//!   that nothing follows is not held back; `batch_timeout` bounds a chunk's age only
+//!   while events keep arriving. If the queue lacks room, the forwarder waits at most
+//!   `max_backpressure_wait`, then drops the chunk and counts it with reason
+//!   `backpressure`. While it waits, the source's channel fills, which is the pressure
+//!   the source sees.
 //! * The single batcher turns each full chunk straight into a batch and merges partial
-//!   ones into batches of `max_batch_size`, flushing a partial batch `batch_timeout`
-//!   after its first event reached a forwarder, and offers every batch to every sink.
+//!   ones into batches of `max_batch_size`; it delivers a partial batch as soon as the
+//!   queue runs dry (or when its first event is `batch_timeout` old while chunks keep
+//!   coming), and offers every batch to every sink.
 //!   Sinks never block (see [`EventSink`]); their drops are counted per sink, and a
 //!   panicking sink is caught and counted, not fatal.
+//!
+//! Under a storm chunks are full and batching costs nothing in latency; when idle, an
+//! event reaches the sinks in the time of a few task wakeups instead of `batch_timeout`.
 //!
 //! Counters are updated once per chunk or batch, never per event.
 
@@ -30,12 +35,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore, TryAcquireError};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::event::CollectionEvent;
 use crate::sink::{Delivery, EventBatch, EventSink};
-use crate::telemetry::{PipelineTelemetry, SourceCounters};
+use crate::telemetry::{DropCounters, DropReason, PipelineTelemetry, SourceCounters};
 
 /// Events a forwarder hands to the batcher in one piece.
 pub(crate) struct Chunk {
@@ -47,6 +52,10 @@ pub(crate) struct Chunk {
 pub(crate) struct SharedQueue {
     permits: Arc<Semaphore>,
     capacity: usize,
+    /// `backpressure_threshold` in events: up to this fill level a push never waits.
+    threshold: usize,
+    /// Signalled by the batcher each time it takes events out of the queue.
+    drained: Arc<Notify>,
     chunks: mpsc::Sender<Chunk>,
     max_wait: Duration,
     telemetry: Arc<PipelineTelemetry>,
@@ -55,23 +64,28 @@ pub(crate) struct SharedQueue {
 /// The receiving side of the shared queue, owned by the batcher.
 pub(crate) struct QueueReceiver {
     permits: Arc<Semaphore>,
+    drained: Arc<Notify>,
     chunks: mpsc::Receiver<Chunk>,
 }
 
 impl SharedQueue {
-    /// A queue holding at most `capacity` events.
+    /// A queue holding at most `capacity` events, under backpressure above `threshold`.
     pub(crate) fn new(
         capacity: usize,
+        threshold: usize,
         max_wait: Duration,
         telemetry: Arc<PipelineTelemetry>,
     ) -> (Arc<Self>, QueueReceiver) {
         let permits = Arc::new(Semaphore::new(capacity));
+        let drained = Arc::new(Notify::new());
         // Every queued chunk holds at least one permit, so at most `capacity` chunks are
         // ever queued and `send` below never waits.
         let (tx, rx) = mpsc::channel(capacity);
         let queue = Arc::new(Self {
             permits: permits.clone(),
             capacity,
+            threshold: threshold.min(capacity),
+            drained: drained.clone(),
             chunks: tx,
             max_wait,
             telemetry,
@@ -80,6 +94,7 @@ impl SharedQueue {
             queue,
             QueueReceiver {
                 permits,
+                drained,
                 chunks: rx,
             },
         )
@@ -91,33 +106,51 @@ impl SharedQueue {
             .saturating_sub(self.permits.available_permits())
     }
 
-    /// Queues `events` (at most the queue's capacity), waiting at most `max_wait` for
-    /// room; on timeout the events are dropped and counted for `source`. Returns whether
-    /// they were queued.
+    /// Whether the queue is above `backpressure_threshold` now.
+    pub(crate) fn under_backpressure(&self) -> bool {
+        self.depth() > self.threshold
+    }
+
+    /// Queues `events` (at most the queue's capacity).
+    ///
+    /// Up to `backpressure_threshold` this never waits. Above it the collector is under
+    /// backpressure: the push waits, at most `max_wait`, for the batcher to bring the
+    /// queue back to the threshold, which slows the source before anything is lost.
+    /// When the wait ends the events are queued if they fit in the whole capacity, else
+    /// dropped and counted for `source`. Returns whether they were queued.
     pub(crate) async fn push(
         &self,
         events: Vec<CollectionEvent>,
         received_at: Instant,
         source: &SourceCounters,
     ) -> bool {
+        let deadline = Instant::now() + self.max_wait;
+        self.push_until(events, received_at, source, deadline).await
+    }
+
+    /// [`push`](Self::push) with the end of the wait given: the chunks of one batch
+    /// share one deadline, so a batch waits at most `max_wait` in all.
+    pub(crate) async fn push_until(
+        &self,
+        events: Vec<CollectionEvent>,
+        received_at: Instant,
+        source: &SourceCounters,
+        deadline: Instant,
+    ) -> bool {
         let n = events.len();
         debug_assert!(n > 0 && n <= self.capacity);
+        // A chunk larger than the threshold fits once the queue is empty enough for it.
+        let limit = self.threshold.max(n);
+        if self.depth() + n > limit {
+            self.wait_below_threshold(n, limit, deadline).await;
+        }
         let wanted = u32::try_from(n).unwrap_or(u32::MAX);
-        let permit = match self.permits.try_acquire_many(wanted) {
-            Ok(permit) => Some(permit),
-            Err(TryAcquireError::Closed) => None,
-            Err(TryAcquireError::NoPermits) => {
-                match tokio::time::timeout(self.max_wait, self.permits.acquire_many(wanted)).await {
-                    Ok(Ok(permit)) => Some(permit),
-                    Ok(Err(_)) | Err(_) => None,
-                }
-            }
-        };
-        let Some(permit) = permit else {
-            source.dropped_backpressure.fetch_add(n as u64, Relaxed);
+        // No room after the wait (or the queue is closed): drop and count.
+        let Ok(permit) = self.permits.try_acquire_many(wanted) else {
+            source.dropped.add(DropReason::Backpressure, n as u64);
             self.telemetry
-                .dropped_backpressure
-                .fetch_add(n as u64, Relaxed);
+                .dropped
+                .add(DropReason::Backpressure, n as u64);
             return false;
         };
         // The batcher returns the permits when it takes the events out of the queue.
@@ -132,11 +165,99 @@ impl SharedQueue {
         if let Err(mpsc::error::SendError(chunk)) = self.chunks.send(chunk).await {
             // The batcher is gone (only after it crashed): the events cannot be delivered.
             let lost = chunk.events.len() as u64;
-            source.dropped_backpressure.fetch_add(lost, Relaxed);
-            self.telemetry.dropped_backpressure.fetch_add(lost, Relaxed);
+            source.dropped.add(DropReason::PipelineClosed, lost);
+            self.telemetry.dropped.add(DropReason::PipelineClosed, lost);
             return false;
         }
         true
+    }
+    /// Waits, at most `max_wait`, until `n` more events keep the queue within `limit`.
+    async fn wait_below_threshold(&self, n: usize, limit: usize, deadline: Instant) {
+        let t = &self.telemetry;
+        t.backpressure_waits.fetch_add(1, Relaxed);
+        t.backpressure_waiting.fetch_add(1, Relaxed);
+        let started = Instant::now();
+        loop {
+            // Registered before the check, so a drain between the check and the wait
+            // still wakes this push.
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.depth() + n <= limit {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                break;
+            }
+        }
+        t.backpressure_waiting.fetch_sub(1, Relaxed);
+        let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        t.backpressure_wait_ns.fetch_add(waited, Relaxed);
+    }
+}
+
+/// What a [`crate::source::BatchSender`] holds: the shared queue and its source's
+/// counters, so a batch source reaches the batcher in one hop.
+pub(crate) struct BatchSenderInner {
+    pub queue: Arc<SharedQueue>,
+    pub counters: Arc<SourceCounters>,
+    pub max_chunk: usize,
+    pub started: std::sync::atomic::AtomicBool,
+    /// Called once, on the first batch (marks the source up).
+    pub on_first_batch: Box<dyn Fn() + Send + Sync>,
+}
+
+impl BatchSenderInner {
+    pub(crate) async fn send_batch(&self, events: &mut Vec<CollectionEvent>) -> usize {
+        let total = events.len();
+        if total == 0 {
+            return 0;
+        }
+        let received_at = Instant::now();
+        let deadline = received_at + self.queue.max_wait;
+        self.counters.received.fetch_add(total as u64, Relaxed);
+        self.queue
+            .telemetry
+            .received
+            .fetch_add(total as u64, Relaxed);
+        if !self.started.swap(true, Relaxed) {
+            (self.on_first_batch)();
+        }
+        let capacity = events.capacity();
+        let batch = std::mem::replace(events, Vec::with_capacity(capacity));
+        let mut dropped = 0;
+        if total <= self.max_chunk {
+            if !self
+                .queue
+                .push_until(batch, received_at, &self.counters, deadline)
+                .await
+            {
+                dropped = total;
+            }
+            return dropped;
+        }
+        // Larger than one chunk: split, every piece under the same deadline.
+        let mut rest = batch.into_iter();
+        while rest.len() > 0 {
+            let chunk: Vec<CollectionEvent> = rest.by_ref().take(self.max_chunk).collect();
+            let n = chunk.len();
+            if !self
+                .queue
+                .push_until(chunk, received_at, &self.counters, deadline)
+                .await
+            {
+                dropped += n;
+            }
+        }
+        dropped
+    }
+
+    pub(crate) fn is_pressured(&self) -> bool {
+        self.queue.under_backpressure()
+    }
+
+    pub(crate) fn max_batch_size(&self) -> usize {
+        self.max_chunk
     }
 }
 
@@ -145,9 +266,8 @@ impl SharedQueue {
 /// Events are gathered into chunks of `max_chunk` before they are queued, so under load
 /// the batcher receives full chunks it can hand on without moving a single event, and the
 /// queue, its semaphore and the batcher's wakeups are paid once per `max_chunk` events.
-/// A partial chunk is queued at the latest `timeout` after its first event arrived (or
-/// when the channel closes), stamped with that arrival, so the batcher flushes it at once
-/// and an event still waits at most about `timeout` in total.
+/// A partial chunk is queued as soon as the channel runs dry, or when its first event is
+/// `batch_timeout` old while more keep arriving, stamped with that first arrival.
 pub(crate) async fn forward(
     mut rx: mpsc::Receiver<CollectionEvent>,
     queue: Arc<SharedQueue>,
@@ -159,23 +279,11 @@ pub(crate) async fn forward(
     let mut on_first_event = Some(on_first_event);
     let mut buf = Vec::with_capacity(max_chunk);
     let mut first_at = Instant::now();
-    let deadline = tokio::time::sleep(settings.batch_timeout);
-    tokio::pin!(deadline);
     loop {
+        // A partial chunk is only ever kept while more events are already waiting (see
+        // below), so this never sleeps on a chunk that someone is waiting for.
         let room = max_chunk - buf.len();
-        let n = if buf.is_empty() {
-            rx.recv_many(&mut buf, room).await
-        } else {
-            tokio::select! {
-                biased;
-                n = rx.recv_many(&mut buf, room) => n,
-                () = &mut deadline => {
-                    let chunk = std::mem::replace(&mut buf, Vec::with_capacity(max_chunk));
-                    queue.push(chunk, first_at, &counters).await;
-                    continue;
-                }
-            }
-        };
+        let n = rx.recv_many(&mut buf, room).await;
         if n == 0 {
             if !buf.is_empty() {
                 queue.push(buf, first_at, &counters).await;
@@ -184,7 +292,6 @@ pub(crate) async fn forward(
         }
         if n == buf.len() {
             first_at = Instant::now();
-            deadline.as_mut().reset(first_at + settings.batch_timeout);
         }
         let waiting = rx.len() as u64;
         counters.received.fetch_add(n as u64, Relaxed);
@@ -195,7 +302,20 @@ pub(crate) async fn forward(
         if let Some(first) = on_first_event.take() {
             first();
         }
-        if buf.len() == max_chunk {
+        if buf.len() < max_chunk && rx.is_empty() {
+            // The input looks dry. Give the producer one turn first, so a source that is
+            // mid-burst on another worker can add to this chunk instead of paying a
+            // queue push and a batch per handful of events.
+            tokio::task::yield_now().await;
+            if !rx.is_empty() {
+                continue;
+            }
+        }
+        // `batch_timeout` bounds the wait while events keep coming (the channel never
+        // runs dry, but the chunk does not fill either).
+        if buf.len() == max_chunk || rx.is_empty() || first_at.elapsed() >= settings.batch_timeout {
+            // Full, or nothing else is coming now: hand it on at once. Waiting for
+            // `batch_timeout` here would only add latency, since no event would join.
             let chunk = std::mem::replace(&mut buf, Vec::with_capacity(max_chunk));
             queue.push(chunk, first_at, &counters).await;
         }
@@ -205,7 +325,7 @@ pub(crate) async fn forward(
 /// One sink and what it could not take.
 pub(crate) struct SinkEntry {
     pub sink: Arc<dyn EventSink>,
-    pub dropped: AtomicU64,
+    pub dropped: DropCounters,
 }
 
 /// The sinks batches go to; may change while running (the batcher picks up changes at
@@ -222,7 +342,7 @@ impl SinkSet {
         let mut next: Vec<Arc<SinkEntry>> = entries.iter().cloned().collect();
         next.push(Arc::new(SinkEntry {
             sink,
-            dropped: AtomicU64::new(0),
+            dropped: DropCounters::default(),
         }));
         *entries = next.into();
         self.generation.fetch_add(1, Relaxed);
@@ -261,21 +381,10 @@ pub(crate) async fn run_batcher(
         telemetry,
     };
     let mut chunks: Vec<Chunk> = Vec::with_capacity(64);
-    let deadline = tokio::time::sleep(settings.batch_timeout);
-    tokio::pin!(deadline);
     loop {
-        let n = if batcher.pending.is_empty() {
-            queue.chunks.recv_many(&mut chunks, 64).await
-        } else {
-            tokio::select! {
-                biased;
-                n = queue.chunks.recv_many(&mut chunks, 64) => n,
-                () = &mut deadline => {
-                    batcher.flush();
-                    continue;
-                }
-            }
-        };
+        // A partial batch is only kept while more chunks are already queued (see below),
+        // so this never sleeps on a batch that someone is waiting for.
+        let n = queue.chunks.recv_many(&mut chunks, 64).await;
         if n == 0 {
             batcher.flush();
             return;
@@ -296,9 +405,6 @@ pub(crate) async fn run_batcher(
                     // The timeout runs from the first event's arrival at its forwarder,
                     // which may already have held it for a while.
                     batcher.oldest = Some(chunk.received_at);
-                    deadline
-                        .as_mut()
-                        .reset(chunk.received_at + settings.batch_timeout);
                 }
                 let room = max - batcher.pending.len();
                 batcher.pending.extend(events.by_ref().take(room));
@@ -308,6 +414,16 @@ pub(crate) async fn run_batcher(
             }
         }
         queue.permits.add_permits(released);
+        queue.drained.notify_waiters();
+        let overdue = batcher
+            .oldest
+            .is_some_and(|t| t.elapsed() >= settings.batch_timeout);
+        if queue.chunks.is_empty() || overdue {
+            // The queue ran dry: nothing would join the pending batch before more events
+            // arrive, so deliver it now instead of at `batch_timeout`. While chunks keep
+            // coming, `batch_timeout` bounds how long the first event waits.
+            batcher.flush();
+        }
     }
 }
 
@@ -342,10 +458,12 @@ impl Batcher {
             match std::panic::catch_unwind(AssertUnwindSafe(|| entry.sink.deliver(&batch))) {
                 Ok(Delivery::Accepted) => {}
                 Ok(Delivery::Dropped(n)) => {
-                    entry.dropped.fetch_add(n as u64, Relaxed);
+                    entry.dropped.add(DropReason::SinkFull, n as u64);
                 }
                 Err(_) => {
-                    entry.dropped.fetch_add(batch.len() as u64, Relaxed);
+                    entry
+                        .dropped
+                        .add(DropReason::SinkPanicked, batch.len() as u64);
                     tracing::error!(
                         sink = entry.sink.name(),
                         events = batch.len(),
@@ -413,7 +531,12 @@ mod tests {
         tokio::task::JoinHandle<()>,
     ) {
         let telemetry = Arc::new(PipelineTelemetry::default());
-        let (queue, rx) = SharedQueue::new(capacity, Duration::from_millis(500), telemetry.clone());
+        let (queue, rx) = SharedQueue::new(
+            capacity,
+            capacity,
+            Duration::from_millis(500),
+            telemetry.clone(),
+        );
         let recorder = Arc::new(Recorder::default());
         let sinks = Arc::new(SinkSet::default());
         sinks.add(Arc::new(Panicker));
@@ -431,7 +554,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn batches_by_size_then_by_timeout() {
+    async fn batches_by_size_and_flushes_the_rest_as_soon_as_the_queue_runs_dry() {
         let (queue, recorder, telemetry, batcher) = setup(100, 4, Duration::from_millis(100));
         let counters = SourceCounters::default();
         assert!(
@@ -445,37 +568,29 @@ mod tests {
                 .await
         );
         tokio::task::yield_now().await;
-        // Two full batches right away; the remaining two events wait for the timeout.
+        // Two full batches, then the two left over at once: nothing else is queued, so
+        // waiting for the timeout would only add latency. No time has passed.
         assert_eq!(
             *recorder.0.lock().unwrap(),
-            vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7]]
+            vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]]
         );
-        tokio::time::sleep(Duration::from_millis(99)).await;
-        assert_eq!(
-            recorder.0.lock().unwrap().len(),
-            2,
-            "flushed before the timeout"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        assert_eq!(recorder.0.lock().unwrap()[2], vec![8, 9]);
+        assert_eq!(telemetry.counters().latency_max_us, 0);
 
-        // A new batch starts its own timeout.
+        // A lone event later is delivered without waiting either.
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(
             queue
                 .push(vec![metric(10)], Instant::now(), &counters)
                 .await
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(recorder.0.lock().unwrap().len(), 3);
-        tokio::time::sleep(Duration::from_millis(51)).await;
+        tokio::task::yield_now().await;
         assert_eq!(recorder.0.lock().unwrap()[3], vec![10]);
 
         let counters = telemetry.counters();
         assert_eq!(counters.batches, 4);
         assert_eq!(counters.events_delivered, 11);
         assert_eq!(counters.batch_size_max, 4);
-        assert!(counters.latency_max_us >= 100_000, "{counters:?}");
+        assert_eq!(counters.latency_max_us, 0, "{counters:?}");
 
         // Closing the queue flushes what is pending and ends the batcher.
         assert!(
@@ -493,7 +608,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn forwarder_queues_full_chunks_at_once_and_a_partial_one_at_the_timeout() {
+    async fn forwarder_hands_on_full_chunks_and_a_partial_one_when_the_source_pauses() {
         let timeout = Duration::from_millis(100);
         let (queue, recorder, telemetry, batcher) = setup(100, 4, timeout);
         let counters = Arc::new(SourceCounters::default());
@@ -512,17 +627,17 @@ mod tests {
         for i in 0..6 {
             tx.send(metric(i)).await.unwrap();
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        assert_eq!(*recorder.0.lock().unwrap(), vec![vec![0, 1, 2, 3]]);
-        // The two left over wait in the forwarder; the batcher flushes them as soon as
-        // they arrive, since their timeout already ran there.
-        tokio::time::sleep(Duration::from_millis(98)).await;
-        assert_eq!(recorder.0.lock().unwrap().len(), 1);
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        assert_eq!(recorder.0.lock().unwrap()[1], vec![4, 5]);
-        assert_eq!(telemetry.counters().latency_max_us, 100_000);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // No time passed: the partial chunk went as soon as the source paused.
+        assert_eq!(
+            *recorder.0.lock().unwrap(),
+            vec![vec![0, 1, 2, 3], vec![4, 5]]
+        );
+        assert_eq!(telemetry.counters().latency_max_us, 0);
 
-        // A closing channel queues what is left without waiting for the timeout.
+        // A closing channel queues what is left.
         tx.send(metric(6)).await.unwrap();
         drop(tx);
         forwarder.await.unwrap();
@@ -537,7 +652,7 @@ mod tests {
     async fn full_queue_waits_max_wait_then_drops_and_counts() {
         let telemetry = Arc::new(PipelineTelemetry::default());
         // No batcher: nothing drains the queue.
-        let (queue, _rx) = SharedQueue::new(10, Duration::from_millis(500), telemetry.clone());
+        let (queue, _rx) = SharedQueue::new(10, 10, Duration::from_millis(500), telemetry.clone());
         let counters = SourceCounters::default();
         assert!(
             queue
@@ -552,7 +667,7 @@ mod tests {
                 .await
         );
         assert_eq!(started.elapsed(), Duration::from_millis(500));
-        assert_eq!(counters.dropped_backpressure.load(Relaxed), 5);
+        assert_eq!(counters.dropped.get(DropReason::Backpressure), 5);
         assert_eq!(telemetry.counters().dropped["backpressure"], 5);
         assert_eq!(telemetry.counters().queue_high_water, 6);
         assert!(
@@ -561,6 +676,73 @@ mod tests {
                 .await
         );
         assert_eq!(queue.depth(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn below_the_threshold_pushes_never_wait_above_it_they_wait_at_most_max_wait() {
+        let telemetry = Arc::new(PipelineTelemetry::default());
+        // Capacity 10, threshold 8 (80%), no batcher: the test drains by hand.
+        let (queue, mut rx) =
+            SharedQueue::new(10, 8, Duration::from_millis(500), telemetry.clone());
+        let counters = Arc::new(SourceCounters::default());
+        let started = Instant::now();
+        for i in 0..8 {
+            assert!(queue.push(vec![metric(i)], Instant::now(), &counters).await);
+        }
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "a push below the threshold waited"
+        );
+        assert!(!queue.under_backpressure());
+        assert_eq!(telemetry.counters().backpressure_waits, 0);
+
+        // Above the threshold with room left: the push waits the whole bound (nothing
+        // drains), then uses the headroom; nothing is lost.
+        let started = Instant::now();
+        assert!(queue.push(vec![metric(8)], Instant::now(), &counters).await);
+        assert_eq!(started.elapsed(), Duration::from_millis(500));
+        assert!(queue.under_backpressure());
+        let c = telemetry.counters();
+        assert_eq!(c.backpressure_waits, 1);
+        assert_eq!(c.backpressure_wait_us, 500_000);
+        assert_eq!(c.dropped["backpressure"], 0);
+
+        // Above the threshold and no room at the end of the wait: dropped and counted.
+        assert!(
+            !queue
+                .push((0..2).map(metric).collect(), Instant::now(), &counters)
+                .await
+        );
+        assert_eq!(counters.dropped.get(DropReason::Backpressure), 2);
+        assert_eq!(telemetry.counters().dropped["backpressure"], 2);
+
+        // A waiting push resumes as soon as the batcher brings the queue back to the
+        // threshold, and status shows the collector under backpressure meanwhile.
+        let waiter = {
+            let (queue, counters) = (queue.clone(), counters.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let queued = queue
+                    .push(vec![metric(99)], Instant::now(), &counters)
+                    .await;
+                (queued, started.elapsed())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(telemetry.counters().under_backpressure);
+        let mut taken = 0;
+        while queue.depth() - taken > 7 {
+            let chunk = rx.chunks.recv().await.unwrap();
+            taken += chunk.events.len();
+        }
+        rx.permits.add_permits(taken);
+        rx.drained.notify_waiters();
+        let (queued, waited) = waiter.await.unwrap();
+        assert!(queued);
+        assert_eq!(waited, Duration::from_millis(100));
+        assert!(!telemetry.counters().under_backpressure);
+        assert_eq!(telemetry.counters().backpressure_waits, 3);
     }
 
     #[tokio::test(start_paused = true)]
@@ -581,6 +763,6 @@ mod tests {
         );
         tokio::task::yield_now().await;
         assert_eq!(recorder.0.lock().unwrap().len(), 2);
-        assert_eq!(counters.dropped_backpressure.load(Relaxed), 0);
+        assert_eq!(counters.dropped.get(DropReason::Backpressure), 0);
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::caps::SourceCaps;
 use crate::event::CollectionEvent;
@@ -59,4 +60,56 @@ pub struct SourceStats {
     pub dropped: std::collections::BTreeMap<String, u64>,
     /// Which kernel hook each program got (`sched_process_exec` -> `tp_btf`).
     pub hooks: std::collections::BTreeMap<String, String>,
+}
+
+/// A source that produces whole batches (a kernel ring drain, a procfs scan) and hands
+/// them straight to the collector's shared queue: one hop, no per-event channel and no
+/// forwarder task. It is still an [`EventSource`] (name, capabilities, `stop`, health
+/// and stats come from there, and it can be registered as one); registered with
+/// [`Collector::register_batch_source`](crate::Collector::register_batch_source), the
+/// collector calls [`run_batches`](Self::run_batches) instead of `start`.
+#[async_trait]
+pub trait BatchSource: EventSource {
+    /// Produces batches into `tx` until `shutdown` is cancelled (shutdown or unregister),
+    /// then returns. `stop` is still called, as for any source.
+    async fn run_batches(&self, tx: BatchSender, shutdown: CancellationToken)
+        -> anyhow::Result<()>;
+}
+
+/// The sending end a [`BatchSource`] gets: whole batches into the shared queue, with one
+/// bounded wait per batch. Cheap to clone.
+///
+/// Below `backpressure_threshold` a send never waits. Above it the send waits, at most
+/// `max_backpressure_wait` for the whole batch, for the queue to drain; what still does
+/// not fit is dropped and counted once, for this source, with reason `backpressure`.
+#[derive(Clone)]
+pub struct BatchSender {
+    pub(crate) inner: std::sync::Arc<crate::pipeline::BatchSenderInner>,
+}
+
+impl BatchSender {
+    /// Sends every event of `events` (leaving it empty, its capacity kept for reuse).
+    /// Returns how many were dropped (and counted) because the queue stayed full.
+    pub async fn send_batch(&self, events: &mut Vec<CollectionEvent>) -> usize {
+        self.inner.send_batch(events).await
+    }
+
+    /// Whether the collector is under backpressure now (the shared queue is above
+    /// `backpressure_threshold`), for a source that would rather shed load itself.
+    pub fn is_pressured(&self) -> bool {
+        self.inner.is_pressured()
+    }
+
+    /// Largest batch the queue takes in one piece; bigger ones are split.
+    pub fn max_batch_size(&self) -> usize {
+        self.inner.max_batch_size()
+    }
+}
+
+impl std::fmt::Debug for BatchSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchSender")
+            .field("max_batch_size", &self.max_batch_size())
+            .finish()
+    }
 }

@@ -63,8 +63,12 @@ pub struct PipelineCounters {
     pub queue_depth: u64,
     /// Most events ever queued at once.
     pub queue_high_water: u64,
-    /// Per sink: events dropped because the sink could not keep up.
+    /// Per sink: events dropped because the sink could not keep up (all reasons).
     pub sink_dropped: BTreeMap<String, u64>,
+    /// Per sink, by reason (`sink_full`, `sink_panicked`): the same drops as
+    /// `sink_dropped`, split.
+    #[serde(default)]
+    pub sink_dropped_by_reason: BTreeMap<String, BTreeMap<String, u64>>,
     /// Connected IPC subscribers.
     pub subscribers: u64,
     /// Events handed to sinks in batches.
@@ -83,6 +87,17 @@ pub struct PipelineCounters {
     /// Largest such time, in microseconds.
     #[serde(default)]
     pub latency_max_us: u64,
+    /// Whether the shared queue is above `backpressure_threshold` now (or a source is
+    /// waiting for it to drain): sources are being slowed down.
+    #[serde(default)]
+    pub under_backpressure: bool,
+    /// Sends that found the queue above `backpressure_threshold` and waited (at most
+    /// `max_backpressure_wait` each).
+    #[serde(default)]
+    pub backpressure_waits: u64,
+    /// Total time, in microseconds, sends spent waiting under backpressure.
+    #[serde(default)]
+    pub backpressure_wait_us: u64,
 }
 
 /// The whole status.

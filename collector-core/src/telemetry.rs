@@ -12,26 +12,90 @@ use std::time::Duration;
 
 use crate::status::PipelineCounters;
 
+/// Why the runtime dropped events: one typed reason, counted once where the drop
+/// happens. Shown in status and metrics under [`as_str`](Self::as_str).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DropReason {
+    /// The shared queue stayed above `backpressure_threshold` for
+    /// `max_backpressure_wait` and had no room left.
+    Backpressure,
+    /// The batcher was gone (only after it crashed), so the events had nowhere to go.
+    PipelineClosed,
+    /// A sink's own queue was full (a slow IPC subscriber, stdout).
+    SinkFull,
+    /// A sink panicked while taking the batch.
+    SinkPanicked,
+}
+
+impl DropReason {
+    /// Every reason, in display order.
+    pub const ALL: [DropReason; 4] = [
+        DropReason::Backpressure,
+        DropReason::PipelineClosed,
+        DropReason::SinkFull,
+        DropReason::SinkPanicked,
+    ];
+
+    /// The name used in status and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Backpressure => "backpressure",
+            DropReason::PipelineClosed => "pipeline_closed",
+            DropReason::SinkFull => "sink_full",
+            DropReason::SinkPanicked => "sink_panicked",
+        }
+    }
+}
+
 /// Drop reason: the shared queue stayed full for `max_backpressure_wait`.
-pub const DROP_BACKPRESSURE: &str = "backpressure";
+pub const DROP_BACKPRESSURE: &str = DropReason::Backpressure.as_str();
+
+/// One counter per [`DropReason`].
+#[derive(Debug, Default)]
+pub(crate) struct DropCounters([AtomicU64; DropReason::ALL.len()]);
+
+impl DropCounters {
+    pub(crate) fn add(&self, reason: DropReason, n: u64) {
+        self.0[reason as usize].fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason as usize].load(Relaxed)
+    }
+
+    pub(crate) fn total(&self) -> u64 {
+        self.0.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// The counts of `reasons`, by name (zeros included, so the keys are stable).
+    pub(crate) fn map(&self, reasons: &[DropReason]) -> BTreeMap<String, u64> {
+        reasons
+            .iter()
+            .map(|&r| (r.as_str().to_owned(), self.get(r)))
+            .collect()
+    }
+}
+
+/// Reasons the pipeline drops for (per source and in total).
+pub(crate) const PIPELINE_REASONS: [DropReason; 2] =
+    [DropReason::Backpressure, DropReason::PipelineClosed];
+/// Reasons a sink drops for.
+pub(crate) const SINK_REASONS: [DropReason; 2] = [DropReason::SinkFull, DropReason::SinkPanicked];
 
 /// Counters the pipeline keeps for one source.
 #[derive(Debug, Default)]
 pub(crate) struct SourceCounters {
     /// Events taken from the source's channel.
     pub received: AtomicU64,
-    /// Events dropped because the shared queue stayed full.
-    pub dropped_backpressure: AtomicU64,
+    /// Events of this source the pipeline dropped, by reason.
+    pub dropped: DropCounters,
     /// Most events seen waiting in the source's channel at once.
     pub channel_high_water: AtomicU64,
 }
 
 impl SourceCounters {
     pub(crate) fn dropped(&self) -> BTreeMap<String, u64> {
-        BTreeMap::from([(
-            DROP_BACKPRESSURE.to_owned(),
-            self.dropped_backpressure.load(Relaxed),
-        )])
+        self.dropped.map(&PIPELINE_REASONS)
     }
 }
 
@@ -39,13 +103,19 @@ impl SourceCounters {
 #[derive(Debug, Default)]
 pub(crate) struct PipelineTelemetry {
     pub received: AtomicU64,
-    pub dropped_backpressure: AtomicU64,
+    pub dropped: DropCounters,
     pub queue_high_water: AtomicU64,
     pub batches: AtomicU64,
     pub events_delivered: AtomicU64,
     pub batch_size_max: AtomicU64,
     pub latency_sum_ns: AtomicU64,
     pub latency_max_ns: AtomicU64,
+    /// Pushes that found the shared queue above `backpressure_threshold` and waited.
+    pub backpressure_waits: AtomicU64,
+    /// Pushes waiting for the queue to drain right now.
+    pub backpressure_waiting: AtomicU64,
+    /// Total time pushes spent waiting under backpressure.
+    pub backpressure_wait_ns: AtomicU64,
 }
 
 impl PipelineTelemetry {
@@ -74,10 +144,7 @@ impl PipelineTelemetry {
         };
         PipelineCounters {
             events_received: self.received.load(Relaxed),
-            dropped: BTreeMap::from([(
-                DROP_BACKPRESSURE.to_owned(),
-                self.dropped_backpressure.load(Relaxed),
-            )]),
+            dropped: self.dropped.map(&PIPELINE_REASONS),
             batches,
             queue_high_water: self.queue_high_water.load(Relaxed),
             events_delivered: delivered,
@@ -85,6 +152,9 @@ impl PipelineTelemetry {
             batch_size_max: self.batch_size_max.load(Relaxed),
             latency_mean_us: per_batch(self.latency_sum_ns.load(Relaxed)) / 1000.0,
             latency_max_us: self.latency_max_ns.load(Relaxed) / 1000,
+            under_backpressure: self.backpressure_waiting.load(Relaxed) > 0,
+            backpressure_waits: self.backpressure_waits.load(Relaxed),
+            backpressure_wait_us: self.backpressure_wait_ns.load(Relaxed) / 1000,
             ..PipelineCounters::default()
         }
     }
@@ -106,6 +176,9 @@ pub(crate) fn log_report(component: &str, status: &crate::status::StatusSnapshot
         queue_high_water = c.queue_high_water,
         latency_mean_us = c.latency_mean_us,
         latency_max_us = c.latency_max_us,
+        under_backpressure = c.under_backpressure,
+        backpressure_waits = c.backpressure_waits,
+        backpressure_wait_us = c.backpressure_wait_us,
         subscribers = c.subscribers,
         "pipeline telemetry"
     );

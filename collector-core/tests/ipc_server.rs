@@ -563,6 +563,11 @@ async fn subscription_reconnects_after_a_server_restart() {
     futures::pin_mut!(stream);
     stop.send(()).unwrap();
     task.await.unwrap();
+    // A clean stop ends the stream's current connection with an end-of-stream notice.
+    match tokio::time::timeout(WAIT, stream.next()).await.unwrap() {
+        Some(Ok(SubscriptionItem::EndOfStream { .. })) => {}
+        other => panic!("expected EndOfStream, got {other:?}"),
+    }
 
     let sink = IpcSink::default();
     let (_stop, _task) = start(sink.clone()).await;
@@ -575,4 +580,41 @@ async fn subscription_reconnects_after_a_server_restart() {
         Some(Ok(SubscriptionItem::Event(ev))) => assert_eq!(ev.pid(), 9),
         other => panic!("expected the event, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn shutdown_sends_every_queued_batch_then_end_of_stream() {
+    let server = TestServer::start_with(|_| {}, 64, None).await;
+    let stream = server
+        .client()
+        .await
+        .subscribe::<&str>(&[Domain::Process], &[])
+        .await
+        .unwrap();
+    futures::pin_mut!(stream);
+    server.wait_subscribers(1).await;
+
+    // 50 batches queued for the subscriber, and the server told to stop at once: the
+    // stop must not cut them off.
+    for i in 0..50 {
+        assert_eq!(
+            server.sink.deliver(&batch(i * 100, 100)),
+            Delivery::Accepted
+        );
+    }
+    let stopping = tokio::spawn(server.shutdown());
+
+    let mut pids = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, stream.next()).await.unwrap() {
+            Some(Ok(SubscriptionItem::Event(ev))) => pids.push(ev.pid()),
+            Some(Ok(SubscriptionItem::EndOfStream { events_queued })) => {
+                assert_eq!(events_queued, 5000);
+                break;
+            }
+            other => panic!("unexpected {other:?} after {} events", pids.len()),
+        }
+    }
+    assert_eq!(pids, (0..5000).collect::<Vec<u32>>());
+    stopping.await.unwrap();
 }

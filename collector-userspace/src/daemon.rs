@@ -241,7 +241,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Ok(sources) => {
             kernel_programs = sources.first().map(|s| Arc::clone(s.programs()));
             for source in sources {
-                collector.register(Box::new(source))?;
+                collector.register_batch_source(Box::new(source))?;
             }
         }
         Err(reason) => {
@@ -281,11 +281,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         tracing::info!("process store off (enable_process_store = false)");
     }
-    if !args.no_stdout {
-        collector.add_sink(Arc::new(StdoutSink::new(std::io::BufWriter::new(
-            std::io::stdout(),
-        ))));
-    }
+    let stdout_sink = (!args.no_stdout).then(|| {
+        let sink = Arc::new(StdoutSink::new(std::io::BufWriter::new(std::io::stdout())));
+        collector.add_sink(sink.clone());
+        sink
+    });
     let handle = collector.handle();
     let exporter = crate::export::start_exporter(&config, &handle);
     if let Some(exporter) = &exporter {
@@ -312,10 +312,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         )
         .await
         .with_context(|| format!("serving IPC on {}", config.socket_path.display()))?;
-        let token = handle.shutdown_token();
-        Some(tokio::spawn(
-            server.run(async move { token.cancelled().await }),
-        ))
+        // The server has its own stop, given only after the collector's final flush:
+        // subscribers then get every batch queued for them and an end-of-stream message.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        Some((stop, task))
     };
 
     let metrics = Arc::new(crate::daemon_metrics::DaemonMetrics::new(
@@ -410,8 +413,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             );
         }
     }
-    if let Some(task) = server_task {
+    if let Some((stop, task)) = server_task {
+        let _ = stop.send(());
         let _ = task.await;
+    }
+    if let Some(sink) = stdout_sink {
+        // Every batch is in the writer's queue; wait until it is written and flushed.
+        sink.finish();
     }
     let c = &summary.status.counters;
     tracing::info!(

@@ -143,6 +143,12 @@ pub async fn events_to(
             Some(Ok(SubscriptionItem::CapabilitiesChanged(caps))) => {
                 let _ = writeln!(err, "collector: capabilities now {:?}", caps.names());
             }
+            Some(Ok(SubscriptionItem::EndOfStream { .. })) => {
+                // Everything queued for us was sent: a clean end, not an error.
+                out.flush().context("cannot flush stdout")?;
+                let _ = writeln!(err, "collector: shut down; end of the event stream");
+                return Ok(());
+            }
         }
     }
 }

@@ -5,7 +5,8 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use collector_core::{Delivery, EventBatch, EventSink};
 
@@ -14,7 +15,9 @@ const QUEUE_BATCHES: usize = 1024;
 
 /// Prints events as JSON lines.
 pub struct StdoutSink {
-    tx: SyncSender<EventBatch>,
+    /// `None` once [`finish`](Self::finish) closed the queue.
+    tx: Mutex<Option<SyncSender<EventBatch>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -22,7 +25,7 @@ impl StdoutSink {
     /// Starts the writer thread over `out`.
     pub fn new<W: Write + Send + 'static>(mut out: W) -> Self {
         let (tx, rx) = sync_channel::<EventBatch>(QUEUE_BATCHES);
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("stdout-sink".into())
             .spawn(move || {
                 while let Ok(batch) = rx.recv() {
@@ -38,8 +41,21 @@ impl StdoutSink {
             })
             .expect("spawn stdout writer thread");
         Self {
-            tx,
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
             dropped: Arc::default(),
+        }
+    }
+
+    /// Closes the queue and waits until the writer thread has printed and flushed
+    /// every batch already queued. Batches offered afterwards are dropped and counted.
+    pub fn finish(&self) {
+        drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(writer) = writer {
+            if writer.join().is_err() {
+                tracing::error!("the stdout writer thread panicked");
+            }
         }
     }
 
@@ -55,7 +71,12 @@ impl EventSink for StdoutSink {
     }
 
     fn deliver(&self, batch: &EventBatch) -> Delivery {
-        match self.tx.try_send(batch.clone()) {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let sent = match tx.as_ref() {
+            Some(tx) => tx.try_send(batch.clone()),
+            None => Err(TrySendError::Disconnected(batch.clone())),
+        };
+        match sent {
             Ok(()) => Delivery::Accepted,
             Err(TrySendError::Full(b)) | Err(TrySendError::Disconnected(b)) => {
                 self.dropped.fetch_add(b.len() as u64, Ordering::Relaxed);
@@ -98,20 +119,10 @@ mod tests {
         };
         let batch: EventBatch = vec![ev(1), ev(2)].into();
         assert_eq!(sink.deliver(&batch), Delivery::Accepted);
-        for _ in 0..100 {
-            if out
-                .0
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count()
-                == 2
-            {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        // `finish` returns only once the writer printed everything queued.
+        sink.finish();
+        assert_eq!(sink.deliver(&batch), Delivery::Dropped(2));
+        assert_eq!(sink.dropped(), 2);
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let pids: Vec<u64> = text
             .lines()

@@ -84,7 +84,7 @@ async fn traced(storm: &Storm, socket: PathBuf) -> serde_json::Value {
     let programs = KernelPrograms::load(kernel).expect("load kernel programs");
     let source = KernelSource::new(programs.clone(), storm.domain).expect("attach");
     let mut collector = Collector::new(CollectorConfig::default()).unwrap();
-    collector.register(Box::new(source)).unwrap();
+    collector.register_batch_source(Box::new(source)).unwrap();
     let sink = IpcSink::new(CollectorConfig::default().subscriber_queue_batches);
     collector.add_sink(Arc::new(sink.clone()));
     let handle = collector.handle();

@@ -12,7 +12,7 @@ use super::{CollectorError, Shared, SourceSlot};
 use crate::caps::SourceCaps;
 use crate::config::CollectorConfig;
 use crate::sink::EventSink;
-use crate::source::EventSource;
+use crate::source::{BatchSource, EventSource};
 use crate::status::StatusSnapshot;
 
 /// A cheap, cloneable handle to a [`Collector`](super::Collector), valid before, during
@@ -83,14 +83,32 @@ impl CollectorHandle {
 
     /// Registers a source; while running it starts at once.
     pub fn register(&self, source: Box<dyn EventSource>) -> Result<(), CollectorError> {
+        let cancel = self.shared.shutdown.child_token();
+        self.register_unit(SourceUnit::new(source, cancel))
+    }
+
+    /// Registers a source that sends whole batches straight into the shared queue (see
+    /// [`BatchSource`]); otherwise as [`register`](Self::register).
+    pub fn register_batch_source(
+        &self,
+        source: Box<dyn BatchSource>,
+    ) -> Result<(), CollectorError> {
+        let cancel = self.shared.shutdown.child_token();
+        self.register_unit(SourceUnit::new_batch(source, cancel))
+    }
+
+    fn register_unit(&self, unit: SourceUnit) -> Result<(), CollectorError> {
         let shared = &self.shared;
-        let name = source.name();
+        let name = unit.name;
+        let mut registry = shared.registry();
+        // Checked under the registry lock: `run` cancels the token before it takes the
+        // lock to collect the supervisors, so a source admitted here is either started
+        // now (and then stopped by that shutdown) or starts with `run`; never neither.
         if shared.shutdown.is_cancelled() {
             return Err(CollectorError::ShuttingDown {
                 name: name.to_owned(),
             });
         }
-        let mut registry = shared.registry();
         if registry.slots.iter().any(|s| s.unit.name == name) {
             return Err(CollectorError::DuplicateName {
                 name: name.to_owned(),
@@ -103,7 +121,7 @@ impl CollectorHandle {
                 limit,
             });
         }
-        let unit = Arc::new(SourceUnit::new(source, shared.shutdown.child_token()));
+        let unit = Arc::new(unit);
         let supervisor = registry.running.clone().map(|running| {
             running
                 .runtime
@@ -137,7 +155,7 @@ impl CollectorHandle {
     /// A point-in-time view of every source and the pipeline.
     pub fn status(&self) -> StatusSnapshot {
         let shared = &self.shared;
-        let (sources, started_at, queue_depth) = {
+        let (sources, started_at, queue_depth, above_threshold) = {
             let registry = shared.registry();
             (
                 registry
@@ -147,16 +165,27 @@ impl CollectorHandle {
                     .collect::<Vec<_>>(),
                 registry.started_at,
                 registry.running.as_ref().map_or(0, |r| r.queue.depth()),
+                registry
+                    .running
+                    .as_ref()
+                    .is_some_and(|r| r.queue.under_backpressure()),
             )
         };
         let mut counters = shared.telemetry.counters();
         counters.queue_depth = queue_depth as u64;
+        counters.under_backpressure |= above_threshold;
         counters.subscribers = shared.subscribers.load(Relaxed);
-        counters.sink_dropped = shared
-            .sinks
-            .snapshot()
+        let sinks = shared.sinks.snapshot();
+        counters.sink_dropped = sinks
             .iter()
-            .map(|e| (e.sink.name().to_owned(), e.dropped.load(Relaxed)))
+            .map(|e| (e.sink.name().to_owned(), e.dropped.total()))
+            .collect();
+        counters.sink_dropped_by_reason = sinks
+            .iter()
+            .map(|e| {
+                let reasons = e.dropped.map(&crate::telemetry::SINK_REASONS);
+                (e.sink.name().to_owned(), reasons)
+            })
             .collect();
         StatusSnapshot {
             version: env!("CARGO_PKG_VERSION").to_owned(),

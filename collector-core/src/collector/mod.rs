@@ -201,6 +201,15 @@ impl Collector {
         self.handle.register(source)
     }
 
+    /// Adds a source that sends whole batches straight into the shared queue (one hop,
+    /// see [`BatchSource`](crate::BatchSource)); otherwise as [`register`](Self::register).
+    pub fn register_batch_source(
+        &mut self,
+        source: Box<dyn crate::source::BatchSource>,
+    ) -> Result<(), CollectorError> {
+        self.handle.register_batch_source(source)
+    }
+
     /// Removes a source that has not started (the collector is not running yet).
     /// While running, use [`CollectorHandle::unregister`], which also stops it.
     pub fn unregister(&mut self, name: &str) -> Result<(), CollectorError> {
@@ -231,6 +240,7 @@ impl Collector {
         let config = &shared.config;
         let (queue, queue_rx) = SharedQueue::new(
             config.event_buffer_size,
+            config.backpressure_threshold_events(),
             config.max_backpressure_wait,
             shared.telemetry.clone(),
         );

@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::caps::SourceCaps;
 use crate::event::CollectionEvent;
-use crate::pipeline::{forward, BatchSettings, SharedQueue};
-use crate::source::EventSource;
+use crate::pipeline::{forward, BatchSenderInner, BatchSettings, SharedQueue};
+use crate::source::{BatchSender, BatchSource, EventSource};
 use crate::status::{HealthState, SourceStatus};
 use crate::telemetry::SourceCounters;
 
@@ -33,6 +33,9 @@ pub(crate) struct SourceUnit {
     pub name: &'static str,
     pub caps: SourceCaps,
     pub source: Arc<dyn EventSource>,
+    /// Set when registered as a [`BatchSource`]: it then runs `run_batches`, sending
+    /// straight into the shared queue, instead of `start`.
+    pub batch: Option<Arc<dyn BatchSource>>,
     pub counters: Arc<SourceCounters>,
     /// The `shutdown_signal` handed to this source's `start`.
     pub stop_flag: Arc<AtomicBool>,
@@ -70,11 +73,24 @@ pub(crate) struct SupervisorSettings {
 
 impl SourceUnit {
     pub(crate) fn new(source: Box<dyn EventSource>, cancel: CancellationToken) -> Self {
-        let source: Arc<dyn EventSource> = Arc::from(source);
+        Self::with(Arc::from(source), None, cancel)
+    }
+
+    pub(crate) fn new_batch(source: Box<dyn BatchSource>, cancel: CancellationToken) -> Self {
+        let batch: Arc<dyn BatchSource> = Arc::from(source);
+        Self::with(batch.clone(), Some(batch), cancel)
+    }
+
+    fn with(
+        source: Arc<dyn EventSource>,
+        batch: Option<Arc<dyn BatchSource>>,
+        cancel: CancellationToken,
+    ) -> Self {
         Self {
             name: source.name(),
             caps: source.capabilities(),
             source,
+            batch,
             counters: Arc::default(),
             stop_flag: Arc::new(AtomicBool::new(false)),
             cancel,
@@ -212,21 +228,42 @@ pub(crate) async fn supervise(
     queue: Arc<SharedQueue>,
     settings: SupervisorSettings,
 ) -> StopReport {
-    let (tx, rx) = mpsc::channel(settings.event_buffer_size);
-    *unit.channel.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.downgrade());
-
-    let first_event_unit = unit.clone();
-    let mut forwarder: JoinHandle<()> = tokio::spawn(forward(
-        rx,
-        queue,
-        unit.counters.clone(),
-        settings.batch,
-        move || first_event_unit.set_healthy_if_starting(),
-    ));
-    let source = unit.source.clone();
-    let flag = unit.stop_flag.clone();
-    let mut start: JoinHandle<anyhow::Result<()>> =
-        tokio::spawn(async move { source.start(tx, flag).await });
+    let (mut start, mut forwarder) = match unit.batch.clone() {
+        // One hop: the source pushes whole batches into the shared queue itself.
+        Some(batch) => {
+            let first_batch_unit = unit.clone();
+            let tx = BatchSender {
+                inner: Arc::new(BatchSenderInner {
+                    queue,
+                    counters: unit.counters.clone(),
+                    max_chunk: settings.batch.max_batch_size,
+                    started: AtomicBool::new(false),
+                    on_first_batch: Box::new(move || first_batch_unit.set_healthy_if_starting()),
+                }),
+            };
+            let token = unit.cancel.clone();
+            let start: JoinHandle<anyhow::Result<()>> =
+                tokio::spawn(async move { batch.run_batches(tx, token).await });
+            (start, None)
+        }
+        None => {
+            let (tx, rx) = mpsc::channel(settings.event_buffer_size);
+            *unit.channel.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.downgrade());
+            let first_event_unit = unit.clone();
+            let forwarder: JoinHandle<()> = tokio::spawn(forward(
+                rx,
+                queue,
+                unit.counters.clone(),
+                settings.batch,
+                move || first_event_unit.set_healthy_if_starting(),
+            ));
+            let source = unit.source.clone();
+            let flag = unit.stop_flag.clone();
+            let start: JoinHandle<anyhow::Result<()>> =
+                tokio::spawn(async move { source.start(tx, flag).await });
+            (start, Some(forwarder))
+        }
+    };
 
     let mut start_running = true;
     let mut in_startup = true;
@@ -295,7 +332,7 @@ async fn stop(
     unit: &SourceUnit,
     mut start: JoinHandle<anyhow::Result<()>>,
     start_running: bool,
-    forwarder: &mut JoinHandle<()>,
+    forwarder: &mut Option<JoinHandle<()>>,
     settings: SupervisorSettings,
 ) -> StopReport {
     let deadline = Instant::now() + settings.shutdown_timeout;
@@ -320,13 +357,15 @@ async fn stop(
         }
     }
     // The forwarder ends once every sender clone is dropped, i.e. once the source's own
-    // tasks are gone too.
-    if tokio::time::timeout_at(deadline, &mut *forwarder)
-        .await
-        .is_err()
-    {
-        forwarder.abort();
-        aborted.push("forwarder (the source still holds its event sender)");
+    // tasks are gone too. (A batch source has none: its sends go straight to the queue.)
+    if let Some(forwarder) = forwarder.as_mut() {
+        if tokio::time::timeout_at(deadline, &mut *forwarder)
+            .await
+            .is_err()
+        {
+            forwarder.abort();
+            aborted.push("forwarder (the source still holds its event sender)");
+        }
     }
     {
         let mut h = unit.health();

@@ -588,3 +588,216 @@ async fn status_reports_every_field() {
     let json = serde_json::to_value(&status).unwrap();
     assert_eq!(json["sources"][0]["dropped"]["backpressure"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_racing_shutdown_never_accepts_a_source_that_will_not_run() {
+    for round in 0..20 {
+        let mut collector = Collector::new(config().with_max_event_sources(10_000)).unwrap();
+        let handle = collector.handle();
+        collector.add_sink(Arc::new(Counting::default()));
+        let run = tokio::spawn(collector.run());
+        // Registers from another thread as fast as it can until refused.
+        let registrar = {
+            let handle = handle.clone();
+            std::thread::spawn(move || {
+                let mut accepted = Vec::new();
+                for i in 0.. {
+                    let name: &'static str = Box::leak(format!("r{round}-{i}").into_boxed_str());
+                    let fake = Fake::new(name, SourceCaps::PROCESS, Start::SendThenRunUntilStopped);
+                    match handle.register(fake.boxed()) {
+                        Ok(()) => accepted.push(fake),
+                        Err(CollectorError::ShuttingDown { .. }) => return accepted,
+                        Err(e) => panic!("unexpected refusal: {e}"),
+                    }
+                }
+                unreachable!()
+            })
+        };
+        tokio::time::sleep(Duration::from_micros(200 * round)).await;
+        handle.shutdown();
+        let summary = run.await.unwrap().unwrap();
+        let accepted = tokio::task::spawn_blocking(move || registrar.join().unwrap())
+            .await
+            .unwrap();
+        // Every accepted source ran: it was started (its start returned after the stop
+        // signal) and stopped, and status shows it stopped, never still starting.
+        for fake in &accepted {
+            assert!(
+                fake.stop_called.load(Ordering::SeqCst),
+                "{} never stopped",
+                fake.name
+            );
+            assert!(
+                fake.start_returned.load(Ordering::SeqCst),
+                "{} never started",
+                fake.name
+            );
+        }
+        for s in &summary.status.sources {
+            assert_eq!(s.health, HealthState::Stopped, "{}", s.name);
+        }
+    }
+}
+
+/// A batch source: sends `batches` batches of `size` events, then idles until cancelled.
+struct BatchFake {
+    batches: u32,
+    size: u32,
+    stopped: Arc<AtomicBool>,
+    returned: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl EventSource for BatchFake {
+    fn name(&self) -> &'static str {
+        "batch-fake"
+    }
+    fn capabilities(&self) -> SourceCaps {
+        SourceCaps::PROCESS | SourceCaps::REALTIME
+    }
+    async fn start(
+        &self,
+        _tx: mpsc::Sender<CollectionEvent>,
+        _stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<()> {
+        anyhow::bail!("registered as a batch source; start is not used")
+    }
+    async fn stop(&self) -> anyhow::Result<()> {
+        self.stopped.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl crate::source::BatchSource for BatchFake {
+    async fn run_batches(
+        &self,
+        tx: crate::source::BatchSender,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut buf = Vec::new();
+        for b in 0..self.batches {
+            buf.extend((0..self.size).map(|i| metric(b * self.size + i)));
+            assert_eq!(tx.send_batch(&mut buf).await, 0);
+            assert!(buf.is_empty());
+        }
+        // Idle, woken by the cancellation alone (no flag polling).
+        shutdown.cancelled().await;
+        self.returned.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn batch_source_reaches_sinks_in_one_hop_beside_a_trait_source() {
+    let mut collector = Collector::new(config()).unwrap();
+    let fake = BatchFake {
+        batches: 3,
+        size: 250,
+        stopped: Arc::default(),
+        returned: Arc::default(),
+    };
+    let (stopped, returned) = (fake.stopped.clone(), fake.returned.clone());
+    collector.register_batch_source(Box::new(fake)).unwrap();
+    // A source written against the plain trait, as the design's examples are.
+    let plain =
+        Fake::new("plain", SourceCaps::NETWORK, Start::SendThenRunUntilStopped).with_events(5);
+    collector.register(plain.boxed()).unwrap();
+    let sink = Arc::new(Counting::default());
+    collector.add_sink(sink.clone());
+    let handle = collector.handle();
+    let run = tokio::spawn(collector.run());
+    tokio::time::sleep(Duration::from_millis(1)).await;
+
+    assert_eq!(sink.events.load(Ordering::Relaxed), 755);
+    let status = handle.status();
+    let batch = status
+        .sources
+        .iter()
+        .find(|s| s.name == "batch-fake")
+        .unwrap();
+    assert_eq!(batch.events_received, 750);
+    // Idle after its batches, and up: healthy, not starting.
+    assert_eq!(batch.health, HealthState::Healthy);
+    assert_eq!(batch.dropped["backpressure"], 0);
+    // max_batch_size 100: each 250-event batch went as 100 + 100 + 50.
+    assert_eq!(status.counters.batch_size_max, 100);
+    assert_eq!(
+        handle.capabilities(),
+        SourceCaps::PROCESS | SourceCaps::NETWORK | SourceCaps::REALTIME
+    );
+
+    handle.shutdown();
+    let summary = run.await.unwrap().unwrap();
+    assert!(stopped.load(Ordering::SeqCst));
+    assert!(
+        returned.load(Ordering::SeqCst),
+        "run_batches saw the cancellation"
+    );
+    assert!(plain.start_returned.load(Ordering::SeqCst));
+    assert!(summary.aborted.is_empty(), "{:?}", summary.aborted);
+    assert!(summary
+        .status
+        .sources
+        .iter()
+        .all(|s| s.health == HealthState::Stopped));
+}
+
+struct Refusing;
+impl EventSink for Refusing {
+    fn name(&self) -> &str {
+        "full"
+    }
+    fn deliver(&self, batch: &EventBatch) -> Delivery {
+        Delivery::Dropped(batch.len())
+    }
+}
+
+struct Panicky;
+impl EventSink for Panicky {
+    fn name(&self) -> &str {
+        "panicky"
+    }
+    fn deliver(&self, _: &EventBatch) -> Delivery {
+        panic!("sink bug")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_loss_is_counted_once_under_its_typed_reason() {
+    let mut collector = Collector::new(config()).unwrap();
+    collector
+        .register(
+            Fake::new("p", SourceCaps::PROCESS, Start::SendThenRunUntilStopped)
+                .with_events(10)
+                .boxed(),
+        )
+        .unwrap();
+    collector.add_sink(Arc::new(Refusing));
+    collector.add_sink(Arc::new(Panicky));
+    let counting = Arc::new(Counting::default());
+    collector.add_sink(counting.clone());
+    let handle = collector.handle();
+    let run = tokio::spawn(collector.run());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    handle.shutdown();
+    let status = run.await.unwrap().unwrap().status;
+    let c = &status.counters;
+    assert_eq!(counting.events.load(Ordering::Relaxed), 10);
+    assert_eq!(c.sink_dropped["full"], 10);
+    assert_eq!(c.sink_dropped["panicky"], 10);
+    assert_eq!(c.sink_dropped_by_reason["full"]["sink_full"], 10);
+    assert_eq!(c.sink_dropped_by_reason["full"]["sink_panicked"], 0);
+    assert_eq!(c.sink_dropped_by_reason["panicky"]["sink_panicked"], 10);
+    assert_eq!(c.sink_dropped_by_reason["counting"]["sink_full"], 0);
+    // The pipeline itself lost nothing; its reasons are listed once, with zeros.
+    assert_eq!(
+        c.dropped,
+        [
+            ("backpressure".to_string(), 0),
+            ("pipeline_closed".to_string(), 0)
+        ]
+        .into()
+    );
+    assert_eq!(status.sources[0].dropped, c.dropped);
+}

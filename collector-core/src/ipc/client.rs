@@ -142,6 +142,13 @@ pub enum SubscriptionItem {
     CapabilitiesChanged(SourceCaps),
     /// The connection broke and was re-established; events in between were not seen.
     Reconnected,
+    /// The collector shut down after sending everything queued for this subscriber.
+    /// Polling on tries to reconnect, as after a broken connection.
+    EndOfStream {
+        /// Events the collector queued for this connection over its life (those it
+        /// reported in `Lagged` are not among them).
+        events_queued: u64,
+    },
 }
 
 /// A negotiated connection to the collector.
@@ -357,6 +364,7 @@ fn unexpected(wanted: &str, got: &Body) -> ClientError {
         Body::StatusRequest(_) => "StatusRequest",
         Body::StatusResponse(_) => "StatusResponse",
         Body::Error(_) => "Error",
+        Body::EndOfStream(_) => "EndOfStream",
     };
     ClientError::Protocol(format!("expected {wanted}, got {name}"))
 }
@@ -479,6 +487,15 @@ impl SubscriptionState {
                         return Some(Ok(SubscriptionItem::Lagged {
                             missed_events: l.missed_events,
                         }))
+                    }
+                    Some(Body::EndOfStream(end)) => {
+                        // The server closes now. A consumer that wants to follow a
+                        // restarted collector keeps polling (the stream reconnects);
+                        // `collector events` stops here.
+                        self.drop_client();
+                        return Some(Ok(SubscriptionItem::EndOfStream {
+                            events_queued: end.events_queued,
+                        }));
                     }
                     Some(Body::CapabilityUpdate(u)) => {
                         return Some(Ok(SubscriptionItem::CapabilitiesChanged(caps_from_proto(

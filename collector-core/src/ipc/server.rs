@@ -373,6 +373,7 @@ impl CollectorIpcServer {
         let conn = Connection {
             shared: self.shared.clone(),
             cancel: cancel.child_token(),
+            server_stop: cancel.clone(),
         };
         conns.spawn(async move {
             let _permit = permit;
@@ -452,6 +453,9 @@ enum Outbound {
 struct Connection {
     shared: Arc<Shared>,
     cancel: CancellationToken,
+    /// The server's own stop: set only when the whole server shuts down, so a
+    /// subscriber then gets what is queued for it and an end-of-stream message.
+    server_stop: CancellationToken,
 }
 
 impl Connection {
@@ -703,11 +707,43 @@ impl Connection {
             };
             if let Err(e) = result {
                 debug!(error = %e, "IPC write failed; closing connection");
+                sub = None;
                 break;
             }
         }
+        // The server is stopping (the reader may have ended first, closing `out`):
+        // hand the subscriber what is still queued for it, then say it is the end.
+        if let (true, Some(sub)) = (self.server_stop.is_cancelled(), sub.as_mut()) {
+            self.end_stream(&mut writer, sub).await;
+        }
         // Stop the reader too (it may be waiting on a client that is gone).
         self.cancel.cancel();
+    }
+
+    /// At server shutdown (run after the collector's final flush): sends every batch
+    /// still queued for this subscriber, then an end-of-stream message, so nothing the
+    /// pipeline counted as delivered to the subscriber's queue is lost silently.
+    async fn end_stream(
+        &self,
+        writer: &mut FramedWrite<tokio::net::unix::OwnedWriteHalf, EnvelopeCodec>,
+        sub: &mut Subscription,
+    ) {
+        while let Some(batch) = sub.try_recv() {
+            if let Err(e) = self.write_batch(writer, &batch, sub).await {
+                debug!(error = %e, "IPC write failed during the final drain");
+                return;
+            }
+        }
+        let end = pb::Envelope {
+            request_id: 0,
+            body: Some(Body::EndOfStream(pb::EndOfStream {
+                reason: "collector shutting down".into(),
+                events_queued: sub.queued_events(),
+            })),
+        };
+        if let Err(e) = send(writer, end, self.shared.config.write_timeout).await {
+            debug!(error = %e, "IPC end-of-stream not sent");
+        }
     }
 
     /// Sends the events of `batch` that match the subscription, split into frames under

@@ -39,6 +39,7 @@ struct Subscriber {
     filter: EventFilter,
     tx: mpsc::Sender<EventBatch>,
     missed: Arc<AtomicU64>,
+    queued: Arc<AtomicU64>,
 }
 
 impl IpcSink {
@@ -68,11 +69,13 @@ impl IpcSink {
     pub fn subscribe(&self, filter: EventFilter) -> Subscription {
         let (tx, rx) = mpsc::channel(self.shared.queue_batches);
         let missed = Arc::new(AtomicU64::new(0));
+        let queued = Arc::new(AtomicU64::new(0));
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let sub = Subscriber {
             filter,
             tx,
             missed: missed.clone(),
+            queued: queued.clone(),
         };
         self.write().insert(id, sub);
         Subscription {
@@ -80,6 +83,7 @@ impl IpcSink {
             filter,
             rx,
             missed,
+            queued,
             sink: self.clone(),
         }
     }
@@ -129,14 +133,19 @@ impl EventSink for IpcSink {
             if !sub.filter.is_all() && !batch.iter().any(|e| sub.filter.matches(e)) {
                 continue;
             }
+            let matching = || {
+                if sub.filter.is_all() {
+                    batch.len()
+                } else {
+                    batch.iter().filter(|e| sub.filter.matches(e)).count()
+                }
+            };
             match sub.tx.try_send(batch.clone()) {
-                Ok(()) => {}
+                Ok(()) => {
+                    sub.queued.fetch_add(matching() as u64, Ordering::Relaxed);
+                }
                 Err(TrySendError::Full(_)) => {
-                    let n = if sub.filter.is_all() {
-                        batch.len()
-                    } else {
-                        batch.iter().filter(|e| sub.filter.matches(e)).count()
-                    };
+                    let n = matching();
                     sub.missed.fetch_add(n as u64, Ordering::Relaxed);
                     dropped += n;
                 }
@@ -161,6 +170,7 @@ pub struct Subscription {
     filter: EventFilter,
     rx: mpsc::Receiver<EventBatch>,
     missed: Arc<AtomicU64>,
+    queued: Arc<AtomicU64>,
     sink: IpcSink,
 }
 
@@ -168,6 +178,11 @@ impl Subscription {
     /// The next queued batch (the whole batch: apply [`Self::filter`] to its events).
     pub async fn recv(&mut self) -> Option<EventBatch> {
         self.rx.recv().await
+    }
+
+    /// The next queued batch if there is one, without waiting (for the final drain).
+    pub fn try_recv(&mut self) -> Option<EventBatch> {
+        self.rx.try_recv().ok()
     }
 
     /// The current filter.
@@ -181,6 +196,12 @@ impl Subscription {
         if let Some(sub) = self.sink.write().get_mut(&self.id) {
             sub.filter = filter;
         }
+    }
+
+    /// Events matching the filter that were put in this subscriber's queue, over its
+    /// life (what the collector counts as delivered to it).
+    pub fn queued_events(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// Events dropped since the last call (and resets the count).
