@@ -59,7 +59,7 @@ pub const SYSTEM_CONFIG_PATH: &str = "/etc/collector/config.toml";
 pub const MIN_FRAME_BYTES: usize = 1024;
 
 /// Largest accepted `max_event_sources`.
-pub const MAX_EVENT_SOURCES: usize = 1024;
+pub const MAX_EVENT_SOURCES: usize = 1 << 16;
 /// Largest accepted `event_buffer_size` (events): 16 Mi events is gigabytes of queue.
 pub const MAX_EVENT_BUFFER_SIZE: usize = 1 << 24;
 /// Largest accepted `max_batch_size`.

@@ -237,12 +237,13 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
         "Sends that found the shared queue above backpressure_threshold and waited",
         waits,
     );
-    let wait_us = CounterU64::default();
-    wait_us.inc_by(c.backpressure_wait_us);
+    // Prometheus base units: seconds.
+    let wait = Counter::<f64, AtomicU64>::default();
+    wait.inc_by(c.backpressure_wait_us as f64 / 1e6);
     registry.register(
-        "backpressure_wait_microseconds",
+        "backpressure_wait_seconds",
         "Total time sends waited under backpressure",
-        wait_us,
+        wait,
     );
     let subscribers = Gauge::<i64>::default();
     subscribers.set(c.subscribers as i64);
