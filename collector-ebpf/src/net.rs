@@ -51,6 +51,9 @@ pub(crate) const SOCKADDR_LEN: usize = 112;
 pub(crate) struct PendingSock {
     /// The `struct sock *` resolved at entry (for TCP connect: the one that connected).
     pub sk: u64,
+    /// Connection id given at the TCP connect's birth (0 until then): the connection
+    /// may be closed and forgotten before the syscall exits (a refused connect).
+    pub conn_id: u64,
     /// Record kind to emit at exit.
     pub kind: u32,
     /// `net_flags` bits (compat entry).
@@ -195,11 +198,17 @@ pub(crate) fn enter_sock_call(kind: RecordKind, fd: u64, uaddr: u64, addr_len: u
         // attribute.
         return;
     };
+    stash(kind, pid_tgid, sk as u64, uaddr, addr_len, flags);
+}
+
+#[inline(always)]
+fn stash(kind: RecordKind, pid_tgid: u64, sk: u64, uaddr: u64, addr_len: u64, flags: u32) {
     let Some(p) = PENDING_SCRATCH.get_ptr_mut(0) else {
         return;
     };
     unsafe {
-        (*p).sk = sk as u64;
+        (*p).sk = sk;
+        (*p).conn_id = 0;
         (*p).kind = kind as u32;
         (*p).flags = flags;
         (*p)._pad = 0;
@@ -247,6 +256,8 @@ pub(crate) fn exit_sock_call(result: i64) {
         emit_inet(RecordKind::Bind, pid_tgid, p, result);
     } else if kind == RecordKind::Listen as u32 {
         emit_inet(RecordKind::Listen, pid_tgid, p, result);
+    } else if kind == RecordKind::UdpSend as u32 {
+        udp_flow(pid_tgid, p, result);
     }
     let _ = PENDING_SOCK.remove(tid);
 }
@@ -302,15 +313,20 @@ fn emit_inet(kind: RecordKind, pid_tgid: u64, p: &PendingSock, result: i64) {
     }
     unsafe {
         (*rec).net_flags = p.flags;
-        (*rec).conn_id = owner_id(p.sk).unwrap_or_else(|| conn_id(p.sk, 0));
+        (*rec).conn_id = if p.conn_id != 0 {
+            p.conn_id
+        } else {
+            owner_id(p.sk).unwrap_or_else(|| conn_id(p.sk, 0))
+        };
         let family = sockaddr_family(&p.addr);
         if (family == AF_INET || family == AF_INET6) && p.addr_len >= 8 {
             let (port, ip) = sockaddr_inet(&p.addr, family);
             if kind == RecordKind::Connect
-                && (*rec).remote_port == 0
-                && (*rec).remote_addr == [0; 16]
+                && ((result < 0 && result != -EINPROGRESS)
+                    || ((*rec).remote_port == 0 && (*rec).remote_addr == [0; 16]))
             {
-                // Failed before the kernel set a destination: report what was asked.
+                // A failed connect: the kernel resets the destination on the way out
+                // (tcp_disconnect), so report what was asked.
                 (*rec).family = family;
                 (*rec).remote_port = port;
                 (*rec).remote_addr = ip;
@@ -321,6 +337,11 @@ fn emit_inet(kind: RecordKind, pid_tgid: u64, p: &PendingSock, result: i64) {
                 (*rec).local_addr = ip;
                 (*rec).net_flags |= net_flags::REMOTE_FROM_SOCKADDR;
             }
+        }
+        if (*rec).local_port == 0 {
+            // Unbound by now (a failed connect releases its port): inet_sport keeps it.
+            (*rec).local_port =
+                u16::from_be(read_kernel(sk, get::OFF_NET_INET_SPORT()).unwrap_or(0));
         }
         if kind == RecordKind::Connect
             && (result == 0 || result == -EINPROGRESS)
@@ -369,8 +390,8 @@ pub(crate) fn exit_accept(result: i64, flags: u32) {
     count_emitted(RecordKind::Accept);
 }
 
-/// A UDP send to an explicit address: reported once per (socket, destination), counted
-/// in the kernel after that.
+/// A UDP send to an explicit address, at entry: remembered for its exit, where the
+/// socket has its local port (an unbound socket is bound by the send itself).
 #[inline(always)]
 pub(crate) fn udp_send(fd: u64, uaddr: u64, addr_len: u64, flags: u32) {
     if uaddr == 0 || addr_len < 8 {
@@ -387,37 +408,26 @@ pub(crate) fn udp_send(fd: u64, uaddr: u64, addr_len: u64, flags: u32) {
     if protocol != IPPROTO_UDP && protocol != IPPROTO_UDPLITE {
         return;
     }
-    // sockaddr_in6 is 28 bytes; sockaddr_in 16.
-    let head: [u8; 24] = match unsafe { bpf_probe_read_user(uaddr as *const [u8; 24]) } {
-        Ok(h) => h,
-        Err(_) => {
-            // A sockaddr_in may end right before an unmapped page.
-            match unsafe { bpf_probe_read_user(uaddr as *const [u8; 8]) } {
-                Ok(h) => {
-                    let mut full = [0u8; 24];
-                    full[..8].copy_from_slice(&h);
-                    full
-                }
-                Err(_) => return,
-            }
-        }
-    };
-    let family = u16::from_ne_bytes([head[0], head[1]]);
-    if family != AF_INET && family != AF_INET6 {
+    stash(RecordKind::UdpSend, pid_tgid, sk as u64, uaddr, addr_len, flags);
+}
+
+/// A UDP send at exit: reported once per (socket, destination), counted in the kernel
+/// after that, with an update at most every `UDP_REPORT_INTERVAL_NS`.
+#[inline(always)]
+fn udp_flow(pid_tgid: u64, p: &PendingSock, result: i64) {
+    let family = sockaddr_family(&p.addr);
+    if (family != AF_INET && family != AF_INET6) || p.addr_len < 8 {
         return;
     }
-    let mut key = UdpFlowKey {
-        sk: sk as u64,
+    let (port, addr) = sockaddr_inet(&p.addr, family);
+    let key = UdpFlowKey {
+        sk: p.sk,
         family,
-        port: u16::from_be_bytes([head[2], head[3]]),
+        port,
         _pad: 0,
-        addr: [0; 16],
+        addr,
     };
-    if family == AF_INET {
-        key.addr[..4].copy_from_slice(&head[4..8]);
-    } else {
-        key.addr.copy_from_slice(&head[8..24]);
-    }
+    let sk = p.sk as *const u8;
     let now = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns() };
     let (count, update) = match UDP_FLOWS.get_ptr_mut(&key) {
         Some(flow) => unsafe {
@@ -452,13 +462,13 @@ pub(crate) fn udp_send(fd: u64, uaddr: u64, addr_len: u64, flags: u32) {
     let rec = entry.as_mut_ptr();
     unsafe {
         fill_header(&raw mut (*rec).header, RecordKind::UdpSend, pid_tgid);
-        (*rec).result = 0;
+        (*rec).result = result as i32;
         fill_tuple(rec, sk);
         (*rec).family = family;
         (*rec).remote_port = key.port;
         (*rec).remote_addr = key.addr;
         (*rec).send_count = count;
-        (*rec).net_flags = flags | if update { net_flags::UPDATE } else { 0 };
+        (*rec).net_flags = p.flags | if update { net_flags::UPDATE } else { 0 };
         (*rec).conn_id = conn_id(sk as u64, 0);
     }
     entry.submit(net_wakeup_flags());
@@ -532,9 +542,21 @@ pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
     0
 }
 
+#[tracepoint(category = "syscalls", name = "sys_exit_sendto")]
+pub fn sys_exit_sendto(ctx: TracePointContext) -> u32 {
+    exit_sock_call(ret(&ctx));
+    0
+}
+
 #[tracepoint(category = "syscalls", name = "sys_enter_sendmsg")]
 pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
     udp_sendmsg(arg(&ctx, 0), arg(&ctx, 1));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_sendmsg")]
+pub fn sys_exit_sendmsg(ctx: TracePointContext) -> u32 {
+    exit_sock_call(ret(&ctx));
     0
 }
 
@@ -575,14 +597,16 @@ pub fn raw_net_sys_enter(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn raw_net_sys_exit(ctx: RawTracePointContext) -> i32 {
     let id = syscall_nr(ctx.arg(0));
-    if !matches!(id, NR_CONNECT | NR_BIND | NR_LISTEN | NR_ACCEPT | NR_ACCEPT4)
-        || crate::net_compat::in_compat_syscall()
+    if !matches!(
+        id,
+        NR_CONNECT | NR_BIND | NR_LISTEN | NR_ACCEPT | NR_ACCEPT4 | NR_SENDTO | NR_SENDMSG
+    ) || crate::net_compat::in_compat_syscall()
     {
         return 0;
     }
     let result: i64 = ctx.arg(1);
     match id {
-        NR_CONNECT | NR_BIND | NR_LISTEN => exit_sock_call(result),
+        NR_CONNECT | NR_BIND | NR_LISTEN | NR_SENDTO | NR_SENDMSG => exit_sock_call(result),
         NR_ACCEPT | NR_ACCEPT4 => exit_accept(result, 0),
         _ => {}
     }

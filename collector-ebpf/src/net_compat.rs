@@ -131,10 +131,14 @@ pub fn raw_net_compat_exit(ctx: RawTracePointContext) -> i32 {
     // The return value of a 32-bit call is the low half, sign-extended.
     let result = ctx.arg::<u64>(1) as u32 as i32 as i64;
     match id {
-        NR32_CONNECT | NR32_BIND | NR32_LISTEN => exit_sock_call(result),
+        NR32_CONNECT | NR32_BIND | NR32_LISTEN | NR32_SENDTO | NR32_SENDMSG => {
+            exit_sock_call(result)
+        }
         NR32_ACCEPT4 => exit_accept(result, COMPAT),
         NR32_SOCKETCALL => match arg32(regs, 0) {
-            SYS_CONNECT | SYS_BIND | SYS_LISTEN => exit_sock_call(result),
+            SYS_CONNECT | SYS_BIND | SYS_LISTEN | SYS_SENDTO | SYS_SENDMSG => {
+                exit_sock_call(result)
+            }
             SYS_ACCEPT | SYS_ACCEPT4 => exit_accept(result, COMPAT),
             _ => {}
         },

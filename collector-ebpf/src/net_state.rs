@@ -207,6 +207,7 @@ fn active_birth(sk: u64) {
         // The kernel's own connecting sock, whatever the fd points at by now.
         Some(p) if unsafe { (*p).kind } == RecordKind::Connect as u32 => unsafe {
             (*p).sk = sk;
+            (*p).conn_id = owner.id;
             owner.flags = (*p).flags;
         },
         _ => {

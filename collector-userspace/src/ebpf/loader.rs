@@ -338,7 +338,9 @@ pub(crate) const NETWORK_PROGRAMS: &[ProgramSpec] = &[
     syscall("sys_enter_bind"),
     syscall("sys_exit_bind"),
     syscall("sys_enter_sendto"),
+    syscall("sys_exit_sendto"),
     syscall("sys_enter_sendmsg"),
+    syscall("sys_exit_sendmsg"),
     btf("inet_sock_set_state"),
     // The 32-bit entry: per-syscall tracepoints do not fire for it on x86.
     raw("raw_net_compat_enter", "sys_enter"),
