@@ -434,3 +434,38 @@ async fn connect_through_the_32bit_entry_is_seen() {
         assert_eq!(c.source_addr.port().to_string(), out[local]);
     }
 }
+
+/// io_uring connect (IORING_OP_CONNECT) and accept (IORING_OP_ACCEPT): no connect or
+/// accept syscall runs, yet both are seen, with their ports, and marked as io_uring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn io_uring_connect_and_accept_are_seen_and_marked() {
+    if !kernel_or_skip("io_uring_connect_and_accept_are_seen_and_marked") {
+        return;
+    }
+    let mut net = Net::start(KernelConfig::default());
+    let out = run_actor(NET_ACTOR, &["uring"]);
+    let pid: u32 = out["pid"].parse().unwrap();
+    let events = net
+        .collect(pid, Duration::from_millis(300), |e| {
+            count(e, NetworkEventKind::Connect) >= 1
+                && count(e, NetworkEventKind::Accept) >= 1
+                && count(e, NetworkEventKind::Close) >= 2
+        })
+        .await;
+    net.stop().await;
+    let server = format!("127.0.0.1:{}", out["port"]);
+    let client = format!("127.0.0.1:{}", out["client_port"]);
+    let connect = one(&events, NetworkEventKind::Connect);
+    assert!(connect.io_uring, "connect marked as io_uring: {connect:#?}");
+    assert_eq!(connect.source_addr.to_string(), client);
+    assert_eq!(connect.dest_addr.to_string(), server);
+    let accept = one(&events, NetworkEventKind::Accept);
+    assert!(accept.io_uring, "accept marked as io_uring: {accept:#?}");
+    assert_eq!(accept.source_addr.to_string(), client);
+    assert_eq!(accept.dest_addr.to_string(), server);
+    let closes = of(&events, NetworkEventKind::Close);
+    assert!(closes.iter().any(|c| c.connection_id == connect.connection_id
+        && c.source_addr.to_string() == client));
+    assert!(closes.iter().any(|c| c.connection_id == accept.connection_id
+        && c.source_addr.to_string() == server));
+}

@@ -345,7 +345,15 @@ pub(crate) const NETWORK_PROGRAMS: &[ProgramSpec] = &[
     // The 32-bit entry: per-syscall tracepoints do not fire for it on x86.
     raw("raw_net_compat_enter", "sys_enter"),
     raw("raw_net_compat_exit", "sys_exit"),
+    ProgramSpec {
+        name: "io_uring_complete_net",
+        hook: Hook::BtfTracepoint("io_uring_complete"),
+    },
 ];
+
+/// Programs whose hook a kernel may lack (io_uring compiled out): when one fails to
+/// attach, its domain goes on without it (logged; its hook is absent from status).
+const OPTIONAL_PROGRAMS: &[&str] = &["io_uring_complete_net"];
 
 pub(crate) const NETWORK_PROGRAMS_RAW: &[ProgramSpec] = &[
     raw("raw_net_sys_enter", "sys_enter"),
@@ -353,6 +361,10 @@ pub(crate) const NETWORK_PROGRAMS_RAW: &[ProgramSpec] = &[
     btf("inet_sock_set_state"),
     raw("raw_net_compat_enter", "sys_enter"),
     raw("raw_net_compat_exit", "sys_exit"),
+    ProgramSpec {
+        name: "io_uring_complete_net",
+        hook: Hook::BtfTracepoint("io_uring_complete"),
+    },
 ];
 
 pub(crate) const FILE_PROGRAMS_RAW: &[ProgramSpec] = &[
@@ -576,6 +588,12 @@ impl KernelPrograms {
             };
             match result {
                 Ok(()) => attached.push(spec),
+                Err(e) if OPTIONAL_PROGRAMS.contains(&spec.name) => {
+                    tracing::warn!(
+                        "{:#}; going on without it",
+                        anyhow::Error::from(e)
+                    );
+                }
                 Err(e) => {
                     for spec in attached {
                         self.unload_one(spec.name);
@@ -585,7 +603,7 @@ impl KernelPrograms {
             }
         }
         let mut hooks = self.hooks.lock().expect("hooks lock poisoned");
-        for spec in specs {
+        for spec in &attached {
             hooks.insert(spec.name.to_string(), spec.hook.describe());
         }
         self.attached

@@ -9,6 +9,7 @@
 //! collector-net-actor unix DIR                connect to a unix socket at DIR/sock and to an abstract name
 //! collector-net-actor dualstack               accept a 127.0.0.1 connection on a [::] listener
 //! collector-net-actor int80                   as nobody: connect through int $0x80 (socketcall and direct)
+//! collector-net-actor uring                   connect and accept through io_uring (IORING_OP_CONNECT/ACCEPT)
 //! ```
 use std::io::Write;
 use std::mem::{size_of, zeroed};
@@ -23,6 +24,7 @@ fn main() {
         Some("unix") => unix(&args[1]),
         Some("dualstack") => dualstack(),
         Some("int80") => int80_connects(),
+        Some("uring") => uring(),
         _ => {
             eprintln!("usage: collector-net-actor refused|nonblock|udp|unix DIR|dualstack|int80");
             std::process::exit(2);
@@ -302,4 +304,42 @@ fn int80_connects() -> String {
 #[cfg(not(target_arch = "x86_64"))]
 fn int80_connects() -> String {
     "skipped=not-x86_64".into()
+}
+
+fn uring() -> String {
+    use io_uring::{opcode, types, IoUring};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let lfd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    let mut ring = IoUring::new(8).expect("io_uring_setup");
+    let fd = tcp_socket(0);
+    let sa = sockaddr_in(port);
+    let connect = opcode::Connect::new(
+        types::Fd(fd),
+        (&sa as *const libc::sockaddr_in).cast(),
+        size_of::<libc::sockaddr_in>() as u32,
+    )
+    .build()
+    .user_data(1);
+    // SAFETY: `sa` outlives the wait below.
+    unsafe { ring.submission().push(&connect).expect("queue connect") };
+    ring.submit_and_wait(1).expect("io_uring_enter");
+    let cqe = ring.completion().next().expect("connect completion");
+    assert_eq!(cqe.result(), 0, "io_uring connect");
+    let accept = opcode::Accept::new(types::Fd(lfd), std::ptr::null_mut(), std::ptr::null_mut())
+        .build()
+        .user_data(2);
+    // SAFETY: no buffers.
+    unsafe { ring.submission().push(&accept).expect("queue accept") };
+    ring.submit_and_wait(1).expect("io_uring_enter");
+    let cqe = ring.completion().next().expect("accept completion");
+    let afd = cqe.result();
+    assert!(afd >= 0, "io_uring accept: {afd}");
+    let client_port = local_port(fd);
+    // SAFETY: our fds.
+    unsafe {
+        libc::close(afd);
+        libc::close(fd);
+    }
+    format!("port={port} client_port={client_port}")
 }
