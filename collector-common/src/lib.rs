@@ -77,7 +77,6 @@ pub enum RecordKind {
     UnixConnect = 22,
     /// A unix socket was bound to a path ([`UnixRecord`]).
     UnixBind = 23,
-
     // -- filesystem kinds from 30 --
 }
 

@@ -15,21 +15,22 @@
 //! that fail before the socket has a destination.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_user,
+        generated::bpf_probe_read_user as read_user_raw,
+    },
     macros::{map, raw_tracepoint, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{RawTracePointContext, TracePointContext},
 };
-use collector_common::{
-    net_flags, NetRecord, RecordKind, UnixRecord, UNIX_PATH_LEN,
-};
+use collector_common::{net_flags, NetRecord, RecordKind, UnixRecord, UNIX_PATH_LEN};
 
 use crate::{
     common::{
         count_emitted, count_lost, excluded, fd_to_file, fill_header, net_wakeup_flags,
         read_kernel, syscall_arg, syscall_nr, NET_EVENTS,
     },
-    net_state::{capture_local_port, conn_id, owner_id, track_owner, net_count, NET_PENDING_FULL},
+    net_state::{capture_local_port, conn_id, net_count, owner_id, track_owner, NET_PENDING_FULL},
     offsets::get,
 };
 
@@ -224,7 +225,9 @@ fn stash(kind: RecordKind, pid_tgid: u64, sk: u64, uaddr: u64, addr_len: u64, fl
         {
             (*p).addr_len = n;
         }
-        if PENDING_SOCK.insert(pid_tgid as u32, &*p, 0).is_err() {
+        // By reference: a copy of the value would cost as much stack again.
+        let value: &PendingSock = &*p;
+        if PENDING_SOCK.insert(pid_tgid as u32, value, 0).is_err() {
             count_lost(kind);
             net_count(NET_PENDING_FULL);
         }
@@ -408,7 +411,14 @@ pub(crate) fn udp_send(fd: u64, uaddr: u64, addr_len: u64, flags: u32) {
     if protocol != IPPROTO_UDP && protocol != IPPROTO_UDPLITE {
         return;
     }
-    stash(RecordKind::UdpSend, pid_tgid, sk as u64, uaddr, addr_len, flags);
+    stash(
+        RecordKind::UdpSend,
+        pid_tgid,
+        sk as u64,
+        uaddr,
+        addr_len,
+        flags,
+    );
 }
 
 /// A UDP send at exit: reported once per (socket, destination), counted in the kernel
@@ -429,7 +439,7 @@ fn udp_flow(pid_tgid: u64, p: &PendingSock, result: i64) {
     };
     let sk = p.sk as *const u8;
     let now = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns() };
-    let (count, update) = match UDP_FLOWS.get_ptr_mut(&key) {
+    let (count, update) = match UDP_FLOWS.get_ptr_mut(key) {
         Some(flow) => unsafe {
             // Not atomic (the BPF target has no Rust atomics): two threads sending on
             // one socket at the same instant can lose an increment of the count, never
@@ -449,7 +459,7 @@ fn udp_flow(pid_tgid: u64, p: &PendingSock, result: i64) {
                 last_report_ns: now,
             };
             // BPF_NOEXIST: of two threads racing on a new flow, one reports it.
-            if UDP_FLOWS.insert(&key, &flow, 1).is_err() {
+            if UDP_FLOWS.insert(key, flow, 1).is_err() {
                 return;
             }
             (1, false)
@@ -490,7 +500,13 @@ fn udp_sendmsg(fd: u64, msg: u64) {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
-    enter_sock_call(RecordKind::Connect, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), 0);
+    enter_sock_call(
+        RecordKind::Connect,
+        arg(&ctx, 0),
+        arg(&ctx, 1),
+        arg(&ctx, 2),
+        0,
+    );
     0
 }
 
@@ -502,7 +518,13 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_bind")]
 pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
-    enter_sock_call(RecordKind::Bind, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), 0);
+    enter_sock_call(
+        RecordKind::Bind,
+        arg(&ctx, 0),
+        arg(&ctx, 1),
+        arg(&ctx, 2),
+        0,
+    );
     0
 }
 
@@ -573,8 +595,10 @@ const NR_ACCEPT4: u64 = 288;
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn raw_net_sys_enter(ctx: RawTracePointContext) -> i32 {
     let id: u64 = ctx.arg(1);
-    if !matches!(id, NR_CONNECT | NR_BIND | NR_LISTEN | NR_SENDTO | NR_SENDMSG)
-        || crate::net_compat::in_compat_syscall()
+    if !matches!(
+        id,
+        NR_CONNECT | NR_BIND | NR_LISTEN | NR_SENDTO | NR_SENDMSG
+    ) || crate::net_compat::in_compat_syscall()
     {
         return 0;
     }

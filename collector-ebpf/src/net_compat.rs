@@ -100,7 +100,10 @@ pub fn raw_net_compat_enter(ctx: RawTracePointContext) -> i32 {
         NR32_SENDMSG => sendmsg32(a(0), a(1)),
         NR32_SOCKETCALL => {
             let call = a(0);
-            if !matches!(call, SYS_BIND | SYS_CONNECT | SYS_LISTEN | SYS_SENDTO | SYS_SENDMSG) {
+            if !matches!(
+                call,
+                SYS_BIND | SYS_CONNECT | SYS_LISTEN | SYS_SENDTO | SYS_SENDMSG
+            ) {
                 return 0;
             }
             let Ok(args) = (unsafe { bpf_probe_read_user(a(1) as *const [u32; 6]) }) else {

@@ -16,8 +16,7 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid,
         generated::{
-            bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_boot_ns,
-            bpf_task_pt_regs,
+            bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_boot_ns, bpf_task_pt_regs,
         },
     },
     macros::{btf_tracepoint, map},
@@ -28,7 +27,9 @@ use aya_ebpf::{
 use collector_common::{net_flags, NetRecord, RecordHeader, RecordKind};
 
 use crate::{
-    common::{count_emitted, count_lost, excluded, fill_header, net_wakeup_flags, read_kernel, NET_EVENTS},
+    common::{
+        count_emitted, count_lost, excluded, fill_header, net_wakeup_flags, read_kernel, NET_EVENTS,
+    },
     net::{fill_tuple, PENDING_SOCK, TCP_CLOSE},
     offsets::get,
 };
@@ -150,7 +151,7 @@ pub(crate) fn track_owner(sk: u64, header: &RecordHeader, local_port: u16, flags
         local_port,
         connect_unreported: 0,
     };
-    if SOCKS.insert(sk, &owner, 0).is_err() {
+    if SOCKS.insert(sk, owner, 0).is_err() {
         net_count(NET_OWNER_MAP_FULL);
     }
     id
@@ -218,7 +219,7 @@ fn active_birth(sk: u64) {
             owner.connect_unreported = 1;
         }
     }
-    if SOCKS.insert(sk, &owner, 0).is_err() {
+    if SOCKS.insert(sk, owner, 0).is_err() {
         net_count(NET_OWNER_MAP_FULL);
     }
 }

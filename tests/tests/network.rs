@@ -151,21 +151,41 @@ async fn check_tcp(ip: &str, family: AddressFamily, hooks: SyscallHooks) {
     net.stop().await;
 
     let bind = one(&events, NetworkEventKind::Bind);
-    assert_eq!(bind.dest_addr.to_string(), server, "bind: the bound address");
+    assert_eq!(
+        bind.dest_addr.to_string(),
+        server,
+        "bind: the bound address"
+    );
     assert_eq!(bind.errno, None);
     let listen = one(&events, NetworkEventKind::Listen);
     assert_eq!(listen.dest_addr.to_string(), server);
     let connect = one(&events, NetworkEventKind::Connect);
     assert_eq!(connect.pid, pid);
-    assert_eq!(connect.source_addr.to_string(), client, "connect: source is the client end");
-    assert_eq!(connect.dest_addr.to_string(), server, "connect: dest is the server end");
+    assert_eq!(
+        connect.source_addr.to_string(),
+        client,
+        "connect: source is the client end"
+    );
+    assert_eq!(
+        connect.dest_addr.to_string(),
+        server,
+        "connect: dest is the server end"
+    );
     assert_eq!(connect.family, family);
     assert_eq!(connect.protocol, TransportProtocol::Tcp);
     assert_eq!(connect.errno, None, "a blocking connect that succeeded");
     assert!(!connect.compat_syscall && !connect.io_uring);
     let accept = one(&events, NetworkEventKind::Accept);
-    assert_eq!(accept.source_addr.to_string(), client, "accept: source is the initiator");
-    assert_eq!(accept.dest_addr.to_string(), server, "accept: dest is the local address");
+    assert_eq!(
+        accept.source_addr.to_string(),
+        client,
+        "accept: source is the initiator"
+    );
+    assert_eq!(
+        accept.dest_addr.to_string(),
+        server,
+        "accept: dest is the local address"
+    );
     assert_eq!(accept.state.as_deref(), Some("ESTABLISHED"));
     let closes = of(&events, NetworkEventKind::Close);
     assert_eq!(closes.len(), 2, "both ends' closes: {events:#?}");
@@ -255,7 +275,11 @@ async fn refused_connect_reports_its_errno_and_the_close_its_error() {
     let close = one(&events, NetworkEventKind::Close);
     assert_eq!(close.connection_id, connect.connection_id);
     assert_eq!(close.previous_state.as_deref(), Some("SYN_SENT"));
-    assert_eq!(close.socket_error, Some(111), "sk_err of the reset connection");
+    assert_eq!(
+        close.socket_error,
+        Some(111),
+        "sk_err of the reset connection"
+    );
     // The failed connect's local address was reset by the kernel on the way out
     // (tcp_disconnect); the port is the one the SYN left from, as at close.
     assert_eq!(
@@ -275,8 +299,10 @@ async fn nonblocking_connect_reports_einprogress() {
     let mut net = Net::start(KernelConfig::default());
     let out = run_actor(NET_ACTOR, &["nonblock"]);
     let pid: u32 = out["pid"].parse().unwrap();
-    let (port, client_port): (u16, u16) =
-        (out["port"].parse().unwrap(), out["client_port"].parse().unwrap());
+    let (port, client_port): (u16, u16) = (
+        out["port"].parse().unwrap(),
+        out["client_port"].parse().unwrap(),
+    );
     let events = net
         .collect(pid, Duration::from_millis(300), |e| {
             count(e, NetworkEventKind::Close) >= 2
@@ -291,7 +317,11 @@ async fn nonblocking_connect_reports_einprogress() {
         .into_iter()
         .find(|c| c.connection_id == connect.connection_id)
         .expect("the connect's close");
-    assert_eq!(close.source_addr.port(), client_port, "close: the real local port");
+    assert_eq!(
+        close.source_addr.port(),
+        client_port,
+        "close: the real local port"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,11 +364,22 @@ async fn udp_sends_are_reported_once_per_destination_with_a_count() {
         .await;
     net.stop().await;
     let sends = of(&events, NetworkEventKind::UdpSend);
-    assert_eq!(sends.len(), 4, "three new destinations and one update: {events:#?}");
+    assert_eq!(
+        sends.len(),
+        4,
+        "three new destinations and one update: {events:#?}"
+    );
     let update = sends[3];
     assert!(update.count_update);
-    assert_eq!(update.send_count, Some(2), "the second send to the first destination");
-    assert_eq!(update.dest_addr.to_string(), format!("127.0.0.1:{}", out["p1"]));
+    assert_eq!(
+        update.send_count,
+        Some(2),
+        "the second send to the first destination"
+    );
+    assert_eq!(
+        update.dest_addr.to_string(),
+        format!("127.0.0.1:{}", out["p1"])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,9 +432,15 @@ async fn v4_mapped_accept_on_a_dual_stack_listener_shows_ipv4() {
         accept.source_addr.to_string(),
         format!("127.0.0.1:{}", out["client_port"])
     );
-    assert_eq!(accept.dest_addr.to_string(), format!("127.0.0.1:{}", out["port"]));
+    assert_eq!(
+        accept.dest_addr.to_string(),
+        format!("127.0.0.1:{}", out["port"])
+    );
     let listen = one(&events, NetworkEventKind::Listen);
-    assert_eq!(listen.dest_addr.to_string(), format!("[::]:{}", out["port"]));
+    assert_eq!(
+        listen.dest_addr.to_string(),
+        format!("[::]:{}", out["port"])
+    );
     let close = of(&events, NetworkEventKind::Close)
         .into_iter()
         .find(|c| c.connection_id == accept.connection_id)
@@ -464,8 +511,10 @@ async fn io_uring_connect_and_accept_are_seen_and_marked() {
     assert_eq!(accept.source_addr.to_string(), client);
     assert_eq!(accept.dest_addr.to_string(), server);
     let closes = of(&events, NetworkEventKind::Close);
-    assert!(closes.iter().any(|c| c.connection_id == connect.connection_id
-        && c.source_addr.to_string() == client));
-    assert!(closes.iter().any(|c| c.connection_id == accept.connection_id
-        && c.source_addr.to_string() == server));
+    assert!(closes
+        .iter()
+        .any(|c| c.connection_id == connect.connection_id && c.source_addr.to_string() == client));
+    assert!(closes
+        .iter()
+        .any(|c| c.connection_id == accept.connection_id && c.source_addr.to_string() == server));
 }

@@ -589,10 +589,7 @@ impl KernelPrograms {
             match result {
                 Ok(()) => attached.push(spec),
                 Err(e) if OPTIONAL_PROGRAMS.contains(&spec.name) => {
-                    tracing::warn!(
-                        "{:#}; going on without it",
-                        anyhow::Error::from(e)
-                    );
+                    tracing::warn!("{:#}; going on without it", anyhow::Error::from(e));
                 }
                 Err(e) => {
                     for spec in attached {
@@ -680,10 +677,7 @@ impl KernelPrograms {
             .iter()
             .enumerate()
             .map(|(i, &name)| {
-                let n = map
-                    .get(&(i as u32), 0)
-                    .map(|v| v.iter().sum())
-                    .unwrap_or(0);
+                let n = map.get(&(i as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
                 (name, n)
             })
             .collect()

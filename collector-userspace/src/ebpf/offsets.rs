@@ -46,7 +46,11 @@ const IO_URING_FIELDS: &[(&str, &str, &str)] = &[("OFF_NET_IO_KIOCB_OPCODE", "io
 /// Fields the 32-bit (compat) network hooks read: x86 only. Optional: where they are
 /// missing those hooks stay inert (`HAS_COMPAT_SYSCALLS` = 0), nothing else.
 const COMPAT_FIELDS: &[(&str, &str, &str)] = &[
-    ("OFF_NET_TASK_TI_STATUS", "task_struct", "thread_info.status"),
+    (
+        "OFF_NET_TASK_TI_STATUS",
+        "task_struct",
+        "thread_info.status",
+    ),
     ("OFF_NET_REGS_BX", "pt_regs", "bx"),
     ("OFF_NET_REGS_CX", "pt_regs", "cx"),
     ("OFF_NET_REGS_BP", "pt_regs", "bp"),

@@ -11,7 +11,6 @@
 //! collector-net-actor int80                   as nobody: connect through int $0x80 (socketcall and direct)
 //! collector-net-actor uring                   connect and accept through io_uring (IORING_OP_CONNECT/ACCEPT)
 //! ```
-use std::io::Write;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, TcpListener};
 
@@ -30,7 +29,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    writeln!(std::io::stdout(), "pid={} {out}", std::process::id()).unwrap();
+    println!("pid={} {out}", std::process::id());
 }
 
 fn check(rc: i32, what: &str) -> i32 {
@@ -106,7 +105,10 @@ fn nonblock() -> String {
     let port = listener.local_addr().unwrap().port();
     let fd = tcp_socket(libc::SOCK_NONBLOCK);
     let (rc, errno) = connect_in(fd, &sockaddr_in(port));
-    assert!(rc < 0 && errno == libc::EINPROGRESS, "expected EINPROGRESS, got {rc}/{errno}");
+    assert!(
+        rc < 0 && errno == libc::EINPROGRESS,
+        "expected EINPROGRESS, got {rc}/{errno}"
+    );
     let client_port = local_port(fd);
     let (accepted, _) = listener.accept().unwrap();
     // Let the connect complete before closing.
@@ -170,7 +172,10 @@ fn unix_connect(listen_path: &[u8], connect_with_nul: bool) {
     unsafe {
         let l = check(libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0), "socket");
         let (sa, len) = sockaddr_un(listen_path);
-        check(libc::bind(l, (&sa as *const libc::sockaddr_un).cast(), len), "bind");
+        check(
+            libc::bind(l, (&sa as *const libc::sockaddr_un).cast(), len),
+            "bind",
+        );
         check(libc::listen(l, 1), "listen");
         let c = check(libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0), "socket");
         let len = if connect_with_nul { len + 1 } else { len };
@@ -224,7 +229,10 @@ fn dualstack() -> String {
         let (rc, errno) = connect_in(c, &sockaddr_in(port));
         assert_eq!(rc, 0, "connect: errno {errno}");
         let client_port = local_port(c);
-        let a = check(libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut()), "accept");
+        let a = check(
+            libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut()),
+            "accept",
+        );
         libc::close(a);
         libc::close(c);
         libc::close(l);
@@ -297,7 +305,10 @@ fn int80_connects() -> String {
         libc::close(fd1);
         libc::close(fd2);
         drop((l1, l2));
-        format!("p1={p1} p2={p2} rc1={rc1} rc2={rc2} c1={c1} c2={c2} uid={}", libc::getuid())
+        format!(
+            "p1={p1} p2={p2} rc1={rc1} rc2={rc2} c1={c1} c2={c2} uid={}",
+            libc::getuid()
+        )
     }
 }
 
