@@ -449,8 +449,9 @@ async fn v4_mapped_accept_on_a_dual_stack_listener_shows_ipv4() {
     assert_eq!(close.source_addr, accept.dest_addr);
 }
 
-/// `int $0x80` connects, as `nobody`: through `socketcall(SYS_CONNECT)` and the direct
-/// i386 `connect` (362). Per-syscall tracepoints never see these.
+/// The 32-bit entry, as `nobody`: connects through `socketcall(SYS_CONNECT)` and the
+/// direct i386 `connect` (362); bind, listen and accept through `socketcall`; a UDP
+/// `sendto` through i386 `sendto` (369). Per-syscall tracepoints never see these.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_through_the_32bit_entry_is_seen() {
     if !kernel_or_skip("connect_through_the_32bit_entry_is_seen") {
@@ -465,14 +466,20 @@ async fn connect_through_the_32bit_entry_is_seen() {
     let pid: u32 = out["pid"].parse().unwrap();
     assert_eq!(out["rc1"], "0", "socketcall connect: {out:?}");
     assert_eq!(out["rc2"], "0", "i386 connect: {out:?}");
+    for rc in ["rc_bind", "rc_listen"] {
+        assert_eq!(out[rc], "0", "{rc}: {out:?}");
+    }
+    assert_eq!(out["rc_sendto"], "1", "{out:?}");
     let events = net
         .collect(pid, Duration::from_millis(300), |e| {
-            count(e, NetworkEventKind::Connect) >= 2
+            count(e, NetworkEventKind::Connect) >= 3
+                && count(e, NetworkEventKind::Accept) >= 1
+                && count(e, NetworkEventKind::UdpSend) >= 1
         })
         .await;
     net.stop().await;
     let connects = of(&events, NetworkEventKind::Connect);
-    assert_eq!(connects.len(), 2, "{events:#?}");
+    assert_eq!(connects.len(), 3, "{events:#?}");
     for (c, (p, local)) in connects.iter().zip([("p1", "c1"), ("p2", "c2")]) {
         assert!(c.compat_syscall, "marked as a 32-bit call: {c:#?}");
         assert_eq!(c.uid, Some(65534));
@@ -480,6 +487,40 @@ async fn connect_through_the_32bit_entry_is_seen() {
         assert_eq!(c.dest_addr.to_string(), format!("127.0.0.1:{}", out[p]));
         assert_eq!(c.source_addr.port().to_string(), out[local]);
     }
+    assert!(
+        !connects[2].compat_syscall,
+        "the native connect is not marked"
+    );
+    let server = format!("127.0.0.1:{}", out["p3"]);
+    // The actor's native listeners are bound too; one bind and one listen are 32-bit.
+    let compat = |kind| -> Vec<NetworkEvent> {
+        of(&events, kind)
+            .into_iter()
+            .filter(|e| e.compat_syscall)
+            .cloned()
+            .collect()
+    };
+    let binds = compat(NetworkEventKind::Bind);
+    assert_eq!(binds.len(), 1, "{events:#?}");
+    assert_eq!(binds[0].dest_addr.to_string(), server);
+    let listens = compat(NetworkEventKind::Listen);
+    assert_eq!(listens.len(), 1, "{events:#?}");
+    assert_eq!(listens[0].dest_addr.to_string(), server);
+    let accept = one(&events, NetworkEventKind::Accept);
+    assert!(accept.compat_syscall, "{accept:#?}");
+    assert_eq!(accept.dest_addr.to_string(), server);
+    assert_eq!(
+        accept.source_addr.to_string(),
+        format!("127.0.0.1:{}", out["c3"])
+    );
+    let send = one(&events, NetworkEventKind::UdpSend);
+    assert!(send.compat_syscall);
+    assert_eq!(
+        send.dest_addr.to_string(),
+        format!("127.0.0.1:{}", out["p4"])
+    );
+    assert_eq!(send.source_addr.port().to_string(), out["u_port"]);
+    assert_eq!(send.uid, Some(65534));
 }
 
 /// io_uring connect (IORING_OP_CONNECT) and accept (IORING_OP_ACCEPT): no connect or

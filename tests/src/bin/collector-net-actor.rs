@@ -305,11 +305,73 @@ fn int80_connects() -> String {
         libc::close(fd1);
         libc::close(fd2);
         drop((l1, l2));
+
+        // bind, listen and accept through socketcall, sendto through i386 sendto (369).
+        let sa3 = (base + 192) as *mut libc::sockaddr_in;
+        *sa3 = sockaddr_in(0);
+        let l = tcp_socket(0);
+        *args = l as u32;
+        *args.add(1) = sa3 as u32;
+        *args.add(2) = 16;
+        let rc_bind = syscall32(102, 2, args as u32, 0);
+        *args.add(1) = 8;
+        let rc_listen = syscall32(102, 4, args as u32, 0);
+        let p3 = local_port(l);
+        *sa3 = sockaddr_in(p3);
+        let c = tcp_socket(0);
+        let (rc, errno) = connect_in(c, &*sa3);
+        assert_eq!(rc, 0, "connect: {errno}");
+        let c3 = local_port(c);
+        *args = l as u32;
+        *args.add(1) = 0;
+        *args.add(2) = 0;
+        let afd = syscall32(102, 5, args as u32, 0);
+        let u = check(libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0), "socket");
+        let p4 = free_port();
+        *sa3 = sockaddr_in(p4);
+        let msg = (base + 256) as *mut u8;
+        *msg = b'x';
+        // sendto(fd, buf, len, flags, addr, addrlen): six arguments, the last in ebp.
+        let rc_sendto = syscall32_6(369, [u as u32, msg as u32, 1, 0, sa3 as u32, 16]);
+        let u_port = local_port(u);
+        libc::close(u);
+        libc::close(afd);
+        libc::close(c);
+        libc::close(l);
         format!(
-            "p1={p1} p2={p2} rc1={rc1} rc2={rc2} c1={c1} c2={c2} uid={}",
+            "p1={p1} p2={p2} rc1={rc1} rc2={rc2} c1={c1} c2={c2} uid={} \
+             rc_bind={rc_bind} rc_listen={rc_listen} p3={p3} c3={c3} afd={afd} \
+             p4={p4} rc_sendto={rc_sendto} u_port={u_port}",
             libc::getuid()
         )
     }
+}
+
+/// A 32-bit syscall with six arguments (the sixth in ebp, saved around the call).
+#[cfg(target_arch = "x86_64")]
+unsafe fn syscall32_6(nr: u32, a: [u32; 6]) -> i32 {
+    let ret: u32;
+    // SAFETY: the caller passes a valid i386 syscall; rbx and rbp are restored.
+    unsafe {
+        std::arch::asm!(
+            "push rbp",
+            "push rbx",
+            "mov ebx, dword ptr [{a}]",
+            "mov ecx, dword ptr [{a} + 4]",
+            "mov edx, dword ptr [{a} + 8]",
+            "mov esi, dword ptr [{a} + 12]",
+            "mov edi, dword ptr [{a} + 16]",
+            "mov ebp, dword ptr [{a} + 20]",
+            "int 0x80",
+            "pop rbx",
+            "pop rbp",
+            a = in(reg) a.as_ptr(),
+            inlateout("eax") nr => ret,
+            out("ecx") _, out("edx") _, out("esi") _, out("edi") _,
+            lateout("r8") _, lateout("r9") _, lateout("r10") _, lateout("r11") _,
+        );
+    }
+    ret as i32
 }
 
 #[cfg(not(target_arch = "x86_64"))]
