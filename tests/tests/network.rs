@@ -559,3 +559,41 @@ async fn io_uring_connect_and_accept_are_seen_and_marked() {
         .iter()
         .any(|c| c.connection_id == accept.connection_id && c.source_addr.to_string() == server));
 }
+
+/// Another thread `dup2`s a different, bound socket onto the fd while a connect blocks:
+/// the connect is still reported for the socket that really connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_attributed_to_the_socket_that_connected_despite_dup2() {
+    if !kernel_or_skip("connect_is_attributed_to_the_socket_that_connected_despite_dup2") {
+        return;
+    }
+    let mut net = Net::start(KernelConfig::default());
+    let out = run_actor(NET_ACTOR, &["dup2-race"]);
+    let pid: u32 = out["pid"].parse().unwrap();
+    let server = format!("127.0.0.1:{}", out["port"]);
+    let events = net
+        .collect(pid, Duration::from_millis(300), |e| {
+            count(e, NetworkEventKind::Connect) >= 2
+        })
+        .await;
+    net.stop().await;
+    let raced: Vec<_> = of(&events, NetworkEventKind::Connect)
+        .into_iter()
+        .filter(|c| c.source_addr.port().to_string() != out["other_port"])
+        .collect();
+    assert_eq!(
+        of(&events, NetworkEventKind::Connect).len(),
+        raced.len(),
+        "no connect reported with the dup2'd socket's port {}: {events:#?}",
+        out["other_port"]
+    );
+    assert!(
+        raced.iter().any(
+            |c| c.source_addr.port().to_string() == out["connected_port"]
+                && c.dest_addr.to_string() == server
+                && c.errno.is_none()
+        ),
+        "the raced connect, with the port that connected ({}): {events:#?}",
+        out["connected_port"]
+    );
+}

@@ -9,6 +9,7 @@
 //! collector-net-actor unix DIR                connect to a unix socket at DIR/sock and to an abstract name
 //! collector-net-actor dualstack               accept a 127.0.0.1 connection on a [::] listener
 //! collector-net-actor int80                   as nobody: connect through int $0x80 (socketcall and direct)
+//! collector-net-actor dup2-race              dup2 another socket onto the fd of a blocking connect
 //! collector-net-actor uring                   connect and accept through io_uring (IORING_OP_CONNECT/ACCEPT)
 //! ```
 use std::mem::{size_of, zeroed};
@@ -24,6 +25,7 @@ fn main() {
         Some("dualstack") => dualstack(),
         Some("int80") => int80_connects(),
         Some("uring") => uring(),
+        Some("dup2-race") => dup2_race(),
         _ => {
             eprintln!("usage: collector-net-actor refused|nonblock|udp|unix DIR|dualstack|int80");
             std::process::exit(2);
@@ -415,4 +417,53 @@ fn uring() -> String {
         libc::close(fd);
     }
     format!("port={port} client_port={client_port}")
+}
+
+/// A blocking connect whose fd another thread replaces (`dup2`) while it blocks. The
+/// listener's accept queue is full, so the first SYN is dropped and the connect waits
+/// for the retransmission (1 s); meanwhile the fd is pointed at a different, bound
+/// socket and the queue is drained.
+fn dup2_race() -> String {
+    // SAFETY: plain syscalls on our own fds.
+    unsafe {
+        let l = tcp_socket(0);
+        let sa = sockaddr_in(0);
+        check(
+            libc::bind(l, (&sa as *const libc::sockaddr_in).cast(), 16),
+            "bind",
+        );
+        check(libc::listen(l, 0), "listen");
+        let port = local_port(l);
+        // Fill the accept queue (backlog 0 holds one).
+        let filler = tcp_socket(0);
+        assert_eq!(connect_in(filler, &sockaddr_in(port)).0, 0);
+        let fd = tcp_socket(0);
+        let connector = std::thread::spawn(move || connect_in(fd, &sockaddr_in(port)));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let other = tcp_socket(0);
+        check(
+            libc::bind(other, (&sa as *const libc::sockaddr_in).cast(), 16),
+            "bind",
+        );
+        let other_port = local_port(other);
+        check(libc::dup2(other, fd), "dup2");
+        let a1 = check(
+            libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut()),
+            "accept",
+        );
+        let (rc, errno) = connector.join().unwrap();
+        assert_eq!(rc, 0, "the raced connect: errno {errno}");
+        // The connected socket's port, as its peer sees it.
+        let mut peer: libc::sockaddr_in = zeroed();
+        let mut len = size_of::<libc::sockaddr_in>() as u32;
+        let a2 = check(
+            libc::accept(l, (&mut peer as *mut libc::sockaddr_in).cast(), &mut len),
+            "accept",
+        );
+        let connected_port = u16::from_be(peer.sin_port);
+        for f in [a1, a2, fd, other, filler, l] {
+            libc::close(f);
+        }
+        format!("port={port} connected_port={connected_port} other_port={other_port}")
+    }
 }
