@@ -19,6 +19,7 @@ const NET_ACTOR: &str = env!("CARGO_BIN_EXE_collector-net-actor");
 
 /// A running network source and its event stream.
 struct Net {
+    programs: Arc<KernelPrograms>,
     source: Arc<KernelSource>,
     rx: mpsc::Receiver<CollectionEvent>,
     shutdown: Arc<AtomicBool>,
@@ -28,8 +29,9 @@ struct Net {
 impl Net {
     fn start(config: KernelConfig) -> Self {
         let programs = KernelPrograms::load(config).expect("load kernel programs");
-        let source =
-            Arc::new(KernelSource::new(programs, KernelDomain::Network).expect("network source"));
+        let source = Arc::new(
+            KernelSource::new(programs.clone(), KernelDomain::Network).expect("network source"),
+        );
         let (tx, rx) = mpsc::channel(4096);
         let shutdown = Arc::new(AtomicBool::new(false));
         let task = {
@@ -37,6 +39,7 @@ impl Net {
             tokio::spawn(async move { source.start(tx, shutdown).await })
         };
         Self {
+            programs,
             source,
             rx,
             shutdown,
@@ -148,6 +151,15 @@ async fn check_tcp(ip: &str, family: AddressFamily, hooks: SyscallHooks) {
         })
         .await;
     let stats = net.source.stats();
+    // Our reading of bpf_prog_info (for recursion_misses) lines up with aya's.
+    let (ours, aya_count) = net
+        .programs
+        .program_run_counts("inet_sock_set_state")
+        .expect("program info");
+    assert!(
+        ours <= aya_count && aya_count - ours < 1_000_000,
+        "run_cnt read at our offset ({ours}) matches aya's ({aya_count})"
+    );
     net.stop().await;
 
     let bind = one(&events, NetworkEventKind::Bind);
