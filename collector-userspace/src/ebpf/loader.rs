@@ -180,7 +180,9 @@ impl Default for KernelConfig {
             process_ring_bytes: 8 << 20,
             process_wakeup_bytes: 0,
             network_ring_bytes: 8 << 20,
-            network_wakeup_bytes: 0,
+            // A connect storm otherwise pays a reader wakeup (an IPI, costly in VMs) on
+            // most submits; below 64 KiB the reader drains on its own timer.
+            network_wakeup_bytes: 64 << 10,
             file_ring_bytes: 32 << 20,
             // File events come in storms: wake the reader per 256 KiB, and let it drain
             // on its own timer (`poll_interval`) below that.
