@@ -61,7 +61,7 @@ impl Net {
             while let Some(ev) = rx.recv().await {
                 if let CollectionEvent::Network(n) = ev {
                     if n.pid == pid {
-                        events.push(n);
+                        events.push(*n);
                         if done(&events) {
                             return;
                         }
@@ -74,7 +74,7 @@ impl Net {
             while let Some(ev) = rx.recv().await {
                 if let CollectionEvent::Network(n) = ev {
                     if n.pid == pid {
-                        events.push(n);
+                        events.push(*n);
                     }
                 }
             }

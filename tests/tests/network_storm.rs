@@ -47,7 +47,7 @@ async fn connect_storm_pairs_every_close_with_its_ports() {
                             | NetworkEventKind::Close
                     )
                 {
-                    events.push(n);
+                    events.push(*n);
                     if events.len() >= want {
                         return;
                     }

@@ -96,7 +96,7 @@ pub fn decode_network(
     if matches!(kind, RecordKind::UnixConnect | RecordKind::UnixBind) {
         let r: UnixRecord = read(bytes, kind as u32)?;
         let none = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
-        return Ok(CollectionEvent::Network(NetworkEvent {
+        return Ok(CollectionEvent::Network(Box::new(NetworkEvent {
             kind: event_kind,
             timestamp: clock.to_utc(r.header.ktime_ns),
             pid: r.header.pid,
@@ -117,7 +117,7 @@ pub fn decode_network(
             count_update: false,
             io_uring: r.net_flags & net_flags::IO_URING != 0,
             compat_syscall: r.net_flags & net_flags::COMPAT != 0,
-        }));
+        })));
     }
     let r: NetRecord = read(bytes, kind as u32)?;
     let (mut local_ip, mut remote_ip) = (ip(r.family, r.local_addr), ip(r.family, r.remote_addr));
@@ -144,7 +144,7 @@ pub fn decode_network(
         NetworkEventKind::Listen | NetworkEventKind::Bind => (local, local),
         _ => (local, remote),
     };
-    Ok(CollectionEvent::Network(NetworkEvent {
+    Ok(CollectionEvent::Network(Box::new(NetworkEvent {
         kind: event_kind,
         timestamp: clock.to_utc(r.header.ktime_ns),
         pid: r.header.pid,
@@ -165,7 +165,7 @@ pub fn decode_network(
         count_update: r.net_flags & net_flags::UPDATE != 0,
         io_uring: r.net_flags & net_flags::IO_URING != 0,
         compat_syscall: r.net_flags & net_flags::COMPAT != 0,
-    }))
+    })))
 }
 
 #[cfg(test)]
@@ -209,7 +209,7 @@ mod tests {
 
     fn decode(bytes: &[u8]) -> NetworkEvent {
         match decode_network(bytes, &BootClock::new(), &"t".into()).unwrap() {
-            CollectionEvent::Network(n) => n,
+            CollectionEvent::Network(n) => *n,
             other => panic!("not network: {other:?}"),
         }
     }
