@@ -437,7 +437,14 @@ fn udp_flow(pid_tgid: u64, p: &PendingSock, result: i64) {
         _pad: 0,
         addr,
     };
-    let sk = p.sk as *const u8;
+    udp_flow_key(pid_tgid, key, p.flags, result);
+}
+
+/// Dedup and count one UDP (socket, destination) send; report it when new or due.
+#[inline(always)]
+fn udp_flow_key(pid_tgid: u64, key: UdpFlowKey, flags: u32, result: i64) {
+    let sk = key.sk as *const u8;
+    let family = key.family;
     let now = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns() };
     let (count, update) = match UDP_FLOWS.get_ptr_mut(key) {
         Some(flow) => unsafe {
@@ -478,7 +485,7 @@ fn udp_flow(pid_tgid: u64, p: &PendingSock, result: i64) {
         (*rec).remote_port = key.port;
         (*rec).remote_addr = key.addr;
         (*rec).send_count = count;
-        (*rec).net_flags = p.flags | if update { net_flags::UPDATE } else { 0 };
+        (*rec).net_flags = flags | if update { net_flags::UPDATE } else { 0 };
         (*rec).conn_id = conn_id(sk as u64, 0);
     }
     entry.submit(net_wakeup_flags());
@@ -496,6 +503,129 @@ fn udp_sendmsg(fd: u64, msg: u64) {
         return;
     };
     udp_send(fd, hdr[0], hdr[1] & 0xffff_ffff, 0);
+}
+
+/// Destinations of one `sendmmsg` call kept from entry to exit.
+const MMSG_MAX: usize = 8;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PendingMmsg {
+    sk: u64,
+    /// Destinations read (at most `MMSG_MAX`).
+    n: u32,
+    _pad: u32,
+    dests: [UdpFlowKey; MMSG_MAX],
+}
+
+#[map]
+static PENDING_MMSG: HashMap<u32, PendingMmsg> = HashMap::with_max_entries(4096, 0);
+
+#[map]
+static MMSG_SCRATCH: PerCpuArray<PendingMmsg> = PerCpuArray::with_max_entries(1, 0);
+
+/// `sendmmsg(fd, msgvec, vlen, ..)`: the destinations of the first `MMSG_MAX`
+/// messages (`struct mmsghdr` is 64 bytes: a `user_msghdr` and `msg_len`), read at
+/// entry as the kernel reads them.
+#[inline(always)]
+fn udp_sendmmsg_enter(fd: u64, msgvec: u64, vlen: u64) {
+    if msgvec == 0 || vlen == 0 {
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if excluded(pid_tgid) {
+        return;
+    }
+    let Ok(sk) = (unsafe { fd_to_sock(fd) }) else {
+        return;
+    };
+    let protocol: u16 = unsafe { read_kernel(sk, get::OFF_SK_PROTOCOL()) }.unwrap_or(0);
+    if protocol != IPPROTO_UDP && protocol != IPPROTO_UDPLITE {
+        return;
+    }
+    let Some(m) = MMSG_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let m = unsafe { &mut *m };
+    m.sk = sk as u64;
+    m.n = 0;
+    m._pad = 0;
+    for i in 0..MMSG_MAX {
+        let d = &mut m.dests[i];
+        d.sk = sk as u64;
+        d.family = 0;
+        if (i as u64) >= vlen {
+            continue;
+        }
+        let hdr = msgvec + 64 * i as u64;
+        let Ok(name) = (unsafe { bpf_probe_read_user(hdr as *const [u64; 2]) }) else {
+            continue;
+        };
+        if name[0] == 0 || (name[1] & 0xffff_ffff) < 8 {
+            continue;
+        }
+        let Ok(head) = (unsafe { bpf_probe_read_user(name[0] as *const [u8; 24]) }) else {
+            continue;
+        };
+        let family = u16::from_ne_bytes([head[0], head[1]]);
+        if family != AF_INET && family != AF_INET6 {
+            continue;
+        }
+        d.family = family;
+        d.port = u16::from_be_bytes([head[2], head[3]]);
+        d._pad = 0;
+        d.addr = [0; 16];
+        if family == AF_INET {
+            d.addr[0] = head[4];
+            d.addr[1] = head[5];
+            d.addr[2] = head[6];
+            d.addr[3] = head[7];
+        } else {
+            let mut j = 0;
+            while j < 16 {
+                d.addr[j] = head[8 + j];
+                j += 1;
+            }
+        }
+        m.n += 1;
+    }
+    if m.n == 0 {
+        return;
+    }
+    let value: &PendingMmsg = m;
+    if PENDING_MMSG.insert(pid_tgid as u32, value, 0).is_err() {
+        count_lost(RecordKind::UdpSend);
+        net_count(NET_PENDING_FULL);
+    }
+}
+
+/// `sendmmsg` exit: `result` messages went out; each destination among them counts.
+#[inline(always)]
+fn udp_sendmmsg_exit(result: i64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let Some(m) = PENDING_MMSG.get_ptr(tid) else {
+        return;
+    };
+    let m: &PendingMmsg = unsafe { &*m };
+    for i in 0..MMSG_MAX {
+        if (i as i64) < result && m.dests[i].family != 0 {
+            udp_flow_key(pid_tgid, m.dests[i], 0, 1);
+        }
+    }
+    let _ = PENDING_MMSG.remove(tid);
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_sendmmsg")]
+pub fn sys_enter_sendmmsg(ctx: TracePointContext) -> u32 {
+    udp_sendmmsg_enter(arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_sendmmsg")]
+pub fn sys_exit_sendmmsg(ctx: TracePointContext) -> u32 {
+    udp_sendmmsg_exit(ret(&ctx));
+    0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
@@ -591,6 +721,7 @@ const NR_ACCEPT: u64 = 43;
 const NR_BIND: u64 = 49;
 const NR_LISTEN: u64 = 50;
 const NR_ACCEPT4: u64 = 288;
+const NR_SENDMMSG: u64 = 307;
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn raw_net_sys_enter(ctx: RawTracePointContext) -> i32 {
@@ -613,6 +744,7 @@ pub fn raw_net_sys_enter(ctx: RawTracePointContext) -> i32 {
             udp_send(a(0), a(4), len, 0)
         }
         NR_SENDMSG => udp_sendmsg(a(0), a(1)),
+        NR_SENDMMSG => udp_sendmmsg_enter(a(0), a(1), a(2)),
         _ => {}
     }
     0
@@ -623,7 +755,14 @@ pub fn raw_net_sys_exit(ctx: RawTracePointContext) -> i32 {
     let id = syscall_nr(ctx.arg(0));
     if !matches!(
         id,
-        NR_CONNECT | NR_BIND | NR_LISTEN | NR_ACCEPT | NR_ACCEPT4 | NR_SENDTO | NR_SENDMSG
+        NR_CONNECT
+            | NR_BIND
+            | NR_LISTEN
+            | NR_ACCEPT
+            | NR_ACCEPT4
+            | NR_SENDTO
+            | NR_SENDMSG
+            | NR_SENDMMSG
     ) || crate::net_compat::in_compat_syscall()
     {
         return 0;
@@ -632,6 +771,7 @@ pub fn raw_net_sys_exit(ctx: RawTracePointContext) -> i32 {
     match id {
         NR_CONNECT | NR_BIND | NR_LISTEN | NR_SENDTO | NR_SENDMSG => exit_sock_call(result),
         NR_ACCEPT | NR_ACCEPT4 => exit_accept(result, 0),
+        NR_SENDMMSG => udp_sendmmsg_exit(result),
         _ => {}
     }
     0

@@ -609,3 +609,27 @@ async fn connect_is_attributed_to_the_socket_that_connected_despite_dup2() {
         out["connected_port"]
     );
 }
+
+/// One `sendmmsg` to destinations 1, 2, 1, 3: three new destinations, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_sendmmsg_destinations_are_reported_once_each() {
+    if !kernel_or_skip("udp_sendmmsg_destinations_are_reported_once_each") {
+        return;
+    }
+    let mut net = Net::start(KernelConfig::default());
+    let out = run_actor(NET_ACTOR, &["udp-mmsg"]);
+    let pid: u32 = out["pid"].parse().unwrap();
+    let events = net
+        .collect(pid, Duration::from_millis(500), |e| {
+            count(e, NetworkEventKind::UdpSend) >= 3
+        })
+        .await;
+    net.stop().await;
+    let sends = of(&events, NetworkEventKind::UdpSend);
+    assert_eq!(sends.len(), 3, "one event per new destination: {events:#?}");
+    for (send, p) in sends.iter().zip(["p1", "p2", "p3"]) {
+        assert_eq!(send.dest_addr.to_string(), format!("127.0.0.1:{}", out[p]));
+        assert_eq!(send.source_addr.port().to_string(), out["local_port"]);
+        assert_eq!(send.send_count, Some(1));
+    }
+}

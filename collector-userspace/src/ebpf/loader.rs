@@ -343,6 +343,8 @@ pub(crate) const NETWORK_PROGRAMS: &[ProgramSpec] = &[
     syscall("sys_exit_sendto"),
     syscall("sys_enter_sendmsg"),
     syscall("sys_exit_sendmsg"),
+    syscall("sys_enter_sendmmsg"),
+    syscall("sys_exit_sendmmsg"),
     btf("inet_sock_set_state"),
     // The 32-bit entry: per-syscall tracepoints do not fire for it on x86.
     raw("raw_net_compat_enter", "sys_enter"),

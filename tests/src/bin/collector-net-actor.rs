@@ -6,6 +6,7 @@
 //! collector-net-actor refused                 connect to a closed loopback port
 //! collector-net-actor nonblock                non-blocking connect (EINPROGRESS), accept, close
 //! collector-net-actor udp                     sendto three destinations, then the first again
+//! collector-net-actor udp-mmsg                one sendmmsg: destinations 1, 2, 1, 3
 //! collector-net-actor unix DIR                connect to a unix socket at DIR/sock and to an abstract name
 //! collector-net-actor dualstack               accept a 127.0.0.1 connection on a [::] listener
 //! collector-net-actor int80                   as nobody: connect through int $0x80 (socketcall and direct)
@@ -21,6 +22,7 @@ fn main() {
         Some("refused") => refused(),
         Some("nonblock") => nonblock(),
         Some("udp") => udp(),
+        Some("udp-mmsg") => udp_mmsg(),
         Some("unix") => unix(&args[1]),
         Some("dualstack") => dualstack(),
         Some("int80") => int80_connects(),
@@ -465,5 +467,43 @@ fn dup2_race() -> String {
             libc::close(f);
         }
         format!("port={port} connected_port={connected_port} other_port={other_port}")
+    }
+}
+
+fn udp_mmsg() -> String {
+    // SAFETY: plain syscalls with buffers that outlive them.
+    unsafe {
+        let fd = check(libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0), "socket");
+        let ports = [free_port(), free_port(), free_port()];
+        let dests = [
+            sockaddr_in(ports[0]),
+            sockaddr_in(ports[1]),
+            sockaddr_in(ports[0]),
+            sockaddr_in(ports[2]),
+        ];
+        let mut byte = *b"x";
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let mut msgs: Vec<libc::mmsghdr> = dests
+            .iter()
+            .map(|d| {
+                let mut m: libc::mmsghdr = zeroed();
+                m.msg_hdr.msg_name = (d as *const libc::sockaddr_in).cast_mut().cast();
+                m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+                m.msg_hdr.msg_iov = &mut iov;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        let sent = libc::sendmmsg(fd, msgs.as_mut_ptr(), msgs.len() as u32, 0);
+        assert_eq!(sent, 4, "sendmmsg: {}", std::io::Error::last_os_error());
+        let local = local_port(fd);
+        libc::close(fd);
+        format!(
+            "local_port={local} p1={} p2={} p3={}",
+            ports[0], ports[1], ports[2]
+        )
     }
 }
