@@ -33,7 +33,7 @@ fn events() -> Vec<CollectionEvent> {
     vec![
         CollectionEvent::from(exec),
         CollectionEvent::from(exit),
-        CollectionEvent::Network(NetworkEvent {
+        CollectionEvent::Network(Box::new(NetworkEvent {
             kind: NetworkEventKind::Accept,
             timestamp: ts,
             pid: 80,
@@ -54,7 +54,7 @@ fn events() -> Vec<CollectionEvent> {
             count_update: false,
             io_uring: false,
             compat_syscall: false,
-        }),
+        })),
         CollectionEvent::Filesystem(FilesystemEvent {
             kind: FilesystemEventKind::Rename,
             timestamp: ts,

@@ -140,7 +140,7 @@ fn network() -> impl Strategy<Value = CollectionEvent> {
         .prop_map(
             |(kind, timestamp, pid, source, protocol, src, dst, state, id, uid, name, extra)| {
                 let (errno, previous_state, socket_error, unix_path, send_count, bits) = extra;
-                CollectionEvent::Network(NetworkEvent {
+                CollectionEvent::Network(Box::new(NetworkEvent {
                     kind,
                     timestamp,
                     pid,
@@ -165,7 +165,7 @@ fn network() -> impl Strategy<Value = CollectionEvent> {
                     count_update: bits[0],
                     io_uring: bits[1],
                     compat_syscall: bits[2],
-                })
+                }))
             },
         )
 }

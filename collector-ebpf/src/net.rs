@@ -52,6 +52,9 @@ pub(crate) const SOCKADDR_LEN: usize = 112;
 pub(crate) struct PendingSock {
     /// The `struct sock *` resolved at entry (for TCP connect: the one that connected).
     pub sk: u64,
+    /// Connection id given at the TCP connect's birth (0 until then): the connection
+    /// may be closed and forgotten before the syscall exits (a refused connect).
+    pub conn_id: u64,
     /// Record kind to emit at exit.
     pub kind: u32,
     /// `net_flags` bits (compat entry).
@@ -196,11 +199,17 @@ pub(crate) fn enter_sock_call(kind: RecordKind, fd: u64, uaddr: u64, addr_len: u
         // attribute.
         return;
     };
+    stash(kind, pid_tgid, sk as u64, uaddr, addr_len, flags);
+}
+
+#[inline(always)]
+fn stash(kind: RecordKind, pid_tgid: u64, sk: u64, uaddr: u64, addr_len: u64, flags: u32) {
     let Some(p) = PENDING_SCRATCH.get_ptr_mut(0) else {
         return;
     };
     unsafe {
-        (*p).sk = sk as u64;
+        (*p).sk = sk;
+        (*p).conn_id = 0;
         (*p).kind = kind as u32;
         (*p).flags = flags;
         (*p)._pad = 0;
@@ -216,7 +225,9 @@ pub(crate) fn enter_sock_call(kind: RecordKind, fd: u64, uaddr: u64, addr_len: u
         {
             (*p).addr_len = n;
         }
-        if PENDING_SOCK.insert(pid_tgid as u32, &*p, 0).is_err() {
+        // By reference: a copy of the value would cost as much stack again.
+        let value: &PendingSock = &*p;
+        if PENDING_SOCK.insert(pid_tgid as u32, value, 0).is_err() {
             count_lost(kind);
             net_count(NET_PENDING_FULL);
         }
@@ -248,6 +259,8 @@ pub(crate) fn exit_sock_call(result: i64) {
         emit_inet(RecordKind::Bind, pid_tgid, p, result);
     } else if kind == RecordKind::Listen as u32 {
         emit_inet(RecordKind::Listen, pid_tgid, p, result);
+    } else if kind == RecordKind::UdpSend as u32 {
+        udp_flow(pid_tgid, p, result);
     }
     let _ = PENDING_SOCK.remove(tid);
 }
@@ -303,15 +316,20 @@ fn emit_inet(kind: RecordKind, pid_tgid: u64, p: &PendingSock, result: i64) {
     }
     unsafe {
         (*rec).net_flags = p.flags;
-        (*rec).conn_id = owner_id(p.sk).unwrap_or_else(|| conn_id(p.sk, 0));
+        (*rec).conn_id = if p.conn_id != 0 {
+            p.conn_id
+        } else {
+            owner_id(p.sk).unwrap_or_else(|| conn_id(p.sk, 0))
+        };
         let family = sockaddr_family(&p.addr);
         if (family == AF_INET || family == AF_INET6) && p.addr_len >= 8 {
             let (port, ip) = sockaddr_inet(&p.addr, family);
             if kind == RecordKind::Connect
-                && (*rec).remote_port == 0
-                && (*rec).remote_addr == [0; 16]
+                && ((result < 0 && result != -EINPROGRESS)
+                    || ((*rec).remote_port == 0 && (*rec).remote_addr == [0; 16]))
             {
-                // Failed before the kernel set a destination: report what was asked.
+                // A failed connect: the kernel resets the destination on the way out
+                // (tcp_disconnect), so report what was asked.
                 (*rec).family = family;
                 (*rec).remote_port = port;
                 (*rec).remote_addr = ip;
@@ -322,6 +340,11 @@ fn emit_inet(kind: RecordKind, pid_tgid: u64, p: &PendingSock, result: i64) {
                 (*rec).local_addr = ip;
                 (*rec).net_flags |= net_flags::REMOTE_FROM_SOCKADDR;
             }
+        }
+        if (*rec).local_port == 0 {
+            // Unbound by now (a failed connect releases its port): inet_sport keeps it.
+            (*rec).local_port =
+                u16::from_be(read_kernel(sk, get::OFF_NET_INET_SPORT()).unwrap_or(0));
         }
         if kind == RecordKind::Connect
             && (result == 0 || result == -EINPROGRESS)
@@ -370,8 +393,8 @@ pub(crate) fn exit_accept(result: i64, flags: u32) {
     count_emitted(RecordKind::Accept);
 }
 
-/// A UDP send to an explicit address: reported once per (socket, destination), counted
-/// in the kernel after that.
+/// A UDP send to an explicit address, at entry: remembered for its exit, where the
+/// socket has its local port (an unbound socket is bound by the send itself).
 #[inline(always)]
 pub(crate) fn udp_send(fd: u64, uaddr: u64, addr_len: u64, flags: u32) {
     if uaddr == 0 || addr_len < 8 {
@@ -388,39 +411,42 @@ pub(crate) fn udp_send(fd: u64, uaddr: u64, addr_len: u64, flags: u32) {
     if protocol != IPPROTO_UDP && protocol != IPPROTO_UDPLITE {
         return;
     }
-    // sockaddr_in6 is 28 bytes; sockaddr_in 16.
-    let head: [u8; 24] = match unsafe { bpf_probe_read_user(uaddr as *const [u8; 24]) } {
-        Ok(h) => h,
-        Err(_) => {
-            // A sockaddr_in may end right before an unmapped page.
-            match unsafe { bpf_probe_read_user(uaddr as *const [u8; 8]) } {
-                Ok(h) => {
-                    let mut full = [0u8; 24];
-                    full[..8].copy_from_slice(&h);
-                    full
-                }
-                Err(_) => return,
-            }
-        }
-    };
-    let family = u16::from_ne_bytes([head[0], head[1]]);
-    if family != AF_INET && family != AF_INET6 {
+    stash(
+        RecordKind::UdpSend,
+        pid_tgid,
+        sk as u64,
+        uaddr,
+        addr_len,
+        flags,
+    );
+}
+
+/// A UDP send at exit: reported once per (socket, destination), counted in the kernel
+/// after that, with an update at most every `UDP_REPORT_INTERVAL_NS`.
+#[inline(always)]
+fn udp_flow(pid_tgid: u64, p: &PendingSock, result: i64) {
+    let family = sockaddr_family(&p.addr);
+    if (family != AF_INET && family != AF_INET6) || p.addr_len < 8 {
         return;
     }
-    let mut key = UdpFlowKey {
-        sk: sk as u64,
+    let (port, addr) = sockaddr_inet(&p.addr, family);
+    let key = UdpFlowKey {
+        sk: p.sk,
         family,
-        port: u16::from_be_bytes([head[2], head[3]]),
+        port,
         _pad: 0,
-        addr: [0; 16],
+        addr,
     };
-    if family == AF_INET {
-        key.addr[..4].copy_from_slice(&head[4..8]);
-    } else {
-        key.addr.copy_from_slice(&head[8..24]);
-    }
+    udp_flow_key(pid_tgid, key, p.flags, result);
+}
+
+/// Dedup and count one UDP (socket, destination) send; report it when new or due.
+#[inline(always)]
+fn udp_flow_key(pid_tgid: u64, key: UdpFlowKey, flags: u32, result: i64) {
+    let sk = key.sk as *const u8;
+    let family = key.family;
     let now = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns() };
-    let (count, update) = match UDP_FLOWS.get_ptr_mut(&key) {
+    let (count, update) = match UDP_FLOWS.get_ptr_mut(key) {
         Some(flow) => unsafe {
             // Not atomic (the BPF target has no Rust atomics): two threads sending on
             // one socket at the same instant can lose an increment of the count, never
@@ -440,7 +466,7 @@ pub(crate) fn udp_send(fd: u64, uaddr: u64, addr_len: u64, flags: u32) {
                 last_report_ns: now,
             };
             // BPF_NOEXIST: of two threads racing on a new flow, one reports it.
-            if UDP_FLOWS.insert(&key, &flow, 1).is_err() {
+            if UDP_FLOWS.insert(key, flow, 1).is_err() {
                 return;
             }
             (1, false)
@@ -453,7 +479,7 @@ pub(crate) fn udp_send(fd: u64, uaddr: u64, addr_len: u64, flags: u32) {
     let rec = entry.as_mut_ptr();
     unsafe {
         fill_header(&raw mut (*rec).header, RecordKind::UdpSend, pid_tgid);
-        (*rec).result = 0;
+        (*rec).result = result as i32;
         fill_tuple(rec, sk);
         (*rec).family = family;
         (*rec).remote_port = key.port;
@@ -477,6 +503,129 @@ fn udp_sendmsg(fd: u64, msg: u64) {
         return;
     };
     udp_send(fd, hdr[0], hdr[1] & 0xffff_ffff, 0);
+}
+
+/// Destinations of one `sendmmsg` call kept from entry to exit.
+const MMSG_MAX: usize = 8;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PendingMmsg {
+    sk: u64,
+    /// Destinations read (at most `MMSG_MAX`).
+    n: u32,
+    _pad: u32,
+    dests: [UdpFlowKey; MMSG_MAX],
+}
+
+#[map]
+static PENDING_MMSG: HashMap<u32, PendingMmsg> = HashMap::with_max_entries(4096, 0);
+
+#[map]
+static MMSG_SCRATCH: PerCpuArray<PendingMmsg> = PerCpuArray::with_max_entries(1, 0);
+
+/// `sendmmsg(fd, msgvec, vlen, ..)`: the destinations of the first `MMSG_MAX`
+/// messages (`struct mmsghdr` is 64 bytes: a `user_msghdr` and `msg_len`), read at
+/// entry as the kernel reads them.
+#[inline(always)]
+fn udp_sendmmsg_enter(fd: u64, msgvec: u64, vlen: u64) {
+    if msgvec == 0 || vlen == 0 {
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if excluded(pid_tgid) {
+        return;
+    }
+    let Ok(sk) = (unsafe { fd_to_sock(fd) }) else {
+        return;
+    };
+    let protocol: u16 = unsafe { read_kernel(sk, get::OFF_SK_PROTOCOL()) }.unwrap_or(0);
+    if protocol != IPPROTO_UDP && protocol != IPPROTO_UDPLITE {
+        return;
+    }
+    let Some(m) = MMSG_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let m = unsafe { &mut *m };
+    m.sk = sk as u64;
+    m.n = 0;
+    m._pad = 0;
+    for i in 0..MMSG_MAX {
+        let d = &mut m.dests[i];
+        d.sk = sk as u64;
+        d.family = 0;
+        if (i as u64) >= vlen {
+            continue;
+        }
+        let hdr = msgvec + 64 * i as u64;
+        let Ok(name) = (unsafe { bpf_probe_read_user(hdr as *const [u64; 2]) }) else {
+            continue;
+        };
+        if name[0] == 0 || (name[1] & 0xffff_ffff) < 8 {
+            continue;
+        }
+        let Ok(head) = (unsafe { bpf_probe_read_user(name[0] as *const [u8; 24]) }) else {
+            continue;
+        };
+        let family = u16::from_ne_bytes([head[0], head[1]]);
+        if family != AF_INET && family != AF_INET6 {
+            continue;
+        }
+        d.family = family;
+        d.port = u16::from_be_bytes([head[2], head[3]]);
+        d._pad = 0;
+        d.addr = [0; 16];
+        if family == AF_INET {
+            d.addr[0] = head[4];
+            d.addr[1] = head[5];
+            d.addr[2] = head[6];
+            d.addr[3] = head[7];
+        } else {
+            let mut j = 0;
+            while j < 16 {
+                d.addr[j] = head[8 + j];
+                j += 1;
+            }
+        }
+        m.n += 1;
+    }
+    if m.n == 0 {
+        return;
+    }
+    let value: &PendingMmsg = m;
+    if PENDING_MMSG.insert(pid_tgid as u32, value, 0).is_err() {
+        count_lost(RecordKind::UdpSend);
+        net_count(NET_PENDING_FULL);
+    }
+}
+
+/// `sendmmsg` exit: `result` messages went out; each destination among them counts.
+#[inline(always)]
+fn udp_sendmmsg_exit(result: i64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let Some(m) = PENDING_MMSG.get_ptr(tid) else {
+        return;
+    };
+    let m: &PendingMmsg = unsafe { &*m };
+    for i in 0..MMSG_MAX {
+        if (i as i64) < result && m.dests[i].family != 0 {
+            udp_flow_key(pid_tgid, m.dests[i], 0, 1);
+        }
+    }
+    let _ = PENDING_MMSG.remove(tid);
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_sendmmsg")]
+pub fn sys_enter_sendmmsg(ctx: TracePointContext) -> u32 {
+    udp_sendmmsg_enter(arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_sendmmsg")]
+pub fn sys_exit_sendmmsg(ctx: TracePointContext) -> u32 {
+    udp_sendmmsg_exit(ret(&ctx));
+    0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
@@ -545,9 +694,21 @@ pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
     0
 }
 
+#[tracepoint(category = "syscalls", name = "sys_exit_sendto")]
+pub fn sys_exit_sendto(ctx: TracePointContext) -> u32 {
+    exit_sock_call(ret(&ctx));
+    0
+}
+
 #[tracepoint(category = "syscalls", name = "sys_enter_sendmsg")]
 pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
     udp_sendmsg(arg(&ctx, 0), arg(&ctx, 1));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_sendmsg")]
+pub fn sys_exit_sendmsg(ctx: TracePointContext) -> u32 {
+    exit_sock_call(ret(&ctx));
     0
 }
 
@@ -560,6 +721,7 @@ const NR_ACCEPT: u64 = 43;
 const NR_BIND: u64 = 49;
 const NR_LISTEN: u64 = 50;
 const NR_ACCEPT4: u64 = 288;
+const NR_SENDMMSG: u64 = 307;
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn raw_net_sys_enter(ctx: RawTracePointContext) -> i32 {
@@ -582,6 +744,7 @@ pub fn raw_net_sys_enter(ctx: RawTracePointContext) -> i32 {
             udp_send(a(0), a(4), len, 0)
         }
         NR_SENDMSG => udp_sendmsg(a(0), a(1)),
+        NR_SENDMMSG => udp_sendmmsg_enter(a(0), a(1), a(2)),
         _ => {}
     }
     0
@@ -592,15 +755,23 @@ pub fn raw_net_sys_exit(ctx: RawTracePointContext) -> i32 {
     let id = syscall_nr(ctx.arg(0));
     if !matches!(
         id,
-        NR_CONNECT | NR_BIND | NR_LISTEN | NR_ACCEPT | NR_ACCEPT4
+        NR_CONNECT
+            | NR_BIND
+            | NR_LISTEN
+            | NR_ACCEPT
+            | NR_ACCEPT4
+            | NR_SENDTO
+            | NR_SENDMSG
+            | NR_SENDMMSG
     ) || crate::net_compat::in_compat_syscall()
     {
         return 0;
     }
     let result: i64 = ctx.arg(1);
     match id {
-        NR_CONNECT | NR_BIND | NR_LISTEN => exit_sock_call(result),
+        NR_CONNECT | NR_BIND | NR_LISTEN | NR_SENDTO | NR_SENDMSG => exit_sock_call(result),
         NR_ACCEPT | NR_ACCEPT4 => exit_accept(result, 0),
+        NR_SENDMMSG => udp_sendmmsg_exit(result),
         _ => {}
     }
     0

@@ -57,6 +57,21 @@ pub(crate) fn in_compat_syscall() -> bool {
     status & TS_COMPAT != 0
 }
 
+/// An i386 syscall number this file handles.
+#[inline(always)]
+fn is_socket_call32(id: u64) -> bool {
+    matches!(
+        id,
+        NR32_SOCKETCALL
+            | NR32_BIND
+            | NR32_CONNECT
+            | NR32_LISTEN
+            | NR32_ACCEPT4
+            | NR32_SENDTO
+            | NR32_SENDMSG
+    )
+}
+
 /// i386 syscall argument `n` (bx, cx, dx, si, di, bp).
 #[inline(always)]
 fn arg32(regs: *const u8, n: usize) -> u64 {
@@ -86,10 +101,12 @@ fn sendmsg32(fd: u64, msg: u64) {
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn raw_net_compat_enter(ctx: RawTracePointContext) -> i32 {
-    if !in_compat_syscall() {
+    // The number first (no helper call): of these, only 102 is also an x86_64 syscall
+    // (getuid); 361-370 are unassigned there. Every other syscall returns here.
+    let id: u64 = ctx.arg(1);
+    if !is_socket_call32(id) || !in_compat_syscall() {
         return 0;
     }
-    let id: u64 = ctx.arg(1);
     let regs: *const u8 = ctx.arg(0);
     let a = |n| arg32(regs, n);
     match id {
@@ -126,18 +143,22 @@ pub fn raw_net_compat_enter(ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn raw_net_compat_exit(ctx: RawTracePointContext) -> i32 {
-    if !in_compat_syscall() {
-        return 0;
-    }
     let regs: *const u8 = ctx.arg(0);
     let id = syscall_nr(regs);
+    if !is_socket_call32(id) || !in_compat_syscall() {
+        return 0;
+    }
     // The return value of a 32-bit call is the low half, sign-extended.
     let result = ctx.arg::<u64>(1) as u32 as i32 as i64;
     match id {
-        NR32_CONNECT | NR32_BIND | NR32_LISTEN => exit_sock_call(result),
+        NR32_CONNECT | NR32_BIND | NR32_LISTEN | NR32_SENDTO | NR32_SENDMSG => {
+            exit_sock_call(result)
+        }
         NR32_ACCEPT4 => exit_accept(result, COMPAT),
         NR32_SOCKETCALL => match arg32(regs, 0) {
-            SYS_CONNECT | SYS_BIND | SYS_LISTEN => exit_sock_call(result),
+            SYS_CONNECT | SYS_BIND | SYS_LISTEN | SYS_SENDTO | SYS_SENDMSG => {
+                exit_sock_call(result)
+            }
             SYS_ACCEPT | SYS_ACCEPT4 => exit_accept(result, COMPAT),
             _ => {}
         },

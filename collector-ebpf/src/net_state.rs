@@ -151,7 +151,7 @@ pub(crate) fn track_owner(sk: u64, header: &RecordHeader, local_port: u16, flags
         local_port,
         connect_unreported: 0,
     };
-    if SOCKS.insert(sk, &owner, 0).is_err() {
+    if SOCKS.insert(sk, owner, 0).is_err() {
         net_count(NET_OWNER_MAP_FULL);
     }
     id
@@ -208,6 +208,7 @@ fn active_birth(sk: u64) {
         // The kernel's own connecting sock, whatever the fd points at by now.
         Some(p) if unsafe { (*p).kind } == RecordKind::Connect as u32 => unsafe {
             (*p).sk = sk;
+            (*p).conn_id = owner.id;
             owner.flags = (*p).flags;
         },
         _ => {
@@ -218,7 +219,7 @@ fn active_birth(sk: u64) {
             owner.connect_unreported = 1;
         }
     }
-    if SOCKS.insert(sk, &owner, 0).is_err() {
+    if SOCKS.insert(sk, owner, 0).is_err() {
         net_count(NET_OWNER_MAP_FULL);
     }
 }
@@ -326,5 +327,36 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
             }
         }
     }
+    0
+}
+
+/// `IORING_OP_ACCEPT`.
+const IORING_OP_ACCEPT: u8 = 13;
+
+/// An io_uring accept's completion, in the task (or io-wq worker of the process) that
+/// owns the ring: the new fd is in `cqe->res` and already installed, so it resolves to
+/// the accepted sock like an `accept(2)` exit. Fixed-file accepts (a direct descriptor
+/// index in `res`) resolve to whatever regular fd has that number, if any: not covered.
+///
+/// Hook: BTF tracepoint `io_uring:io_uring_complete` (Linux >= 5.19 for this argument
+/// list: ctx, req, cqe).
+#[btf_tracepoint(function = "io_uring_complete")]
+pub fn io_uring_complete_net(ctx: BtfTracePointContext) -> i32 {
+    // Plain numbers (as in `inet_sock_set_state`): probe reads of the argument slots.
+    let base = ctx.as_ptr() as *const u8;
+    let Ok(req) = (unsafe { read_kernel::<u64>(base, 8) }) else {
+        return 0;
+    };
+    let opcode: u8 =
+        unsafe { read_kernel(req as *const u8, get::OFF_NET_IO_KIOCB_OPCODE()) }.unwrap_or(0);
+    if opcode != IORING_OP_ACCEPT {
+        return 0;
+    }
+    let Ok(cqe) = (unsafe { read_kernel::<u64>(base, 16) }) else {
+        return 0;
+    };
+    // struct io_uring_cqe { u64 user_data; s32 res; u32 flags; }
+    let res: i32 = unsafe { read_kernel(cqe as *const u8, 8) }.unwrap_or(-1);
+    crate::net::exit_accept(res as i64, net_flags::IO_URING);
     0
 }

@@ -104,6 +104,8 @@ offsets! {
     OFF_NET_REGS_BP,
     /// `pt_regs.r9` (network: x86_64 argument 5)
     OFF_NET_REGS_R9,
+    /// `io_kiocb.opcode` (network: io_uring accept)
+    OFF_NET_IO_KIOCB_OPCODE,
 }
 
 /// Set by the loader: 1 when `sched_process_exit` passes `group_dead` (Linux >= 6.13).

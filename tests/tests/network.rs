@@ -19,6 +19,7 @@ const NET_ACTOR: &str = env!("CARGO_BIN_EXE_collector-net-actor");
 
 /// A running network source and its event stream.
 struct Net {
+    programs: Arc<KernelPrograms>,
     source: Arc<KernelSource>,
     rx: mpsc::Receiver<CollectionEvent>,
     shutdown: Arc<AtomicBool>,
@@ -28,8 +29,9 @@ struct Net {
 impl Net {
     fn start(config: KernelConfig) -> Self {
         let programs = KernelPrograms::load(config).expect("load kernel programs");
-        let source =
-            Arc::new(KernelSource::new(programs, KernelDomain::Network).expect("network source"));
+        let source = Arc::new(
+            KernelSource::new(programs.clone(), KernelDomain::Network).expect("network source"),
+        );
         let (tx, rx) = mpsc::channel(4096);
         let shutdown = Arc::new(AtomicBool::new(false));
         let task = {
@@ -37,6 +39,7 @@ impl Net {
             tokio::spawn(async move { source.start(tx, shutdown).await })
         };
         Self {
+            programs,
             source,
             rx,
             shutdown,
@@ -58,7 +61,7 @@ impl Net {
             while let Some(ev) = rx.recv().await {
                 if let CollectionEvent::Network(n) = ev {
                     if n.pid == pid {
-                        events.push(n);
+                        events.push(*n);
                         if done(&events) {
                             return;
                         }
@@ -71,7 +74,7 @@ impl Net {
             while let Some(ev) = rx.recv().await {
                 if let CollectionEvent::Network(n) = ev {
                     if n.pid == pid {
-                        events.push(n);
+                        events.push(*n);
                     }
                 }
             }
@@ -148,6 +151,15 @@ async fn check_tcp(ip: &str, family: AddressFamily, hooks: SyscallHooks) {
         })
         .await;
     let stats = net.source.stats();
+    // Our reading of bpf_prog_info (for recursion_misses) lines up with aya's.
+    let (ours, aya_count) = net
+        .programs
+        .program_run_counts("inet_sock_set_state")
+        .expect("program info");
+    assert!(
+        ours <= aya_count && aya_count - ours < 1_000_000,
+        "run_cnt read at our offset ({ours}) matches aya's ({aya_count})"
+    );
     net.stop().await;
 
     let bind = one(&events, NetworkEventKind::Bind);
@@ -280,10 +292,14 @@ async fn refused_connect_reports_its_errno_and_the_close_its_error() {
         Some(111),
         "sk_err of the reset connection"
     );
+    // The failed connect's local address was reset by the kernel on the way out
+    // (tcp_disconnect); the port is the one the SYN left from, as at close.
     assert_eq!(
-        close.source_addr, connect.source_addr,
+        close.source_addr.port(),
+        connect.source_addr.port(),
         "same local port at close"
     );
+    assert_eq!(close.dest_addr, connect.dest_addr);
     assert_no_kernel_address(&events);
 }
 
@@ -445,8 +461,9 @@ async fn v4_mapped_accept_on_a_dual_stack_listener_shows_ipv4() {
     assert_eq!(close.source_addr, accept.dest_addr);
 }
 
-/// `int $0x80` connects, as `nobody`: through `socketcall(SYS_CONNECT)` and the direct
-/// i386 `connect` (362). Per-syscall tracepoints never see these.
+/// The 32-bit entry, as `nobody`: connects through `socketcall(SYS_CONNECT)` and the
+/// direct i386 `connect` (362); bind, listen and accept through `socketcall`; a UDP
+/// `sendto` through i386 `sendto` (369). Per-syscall tracepoints never see these.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_through_the_32bit_entry_is_seen() {
     if !kernel_or_skip("connect_through_the_32bit_entry_is_seen") {
@@ -461,19 +478,158 @@ async fn connect_through_the_32bit_entry_is_seen() {
     let pid: u32 = out["pid"].parse().unwrap();
     assert_eq!(out["rc1"], "0", "socketcall connect: {out:?}");
     assert_eq!(out["rc2"], "0", "i386 connect: {out:?}");
+    for rc in ["rc_bind", "rc_listen"] {
+        assert_eq!(out[rc], "0", "{rc}: {out:?}");
+    }
+    assert_eq!(out["rc_sendto"], "1", "{out:?}");
     let events = net
         .collect(pid, Duration::from_millis(300), |e| {
-            count(e, NetworkEventKind::Connect) >= 2
+            count(e, NetworkEventKind::Connect) >= 3
+                && count(e, NetworkEventKind::Accept) >= 1
+                && count(e, NetworkEventKind::UdpSend) >= 1
         })
         .await;
     net.stop().await;
     let connects = of(&events, NetworkEventKind::Connect);
-    assert_eq!(connects.len(), 2, "{events:#?}");
+    assert_eq!(connects.len(), 3, "{events:#?}");
     for (c, (p, local)) in connects.iter().zip([("p1", "c1"), ("p2", "c2")]) {
         assert!(c.compat_syscall, "marked as a 32-bit call: {c:#?}");
         assert_eq!(c.uid, Some(65534));
         assert_eq!(c.errno, None);
         assert_eq!(c.dest_addr.to_string(), format!("127.0.0.1:{}", out[p]));
         assert_eq!(c.source_addr.port().to_string(), out[local]);
+    }
+    assert!(
+        !connects[2].compat_syscall,
+        "the native connect is not marked"
+    );
+    let server = format!("127.0.0.1:{}", out["p3"]);
+    // The actor's native listeners are bound too; one bind and one listen are 32-bit.
+    let compat = |kind| -> Vec<NetworkEvent> {
+        of(&events, kind)
+            .into_iter()
+            .filter(|e| e.compat_syscall)
+            .cloned()
+            .collect()
+    };
+    let binds = compat(NetworkEventKind::Bind);
+    assert_eq!(binds.len(), 1, "{events:#?}");
+    assert_eq!(binds[0].dest_addr.to_string(), server);
+    let listens = compat(NetworkEventKind::Listen);
+    assert_eq!(listens.len(), 1, "{events:#?}");
+    assert_eq!(listens[0].dest_addr.to_string(), server);
+    let accept = one(&events, NetworkEventKind::Accept);
+    assert!(accept.compat_syscall, "{accept:#?}");
+    assert_eq!(accept.dest_addr.to_string(), server);
+    assert_eq!(
+        accept.source_addr.to_string(),
+        format!("127.0.0.1:{}", out["c3"])
+    );
+    let send = one(&events, NetworkEventKind::UdpSend);
+    assert!(send.compat_syscall);
+    assert_eq!(
+        send.dest_addr.to_string(),
+        format!("127.0.0.1:{}", out["p4"])
+    );
+    assert_eq!(send.source_addr.port().to_string(), out["u_port"]);
+    assert_eq!(send.uid, Some(65534));
+}
+
+/// io_uring connect (IORING_OP_CONNECT) and accept (IORING_OP_ACCEPT): no connect or
+/// accept syscall runs, yet both are seen, with their ports, and marked as io_uring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn io_uring_connect_and_accept_are_seen_and_marked() {
+    if !kernel_or_skip("io_uring_connect_and_accept_are_seen_and_marked") {
+        return;
+    }
+    let mut net = Net::start(KernelConfig::default());
+    let out = run_actor(NET_ACTOR, &["uring"]);
+    let pid: u32 = out["pid"].parse().unwrap();
+    let events = net
+        .collect(pid, Duration::from_millis(300), |e| {
+            count(e, NetworkEventKind::Connect) >= 1
+                && count(e, NetworkEventKind::Accept) >= 1
+                && count(e, NetworkEventKind::Close) >= 2
+        })
+        .await;
+    net.stop().await;
+    let server = format!("127.0.0.1:{}", out["port"]);
+    let client = format!("127.0.0.1:{}", out["client_port"]);
+    let connect = one(&events, NetworkEventKind::Connect);
+    assert!(connect.io_uring, "connect marked as io_uring: {connect:#?}");
+    assert_eq!(connect.source_addr.to_string(), client);
+    assert_eq!(connect.dest_addr.to_string(), server);
+    let accept = one(&events, NetworkEventKind::Accept);
+    assert!(accept.io_uring, "accept marked as io_uring: {accept:#?}");
+    assert_eq!(accept.source_addr.to_string(), client);
+    assert_eq!(accept.dest_addr.to_string(), server);
+    let closes = of(&events, NetworkEventKind::Close);
+    assert!(closes
+        .iter()
+        .any(|c| c.connection_id == connect.connection_id && c.source_addr.to_string() == client));
+    assert!(closes
+        .iter()
+        .any(|c| c.connection_id == accept.connection_id && c.source_addr.to_string() == server));
+}
+
+/// Another thread `dup2`s a different, bound socket onto the fd while a connect blocks:
+/// the connect is still reported for the socket that really connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_attributed_to_the_socket_that_connected_despite_dup2() {
+    if !kernel_or_skip("connect_is_attributed_to_the_socket_that_connected_despite_dup2") {
+        return;
+    }
+    let mut net = Net::start(KernelConfig::default());
+    let out = run_actor(NET_ACTOR, &["dup2-race"]);
+    let pid: u32 = out["pid"].parse().unwrap();
+    let server = format!("127.0.0.1:{}", out["port"]);
+    let events = net
+        .collect(pid, Duration::from_millis(300), |e| {
+            count(e, NetworkEventKind::Connect) >= 2
+        })
+        .await;
+    net.stop().await;
+    let raced: Vec<_> = of(&events, NetworkEventKind::Connect)
+        .into_iter()
+        .filter(|c| c.source_addr.port().to_string() != out["other_port"])
+        .collect();
+    assert_eq!(
+        of(&events, NetworkEventKind::Connect).len(),
+        raced.len(),
+        "no connect reported with the dup2'd socket's port {}: {events:#?}",
+        out["other_port"]
+    );
+    assert!(
+        raced.iter().any(
+            |c| c.source_addr.port().to_string() == out["connected_port"]
+                && c.dest_addr.to_string() == server
+                && c.errno.is_none()
+        ),
+        "the raced connect, with the port that connected ({}): {events:#?}",
+        out["connected_port"]
+    );
+}
+
+/// One `sendmmsg` to destinations 1, 2, 1, 3: three new destinations, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_sendmmsg_destinations_are_reported_once_each() {
+    if !kernel_or_skip("udp_sendmmsg_destinations_are_reported_once_each") {
+        return;
+    }
+    let mut net = Net::start(KernelConfig::default());
+    let out = run_actor(NET_ACTOR, &["udp-mmsg"]);
+    let pid: u32 = out["pid"].parse().unwrap();
+    let events = net
+        .collect(pid, Duration::from_millis(500), |e| {
+            count(e, NetworkEventKind::UdpSend) >= 3
+        })
+        .await;
+    net.stop().await;
+    let sends = of(&events, NetworkEventKind::UdpSend);
+    assert_eq!(sends.len(), 3, "one event per new destination: {events:#?}");
+    for (send, p) in sends.iter().zip(["p1", "p2", "p3"]) {
+        assert_eq!(send.dest_addr.to_string(), format!("127.0.0.1:{}", out[p]));
+        assert_eq!(send.source_addr.port().to_string(), out["local_port"]);
+        assert_eq!(send.send_count, Some(1));
     }
 }

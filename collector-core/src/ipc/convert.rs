@@ -186,7 +186,7 @@ pub fn event_from_proto(ev: pb::Event) -> Result<CollectionEvent, ConvertError> 
     use pb::event::Event as E;
     match ev.event.ok_or(ConvertError::Missing("event"))? {
         E::Process(e) => process_from_proto(e).map(|e| CollectionEvent::Process(e.into())),
-        E::Network(e) => network_from_proto(e).map(CollectionEvent::Network),
+        E::Network(e) => network_from_proto(e).map(|e| CollectionEvent::Network(e.into())),
         E::Filesystem(e) => filesystem_from_proto(e).map(CollectionEvent::Filesystem),
         E::Performance(e) => performance_from_proto(e).map(CollectionEvent::Performance),
     }

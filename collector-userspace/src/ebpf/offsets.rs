@@ -39,6 +39,10 @@ const FIELDS: &[(&str, &str, &str)] = &[
     ("OFF_NET_TASK_FLAGS", "task_struct", "flags"),
 ];
 
+/// Fields the io_uring network hook reads. Optional: a kernel without io_uring lacks
+/// them, and then that hook is not attached (see `OPTIONAL_PROGRAMS` in the loader).
+const IO_URING_FIELDS: &[(&str, &str, &str)] = &[("OFF_NET_IO_KIOCB_OPCODE", "io_kiocb", "opcode")];
+
 /// Fields the 32-bit (compat) network hooks read: x86 only. Optional: where they are
 /// missing those hooks stay inert (`HAS_COMPAT_SYSCALLS` = 0), nothing else.
 const COMPAT_FIELDS: &[(&str, &str, &str)] = &[
@@ -108,6 +112,13 @@ impl KernelOffsets {
                 tracing::debug!("32-bit syscall entry cannot be watched: {e}");
                 values.extend(COMPAT_FIELDS.iter().map(|&(global, ..)| (global, 0)));
             }
+        }
+        for &(global, ty, path) in IO_URING_FIELDS {
+            let offset = btf.member_offset(ty, path).unwrap_or_else(|e| {
+                tracing::debug!("io_uring accepts cannot be watched: {e}");
+                0
+            });
+            values.push((global, offset));
         }
         // ctx + task + group_dead
         let exit_has_group_dead = btf

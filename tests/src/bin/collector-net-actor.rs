@@ -6,9 +6,12 @@
 //! collector-net-actor refused                 connect to a closed loopback port
 //! collector-net-actor nonblock                non-blocking connect (EINPROGRESS), accept, close
 //! collector-net-actor udp                     sendto three destinations, then the first again
+//! collector-net-actor udp-mmsg                one sendmmsg: destinations 1, 2, 1, 3
 //! collector-net-actor unix DIR                connect to a unix socket at DIR/sock and to an abstract name
 //! collector-net-actor dualstack               accept a 127.0.0.1 connection on a [::] listener
 //! collector-net-actor int80                   as nobody: connect through int $0x80 (socketcall and direct)
+//! collector-net-actor dup2-race              dup2 another socket onto the fd of a blocking connect
+//! collector-net-actor uring                   connect and accept through io_uring (IORING_OP_CONNECT/ACCEPT)
 //! ```
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, TcpListener};
@@ -19,9 +22,12 @@ fn main() {
         Some("refused") => refused(),
         Some("nonblock") => nonblock(),
         Some("udp") => udp(),
+        Some("udp-mmsg") => udp_mmsg(),
         Some("unix") => unix(&args[1]),
         Some("dualstack") => dualstack(),
         Some("int80") => int80_connects(),
+        Some("uring") => uring(),
+        Some("dup2-race") => dup2_race(),
         _ => {
             eprintln!("usage: collector-net-actor refused|nonblock|udp|unix DIR|dualstack|int80");
             std::process::exit(2);
@@ -303,14 +309,201 @@ fn int80_connects() -> String {
         libc::close(fd1);
         libc::close(fd2);
         drop((l1, l2));
+
+        // bind, listen and accept through socketcall, sendto through i386 sendto (369).
+        let sa3 = (base + 192) as *mut libc::sockaddr_in;
+        *sa3 = sockaddr_in(0);
+        let l = tcp_socket(0);
+        *args = l as u32;
+        *args.add(1) = sa3 as u32;
+        *args.add(2) = 16;
+        let rc_bind = syscall32(102, 2, args as u32, 0);
+        *args.add(1) = 8;
+        let rc_listen = syscall32(102, 4, args as u32, 0);
+        let p3 = local_port(l);
+        *sa3 = sockaddr_in(p3);
+        let c = tcp_socket(0);
+        let (rc, errno) = connect_in(c, &*sa3);
+        assert_eq!(rc, 0, "connect: {errno}");
+        let c3 = local_port(c);
+        *args = l as u32;
+        *args.add(1) = 0;
+        *args.add(2) = 0;
+        let afd = syscall32(102, 5, args as u32, 0);
+        let u = check(libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0), "socket");
+        let p4 = free_port();
+        *sa3 = sockaddr_in(p4);
+        let msg = (base + 256) as *mut u8;
+        *msg = b'x';
+        // sendto(fd, buf, len, flags, addr, addrlen): six arguments, the last in ebp.
+        let rc_sendto = syscall32_6(369, [u as u32, msg as u32, 1, 0, sa3 as u32, 16]);
+        let u_port = local_port(u);
+        libc::close(u);
+        libc::close(afd);
+        libc::close(c);
+        libc::close(l);
         format!(
-            "p1={p1} p2={p2} rc1={rc1} rc2={rc2} c1={c1} c2={c2} uid={}",
+            "p1={p1} p2={p2} rc1={rc1} rc2={rc2} c1={c1} c2={c2} uid={} \
+             rc_bind={rc_bind} rc_listen={rc_listen} p3={p3} c3={c3} afd={afd} \
+             p4={p4} rc_sendto={rc_sendto} u_port={u_port}",
             libc::getuid()
         )
     }
 }
 
+/// A 32-bit syscall with six arguments (the sixth in ebp, saved around the call).
+#[cfg(target_arch = "x86_64")]
+unsafe fn syscall32_6(nr: u32, a: [u32; 6]) -> i32 {
+    let ret: u32;
+    // SAFETY: the caller passes a valid i386 syscall; rbx and rbp are restored.
+    unsafe {
+        std::arch::asm!(
+            "push rbp",
+            "push rbx",
+            "mov ebx, dword ptr [{a}]",
+            "mov ecx, dword ptr [{a} + 4]",
+            "mov edx, dword ptr [{a} + 8]",
+            "mov esi, dword ptr [{a} + 12]",
+            "mov edi, dword ptr [{a} + 16]",
+            "mov ebp, dword ptr [{a} + 20]",
+            "int 0x80",
+            "pop rbx",
+            "pop rbp",
+            a = in(reg) a.as_ptr(),
+            inlateout("eax") nr => ret,
+            out("ecx") _, out("edx") _, out("esi") _, out("edi") _,
+            lateout("r8") _, lateout("r9") _, lateout("r10") _, lateout("r11") _,
+        );
+    }
+    ret as i32
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 fn int80_connects() -> String {
     "skipped=not-x86_64".into()
+}
+
+fn uring() -> String {
+    use io_uring::{opcode, types, IoUring};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let lfd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    let mut ring = IoUring::new(8).expect("io_uring_setup");
+    let fd = tcp_socket(0);
+    let sa = sockaddr_in(port);
+    let connect = opcode::Connect::new(
+        types::Fd(fd),
+        (&sa as *const libc::sockaddr_in).cast(),
+        size_of::<libc::sockaddr_in>() as u32,
+    )
+    .build()
+    .user_data(1);
+    // SAFETY: `sa` outlives the wait below.
+    unsafe { ring.submission().push(&connect).expect("queue connect") };
+    ring.submit_and_wait(1).expect("io_uring_enter");
+    let cqe = ring.completion().next().expect("connect completion");
+    assert_eq!(cqe.result(), 0, "io_uring connect");
+    let accept = opcode::Accept::new(types::Fd(lfd), std::ptr::null_mut(), std::ptr::null_mut())
+        .build()
+        .user_data(2);
+    // SAFETY: no buffers.
+    unsafe { ring.submission().push(&accept).expect("queue accept") };
+    ring.submit_and_wait(1).expect("io_uring_enter");
+    let cqe = ring.completion().next().expect("accept completion");
+    let afd = cqe.result();
+    assert!(afd >= 0, "io_uring accept: {afd}");
+    let client_port = local_port(fd);
+    // SAFETY: our fds.
+    unsafe {
+        libc::close(afd);
+        libc::close(fd);
+    }
+    format!("port={port} client_port={client_port}")
+}
+
+/// A blocking connect whose fd another thread replaces (`dup2`) while it blocks. The
+/// listener's accept queue is full, so the first SYN is dropped and the connect waits
+/// for the retransmission (1 s); meanwhile the fd is pointed at a different, bound
+/// socket and the queue is drained.
+fn dup2_race() -> String {
+    // SAFETY: plain syscalls on our own fds.
+    unsafe {
+        let l = tcp_socket(0);
+        let sa = sockaddr_in(0);
+        check(
+            libc::bind(l, (&sa as *const libc::sockaddr_in).cast(), 16),
+            "bind",
+        );
+        check(libc::listen(l, 0), "listen");
+        let port = local_port(l);
+        // Fill the accept queue (backlog 0 holds one).
+        let filler = tcp_socket(0);
+        assert_eq!(connect_in(filler, &sockaddr_in(port)).0, 0);
+        let fd = tcp_socket(0);
+        let connector = std::thread::spawn(move || connect_in(fd, &sockaddr_in(port)));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let other = tcp_socket(0);
+        check(
+            libc::bind(other, (&sa as *const libc::sockaddr_in).cast(), 16),
+            "bind",
+        );
+        let other_port = local_port(other);
+        check(libc::dup2(other, fd), "dup2");
+        let a1 = check(
+            libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut()),
+            "accept",
+        );
+        let (rc, errno) = connector.join().unwrap();
+        assert_eq!(rc, 0, "the raced connect: errno {errno}");
+        // The connected socket's port, as its peer sees it.
+        let mut peer: libc::sockaddr_in = zeroed();
+        let mut len = size_of::<libc::sockaddr_in>() as u32;
+        let a2 = check(
+            libc::accept(l, (&mut peer as *mut libc::sockaddr_in).cast(), &mut len),
+            "accept",
+        );
+        let connected_port = u16::from_be(peer.sin_port);
+        for f in [a1, a2, fd, other, filler, l] {
+            libc::close(f);
+        }
+        format!("port={port} connected_port={connected_port} other_port={other_port}")
+    }
+}
+
+fn udp_mmsg() -> String {
+    // SAFETY: plain syscalls with buffers that outlive them.
+    unsafe {
+        let fd = check(libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0), "socket");
+        let ports = [free_port(), free_port(), free_port()];
+        let dests = [
+            sockaddr_in(ports[0]),
+            sockaddr_in(ports[1]),
+            sockaddr_in(ports[0]),
+            sockaddr_in(ports[2]),
+        ];
+        let mut byte = *b"x";
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let mut msgs: Vec<libc::mmsghdr> = dests
+            .iter()
+            .map(|d| {
+                let mut m: libc::mmsghdr = zeroed();
+                m.msg_hdr.msg_name = (d as *const libc::sockaddr_in).cast_mut().cast();
+                m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+                m.msg_hdr.msg_iov = &mut iov;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        let sent = libc::sendmmsg(fd, msgs.as_mut_ptr(), msgs.len() as u32, 0);
+        assert_eq!(sent, 4, "sendmmsg: {}", std::io::Error::last_os_error());
+        let local = local_port(fd);
+        libc::close(fd);
+        format!(
+            "local_port={local} p1={} p2={} p3={}",
+            ports[0], ports[1], ports[2]
+        )
+    }
 }

@@ -98,7 +98,7 @@ fn one_event(body: &[u8], names: &mut SourceNames) -> Option<CollectionEvent> {
     }
     match field {
         event::PROCESS => process_event(inner, names).map(|e| CollectionEvent::Process(e.into())),
-        event::NETWORK => network_event(inner, names).map(CollectionEvent::Network),
+        event::NETWORK => network_event(inner, names).map(|e| CollectionEvent::Network(e.into())),
         event::FILESYSTEM => filesystem_event(inner, names).map(CollectionEvent::Filesystem),
         event::PERFORMANCE => performance_event(inner, names).map(CollectionEvent::Performance),
         _ => None,

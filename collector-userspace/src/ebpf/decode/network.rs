@@ -96,7 +96,7 @@ pub fn decode_network(
     if matches!(kind, RecordKind::UnixConnect | RecordKind::UnixBind) {
         let r: UnixRecord = read(bytes, kind as u32)?;
         let none = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
-        return Ok(CollectionEvent::Network(NetworkEvent {
+        return Ok(CollectionEvent::Network(Box::new(NetworkEvent {
             kind: event_kind,
             timestamp: clock.to_utc(r.header.ktime_ns),
             pid: r.header.pid,
@@ -117,7 +117,7 @@ pub fn decode_network(
             count_update: false,
             io_uring: r.net_flags & net_flags::IO_URING != 0,
             compat_syscall: r.net_flags & net_flags::COMPAT != 0,
-        }));
+        })));
     }
     let r: NetRecord = read(bytes, kind as u32)?;
     let (mut local_ip, mut remote_ip) = (ip(r.family, r.local_addr), ip(r.family, r.remote_addr));
@@ -144,7 +144,7 @@ pub fn decode_network(
         NetworkEventKind::Listen | NetworkEventKind::Bind => (local, local),
         _ => (local, remote),
     };
-    Ok(CollectionEvent::Network(NetworkEvent {
+    Ok(CollectionEvent::Network(Box::new(NetworkEvent {
         kind: event_kind,
         timestamp: clock.to_utc(r.header.ktime_ns),
         pid: r.header.pid,
@@ -165,7 +165,7 @@ pub fn decode_network(
         count_update: r.net_flags & net_flags::UPDATE != 0,
         io_uring: r.net_flags & net_flags::IO_URING != 0,
         compat_syscall: r.net_flags & net_flags::COMPAT != 0,
-    }))
+    })))
 }
 
 #[cfg(test)]
@@ -205,5 +205,115 @@ mod tests {
         assert_eq!(n.source_addr.to_string(), "[::1]:8080");
         assert_eq!(n.dest_addr.to_string(), "[::1]:40000");
         assert_eq!(n.family, AddressFamily::Ipv6);
+    }
+
+    fn decode(bytes: &[u8]) -> NetworkEvent {
+        match decode_network(bytes, &BootClock::new(), &"t".into()).unwrap() {
+            CollectionEvent::Network(n) => *n,
+            other => panic!("not network: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn v4_mapped_addresses_are_ipv4() {
+        // SAFETY: all-zero is a valid NetRecord.
+        let mut r: NetRecord = unsafe { std::mem::zeroed() };
+        r.header = header(RecordKind::Accept);
+        r.family = AF_INET6;
+        r.protocol = 6;
+        r.sock_type = 1;
+        r.local_addr = Ipv4Addr::LOCALHOST.to_ipv6_mapped().octets();
+        r.remote_addr = Ipv4Addr::new(10, 0, 0, 7).to_ipv6_mapped().octets();
+        r.local_port = 80;
+        r.remote_port = 5000;
+        let n = decode(&bytes_of(&r));
+        assert_eq!(n.family, AddressFamily::Ipv4);
+        assert_eq!(n.source_addr.to_string(), "10.0.0.7:5000");
+        assert_eq!(n.dest_addr.to_string(), "127.0.0.1:80");
+        // A v6 socket whose local end is unset, talking to a v4-mapped peer.
+        r.header.kind = RecordKind::Connect as u32;
+        r.local_addr = [0; 16];
+        let n = decode(&bytes_of(&r));
+        assert_eq!(n.family, AddressFamily::Ipv4);
+        assert_eq!(n.source_addr.to_string(), "0.0.0.0:80");
+        // Real IPv6 stays IPv6.
+        r.remote_addr = Ipv6Addr::LOCALHOST.octets();
+        assert_eq!(decode(&bytes_of(&r)).family, AddressFamily::Ipv6);
+    }
+
+    #[test]
+    fn protocol_names_come_from_protocol_and_type() {
+        assert_eq!(protocol(6, 1), TransportProtocol::Tcp);
+        assert_eq!(protocol(17, 2), TransportProtocol::Udp);
+        assert_eq!(protocol(136, 2), TransportProtocol::Udp);
+        assert_eq!(protocol(1, 2), TransportProtocol::Icmp);
+        assert_eq!(protocol(58, 2), TransportProtocol::Icmp);
+        assert_eq!(protocol(132, 5), TransportProtocol::Sctp);
+        assert_eq!(protocol(262, 1), TransportProtocol::Mptcp);
+        assert_eq!(protocol(6, 3), TransportProtocol::Raw, "SOCK_RAW wins");
+        assert_eq!(protocol(255, 3), TransportProtocol::Raw);
+        assert_eq!(protocol(33, 6), TransportProtocol::Other);
+    }
+
+    #[test]
+    fn errors_flags_and_states_are_decoded() {
+        // SAFETY: all-zero is a valid NetRecord.
+        let mut r: NetRecord = unsafe { std::mem::zeroed() };
+        r.header = header(RecordKind::Close);
+        r.family = 2;
+        r.protocol = 6;
+        r.state = 7;
+        r.prev_state = 2;
+        r.sk_err = 111;
+        r.net_flags = net_flags::IO_URING | net_flags::COMPAT;
+        let n = decode(&bytes_of(&r));
+        assert_eq!(n.previous_state.as_deref(), Some("SYN_SENT"));
+        assert_eq!(n.socket_error, Some(111));
+        assert_eq!(n.errno, None);
+        assert!(n.io_uring && n.compat_syscall);
+        r.header.kind = RecordKind::Connect as u32;
+        r.result = -115;
+        r.sk_err = 0;
+        let n = decode(&bytes_of(&r));
+        assert_eq!(n.errno, Some(115));
+        assert_eq!(n.socket_error, None);
+        r.header.kind = RecordKind::UdpSend as u32;
+        r.result = 1;
+        r.send_count = 9;
+        r.net_flags = net_flags::UPDATE;
+        let n = decode(&bytes_of(&r));
+        assert_eq!(n.kind, NetworkEventKind::UdpSend);
+        assert_eq!(n.errno, None, "a byte count is not an error");
+        assert_eq!(n.send_count, Some(9));
+        assert!(n.count_update);
+    }
+
+    #[test]
+    fn unix_paths_and_abstract_names() {
+        // SAFETY: all-zero is a valid UnixRecord.
+        let mut r: UnixRecord = unsafe { std::mem::zeroed() };
+        r.header = header(RecordKind::UnixConnect);
+        let path = b"/run/docker.sock\0";
+        r.path[..path.len()].copy_from_slice(path);
+        r.path_len = path.len() as u16;
+        let n = decode(&bytes_of(&r));
+        assert_eq!(n.kind, NetworkEventKind::Connect);
+        assert_eq!(n.family, AddressFamily::Unix);
+        assert_eq!(n.unix_path.as_deref(), Some("/run/docker.sock"));
+        r.path = [0; UNIX_PATH_LEN];
+        r.path[1..4].copy_from_slice(b"abc");
+        r.path_len = 4;
+        r.header.kind = RecordKind::UnixBind as u32;
+        r.result = -98;
+        let n = decode(&bytes_of(&r));
+        assert_eq!(n.kind, NetworkEventKind::Bind);
+        assert_eq!(n.unix_path.as_deref(), Some("@abc"));
+        assert_eq!(n.errno, Some(98));
+        // A length the kernel never writes is clamped, not trusted.
+        r.path_len = u16::MAX;
+        assert!(decode(&bytes_of(&r)).unix_path.unwrap().starts_with("@abc"));
+        // Truncated records are errors, not panics.
+        let bytes = bytes_of(&r);
+        assert!(decode_network(&bytes[..bytes.len() - 1], &BootClock::new(), &"t".into()).is_err());
     }
 }
