@@ -58,6 +58,65 @@ impl EventSource for Flood {
     }
 }
 
+/// The same flood through the one-hop batch path: whole batches into the shared queue.
+struct BatchFlood {
+    events: u64,
+}
+
+#[async_trait]
+impl EventSource for BatchFlood {
+    fn name(&self) -> &'static str {
+        "batch-flood"
+    }
+
+    fn capabilities(&self) -> SourceCaps {
+        SourceCaps::PERFORMANCE
+    }
+
+    async fn start(
+        &self,
+        _tx: mpsc::Sender<CollectionEvent>,
+        _stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<()> {
+        anyhow::bail!("registered as a batch source")
+    }
+
+    async fn stop(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl collector_core::BatchSource for BatchFlood {
+    async fn run_batches(
+        &self,
+        tx: collector_core::BatchSender,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<()> {
+        let template = CollectionEvent::Performance(PerformanceEvent {
+            kind: PerformanceEventKind::Metric,
+            timestamp: chrono::DateTime::UNIX_EPOCH,
+            pid: 0,
+            source: "batch-flood".into(),
+            metric_name: String::new(),
+            value: 1.0,
+            unit: String::new(),
+            component: String::new(),
+        });
+        let size = tx.max_batch_size() as u64;
+        let mut buf = Vec::with_capacity(size as usize);
+        let mut left = self.events;
+        while left > 0 {
+            let n = left.min(size);
+            buf.extend((0..n).map(|_| template.clone()));
+            tx.send_batch(&mut buf).await;
+            left -= n;
+        }
+        shutdown.cancelled().await;
+        Ok(())
+    }
+}
+
 /// Counts events and wakes the benchmark once `target` have arrived.
 struct Counter {
     seen: AtomicU64,
@@ -80,6 +139,10 @@ impl EventSink for Counter {
 }
 
 async fn run_once(sources: usize, events_per_source: u64) -> Duration {
+    run_with(sources, events_per_source, false).await
+}
+
+async fn run_with(sources: usize, events_per_source: u64, batch: bool) -> Duration {
     let config = CollectorConfig::default().with_telemetry(false);
     let mut collector = Collector::new(config).expect("default config is valid");
     let counter = Arc::new(Counter {
@@ -88,13 +151,21 @@ async fn run_once(sources: usize, events_per_source: u64) -> Duration {
         done: Notify::new(),
     });
     collector.add_sink(counter.clone());
-    for name in NAMES.iter().take(sources) {
+    if batch {
         collector
-            .register(Box::new(Flood {
-                name,
+            .register_batch_source(Box::new(BatchFlood {
                 events: events_per_source,
             }))
-            .expect("distinct names under the limit");
+            .expect("one source");
+    } else {
+        for name in NAMES.iter().take(sources) {
+            collector
+                .register(Box::new(Flood {
+                    name,
+                    events: events_per_source,
+                }))
+                .expect("distinct names under the limit");
+        }
     }
     let handle = collector.handle();
     let started = Instant::now();
@@ -130,6 +201,13 @@ fn throughput(c: &mut Criterion) {
             });
         });
     }
+    group.bench_function("batch_source_one_hop", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| runtime.block_on(run_with(1, total, true)))
+                .sum()
+        });
+    });
     group.finish();
 }
 

@@ -6,6 +6,9 @@
 //!  source B --mpsc(event_buffer_size)--> forwarder B --/   (event_buffer_size events)
 //! ```
 //!
+//! * A [`BatchSource`](crate::BatchSource) (the kernel drain) skips the channel and the
+//!   forwarder: its [`BatchSender`](crate::BatchSender) pushes whole batches into the
+//!   shared queue itself, with one bounded wait per batch (`push_until`).
 //! * Each source sends into its own bounded channel, so it can read its pressure with
 //!   [`crate::pressure`] and the pipeline can count received and dropped events per source
 //!   without any shared state on the per-event path.

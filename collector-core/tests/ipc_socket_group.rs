@@ -31,8 +31,22 @@ fn mode(p: &Path) -> u32 {
 }
 
 /// Runs [`connect_as_another_user`] (this test binary) as `uid`/`gid`.
+///
+/// The binary is run from a copy next to the socket's directory, which the test made
+/// reachable by others: the checkout's `target/` may sit under a directory only root
+/// may enter (a fresh clone under `mktemp -d`, mode 0700), where exec as `nobody`
+/// fails with EACCES.
 fn connect_as(uid: u32, gid: u32, socket: &Path) -> std::process::Output {
-    Command::new(std::env::current_exe().unwrap())
+    let top = socket
+        .ancestors()
+        .nth(2)
+        .expect("the socket sits two levels under the test's directory");
+    let exe = top.join("ipc-socket-group-helper");
+    if !exe.exists() {
+        std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    Command::new(&exe)
         .args(["--exact", HELPER, "--ignored", "--test-threads=1"])
         .env(HELPER_ENV, socket)
         .uid(uid)

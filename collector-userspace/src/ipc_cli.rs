@@ -111,20 +111,37 @@ pub async fn events_to(
         .context("the collector refused the subscription")?;
     futures::pin_mut!(stream, stop);
     let mut printed = 0u64;
+    // Lines gather in one reused buffer and go out in one write when the stream has
+    // nothing more ready (or the buffer is large): a write and flush per wakeup, not
+    // per event, and no allocation per event.
+    let mut buf: Vec<u8> = Vec::with_capacity(OUT_CHUNK);
     loop {
-        let item = tokio::select! {
-            _ = &mut stop => return Ok(()),
-            item = stream.next() => item,
+        let item = match futures::FutureExt::now_or_never(stream.next()) {
+            Some(item) => item,
+            None => {
+                if !flush_lines(out, &mut buf)? {
+                    return Ok(());
+                }
+                tokio::select! {
+                    _ = &mut stop => return Ok(()),
+                    item = stream.next() => item,
+                }
+            }
         };
+        if !matches!(item, Some(Ok(SubscriptionItem::Event(_)))) && !flush_lines(out, &mut buf)? {
+            return Ok(());
+        }
         match item {
             None => bail!("the collector closed the event stream"),
             Some(Err(e)) => return Err(e).context("event stream failed"),
             Some(Ok(SubscriptionItem::Event(ev))) => {
-                if !write_line(out, &ev.to_json_line())? {
-                    return Ok(());
-                }
+                ev.write_json_line(&mut buf);
                 printed += 1;
                 if args.limit.is_some_and(|n| printed >= n) {
+                    flush_lines(out, &mut buf)?;
+                    return Ok(());
+                }
+                if buf.len() >= OUT_CHUNK && !flush_lines(out, &mut buf)? {
                     return Ok(());
                 }
             }
@@ -144,12 +161,28 @@ pub async fn events_to(
                 let _ = writeln!(err, "collector: capabilities now {:?}", caps.names());
             }
             Some(Ok(SubscriptionItem::EndOfStream { .. })) => {
-                // Everything queued for us was sent: a clean end, not an error.
-                out.flush().context("cannot flush stdout")?;
+                // Everything queued for us was sent (and written above): a clean end.
                 let _ = writeln!(err, "collector: shut down; end of the event stream");
                 return Ok(());
             }
         }
+    }
+}
+
+/// Bytes of JSON lines gathered before writing them out.
+const OUT_CHUNK: usize = 64 << 10;
+
+/// Writes and flushes `buf` (then clears it); false when the reader went away.
+fn flush_lines(out: &mut impl Write, buf: &mut Vec<u8>) -> anyhow::Result<bool> {
+    if buf.is_empty() {
+        return Ok(true);
+    }
+    let result = out.write_all(buf).and_then(|()| out.flush());
+    buf.clear();
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("cannot write output"),
     }
 }
 
@@ -394,5 +427,74 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["domain"], "process");
         assert_eq!(lines[1]["pid"], 2);
+    }
+
+    #[tokio::test]
+    async fn events_writes_everything_queued_then_exits_cleanly_at_end_of_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sock");
+        let sink = IpcSink::default();
+        let server = CollectorIpcServer::bind(
+            IpcServerConfig {
+                socket_path: path.clone(),
+                ..IpcServerConfig::default()
+            },
+            Arc::new(ManualStatus::new(SourceCaps::PROCESS)),
+            sink.clone(),
+            None,
+        )
+        .await
+        .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        let args = EventsArgs {
+            socket: SocketArgs { socket: path },
+            domains: vec![],
+            kinds: vec![],
+            limit: None,
+        };
+        let feed = async {
+            while sink.subscriber_count() == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            for b in 0..20u32 {
+                let batch: collector_core::EventBatch = (0..100)
+                    .map(|i| {
+                        CollectionEvent::from(ProcessEvent::new(
+                            ProcessEventKind::Exec,
+                            Utc::now(),
+                            b * 100 + i,
+                            "test",
+                        ))
+                    })
+                    .collect();
+                sink.deliver(&batch);
+            }
+            // Shut down with everything still queued.
+            stop.send(()).unwrap();
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let run = events_to(&args, &mut out, &mut err, std::future::pending());
+        let (res, ()) =
+            tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(run, feed) })
+                .await
+                .unwrap();
+        res.unwrap();
+        server.await.unwrap();
+        let pids: Vec<u64> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["pid"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(pids, (0..2000).collect::<Vec<u64>>());
+        assert!(String::from_utf8(err)
+            .unwrap()
+            .contains("end of the event stream"));
     }
 }

@@ -28,16 +28,18 @@ impl StdoutSink {
         let writer = std::thread::Builder::new()
             .name("stdout-sink".into())
             .spawn(move || {
+                // One reused buffer: no allocation per event, one write per batch.
+                let mut buf = Vec::with_capacity(64 << 10);
                 while let Ok(batch) = rx.recv() {
+                    buf.clear();
                     for event in batch.iter() {
-                        if writeln!(out, "{}", event.to_json_line()).is_err() {
-                            return; // stdout closed (e.g. `| head`): stop printing
-                        }
+                        event.write_json_line(&mut buf);
                     }
-                    if out.flush().is_err() {
-                        return;
+                    if out.write_all(&buf).is_err() || out.flush().is_err() {
+                        return; // stdout closed (e.g. `| head`): stop printing
                     }
                 }
+                let _ = out.flush();
             })
             .expect("spawn stdout writer thread");
         Self {

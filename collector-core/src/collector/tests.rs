@@ -801,3 +801,28 @@ async fn each_loss_is_counted_once_under_its_typed_reason() {
     );
     assert_eq!(status.sources[0].dropped, c.dropped);
 }
+
+#[tokio::test(start_paused = true)]
+async fn idle_batch_source_is_healthy_once_its_startup_check_passes() {
+    let cfg = config()
+        .with_startup_timeout(Duration::from_secs(1))
+        .with_health_check_interval(Duration::from_secs(3600));
+    let mut collector = Collector::new(cfg).unwrap();
+    // Sends nothing and runs until cancelled, like a kernel drain on a quiet host.
+    let fake = BatchFake {
+        batches: 0,
+        size: 0,
+        stopped: Arc::default(),
+        returned: Arc::default(),
+    };
+    collector.register_batch_source(Box::new(fake)).unwrap();
+    let handle = collector.handle();
+    let run = tokio::spawn(collector.run());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(health(&handle, "batch-fake").0, HealthState::Starting);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(health(&handle, "batch-fake"), (HealthState::Healthy, None));
+    handle.shutdown();
+    let summary = run.await.unwrap().unwrap();
+    assert!(summary.aborted.is_empty(), "{:?}", summary.aborted);
+}

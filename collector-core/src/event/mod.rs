@@ -188,6 +188,14 @@ impl CollectionEvent {
         // fallible Serialize impls.
         serde_json::to_string(self).expect("CollectionEvent serializes to JSON")
     }
+
+    /// Appends this event's JSON and a newline to `buf`: the same line as
+    /// [`to_json_line`](Self::to_json_line), without allocating when `buf` has room.
+    pub fn write_json_line(&self, buf: &mut Vec<u8>) {
+        // Writing into a Vec cannot fail, and serialization cannot either (see above).
+        serde_json::to_writer(&mut *buf, self).expect("CollectionEvent serializes to JSON");
+        buf.push(b'\n');
+    }
 }
 
 /// Serializes timestamps as RFC 3339 with exactly nine fractional digits.
@@ -196,7 +204,50 @@ pub(crate) mod rfc3339_nanos {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(ts: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&ts.to_rfc3339_opts(SecondsFormat::Nanos, true))
+        let mut buf = [0u8; 30];
+        match format(ts, &mut buf) {
+            Some(text) => s.serialize_str(text),
+            None => s.serialize_str(&ts.to_rfc3339_opts(SecondsFormat::Nanos, true)),
+        }
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` into `buf` without allocating: chrono's
+    /// formatter allocates a String per call, which showed in `collector events`.
+    /// `None` (use chrono) outside years 0..=9999 and on leap seconds.
+    pub fn format<'a>(ts: &DateTime<Utc>, buf: &'a mut [u8; 30]) -> Option<&'a str> {
+        use chrono::{Datelike, Timelike};
+        let (date, time) = (ts.date_naive(), ts.time());
+        let year = u32::try_from(date.year()).ok().filter(|y| *y <= 9999)?;
+        let nanos = time.nanosecond();
+        if nanos >= 1_000_000_000 {
+            return None;
+        }
+        let mut put = |at: usize, value: u32, digits: usize| {
+            let mut v = value;
+            for i in (0..digits).rev() {
+                buf[at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, year, 4);
+        put(5, date.month(), 2);
+        put(8, date.day(), 2);
+        put(11, time.hour(), 2);
+        put(14, time.minute(), 2);
+        put(17, time.second(), 2);
+        put(20, nanos, 9);
+        for (at, c) in [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+            (29, b'Z'),
+        ] {
+            buf[at] = c;
+        }
+        std::str::from_utf8(&buf[..]).ok()
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
@@ -214,8 +265,10 @@ pub(crate) mod rfc3339_nanos {
             ts: &Option<DateTime<Utc>>,
             s: S,
         ) -> Result<S::Ok, S::Error> {
-            ts.map(|t| t.to_rfc3339_opts(SecondsFormat::Nanos, true))
-                .serialize(s)
+            match ts {
+                Some(t) => super::serialize(t, s),
+                None => Option::<&str>::None.serialize(s),
+            }
         }
 
         pub fn deserialize<'de, D: Deserializer<'de>>(
@@ -236,6 +289,37 @@ pub(crate) mod rfc3339_nanos {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn fast_timestamp_format_matches_chrono() {
+        use chrono::SecondsFormat;
+        for (secs, nanos) in [
+            (0, 0),
+            (1_700_000_000, 5),
+            (1_700_000_000, 999_999_999),
+            (951_782_400, 123_456_789), // 2000-02-29
+            (253_402_300_799, 1),       // 9999-12-31T23:59:59
+        ] {
+            let ts = Utc.timestamp_opt(secs, nanos).unwrap();
+            let mut buf = [0u8; 30];
+            assert_eq!(
+                rfc3339_nanos::format(&ts, &mut buf),
+                Some(ts.to_rfc3339_opts(SecondsFormat::Nanos, true).as_str())
+            );
+        }
+        // Outside four-digit years chrono formats it.
+        let far = Utc.timestamp_opt(253_402_300_800, 0).unwrap();
+        assert_eq!(rfc3339_nanos::format(&far, &mut [0u8; 30]), None);
+        let ev = CollectionEvent::from(ProcessEvent::new(
+            ProcessEventKind::Exec,
+            Utc.timestamp_opt(1_700_000_000, 5).unwrap(),
+            1,
+            "t",
+        ));
+        let mut line = Vec::new();
+        ev.write_json_line(&mut line);
+        assert_eq!(line, format!("{}\n", ev.to_json_line()).into_bytes());
+    }
 
     #[test]
     fn process_event_json_is_flat_with_nanosecond_timestamp() {
