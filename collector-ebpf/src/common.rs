@@ -162,6 +162,21 @@ pub unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, pid_tgid: u64)
         (*h).gid = (uid_gid >> 32) as u32;
         (*h).cgroup_id = bpf_get_current_cgroup_id();
         (*h).comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+        (*h).process_start_ns = process_start_ns(bpf_get_current_task() as *const u8);
+    }
+}
+
+/// Start time of `task`'s thread-group leader (CLOCK_BOOTTIME ns), 0 if unreadable.
+/// With the tgid it names the process across pid reuse (Tetragon's exec_id idea).
+#[inline(always)]
+pub fn process_start_ns(task: *const u8) -> u64 {
+    use crate::offsets::get;
+    unsafe {
+        read_kernel::<u64>(task, get::OFF_PROC_TASK_GROUP_LEADER())
+            .and_then(|leader| {
+                read_kernel::<u64>(leader as *const u8, get::OFF_TASK_START_BOOTTIME())
+            })
+            .unwrap_or(0)
     }
 }
 

@@ -84,6 +84,68 @@ offsets! {
     OFF_REGS_R8,
     /// `pt_regs.orig_ax`
     OFF_REGS_ORIG_AX,
+    /// `task_struct.cred` (process)
+    OFF_PROC_TASK_CRED,
+    /// `task_struct.flags` (process: `PF_KTHREAD`)
+    OFF_PROC_TASK_FLAGS,
+    /// `task_struct.signal` (process)
+    OFF_PROC_TASK_SIGNAL,
+    /// `task_struct.group_leader` (process)
+    OFF_PROC_TASK_GROUP_LEADER,
+    /// `signal_struct.live` (process: 0 once the last thread is exiting)
+    OFF_PROC_SIGNAL_LIVE,
+    /// `cred.uid` (process)
+    OFF_PROC_CRED_UID,
+    /// `cred.euid`
+    OFF_PROC_CRED_EUID,
+    /// `cred.suid`
+    OFF_PROC_CRED_SUID,
+    /// `cred.fsuid`
+    OFF_PROC_CRED_FSUID,
+    /// `cred.gid`
+    OFF_PROC_CRED_GID,
+    /// `cred.egid`
+    OFF_PROC_CRED_EGID,
+    /// `cred.sgid`
+    OFF_PROC_CRED_SGID,
+    /// `cred.fsgid`
+    OFF_PROC_CRED_FSGID,
+    /// `cred.cap_effective`
+    OFF_PROC_CRED_CAP_EFFECTIVE,
+    /// `cred.cap_permitted`
+    OFF_PROC_CRED_CAP_PERMITTED,
+    /// `linux_binprm` byte holding the `secureexec` bit
+    OFF_PROC_BPRM_SECUREEXEC_BYTE,
+    /// bit of `secureexec` inside that byte
+    PROC_BPRM_SECUREEXEC_BIT,
+    /// `task_struct.loginuid` (CONFIG_AUDIT; see `PROC_HAS_AUDIT`)
+    OFF_PROC_TASK_LOGINUID,
+    /// `task_struct.sessionid` (CONFIG_AUDIT)
+    OFF_PROC_TASK_SESSIONID,
+    /// `task_struct.thread_info.status` (x86: `TS_COMPAT`; see `PROC_HAS_COMPAT`)
+    OFF_PROC_TASK_TI_STATUS,
+    /// `pt_regs.bx` (process: i386 argument 0)
+    OFF_PROC_REGS_BX,
+    /// `pt_regs.cx` (process: i386 argument 1)
+    OFF_PROC_REGS_CX,
+}
+
+/// Set by the loader when `task_struct` has `loginuid`/`sessionid` (CONFIG_AUDIT).
+#[unsafe(no_mangle)]
+static PROC_HAS_AUDIT: u32 = 0;
+
+#[inline(always)]
+pub fn proc_has_audit() -> bool {
+    unsafe { read_volatile(&PROC_HAS_AUDIT) != 0 }
+}
+
+/// Set by the loader when the 32-bit entry can be told apart (x86 `TS_COMPAT`).
+#[unsafe(no_mangle)]
+static PROC_HAS_COMPAT: u32 = 0;
+
+#[inline(always)]
+pub fn proc_has_compat() -> bool {
+    unsafe { read_volatile(&PROC_HAS_COMPAT) != 0 }
 }
 
 /// Set by the loader: 1 when `sched_process_exit` passes `group_dead` (Linux >= 6.13).

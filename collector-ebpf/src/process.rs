@@ -1,29 +1,77 @@
-//! Process lifecycle: exec, fork, exit.
+//! Process lifecycle: exec, fork, exit; credential changes and failed execs.
 //!
 //! Hooks: BTF tracepoints `sched_process_exec`, `sched_process_fork`,
-//! `sched_process_exit` (Linux >= 5.5; `group_dead` on exit since 6.13). They fire in
-//! the kernel for every task, so a process that lives for microseconds is complete; a
-//! failed exec never reaches `sched_process_exec`.
+//! `sched_process_exit` (Linux >= 5.5; `group_dead` on exit from 6.16 here, before that
+//! `signal->live == 0` tells the last thread). They fire in the kernel for every task,
+//! so a process that lives for microseconds is complete. A failed exec never reaches
+//! `sched_process_exec`: it and credential changes come from the BTF `sys_enter` /
+//! `sys_exit` tracepoints (which, unlike `syscalls:sys_enter_*`, also fire for the
+//! 32-bit entry), filtered on the syscall number first so other syscalls cost a compare.
 
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid,
-        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user},
+        generated::{
+            bpf_get_current_task, bpf_probe_read_kernel_str, bpf_probe_read_user,
+            bpf_probe_read_user_str,
+        },
     },
-    macros::btf_tracepoint,
+    macros::{btf_tracepoint, map},
+    maps::LruHashMap,
     programs::BtfTracePointContext,
 };
 use collector_common::{
-    flags, ExecRecord, ExitRecord, ForkRecord, RecordKind, EXEC_ARGV_LEN, EXEC_FILENAME_LEN,
+    exec_flags, flags, CredChangeRecord, Credentials, ExecFailedRecord, ExecRecord, ExitRecord,
+    ForkRecord, RecordKind, EXEC_ARGV_LEN, EXEC_FAILED_PATH_LEN, EXEC_FILENAME_LEN,
 };
 
 use crate::{
     common::{
         count_emitted, count_lost, excluded, fill_header, process_wakeup_flags, read_kernel,
-        PROCESS_EVENTS,
+        syscall_arg, PROCESS_EVENTS,
     },
-    offsets::{exit_has_group_dead, get},
+    offsets::{exit_has_group_dead, get, proc_has_audit, proc_has_compat},
 };
+
+/// `PF_KTHREAD` in `task_struct.flags` (stable since 2.6).
+const PF_KTHREAD: u32 = 0x0020_0000;
+/// `TS_COMPAT` in x86 `thread_info.status`: the current syscall came through the 32-bit entry.
+const TS_COMPAT: u32 = 0x0002;
+
+/// The task's credentials (`task->cred`, the ones the kernel checks against).
+#[inline(always)]
+unsafe fn read_creds(task: *const u8) -> Credentials {
+    let mut c = Credentials {
+        loginuid: u32::MAX,
+        sessionid: u32::MAX,
+        ..Credentials::default()
+    };
+    unsafe {
+        if let Ok(cred) = read_kernel::<u64>(task, get::OFF_PROC_TASK_CRED()) {
+            let cred = cred as *const u8;
+            c.uid = read_kernel(cred, get::OFF_PROC_CRED_UID()).unwrap_or(u32::MAX);
+            c.euid = read_kernel(cred, get::OFF_PROC_CRED_EUID()).unwrap_or(u32::MAX);
+            c.suid = read_kernel(cred, get::OFF_PROC_CRED_SUID()).unwrap_or(u32::MAX);
+            c.fsuid = read_kernel(cred, get::OFF_PROC_CRED_FSUID()).unwrap_or(u32::MAX);
+            c.gid = read_kernel(cred, get::OFF_PROC_CRED_GID()).unwrap_or(u32::MAX);
+            c.egid = read_kernel(cred, get::OFF_PROC_CRED_EGID()).unwrap_or(u32::MAX);
+            c.sgid = read_kernel(cred, get::OFF_PROC_CRED_SGID()).unwrap_or(u32::MAX);
+            c.fsgid = read_kernel(cred, get::OFF_PROC_CRED_FSGID()).unwrap_or(u32::MAX);
+            c.cap_effective = read_kernel(cred, get::OFF_PROC_CRED_CAP_EFFECTIVE()).unwrap_or(0);
+            c.cap_permitted = read_kernel(cred, get::OFF_PROC_CRED_CAP_PERMITTED()).unwrap_or(0);
+        }
+        if proc_has_audit() {
+            c.loginuid = read_kernel(task, get::OFF_PROC_TASK_LOGINUID()).unwrap_or(u32::MAX);
+            c.sessionid = read_kernel(task, get::OFF_PROC_TASK_SESSIONID()).unwrap_or(u32::MAX);
+        }
+    }
+    c
+}
+
+#[inline(always)]
+unsafe fn is_kthread(task: *const u8) -> bool {
+    unsafe { read_kernel::<u32>(task, get::OFF_PROC_TASK_FLAGS()) }.unwrap_or(0) & PF_KTHREAD != 0
+}
 
 #[inline(always)]
 unsafe fn parent_tgid(task: *const u8) -> Result<u32, i64> {
@@ -51,6 +99,14 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         (*rec).ppid = parent_tgid(task).unwrap_or(0);
         (*rec).start_boottime_ns =
             read_kernel::<u64>(task, get::OFF_TASK_START_BOOTTIME()).unwrap_or(0);
+        (*rec).creds = read_creds(task);
+        let secure = read_kernel::<u8>(bprm, get::OFF_PROC_BPRM_SECUREEXEC_BYTE()).unwrap_or(0);
+        (*rec).exec_flags = if (secure >> (get::PROC_BPRM_SECUREEXEC_BIT() & 7)) & 1 != 0 {
+            exec_flags::SECURE_EXEC
+        } else {
+            0
+        };
+        (*rec)._pad = 0;
         fill_filename(rec, bprm);
         fill_argv(rec, task);
         if (*rec).header.flags & flags::ARGV_UNREADABLE != 0 {
@@ -129,6 +185,10 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let child: *const u8 = ctx.arg(1);
+    if unsafe { is_kthread(child) } {
+        // kthreadd spawning kernel workers: not a process a user started.
+        return 0;
+    }
     let (Ok(child_pid), Ok(child_tgid)) = (
         unsafe { read_kernel::<u32>(child, get::OFF_TASK_PID()) },
         unsafe { read_kernel::<u32>(child, get::OFF_TASK_TGID()) },
@@ -148,6 +208,9 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
         fill_header(&raw mut (*rec).header, RecordKind::Fork, pid_tgid);
         (*rec).child_pid = child_tgid;
         (*rec)._pad = 0;
+        (*rec).child_start_boottime_ns =
+            read_kernel::<u64>(child, get::OFF_TASK_START_BOOTTIME()).unwrap_or(0);
+        (*rec).creds = read_creds(ctx.arg(0));
     }
     entry.submit(process_wakeup_flags());
     count_emitted(RecordKind::Fork);
@@ -157,17 +220,25 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    let task: *const u8 = ctx.arg(0);
     let last_thread = if exit_has_group_dead() {
         let group_dead: u64 = ctx.arg(1);
         group_dead & 0xff != 0
     } else {
-        // Older kernels: report the thread-group leader's exit.
-        (pid_tgid >> 32) as u32 == pid_tgid as u32
+        // Before `group_dead` was passed: do_exit() has already decremented
+        // `signal->live`, so it is 0 only for the last thread of the group, whichever
+        // thread that is (the leader may have pthread_exit'ed long before), and never
+        // for the old leader that a non-leader exec (de_thread) reaps.
+        unsafe {
+            read_kernel::<u64>(task, get::OFF_PROC_TASK_SIGNAL())
+                .and_then(|sig| read_kernel::<u32>(sig as *const u8, get::OFF_PROC_SIGNAL_LIVE()))
+        }
+        .map(|live| live == 0)
+        .unwrap_or(false)
     };
-    if !last_thread || excluded(pid_tgid) {
+    if !last_thread || unsafe { is_kthread(task) } || excluded(pid_tgid) {
         return 0;
     }
-    let task: *const u8 = ctx.arg(0);
     let Some(mut entry) = PROCESS_EVENTS.reserve::<ExitRecord>(0) else {
         count_lost(RecordKind::Exit);
         return 0;
@@ -177,8 +248,199 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
         fill_header(&raw mut (*rec).header, RecordKind::Exit, pid_tgid);
         (*rec).exit_code = read_kernel::<u32>(task, get::OFF_TASK_EXIT_CODE()).unwrap_or(0);
         (*rec).ppid = parent_tgid(task).unwrap_or(0);
+        (*rec).creds = read_creds(task);
     }
     entry.submit(process_wakeup_flags());
     count_emitted(RecordKind::Exit);
     0
+}
+
+/// What `sys_enter` keeps for `sys_exit` of a watched syscall.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct SyscallStash {
+    nr: u32,
+    compat: u32,
+    /// execve/execveat: the caller's path pointer (for a failed exec's record).
+    filename: u64,
+    creds: Credentials,
+}
+
+/// In-flight watched syscalls by thread (`pid_tgid`). LRU: an entry whose `sys_exit`
+/// never comes (a successful exec from a non-leader thread changes the thread id) is
+/// evicted instead of filling the map.
+#[map]
+static CRED_SYSCALLS: LruHashMap<u64, SyscallStash> = LruHashMap::with_max_entries(16384, 0);
+
+/// What a watched syscall number is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Watched {
+    /// Changes credentials (setuid family, capset).
+    Creds,
+    /// `execve`: path is argument 0.
+    Execve,
+    /// `execveat`: path is argument 1.
+    Execveat,
+}
+
+/// Syscall numbers (x86_64 and, with `compat`, i386) that change credentials or exec.
+#[inline(always)]
+fn watched(nr: u64, compat: bool) -> Option<Watched> {
+    if compat {
+        match nr {
+            // setuid, setgid, setreuid, setregid, setfsuid, setfsgid, setresuid,
+            // setresgid (16-bit), capset, setreuid32, setregid32, setresuid32,
+            // setresgid32, setuid32, setgid32, setfsuid32, setfsgid32
+            23 | 46 | 70 | 71 | 138 | 139 | 164 | 170 | 185 | 203 | 204 | 208 | 210 | 213 | 214
+            | 215 | 216 => Some(Watched::Creds),
+            11 => Some(Watched::Execve),
+            358 => Some(Watched::Execveat),
+            _ => None,
+        }
+    } else {
+        match nr {
+            // setuid, setgid, setreuid, setregid, setresuid, setresgid, setfsuid,
+            // setfsgid, capset
+            105 | 106 | 113 | 114 | 117 | 119 | 122 | 123 | 126 => Some(Watched::Creds),
+            59 => Some(Watched::Execve),
+            322 => Some(Watched::Execveat),
+            _ => None,
+        }
+    }
+}
+
+#[inline(always)]
+fn current_is_compat(task: *const u8) -> bool {
+    proc_has_compat()
+        && unsafe { read_kernel::<u32>(task, get::OFF_PROC_TASK_TI_STATUS()) }.unwrap_or(0)
+            & TS_COMPAT
+            != 0
+}
+
+/// Argument `n` (0 or 1) of the current syscall for either entry.
+#[inline(always)]
+fn entry_arg(regs: *const u8, n: usize, compat: bool) -> u64 {
+    if compat {
+        let off = if n == 0 {
+            get::OFF_PROC_REGS_BX()
+        } else {
+            get::OFF_PROC_REGS_CX()
+        };
+        // i386 registers are 32 bits wide.
+        unsafe { read_kernel::<u64>(regs, off) }.unwrap_or(0) & 0xffff_ffff
+    } else {
+        syscall_arg(regs, n)
+    }
+}
+
+#[btf_tracepoint(function = "sys_enter")]
+pub fn proc_sys_enter(ctx: BtfTracePointContext) -> i32 {
+    let nr: u64 = ctx.arg(1);
+    // Cheapest test first: every syscall on the machine passes here.
+    if !(nr == 11
+        || nr == 23
+        || nr == 46
+        || nr == 59
+        || (70..=71).contains(&nr)
+        || (105..=126).contains(&nr)
+        || (138..=216).contains(&nr)
+        || nr == 322
+        || nr == 358)
+    {
+        return 0;
+    }
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let compat = current_is_compat(task);
+    let Some(what) = watched(nr, compat) else {
+        return 0;
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if excluded(pid_tgid) {
+        return 0;
+    }
+    let regs: *const u8 = ctx.arg(0);
+    let filename = match what {
+        Watched::Creds => 0,
+        Watched::Execve => entry_arg(regs, 0, compat),
+        Watched::Execveat => entry_arg(regs, 1, compat),
+    };
+    let stash = SyscallStash {
+        nr: nr as u32,
+        compat: compat as u32,
+        filename,
+        creds: unsafe { read_creds(task) },
+    };
+    let _ = CRED_SYSCALLS.insert(&pid_tgid, &stash, 0);
+    0
+}
+
+#[btf_tracepoint(function = "sys_exit")]
+pub fn proc_sys_exit(ctx: BtfTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(stash) = (unsafe { CRED_SYSCALLS.get(&pid_tgid) }) else {
+        return 0;
+    };
+    let stash = *stash;
+    let _ = CRED_SYSCALLS.remove(&pid_tgid);
+    let ret: i64 = ctx.arg(1);
+    let is_exec = watched(stash.nr as u64, stash.compat != 0)
+        .map(|w| w != Watched::Creds)
+        .unwrap_or(false);
+    if is_exec && ret < 0 {
+        emit_exec_failed(&stash, ret);
+        return 0;
+    }
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let new = unsafe { read_creds(task) };
+    if new == stash.creds {
+        return 0;
+    }
+    let Some(mut entry) = PROCESS_EVENTS.reserve::<CredChangeRecord>(0) else {
+        count_lost(RecordKind::CredChange);
+        return 0;
+    };
+    let rec = entry.as_mut_ptr();
+    unsafe {
+        fill_header(&raw mut (*rec).header, RecordKind::CredChange, pid_tgid);
+        (*rec).syscall_nr = stash.nr;
+        (*rec).compat = stash.compat;
+        (*rec).old = stash.creds;
+        (*rec).new = new;
+    }
+    entry.submit(process_wakeup_flags());
+    count_emitted(RecordKind::CredChange);
+    0
+}
+
+#[inline(always)]
+fn emit_exec_failed(stash: &SyscallStash, ret: i64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(mut entry) = PROCESS_EVENTS.reserve::<ExecFailedRecord>(0) else {
+        count_lost(RecordKind::ExecFailed);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    unsafe {
+        fill_header(&raw mut (*rec).header, RecordKind::ExecFailed, pid_tgid);
+        (*rec).errno = ret.wrapping_neg() as u32;
+        (*rec).syscall_nr = stash.nr;
+        (*rec).compat = stash.compat;
+        (*rec).filename_len = 0;
+        let n = bpf_probe_read_user_str(
+            (&raw mut (*rec).filename).cast(),
+            EXEC_FAILED_PATH_LEN as u32,
+            stash.filename as *const _,
+        );
+        if n > 0 {
+            let len = (n - 1) as u32;
+            (*rec).filename_len = len;
+            if len as usize >= EXEC_FAILED_PATH_LEN - 1 {
+                (*rec).header.flags |= flags::FILENAME_TRUNCATED;
+            }
+        } else {
+            (*rec).header.flags |= flags::ARGV_UNREADABLE;
+        }
+    }
+    entry.submit(process_wakeup_flags());
+    count_emitted(RecordKind::ExecFailed);
 }

@@ -12,11 +12,22 @@ use crate::event::{
 use crate::ipc::convert::{domain_from_proto, domain_to_proto};
 
 /// Every kind name, in bit order. Kind names are unique across domains.
-const KIND_NAMES: [&str; 13] = [
-    "exec", "fork", "exit", "snapshot", // process
-    "connect", "accept", "close", "listen", // network
-    "create", "open", "unlink", "rename", // filesystem
+const KIND_NAMES: [&str; 15] = [
+    "exec",
+    "fork",
+    "exit",
+    "snapshot", // process
+    "connect",
+    "accept",
+    "close",
+    "listen", // network
+    "create",
+    "open",
+    "unlink",
+    "rename", // filesystem
     "metric", // performance
+    "cred_change",
+    "exec_failed", // process, added later
 ];
 
 /// A subscriber's selection: empty masks select everything.
@@ -111,6 +122,8 @@ fn kind_bit(ev: &CollectionEvent) -> u16 {
             ProcessEventKind::Fork => 1,
             ProcessEventKind::Exit => 2,
             ProcessEventKind::Snapshot => 3,
+            ProcessEventKind::CredChange => 13,
+            ProcessEventKind::ExecFailed => 14,
         },
         CollectionEvent::Network(e) => match e.kind {
             NetworkEventKind::Connect => 4,

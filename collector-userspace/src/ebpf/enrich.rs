@@ -88,6 +88,14 @@ impl ProcessCache {
                     fill(ev, &known);
                 }
             }
+            ProcessEventKind::CredChange => {
+                // Which image changed its credentials; the image itself is unchanged.
+                if let Some(known) = self.lookup(ev.pid) {
+                    fill(ev, &known);
+                }
+            }
+            // `executable_path` is the path that failed: nothing to fill.
+            ProcessEventKind::ExecFailed => {}
         }
     }
 }

@@ -222,6 +222,15 @@ const fn btf(name: &'static str) -> ProgramSpec {
     }
 }
 
+/// A BTF tracepoint whose program name differs from the tracepoint's (several domains
+/// hook `sys_enter`/`sys_exit`).
+const fn btf_at(name: &'static str, function: &'static str) -> ProgramSpec {
+    ProgramSpec {
+        name,
+        hook: Hook::BtfTracepoint(function),
+    }
+}
+
 const fn raw(name: &'static str, tracepoint: &'static str) -> ProgramSpec {
     ProgramSpec {
         name,
@@ -292,6 +301,8 @@ impl KernelDomain {
                 (RecordKind::Exec, "exec"),
                 (RecordKind::Fork, "fork"),
                 (RecordKind::Exit, "exit"),
+                (RecordKind::CredChange, "cred_change"),
+                (RecordKind::ExecFailed, "exec_failed"),
             ],
             Self::Network => &[
                 (RecordKind::Connect, "connect"),
@@ -313,6 +324,9 @@ pub(crate) const PROCESS_PROGRAMS: &[ProgramSpec] = &[
     btf("sched_process_exec"),
     btf("sched_process_fork"),
     btf("sched_process_exit"),
+    // Credential changes and failed execs (x86_64 and i386 syscall numbers).
+    btf_at("proc_sys_enter", "sys_enter"),
+    btf_at("proc_sys_exit", "sys_exit"),
 ];
 
 pub(crate) const NETWORK_PROGRAMS: &[ProgramSpec] = &[
@@ -403,6 +417,8 @@ impl KernelPrograms {
         let offsets = KernelOffsets::resolve(&btf)?;
         let own_tgid = std::process::id();
         let group_dead = u32::from(offsets.exit_has_group_dead);
+        let proc_has_audit = u32::from(offsets.proc_has_audit);
+        let proc_has_compat = u32::from(offsets.proc_has_compat);
         let include_only = u32::from(config.include_only);
         let has_excluded_pids = u32::from(!config.excluded_pids.is_empty());
         let has_excluded_comms = u32::from(!config.excluded_comms.is_empty());
@@ -422,6 +438,8 @@ impl KernelPrograms {
         }
         loader
             .override_global("EXIT_HAS_GROUP_DEAD", &group_dead, true)
+            .override_global("PROC_HAS_AUDIT", &proc_has_audit, true)
+            .override_global("PROC_HAS_COMPAT", &proc_has_compat, true)
             .override_global("COLLECTOR_TGID", &own_tgid, true)
             .override_global("INCLUDE_ONLY", &include_only, true)
             .override_global("HAS_EXCLUDED_PIDS", &has_excluded_pids, true)

@@ -32,7 +32,64 @@ const FIELDS: &[(&str, &str, &str)] = &[
         "__sk_common.skc_v6_rcv_saddr",
     ),
     ("OFF_SK_PROTOCOL", "sock", "sk_protocol"),
+    ("OFF_PROC_TASK_CRED", "task_struct", "cred"),
+    ("OFF_PROC_TASK_FLAGS", "task_struct", "flags"),
+    ("OFF_PROC_TASK_SIGNAL", "task_struct", "signal"),
+    ("OFF_PROC_TASK_GROUP_LEADER", "task_struct", "group_leader"),
+    ("OFF_PROC_SIGNAL_LIVE", "signal_struct", "live"),
+    ("OFF_PROC_CRED_UID", "cred", "uid"),
+    ("OFF_PROC_CRED_EUID", "cred", "euid"),
+    ("OFF_PROC_CRED_SUID", "cred", "suid"),
+    ("OFF_PROC_CRED_FSUID", "cred", "fsuid"),
+    ("OFF_PROC_CRED_GID", "cred", "gid"),
+    ("OFF_PROC_CRED_EGID", "cred", "egid"),
+    ("OFF_PROC_CRED_SGID", "cred", "sgid"),
+    ("OFF_PROC_CRED_FSGID", "cred", "fsgid"),
+    ("OFF_PROC_CRED_CAP_EFFECTIVE", "cred", "cap_effective"),
+    ("OFF_PROC_CRED_CAP_PERMITTED", "cred", "cap_permitted"),
 ];
+
+/// Audit identity of a task (CONFIG_AUDIT). Optional: without them loginuid and
+/// sessionid read as unset (`u32::MAX`).
+const PROC_AUDIT_FIELDS: &[(&str, &str, &str)] = &[
+    ("OFF_PROC_TASK_LOGINUID", "task_struct", "loginuid"),
+    ("OFF_PROC_TASK_SESSIONID", "task_struct", "sessionid"),
+];
+
+/// What tells a 32-bit syscall and reads its first arguments (x86 only). Optional:
+/// without them the process hooks see native syscalls only.
+const PROC_COMPAT_FIELDS: &[(&str, &str, &str)] = &[
+    (
+        "OFF_PROC_TASK_TI_STATUS",
+        "task_struct",
+        "thread_info.status",
+    ),
+    ("OFF_PROC_REGS_BX", "pt_regs", "bx"),
+    ("OFF_PROC_REGS_CX", "pt_regs", "cx"),
+];
+
+/// Resolves an optional group of fields: all of them, or zeros and `false`.
+fn optional_fields(
+    btf: &KernelBtf,
+    fields: &[(&'static str, &str, &str)],
+    values: &mut Vec<(&'static str, u64)>,
+) -> bool {
+    let resolved: Result<Vec<_>, BtfError> = fields
+        .iter()
+        .map(|&(global, ty, path)| Ok((global, btf.member_offset(ty, path)?)))
+        .collect();
+    match resolved {
+        Ok(found) => {
+            values.extend(found);
+            true
+        }
+        Err(e) => {
+            tracing::debug!("optional kernel fields unavailable: {e}");
+            values.extend(fields.iter().map(|&(global, ..)| (global, 0)));
+            false
+        }
+    }
+}
 
 /// Saved-register fields the raw `sys_enter`/`sys_exit` fallback reads (x86_64 names).
 /// Optional: where they are missing the fallback is unavailable, nothing else.
@@ -54,6 +111,10 @@ pub struct KernelOffsets {
     pub exit_has_group_dead: bool,
     /// Whether the raw-syscall fallback can read syscall arguments on this kernel.
     pub raw_syscalls: bool,
+    /// Whether `task_struct` has `loginuid`/`sessionid` (CONFIG_AUDIT).
+    pub proc_has_audit: bool,
+    /// Whether the process hooks can tell and read 32-bit syscalls (x86).
+    pub proc_has_compat: bool,
 }
 
 impl KernelOffsets {
@@ -75,6 +136,12 @@ impl KernelOffsets {
                 values.extend(SYSCALL_REGS.iter().map(|&(global, ..)| (global, 0)));
             }
         }
+        let proc_has_audit = optional_fields(btf, PROC_AUDIT_FIELDS, &mut values);
+        let proc_has_compat = optional_fields(btf, PROC_COMPAT_FIELDS, &mut values);
+        // `linux_binprm.secureexec` is a bitfield: its byte, and the bit in that byte.
+        let secureexec_bits = btf.member_bit_offset("linux_binprm", "secureexec")?;
+        values.push(("OFF_PROC_BPRM_SECUREEXEC_BYTE", secureexec_bits / 8));
+        values.push(("PROC_BPRM_SECUREEXEC_BIT", secureexec_bits % 8));
         // ctx + task + group_dead
         let exit_has_group_dead = btf
             .func_typedef_params("btf_trace_sched_process_exit")
@@ -84,6 +151,8 @@ impl KernelOffsets {
             values,
             exit_has_group_dead,
             raw_syscalls,
+            proc_has_audit,
+            proc_has_compat,
         })
     }
 }
