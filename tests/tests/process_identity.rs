@@ -27,7 +27,11 @@ struct Running {
 
 impl Running {
     fn start() -> Self {
-        let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
+        Self::start_with(KernelConfig::default())
+    }
+
+    fn start_with(config: KernelConfig) -> Self {
+        let programs = KernelPrograms::load(config).expect("load kernel programs");
         let source =
             Arc::new(KernelSource::new(programs, KernelDomain::Process).expect("process source"));
         let (tx, rx) = mpsc::channel(65_536);
@@ -287,7 +291,17 @@ async fn exit_is_reported_once_when_the_last_thread_ends_not_when_the_leader_doe
     if !kernel_or_skip("exit_is_reported_once_when_the_last_thread_ends_not_when_the_leader_does") {
         return;
     }
-    let mut run = Running::start();
+    // Both ways of telling the last thread: `group_dead` (6.16+) and `signal->live`.
+    for by_live in [false, true] {
+        leader_exits_first(by_live).await;
+    }
+}
+
+async fn leader_exits_first(exit_by_signal_live: bool) {
+    let mut run = Running::start_with(KernelConfig {
+        exit_by_signal_live,
+        ..KernelConfig::default()
+    });
     let out = run_actor(ACTOR, &["leader-exits-first", "300"]);
     let pid = pid_of(&out);
     run.until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
@@ -300,7 +314,11 @@ async fn exit_is_reported_once_when_the_last_thread_ends_not_when_the_leader_doe
         .enumerate()
         .filter(|(_, p)| is(p, ProcessEventKind::Exit, pid))
         .collect();
-    assert_eq!(exits.len(), 1, "one exit: {exits:#?}");
+    assert_eq!(
+        exits.len(),
+        1,
+        "signal->live: {exit_by_signal_live}; one exit: {exits:#?}"
+    );
     let (exit_at, exit) = exits[0];
     assert_eq!(exit.exit_code, Some(0));
     // The worker forked /bin/true 300 ms after the leader left: that fork precedes the
@@ -347,8 +365,17 @@ async fn exec_from_a_worker_thread_gives_one_exec_and_no_exit_before_it() {
     if !kernel_or_skip("exec_from_a_worker_thread_gives_one_exec_and_no_exit_before_it") {
         return;
     }
+    for by_live in [false, true] {
+        exec_from_thread(by_live).await;
+    }
+}
+
+async fn exec_from_thread(exit_by_signal_live: bool) {
     let marker = format!("thread-exec-{}", std::process::id());
-    let mut run = Running::start();
+    let mut run = Running::start_with(KernelConfig {
+        exit_by_signal_live,
+        ..KernelConfig::default()
+    });
     let out = run_actor(ACTOR, &["exec-from-thread", &marker]);
     let pid = pid_of(&out);
     run.until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
@@ -371,7 +398,11 @@ async fn exec_from_a_worker_thread_gives_one_exec_and_no_exit_before_it() {
         .enumerate()
         .filter(|(_, p)| is(p, ProcessEventKind::Exit, pid))
         .collect();
-    assert_eq!(exits.len(), 1, "one exit, the image's: {exits:#?}");
+    assert_eq!(
+        exits.len(),
+        1,
+        "signal->live: {exit_by_signal_live}; one exit, the image's: {exits:#?}"
+    );
     assert!(exits[0].0 > exec_at, "no exit before the exec");
     assert_eq!(exits[0].1.process_key, exec.process_key);
     run.stop().await;

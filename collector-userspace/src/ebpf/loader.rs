@@ -164,6 +164,10 @@ pub struct KernelConfig {
     pub poll_interval: Duration,
     /// How long a reader waits for room in the runtime's queue before dropping.
     pub max_send_wait: Duration,
+    /// Tell a process's last exiting thread from `signal->live == 0` even where
+    /// `sched_process_exit` passes `group_dead` (6.16+): what older kernels get, so that
+    /// path can be tested on a new one.
+    pub exit_by_signal_live: bool,
 }
 
 impl Default for KernelConfig {
@@ -184,6 +188,7 @@ impl Default for KernelConfig {
             syscall_hooks: SyscallHooks::Auto,
             poll_interval: Duration::from_millis(10),
             max_send_wait: Duration::from_millis(500),
+            exit_by_signal_live: false,
         }
     }
 }
@@ -416,7 +421,7 @@ impl KernelPrograms {
         let btf = KernelBtf::from_sys_fs()?;
         let offsets = KernelOffsets::resolve(&btf)?;
         let own_tgid = std::process::id();
-        let group_dead = u32::from(offsets.exit_has_group_dead);
+        let group_dead = u32::from(offsets.exit_has_group_dead && !config.exit_by_signal_live);
         let proc_has_audit = u32::from(offsets.proc_has_audit);
         let proc_has_compat = u32::from(offsets.proc_has_compat);
         let include_only = u32::from(config.include_only);
