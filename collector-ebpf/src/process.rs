@@ -27,8 +27,9 @@ use collector_common::{
 
 use crate::{
     common::{
-        count_emitted, count_lost, excluded, fill_header, process_wakeup_flags, read_kernel,
-        syscall_arg, PROCESS_EVENTS,
+        count_emitted, count_lost, excluded, exclusions_at_exec, exclusions_at_exit,
+        exclusions_at_fork, fill_header, process_wakeup_flags, read_kernel, syscall_arg,
+        PROCESS_EVENTS,
     },
     offsets::{exit_has_group_dead, get, proc_has_audit, proc_has_compat},
 };
@@ -82,6 +83,7 @@ unsafe fn parent_tgid(task: *const u8) -> Result<u32, i64> {
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    exclusions_at_exec((pid_tgid >> 32) as u32);
     if excluded(pid_tgid) {
         return 0;
     }
@@ -181,10 +183,13 @@ unsafe fn fill_argv(rec: *mut ExecRecord, task: *const u8) {
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    let child: *const u8 = ctx.arg(1);
+    if let Ok(child_tgid) = unsafe { read_kernel::<u32>(child, get::OFF_TASK_TGID()) } {
+        exclusions_at_fork((pid_tgid >> 32) as u32, child_tgid);
+    }
     if excluded(pid_tgid) {
         return 0;
     }
-    let child: *const u8 = ctx.arg(1);
     if unsafe { is_kthread(child) } {
         // kthreadd spawning kernel workers: not a process a user started.
         return 0;
@@ -236,9 +241,14 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
         .map(|live| live == 0)
         .unwrap_or(false)
     };
-    if !last_thread || unsafe { is_kthread(task) } || excluded(pid_tgid) {
+    if !last_thread || unsafe { is_kthread(task) } {
         return 0;
     }
+    if excluded(pid_tgid) {
+        exclusions_at_exit((pid_tgid >> 32) as u32);
+        return 0;
+    }
+    exclusions_at_exit((pid_tgid >> 32) as u32);
     let Some(mut entry) = PROCESS_EVENTS.reserve::<ExitRecord>(0) else {
         count_lost(RecordKind::Exit);
         return 0;

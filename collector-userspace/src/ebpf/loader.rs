@@ -8,7 +8,7 @@ use std::time::Duration;
 use aya::{
     maps::{
         lpm_trie::{Key as LpmKey, LpmTrie},
-        HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf,
+        Array as BpfArray, HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf,
     },
     programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint},
     Btf, Ebpf, EbpfError, EbpfLoader,
@@ -379,6 +379,8 @@ pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
 /// Loaded kernel programs, shared by the domain sources. Dropping the last reference
 /// detaches and unloads every program and map.
 pub struct KernelPrograms {
+    /// This process's tgid as the kernel sees it (initial pid namespace).
+    self_tgid: SelfTgid,
     ebpf: Mutex<Ebpf>,
     btf: Btf,
     raw_syscalls: bool,
@@ -420,7 +422,7 @@ impl KernelPrograms {
         bump_memlock_rlimit();
         let btf = KernelBtf::from_sys_fs()?;
         let offsets = KernelOffsets::resolve(&btf)?;
-        let own_tgid = std::process::id();
+        let own_ns = own_pid_namespace();
         let group_dead = u32::from(offsets.exit_has_group_dead && !config.exit_by_signal_live);
         let proc_has_audit = u32::from(offsets.proc_has_audit);
         let proc_has_compat = u32::from(offsets.proc_has_compat);
@@ -445,7 +447,9 @@ impl KernelPrograms {
             .override_global("EXIT_HAS_GROUP_DEAD", &group_dead, true)
             .override_global("PROC_HAS_AUDIT", &proc_has_audit, true)
             .override_global("PROC_HAS_COMPAT", &proc_has_compat, true)
-            .override_global("COLLECTOR_TGID", &own_tgid, true)
+            .override_global("SELF_NS_DEV", &own_ns.dev, true)
+            .override_global("SELF_NS_INO", &own_ns.ino, true)
+            .override_global("SELF_NS_TGID", &own_ns.tgid, true)
             .override_global("INCLUDE_ONLY", &include_only, true)
             .override_global("HAS_EXCLUDED_PIDS", &has_excluded_pids, true)
             .override_global("HAS_EXCLUDED_COMMS", &has_excluded_comms, true)
@@ -472,6 +476,7 @@ impl KernelPrograms {
         };
 
         install_filters(&mut ebpf, &config)?;
+        let self_tgid = resolve_self_tgid(&mut ebpf, &own_ns)?;
 
         let counters = ebpf
             .take_map("COUNTERS")
@@ -480,6 +485,7 @@ impl KernelPrograms {
 
         let aya_btf = Btf::from_sys_fs().map_err(LoadError::AyaBtf)?;
         let programs = Arc::new(Self {
+            self_tgid,
             ebpf: Mutex::new(ebpf),
             btf: aya_btf,
             raw_syscalls: offsets.raw_syscalls,
@@ -631,6 +637,12 @@ impl KernelPrograms {
         self.hooks.lock().expect("hooks lock poisoned").clone()
     }
 
+    /// The collector's tgid as the kernel sees it, which the programs exclude; differs
+    /// from `std::process::id()` inside a pid namespace.
+    pub fn self_tgid(&self) -> SelfTgid {
+        self.self_tgid
+    }
+
     /// The configuration it was loaded with.
     pub fn config(&self) -> &KernelConfig {
         &self.config
@@ -754,6 +766,7 @@ fn install_filters(ebpf: &mut Ebpf, config: &KernelConfig) -> Result<(), LoadErr
         .ok_or(LoadError::Map("EXCLUDED_COMMS"))?
         .try_into()
         .map_err(|_| LoadError::Map("EXCLUDED_COMMS"))?;
+    let mut keys = Vec::new();
     for comm in &config.excluded_comms {
         let mut key = [0u8; COMM_LEN];
         let bytes = comm.as_bytes();
@@ -766,6 +779,156 @@ fn install_filters(ebpf: &mut Ebpf, config: &KernelConfig) -> Result<(), LoadErr
                 map: "EXCLUDED_COMMS",
                 source: Box::new(source),
             })?;
+        keys.push(key);
+    }
+    if !keys.is_empty() {
+        seed_excluded_comm_processes(ebpf, &keys)?;
+    }
+    Ok(())
+}
+
+/// The loader's pid namespace and its tgid there.
+struct OwnPidNamespace {
+    dev: u64,
+    ino: u64,
+    tgid: u32,
+}
+
+fn own_pid_namespace() -> OwnPidNamespace {
+    use std::os::unix::fs::MetadataExt;
+    // stat(2) of the nsfs file gives the (dev, inode) pair bpf_get_ns_current_pid_tgid
+    // compares with; without it the resolver matches nothing and the fallback applies.
+    let (dev, ino) = std::fs::metadata("/proc/self/ns/pid")
+        .map(|m| (m.dev(), m.ino()))
+        .unwrap_or((0, 0));
+    OwnPidNamespace {
+        dev,
+        ino,
+        tgid: std::process::id(),
+    }
+}
+
+/// How the collector's kernel-side tgid was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelfTgid {
+    /// Seen by the kernel: the tgid of the loader's own syscall.
+    Kernel(u32),
+    /// The kernel could not tell (no `bpf_get_ns_current_pid_tgid` or no nsfs):
+    /// `std::process::id()`, right only in the initial pid namespace.
+    Assumed(u32),
+}
+
+impl SelfTgid {
+    /// The tgid the programs exclude.
+    pub fn tgid(self) -> u32 {
+        match self {
+            Self::Kernel(t) | Self::Assumed(t) => t,
+        }
+    }
+}
+
+/// Runs `proc_resolve_self` around a few syscalls of this process and writes what it
+/// saw (or, failing that, `std::process::id()`) into `SELF_TGID`.
+fn resolve_self_tgid(ebpf: &mut Ebpf, own: &OwnPidNamespace) -> Result<SelfTgid, LoadError> {
+    let seen = (|| -> Result<u32, Box<dyn std::error::Error + Send + Sync>> {
+        let btf = Btf::from_sys_fs()?;
+        let program: &mut BtfTracePoint = ebpf
+            .program_mut("proc_resolve_self")
+            .ok_or("proc_resolve_self missing from the object")?
+            .try_into()?;
+        program.load("sys_enter", &btf)?;
+        let link = program.attach()?;
+        let mut seen = 0;
+        for _ in 0..100 {
+            // Any syscall of this process will do; the program matches our tgid.
+            std::thread::yield_now();
+            seen = read_self_tgid(ebpf).unwrap_or(0);
+            if seen != 0 {
+                break;
+            }
+        }
+        let program: &mut BtfTracePoint = ebpf
+            .program_mut("proc_resolve_self")
+            .ok_or("proc_resolve_self missing from the object")?
+            .try_into()?;
+        program.detach(link)?;
+        program.unload()?;
+        Ok(seen)
+    })();
+    let resolved = match seen {
+        Ok(tgid) if tgid != 0 => SelfTgid::Kernel(tgid),
+        Ok(_) => {
+            tracing::warn!(
+                "the kernel did not see this process's syscalls; self-exclusion assumes \
+                 pid {} (wrong inside a pid namespace)",
+                own.tgid
+            );
+            SelfTgid::Assumed(own.tgid)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "could not resolve this process's kernel tgid ({e}); self-exclusion \
+                 assumes pid {} (wrong inside a pid namespace)",
+                own.tgid
+            );
+            SelfTgid::Assumed(own.tgid)
+        }
+    };
+    let mut map: BpfArray<_, u32> = ebpf
+        .map_mut("SELF_TGID")
+        .ok_or(LoadError::Map("SELF_TGID"))?
+        .try_into()
+        .map_err(|_| LoadError::Map("SELF_TGID"))?;
+    map.set(0, resolved.tgid(), 0)
+        .map_err(|source| LoadError::MapUpdate {
+            map: "SELF_TGID",
+            source: Box::new(source),
+        })?;
+    Ok(resolved)
+}
+
+fn read_self_tgid(ebpf: &Ebpf) -> Option<u32> {
+    let map: BpfArray<_, u32> = ebpf.map("SELF_TGID")?.try_into().ok()?;
+    map.get(&0, 0).ok()
+}
+
+/// Processes already running an image with an excluded comm when the collector starts:
+/// their exec happened before the programs, so the name comes from their executable's
+/// file name (what exec would have set), not their current, self-chosen comm.
+fn seed_excluded_comm_processes(
+    ebpf: &mut Ebpf,
+    comms: &[[u8; COMM_LEN]],
+) -> Result<(), LoadError> {
+    let mut procs: BpfHashMap<_, u32, u8> = ebpf
+        .map_mut("EXCLUDED_COMM_PROCS")
+        .ok_or(LoadError::Map("EXCLUDED_COMM_PROCS"))?
+        .try_into()
+        .map_err(|_| LoadError::Map("EXCLUDED_COMM_PROCS"))?;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Ok(());
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(exe) = std::fs::read_link(entry.path().join("exe")) else {
+            continue;
+        };
+        let Some(name) = exe.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let name = name.strip_suffix(" (deleted)").unwrap_or(name);
+        let mut key = [0u8; COMM_LEN];
+        let n = name.len().min(COMM_LEN - 1);
+        key[..n].copy_from_slice(&name.as_bytes()[..n]);
+        if comms.contains(&key) {
+            // A process that ends meanwhile leaves an entry its pid's next exec resets.
+            let _ = procs.insert(pid, 1, 0);
+        }
     }
     Ok(())
 }

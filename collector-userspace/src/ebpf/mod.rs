@@ -11,5 +11,5 @@ pub mod loader;
 pub mod offsets;
 pub mod source;
 
-pub use loader::{KernelConfig, KernelDomain, KernelPrograms, LoadError, SyscallHooks};
+pub use loader::{KernelConfig, KernelDomain, KernelPrograms, LoadError, SelfTgid, SyscallHooks};
 pub use source::{source_name, KernelSource};
