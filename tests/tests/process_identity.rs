@@ -11,7 +11,9 @@ use std::time::Duration;
 use collector_core::event::{ProcessEvent, ProcessEventKind};
 use collector_core::{CollectionEvent, EventSource};
 use collector_tests::{kernel_or_skip, run_actor};
-use collector_userspace::ebpf::{KernelConfig, KernelDomain, KernelPrograms, KernelSource};
+use collector_userspace::ebpf::{
+    KernelConfig, KernelDomain, KernelPrograms, KernelSource, SelfTgid,
+};
 use tokio::sync::mpsc;
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_collector-proc-actor");
@@ -23,6 +25,7 @@ struct Running {
     shutdown: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     seen: Vec<ProcessEvent>,
+    self_tgid: SelfTgid,
 }
 
 impl Running {
@@ -32,6 +35,7 @@ impl Running {
 
     fn start_with(config: KernelConfig) -> Self {
         let programs = KernelPrograms::load(config).expect("load kernel programs");
+        let self_tgid = programs.self_tgid();
         let source =
             Arc::new(KernelSource::new(programs, KernelDomain::Process).expect("process source"));
         let (tx, rx) = mpsc::channel(65_536);
@@ -46,6 +50,7 @@ impl Running {
             shutdown,
             task,
             seen: Vec::new(),
+            self_tgid,
         }
     }
 
@@ -406,4 +411,173 @@ async fn exec_from_thread(exit_by_signal_live: bool) {
     assert!(exits[0].0 > exec_at, "no exit before the exec");
     assert_eq!(exits[0].1.process_key, exec.process_key);
     run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renaming_comm_to_an_excluded_name_does_not_hide_a_process() {
+    if !kernel_or_skip("renaming_comm_to_an_excluded_name_does_not_hide_a_process") {
+        return;
+    }
+    let marker = format!("renamed-{}", std::process::id());
+    let mut run = Running::start_with(KernelConfig {
+        excluded_comms: vec!["noisyd".into(), "true".into()],
+        ..KernelConfig::default()
+    });
+    let out = run_actor(ACTOR, &["rename-then-fork", "noisyd", &marker]);
+    assert_eq!(out["comm"], "noisyd", "the rename took effect");
+    let pid = pid_of(&out);
+    let seen = run
+        .until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
+        .await;
+    // Recorded although its comm now reads `noisyd`: the exclusion follows the image.
+    let fork = seen
+        .iter()
+        .find(|p| is(p, ProcessEventKind::Fork, pid))
+        .expect("the renamed process's fork is recorded");
+    assert_eq!(fork.name.as_deref(), Some("noisyd"));
+    let exit = seen
+        .iter()
+        .find(|p| is(p, ProcessEventKind::Exit, pid))
+        .unwrap();
+    assert_eq!(exit.name.as_deref(), Some("noisyd"));
+    // Its child execs /bin/true, an excluded image: that exec and exit stay dropped.
+    let child = fork.child_pid.unwrap();
+    run.settle(300).await;
+    assert!(
+        !run.seen
+            .iter()
+            .any(|p| p.pid == child
+                && matches!(p.kind, ProcessEventKind::Exec | ProcessEventKind::Exit)),
+        "the excluded image `true` was recorded"
+    );
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pid_exclusion_ends_at_exec() {
+    if !kernel_or_skip("a_pid_exclusion_ends_at_exec") {
+        return;
+    }
+    use std::io::{BufRead, Write};
+    let marker = format!("pidx-{}", std::process::id());
+    let mut actor = std::process::Command::new(ACTOR)
+        .args(["fork-exec-after-go", &marker])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(actor.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pid: u32 = line.trim().strip_prefix("pid=").unwrap().parse().unwrap();
+    let mut run = Running::start_with(KernelConfig {
+        excluded_pids: vec![pid],
+        ..KernelConfig::default()
+    });
+    writeln!(actor.stdin.take().unwrap(), "go").unwrap();
+    assert!(actor.wait().unwrap().success());
+    let exec_marker = format!("{marker}-exec");
+    let seen = run
+        .until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
+        .await;
+    assert!(
+        !seen.iter().any(|p| is(p, ProcessEventKind::Fork, pid)),
+        "the excluded pid's fork was recorded"
+    );
+    let exec = seen
+        .iter()
+        .find(|p| is(p, ProcessEventKind::Exec, pid))
+        .expect("after its exec the pid runs another program and is recorded");
+    assert_eq!(exec.command_line, ["/bin/true", exec_marker.as_str()]);
+    run.stop().await;
+}
+
+/// Set in the environment of the copy of this test binary that runs in its own pid
+/// namespace.
+const IN_NAMESPACE: &str = "COLLECTOR_TEST_IN_PID_NAMESPACE";
+
+#[test]
+fn collector_in_its_own_pid_namespace_excludes_itself_and_only_itself() {
+    if !kernel_or_skip("collector_in_its_own_pid_namespace_excludes_itself_and_only_itself") {
+        return;
+    }
+    let out = std::process::Command::new("unshare")
+        .args(["-p", "-f", "--mount-proc"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "inside_a_pid_namespace",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(IN_NAMESPACE, "1")
+        .output()
+        .expect("run unshare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "inside the namespace:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the inner test did not run:\n{stdout}\n{stderr}"
+    );
+}
+
+/// Runs only as the copy started by the test above, as pid 1 of a new pid namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "started inside a pid namespace by collector_in_its_own_pid_namespace_*"]
+async fn inside_a_pid_namespace() {
+    assert_eq!(
+        std::env::var(IN_NAMESPACE).as_deref(),
+        Ok("1"),
+        "run by collector_in_its_own_pid_namespace_excludes_itself_and_only_itself"
+    );
+    let ns_pid = std::process::id();
+    let mut run = Running::start();
+    let self_tgid = run_source_self_tgid(&run);
+    assert_ne!(
+        self_tgid, ns_pid,
+        "the kernel's tgid of a process in a pid namespace is not its own pid"
+    );
+    let marker = format!("in-namespace-{self_tgid}");
+    let status = std::process::Command::new("/bin/true")
+        .arg(&marker)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    run.until(|s| {
+        s.iter()
+            .any(|p| p.kind == ProcessEventKind::Exit && p.ppid == Some(self_tgid))
+    })
+    .await;
+    run.settle(300).await;
+    let seen = &run.seen;
+    let exec = seen
+        .iter()
+        .find(|p| p.kind == ProcessEventKind::Exec && p.command_line.contains(&marker))
+        .expect("the child's exec is recorded: only the collector is excluded");
+    assert_eq!(
+        exec.ppid,
+        Some(self_tgid),
+        "pids are the kernel's (host) pids"
+    );
+    assert!(
+        !seen.iter().any(|p| p.pid == self_tgid),
+        "the collector's own events were recorded: {:#?}",
+        seen.iter()
+            .filter(|p| p.pid == self_tgid)
+            .collect::<Vec<_>>()
+    );
+    run.stop().await;
+}
+
+fn run_source_self_tgid(run: &Running) -> u32 {
+    match run.self_tgid {
+        SelfTgid::Kernel(t) => t,
+        other => panic!("self tgid not seen by the kernel: {other:?}"),
+    }
 }

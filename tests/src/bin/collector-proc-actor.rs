@@ -9,6 +9,9 @@
 //! collector-proc-actor leader-exits-first MS   main thread exits (SYS_exit), a worker runs MS ms more,
 //!                                              runs /bin/true, then ends the process
 //! collector-proc-actor exec-from-thread ARG    a worker thread execs `/bin/true ARG`
+//! collector-proc-actor rename-then-fork NAME ARG  set comm to NAME, then run `/bin/true ARG`
+//! collector-proc-actor fork-exec-after-go ARG  print pid, wait for a stdin line, run
+//!                                              `/bin/true ARG-fork`, then exec `/bin/true ARG-exec`
 //! ```
 //! x86_64 only (the i386 entry and the raw thread exit use its syscall numbers).
 use std::ffi::CString;
@@ -21,6 +24,39 @@ extern "C" {
     fn geteuid() -> u32;
     fn syscall(nr: i64, ...) -> i64;
     fn execv(path: *const i8, argv: *const *const i8) -> i32;
+    fn prctl(option: i32, arg2: u64, ...) -> i32;
+}
+
+fn run_true(arg: &str) {
+    let status = std::process::Command::new("/bin/true")
+        .arg(arg)
+        .status()
+        .expect("spawn /bin/true");
+    assert!(status.success());
+}
+
+fn rename_then_fork(name: &str, arg: &str) -> String {
+    const PR_SET_NAME: i32 = 15;
+    let name = CString::new(name).unwrap();
+    // SAFETY: NUL-terminated name; the kernel copies at most 15 bytes.
+    assert_eq!(unsafe { prctl(PR_SET_NAME, name.as_ptr() as u64) }, 0);
+    let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+    run_true(arg);
+    format!("comm={}", comm.trim())
+}
+
+fn fork_exec_after_go(arg: &str) -> String {
+    println!("pid={}", std::process::id());
+    std::io::stdout().flush().unwrap();
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+    run_true(&format!("{arg}-fork"));
+    let path = CString::new("/bin/true").unwrap();
+    let argv1 = CString::new(format!("{arg}-exec")).unwrap();
+    let argv = [path.as_ptr(), argv1.as_ptr(), std::ptr::null()];
+    // SAFETY: NUL-terminated strings and a NULL-terminated argv that outlive the call.
+    unsafe { execv(path.as_ptr(), argv.as_ptr()) };
+    panic!("execv failed");
 }
 
 fn main() {
@@ -32,6 +68,8 @@ fn main() {
         Some("execve32") => execve32(&arg(1)),
         Some("leader-exits-first") => leader_exits_first(arg(1).parse().expect("ms")),
         Some("exec-from-thread") => exec_from_thread(&arg(1)),
+        Some("rename-then-fork") => rename_then_fork(&arg(1), &arg(2)),
+        Some("fork-exec-after-go") => fork_exec_after_go(&arg(1)),
         _ => {
             eprintln!("usage: see the header of collector-proc-actor.rs");
             std::process::exit(2);
