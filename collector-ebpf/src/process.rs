@@ -29,7 +29,7 @@ use crate::{
     common::{
         count_emitted, count_lost, excluded, exclusions_at_exec, exclusions_at_exit,
         exclusions_at_fork, fill_header, process_wakeup_flags, read_kernel, syscall_arg,
-        PROCESS_EVENTS,
+        syscall_nr, PROCESS_EVENTS,
     },
     offsets::{exit_has_group_dead, get, proc_has_audit, proc_has_compat},
 };
@@ -319,6 +319,20 @@ fn watched(nr: u64, compat: bool) -> Option<Watched> {
     }
 }
 
+/// Superset of the watched numbers of both entries: one range test for most syscalls.
+#[inline(always)]
+fn maybe_watched(nr: u64) -> bool {
+    nr == 11
+        || nr == 23
+        || nr == 46
+        || nr == 59
+        || (70..=71).contains(&nr)
+        || (105..=126).contains(&nr)
+        || (138..=216).contains(&nr)
+        || nr == 322
+        || nr == 358
+}
+
 #[inline(always)]
 fn current_is_compat(task: *const u8) -> bool {
     proc_has_compat()
@@ -347,16 +361,7 @@ fn entry_arg(regs: *const u8, n: usize, compat: bool) -> u64 {
 pub fn proc_sys_enter(ctx: BtfTracePointContext) -> i32 {
     let nr: u64 = ctx.arg(1);
     // Cheapest test first: every syscall on the machine passes here.
-    if !(nr == 11
-        || nr == 23
-        || nr == 46
-        || nr == 59
-        || (70..=71).contains(&nr)
-        || (105..=126).contains(&nr)
-        || (138..=216).contains(&nr)
-        || nr == 322
-        || nr == 358)
-    {
+    if !maybe_watched(nr) {
         return 0;
     }
     let task = unsafe { bpf_get_current_task() } as *const u8;
@@ -386,6 +391,12 @@ pub fn proc_sys_enter(ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "sys_exit")]
 pub fn proc_sys_exit(ctx: BtfTracePointContext) -> i32 {
+    // The number from the saved registers before any map lookup: every syscall on the
+    // machine passes here.
+    let regs: *const u8 = ctx.arg(0);
+    if !maybe_watched(syscall_nr(regs)) {
+        return 0;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(stash) = (unsafe { CRED_SYSCALLS.get(&pid_tgid) }) else {
         return 0;
