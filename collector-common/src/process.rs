@@ -37,7 +37,21 @@ pub mod exec_flags {
     /// The exec gained privileges (`bprm->secureexec`: setuid/setgid bits or file
     /// capabilities took effect; AT_SECURE is set for the new image).
     pub const SECURE_EXEC: u32 = 1 << 0;
+    /// The executed file lives in a memfd (its dentry is named `memfd:<name>`):
+    /// fileless execution. `exe_name` holds the dentry name.
+    pub const MEMFD: u32 = 1 << 1;
+    /// The executed file had no links left (deleted, or an unlinked memfd/O_TMPFILE).
+    pub const DELETED: u32 = 1 << 2;
+    /// A script: `interpreter` holds the interpreter's path (`bprm->interp`).
+    pub const SCRIPT: u32 = 1 << 3;
+    /// `interpreter` was cut at [`super::EXEC_INTERP_LEN`].
+    pub const INTERP_TRUNCATED: u32 = 1 << 4;
 }
+
+/// Bytes kept of the executed file's dentry name (memfd names are at most 249 + 6).
+pub const EXEC_EXE_NAME_LEN: usize = 64;
+/// Bytes kept of a script's interpreter path.
+pub const EXEC_INTERP_LEN: usize = 256;
 
 /// A task's credentials changed in a syscall (setuid family, capset, a privilege-gaining
 /// execve), written at `sys_exit` by comparing them with a copy taken at `sys_enter`.
@@ -98,8 +112,20 @@ pub struct ExecRecord {
     pub filename_len: u32,
     /// Bytes used in `argv` (NUL-separated arguments).
     pub argv_len: u32,
-    /// Padding; always zero.
-    pub _pad: u32,
+    /// Link count of the executed file's inode (0: deleted or never linked).
+    pub exe_nlink: u32,
+    /// Inode number of the image the kernel loaded (`bprm->executable` when set, i.e.
+    /// binfmt_misc with the `O` flag, else `bprm->file`: for a script, the interpreter's,
+    /// since `exec_binprm` has swapped the script's file out by this tracepoint).
+    pub exe_ino: u64,
+    /// Device of that inode (`i_sb->s_dev`, the kernel's `MKDEV(major, minor)`).
+    pub exe_dev: u32,
+    /// Bytes used in `interpreter`.
+    pub interp_len: u32,
+    /// The executed file's dentry name (`memfd:<name>` for a memfd), NUL-padded.
+    pub exe_name: [u8; EXEC_EXE_NAME_LEN],
+    /// A script's interpreter (`bprm->interp` when it differs from `bprm->filename`).
+    pub interpreter: [u8; EXEC_INTERP_LEN],
     /// The path the kernel executed (`bprm->filename`).
     pub filename: [u8; EXEC_FILENAME_LEN],
     /// NUL-separated arguments read from `mm->arg_start..arg_end`.

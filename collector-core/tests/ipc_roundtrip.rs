@@ -129,12 +129,20 @@ fn process() -> impl Strategy<Value = CollectionEvent> {
             option::of(any::<u32>()),
         ),
         process_identity(),
+        (
+            option::of(any::<u64>()),
+            option::of(any::<u32>()),
+            any::<bool>(),
+            option::of(text()),
+            option::of(text()),
+        ),
     )
         .prop_map(
             |(
                 (kind, timestamp, pid, source, ppid, uid, gid, name),
                 (exe, cmd, trunc, start, exit, cgroup, hash, child),
                 (creds, old, secure, errno, nr, compat, key, child_start),
+                (inode, device, deleted, memfd, interp),
             )| {
                 let mut e = ProcessEvent::new(kind, timestamp, pid, source);
                 e.ppid = ppid;
@@ -158,6 +166,11 @@ fn process() -> impl Strategy<Value = CollectionEvent> {
                 e.compat_syscall = compat;
                 e.process_key = key;
                 e.child_start_time = child_start;
+                e.executable_inode = inode;
+                e.executable_device = device;
+                e.executable_deleted = deleted;
+                e.memfd_name = memfd;
+                e.interpreter = interp;
                 CollectionEvent::Process(e.into())
             },
         )

@@ -128,6 +128,36 @@ offsets! {
     OFF_PROC_REGS_BX,
     /// `pt_regs.cx` (process: i386 argument 1)
     OFF_PROC_REGS_CX,
+    /// `linux_binprm.file` (process)
+    OFF_PROC_BPRM_FILE,
+    /// `linux_binprm.executable` (process; 0 when the kernel lacks it: `PROC_HAS_BPRM_EXECUTABLE`)
+    OFF_PROC_BPRM_EXECUTABLE,
+    /// `linux_binprm.interp`
+    OFF_PROC_BPRM_INTERP,
+    /// `file.f_inode`
+    OFF_PROC_FILE_INODE,
+    /// `file.f_path.dentry`
+    OFF_PROC_FILE_DENTRY,
+    /// `dentry.d_name.name`
+    OFF_PROC_DENTRY_NAME,
+    /// `inode.i_ino`
+    OFF_PROC_INODE_INO,
+    /// `inode.i_nlink`
+    OFF_PROC_INODE_NLINK,
+    /// `inode.i_sb`
+    OFF_PROC_INODE_SB,
+    /// `super_block.s_dev`
+    OFF_PROC_SB_DEV,
+}
+
+/// Set by the loader when `linux_binprm` has `executable` (the file the caller named,
+/// kept apart from the interpreter's).
+#[unsafe(no_mangle)]
+static PROC_HAS_BPRM_EXECUTABLE: u32 = 0;
+
+#[inline(always)]
+pub fn proc_has_bprm_executable() -> bool {
+    unsafe { read_volatile(&PROC_HAS_BPRM_EXECUTABLE) != 0 }
 }
 
 /// Set by the loader when `task_struct` has `loginuid`/`sessionid` (CONFIG_AUDIT).

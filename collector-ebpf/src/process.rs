@@ -22,7 +22,8 @@ use aya_ebpf::{
 };
 use collector_common::{
     exec_flags, flags, CredChangeRecord, Credentials, ExecFailedRecord, ExecRecord, ExitRecord,
-    ForkRecord, RecordKind, EXEC_ARGV_LEN, EXEC_FAILED_PATH_LEN, EXEC_FILENAME_LEN,
+    ForkRecord, RecordKind, EXEC_ARGV_LEN, EXEC_EXE_NAME_LEN, EXEC_FAILED_PATH_LEN,
+    EXEC_FILENAME_LEN, EXEC_INTERP_LEN,
 };
 
 use crate::{
@@ -31,7 +32,9 @@ use crate::{
         exclusions_at_fork, fill_header, process_wakeup_flags, read_kernel, syscall_arg,
         syscall_nr, PROCESS_EVENTS,
     },
-    offsets::{exit_has_group_dead, get, proc_has_audit, proc_has_compat},
+    offsets::{
+        exit_has_group_dead, get, proc_has_audit, proc_has_bprm_executable, proc_has_compat,
+    },
 };
 
 /// `PF_KTHREAD` in `task_struct.flags` (stable since 2.6).
@@ -108,7 +111,7 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         } else {
             0
         };
-        (*rec)._pad = 0;
+        fill_executable(rec, bprm);
         fill_filename(rec, bprm);
         fill_argv(rec, task);
         if (*rec).header.flags & flags::ARGV_UNREADABLE != 0 {
@@ -124,6 +127,80 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     entry.submit(process_wakeup_flags());
     count_emitted(RecordKind::Exec);
     0
+}
+
+/// Identity of the executed file: inode, device, link count, dentry name (memfd), and
+/// a script's interpreter.
+#[inline(always)]
+unsafe fn fill_executable(rec: *mut ExecRecord, bprm: *const u8) {
+    unsafe {
+        (*rec).exe_nlink = 0;
+        (*rec).exe_ino = 0;
+        (*rec).exe_dev = 0;
+        (*rec).interp_len = 0;
+        (*rec).exe_name[0] = 0;
+        let mut file = 0u64;
+        if proc_has_bprm_executable() {
+            file = read_kernel::<u64>(bprm, get::OFF_PROC_BPRM_EXECUTABLE()).unwrap_or(0);
+        }
+        if file == 0 {
+            file = read_kernel::<u64>(bprm, get::OFF_PROC_BPRM_FILE()).unwrap_or(0);
+        }
+        if file != 0 {
+            let file = file as *const u8;
+            if let Ok(inode) = read_kernel::<u64>(file, get::OFF_PROC_FILE_INODE()) {
+                let inode = inode as *const u8;
+                (*rec).exe_ino = read_kernel(inode, get::OFF_PROC_INODE_INO()).unwrap_or(0);
+                (*rec).exe_nlink = read_kernel(inode, get::OFF_PROC_INODE_NLINK()).unwrap_or(0);
+                if let Ok(sb) = read_kernel::<u64>(inode, get::OFF_PROC_INODE_SB()) {
+                    (*rec).exe_dev =
+                        read_kernel(sb as *const u8, get::OFF_PROC_SB_DEV()).unwrap_or(0);
+                }
+                if (*rec).exe_nlink == 0 {
+                    (*rec).exec_flags |= exec_flags::DELETED;
+                }
+            }
+            let name = read_kernel::<u64>(file, get::OFF_PROC_FILE_DENTRY())
+                .and_then(|d| read_kernel::<u64>(d as *const u8, get::OFF_PROC_DENTRY_NAME()));
+            if let Ok(name) = name {
+                let n = bpf_probe_read_kernel_str(
+                    (&raw mut (*rec).exe_name).cast(),
+                    EXEC_EXE_NAME_LEN as u32,
+                    name as *const _,
+                );
+                let e = &(*rec).exe_name;
+                if n >= 7
+                    && e[0] == b'm'
+                    && e[1] == b'e'
+                    && e[2] == b'm'
+                    && e[3] == b'f'
+                    && e[4] == b'd'
+                    && e[5] == b':'
+                {
+                    (*rec).exec_flags |= exec_flags::MEMFD;
+                }
+            }
+        }
+        // binfmt_script/binfmt_misc point `interp` at the interpreter; otherwise it is
+        // the very `filename` pointer.
+        let filename = read_kernel::<u64>(bprm, get::OFF_BPRM_FILENAME()).unwrap_or(0);
+        let interp = read_kernel::<u64>(bprm, get::OFF_PROC_BPRM_INTERP()).unwrap_or(0);
+        if interp != 0 && interp != filename {
+            (*rec).exec_flags |= exec_flags::SCRIPT;
+            let n = bpf_probe_read_kernel_str(
+                (&raw mut (*rec).interpreter).cast(),
+                EXEC_INTERP_LEN as u32,
+                interp as *const _,
+            );
+            if n > 0 {
+                let len = (n - 1) as u32;
+                (*rec).interp_len = len;
+                if len as usize >= EXEC_INTERP_LEN - 1 {
+                    (*rec).exec_flags |= exec_flags::INTERP_TRUNCATED;
+                }
+            }
+        }
+    }
 }
 
 #[inline(always)]

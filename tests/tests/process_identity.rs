@@ -581,3 +581,89 @@ fn run_source_self_tgid(run: &Running) -> u32 {
         other => panic!("self tgid not seen by the kernel: {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memfd_fexecve_is_flagged_fileless_with_its_name() {
+    if !kernel_or_skip("memfd_fexecve_is_flagged_fileless_with_its_name") {
+        return;
+    }
+    let name = format!("payload-{}", std::process::id());
+    let mut run = Running::start();
+    let out = run_actor(ACTOR, &["memfd-exec", &name, "from-memory"]);
+    let pid = pid_of(&out);
+    let seen = run
+        .until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
+        .await;
+    let exec = seen
+        .iter()
+        .find(|p| {
+            is(p, ProcessEventKind::Exec, pid)
+                && p.command_line.first().map(String::as_str) == Some(name.as_str())
+        })
+        .expect("exec of the memfd");
+    assert_eq!(exec.memfd_name.as_deref(), Some(name.as_str()), "{exec:#?}");
+    assert!(exec.executable_deleted, "a memfd has no links");
+    assert!(exec.executable_inode.is_some());
+    assert_eq!(exec.interpreter, None);
+    // The actor's own exec, from a file on disk, is not fileless.
+    let actor_exec = seen
+        .iter()
+        .find(|p| {
+            is(p, ProcessEventKind::Exec, pid)
+                && p.command_line.first().map(String::as_str) == Some(ACTOR)
+        })
+        .expect("the actor's exec");
+    assert_eq!(actor_exec.memfd_name, None);
+    assert!(!actor_exec.executable_deleted);
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_shows_its_interpreter_and_the_interpreter_inode() {
+    if !kernel_or_skip("a_script_shows_its_interpreter_and_the_interpreter_inode") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dir = open_tempdir();
+    let script = dir.path().join("script.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // At sched_process_exec the kernel has swapped the script's file for the
+    // interpreter's (exec_binprm), so the inode is the interpreter's.
+    let meta = std::fs::metadata("/bin/sh").unwrap();
+    let mut run = Running::start();
+    let mut child = std::process::Command::new(&script)
+        .arg("script-arg")
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    assert!(child.wait().unwrap().success());
+    let seen = run
+        .until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
+        .await;
+    let exec = seen
+        .iter()
+        .find(|p| is(p, ProcessEventKind::Exec, pid))
+        .expect("exec of the script");
+    assert_eq!(exec.interpreter.as_deref(), Some("/bin/sh"));
+    assert_eq!(
+        exec.executable_path.as_deref(),
+        Some(script.to_str().unwrap())
+    );
+    assert_eq!(
+        exec.executable_inode,
+        Some(meta.ino()),
+        "the script's inode"
+    );
+    // glibc's st_dev encoding -> (major, minor); the kernel's is major << 20 | minor.
+    let st = meta.dev();
+    let (major, minor) = (
+        ((st >> 8) & 0xfff) | ((st >> 32) & !0xfff),
+        (st & 0xff) | ((st >> 12) & !0xff),
+    );
+    let dev = u64::from(exec.executable_device.expect("device"));
+    assert_eq!((dev >> 20, dev & 0xfffff), (major, minor));
+    assert!(!exec.executable_deleted);
+    assert_eq!(exec.memfd_name, None);
+    run.stop().await;
+}

@@ -155,6 +155,24 @@ pub struct ProcessEvent {
         skip_serializing_if = "Option::is_none"
     )]
     pub child_start_time: Option<DateTime<Utc>>,
+    /// For `exec`: inode number of the image the kernel loaded (for a script, the
+    /// interpreter's: the kernel has let go of the script's file by then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable_inode: Option<u64>,
+    /// For `exec`: device of that inode (the kernel's `MKDEV(major, minor)`:
+    /// `major << 20 | minor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable_device: Option<u32>,
+    /// For `exec`: the executed file had no links left (deleted before or while it ran,
+    /// a memfd, an `O_TMPFILE`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub executable_deleted: bool,
+    /// For `exec`: fileless execution from a memfd; the memfd's name (without `memfd:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memfd_name: Option<String>,
+    /// For `exec` of a script: the interpreter the kernel ran (`#!` line or binfmt_misc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpreter: Option<String>,
 }
 
 impl ProcessEvent {
@@ -191,6 +209,11 @@ impl ProcessEvent {
             compat_syscall: false,
             process_key: None,
             child_start_time: None,
+            executable_inode: None,
+            executable_device: None,
+            executable_deleted: false,
+            memfd_name: None,
+            interpreter: None,
         }
     }
 }

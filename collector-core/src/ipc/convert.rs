@@ -244,6 +244,11 @@ fn process_to_proto(e: &ProcessEvent) -> pb::ProcessEvent {
         compat_syscall: e.compat_syscall,
         process_key: e.process_key.clone(),
         child_start_time: e.child_start_time.map(timestamp_to_proto),
+        executable_inode: e.executable_inode,
+        executable_device: e.executable_device,
+        executable_deleted: e.executable_deleted,
+        memfd_name: e.memfd_name.clone(),
+        interpreter: e.interpreter.clone(),
     }
 }
 
@@ -315,6 +320,11 @@ fn process_from_proto(e: pb::ProcessEvent) -> Result<ProcessEvent, ConvertError>
             .child_start_time
             .map(|t| timestamp_from_proto(Some(t), "process.child_start_time"))
             .transpose()?,
+        executable_inode: e.executable_inode,
+        executable_device: e.executable_device,
+        executable_deleted: e.executable_deleted,
+        memfd_name: e.memfd_name,
+        interpreter: e.interpreter,
     })
 }
 

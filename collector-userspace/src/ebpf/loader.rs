@@ -426,6 +426,7 @@ impl KernelPrograms {
         let group_dead = u32::from(offsets.exit_has_group_dead && !config.exit_by_signal_live);
         let proc_has_audit = u32::from(offsets.proc_has_audit);
         let proc_has_compat = u32::from(offsets.proc_has_compat);
+        let proc_has_bprm_executable = u32::from(offsets.proc_has_bprm_executable);
         let include_only = u32::from(config.include_only);
         let has_excluded_pids = u32::from(!config.excluded_pids.is_empty());
         let has_excluded_comms = u32::from(!config.excluded_comms.is_empty());
@@ -447,6 +448,7 @@ impl KernelPrograms {
             .override_global("EXIT_HAS_GROUP_DEAD", &group_dead, true)
             .override_global("PROC_HAS_AUDIT", &proc_has_audit, true)
             .override_global("PROC_HAS_COMPAT", &proc_has_compat, true)
+            .override_global("PROC_HAS_BPRM_EXECUTABLE", &proc_has_bprm_executable, true)
             .override_global("SELF_NS_DEV", &own_ns.dev, true)
             .override_global("SELF_NS_INO", &own_ns.ino, true)
             .override_global("SELF_NS_TGID", &own_ns.tgid, true)

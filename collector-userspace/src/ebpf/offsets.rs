@@ -47,7 +47,21 @@ const FIELDS: &[(&str, &str, &str)] = &[
     ("OFF_PROC_CRED_FSGID", "cred", "fsgid"),
     ("OFF_PROC_CRED_CAP_EFFECTIVE", "cred", "cap_effective"),
     ("OFF_PROC_CRED_CAP_PERMITTED", "cred", "cap_permitted"),
+    ("OFF_PROC_BPRM_FILE", "linux_binprm", "file"),
+    ("OFF_PROC_BPRM_INTERP", "linux_binprm", "interp"),
+    ("OFF_PROC_FILE_INODE", "file", "f_inode"),
+    ("OFF_PROC_FILE_DENTRY", "file", "f_path.dentry"),
+    ("OFF_PROC_DENTRY_NAME", "dentry", "d_name.name"),
+    ("OFF_PROC_INODE_INO", "inode", "i_ino"),
+    ("OFF_PROC_INODE_NLINK", "inode", "i_nlink"),
+    ("OFF_PROC_INODE_SB", "inode", "i_sb"),
+    ("OFF_PROC_SB_DEV", "super_block", "s_dev"),
 ];
+
+/// `linux_binprm.executable`: the file the caller named, apart from the interpreter's.
+/// Optional: without it the exec's identity is `bprm->file`.
+const PROC_BPRM_EXECUTABLE: &[(&str, &str, &str)] =
+    &[("OFF_PROC_BPRM_EXECUTABLE", "linux_binprm", "executable")];
 
 /// Audit identity of a task (CONFIG_AUDIT). Optional: without them loginuid and
 /// sessionid read as unset (`u32::MAX`).
@@ -115,6 +129,8 @@ pub struct KernelOffsets {
     pub proc_has_audit: bool,
     /// Whether the process hooks can tell and read 32-bit syscalls (x86).
     pub proc_has_compat: bool,
+    /// Whether `linux_binprm` has `executable`.
+    pub proc_has_bprm_executable: bool,
 }
 
 impl KernelOffsets {
@@ -138,6 +154,7 @@ impl KernelOffsets {
         }
         let proc_has_audit = optional_fields(btf, PROC_AUDIT_FIELDS, &mut values);
         let proc_has_compat = optional_fields(btf, PROC_COMPAT_FIELDS, &mut values);
+        let proc_has_bprm_executable = optional_fields(btf, PROC_BPRM_EXECUTABLE, &mut values);
         // `linux_binprm.secureexec` is a bitfield: its byte, and the bit in that byte.
         let secureexec_bits = btf.member_bit_offset("linux_binprm", "secureexec")?;
         values.push(("OFF_PROC_BPRM_SECUREEXEC_BYTE", secureexec_bits / 8));
@@ -153,6 +170,7 @@ impl KernelOffsets {
             raw_syscalls,
             proc_has_audit,
             proc_has_compat,
+            proc_has_bprm_executable,
         })
     }
 }

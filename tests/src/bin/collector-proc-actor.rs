@@ -12,6 +12,7 @@
 //! collector-proc-actor rename-then-fork NAME ARG  set comm to NAME, then run `/bin/true ARG`
 //! collector-proc-actor fork-exec-after-go ARG  print pid, wait for a stdin line, run
 //!                                              `/bin/true ARG-fork`, then exec `/bin/true ARG-exec`
+//! collector-proc-actor memfd-exec NAME ARG    copy /bin/true into memfd NAME and fexecve it with ARG
 //! ```
 //! x86_64 only (the i386 entry and the raw thread exit use its syscall numbers).
 use std::ffi::CString;
@@ -70,6 +71,7 @@ fn main() {
         Some("exec-from-thread") => exec_from_thread(&arg(1)),
         Some("rename-then-fork") => rename_then_fork(&arg(1), &arg(2)),
         Some("fork-exec-after-go") => fork_exec_after_go(&arg(1)),
+        Some("memfd-exec") => memfd_exec(&arg(1), &arg(2)),
         _ => {
             eprintln!("usage: see the header of collector-proc-actor.rs");
             std::process::exit(2);
@@ -166,4 +168,38 @@ fn exec_from_thread(arg: &str) -> String {
     });
     let _ = worker.join();
     unreachable!("the exec replaces the whole process");
+}
+
+fn memfd_exec(name: &str, arg: &str) -> String {
+    use std::io::Write as _;
+    use std::os::fd::FromRawFd;
+    let cname = CString::new(name).unwrap();
+    // SAFETY: memfd_create(2) with a NUL-terminated name.
+    let fd = unsafe { syscall(319, cname.as_ptr(), 0i64) };
+    assert!(fd >= 0, "memfd_create failed");
+    // SAFETY: a fresh descriptor we own.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd as i32) };
+    file.write_all(&std::fs::read("/bin/true").unwrap())
+        .unwrap();
+    println!("pid={}", std::process::id());
+    std::io::stdout().flush().unwrap();
+    let empty = CString::new("").unwrap();
+    let argv0 = CString::new(name).unwrap();
+    let argv1 = CString::new(arg).unwrap();
+    let argv = [argv0.as_ptr(), argv1.as_ptr(), std::ptr::null()];
+    let envp: [*const i8; 1] = [std::ptr::null()];
+    const AT_EMPTY_PATH: i64 = 0x1000;
+    // fexecve(3): execveat(fd, "", argv, envp, AT_EMPTY_PATH).
+    // SAFETY: valid strings and NULL-terminated vectors that outlive the call.
+    unsafe {
+        syscall(
+            322,
+            fd,
+            empty.as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            AT_EMPTY_PATH,
+        )
+    };
+    panic!("fexecve of the memfd failed");
 }

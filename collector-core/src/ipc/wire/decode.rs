@@ -143,6 +143,8 @@ fn process_event(body: &[u8], names: &mut SourceNames) -> Option<ProcessEvent> {
     let (mut creds, mut old_creds, mut secure_exec, mut errno, mut syscall_nr) =
         (None, None, false, None, None);
     let (mut compat_syscall, mut process_key, mut child_start_time) = (false, None, None);
+    let (mut executable_inode, mut executable_device, mut executable_deleted) = (None, None, false);
+    let (mut memfd_name, mut interpreter) = (None, None);
     let mut fields = Fields::new(body);
     while let Some((field, wire_type)) = fields.next(process::COMMAND_LINE)? {
         let r = &mut fields.r;
@@ -175,6 +177,11 @@ fn process_event(body: &[u8], names: &mut SourceNames) -> Option<ProcessEvent> {
             (process::CHILD_START_TIME, LEN) => {
                 child_start_time = Some(timestamp(r.len_delimited()?)?)
             }
+            (process::EXECUTABLE_INODE, VARINT) => executable_inode = Some(r.varint()?),
+            (process::EXECUTABLE_DEVICE, VARINT) => executable_device = Some(r.varint()? as u32),
+            (process::EXECUTABLE_DELETED, VARINT) => executable_deleted = r.varint()? != 0,
+            (process::MEMFD_NAME, LEN) => memfd_name = Some(r.str()?),
+            (process::INTERPRETER, LEN) => interpreter = Some(r.str()?),
             _ => return None,
         }
     }
@@ -204,6 +211,11 @@ fn process_event(body: &[u8], names: &mut SourceNames) -> Option<ProcessEvent> {
         compat_syscall,
         process_key: process_key.map(str::to_owned),
         child_start_time,
+        executable_inode,
+        executable_device,
+        executable_deleted,
+        memfd_name: memfd_name.map(str::to_owned),
+        interpreter: interpreter.map(str::to_owned),
     })
 }
 

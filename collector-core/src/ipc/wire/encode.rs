@@ -249,6 +249,15 @@ fn process_body(o: &mut impl Out, e: &ProcessEvent) {
     if let Some(t) = &e.child_start_time {
         timestamp_field(o, process::CHILD_START_TIME, t);
     }
+    opt_varint(o, process::EXECUTABLE_INODE, e.executable_inode);
+    opt_varint(
+        o,
+        process::EXECUTABLE_DEVICE,
+        e.executable_device.map(u64::from),
+    );
+    boolean(o, process::EXECUTABLE_DELETED, e.executable_deleted);
+    opt_string(o, process::MEMFD_NAME, e.memfd_name.as_deref());
+    opt_string(o, process::INTERPRETER, e.interpreter.as_deref());
 }
 
 fn network_body(o: &mut impl Out, e: &NetworkEvent) {

@@ -82,6 +82,11 @@ mod field {
         pub const COMPAT_SYSCALL: u32 = 23;
         pub const PROCESS_KEY: u32 = 24;
         pub const CHILD_START_TIME: u32 = 25;
+        pub const EXECUTABLE_INODE: u32 = 26;
+        pub const EXECUTABLE_DEVICE: u32 = 27;
+        pub const EXECUTABLE_DELETED: u32 = 28;
+        pub const MEMFD_NAME: u32 = 29;
+        pub const INTERPRETER: u32 = 30;
     }
     pub mod credentials {
         pub const UID: u32 = 1;

@@ -3,6 +3,7 @@
 use collector_common::{
     exec_flags, flags, CredChangeRecord, Credentials, ExecFailedRecord, ExecRecord, ExitRecord,
     ForkRecord, RecordHeader, RecordKind, EXEC_ARGV_LEN, EXEC_FAILED_PATH_LEN, EXEC_FILENAME_LEN,
+    EXEC_INTERP_LEN,
 };
 use collector_core::event::{
     CollectionEvent, ProcessCredentials, ProcessEvent, ProcessEventKind, SourceName,
@@ -84,6 +85,19 @@ pub fn decode_process(
             }
             ev.credentials = Some(credentials(&r.creds));
             ev.secure_exec = r.exec_flags & exec_flags::SECURE_EXEC != 0;
+            if r.exe_ino != 0 {
+                ev.executable_inode = Some(r.exe_ino);
+                ev.executable_device = Some(r.exe_dev);
+            }
+            ev.executable_deleted = r.exec_flags & exec_flags::DELETED != 0;
+            if r.exec_flags & exec_flags::MEMFD != 0 {
+                let name = c_str(&r.exe_name);
+                ev.memfd_name = Some(name.strip_prefix("memfd:").unwrap_or(&name).to_string());
+            }
+            if r.exec_flags & exec_flags::SCRIPT != 0 {
+                let len = (r.interp_len as usize).min(EXEC_INTERP_LEN);
+                ev.interpreter = Some(c_str(&r.interpreter[..len]));
+            }
             ev
         }
         RecordKind::Fork => {
