@@ -122,6 +122,10 @@ pub struct ExecRecord {
     pub exe_dev: u32,
     /// Bytes used in `interpreter`.
     pub interp_len: u32,
+    /// The process's pid in its own pid namespace (`thread_pid->numbers[level].nr`).
+    pub ns_pid: u32,
+    /// Inode number of that pid namespace (`ns.inum`, as in `/proc/<pid>/ns/pid`).
+    pub pidns_inum: u32,
     /// The executed file's dentry name (`memfd:<name>` for a memfd), NUL-padded.
     pub exe_name: [u8; EXEC_EXE_NAME_LEN],
     /// A script's interpreter (`bprm->interp` when it differs from `bprm->filename`).
@@ -146,6 +150,10 @@ pub struct ForkRecord {
     pub child_start_boottime_ns: u64,
     /// Credentials of the parent (the child starts with the same).
     pub creds: Credentials,
+    /// The parent's pid in its own pid namespace.
+    pub ns_pid: u32,
+    /// Inode number of that pid namespace.
+    pub pidns_inum: u32,
 }
 
 /// A process exit, written at `sched_process_exit` for the thread-group leader.
@@ -160,4 +168,8 @@ pub struct ExitRecord {
     pub ppid: u32,
     /// Credentials of the exiting task.
     pub creds: Credentials,
+    /// The process's pid in its own pid namespace.
+    pub ns_pid: u32,
+    /// Inode number of that pid namespace.
+    pub pidns_inum: u32,
 }

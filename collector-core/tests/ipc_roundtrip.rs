@@ -135,6 +135,9 @@ fn process() -> impl Strategy<Value = CollectionEvent> {
             any::<bool>(),
             option::of(text()),
             option::of(text()),
+            option::of(any::<u32>()),
+            option::of(any::<u32>()),
+            option::of(text()),
         ),
     )
         .prop_map(
@@ -142,7 +145,7 @@ fn process() -> impl Strategy<Value = CollectionEvent> {
                 (kind, timestamp, pid, source, ppid, uid, gid, name),
                 (exe, cmd, trunc, start, exit, cgroup, hash, child),
                 (creds, old, secure, errno, nr, compat, key, child_start),
-                (inode, device, deleted, memfd, interp),
+                (inode, device, deleted, memfd, interp, ns_pid, ns_inode, cgroup_path),
             )| {
                 let mut e = ProcessEvent::new(kind, timestamp, pid, source);
                 e.ppid = ppid;
@@ -171,6 +174,9 @@ fn process() -> impl Strategy<Value = CollectionEvent> {
                 e.executable_deleted = deleted;
                 e.memfd_name = memfd;
                 e.interpreter = interp;
+                e.namespace_pid = ns_pid;
+                e.pid_namespace_inode = ns_inode;
+                e.cgroup_path = cgroup_path;
                 CollectionEvent::Process(e.into())
             },
         )

@@ -148,6 +148,16 @@ offsets! {
     OFF_PROC_INODE_SB,
     /// `super_block.s_dev`
     OFF_PROC_SB_DEV,
+    /// `task_struct.thread_pid`
+    OFF_PROC_TASK_THREAD_PID,
+    /// `pid.level`
+    OFF_PROC_PID_LEVEL,
+    /// `pid.numbers`
+    OFF_PROC_PID_NUMBERS,
+    /// `upid.ns` (the stride of `numbers[]` is twice this: `int nr` padded, then the pointer)
+    OFF_PROC_UPID_NS,
+    /// `pid_namespace.ns.inum`
+    OFF_PROC_PIDNS_INUM,
 }
 
 /// Set by the loader when `linux_binprm` has `executable` (the file the caller named,

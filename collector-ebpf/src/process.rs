@@ -72,6 +72,29 @@ unsafe fn read_creds(task: *const u8) -> Credentials {
     c
 }
 
+/// The current process's pid in its own pid namespace and that namespace's inode
+/// (of the thread-group leader: the process, not the thread).
+#[inline(always)]
+fn pid_namespace_identity() -> (u32, u32) {
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let r = read_kernel::<u64>(task, get::OFF_PROC_TASK_GROUP_LEADER()).and_then(|leader| {
+            let pid = read_kernel::<u64>(leader as *const u8, get::OFF_PROC_TASK_THREAD_PID())?
+                as *const u8;
+            // Nesting is at most 32 levels (MAX_PID_NS_LEVEL).
+            let level = read_kernel::<u32>(pid, get::OFF_PROC_PID_LEVEL())? & 31;
+            let stride = get::OFF_PROC_UPID_NS() * 2;
+            let upid =
+                pid.wrapping_add((get::OFF_PROC_PID_NUMBERS() + level as u64 * stride) as usize);
+            let nr = read_kernel::<u32>(upid, 0)?;
+            let ns = read_kernel::<u64>(upid, get::OFF_PROC_UPID_NS())?;
+            let inum = read_kernel::<u32>(ns as *const u8, get::OFF_PROC_PIDNS_INUM())?;
+            Ok((nr, inum))
+        });
+        r.unwrap_or((0, 0))
+    }
+}
+
 #[inline(always)]
 unsafe fn is_kthread(task: *const u8) -> bool {
     unsafe { read_kernel::<u32>(task, get::OFF_PROC_TASK_FLAGS()) }.unwrap_or(0) & PF_KTHREAD != 0
@@ -112,6 +135,7 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
             0
         };
         fill_executable(rec, bprm);
+        ((*rec).ns_pid, (*rec).pidns_inum) = pid_namespace_identity();
         fill_filename(rec, bprm);
         fill_argv(rec, task);
         if (*rec).header.flags & flags::ARGV_UNREADABLE != 0 {
@@ -293,6 +317,7 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
         (*rec).child_start_boottime_ns =
             read_kernel::<u64>(child, get::OFF_TASK_START_BOOTTIME()).unwrap_or(0);
         (*rec).creds = read_creds(ctx.arg(0));
+        ((*rec).ns_pid, (*rec).pidns_inum) = pid_namespace_identity();
     }
     entry.submit(process_wakeup_flags());
     count_emitted(RecordKind::Fork);
@@ -336,6 +361,7 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
         (*rec).exit_code = read_kernel::<u32>(task, get::OFF_TASK_EXIT_CODE()).unwrap_or(0);
         (*rec).ppid = parent_tgid(task).unwrap_or(0);
         (*rec).creds = read_creds(task);
+        ((*rec).ns_pid, (*rec).pidns_inum) = pid_namespace_identity();
     }
     entry.submit(process_wakeup_flags());
     count_emitted(RecordKind::Exit);

@@ -665,5 +665,20 @@ async fn a_script_shows_its_interpreter_and_the_interpreter_inode() {
     assert_eq!((dev >> 20, dev & 0xfffff), (major, minor));
     assert!(!exec.executable_deleted);
     assert_eq!(exec.memfd_name, None);
+    // Namespace and cgroup attribution: the child shares this test's.
+    assert_eq!(exec.namespace_pid, Some(pid), "host pid namespace");
+    let pidns = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
+    assert_eq!(exec.pid_namespace_inode.map(u64::from), Some(pidns));
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let path = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("cgroup v2");
+    assert_eq!(
+        exec.cgroup_path.as_deref(),
+        Some(path),
+        "{:?}",
+        exec.cgroup_id
+    );
     run.stop().await;
 }

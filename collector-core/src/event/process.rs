@@ -173,6 +173,16 @@ pub struct ProcessEvent {
     /// For `exec` of a script: the interpreter the kernel ran (`#!` line or binfmt_misc).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interpreter: Option<String>,
+    /// The process's pid inside its own pid namespace (equals `pid` on the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_pid: Option<u32>,
+    /// Inode of the process's pid namespace (as in `/proc/<pid>/ns/pid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_namespace_inode: Option<u32>,
+    /// Path of the cgroup v2 (`cgroup_id`) under the cgroup2 mount, e.g.
+    /// `/system.slice/ssh.service`; resolved in userspace, absent when the cgroup is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_path: Option<String>,
 }
 
 impl ProcessEvent {
@@ -214,6 +224,9 @@ impl ProcessEvent {
             executable_deleted: false,
             memfd_name: None,
             interpreter: None,
+            namespace_pid: None,
+            pid_namespace_inode: None,
+            cgroup_path: None,
         }
     }
 }

@@ -249,6 +249,9 @@ fn process_to_proto(e: &ProcessEvent) -> pb::ProcessEvent {
         executable_deleted: e.executable_deleted,
         memfd_name: e.memfd_name.clone(),
         interpreter: e.interpreter.clone(),
+        namespace_pid: e.namespace_pid,
+        pid_namespace_inode: e.pid_namespace_inode,
+        cgroup_path: e.cgroup_path.clone(),
     }
 }
 
@@ -325,6 +328,9 @@ fn process_from_proto(e: pb::ProcessEvent) -> Result<ProcessEvent, ConvertError>
         executable_deleted: e.executable_deleted,
         memfd_name: e.memfd_name,
         interpreter: e.interpreter,
+        namespace_pid: e.namespace_pid,
+        pid_namespace_inode: e.pid_namespace_inode,
+        cgroup_path: e.cgroup_path,
     })
 }
 

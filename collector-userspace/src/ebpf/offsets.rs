@@ -56,6 +56,11 @@ const FIELDS: &[(&str, &str, &str)] = &[
     ("OFF_PROC_INODE_NLINK", "inode", "i_nlink"),
     ("OFF_PROC_INODE_SB", "inode", "i_sb"),
     ("OFF_PROC_SB_DEV", "super_block", "s_dev"),
+    ("OFF_PROC_TASK_THREAD_PID", "task_struct", "thread_pid"),
+    ("OFF_PROC_PID_LEVEL", "pid", "level"),
+    ("OFF_PROC_PID_NUMBERS", "pid", "numbers"),
+    ("OFF_PROC_UPID_NS", "upid", "ns"),
+    ("OFF_PROC_PIDNS_INUM", "pid_namespace", "ns.inum"),
 ];
 
 /// `linux_binprm.executable`: the file the caller named, apart from the interpreter's.

@@ -145,6 +145,7 @@ fn process_event(body: &[u8], names: &mut SourceNames) -> Option<ProcessEvent> {
     let (mut compat_syscall, mut process_key, mut child_start_time) = (false, None, None);
     let (mut executable_inode, mut executable_device, mut executable_deleted) = (None, None, false);
     let (mut memfd_name, mut interpreter) = (None, None);
+    let (mut namespace_pid, mut pid_namespace_inode, mut cgroup_path) = (None, None, None);
     let mut fields = Fields::new(body);
     while let Some((field, wire_type)) = fields.next(process::COMMAND_LINE)? {
         let r = &mut fields.r;
@@ -182,6 +183,11 @@ fn process_event(body: &[u8], names: &mut SourceNames) -> Option<ProcessEvent> {
             (process::EXECUTABLE_DELETED, VARINT) => executable_deleted = r.varint()? != 0,
             (process::MEMFD_NAME, LEN) => memfd_name = Some(r.str()?),
             (process::INTERPRETER, LEN) => interpreter = Some(r.str()?),
+            (process::NAMESPACE_PID, VARINT) => namespace_pid = Some(r.varint()? as u32),
+            (process::PID_NAMESPACE_INODE, VARINT) => {
+                pid_namespace_inode = Some(r.varint()? as u32)
+            }
+            (process::CGROUP_PATH, LEN) => cgroup_path = Some(r.str()?),
             _ => return None,
         }
     }
@@ -216,6 +222,9 @@ fn process_event(body: &[u8], names: &mut SourceNames) -> Option<ProcessEvent> {
         executable_deleted,
         memfd_name: memfd_name.map(str::to_owned),
         interpreter: interpreter.map(str::to_owned),
+        namespace_pid,
+        pid_namespace_inode,
+        cgroup_path: cgroup_path.map(str::to_owned),
     })
 }
 

@@ -258,6 +258,13 @@ fn process_body(o: &mut impl Out, e: &ProcessEvent) {
     boolean(o, process::EXECUTABLE_DELETED, e.executable_deleted);
     opt_string(o, process::MEMFD_NAME, e.memfd_name.as_deref());
     opt_string(o, process::INTERPRETER, e.interpreter.as_deref());
+    opt_varint(o, process::NAMESPACE_PID, e.namespace_pid.map(u64::from));
+    opt_varint(
+        o,
+        process::PID_NAMESPACE_INODE,
+        e.pid_namespace_inode.map(u64::from),
+    );
+    opt_string(o, process::CGROUP_PATH, e.cgroup_path.as_deref());
 }
 
 fn network_body(o: &mut impl Out, e: &NetworkEvent) {

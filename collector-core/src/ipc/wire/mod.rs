@@ -87,6 +87,9 @@ mod field {
         pub const EXECUTABLE_DELETED: u32 = 28;
         pub const MEMFD_NAME: u32 = 29;
         pub const INTERPRETER: u32 = 30;
+        pub const NAMESPACE_PID: u32 = 31;
+        pub const PID_NAMESPACE_INODE: u32 = 32;
+        pub const CGROUP_PATH: u32 = 33;
     }
     pub mod credentials {
         pub const UID: u32 = 1;

@@ -36,6 +36,13 @@ pub fn process_key(pid: u32, start_boottime_ns: u64) -> String {
     format!("{pid}:{start_boottime_ns}")
 }
 
+fn set_namespace(ev: &mut ProcessEvent, ns_pid: u32, pidns_inum: u32) {
+    if pidns_inum != 0 {
+        ev.namespace_pid = Some(ns_pid);
+        ev.pid_namespace_inode = Some(pidns_inum);
+    }
+}
+
 fn credentials(c: &Credentials) -> ProcessCredentials {
     // The kernel's "unset" audit values (-1) are left out rather than shown as ids.
     let set = |v: u32| (v != u32::MAX).then_some(v);
@@ -84,6 +91,7 @@ pub fn decode_process(
                 ev.start_time = Some(clock.to_utc(r.start_boottime_ns));
             }
             ev.credentials = Some(credentials(&r.creds));
+            set_namespace(&mut ev, r.ns_pid, r.pidns_inum);
             ev.secure_exec = r.exec_flags & exec_flags::SECURE_EXEC != 0;
             if r.exe_ino != 0 {
                 ev.executable_inode = Some(r.exe_ino);
@@ -108,6 +116,7 @@ pub fn decode_process(
                 ev.child_start_time = Some(clock.to_utc(r.child_start_boottime_ns));
             }
             ev.credentials = Some(credentials(&r.creds));
+            set_namespace(&mut ev, r.ns_pid, r.pidns_inum);
             ev
         }
         RecordKind::Exit => {
@@ -116,6 +125,7 @@ pub fn decode_process(
             ev.ppid = Some(r.ppid);
             ev.exit_code = Some(exit_code_from_status(r.exit_code));
             ev.credentials = Some(credentials(&r.creds));
+            set_namespace(&mut ev, r.ns_pid, r.pidns_inum);
             ev
         }
         RecordKind::CredChange => {
