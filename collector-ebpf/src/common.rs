@@ -207,7 +207,7 @@ pub fn has_excluded_pids() -> bool {
 #[inline(always)]
 pub fn exclusions_at_exec(tgid: u32) {
     if has_excluded_pids() {
-        let _ = EXCLUDED_PIDS.remove(&tgid);
+        let _ = EXCLUDED_PIDS.remove(tgid);
     }
     if has_excluded_comms() {
         let excluded_image = match bpf_get_current_comm() {
@@ -215,9 +215,9 @@ pub fn exclusions_at_exec(tgid: u32) {
             Err(_) => false,
         };
         if excluded_image {
-            let _ = EXCLUDED_COMM_PROCS.insert(&tgid, &1, 0);
+            let _ = EXCLUDED_COMM_PROCS.insert(tgid, 1, 0);
         } else {
-            let _ = EXCLUDED_COMM_PROCS.remove(&tgid);
+            let _ = EXCLUDED_COMM_PROCS.remove(tgid);
         }
     }
 }
@@ -226,7 +226,7 @@ pub fn exclusions_at_exec(tgid: u32) {
 #[inline(always)]
 pub fn exclusions_at_fork(parent_tgid: u32, child_tgid: u32) {
     if has_excluded_comms() && unsafe { EXCLUDED_COMM_PROCS.get(parent_tgid) }.is_some() {
-        let _ = EXCLUDED_COMM_PROCS.insert(&child_tgid, &1, 0);
+        let _ = EXCLUDED_COMM_PROCS.insert(child_tgid, 1, 0);
     }
 }
 
@@ -234,10 +234,10 @@ pub fn exclusions_at_fork(parent_tgid: u32, child_tgid: u32) {
 #[inline(always)]
 pub fn exclusions_at_exit(tgid: u32) {
     if has_excluded_pids() {
-        let _ = EXCLUDED_PIDS.remove(&tgid);
+        let _ = EXCLUDED_PIDS.remove(tgid);
     }
     if has_excluded_comms() {
-        let _ = EXCLUDED_COMM_PROCS.remove(&tgid);
+        let _ = EXCLUDED_COMM_PROCS.remove(tgid);
     }
 }
 

@@ -488,7 +488,7 @@ pub fn proc_sys_enter(ctx: BtfTracePointContext) -> i32 {
         filename,
         creds: unsafe { read_creds(task) },
     };
-    let _ = CRED_SYSCALLS.insert(&pid_tgid, &stash, 0);
+    let _ = CRED_SYSCALLS.insert(pid_tgid, stash, 0);
     0
 }
 
@@ -501,11 +501,11 @@ pub fn proc_sys_exit(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(stash) = (unsafe { CRED_SYSCALLS.get(&pid_tgid) }) else {
+    let Some(stash) = (unsafe { CRED_SYSCALLS.get(pid_tgid) }) else {
         return 0;
     };
     let stash = *stash;
-    let _ = CRED_SYSCALLS.remove(&pid_tgid);
+    let _ = CRED_SYSCALLS.remove(pid_tgid);
     let ret: i64 = ctx.arg(1);
     let is_exec = watched(stash.nr as u64, stash.compat != 0)
         .map(|w| w != Watched::Creds)

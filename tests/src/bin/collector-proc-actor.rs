@@ -77,7 +77,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    writeln!(std::io::stdout(), "pid={} {out}", std::process::id()).unwrap();
+    println!("pid={} {out}", std::process::id());
 }
 
 fn set_ids(uid: u32, compat: bool) -> String {
