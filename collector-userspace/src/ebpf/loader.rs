@@ -174,7 +174,12 @@ impl Default for KernelConfig {
     fn default() -> Self {
         Self {
             process_ring_bytes: 8 << 20,
-            process_wakeup_bytes: 0,
+            // A wakeup per record (the kernel's adaptive policy when the reader keeps
+            // up) is what a process program spent its time on: measured on 6.18, fork
+            // and exit averaged 12 and 9 us per call with it and 1.5 and 1.7 us with a
+            // 256 KiB watermark. The reader drains on its own timer (`poll_interval`)
+            // below the watermark, so events wait at most that long.
+            process_wakeup_bytes: 256 << 10,
             network_ring_bytes: 8 << 20,
             network_wakeup_bytes: 0,
             file_ring_bytes: 32 << 20,
