@@ -12,8 +12,8 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid,
         generated::{
-            bpf_get_current_task, bpf_probe_read_kernel_str, bpf_probe_read_user,
-            bpf_probe_read_user_str,
+            bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_str,
+            bpf_probe_read_user, bpf_probe_read_user_str,
         },
     },
     macros::{btf_tracepoint, map},
@@ -53,16 +53,20 @@ unsafe fn read_creds(task: *const u8) -> Credentials {
     unsafe {
         if let Ok(cred) = read_kernel::<u64>(task, get::OFF_PROC_TASK_CRED()) {
             let cred = cred as *const u8;
-            c.uid = read_kernel(cred, get::OFF_PROC_CRED_UID()).unwrap_or(u32::MAX);
-            c.euid = read_kernel(cred, get::OFF_PROC_CRED_EUID()).unwrap_or(u32::MAX);
-            c.suid = read_kernel(cred, get::OFF_PROC_CRED_SUID()).unwrap_or(u32::MAX);
-            c.fsuid = read_kernel(cred, get::OFF_PROC_CRED_FSUID()).unwrap_or(u32::MAX);
-            c.gid = read_kernel(cred, get::OFF_PROC_CRED_GID()).unwrap_or(u32::MAX);
-            c.egid = read_kernel(cred, get::OFF_PROC_CRED_EGID()).unwrap_or(u32::MAX);
-            c.sgid = read_kernel(cred, get::OFF_PROC_CRED_SGID()).unwrap_or(u32::MAX);
-            c.fsgid = read_kernel(cred, get::OFF_PROC_CRED_FSGID()).unwrap_or(u32::MAX);
-            c.cap_effective = read_kernel(cred, get::OFF_PROC_CRED_CAP_EFFECTIVE()).unwrap_or(0);
-            c.cap_permitted = read_kernel(cred, get::OFF_PROC_CRED_CAP_PERMITTED()).unwrap_or(0);
+            if !read_creds_block(cred, &mut c) {
+                c.uid = read_kernel(cred, get::OFF_PROC_CRED_UID()).unwrap_or(u32::MAX);
+                c.euid = read_kernel(cred, get::OFF_PROC_CRED_EUID()).unwrap_or(u32::MAX);
+                c.suid = read_kernel(cred, get::OFF_PROC_CRED_SUID()).unwrap_or(u32::MAX);
+                c.fsuid = read_kernel(cred, get::OFF_PROC_CRED_FSUID()).unwrap_or(u32::MAX);
+                c.gid = read_kernel(cred, get::OFF_PROC_CRED_GID()).unwrap_or(u32::MAX);
+                c.egid = read_kernel(cred, get::OFF_PROC_CRED_EGID()).unwrap_or(u32::MAX);
+                c.sgid = read_kernel(cred, get::OFF_PROC_CRED_SGID()).unwrap_or(u32::MAX);
+                c.fsgid = read_kernel(cred, get::OFF_PROC_CRED_FSGID()).unwrap_or(u32::MAX);
+                c.cap_effective =
+                    read_kernel(cred, get::OFF_PROC_CRED_CAP_EFFECTIVE()).unwrap_or(0);
+                c.cap_permitted =
+                    read_kernel(cred, get::OFF_PROC_CRED_CAP_PERMITTED()).unwrap_or(0);
+            }
         }
         if proc_has_audit() {
             c.loginuid = read_kernel(task, get::OFF_PROC_TASK_LOGINUID()).unwrap_or(u32::MAX);
@@ -70,6 +74,72 @@ unsafe fn read_creds(task: *const u8) -> Credentials {
         }
     }
     c
+}
+
+/// Bytes of `struct cred` read at once from `uid` on (uid..cap_effective span 60 bytes
+/// on x86_64 6.x).
+const CRED_BLOCK_WORDS: usize = 8;
+
+/// Reads every id and capability of `cred` with one `bpf_probe_read_kernel` when they
+/// all lie within [`CRED_BLOCK_WORDS`] words from `uid` (offsets are load-time constants,
+/// so the verifier and the branch see fixed numbers). False: read them one by one.
+#[inline(always)]
+unsafe fn read_creds_block(cred: *const u8, c: &mut Credentials) -> bool {
+    let base = get::OFF_PROC_CRED_UID();
+    let span = (CRED_BLOCK_WORDS * 8) as u64;
+    let rel = |off: u64, size: u64| -> Option<usize> {
+        (off >= base && off - base + size <= span).then_some((off - base) as usize)
+    };
+    let (
+        Some(euid),
+        Some(suid),
+        Some(fsuid),
+        Some(gid),
+        Some(egid),
+        Some(sgid),
+        Some(fsgid),
+        Some(cap_e),
+        Some(cap_p),
+    ) = (
+        rel(get::OFF_PROC_CRED_EUID(), 4),
+        rel(get::OFF_PROC_CRED_SUID(), 4),
+        rel(get::OFF_PROC_CRED_FSUID(), 4),
+        rel(get::OFF_PROC_CRED_GID(), 4),
+        rel(get::OFF_PROC_CRED_EGID(), 4),
+        rel(get::OFF_PROC_CRED_SGID(), 4),
+        rel(get::OFF_PROC_CRED_FSGID(), 4),
+        rel(get::OFF_PROC_CRED_CAP_EFFECTIVE(), 8),
+        rel(get::OFF_PROC_CRED_CAP_PERMITTED(), 8),
+    )
+    else {
+        return false;
+    };
+    // Words, not bytes: zeroing a u64 array is a few stores, not a byte-wise memset.
+    let mut block = [0u64; CRED_BLOCK_WORDS];
+    let ret = unsafe {
+        bpf_probe_read_kernel(
+            block.as_mut_ptr().cast(),
+            span as u32,
+            cred.wrapping_add(base as usize).cast(),
+        )
+    };
+    if ret < 0 {
+        return false;
+    }
+    let bytes = block.as_ptr().cast::<u8>();
+    let u32_at = |at: usize| unsafe { core::ptr::read_unaligned(bytes.add(at).cast::<u32>()) };
+    let u64_at = |at: usize| unsafe { core::ptr::read_unaligned(bytes.add(at).cast::<u64>()) };
+    c.uid = u32_at(0);
+    c.euid = u32_at(euid);
+    c.suid = u32_at(suid);
+    c.fsuid = u32_at(fsuid);
+    c.gid = u32_at(gid);
+    c.egid = u32_at(egid);
+    c.sgid = u32_at(sgid);
+    c.fsgid = u32_at(fsgid);
+    c.cap_effective = u64_at(cap_e);
+    c.cap_permitted = u64_at(cap_p);
+    true
 }
 
 /// The current process's pid in its own pid namespace and that namespace's inode
