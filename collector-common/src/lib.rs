@@ -67,7 +67,10 @@ pub enum RecordKind {
     /// A file was renamed ([`RenameRecord`]).
     Rename = 11,
     // -- process kinds from 12 --
-
+    /// A task's uids, gids or capabilities changed ([`CredChangeRecord`]).
+    CredChange = 12,
+    /// An `execve`/`execveat` failed ([`ExecFailedRecord`]).
+    ExecFailed = 13,
     // -- network kinds from 20 --
     /// A socket was bound to a local address ([`NetRecord`]).
     Bind = 20,
@@ -99,6 +102,8 @@ impl RecordKind {
             10 => Self::Unlink,
             11 => Self::Rename,
             // process kinds from 12
+            12 => Self::CredChange,
+            13 => Self::ExecFailed,
 
             // network kinds from 20
             20 => Self::Bind,
@@ -148,6 +153,9 @@ pub struct RecordHeader {
     pub gid: u32,
     /// cgroup v2 id of the task.
     pub cgroup_id: u64,
+    /// Start time of the thread-group leader (`group_leader->start_boottime`,
+    /// CLOCK_BOOTTIME ns): with `pid`, the process key that survives pid reuse.
+    pub process_start_ns: u64,
     /// Task name, NUL-padded.
     pub comm: [u8; COMM_LEN],
 }
@@ -175,6 +183,8 @@ mod user {
     unsafe impl aya::Pod for ExecRecord {}
     unsafe impl aya::Pod for ForkRecord {}
     unsafe impl aya::Pod for ExitRecord {}
+    unsafe impl aya::Pod for CredChangeRecord {}
+    unsafe impl aya::Pod for ExecFailedRecord {}
     unsafe impl aya::Pod for NetRecord {}
     unsafe impl aya::Pod for UnixRecord {}
     unsafe impl aya::Pod for FileRecord {}

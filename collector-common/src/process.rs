@@ -2,6 +2,96 @@
 
 use crate::{RecordHeader, EXEC_ARGV_LEN, EXEC_FILENAME_LEN};
 
+/// A task's credentials (`task->cred`), as the kernel checks them.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// Real user id.
+    pub uid: u32,
+    /// Effective user id.
+    pub euid: u32,
+    /// Saved user id.
+    pub suid: u32,
+    /// Filesystem user id.
+    pub fsuid: u32,
+    /// Real group id.
+    pub gid: u32,
+    /// Effective group id.
+    pub egid: u32,
+    /// Saved group id.
+    pub sgid: u32,
+    /// Filesystem group id.
+    pub fsgid: u32,
+    /// Effective capabilities (`cap_effective`, bit n = capability n).
+    pub cap_effective: u64,
+    /// Permitted capabilities (`cap_permitted`).
+    pub cap_permitted: u64,
+    /// Audit login uid (`task->loginuid`; `u32::MAX` when unset or without CONFIG_AUDIT).
+    pub loginuid: u32,
+    /// Audit session id (`task->sessionid`; `u32::MAX` when unset or without CONFIG_AUDIT).
+    pub sessionid: u32,
+}
+
+/// Bits of [`ExecRecord::exec_flags`].
+pub mod exec_flags {
+    /// The exec gained privileges (`bprm->secureexec`: setuid/setgid bits or file
+    /// capabilities took effect; AT_SECURE is set for the new image).
+    pub const SECURE_EXEC: u32 = 1 << 0;
+    /// The executed file lives in a memfd (its dentry is named `memfd:<name>`):
+    /// fileless execution. `exe_name` holds the dentry name.
+    pub const MEMFD: u32 = 1 << 1;
+    /// The executed file had no links left (deleted, or an unlinked memfd/O_TMPFILE).
+    pub const DELETED: u32 = 1 << 2;
+    /// A script: `interpreter` holds the interpreter's path (`bprm->interp`).
+    pub const SCRIPT: u32 = 1 << 3;
+    /// `interpreter` was cut at [`super::EXEC_INTERP_LEN`].
+    pub const INTERP_TRUNCATED: u32 = 1 << 4;
+}
+
+/// Bytes kept of the executed file's dentry name (memfd names are at most 249 + 6).
+pub const EXEC_EXE_NAME_LEN: usize = 64;
+/// Bytes kept of a script's interpreter path.
+pub const EXEC_INTERP_LEN: usize = 256;
+
+/// A task's credentials changed in a syscall (setuid family, capset, a privilege-gaining
+/// execve), written at `sys_exit` by comparing them with a copy taken at `sys_enter`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct CredChangeRecord {
+    /// Common fields, after the change.
+    pub header: RecordHeader,
+    /// Syscall number as the entry used it (i386 numbering when `compat` is 1).
+    pub syscall_nr: u32,
+    /// 1 when the call came through the 32-bit entry (`int $0x80`, `TS_COMPAT`).
+    pub compat: u32,
+    /// Credentials before the syscall.
+    pub old: Credentials,
+    /// Credentials after the syscall.
+    pub new: Credentials,
+}
+
+/// Bytes of the path kept for a failed exec (the string the caller passed).
+pub const EXEC_FAILED_PATH_LEN: usize = 256;
+
+/// An `execve`/`execveat` that failed, written at `sys_exit`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ExecFailedRecord {
+    /// Common fields of the caller.
+    pub header: RecordHeader,
+    /// The positive errno the syscall returned.
+    pub errno: u32,
+    /// Syscall number as the entry used it (i386 numbering when `compat` is 1).
+    pub syscall_nr: u32,
+    /// 1 when the call came through the 32-bit entry.
+    pub compat: u32,
+    /// Bytes used in `filename`; the path is read from the caller's memory at exit
+    /// (user-supplied, may be cut: then `FILENAME_TRUNCATED` is set).
+    pub filename_len: u32,
+    /// The path the caller passed.
+    pub filename: [u8; EXEC_FAILED_PATH_LEN],
+}
+
 /// A successful exec, written at `sched_process_exec` in the new image's context.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -14,10 +104,32 @@ pub struct ExecRecord {
     pub old_pid: u32,
     /// When the process started (`task->start_boottime`, CLOCK_BOOTTIME ns).
     pub start_boottime_ns: u64,
+    /// Credentials of the new image (after any setuid/setgid/file-capability gain).
+    pub creds: Credentials,
+    /// Bits from [`exec_flags`].
+    pub exec_flags: u32,
     /// Bytes used in `filename` (without NUL).
     pub filename_len: u32,
     /// Bytes used in `argv` (NUL-separated arguments).
     pub argv_len: u32,
+    /// Link count of the executed file's inode (0: deleted or never linked).
+    pub exe_nlink: u32,
+    /// Inode number of the image the kernel loaded (`bprm->executable` when set, i.e.
+    /// binfmt_misc with the `O` flag, else `bprm->file`: for a script, the interpreter's,
+    /// since `exec_binprm` has swapped the script's file out by this tracepoint).
+    pub exe_ino: u64,
+    /// Device of that inode (`i_sb->s_dev`, the kernel's `MKDEV(major, minor)`).
+    pub exe_dev: u32,
+    /// Bytes used in `interpreter`.
+    pub interp_len: u32,
+    /// The process's pid in its own pid namespace (`thread_pid->numbers[level].nr`).
+    pub ns_pid: u32,
+    /// Inode number of that pid namespace (`ns.inum`, as in `/proc/<pid>/ns/pid`).
+    pub pidns_inum: u32,
+    /// The executed file's dentry name (`memfd:<name>` for a memfd), NUL-padded.
+    pub exe_name: [u8; EXEC_EXE_NAME_LEN],
+    /// A script's interpreter (`bprm->interp` when it differs from `bprm->filename`).
+    pub interpreter: [u8; EXEC_INTERP_LEN],
     /// The path the kernel executed (`bprm->filename`).
     pub filename: [u8; EXEC_FILENAME_LEN],
     /// NUL-separated arguments read from `mm->arg_start..arg_end`.
@@ -34,6 +146,14 @@ pub struct ForkRecord {
     pub child_pid: u32,
     /// Padding; always zero.
     pub _pad: u32,
+    /// The child's start time (`start_boottime`): with `child_pid`, the child's process key.
+    pub child_start_boottime_ns: u64,
+    /// Credentials of the parent (the child starts with the same).
+    pub creds: Credentials,
+    /// The parent's pid in its own pid namespace.
+    pub ns_pid: u32,
+    /// Inode number of that pid namespace.
+    pub pidns_inum: u32,
 }
 
 /// A process exit, written at `sched_process_exit` for the thread-group leader.
@@ -46,4 +166,10 @@ pub struct ExitRecord {
     pub exit_code: u32,
     /// Parent process id at exit.
     pub ppid: u32,
+    /// Credentials of the exiting task.
+    pub creds: Credentials,
+    /// The process's pid in its own pid namespace.
+    pub ns_pid: u32,
+    /// Inode number of that pid namespace.
+    pub pidns_inum: u32,
 }

@@ -7,8 +7,8 @@ use bytes::BytesMut;
 use chrono::{DateTime, Utc};
 use collector_core::event::{
     AddressFamily, CollectionEvent, FilesystemEvent, FilesystemEventKind, NetworkEvent,
-    NetworkEventKind, PerformanceEvent, PerformanceEventKind, ProcessEvent, ProcessEventKind,
-    TransportProtocol,
+    NetworkEventKind, PerformanceEvent, PerformanceEventKind, ProcessCredentials, ProcessEvent,
+    ProcessEventKind, TransportProtocol,
 };
 use collector_core::ipc::codec::{ClientCodec, DecodedBatch, EnvelopeCodec, Inbound};
 use collector_core::ipc::convert::ConvertError;
@@ -47,6 +47,58 @@ fn text() -> impl Strategy<Value = String> {
     ".{0,16}"
 }
 
+fn credentials() -> impl Strategy<Value = ProcessCredentials> {
+    (
+        any::<[u32; 8]>(),
+        any::<u64>(),
+        prop_oneof![Just(0u64), any::<u64>()],
+        option::of(any::<u32>()),
+        option::of(any::<u32>()),
+    )
+        .prop_map(|(ids, cap_effective, cap_permitted, loginuid, sessionid)| {
+            ProcessCredentials {
+                uid: ids[0],
+                euid: ids[1],
+                suid: ids[2],
+                fsuid: ids[3],
+                gid: ids[4],
+                egid: ids[5],
+                sgid: ids[6],
+                fsgid: ids[7],
+                cap_effective,
+                cap_permitted,
+                loginuid,
+                sessionid,
+            }
+        })
+}
+
+/// Fields added with credentials and process identity.
+#[allow(clippy::type_complexity)]
+fn process_identity() -> impl Strategy<
+    Value = (
+        Option<ProcessCredentials>,
+        Option<ProcessCredentials>,
+        bool,
+        Option<i32>,
+        Option<u32>,
+        bool,
+        Option<String>,
+        Option<DateTime<Utc>>,
+    ),
+> {
+    (
+        option::of(credentials()),
+        option::of(credentials()),
+        any::<bool>(),
+        option::of(any::<i32>()),
+        option::of(any::<u32>()),
+        any::<bool>(),
+        option::of(text()),
+        option::of(ts()),
+    )
+}
+
 fn process() -> impl Strategy<Value = CollectionEvent> {
     (
         (
@@ -54,7 +106,9 @@ fn process() -> impl Strategy<Value = CollectionEvent> {
                 Just(ProcessEventKind::Exec),
                 Just(ProcessEventKind::Fork),
                 Just(ProcessEventKind::Exit),
-                Just(ProcessEventKind::Snapshot)
+                Just(ProcessEventKind::Snapshot),
+                Just(ProcessEventKind::CredChange),
+                Just(ProcessEventKind::ExecFailed)
             ],
             ts(),
             any::<u32>(),
@@ -74,11 +128,24 @@ fn process() -> impl Strategy<Value = CollectionEvent> {
             option::of(("[0-9a-f]{64}", Just("sha256".to_string()))),
             option::of(any::<u32>()),
         ),
+        process_identity(),
+        (
+            option::of(any::<u64>()),
+            option::of(any::<u32>()),
+            any::<bool>(),
+            option::of(text()),
+            option::of(text()),
+            option::of(any::<u32>()),
+            option::of(any::<u32>()),
+            option::of(text()),
+        ),
     )
         .prop_map(
             |(
                 (kind, timestamp, pid, source, ppid, uid, gid, name),
                 (exe, cmd, trunc, start, exit, cgroup, hash, child),
+                (creds, old, secure, errno, nr, compat, key, child_start),
+                (inode, device, deleted, memfd, interp, ns_pid, ns_inode, cgroup_path),
             )| {
                 let mut e = ProcessEvent::new(kind, timestamp, pid, source);
                 e.ppid = ppid;
@@ -94,6 +161,22 @@ fn process() -> impl Strategy<Value = CollectionEvent> {
                 e.executable_hash = hash.as_ref().map(|h| h.0.clone());
                 e.hash_algorithm = hash.map(|h| h.1);
                 e.child_pid = child;
+                e.credentials = creds;
+                e.old_credentials = old;
+                e.secure_exec = secure;
+                e.errno = errno;
+                e.syscall_nr = nr;
+                e.compat_syscall = compat;
+                e.process_key = key;
+                e.child_start_time = child_start;
+                e.executable_inode = inode;
+                e.executable_device = device;
+                e.executable_deleted = deleted;
+                e.memfd_name = memfd;
+                e.interpreter = interp;
+                e.namespace_pid = ns_pid;
+                e.pid_namespace_inode = ns_inode;
+                e.cgroup_path = cgroup_path;
                 CollectionEvent::Process(e.into())
             },
         )

@@ -13,7 +13,7 @@ use aya_ebpf::{
         },
     },
     macros::map,
-    maps::{lpm_trie::Key, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use collector_common::{
     counter_index, RecordHeader, RecordKind, COMM_LEN, COUNTERS_LEN, COUNTER_EMITTED, COUNTER_LOST,
@@ -106,9 +106,51 @@ static HAS_EXCLUDED_PIDS: u32 = 0;
 #[unsafe(no_mangle)]
 static HAS_EXCLUDED_COMMS: u32 = 0;
 
-/// The collector's own tgid: its events would feed back into themselves.
+/// The collector's own tgid as the kernel sees it (the initial pid namespace), at
+/// index 0: its events would feed back into themselves. Written once at load by
+/// `proc_resolve_self`, which can tell the loader's thread from inside any pid
+/// namespace; 0 (nothing excluded) until then.
+#[map]
+pub static SELF_TGID: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The loader's pid namespace (nsfs device and inode of `/proc/self/ns/pid`) and its
+/// tgid there (`getpid()`), set at load for `proc_resolve_self`.
 #[unsafe(no_mangle)]
-static COLLECTOR_TGID: u32 = 0;
+static SELF_NS_DEV: u64 = 0;
+#[unsafe(no_mangle)]
+static SELF_NS_INO: u64 = 0;
+#[unsafe(no_mangle)]
+static SELF_NS_TGID: u32 = 0;
+
+/// Processes whose image, at their last exec, had an excluded comm (the name the kernel
+/// gave it from the executed file), and their fork children. Keyed by tgid; entries end
+/// at exec and exit. A later rename (`prctl(PR_SET_NAME)`, `/proc/self/comm`) neither
+/// enters nor leaves it.
+#[map]
+pub static EXCLUDED_COMM_PROCS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
+
+/// One-shot program run at load: writes the host tgid of whichever loader thread makes
+/// the next syscall into `SELF_TGID`, then is detached.
+#[aya_ebpf::macros::btf_tracepoint(function = "sys_enter")]
+pub fn proc_resolve_self(_ctx: aya_ebpf::programs::BtfTracePointContext) -> i32 {
+    let mut info = aya_ebpf::bindings::bpf_pidns_info { pid: 0, tgid: 0 };
+    let ret = unsafe {
+        aya_ebpf::helpers::generated::bpf_get_ns_current_pid_tgid(
+            read_volatile(&SELF_NS_DEV),
+            read_volatile(&SELF_NS_INO),
+            &mut info,
+            core::mem::size_of::<aya_ebpf::bindings::bpf_pidns_info>() as u32,
+        )
+    };
+    // Non-zero: the task is not in the loader's pid namespace at all.
+    if ret != 0 || info.tgid != unsafe { read_volatile(&SELF_NS_TGID) } {
+        return 0;
+    }
+    if let Some(slot) = SELF_TGID.get_ptr_mut(0) {
+        unsafe { *slot = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32 };
+    }
+    0
+}
 
 /// Bytes pending in a ring buffer at which a submit wakes the reader. 0 keeps the
 /// kernel's adaptive wakeup (wake only when the reader has caught up). Above 0 the
@@ -127,8 +169,10 @@ static FILE_WAKEUP_BYTES: u64 = 0;
 #[inline(always)]
 pub fn excluded(pid_tgid: u64) -> bool {
     let tgid = (pid_tgid >> 32) as u32;
-    if tgid == unsafe { read_volatile(&COLLECTOR_TGID) } {
-        return true;
+    if let Some(own) = SELF_TGID.get(0) {
+        if *own != 0 && *own == tgid {
+            return true;
+        }
     }
     if unsafe { read_volatile(&INCLUDE_ONLY) } != 0 && unsafe { INCLUDED_PIDS.get(tgid) }.is_none()
     {
@@ -142,9 +186,58 @@ pub fn excluded(pid_tgid: u64) -> bool {
     if unsafe { read_volatile(&HAS_EXCLUDED_COMMS) } == 0 {
         return false;
     }
-    match bpf_get_current_comm() {
-        Ok(comm) => unsafe { EXCLUDED_COMMS.get(comm) }.is_some(),
-        Err(_) => false,
+    // Not the current comm: the process can rename itself into (or out of) it.
+    unsafe { EXCLUDED_COMM_PROCS.get(tgid) }.is_some()
+}
+
+/// Whether comm exclusions are configured.
+#[inline(always)]
+pub fn has_excluded_comms() -> bool {
+    unsafe { read_volatile(&HAS_EXCLUDED_COMMS) != 0 }
+}
+
+/// Whether pid exclusions are configured.
+#[inline(always)]
+pub fn has_excluded_pids() -> bool {
+    unsafe { read_volatile(&HAS_EXCLUDED_PIDS) != 0 }
+}
+
+/// At exec: a pid exclusion ends (the pid now runs another program), and the comm
+/// exclusion is decided again from the name the kernel just gave the new image.
+#[inline(always)]
+pub fn exclusions_at_exec(tgid: u32) {
+    if has_excluded_pids() {
+        let _ = EXCLUDED_PIDS.remove(tgid);
+    }
+    if has_excluded_comms() {
+        let excluded_image = match bpf_get_current_comm() {
+            Ok(comm) => unsafe { EXCLUDED_COMMS.get(comm) }.is_some(),
+            Err(_) => false,
+        };
+        if excluded_image {
+            let _ = EXCLUDED_COMM_PROCS.insert(tgid, 1, 0);
+        } else {
+            let _ = EXCLUDED_COMM_PROCS.remove(tgid);
+        }
+    }
+}
+
+/// At fork: a child of an excluded image runs that image too.
+#[inline(always)]
+pub fn exclusions_at_fork(parent_tgid: u32, child_tgid: u32) {
+    if has_excluded_comms() && unsafe { EXCLUDED_COMM_PROCS.get(parent_tgid) }.is_some() {
+        let _ = EXCLUDED_COMM_PROCS.insert(child_tgid, 1, 0);
+    }
+}
+
+/// At the exit of a process's last thread: its pid may be reused by anyone.
+#[inline(always)]
+pub fn exclusions_at_exit(tgid: u32) {
+    if has_excluded_pids() {
+        let _ = EXCLUDED_PIDS.remove(tgid);
+    }
+    if has_excluded_comms() {
+        let _ = EXCLUDED_COMM_PROCS.remove(tgid);
     }
 }
 
@@ -162,6 +255,21 @@ pub unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, pid_tgid: u64)
         (*h).gid = (uid_gid >> 32) as u32;
         (*h).cgroup_id = bpf_get_current_cgroup_id();
         (*h).comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+        (*h).process_start_ns = process_start_ns(bpf_get_current_task() as *const u8);
+    }
+}
+
+/// Start time of `task`'s thread-group leader (CLOCK_BOOTTIME ns), 0 if unreadable.
+/// With the tgid it names the process across pid reuse (Tetragon's exec_id idea).
+#[inline(always)]
+pub fn process_start_ns(task: *const u8) -> u64 {
+    use crate::offsets::get;
+    unsafe {
+        read_kernel::<u64>(task, get::OFF_PROC_TASK_GROUP_LEADER())
+            .and_then(|leader| {
+                read_kernel::<u64>(leader as *const u8, get::OFF_TASK_START_BOOTTIME())
+            })
+            .unwrap_or(0)
     }
 }
 

@@ -106,6 +106,108 @@ offsets! {
     OFF_NET_REGS_R9,
     /// `io_kiocb.opcode` (network: io_uring accept)
     OFF_NET_IO_KIOCB_OPCODE,
+    /// `task_struct.cred` (process)
+    OFF_PROC_TASK_CRED,
+    /// `task_struct.flags` (process: `PF_KTHREAD`)
+    OFF_PROC_TASK_FLAGS,
+    /// `task_struct.signal` (process)
+    OFF_PROC_TASK_SIGNAL,
+    /// `task_struct.group_leader` (process)
+    OFF_PROC_TASK_GROUP_LEADER,
+    /// `signal_struct.live` (process: 0 once the last thread is exiting)
+    OFF_PROC_SIGNAL_LIVE,
+    /// `cred.uid` (process)
+    OFF_PROC_CRED_UID,
+    /// `cred.euid`
+    OFF_PROC_CRED_EUID,
+    /// `cred.suid`
+    OFF_PROC_CRED_SUID,
+    /// `cred.fsuid`
+    OFF_PROC_CRED_FSUID,
+    /// `cred.gid`
+    OFF_PROC_CRED_GID,
+    /// `cred.egid`
+    OFF_PROC_CRED_EGID,
+    /// `cred.sgid`
+    OFF_PROC_CRED_SGID,
+    /// `cred.fsgid`
+    OFF_PROC_CRED_FSGID,
+    /// `cred.cap_effective`
+    OFF_PROC_CRED_CAP_EFFECTIVE,
+    /// `cred.cap_permitted`
+    OFF_PROC_CRED_CAP_PERMITTED,
+    /// `linux_binprm` byte holding the `secureexec` bit
+    OFF_PROC_BPRM_SECUREEXEC_BYTE,
+    /// bit of `secureexec` inside that byte
+    PROC_BPRM_SECUREEXEC_BIT,
+    /// `task_struct.loginuid` (CONFIG_AUDIT; see `PROC_HAS_AUDIT`)
+    OFF_PROC_TASK_LOGINUID,
+    /// `task_struct.sessionid` (CONFIG_AUDIT)
+    OFF_PROC_TASK_SESSIONID,
+    /// `task_struct.thread_info.status` (x86: `TS_COMPAT`; see `PROC_HAS_COMPAT`)
+    OFF_PROC_TASK_TI_STATUS,
+    /// `pt_regs.bx` (process: i386 argument 0)
+    OFF_PROC_REGS_BX,
+    /// `pt_regs.cx` (process: i386 argument 1)
+    OFF_PROC_REGS_CX,
+    /// `linux_binprm.file` (process)
+    OFF_PROC_BPRM_FILE,
+    /// `linux_binprm.executable` (process; 0 when the kernel lacks it: `PROC_HAS_BPRM_EXECUTABLE`)
+    OFF_PROC_BPRM_EXECUTABLE,
+    /// `linux_binprm.interp`
+    OFF_PROC_BPRM_INTERP,
+    /// `file.f_inode`
+    OFF_PROC_FILE_INODE,
+    /// `file.f_path.dentry`
+    OFF_PROC_FILE_DENTRY,
+    /// `dentry.d_name.name`
+    OFF_PROC_DENTRY_NAME,
+    /// `inode.i_ino`
+    OFF_PROC_INODE_INO,
+    /// `inode.i_nlink`
+    OFF_PROC_INODE_NLINK,
+    /// `inode.i_sb`
+    OFF_PROC_INODE_SB,
+    /// `super_block.s_dev`
+    OFF_PROC_SB_DEV,
+    /// `task_struct.thread_pid`
+    OFF_PROC_TASK_THREAD_PID,
+    /// `pid.level`
+    OFF_PROC_PID_LEVEL,
+    /// `pid.numbers`
+    OFF_PROC_PID_NUMBERS,
+    /// `upid.ns` (the stride of `numbers[]` is twice this: `int nr` padded, then the pointer)
+    OFF_PROC_UPID_NS,
+    /// `pid_namespace.ns.inum`
+    OFF_PROC_PIDNS_INUM,
+}
+
+/// Set by the loader when `linux_binprm` has `executable` (the file the caller named,
+/// kept apart from the interpreter's).
+#[unsafe(no_mangle)]
+static PROC_HAS_BPRM_EXECUTABLE: u32 = 0;
+
+#[inline(always)]
+pub fn proc_has_bprm_executable() -> bool {
+    unsafe { read_volatile(&PROC_HAS_BPRM_EXECUTABLE) != 0 }
+}
+
+/// Set by the loader when `task_struct` has `loginuid`/`sessionid` (CONFIG_AUDIT).
+#[unsafe(no_mangle)]
+static PROC_HAS_AUDIT: u32 = 0;
+
+#[inline(always)]
+pub fn proc_has_audit() -> bool {
+    unsafe { read_volatile(&PROC_HAS_AUDIT) != 0 }
+}
+
+/// Set by the loader when the 32-bit entry can be told apart (x86 `TS_COMPAT`).
+#[unsafe(no_mangle)]
+static PROC_HAS_COMPAT: u32 = 0;
+
+#[inline(always)]
+pub fn proc_has_compat() -> bool {
+    unsafe { read_volatile(&PROC_HAS_COMPAT) != 0 }
 }
 
 /// Set by the loader: 1 when `sched_process_exit` passes `group_dead` (Linux >= 6.13).

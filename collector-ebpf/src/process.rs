@@ -1,29 +1,174 @@
-//! Process lifecycle: exec, fork, exit.
+//! Process lifecycle: exec, fork, exit; credential changes and failed execs.
 //!
 //! Hooks: BTF tracepoints `sched_process_exec`, `sched_process_fork`,
-//! `sched_process_exit` (Linux >= 5.5; `group_dead` on exit since 6.13). They fire in
-//! the kernel for every task, so a process that lives for microseconds is complete; a
-//! failed exec never reaches `sched_process_exec`.
+//! `sched_process_exit` (Linux >= 5.5; `group_dead` on exit from 6.16 here, before that
+//! `signal->live == 0` tells the last thread). They fire in the kernel for every task,
+//! so a process that lives for microseconds is complete. A failed exec never reaches
+//! `sched_process_exec`: it and credential changes come from the BTF `sys_enter` /
+//! `sys_exit` tracepoints (which, unlike `syscalls:sys_enter_*`, also fire for the
+//! 32-bit entry), filtered on the syscall number first so other syscalls cost a compare.
 
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid,
-        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user},
+        generated::{
+            bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_str,
+            bpf_probe_read_user, bpf_probe_read_user_str,
+        },
     },
-    macros::btf_tracepoint,
+    macros::{btf_tracepoint, map},
+    maps::LruHashMap,
     programs::BtfTracePointContext,
 };
 use collector_common::{
-    flags, ExecRecord, ExitRecord, ForkRecord, RecordKind, EXEC_ARGV_LEN, EXEC_FILENAME_LEN,
+    exec_flags, flags, CredChangeRecord, Credentials, ExecFailedRecord, ExecRecord, ExitRecord,
+    ForkRecord, RecordKind, EXEC_ARGV_LEN, EXEC_EXE_NAME_LEN, EXEC_FAILED_PATH_LEN,
+    EXEC_FILENAME_LEN, EXEC_INTERP_LEN,
 };
 
 use crate::{
     common::{
-        count_emitted, count_lost, excluded, fill_header, process_wakeup_flags, read_kernel,
-        PROCESS_EVENTS,
+        count_emitted, count_lost, excluded, exclusions_at_exec, exclusions_at_exit,
+        exclusions_at_fork, fill_header, process_wakeup_flags, read_kernel, syscall_arg,
+        syscall_nr, PROCESS_EVENTS,
     },
-    offsets::{exit_has_group_dead, get},
+    offsets::{
+        exit_has_group_dead, get, proc_has_audit, proc_has_bprm_executable, proc_has_compat,
+    },
 };
+
+/// `PF_KTHREAD` in `task_struct.flags` (stable since 2.6).
+const PF_KTHREAD: u32 = 0x0020_0000;
+/// `TS_COMPAT` in x86 `thread_info.status`: the current syscall came through the 32-bit entry.
+const TS_COMPAT: u32 = 0x0002;
+
+/// The task's credentials (`task->cred`, the ones the kernel checks against).
+#[inline(always)]
+unsafe fn read_creds(task: *const u8) -> Credentials {
+    let mut c = Credentials {
+        loginuid: u32::MAX,
+        sessionid: u32::MAX,
+        ..Credentials::default()
+    };
+    unsafe {
+        if let Ok(cred) = read_kernel::<u64>(task, get::OFF_PROC_TASK_CRED()) {
+            let cred = cred as *const u8;
+            if !read_creds_block(cred, &mut c) {
+                c.uid = read_kernel(cred, get::OFF_PROC_CRED_UID()).unwrap_or(u32::MAX);
+                c.euid = read_kernel(cred, get::OFF_PROC_CRED_EUID()).unwrap_or(u32::MAX);
+                c.suid = read_kernel(cred, get::OFF_PROC_CRED_SUID()).unwrap_or(u32::MAX);
+                c.fsuid = read_kernel(cred, get::OFF_PROC_CRED_FSUID()).unwrap_or(u32::MAX);
+                c.gid = read_kernel(cred, get::OFF_PROC_CRED_GID()).unwrap_or(u32::MAX);
+                c.egid = read_kernel(cred, get::OFF_PROC_CRED_EGID()).unwrap_or(u32::MAX);
+                c.sgid = read_kernel(cred, get::OFF_PROC_CRED_SGID()).unwrap_or(u32::MAX);
+                c.fsgid = read_kernel(cred, get::OFF_PROC_CRED_FSGID()).unwrap_or(u32::MAX);
+                c.cap_effective =
+                    read_kernel(cred, get::OFF_PROC_CRED_CAP_EFFECTIVE()).unwrap_or(0);
+                c.cap_permitted =
+                    read_kernel(cred, get::OFF_PROC_CRED_CAP_PERMITTED()).unwrap_or(0);
+            }
+        }
+        if proc_has_audit() {
+            c.loginuid = read_kernel(task, get::OFF_PROC_TASK_LOGINUID()).unwrap_or(u32::MAX);
+            c.sessionid = read_kernel(task, get::OFF_PROC_TASK_SESSIONID()).unwrap_or(u32::MAX);
+        }
+    }
+    c
+}
+
+/// Bytes of `struct cred` read at once from `uid` on (uid..cap_effective span 60 bytes
+/// on x86_64 6.x).
+const CRED_BLOCK_WORDS: usize = 8;
+
+/// Reads every id and capability of `cred` with one `bpf_probe_read_kernel` when they
+/// all lie within [`CRED_BLOCK_WORDS`] words from `uid` (offsets are load-time constants,
+/// so the verifier and the branch see fixed numbers). False: read them one by one.
+#[inline(always)]
+unsafe fn read_creds_block(cred: *const u8, c: &mut Credentials) -> bool {
+    let base = get::OFF_PROC_CRED_UID();
+    let span = (CRED_BLOCK_WORDS * 8) as u64;
+    let rel = |off: u64, size: u64| -> Option<usize> {
+        (off >= base && off - base + size <= span).then_some((off - base) as usize)
+    };
+    let (
+        Some(euid),
+        Some(suid),
+        Some(fsuid),
+        Some(gid),
+        Some(egid),
+        Some(sgid),
+        Some(fsgid),
+        Some(cap_e),
+        Some(cap_p),
+    ) = (
+        rel(get::OFF_PROC_CRED_EUID(), 4),
+        rel(get::OFF_PROC_CRED_SUID(), 4),
+        rel(get::OFF_PROC_CRED_FSUID(), 4),
+        rel(get::OFF_PROC_CRED_GID(), 4),
+        rel(get::OFF_PROC_CRED_EGID(), 4),
+        rel(get::OFF_PROC_CRED_SGID(), 4),
+        rel(get::OFF_PROC_CRED_FSGID(), 4),
+        rel(get::OFF_PROC_CRED_CAP_EFFECTIVE(), 8),
+        rel(get::OFF_PROC_CRED_CAP_PERMITTED(), 8),
+    )
+    else {
+        return false;
+    };
+    // Words, not bytes: zeroing a u64 array is a few stores, not a byte-wise memset.
+    let mut block = [0u64; CRED_BLOCK_WORDS];
+    let ret = unsafe {
+        bpf_probe_read_kernel(
+            block.as_mut_ptr().cast(),
+            span as u32,
+            cred.wrapping_add(base as usize).cast(),
+        )
+    };
+    if ret < 0 {
+        return false;
+    }
+    let bytes = block.as_ptr().cast::<u8>();
+    let u32_at = |at: usize| unsafe { core::ptr::read_unaligned(bytes.add(at).cast::<u32>()) };
+    let u64_at = |at: usize| unsafe { core::ptr::read_unaligned(bytes.add(at).cast::<u64>()) };
+    c.uid = u32_at(0);
+    c.euid = u32_at(euid);
+    c.suid = u32_at(suid);
+    c.fsuid = u32_at(fsuid);
+    c.gid = u32_at(gid);
+    c.egid = u32_at(egid);
+    c.sgid = u32_at(sgid);
+    c.fsgid = u32_at(fsgid);
+    c.cap_effective = u64_at(cap_e);
+    c.cap_permitted = u64_at(cap_p);
+    true
+}
+
+/// The current process's pid in its own pid namespace and that namespace's inode
+/// (of the thread-group leader: the process, not the thread).
+#[inline(always)]
+fn pid_namespace_identity() -> (u32, u32) {
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let r = read_kernel::<u64>(task, get::OFF_PROC_TASK_GROUP_LEADER()).and_then(|leader| {
+            let pid = read_kernel::<u64>(leader as *const u8, get::OFF_PROC_TASK_THREAD_PID())?
+                as *const u8;
+            // Nesting is at most 32 levels (MAX_PID_NS_LEVEL).
+            let level = read_kernel::<u32>(pid, get::OFF_PROC_PID_LEVEL())? & 31;
+            let stride = get::OFF_PROC_UPID_NS() * 2;
+            let upid =
+                pid.wrapping_add((get::OFF_PROC_PID_NUMBERS() + level as u64 * stride) as usize);
+            let nr = read_kernel::<u32>(upid, 0)?;
+            let ns = read_kernel::<u64>(upid, get::OFF_PROC_UPID_NS())?;
+            let inum = read_kernel::<u32>(ns as *const u8, get::OFF_PROC_PIDNS_INUM())?;
+            Ok((nr, inum))
+        });
+        r.unwrap_or((0, 0))
+    }
+}
+
+#[inline(always)]
+unsafe fn is_kthread(task: *const u8) -> bool {
+    unsafe { read_kernel::<u32>(task, get::OFF_PROC_TASK_FLAGS()) }.unwrap_or(0) & PF_KTHREAD != 0
+}
 
 #[inline(always)]
 unsafe fn parent_tgid(task: *const u8) -> Result<u32, i64> {
@@ -34,6 +179,7 @@ unsafe fn parent_tgid(task: *const u8) -> Result<u32, i64> {
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    exclusions_at_exec((pid_tgid >> 32) as u32);
     if excluded(pid_tgid) {
         return 0;
     }
@@ -51,6 +197,15 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         (*rec).ppid = parent_tgid(task).unwrap_or(0);
         (*rec).start_boottime_ns =
             read_kernel::<u64>(task, get::OFF_TASK_START_BOOTTIME()).unwrap_or(0);
+        (*rec).creds = read_creds(task);
+        let secure = read_kernel::<u8>(bprm, get::OFF_PROC_BPRM_SECUREEXEC_BYTE()).unwrap_or(0);
+        (*rec).exec_flags = if (secure >> (get::PROC_BPRM_SECUREEXEC_BIT() & 7)) & 1 != 0 {
+            exec_flags::SECURE_EXEC
+        } else {
+            0
+        };
+        fill_executable(rec, bprm);
+        ((*rec).ns_pid, (*rec).pidns_inum) = pid_namespace_identity();
         fill_filename(rec, bprm);
         fill_argv(rec, task);
         if (*rec).header.flags & flags::ARGV_UNREADABLE != 0 {
@@ -66,6 +221,80 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     entry.submit(process_wakeup_flags());
     count_emitted(RecordKind::Exec);
     0
+}
+
+/// Identity of the executed file: inode, device, link count, dentry name (memfd), and
+/// a script's interpreter.
+#[inline(always)]
+unsafe fn fill_executable(rec: *mut ExecRecord, bprm: *const u8) {
+    unsafe {
+        (*rec).exe_nlink = 0;
+        (*rec).exe_ino = 0;
+        (*rec).exe_dev = 0;
+        (*rec).interp_len = 0;
+        (*rec).exe_name[0] = 0;
+        let mut file = 0u64;
+        if proc_has_bprm_executable() {
+            file = read_kernel::<u64>(bprm, get::OFF_PROC_BPRM_EXECUTABLE()).unwrap_or(0);
+        }
+        if file == 0 {
+            file = read_kernel::<u64>(bprm, get::OFF_PROC_BPRM_FILE()).unwrap_or(0);
+        }
+        if file != 0 {
+            let file = file as *const u8;
+            if let Ok(inode) = read_kernel::<u64>(file, get::OFF_PROC_FILE_INODE()) {
+                let inode = inode as *const u8;
+                (*rec).exe_ino = read_kernel(inode, get::OFF_PROC_INODE_INO()).unwrap_or(0);
+                (*rec).exe_nlink = read_kernel(inode, get::OFF_PROC_INODE_NLINK()).unwrap_or(0);
+                if let Ok(sb) = read_kernel::<u64>(inode, get::OFF_PROC_INODE_SB()) {
+                    (*rec).exe_dev =
+                        read_kernel(sb as *const u8, get::OFF_PROC_SB_DEV()).unwrap_or(0);
+                }
+                if (*rec).exe_nlink == 0 {
+                    (*rec).exec_flags |= exec_flags::DELETED;
+                }
+            }
+            let name = read_kernel::<u64>(file, get::OFF_PROC_FILE_DENTRY())
+                .and_then(|d| read_kernel::<u64>(d as *const u8, get::OFF_PROC_DENTRY_NAME()));
+            if let Ok(name) = name {
+                let n = bpf_probe_read_kernel_str(
+                    (&raw mut (*rec).exe_name).cast(),
+                    EXEC_EXE_NAME_LEN as u32,
+                    name as *const _,
+                );
+                let e = &(*rec).exe_name;
+                if n >= 7
+                    && e[0] == b'm'
+                    && e[1] == b'e'
+                    && e[2] == b'm'
+                    && e[3] == b'f'
+                    && e[4] == b'd'
+                    && e[5] == b':'
+                {
+                    (*rec).exec_flags |= exec_flags::MEMFD;
+                }
+            }
+        }
+        // binfmt_script/binfmt_misc point `interp` at the interpreter; otherwise it is
+        // the very `filename` pointer.
+        let filename = read_kernel::<u64>(bprm, get::OFF_BPRM_FILENAME()).unwrap_or(0);
+        let interp = read_kernel::<u64>(bprm, get::OFF_PROC_BPRM_INTERP()).unwrap_or(0);
+        if interp != 0 && interp != filename {
+            (*rec).exec_flags |= exec_flags::SCRIPT;
+            let n = bpf_probe_read_kernel_str(
+                (&raw mut (*rec).interpreter).cast(),
+                EXEC_INTERP_LEN as u32,
+                interp as *const _,
+            );
+            if n > 0 {
+                let len = (n - 1) as u32;
+                (*rec).interp_len = len;
+                if len as usize >= EXEC_INTERP_LEN - 1 {
+                    (*rec).exec_flags |= exec_flags::INTERP_TRUNCATED;
+                }
+            }
+        }
+    }
 }
 
 #[inline(always)]
@@ -125,10 +354,17 @@ unsafe fn fill_argv(rec: *mut ExecRecord, task: *const u8) {
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    let child: *const u8 = ctx.arg(1);
+    if let Ok(child_tgid) = unsafe { read_kernel::<u32>(child, get::OFF_TASK_TGID()) } {
+        exclusions_at_fork((pid_tgid >> 32) as u32, child_tgid);
+    }
     if excluded(pid_tgid) {
         return 0;
     }
-    let child: *const u8 = ctx.arg(1);
+    if unsafe { is_kthread(child) } {
+        // kthreadd spawning kernel workers: not a process a user started.
+        return 0;
+    }
     let (Ok(child_pid), Ok(child_tgid)) = (
         unsafe { read_kernel::<u32>(child, get::OFF_TASK_PID()) },
         unsafe { read_kernel::<u32>(child, get::OFF_TASK_TGID()) },
@@ -148,6 +384,10 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
         fill_header(&raw mut (*rec).header, RecordKind::Fork, pid_tgid);
         (*rec).child_pid = child_tgid;
         (*rec)._pad = 0;
+        (*rec).child_start_boottime_ns =
+            read_kernel::<u64>(child, get::OFF_TASK_START_BOOTTIME()).unwrap_or(0);
+        (*rec).creds = read_creds(ctx.arg(0));
+        ((*rec).ns_pid, (*rec).pidns_inum) = pid_namespace_identity();
     }
     entry.submit(process_wakeup_flags());
     count_emitted(RecordKind::Fork);
@@ -157,17 +397,30 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    let task: *const u8 = ctx.arg(0);
     let last_thread = if exit_has_group_dead() {
         let group_dead: u64 = ctx.arg(1);
         group_dead & 0xff != 0
     } else {
-        // Older kernels: report the thread-group leader's exit.
-        (pid_tgid >> 32) as u32 == pid_tgid as u32
+        // Before `group_dead` was passed: do_exit() has already decremented
+        // `signal->live`, so it is 0 only for the last thread of the group, whichever
+        // thread that is (the leader may have pthread_exit'ed long before), and never
+        // for the old leader that a non-leader exec (de_thread) reaps.
+        unsafe {
+            read_kernel::<u64>(task, get::OFF_PROC_TASK_SIGNAL())
+                .and_then(|sig| read_kernel::<u32>(sig as *const u8, get::OFF_PROC_SIGNAL_LIVE()))
+        }
+        .map(|live| live == 0)
+        .unwrap_or(false)
     };
-    if !last_thread || excluded(pid_tgid) {
+    if !last_thread || unsafe { is_kthread(task) } {
         return 0;
     }
-    let task: *const u8 = ctx.arg(0);
+    if excluded(pid_tgid) {
+        exclusions_at_exit((pid_tgid >> 32) as u32);
+        return 0;
+    }
+    exclusions_at_exit((pid_tgid >> 32) as u32);
     let Some(mut entry) = PROCESS_EVENTS.reserve::<ExitRecord>(0) else {
         count_lost(RecordKind::Exit);
         return 0;
@@ -177,8 +430,211 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
         fill_header(&raw mut (*rec).header, RecordKind::Exit, pid_tgid);
         (*rec).exit_code = read_kernel::<u32>(task, get::OFF_TASK_EXIT_CODE()).unwrap_or(0);
         (*rec).ppid = parent_tgid(task).unwrap_or(0);
+        (*rec).creds = read_creds(task);
+        ((*rec).ns_pid, (*rec).pidns_inum) = pid_namespace_identity();
     }
     entry.submit(process_wakeup_flags());
     count_emitted(RecordKind::Exit);
     0
+}
+
+/// What `sys_enter` keeps for `sys_exit` of a watched syscall.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct SyscallStash {
+    nr: u32,
+    compat: u32,
+    /// execve/execveat: the caller's path pointer (for a failed exec's record).
+    filename: u64,
+    creds: Credentials,
+}
+
+/// In-flight watched syscalls by thread (`pid_tgid`). LRU: an entry whose `sys_exit`
+/// never comes (a successful exec from a non-leader thread changes the thread id) is
+/// evicted instead of filling the map.
+#[map]
+static CRED_SYSCALLS: LruHashMap<u64, SyscallStash> = LruHashMap::with_max_entries(16384, 0);
+
+/// What a watched syscall number is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Watched {
+    /// Changes credentials (setuid family, capset).
+    Creds,
+    /// `execve`: path is argument 0.
+    Execve,
+    /// `execveat`: path is argument 1.
+    Execveat,
+}
+
+/// Syscall numbers (x86_64 and, with `compat`, i386) that change credentials or exec.
+#[inline(always)]
+fn watched(nr: u64, compat: bool) -> Option<Watched> {
+    if compat {
+        match nr {
+            // setuid, setgid, setreuid, setregid, setfsuid, setfsgid, setresuid,
+            // setresgid (16-bit), capset, setreuid32, setregid32, setresuid32,
+            // setresgid32, setuid32, setgid32, setfsuid32, setfsgid32
+            23 | 46 | 70 | 71 | 138 | 139 | 164 | 170 | 185 | 203 | 204 | 208 | 210 | 213 | 214
+            | 215 | 216 => Some(Watched::Creds),
+            11 => Some(Watched::Execve),
+            358 => Some(Watched::Execveat),
+            _ => None,
+        }
+    } else {
+        match nr {
+            // setuid, setgid, setreuid, setregid, setresuid, setresgid, setfsuid,
+            // setfsgid, capset
+            105 | 106 | 113 | 114 | 117 | 119 | 122 | 123 | 126 => Some(Watched::Creds),
+            59 => Some(Watched::Execve),
+            322 => Some(Watched::Execveat),
+            _ => None,
+        }
+    }
+}
+
+/// Superset of the watched numbers of both entries: one range test for most syscalls.
+#[inline(always)]
+fn maybe_watched(nr: u64) -> bool {
+    nr == 11
+        || nr == 23
+        || nr == 46
+        || nr == 59
+        || (70..=71).contains(&nr)
+        || (105..=126).contains(&nr)
+        || (138..=216).contains(&nr)
+        || nr == 322
+        || nr == 358
+}
+
+#[inline(always)]
+fn current_is_compat(task: *const u8) -> bool {
+    proc_has_compat()
+        && unsafe { read_kernel::<u32>(task, get::OFF_PROC_TASK_TI_STATUS()) }.unwrap_or(0)
+            & TS_COMPAT
+            != 0
+}
+
+/// Argument `n` (0 or 1) of the current syscall for either entry.
+#[inline(always)]
+fn entry_arg(regs: *const u8, n: usize, compat: bool) -> u64 {
+    if compat {
+        let off = if n == 0 {
+            get::OFF_PROC_REGS_BX()
+        } else {
+            get::OFF_PROC_REGS_CX()
+        };
+        // i386 registers are 32 bits wide.
+        unsafe { read_kernel::<u64>(regs, off) }.unwrap_or(0) & 0xffff_ffff
+    } else {
+        syscall_arg(regs, n)
+    }
+}
+
+#[btf_tracepoint(function = "sys_enter")]
+pub fn proc_sys_enter(ctx: BtfTracePointContext) -> i32 {
+    let nr: u64 = ctx.arg(1);
+    // Cheapest test first: every syscall on the machine passes here.
+    if !maybe_watched(nr) {
+        return 0;
+    }
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let compat = current_is_compat(task);
+    let Some(what) = watched(nr, compat) else {
+        return 0;
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if excluded(pid_tgid) {
+        return 0;
+    }
+    let regs: *const u8 = ctx.arg(0);
+    let filename = match what {
+        Watched::Creds => 0,
+        Watched::Execve => entry_arg(regs, 0, compat),
+        Watched::Execveat => entry_arg(regs, 1, compat),
+    };
+    let stash = SyscallStash {
+        nr: nr as u32,
+        compat: compat as u32,
+        filename,
+        creds: unsafe { read_creds(task) },
+    };
+    let _ = CRED_SYSCALLS.insert(pid_tgid, stash, 0);
+    0
+}
+
+#[btf_tracepoint(function = "sys_exit")]
+pub fn proc_sys_exit(ctx: BtfTracePointContext) -> i32 {
+    // The number from the saved registers before any map lookup: every syscall on the
+    // machine passes here.
+    let regs: *const u8 = ctx.arg(0);
+    if !maybe_watched(syscall_nr(regs)) {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(stash) = (unsafe { CRED_SYSCALLS.get(pid_tgid) }) else {
+        return 0;
+    };
+    let stash = *stash;
+    let _ = CRED_SYSCALLS.remove(pid_tgid);
+    let ret: i64 = ctx.arg(1);
+    let is_exec = watched(stash.nr as u64, stash.compat != 0)
+        .map(|w| w != Watched::Creds)
+        .unwrap_or(false);
+    if is_exec && ret < 0 {
+        emit_exec_failed(&stash, ret);
+        return 0;
+    }
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let new = unsafe { read_creds(task) };
+    if new == stash.creds {
+        return 0;
+    }
+    let Some(mut entry) = PROCESS_EVENTS.reserve::<CredChangeRecord>(0) else {
+        count_lost(RecordKind::CredChange);
+        return 0;
+    };
+    let rec = entry.as_mut_ptr();
+    unsafe {
+        fill_header(&raw mut (*rec).header, RecordKind::CredChange, pid_tgid);
+        (*rec).syscall_nr = stash.nr;
+        (*rec).compat = stash.compat;
+        (*rec).old = stash.creds;
+        (*rec).new = new;
+    }
+    entry.submit(process_wakeup_flags());
+    count_emitted(RecordKind::CredChange);
+    0
+}
+
+#[inline(always)]
+fn emit_exec_failed(stash: &SyscallStash, ret: i64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(mut entry) = PROCESS_EVENTS.reserve::<ExecFailedRecord>(0) else {
+        count_lost(RecordKind::ExecFailed);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    unsafe {
+        fill_header(&raw mut (*rec).header, RecordKind::ExecFailed, pid_tgid);
+        (*rec).errno = ret.wrapping_neg() as u32;
+        (*rec).syscall_nr = stash.nr;
+        (*rec).compat = stash.compat;
+        (*rec).filename_len = 0;
+        let n = bpf_probe_read_user_str(
+            (&raw mut (*rec).filename).cast(),
+            EXEC_FAILED_PATH_LEN as u32,
+            stash.filename as *const _,
+        );
+        if n > 0 {
+            let len = (n - 1) as u32;
+            (*rec).filename_len = len;
+            if len as usize >= EXEC_FAILED_PATH_LEN - 1 {
+                (*rec).header.flags |= flags::FILENAME_TRUNCATED;
+            }
+        } else {
+            (*rec).header.flags |= flags::ARGV_UNREADABLE;
+        }
+    }
+    entry.submit(process_wakeup_flags());
+    count_emitted(RecordKind::ExecFailed);
 }

@@ -520,6 +520,8 @@ fn write_batches(db: &Database, batches: &[EventBatch], max_execs: u64) -> Resul
                         processes.remove(event.pid)?;
                     }
                 }
+                // Neither starts nor ends a process, nor changes its image.
+                ProcessEventKind::CredChange | ProcessEventKind::ExecFailed => {}
             }
         }
         let excess = execs.len()?.saturating_sub(max_execs);

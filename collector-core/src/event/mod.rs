@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use filesystem::{FilesystemEvent, FilesystemEventKind};
 pub use network::{AddressFamily, NetworkEvent, NetworkEventKind, TransportProtocol};
 pub use performance::{PerformanceEvent, PerformanceEventKind};
-pub use process::{ProcessEvent, ProcessEventKind};
+pub use process::{ProcessCredentials, ProcessEvent, ProcessEventKind};
 
 use crate::caps::SourceCaps;
 

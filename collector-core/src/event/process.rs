@@ -15,6 +15,14 @@ pub enum ProcessEventKind {
     Exit,
     /// The process was seen by a scan (not a lifecycle change).
     Snapshot,
+    /// The process's uids, gids or capabilities changed (setuid family, capset, a
+    /// privilege-gaining exec): `old_credentials` before, `credentials` after.
+    #[serde(rename = "cred_change")]
+    CredChange,
+    /// An execve/execveat failed: `errno` says why, `executable_path` is the path the
+    /// caller passed.
+    #[serde(rename = "exec_failed")]
+    ExecFailed,
 }
 
 impl ProcessEventKind {
@@ -25,8 +33,41 @@ impl ProcessEventKind {
             Self::Fork => "fork",
             Self::Exit => "exit",
             Self::Snapshot => "snapshot",
+            Self::CredChange => "cred_change",
+            Self::ExecFailed => "exec_failed",
         }
     }
+}
+
+/// A task's credentials as the kernel checks them (`task->cred`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessCredentials {
+    /// Real uid.
+    pub uid: u32,
+    /// Effective uid: what permission checks use.
+    pub euid: u32,
+    /// Saved uid.
+    pub suid: u32,
+    /// Filesystem uid.
+    pub fsuid: u32,
+    /// Real gid.
+    pub gid: u32,
+    /// Effective gid.
+    pub egid: u32,
+    /// Saved gid.
+    pub sgid: u32,
+    /// Filesystem gid.
+    pub fsgid: u32,
+    /// Effective capabilities (bit n = capability n, e.g. bit 21 `CAP_SYS_ADMIN`).
+    pub cap_effective: u64,
+    /// Permitted capabilities.
+    pub cap_permitted: u64,
+    /// Audit login uid; absent when unset (`-1` in the kernel) or without CONFIG_AUDIT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loginuid: Option<u32>,
+    /// Audit session id; absent when unset or without CONFIG_AUDIT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessionid: Option<u32>,
 }
 
 /// A process lifecycle event. Optional fields are absent from JSON when unknown.
@@ -84,6 +125,64 @@ pub struct ProcessEvent {
     /// For `fork`: the new child's pid (`pid` is the parent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub child_pid: Option<u32>,
+    /// Credentials of the task (after the change, for `cred_change`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<ProcessCredentials>,
+    /// For `cred_change`: the credentials before the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_credentials: Option<ProcessCredentials>,
+    /// For `exec`: the exec gained privileges (setuid/setgid bit or file capabilities).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secure_exec: bool,
+    /// For `exec_failed`: the errno the call returned (positive, e.g. 2 = ENOENT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno: Option<i32>,
+    /// For `cred_change` and `exec_failed`: the syscall number (i386 numbering when
+    /// `compat_syscall`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscall_nr: Option<u32>,
+    /// The syscall came through the 32-bit entry (`int $0x80`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compat_syscall: bool,
+    /// Stable key of the process: `<pid>:<start time, CLOCK_BOOTTIME ns>` of the
+    /// thread-group leader. Unlike the pid it is not reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_key: Option<String>,
+    /// For `fork`: the child's start time (with `child_pid`, the child's key).
+    #[serde(
+        default,
+        with = "rfc3339_nanos::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub child_start_time: Option<DateTime<Utc>>,
+    /// For `exec`: inode number of the image the kernel loaded (for a script, the
+    /// interpreter's: the kernel has let go of the script's file by then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable_inode: Option<u64>,
+    /// For `exec`: device of that inode (the kernel's `MKDEV(major, minor)`:
+    /// `major << 20 | minor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable_device: Option<u32>,
+    /// For `exec`: the executed file had no links left (deleted before or while it ran,
+    /// a memfd, an `O_TMPFILE`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub executable_deleted: bool,
+    /// For `exec`: fileless execution from a memfd; the memfd's name (without `memfd:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memfd_name: Option<String>,
+    /// For `exec` of a script: the interpreter the kernel ran (`#!` line or binfmt_misc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpreter: Option<String>,
+    /// The process's pid inside its own pid namespace (equals `pid` on the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_pid: Option<u32>,
+    /// Inode of the process's pid namespace (as in `/proc/<pid>/ns/pid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_namespace_inode: Option<u32>,
+    /// Path of the cgroup v2 (`cgroup_id`) under the cgroup2 mount, e.g.
+    /// `/system.slice/ssh.service`; resolved in userspace, absent when the cgroup is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_path: Option<String>,
 }
 
 impl ProcessEvent {
@@ -112,6 +211,22 @@ impl ProcessEvent {
             executable_hash: None,
             hash_algorithm: None,
             child_pid: None,
+            credentials: None,
+            old_credentials: None,
+            secure_exec: false,
+            errno: None,
+            syscall_nr: None,
+            compat_syscall: false,
+            process_key: None,
+            child_start_time: None,
+            executable_inode: None,
+            executable_device: None,
+            executable_deleted: false,
+            memfd_name: None,
+            interpreter: None,
+            namespace_pid: None,
+            pid_namespace_inode: None,
+            cgroup_path: None,
         }
     }
 }

@@ -12,8 +12,8 @@ use collector_proto::v1 as pb;
 use crate::caps::SourceCaps;
 use crate::event::{
     AddressFamily, CollectionEvent, Domain, FilesystemEvent, FilesystemEventKind, NetworkEvent,
-    NetworkEventKind, PerformanceEvent, PerformanceEventKind, ProcessEvent, ProcessEventKind,
-    TransportProtocol,
+    NetworkEventKind, PerformanceEvent, PerformanceEventKind, ProcessCredentials, ProcessEvent,
+    ProcessEventKind, TransportProtocol,
 };
 use crate::source::SourceStats;
 use crate::status::{HealthState, StatusSnapshot};
@@ -199,6 +199,8 @@ pub fn process_kind_to_proto(kind: ProcessEventKind) -> pb::ProcessEventKind {
         ProcessEventKind::Fork => pb::ProcessEventKind::Fork,
         ProcessEventKind::Exit => pb::ProcessEventKind::Exit,
         ProcessEventKind::Snapshot => pb::ProcessEventKind::Snapshot,
+        ProcessEventKind::CredChange => pb::ProcessEventKind::CredChange,
+        ProcessEventKind::ExecFailed => pb::ProcessEventKind::ExecFailed,
     }
 }
 
@@ -209,6 +211,8 @@ pub fn process_kind_from_proto(raw: i32) -> Option<ProcessEventKind> {
         Ok(pb::ProcessEventKind::Fork) => Some(ProcessEventKind::Fork),
         Ok(pb::ProcessEventKind::Exit) => Some(ProcessEventKind::Exit),
         Ok(pb::ProcessEventKind::Snapshot) => Some(ProcessEventKind::Snapshot),
+        Ok(pb::ProcessEventKind::CredChange) => Some(ProcessEventKind::CredChange),
+        Ok(pb::ProcessEventKind::ExecFailed) => Some(ProcessEventKind::ExecFailed),
         _ => None,
     }
 }
@@ -232,6 +236,56 @@ fn process_to_proto(e: &ProcessEvent) -> pb::ProcessEvent {
         executable_hash: e.executable_hash.clone(),
         hash_algorithm: e.hash_algorithm.clone(),
         child_pid: e.child_pid,
+        credentials: e.credentials.as_ref().map(credentials_to_proto),
+        old_credentials: e.old_credentials.as_ref().map(credentials_to_proto),
+        secure_exec: e.secure_exec,
+        errno: e.errno,
+        syscall_nr: e.syscall_nr,
+        compat_syscall: e.compat_syscall,
+        process_key: e.process_key.clone(),
+        child_start_time: e.child_start_time.map(timestamp_to_proto),
+        executable_inode: e.executable_inode,
+        executable_device: e.executable_device,
+        executable_deleted: e.executable_deleted,
+        memfd_name: e.memfd_name.clone(),
+        interpreter: e.interpreter.clone(),
+        namespace_pid: e.namespace_pid,
+        pid_namespace_inode: e.pid_namespace_inode,
+        cgroup_path: e.cgroup_path.clone(),
+    }
+}
+
+fn credentials_to_proto(c: &ProcessCredentials) -> pb::ProcessCredentials {
+    pb::ProcessCredentials {
+        uid: c.uid,
+        euid: c.euid,
+        suid: c.suid,
+        fsuid: c.fsuid,
+        gid: c.gid,
+        egid: c.egid,
+        sgid: c.sgid,
+        fsgid: c.fsgid,
+        cap_effective: c.cap_effective,
+        cap_permitted: c.cap_permitted,
+        loginuid: c.loginuid,
+        sessionid: c.sessionid,
+    }
+}
+
+fn credentials_from_proto(c: pb::ProcessCredentials) -> ProcessCredentials {
+    ProcessCredentials {
+        uid: c.uid,
+        euid: c.euid,
+        suid: c.suid,
+        fsuid: c.fsuid,
+        gid: c.gid,
+        egid: c.egid,
+        sgid: c.sgid,
+        fsgid: c.fsgid,
+        cap_effective: c.cap_effective,
+        cap_permitted: c.cap_permitted,
+        loginuid: c.loginuid,
+        sessionid: c.sessionid,
     }
 }
 
@@ -258,6 +312,25 @@ fn process_from_proto(e: pb::ProcessEvent) -> Result<ProcessEvent, ConvertError>
         executable_hash: e.executable_hash,
         hash_algorithm: e.hash_algorithm,
         child_pid: e.child_pid,
+        credentials: e.credentials.map(credentials_from_proto),
+        old_credentials: e.old_credentials.map(credentials_from_proto),
+        secure_exec: e.secure_exec,
+        errno: e.errno,
+        syscall_nr: e.syscall_nr,
+        compat_syscall: e.compat_syscall,
+        process_key: e.process_key,
+        child_start_time: e
+            .child_start_time
+            .map(|t| timestamp_from_proto(Some(t), "process.child_start_time"))
+            .transpose()?,
+        executable_inode: e.executable_inode,
+        executable_device: e.executable_device,
+        executable_deleted: e.executable_deleted,
+        memfd_name: e.memfd_name,
+        interpreter: e.interpreter,
+        namespace_pid: e.namespace_pid,
+        pid_namespace_inode: e.pid_namespace_inode,
+        cgroup_path: e.cgroup_path,
     })
 }
 

@@ -12,19 +12,31 @@ use crate::event::{
 use crate::ipc::convert::{domain_from_proto, domain_to_proto};
 
 /// Every kind name, in bit order. Kind names are unique across domains.
-const KIND_NAMES: [&str; 15] = [
-    "exec", "fork", "exit", "snapshot", // process
-    "connect", "accept", "close", "listen", // network
-    "create", "open", "unlink", "rename", // filesystem
+const KIND_NAMES: [&str; 17] = [
+    "exec",
+    "fork",
+    "exit",
+    "snapshot", // process
+    "connect",
+    "accept",
+    "close",
+    "listen", // network
+    "create",
+    "open",
+    "unlink",
+    "rename", // filesystem
     "metric", // performance
-    "bind", "udp_send", // network, added later
+    "bind",
+    "udp_send", // network, added later
+    "cred_change",
+    "exec_failed", // process, added later
 ];
 
 /// A subscriber's selection: empty masks select everything.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EventFilter {
     domains: u8,
-    kinds: u16,
+    kinds: u32,
 }
 
 /// A `Subscribe` that names something that does not exist.
@@ -105,13 +117,16 @@ fn domain_bit(d: Domain) -> u8 {
     1 << (d as u8)
 }
 
-fn kind_bit(ev: &CollectionEvent) -> u16 {
+fn kind_bit(ev: &CollectionEvent) -> u32 {
+    // Indices into KIND_NAMES (`kind_bits_match_kind_names` keeps them in step).
     let idx = match ev {
         CollectionEvent::Process(e) => match e.kind {
             ProcessEventKind::Exec => 0,
             ProcessEventKind::Fork => 1,
             ProcessEventKind::Exit => 2,
             ProcessEventKind::Snapshot => 3,
+            ProcessEventKind::CredChange => 15,
+            ProcessEventKind::ExecFailed => 16,
         },
         CollectionEvent::Network(e) => match e.kind {
             NetworkEventKind::Connect => 4,
@@ -148,10 +163,20 @@ mod tests {
 
     #[test]
     fn kind_names_agree_with_event_kind_names() {
-        assert_eq!(
-            KIND_NAMES[kind_bit(&exec()).trailing_zeros() as usize],
-            "exec"
-        );
+        for kind in [
+            ProcessEventKind::Exec,
+            ProcessEventKind::Fork,
+            ProcessEventKind::Exit,
+            ProcessEventKind::Snapshot,
+            ProcessEventKind::CredChange,
+            ProcessEventKind::ExecFailed,
+        ] {
+            let ev: CollectionEvent = ProcessEvent::new(kind, Utc::now(), 1, "t").into();
+            assert_eq!(
+                KIND_NAMES[kind_bit(&ev).trailing_zeros() as usize],
+                ev.kind_name()
+            );
+        }
     }
 
     #[test]

@@ -261,6 +261,12 @@ impl KernelBtf {
 
     /// Byte offset of `path` (`"member"` or `"member.nested"`) inside struct `ty`.
     pub fn member_offset(&self, ty: &str, path: &str) -> Result<u64, BtfError> {
+        Ok(self.member_bit_offset(ty, path)? / 8)
+    }
+
+    /// Bit offset of `path` inside struct `ty`: for bitfields such as
+    /// `linux_binprm.secureexec`, which have no byte offset of their own.
+    pub fn member_bit_offset(&self, ty: &str, path: &str) -> Result<u64, BtfError> {
         let mut id = *self
             .structs
             .get(ty)
@@ -276,7 +282,7 @@ impl KernelBtf {
             bits += u64::from(off);
             id = member_ty;
         }
-        Ok(bits / 8)
+        Ok(bits)
     }
 
     /// Number of parameters of the function pointer typedef `name`
@@ -330,6 +336,10 @@ mod tests {
             btf.member_offset("sock_common", "skc_family").unwrap()
         );
         assert!(btf.member_offset("task_struct", "no_such_field").is_err());
+        // A bitfield: its bit offset lies inside the word after `p`.
+        let p = btf.member_offset("linux_binprm", "p").unwrap();
+        let secureexec = btf.member_bit_offset("linux_binprm", "secureexec").unwrap();
+        assert!(secureexec >= (p + 8) * 8 && secureexec < (p + 16) * 8);
         assert!(
             btf.func_typedef_params("btf_trace_sched_process_exec")
                 .unwrap()

@@ -4,6 +4,8 @@
 //! `/proc` the first time they appear.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use collector_core::event::{ProcessEvent, ProcessEventKind};
@@ -19,10 +21,98 @@ struct Known {
     start_time: Option<DateTime<Utc>>,
 }
 
+/// Directories visited at most per cgroup scan (a host has hundreds to thousands).
+const MAX_CGROUPS: usize = 100_000;
+/// A miss rescans at most this often (cgroups created since the last scan).
+const CGROUP_RESCAN: Duration = Duration::from_secs(1);
+
+/// cgroup v2 id -> path under the cgroup2 mount. The id the kernel reports
+/// (`bpf_get_current_cgroup_id`) is the inode number of the cgroup's directory in
+/// cgroupfs, so one walk of the mount maps every id; a miss triggers a new walk at most
+/// once per [`CGROUP_RESCAN`]. A cgroup removed before its events are read has no path.
+#[derive(Debug)]
+pub struct CgroupPaths {
+    root: Option<PathBuf>,
+    by_id: HashMap<u64, String>,
+    last_scan: Option<Instant>,
+}
+
+impl Default for CgroupPaths {
+    fn default() -> Self {
+        // Unified hierarchy at /sys/fs/cgroup, or under it on hybrid systems.
+        let root = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.join("cgroup.controllers").exists());
+        Self::with_root(root)
+    }
+}
+
+impl CgroupPaths {
+    /// Resolves ids against the cgroup2 tree at `root` (`None`: never resolves).
+    pub fn with_root(root: Option<PathBuf>) -> Self {
+        Self {
+            root,
+            by_id: HashMap::new(),
+            last_scan: None,
+        }
+    }
+
+    /// The path of cgroup `id`, `/` for the root.
+    pub fn path(&mut self, id: u64) -> Option<String> {
+        if let Some(p) = self.by_id.get(&id) {
+            return Some(p.clone());
+        }
+        if self.last_scan.is_some_and(|t| t.elapsed() < CGROUP_RESCAN) {
+            return None;
+        }
+        self.rescan();
+        self.by_id.get(&id).cloned()
+    }
+
+    fn rescan(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        self.last_scan = Some(Instant::now());
+        let Some(root) = self.root.clone() else {
+            return;
+        };
+        self.by_id.clear();
+        let mut stack: Vec<PathBuf> = vec![root.clone()];
+        let mut visited = 0;
+        while let Some(dir) = stack.pop() {
+            visited += 1;
+            if visited > MAX_CGROUPS {
+                break;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+                continue;
+            };
+            self.by_id.insert(meta.ino(), relative(&root, &dir));
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(entry.path());
+                }
+            }
+        }
+    }
+}
+
+fn relative(root: &Path, dir: &Path) -> String {
+    match dir.strip_prefix(root) {
+        Ok(rel) if rel.as_os_str().is_empty() => "/".to_string(),
+        Ok(rel) => format!("/{}", rel.display()),
+        Err(_) => dir.display().to_string(),
+    }
+}
+
 /// pid -> image, as seen by exec and fork events.
 #[derive(Debug, Default)]
 pub struct ProcessCache {
     by_pid: HashMap<u32, Known>,
+    cgroups: CgroupPaths,
     /// Times the table hit its cap and was cleared.
     pub resets: u64,
 }
@@ -57,6 +147,9 @@ impl ProcessCache {
 
     /// Updates the cache from `ev` and fills its missing fields.
     pub fn enrich(&mut self, ev: &mut ProcessEvent) {
+        if let (Some(id), None) = (ev.cgroup_id, &ev.cgroup_path) {
+            ev.cgroup_path = self.cgroups.path(id);
+        }
         match ev.kind {
             ProcessEventKind::Exec | ProcessEventKind::Snapshot => {
                 self.remember(
@@ -88,6 +181,14 @@ impl ProcessCache {
                     fill(ev, &known);
                 }
             }
+            ProcessEventKind::CredChange => {
+                // Which image changed its credentials; the image itself is unchanged.
+                if let Some(known) = self.lookup(ev.pid) {
+                    fill(ev, &known);
+                }
+            }
+            // `executable_path` is the path that failed: nothing to fill.
+            ProcessEventKind::ExecFailed => {}
         }
     }
 }
@@ -107,6 +208,29 @@ fn fill(ev: &mut ProcessEvent, known: &Known) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup_ids_resolve_to_paths_by_directory_inode() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let leaf = root.path().join("system.slice").join("ssh.service");
+        std::fs::create_dir_all(&leaf).unwrap();
+        let mut paths = CgroupPaths::with_root(Some(root.path().to_path_buf()));
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        assert_eq!(
+            paths.path(ino(&leaf)).as_deref(),
+            Some("/system.slice/ssh.service")
+        );
+        assert_eq!(paths.path(ino(root.path())).as_deref(), Some("/"));
+        // A cgroup created after the scan is found once the rescan interval passed;
+        // before that a miss costs no walk.
+        let late = root.path().join("late");
+        std::fs::create_dir(&late).unwrap();
+        assert_eq!(paths.path(ino(&late)), None);
+        paths.last_scan = Some(Instant::now() - CGROUP_RESCAN);
+        assert_eq!(paths.path(ino(&late)).as_deref(), Some("/late"));
+        assert_eq!(CgroupPaths::with_root(None).path(1), None);
+    }
 
     fn ev(kind: ProcessEventKind, pid: u32) -> ProcessEvent {
         ProcessEvent::new(kind, Utc::now(), pid, "t")

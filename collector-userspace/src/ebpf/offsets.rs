@@ -32,6 +32,35 @@ const FIELDS: &[(&str, &str, &str)] = &[
         "__sk_common.skc_v6_rcv_saddr",
     ),
     ("OFF_SK_PROTOCOL", "sock", "sk_protocol"),
+    ("OFF_PROC_TASK_CRED", "task_struct", "cred"),
+    ("OFF_PROC_TASK_FLAGS", "task_struct", "flags"),
+    ("OFF_PROC_TASK_SIGNAL", "task_struct", "signal"),
+    ("OFF_PROC_TASK_GROUP_LEADER", "task_struct", "group_leader"),
+    ("OFF_PROC_SIGNAL_LIVE", "signal_struct", "live"),
+    ("OFF_PROC_CRED_UID", "cred", "uid"),
+    ("OFF_PROC_CRED_EUID", "cred", "euid"),
+    ("OFF_PROC_CRED_SUID", "cred", "suid"),
+    ("OFF_PROC_CRED_FSUID", "cred", "fsuid"),
+    ("OFF_PROC_CRED_GID", "cred", "gid"),
+    ("OFF_PROC_CRED_EGID", "cred", "egid"),
+    ("OFF_PROC_CRED_SGID", "cred", "sgid"),
+    ("OFF_PROC_CRED_FSGID", "cred", "fsgid"),
+    ("OFF_PROC_CRED_CAP_EFFECTIVE", "cred", "cap_effective"),
+    ("OFF_PROC_CRED_CAP_PERMITTED", "cred", "cap_permitted"),
+    ("OFF_PROC_BPRM_FILE", "linux_binprm", "file"),
+    ("OFF_PROC_BPRM_INTERP", "linux_binprm", "interp"),
+    ("OFF_PROC_FILE_INODE", "file", "f_inode"),
+    ("OFF_PROC_FILE_DENTRY", "file", "f_path.dentry"),
+    ("OFF_PROC_DENTRY_NAME", "dentry", "d_name.name"),
+    ("OFF_PROC_INODE_INO", "inode", "i_ino"),
+    ("OFF_PROC_INODE_NLINK", "inode", "i_nlink"),
+    ("OFF_PROC_INODE_SB", "inode", "i_sb"),
+    ("OFF_PROC_SB_DEV", "super_block", "s_dev"),
+    ("OFF_PROC_TASK_THREAD_PID", "task_struct", "thread_pid"),
+    ("OFF_PROC_PID_LEVEL", "pid", "level"),
+    ("OFF_PROC_PID_NUMBERS", "pid", "numbers"),
+    ("OFF_PROC_UPID_NS", "upid", "ns"),
+    ("OFF_PROC_PIDNS_INUM", "pid_namespace", "ns.inum"),
     ("OFF_NET_SK_TYPE", "sock", "sk_type"),
     ("OFF_NET_SK_ERR", "sock", "sk_err"),
     ("OFF_NET_SK_STATE", "sock", "__sk_common.skc_state"),
@@ -56,6 +85,53 @@ const COMPAT_FIELDS: &[(&str, &str, &str)] = &[
     ("OFF_NET_REGS_BP", "pt_regs", "bp"),
 ];
 
+/// `linux_binprm.executable`: the file the caller named, apart from the interpreter's.
+/// Optional: without it the exec's identity is `bprm->file`.
+const PROC_BPRM_EXECUTABLE: &[(&str, &str, &str)] =
+    &[("OFF_PROC_BPRM_EXECUTABLE", "linux_binprm", "executable")];
+
+/// Audit identity of a task (CONFIG_AUDIT). Optional: without them loginuid and
+/// sessionid read as unset (`u32::MAX`).
+const PROC_AUDIT_FIELDS: &[(&str, &str, &str)] = &[
+    ("OFF_PROC_TASK_LOGINUID", "task_struct", "loginuid"),
+    ("OFF_PROC_TASK_SESSIONID", "task_struct", "sessionid"),
+];
+
+/// What tells a 32-bit syscall and reads its first arguments (x86 only). Optional:
+/// without them the process hooks see native syscalls only.
+const PROC_COMPAT_FIELDS: &[(&str, &str, &str)] = &[
+    (
+        "OFF_PROC_TASK_TI_STATUS",
+        "task_struct",
+        "thread_info.status",
+    ),
+    ("OFF_PROC_REGS_BX", "pt_regs", "bx"),
+    ("OFF_PROC_REGS_CX", "pt_regs", "cx"),
+];
+
+/// Resolves an optional group of fields: all of them, or zeros and `false`.
+fn optional_fields(
+    btf: &KernelBtf,
+    fields: &[(&'static str, &str, &str)],
+    values: &mut Vec<(&'static str, u64)>,
+) -> bool {
+    let resolved: Result<Vec<_>, BtfError> = fields
+        .iter()
+        .map(|&(global, ty, path)| Ok((global, btf.member_offset(ty, path)?)))
+        .collect();
+    match resolved {
+        Ok(found) => {
+            values.extend(found);
+            true
+        }
+        Err(e) => {
+            tracing::debug!("optional kernel fields unavailable: {e}");
+            values.extend(fields.iter().map(|&(global, ..)| (global, 0)));
+            false
+        }
+    }
+}
+
 /// Saved-register fields the raw `sys_enter`/`sys_exit` fallback reads (x86_64 names).
 /// Optional: where they are missing the fallback is unavailable, nothing else.
 const SYSCALL_REGS: &[(&str, &str, &str)] = &[
@@ -79,6 +155,12 @@ pub struct KernelOffsets {
     pub raw_syscalls: bool,
     /// Whether the 32-bit syscall entry can be watched (x86 `TS_COMPAT`, i386 registers).
     pub compat_syscalls: bool,
+    /// Whether `task_struct` has `loginuid`/`sessionid` (CONFIG_AUDIT).
+    pub proc_has_audit: bool,
+    /// Whether the process hooks can tell and read 32-bit syscalls (x86).
+    pub proc_has_compat: bool,
+    /// Whether `linux_binprm` has `executable`.
+    pub proc_has_bprm_executable: bool,
 }
 
 impl KernelOffsets {
@@ -120,6 +202,13 @@ impl KernelOffsets {
             });
             values.push((global, offset));
         }
+        let proc_has_audit = optional_fields(btf, PROC_AUDIT_FIELDS, &mut values);
+        let proc_has_compat = optional_fields(btf, PROC_COMPAT_FIELDS, &mut values);
+        let proc_has_bprm_executable = optional_fields(btf, PROC_BPRM_EXECUTABLE, &mut values);
+        // `linux_binprm.secureexec` is a bitfield: its byte, and the bit in that byte.
+        let secureexec_bits = btf.member_bit_offset("linux_binprm", "secureexec")?;
+        values.push(("OFF_PROC_BPRM_SECUREEXEC_BYTE", secureexec_bits / 8));
+        values.push(("PROC_BPRM_SECUREEXEC_BIT", secureexec_bits % 8));
         // ctx + task + group_dead
         let exit_has_group_dead = btf
             .func_typedef_params("btf_trace_sched_process_exit")
@@ -130,6 +219,9 @@ impl KernelOffsets {
             exit_has_group_dead,
             raw_syscalls,
             compat_syscalls,
+            proc_has_audit,
+            proc_has_compat,
+            proc_has_bprm_executable,
         })
     }
 }

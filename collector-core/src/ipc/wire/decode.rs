@@ -14,12 +14,13 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 
 use super::field::{
-    common, envelope, event, event_batch, filesystem, network, performance, process,
+    common, credentials, envelope, event, event_batch, filesystem, network, performance, process,
     socket_address, timestamp,
 };
 use super::wire_type::{FIXED64, LEN, VARINT};
 use crate::event::{
-    CollectionEvent, FilesystemEvent, NetworkEvent, PerformanceEvent, ProcessEvent, SourceName,
+    CollectionEvent, FilesystemEvent, NetworkEvent, PerformanceEvent, ProcessCredentials,
+    ProcessEvent, SourceName,
 };
 use crate::ipc::convert::{
     family_from_proto, filesystem_kind_from_proto, network_kind_from_proto,
@@ -139,6 +140,12 @@ fn process_event(body: &[u8], names: &mut SourceNames) -> Option<ProcessEvent> {
     let mut command_line = Vec::new();
     let mut command_line_truncated = false;
     let mut start_time = None;
+    let (mut creds, mut old_creds, mut secure_exec, mut errno, mut syscall_nr) =
+        (None, None, false, None, None);
+    let (mut compat_syscall, mut process_key, mut child_start_time) = (false, None, None);
+    let (mut executable_inode, mut executable_device, mut executable_deleted) = (None, None, false);
+    let (mut memfd_name, mut interpreter) = (None, None);
+    let (mut namespace_pid, mut pid_namespace_inode, mut cgroup_path) = (None, None, None);
     let mut fields = Fields::new(body);
     while let Some((field, wire_type)) = fields.next(process::COMMAND_LINE)? {
         let r = &mut fields.r;
@@ -159,6 +166,28 @@ fn process_event(body: &[u8], names: &mut SourceNames) -> Option<ProcessEvent> {
             (process::EXECUTABLE_HASH, LEN) => executable_hash = Some(r.str()?),
             (process::HASH_ALGORITHM, LEN) => hash_algorithm = Some(r.str()?),
             (process::CHILD_PID, VARINT) => child_pid = Some(r.varint()? as u32),
+            (process::CREDENTIALS, LEN) => creds = Some(credentials_msg(r.len_delimited()?)?),
+            (process::OLD_CREDENTIALS, LEN) => {
+                old_creds = Some(credentials_msg(r.len_delimited()?)?)
+            }
+            (process::SECURE_EXEC, VARINT) => secure_exec = r.varint()? != 0,
+            (process::ERRNO, VARINT) => errno = Some(r.varint()? as i32),
+            (process::SYSCALL_NR, VARINT) => syscall_nr = Some(r.varint()? as u32),
+            (process::COMPAT_SYSCALL, VARINT) => compat_syscall = r.varint()? != 0,
+            (process::PROCESS_KEY, LEN) => process_key = Some(r.str()?),
+            (process::CHILD_START_TIME, LEN) => {
+                child_start_time = Some(timestamp(r.len_delimited()?)?)
+            }
+            (process::EXECUTABLE_INODE, VARINT) => executable_inode = Some(r.varint()?),
+            (process::EXECUTABLE_DEVICE, VARINT) => executable_device = Some(r.varint()? as u32),
+            (process::EXECUTABLE_DELETED, VARINT) => executable_deleted = r.varint()? != 0,
+            (process::MEMFD_NAME, LEN) => memfd_name = Some(r.str()?),
+            (process::INTERPRETER, LEN) => interpreter = Some(r.str()?),
+            (process::NAMESPACE_PID, VARINT) => namespace_pid = Some(r.varint()? as u32),
+            (process::PID_NAMESPACE_INODE, VARINT) => {
+                pid_namespace_inode = Some(r.varint()? as u32)
+            }
+            (process::CGROUP_PATH, LEN) => cgroup_path = Some(r.str()?),
             _ => return None,
         }
     }
@@ -180,7 +209,50 @@ fn process_event(body: &[u8], names: &mut SourceNames) -> Option<ProcessEvent> {
         executable_hash: executable_hash.map(str::to_owned),
         hash_algorithm: hash_algorithm.map(str::to_owned),
         child_pid,
+        credentials: creds,
+        old_credentials: old_creds,
+        secure_exec,
+        errno,
+        syscall_nr,
+        compat_syscall,
+        process_key: process_key.map(str::to_owned),
+        child_start_time,
+        executable_inode,
+        executable_device,
+        executable_deleted,
+        memfd_name: memfd_name.map(str::to_owned),
+        interpreter: interpreter.map(str::to_owned),
+        namespace_pid,
+        pid_namespace_inode,
+        cgroup_path: cgroup_path.map(str::to_owned),
     })
+}
+
+fn credentials_msg(body: &[u8]) -> Option<ProcessCredentials> {
+    let mut c = ProcessCredentials::default();
+    let mut fields = Fields::new(body);
+    while let Some((field, wire_type)) = fields.next(0)? {
+        if wire_type != VARINT {
+            return None;
+        }
+        let v = fields.r.varint()?;
+        match field {
+            credentials::UID => c.uid = v as u32,
+            credentials::EUID => c.euid = v as u32,
+            credentials::SUID => c.suid = v as u32,
+            credentials::FSUID => c.fsuid = v as u32,
+            credentials::GID => c.gid = v as u32,
+            credentials::EGID => c.egid = v as u32,
+            credentials::SGID => c.sgid = v as u32,
+            credentials::FSGID => c.fsgid = v as u32,
+            credentials::CAP_EFFECTIVE => c.cap_effective = v,
+            credentials::CAP_PERMITTED => c.cap_permitted = v,
+            credentials::LOGINUID => c.loginuid = Some(v as u32),
+            credentials::SESSIONID => c.sessionid = Some(v as u32),
+            _ => return None,
+        }
+    }
+    Some(c)
 }
 
 fn network_event(body: &[u8], names: &mut SourceNames) -> Option<NetworkEvent> {

@@ -11,13 +11,14 @@ use chrono::{DateTime, Utc};
 use std::net::SocketAddr;
 
 use super::field::{
-    common, envelope, event, event_batch, filesystem, network, performance, process,
+    common, credentials, envelope, event, event_batch, filesystem, network, performance, process,
     socket_address, timestamp,
 };
 use super::varint_len;
 use super::wire_type::{FIXED64, LEN, VARINT};
 use crate::event::{
-    CollectionEvent, FilesystemEvent, NetworkEvent, PerformanceEvent, ProcessEvent,
+    CollectionEvent, FilesystemEvent, NetworkEvent, PerformanceEvent, ProcessCredentials,
+    ProcessEvent,
 };
 use crate::ipc::convert::{
     family_to_proto, filesystem_kind_to_proto, network_kind_to_proto, performance_kind_to_proto,
@@ -181,6 +182,27 @@ fn address_body(o: &mut impl Out, addr: &SocketAddr) {
     }
 }
 
+fn credentials_body(o: &mut impl Out, c: &ProcessCredentials) {
+    varint(o, credentials::UID, u64::from(c.uid));
+    varint(o, credentials::EUID, u64::from(c.euid));
+    varint(o, credentials::SUID, u64::from(c.suid));
+    varint(o, credentials::FSUID, u64::from(c.fsuid));
+    varint(o, credentials::GID, u64::from(c.gid));
+    varint(o, credentials::EGID, u64::from(c.egid));
+    varint(o, credentials::SGID, u64::from(c.sgid));
+    varint(o, credentials::FSGID, u64::from(c.fsgid));
+    varint(o, credentials::CAP_EFFECTIVE, c.cap_effective);
+    varint(o, credentials::CAP_PERMITTED, c.cap_permitted);
+    opt_varint(o, credentials::LOGINUID, c.loginuid.map(u64::from));
+    opt_varint(o, credentials::SESSIONID, c.sessionid.map(u64::from));
+}
+
+fn credentials_field(o: &mut impl Out, field: u32, c: &ProcessCredentials) {
+    key(o, field, LEN);
+    o.varint(len_of(|n| credentials_body(n, c)) as u64);
+    credentials_body(o, c);
+}
+
 fn address_field(o: &mut impl Out, field: u32, addr: &SocketAddr) {
     key(o, field, LEN);
     o.varint(len_of(|c| address_body(c, addr)) as u64);
@@ -213,6 +235,36 @@ fn process_body(o: &mut impl Out, e: &ProcessEvent) {
     opt_string(o, process::EXECUTABLE_HASH, e.executable_hash.as_deref());
     opt_string(o, process::HASH_ALGORITHM, e.hash_algorithm.as_deref());
     opt_varint(o, process::CHILD_PID, e.child_pid.map(u64::from));
+    if let Some(c) = &e.credentials {
+        credentials_field(o, process::CREDENTIALS, c);
+    }
+    if let Some(c) = &e.old_credentials {
+        credentials_field(o, process::OLD_CREDENTIALS, c);
+    }
+    boolean(o, process::SECURE_EXEC, e.secure_exec);
+    opt_varint(o, process::ERRNO, e.errno.map(int32));
+    opt_varint(o, process::SYSCALL_NR, e.syscall_nr.map(u64::from));
+    boolean(o, process::COMPAT_SYSCALL, e.compat_syscall);
+    opt_string(o, process::PROCESS_KEY, e.process_key.as_deref());
+    if let Some(t) = &e.child_start_time {
+        timestamp_field(o, process::CHILD_START_TIME, t);
+    }
+    opt_varint(o, process::EXECUTABLE_INODE, e.executable_inode);
+    opt_varint(
+        o,
+        process::EXECUTABLE_DEVICE,
+        e.executable_device.map(u64::from),
+    );
+    boolean(o, process::EXECUTABLE_DELETED, e.executable_deleted);
+    opt_string(o, process::MEMFD_NAME, e.memfd_name.as_deref());
+    opt_string(o, process::INTERPRETER, e.interpreter.as_deref());
+    opt_varint(o, process::NAMESPACE_PID, e.namespace_pid.map(u64::from));
+    opt_varint(
+        o,
+        process::PID_NAMESPACE_INODE,
+        e.pid_namespace_inode.map(u64::from),
+    );
+    opt_string(o, process::CGROUP_PATH, e.cgroup_path.as_deref());
 }
 
 fn network_body(o: &mut impl Out, e: &NetworkEvent) {

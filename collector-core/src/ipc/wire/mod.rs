@@ -74,6 +74,36 @@ mod field {
         pub const EXECUTABLE_HASH: u32 = 15;
         pub const HASH_ALGORITHM: u32 = 16;
         pub const CHILD_PID: u32 = 17;
+        pub const CREDENTIALS: u32 = 18;
+        pub const OLD_CREDENTIALS: u32 = 19;
+        pub const SECURE_EXEC: u32 = 20;
+        pub const ERRNO: u32 = 21;
+        pub const SYSCALL_NR: u32 = 22;
+        pub const COMPAT_SYSCALL: u32 = 23;
+        pub const PROCESS_KEY: u32 = 24;
+        pub const CHILD_START_TIME: u32 = 25;
+        pub const EXECUTABLE_INODE: u32 = 26;
+        pub const EXECUTABLE_DEVICE: u32 = 27;
+        pub const EXECUTABLE_DELETED: u32 = 28;
+        pub const MEMFD_NAME: u32 = 29;
+        pub const INTERPRETER: u32 = 30;
+        pub const NAMESPACE_PID: u32 = 31;
+        pub const PID_NAMESPACE_INODE: u32 = 32;
+        pub const CGROUP_PATH: u32 = 33;
+    }
+    pub mod credentials {
+        pub const UID: u32 = 1;
+        pub const EUID: u32 = 2;
+        pub const SUID: u32 = 3;
+        pub const FSUID: u32 = 4;
+        pub const GID: u32 = 5;
+        pub const EGID: u32 = 6;
+        pub const SGID: u32 = 7;
+        pub const FSGID: u32 = 8;
+        pub const CAP_EFFECTIVE: u32 = 9;
+        pub const CAP_PERMITTED: u32 = 10;
+        pub const LOGINUID: u32 = 11;
+        pub const SESSIONID: u32 = 12;
     }
     pub mod network {
         pub const PROTOCOL: u32 = 5;

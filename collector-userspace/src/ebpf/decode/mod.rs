@@ -112,6 +112,7 @@ pub(crate) mod test_util {
             uid: 1000,
             gid: 100,
             cgroup_id: 7,
+            process_start_ns: 5_000,
             comm,
         }
     }

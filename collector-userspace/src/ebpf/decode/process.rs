@@ -1,10 +1,13 @@
 //! Process-domain records: exec, fork, exit.
 
 use collector_common::{
-    flags, ExecRecord, ExitRecord, ForkRecord, RecordHeader, RecordKind, EXEC_ARGV_LEN,
-    EXEC_FILENAME_LEN,
+    exec_flags, flags, CredChangeRecord, Credentials, ExecFailedRecord, ExecRecord, ExitRecord,
+    ForkRecord, RecordHeader, RecordKind, EXEC_ARGV_LEN, EXEC_FAILED_PATH_LEN, EXEC_FILENAME_LEN,
+    EXEC_INTERP_LEN,
 };
-use collector_core::event::{CollectionEvent, ProcessEvent, ProcessEventKind, SourceName};
+use collector_core::event::{
+    CollectionEvent, ProcessCredentials, ProcessEvent, ProcessEventKind, SourceName,
+};
 
 use super::{c_str, exit_code_from_status, read, record_kind, split_args, DecodeError};
 use crate::ebpf::clock::BootClock;
@@ -20,7 +23,43 @@ fn process_base(
     ev.gid = Some(h.gid);
     ev.name = Some(c_str(&h.comm));
     ev.cgroup_id = Some(h.cgroup_id);
+    if h.process_start_ns != 0 {
+        ev.process_key = Some(process_key(h.pid, h.process_start_ns));
+        ev.start_time = Some(clock.to_utc(h.process_start_ns));
+    }
     ev
+}
+
+/// `<tgid>:<leader start, CLOCK_BOOTTIME ns>`: the kernel's own numbers, so events of
+/// every domain and every collector on the host agree on it.
+pub fn process_key(pid: u32, start_boottime_ns: u64) -> String {
+    format!("{pid}:{start_boottime_ns}")
+}
+
+fn set_namespace(ev: &mut ProcessEvent, ns_pid: u32, pidns_inum: u32) {
+    if pidns_inum != 0 {
+        ev.namespace_pid = Some(ns_pid);
+        ev.pid_namespace_inode = Some(pidns_inum);
+    }
+}
+
+fn credentials(c: &Credentials) -> ProcessCredentials {
+    // The kernel's "unset" audit values (-1) are left out rather than shown as ids.
+    let set = |v: u32| (v != u32::MAX).then_some(v);
+    ProcessCredentials {
+        uid: c.uid,
+        euid: c.euid,
+        suid: c.suid,
+        fsuid: c.fsuid,
+        gid: c.gid,
+        egid: c.egid,
+        sgid: c.sgid,
+        fsgid: c.fsgid,
+        cap_effective: c.cap_effective,
+        cap_permitted: c.cap_permitted,
+        loginuid: set(c.loginuid),
+        sessionid: set(c.sessionid),
+    }
 }
 
 /// Decodes one process-domain record.
@@ -51,12 +90,33 @@ pub fn decode_process(
             if r.start_boottime_ns != 0 {
                 ev.start_time = Some(clock.to_utc(r.start_boottime_ns));
             }
+            ev.credentials = Some(credentials(&r.creds));
+            set_namespace(&mut ev, r.ns_pid, r.pidns_inum);
+            ev.secure_exec = r.exec_flags & exec_flags::SECURE_EXEC != 0;
+            if r.exe_ino != 0 {
+                ev.executable_inode = Some(r.exe_ino);
+                ev.executable_device = Some(r.exe_dev);
+            }
+            ev.executable_deleted = r.exec_flags & exec_flags::DELETED != 0;
+            if r.exec_flags & exec_flags::MEMFD != 0 {
+                let name = c_str(&r.exe_name);
+                ev.memfd_name = Some(name.strip_prefix("memfd:").unwrap_or(&name).to_string());
+            }
+            if r.exec_flags & exec_flags::SCRIPT != 0 {
+                let len = (r.interp_len as usize).min(EXEC_INTERP_LEN);
+                ev.interpreter = Some(c_str(&r.interpreter[..len]));
+            }
             ev
         }
         RecordKind::Fork => {
             let r: ForkRecord = read(bytes, kind as u32)?;
             let mut ev = process_base(&r.header, ProcessEventKind::Fork, clock, source);
             ev.child_pid = Some(r.child_pid);
+            if r.child_start_boottime_ns != 0 {
+                ev.child_start_time = Some(clock.to_utc(r.child_start_boottime_ns));
+            }
+            ev.credentials = Some(credentials(&r.creds));
+            set_namespace(&mut ev, r.ns_pid, r.pidns_inum);
             ev
         }
         RecordKind::Exit => {
@@ -64,6 +124,30 @@ pub fn decode_process(
             let mut ev = process_base(&r.header, ProcessEventKind::Exit, clock, source);
             ev.ppid = Some(r.ppid);
             ev.exit_code = Some(exit_code_from_status(r.exit_code));
+            ev.credentials = Some(credentials(&r.creds));
+            set_namespace(&mut ev, r.ns_pid, r.pidns_inum);
+            ev
+        }
+        RecordKind::CredChange => {
+            let r: CredChangeRecord = read(bytes, kind as u32)?;
+            let mut ev = process_base(&r.header, ProcessEventKind::CredChange, clock, source);
+            ev.credentials = Some(credentials(&r.new));
+            ev.old_credentials = Some(credentials(&r.old));
+            ev.syscall_nr = Some(r.syscall_nr);
+            ev.compat_syscall = r.compat != 0;
+            ev
+        }
+        RecordKind::ExecFailed => {
+            let r: ExecFailedRecord = read(bytes, kind as u32)?;
+            let mut ev = process_base(&r.header, ProcessEventKind::ExecFailed, clock, source);
+            ev.errno = Some(r.errno as i32);
+            ev.syscall_nr = Some(r.syscall_nr);
+            ev.compat_syscall = r.compat != 0;
+            let len = (r.filename_len as usize).min(EXEC_FAILED_PATH_LEN);
+            if len > 0 {
+                // As the caller passed it (user memory, read at syscall exit).
+                ev.executable_path = Some(c_str(&r.filename[..len]));
+            }
             ev
         }
         other => return Err(DecodeError::UnknownKind(other as u32)),
@@ -100,6 +184,69 @@ mod tests {
         assert_eq!(p.executable_path.as_deref(), Some("/bin/true"));
         assert_eq!(p.command_line, ["/bin/true", "marker", "two words"]);
         assert!(!p.command_line_truncated);
+    }
+
+    #[test]
+    fn cred_change_carries_old_and_new_ids() {
+        // SAFETY: all-zero is a valid CredChangeRecord.
+        let mut r: CredChangeRecord = unsafe { std::mem::zeroed() };
+        r.header = header(RecordKind::CredChange);
+        r.syscall_nr = 117;
+        r.old = Credentials {
+            cap_effective: u64::MAX,
+            loginuid: u32::MAX,
+            sessionid: 3,
+            ..Credentials::default()
+        };
+        r.new = Credentials {
+            uid: 65534,
+            euid: 65534,
+            suid: 65534,
+            loginuid: u32::MAX,
+            sessionid: 3,
+            ..Credentials::default()
+        };
+        let ev = decode_process(&bytes_of(&r), &BootClock::new(), &"t".into()).unwrap();
+        let CollectionEvent::Process(p) = ev else {
+            panic!("not a process event")
+        };
+        assert_eq!(p.kind, ProcessEventKind::CredChange);
+        let (old, new) = (p.old_credentials.unwrap(), p.credentials.unwrap());
+        assert_eq!(
+            (old.uid, old.cap_effective, old.loginuid),
+            (0, u64::MAX, None)
+        );
+        assert_eq!(
+            (new.uid, new.euid, new.suid, new.cap_effective),
+            (65534, 65534, 65534, 0)
+        );
+        assert_eq!(new.sessionid, Some(3));
+        assert_eq!(p.syscall_nr, Some(117));
+        assert!(!p.compat_syscall);
+        assert_eq!(p.process_key.as_deref(), Some("42:5000"));
+    }
+
+    #[test]
+    fn exec_failed_carries_errno_and_the_path_tried() {
+        // SAFETY: all-zero is a valid ExecFailedRecord.
+        let mut r: ExecFailedRecord = unsafe { std::mem::zeroed() };
+        r.header = header(RecordKind::ExecFailed);
+        r.errno = 13;
+        r.compat = 1;
+        r.syscall_nr = 11;
+        let path = b"/tmp/not-executable";
+        r.filename[..path.len()].copy_from_slice(path);
+        r.filename_len = path.len() as u32;
+        let ev = decode_process(&bytes_of(&r), &BootClock::new(), &"t".into()).unwrap();
+        let CollectionEvent::Process(p) = ev else {
+            panic!("not a process event")
+        };
+        assert_eq!(p.kind, ProcessEventKind::ExecFailed);
+        assert_eq!(p.errno, Some(13));
+        assert!(p.compat_syscall);
+        assert_eq!(p.executable_path.as_deref(), Some("/tmp/not-executable"));
+        // A short record is an error, not a panic.
+        assert!(decode_process(&bytes_of(&r)[..100], &BootClock::new(), &"t".into()).is_err());
     }
 
     #[test]

@@ -1,0 +1,684 @@
+//! Who really ran what, from the real kernel: credentials on exec (a setuid binary run by
+//! `nobody`), credential changes through both syscall entries, failed execs with their
+//! errno, the process key, and exit/exec semantics of multi-threaded processes.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use collector_core::event::{ProcessEvent, ProcessEventKind};
+use collector_core::{CollectionEvent, EventSource};
+use collector_tests::{kernel_or_skip, run_actor};
+use collector_userspace::ebpf::{
+    KernelConfig, KernelDomain, KernelPrograms, KernelSource, SelfTgid,
+};
+use tokio::sync::mpsc;
+
+const ACTOR: &str = env!("CARGO_BIN_EXE_collector-proc-actor");
+const NOBODY: u32 = 65534;
+
+struct Running {
+    source: Arc<KernelSource>,
+    rx: mpsc::Receiver<CollectionEvent>,
+    shutdown: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    seen: Vec<ProcessEvent>,
+    self_tgid: SelfTgid,
+}
+
+impl Running {
+    fn start() -> Self {
+        Self::start_with(KernelConfig::default())
+    }
+
+    fn start_with(config: KernelConfig) -> Self {
+        let programs = KernelPrograms::load(config).expect("load kernel programs");
+        let self_tgid = programs.self_tgid();
+        let source =
+            Arc::new(KernelSource::new(programs, KernelDomain::Process).expect("process source"));
+        let (tx, rx) = mpsc::channel(65_536);
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let task = {
+            let (source, flag) = (source.clone(), shutdown.clone());
+            tokio::spawn(async move { source.start(tx, flag).await })
+        };
+        Self {
+            source,
+            rx,
+            shutdown,
+            task,
+            seen: Vec::new(),
+            self_tgid,
+        }
+    }
+
+    /// Collects process events until `done` holds for what was seen (10 s at most).
+    async fn until(&mut self, mut done: impl FnMut(&[ProcessEvent]) -> bool) -> &[ProcessEvent] {
+        let (rx, seen) = (&mut self.rx, &mut self.seen);
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            if done(seen) {
+                return;
+            }
+            while let Some(ev) = rx.recv().await {
+                if let CollectionEvent::Process(p) = ev {
+                    seen.push(*p);
+                    if done(seen) {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+        &self.seen
+    }
+
+    /// Keeps collecting for `ms` milliseconds (to see what should NOT come).
+    async fn settle(&mut self, ms: u64) {
+        let (rx, seen) = (&mut self.rx, &mut self.seen);
+        let _ = tokio::time::timeout(Duration::from_millis(ms), async {
+            while let Some(ev) = rx.recv().await {
+                if let CollectionEvent::Process(p) = ev {
+                    seen.push(*p);
+                }
+            }
+        })
+        .await;
+    }
+
+    async fn stop(self) {
+        self.source.stop().await.unwrap();
+        self.shutdown.store(true, Ordering::Relaxed);
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn is(p: &ProcessEvent, kind: ProcessEventKind, pid: u32) -> bool {
+    p.kind == kind && p.pid == pid
+}
+
+fn pid_of(out: &std::collections::HashMap<String, String>) -> u32 {
+    out["pid"].parse().expect("actor pid")
+}
+
+/// A directory `nobody` can enter (tempdirs are 0700).
+fn open_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setuid_copy_of_id_run_by_nobody_shows_euid_0_and_uid_65534() {
+    if !kernel_or_skip("setuid_copy_of_id_run_by_nobody_shows_euid_0_and_uid_65534") {
+        return;
+    }
+    let dir = open_tempdir();
+    let id = dir.path().join("id-setuid");
+    std::fs::copy("/usr/bin/id", &id).unwrap();
+    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o4755)).unwrap();
+
+    let mut run = Running::start();
+    let mut child = std::process::Command::new(&id)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the setuid copy of id as nobody");
+    let pid = child.id();
+    let out = {
+        use std::io::Read;
+        let mut s = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut s).unwrap();
+        s
+    };
+    assert!(child.wait().unwrap().success());
+    assert!(
+        out.contains("euid=0"),
+        "the kernel honoured the setuid bit: {out}"
+    );
+
+    let seen = run
+        .until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
+        .await;
+    let exec = seen
+        .iter()
+        .find(|p| is(p, ProcessEventKind::Exec, pid))
+        .expect("exec of the setuid copy");
+    let creds = exec.credentials.expect("exec carries credentials");
+    assert_eq!(creds.uid, NOBODY, "real uid is the caller's");
+    assert_eq!(creds.euid, 0, "effective uid is the file owner's");
+    assert_eq!(creds.suid, 0);
+    assert_eq!(creds.gid, NOBODY);
+    assert_eq!(creds.egid, NOBODY, "no setgid bit");
+    assert!(exec.secure_exec, "a setuid exec is a secure exec");
+    assert_eq!(exec.uid, Some(NOBODY));
+    // The same privilege gain as a credentials change of the execve.
+    let change = seen
+        .iter()
+        .find(|p| is(p, ProcessEventKind::CredChange, pid) && p.syscall_nr == Some(59))
+        .expect("cred_change of the setuid execve");
+    let (old, new) = (change.old_credentials.unwrap(), change.credentials.unwrap());
+    assert_eq!((old.uid, old.euid), (NOBODY, NOBODY));
+    assert_eq!((new.uid, new.euid), (NOBODY, 0));
+    // Identity: one process key for the exec and the exit, from the leader's start time.
+    let exit = seen
+        .iter()
+        .find(|p| is(p, ProcessEventKind::Exit, pid))
+        .unwrap();
+    let key = exec.process_key.clone().expect("process key on exec");
+    assert!(key.starts_with(&format!("{pid}:")), "{key}");
+    assert_eq!(exit.process_key.as_ref(), Some(&key));
+    assert_eq!(exit.start_time, exec.start_time);
+    assert_eq!(exit.credentials.map(|c| c.euid), Some(0));
+    // And in JSON.
+    let json = serde_json::to_value(exec).unwrap();
+    assert_eq!(json["credentials"]["euid"], 0);
+    assert_eq!(json["credentials"]["uid"], NOBODY);
+    assert_eq!(json["secure_exec"], true);
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setresuid_gives_one_cred_change_with_old_and_new_ids_on_both_entries() {
+    if !kernel_or_skip("setresuid_gives_one_cred_change_with_old_and_new_ids_on_both_entries") {
+        return;
+    }
+    let mut run = Running::start();
+    for (mode, nr, compat) in [("setresuid", 117, false), ("setresuid32", 208, true)] {
+        let out = run_actor(ACTOR, &[mode, "65534"]);
+        assert_eq!(out["uid_after"], "65534", "{mode}: {out:?}");
+        let pid = pid_of(&out);
+        let seen = run
+            .until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
+            .await;
+        let changes: Vec<_> = seen
+            .iter()
+            .filter(|p| is(p, ProcessEventKind::CredChange, pid))
+            .collect();
+        assert_eq!(changes.len(), 1, "{mode}: one change: {changes:#?}");
+        let c = changes[0];
+        assert_eq!(c.syscall_nr, Some(nr), "{mode}");
+        assert_eq!(c.compat_syscall, compat, "{mode}");
+        let (old, new) = (c.old_credentials.unwrap(), c.credentials.unwrap());
+        assert_eq!(
+            (old.uid, old.euid, old.suid, old.fsuid),
+            (0, 0, 0, 0),
+            "{mode}"
+        );
+        assert_eq!(
+            (new.uid, new.euid, new.suid, new.fsuid),
+            (NOBODY, NOBODY, NOBODY, NOBODY),
+            "{mode}"
+        );
+        assert_ne!(old.cap_effective, 0, "{mode}: root had capabilities");
+        assert_eq!(new.cap_effective, 0, "{mode}: leaving uid 0 clears them");
+        assert_eq!(new.cap_permitted, 0, "{mode}");
+        assert_eq!(c.uid, Some(NOBODY), "{mode}: header is after the change");
+        let exit = seen
+            .iter()
+            .find(|p| is(p, ProcessEventKind::Exit, pid))
+            .unwrap();
+        assert_eq!(exit.credentials.map(|c| c.uid), Some(NOBODY));
+    }
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_execs_carry_their_errno_on_both_entries_and_as_nobody() {
+    if !kernel_or_skip("failed_execs_carry_their_errno_on_both_entries_and_as_nobody") {
+        return;
+    }
+    let dir = open_tempdir();
+    let missing = format!("/nonexistent/collector-missing-{}", std::process::id());
+    let not_exec = dir.path().join("not-executable");
+    std::fs::write(&not_exec, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&not_exec, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let not_exec = not_exec.to_str().unwrap().to_string();
+    let missing32 = format!("{missing}-i386");
+
+    let mut run = Running::start();
+    assert!(std::process::Command::new(&missing).spawn().is_err());
+    assert!(std::process::Command::new(&not_exec)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .spawn()
+        .is_err());
+    let out = run_actor(ACTOR, &["execve32", &missing32]);
+    assert_eq!(out["errno"], "2");
+    let actor = pid_of(&out);
+
+    let paths = [missing.as_str(), not_exec.as_str(), missing32.as_str()];
+    let seen = run
+        .until(|s| {
+            paths.iter().all(|path| {
+                s.iter().any(|p| {
+                    p.kind == ProcessEventKind::ExecFailed
+                        && p.executable_path.as_deref() == Some(path)
+                })
+            })
+        })
+        .await;
+    let failed = |path: &str| {
+        seen.iter()
+            .find(|p| {
+                p.kind == ProcessEventKind::ExecFailed && p.executable_path.as_deref() == Some(path)
+            })
+            .unwrap_or_else(|| panic!("no exec_failed for {path}"))
+    };
+    let enoent = failed(&missing);
+    assert_eq!(enoent.errno, Some(2));
+    assert_eq!(enoent.syscall_nr, Some(59));
+    assert!(!enoent.compat_syscall);
+    let eacces = failed(&not_exec);
+    assert_eq!(eacces.errno, Some(13));
+    assert_eq!(eacces.uid, Some(NOBODY));
+    assert_eq!(
+        eacces.credentials, None,
+        "failed execs carry the header ids only"
+    );
+    let compat = failed(&missing32);
+    assert_eq!(compat.errno, Some(2));
+    assert_eq!(compat.pid, actor);
+    assert_eq!(compat.syscall_nr, Some(11), "i386 execve");
+    assert!(compat.compat_syscall);
+    assert!(
+        !seen.iter().any(|p| p.kind == ProcessEventKind::Exec
+            && paths.contains(&p.executable_path.as_deref().unwrap_or(""))),
+        "a failed exec was reported as an exec"
+    );
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_is_reported_once_when_the_last_thread_ends_not_when_the_leader_does() {
+    if !kernel_or_skip("exit_is_reported_once_when_the_last_thread_ends_not_when_the_leader_does") {
+        return;
+    }
+    // Both ways of telling the last thread: `group_dead` (6.16+) and `signal->live`.
+    for by_live in [false, true] {
+        leader_exits_first(by_live).await;
+    }
+}
+
+async fn leader_exits_first(exit_by_signal_live: bool) {
+    let mut run = Running::start_with(KernelConfig {
+        exit_by_signal_live,
+        ..KernelConfig::default()
+    });
+    let out = run_actor(ACTOR, &["leader-exits-first", "300"]);
+    let pid = pid_of(&out);
+    run.until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
+        .await;
+    // Give a second (wrong) exit the time to arrive too.
+    run.settle(500).await;
+    let seen = &run.seen;
+    let exits: Vec<_> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| is(p, ProcessEventKind::Exit, pid))
+        .collect();
+    assert_eq!(
+        exits.len(),
+        1,
+        "signal->live: {exit_by_signal_live}; one exit: {exits:#?}"
+    );
+    let (exit_at, exit) = exits[0];
+    assert_eq!(exit.exit_code, Some(0));
+    // The worker forked /bin/true 300 ms after the leader left: that fork precedes the
+    // process's exit.
+    let fork_at = seen
+        .iter()
+        .position(|p| is(p, ProcessEventKind::Fork, pid))
+        .expect("the worker's fork, after the leader exited");
+    assert!(
+        fork_at < exit_at,
+        "exit reported before the last thread ended"
+    );
+    // The fork names the child's key: its start time is the child's exec's.
+    let fork = &seen[fork_at];
+    let child = fork.child_pid.unwrap();
+    let child_exec = seen
+        .iter()
+        .find(|p| is(p, ProcessEventKind::Exec, child))
+        .expect("the worker's /bin/true exec");
+    assert_eq!(
+        child_exec.command_line,
+        ["/bin/true", "worker-still-running"]
+    );
+    assert!(fork.child_start_time.is_some());
+    assert_eq!(fork.child_start_time, child_exec.start_time);
+    assert_eq!(
+        child_exec.process_key,
+        Some(format!(
+            "{child}:{}",
+            child_exec
+                .process_key
+                .as_deref()
+                .unwrap()
+                .split(':')
+                .nth(1)
+                .unwrap()
+        ))
+    );
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_from_a_worker_thread_gives_one_exec_and_no_exit_before_it() {
+    if !kernel_or_skip("exec_from_a_worker_thread_gives_one_exec_and_no_exit_before_it") {
+        return;
+    }
+    for by_live in [false, true] {
+        exec_from_thread(by_live).await;
+    }
+}
+
+async fn exec_from_thread(exit_by_signal_live: bool) {
+    let marker = format!("thread-exec-{}", std::process::id());
+    let mut run = Running::start_with(KernelConfig {
+        exit_by_signal_live,
+        ..KernelConfig::default()
+    });
+    let out = run_actor(ACTOR, &["exec-from-thread", &marker]);
+    let pid = pid_of(&out);
+    run.until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
+        .await;
+    run.settle(300).await;
+    let seen = &run.seen;
+    // The actor's own exec (by the test) comes first; then the worker's.
+    let execs: Vec<_> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| {
+            is(p, ProcessEventKind::Exec, pid) && p.executable_path.as_deref() == Some("/bin/true")
+        })
+        .collect();
+    assert_eq!(execs.len(), 1, "one exec from the thread: {execs:#?}");
+    let (exec_at, exec) = execs[0];
+    assert_eq!(exec.command_line, ["/bin/true", marker.as_str()]);
+    let exits: Vec<_> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| is(p, ProcessEventKind::Exit, pid))
+        .collect();
+    assert_eq!(
+        exits.len(),
+        1,
+        "signal->live: {exit_by_signal_live}; one exit, the image's: {exits:#?}"
+    );
+    assert!(exits[0].0 > exec_at, "no exit before the exec");
+    assert_eq!(exits[0].1.process_key, exec.process_key);
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renaming_comm_to_an_excluded_name_does_not_hide_a_process() {
+    if !kernel_or_skip("renaming_comm_to_an_excluded_name_does_not_hide_a_process") {
+        return;
+    }
+    let marker = format!("renamed-{}", std::process::id());
+    let mut run = Running::start_with(KernelConfig {
+        excluded_comms: vec!["noisyd".into(), "true".into()],
+        ..KernelConfig::default()
+    });
+    let out = run_actor(ACTOR, &["rename-then-fork", "noisyd", &marker]);
+    assert_eq!(out["comm"], "noisyd", "the rename took effect");
+    let pid = pid_of(&out);
+    let seen = run
+        .until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
+        .await;
+    // Recorded although its comm now reads `noisyd`: the exclusion follows the image.
+    let fork = seen
+        .iter()
+        .find(|p| is(p, ProcessEventKind::Fork, pid))
+        .expect("the renamed process's fork is recorded");
+    assert_eq!(fork.name.as_deref(), Some("noisyd"));
+    let exit = seen
+        .iter()
+        .find(|p| is(p, ProcessEventKind::Exit, pid))
+        .unwrap();
+    assert_eq!(exit.name.as_deref(), Some("noisyd"));
+    // Its child execs /bin/true, an excluded image: that exec and exit stay dropped.
+    let child = fork.child_pid.unwrap();
+    run.settle(300).await;
+    assert!(
+        !run.seen
+            .iter()
+            .any(|p| p.pid == child
+                && matches!(p.kind, ProcessEventKind::Exec | ProcessEventKind::Exit)),
+        "the excluded image `true` was recorded"
+    );
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pid_exclusion_ends_at_exec() {
+    if !kernel_or_skip("a_pid_exclusion_ends_at_exec") {
+        return;
+    }
+    use std::io::{BufRead, Write};
+    let marker = format!("pidx-{}", std::process::id());
+    let mut actor = std::process::Command::new(ACTOR)
+        .args(["fork-exec-after-go", &marker])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(actor.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pid: u32 = line.trim().strip_prefix("pid=").unwrap().parse().unwrap();
+    let mut run = Running::start_with(KernelConfig {
+        excluded_pids: vec![pid],
+        ..KernelConfig::default()
+    });
+    writeln!(actor.stdin.take().unwrap(), "go").unwrap();
+    assert!(actor.wait().unwrap().success());
+    let exec_marker = format!("{marker}-exec");
+    let seen = run
+        .until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
+        .await;
+    assert!(
+        !seen.iter().any(|p| is(p, ProcessEventKind::Fork, pid)),
+        "the excluded pid's fork was recorded"
+    );
+    let exec = seen
+        .iter()
+        .find(|p| is(p, ProcessEventKind::Exec, pid))
+        .expect("after its exec the pid runs another program and is recorded");
+    assert_eq!(exec.command_line, ["/bin/true", exec_marker.as_str()]);
+    run.stop().await;
+}
+
+/// Set in the environment of the copy of this test binary that runs in its own pid
+/// namespace.
+const IN_NAMESPACE: &str = "COLLECTOR_TEST_IN_PID_NAMESPACE";
+
+#[test]
+fn collector_in_its_own_pid_namespace_excludes_itself_and_only_itself() {
+    if !kernel_or_skip("collector_in_its_own_pid_namespace_excludes_itself_and_only_itself") {
+        return;
+    }
+    let out = std::process::Command::new("unshare")
+        .args(["-p", "-f", "--mount-proc"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "inside_a_pid_namespace",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(IN_NAMESPACE, "1")
+        .output()
+        .expect("run unshare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "inside the namespace:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the inner test did not run:\n{stdout}\n{stderr}"
+    );
+}
+
+/// Runs only as the copy started by the test above, as pid 1 of a new pid namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "started inside a pid namespace by collector_in_its_own_pid_namespace_*"]
+async fn inside_a_pid_namespace() {
+    assert_eq!(
+        std::env::var(IN_NAMESPACE).as_deref(),
+        Ok("1"),
+        "run by collector_in_its_own_pid_namespace_excludes_itself_and_only_itself"
+    );
+    let ns_pid = std::process::id();
+    let mut run = Running::start();
+    let self_tgid = run_source_self_tgid(&run);
+    assert_ne!(
+        self_tgid, ns_pid,
+        "the kernel's tgid of a process in a pid namespace is not its own pid"
+    );
+    let marker = format!("in-namespace-{self_tgid}");
+    let status = std::process::Command::new("/bin/true")
+        .arg(&marker)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    run.until(|s| {
+        s.iter()
+            .any(|p| p.kind == ProcessEventKind::Exit && p.ppid == Some(self_tgid))
+    })
+    .await;
+    run.settle(300).await;
+    let seen = &run.seen;
+    let exec = seen
+        .iter()
+        .find(|p| p.kind == ProcessEventKind::Exec && p.command_line.contains(&marker))
+        .expect("the child's exec is recorded: only the collector is excluded");
+    assert_eq!(
+        exec.ppid,
+        Some(self_tgid),
+        "pids are the kernel's (host) pids"
+    );
+    assert!(
+        !seen.iter().any(|p| p.pid == self_tgid),
+        "the collector's own events were recorded: {:#?}",
+        seen.iter()
+            .filter(|p| p.pid == self_tgid)
+            .collect::<Vec<_>>()
+    );
+    run.stop().await;
+}
+
+fn run_source_self_tgid(run: &Running) -> u32 {
+    match run.self_tgid {
+        SelfTgid::Kernel(t) => t,
+        other => panic!("self tgid not seen by the kernel: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memfd_fexecve_is_flagged_fileless_with_its_name() {
+    if !kernel_or_skip("memfd_fexecve_is_flagged_fileless_with_its_name") {
+        return;
+    }
+    let name = format!("payload-{}", std::process::id());
+    let mut run = Running::start();
+    let out = run_actor(ACTOR, &["memfd-exec", &name, "from-memory"]);
+    let pid = pid_of(&out);
+    let seen = run
+        .until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
+        .await;
+    let exec = seen
+        .iter()
+        .find(|p| {
+            is(p, ProcessEventKind::Exec, pid)
+                && p.command_line.first().map(String::as_str) == Some(name.as_str())
+        })
+        .expect("exec of the memfd");
+    assert_eq!(exec.memfd_name.as_deref(), Some(name.as_str()), "{exec:#?}");
+    assert!(exec.executable_deleted, "a memfd has no links");
+    assert!(exec.executable_inode.is_some());
+    assert_eq!(exec.interpreter, None);
+    // The actor's own exec, from a file on disk, is not fileless.
+    let actor_exec = seen
+        .iter()
+        .find(|p| {
+            is(p, ProcessEventKind::Exec, pid)
+                && p.command_line.first().map(String::as_str) == Some(ACTOR)
+        })
+        .expect("the actor's exec");
+    assert_eq!(actor_exec.memfd_name, None);
+    assert!(!actor_exec.executable_deleted);
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_shows_its_interpreter_and_the_interpreter_inode() {
+    if !kernel_or_skip("a_script_shows_its_interpreter_and_the_interpreter_inode") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dir = open_tempdir();
+    let script = dir.path().join("script.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // At sched_process_exec the kernel has swapped the script's file for the
+    // interpreter's (exec_binprm), so the inode is the interpreter's.
+    let meta = std::fs::metadata("/bin/sh").unwrap();
+    let mut run = Running::start();
+    let mut child = std::process::Command::new(&script)
+        .arg("script-arg")
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    assert!(child.wait().unwrap().success());
+    let seen = run
+        .until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
+        .await;
+    let exec = seen
+        .iter()
+        .find(|p| is(p, ProcessEventKind::Exec, pid))
+        .expect("exec of the script");
+    assert_eq!(exec.interpreter.as_deref(), Some("/bin/sh"));
+    assert_eq!(
+        exec.executable_path.as_deref(),
+        Some(script.to_str().unwrap())
+    );
+    assert_eq!(
+        exec.executable_inode,
+        Some(meta.ino()),
+        "the script's inode"
+    );
+    // glibc's st_dev encoding -> (major, minor); the kernel's is major << 20 | minor.
+    let st = meta.dev();
+    let (major, minor) = (
+        ((st >> 8) & 0xfff) | ((st >> 32) & !0xfff),
+        (st & 0xff) | ((st >> 12) & !0xff),
+    );
+    let dev = u64::from(exec.executable_device.expect("device"));
+    assert_eq!((dev >> 20, dev & 0xfffff), (major, minor));
+    assert!(!exec.executable_deleted);
+    assert_eq!(exec.memfd_name, None);
+    // Namespace and cgroup attribution: the child shares this test's.
+    assert_eq!(exec.namespace_pid, Some(pid), "host pid namespace");
+    let pidns = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
+    assert_eq!(exec.pid_namespace_inode.map(u64::from), Some(pidns));
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let path = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("cgroup v2");
+    assert_eq!(
+        exec.cgroup_path.as_deref(),
+        Some(path),
+        "{:?}",
+        exec.cgroup_id
+    );
+    run.stop().await;
+}
