@@ -18,11 +18,12 @@
 
 /// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
-/// Bytes of the executable path kept for an exec (longer paths set [`flags::FILENAME_TRUNCATED`]).
-pub const EXEC_FILENAME_LEN: usize = 512;
+/// Bytes of the executable path kept for an exec (`PATH_MAX`; longer paths set
+/// [`flags::FILENAME_TRUNCATED`]). A power of two: the kernel program masks with it.
+pub const EXEC_FILENAME_LEN: usize = 4096;
 /// Bytes of the NUL-separated argument vector kept for an exec (longer sets
 /// [`flags::ARGV_TRUNCATED`]). Must be a power of two: the kernel program masks with it.
-pub const EXEC_ARGV_LEN: usize = 4096;
+pub const EXEC_ARGV_LEN: usize = 32768;
 /// Bytes of a path kept for a file event (longer sets [`flags::PATH_TRUNCATED`]).
 /// Must be a power of two.
 pub const FILE_PATH_LEN: usize = 256;

@@ -1,6 +1,6 @@
 //! Process-domain records (exec, fork, exit).
 
-use crate::{RecordHeader, EXEC_ARGV_LEN, EXEC_FILENAME_LEN};
+use crate::RecordHeader;
 
 /// A task's credentials (`task->cred`), as the kernel checks them.
 #[repr(C)]
@@ -49,8 +49,10 @@ pub mod exec_flags {
 }
 
 /// Bytes kept of the executed file's dentry name (memfd names are at most 249 + 6).
-pub const EXEC_EXE_NAME_LEN: usize = 64;
-/// Bytes kept of a script's interpreter path.
+/// A power of two: the kernel program masks with it.
+pub const EXEC_EXE_NAME_LEN: usize = 256;
+/// Bytes kept of a script's interpreter path (`BINPRM_BUF_SIZE` bounds a `#!` line).
+/// A power of two: the kernel program masks with it.
 pub const EXEC_INTERP_LEN: usize = 256;
 
 /// A task's credentials changed in a syscall (setuid family, capset, a privilege-gaining
@@ -93,6 +95,11 @@ pub struct ExecFailedRecord {
 }
 
 /// A successful exec, written at `sched_process_exec` in the new image's context.
+///
+/// Variable length: this fixed part is followed by `filename_len` bytes of path,
+/// `interp_len` bytes of interpreter, `exe_name_len` bytes of dentry name and
+/// `argv_len` bytes of arguments, in that order, none NUL-terminated (the kernel
+/// assembles them in per-CPU scratch and copies exactly that many bytes into the ring).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct ExecRecord {
@@ -108,9 +115,9 @@ pub struct ExecRecord {
     pub creds: Credentials,
     /// Bits from [`exec_flags`].
     pub exec_flags: u32,
-    /// Bytes used in `filename` (without NUL).
+    /// Bytes of the path the kernel executed (`bprm->filename`) that follow.
     pub filename_len: u32,
-    /// Bytes used in `argv` (NUL-separated arguments).
+    /// Bytes of NUL-separated arguments (`mm->arg_start..arg_end`) that follow.
     pub argv_len: u32,
     /// Link count of the executed file's inode (0: deleted or never linked).
     pub exe_nlink: u32,
@@ -120,20 +127,25 @@ pub struct ExecRecord {
     pub exe_ino: u64,
     /// Device of that inode (`i_sb->s_dev`, the kernel's `MKDEV(major, minor)`).
     pub exe_dev: u32,
-    /// Bytes used in `interpreter`.
+    /// Bytes of a script's interpreter (`bprm->interp` when it differs from
+    /// `bprm->filename`) that follow.
     pub interp_len: u32,
     /// The process's pid in its own pid namespace (`thread_pid->numbers[level].nr`).
     pub ns_pid: u32,
     /// Inode number of that pid namespace (`ns.inum`, as in `/proc/<pid>/ns/pid`).
     pub pidns_inum: u32,
-    /// The executed file's dentry name (`memfd:<name>` for a memfd), NUL-padded.
-    pub exe_name: [u8; EXEC_EXE_NAME_LEN],
-    /// A script's interpreter (`bprm->interp` when it differs from `bprm->filename`).
-    pub interpreter: [u8; EXEC_INTERP_LEN],
-    /// The path the kernel executed (`bprm->filename`).
-    pub filename: [u8; EXEC_FILENAME_LEN],
-    /// NUL-separated arguments read from `mm->arg_start..arg_end`.
-    pub argv: [u8; EXEC_ARGV_LEN],
+    /// Bytes of the executed file's dentry name (`memfd:<name>` for a memfd) that follow.
+    pub exe_name_len: u32,
+    /// Padding; always zero.
+    pub _pad: u32,
+}
+
+impl ExecRecord {
+    /// Offset of the variable-length tail (path, interpreter, dentry name, arguments).
+    pub const TAIL_OFFSET: usize = core::mem::size_of::<ExecRecord>();
+    /// Largest tail: every part at its cap.
+    pub const MAX_TAIL_LEN: usize =
+        crate::EXEC_FILENAME_LEN + EXEC_INTERP_LEN + EXEC_EXE_NAME_LEN + crate::EXEC_ARGV_LEN;
 }
 
 /// A new process, written at `sched_process_fork` in the parent's context.

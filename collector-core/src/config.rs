@@ -198,8 +198,9 @@ pub struct CollectorConfig {
     /// Bytes of the process ring buffer: a power of two, at least the page size, at most
     /// 1 GiB (default 8 MiB).
     pub process_ring_bytes: u32,
-    /// Pending bytes at which the process ring wakes its reader; 0 wakes per record when
-    /// the reader is idle (default 0: lowest latency).
+    /// Pending bytes at which fork and exit records wake the process ring's reader (execs,
+    /// credential changes and failed execs always wake it at once); 0 wakes on every
+    /// record (default 256 KiB: a wakeup per record was most of the programs' cost).
     pub process_wakeup_bytes: u64,
     /// Bytes of the network ring buffer (default 8 MiB).
     pub network_ring_bytes: u32,
@@ -256,7 +257,7 @@ impl Default for CollectorConfig {
             enable_process_store: true,
             kernel_domains: vec!["process".into(), "network".into(), "filesystem".into()],
             process_ring_bytes: 8 << 20,
-            process_wakeup_bytes: 0,
+            process_wakeup_bytes: 256 << 10,
             network_ring_bytes: 8 << 20,
             network_wakeup_bytes: 64 << 10,
             file_ring_bytes: 32 << 20,

@@ -12,12 +12,12 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid,
         generated::{
-            bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_str,
-            bpf_probe_read_user, bpf_probe_read_user_str,
+            bpf_get_current_task, bpf_get_smp_processor_id, bpf_probe_read_kernel,
+            bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str,
         },
     },
     macros::{btf_tracepoint, map},
-    maps::LruHashMap,
+    maps::{Array, LruHashMap},
     programs::BtfTracePointContext,
 };
 use collector_common::{
@@ -176,6 +176,21 @@ unsafe fn parent_tgid(task: *const u8) -> Result<u32, i64> {
     unsafe { read_kernel(parent as *const u8, get::OFF_TASK_TGID()) }
 }
 
+/// Per-CPU assembly area of one exec record: the fixed part, then the tail with every
+/// part at its cap. A plain array with one slot per possible CPU (the loader sizes it),
+/// because a per-CPU array value is capped at 32 KiB and argv alone may be that long.
+/// Programs on one CPU do not nest into the same program (the kernel's per-program
+/// recursion guard), so a slot is never shared by two execs at once.
+const EXEC_SCRATCH_LEN: usize = ExecRecord::TAIL_OFFSET + ExecRecord::MAX_TAIL_LEN;
+
+#[repr(C, align(8))]
+pub struct ExecScratch {
+    bytes: [u8; EXEC_SCRATCH_LEN],
+}
+
+#[map]
+static EXEC_SCRATCH: Array<ExecScratch> = Array::with_max_entries(1, 0);
+
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -183,12 +198,14 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     if excluded(pid_tgid) {
         return 0;
     }
-    let Some(mut entry) = PROCESS_EVENTS.reserve::<ExecRecord>(0) else {
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(scratch) = EXEC_SCRATCH.get_ptr_mut(cpu) else {
         count_lost(RecordKind::Exec);
         return 0;
     };
-    let rec = entry.as_mut_ptr();
-    unsafe {
+    let base = scratch.cast::<u8>();
+    let rec = base.cast::<ExecRecord>();
+    let len = unsafe {
         fill_header(&raw mut (*rec).header, RecordKind::Exec, pid_tgid);
         let task: *const u8 = ctx.arg(0);
         let old_pid: u32 = ctx.arg(1);
@@ -204,10 +221,16 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         } else {
             0
         };
-        fill_executable(rec, bprm);
+        (*rec)._pad = 0;
         ((*rec).ns_pid, (*rec).pidns_inum) = pid_namespace_identity();
-        fill_filename(rec, bprm);
-        fill_argv(rec, task);
+        // The tail: each part is read straight into place after the previous one, and
+        // each offset is masked to its part's cap so the verifier sees the bound.
+        let tail = base.add(ExecRecord::TAIL_OFFSET);
+        let filename = read_kernel::<u64>(bprm, get::OFF_BPRM_FILENAME()).unwrap_or(0);
+        let flen = read_filename(rec, tail, filename);
+        let ilen = read_interpreter(rec, tail.add(flen), bprm, filename);
+        let elen = read_executable(rec, tail.add(flen + ilen), bprm);
+        let alen = read_argv(rec, tail.add(flen + ilen + elen), task);
         if (*rec).header.flags & flags::ARGV_UNREADABLE != 0 {
             // Rare (an image whose argument pages are not resident): diagnostics through
             // aya-log, off the hot path. Userspace still gets the event, flagged.
@@ -217,22 +240,83 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
                 (*rec).header.pid
             );
         }
+        ExecRecord::TAIL_OFFSET + flen + ilen + elen + alen
+    };
+    // One copy of exactly the bytes used (`len` <= EXEC_SCRATCH_LEN by construction).
+    let bytes = unsafe { core::slice::from_raw_parts(base.cast_const(), len) };
+    // An exec wakes the reader (when it has caught up: the kernel's adaptive wakeup), so
+    // it reaches subscribers in milliseconds; forks and exits ride along with it or wait
+    // for the reader's timer (`process_wakeup_flags`), since a wakeup per record was most
+    // of these programs' cost.
+    if PROCESS_EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        count_lost(RecordKind::Exec);
+        return 0;
     }
-    entry.submit(process_wakeup_flags());
     count_emitted(RecordKind::Exec);
     0
 }
 
-/// Identity of the executed file: inode, device, link count, dentry name (memfd), and
-/// a script's interpreter.
+/// `bprm->filename` (the path the kernel resolved the exec from) into `dst`; its length.
 #[inline(always)]
-unsafe fn fill_executable(rec: *mut ExecRecord, bprm: *const u8) {
+unsafe fn read_filename(rec: *mut ExecRecord, dst: *mut u8, filename: u64) -> usize {
+    unsafe {
+        (*rec).filename_len = 0;
+        if filename == 0 {
+            return 0;
+        }
+        let n =
+            bpf_probe_read_kernel_str(dst.cast(), EXEC_FILENAME_LEN as u32, filename as *const _);
+        if n <= 0 {
+            return 0;
+        }
+        // `n` counts the NUL; a full buffer means the path may have been cut.
+        let len = ((n - 1) as usize) & (EXEC_FILENAME_LEN - 1);
+        if len >= EXEC_FILENAME_LEN - 1 {
+            (*rec).header.flags |= flags::FILENAME_TRUNCATED;
+        }
+        (*rec).filename_len = len as u32;
+        len
+    }
+}
+
+/// A script's interpreter: binfmt_script/binfmt_misc point `interp` at it; otherwise it
+/// is the very `filename` pointer. Its length (0 for a binary).
+#[inline(always)]
+unsafe fn read_interpreter(
+    rec: *mut ExecRecord,
+    dst: *mut u8,
+    bprm: *const u8,
+    filename: u64,
+) -> usize {
+    unsafe {
+        (*rec).interp_len = 0;
+        let interp = read_kernel::<u64>(bprm, get::OFF_PROC_BPRM_INTERP()).unwrap_or(0);
+        if interp == 0 || interp == filename {
+            return 0;
+        }
+        (*rec).exec_flags |= exec_flags::SCRIPT;
+        let n = bpf_probe_read_kernel_str(dst.cast(), EXEC_INTERP_LEN as u32, interp as *const _);
+        if n <= 0 {
+            return 0;
+        }
+        let len = ((n - 1) as usize) & (EXEC_INTERP_LEN - 1);
+        if len >= EXEC_INTERP_LEN - 1 {
+            (*rec).exec_flags |= exec_flags::INTERP_TRUNCATED;
+        }
+        (*rec).interp_len = len as u32;
+        len
+    }
+}
+
+/// Identity of the executed file: inode, device, link count; its dentry name is kept
+/// (at `dst`) only when it is a memfd's. Returns the bytes kept.
+#[inline(always)]
+unsafe fn read_executable(rec: *mut ExecRecord, dst: *mut u8, bprm: *const u8) -> usize {
     unsafe {
         (*rec).exe_nlink = 0;
         (*rec).exe_ino = 0;
         (*rec).exe_dev = 0;
-        (*rec).interp_len = 0;
-        (*rec).exe_name[0] = 0;
+        (*rec).exe_name_len = 0;
         let mut file = 0u64;
         if proc_has_bprm_executable() {
             file = read_kernel::<u64>(bprm, get::OFF_PROC_BPRM_EXECUTABLE()).unwrap_or(0);
@@ -240,88 +324,52 @@ unsafe fn fill_executable(rec: *mut ExecRecord, bprm: *const u8) {
         if file == 0 {
             file = read_kernel::<u64>(bprm, get::OFF_PROC_BPRM_FILE()).unwrap_or(0);
         }
-        if file != 0 {
-            let file = file as *const u8;
-            if let Ok(inode) = read_kernel::<u64>(file, get::OFF_PROC_FILE_INODE()) {
-                let inode = inode as *const u8;
-                (*rec).exe_ino = read_kernel(inode, get::OFF_PROC_INODE_INO()).unwrap_or(0);
-                (*rec).exe_nlink = read_kernel(inode, get::OFF_PROC_INODE_NLINK()).unwrap_or(0);
-                if let Ok(sb) = read_kernel::<u64>(inode, get::OFF_PROC_INODE_SB()) {
-                    (*rec).exe_dev =
-                        read_kernel(sb as *const u8, get::OFF_PROC_SB_DEV()).unwrap_or(0);
-                }
-                if (*rec).exe_nlink == 0 {
-                    (*rec).exec_flags |= exec_flags::DELETED;
-                }
+        if file == 0 {
+            return 0;
+        }
+        let file = file as *const u8;
+        if let Ok(inode) = read_kernel::<u64>(file, get::OFF_PROC_FILE_INODE()) {
+            let inode = inode as *const u8;
+            (*rec).exe_ino = read_kernel(inode, get::OFF_PROC_INODE_INO()).unwrap_or(0);
+            (*rec).exe_nlink = read_kernel(inode, get::OFF_PROC_INODE_NLINK()).unwrap_or(0);
+            if let Ok(sb) = read_kernel::<u64>(inode, get::OFF_PROC_INODE_SB()) {
+                (*rec).exe_dev = read_kernel(sb as *const u8, get::OFF_PROC_SB_DEV()).unwrap_or(0);
             }
-            let name = read_kernel::<u64>(file, get::OFF_PROC_FILE_DENTRY())
-                .and_then(|d| read_kernel::<u64>(d as *const u8, get::OFF_PROC_DENTRY_NAME()));
-            if let Ok(name) = name {
-                let n = bpf_probe_read_kernel_str(
-                    (&raw mut (*rec).exe_name).cast(),
-                    EXEC_EXE_NAME_LEN as u32,
-                    name as *const _,
-                );
-                let e = &(*rec).exe_name;
-                if n >= 7
-                    && e[0] == b'm'
-                    && e[1] == b'e'
-                    && e[2] == b'm'
-                    && e[3] == b'f'
-                    && e[4] == b'd'
-                    && e[5] == b':'
-                {
-                    (*rec).exec_flags |= exec_flags::MEMFD;
-                }
+            if (*rec).exe_nlink == 0 {
+                (*rec).exec_flags |= exec_flags::DELETED;
             }
         }
-        // binfmt_script/binfmt_misc point `interp` at the interpreter; otherwise it is
-        // the very `filename` pointer.
-        let filename = read_kernel::<u64>(bprm, get::OFF_BPRM_FILENAME()).unwrap_or(0);
-        let interp = read_kernel::<u64>(bprm, get::OFF_PROC_BPRM_INTERP()).unwrap_or(0);
-        if interp != 0 && interp != filename {
-            (*rec).exec_flags |= exec_flags::SCRIPT;
-            let n = bpf_probe_read_kernel_str(
-                (&raw mut (*rec).interpreter).cast(),
-                EXEC_INTERP_LEN as u32,
-                interp as *const _,
-            );
-            if n > 0 {
-                let len = (n - 1) as u32;
-                (*rec).interp_len = len;
-                if len as usize >= EXEC_INTERP_LEN - 1 {
-                    (*rec).exec_flags |= exec_flags::INTERP_TRUNCATED;
-                }
-            }
-        }
-    }
-}
-
-#[inline(always)]
-unsafe fn fill_filename(rec: *mut ExecRecord, bprm: *const u8) {
-    unsafe {
-        (*rec).filename_len = 0;
-        let Ok(name) = read_kernel::<u64>(bprm, get::OFF_BPRM_FILENAME()) else {
-            return;
+        let Ok(name) = read_kernel::<u64>(file, get::OFF_PROC_FILE_DENTRY())
+            .and_then(|d| read_kernel::<u64>(d as *const u8, get::OFF_PROC_DENTRY_NAME()))
+        else {
+            return 0;
         };
-        let n = bpf_probe_read_kernel_str(
-            (&raw mut (*rec).filename).cast(),
-            EXEC_FILENAME_LEN as u32,
-            name as *const _,
-        );
-        if n > 0 {
-            // `n` counts the NUL; a full buffer means the path may have been cut.
-            let len = (n - 1) as u32;
-            (*rec).filename_len = len;
-            if len as usize >= EXEC_FILENAME_LEN - 1 {
-                (*rec).header.flags |= flags::FILENAME_TRUNCATED;
-            }
+        // memfd_create names the shmem file's dentry "memfd:<name>".
+        let prefix = read_kernel::<[u8; 6]>(name as *const u8, 0).unwrap_or([0; 6]);
+        let memfd = prefix[0] == b'm'
+            && prefix[1] == b'e'
+            && prefix[2] == b'm'
+            && prefix[3] == b'f'
+            && prefix[4] == b'd'
+            && prefix[5] == b':';
+        if !memfd {
+            return 0;
         }
+        (*rec).exec_flags |= exec_flags::MEMFD;
+        let n = bpf_probe_read_kernel_str(dst.cast(), EXEC_EXE_NAME_LEN as u32, name as *const _);
+        if n <= 0 {
+            return 0;
+        }
+        let len = ((n - 1) as usize) & (EXEC_EXE_NAME_LEN - 1);
+        (*rec).exe_name_len = len as u32;
+        len
     }
 }
 
+/// NUL-separated arguments from `mm->arg_start..arg_end` into `dst`; their length.
+/// An empty argument area (a process exec'd with argc 0) is never read.
 #[inline(always)]
-unsafe fn fill_argv(rec: *mut ExecRecord, task: *const u8) {
+unsafe fn read_argv(rec: *mut ExecRecord, dst: *mut u8, task: *const u8) -> usize {
     unsafe {
         (*rec).argv_len = 0;
         let args = read_kernel::<u64>(task, get::OFF_TASK_MM()).and_then(|mm| {
@@ -333,21 +381,24 @@ unsafe fn fill_argv(rec: *mut ExecRecord, task: *const u8) {
         });
         let Ok((start, end)) = args else {
             (*rec).header.flags |= flags::ARGV_UNREADABLE;
-            return;
+            return 0;
         };
-        let mut len = end.wrapping_sub(start);
+        if end <= start {
+            return 0;
+        }
+        let mut len = end - start;
         if len > EXEC_ARGV_LEN as u64 {
             len = EXEC_ARGV_LEN as u64;
             (*rec).header.flags |= flags::ARGV_TRUNCATED;
         }
         // Bound for the verifier: 0 < len <= EXEC_ARGV_LEN.
-        let len = ((len.wrapping_sub(1)) & (EXEC_ARGV_LEN as u64 - 1)) + 1;
-        let ret = bpf_probe_read_user((&raw mut (*rec).argv).cast(), len as u32, start as *const _);
-        if ret < 0 {
+        let len = ((len - 1) & (EXEC_ARGV_LEN as u64 - 1)) + 1;
+        if bpf_probe_read_user(dst.cast(), len as u32, start as *const _) < 0 {
             (*rec).header.flags |= flags::ARGV_UNREADABLE;
-        } else {
-            (*rec).argv_len = len as u32;
+            return 0;
         }
+        (*rec).argv_len = len as u32;
+        len as usize
     }
 }
 
@@ -601,7 +652,8 @@ pub fn proc_sys_exit(ctx: BtfTracePointContext) -> i32 {
         (*rec).old = stash.creds;
         (*rec).new = new;
     }
-    entry.submit(process_wakeup_flags());
+    // Rare and security-relevant: delivered at once, like an exec.
+    entry.submit(0);
     count_emitted(RecordKind::CredChange);
     0
 }
@@ -635,6 +687,7 @@ fn emit_exec_failed(stash: &SyscallStash, ret: i64) {
             (*rec).header.flags |= flags::ARGV_UNREADABLE;
         }
     }
-    entry.submit(process_wakeup_flags());
+    // Rare and security-relevant: delivered at once, like an exec.
+    entry.submit(0);
     count_emitted(RecordKind::ExecFailed);
 }

@@ -85,6 +85,15 @@ pub enum LoadError {
         /// What to do, when we can tell.
         hint: &'static str,
     },
+    /// The number of possible CPUs (for per-CPU scratch slots) could not be read.
+    #[error("cannot read the possible CPUs from {path} (is sysfs mounted?)")]
+    PossibleCpus {
+        /// The file read.
+        path: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A map the loader expects is missing or of the wrong type.
     #[error("kernel object has no usable map `{0}`")]
     Map(&'static str),
@@ -616,6 +625,9 @@ impl KernelPrograms {
             tracing::debug!(renamed, "sanitized BTF type names in the kernel object");
         }
 
+        let exec_scratch_slots = aya::util::nr_cpus()
+            .map_err(|(path, source)| LoadError::PossibleCpus { path, source })?
+            as u32;
         let mut loader = EbpfLoader::new();
         for (name, value) in &offsets.values {
             loader.override_global(name, value, true);
@@ -639,6 +651,8 @@ impl KernelPrograms {
             .override_global("CONN_ID_KEY", &conn_id_key, true)
             .override_global("UDP_REPORT_INTERVAL_NS", &udp_report_interval_ns, true)
             .map_max_entries("PROCESS_EVENTS", config.process_ring_bytes)
+            // One exec-assembly slot per possible CPU (indexed by the CPU id).
+            .map_max_entries("EXEC_SCRATCH", exec_scratch_slots)
             .map_max_entries("NET_EVENTS", config.network_ring_bytes)
             .map_max_entries("FILE_EVENTS", config.file_ring_bytes);
         let mut ebpf = loader

@@ -2,8 +2,7 @@
 
 use collector_common::{
     exec_flags, flags, CredChangeRecord, Credentials, ExecFailedRecord, ExecRecord, ExitRecord,
-    ForkRecord, RecordHeader, RecordKind, EXEC_ARGV_LEN, EXEC_FAILED_PATH_LEN, EXEC_FILENAME_LEN,
-    EXEC_INTERP_LEN,
+    ForkRecord, RecordHeader, RecordKind, EXEC_FAILED_PATH_LEN,
 };
 use collector_core::event::{
     CollectionEvent, ProcessCredentials, ProcessEvent, ProcessEventKind, SourceName,
@@ -62,6 +61,45 @@ fn credentials(c: &Credentials) -> ProcessCredentials {
     }
 }
 
+/// The variable-length parts that follow an [`ExecRecord`], in the kernel's order.
+struct ExecTail<'a> {
+    filename: &'a [u8],
+    interpreter: &'a [u8],
+    exe_name: &'a [u8],
+    argv: &'a [u8],
+}
+
+impl<'a> ExecTail<'a> {
+    /// Splits `tail` by the lengths in `r`; a record shorter than its lengths say is
+    /// refused rather than read past.
+    fn split(r: &ExecRecord, tail: &'a [u8]) -> Result<Self, DecodeError> {
+        let lens = [r.filename_len, r.interp_len, r.exe_name_len, r.argv_len].map(|l| l as usize);
+        let need = ExecRecord::TAIL_OFFSET + lens.iter().sum::<usize>();
+        let short = DecodeError::Short {
+            kind: RecordKind::Exec as u32,
+            got: ExecRecord::TAIL_OFFSET + tail.len(),
+            need,
+        };
+        let mut rest = tail;
+        let mut take = |n: usize| -> Option<&'a [u8]> {
+            let (part, after) = rest.split_at_checked(n)?;
+            rest = after;
+            Some(part)
+        };
+        let (Some(filename), Some(interpreter), Some(exe_name), Some(argv)) =
+            (take(lens[0]), take(lens[1]), take(lens[2]), take(lens[3]))
+        else {
+            return Err(short);
+        };
+        Ok(Self {
+            filename,
+            interpreter,
+            exe_name,
+            argv,
+        })
+    }
+}
+
 /// Decodes one process-domain record.
 pub fn decode_process(
     bytes: &[u8],
@@ -74,8 +112,8 @@ pub fn decode_process(
             let r: ExecRecord = read(bytes, kind as u32)?;
             let mut ev = process_base(&r.header, ProcessEventKind::Exec, clock, source);
             ev.ppid = Some(r.ppid);
-            let filename_len = (r.filename_len as usize).min(EXEC_FILENAME_LEN);
-            let mut path = c_str(&r.filename[..filename_len]);
+            let tail = ExecTail::split(&r, &bytes[ExecRecord::TAIL_OFFSET..])?;
+            let mut path = c_str(tail.filename);
             if !path.starts_with('/') {
                 // execve took a relative path: the kernel's view of the image is
                 // /proc/<pid>/exe while the process lives; otherwise keep it as given.
@@ -84,8 +122,7 @@ pub fn decode_process(
                 }
             }
             ev.executable_path = Some(path);
-            let argv_len = (r.argv_len as usize).min(EXEC_ARGV_LEN);
-            ev.command_line = split_args(&r.argv[..argv_len]);
+            ev.command_line = split_args(tail.argv);
             ev.command_line_truncated = r.header.flags & flags::ARGV_TRUNCATED != 0;
             if r.start_boottime_ns != 0 {
                 ev.start_time = Some(clock.to_utc(r.start_boottime_ns));
@@ -99,12 +136,11 @@ pub fn decode_process(
             }
             ev.executable_deleted = r.exec_flags & exec_flags::DELETED != 0;
             if r.exec_flags & exec_flags::MEMFD != 0 {
-                let name = c_str(&r.exe_name);
+                let name = c_str(tail.exe_name);
                 ev.memfd_name = Some(name.strip_prefix("memfd:").unwrap_or(&name).to_string());
             }
             if r.exec_flags & exec_flags::SCRIPT != 0 {
-                let len = (r.interp_len as usize).min(EXEC_INTERP_LEN);
-                ev.interpreter = Some(c_str(&r.interpreter[..len]));
+                ev.interpreter = Some(c_str(tail.interpreter));
             }
             ev
         }
@@ -167,12 +203,13 @@ mod tests {
         r.header = header(RecordKind::Exec);
         r.ppid = 1;
         let path = b"/bin/true";
-        r.filename[..path.len()].copy_from_slice(path);
         r.filename_len = path.len() as u32;
         let args = b"/bin/true\0marker\0two words\0";
-        r.argv[..args.len()].copy_from_slice(args);
         r.argv_len = args.len() as u32;
-        let ev = decode_process(&bytes_of(&r), &BootClock::new(), &"t".into()).unwrap();
+        let mut bytes = bytes_of(&r);
+        bytes.extend_from_slice(path);
+        bytes.extend_from_slice(args);
+        let ev = decode_process(&bytes, &BootClock::new(), &"t".into()).unwrap();
         let CollectionEvent::Process(p) = ev else {
             panic!("not a process event")
         };
@@ -184,6 +221,48 @@ mod tests {
         assert_eq!(p.executable_path.as_deref(), Some("/bin/true"));
         assert_eq!(p.command_line, ["/bin/true", "marker", "two words"]);
         assert!(!p.command_line_truncated);
+    }
+
+    #[test]
+    fn exec_record_with_lengths_past_its_end_is_refused() {
+        // SAFETY: all-zero is a valid ExecRecord.
+        let mut r: ExecRecord = unsafe { std::mem::zeroed() };
+        r.header = header(RecordKind::Exec);
+        r.filename_len = 4;
+        r.argv_len = u32::MAX;
+        let mut bytes = bytes_of(&r);
+        bytes.extend_from_slice(b"/bin");
+        assert!(matches!(
+            decode_process(&bytes, &BootClock::new(), &"t".into()),
+            Err(DecodeError::Short { .. })
+        ));
+    }
+
+    #[test]
+    fn exec_record_tail_parts_in_kernel_order() {
+        // SAFETY: all-zero is a valid ExecRecord.
+        let mut r: ExecRecord = unsafe { std::mem::zeroed() };
+        r.header = header(RecordKind::Exec);
+        r.exec_flags = exec_flags::SCRIPT | exec_flags::MEMFD;
+        let (path, interp, name, args) =
+            (&b"/s"[..], &b"/bin/sh"[..], &b"memfd:x"[..], &b"a\0"[..]);
+        r.filename_len = path.len() as u32;
+        r.interp_len = interp.len() as u32;
+        r.exe_name_len = name.len() as u32;
+        r.argv_len = args.len() as u32;
+        let mut bytes = bytes_of(&r);
+        for part in [path, interp, name, args] {
+            bytes.extend_from_slice(part);
+        }
+        let CollectionEvent::Process(p) =
+            decode_process(&bytes, &BootClock::new(), &"t".into()).unwrap()
+        else {
+            panic!("not a process event")
+        };
+        assert_eq!(p.executable_path.as_deref(), Some("/s"));
+        assert_eq!(p.interpreter.as_deref(), Some("/bin/sh"));
+        assert_eq!(p.memfd_name.as_deref(), Some("x"));
+        assert_eq!(p.command_line, ["a"]);
     }
 
     #[test]
