@@ -155,7 +155,7 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
         text(),
         text(),
         option::of(text()),
-        any::<bool>(),
+        (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
         option::of(any::<u32>()),
         option::of(any::<u32>()),
         option::of(any::<i64>()),
@@ -170,7 +170,7 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
                 source,
                 path,
                 new_path,
-                rel,
+                (rel, path_truncated, path_unreadable, path_user_supplied),
                 flags,
                 mode,
                 result,
@@ -190,6 +190,9 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
                     result,
                     uid,
                     name,
+                    path_truncated,
+                    path_unreadable,
+                    path_user_supplied,
                 })
             },
         )

@@ -16,6 +16,7 @@ mod common;
 mod file;
 mod net;
 mod offsets;
+mod path;
 mod process;
 
 #[cfg(not(test))]
