@@ -391,14 +391,8 @@ fn exit_rename_ret(ret: i64) -> u32 {
             (*rec).header.flags |= flags::NEW_PATH_TRUNCATED;
         }
     }
-    let excluded = unsafe {
-        path_excluded((&raw const (*rec).old_path).cast(), (*rec).old_path_len)
-            && path_excluded((&raw const (*rec).new_path).cast(), (*rec).new_path_len)
-    };
-    if excluded {
-        entry.discard(0);
-        return 0;
-    }
+    // Rename paths are the user's strings: never matched against excluded prefixes
+    // (only kernel-resolved canonical paths are; a string can reach anywhere via `..`).
     entry.submit(file_wakeup_flags());
     count_emitted(RecordKind::Rename);
     0

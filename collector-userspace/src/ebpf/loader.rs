@@ -152,9 +152,10 @@ pub struct KernelConfig {
     /// Task names excluded in the kernel.
     pub excluded_comms: Vec<String>,
     /// Path prefixes whose file events are dropped in the kernel (the first
-    /// `PATH_PREFIX_LEN` bytes count; matched against the path as the process passed it,
-    /// so relative paths never match an absolute prefix). A rename is dropped only when
-    /// both of its paths are excluded.
+    /// `PATH_PREFIX_LEN` bytes count). Matched only against kernel-resolved canonical
+    /// paths (the file an open produced); user-supplied paths (failed opens, unlink,
+    /// rename) are never dropped, since a string can reach anywhere through `..` or
+    /// symlinks.
     pub excluded_path_prefixes: Vec<String>,
     /// Record only the processes added with [`KernelPrograms::include_pid`].
     pub include_only: bool,
