@@ -93,3 +93,49 @@ async fn kernel_resolves_paths_for_an_unprivileged_actor() {
     assert!(missing.path_user_supplied, "{missing:?}");
     assert!(!missing.path_unreadable, "{missing:?}");
 }
+
+/// A thread rewrites the path buffer while the main thread is blocked opening a FIFO:
+/// the event names the FIFO the call opened, not what the buffer says at exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_reports_the_file_opened_not_the_rewritten_buffer() {
+    if !kernel_or_skip("open_reports_the_file_opened_not_the_rewritten_buffer") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dir = tmp.path().canonicalize().unwrap().display().to_string();
+    let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
+    let source =
+        Arc::new(KernelSource::new(programs, KernelDomain::Filesystem).expect("filesystem source"));
+    let (tx, mut rx) = mpsc::channel(65536);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let task = {
+        let (source, shutdown) = (source.clone(), shutdown.clone());
+        tokio::spawn(async move { source.start(tx, shutdown).await })
+    };
+    let out = run_actor(env!("CARGO_BIN_EXE_kfile-actor"), &["fifo", &dir, "nobody"]);
+    let pid: u32 = out["pid"].parse().unwrap();
+    let mut events: Vec<FilesystemEvent> = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = rx.recv().await {
+            if let CollectionEvent::Filesystem(f) = ev {
+                // The read-only open (flags 0) is the one raced.
+                if f.pid == pid && f.kind == FilesystemEventKind::Open && f.flags == Some(0) {
+                    events.push(f);
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    source.stop().await.unwrap();
+    shutdown.store(true, Ordering::Relaxed);
+    task.await.unwrap().unwrap();
+    let e = events
+        .first()
+        .unwrap_or_else(|| panic!("no read open of the FIFO"));
+    assert_eq!(e.path, out["fifo"], "{e:?}");
+    assert_ne!(e.path, out["decoy"]);
+    assert!(!e.path_user_supplied && !e.path_truncated, "{e:?}");
+    assert!(e.result.unwrap() >= 0, "{e:?}");
+}

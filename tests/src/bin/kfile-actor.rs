@@ -11,6 +11,12 @@
 //!   - open DIR/quiet/../loud/f (under loud, spelled through quiet) -> via_quiet=DIR/loud/f
 //!   - open DIR/loud/../quiet/g (under quiet, spelled through loud) -> via_loud=DIR/quiet/g
 //!   - open("missing-rel", O_RDONLY) fails with ENOENT              -> missing=DIR/sub/missing-rel
+//!
+//! kfile-actor fifo DIR [nobody]
+//!   - mkfifo DIR/fifo, create DIR/deco; the main thread opens DIR/fifo for reading
+//!     (blocks); once /proc shows it blocked in openat, a thread rewrites the path
+//!     buffer to DIR/deco, then opens the FIFO for writing so the read open returns
+//!                                                                  -> fifo=DIR/fifo decoy=DIR/deco
 //! ```
 use std::ffi::CString;
 use std::io::Write;
@@ -43,6 +49,9 @@ fn drop_to_nobody() {
         assert_eq!(libc::setgroups(0, std::ptr::null()), 0, "setgroups");
         assert_eq!(libc::setresgid(65534, 65534, 65534), 0, "setresgid");
         assert_eq!(libc::setresuid(65534, 65534, 65534), 0, "setresuid");
+        // The uid change made the process non-dumpable, which hides its own
+        // /proc/self/task/*/syscall from it; the fifo scenario reads that.
+        assert_eq!(libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0), 0, "prctl");
     }
 }
 
@@ -92,6 +101,64 @@ fn paths(dir: &str) -> String {
     )
 }
 
+fn fifo(dir: &str) -> String {
+    let fifo = format!("{dir}/fifo");
+    let decoy = format!("{dir}/deco");
+    assert_eq!(fifo.len(), decoy.len());
+    close(open_creat(libc::AT_FDCWD, &decoy));
+    let fifo_c = cstr(&fifo);
+    // SAFETY: valid path; checked.
+    assert_eq!(unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o666) }, 0, "mkfifo");
+    // The buffer the main thread passes to openat; the other thread rewrites it.
+    let buf: &'static mut [u8] = Box::leak(cstr(&fifo).into_bytes_with_nul().into_boxed_slice());
+    let addr = buf.as_mut_ptr() as usize;
+    // SAFETY: gettid cannot fail.
+    let tid = unsafe { libc::gettid() };
+    let decoy_bytes = decoy.clone().into_bytes();
+    let writer = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let sc = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
+                .unwrap_or_default();
+            // Blocked in openat (257) = past getname, waiting for a writer.
+            if sc.starts_with("257 ") {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                // Unblock the main thread before failing, so the actor exits.
+                // SAFETY: valid path.
+                close(unsafe { libc::open(fifo_c.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK) });
+                panic!("reader never blocked in openat");
+            }
+            std::thread::yield_now();
+        }
+        // SAFETY: same length as the original (NUL kept); the main thread does not read
+        // the buffer in user space, only the kernel did, at syscall entry.
+        unsafe {
+            std::ptr::copy_nonoverlapping(decoy_bytes.as_ptr(), addr as *mut u8, decoy_bytes.len())
+        };
+        // SAFETY: valid path; checked. A reader is waiting, so this does not fail.
+        let w = unsafe { libc::open(fifo_c.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK) };
+        assert!(w >= 0, "open fifo for writing");
+        close(w);
+    });
+    // SAFETY: NUL-terminated buffer that stays alive (leaked).
+    let r = unsafe { libc::openat(libc::AT_FDCWD, addr as *const libc::c_char, libc::O_RDONLY) };
+    assert!(
+        r >= 0,
+        "open fifo for reading: {}",
+        std::io::Error::last_os_error()
+    );
+    writer.join().unwrap();
+    close(r);
+    assert_eq!(
+        &buf[..decoy.len()],
+        decoy.as_bytes(),
+        "the buffer was rewritten"
+    );
+    format!("fifo={fifo} decoy={decoy}")
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.get(2).map(String::as_str) == Some("nobody") {
@@ -99,6 +166,7 @@ fn main() {
     }
     let out = match args.first().map(String::as_str) {
         Some("paths") => paths(&args[1]),
+        Some("fifo") => fifo(&args[1]),
         _ => {
             eprintln!("usage: kfile-actor paths DIR [nobody]");
             std::process::exit(2);
