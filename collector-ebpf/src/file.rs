@@ -13,17 +13,17 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use collector_common::{
-    flags, FileRecord, RecordKind, RenameRecord, FILE_PATH_LEN, FILE_PATH_MAX,
+    flags, FileRecord, COUNTER_LOST_STASH_FULL, COUNTER_PATH_UNREADABLE, RecordKind, RenameRecord, FILE_PATH_LEN, FILE_PATH_MAX,
 };
 
 use crate::{
     common::{
-        count_emitted, count_lost, excluded, fd_to_file, file_wakeup_flags, fill_header,
+        count_emitted, count_loss, count_lost, excluded, fd_to_file, file_wakeup_flags, fill_header,
         path_excluded, read_kernel, syscall_arg, syscall_nr, FILE_EVENTS,
     },
     offsets::get,
     path::{
-        append_user, copy_out, resolve_fd, resolve_pwd, Resolved, PATH_FLAG_TRUNCATED,
+        append_user, copy_out, resolve_fd, resolve_pwd, Resolved, PATH_FLAG_TRUNCATED, PATH_FLAG_UNREADABLE,
         PATH_FLAG_USER,
     },
 };
@@ -76,8 +76,8 @@ fn stash(kind: RecordKind, pending: PendingFile) {
         return;
     }
     if PENDING_FILE.insert(pid_tgid as u32, pending, 0).is_err() {
-        // Too many calls in flight: the event is lost, and counted.
-        count_lost(kind);
+        // Too many calls in flight: the event is lost, and counted under its reason.
+        count_loss(kind, COUNTER_LOST_STASH_FULL);
     }
 }
 
@@ -306,6 +306,9 @@ fn exit_one_path_ret(ret: i64) -> u32 {
         return 0;
     }
     count_emitted(kind);
+    if r.flags & PATH_FLAG_UNREADABLE != 0 {
+        count_loss(kind, COUNTER_PATH_UNREADABLE);
+    }
     0
 }
 

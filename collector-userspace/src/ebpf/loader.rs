@@ -14,7 +14,8 @@ use aya::{
     Btf, Ebpf, EbpfError, EbpfLoader,
 };
 use collector_common::{
-    counter_index, RecordKind, COMM_LEN, COUNTER_EMITTED, COUNTER_LOST, PATH_PREFIX_LEN,
+    counter_index, RecordKind, COMM_LEN, COUNTER_EMITTED, COUNTER_LOST, COUNTER_LOST_STASH_FULL,
+    COUNTER_PATH_UNREADABLE, PATH_PREFIX_LEN,
 };
 
 use super::btf::{BtfError, KernelBtf};
@@ -130,6 +131,17 @@ pub enum SyscallHooks {
     Tracepoints,
     /// Raw `sys_enter`/`sys_exit` tracepoints only (no tracefs; fire for every syscall).
     Raw,
+}
+
+/// Kernel-side losses of one record kind, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelLosses {
+    /// Records lost because the ring buffer had no room.
+    pub ring_full: u64,
+    /// Calls lost because the per-thread stash map was full at syscall entry.
+    pub stash_full: u64,
+    /// Records sent with a path that could not be read (event kept, path partial).
+    pub path_unreadable: u64,
 }
 
 /// Settings of the kernel side.
@@ -597,6 +609,21 @@ impl KernelPrograms {
                 .unwrap_or(0)
         };
         (sum(COUNTER_EMITTED), sum(COUNTER_LOST))
+    }
+
+    /// Kernel losses of `kind` by reason, summed over CPUs.
+    pub fn kernel_losses(&self, kind: RecordKind) -> KernelLosses {
+        let sum = |which| {
+            self.counters
+                .get(&counter_index(kind, which), 0)
+                .map(|values| values.iter().sum())
+                .unwrap_or(0)
+        };
+        KernelLosses {
+            ring_full: sum(COUNTER_LOST),
+            stash_full: sum(COUNTER_LOST_STASH_FULL),
+            path_unreadable: sum(COUNTER_PATH_UNREADABLE),
+        }
     }
 
     /// Whether kernel-side diagnostics (aya-log) reach this process's log.

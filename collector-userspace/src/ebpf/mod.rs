@@ -11,5 +11,7 @@ pub mod loader;
 pub mod offsets;
 pub mod source;
 
-pub use loader::{KernelConfig, KernelDomain, KernelPrograms, LoadError, SyscallHooks};
+pub use loader::{
+    KernelConfig, KernelDomain, KernelLosses, KernelPrograms, LoadError, SyscallHooks,
+};
 pub use source::{source_name, KernelSource};
