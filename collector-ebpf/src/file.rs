@@ -13,18 +13,19 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use collector_common::{
-    flags, FileRecord, COUNTER_LOST_STASH_FULL, COUNTER_PATH_UNREADABLE, RecordKind, RenameRecord, FILE_PATH_LEN, FILE_PATH_MAX,
+    flags, FileRecord, RecordKind, RenameRecord, COUNTER_LOST_STASH_FULL, COUNTER_PATH_UNREADABLE,
+    FILE_PATH_LEN, FILE_PATH_MAX,
 };
 
 use crate::{
     common::{
-        count_emitted, count_loss, count_lost, excluded, fd_to_file, file_wakeup_flags, fill_header,
-        path_excluded, read_kernel, syscall_arg, syscall_nr, FILE_EVENTS,
+        count_emitted, count_loss, count_lost, excluded, fd_to_file, file_wakeup_flags,
+        fill_header, path_excluded, read_kernel, syscall_arg, syscall_nr, FILE_EVENTS,
     },
     offsets::get,
     path::{
-        append_user, copy_out, resolve_fd, resolve_pwd, Resolved, PATH_FLAG_TRUNCATED, PATH_FLAG_UNREADABLE,
-        PATH_FLAG_USER,
+        append_user, copy_out, resolve_fd, resolve_pwd, Resolved, PATH_FLAG_TRUNCATED,
+        PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
     },
 };
 
@@ -301,7 +302,10 @@ fn exit_one_path_ret(ret: i64) -> u32 {
     }
     let total = size_of::<FileRecord>() + len as usize;
     let bytes = unsafe { core::slice::from_raw_parts(out as *const u8, total) };
-    if FILE_EVENTS.output::<[u8]>(bytes, file_wakeup_flags()).is_err() {
+    if FILE_EVENTS
+        .output::<[u8]>(bytes, file_wakeup_flags())
+        .is_err()
+    {
         count_lost(kind);
         return 0;
     }

@@ -165,7 +165,11 @@ unsafe fn rd(base: u64, off: u64) -> Result<u64, ()> {
             (base.wrapping_add(off)) as *const c_void,
         )
     };
-    if r < 0 || base == 0 { Err(()) } else { Ok(v) }
+    if r < 0 || base == 0 {
+        Err(())
+    } else {
+        Ok(v)
+    }
 }
 
 #[inline(always)]
@@ -178,7 +182,11 @@ unsafe fn rd_u32(base: u64, off: u64) -> Result<u32, ()> {
             (base.wrapping_add(off)) as *const c_void,
         )
     };
-    if r < 0 || base == 0 { Err(()) } else { Ok(v) }
+    if r < 0 || base == 0 {
+        Err(())
+    } else {
+        Ok(v)
+    }
 }
 
 /// One step of the walk: prepend one name or cross one mount. 0 = go on, 1 = stop.
@@ -361,7 +369,12 @@ pub unsafe fn resolve_file(slot: u32, file: *const u8) -> Resolved {
     if file.is_null() {
         return Resolved::unreadable();
     }
-    unsafe { resolve_path(slot, file.wrapping_add(off::OFF_PATHWALK_FILE_F_PATH() as usize)) }
+    unsafe {
+        resolve_path(
+            slot,
+            file.wrapping_add(off::OFF_PATHWALK_FILE_F_PATH() as usize),
+        )
+    }
 }
 
 /// The `struct file *` behind the current task's descriptor `fd`, if any.
@@ -377,7 +390,11 @@ pub unsafe fn fd_file(fd: u64) -> Option<*const u8> {
         }
         let array = rd(fdt, off::OFF_PATHWALK_FDT_FD()).ok()?;
         let file = rd(array, fd.wrapping_mul(8)).ok()?;
-        if file == 0 { None } else { Some(file as *const u8) }
+        if file == 0 {
+            None
+        } else {
+            Some(file as *const u8)
+        }
     }
 }
 
