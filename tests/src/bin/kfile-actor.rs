@@ -19,7 +19,6 @@
 //!                                                                  -> fifo=DIR/fifo decoy=DIR/deco
 //! ```
 use std::ffi::CString;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 
 fn cstr(s: &str) -> CString {
@@ -172,5 +171,5 @@ fn main() {
             std::process::exit(2);
         }
     };
-    writeln!(std::io::stdout(), "pid={} {out}", std::process::id()).unwrap();
+    println!("pid={} {out}", std::process::id());
 }
