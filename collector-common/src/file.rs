@@ -2,7 +2,22 @@
 
 use crate::{RecordHeader, FILE_PATH_LEN};
 
-/// A file event with one path.
+/// Longest path a variable-length file record carries (the kernel's `PATH_MAX`).
+pub const FILE_PATH_MAX: usize = 4096;
+
+/// `FileRecord.path_flags`: the path was cut (it was longer than [`FILE_PATH_MAX`]).
+pub const PATH_FLAG_TRUNCATED: u32 = 1;
+/// `FileRecord.path_flags`: a kernel object or the user string could not be read; the
+/// path is partial or empty.
+pub const PATH_FLAG_UNREADABLE: u32 = 2;
+/// `FileRecord.path_flags`: the path (or its last part) is the user-supplied string,
+/// not resolved by the kernel (may hold `..` or symlinks). Without it the path is the
+/// kernel-resolved canonical path of the object the call produced.
+pub const PATH_FLAG_USER: u32 = 4;
+
+/// A file event with one path, variable length: this fixed part, then `path_len` bytes
+/// of path (no NUL). The ring record is exactly `size_of::<FileRecord>() + path_len`
+/// bytes.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct FileRecord {
@@ -10,16 +25,18 @@ pub struct FileRecord {
     pub header: RecordHeader,
     /// Syscall result: a fd or 0 on success, a negative errno on failure.
     pub result: i64,
-    /// Open flags (`O_*`), 0 for unlink.
+    /// Open flags (`O_*`), `unlinkat` flags for unlink.
     pub open_flags: u32,
     /// Mode given to open/creat.
     pub mode: u32,
     /// Directory fd the path is relative to (`AT_FDCWD` = -100 for the cwd).
     pub dirfd: i32,
-    /// Bytes used in `path`.
+    /// Bytes of path following this struct (at most [`FILE_PATH_MAX`]).
     pub path_len: u32,
-    /// The path as the process passed it.
-    pub path: [u8; FILE_PATH_LEN],
+    /// `PATH_FLAG_*`
+    pub path_flags: u32,
+    /// Zero.
+    pub _pad: u32,
 }
 
 /// A rename with both paths.

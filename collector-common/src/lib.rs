@@ -162,17 +162,26 @@ pub struct RecordHeader {
 }
 
 /// Indices of the per-CPU kernel counter array (`COUNTERS`): for each record kind `k`,
-/// `k * 2 + COUNTER_EMITTED` counts records submitted and `k * 2 + COUNTER_LOST` counts
-/// records lost because the ring buffer had no room.
+/// `k * COUNTERS_PER_KIND + COUNTER_EMITTED` counts records submitted,
+/// `+ COUNTER_LOST` records lost because the ring buffer had no room,
+/// `+ COUNTER_LOST_STASH_FULL` calls lost because the per-thread stash map was full at
+/// syscall entry, `+ COUNTER_PATH_UNREADABLE` records sent with a path that could not be
+/// read (the event arrives, its path is partial: `path_unreadable`).
 pub const COUNTER_EMITTED: u32 = 0;
 /// See [`COUNTER_EMITTED`].
 pub const COUNTER_LOST: u32 = 1;
+/// See [`COUNTER_EMITTED`].
+pub const COUNTER_LOST_STASH_FULL: u32 = 2;
+/// See [`COUNTER_EMITTED`].
+pub const COUNTER_PATH_UNREADABLE: u32 = 3;
+/// Counters per record kind.
+pub const COUNTERS_PER_KIND: u32 = 4;
 /// Entries in the `COUNTERS` per-CPU array.
-pub const COUNTERS_LEN: u32 = RecordKind::COUNT * 2;
+pub const COUNTERS_LEN: u32 = RecordKind::COUNT * COUNTERS_PER_KIND;
 
 /// Index into `COUNTERS` for `kind`'s counter `which`.
 pub const fn counter_index(kind: RecordKind, which: u32) -> u32 {
-    kind as u32 * 2 + which
+    kind as u32 * COUNTERS_PER_KIND + which
 }
 
 #[cfg(feature = "user")]

@@ -68,6 +68,9 @@ fn events() -> Vec<CollectionEvent> {
             result: Some(0),
             uid: Some(0),
             name: Some("mv".into()),
+            path_truncated: false,
+            path_unreadable: false,
+            path_user_supplied: true,
         }),
         CollectionEvent::Performance(PerformanceEvent {
             kind: PerformanceEventKind::Metric,

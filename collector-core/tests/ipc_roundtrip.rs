@@ -266,7 +266,7 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
         text(),
         text(),
         option::of(text()),
-        any::<bool>(),
+        (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
         option::of(any::<u32>()),
         option::of(any::<u32>()),
         option::of(any::<i64>()),
@@ -281,7 +281,7 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
                 source,
                 path,
                 new_path,
-                rel,
+                (rel, path_truncated, path_unreadable, path_user_supplied),
                 flags,
                 mode,
                 result,
@@ -301,6 +301,9 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
                     result,
                     uid,
                     name,
+                    path_truncated,
+                    path_unreadable,
+                    path_user_supplied,
                 })
             },
         )

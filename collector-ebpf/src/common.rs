@@ -288,6 +288,13 @@ pub fn count_lost(kind: RecordKind) {
     bump(counter_index(kind, COUNTER_LOST));
 }
 
+/// Counts a loss (or a degraded record) of `kind` for `reason`, one of
+/// `collector_common::COUNTER_LOST*` / `COUNTER_PATH_UNREADABLE`.
+#[inline(always)]
+pub fn count_loss(kind: RecordKind, reason: u32) {
+    bump(counter_index(kind, reason));
+}
+
 /// Counts a submitted record.
 #[inline(always)]
 pub fn count_emitted(kind: RecordKind) {

@@ -9,18 +9,37 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user_str},
     macros::{map, raw_tracepoint, tracepoint},
-    maps::HashMap,
+    maps::{HashMap, PerCpuArray},
     programs::{RawTracePointContext, TracePointContext},
 };
-use collector_common::{flags, FileRecord, RecordKind, RenameRecord, FILE_PATH_LEN};
+use collector_common::{
+    flags, FileRecord, RecordKind, RenameRecord, COUNTER_LOST_STASH_FULL, COUNTER_PATH_UNREADABLE,
+    FILE_PATH_LEN, FILE_PATH_MAX,
+};
 
 use crate::{
     common::{
-        count_emitted, count_lost, excluded, fd_to_file, file_wakeup_flags, fill_header,
-        path_excluded, read_kernel, syscall_arg, syscall_nr, FILE_EVENTS,
+        count_emitted, count_loss, count_lost, excluded, fd_to_file, file_wakeup_flags,
+        fill_header, path_excluded, read_kernel, syscall_arg, syscall_nr, FILE_EVENTS,
     },
     offsets::get,
+    path::{
+        append_user, copy_out, resolve_fd, resolve_pwd, Resolved, PATH_FLAG_TRUNCATED,
+        PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
+    },
 };
+
+/// A one-path record assembled in place: the fixed part, then the path bytes. Only
+/// `size_of::<FileRecord>() + path_len` bytes are sent; nothing is zeroed.
+#[repr(C)]
+pub struct FileOut {
+    rec: FileRecord,
+    path: [u8; FILE_PATH_MAX],
+}
+
+/// Per-CPU assembly buffer for `FileOut` (too big for the stack).
+#[map]
+static FILE_OUT: PerCpuArray<FileOut> = PerCpuArray::with_max_entries(1, 0);
 
 const AT_FDCWD: i32 = -100;
 const O_CREAT: u32 = 0o100;
@@ -58,8 +77,8 @@ fn stash(kind: RecordKind, pending: PendingFile) {
         return;
     }
     if PENDING_FILE.insert(pid_tgid as u32, pending, 0).is_err() {
-        // Too many calls in flight: the event is lost, and counted.
-        count_lost(kind);
+        // Too many calls in flight: the event is lost, and counted under its reason.
+        count_loss(kind, COUNTER_LOST_STASH_FULL);
     }
 }
 
@@ -249,32 +268,73 @@ fn exit_one_path_ret(ret: i64) -> u32 {
             kind = RecordKind::Create;
         }
     }
-    let Some(mut entry) = FILE_EVENTS.reserve::<FileRecord>(0) else {
-        count_lost(kind);
+    let Some(out) = FILE_OUT.get_ptr_mut(0) else {
         return 0;
     };
-    let rec = entry.as_mut_ptr();
+    let rec = unsafe { &raw mut (*out).rec };
+    let r = unsafe { resolve_for_exit(kind, ret, &p) };
+    let len = unsafe { copy_out((&raw mut (*out).path).cast(), &r) };
+    // Again here: the verifier must see the bound at the output call.
+    let len = if len > FILE_PATH_MAX as u32 {
+        FILE_PATH_MAX as u32
+    } else {
+        len
+    };
     unsafe {
         fill_header(&raw mut (*rec).header, kind, pid_tgid);
         (*rec).result = ret;
         (*rec).open_flags = p.open_flags;
         (*rec).mode = p.mode;
         (*rec).dirfd = p.dirfd;
-        let (len, truncated) = read_path(&raw mut (*rec).path, p.path);
         (*rec).path_len = len;
-        if truncated {
+        (*rec).path_flags = r.flags;
+        (*rec)._pad = 0;
+        if r.flags & PATH_FLAG_TRUNCATED != 0 {
             (*rec).header.flags |= flags::PATH_TRUNCATED;
         }
     }
-    if path_excluded(unsafe { (&raw const (*rec).path).cast() }, unsafe {
-        (*rec).path_len
-    }) {
-        entry.discard(0);
+    // Exclusion matches only the kernel-resolved canonical path: a user string can name
+    // an excluded directory through `..` or symlinks without being under it.
+    if r.flags & PATH_FLAG_USER == 0
+        && path_excluded(unsafe { (&raw const (*out).path).cast() }, len)
+    {
         return 0;
     }
-    entry.submit(file_wakeup_flags());
+    let total = size_of::<FileRecord>() + len as usize;
+    let bytes = unsafe { core::slice::from_raw_parts(out as *const u8, total) };
+    if FILE_EVENTS
+        .output::<[u8]>(bytes, file_wakeup_flags())
+        .is_err()
+    {
+        count_lost(kind);
+        return 0;
+    }
     count_emitted(kind);
+    if r.flags & PATH_FLAG_UNREADABLE != 0 {
+        count_loss(kind, COUNTER_PATH_UNREADABLE);
+    }
     0
+}
+
+/// The path a one-path record reports: for a successful open, the file the call
+/// produced (fd -> file -> f_path, walked in the kernel); otherwise the user string,
+/// made absolute against the directory (dirfd or cwd) resolved in the kernel now.
+#[inline(always)]
+unsafe fn resolve_for_exit(kind: RecordKind, ret: i64, p: &PendingFile) -> Resolved {
+    if kind != RecordKind::Unlink && ret >= 0 {
+        return unsafe { resolve_fd(0, ret as u64) };
+    }
+    let first: u8 =
+        unsafe { aya_ebpf::helpers::bpf_probe_read_user(p.path as *const u8) }.unwrap_or(0);
+    let dir = if first == b'/' {
+        // Absolute: no directory to walk.
+        Resolved::unreadable()
+    } else if p.dirfd == AT_FDCWD {
+        unsafe { resolve_pwd(0) }
+    } else {
+        unsafe { resolve_fd(0, p.dirfd as u64) }
+    };
+    unsafe { append_user(0, dir, p.path as *const u8) }
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_openat")]
@@ -338,14 +398,8 @@ fn exit_rename_ret(ret: i64) -> u32 {
             (*rec).header.flags |= flags::NEW_PATH_TRUNCATED;
         }
     }
-    let excluded = unsafe {
-        path_excluded((&raw const (*rec).old_path).cast(), (*rec).old_path_len)
-            && path_excluded((&raw const (*rec).new_path).cast(), (*rec).new_path_len)
-    };
-    if excluded {
-        entry.discard(0);
-        return 0;
-    }
+    // Rename paths are the user's strings: never matched against excluded prefixes
+    // (only kernel-resolved canonical paths are; a string can reach anywhere via `..`).
     entry.submit(file_wakeup_flags());
     count_emitted(RecordKind::Rename);
     0

@@ -18,6 +18,7 @@ mod net;
 mod net_compat;
 mod net_state;
 mod offsets;
+mod path;
 mod process;
 
 #[cfg(not(test))]

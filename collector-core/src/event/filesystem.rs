@@ -64,4 +64,16 @@ pub struct FilesystemEvent {
     /// Process name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The path was cut (longer than `PATH_MAX`); the kept bytes are its start for a
+    /// user-supplied path, its leaf-most end for a kernel-resolved one.
+    #[serde(default)]
+    pub path_truncated: bool,
+    /// A kernel object or the user string could not be read: the path is partial.
+    #[serde(default)]
+    pub path_unreadable: bool,
+    /// Path source: true when (the last part of) the path is the string the process
+    /// passed (may hold `..`, symlinks; the kernel may have reached something else),
+    /// false when the kernel resolved it from the object the call reached.
+    #[serde(default)]
+    pub path_user_supplied: bool,
 }

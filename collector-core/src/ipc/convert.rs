@@ -493,6 +493,9 @@ fn filesystem_to_proto(e: &FilesystemEvent) -> pb::FilesystemEvent {
         result: e.result,
         uid: e.uid,
         name: e.name.clone(),
+        path_truncated: e.path_truncated,
+        path_unreadable: e.path_unreadable,
+        path_user_supplied: e.path_user_supplied,
     }
 }
 
@@ -512,6 +515,9 @@ fn filesystem_from_proto(e: pb::FilesystemEvent) -> Result<FilesystemEvent, Conv
         result: e.result,
         uid: e.uid,
         name: e.name,
+        path_truncated: e.path_truncated,
+        path_unreadable: e.path_unreadable,
+        path_user_supplied: e.path_user_supplied,
     })
 }
 

@@ -14,7 +14,8 @@ use aya::{
     Btf, Ebpf, EbpfError, EbpfLoader,
 };
 use collector_common::{
-    counter_index, RecordKind, COMM_LEN, COUNTER_EMITTED, COUNTER_LOST, PATH_PREFIX_LEN,
+    counter_index, RecordKind, COMM_LEN, COUNTER_EMITTED, COUNTER_LOST, COUNTER_LOST_STASH_FULL,
+    COUNTER_PATH_UNREADABLE, PATH_PREFIX_LEN,
 };
 
 use super::btf::{BtfError, KernelBtf};
@@ -157,6 +158,17 @@ pub enum SyscallHooks {
     Raw,
 }
 
+/// Kernel-side losses of one record kind, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelLosses {
+    /// Records lost because the ring buffer had no room.
+    pub ring_full: u64,
+    /// Calls lost because the per-thread stash map was full at syscall entry.
+    pub stash_full: u64,
+    /// Records sent with a path that could not be read (event kept, path partial).
+    pub path_unreadable: u64,
+}
+
 /// Settings of the kernel side.
 #[derive(Debug, Clone)]
 pub struct KernelConfig {
@@ -177,9 +189,10 @@ pub struct KernelConfig {
     /// Task names excluded in the kernel.
     pub excluded_comms: Vec<String>,
     /// Path prefixes whose file events are dropped in the kernel (the first
-    /// `PATH_PREFIX_LEN` bytes count; matched against the path as the process passed it,
-    /// so relative paths never match an absolute prefix). A rename is dropped only when
-    /// both of its paths are excluded.
+    /// `PATH_PREFIX_LEN` bytes count). Matched only against kernel-resolved canonical
+    /// paths (the file an open produced); user-supplied paths (failed opens, unlink,
+    /// rename) are never dropped, since a string can reach anywhere through `..` or
+    /// symlinks.
     pub excluded_path_prefixes: Vec<String>,
     /// Record only the processes added with [`KernelPrograms::include_pid`].
     pub include_only: bool,
@@ -868,6 +881,21 @@ impl KernelPrograms {
         use std::os::fd::{AsFd, AsRawFd};
         let ours = super::prog_info::run_count(p.fd().ok()?.as_fd().as_raw_fd())?;
         Some((ours, aya_count))
+    }
+
+    /// Kernel losses of `kind` by reason, summed over CPUs.
+    pub fn kernel_losses(&self, kind: RecordKind) -> KernelLosses {
+        let sum = |which| {
+            self.counters
+                .get(&counter_index(kind, which), 0)
+                .map(|values| values.iter().sum())
+                .unwrap_or(0)
+        };
+        KernelLosses {
+            ring_full: sum(COUNTER_LOST),
+            stash_full: sum(COUNTER_LOST_STASH_FULL),
+            path_unreadable: sum(COUNTER_PATH_UNREADABLE),
+        }
     }
 
     /// Whether kernel-side diagnostics (aya-log) reach this process's log.

@@ -13,7 +13,7 @@ mod prog_info;
 pub mod source;
 
 pub use loader::{
-    enable_bpf_stats, KernelConfig, KernelDomain, KernelPrograms, LoadError, ProgramCost, SelfTgid,
-    SyscallHooks,
+    enable_bpf_stats, KernelConfig, KernelDomain, KernelLosses, KernelPrograms, LoadError,
+    ProgramCost, SelfTgid, SyscallHooks,
 };
 pub use source::{source_name, KernelSource};

@@ -132,6 +132,27 @@ fn optional_fields(
     }
 }
 
+/// Fields the in-kernel path walk needs (collector-ebpf/src/path.rs, `OFF_PATHWALK_*`).
+const PATH_FIELDS: &[(&str, &str, &str)] = &[
+    ("OFF_PATHWALK_FILE_F_PATH", "file", "f_path"),
+    ("OFF_PATHWALK_PATH_MNT", "path", "mnt"),
+    ("OFF_PATHWALK_PATH_DENTRY", "path", "dentry"),
+    ("OFF_PATHWALK_DENTRY_PARENT", "dentry", "d_parent"),
+    ("OFF_PATHWALK_DENTRY_NAME_LEN", "dentry", "d_name.len"),
+    ("OFF_PATHWALK_DENTRY_NAME_NAME", "dentry", "d_name.name"),
+    ("OFF_PATHWALK_MOUNT_MNT", "mount", "mnt"),
+    ("OFF_PATHWALK_MOUNT_PARENT", "mount", "mnt_parent"),
+    ("OFF_PATHWALK_MOUNT_MOUNTPOINT", "mount", "mnt_mountpoint"),
+    ("OFF_PATHWALK_VFSMOUNT_ROOT", "vfsmount", "mnt_root"),
+    ("OFF_PATHWALK_TASK_FS", "task_struct", "fs"),
+    ("OFF_PATHWALK_FS_ROOT", "fs_struct", "root"),
+    ("OFF_PATHWALK_FS_PWD", "fs_struct", "pwd"),
+    ("OFF_PATHWALK_TASK_FILES", "task_struct", "files"),
+    ("OFF_PATHWALK_FILES_FDT", "files_struct", "fdt"),
+    ("OFF_PATHWALK_FDT_MAX_FDS", "fdtable", "max_fds"),
+    ("OFF_PATHWALK_FDT_FD", "fdtable", "fd"),
+];
+
 /// Saved-register fields the raw `sys_enter`/`sys_exit` fallback reads (x86_64 names).
 /// Optional: where they are missing the fallback is unavailable, nothing else.
 const SYSCALL_REGS: &[(&str, &str, &str)] = &[
@@ -168,6 +189,7 @@ impl KernelOffsets {
     pub fn resolve(btf: &KernelBtf) -> Result<Self, BtfError> {
         let mut values = FIELDS
             .iter()
+            .chain(PATH_FIELDS)
             .map(|&(global, ty, path)| Ok((global, btf.member_offset(ty, path)?)))
             .collect::<Result<Vec<_>, BtfError>>()?;
         let regs: Result<Vec<_>, BtfError> = SYSCALL_REGS

@@ -213,6 +213,14 @@ impl EventSource for KernelSource {
             let (emitted, lost) = self.programs.kernel_counts(kind);
             stats.kernel_emitted.insert(name.into(), emitted);
             stats.kernel_lost.insert(name.into(), lost);
+            // Other reasons, each under its own key (the plain name stays "ring full").
+            let losses = self.programs.kernel_losses(kind);
+            stats
+                .kernel_lost
+                .insert(format!("{name}/stash_full"), losses.stash_full);
+            stats
+                .kernel_lost
+                .insert(format!("{name}/path_unreadable"), losses.path_unreadable);
         }
         if self.domain == KernelDomain::Network {
             // Losses that are not per record kind: a close that cannot be attributed,

@@ -317,6 +317,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
     let mut c = Common::default();
     let (mut path, mut new_path, mut name) = ("", None, None);
     let mut path_relative = false;
+    let (mut path_truncated, mut path_unreadable, mut path_user_supplied) = (false, false, false);
     let (mut flags, mut mode, mut result, mut uid) = (None, None, None, None);
     let mut fields = Fields::new(body);
     while let Some((field, wire_type)) = fields.next(0)? {
@@ -333,6 +334,9 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
             (filesystem::RESULT, VARINT) => result = Some(r.varint()? as i64),
             (filesystem::UID, VARINT) => uid = Some(r.varint()? as u32),
             (filesystem::NAME, LEN) => name = Some(r.str()?),
+            (filesystem::PATH_TRUNCATED, VARINT) => path_truncated = r.varint()? != 0,
+            (filesystem::PATH_UNREADABLE, VARINT) => path_unreadable = r.varint()? != 0,
+            (filesystem::PATH_USER_SUPPLIED, VARINT) => path_user_supplied = r.varint()? != 0,
             _ => return None,
         }
     }
@@ -349,6 +353,9 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
         result,
         uid,
         name: name.map(str::to_owned),
+        path_truncated,
+        path_unreadable,
+        path_user_supplied,
     })
 }
 

@@ -303,6 +303,9 @@ fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent) {
     opt_varint(o, filesystem::RESULT, e.result.map(|r| r as u64));
     opt_varint(o, filesystem::UID, e.uid.map(u64::from));
     opt_string(o, filesystem::NAME, e.name.as_deref());
+    boolean(o, filesystem::PATH_TRUNCATED, e.path_truncated);
+    boolean(o, filesystem::PATH_UNREADABLE, e.path_unreadable);
+    boolean(o, filesystem::PATH_USER_SUPPLIED, e.path_user_supplied);
 }
 
 fn performance_body(o: &mut impl Out, e: &PerformanceEvent) {

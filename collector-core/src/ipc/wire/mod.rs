@@ -132,6 +132,9 @@ mod field {
         pub const RESULT: u32 = 10;
         pub const UID: u32 = 11;
         pub const NAME: u32 = 12;
+        pub const PATH_TRUNCATED: u32 = 13;
+        pub const PATH_UNREADABLE: u32 = 14;
+        pub const PATH_USER_SUPPLIED: u32 = 15;
     }
     pub mod performance {
         pub const METRIC_NAME: u32 = 5;

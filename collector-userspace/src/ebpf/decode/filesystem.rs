@@ -2,7 +2,10 @@
 
 use std::path::Path;
 
-use collector_common::{FileRecord, RecordHeader, RecordKind, RenameRecord, FILE_PATH_LEN};
+use collector_common::{
+    FileRecord, RecordHeader, RecordKind, RenameRecord, FILE_PATH_LEN, FILE_PATH_MAX,
+    PATH_FLAG_TRUNCATED, PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
+};
 use collector_core::event::{CollectionEvent, FilesystemEvent, FilesystemEventKind, SourceName};
 
 use super::{c_str, read, record_kind, DecodeError};
@@ -48,6 +51,9 @@ fn file_base(
         result: Some(result),
         uid: Some(h.uid),
         name: Some(c_str(&h.comm)),
+        path_truncated: false,
+        path_unreadable: false,
+        path_user_supplied: true,
     }
 }
 
@@ -61,8 +67,18 @@ pub fn decode_filesystem(
     let ev = match kind {
         RecordKind::Open | RecordKind::Create | RecordKind::Unlink => {
             let r: FileRecord = read(bytes, kind as u32)?;
-            let len = (r.path_len as usize).min(FILE_PATH_LEN);
-            let (path, relative) = resolve_path(r.header.pid, r.dirfd, c_str(&r.path[..len]));
+            // Variable length: the path bytes follow the fixed part. The kernel already
+            // made the path absolute (resolved object, or cwd/dirfd walked + the user
+            // string), so nothing is looked up in /proc here.
+            let start = std::mem::size_of::<FileRecord>();
+            let len = (r.path_len as usize).min(FILE_PATH_MAX);
+            let raw = bytes.get(start..start + len).ok_or(DecodeError::Short {
+                kind: kind as u32,
+                got: bytes.len(),
+                need: start + len,
+            })?;
+            let path = String::from_utf8_lossy(raw).into_owned();
+            let relative = !path.starts_with('/');
             let is_open = kind != RecordKind::Unlink;
             let event_kind = match kind {
                 RecordKind::Open => FilesystemEventKind::Open,
@@ -71,6 +87,9 @@ pub fn decode_filesystem(
             };
             let mut ev = file_base(&r.header, event_kind, path, r.result, clock, source);
             ev.path_relative = relative;
+            ev.path_truncated = r.path_flags & PATH_FLAG_TRUNCATED != 0;
+            ev.path_unreadable = r.path_flags & PATH_FLAG_UNREADABLE != 0;
+            ev.path_user_supplied = r.path_flags & PATH_FLAG_USER != 0;
             ev.flags = is_open.then_some(r.open_flags);
             ev.mode = is_open.then_some(r.mode);
             ev

@@ -1,0 +1,493 @@
+//! Absolute paths from kernel objects, built in the kernel at the time of the call.
+//!
+//! Generic and domain-free: any program can turn a `struct path` (dentry + vfsmount), a
+//! `struct file`, a descriptor, or the task's cwd into the absolute path the kernel would
+//! print (like `d_path`), and optionally append a user-supplied component.
+//!
+//! How it works: a `bpf_loop` walks `dentry->d_parent` towards the task's
+//! `fs->root`, crossing mounts through `struct mount` (`container_of` the `vfsmount`;
+//! `mnt_parent`, `mnt_mountpoint`), and prepends each `d_name` at the END of the first
+//! half of a per-CPU scratch buffer (`PATH_MAX` bytes), exactly as the kernel's
+//! `prepend_path` does. The second half is room to append a user component after a
+//! resolved directory. Nothing is zeroed: only the bytes of the path are written.
+//!
+//! API (stable; other domains copy this file as-is):
+//! - `resolve_path(slot, path)`, `resolve_file(slot, file)`, `resolve_fd(slot, fd)`,
+//!   `resolve_pwd(slot)`: walk, return a [`Resolved`] (pointer into the scratch, length,
+//!   `PATH_FLAG_*`). `slot` < [`PATH_SLOTS`] picks an independent buffer, so two paths
+//!   (rename, link) can be held at once.
+//! - `append_user(slot, dir, user_ptr)`: `dir` + `/` + the user string (read now, from
+//!   user memory); an absolute user string is taken alone. Flags `PATH_FLAG_USER`.
+//! - `copy_out(dst, r)`: copies `r.len` bytes (at most `PATH_MAX`) to `dst`, which must
+//!   have `PATH_MAX` bytes of room. Returns the bytes copied.
+//!
+//! The path is NOT NUL-terminated; use `len`. Offsets come from BTF: the loader sets the
+//! `OFF_PATHWALK_*` globals below (collector-userspace/src/ebpf/offsets.rs, `PATH_FIELDS`).
+//!
+//! What it cannot see: names of pseudo filesystems' files (pipes, sockets, anon inodes)
+//! come out as `/` plus whatever `d_name` holds; a deleted file keeps its last name
+//! (no " (deleted)" suffix); a file outside the task's root (opened before chroot, or
+//! reached through a detached mount) is printed from the mount namespace's root up.
+
+use core::{ffi::c_void, ptr::read_volatile};
+
+use aya_ebpf::{
+    helpers::generated::{
+        bpf_get_current_task, bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user_str,
+    },
+    macros::map,
+    maps::PerCpuArray,
+};
+
+/// Longest path the kernel accepts (`PATH_MAX`, including the NUL it needs; we store
+/// at most `PATH_MAX` bytes without one).
+pub const PATH_MAX: u32 = 4096;
+/// The path was longer than `PATH_MAX` (or deeper than the walk's bound): the bytes
+/// kept are its END (the leaf-most part), like the kernel's `prepend` would keep.
+pub const PATH_FLAG_TRUNCATED: u32 = 1;
+/// A kernel object on the way could not be read: the path is partial (possibly empty).
+pub const PATH_FLAG_UNREADABLE: u32 = 2;
+/// The path (or its last part) is a user-supplied string, not resolved by the kernel:
+/// it may hold `..`, symlinks, or name something other than what the call reached.
+pub const PATH_FLAG_USER: u32 = 4;
+/// Independent scratch buffers per CPU.
+pub const PATH_SLOTS: u32 = 2;
+
+/// Upper bound of `bpf_loop` iterations: one component (at least 2 bytes, "/x") or one
+/// mount crossing each.
+const MAX_STEPS: u32 = PATH_MAX;
+
+macro_rules! walk_offsets {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            #[unsafe(no_mangle)]
+            static $name: u64 = 0;
+        )*
+        #[allow(non_snake_case)]
+        mod off {
+            $(
+                #[inline(always)]
+                pub fn $name() -> u64 {
+                    unsafe { super::read_volatile(&super::$name) }
+                }
+            )*
+        }
+    };
+}
+
+walk_offsets! {
+    /// `file.f_path`
+    OFF_PATHWALK_FILE_F_PATH,
+    /// `path.mnt`
+    OFF_PATHWALK_PATH_MNT,
+    /// `path.dentry`
+    OFF_PATHWALK_PATH_DENTRY,
+    /// `dentry.d_parent`
+    OFF_PATHWALK_DENTRY_PARENT,
+    /// `dentry.d_name.len`
+    OFF_PATHWALK_DENTRY_NAME_LEN,
+    /// `dentry.d_name.name`
+    OFF_PATHWALK_DENTRY_NAME_NAME,
+    /// `mount.mnt` (the embedded `vfsmount`)
+    OFF_PATHWALK_MOUNT_MNT,
+    /// `mount.mnt_parent`
+    OFF_PATHWALK_MOUNT_PARENT,
+    /// `mount.mnt_mountpoint`
+    OFF_PATHWALK_MOUNT_MOUNTPOINT,
+    /// `vfsmount.mnt_root`
+    OFF_PATHWALK_VFSMOUNT_ROOT,
+    /// `task_struct.fs`
+    OFF_PATHWALK_TASK_FS,
+    /// `fs_struct.root`
+    OFF_PATHWALK_FS_ROOT,
+    /// `fs_struct.pwd`
+    OFF_PATHWALK_FS_PWD,
+    /// `task_struct.files`
+    OFF_PATHWALK_TASK_FILES,
+    /// `files_struct.fdt`
+    OFF_PATHWALK_FILES_FDT,
+    /// `fdtable.max_fds`
+    OFF_PATHWALK_FDT_MAX_FDS,
+    /// `fdtable.fd`
+    OFF_PATHWALK_FDT_FD,
+}
+
+/// Walk state and buffer, one per slot per CPU.
+#[repr(C)]
+pub struct PathScratch {
+    dentry: u64,
+    vfsmnt: u64,
+    root_dentry: u64,
+    root_mnt: u64,
+    /// The path occupies `buf[pos..PATH_MAX]`.
+    pos: u32,
+    flags: u32,
+    /// Set when the walk reached the root (otherwise it ran out of steps).
+    done: u32,
+    _pad: u32,
+    buf: [u8; 2 * PATH_MAX as usize],
+}
+
+#[map]
+static PATH_SCRATCH: PerCpuArray<PathScratch> = PerCpuArray::with_max_entries(PATH_SLOTS, 0);
+
+/// A path in a slot's scratch buffer (valid until that slot is used again on this CPU).
+#[derive(Clone, Copy)]
+pub struct Resolved {
+    /// First byte (kernel memory; read it with `copy_out` / `bpf_probe_read_kernel`).
+    pub ptr: *const u8,
+    /// Bytes, at most `PATH_MAX` (a longer path is cut and flagged).
+    pub len: u32,
+    /// `PATH_FLAG_*`
+    pub flags: u32,
+}
+
+impl Resolved {
+    /// Nothing could be resolved.
+    #[inline(always)]
+    pub const fn unreadable() -> Self {
+        Self {
+            ptr: core::ptr::null(),
+            len: 0,
+            flags: PATH_FLAG_UNREADABLE,
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn rd(base: u64, off: u64) -> Result<u64, ()> {
+    let mut v = 0u64;
+    let r = unsafe {
+        bpf_probe_read_kernel(
+            (&raw mut v).cast(),
+            8,
+            (base.wrapping_add(off)) as *const c_void,
+        )
+    };
+    if r < 0 || base == 0 {
+        Err(())
+    } else {
+        Ok(v)
+    }
+}
+
+#[inline(always)]
+unsafe fn rd_u32(base: u64, off: u64) -> Result<u32, ()> {
+    let mut v = 0u32;
+    let r = unsafe {
+        bpf_probe_read_kernel(
+            (&raw mut v).cast(),
+            4,
+            (base.wrapping_add(off)) as *const c_void,
+        )
+    };
+    if r < 0 || base == 0 {
+        Err(())
+    } else {
+        Ok(v)
+    }
+}
+
+/// One step of the walk: prepend one name or cross one mount. 0 = go on, 1 = stop.
+extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
+    let slot = unsafe { *(ctx as *const u32) };
+    let Some(s) = PATH_SCRATCH.get_ptr_mut(slot) else {
+        return 1;
+    };
+    unsafe { step(&mut *s) }
+}
+
+#[inline(always)]
+unsafe fn step(s: &mut PathScratch) -> i64 {
+    let dentry = s.dentry;
+    let vfsmnt = s.vfsmnt;
+    if dentry == s.root_dentry && vfsmnt == s.root_mnt {
+        s.done = 1;
+        return 1;
+    }
+    let Ok(mnt_root) = (unsafe { rd(vfsmnt, off::OFF_PATHWALK_VFSMOUNT_ROOT()) }) else {
+        s.flags |= PATH_FLAG_UNREADABLE;
+        return 1;
+    };
+    let Ok(parent) = (unsafe { rd(dentry, off::OFF_PATHWALK_DENTRY_PARENT()) }) else {
+        s.flags |= PATH_FLAG_UNREADABLE;
+        return 1;
+    };
+    if dentry == mnt_root || dentry == parent {
+        if dentry != mnt_root {
+            // A disconnected tree (pseudo filesystem, or an unreachable dentry): the
+            // kernel stops here too.
+            s.done = 1;
+            return 1;
+        }
+        let mnt = vfsmnt.wrapping_sub(off::OFF_PATHWALK_MOUNT_MNT());
+        let Ok(mparent) = (unsafe { rd(mnt, off::OFF_PATHWALK_MOUNT_PARENT()) }) else {
+            s.flags |= PATH_FLAG_UNREADABLE;
+            return 1;
+        };
+        if mparent == mnt || mparent == 0 {
+            // The namespace's root mount (or a detached one): the path is complete.
+            s.done = 1;
+            return 1;
+        }
+        let Ok(mountpoint) = (unsafe { rd(mnt, off::OFF_PATHWALK_MOUNT_MOUNTPOINT()) }) else {
+            s.flags |= PATH_FLAG_UNREADABLE;
+            return 1;
+        };
+        s.dentry = mountpoint;
+        s.vfsmnt = mparent.wrapping_add(off::OFF_PATHWALK_MOUNT_MNT());
+        return 0;
+    }
+    let (Ok(len), Ok(name)) = (unsafe {
+        (
+            rd_u32(dentry, off::OFF_PATHWALK_DENTRY_NAME_LEN()),
+            rd(dentry, off::OFF_PATHWALK_DENTRY_NAME_NAME()),
+        )
+    }) else {
+        s.flags |= PATH_FLAG_UNREADABLE;
+        return 1;
+    };
+    let pos = s.pos;
+    if len.saturating_add(1) > pos {
+        // No room for "/name": keep the leaf-most part, like the kernel's prepend.
+        s.flags |= PATH_FLAG_TRUNCATED;
+        return 1;
+    }
+    let new_pos = pos - len;
+    // Masks prove to the verifier that offset and size stay inside the buffer; both
+    // are below PATH_MAX already, so they change nothing.
+    let r = unsafe {
+        bpf_probe_read_kernel(
+            s.buf
+                .as_mut_ptr()
+                .add((new_pos & (PATH_MAX - 1)) as usize)
+                .cast(),
+            len & (PATH_MAX - 1),
+            name as *const c_void,
+        )
+    };
+    if r < 0 {
+        s.flags |= PATH_FLAG_UNREADABLE;
+        return 1;
+    }
+    let slash = (new_pos - 1) & (PATH_MAX - 1);
+    s.buf[slash as usize] = b'/';
+    s.pos = new_pos - 1;
+    s.dentry = parent;
+    0
+}
+
+#[inline(always)]
+fn scratch(slot: u32) -> Option<*mut PathScratch> {
+    PATH_SCRATCH.get_ptr_mut(slot)
+}
+
+/// The task's `fs->root` (dentry, vfsmount), where the walk stops.
+#[inline(always)]
+unsafe fn task_fs_path(which: u64) -> Result<(u64, u64), ()> {
+    unsafe {
+        let task = bpf_get_current_task();
+        let fs = rd(task, off::OFF_PATHWALK_TASK_FS())?;
+        let p = fs.wrapping_add(which);
+        Ok((
+            rd(p, off::OFF_PATHWALK_PATH_DENTRY())?,
+            rd(p, off::OFF_PATHWALK_PATH_MNT())?,
+        ))
+    }
+}
+
+#[inline(always)]
+unsafe fn walk(slot: u32, dentry: u64, vfsmnt: u64) -> Resolved {
+    let Some(s) = scratch(slot) else {
+        return Resolved::unreadable();
+    };
+    let s = unsafe { &mut *s };
+    s.dentry = dentry;
+    s.vfsmnt = vfsmnt;
+    s.pos = PATH_MAX;
+    s.flags = 0;
+    s.done = 0;
+    match unsafe { task_fs_path(off::OFF_PATHWALK_FS_ROOT()) } {
+        Ok((d, m)) => {
+            s.root_dentry = d;
+            s.root_mnt = m;
+        }
+        Err(()) => {
+            // Without the root the walk goes up to the namespace root: still absolute.
+            s.root_dentry = 0;
+            s.root_mnt = 0;
+        }
+    }
+    if dentry == 0 || vfsmnt == 0 {
+        return Resolved::unreadable();
+    }
+    let mut ctx_slot: u32 = slot;
+    unsafe {
+        bpf_loop(
+            MAX_STEPS,
+            walk_step as *mut c_void,
+            (&raw mut ctx_slot).cast(),
+            0,
+        );
+    }
+    if s.done == 0 && s.flags & (PATH_FLAG_UNREADABLE | PATH_FLAG_TRUNCATED) == 0 {
+        // Ran out of steps before reaching the root.
+        s.flags |= PATH_FLAG_TRUNCATED;
+    }
+    if s.pos == PATH_MAX {
+        // The root itself.
+        s.pos = PATH_MAX - 1;
+        s.buf[(PATH_MAX - 1) as usize] = b'/';
+    }
+    let pos = s.pos & (PATH_MAX - 1);
+    Resolved {
+        ptr: unsafe { s.buf.as_ptr().add(pos as usize) },
+        len: PATH_MAX - pos,
+        flags: s.flags,
+    }
+}
+
+/// Absolute path of a kernel `struct path *`.
+#[inline(always)]
+pub unsafe fn resolve_path(slot: u32, path: *const u8) -> Resolved {
+    let p = path as u64;
+    let (Ok(dentry), Ok(mnt)) = (unsafe {
+        (
+            rd(p, off::OFF_PATHWALK_PATH_DENTRY()),
+            rd(p, off::OFF_PATHWALK_PATH_MNT()),
+        )
+    }) else {
+        return Resolved::unreadable();
+    };
+    unsafe { walk(slot, dentry, mnt) }
+}
+
+/// Absolute path of a kernel `struct file *` (its `f_path`).
+#[inline(always)]
+pub unsafe fn resolve_file(slot: u32, file: *const u8) -> Resolved {
+    if file.is_null() {
+        return Resolved::unreadable();
+    }
+    unsafe {
+        resolve_path(
+            slot,
+            file.wrapping_add(off::OFF_PATHWALK_FILE_F_PATH() as usize),
+        )
+    }
+}
+
+/// The `struct file *` behind the current task's descriptor `fd`, if any.
+#[inline(always)]
+pub unsafe fn fd_file(fd: u64) -> Option<*const u8> {
+    unsafe {
+        let task = bpf_get_current_task();
+        let files = rd(task, off::OFF_PATHWALK_TASK_FILES()).ok()?;
+        let fdt = rd(files, off::OFF_PATHWALK_FILES_FDT()).ok()?;
+        let max_fds = rd_u32(fdt, off::OFF_PATHWALK_FDT_MAX_FDS()).ok()?;
+        if fd >= max_fds as u64 {
+            return None;
+        }
+        let array = rd(fdt, off::OFF_PATHWALK_FDT_FD()).ok()?;
+        let file = rd(array, fd.wrapping_mul(8)).ok()?;
+        if file == 0 {
+            None
+        } else {
+            Some(file as *const u8)
+        }
+    }
+}
+
+/// Absolute path of the current task's descriptor `fd`.
+#[inline(always)]
+pub unsafe fn resolve_fd(slot: u32, fd: u64) -> Resolved {
+    match unsafe { fd_file(fd) } {
+        Some(file) => unsafe { resolve_file(slot, file) },
+        None => Resolved::unreadable(),
+    }
+}
+
+/// Absolute path of the current task's working directory.
+#[inline(always)]
+pub unsafe fn resolve_pwd(slot: u32) -> Resolved {
+    match unsafe { task_fs_path(off::OFF_PATHWALK_FS_PWD()) } {
+        Ok((dentry, mnt)) => unsafe { walk(slot, dentry, mnt) },
+        Err(()) => Resolved::unreadable(),
+    }
+}
+
+/// `dir` (a result of this slot's last resolve) + `/` + the user string at `user`,
+/// read now. An absolute user string replaces `dir`. The result carries
+/// `PATH_FLAG_USER` and `dir`'s flags; a user string that does not fit is flagged
+/// truncated.
+#[inline(always)]
+pub unsafe fn append_user(slot: u32, dir: Resolved, user: *const u8) -> Resolved {
+    let Some(s) = scratch(slot) else {
+        return Resolved::unreadable();
+    };
+    let s = unsafe { &mut *s };
+    let tail = unsafe { s.buf.as_mut_ptr().add(PATH_MAX as usize + 1) };
+    let n = unsafe { bpf_probe_read_user_str(tail.cast(), PATH_MAX - 1, user.cast()) };
+    if n <= 0 {
+        return Resolved {
+            flags: dir.flags | PATH_FLAG_USER | PATH_FLAG_UNREADABLE,
+            ..dir
+        };
+    }
+    // n counts the NUL; a string that filled the room may have been cut.
+    let ulen = (n - 1) as u32;
+    let mut flags = PATH_FLAG_USER;
+    if n as u32 >= PATH_MAX - 1 {
+        flags |= PATH_FLAG_TRUNCATED;
+    }
+    if s.buf[PATH_MAX as usize + 1] == b'/' {
+        return Resolved {
+            ptr: tail,
+            len: ulen,
+            flags,
+        };
+    }
+    if dir.ptr.is_null() {
+        // No directory: report the relative string alone, flagged.
+        return Resolved {
+            ptr: tail,
+            len: ulen,
+            flags: flags | dir.flags,
+        };
+    }
+    s.buf[PATH_MAX as usize] = b'/';
+    let (start, dlen) = if dir.len == 1 {
+        // dir is "/": do not double the slash.
+        (unsafe { s.buf.as_ptr().add(PATH_MAX as usize) }, 0)
+    } else {
+        (dir.ptr, dir.len)
+    };
+    let mut len = dlen + 1 + ulen;
+    if len > PATH_MAX {
+        // Keep the start; copy_out takes PATH_MAX bytes.
+        len = PATH_MAX;
+        flags |= PATH_FLAG_TRUNCATED;
+    }
+    Resolved {
+        ptr: start,
+        len,
+        flags: flags | dir.flags,
+    }
+}
+
+/// Copies the path to `dst` (room for `PATH_MAX` bytes). Returns the bytes copied.
+#[inline(always)]
+pub unsafe fn copy_out(dst: *mut u8, r: &Resolved) -> u32 {
+    if r.ptr.is_null() || r.len == 0 {
+        return 0;
+    }
+    // `& (2 * PATH_MAX - 1)` then min: the verifier sees a bound of PATH_MAX.
+    let mut len = r.len & (2 * PATH_MAX - 1);
+    if len > PATH_MAX {
+        len = PATH_MAX;
+    }
+    if unsafe { bpf_probe_read_kernel(dst.cast(), len, r.ptr.cast()) } < 0 {
+        return 0;
+    }
+    len
+}
