@@ -115,6 +115,8 @@ pub const FIELD_NAMES: &[&str] = &[
     "excluded_pids",
     "excluded_comms",
     "excluded_path_prefixes",
+    "source_restart_limit",
+    "source_restart_backoff",
     "export",
 ];
 
@@ -224,6 +226,13 @@ pub struct CollectorConfig {
     pub excluded_comms: Vec<String>,
     /// Absolute path prefixes (at most 128 bytes) whose file events the kernel drops.
     pub excluded_path_prefixes: Vec<String>,
+    /// Times a source that fails (start error or panic, or failing health checks) is
+    /// restarted before it is left failed (default 5; 0 never restarts; at most 1000).
+    pub source_restart_limit: u32,
+    /// Wait before the first restart of a failed source, doubled for each next one up to
+    /// 5 minutes (default 1s; at most 5 minutes).
+    #[serde(with = "humantime_serde")]
+    pub source_restart_backoff: Duration,
     /// Fleet export to NATS JetStream (default off); see [`ExportConfig`].
     pub export: ExportConfig,
 }
@@ -267,6 +276,8 @@ impl Default for CollectorConfig {
             excluded_pids: Vec::new(),
             excluded_comms: Vec::new(),
             excluded_path_prefixes: Vec::new(),
+            source_restart_limit: 5,
+            source_restart_backoff: Duration::from_secs(1),
             export: ExportConfig::default(),
         }
     }
@@ -358,6 +369,10 @@ impl CollectorConfig {
         with_ipc_allowed_gids => ipc_allowed_gids: Vec<u32>;
         /// Sets `subscriber_queue_batches`.
         with_subscriber_queue_batches => subscriber_queue_batches: usize;
+        /// Sets `source_restart_limit`.
+        with_source_restart_limit => source_restart_limit: u32;
+        /// Sets `source_restart_backoff`.
+        with_source_restart_backoff => source_restart_backoff: Duration;
     }
 
     /// Sets `component_name`.
@@ -481,6 +496,22 @@ impl CollectorConfig {
                     ),
                 });
             }
+        }
+        if self.source_restart_limit > 1000 {
+            return Err(invalid(
+                "source_restart_limit",
+                "it must be at most 1000",
+                self.source_restart_limit,
+            ));
+        }
+        if self.source_restart_backoff.is_zero()
+            || self.source_restart_backoff > Duration::from_secs(300)
+        {
+            return Err(invalid(
+                "source_restart_backoff",
+                "it must be above zero and at most 5m",
+                self.source_restart_backoff,
+            ));
         }
         if self.max_batch_size > self.event_buffer_size {
             return Err(invalid(

@@ -80,6 +80,7 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
     let health = Family::<HealthLabels, Gauge>::default();
     let hooks = Family::<HookLabels, Gauge>::default();
     let queue_depth = Family::<SourceLabel, Gauge>::default();
+    let restarts = Family::<SourceLabel, CounterU64>::default();
     for s in &status.sources {
         let source = || s.name.clone();
         received
@@ -136,6 +137,9 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
         queue_depth
             .get_or_create(&SourceLabel { source: source() })
             .set(s.queue_depth as i64);
+        restarts
+            .get_or_create(&SourceLabel { source: source() })
+            .inc_by(u64::from(s.restarts));
     }
     registry.register(
         "source_events_received",
@@ -171,6 +175,11 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
         "source_queue_depth",
         "Events waiting in each source's queue",
         queue_depth,
+    );
+    registry.register(
+        "source_restarts",
+        "Times each source was restarted after failing",
+        restarts,
     );
 
     let c = &status.counters;
@@ -390,6 +399,7 @@ mod tests {
             uptime_seconds: 1.5,
             capabilities: SourceCaps::FILESYSTEM,
             sources: vec![SourceStatus {
+                restarts: 0,
                 name: "ebpf-filesystem".into(),
                 capabilities: SourceCaps::FILESYSTEM,
                 health: HealthState::Degraded,
@@ -453,6 +463,7 @@ mod tests {
             uptime_seconds: 1.5,
             capabilities: SourceCaps::FILESYSTEM,
             sources: vec![SourceStatus {
+                restarts: 0,
                 name: "ebpf-filesystem".into(),
                 capabilities: SourceCaps::FILESYSTEM,
                 health: HealthState::Healthy,

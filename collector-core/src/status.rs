@@ -36,6 +36,9 @@ pub struct SourceStatus {
     pub health: HealthState,
     /// The last error from start, the task or a health check.
     pub last_error: Option<String>,
+    /// Times the source was restarted after failing (see `source_restart_limit`).
+    #[serde(default)]
+    pub restarts: u32,
     /// Events received from the source by the pipeline.
     pub events_received: u64,
     /// Events of this source dropped by the pipeline, by reason (`backpressure`, ...).

@@ -131,6 +131,7 @@ mod tests {
                 uptime_seconds: 1.0,
                 capabilities: SourceCaps::PROCESS,
                 sources: vec![SourceStatus {
+                    restarts: 0,
                     name: "ebpf-process".into(),
                     capabilities: SourceCaps::PROCESS,
                     health: *self.0.lock().unwrap(),

@@ -136,6 +136,8 @@ impl Shared {
             startup_timeout: c.startup_timeout,
             health_check_interval: c.health_check_interval,
             shutdown_timeout: c.shutdown_timeout,
+            restart_limit: c.source_restart_limit,
+            restart_backoff: c.source_restart_backoff,
         }
     }
 

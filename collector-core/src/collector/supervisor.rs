@@ -51,6 +51,7 @@ struct HealthRecord {
     state: HealthState,
     last_error: Option<String>,
     failed_checks: u32,
+    restarts: u32,
 }
 
 /// What stopping a source took.
@@ -69,7 +70,15 @@ pub(crate) struct SupervisorSettings {
     pub startup_timeout: Duration,
     pub health_check_interval: Duration,
     pub shutdown_timeout: Duration,
+    /// Restarts of a failed source before it is left failed.
+    pub restart_limit: u32,
+    /// Wait before the first restart; doubled for each next one, up to
+    /// [`MAX_RESTART_BACKOFF`].
+    pub restart_backoff: Duration,
 }
+
+/// Longest wait between two restarts of a failing source.
+pub const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(300);
 
 impl SourceUnit {
     pub(crate) fn new(source: Box<dyn EventSource>, cancel: CancellationToken) -> Self {
@@ -98,6 +107,7 @@ impl SourceUnit {
                 state: HealthState::Starting,
                 last_error: None,
                 failed_checks: 0,
+                restarts: 0,
             }),
             channel: Mutex::new(None),
         }
@@ -151,11 +161,21 @@ impl SourceUnit {
         }
     }
 
+    /// Back to `Starting` for another run (the last error stays visible).
+    fn prepare_restart(&self) -> u32 {
+        self.stop_flag.store(false, Ordering::SeqCst);
+        let mut h = self.health();
+        h.state = HealthState::Starting;
+        h.failed_checks = 0;
+        h.restarts += 1;
+        h.restarts
+    }
+
     pub(crate) fn status(&self) -> SourceStatus {
         use std::sync::atomic::Ordering::Relaxed;
-        let (health, last_error) = {
+        let (health, last_error, restarts) = {
             let h = self.health();
-            (h.state, h.last_error.clone())
+            (h.state, h.last_error.clone(), h.restarts)
         };
         let queue_depth = self
             .channel
@@ -170,6 +190,7 @@ impl SourceUnit {
             capabilities: self.caps,
             health,
             last_error,
+            restarts,
             events_received: self.counters.received.load(Relaxed),
             dropped: self.counters.dropped(),
             stats: self.source.stats(),
@@ -223,7 +244,50 @@ async fn guarded(
 /// at any time makes it `Failed`. A `health_check` failing at the `startup_timeout`
 /// mark makes it `Failed` and stops it. A `start` that runs until shutdown is therefore
 /// never cancelled by `startup_timeout`.
+/// A source that fails (`start` errors or panics, or its health checks fail
+/// `FAILED_AFTER_CHECKS` times) is stopped and started again after a backoff that doubles
+/// each time (`restart_backoff`, at most [`MAX_RESTART_BACKOFF`]), up to `restart_limit`
+/// times; then it stays `Failed`. Each restart and its cause show in the source's status
+/// (`restarts`, `last_error`) and the log.
 pub(crate) async fn supervise(
+    unit: Arc<SourceUnit>,
+    queue: Arc<SharedQueue>,
+    settings: SupervisorSettings,
+) -> StopReport {
+    let mut report = supervise_once(unit.clone(), queue.clone(), settings).await;
+    let mut backoff = settings.restart_backoff;
+    loop {
+        let failed = unit.state() == HealthState::Failed;
+        let restarts = unit.health().restarts;
+        if !failed || unit.cancel.is_cancelled() || restarts >= settings.restart_limit {
+            if failed && restarts >= settings.restart_limit && settings.restart_limit > 0 {
+                tracing::error!(
+                    source = unit.name,
+                    restarts,
+                    "source failed again after its last allowed restart; it stays failed"
+                );
+            }
+            return report;
+        }
+        tracing::warn!(
+            source = unit.name,
+            error = unit.health().last_error.as_deref().unwrap_or(""),
+            ?backoff,
+            "restarting the failed source after a backoff"
+        );
+        tokio::select! {
+            () = unit.cancel.cancelled() => return report,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = backoff.saturating_mul(2).min(MAX_RESTART_BACKOFF);
+        let n = unit.prepare_restart();
+        tracing::info!(source = unit.name, restart = n, "source restarting");
+        let next = supervise_once(unit.clone(), queue.clone(), settings).await;
+        report.aborted.extend(next.aborted);
+    }
+}
+
+async fn supervise_once(
     unit: Arc<SourceUnit>,
     queue: Arc<SharedQueue>,
     settings: SupervisorSettings,
@@ -267,7 +331,6 @@ pub(crate) async fn supervise(
 
     let mut start_running = true;
     let mut in_startup = true;
-    let mut start_failed = false;
     let startup_deadline = tokio::time::sleep(settings.startup_timeout);
     tokio::pin!(startup_deadline);
     let period = settings.health_check_interval;
@@ -288,8 +351,9 @@ pub(crate) async fn supervise(
                         unit.set_healthy_if_starting();
                     }
                     Err(error) => {
-                        start_failed = true;
                         unit.fail(error);
+                        // Stop what is left of it; `supervise` decides on a restart.
+                        break;
                     }
                 }
                 in_startup = false;
@@ -313,12 +377,19 @@ pub(crate) async fn supervise(
                     }
                 }
             }
-            _ = checks.tick(), if !in_startup && !start_failed => {
+            _ = checks.tick(), if !in_startup => {
                 let check = tokio::select! {
                     () = unit.cancel.cancelled() => break,
                     r = guarded("health_check", period, unit.source.health_check()) => r,
                 };
                 unit.record_check(check);
+                // With a restart left, a source failed by its checks is restarted; without,
+                // it keeps being checked and may recover.
+                if unit.state() == HealthState::Failed
+                    && unit.health().restarts < settings.restart_limit
+                {
+                    break;
+                }
             }
         }
     }
@@ -373,6 +444,8 @@ async fn stop(
             h.state = HealthState::Stopped;
         }
     }
+    // Batch sources send straight into the queue; plain ones through the forwarder,
+    // which was just drained: nothing of a stopped run is left behind.
     if aborted.is_empty() {
         tracing::info!(source = unit.name, "source stopped");
     } else {

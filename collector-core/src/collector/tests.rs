@@ -144,7 +144,10 @@ impl EventSink for Counting {
 }
 
 fn config() -> CollectorConfig {
-    CollectorConfig::default().with_telemetry(false)
+    // Restarts off: these tests look at one run of a source (restart tests turn them on).
+    CollectorConfig::default()
+        .with_telemetry(false)
+        .with_source_restart_limit(0)
 }
 
 fn health(handle: &CollectorHandle, name: &str) -> (HealthState, Option<String>) {
@@ -825,4 +828,128 @@ async fn idle_batch_source_is_healthy_once_its_startup_check_passes() {
     handle.shutdown();
     let summary = run.await.unwrap().unwrap();
     assert!(summary.aborted.is_empty(), "{:?}", summary.aborted);
+}
+
+/// A source that fails its first `failures` starts, then runs.
+#[derive(Clone)]
+struct Flaky {
+    starts: Arc<AtomicU32>,
+    failures: u32,
+    panic: bool,
+}
+
+#[async_trait]
+impl EventSource for Flaky {
+    fn name(&self) -> &'static str {
+        "flaky"
+    }
+
+    fn capabilities(&self) -> SourceCaps {
+        SourceCaps::PROCESS
+    }
+
+    async fn start(
+        &self,
+        tx: mpsc::Sender<CollectionEvent>,
+        stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<()> {
+        let n = self.starts.fetch_add(1, Ordering::SeqCst) + 1;
+        if n <= self.failures {
+            if self.panic {
+                panic!("source bug on start {n}");
+            }
+            anyhow::bail!("ring buffer lost on start {n}");
+        }
+        tx.send(metric(n)).await?;
+        while !stop.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    async fn stop(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn health_check(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// A source that fails (an error, then a panic) is restarted with a doubling backoff,
+/// and comes back healthy; status shows the restarts and the last error.
+#[tokio::test(start_paused = true)]
+async fn a_failing_source_is_restarted_with_backoff_until_it_runs() {
+    for panic in [false, true] {
+        let cfg = config()
+            .with_source_restart_limit(5)
+            .with_source_restart_backoff(Duration::from_secs(1));
+        let mut collector = Collector::new(cfg).unwrap();
+        let starts = Arc::new(AtomicU32::new(0));
+        collector
+            .register(Box::new(Flaky {
+                starts: starts.clone(),
+                failures: 2,
+                panic,
+            }))
+            .unwrap();
+        let sink = Arc::new(Counting::default());
+        collector.add_sink(sink.clone());
+        let handle = collector.handle();
+        let run = tokio::spawn(collector.run());
+        // First start fails at once; restart after 1 s fails; the next after 2 s more.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(starts.load(Ordering::SeqCst), 1);
+        assert_eq!(health(&handle, "flaky").0, HealthState::Failed);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(starts.load(Ordering::SeqCst), 2, "restarted after 1 s");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(starts.load(Ordering::SeqCst), 2, "the second wait is 2 s");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(starts.load(Ordering::SeqCst), 3);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let status = handle.status();
+        let source = status.sources.iter().find(|s| s.name == "flaky").unwrap();
+        assert_eq!(source.health, HealthState::Healthy, "{source:?}");
+        assert_eq!(source.restarts, 2);
+        let error = source.last_error.clone().unwrap();
+        assert!(error.contains("start 2"), "{error}");
+        assert_eq!(
+            sink.events.load(Ordering::Relaxed),
+            1,
+            "the run that worked delivered"
+        );
+        handle.shutdown();
+        run.await.unwrap().unwrap();
+    }
+}
+
+/// Past `source_restart_limit` a failing source stays failed.
+#[tokio::test(start_paused = true)]
+async fn a_source_failing_past_its_restart_limit_stays_failed() {
+    let cfg = config()
+        .with_source_restart_limit(2)
+        .with_source_restart_backoff(Duration::from_secs(1));
+    let mut collector = Collector::new(cfg).unwrap();
+    let starts = Arc::new(AtomicU32::new(0));
+    collector
+        .register(Box::new(Flaky {
+            starts: starts.clone(),
+            failures: u32::MAX,
+            panic: false,
+        }))
+        .unwrap();
+    let handle = collector.handle();
+    let run = tokio::spawn(collector.run());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        starts.load(Ordering::SeqCst),
+        3,
+        "the first start and 2 restarts"
+    );
+    let status = handle.status();
+    let source = status.sources.iter().find(|s| s.name == "flaky").unwrap();
+    assert_eq!((source.health, source.restarts), (HealthState::Failed, 2));
+    handle.shutdown();
+    run.await.unwrap().unwrap();
 }
