@@ -30,9 +30,16 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    source: String,
+    domain: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HealthLabels {
     source: String,
-    health: String,
+    state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -76,6 +83,7 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
     let received = Family::<SourceLabel, CounterU64>::default();
     let dropped = Family::<ReasonLabels, CounterU64>::default();
     let kernel_lost = Family::<KindLabels, CounterU64>::default();
+    let events = Family::<EventLabels, CounterU64>::default();
     let kernel_emitted = Family::<KindLabels, CounterU64>::default();
     let health = Family::<HealthLabels, Gauge>::default();
     let hooks = Family::<HookLabels, Gauge>::default();
@@ -86,6 +94,19 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
         received
             .get_or_create(&SourceLabel { source: source() })
             .inc_by(s.events_received);
+        for (kind, n) in &s.events_by_kind {
+            let domain = crate::ipc::filter::KIND_NAMES
+                .iter()
+                .position(|k| k == kind)
+                .map_or("unknown", |i| crate::ipc::filter::KIND_DOMAINS[i]);
+            events
+                .get_or_create(&EventLabels {
+                    source: source(),
+                    domain: domain.to_owned(),
+                    kind: kind.clone(),
+                })
+                .inc_by(*n);
+        }
         // Pipeline drops and the source's own drops, by reason.
         for (reason, n) in s.dropped.iter().chain(s.stats.dropped.iter()) {
             dropped
@@ -121,7 +142,7 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
             health
                 .get_or_create(&HealthLabels {
                     source: source(),
-                    health: health_name(state).into(),
+                    state: health_name(state).into(),
                 })
                 .set(i64::from(s.health == state));
         }
@@ -150,6 +171,11 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
         "source_events_dropped",
         "Events of each source dropped in userspace, by reason",
         dropped,
+    );
+    registry.register(
+        "events",
+        "Events the pipeline received, by source, domain and kind",
+        events,
     );
     registry.register(
         "kernel_events_lost",
@@ -261,7 +287,45 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
         register_export(&mut registry, export);
     }
 
-    encode_classic(&registry)
+    let mut text = encode_classic(&registry);
+    push_latency_histogram(&mut text, c);
+    text
+}
+
+/// The batch-latency histogram (`collector_batch_latency_seconds`), from the pipeline's
+/// pre-counted buckets, in the classic text format.
+fn push_latency_histogram(text: &mut String, c: &crate::status::PipelineCounters) {
+    use std::fmt::Write;
+    let name = "collector_batch_latency_seconds";
+    let _ = writeln!(
+        text,
+        "# HELP {name} Time from the pipeline receiving a batch's oldest event to the batch reaching every sink."
+    );
+    let _ = writeln!(text, "# TYPE {name} histogram");
+    let mut cumulative = 0u64;
+    for (i, &bound_us) in crate::telemetry::BATCH_LATENCY_BUCKETS_US
+        .iter()
+        .enumerate()
+    {
+        cumulative += c.latency_buckets.get(i).copied().unwrap_or(0);
+        let _ = writeln!(
+            text,
+            "{name}_bucket{{le=\"{}\"}} {cumulative}",
+            bound_us as f64 / 1e6
+        );
+    }
+    cumulative += c
+        .latency_buckets
+        .get(crate::telemetry::BATCH_LATENCY_BUCKETS_US.len())
+        .copied()
+        .unwrap_or(0);
+    let _ = writeln!(text, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(
+        text,
+        "{name}_sum {}",
+        c.latency_mean_us * c.batches as f64 / 1e6
+    );
+    let _ = writeln!(text, "{name}_count {cumulative}");
 }
 
 /// Encodes `registry` in the classic Prometheus text format (version 0.0.4), which is what
@@ -405,6 +469,7 @@ mod tests {
                 health: HealthState::Degraded,
                 last_error: Some("x".into()),
                 events_received: 93,
+                events_by_kind: [("open".to_string(), 90), ("create".to_string(), 3)].into(),
                 dropped: [("backpressure".to_string(), 3)].into(),
                 stats,
                 queue_depth: 4,
@@ -434,10 +499,12 @@ mod tests {
             r#"collector_source_events_dropped_total{source="ebpf-filesystem",reason="backpressure"} 3"#,
             r#"collector_source_events_dropped_total{source="ebpf-filesystem",reason="decode_error"} 2"#,
             r#"collector_source_events_received_total{source="ebpf-filesystem"} 93"#,
-            r#"collector_source_health{source="ebpf-filesystem",health="degraded"} 1"#,
-            r#"collector_source_health{source="ebpf-filesystem",health="healthy"} 0"#,
+            r#"collector_source_health{source="ebpf-filesystem",state="degraded"} 1"#,
+            r#"collector_source_health{source="ebpf-filesystem",state="healthy"} 0"#,
             r#"collector_source_hook_info{source="ebpf-filesystem",program="sys_exit_openat",hook="tracepoint/syscalls/sys_exit_openat"} 1"#,
             "collector_uptime_seconds 1.5",
+            r#"collector_events_total{source="ebpf-filesystem",domain="filesystem",kind="open"} 90"#,
+            r#"collector_batch_latency_seconds_bucket{le="+Inf"} 0"#,
             "collector_under_backpressure 1",
             "collector_backpressure_waits_total 5",
             r#"collector_sink_events_dropped_total{sink="ipc",reason="sink_full"} 3"#,
@@ -469,6 +536,7 @@ mod tests {
                 health: HealthState::Healthy,
                 last_error: None,
                 events_received: 93,
+                events_by_kind: Default::default(),
                 dropped: [("backpressure".to_string(), 3)].into(),
                 stats,
                 queue_depth: 4,

@@ -219,6 +219,7 @@ impl BatchSenderInner {
         let received_at = Instant::now();
         let deadline = received_at + self.queue.max_wait;
         self.counters.received.fetch_add(total as u64, Relaxed);
+        self.counters.count_kinds(events);
         self.queue
             .telemetry
             .received
@@ -298,6 +299,7 @@ pub(crate) async fn forward(
         }
         let waiting = rx.len() as u64;
         counters.received.fetch_add(n as u64, Relaxed);
+        counters.count_kinds(&buf[buf.len() - n..]);
         counters
             .channel_high_water
             .fetch_max(n as u64 + waiting, Relaxed);

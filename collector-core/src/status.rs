@@ -41,6 +41,9 @@ pub struct SourceStatus {
     pub restarts: u32,
     /// Events received from the source by the pipeline.
     pub events_received: u64,
+    /// The same, by event kind (`exec`, `open`, ...).
+    #[serde(default)]
+    pub events_by_kind: BTreeMap<String, u64>,
     /// Events of this source dropped by the pipeline, by reason (`backpressure`, ...).
     pub dropped: BTreeMap<String, u64>,
     /// The source's own counters (kernel losses, hooks).
@@ -101,6 +104,10 @@ pub struct PipelineCounters {
     /// Total time, in microseconds, sends spent waiting under backpressure.
     #[serde(default)]
     pub backpressure_wait_us: u64,
+    /// Batches by latency (receipt of the oldest event to hand-over to every sink), per
+    /// bucket of `telemetry::BATCH_LATENCY_BUCKETS_US` and a last one above them.
+    #[serde(default)]
+    pub latency_buckets: Vec<u64>,
 }
 
 /// The whole status.

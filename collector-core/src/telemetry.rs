@@ -91,9 +91,34 @@ pub(crate) struct SourceCounters {
     pub dropped: DropCounters,
     /// Most events seen waiting in the source's channel at once.
     pub channel_high_water: AtomicU64,
+    /// Events received, by kind (index in `ipc::filter::KIND_NAMES`).
+    pub by_kind: [AtomicU64; 32],
 }
 
 impl SourceCounters {
+    /// Counts `events` by kind: one atomic add per kind present, not per event.
+    pub(crate) fn count_kinds(&self, events: &[crate::CollectionEvent]) {
+        let mut local = [0u64; 32];
+        for ev in events {
+            local[crate::ipc::filter::kind_index(ev) & 31] += 1;
+        }
+        for (slot, n) in self.by_kind.iter().zip(local) {
+            if n > 0 {
+                slot.fetch_add(n, Relaxed);
+            }
+        }
+    }
+
+    /// Events received, by kind name.
+    pub(crate) fn received_by_kind(&self) -> BTreeMap<String, u64> {
+        crate::ipc::filter::KIND_NAMES
+            .iter()
+            .zip(&self.by_kind)
+            .map(|(name, n)| (name.to_string(), n.load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
     pub(crate) fn dropped(&self) -> BTreeMap<String, u64> {
         self.dropped.map(&PIPELINE_REASONS)
     }
@@ -116,7 +141,14 @@ pub(crate) struct PipelineTelemetry {
     pub backpressure_waiting: AtomicU64,
     /// Total time pushes spent waiting under backpressure.
     pub backpressure_wait_ns: AtomicU64,
+    /// Batches by latency bucket (upper bounds in [`BATCH_LATENCY_BUCKETS_US`], then +Inf).
+    pub latency_buckets: [AtomicU64; BATCH_LATENCY_BUCKETS_US.len() + 1],
 }
+
+/// Upper bounds, in microseconds, of the batch-latency histogram's buckets.
+pub const BATCH_LATENCY_BUCKETS_US: [u64; 10] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000,
+];
 
 impl PipelineTelemetry {
     /// Records one batch handed to the sinks (called by the single batcher task).
@@ -128,6 +160,12 @@ impl PipelineTelemetry {
         self.batch_size_max.fetch_max(size, Relaxed);
         self.latency_sum_ns.fetch_add(latency_ns, Relaxed);
         self.latency_max_ns.fetch_max(latency_ns, Relaxed);
+        let us = latency_ns / 1000;
+        let bucket = BATCH_LATENCY_BUCKETS_US
+            .iter()
+            .position(|&bound| us <= bound)
+            .unwrap_or(BATCH_LATENCY_BUCKETS_US.len());
+        self.latency_buckets[bucket].fetch_add(1, Relaxed);
     }
 
     /// Fills the pipeline counters; `queue_depth`, `sink_dropped` and `subscribers` come
@@ -155,6 +193,11 @@ impl PipelineTelemetry {
             under_backpressure: self.backpressure_waiting.load(Relaxed) > 0,
             backpressure_waits: self.backpressure_waits.load(Relaxed),
             backpressure_wait_us: self.backpressure_wait_ns.load(Relaxed) / 1000,
+            latency_buckets: self
+                .latency_buckets
+                .iter()
+                .map(|b| b.load(Relaxed))
+                .collect(),
             ..PipelineCounters::default()
         }
     }

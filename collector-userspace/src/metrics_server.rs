@@ -137,6 +137,7 @@ mod tests {
                     health: *self.0.lock().unwrap(),
                     last_error: None,
                     events_received: 5,
+                    events_by_kind: Default::default(),
                     dropped: Default::default(),
                     stats: SourceStats::default(),
                     queue_depth: 0,

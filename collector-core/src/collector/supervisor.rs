@@ -192,6 +192,7 @@ impl SourceUnit {
             last_error,
             restarts,
             events_received: self.counters.received.load(Relaxed),
+            events_by_kind: self.counters.received_by_kind(),
             dropped: self.counters.dropped(),
             stats: self.source.stats(),
             queue_depth,

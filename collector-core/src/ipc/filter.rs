@@ -12,7 +12,7 @@ use crate::event::{
 use crate::ipc::convert::{domain_from_proto, domain_to_proto};
 
 /// Every kind name, in bit order. Kind names are unique across domains.
-const KIND_NAMES: [&str; 17] = [
+pub(crate) const KIND_NAMES: [&str; 17] = [
     "exec",
     "fork",
     "exit",
@@ -30,6 +30,27 @@ const KIND_NAMES: [&str; 17] = [
     "udp_send", // network, added later
     "cred_change",
     "exec_failed", // process, added later
+];
+
+/// The domain of each kind in [`KIND_NAMES`] (same order; the length is checked).
+pub(crate) const KIND_DOMAINS: [&str; KIND_NAMES.len()] = [
+    "process",
+    "process",
+    "process",
+    "process", // exec fork exit snapshot
+    "network",
+    "network",
+    "network",
+    "network", // connect accept close listen
+    "filesystem",
+    "filesystem",
+    "filesystem",
+    "filesystem",  // create open unlink rename
+    "performance", // metric
+    "network",
+    "network", // bind udp_send
+    "process",
+    "process", // cred_change exec_failed
 ];
 
 /// A subscriber's selection: empty masks select everything.
@@ -115,6 +136,11 @@ impl EventFilter {
 
 fn domain_bit(d: Domain) -> u8 {
     1 << (d as u8)
+}
+
+/// Index of the event's kind in [`KIND_NAMES`].
+pub(crate) fn kind_index(ev: &CollectionEvent) -> usize {
+    kind_bit(ev).trailing_zeros() as usize
 }
 
 fn kind_bit(ev: &CollectionEvent) -> u32 {
