@@ -9,11 +9,13 @@
 //! - [`daemon`]: `collector run`, wiring sources, sinks and the IPC server.
 //! - [`stdout_sink`]: events as JSON lines on stdout.
 //! - [`ipc_cli`]: the client commands (`events`, `status`, `processes`).
+//! - [`hash`]: bounded, cached hashing of regular files (executables, tasks).
 //! - [`tasks`]: answers to detection tasks from procfs and the filesystem.
 #![deny(missing_docs)]
 
 pub mod daemon;
 pub mod ebpf;
+pub mod hash;
 pub mod ipc_cli;
 pub mod procfs;
 pub mod stdout_sink;
