@@ -118,6 +118,23 @@ pub struct ProcessEventSource {
     stop: Arc<AtomicBool>,
     db: Option<Arc<ProcessStore>>,
     hasher: Option<Arc<ExecutableHasher>>,
+    /// The interval in use, in nanoseconds: changeable at runtime, and with it the
+    /// capabilities (the collector re-reads them).
+    interval_nanos: Arc<AtomicU64>,
+}
+
+/// Changes a running [`ProcessEventSource`]'s interval (it is boxed into the collector,
+/// so this is how its owner keeps a hand on it).
+#[derive(Debug, Clone)]
+pub struct IntervalHandle(Arc<AtomicU64>);
+
+impl IntervalHandle {
+    /// Changes the collection interval from the next scan on; `REALTIME` follows the
+    /// threshold rule, and the collector publishes the change to IPC clients.
+    pub fn set(&self, interval: Duration) {
+        let nanos = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+        self.0.store(nanos.max(1), Ordering::Relaxed);
+    }
 }
 
 impl ProcessEventSource {
@@ -144,6 +161,9 @@ impl ProcessEventSource {
             table: Mutex::new(Some(Box::new(table))),
             stats: Arc::default(),
             stop: Arc::default(),
+            interval_nanos: Arc::new(AtomicU64::new(
+                u64::try_from(config.poll_interval.as_nanos()).unwrap_or(u64::MAX),
+            )),
             db: None,
             hasher: config.compute_executable_hashes.then(|| {
                 Arc::new(ExecutableHasher::new(
@@ -152,6 +172,16 @@ impl ProcessEventSource {
                 ))
             }),
         }
+    }
+
+    /// The collection interval in use.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_nanos(self.interval_nanos.load(Ordering::Relaxed))
+    }
+
+    /// A handle that changes the interval while the source runs.
+    pub fn interval_handle(&self) -> IntervalHandle {
+        IntervalHandle(self.interval_nanos.clone())
     }
 
     /// The executable hasher (with `compute_executable_hashes`).
@@ -198,7 +228,11 @@ impl EventSource for ProcessEventSource {
 
     fn capabilities(&self) -> SourceCaps {
         // Polling is never KERNEL_LEVEL; REALTIME by the interval (see the config).
-        self.config.capabilities()
+        ProcessSourceConfig {
+            poll_interval: self.poll_interval(),
+            ..self.config
+        }
+        .capabilities()
     }
 
     async fn start(
@@ -225,7 +259,7 @@ impl EventSource for ProcessEventSource {
         let mut next_scan = tokio::time::Instant::now();
 
         'poll: while wait_or_stop(next_scan, &shutdown_signal, &self.stop).await {
-            next_scan += self.config.poll_interval;
+            next_scan += self.poll_interval();
             // sysinfo reads /proc synchronously: keep it off the runtime's workers.
             let (returned, scan) = tokio::task::spawn_blocking(move || {
                 let scan = table.scan();
@@ -334,7 +368,7 @@ impl EventSource for ProcessEventSource {
         }
         stats.hooks.insert(
             "process_table".into(),
-            format!("procfs poll every {:?}", self.config.poll_interval),
+            format!("procfs poll every {:?}", self.poll_interval()),
         );
         stats
     }
@@ -652,5 +686,77 @@ mod design_usage {
         assert_eq!(record.executable_hash.as_deref(), Some(want.as_str()));
         assert_eq!(record.hash_algorithm.as_deref(), Some("sha256"));
         assert_eq!(record.executable_path, ours.executable_path);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_capability_change_at_runtime_reaches_an_ipc_client() {
+        use collector_core::event::Domain;
+        use collector_core::ipc::{
+            CollectorIpcClient, CollectorIpcServer, IpcServerConfig, IpcSink, SubscriptionItem,
+        };
+        use futures::StreamExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let db_manager = Arc::new(
+            ProcessStore::open_in(&dir.path().join("db"), StoreConfig::default()).unwrap(),
+        );
+        let source = ProcessEventSource::with_config(
+            db_manager,
+            ProcessSourceConfig {
+                poll_interval: Duration::from_secs(11),
+                ..ProcessSourceConfig::default()
+            },
+        )
+        .unwrap();
+        let interval = source.interval_handle();
+        let mut collector = Collector::new(CollectorConfig::default()).unwrap();
+        collector.register(Box::new(source)).unwrap();
+        assert!(!collector.capabilities().contains(SourceCaps::REALTIME));
+        let sink = IpcSink::default();
+        collector.add_sink(Arc::new(sink.clone()));
+        let handle = collector.handle();
+        let run = tokio::spawn(collector.run());
+        let socket = dir.path().join("run/collector.sock");
+        let server = CollectorIpcServer::bind(
+            IpcServerConfig {
+                socket_path: socket.clone(),
+                ..IpcServerConfig::default()
+            },
+            Arc::new(handle.clone()),
+            sink,
+            None,
+        )
+        .await
+        .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+
+        let client = CollectorIpcClient::connect(&socket).await.unwrap();
+        let stream = client
+            .subscribe(&[Domain::Network], &[] as &[&str])
+            .await
+            .unwrap();
+        futures::pin_mut!(stream);
+        interval.set(Duration::from_secs(10));
+        let caps = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match stream.next().await {
+                    Some(Ok(SubscriptionItem::CapabilitiesChanged(caps))) => break caps,
+                    Some(Ok(_)) => continue,
+                    other => panic!("stream ended: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("a CapabilityUpdate within 10 s");
+        assert!(caps.contains(SourceCaps::REALTIME | SourceCaps::PROCESS));
+        assert!(handle.capabilities().contains(SourceCaps::REALTIME));
+
+        let _ = stop.send(());
+        serving.await.unwrap();
+        handle.shutdown();
+        run.await.unwrap().unwrap();
     }
 }
