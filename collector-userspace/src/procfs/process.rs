@@ -529,9 +529,10 @@ mod tests {
             ..ProcessSourceConfig::default()
         };
         let source = Arc::new(ProcessEventSource::new(config).unwrap());
+        // A 100 ms poll is within the 10 s REALTIME threshold.
         assert_eq!(
             source.capabilities(),
-            SourceCaps::PROCESS | SourceCaps::SYSTEM_WIDE
+            SourceCaps::PROCESS | SourceCaps::SYSTEM_WIDE | SourceCaps::REALTIME
         );
         let (tx, mut rx) = mpsc::channel(100_000);
         let shutdown = Arc::new(AtomicBool::new(false));
