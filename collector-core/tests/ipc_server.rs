@@ -301,7 +301,12 @@ async fn lagging_subscriber_gets_lagged_while_another_misses_nothing() {
 
 #[tokio::test]
 async fn connection_cap_refuses_with_an_error_frame() {
-    let server = TestServer::start(|c| c.max_connections = 1).await;
+    // We connect as root: without reserved root slots the shared cap is what refuses.
+    let server = TestServer::start(|c| {
+        c.max_connections = 1;
+        c.root_reserved_connections = 0;
+    })
+    .await;
     let first = server.client().await;
     let mut second = raw(&server.path).await;
     let refusal = recv(&mut second).await.unwrap();

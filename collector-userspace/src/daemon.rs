@@ -474,7 +474,12 @@ mod tests {
         assert_eq!(names(&[KernelDomain::Network]), ["procfs-performance"]);
         for source in procfs_sources(&config, &KernelDomain::ALL).unwrap() {
             let caps = source.capabilities();
-            assert!(!caps.intersects(SourceCaps::KERNEL_LEVEL | SourceCaps::REALTIME));
+            assert!(!caps.contains(SourceCaps::KERNEL_LEVEL));
+            // Polling is REALTIME only within the threshold (procfs-process, 1 s <= 10 s).
+            assert_eq!(
+                caps.contains(SourceCaps::REALTIME),
+                source.name() == "procfs-process"
+            );
         }
     }
 

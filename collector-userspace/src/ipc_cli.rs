@@ -205,7 +205,7 @@ pub async fn status_to(args: &StatusArgs, out: &mut (impl Write + Send)) -> anyh
     Ok(())
 }
 
-/// One line of `collector processes`.
+/// One line of `collector processes`, with the field names of process events.
 #[derive(Debug, Serialize)]
 struct ProcessLine {
     pid: u32,
@@ -213,8 +213,8 @@ struct ProcessLine {
     ppid: Option<u32>,
     name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    exe: Option<String>,
-    cmdline: Vec<String>,
+    executable_path: Option<String>,
+    command_line: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     uid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -258,8 +258,8 @@ pub async fn processes_to(
             pid: p.pid,
             ppid: p.ppid,
             name: p.name,
-            exe: p.executable,
-            cmdline: p.command_line,
+            executable_path: p.executable,
+            command_line: p.command_line,
             uid: p.uid,
             start_time: p
                 .start_time
@@ -339,7 +339,8 @@ mod tests {
             .collect();
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0]["pid"], std::process::id());
-        assert!(lines[0]["cmdline"].is_array());
+        assert!(lines[0]["command_line"].is_array());
+        assert!(lines[0]["executable_path"].is_string());
         assert!(lines[0]["start_time"].as_str().unwrap().ends_with('Z'));
     }
 

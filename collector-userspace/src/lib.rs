@@ -15,6 +15,7 @@
 //! - [`logging`]: stderr logs as text or JSON, with a level a reload can change.
 //! - [`reload`]: SIGHUP reloads the configuration, applying what can change live.
 //! - [`config_cli`]: `collector config`, the effective configuration and its origins.
+//! - [`hash`]: bounded, cached hashing of regular files (executables, tasks).
 //! - [`tasks`]: answers to detection tasks from procfs and the filesystem.
 #![deny(missing_docs)]
 
@@ -23,6 +24,7 @@ pub mod daemon;
 pub mod daemon_metrics;
 pub mod ebpf;
 pub mod export;
+pub mod hash;
 pub mod ipc_cli;
 pub mod logging;
 pub mod metrics_server;

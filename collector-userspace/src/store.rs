@@ -59,6 +59,12 @@ pub struct ProcessRecord {
     /// When the process started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<DateTime<Utc>>,
+    /// Hex digest of the executable (with `compute_executable_hashes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable_hash: Option<String>,
+    /// Algorithm of `executable_hash` (`sha256`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_algorithm: Option<String>,
     /// The event that last wrote this record (`exec`, `snapshot`, `fork`).
     pub last_event: ProcessEventKind,
     /// When that event happened.
@@ -83,6 +89,8 @@ impl ProcessRecord {
             start_time: event
                 .start_time
                 .or_else(|| previous.and_then(|r| r.start_time)),
+            executable_hash: event.executable_hash.clone(),
+            hash_algorithm: event.hash_algorithm.clone(),
             last_event: event.kind,
             updated_at: event.timestamp,
             source: event.source.to_string(),
@@ -100,6 +108,8 @@ impl ProcessRecord {
             executable_path: parent.and_then(|p| p.executable_path.clone()),
             command_line: parent.map(|p| p.command_line.clone()).unwrap_or_default(),
             start_time: Some(event.timestamp),
+            executable_hash: parent.and_then(|p| p.executable_hash.clone()),
+            hash_algorithm: parent.and_then(|p| p.hash_algorithm.clone()),
             last_event: ProcessEventKind::Fork,
             updated_at: event.timestamp,
             source: event.source.to_string(),

@@ -29,6 +29,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// How often a running collector re-reads its sources' capabilities.
+const CAPS_REFRESH: Duration = Duration::from_secs(1);
+
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -165,7 +168,11 @@ impl Shared {
         let union = registry
             .slots
             .iter()
-            .fold(SourceCaps::empty(), |acc, s| acc | s.unit.caps);
+            // Read live: a source's capabilities may change while it runs (a poller whose
+            // interval changed); `refresh_caps` calls this periodically.
+            .fold(SourceCaps::empty(), |acc, s| {
+                acc | s.unit.source.capabilities()
+            });
         self.caps.send_if_modified(|caps| {
             let changed = *caps != union;
             *caps = union;
@@ -281,6 +288,20 @@ impl Collector {
         }
         drop(queue);
 
+        // Capabilities are re-read while running, so a change reaches the watch channel
+        // (and IPC clients as CapabilityUpdate) within CAPS_REFRESH.
+        let caps_task = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(CAPS_REFRESH);
+                loop {
+                    ticks.tick().await;
+                    let registry = shared.registry();
+                    shared.publish_caps(&registry);
+                }
+            })
+        };
+
         let telemetry_task = config.enable_telemetry.then(|| {
             let handle = self.handle.clone();
             let period = config.telemetry_interval;
@@ -328,6 +349,7 @@ impl Collector {
             batcher.abort();
             tracing::error!("batcher did not finish flushing within 5s; aborted");
         }
+        caps_task.abort();
         if let Some(task) = telemetry_task {
             task.abort();
         }

@@ -56,7 +56,7 @@ pub use filter::EventFilter;
 pub use provider::{ManualStatus, StatusProvider};
 pub use server::{CollectorIpcServer, IpcServerConfig, PeerPolicy, ServerError};
 pub use sink::{IpcSink, Subscription, DEFAULT_SUBSCRIBER_QUEUE_BATCHES};
-pub use task::TaskHandler;
+pub use task::{Peer, TaskHandler};
 
 /// Where the collector listens unless configured otherwise.
 pub const DEFAULT_SOCKET_PATH: &str = "/run/collector/collector.sock";

@@ -32,7 +32,7 @@ use crate::ipc::convert::{caps_to_proto, domain_from_proto, domain_to_proto, sta
 use crate::ipc::filter::EventFilter;
 use crate::ipc::provider::StatusProvider;
 use crate::ipc::sink::{IpcSink, Subscription};
-use crate::ipc::task::{error_result, task_domain, TaskHandler};
+use crate::ipc::task::{error_result, task_domain, Peer, TaskHandler};
 use crate::ipc::wire::{EventBatchFrame, SizedEvent};
 use crate::ipc::DEFAULT_SOCKET_PATH;
 use crate::sink::EventBatch;
@@ -50,7 +50,7 @@ pub struct PeerPolicy {
     pub allow_own_uid: bool,
     /// Admit these uids.
     pub allowed_uids: Vec<u32>,
-    /// Admit peers whose primary gid is one of these.
+    /// Admit peers whose primary or supplementary gid is one of these.
     pub allowed_gids: Vec<u32>,
 }
 
@@ -74,6 +74,13 @@ impl PeerPolicy {
             || self.allowed_uids.contains(&uid)
             || self.allowed_gids.contains(&gid)
     }
+
+    /// Whether `peer` may connect: like [`permits`](Self::permits), with its
+    /// supplementary groups counted for `allowed_gids`.
+    pub fn permits_peer(&self, peer: &Peer, own_uid: u32) -> bool {
+        self.permits(peer.uid, peer.gid, own_uid)
+            || peer.groups.iter().any(|g| self.allowed_gids.contains(g))
+    }
 }
 
 /// Server settings. `Default` gives the documented defaults.
@@ -83,6 +90,14 @@ pub struct IpcServerConfig {
     pub socket_path: PathBuf,
     /// Connections served at once; more are refused with an Error frame.
     pub max_connections: usize,
+    /// Connections one non-root uid may hold at once, so no single peer takes them all.
+    pub max_connections_per_uid: usize,
+    /// Extra connections only uid 0 may use once `max_connections` are taken: root's
+    /// `collector status` always gets in.
+    pub root_reserved_connections: usize,
+    /// A subscriber that receives no event and sends no request for this long is closed
+    /// (a subscription to a domain nobody produces must not hold a slot for ever).
+    pub subscriber_idle_timeout: Duration,
     /// Largest frame payload accepted or sent.
     pub max_frame_bytes: usize,
     /// Who may connect.
@@ -124,6 +139,9 @@ impl Default for IpcServerConfig {
         Self {
             socket_path: PathBuf::from(DEFAULT_SOCKET_PATH),
             max_connections: 64,
+            max_connections_per_uid: 8,
+            root_reserved_connections: 2,
+            subscriber_idle_timeout: Duration::from_secs(600),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             peer_policy: PeerPolicy::default(),
             idle_timeout: Duration::from_secs(60),
@@ -196,6 +214,8 @@ pub enum ServerError {
 
 /// Everything a connection needs, shared by all of them.
 struct Shared {
+    /// Open connections per non-root uid.
+    per_uid: std::sync::Mutex<std::collections::HashMap<u32, usize>>,
     config: IpcServerConfig,
     status: Arc<dyn StatusProvider>,
     sink: IpcSink,
@@ -257,6 +277,7 @@ impl CollectorIpcServer {
             socket_id: (meta.dev(), meta.ino()),
             own_uid: meta.uid(),
             shared: Arc::new(Shared {
+                per_uid: Default::default(),
                 config,
                 status,
                 sink,
@@ -275,6 +296,7 @@ impl CollectorIpcServer {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let cfg = &self.shared.config;
         let permits = Arc::new(Semaphore::new(cfg.max_connections));
+        let root_permits = Arc::new(Semaphore::new(cfg.root_reserved_connections));
         // Refusals are short writes, but a flood of them must not pile up tasks either.
         let refusals = Arc::new(Semaphore::new(cfg.max_connections.max(4)));
         let cancel = CancellationToken::new();
@@ -292,7 +314,7 @@ impl CollectorIpcServer {
                 }
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        self.admit(stream, &permits, &refusals, &cancel, &mut conns);
+                        self.admit(stream, [&permits, &root_permits], &refusals, &cancel, &mut conns);
                     }
                     Err(e) => {
                         // EMFILE and friends: back off rather than spin.
@@ -317,7 +339,7 @@ impl CollectorIpcServer {
     fn admit(
         &self,
         stream: UnixStream,
-        permits: &Arc<Semaphore>,
+        [permits, root_permits]: [&Arc<Semaphore>; 2],
         refusals: &Arc<Semaphore>,
         cancel: &CancellationToken,
         conns: &mut JoinSet<()>,
@@ -343,11 +365,17 @@ impl CollectorIpcServer {
                 return;
             }
         };
+        let peer = Peer {
+            uid: cred.uid(),
+            gid: cred.gid(),
+            pid: cred.pid(),
+            groups: peer_groups(&stream),
+        };
         if !self
             .shared
             .config
             .peer_policy
-            .permits(cred.uid(), cred.gid(), self.own_uid)
+            .permits_peer(&peer, self.own_uid)
         {
             warn!(uid = cred.uid(), gid = cred.gid(), pid = ?cred.pid(), "IPC peer not allowed");
             let msg = format!(
@@ -359,7 +387,35 @@ impl CollectorIpcServer {
             refuse(stream, pb::ErrorCode::PermissionDenied, msg, conns);
             return;
         }
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let uid_slot = if peer.is_root() {
+            None
+        } else {
+            match UidSlot::take(&self.shared, peer.uid) {
+                Some(slot) => Some(slot),
+                None => {
+                    let max = self.shared.config.max_connections_per_uid;
+                    warn!(
+                        uid = peer.uid,
+                        max, "IPC per-uid connection cap reached; refusing"
+                    );
+                    let msg = format!(
+                        "uid {} already holds {max} IPC connections; close some or raise \
+                         max_connections_per_uid",
+                        peer.uid
+                    );
+                    refuse(stream, pb::ErrorCode::TooManyConnections, msg, conns);
+                    return;
+                }
+            }
+        };
+        let permit = permits.clone().try_acquire_owned().or_else(|e| {
+            if peer.is_root() {
+                root_permits.clone().try_acquire_owned()
+            } else {
+                Err(e)
+            }
+        });
+        let Ok(permit) = permit else {
             let max = self.shared.config.max_connections;
             warn!(max, "IPC connection cap reached; refusing");
             let msg = format!(
@@ -374,9 +430,11 @@ impl CollectorIpcServer {
             shared: self.shared.clone(),
             cancel: cancel.child_token(),
             server_stop: cancel.clone(),
+            peer: Arc::new(peer),
         };
         conns.spawn(async move {
             let _permit = permit;
+            let _uid_slot = uid_slot;
             conn.serve(stream).await;
         });
     }
@@ -456,6 +514,76 @@ struct Connection {
     /// The server's own stop: set only when the whole server shuts down, so a
     /// subscriber then gets what is queued for it and an end-of-stream message.
     server_stop: CancellationToken,
+    /// Who is on the other end, as the kernel said at connect time.
+    peer: Arc<Peer>,
+}
+
+/// One of a uid's connection slots; given back on drop.
+struct UidSlot {
+    shared: Arc<Shared>,
+    uid: u32,
+}
+
+impl UidSlot {
+    fn take(shared: &Arc<Shared>, uid: u32) -> Option<Self> {
+        let mut per_uid = shared.per_uid.lock().expect("per-uid lock");
+        let held = per_uid.entry(uid).or_insert(0);
+        if *held >= shared.config.max_connections_per_uid {
+            return None;
+        }
+        *held += 1;
+        Some(Self {
+            shared: shared.clone(),
+            uid,
+        })
+    }
+}
+
+impl Drop for UidSlot {
+    fn drop(&mut self) {
+        let mut per_uid = self.shared.per_uid.lock().expect("per-uid lock");
+        if let Some(held) = per_uid.get_mut(&self.uid) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                per_uid.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// The peer's supplementary groups at connect time (`SO_PEERGROUPS`, Linux 4.13+):
+/// taken from the socket, not from `/proc/<pid>`, which a pid reuse could change.
+/// Empty when the kernel cannot say (only the primary gid then counts).
+fn peer_groups(stream: &UnixStream) -> Vec<u32> {
+    use std::os::fd::AsRawFd;
+    let mut groups = vec![0u32; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<u32>()) as libc::socklen_t;
+        // SAFETY: `groups` has `len` writable bytes; the fd is open for the call.
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let n = len as usize / std::mem::size_of::<u32>();
+        if rc == 0 {
+            groups.truncate(n);
+            return groups;
+        }
+        // ERANGE: `len` now says how much room the list needs.
+        if std::io::Error::last_os_error().raw_os_error() == Some(libc::ERANGE)
+            && n > groups.len()
+            && n <= 65_536
+        {
+            groups.resize(n, 0);
+            continue;
+        }
+        return Vec::new();
+    }
 }
 
 impl Connection {
@@ -636,7 +764,8 @@ impl Connection {
             );
         };
         // Run on its own task so a panicking handler fails only this request.
-        let run = tokio::spawn(async move { handler.handle(task).await });
+        let peer = self.peer.clone();
+        let run = tokio::spawn(async move { handler.handle_as(task, &peer).await });
         match tokio::time::timeout(self.shared.config.task_timeout, run).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => error_result(task_id, pb::ErrorCode::Internal, "the task handler failed"),
@@ -660,10 +789,13 @@ impl Connection {
         let mut caps_rx = self.shared.status.watch_capabilities();
         caps_rx.mark_unchanged();
         let mut sub: Option<Subscription> = None;
+        let sub_idle = self.shared.config.subscriber_idle_timeout;
+        let mut last_activity = tokio::time::Instant::now();
         loop {
             let result = tokio::select! {
                 biased;
-                msg = out.recv() => match msg {
+                // A request answered is activity for the idle rule too.
+                msg = out.recv() => match msg.inspect(|_| last_activity = tokio::time::Instant::now()) {
                     None => break,
                     Some(Outbound::Send(env)) => send(&mut writer, env, write_timeout).await,
                     Some(Outbound::Close(env)) => {
@@ -690,7 +822,19 @@ impl Connection {
                     }
                 },
                 _ = self.cancel.cancelled() => break,
+                _ = tokio::time::sleep_until(last_activity + sub_idle), if sub.is_some() => {
+                    let msg = "the subscription received no event and no request within the \
+                               subscriber idle timeout; closing";
+                    let _ = send(
+                        &mut writer,
+                        error_envelope(0, pb::ErrorCode::Timeout, msg),
+                        write_timeout,
+                    )
+                    .await;
+                    break;
+                }
                 Some(batch) = recv_batch(&mut sub) => {
+                    last_activity = tokio::time::Instant::now();
                     let sub = sub.as_ref().expect("a batch implies a subscription");
                     self.write_batch(&mut writer, &batch, sub).await
                 }

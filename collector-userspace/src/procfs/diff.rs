@@ -29,6 +29,11 @@ impl ProcessDiff {
         self.previous.as_ref().map_or(0, HashMap::len)
     }
 
+    /// Whether the last applied scan listed `pid`.
+    pub fn contains(&self, pid: u32) -> bool {
+        self.previous.as_ref().is_some_and(|p| p.contains_key(&pid))
+    }
+
     /// Whether the last applied scan was empty (or there was none).
     pub fn is_empty(&self) -> bool {
         self.len() == 0

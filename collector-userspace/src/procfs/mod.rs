@@ -30,7 +30,10 @@ use collector_core::CollectionEvent;
 
 pub use diff::ProcessDiff;
 pub use performance::{PerformanceEventSource, PerformanceSourceConfig, PERFORMANCE_SOURCE_NAME};
-pub use process::{PollStats, ProcessEventSource, ProcessSourceConfig, PROCESS_SOURCE_NAME};
+pub use process::{
+    PollStats, ProcessEventSource, ProcessSourceConfig, DEFAULT_REALTIME_THRESHOLD,
+    PROCESS_SOURCE_NAME,
+};
 pub use scan::{ProcessSnapshot, ProcessTable, ScanError, SysinfoProcessTable};
 
 /// Wraps a process event for the collector.

@@ -12,7 +12,14 @@ use collector_core::{CollectionEvent, EventSource, SourceCaps, SourceStats};
 use tokio::sync::mpsc;
 
 use super::diff::ProcessDiff;
-use super::scan::{ProcessTable, ScanError, SysinfoProcessTable};
+use super::scan::{ProcessSnapshot, ProcessTable, ScanError, SysinfoProcessTable};
+use crate::hash::{ExecutableHasher, HashAlgorithm, HashLimits};
+use crate::store::ProcessStore;
+use collector_core::event::ProcessEventKind;
+use collector_core::{Delivery, EventBatch, EventSink};
+
+/// Digests the hash cache keeps.
+const HASH_CACHE_ENTRIES: usize = 4096;
 use super::{process_event, wait_or_stop};
 
 /// Name of the polling process source.
@@ -24,19 +31,55 @@ const UNHEALTHY_AFTER_FAILED_SCANS: u64 = 3;
 /// How [`ProcessEventSource`] polls.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProcessSourceConfig {
-    /// Time between two scans of the process table. Processes that start and exit
-    /// within one interval are never seen.
+    /// Time between two scans of the process table (the collection interval).
+    /// Processes that start and exit within one interval are never seen.
     pub poll_interval: Duration,
     /// Longest wait for room in the collector's queue before an event is dropped
     /// (and counted as `backpressure`).
     pub max_send_wait: Duration,
+    /// The source advertises `REALTIME` when `poll_interval` is at most this long.
+    pub realtime_threshold: Duration,
+    /// Fill `executable_hash` / `hash_algorithm` of `snapshot` and `exec` events.
+    pub compute_executable_hashes: bool,
+    /// The algorithm of those hashes.
+    pub hash_algorithm: HashAlgorithm,
+    /// Size cap and deadline of one executable hash.
+    pub hash_limits: HashLimits,
+    /// At most this many processes are tracked per scan (`None`: all). Processes
+    /// already tracked keep their place; the rest are counted as `over_scan_limit`.
+    pub max_processes_per_scan: Option<usize>,
+    /// Command line, uid and gid in events; off, events carry only pid, ppid, name,
+    /// executable path and start time.
+    pub enhanced_metadata: bool,
 }
+
+/// Default `realtime_threshold`: a poll every 10 s or more often counts as real time.
+pub const DEFAULT_REALTIME_THRESHOLD: Duration = Duration::from_secs(10);
 
 impl Default for ProcessSourceConfig {
     fn default() -> Self {
         Self {
             poll_interval: Duration::from_secs(1),
             max_send_wait: Duration::from_millis(500),
+            realtime_threshold: DEFAULT_REALTIME_THRESHOLD,
+            compute_executable_hashes: false,
+            hash_algorithm: HashAlgorithm::Sha256,
+            hash_limits: HashLimits::default(),
+            max_processes_per_scan: None,
+            enhanced_metadata: true,
+        }
+    }
+}
+
+impl ProcessSourceConfig {
+    /// The capabilities a source with this config advertises: `REALTIME` only when the
+    /// interval is within `realtime_threshold`.
+    pub fn capabilities(&self) -> SourceCaps {
+        let caps = SourceCaps::PROCESS | SourceCaps::SYSTEM_WIDE;
+        if self.poll_interval <= self.realtime_threshold {
+            caps | SourceCaps::REALTIME
+        } else {
+            caps
         }
     }
 }
@@ -56,6 +99,12 @@ pub struct PollStats {
     pub backpressure_drops: AtomicU64,
     /// Events dropped because the collector's queue was closed.
     pub closed_drops: AtomicU64,
+    /// Processes left untracked by `max_processes_per_scan` (summed over scans).
+    pub over_scan_limit: AtomicU64,
+    /// Events handed to the database.
+    pub stored: AtomicU64,
+    /// Events the database refused (its queue full).
+    pub store_drops: AtomicU64,
 }
 
 /// Process events (`snapshot`, `exec`, `exit`) from diffs of successive process table
@@ -67,12 +116,42 @@ pub struct ProcessEventSource {
     table: Mutex<Option<Box<dyn ProcessTable>>>,
     stats: Arc<PollStats>,
     stop: Arc<AtomicBool>,
+    db: Option<Arc<ProcessStore>>,
+    hasher: Option<Arc<ExecutableHasher>>,
+    /// The interval in use, in nanoseconds: changeable at runtime, and with it the
+    /// capabilities (the collector re-reads them).
+    interval_nanos: Arc<AtomicU64>,
+}
+
+/// Changes a running [`ProcessEventSource`]'s interval (it is boxed into the collector,
+/// so this is how its owner keeps a hand on it).
+#[derive(Debug, Clone)]
+pub struct IntervalHandle(Arc<AtomicU64>);
+
+impl IntervalHandle {
+    /// Changes the collection interval from the next scan on; `REALTIME` follows the
+    /// threshold rule, and the collector publishes the change to IPC clients.
+    pub fn set(&self, interval: Duration) {
+        let nanos = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+        self.0.store(nanos.max(1), Ordering::Relaxed);
+    }
 }
 
 impl ProcessEventSource {
     /// A source over the host's process table.
     pub fn new(config: ProcessSourceConfig) -> Result<Self, ScanError> {
         Ok(Self::with_table(config, SysinfoProcessTable::new()?))
+    }
+
+    /// The design's form: a source over the host's process table that also writes
+    /// every event it emits to `db_manager`, the process store.
+    pub fn with_config(
+        db_manager: Arc<ProcessStore>,
+        process_config: ProcessSourceConfig,
+    ) -> Result<Self, ScanError> {
+        let mut source = Self::new(process_config)?;
+        source.db = Some(db_manager);
+        Ok(source)
     }
 
     /// A source over any [`ProcessTable`] (tests use scripted ones).
@@ -82,12 +161,62 @@ impl ProcessEventSource {
             table: Mutex::new(Some(Box::new(table))),
             stats: Arc::default(),
             stop: Arc::default(),
+            interval_nanos: Arc::new(AtomicU64::new(
+                u64::try_from(config.poll_interval.as_nanos()).unwrap_or(u64::MAX),
+            )),
+            db: None,
+            hasher: config.compute_executable_hashes.then(|| {
+                Arc::new(ExecutableHasher::new(
+                    config.hash_limits,
+                    HASH_CACHE_ENTRIES,
+                ))
+            }),
         }
+    }
+
+    /// The collection interval in use.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_nanos(self.interval_nanos.load(Ordering::Relaxed))
+    }
+
+    /// A handle that changes the interval while the source runs.
+    pub fn interval_handle(&self) -> IntervalHandle {
+        IntervalHandle(self.interval_nanos.clone())
+    }
+
+    /// The executable hasher (with `compute_executable_hashes`).
+    pub fn hasher(&self) -> Option<&ExecutableHasher> {
+        self.hasher.as_deref()
     }
 
     /// The polling loop's counters.
     pub fn poll_stats(&self) -> &PollStats {
         &self.stats
+    }
+}
+
+impl ProcessEventSource {
+    /// Applies `max_processes_per_scan`: processes tracked by the last scan keep their
+    /// place (so none is reported as exited just because others appeared), then new
+    /// ones by pid.
+    fn limit_rows(
+        &self,
+        mut rows: Vec<ProcessSnapshot>,
+        diff: &ProcessDiff,
+    ) -> Vec<ProcessSnapshot> {
+        let Some(max) = self.config.max_processes_per_scan else {
+            return rows;
+        };
+        if rows.len() <= max {
+            return rows;
+        }
+        rows.sort_by_key(|r| (!diff.contains(r.pid), r.pid));
+        let over = rows.len() - max;
+        rows.truncate(max);
+        self.stats
+            .over_scan_limit
+            .fetch_add(over as u64, Ordering::Relaxed);
+        rows
     }
 }
 
@@ -98,8 +227,12 @@ impl EventSource for ProcessEventSource {
     }
 
     fn capabilities(&self) -> SourceCaps {
-        // Polling: neither KERNEL_LEVEL nor REALTIME.
-        SourceCaps::PROCESS | SourceCaps::SYSTEM_WIDE
+        // Polling is never KERNEL_LEVEL; REALTIME by the interval (see the config).
+        ProcessSourceConfig {
+            poll_interval: self.poll_interval(),
+            ..self.config
+        }
+        .capabilities()
     }
 
     async fn start(
@@ -126,7 +259,7 @@ impl EventSource for ProcessEventSource {
         let mut next_scan = tokio::time::Instant::now();
 
         'poll: while wait_or_stop(next_scan, &shutdown_signal, &self.stop).await {
-            next_scan += self.config.poll_interval;
+            next_scan += self.poll_interval();
             // sysinfo reads /proc synchronously: keep it off the runtime's workers.
             let (returned, scan) = tokio::task::spawn_blocking(move || {
                 let scan = table.scan();
@@ -135,6 +268,7 @@ impl EventSource for ProcessEventSource {
             .await
             .map_err(|source| ScanError::Task { source })?;
             table = returned;
+            let scan = scan.map(|rows| self.limit_rows(rows, &diff));
             let rows = match scan {
                 Ok(rows) => rows,
                 Err(e) => {
@@ -151,7 +285,43 @@ impl EventSource for ProcessEventSource {
             };
             stats.failed_in_a_row.store(0, Ordering::Relaxed);
             stats.scans.fetch_add(1, Ordering::Relaxed);
-            for event in diff.apply(rows, Utc::now(), &source) {
+            let mut events = diff.apply(rows, Utc::now(), &source);
+            if !self.config.enhanced_metadata {
+                for ev in &mut events {
+                    ev.command_line.clear();
+                    ev.uid = None;
+                    ev.gid = None;
+                }
+            }
+            if let Some(hasher) = &self.hasher {
+                // Reading executables is blocking I/O: the blocking pool, bounded by
+                // the hasher's size cap and deadline, and cached per file version.
+                let hasher = hasher.clone();
+                let algorithm = self.config.hash_algorithm;
+                events = tokio::task::spawn_blocking(move || {
+                    for ev in &mut events {
+                        if matches!(ev.kind, ProcessEventKind::Exit) {
+                            continue;
+                        }
+                        if let Ok(h) = hasher.hash_pid(ev.pid) {
+                            ev.executable_hash = Some(h.hex_digest);
+                            ev.hash_algorithm = Some(algorithm.name().to_owned());
+                        }
+                    }
+                    events
+                })
+                .await
+                .map_err(|source| ScanError::Task { source })?;
+            }
+            if let Some(db) = &self.db {
+                let batch: EventBatch = events.iter().cloned().map(process_event).collect();
+                let n = batch.len() as u64;
+                match db.deliver(&batch) {
+                    Delivery::Accepted => stats.stored.fetch_add(n, Ordering::Relaxed),
+                    _ => stats.store_drops.fetch_add(n, Ordering::Relaxed),
+                };
+            }
+            for event in events {
                 match policy.send(&tx, process_event(event)).await {
                     SendOutcome::Sent => stats.delivered.fetch_add(1, Ordering::Relaxed),
                     SendOutcome::Dropped(_) => {
@@ -189,6 +359,8 @@ impl EventSource for ProcessEventSource {
         for (reason, counter) in [
             ("backpressure", &s.backpressure_drops),
             ("closed", &s.closed_drops),
+            ("over_scan_limit", &s.over_scan_limit),
+            ("store_full", &s.store_drops),
         ] {
             stats
                 .dropped
@@ -196,7 +368,7 @@ impl EventSource for ProcessEventSource {
         }
         stats.hooks.insert(
             "process_table".into(),
-            format!("procfs poll every {:?}", self.config.poll_interval),
+            format!("procfs poll every {:?}", self.poll_interval()),
         );
         stats
     }
@@ -240,6 +412,7 @@ mod tests {
         ProcessSourceConfig {
             poll_interval: Duration::from_millis(5),
             max_send_wait: Duration::from_millis(20),
+            ..ProcessSourceConfig::default()
         }
     }
 
@@ -356,9 +529,10 @@ mod tests {
             ..ProcessSourceConfig::default()
         };
         let source = Arc::new(ProcessEventSource::new(config).unwrap());
+        // A 100 ms poll is within the 10 s REALTIME threshold.
         assert_eq!(
             source.capabilities(),
-            SourceCaps::PROCESS | SourceCaps::SYSTEM_WIDE
+            SourceCaps::PROCESS | SourceCaps::SYSTEM_WIDE | SourceCaps::REALTIME
         );
         let (tx, mut rx) = mpsc::channel(100_000);
         let shutdown = Arc::new(AtomicBool::new(false));
@@ -413,5 +587,177 @@ mod tests {
 
         shutdown.store(true, Ordering::Relaxed);
         task.await.unwrap().unwrap();
+    }
+}
+
+/// The design's procmond integration: `ProcessEventSource::with_config(db_manager,
+/// process_config)`, registered with a `Collector` and run.
+#[cfg(test)]
+mod design_usage {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use collector_core::{
+        CollectionEvent, Collector, CollectorConfig, Delivery, EventBatch, EventSink, SourceCaps,
+    };
+    use sha2::{Digest, Sha256};
+
+    use super::{ProcessEventSource, ProcessSourceConfig};
+    use crate::store::{ProcessStore, StoreConfig};
+
+    struct Captured(std::sync::mpsc::Sender<CollectionEvent>);
+    impl EventSink for Captured {
+        fn name(&self) -> &str {
+            "captured"
+        }
+        fn deliver(&self, batch: &EventBatch) -> Delivery {
+            for e in batch.iter() {
+                let _ = self.0.send(e.clone());
+            }
+            Delivery::Accepted
+        }
+    }
+
+    #[test]
+    fn realtime_is_advertised_up_to_the_threshold() {
+        let at = |secs| {
+            ProcessSourceConfig {
+                poll_interval: Duration::from_secs(secs),
+                ..ProcessSourceConfig::default()
+            }
+            .capabilities()
+        };
+        assert!(at(10).contains(SourceCaps::REALTIME));
+        assert!(!at(11).contains(SourceCaps::REALTIME));
+        assert!(at(11).contains(SourceCaps::PROCESS | SourceCaps::SYSTEM_WIDE));
+        assert!(!at(10).contains(SourceCaps::KERNEL_LEVEL));
+        let custom = ProcessSourceConfig {
+            poll_interval: Duration::from_secs(11),
+            realtime_threshold: Duration::from_secs(30),
+            ..ProcessSourceConfig::default()
+        };
+        assert!(custom.capabilities().contains(SourceCaps::REALTIME));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn procmond_usage_as_the_design_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db_manager =
+            Arc::new(ProcessStore::open_in(dir.path(), StoreConfig::default()).unwrap());
+        let process_config = ProcessSourceConfig {
+            poll_interval: Duration::from_millis(200),
+            compute_executable_hashes: true,
+            ..ProcessSourceConfig::default()
+        };
+        let process_source =
+            ProcessEventSource::with_config(db_manager.clone(), process_config).unwrap();
+        let collector_config = CollectorConfig::default();
+        let mut collector = Collector::new(collector_config).unwrap();
+        collector.register(Box::new(process_source)).unwrap();
+        assert!(collector.capabilities().contains(SourceCaps::REALTIME));
+        let (tx, rx) = std::sync::mpsc::channel();
+        collector.add_sink(Arc::new(Captured(tx)));
+        let handle = collector.handle();
+        let run = tokio::spawn(collector.run());
+
+        let me = std::process::id();
+        let want = format!(
+            "{:x}",
+            Sha256::digest(std::fs::read("/proc/self/exe").unwrap())
+        );
+        let ours = tokio::task::spawn_blocking(move || loop {
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(CollectionEvent::Process(p)) if p.pid == me => return p,
+                Ok(_) => continue,
+                Err(e) => panic!("no event for our own pid: {e}"),
+            }
+        })
+        .await
+        .unwrap();
+        handle.shutdown();
+        run.await.unwrap().unwrap();
+
+        assert_eq!(ours.executable_hash.as_deref(), Some(want.as_str()));
+        assert_eq!(ours.hash_algorithm.as_deref(), Some("sha256"));
+        db_manager.flush();
+        let record = db_manager
+            .process(me)
+            .unwrap()
+            .expect("our record in the store");
+        assert_eq!(record.executable_hash.as_deref(), Some(want.as_str()));
+        assert_eq!(record.hash_algorithm.as_deref(), Some("sha256"));
+        assert_eq!(record.executable_path, ours.executable_path);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_capability_change_at_runtime_reaches_an_ipc_client() {
+        use collector_core::event::Domain;
+        use collector_core::ipc::{
+            CollectorIpcClient, CollectorIpcServer, IpcServerConfig, IpcSink, SubscriptionItem,
+        };
+        use futures::StreamExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let db_manager = Arc::new(
+            ProcessStore::open_in(&dir.path().join("db"), StoreConfig::default()).unwrap(),
+        );
+        let source = ProcessEventSource::with_config(
+            db_manager,
+            ProcessSourceConfig {
+                poll_interval: Duration::from_secs(11),
+                ..ProcessSourceConfig::default()
+            },
+        )
+        .unwrap();
+        let interval = source.interval_handle();
+        let mut collector = Collector::new(CollectorConfig::default()).unwrap();
+        collector.register(Box::new(source)).unwrap();
+        assert!(!collector.capabilities().contains(SourceCaps::REALTIME));
+        let sink = IpcSink::default();
+        collector.add_sink(Arc::new(sink.clone()));
+        let handle = collector.handle();
+        let run = tokio::spawn(collector.run());
+        let socket = dir.path().join("run/collector.sock");
+        let server = CollectorIpcServer::bind(
+            IpcServerConfig {
+                socket_path: socket.clone(),
+                ..IpcServerConfig::default()
+            },
+            Arc::new(handle.clone()),
+            sink,
+            None,
+        )
+        .await
+        .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+
+        let client = CollectorIpcClient::connect(&socket).await.unwrap();
+        let stream = client
+            .subscribe(&[Domain::Network], &[] as &[&str])
+            .await
+            .unwrap();
+        futures::pin_mut!(stream);
+        interval.set(Duration::from_secs(10));
+        let caps = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match stream.next().await {
+                    Some(Ok(SubscriptionItem::CapabilitiesChanged(caps))) => break caps,
+                    Some(Ok(_)) => continue,
+                    other => panic!("stream ended: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("a CapabilityUpdate within 10 s");
+        assert!(caps.contains(SourceCaps::REALTIME | SourceCaps::PROCESS));
+        assert!(handle.capabilities().contains(SourceCaps::REALTIME));
+
+        let _ = stop.send(());
+        serving.await.unwrap();
+        handle.shutdown();
+        run.await.unwrap().unwrap();
     }
 }
