@@ -314,6 +314,32 @@ pub fn wakeup_flags(ring: &RingBuf, watermark: u64) -> u64 {
     }
 }
 
+/// When the process ring last woke its reader for an exec (`bpf_ktime_get_boot_ns`).
+#[map]
+static PROCESS_LAST_WAKE: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Shortest time between two exec-driven wakeups of the process ring's reader.
+const EXEC_WAKE_MIN_NS: u64 = 2_000_000;
+
+/// Wakeup flags for an exec record: wake the reader (when it has caught up: the kernel's
+/// adaptive wakeup) unless an exec woke it less than 2 ms ago, so an exec on an idle host
+/// reaches subscribers at once while an exec storm costs at most 500 wakeups a second
+/// (records in between ride along, or wait for the reader's timer).
+#[inline(always)]
+pub fn exec_wakeup_flags() -> u64 {
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let Some(last) = PROCESS_LAST_WAKE.get_ptr_mut(0) else {
+        return 0;
+    };
+    // Racy across CPUs by design: at worst two CPUs both wake the reader.
+    if now.wrapping_sub(unsafe { *last }) >= EXEC_WAKE_MIN_NS {
+        unsafe { *last = now };
+        0
+    } else {
+        process_wakeup_flags()
+    }
+}
+
 /// Wakeup flags for the process ring buffer.
 #[inline(always)]
 pub fn process_wakeup_flags() -> u64 {

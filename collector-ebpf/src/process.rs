@@ -29,8 +29,8 @@ use collector_common::{
 use crate::{
     common::{
         count_emitted, count_lost, excluded, exclusions_at_exec, exclusions_at_exit,
-        exclusions_at_fork, fill_header, process_wakeup_flags, read_kernel, syscall_arg,
-        syscall_nr, PROCESS_EVENTS,
+        exclusions_at_fork, exec_wakeup_flags, fill_header, process_wakeup_flags, read_kernel,
+        syscall_arg, syscall_nr, PROCESS_EVENTS,
     },
     offsets::{
         exit_has_group_dead, get, proc_has_audit, proc_has_bprm_executable, proc_has_compat,
@@ -244,11 +244,14 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     };
     // One copy of exactly the bytes used (`len` <= EXEC_SCRATCH_LEN by construction).
     let bytes = unsafe { core::slice::from_raw_parts(base.cast_const(), len) };
-    // An exec wakes the reader (when it has caught up: the kernel's adaptive wakeup), so
-    // it reaches subscribers in milliseconds; forks and exits ride along with it or wait
-    // for the reader's timer (`process_wakeup_flags`), since a wakeup per record was most
-    // of these programs' cost.
-    if PROCESS_EVENTS.output::<[u8]>(bytes, 0).is_err() {
+    // An exec wakes the reader (rate-limited, see `exec_wakeup_flags`), so it reaches
+    // subscribers in milliseconds; forks and exits ride along with it or wait for the
+    // reader's timer (`process_wakeup_flags`), since a wakeup per record was most of
+    // these programs' cost.
+    if PROCESS_EVENTS
+        .output::<[u8]>(bytes, exec_wakeup_flags())
+        .is_err()
+    {
         count_lost(RecordKind::Exec);
         return 0;
     }
