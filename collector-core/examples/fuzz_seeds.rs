@@ -71,6 +71,7 @@ fn events() -> Vec<CollectionEvent> {
             path_truncated: false,
             path_unreadable: false,
             path_user_supplied: true,
+            compat_syscall: false,
         }),
         CollectionEvent::Performance(PerformanceEvent {
             kind: PerformanceEventKind::Metric,

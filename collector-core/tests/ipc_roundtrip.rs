@@ -266,7 +266,13 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
         text(),
         text(),
         option::of(text()),
-        (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        ),
         option::of(any::<u32>()),
         option::of(any::<u32>()),
         option::of(any::<i64>()),
@@ -281,7 +287,7 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
                 source,
                 path,
                 new_path,
-                (rel, path_truncated, path_unreadable, path_user_supplied),
+                (rel, path_truncated, path_unreadable, path_user_supplied, compat_syscall),
                 flags,
                 mode,
                 result,
@@ -304,6 +310,7 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
                     path_truncated,
                     path_unreadable,
                     path_user_supplied,
+                    compat_syscall,
                 })
             },
         )

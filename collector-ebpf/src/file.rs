@@ -22,6 +22,7 @@ use crate::{
         count_emitted, count_loss, count_lost, excluded, fd_to_file, file_wakeup_flags,
         fill_header, path_excluded, read_kernel, syscall_arg, syscall_nr, FILE_EVENTS,
     },
+    net_compat::in_compat_syscall,
     offsets::get,
     path::{
         append_user, copy_out, resolve_fd, resolve_pwd, Resolved, PATH_FLAG_TRUNCATED,
@@ -55,7 +56,8 @@ pub struct PendingFile {
     mode: u32,
     dirfd: i32,
     new_dirfd: i32,
-    _pad: u32,
+    /// `FILE_FLAG_*` (the 32-bit entry sets `FILE_FLAG_COMPAT`).
+    pub(crate) file_flags: u32,
     path: u64,
     new_path: u64,
 }
@@ -71,7 +73,7 @@ fn arg(ctx: &TracePointContext, n: usize) -> u64 {
 }
 
 #[inline(always)]
-fn stash(kind: RecordKind, pending: PendingFile) {
+pub(crate) fn stash(kind: RecordKind, pending: PendingFile) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if excluded(pid_tgid) {
         return;
@@ -82,14 +84,14 @@ fn stash(kind: RecordKind, pending: PendingFile) {
     }
 }
 
-fn pending(kind: RecordKind, dirfd: u64, path: u64, open_flags: u64, mode: u64) -> PendingFile {
+pub(crate) fn pending(kind: RecordKind, dirfd: u64, path: u64, open_flags: u64, mode: u64) -> PendingFile {
     PendingFile {
         kind: kind as u32,
         open_flags: open_flags as u32,
         mode: mode as u32,
         dirfd: dirfd as i32,
         new_dirfd: 0,
-        _pad: 0,
+        file_flags: 0,
         path,
         new_path: 0,
     }
@@ -188,7 +190,21 @@ pub fn sys_enter_unlinkat(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn stash_rename(old_dirfd: u64, old: u64, new_dirfd: u64, new: u64, rename_flags: u64) {
+    stash_rename_flagged(old_dirfd, old, new_dirfd, new, rename_flags, 0);
+}
+
+/// `stash_rename` with `FILE_FLAG_*` bits for the record.
+#[inline(always)]
+pub(crate) fn stash_rename_flagged(
+    old_dirfd: u64,
+    old: u64,
+    new_dirfd: u64,
+    new: u64,
+    rename_flags: u64,
+    file_flags: u32,
+) {
     let mut p = pending(RecordKind::Rename, old_dirfd, old, rename_flags, 0);
+    p.file_flags = file_flags;
     p.new_dirfd = new_dirfd as i32;
     p.new_path = new;
     stash(RecordKind::Rename, p);
@@ -250,7 +266,7 @@ fn exit_one_path(ctx: &TracePointContext) -> u32 {
 }
 
 #[inline(always)]
-fn exit_one_path_ret(ret: i64) -> u32 {
+pub(crate) fn exit_one_path_ret(ret: i64) -> u32 {
     let Some((pid_tgid, p)) = take_pending() else {
         return 0;
     };
@@ -288,7 +304,7 @@ fn exit_one_path_ret(ret: i64) -> u32 {
         (*rec).dirfd = p.dirfd;
         (*rec).path_len = len;
         (*rec).path_flags = r.flags;
-        (*rec)._pad = 0;
+        (*rec).file_flags = p.file_flags;
         if r.flags & PATH_FLAG_TRUNCATED != 0 {
             (*rec).header.flags |= flags::PATH_TRUNCATED;
         }
@@ -373,7 +389,7 @@ fn exit_rename(ctx: &TracePointContext) -> u32 {
 }
 
 #[inline(always)]
-fn exit_rename_ret(ret: i64) -> u32 {
+pub(crate) fn exit_rename_ret(ret: i64) -> u32 {
     let Some((pid_tgid, p)) = take_pending() else {
         return 0;
     };
@@ -387,6 +403,8 @@ fn exit_rename_ret(ret: i64) -> u32 {
         (*rec).result = ret;
         (*rec).old_dirfd = p.dirfd;
         (*rec).new_dirfd = p.new_dirfd;
+        (*rec).file_flags = p.file_flags;
+        (*rec)._pad = 0;
         let (len, truncated) = read_path(&raw mut (*rec).old_path, p.path);
         (*rec).old_path_len = len;
         if truncated {
@@ -447,7 +465,9 @@ pub fn raw_file_sys_enter(ctx: RawTracePointContext) -> i32 {
             | NR_RENAME
             | NR_RENAMEAT
             | NR_RENAMEAT2
-    ) {
+    ) || in_compat_syscall()
+    {
+        // i386 numbers mean other calls: the 32-bit entry is `file_compat`'s.
         return 0;
     }
     let regs: *const u8 = ctx.arg(0);
@@ -502,6 +522,9 @@ pub fn raw_file_sys_exit(ctx: RawTracePointContext) -> i32 {
     let regs: *const u8 = ctx.arg(0);
     let id = syscall_nr(regs);
     let ret: i64 = ctx.arg(1);
+    if in_compat_syscall() {
+        return 0;
+    }
     match id {
         NR_OPEN | NR_CREAT | NR_OPENAT | NR_OPENAT2 | NR_UNLINK | NR_UNLINKAT => {
             exit_one_path_ret(ret);

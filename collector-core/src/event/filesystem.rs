@@ -76,4 +76,8 @@ pub struct FilesystemEvent {
     /// false when the kernel resolved it from the object the call reached.
     #[serde(default)]
     pub path_user_supplied: bool,
+    /// The call came through the 32-bit syscall entry (`int $0x80`); the event's
+    /// fields mean the same as for the native entry.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compat_syscall: bool,
 }

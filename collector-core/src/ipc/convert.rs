@@ -496,6 +496,7 @@ fn filesystem_to_proto(e: &FilesystemEvent) -> pb::FilesystemEvent {
         path_truncated: e.path_truncated,
         path_unreadable: e.path_unreadable,
         path_user_supplied: e.path_user_supplied,
+        compat_syscall: e.compat_syscall,
     }
 }
 
@@ -518,6 +519,7 @@ fn filesystem_from_proto(e: pb::FilesystemEvent) -> Result<FilesystemEvent, Conv
         path_truncated: e.path_truncated,
         path_unreadable: e.path_unreadable,
         path_user_supplied: e.path_user_supplied,
+        compat_syscall: e.compat_syscall,
     })
 }
 

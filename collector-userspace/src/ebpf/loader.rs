@@ -531,6 +531,8 @@ pub(crate) const NETWORK_PROGRAMS_RAW: &[ProgramSpec] = &[
 pub(crate) const FILE_PROGRAMS_RAW: &[ProgramSpec] = &[
     raw("raw_file_sys_enter", "sys_enter"),
     raw("raw_file_sys_exit", "sys_exit"),
+    raw("raw_file_compat_enter", "sys_enter"),
+    raw("raw_file_compat_exit", "sys_exit"),
 ];
 
 pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
@@ -552,6 +554,9 @@ pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
     syscall("sys_exit_renameat"),
     syscall("sys_enter_renameat2"),
     syscall("sys_exit_renameat2"),
+    // The 32-bit entry: per-syscall tracepoints do not fire for it on x86.
+    raw("raw_file_compat_enter", "sys_enter"),
+    raw("raw_file_compat_exit", "sys_exit"),
 ];
 
 /// A random SipHash key for connection ids (from the kernel's CSPRNG), so an id

@@ -17,6 +17,13 @@
 //!     (blocks); once /proc shows it blocked in openat, a thread rewrites the path
 //!     buffer to DIR/deco, then opens the FIFO for writing so the read open returns
 //!                                                                  -> fifo=DIR/fifo decoy=DIR/deco
+//!
+//! kfile-actor int80 DIR [nobody]   (x86_64) every file call through `int $0x80`:
+//!   - open(5) DIR/c32/open5 O_CREAT, creat(8) DIR/c32/creat8,
+//!     openat(295) (dirfd of DIR/c32, "at295", O_CREAT), openat2(437) DIR/c32/at2_437,
+//!     rename(38) creat8 -> ren38, renameat(302) ren38 -> ren302,
+//!     renameat2(353) ren302 -> ren353, unlink(10) open5, unlinkat(301) (dirfd, "at295"),
+//!     a failed open(5) of DIR/c32/missing                        -> dir=DIR/c32 and results
 //! ```
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -158,6 +165,120 @@ fn fifo(dir: &str) -> String {
     format!("fifo={fifo} decoy={decoy}")
 }
 
+/// A 32-bit syscall through `int $0x80`: number in eax, arguments in ebx, ecx, edx,
+/// esi, edi; pointers must fit 32 bits.
+#[cfg(target_arch = "x86_64")]
+unsafe fn syscall32(nr: u32, args: [u32; 5]) -> i32 {
+    let ret: u32;
+    // SAFETY: the caller passes a valid i386 syscall; rbx is swapped around the call
+    // because LLVM reserves it.
+    unsafe {
+        std::arch::asm!(
+            "xchg rbx, {a:r}",
+            "int 0x80",
+            "xchg rbx, {a:r}",
+            a = inout(reg) u64::from(args[0]) => _,
+            inlateout("eax") nr => ret,
+            in("ecx") args[1],
+            in("edx") args[2],
+            in("esi") args[3],
+            in("edi") args[4],
+            lateout("r8") _, lateout("r9") _, lateout("r10") _, lateout("r11") _,
+        );
+    }
+    ret as i32
+}
+
+#[cfg(target_arch = "x86_64")]
+fn int80(dir: &str) -> String {
+    const AT_FDCWD: u32 = -100i32 as u32;
+    let c32 = format!("{dir}/c32");
+    std::fs::create_dir_all(&c32).expect("mkdir c32");
+    // SAFETY: an anonymous private mapping of our own, checked.
+    let mem = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            8192,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(mem, libc::MAP_FAILED, "mmap MAP_32BIT");
+    let base = mem as usize;
+    assert!(base + 8192 < u32::MAX as usize, "mapping below 4 GiB");
+    let mut next = base;
+    // Copies a NUL-terminated string into the low mapping; returns its 32-bit address.
+    let mut put = |bytes: &[u8]| -> u32 {
+        let at = next;
+        assert!(at + bytes.len() + 1 < base + 8192);
+        // SAFETY: inside our mapping (checked above).
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), at as *mut u8, bytes.len());
+            *((at + bytes.len()) as *mut u8) = 0;
+        }
+        next = (at + bytes.len() + 8) & !7;
+        at as u32
+    };
+    let p = |name: &str| format!("{c32}/{name}");
+    let open5 = put(p("open5").as_bytes());
+    let creat8 = put(p("creat8").as_bytes());
+    let at295 = put(b"at295");
+    let at2 = put(p("at2_437").as_bytes());
+    let ren38 = put(p("ren38").as_bytes());
+    let ren302 = put(p("ren302").as_bytes());
+    let ren353 = put(p("ren353").as_bytes());
+    let missing = put(p("missing").as_bytes());
+    // struct open_how { u64 flags; u64 mode; u64 resolve; }
+    let how = put(&[0u8; 24]);
+    // SAFETY: inside our mapping, 8-aligned.
+    unsafe {
+        *(how as usize as *mut u64) = (libc::O_CREAT | libc::O_WRONLY) as u64;
+        *((how as usize + 8) as *mut u64) = 0o600;
+    }
+    let creat = (libc::O_CREAT | libc::O_WRONLY) as u32;
+    let dirfd = open_dir(&c32);
+    // SAFETY: i386 syscalls with pointers into our low mapping.
+    let r = unsafe {
+        let open = syscall32(5, [open5, creat, 0o644, 0, 0]);
+        let creat_fd = syscall32(8, [creat8, 0o640, 0, 0, 0]);
+        let openat = syscall32(295, [dirfd as u32, at295, creat, 0o600, 0]);
+        let openat2 = syscall32(437, [AT_FDCWD, at2, how, 24, 0]);
+        let rename = syscall32(38, [creat8, ren38, 0, 0, 0]);
+        let renameat = syscall32(302, [AT_FDCWD, ren38, AT_FDCWD, ren302, 0]);
+        let renameat2 = syscall32(353, [AT_FDCWD, ren302, AT_FDCWD, ren353, 1]);
+        let unlink = syscall32(10, [open5, 0, 0, 0, 0]);
+        let unlinkat = syscall32(301, [dirfd as u32, at295, 0, 0, 0]);
+        let missing = syscall32(5, [missing, 0, 0, 0, 0]);
+        [
+            ("open", open),
+            ("creat", creat_fd),
+            ("openat", openat),
+            ("openat2", openat2),
+            ("rename", rename),
+            ("renameat", renameat),
+            ("renameat2", renameat2),
+            ("unlink", unlink),
+            ("unlinkat", unlinkat),
+            ("missing", missing),
+        ]
+    };
+    let mut out = format!("dir={c32} uid={}", unsafe { libc::getuid() });
+    for (name, ret) in r {
+        out.push_str(&format!(" {name}={ret}"));
+    }
+    out
+}
+
+fn open_dir(path: &str) -> i32 {
+    let p = cstr(path);
+    // SAFETY: valid NUL-terminated path; checked.
+    let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
+    assert!(fd >= 0, "open {path}: {}", std::io::Error::last_os_error());
+    fd
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.get(2).map(String::as_str) == Some("nobody") {
@@ -166,6 +287,8 @@ fn main() {
     let out = match args.first().map(String::as_str) {
         Some("paths") => paths(&args[1]),
         Some("fifo") => fifo(&args[1]),
+        #[cfg(target_arch = "x86_64")]
+        Some("int80") => int80(&args[1]),
         _ => {
             eprintln!("usage: kfile-actor paths DIR [nobody]");
             std::process::exit(2);

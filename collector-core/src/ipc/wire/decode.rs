@@ -318,6 +318,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
     let (mut path, mut new_path, mut name) = ("", None, None);
     let mut path_relative = false;
     let (mut path_truncated, mut path_unreadable, mut path_user_supplied) = (false, false, false);
+    let mut compat_syscall = false;
     let (mut flags, mut mode, mut result, mut uid) = (None, None, None, None);
     let mut fields = Fields::new(body);
     while let Some((field, wire_type)) = fields.next(0)? {
@@ -337,6 +338,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
             (filesystem::PATH_TRUNCATED, VARINT) => path_truncated = r.varint()? != 0,
             (filesystem::PATH_UNREADABLE, VARINT) => path_unreadable = r.varint()? != 0,
             (filesystem::PATH_USER_SUPPLIED, VARINT) => path_user_supplied = r.varint()? != 0,
+            (filesystem::COMPAT_SYSCALL, VARINT) => compat_syscall = r.varint()? != 0,
             _ => return None,
         }
     }
@@ -356,6 +358,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
         path_truncated,
         path_unreadable,
         path_user_supplied,
+        compat_syscall,
     })
 }
 

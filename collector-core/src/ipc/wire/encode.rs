@@ -306,6 +306,7 @@ fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent) {
     boolean(o, filesystem::PATH_TRUNCATED, e.path_truncated);
     boolean(o, filesystem::PATH_UNREADABLE, e.path_unreadable);
     boolean(o, filesystem::PATH_USER_SUPPLIED, e.path_user_supplied);
+    boolean(o, filesystem::COMPAT_SYSCALL, e.compat_syscall);
 }
 
 fn performance_body(o: &mut impl Out, e: &PerformanceEvent) {

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use collector_common::{
-    FileRecord, RecordHeader, RecordKind, RenameRecord, FILE_PATH_LEN, FILE_PATH_MAX,
-    PATH_FLAG_TRUNCATED, PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
+    FileRecord, RecordHeader, RecordKind, RenameRecord, FILE_FLAG_COMPAT, FILE_PATH_LEN,
+    FILE_PATH_MAX, PATH_FLAG_TRUNCATED, PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
 };
 use collector_core::event::{CollectionEvent, FilesystemEvent, FilesystemEventKind, SourceName};
 
@@ -54,6 +54,7 @@ fn file_base(
         path_truncated: false,
         path_unreadable: false,
         path_user_supplied: true,
+        compat_syscall: false,
     }
 }
 
@@ -90,6 +91,7 @@ pub fn decode_filesystem(
             ev.path_truncated = r.path_flags & PATH_FLAG_TRUNCATED != 0;
             ev.path_unreadable = r.path_flags & PATH_FLAG_UNREADABLE != 0;
             ev.path_user_supplied = r.path_flags & PATH_FLAG_USER != 0;
+            ev.compat_syscall = r.file_flags & FILE_FLAG_COMPAT != 0;
             ev.flags = is_open.then_some(r.open_flags);
             ev.mode = is_open.then_some(r.mode);
             ev
@@ -112,6 +114,7 @@ pub fn decode_filesystem(
             );
             ev.new_path = Some(new_path);
             ev.path_relative = rel_old || rel_new;
+            ev.compat_syscall = r.file_flags & FILE_FLAG_COMPAT != 0;
             ev
         }
         other => return Err(DecodeError::UnknownKind(other as u32)),
