@@ -24,6 +24,10 @@
 //!     rename(38) creat8 -> ren38, renameat(302) ren38 -> ren302,
 //!     renameat2(353) ren302 -> ren353, unlink(10) open5, unlinkat(301) (dirfd, "at295"),
 //!     a failed open(5) of DIR/c32/missing                        -> dir=DIR/c32 and results
+//!
+//! kfile-actor int80-opens PATH N   (x86_64, cost measurement) prints `pid=`, waits for a
+//!   line on stdin, then N times open(5)+close(6) of PATH through `int $0x80`
+//!                                                                  -> opens=N seconds=S
 //! ```
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -271,6 +275,42 @@ fn int80(dir: &str) -> String {
     out
 }
 
+/// N opens + closes of `path` through `int $0x80`, after a `go` line on stdin (the
+/// collector includes this pid first).
+#[cfg(target_arch = "x86_64")]
+fn int80_opens(path: &str, n: u64) -> String {
+    use std::io::BufRead;
+    // SAFETY: an anonymous private mapping of our own, checked.
+    let mem = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(mem, libc::MAP_FAILED, "mmap MAP_32BIT");
+    assert!(path.len() < 4000);
+    // SAFETY: inside our mapping; the mapping is zeroed, so the copy is NUL-terminated.
+    unsafe { std::ptr::copy_nonoverlapping(path.as_ptr(), mem as *mut u8, path.len()) };
+    let p = mem as usize as u32;
+    println!("pid={}", std::process::id());
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).expect("go");
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        // SAFETY: i386 open/close with a pointer into our low mapping.
+        unsafe {
+            let fd = syscall32(5, [p, 0, 0, 0, 0]);
+            assert!(fd >= 0, "open {path}: {fd}");
+            syscall32(6, [fd as u32, 0, 0, 0, 0]);
+        }
+    }
+    format!("opens={n} seconds={}", start.elapsed().as_secs_f64())
+}
+
 fn open_dir(path: &str) -> i32 {
     let p = cstr(path);
     // SAFETY: valid NUL-terminated path; checked.
@@ -289,6 +329,12 @@ fn main() {
         Some("fifo") => fifo(&args[1]),
         #[cfg(target_arch = "x86_64")]
         Some("int80") => int80(&args[1]),
+        #[cfg(target_arch = "x86_64")]
+        Some("int80-opens") => {
+            let out = int80_opens(&args[1], args[2].parse().expect("N"));
+            println!("{out}");
+            return;
+        }
         _ => {
             eprintln!("usage: kfile-actor paths DIR [nobody]");
             std::process::exit(2);
