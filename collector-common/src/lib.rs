@@ -82,6 +82,12 @@ pub enum RecordKind {
     /// A unix socket was bound to a path ([`UnixRecord`]).
     UnixBind = 23,
     // -- filesystem kinds from 30 --
+    /// A directory was created by mkdir/mkdirat ([`FileRecord`], `mode`).
+    Mkdir = 30,
+    /// A directory was removed by rmdir or unlinkat(AT_REMOVEDIR) ([`FileRecord`]).
+    Rmdir = 31,
+    /// A file's mode was changed by chmod/fchmodat/fchmodat2 ([`FileRecord`], `mode`).
+    Chmod = 32,
 }
 
 impl RecordKind {
@@ -113,6 +119,9 @@ impl RecordKind {
             23 => Self::UnixBind,
 
             // filesystem kinds from 30
+            30 => Self::Mkdir,
+            31 => Self::Rmdir,
+            32 => Self::Chmod,
             _ => return None,
         })
     }

@@ -259,7 +259,10 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
             Just(FilesystemEventKind::Create),
             Just(FilesystemEventKind::Open),
             Just(FilesystemEventKind::Unlink),
-            Just(FilesystemEventKind::Rename)
+            Just(FilesystemEventKind::Rename),
+            Just(FilesystemEventKind::Mkdir),
+            Just(FilesystemEventKind::Rmdir),
+            Just(FilesystemEventKind::Chmod)
         ],
         ts(),
         any::<u32>(),

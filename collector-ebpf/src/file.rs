@@ -1,5 +1,6 @@
-//! Filesystem: open/openat/openat2/creat (open or create), unlink/unlinkat,
-//! rename/renameat/renameat2.
+//! Filesystem: open/openat/openat2/creat (open or create), unlink/unlinkat (rmdir with
+//! `AT_REMOVEDIR`), rename/renameat/renameat2, mkdir/mkdirat, rmdir,
+//! chmod/fchmodat/fchmodat2.
 //!
 //! Hooks: classic syscall tracepoints `syscalls/sys_enter_*` + `sys_exit_*` (tracefs; the
 //! loader mounts it when absent). Enter stashes the arguments per thread; exit writes one
@@ -44,6 +45,8 @@ static FILE_OUT: PerCpuArray<FileOut> = PerCpuArray::with_max_entries(1, 0);
 
 const AT_FDCWD: i32 = -100;
 const O_CREAT: u32 = 0o100;
+/// `unlinkat` flag: remove a directory (an rmdir).
+const AT_REMOVEDIR: u32 = 0x200;
 /// `FMODE_CREATED` in `file->f_mode` (include/linux/fs.h).
 const FMODE_CREATED: u32 = 0x100000;
 
@@ -188,6 +191,66 @@ pub fn sys_enter_unlinkat(ctx: TracePointContext) -> u32 {
     0
 }
 
+#[tracepoint(category = "syscalls", name = "sys_enter_mkdir")]
+pub fn sys_enter_mkdir(ctx: TracePointContext) -> u32 {
+    let at = AT_FDCWD as u64;
+    stash(
+        RecordKind::Mkdir,
+        pending(RecordKind::Mkdir, at, arg(&ctx, 0), 0, arg(&ctx, 1)),
+    );
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_mkdirat")]
+pub fn sys_enter_mkdirat(ctx: TracePointContext) -> u32 {
+    stash(
+        RecordKind::Mkdir,
+        pending(RecordKind::Mkdir, arg(&ctx, 0), arg(&ctx, 1), 0, arg(&ctx, 2)),
+    );
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_rmdir")]
+pub fn sys_enter_rmdir(ctx: TracePointContext) -> u32 {
+    let at = AT_FDCWD as u64;
+    stash(
+        RecordKind::Rmdir,
+        pending(RecordKind::Rmdir, at, arg(&ctx, 0), 0, 0),
+    );
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_chmod")]
+pub fn sys_enter_chmod(ctx: TracePointContext) -> u32 {
+    let at = AT_FDCWD as u64;
+    stash(
+        RecordKind::Chmod,
+        pending(RecordKind::Chmod, at, arg(&ctx, 0), 0, arg(&ctx, 1)),
+    );
+    0
+}
+
+/// fchmodat(dirfd, path, mode) and fchmodat2(dirfd, path, mode, flags).
+#[inline(always)]
+fn stash_fchmodat(ctx: &TracePointContext) {
+    stash(
+        RecordKind::Chmod,
+        pending(RecordKind::Chmod, arg(ctx, 0), arg(ctx, 1), 0, arg(ctx, 2)),
+    );
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_fchmodat")]
+pub fn sys_enter_fchmodat(ctx: TracePointContext) -> u32 {
+    stash_fchmodat(&ctx);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_fchmodat2")]
+pub fn sys_enter_fchmodat2(ctx: TracePointContext) -> u32 {
+    stash_fchmodat(&ctx);
+    0
+}
+
 #[inline(always)]
 fn stash_rename(old_dirfd: u64, old: u64, new_dirfd: u64, new: u64, rename_flags: u64) {
     stash_rename_flagged(old_dirfd, old, new_dirfd, new, rename_flags, 0);
@@ -270,10 +333,15 @@ pub(crate) fn exit_one_path_ret(ret: i64) -> u32 {
     let Some((pid_tgid, p)) = take_pending() else {
         return 0;
     };
-    let mut kind = if p.kind == RecordKind::Unlink as u32 {
-        RecordKind::Unlink
-    } else {
-        RecordKind::Open
+    let mut kind = match p.kind {
+        k if k == RecordKind::Unlink as u32 && p.open_flags & AT_REMOVEDIR != 0 => {
+            RecordKind::Rmdir
+        }
+        k if k == RecordKind::Unlink as u32 => RecordKind::Unlink,
+        k if k == RecordKind::Mkdir as u32 => RecordKind::Mkdir,
+        k if k == RecordKind::Rmdir as u32 => RecordKind::Rmdir,
+        k if k == RecordKind::Chmod as u32 => RecordKind::Chmod,
+        _ => RecordKind::Open,
     };
     if kind == RecordKind::Open && ret >= 0 && p.open_flags & O_CREAT != 0 {
         let created = unsafe { fd_to_file(ret as u64) }
@@ -337,7 +405,7 @@ pub(crate) fn exit_one_path_ret(ret: i64) -> u32 {
 /// made absolute against the directory (dirfd or cwd) resolved in the kernel now.
 #[inline(always)]
 unsafe fn resolve_for_exit(kind: RecordKind, ret: i64, p: &PendingFile) -> Resolved {
-    if kind != RecordKind::Unlink && ret >= 0 {
+    if matches!(kind, RecordKind::Open | RecordKind::Create) && ret >= 0 {
         return unsafe { resolve_fd(0, ret as u64) };
     }
     let first: u8 =
@@ -380,6 +448,36 @@ pub fn sys_exit_unlink(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_unlinkat")]
 pub fn sys_exit_unlinkat(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_mkdir")]
+pub fn sys_exit_mkdir(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_mkdirat")]
+pub fn sys_exit_mkdirat(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_rmdir")]
+pub fn sys_exit_rmdir(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_chmod")]
+pub fn sys_exit_chmod(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_fchmodat")]
+pub fn sys_exit_fchmodat(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_fchmodat2")]
+pub fn sys_exit_fchmodat2(ctx: TracePointContext) -> u32 {
     exit_one_path(&ctx)
 }
 

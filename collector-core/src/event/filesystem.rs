@@ -15,6 +15,12 @@ pub enum FilesystemEventKind {
     Unlink,
     /// A file was renamed.
     Rename,
+    /// A directory was created.
+    Mkdir,
+    /// A directory was removed.
+    Rmdir,
+    /// A file's mode was changed (`mode` holds the new one, setuid/setgid included).
+    Chmod,
 }
 
 impl FilesystemEventKind {
@@ -25,6 +31,9 @@ impl FilesystemEventKind {
             Self::Open => "open",
             Self::Unlink => "unlink",
             Self::Rename => "rename",
+            Self::Mkdir => "mkdir",
+            Self::Rmdir => "rmdir",
+            Self::Chmod => "chmod",
         }
     }
 }
@@ -52,7 +61,8 @@ pub struct FilesystemEvent {
     /// Open flags (`O_*`), for open and create.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flags: Option<u32>,
-    /// Mode, for open and create.
+    /// Mode, for open and create (given), mkdir (given, before the umask) and chmod
+    /// (the new mode, `S_ISUID` 0o4000 / `S_ISGID` 0o2000 included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
     /// Syscall result: fd or 0 on success, negative errno on failure.

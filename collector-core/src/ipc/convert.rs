@@ -465,6 +465,9 @@ pub fn filesystem_kind_to_proto(kind: FilesystemEventKind) -> pb::FilesystemEven
         FilesystemEventKind::Open => pb::FilesystemEventKind::Open,
         FilesystemEventKind::Unlink => pb::FilesystemEventKind::Unlink,
         FilesystemEventKind::Rename => pb::FilesystemEventKind::Rename,
+        FilesystemEventKind::Mkdir => pb::FilesystemEventKind::Mkdir,
+        FilesystemEventKind::Rmdir => pb::FilesystemEventKind::Rmdir,
+        FilesystemEventKind::Chmod => pb::FilesystemEventKind::Chmod,
     }
 }
 
@@ -475,6 +478,9 @@ pub fn filesystem_kind_from_proto(raw: i32) -> Option<FilesystemEventKind> {
         Ok(pb::FilesystemEventKind::Open) => Some(FilesystemEventKind::Open),
         Ok(pb::FilesystemEventKind::Unlink) => Some(FilesystemEventKind::Unlink),
         Ok(pb::FilesystemEventKind::Rename) => Some(FilesystemEventKind::Rename),
+        Ok(pb::FilesystemEventKind::Mkdir) => Some(FilesystemEventKind::Mkdir),
+        Ok(pb::FilesystemEventKind::Rmdir) => Some(FilesystemEventKind::Rmdir),
+        Ok(pb::FilesystemEventKind::Chmod) => Some(FilesystemEventKind::Chmod),
         _ => None,
     }
 }

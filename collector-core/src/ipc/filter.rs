@@ -12,7 +12,7 @@ use crate::event::{
 use crate::ipc::convert::{domain_from_proto, domain_to_proto};
 
 /// Every kind name, in bit order. Kind names are unique across domains.
-const KIND_NAMES: [&str; 17] = [
+const KIND_NAMES: [&str; 20] = [
     "exec",
     "fork",
     "exit",
@@ -30,6 +30,9 @@ const KIND_NAMES: [&str; 17] = [
     "udp_send", // network, added later
     "cred_change",
     "exec_failed", // process, added later
+    "mkdir",
+    "rmdir",
+    "chmod", // filesystem, added later
 ];
 
 /// A subscriber's selection: empty masks select everything.
@@ -141,6 +144,9 @@ fn kind_bit(ev: &CollectionEvent) -> u32 {
             FilesystemEventKind::Open => 9,
             FilesystemEventKind::Unlink => 10,
             FilesystemEventKind::Rename => 11,
+            FilesystemEventKind::Mkdir => 17,
+            FilesystemEventKind::Rmdir => 18,
+            FilesystemEventKind::Chmod => 19,
         },
         CollectionEvent::Performance(e) => match e.kind {
             PerformanceEventKind::Metric => 12,

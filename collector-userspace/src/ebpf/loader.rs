@@ -473,6 +473,9 @@ impl KernelDomain {
                 (RecordKind::Create, "create"),
                 (RecordKind::Unlink, "unlink"),
                 (RecordKind::Rename, "rename"),
+                (RecordKind::Mkdir, "mkdir"),
+                (RecordKind::Rmdir, "rmdir"),
+                (RecordKind::Chmod, "chmod"),
             ],
         }
     }
@@ -514,7 +517,11 @@ pub(crate) const NETWORK_PROGRAMS: &[ProgramSpec] = &[
 
 /// Programs whose hook a kernel may lack (io_uring compiled out): when one fails to
 /// attach, its domain goes on without it (logged; its hook is absent from status).
-const OPTIONAL_PROGRAMS: &[&str] = &["io_uring_complete_net"];
+const OPTIONAL_PROGRAMS: &[&str] = &[
+    "io_uring_complete_net",
+    "sys_enter_fchmodat2",
+    "sys_exit_fchmodat2",
+];
 
 pub(crate) const NETWORK_PROGRAMS_RAW: &[ProgramSpec] = &[
     raw("raw_net_sys_enter", "sys_enter"),
@@ -554,6 +561,19 @@ pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
     syscall("sys_exit_renameat"),
     syscall("sys_enter_renameat2"),
     syscall("sys_exit_renameat2"),
+    syscall("sys_enter_mkdir"),
+    syscall("sys_exit_mkdir"),
+    syscall("sys_enter_mkdirat"),
+    syscall("sys_exit_mkdirat"),
+    syscall("sys_enter_rmdir"),
+    syscall("sys_exit_rmdir"),
+    syscall("sys_enter_chmod"),
+    syscall("sys_exit_chmod"),
+    syscall("sys_enter_fchmodat"),
+    syscall("sys_exit_fchmodat"),
+    // fchmodat2 is Linux >= 6.6: optional (see OPTIONAL_PROGRAMS).
+    syscall("sys_enter_fchmodat2"),
+    syscall("sys_exit_fchmodat2"),
     // The 32-bit entry: per-syscall tracepoints do not fire for it on x86.
     raw("raw_file_compat_enter", "sys_enter"),
     raw("raw_file_compat_exit", "sys_exit"),

@@ -25,6 +25,12 @@
 //!     renameat2(353) ren302 -> ren353, unlink(10) open5, unlinkat(301) (dirfd, "at295"),
 //!     a failed open(5) of DIR/c32/missing                        -> dir=DIR/c32 and results
 //!
+//! kfile-actor dirs DIR [nobody]
+//!   - mkdir DIR/d/m1 0o750, mkdirat(dirfd of DIR/d, "m2", 0o700), rmdir DIR/d/m1,
+//!     unlinkat(dirfd, "m2", AT_REMOVEDIR), create DIR/d/f, chmod DIR/d/f 0o4755 (setuid),
+//!     fchmodat(dirfd, "f", 0o2750) (setgid), a failed chmod of DIR/d/missing (ENOENT)
+//!                                                                  -> d=DIR/d and results
+//!
 //! kfile-actor int80-opens PATH N   (x86_64, cost measurement) prints `pid=`, waits for a
 //!   line on stdin, then N times open(5)+close(6) of PATH through `int $0x80`
 //!                                                                  -> opens=N seconds=S
@@ -311,6 +317,46 @@ fn int80_opens(path: &str, n: u64) -> String {
     format!("opens={n} seconds={}", start.elapsed().as_secs_f64())
 }
 
+fn dirs(dir: &str) -> String {
+    let d = format!("{dir}/d");
+    std::fs::create_dir_all(&d).expect("mkdir d");
+    let dirfd = open_dir(&d);
+    let c = |name: &str| cstr(&format!("{d}/{name}"));
+    // SAFETY: plain syscalls with valid NUL-terminated paths; results are reported.
+    let r = unsafe {
+        let mkdir = libc::mkdir(c("m1").as_ptr(), 0o750);
+        let mkdirat = libc::mkdirat(dirfd, cstr("m2").as_ptr(), 0o700);
+        let rmdir = libc::rmdir(c("m1").as_ptr());
+        let unlinkat = libc::unlinkat(dirfd, cstr("m2").as_ptr(), libc::AT_REMOVEDIR);
+        close(open_creat(libc::AT_FDCWD, &format!("{d}/f")));
+        let chmod = libc::chmod(c("f").as_ptr(), 0o4755);
+        let fchmodat = libc::fchmodat(dirfd, cstr("f").as_ptr(), 0o2750, 0);
+        let missing = libc::chmod(c("missing").as_ptr(), 0o644);
+        [
+            ("mkdir", mkdir),
+            ("mkdirat", mkdirat),
+            ("rmdir", rmdir),
+            ("unlinkat", unlinkat),
+            ("chmod", chmod),
+            ("fchmodat", fchmodat),
+            (
+                "missing",
+                if missing < 0 {
+                    -std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+                } else {
+                    missing
+                },
+            ),
+        ]
+    };
+    close(dirfd);
+    let mut out = format!("d={d} uid={}", unsafe { libc::getuid() });
+    for (name, ret) in r {
+        out.push_str(&format!(" {name}={ret}"));
+    }
+    out
+}
+
 fn open_dir(path: &str) -> i32 {
     let p = cstr(path);
     // SAFETY: valid NUL-terminated path; checked.
@@ -327,6 +373,7 @@ fn main() {
     let out = match args.first().map(String::as_str) {
         Some("paths") => paths(&args[1]),
         Some("fifo") => fifo(&args[1]),
+        Some("dirs") => dirs(&args[1]),
         #[cfg(target_arch = "x86_64")]
         Some("int80") => int80(&args[1]),
         #[cfg(target_arch = "x86_64")]

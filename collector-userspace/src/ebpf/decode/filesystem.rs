@@ -66,7 +66,12 @@ pub fn decode_filesystem(
 ) -> Result<CollectionEvent, DecodeError> {
     let kind = record_kind(bytes)?;
     let ev = match kind {
-        RecordKind::Open | RecordKind::Create | RecordKind::Unlink => {
+        RecordKind::Open
+        | RecordKind::Create
+        | RecordKind::Unlink
+        | RecordKind::Mkdir
+        | RecordKind::Rmdir
+        | RecordKind::Chmod => {
             let r: FileRecord = read(bytes, kind as u32)?;
             // Variable length: the path bytes follow the fixed part. The kernel already
             // made the path absolute (resolved object, or cwd/dirfd walked + the user
@@ -80,10 +85,14 @@ pub fn decode_filesystem(
             })?;
             let path = String::from_utf8_lossy(raw).into_owned();
             let relative = !path.starts_with('/');
-            let is_open = kind != RecordKind::Unlink;
+            let is_open = matches!(kind, RecordKind::Open | RecordKind::Create);
+            let has_mode = is_open || matches!(kind, RecordKind::Mkdir | RecordKind::Chmod);
             let event_kind = match kind {
                 RecordKind::Open => FilesystemEventKind::Open,
                 RecordKind::Create => FilesystemEventKind::Create,
+                RecordKind::Mkdir => FilesystemEventKind::Mkdir,
+                RecordKind::Rmdir => FilesystemEventKind::Rmdir,
+                RecordKind::Chmod => FilesystemEventKind::Chmod,
                 _ => FilesystemEventKind::Unlink,
             };
             let mut ev = file_base(&r.header, event_kind, path, r.result, clock, source);
@@ -93,7 +102,7 @@ pub fn decode_filesystem(
             ev.path_user_supplied = r.path_flags & PATH_FLAG_USER != 0;
             ev.compat_syscall = r.file_flags & FILE_FLAG_COMPAT != 0;
             ev.flags = is_open.then_some(r.open_flags);
-            ev.mode = is_open.then_some(r.mode);
+            ev.mode = has_mode.then_some(r.mode);
             ev
         }
         RecordKind::Rename => {
