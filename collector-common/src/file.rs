@@ -41,6 +41,10 @@ pub struct FileRecord {
     pub path_flags: u32,
     /// `FILE_FLAG_*`
     pub file_flags: u32,
+    /// chown: the new owner uid (`u32::MAX`: unchanged); 0 for other kinds.
+    pub owner_uid: u32,
+    /// chown: the new owner gid (`u32::MAX`: unchanged); 0 for other kinds.
+    pub owner_gid: u32,
 }
 
 /// A rename with both paths.

@@ -88,6 +88,14 @@ pub enum RecordKind {
     Rmdir = 31,
     /// A file's mode was changed by chmod/fchmodat/fchmodat2 ([`FileRecord`], `mode`).
     Chmod = 32,
+    /// A file's owner was changed by chown/lchown/fchownat ([`FileRecord`], `owner_uid`/`owner_gid`).
+    Chown = 33,
+    /// A hard link was made by link/linkat ([`RenameRecord`]: old = existing, new = link).
+    Link = 34,
+    /// A symlink was made by symlink/symlinkat ([`RenameRecord`]: old = target string, new = link).
+    Symlink = 35,
+    /// An anonymous memory file was made by memfd_create ([`FileRecord`]: path = its name).
+    MemfdCreate = 36,
 }
 
 impl RecordKind {
@@ -122,6 +130,10 @@ impl RecordKind {
             30 => Self::Mkdir,
             31 => Self::Rmdir,
             32 => Self::Chmod,
+            33 => Self::Chown,
+            34 => Self::Link,
+            35 => Self::Symlink,
+            36 => Self::MemfdCreate,
             _ => return None,
         })
     }

@@ -72,6 +72,8 @@ fn events() -> Vec<CollectionEvent> {
             path_unreadable: false,
             path_user_supplied: true,
             compat_syscall: false,
+            owner_uid: None,
+            owner_gid: None,
         }),
         CollectionEvent::Performance(PerformanceEvent {
             kind: PerformanceEventKind::Metric,

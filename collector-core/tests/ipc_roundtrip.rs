@@ -262,7 +262,11 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
             Just(FilesystemEventKind::Rename),
             Just(FilesystemEventKind::Mkdir),
             Just(FilesystemEventKind::Rmdir),
-            Just(FilesystemEventKind::Chmod)
+            Just(FilesystemEventKind::Chmod),
+            Just(FilesystemEventKind::Chown),
+            Just(FilesystemEventKind::Link),
+            Just(FilesystemEventKind::Symlink),
+            Just(FilesystemEventKind::MemfdCreate)
         ],
         ts(),
         any::<u32>(),
@@ -279,7 +283,11 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
         option::of(any::<u32>()),
         option::of(any::<u32>()),
         option::of(any::<i64>()),
-        option::of(any::<u32>()),
+        (
+            option::of(any::<u32>()),
+            option::of(any::<u32>()),
+            option::of(any::<u32>()),
+        ),
         option::of(text()),
     )
         .prop_map(
@@ -294,7 +302,7 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
                 flags,
                 mode,
                 result,
-                uid,
+                (uid, owner_uid, owner_gid),
                 name,
             )| {
                 CollectionEvent::Filesystem(FilesystemEvent {
@@ -314,6 +322,8 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
                     path_unreadable,
                     path_user_supplied,
                     compat_syscall,
+                    owner_uid,
+                    owner_gid,
                 })
             },
         )

@@ -251,6 +251,94 @@ pub fn sys_enter_fchmodat2(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// chown/lchown(path, uid, gid) and fchownat(dirfd, path, uid, gid, flags): uid and gid
+/// ride in the stash's open_flags and mode slots.
+#[inline(always)]
+fn stash_chown(dirfd: u64, path: u64, uid: u64, gid: u64) {
+    stash(
+        RecordKind::Chown,
+        pending(RecordKind::Chown, dirfd, path, uid, gid),
+    );
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_chown")]
+pub fn sys_enter_chown(ctx: TracePointContext) -> u32 {
+    stash_chown(AT_FDCWD as u64, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_lchown")]
+pub fn sys_enter_lchown(ctx: TracePointContext) -> u32 {
+    stash_chown(AT_FDCWD as u64, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_fchownat")]
+pub fn sys_enter_fchownat(ctx: TracePointContext) -> u32 {
+    stash_chown(arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 3));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_memfd_create")]
+pub fn sys_enter_memfd_create(ctx: TracePointContext) -> u32 {
+    // memfd_create(name, flags): the MFD_* flags in open_flags.
+    let at = AT_FDCWD as u64;
+    stash(
+        RecordKind::MemfdCreate,
+        pending(RecordKind::MemfdCreate, at, arg(&ctx, 0), arg(&ctx, 1), 0),
+    );
+    0
+}
+
+/// link/linkat/symlink/symlinkat: two paths, recorded like a rename.
+#[inline(always)]
+fn stash_two(kind: RecordKind, old_dirfd: u64, old: u64, new_dirfd: u64, new: u64) {
+    let mut p = pending(kind, old_dirfd, old, 0, 0);
+    p.new_dirfd = new_dirfd as i32;
+    p.new_path = new;
+    stash(kind, p);
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_link")]
+pub fn sys_enter_link(ctx: TracePointContext) -> u32 {
+    let at = AT_FDCWD as u64;
+    stash_two(RecordKind::Link, at, arg(&ctx, 0), at, arg(&ctx, 1));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_linkat")]
+pub fn sys_enter_linkat(ctx: TracePointContext) -> u32 {
+    stash_two(
+        RecordKind::Link,
+        arg(&ctx, 0),
+        arg(&ctx, 1),
+        arg(&ctx, 2),
+        arg(&ctx, 3),
+    );
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_symlink")]
+pub fn sys_enter_symlink(ctx: TracePointContext) -> u32 {
+    let at = AT_FDCWD as u64;
+    stash_two(RecordKind::Symlink, at, arg(&ctx, 0), at, arg(&ctx, 1));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_symlinkat")]
+pub fn sys_enter_symlinkat(ctx: TracePointContext) -> u32 {
+    // symlinkat(target, newdirfd, linkpath): the target is a string, not resolved.
+    let at = AT_FDCWD as u64;
+    stash_two(
+        RecordKind::Symlink,
+        at,
+        arg(&ctx, 0),
+        arg(&ctx, 1),
+        arg(&ctx, 2),
+    );
+    0
+}
+
 #[inline(always)]
 fn stash_rename(old_dirfd: u64, old: u64, new_dirfd: u64, new: u64, rename_flags: u64) {
     stash_rename_flagged(old_dirfd, old, new_dirfd, new, rename_flags, 0);
@@ -341,6 +429,8 @@ pub(crate) fn exit_one_path_ret(ret: i64) -> u32 {
         k if k == RecordKind::Mkdir as u32 => RecordKind::Mkdir,
         k if k == RecordKind::Rmdir as u32 => RecordKind::Rmdir,
         k if k == RecordKind::Chmod as u32 => RecordKind::Chmod,
+        k if k == RecordKind::Chown as u32 => RecordKind::Chown,
+        k if k == RecordKind::MemfdCreate as u32 => RecordKind::MemfdCreate,
         _ => RecordKind::Open,
     };
     if kind == RecordKind::Open && ret >= 0 && p.open_flags & O_CREAT != 0 {
@@ -373,6 +463,16 @@ pub(crate) fn exit_one_path_ret(ret: i64) -> u32 {
         (*rec).path_len = len;
         (*rec).path_flags = r.flags;
         (*rec).file_flags = p.file_flags;
+        if kind == RecordKind::Chown {
+            // The stash carries chown's uid/gid in its open_flags/mode slots.
+            (*rec).open_flags = 0;
+            (*rec).mode = 0;
+            (*rec).owner_uid = p.open_flags;
+            (*rec).owner_gid = p.mode;
+        } else {
+            (*rec).owner_uid = 0;
+            (*rec).owner_gid = 0;
+        }
         if r.flags & PATH_FLAG_TRUNCATED != 0 {
             (*rec).header.flags |= flags::PATH_TRUNCATED;
         }
@@ -407,6 +507,15 @@ pub(crate) fn exit_one_path_ret(ret: i64) -> u32 {
 unsafe fn resolve_for_exit(kind: RecordKind, ret: i64, p: &PendingFile) -> Resolved {
     if matches!(kind, RecordKind::Open | RecordKind::Create) && ret >= 0 {
         return unsafe { resolve_fd(0, ret as u64) };
+    }
+    if kind == RecordKind::MemfdCreate {
+        // A name, not a path: no directory in front of it.
+        let none = Resolved {
+            ptr: core::ptr::null(),
+            len: 0,
+            flags: 0,
+        };
+        return unsafe { append_user(0, none, p.path as *const u8) };
     }
     let first: u8 =
         unsafe { aya_ebpf::helpers::bpf_probe_read_user(p.path as *const u8) }.unwrap_or(0);
@@ -481,6 +590,46 @@ pub fn sys_exit_fchmodat2(ctx: TracePointContext) -> u32 {
     exit_one_path(&ctx)
 }
 
+#[tracepoint(category = "syscalls", name = "sys_exit_chown")]
+pub fn sys_exit_chown(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_lchown")]
+pub fn sys_exit_lchown(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_fchownat")]
+pub fn sys_exit_fchownat(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_memfd_create")]
+pub fn sys_exit_memfd_create(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_link")]
+pub fn sys_exit_link(ctx: TracePointContext) -> u32 {
+    exit_rename(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_linkat")]
+pub fn sys_exit_linkat(ctx: TracePointContext) -> u32 {
+    exit_rename(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_symlink")]
+pub fn sys_exit_symlink(ctx: TracePointContext) -> u32 {
+    exit_rename(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_symlinkat")]
+pub fn sys_exit_symlinkat(ctx: TracePointContext) -> u32 {
+    exit_rename(&ctx)
+}
+
 #[inline(always)]
 fn exit_rename(ctx: &TracePointContext) -> u32 {
     exit_rename_ret(unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0))
@@ -491,13 +640,18 @@ pub(crate) fn exit_rename_ret(ret: i64) -> u32 {
     let Some((pid_tgid, p)) = take_pending() else {
         return 0;
     };
+    let kind = match p.kind {
+        k if k == RecordKind::Link as u32 => RecordKind::Link,
+        k if k == RecordKind::Symlink as u32 => RecordKind::Symlink,
+        _ => RecordKind::Rename,
+    };
     let Some(mut entry) = FILE_EVENTS.reserve::<RenameRecord>(0) else {
-        count_lost(RecordKind::Rename);
+        count_lost(kind);
         return 0;
     };
     let rec = entry.as_mut_ptr();
     unsafe {
-        fill_header(&raw mut (*rec).header, RecordKind::Rename, pid_tgid);
+        fill_header(&raw mut (*rec).header, kind, pid_tgid);
         (*rec).result = ret;
         (*rec).old_dirfd = p.dirfd;
         (*rec).new_dirfd = p.new_dirfd;
@@ -517,7 +671,7 @@ pub(crate) fn exit_rename_ret(ret: i64) -> u32 {
     // Rename paths are the user's strings: never matched against excluded prefixes
     // (only kernel-resolved canonical paths are; a string can reach anywhere via `..`).
     entry.submit(file_wakeup_flags());
-    count_emitted(RecordKind::Rename);
+    count_emitted(kind);
     0
 }
 

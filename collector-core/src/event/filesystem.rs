@@ -21,6 +21,15 @@ pub enum FilesystemEventKind {
     Rmdir,
     /// A file's mode was changed (`mode` holds the new one, setuid/setgid included).
     Chmod,
+    /// A file's owner was changed (`owner_uid`/`owner_gid`).
+    Chown,
+    /// A hard link was made: `path` is the existing file, `new_path` the new link.
+    Link,
+    /// A symlink was made: `path` is the target string as given (not resolved),
+    /// `new_path` the link.
+    Symlink,
+    /// An anonymous memory file was made: `path` is the name given (not a path).
+    MemfdCreate,
 }
 
 impl FilesystemEventKind {
@@ -34,6 +43,10 @@ impl FilesystemEventKind {
             Self::Mkdir => "mkdir",
             Self::Rmdir => "rmdir",
             Self::Chmod => "chmod",
+            Self::Chown => "chown",
+            Self::Link => "link",
+            Self::Symlink => "symlink",
+            Self::MemfdCreate => "memfd_create",
         }
     }
 }
@@ -90,4 +103,10 @@ pub struct FilesystemEvent {
     /// fields mean the same as for the native entry.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub compat_syscall: bool,
+    /// chown: the new owner uid (absent when the call left it unchanged, -1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_uid: Option<u32>,
+    /// chown: the new owner gid (absent when the call left it unchanged, -1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_gid: Option<u32>,
 }

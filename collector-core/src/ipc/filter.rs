@@ -12,7 +12,7 @@ use crate::event::{
 use crate::ipc::convert::{domain_from_proto, domain_to_proto};
 
 /// Every kind name, in bit order. Kind names are unique across domains.
-const KIND_NAMES: [&str; 20] = [
+const KIND_NAMES: [&str; 24] = [
     "exec",
     "fork",
     "exit",
@@ -32,7 +32,11 @@ const KIND_NAMES: [&str; 20] = [
     "exec_failed", // process, added later
     "mkdir",
     "rmdir",
-    "chmod", // filesystem, added later
+    "chmod",
+    "chown",
+    "link",
+    "symlink",
+    "memfd_create", // filesystem, added later
 ];
 
 /// A subscriber's selection: empty masks select everything.
@@ -147,6 +151,10 @@ fn kind_bit(ev: &CollectionEvent) -> u32 {
             FilesystemEventKind::Mkdir => 17,
             FilesystemEventKind::Rmdir => 18,
             FilesystemEventKind::Chmod => 19,
+            FilesystemEventKind::Chown => 20,
+            FilesystemEventKind::Link => 21,
+            FilesystemEventKind::Symlink => 22,
+            FilesystemEventKind::MemfdCreate => 23,
         },
         CollectionEvent::Performance(e) => match e.kind {
             PerformanceEventKind::Metric => 12,

@@ -31,6 +31,13 @@
 //!     fchmodat(dirfd, "f", 0o2750) (setgid), a failed chmod of DIR/d/missing (ENOENT)
 //!                                                                  -> d=DIR/d and results
 //!
+//! kfile-actor links DIR [nobody]
+//!   - create DIR/l/f; link(f, DIR/l/hl); linkat(dirfd of DIR/l, "f", dirfd, "hl2");
+//!     symlink("../elsewhere/t", DIR/l/sl); symlinkat("f", dirfd, "sl2");
+//!     chown(f, -1, own gid); lchown(sl, own uid, -1); fchownat(dirfd, "f", uid, gid);
+//!     memfd_create("kfile3-memfd", MFD_CLOEXEC); a failed chown of DIR/l/missing
+//!                                                                  -> l=DIR/l and results
+//!
 //! kfile-actor int80-opens PATH N   (x86_64, cost measurement) prints `pid=`, waits for a
 //!   line on stdin, then N times open(5)+close(6) of PATH through `int $0x80`
 //!                                                                  -> opens=N seconds=S
@@ -357,6 +364,68 @@ fn dirs(dir: &str) -> String {
     out
 }
 
+fn links(dir: &str) -> String {
+    let l = format!("{dir}/l");
+    std::fs::create_dir_all(&l).expect("mkdir l");
+    let dirfd = open_dir(&l);
+    close(open_creat(libc::AT_FDCWD, &format!("{l}/f")));
+    let c = |name: &str| cstr(&format!("{l}/{name}"));
+    let err = |r: i32| {
+        if r < 0 {
+            -std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        } else {
+            r
+        }
+    };
+    // SAFETY: plain syscalls with valid NUL-terminated strings; results are reported.
+    let r = unsafe {
+        let (uid, gid) = (libc::getuid(), libc::getgid());
+        let link = err(libc::link(c("f").as_ptr(), c("hl").as_ptr()));
+        let linkat = err(libc::linkat(
+            dirfd,
+            cstr("f").as_ptr(),
+            dirfd,
+            cstr("hl2").as_ptr(),
+            0,
+        ));
+        let symlink = err(libc::symlink(
+            cstr("../elsewhere/t").as_ptr(),
+            c("sl").as_ptr(),
+        ));
+        let symlinkat = err(libc::symlinkat(
+            cstr("f").as_ptr(),
+            dirfd,
+            cstr("sl2").as_ptr(),
+        ));
+        let chown = err(libc::chown(c("f").as_ptr(), u32::MAX, gid));
+        let lchown = err(libc::lchown(c("sl").as_ptr(), uid, u32::MAX));
+        let fchownat = err(libc::fchownat(dirfd, cstr("f").as_ptr(), uid, gid, 0));
+        let name = cstr("kfile3-memfd");
+        let memfd =
+            err(libc::syscall(libc::SYS_memfd_create, name.as_ptr(), libc::MFD_CLOEXEC) as i32);
+        let missing = err(libc::chown(c("missing").as_ptr(), 0, 0));
+        [
+            ("link", link),
+            ("linkat", linkat),
+            ("symlink", symlink),
+            ("symlinkat", symlinkat),
+            ("chown", chown),
+            ("lchown", lchown),
+            ("fchownat", fchownat),
+            ("memfd", memfd),
+            ("missing", missing),
+        ]
+    };
+    close(dirfd);
+    let mut out = format!("l={l} uid={} gid={}", unsafe { libc::getuid() }, unsafe {
+        libc::getgid()
+    });
+    for (name, ret) in r {
+        out.push_str(&format!(" {name}={ret}"));
+    }
+    out
+}
+
 fn open_dir(path: &str) -> i32 {
     let p = cstr(path);
     // SAFETY: valid NUL-terminated path; checked.
@@ -374,6 +443,7 @@ fn main() {
         Some("paths") => paths(&args[1]),
         Some("fifo") => fifo(&args[1]),
         Some("dirs") => dirs(&args[1]),
+        Some("links") => links(&args[1]),
         #[cfg(target_arch = "x86_64")]
         Some("int80") => int80(&args[1]),
         #[cfg(target_arch = "x86_64")]
