@@ -87,7 +87,13 @@ pub(crate) fn stash(kind: RecordKind, pending: PendingFile) {
     }
 }
 
-pub(crate) fn pending(kind: RecordKind, dirfd: u64, path: u64, open_flags: u64, mode: u64) -> PendingFile {
+pub(crate) fn pending(
+    kind: RecordKind,
+    dirfd: u64,
+    path: u64,
+    open_flags: u64,
+    mode: u64,
+) -> PendingFile {
     PendingFile {
         kind: kind as u32,
         open_flags: open_flags as u32,
@@ -205,7 +211,13 @@ pub fn sys_enter_mkdir(ctx: TracePointContext) -> u32 {
 pub fn sys_enter_mkdirat(ctx: TracePointContext) -> u32 {
     stash(
         RecordKind::Mkdir,
-        pending(RecordKind::Mkdir, arg(&ctx, 0), arg(&ctx, 1), 0, arg(&ctx, 2)),
+        pending(
+            RecordKind::Mkdir,
+            arg(&ctx, 0),
+            arg(&ctx, 1),
+            0,
+            arg(&ctx, 2),
+        ),
     );
     0
 }

@@ -7,7 +7,9 @@
 //! native x86_64 calls too (5 fstat, 8 lseek, 10 mprotect, 437 openat2). Arguments are
 //! in bx, cx, dx, si, di, bp. The records are the native ones with `FILE_FLAG_COMPAT`.
 
-use aya_ebpf::{helpers::bpf_probe_read_user, macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{
+    helpers::bpf_probe_read_user, macros::raw_tracepoint, programs::RawTracePointContext,
+};
 use collector_common::{RecordKind, FILE_FLAG_COMPAT};
 
 use crate::{
@@ -85,7 +87,13 @@ pub fn raw_file_compat_enter(ctx: RawTracePointContext) -> i32 {
     match id {
         NR32_OPEN => stash32(RecordKind::Open, AT_FDCWD, a(0), a(1), a(2)),
         // creat(path, mode) == open(path, O_CREAT|O_WRONLY|O_TRUNC, mode)
-        NR32_CREAT => stash32(RecordKind::Open, AT_FDCWD, a(0), O_CREAT | 0o1 | 0o1000, a(1)),
+        NR32_CREAT => stash32(
+            RecordKind::Open,
+            AT_FDCWD,
+            a(0),
+            O_CREAT | 0o1 | 0o1000,
+            a(1),
+        ),
         NR32_OPENAT => stash32(RecordKind::Open, a(0), a(1), a(2), a(3)),
         NR32_OPENAT2 => {
             // struct open_how { u64 flags; u64 mode; u64 resolve; }: same layout for i386.
@@ -96,9 +104,7 @@ pub fn raw_file_compat_enter(ctx: RawTracePointContext) -> i32 {
         }
         NR32_UNLINK => stash32(RecordKind::Unlink, AT_FDCWD, a(0), 0, 0),
         NR32_UNLINKAT => stash32(RecordKind::Unlink, a(0), a(1), a(2), 0),
-        NR32_RENAME => {
-            stash_rename_flagged(AT_FDCWD, a(0), AT_FDCWD, a(1), 0, FILE_FLAG_COMPAT)
-        }
+        NR32_RENAME => stash_rename_flagged(AT_FDCWD, a(0), AT_FDCWD, a(1), 0, FILE_FLAG_COMPAT),
         NR32_RENAMEAT => stash_rename_flagged(
             dirfd32(a(0)),
             a(1),
