@@ -71,6 +71,12 @@ async fn shutdown_leaves_no_program_or_link_behind() {
             t.await.unwrap().unwrap();
         }
     }
+    // The kernel frees a detached raw-tracepoint program after an RCU grace period, not
+    // at once: wait (bounded) for the ids to go before calling one left behind.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while our_program_ids() != before && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         our_program_ids(),
         before,
