@@ -15,6 +15,10 @@ pub const PATH_FLAG_UNREADABLE: u32 = 2;
 /// kernel-resolved canonical path of the object the call produced.
 pub const PATH_FLAG_USER: u32 = 4;
 
+/// `FileRecord.file_flags` / `RenameRecord.file_flags`: the call came through the
+/// 32-bit syscall entry (`int $0x80`, `TS_COMPAT`).
+pub const FILE_FLAG_COMPAT: u32 = 1;
+
 /// A file event with one path, variable length: this fixed part, then `path_len` bytes
 /// of path (no NUL). The ring record is exactly `size_of::<FileRecord>() + path_len`
 /// bytes.
@@ -35,8 +39,12 @@ pub struct FileRecord {
     pub path_len: u32,
     /// `PATH_FLAG_*`
     pub path_flags: u32,
-    /// Zero.
-    pub _pad: u32,
+    /// `FILE_FLAG_*`
+    pub file_flags: u32,
+    /// chown: the new owner uid (`u32::MAX`: unchanged); 0 for other kinds.
+    pub owner_uid: u32,
+    /// chown: the new owner gid (`u32::MAX`: unchanged); 0 for other kinds.
+    pub owner_gid: u32,
 }
 
 /// A rename with both paths.
@@ -55,6 +63,10 @@ pub struct RenameRecord {
     pub old_path_len: u32,
     /// Bytes used in `new_path`.
     pub new_path_len: u32,
+    /// `FILE_FLAG_*`
+    pub file_flags: u32,
+    /// Zero.
+    pub _pad: u32,
     /// Old path as passed.
     pub old_path: [u8; FILE_PATH_LEN],
     /// New path as passed.

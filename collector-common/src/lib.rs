@@ -82,6 +82,20 @@ pub enum RecordKind {
     /// A unix socket was bound to a path ([`UnixRecord`]).
     UnixBind = 23,
     // -- filesystem kinds from 30 --
+    /// A directory was created by mkdir/mkdirat ([`FileRecord`], `mode`).
+    Mkdir = 30,
+    /// A directory was removed by rmdir or unlinkat(AT_REMOVEDIR) ([`FileRecord`]).
+    Rmdir = 31,
+    /// A file's mode was changed by chmod/fchmodat/fchmodat2 ([`FileRecord`], `mode`).
+    Chmod = 32,
+    /// A file's owner was changed by chown/lchown/fchownat ([`FileRecord`], `owner_uid`/`owner_gid`).
+    Chown = 33,
+    /// A hard link was made by link/linkat ([`RenameRecord`]: old = existing, new = link).
+    Link = 34,
+    /// A symlink was made by symlink/symlinkat ([`RenameRecord`]: old = target string, new = link).
+    Symlink = 35,
+    /// An anonymous memory file was made by memfd_create ([`FileRecord`]: path = its name).
+    MemfdCreate = 36,
 }
 
 impl RecordKind {
@@ -113,6 +127,13 @@ impl RecordKind {
             23 => Self::UnixBind,
 
             // filesystem kinds from 30
+            30 => Self::Mkdir,
+            31 => Self::Rmdir,
+            32 => Self::Chmod,
+            33 => Self::Chown,
+            34 => Self::Link,
+            35 => Self::Symlink,
+            36 => Self::MemfdCreate,
             _ => return None,
         })
     }

@@ -71,6 +71,9 @@ fn events() -> Vec<CollectionEvent> {
             path_truncated: false,
             path_unreadable: false,
             path_user_supplied: true,
+            compat_syscall: false,
+            owner_uid: None,
+            owner_gid: None,
         }),
         CollectionEvent::Performance(PerformanceEvent {
             kind: PerformanceEventKind::Metric,

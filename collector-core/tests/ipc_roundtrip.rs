@@ -259,18 +259,35 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
             Just(FilesystemEventKind::Create),
             Just(FilesystemEventKind::Open),
             Just(FilesystemEventKind::Unlink),
-            Just(FilesystemEventKind::Rename)
+            Just(FilesystemEventKind::Rename),
+            Just(FilesystemEventKind::Mkdir),
+            Just(FilesystemEventKind::Rmdir),
+            Just(FilesystemEventKind::Chmod),
+            Just(FilesystemEventKind::Chown),
+            Just(FilesystemEventKind::Link),
+            Just(FilesystemEventKind::Symlink),
+            Just(FilesystemEventKind::MemfdCreate)
         ],
         ts(),
         any::<u32>(),
         text(),
         text(),
         option::of(text()),
-        (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        ),
         option::of(any::<u32>()),
         option::of(any::<u32>()),
         option::of(any::<i64>()),
-        option::of(any::<u32>()),
+        (
+            option::of(any::<u32>()),
+            option::of(any::<u32>()),
+            option::of(any::<u32>()),
+        ),
         option::of(text()),
     )
         .prop_map(
@@ -281,11 +298,11 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
                 source,
                 path,
                 new_path,
-                (rel, path_truncated, path_unreadable, path_user_supplied),
+                (rel, path_truncated, path_unreadable, path_user_supplied, compat_syscall),
                 flags,
                 mode,
                 result,
-                uid,
+                (uid, owner_uid, owner_gid),
                 name,
             )| {
                 CollectionEvent::Filesystem(FilesystemEvent {
@@ -304,6 +321,9 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
                     path_truncated,
                     path_unreadable,
                     path_user_supplied,
+                    compat_syscall,
+                    owner_uid,
+                    owner_gid,
                 })
             },
         )

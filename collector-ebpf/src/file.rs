@@ -1,5 +1,6 @@
-//! Filesystem: open/openat/openat2/creat (open or create), unlink/unlinkat,
-//! rename/renameat/renameat2.
+//! Filesystem: open/openat/openat2/creat (open or create), unlink/unlinkat (rmdir with
+//! `AT_REMOVEDIR`), rename/renameat/renameat2, mkdir/mkdirat, rmdir,
+//! chmod/fchmodat/fchmodat2.
 //!
 //! Hooks: classic syscall tracepoints `syscalls/sys_enter_*` + `sys_exit_*` (tracefs; the
 //! loader mounts it when absent). Enter stashes the arguments per thread; exit writes one
@@ -22,6 +23,7 @@ use crate::{
         count_emitted, count_loss, count_lost, excluded, fd_to_file, file_wakeup_flags,
         fill_header, path_excluded, read_kernel, syscall_arg, syscall_nr, FILE_EVENTS,
     },
+    net_compat::in_compat_syscall,
     offsets::get,
     path::{
         append_user, copy_out, resolve_fd, resolve_pwd, Resolved, PATH_FLAG_TRUNCATED,
@@ -43,6 +45,8 @@ static FILE_OUT: PerCpuArray<FileOut> = PerCpuArray::with_max_entries(1, 0);
 
 const AT_FDCWD: i32 = -100;
 const O_CREAT: u32 = 0o100;
+/// `unlinkat` flag: remove a directory (an rmdir).
+const AT_REMOVEDIR: u32 = 0x200;
 /// `FMODE_CREATED` in `file->f_mode` (include/linux/fs.h).
 const FMODE_CREATED: u32 = 0x100000;
 
@@ -55,7 +59,8 @@ pub struct PendingFile {
     mode: u32,
     dirfd: i32,
     new_dirfd: i32,
-    _pad: u32,
+    /// `FILE_FLAG_*` (the 32-bit entry sets `FILE_FLAG_COMPAT`).
+    pub(crate) file_flags: u32,
     path: u64,
     new_path: u64,
 }
@@ -71,7 +76,7 @@ fn arg(ctx: &TracePointContext, n: usize) -> u64 {
 }
 
 #[inline(always)]
-fn stash(kind: RecordKind, pending: PendingFile) {
+pub(crate) fn stash(kind: RecordKind, pending: PendingFile) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if excluded(pid_tgid) {
         return;
@@ -82,14 +87,20 @@ fn stash(kind: RecordKind, pending: PendingFile) {
     }
 }
 
-fn pending(kind: RecordKind, dirfd: u64, path: u64, open_flags: u64, mode: u64) -> PendingFile {
+pub(crate) fn pending(
+    kind: RecordKind,
+    dirfd: u64,
+    path: u64,
+    open_flags: u64,
+    mode: u64,
+) -> PendingFile {
     PendingFile {
         kind: kind as u32,
         open_flags: open_flags as u32,
         mode: mode as u32,
         dirfd: dirfd as i32,
         new_dirfd: 0,
-        _pad: 0,
+        file_flags: 0,
         path,
         new_path: 0,
     }
@@ -186,9 +197,177 @@ pub fn sys_enter_unlinkat(ctx: TracePointContext) -> u32 {
     0
 }
 
+#[tracepoint(category = "syscalls", name = "sys_enter_mkdir")]
+pub fn sys_enter_mkdir(ctx: TracePointContext) -> u32 {
+    let at = AT_FDCWD as u64;
+    stash(
+        RecordKind::Mkdir,
+        pending(RecordKind::Mkdir, at, arg(&ctx, 0), 0, arg(&ctx, 1)),
+    );
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_mkdirat")]
+pub fn sys_enter_mkdirat(ctx: TracePointContext) -> u32 {
+    stash(
+        RecordKind::Mkdir,
+        pending(
+            RecordKind::Mkdir,
+            arg(&ctx, 0),
+            arg(&ctx, 1),
+            0,
+            arg(&ctx, 2),
+        ),
+    );
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_rmdir")]
+pub fn sys_enter_rmdir(ctx: TracePointContext) -> u32 {
+    let at = AT_FDCWD as u64;
+    stash(
+        RecordKind::Rmdir,
+        pending(RecordKind::Rmdir, at, arg(&ctx, 0), 0, 0),
+    );
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_chmod")]
+pub fn sys_enter_chmod(ctx: TracePointContext) -> u32 {
+    let at = AT_FDCWD as u64;
+    stash(
+        RecordKind::Chmod,
+        pending(RecordKind::Chmod, at, arg(&ctx, 0), 0, arg(&ctx, 1)),
+    );
+    0
+}
+
+/// fchmodat(dirfd, path, mode) and fchmodat2(dirfd, path, mode, flags).
+#[inline(always)]
+fn stash_fchmodat(ctx: &TracePointContext) {
+    stash(
+        RecordKind::Chmod,
+        pending(RecordKind::Chmod, arg(ctx, 0), arg(ctx, 1), 0, arg(ctx, 2)),
+    );
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_fchmodat")]
+pub fn sys_enter_fchmodat(ctx: TracePointContext) -> u32 {
+    stash_fchmodat(&ctx);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_fchmodat2")]
+pub fn sys_enter_fchmodat2(ctx: TracePointContext) -> u32 {
+    stash_fchmodat(&ctx);
+    0
+}
+
+/// chown/lchown(path, uid, gid) and fchownat(dirfd, path, uid, gid, flags): uid and gid
+/// ride in the stash's open_flags and mode slots.
+#[inline(always)]
+fn stash_chown(dirfd: u64, path: u64, uid: u64, gid: u64) {
+    stash(
+        RecordKind::Chown,
+        pending(RecordKind::Chown, dirfd, path, uid, gid),
+    );
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_chown")]
+pub fn sys_enter_chown(ctx: TracePointContext) -> u32 {
+    stash_chown(AT_FDCWD as u64, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_lchown")]
+pub fn sys_enter_lchown(ctx: TracePointContext) -> u32 {
+    stash_chown(AT_FDCWD as u64, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_fchownat")]
+pub fn sys_enter_fchownat(ctx: TracePointContext) -> u32 {
+    stash_chown(arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 3));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_memfd_create")]
+pub fn sys_enter_memfd_create(ctx: TracePointContext) -> u32 {
+    // memfd_create(name, flags): the MFD_* flags in open_flags.
+    let at = AT_FDCWD as u64;
+    stash(
+        RecordKind::MemfdCreate,
+        pending(RecordKind::MemfdCreate, at, arg(&ctx, 0), arg(&ctx, 1), 0),
+    );
+    0
+}
+
+/// link/linkat/symlink/symlinkat: two paths, recorded like a rename.
+#[inline(always)]
+fn stash_two(kind: RecordKind, old_dirfd: u64, old: u64, new_dirfd: u64, new: u64) {
+    let mut p = pending(kind, old_dirfd, old, 0, 0);
+    p.new_dirfd = new_dirfd as i32;
+    p.new_path = new;
+    stash(kind, p);
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_link")]
+pub fn sys_enter_link(ctx: TracePointContext) -> u32 {
+    let at = AT_FDCWD as u64;
+    stash_two(RecordKind::Link, at, arg(&ctx, 0), at, arg(&ctx, 1));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_linkat")]
+pub fn sys_enter_linkat(ctx: TracePointContext) -> u32 {
+    stash_two(
+        RecordKind::Link,
+        arg(&ctx, 0),
+        arg(&ctx, 1),
+        arg(&ctx, 2),
+        arg(&ctx, 3),
+    );
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_symlink")]
+pub fn sys_enter_symlink(ctx: TracePointContext) -> u32 {
+    let at = AT_FDCWD as u64;
+    stash_two(RecordKind::Symlink, at, arg(&ctx, 0), at, arg(&ctx, 1));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_symlinkat")]
+pub fn sys_enter_symlinkat(ctx: TracePointContext) -> u32 {
+    // symlinkat(target, newdirfd, linkpath): the target is a string, not resolved.
+    let at = AT_FDCWD as u64;
+    stash_two(
+        RecordKind::Symlink,
+        at,
+        arg(&ctx, 0),
+        arg(&ctx, 1),
+        arg(&ctx, 2),
+    );
+    0
+}
+
 #[inline(always)]
 fn stash_rename(old_dirfd: u64, old: u64, new_dirfd: u64, new: u64, rename_flags: u64) {
+    stash_rename_flagged(old_dirfd, old, new_dirfd, new, rename_flags, 0);
+}
+
+/// `stash_rename` with `FILE_FLAG_*` bits for the record.
+#[inline(always)]
+pub(crate) fn stash_rename_flagged(
+    old_dirfd: u64,
+    old: u64,
+    new_dirfd: u64,
+    new: u64,
+    rename_flags: u64,
+    file_flags: u32,
+) {
     let mut p = pending(RecordKind::Rename, old_dirfd, old, rename_flags, 0);
+    p.file_flags = file_flags;
     p.new_dirfd = new_dirfd as i32;
     p.new_path = new;
     stash(RecordKind::Rename, p);
@@ -250,14 +429,21 @@ fn exit_one_path(ctx: &TracePointContext) -> u32 {
 }
 
 #[inline(always)]
-fn exit_one_path_ret(ret: i64) -> u32 {
+pub(crate) fn exit_one_path_ret(ret: i64) -> u32 {
     let Some((pid_tgid, p)) = take_pending() else {
         return 0;
     };
-    let mut kind = if p.kind == RecordKind::Unlink as u32 {
-        RecordKind::Unlink
-    } else {
-        RecordKind::Open
+    let mut kind = match p.kind {
+        k if k == RecordKind::Unlink as u32 && p.open_flags & AT_REMOVEDIR != 0 => {
+            RecordKind::Rmdir
+        }
+        k if k == RecordKind::Unlink as u32 => RecordKind::Unlink,
+        k if k == RecordKind::Mkdir as u32 => RecordKind::Mkdir,
+        k if k == RecordKind::Rmdir as u32 => RecordKind::Rmdir,
+        k if k == RecordKind::Chmod as u32 => RecordKind::Chmod,
+        k if k == RecordKind::Chown as u32 => RecordKind::Chown,
+        k if k == RecordKind::MemfdCreate as u32 => RecordKind::MemfdCreate,
+        _ => RecordKind::Open,
     };
     if kind == RecordKind::Open && ret >= 0 && p.open_flags & O_CREAT != 0 {
         let created = unsafe { fd_to_file(ret as u64) }
@@ -288,7 +474,17 @@ fn exit_one_path_ret(ret: i64) -> u32 {
         (*rec).dirfd = p.dirfd;
         (*rec).path_len = len;
         (*rec).path_flags = r.flags;
-        (*rec)._pad = 0;
+        (*rec).file_flags = p.file_flags;
+        if kind == RecordKind::Chown {
+            // The stash carries chown's uid/gid in its open_flags/mode slots.
+            (*rec).open_flags = 0;
+            (*rec).mode = 0;
+            (*rec).owner_uid = p.open_flags;
+            (*rec).owner_gid = p.mode;
+        } else {
+            (*rec).owner_uid = 0;
+            (*rec).owner_gid = 0;
+        }
         if r.flags & PATH_FLAG_TRUNCATED != 0 {
             (*rec).header.flags |= flags::PATH_TRUNCATED;
         }
@@ -321,8 +517,17 @@ fn exit_one_path_ret(ret: i64) -> u32 {
 /// made absolute against the directory (dirfd or cwd) resolved in the kernel now.
 #[inline(always)]
 unsafe fn resolve_for_exit(kind: RecordKind, ret: i64, p: &PendingFile) -> Resolved {
-    if kind != RecordKind::Unlink && ret >= 0 {
+    if matches!(kind, RecordKind::Open | RecordKind::Create) && ret >= 0 {
         return unsafe { resolve_fd(0, ret as u64) };
+    }
+    if kind == RecordKind::MemfdCreate {
+        // A name, not a path: no directory in front of it.
+        let none = Resolved {
+            ptr: core::ptr::null(),
+            len: 0,
+            flags: 0,
+        };
+        return unsafe { append_user(0, none, p.path as *const u8) };
     }
     let first: u8 =
         unsafe { aya_ebpf::helpers::bpf_probe_read_user(p.path as *const u8) }.unwrap_or(0);
@@ -367,26 +572,103 @@ pub fn sys_exit_unlinkat(ctx: TracePointContext) -> u32 {
     exit_one_path(&ctx)
 }
 
+#[tracepoint(category = "syscalls", name = "sys_exit_mkdir")]
+pub fn sys_exit_mkdir(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_mkdirat")]
+pub fn sys_exit_mkdirat(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_rmdir")]
+pub fn sys_exit_rmdir(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_chmod")]
+pub fn sys_exit_chmod(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_fchmodat")]
+pub fn sys_exit_fchmodat(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_fchmodat2")]
+pub fn sys_exit_fchmodat2(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_chown")]
+pub fn sys_exit_chown(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_lchown")]
+pub fn sys_exit_lchown(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_fchownat")]
+pub fn sys_exit_fchownat(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_memfd_create")]
+pub fn sys_exit_memfd_create(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_link")]
+pub fn sys_exit_link(ctx: TracePointContext) -> u32 {
+    exit_rename(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_linkat")]
+pub fn sys_exit_linkat(ctx: TracePointContext) -> u32 {
+    exit_rename(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_symlink")]
+pub fn sys_exit_symlink(ctx: TracePointContext) -> u32 {
+    exit_rename(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_symlinkat")]
+pub fn sys_exit_symlinkat(ctx: TracePointContext) -> u32 {
+    exit_rename(&ctx)
+}
+
 #[inline(always)]
 fn exit_rename(ctx: &TracePointContext) -> u32 {
     exit_rename_ret(unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0))
 }
 
 #[inline(always)]
-fn exit_rename_ret(ret: i64) -> u32 {
+pub(crate) fn exit_rename_ret(ret: i64) -> u32 {
     let Some((pid_tgid, p)) = take_pending() else {
         return 0;
     };
+    let kind = match p.kind {
+        k if k == RecordKind::Link as u32 => RecordKind::Link,
+        k if k == RecordKind::Symlink as u32 => RecordKind::Symlink,
+        _ => RecordKind::Rename,
+    };
     let Some(mut entry) = FILE_EVENTS.reserve::<RenameRecord>(0) else {
-        count_lost(RecordKind::Rename);
+        count_lost(kind);
         return 0;
     };
     let rec = entry.as_mut_ptr();
     unsafe {
-        fill_header(&raw mut (*rec).header, RecordKind::Rename, pid_tgid);
+        fill_header(&raw mut (*rec).header, kind, pid_tgid);
         (*rec).result = ret;
         (*rec).old_dirfd = p.dirfd;
         (*rec).new_dirfd = p.new_dirfd;
+        (*rec).file_flags = p.file_flags;
+        (*rec)._pad = 0;
         let (len, truncated) = read_path(&raw mut (*rec).old_path, p.path);
         (*rec).old_path_len = len;
         if truncated {
@@ -401,7 +683,7 @@ fn exit_rename_ret(ret: i64) -> u32 {
     // Rename paths are the user's strings: never matched against excluded prefixes
     // (only kernel-resolved canonical paths are; a string can reach anywhere via `..`).
     entry.submit(file_wakeup_flags());
-    count_emitted(RecordKind::Rename);
+    count_emitted(kind);
     0
 }
 
@@ -447,7 +729,9 @@ pub fn raw_file_sys_enter(ctx: RawTracePointContext) -> i32 {
             | NR_RENAME
             | NR_RENAMEAT
             | NR_RENAMEAT2
-    ) {
+    ) || in_compat_syscall()
+    {
+        // i386 numbers mean other calls: the 32-bit entry is `file_compat`'s.
         return 0;
     }
     let regs: *const u8 = ctx.arg(0);
@@ -502,6 +786,9 @@ pub fn raw_file_sys_exit(ctx: RawTracePointContext) -> i32 {
     let regs: *const u8 = ctx.arg(0);
     let id = syscall_nr(regs);
     let ret: i64 = ctx.arg(1);
+    if in_compat_syscall() {
+        return 0;
+    }
     match id {
         NR_OPEN | NR_CREAT | NR_OPENAT | NR_OPENAT2 | NR_UNLINK | NR_UNLINKAT => {
             exit_one_path_ret(ret);

@@ -14,6 +14,7 @@
 
 mod common;
 mod file;
+mod file_compat;
 mod net;
 mod net_compat;
 mod net_state;

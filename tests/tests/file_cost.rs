@@ -6,6 +6,9 @@
 //! sysctl kernel.bpf_stats_enabled=1
 //! cargo test -p collector-tests --test file_cost -- --ignored --nocapture
 //! ```
+//!
+//! `int80_open_storm_kernel_cost` does the same with opens through the 32-bit entry
+//! (`int $0x80`), which only the raw `sys_enter`/`sys_exit` programs see.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -23,10 +26,39 @@ async fn open_storm_kernel_cost() {
     if !kernel_or_skip("open_storm_kernel_cost") {
         return;
     }
-    let n: u64 = std::env::var("OPENS")
+    let n = opens();
+    storm_cost(
+        env!("CARGO_BIN_EXE_collector-test-actor"),
+        &["opens-after-go", "/etc/hostname", &n.to_string()],
+    )
+    .await;
+}
+
+#[cfg(target_arch = "x86_64")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, run by hand"]
+async fn int80_open_storm_kernel_cost() {
+    if !kernel_or_skip("int80_open_storm_kernel_cost") {
+        return;
+    }
+    let n = opens();
+    storm_cost(
+        env!("CARGO_BIN_EXE_kfile-actor"),
+        &["int80-opens", "/etc/hostname", &n.to_string()],
+    )
+    .await;
+}
+
+fn opens() -> u64 {
+    std::env::var("OPENS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
+        .unwrap_or(200_000)
+}
+
+/// Runs `actor` (prints `pid=`, waits for `go`, storms, prints a summary line) with
+/// only its pid included, and prints the cost of the programs this test loaded.
+async fn storm_cost(actor: &str, args: &[&str]) {
     // Programs loaded by this test are the ones whose ids were not there before (another
     // helper loading at the same instant could add a few; names tell them apart enough
     // for a by-hand measurement).
@@ -36,8 +68,8 @@ async fn open_storm_kernel_cost() {
         ..KernelConfig::default()
     })
     .expect("load kernel programs");
-    let mut actor = Command::new(env!("CARGO_BIN_EXE_collector-test-actor"))
-        .args(["opens-after-go", "/etc/hostname", &n.to_string()])
+    let mut actor = Command::new(actor)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -15,6 +15,21 @@ pub enum FilesystemEventKind {
     Unlink,
     /// A file was renamed.
     Rename,
+    /// A directory was created.
+    Mkdir,
+    /// A directory was removed.
+    Rmdir,
+    /// A file's mode was changed (`mode` holds the new one, setuid/setgid included).
+    Chmod,
+    /// A file's owner was changed (`owner_uid`/`owner_gid`).
+    Chown,
+    /// A hard link was made: `path` is the existing file, `new_path` the new link.
+    Link,
+    /// A symlink was made: `path` is the target string as given (not resolved),
+    /// `new_path` the link.
+    Symlink,
+    /// An anonymous memory file was made: `path` is the name given (not a path).
+    MemfdCreate,
 }
 
 impl FilesystemEventKind {
@@ -25,6 +40,13 @@ impl FilesystemEventKind {
             Self::Open => "open",
             Self::Unlink => "unlink",
             Self::Rename => "rename",
+            Self::Mkdir => "mkdir",
+            Self::Rmdir => "rmdir",
+            Self::Chmod => "chmod",
+            Self::Chown => "chown",
+            Self::Link => "link",
+            Self::Symlink => "symlink",
+            Self::MemfdCreate => "memfd_create",
         }
     }
 }
@@ -52,7 +74,8 @@ pub struct FilesystemEvent {
     /// Open flags (`O_*`), for open and create.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flags: Option<u32>,
-    /// Mode, for open and create.
+    /// Mode, for open and create (given), mkdir (given, before the umask) and chmod
+    /// (the new mode, `S_ISUID` 0o4000 / `S_ISGID` 0o2000 included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
     /// Syscall result: fd or 0 on success, negative errno on failure.
@@ -76,4 +99,14 @@ pub struct FilesystemEvent {
     /// false when the kernel resolved it from the object the call reached.
     #[serde(default)]
     pub path_user_supplied: bool,
+    /// The call came through the 32-bit syscall entry (`int $0x80`); the event's
+    /// fields mean the same as for the native entry.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compat_syscall: bool,
+    /// chown: the new owner uid (absent when the call left it unchanged, -1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_uid: Option<u32>,
+    /// chown: the new owner gid (absent when the call left it unchanged, -1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_gid: Option<u32>,
 }

@@ -465,6 +465,13 @@ pub fn filesystem_kind_to_proto(kind: FilesystemEventKind) -> pb::FilesystemEven
         FilesystemEventKind::Open => pb::FilesystemEventKind::Open,
         FilesystemEventKind::Unlink => pb::FilesystemEventKind::Unlink,
         FilesystemEventKind::Rename => pb::FilesystemEventKind::Rename,
+        FilesystemEventKind::Mkdir => pb::FilesystemEventKind::Mkdir,
+        FilesystemEventKind::Rmdir => pb::FilesystemEventKind::Rmdir,
+        FilesystemEventKind::Chmod => pb::FilesystemEventKind::Chmod,
+        FilesystemEventKind::Chown => pb::FilesystemEventKind::Chown,
+        FilesystemEventKind::Link => pb::FilesystemEventKind::Link,
+        FilesystemEventKind::Symlink => pb::FilesystemEventKind::Symlink,
+        FilesystemEventKind::MemfdCreate => pb::FilesystemEventKind::MemfdCreate,
     }
 }
 
@@ -475,6 +482,13 @@ pub fn filesystem_kind_from_proto(raw: i32) -> Option<FilesystemEventKind> {
         Ok(pb::FilesystemEventKind::Open) => Some(FilesystemEventKind::Open),
         Ok(pb::FilesystemEventKind::Unlink) => Some(FilesystemEventKind::Unlink),
         Ok(pb::FilesystemEventKind::Rename) => Some(FilesystemEventKind::Rename),
+        Ok(pb::FilesystemEventKind::Mkdir) => Some(FilesystemEventKind::Mkdir),
+        Ok(pb::FilesystemEventKind::Rmdir) => Some(FilesystemEventKind::Rmdir),
+        Ok(pb::FilesystemEventKind::Chmod) => Some(FilesystemEventKind::Chmod),
+        Ok(pb::FilesystemEventKind::Chown) => Some(FilesystemEventKind::Chown),
+        Ok(pb::FilesystemEventKind::Link) => Some(FilesystemEventKind::Link),
+        Ok(pb::FilesystemEventKind::Symlink) => Some(FilesystemEventKind::Symlink),
+        Ok(pb::FilesystemEventKind::MemfdCreate) => Some(FilesystemEventKind::MemfdCreate),
         _ => None,
     }
 }
@@ -496,6 +510,9 @@ fn filesystem_to_proto(e: &FilesystemEvent) -> pb::FilesystemEvent {
         path_truncated: e.path_truncated,
         path_unreadable: e.path_unreadable,
         path_user_supplied: e.path_user_supplied,
+        compat_syscall: e.compat_syscall,
+        owner_uid: e.owner_uid,
+        owner_gid: e.owner_gid,
     }
 }
 
@@ -518,6 +535,9 @@ fn filesystem_from_proto(e: pb::FilesystemEvent) -> Result<FilesystemEvent, Conv
         path_truncated: e.path_truncated,
         path_unreadable: e.path_unreadable,
         path_user_supplied: e.path_user_supplied,
+        compat_syscall: e.compat_syscall,
+        owner_uid: e.owner_uid,
+        owner_gid: e.owner_gid,
     })
 }
 

@@ -12,7 +12,7 @@ use crate::event::{
 use crate::ipc::convert::{domain_from_proto, domain_to_proto};
 
 /// Every kind name, in bit order. Kind names are unique across domains.
-pub(crate) const KIND_NAMES: [&str; 17] = [
+pub(crate) const KIND_NAMES: [&str; 24] = [
     "exec",
     "fork",
     "exit",
@@ -30,6 +30,13 @@ pub(crate) const KIND_NAMES: [&str; 17] = [
     "udp_send", // network, added later
     "cred_change",
     "exec_failed", // process, added later
+    "mkdir",
+    "rmdir",
+    "chmod",
+    "chown",
+    "link",
+    "symlink",
+    "memfd_create", // filesystem, added later
 ];
 
 /// The domain of each kind in [`KIND_NAMES`] (same order; the length is checked).
@@ -50,7 +57,14 @@ pub(crate) const KIND_DOMAINS: [&str; KIND_NAMES.len()] = [
     "network",
     "network", // bind udp_send
     "process",
-    "process", // cred_change exec_failed
+    "process",    // cred_change exec_failed
+    "filesystem", // mkdir
+    "filesystem", // rmdir
+    "filesystem", // chmod
+    "filesystem", // chown
+    "filesystem", // link
+    "filesystem", // symlink
+    "filesystem", // memfd_create
 ];
 
 /// A subscriber's selection: empty masks select everything.
@@ -167,6 +181,13 @@ fn kind_bit(ev: &CollectionEvent) -> u32 {
             FilesystemEventKind::Open => 9,
             FilesystemEventKind::Unlink => 10,
             FilesystemEventKind::Rename => 11,
+            FilesystemEventKind::Mkdir => 17,
+            FilesystemEventKind::Rmdir => 18,
+            FilesystemEventKind::Chmod => 19,
+            FilesystemEventKind::Chown => 20,
+            FilesystemEventKind::Link => 21,
+            FilesystemEventKind::Symlink => 22,
+            FilesystemEventKind::MemfdCreate => 23,
         },
         CollectionEvent::Performance(e) => match e.kind {
             PerformanceEventKind::Metric => 12,

@@ -473,6 +473,13 @@ impl KernelDomain {
                 (RecordKind::Create, "create"),
                 (RecordKind::Unlink, "unlink"),
                 (RecordKind::Rename, "rename"),
+                (RecordKind::Mkdir, "mkdir"),
+                (RecordKind::Rmdir, "rmdir"),
+                (RecordKind::Chmod, "chmod"),
+                (RecordKind::Chown, "chown"),
+                (RecordKind::Link, "link"),
+                (RecordKind::Symlink, "symlink"),
+                (RecordKind::MemfdCreate, "memfd_create"),
             ],
         }
     }
@@ -514,7 +521,26 @@ pub(crate) const NETWORK_PROGRAMS: &[ProgramSpec] = &[
 
 /// Programs whose hook a kernel may lack (io_uring compiled out): when one fails to
 /// attach, its domain goes on without it (logged; its hook is absent from status).
-const OPTIONAL_PROGRAMS: &[&str] = &["io_uring_complete_net"];
+const OPTIONAL_PROGRAMS: &[&str] = &[
+    "io_uring_complete_net",
+    "sys_enter_fchmodat2",
+    "sys_exit_fchmodat2",
+    // Legacy path calls some architectures lack (arm64 has only the *at forms).
+    "sys_enter_mkdir",
+    "sys_exit_mkdir",
+    "sys_enter_rmdir",
+    "sys_exit_rmdir",
+    "sys_enter_chmod",
+    "sys_exit_chmod",
+    "sys_enter_chown",
+    "sys_exit_chown",
+    "sys_enter_lchown",
+    "sys_exit_lchown",
+    "sys_enter_link",
+    "sys_exit_link",
+    "sys_enter_symlink",
+    "sys_exit_symlink",
+];
 
 pub(crate) const NETWORK_PROGRAMS_RAW: &[ProgramSpec] = &[
     raw("raw_net_sys_enter", "sys_enter"),
@@ -531,6 +557,8 @@ pub(crate) const NETWORK_PROGRAMS_RAW: &[ProgramSpec] = &[
 pub(crate) const FILE_PROGRAMS_RAW: &[ProgramSpec] = &[
     raw("raw_file_sys_enter", "sys_enter"),
     raw("raw_file_sys_exit", "sys_exit"),
+    raw("raw_file_compat_enter", "sys_enter"),
+    raw("raw_file_compat_exit", "sys_exit"),
 ];
 
 pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
@@ -552,6 +580,38 @@ pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
     syscall("sys_exit_renameat"),
     syscall("sys_enter_renameat2"),
     syscall("sys_exit_renameat2"),
+    syscall("sys_enter_mkdir"),
+    syscall("sys_exit_mkdir"),
+    syscall("sys_enter_mkdirat"),
+    syscall("sys_exit_mkdirat"),
+    syscall("sys_enter_rmdir"),
+    syscall("sys_exit_rmdir"),
+    syscall("sys_enter_chmod"),
+    syscall("sys_exit_chmod"),
+    syscall("sys_enter_fchmodat"),
+    syscall("sys_exit_fchmodat"),
+    syscall("sys_enter_chown"),
+    syscall("sys_exit_chown"),
+    syscall("sys_enter_lchown"),
+    syscall("sys_exit_lchown"),
+    syscall("sys_enter_fchownat"),
+    syscall("sys_exit_fchownat"),
+    syscall("sys_enter_memfd_create"),
+    syscall("sys_exit_memfd_create"),
+    syscall("sys_enter_link"),
+    syscall("sys_exit_link"),
+    syscall("sys_enter_linkat"),
+    syscall("sys_exit_linkat"),
+    syscall("sys_enter_symlink"),
+    syscall("sys_exit_symlink"),
+    syscall("sys_enter_symlinkat"),
+    syscall("sys_exit_symlinkat"),
+    // fchmodat2 is Linux >= 6.6: optional (see OPTIONAL_PROGRAMS).
+    syscall("sys_enter_fchmodat2"),
+    syscall("sys_exit_fchmodat2"),
+    // The 32-bit entry: per-syscall tracepoints do not fire for it on x86.
+    raw("raw_file_compat_enter", "sys_enter"),
+    raw("raw_file_compat_exit", "sys_exit"),
 ];
 
 /// A random SipHash key for connection ids (from the kernel's CSPRNG), so an id

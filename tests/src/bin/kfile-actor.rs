@@ -17,6 +17,30 @@
 //!     (blocks); once /proc shows it blocked in openat, a thread rewrites the path
 //!     buffer to DIR/deco, then opens the FIFO for writing so the read open returns
 //!                                                                  -> fifo=DIR/fifo decoy=DIR/deco
+//!
+//! kfile-actor int80 DIR [nobody]   (x86_64) every file call through `int $0x80`:
+//!   - open(5) DIR/c32/open5 O_CREAT, creat(8) DIR/c32/creat8,
+//!     openat(295) (dirfd of DIR/c32, "at295", O_CREAT), openat2(437) DIR/c32/at2_437,
+//!     rename(38) creat8 -> ren38, renameat(302) ren38 -> ren302,
+//!     renameat2(353) ren302 -> ren353, unlink(10) open5, unlinkat(301) (dirfd, "at295"),
+//!     a failed open(5) of DIR/c32/missing                        -> dir=DIR/c32 and results
+//!
+//! kfile-actor dirs DIR [nobody]
+//!   - mkdir DIR/d/m1 0o750, mkdirat(dirfd of DIR/d, "m2", 0o700), rmdir DIR/d/m1,
+//!     unlinkat(dirfd, "m2", AT_REMOVEDIR), create DIR/d/f, chmod DIR/d/f 0o4755 (setuid),
+//!     fchmodat(dirfd, "f", 0o2750) (setgid), a failed chmod of DIR/d/missing (ENOENT)
+//!                                                                  -> d=DIR/d and results
+//!
+//! kfile-actor links DIR [nobody]
+//!   - create DIR/l/f; link(f, DIR/l/hl); linkat(dirfd of DIR/l, "f", dirfd, "hl2");
+//!     symlink("../elsewhere/t", DIR/l/sl); symlinkat("f", dirfd, "sl2");
+//!     chown(f, -1, own gid); lchown(sl, own uid, -1); fchownat(dirfd, "f", uid, gid);
+//!     memfd_create("kfile3-memfd", MFD_CLOEXEC); a failed chown of DIR/l/missing
+//!                                                                  -> l=DIR/l and results
+//!
+//! kfile-actor int80-opens PATH N   (x86_64, cost measurement) prints `pid=`, waits for a
+//!   line on stdin, then N times open(5)+close(6) of PATH through `int $0x80`
+//!                                                                  -> opens=N seconds=S
 //! ```
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -158,6 +182,258 @@ fn fifo(dir: &str) -> String {
     format!("fifo={fifo} decoy={decoy}")
 }
 
+/// A 32-bit syscall through `int $0x80`: number in eax, arguments in ebx, ecx, edx,
+/// esi, edi; pointers must fit 32 bits.
+#[cfg(target_arch = "x86_64")]
+unsafe fn syscall32(nr: u32, args: [u32; 5]) -> i32 {
+    let ret: u32;
+    // SAFETY: the caller passes a valid i386 syscall; rbx is swapped around the call
+    // because LLVM reserves it.
+    unsafe {
+        std::arch::asm!(
+            "xchg rbx, {a:r}",
+            "int 0x80",
+            "xchg rbx, {a:r}",
+            a = inout(reg) u64::from(args[0]) => _,
+            inlateout("eax") nr => ret,
+            in("ecx") args[1],
+            in("edx") args[2],
+            in("esi") args[3],
+            in("edi") args[4],
+            lateout("r8") _, lateout("r9") _, lateout("r10") _, lateout("r11") _,
+        );
+    }
+    ret as i32
+}
+
+#[cfg(target_arch = "x86_64")]
+fn int80(dir: &str) -> String {
+    const AT_FDCWD: u32 = -100i32 as u32;
+    let c32 = format!("{dir}/c32");
+    std::fs::create_dir_all(&c32).expect("mkdir c32");
+    // SAFETY: an anonymous private mapping of our own, checked.
+    let mem = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            8192,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(mem, libc::MAP_FAILED, "mmap MAP_32BIT");
+    let base = mem as usize;
+    assert!(base + 8192 < u32::MAX as usize, "mapping below 4 GiB");
+    let mut next = base;
+    // Copies a NUL-terminated string into the low mapping; returns its 32-bit address.
+    let mut put = |bytes: &[u8]| -> u32 {
+        let at = next;
+        assert!(at + bytes.len() + 1 < base + 8192);
+        // SAFETY: inside our mapping (checked above).
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), at as *mut u8, bytes.len());
+            *((at + bytes.len()) as *mut u8) = 0;
+        }
+        next = (at + bytes.len() + 8) & !7;
+        at as u32
+    };
+    let p = |name: &str| format!("{c32}/{name}");
+    let open5 = put(p("open5").as_bytes());
+    let creat8 = put(p("creat8").as_bytes());
+    let at295 = put(b"at295");
+    let at2 = put(p("at2_437").as_bytes());
+    let ren38 = put(p("ren38").as_bytes());
+    let ren302 = put(p("ren302").as_bytes());
+    let ren353 = put(p("ren353").as_bytes());
+    let missing = put(p("missing").as_bytes());
+    // struct open_how { u64 flags; u64 mode; u64 resolve; }
+    let how = put(&[0u8; 24]);
+    // SAFETY: inside our mapping, 8-aligned.
+    unsafe {
+        *(how as usize as *mut u64) = (libc::O_CREAT | libc::O_WRONLY) as u64;
+        *((how as usize + 8) as *mut u64) = 0o600;
+    }
+    let creat = (libc::O_CREAT | libc::O_WRONLY) as u32;
+    let dirfd = open_dir(&c32);
+    // SAFETY: i386 syscalls with pointers into our low mapping.
+    let r = unsafe {
+        let open = syscall32(5, [open5, creat, 0o644, 0, 0]);
+        let creat_fd = syscall32(8, [creat8, 0o640, 0, 0, 0]);
+        let openat = syscall32(295, [dirfd as u32, at295, creat, 0o600, 0]);
+        let openat2 = syscall32(437, [AT_FDCWD, at2, how, 24, 0]);
+        let rename = syscall32(38, [creat8, ren38, 0, 0, 0]);
+        let renameat = syscall32(302, [AT_FDCWD, ren38, AT_FDCWD, ren302, 0]);
+        let renameat2 = syscall32(353, [AT_FDCWD, ren302, AT_FDCWD, ren353, 1]);
+        let unlink = syscall32(10, [open5, 0, 0, 0, 0]);
+        let unlinkat = syscall32(301, [dirfd as u32, at295, 0, 0, 0]);
+        let missing = syscall32(5, [missing, 0, 0, 0, 0]);
+        [
+            ("open", open),
+            ("creat", creat_fd),
+            ("openat", openat),
+            ("openat2", openat2),
+            ("rename", rename),
+            ("renameat", renameat),
+            ("renameat2", renameat2),
+            ("unlink", unlink),
+            ("unlinkat", unlinkat),
+            ("missing", missing),
+        ]
+    };
+    let mut out = format!("dir={c32} uid={}", unsafe { libc::getuid() });
+    for (name, ret) in r {
+        out.push_str(&format!(" {name}={ret}"));
+    }
+    out
+}
+
+/// N opens + closes of `path` through `int $0x80`, after a `go` line on stdin (the
+/// collector includes this pid first).
+#[cfg(target_arch = "x86_64")]
+fn int80_opens(path: &str, n: u64) -> String {
+    use std::io::BufRead;
+    // SAFETY: an anonymous private mapping of our own, checked.
+    let mem = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(mem, libc::MAP_FAILED, "mmap MAP_32BIT");
+    assert!(path.len() < 4000);
+    // SAFETY: inside our mapping; the mapping is zeroed, so the copy is NUL-terminated.
+    unsafe { std::ptr::copy_nonoverlapping(path.as_ptr(), mem as *mut u8, path.len()) };
+    let p = mem as usize as u32;
+    println!("pid={}", std::process::id());
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).expect("go");
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        // SAFETY: i386 open/close with a pointer into our low mapping.
+        unsafe {
+            let fd = syscall32(5, [p, 0, 0, 0, 0]);
+            assert!(fd >= 0, "open {path}: {fd}");
+            syscall32(6, [fd as u32, 0, 0, 0, 0]);
+        }
+    }
+    format!("opens={n} seconds={}", start.elapsed().as_secs_f64())
+}
+
+fn dirs(dir: &str) -> String {
+    let d = format!("{dir}/d");
+    std::fs::create_dir_all(&d).expect("mkdir d");
+    let dirfd = open_dir(&d);
+    let c = |name: &str| cstr(&format!("{d}/{name}"));
+    // SAFETY: plain syscalls with valid NUL-terminated paths; results are reported.
+    let r = unsafe {
+        let mkdir = libc::mkdir(c("m1").as_ptr(), 0o750);
+        let mkdirat = libc::mkdirat(dirfd, cstr("m2").as_ptr(), 0o700);
+        let rmdir = libc::rmdir(c("m1").as_ptr());
+        let unlinkat = libc::unlinkat(dirfd, cstr("m2").as_ptr(), libc::AT_REMOVEDIR);
+        close(open_creat(libc::AT_FDCWD, &format!("{d}/f")));
+        let chmod = libc::chmod(c("f").as_ptr(), 0o4755);
+        let fchmodat = libc::fchmodat(dirfd, cstr("f").as_ptr(), 0o2750, 0);
+        let missing = libc::chmod(c("missing").as_ptr(), 0o644);
+        [
+            ("mkdir", mkdir),
+            ("mkdirat", mkdirat),
+            ("rmdir", rmdir),
+            ("unlinkat", unlinkat),
+            ("chmod", chmod),
+            ("fchmodat", fchmodat),
+            (
+                "missing",
+                if missing < 0 {
+                    -std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+                } else {
+                    missing
+                },
+            ),
+        ]
+    };
+    close(dirfd);
+    let mut out = format!("d={d} uid={}", unsafe { libc::getuid() });
+    for (name, ret) in r {
+        out.push_str(&format!(" {name}={ret}"));
+    }
+    out
+}
+
+fn links(dir: &str) -> String {
+    let l = format!("{dir}/l");
+    std::fs::create_dir_all(&l).expect("mkdir l");
+    let dirfd = open_dir(&l);
+    close(open_creat(libc::AT_FDCWD, &format!("{l}/f")));
+    let c = |name: &str| cstr(&format!("{l}/{name}"));
+    let err = |r: i32| {
+        if r < 0 {
+            -std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        } else {
+            r
+        }
+    };
+    // SAFETY: plain syscalls with valid NUL-terminated strings; results are reported.
+    let r = unsafe {
+        let (uid, gid) = (libc::getuid(), libc::getgid());
+        let link = err(libc::link(c("f").as_ptr(), c("hl").as_ptr()));
+        let linkat = err(libc::linkat(
+            dirfd,
+            cstr("f").as_ptr(),
+            dirfd,
+            cstr("hl2").as_ptr(),
+            0,
+        ));
+        let symlink = err(libc::symlink(
+            cstr("../elsewhere/t").as_ptr(),
+            c("sl").as_ptr(),
+        ));
+        let symlinkat = err(libc::symlinkat(
+            cstr("f").as_ptr(),
+            dirfd,
+            cstr("sl2").as_ptr(),
+        ));
+        let chown = err(libc::chown(c("f").as_ptr(), u32::MAX, gid));
+        let lchown = err(libc::lchown(c("sl").as_ptr(), uid, u32::MAX));
+        let fchownat = err(libc::fchownat(dirfd, cstr("f").as_ptr(), uid, gid, 0));
+        let name = cstr("kfile3-memfd");
+        let memfd =
+            err(libc::syscall(libc::SYS_memfd_create, name.as_ptr(), libc::MFD_CLOEXEC) as i32);
+        let missing = err(libc::chown(c("missing").as_ptr(), 0, 0));
+        [
+            ("link", link),
+            ("linkat", linkat),
+            ("symlink", symlink),
+            ("symlinkat", symlinkat),
+            ("chown", chown),
+            ("lchown", lchown),
+            ("fchownat", fchownat),
+            ("memfd", memfd),
+            ("missing", missing),
+        ]
+    };
+    close(dirfd);
+    let mut out = format!("l={l} uid={} gid={}", unsafe { libc::getuid() }, unsafe {
+        libc::getgid()
+    });
+    for (name, ret) in r {
+        out.push_str(&format!(" {name}={ret}"));
+    }
+    out
+}
+
+fn open_dir(path: &str) -> i32 {
+    let p = cstr(path);
+    // SAFETY: valid NUL-terminated path; checked.
+    let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
+    assert!(fd >= 0, "open {path}: {}", std::io::Error::last_os_error());
+    fd
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.get(2).map(String::as_str) == Some("nobody") {
@@ -166,6 +442,16 @@ fn main() {
     let out = match args.first().map(String::as_str) {
         Some("paths") => paths(&args[1]),
         Some("fifo") => fifo(&args[1]),
+        Some("dirs") => dirs(&args[1]),
+        Some("links") => links(&args[1]),
+        #[cfg(target_arch = "x86_64")]
+        Some("int80") => int80(&args[1]),
+        #[cfg(target_arch = "x86_64")]
+        Some("int80-opens") => {
+            let out = int80_opens(&args[1], args[2].parse().expect("N"));
+            println!("{out}");
+            return;
+        }
         _ => {
             eprintln!("usage: kfile-actor paths DIR [nobody]");
             std::process::exit(2);

@@ -318,6 +318,8 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
     let (mut path, mut new_path, mut name) = ("", None, None);
     let mut path_relative = false;
     let (mut path_truncated, mut path_unreadable, mut path_user_supplied) = (false, false, false);
+    let mut compat_syscall = false;
+    let (mut owner_uid, mut owner_gid) = (None, None);
     let (mut flags, mut mode, mut result, mut uid) = (None, None, None, None);
     let mut fields = Fields::new(body);
     while let Some((field, wire_type)) = fields.next(0)? {
@@ -337,6 +339,9 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
             (filesystem::PATH_TRUNCATED, VARINT) => path_truncated = r.varint()? != 0,
             (filesystem::PATH_UNREADABLE, VARINT) => path_unreadable = r.varint()? != 0,
             (filesystem::PATH_USER_SUPPLIED, VARINT) => path_user_supplied = r.varint()? != 0,
+            (filesystem::COMPAT_SYSCALL, VARINT) => compat_syscall = r.varint()? != 0,
+            (filesystem::OWNER_UID, VARINT) => owner_uid = Some(r.varint()? as u32),
+            (filesystem::OWNER_GID, VARINT) => owner_gid = Some(r.varint()? as u32),
             _ => return None,
         }
     }
@@ -356,6 +361,9 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
         path_truncated,
         path_unreadable,
         path_user_supplied,
+        compat_syscall,
+        owner_uid,
+        owner_gid,
     })
 }
 

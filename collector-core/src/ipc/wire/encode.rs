@@ -306,6 +306,9 @@ fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent) {
     boolean(o, filesystem::PATH_TRUNCATED, e.path_truncated);
     boolean(o, filesystem::PATH_UNREADABLE, e.path_unreadable);
     boolean(o, filesystem::PATH_USER_SUPPLIED, e.path_user_supplied);
+    boolean(o, filesystem::COMPAT_SYSCALL, e.compat_syscall);
+    opt_varint(o, filesystem::OWNER_UID, e.owner_uid.map(u64::from));
+    opt_varint(o, filesystem::OWNER_GID, e.owner_gid.map(u64::from));
 }
 
 fn performance_body(o: &mut impl Out, e: &PerformanceEvent) {

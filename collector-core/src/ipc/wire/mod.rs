@@ -135,6 +135,9 @@ mod field {
         pub const PATH_TRUNCATED: u32 = 13;
         pub const PATH_UNREADABLE: u32 = 14;
         pub const PATH_USER_SUPPLIED: u32 = 15;
+        pub const COMPAT_SYSCALL: u32 = 16;
+        pub const OWNER_UID: u32 = 17;
+        pub const OWNER_GID: u32 = 18;
     }
     pub mod performance {
         pub const METRIC_NAME: u32 = 5;

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use collector_common::{
-    FileRecord, RecordHeader, RecordKind, RenameRecord, FILE_PATH_LEN, FILE_PATH_MAX,
-    PATH_FLAG_TRUNCATED, PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
+    FileRecord, RecordHeader, RecordKind, RenameRecord, FILE_FLAG_COMPAT, FILE_PATH_LEN,
+    FILE_PATH_MAX, PATH_FLAG_TRUNCATED, PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
 };
 use collector_core::event::{CollectionEvent, FilesystemEvent, FilesystemEventKind, SourceName};
 
@@ -54,6 +54,9 @@ fn file_base(
         path_truncated: false,
         path_unreadable: false,
         path_user_supplied: true,
+        compat_syscall: false,
+        owner_uid: None,
+        owner_gid: None,
     }
 }
 
@@ -65,7 +68,14 @@ pub fn decode_filesystem(
 ) -> Result<CollectionEvent, DecodeError> {
     let kind = record_kind(bytes)?;
     let ev = match kind {
-        RecordKind::Open | RecordKind::Create | RecordKind::Unlink => {
+        RecordKind::Open
+        | RecordKind::Create
+        | RecordKind::Unlink
+        | RecordKind::Mkdir
+        | RecordKind::Rmdir
+        | RecordKind::Chmod
+        | RecordKind::Chown
+        | RecordKind::MemfdCreate => {
             let r: FileRecord = read(bytes, kind as u32)?;
             // Variable length: the path bytes follow the fixed part. The kernel already
             // made the path absolute (resolved object, or cwd/dirfd walked + the user
@@ -78,11 +88,19 @@ pub fn decode_filesystem(
                 need: start + len,
             })?;
             let path = String::from_utf8_lossy(raw).into_owned();
-            let relative = !path.starts_with('/');
-            let is_open = kind != RecordKind::Unlink;
+            // A memfd name is not a path: never "relative".
+            let relative = kind != RecordKind::MemfdCreate && !path.starts_with('/');
+            let is_open = matches!(kind, RecordKind::Open | RecordKind::Create);
+            let has_flags = is_open || kind == RecordKind::MemfdCreate;
+            let has_mode = is_open || matches!(kind, RecordKind::Mkdir | RecordKind::Chmod);
             let event_kind = match kind {
                 RecordKind::Open => FilesystemEventKind::Open,
                 RecordKind::Create => FilesystemEventKind::Create,
+                RecordKind::Mkdir => FilesystemEventKind::Mkdir,
+                RecordKind::Rmdir => FilesystemEventKind::Rmdir,
+                RecordKind::Chmod => FilesystemEventKind::Chmod,
+                RecordKind::Chown => FilesystemEventKind::Chown,
+                RecordKind::MemfdCreate => FilesystemEventKind::MemfdCreate,
                 _ => FilesystemEventKind::Unlink,
             };
             let mut ev = file_base(&r.header, event_kind, path, r.result, clock, source);
@@ -90,28 +108,39 @@ pub fn decode_filesystem(
             ev.path_truncated = r.path_flags & PATH_FLAG_TRUNCATED != 0;
             ev.path_unreadable = r.path_flags & PATH_FLAG_UNREADABLE != 0;
             ev.path_user_supplied = r.path_flags & PATH_FLAG_USER != 0;
-            ev.flags = is_open.then_some(r.open_flags);
-            ev.mode = is_open.then_some(r.mode);
+            ev.compat_syscall = r.file_flags & FILE_FLAG_COMPAT != 0;
+            ev.flags = has_flags.then_some(r.open_flags);
+            if kind == RecordKind::Chown {
+                // -1 (u32::MAX) leaves that id unchanged: absent.
+                ev.owner_uid = (r.owner_uid != u32::MAX).then_some(r.owner_uid);
+                ev.owner_gid = (r.owner_gid != u32::MAX).then_some(r.owner_gid);
+            }
+            ev.mode = has_mode.then_some(r.mode);
             ev
         }
-        RecordKind::Rename => {
+        RecordKind::Rename | RecordKind::Link | RecordKind::Symlink => {
             let r: RenameRecord = read(bytes, kind as u32)?;
             let old_len = (r.old_path_len as usize).min(FILE_PATH_LEN);
             let new_len = (r.new_path_len as usize).min(FILE_PATH_LEN);
-            let (path, rel_old) =
-                resolve_path(r.header.pid, r.old_dirfd, c_str(&r.old_path[..old_len]));
+            let old = c_str(&r.old_path[..old_len]);
+            // A symlink's target is stored as given: resolving it against the caller's
+            // cwd would name a file the link does not point to.
+            let (path, rel_old) = if kind == RecordKind::Symlink {
+                (old, false)
+            } else {
+                resolve_path(r.header.pid, r.old_dirfd, old)
+            };
             let (new_path, rel_new) =
                 resolve_path(r.header.pid, r.new_dirfd, c_str(&r.new_path[..new_len]));
-            let mut ev = file_base(
-                &r.header,
-                FilesystemEventKind::Rename,
-                path,
-                r.result,
-                clock,
-                source,
-            );
+            let event_kind = match kind {
+                RecordKind::Link => FilesystemEventKind::Link,
+                RecordKind::Symlink => FilesystemEventKind::Symlink,
+                _ => FilesystemEventKind::Rename,
+            };
+            let mut ev = file_base(&r.header, event_kind, path, r.result, clock, source);
             ev.new_path = Some(new_path);
             ev.path_relative = rel_old || rel_new;
+            ev.compat_syscall = r.file_flags & FILE_FLAG_COMPAT != 0;
             ev
         }
         other => return Err(DecodeError::UnknownKind(other as u32)),

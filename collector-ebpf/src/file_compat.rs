@@ -1,0 +1,142 @@
+//! File calls through the 32-bit syscall entry (`int $0x80`, `CONFIG_IA32_EMULATION`).
+//!
+//! Hooks: raw tracepoints `sys_enter`/`sys_exit`, as in `net_compat`: the per-syscall
+//! tracepoints do not fire for compat syscalls on x86, so an unprivileged process could
+//! otherwise open, unlink or rename unseen. The i386 numbers are compared first (no
+//! helper call for other syscalls), then `TS_COMPAT`, because several of them are
+//! native x86_64 calls too (5 fstat, 8 lseek, 10 mprotect, 437 openat2). Arguments are
+//! in bx, cx, dx, si, di, bp. The records are the native ones with `FILE_FLAG_COMPAT`.
+
+use aya_ebpf::{
+    helpers::bpf_probe_read_user, macros::raw_tracepoint, programs::RawTracePointContext,
+};
+use collector_common::{RecordKind, FILE_FLAG_COMPAT};
+
+use crate::{
+    common::{read_kernel, syscall_nr},
+    file::{exit_one_path_ret, exit_rename_ret, pending, stash, stash_rename_flagged},
+    net_compat::in_compat_syscall,
+    offsets::get,
+};
+
+const NR32_OPEN: u64 = 5;
+const NR32_CREAT: u64 = 8;
+const NR32_UNLINK: u64 = 10;
+const NR32_RENAME: u64 = 38;
+const NR32_OPENAT: u64 = 295;
+const NR32_UNLINKAT: u64 = 301;
+const NR32_RENAMEAT: u64 = 302;
+const NR32_RENAMEAT2: u64 = 353;
+const NR32_OPENAT2: u64 = 437;
+
+const AT_FDCWD: u64 = -100i32 as u32 as u64;
+const O_CREAT: u64 = 0o100;
+
+/// An i386 syscall number this file handles.
+#[inline(always)]
+fn is_file_call32(id: u64) -> bool {
+    matches!(
+        id,
+        NR32_OPEN
+            | NR32_CREAT
+            | NR32_UNLINK
+            | NR32_RENAME
+            | NR32_OPENAT
+            | NR32_UNLINKAT
+            | NR32_RENAMEAT
+            | NR32_RENAMEAT2
+            | NR32_OPENAT2
+    )
+}
+
+/// i386 syscall argument `n` (bx, cx, dx, si, di).
+#[inline(always)]
+fn arg32(regs: *const u8, n: usize) -> u64 {
+    let off = match n {
+        0 => get::OFF_NET_REGS_BX(),
+        1 => get::OFF_NET_REGS_CX(),
+        2 => get::OFF_REGS_DX(),
+        3 => get::OFF_REGS_SI(),
+        _ => get::OFF_REGS_DI(),
+    };
+    // A 32-bit argument: the upper half of the saved register is not the caller's.
+    unsafe { read_kernel::<u64>(regs, off) }.unwrap_or(0) & 0xffff_ffff
+}
+
+/// A dirfd argument: 32 bits, sign-extended (`AT_FDCWD` is -100).
+#[inline(always)]
+fn dirfd32(v: u64) -> u64 {
+    v as u32 as i32 as i64 as u64
+}
+
+#[inline(always)]
+fn stash32(kind: RecordKind, dirfd: u64, path: u64, open_flags: u64, mode: u64) {
+    let mut p = pending(kind, dirfd32(dirfd), path, open_flags, mode);
+    p.file_flags = FILE_FLAG_COMPAT;
+    stash(kind, p);
+}
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn raw_file_compat_enter(ctx: RawTracePointContext) -> i32 {
+    let id: u64 = ctx.arg(1);
+    if !is_file_call32(id) || !in_compat_syscall() {
+        return 0;
+    }
+    let regs: *const u8 = ctx.arg(0);
+    let a = |n| arg32(regs, n);
+    match id {
+        NR32_OPEN => stash32(RecordKind::Open, AT_FDCWD, a(0), a(1), a(2)),
+        // creat(path, mode) == open(path, O_CREAT|O_WRONLY|O_TRUNC, mode)
+        NR32_CREAT => stash32(
+            RecordKind::Open,
+            AT_FDCWD,
+            a(0),
+            O_CREAT | 0o1 | 0o1000,
+            a(1),
+        ),
+        NR32_OPENAT => stash32(RecordKind::Open, a(0), a(1), a(2), a(3)),
+        NR32_OPENAT2 => {
+            // struct open_how { u64 flags; u64 mode; u64 resolve; }: same layout for i386.
+            let how = a(2) as *const u64;
+            let open_flags = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
+            let mode = unsafe { bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
+            stash32(RecordKind::Open, a(0), a(1), open_flags, mode);
+        }
+        NR32_UNLINK => stash32(RecordKind::Unlink, AT_FDCWD, a(0), 0, 0),
+        NR32_UNLINKAT => stash32(RecordKind::Unlink, a(0), a(1), a(2), 0),
+        NR32_RENAME => stash_rename_flagged(AT_FDCWD, a(0), AT_FDCWD, a(1), 0, FILE_FLAG_COMPAT),
+        NR32_RENAMEAT => stash_rename_flagged(
+            dirfd32(a(0)),
+            a(1),
+            dirfd32(a(2)),
+            a(3),
+            0,
+            FILE_FLAG_COMPAT,
+        ),
+        _ => stash_rename_flagged(
+            dirfd32(a(0)),
+            a(1),
+            dirfd32(a(2)),
+            a(3),
+            a(4),
+            FILE_FLAG_COMPAT,
+        ),
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn raw_file_compat_exit(ctx: RawTracePointContext) -> i32 {
+    let regs: *const u8 = ctx.arg(0);
+    let id = syscall_nr(regs);
+    if !is_file_call32(id) || !in_compat_syscall() {
+        return 0;
+    }
+    // The return value of a 32-bit call is the low half, sign-extended.
+    let ret = ctx.arg::<u64>(1) as u32 as i32 as i64;
+    match id {
+        NR32_RENAME | NR32_RENAMEAT | NR32_RENAMEAT2 => exit_rename_ret(ret),
+        _ => exit_one_path_ret(ret),
+    };
+    0
+}

@@ -1,0 +1,120 @@
+//! mkdir/mkdirat, rmdir/unlinkat(AT_REMOVEDIR) and chmod/fchmodat, seen on the real
+//! kernel from an unprivileged actor (uid 65534): the path (directory resolved in the
+//! kernel + the user's last component), the mode (setuid/setgid bits kept) and the result.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use collector_core::event::{FilesystemEvent, FilesystemEventKind};
+use collector_core::{CollectionEvent, EventSource};
+use collector_tests::{kernel_or_skip, run_actor};
+use collector_userspace::ebpf::{KernelConfig, KernelDomain, KernelPrograms, KernelSource};
+use tokio::sync::mpsc;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mkdir_rmdir_chmod_are_reported_with_paths_and_modes() {
+    if !kernel_or_skip("mkdir_rmdir_chmod_are_reported_with_paths_and_modes") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dir = tmp.path().canonicalize().unwrap().display().to_string();
+    let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
+    let source =
+        Arc::new(KernelSource::new(programs, KernelDomain::Filesystem).expect("filesystem source"));
+    let (tx, mut rx) = mpsc::channel(65536);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let task = {
+        let (source, shutdown) = (source.clone(), shutdown.clone());
+        tokio::spawn(async move { source.start(tx, shutdown).await })
+    };
+    let out = run_actor(env!("CARGO_BIN_EXE_kfile-actor"), &["dirs", &dir, "nobody"]);
+    assert_eq!(out["uid"], "65534", "actor runs unprivileged");
+    let pid: u32 = out["pid"].parse().unwrap();
+    let d = out["d"].clone();
+    for call in ["mkdir", "mkdirat", "rmdir", "unlinkat", "chmod", "fchmodat"] {
+        assert_eq!(out[call], "0", "{call}: {out:?}");
+    }
+    assert_eq!(out["missing"], "-2", "ENOENT");
+
+    let mut events: Vec<FilesystemEvent> = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = rx.recv().await {
+            if let CollectionEvent::Filesystem(f) = ev {
+                if f.pid == pid {
+                    // The failed chmod is the actor's last file call.
+                    let done = f.path.ends_with("/missing");
+                    events.push(f);
+                    if done {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    source.stop().await.unwrap();
+    shutdown.store(true, Ordering::Relaxed);
+    task.await.unwrap().unwrap();
+
+    let p = |name: &str| format!("{d}/{name}");
+    let one = |kind: FilesystemEventKind, path: &str| -> &FilesystemEvent {
+        let found: Vec<_> = events
+            .iter()
+            .filter(|e| e.kind == kind && e.path == path)
+            .collect();
+        assert_eq!(found.len(), 1, "one {kind:?} of {path} in {events:#?}");
+        let e = found[0];
+        assert_eq!(e.uid, Some(65534), "{e:?}");
+        assert!(!e.compat_syscall, "{e:?}");
+        assert!(
+            !e.path_truncated && !e.path_unreadable && !e.path_relative,
+            "{e:?}"
+        );
+        // Kernel-resolved directory + the user's last component.
+        assert!(e.path_user_supplied, "{e:?}");
+        e
+    };
+    for (name, mode) in [("m1", 0o750), ("m2", 0o700)] {
+        let e = one(FilesystemEventKind::Mkdir, &p(name));
+        assert_eq!(e.mode, Some(mode), "{e:?}");
+        assert_eq!(e.result, Some(0), "{e:?}");
+    }
+    for name in ["m1", "m2"] {
+        let e = one(FilesystemEventKind::Rmdir, &p(name));
+        assert_eq!(e.result, Some(0), "{e:?}");
+        assert_eq!(e.mode, None, "{e:?}");
+    }
+    // Not reported as unlinks as well.
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.kind == FilesystemEventKind::Unlink && e.path.starts_with(&p("m"))),
+        "{events:#?}"
+    );
+    let chmods: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == FilesystemEventKind::Chmod && e.path == p("f"))
+        .collect();
+    assert_eq!(chmods.len(), 2, "{events:#?}");
+    assert_eq!(
+        chmods[0].mode,
+        Some(0o4755),
+        "setuid visible: {:?}",
+        chmods[0]
+    );
+    assert_eq!(
+        chmods[1].mode,
+        Some(0o2750),
+        "setgid visible: {:?}",
+        chmods[1]
+    );
+    assert!(chmods
+        .iter()
+        .all(|e| e.result == Some(0) && e.path_user_supplied));
+    let e = one(FilesystemEventKind::Chmod, &p("missing"));
+    assert_eq!(e.result, Some(-2), "{e:?}");
+    assert_eq!(e.mode, Some(0o644), "{e:?}");
+}

@@ -1,0 +1,142 @@
+//! link/linkat, symlink/symlinkat (both paths), chown/lchown/fchownat (new owner) and
+//! memfd_create (its name), seen on the real kernel from an unprivileged actor
+//! (uid 65534).
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use collector_core::event::{FilesystemEvent, FilesystemEventKind};
+use collector_core::{CollectionEvent, EventSource};
+use collector_tests::{kernel_or_skip, run_actor};
+use collector_userspace::ebpf::{KernelConfig, KernelDomain, KernelPrograms, KernelSource};
+use tokio::sync::mpsc;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_chown_and_memfd_are_reported_with_fields() {
+    if !kernel_or_skip("links_chown_and_memfd_are_reported_with_fields") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dir = tmp.path().canonicalize().unwrap().display().to_string();
+    let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
+    let source =
+        Arc::new(KernelSource::new(programs, KernelDomain::Filesystem).expect("filesystem source"));
+    let (tx, mut rx) = mpsc::channel(65536);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let task = {
+        let (source, shutdown) = (source.clone(), shutdown.clone());
+        tokio::spawn(async move { source.start(tx, shutdown).await })
+    };
+    let out = run_actor(
+        env!("CARGO_BIN_EXE_kfile-actor"),
+        &["links", &dir, "nobody"],
+    );
+    assert_eq!(out["uid"], "65534", "actor runs unprivileged");
+    let pid: u32 = out["pid"].parse().unwrap();
+    let l = out["l"].clone();
+    for call in [
+        "link",
+        "linkat",
+        "symlink",
+        "symlinkat",
+        "chown",
+        "lchown",
+        "fchownat",
+    ] {
+        assert_eq!(out[call], "0", "{call}: {out:?}");
+    }
+    assert!(out["memfd"].parse::<i32>().unwrap() >= 0, "{out:?}");
+    assert_eq!(out["missing"], "-2", "ENOENT");
+
+    let mut events: Vec<FilesystemEvent> = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = rx.recv().await {
+            if let CollectionEvent::Filesystem(f) = ev {
+                if f.pid == pid {
+                    // The failed chown is the actor's last file call.
+                    let done = f.path.ends_with("/missing");
+                    events.push(f);
+                    if done {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    source.stop().await.unwrap();
+    shutdown.store(true, Ordering::Relaxed);
+    task.await.unwrap().unwrap();
+
+    let p = |name: &str| format!("{l}/{name}");
+    let of = |kind: FilesystemEventKind| -> Vec<&FilesystemEvent> {
+        let v: Vec<_> = events.iter().filter(|e| e.kind == kind).collect();
+        for e in &v {
+            assert_eq!(e.uid, Some(65534), "{e:?}");
+            assert!(!e.compat_syscall, "{e:?}");
+        }
+        v
+    };
+    // A dirfd-relative path of a two-path record is resolved in userspace from
+    // /proc/PID/fd, which is gone once the actor exited: then it stays relative, flagged.
+    let is = |got: &str, relative: bool, name: &str| {
+        (got == p(name) && !relative) || (got == name && relative)
+    };
+
+    let links = of(FilesystemEventKind::Link);
+    assert_eq!(links.len(), 2, "{events:#?}");
+    assert_eq!(links[0].path, p("f"), "{:?}", links[0]);
+    assert_eq!(links[0].new_path.as_deref(), Some(p("hl").as_str()));
+    assert!(
+        is(&links[1].path, links[1].path_relative, "f"),
+        "{:?}",
+        links[1]
+    );
+    let new = links[1].new_path.as_deref().unwrap();
+    assert!(is(new, links[1].path_relative, "hl2"), "{:?}", links[1]);
+    assert!(links.iter().all(|e| e.result == Some(0)));
+
+    let symlinks = of(FilesystemEventKind::Symlink);
+    assert_eq!(symlinks.len(), 2, "{events:#?}");
+    // The target is the string as given, never resolved against the cwd.
+    assert_eq!(symlinks[0].path, "../elsewhere/t", "{:?}", symlinks[0]);
+    assert_eq!(symlinks[0].new_path.as_deref(), Some(p("sl").as_str()));
+    assert_eq!(symlinks[1].path, "f", "{:?}", symlinks[1]);
+    let new = symlinks[1].new_path.as_deref().unwrap();
+    assert!(
+        is(new, symlinks[1].path_relative, "sl2"),
+        "{:?}",
+        symlinks[1]
+    );
+    assert!(symlinks.iter().all(|e| e.result == Some(0)));
+
+    let chowns = of(FilesystemEventKind::Chown);
+    assert_eq!(chowns.len(), 4, "{events:#?}");
+    let owners: Vec<_> = chowns
+        .iter()
+        .map(|e| (e.path.as_str(), e.owner_uid, e.owner_gid, e.result))
+        .collect();
+    assert_eq!(
+        owners,
+        vec![
+            (p("f").as_str(), None, Some(65534), Some(0)),
+            (p("sl").as_str(), Some(65534), None, Some(0)),
+            (p("f").as_str(), Some(65534), Some(65534), Some(0)),
+            (p("missing").as_str(), Some(0), Some(0), Some(-2)),
+        ]
+    );
+    assert!(chowns
+        .iter()
+        .all(|e| e.path_user_supplied && e.mode.is_none()));
+
+    let memfds = of(FilesystemEventKind::MemfdCreate);
+    assert_eq!(memfds.len(), 1, "{events:#?}");
+    let m = memfds[0];
+    assert_eq!(m.path, "kfile3-memfd", "{m:?}");
+    assert!(!m.path_relative && !m.path_unreadable, "{m:?}");
+    assert_eq!(m.flags, Some(libc::MFD_CLOEXEC), "{m:?}");
+    assert_eq!(m.result, Some(out["memfd"].parse().unwrap()), "{m:?}");
+}
