@@ -2,34 +2,20 @@
 //! kernel from an unprivileged actor (uid 65534): the path (directory resolved in the
 //! kernel + the user's last component), the mode (setuid/setgid bits kept) and the result.
 
-use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
+
 
 use collector_core::event::{FilesystemEvent, FilesystemEventKind};
-use collector_core::{CollectionEvent, EventSource};
 use collector_tests::{kernel_or_skip, run_actor};
-use collector_userspace::ebpf::{KernelConfig, KernelDomain, KernelPrograms, KernelSource};
-use tokio::sync::mpsc;
+use collector_userspace::ebpf::KernelConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mkdir_rmdir_chmod_are_reported_with_paths_and_modes() {
     if !kernel_or_skip("mkdir_rmdir_chmod_are_reported_with_paths_and_modes") {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let dir = tmp.path().canonicalize().unwrap().display().to_string();
-    let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
-    let source =
-        Arc::new(KernelSource::new(programs, KernelDomain::Filesystem).expect("filesystem source"));
-    let (tx, mut rx) = mpsc::channel(65536);
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let task = {
-        let (source, shutdown) = (source.clone(), shutdown.clone());
-        tokio::spawn(async move { source.start(tx, shutdown).await })
-    };
+    let (_tmp, dir) = common::shared_dir();
+    let watch = common::FsWatch::start(KernelConfig::default());
     let out = run_actor(env!("CARGO_BIN_EXE_kfile-actor"), &["dirs", &dir, "nobody"]);
     assert_eq!(out["uid"], "65534", "actor runs unprivileged");
     let pid: u32 = out["pid"].parse().unwrap();
@@ -39,25 +25,10 @@ async fn mkdir_rmdir_chmod_are_reported_with_paths_and_modes() {
     }
     assert_eq!(out["missing"], "-2", "ENOENT");
 
-    let mut events: Vec<FilesystemEvent> = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(ev) = rx.recv().await {
-            if let CollectionEvent::Filesystem(f) = ev {
-                if f.pid == pid {
-                    // The failed chmod is the actor's last file call.
-                    let done = f.path.ends_with("/missing");
-                    events.push(f);
-                    if done {
-                        return;
-                    }
-                }
-            }
-        }
-    })
-    .await;
-    source.stop().await.unwrap();
-    shutdown.store(true, Ordering::Relaxed);
-    task.await.unwrap().unwrap();
+    // The failed chmod is the actor's last file call.
+    let events = watch
+        .collect(pid, |_| true, |e| e.path.ends_with("/missing"))
+        .await;
 
     let p = |name: &str| format!("{d}/{name}");
     let one = |kind: FilesystemEventKind, path: &str| -> &FilesystemEvent {

@@ -3,38 +3,22 @@
 //! the dirfd closed at once, a ~3,000-byte path, exclusion by canonical path only
 //! (an excluded prefix spelled through `..`), and a failed relative open.
 
-use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use collector_core::event::{FilesystemEvent, FilesystemEventKind};
-use collector_core::{CollectionEvent, EventSource};
+use collector_core::event::FilesystemEventKind;
 use collector_tests::{kernel_or_skip, run_actor};
-use collector_userspace::ebpf::{KernelConfig, KernelDomain, KernelPrograms, KernelSource};
-use tokio::sync::mpsc;
+use collector_userspace::ebpf::KernelConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kernel_resolves_paths_for_an_unprivileged_actor() {
     if !kernel_or_skip("kernel_resolves_paths_for_an_unprivileged_actor") {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let dir = tmp.path().canonicalize().unwrap().display().to_string();
-    let programs = KernelPrograms::load(KernelConfig {
+    let (_tmp, dir) = common::shared_dir();
+    let watch = common::FsWatch::start(KernelConfig {
         excluded_path_prefixes: vec![format!("{dir}/quiet/")],
         ..KernelConfig::default()
-    })
-    .expect("load kernel programs");
-    let source =
-        Arc::new(KernelSource::new(programs, KernelDomain::Filesystem).expect("filesystem source"));
-    let (tx, mut rx) = mpsc::channel(65536);
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let task = {
-        let (source, shutdown) = (source.clone(), shutdown.clone());
-        tokio::spawn(async move { source.start(tx, shutdown).await })
-    };
+    });
     let out = run_actor(
         env!("CARGO_BIN_EXE_kfile-actor"),
         &["paths", &dir, "nobody"],
@@ -42,25 +26,10 @@ async fn kernel_resolves_paths_for_an_unprivileged_actor() {
     assert_eq!(out["uid"], "65534", "actor runs unprivileged");
     let pid: u32 = out["pid"].parse().unwrap();
 
-    let mut events: Vec<FilesystemEvent> = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(ev) = rx.recv().await {
-            if let CollectionEvent::Filesystem(f) = ev {
-                if f.pid == pid {
-                    // The failed relative open is the actor's last file operation.
-                    let done = f.path.ends_with("missing-rel");
-                    events.push(f);
-                    if done {
-                        return;
-                    }
-                }
-            }
-        }
-    })
-    .await;
-    source.stop().await.unwrap();
-    shutdown.store(true, Ordering::Relaxed);
-    task.await.unwrap().unwrap();
+    // The failed relative open is the actor's last file operation.
+    let events = watch
+        .collect(pid, |_| true, |e| e.path.ends_with("missing-rel"))
+        .await;
 
     let find = |path: &str| {
         events
@@ -101,36 +70,18 @@ async fn open_reports_the_file_opened_not_the_rewritten_buffer() {
     if !kernel_or_skip("open_reports_the_file_opened_not_the_rewritten_buffer") {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let dir = tmp.path().canonicalize().unwrap().display().to_string();
-    let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
-    let source =
-        Arc::new(KernelSource::new(programs, KernelDomain::Filesystem).expect("filesystem source"));
-    let (tx, mut rx) = mpsc::channel(65536);
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let task = {
-        let (source, shutdown) = (source.clone(), shutdown.clone());
-        tokio::spawn(async move { source.start(tx, shutdown).await })
-    };
+    let (_tmp, dir) = common::shared_dir();
+    let watch = common::FsWatch::start(KernelConfig::default());
     let out = run_actor(env!("CARGO_BIN_EXE_kfile-actor"), &["fifo", &dir, "nobody"]);
     let pid: u32 = out["pid"].parse().unwrap();
-    let mut events: Vec<FilesystemEvent> = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(ev) = rx.recv().await {
-            if let CollectionEvent::Filesystem(f) = ev {
-                // The read-only open (flags 0) is the one raced.
-                if f.pid == pid && f.kind == FilesystemEventKind::Open && f.flags == Some(0) {
-                    events.push(f);
-                    return;
-                }
-            }
-        }
-    })
-    .await;
-    source.stop().await.unwrap();
-    shutdown.store(true, Ordering::Relaxed);
-    task.await.unwrap().unwrap();
+    // The read-only open (flags 0) is the one raced.
+    let events = watch
+        .collect(
+            pid,
+            |e| e.kind == FilesystemEventKind::Open && e.flags == Some(0),
+            |_| true,
+        )
+        .await;
     let e = events
         .first()
         .unwrap_or_else(|| panic!("no read open of the FIFO"));

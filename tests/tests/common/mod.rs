@@ -1,0 +1,82 @@
+//! What the filesystem kernel tests share: a world-writable scratch directory for an
+//! unprivileged actor, and the filesystem source running in this process, from which the
+//! events of one pid are collected.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use collector_core::event::FilesystemEvent;
+use collector_core::{CollectionEvent, EventSource};
+use collector_userspace::ebpf::{KernelConfig, KernelDomain, KernelPrograms, KernelSource};
+use tokio::sync::mpsc;
+
+/// A temporary directory any user may write (the actor runs as `nobody`), and its
+/// canonical path.
+pub fn shared_dir() -> (tempfile::TempDir, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dir = tmp.path().canonicalize().unwrap().display().to_string();
+    (tmp, dir)
+}
+
+/// The filesystem source, loaded with `config` and draining into a channel.
+pub struct FsWatch {
+    source: Arc<KernelSource>,
+    rx: mpsc::Receiver<CollectionEvent>,
+    shutdown: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl FsWatch {
+    /// Loads the programs and starts the source.
+    pub fn start(config: KernelConfig) -> Self {
+        let programs = KernelPrograms::load(config).expect("load kernel programs");
+        let source = Arc::new(
+            KernelSource::new(programs, KernelDomain::Filesystem).expect("filesystem source"),
+        );
+        let (tx, rx) = mpsc::channel(65536);
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let task = {
+            let (source, shutdown) = (source.clone(), shutdown.clone());
+            tokio::spawn(async move { source.start(tx, shutdown).await })
+        };
+        Self {
+            source,
+            rx,
+            shutdown,
+            task,
+        }
+    }
+
+    /// File events of `pid` that `keep` accepts, in order, until `last` says the actor's
+    /// last one arrived (bounded: 10 s); then stops the source.
+    pub async fn collect(
+        mut self,
+        pid: u32,
+        keep: impl Fn(&FilesystemEvent) -> bool,
+        last: impl Fn(&FilesystemEvent) -> bool,
+    ) -> Vec<FilesystemEvent> {
+        let mut events = Vec::new();
+        let rx = &mut self.rx;
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(ev) = rx.recv().await {
+                if let CollectionEvent::Filesystem(f) = ev {
+                    if f.pid == pid && keep(&f) {
+                        let done = last(&f);
+                        events.push(f);
+                        if done {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+        self.source.stop().await.unwrap();
+        self.shutdown.store(true, Ordering::Relaxed);
+        self.task.await.unwrap().unwrap();
+        events
+    }
+}
