@@ -4,7 +4,6 @@
 
 mod common;
 
-
 use collector_core::event::{FilesystemEvent, FilesystemEventKind};
 use collector_tests::{kernel_or_skip, run_actor};
 use collector_userspace::ebpf::KernelConfig;
