@@ -11,7 +11,19 @@ fn run(args: &[&str], config: &str, uid: Option<u32>) -> (std::process::ExitStat
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.toml");
     std::fs::write(&file, config).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_collector"));
+    // Another uid may not reach target/ (a checkout under a 0700 directory): it runs a
+    // copy of the binary from the test's own directory, which it may enter.
+    let binary = match uid {
+        Some(_) => {
+            let copy = dir.path().join("collector");
+            std::fs::copy(env!("CARGO_BIN_EXE_collector"), &copy).unwrap();
+            std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+            copy
+        }
+        None => env!("CARGO_BIN_EXE_collector").into(),
+    };
+    let mut cmd = Command::new(binary);
     cmd.args(["run", "--no-stdout", "--no-ipc", "--procfs"])
         .arg("--config")
         .arg(&file)
