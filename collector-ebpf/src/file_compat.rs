@@ -13,10 +13,9 @@ use aya_ebpf::{
 use collector_common::{RecordKind, FILE_FLAG_COMPAT};
 
 use crate::{
-    common::{read_kernel, syscall_nr},
+    common::syscall_nr,
     file::{exit_one_path_ret, exit_rename_ret, pending, stash, stash_rename_flagged},
-    net_compat::in_compat_syscall,
-    offsets::get,
+    net_compat::{arg32, in_compat_syscall},
 };
 
 const NR32_OPEN: u64 = 5;
@@ -47,20 +46,6 @@ fn is_file_call32(id: u64) -> bool {
             | NR32_RENAMEAT2
             | NR32_OPENAT2
     )
-}
-
-/// i386 syscall argument `n` (bx, cx, dx, si, di).
-#[inline(always)]
-fn arg32(regs: *const u8, n: usize) -> u64 {
-    let off = match n {
-        0 => get::OFF_NET_REGS_BX(),
-        1 => get::OFF_NET_REGS_CX(),
-        2 => get::OFF_REGS_DX(),
-        3 => get::OFF_REGS_SI(),
-        _ => get::OFF_REGS_DI(),
-    };
-    // A 32-bit argument: the upper half of the saved register is not the caller's.
-    unsafe { read_kernel::<u64>(regs, off) }.unwrap_or(0) & 0xffff_ffff
 }
 
 /// A dirfd argument: 32 bits, sign-extended (`AT_FDCWD` is -100).

@@ -72,9 +72,10 @@ fn is_socket_call32(id: u64) -> bool {
     )
 }
 
-/// i386 syscall argument `n` (bx, cx, dx, si, di, bp).
+/// i386 syscall argument `n` (bx, cx, dx, si, di, bp); the file domain's 32-bit
+/// programs use it too.
 #[inline(always)]
-fn arg32(regs: *const u8, n: usize) -> u64 {
+pub(crate) fn arg32(regs: *const u8, n: usize) -> u64 {
     let off = match n {
         0 => get::OFF_NET_REGS_BX(),
         1 => get::OFF_NET_REGS_CX(),
