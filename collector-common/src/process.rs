@@ -97,9 +97,11 @@ pub struct ExecFailedRecord {
 /// A successful exec, written at `sched_process_exec` in the new image's context.
 ///
 /// Variable length: this fixed part is followed by `filename_len` bytes of path,
-/// `interp_len` bytes of interpreter, `exe_name_len` bytes of dentry name and
-/// `argv_len` bytes of arguments, in that order, none NUL-terminated (the kernel
-/// assembles them in per-CPU scratch and copies exactly that many bytes into the ring).
+/// `interp_len` bytes of interpreter, `exe_name_len` bytes of dentry name,
+/// `exe_path_len` bytes of the executed file's kernel-resolved path, `cwd_len` bytes of
+/// the working directory and `argv_len` bytes of arguments, in that order, none
+/// NUL-terminated (the kernel assembles them in per-CPU scratch and copies exactly that
+/// many bytes into the ring).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct ExecRecord {
@@ -136,6 +138,15 @@ pub struct ExecRecord {
     pub pidns_inum: u32,
     /// Bytes of the executed file's dentry name (`memfd:<name>` for a memfd) that follow.
     pub exe_name_len: u32,
+    /// Bytes of the absolute path of the file the kernel loaded (the same file as
+    /// `exe_ino`), walked in the kernel from its `struct file`, that follow.
+    pub exe_path_len: u32,
+    /// `PATH_FLAG_*` of that path (truncated, unreadable).
+    pub exe_path_flags: u32,
+    /// Bytes of the task's working directory at the exec, walked in the kernel.
+    pub cwd_len: u32,
+    /// `PATH_FLAG_*` of the working directory.
+    pub cwd_flags: u32,
     /// Padding; always zero.
     pub _pad: u32,
 }
@@ -144,8 +155,11 @@ impl ExecRecord {
     /// Offset of the variable-length tail (path, interpreter, dentry name, arguments).
     pub const TAIL_OFFSET: usize = core::mem::size_of::<ExecRecord>();
     /// Largest tail: every part at its cap.
-    pub const MAX_TAIL_LEN: usize =
-        crate::EXEC_FILENAME_LEN + EXEC_INTERP_LEN + EXEC_EXE_NAME_LEN + crate::EXEC_ARGV_LEN;
+    pub const MAX_TAIL_LEN: usize = crate::EXEC_FILENAME_LEN
+        + EXEC_INTERP_LEN
+        + EXEC_EXE_NAME_LEN
+        + 2 * crate::FILE_PATH_MAX
+        + crate::EXEC_ARGV_LEN;
 }
 
 /// A new process, written at `sched_process_fork` in the parent's context.

@@ -54,6 +54,7 @@ fn events() -> Vec<CollectionEvent> {
             count_update: false,
             io_uring: false,
             compat_syscall: false,
+            process_key: Some("80:1000".into()),
         })),
         CollectionEvent::Filesystem(FilesystemEvent {
             kind: FilesystemEventKind::Rename,
@@ -74,6 +75,7 @@ fn events() -> Vec<CollectionEvent> {
             compat_syscall: false,
             owner_uid: None,
             owner_gid: None,
+            process_key: Some("77:2000".into()),
         }),
         CollectionEvent::Performance(PerformanceEvent {
             kind: PerformanceEventKind::Metric,

@@ -139,6 +139,7 @@ fn process() -> impl Strategy<Value = CollectionEvent> {
             option::of(any::<u32>()),
             option::of(text()),
         ),
+        (option::of(text()), any::<bool>(), any::<bool>()),
     )
         .prop_map(
             |(
@@ -146,6 +147,7 @@ fn process() -> impl Strategy<Value = CollectionEvent> {
                 (exe, cmd, trunc, start, exit, cgroup, hash, child),
                 (creds, old, secure, errno, nr, compat, key, child_start),
                 (inode, device, deleted, memfd, interp, ns_pid, ns_inode, cgroup_path),
+                (cwd, exe_user_supplied, exe_truncated),
             )| {
                 let mut e = ProcessEvent::new(kind, timestamp, pid, source);
                 e.ppid = ppid;
@@ -177,6 +179,9 @@ fn process() -> impl Strategy<Value = CollectionEvent> {
                 e.namespace_pid = ns_pid;
                 e.pid_namespace_inode = ns_inode;
                 e.cgroup_path = cgroup_path;
+                e.cwd = cwd;
+                e.executable_path_user_supplied = exe_user_supplied;
+                e.executable_path_truncated = exe_truncated;
                 CollectionEvent::Process(e.into())
             },
         )
@@ -218,11 +223,13 @@ fn network() -> impl Strategy<Value = CollectionEvent> {
             option::of(text()),
             option::of(any::<u64>()),
             any::<[bool; 3]>(),
+            option::of(text()),
         ),
     )
         .prop_map(
             |(kind, timestamp, pid, source, protocol, src, dst, state, id, uid, name, extra)| {
-                let (errno, previous_state, socket_error, unix_path, send_count, bits) = extra;
+                let (errno, previous_state, socket_error, unix_path, send_count, bits, process_key) =
+                    extra;
                 CollectionEvent::Network(Box::new(NetworkEvent {
                     kind,
                     timestamp,
@@ -248,6 +255,7 @@ fn network() -> impl Strategy<Value = CollectionEvent> {
                     count_update: bits[0],
                     io_uring: bits[1],
                     compat_syscall: bits[2],
+                    process_key,
                 }))
             },
         )
@@ -287,6 +295,7 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
             option::of(any::<u32>()),
             option::of(any::<u32>()),
             option::of(any::<u32>()),
+            option::of(text()),
         ),
         option::of(text()),
     )
@@ -302,7 +311,7 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
                 flags,
                 mode,
                 result,
-                (uid, owner_uid, owner_gid),
+                (uid, owner_uid, owner_gid, process_key),
                 name,
             )| {
                 CollectionEvent::Filesystem(FilesystemEvent {
@@ -324,6 +333,7 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
                     compat_syscall,
                     owner_uid,
                     owner_gid,
+                    process_key,
                 })
             },
         )

@@ -35,6 +35,7 @@ use crate::{
     offsets::{
         exit_has_group_dead, get, proc_has_audit, proc_has_bprm_executable, proc_has_compat,
     },
+    path::{copy_out, resolve_file, resolve_pwd, PATH_MAX},
 };
 
 /// `PF_KTHREAD` in `task_struct.flags` (stable since 2.6).
@@ -222,6 +223,10 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
             0
         };
         (*rec)._pad = 0;
+        (*rec).exe_path_len = 0;
+        (*rec).exe_path_flags = 0;
+        (*rec).cwd_len = 0;
+        (*rec).cwd_flags = 0;
         ((*rec).ns_pid, (*rec).pidns_inum) = pid_namespace_identity();
         // The tail: each part is read straight into place after the previous one, and
         // each offset is masked to its part's cap so the verifier sees the bound.
@@ -229,8 +234,11 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         let filename = read_kernel::<u64>(bprm, get::OFF_BPRM_FILENAME()).unwrap_or(0);
         let flen = read_filename(rec, tail, filename);
         let ilen = read_interpreter(rec, tail.add(flen), bprm, filename);
-        let elen = read_executable(rec, tail.add(flen + ilen), bprm);
-        let alen = read_argv(rec, tail.add(flen + ilen + elen), task);
+        let file = exec_file(bprm);
+        let elen = read_executable(rec, tail.add(flen + ilen), file);
+        let plen = read_exe_path(rec, tail.add(flen + ilen + elen), file);
+        let clen = read_cwd(rec, tail.add(flen + ilen + elen + plen));
+        let alen = read_argv(rec, tail.add(flen + ilen + elen + plen + clen), task);
         if (*rec).header.flags & flags::ARGV_UNREADABLE != 0 {
             // Rare (an image whose argument pages are not resident): diagnostics through
             // aya-log, off the hot path. Userspace still gets the event, flagged.
@@ -240,7 +248,7 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
                 (*rec).header.pid
             );
         }
-        ExecRecord::TAIL_OFFSET + flen + ilen + elen + alen
+        ExecRecord::TAIL_OFFSET + flen + ilen + elen + plen + clen + alen
     };
     // One copy of exactly the bytes used (`len` <= EXEC_SCRATCH_LEN by construction).
     let bytes = unsafe { core::slice::from_raw_parts(base.cast_const(), len) };
@@ -311,15 +319,13 @@ unsafe fn read_interpreter(
     }
 }
 
-/// Identity of the executed file: inode, device, link count; its dentry name is kept
-/// (at `dst`) only when it is a memfd's. Returns the bytes kept.
+/// The file the kernel loaded: `bprm->executable` when set (binfmt_misc with the `O`
+/// flag keeps the original binary there), else `bprm->file` (for a script, the
+/// interpreter's: `exec_binprm` has swapped the script's file out by this tracepoint).
+/// 0 when unreadable.
 #[inline(always)]
-unsafe fn read_executable(rec: *mut ExecRecord, dst: *mut u8, bprm: *const u8) -> usize {
+unsafe fn exec_file(bprm: *const u8) -> u64 {
     unsafe {
-        (*rec).exe_nlink = 0;
-        (*rec).exe_ino = 0;
-        (*rec).exe_dev = 0;
-        (*rec).exe_name_len = 0;
         let mut file = 0u64;
         if proc_has_bprm_executable() {
             file = read_kernel::<u64>(bprm, get::OFF_PROC_BPRM_EXECUTABLE()).unwrap_or(0);
@@ -327,6 +333,51 @@ unsafe fn read_executable(rec: *mut ExecRecord, dst: *mut u8, bprm: *const u8) -
         if file == 0 {
             file = read_kernel::<u64>(bprm, get::OFF_PROC_BPRM_FILE()).unwrap_or(0);
         }
+        file
+    }
+}
+
+/// The loaded file's absolute path, walked in the kernel from its `struct file` (what
+/// the kernel executes, whatever string or symlink led to it), into `dst`; its length.
+#[inline(always)]
+unsafe fn read_exe_path(rec: *mut ExecRecord, dst: *mut u8, file: u64) -> usize {
+    unsafe {
+        let r = resolve_file(0, file as *const u8);
+        let mut len = copy_out(dst, &r);
+        if len > PATH_MAX {
+            len = PATH_MAX;
+        }
+        (*rec).exe_path_len = len;
+        (*rec).exe_path_flags = r.flags;
+        len as usize
+    }
+}
+
+/// The task's working directory at the exec, walked in the kernel, into `dst`; its
+/// length. With it a relative script path (or argv[0]) is made absolute without /proc.
+#[inline(always)]
+unsafe fn read_cwd(rec: *mut ExecRecord, dst: *mut u8) -> usize {
+    unsafe {
+        let r = resolve_pwd(1);
+        let mut len = copy_out(dst, &r);
+        if len > PATH_MAX {
+            len = PATH_MAX;
+        }
+        (*rec).cwd_len = len;
+        (*rec).cwd_flags = r.flags;
+        len as usize
+    }
+}
+
+/// Identity of the executed file: inode, device, link count; its dentry name is kept
+/// (at `dst`) only when it is a memfd's. Returns the bytes kept.
+#[inline(always)]
+unsafe fn read_executable(rec: *mut ExecRecord, dst: *mut u8, file: u64) -> usize {
+    unsafe {
+        (*rec).exe_nlink = 0;
+        (*rec).exe_ino = 0;
+        (*rec).exe_dev = 0;
+        (*rec).exe_name_len = 0;
         if file == 0 {
             return 0;
         }

@@ -388,11 +388,12 @@ async fn exec_from_thread(exit_by_signal_live: bool) {
     run.settle(300).await;
     let seen = &run.seen;
     // The actor's own exec (by the test) comes first; then the worker's.
+    let true_path = std::fs::canonicalize("/bin/true").unwrap();
     let execs: Vec<_> = seen
         .iter()
         .enumerate()
         .filter(|(_, p)| {
-            is(p, ProcessEventKind::Exec, pid) && p.executable_path.as_deref() == Some("/bin/true")
+            is(p, ProcessEventKind::Exec, pid) && p.executable_path.as_deref() == true_path.to_str()
         })
         .collect();
     assert_eq!(execs.len(), 1, "one exec from the thread: {execs:#?}");
@@ -645,11 +646,15 @@ async fn a_script_shows_its_interpreter_and_the_interpreter_inode() {
         .iter()
         .find(|p| is(p, ProcessEventKind::Exec, pid))
         .expect("exec of the script");
-    assert_eq!(exec.interpreter.as_deref(), Some("/bin/sh"));
+    // The interpreter the kernel loaded, resolved (`/bin/sh` is a symlink on Debian).
+    let sh = std::fs::canonicalize("/bin/sh").unwrap();
+    assert_eq!(exec.interpreter.as_deref(), sh.to_str());
     assert_eq!(
         exec.executable_path.as_deref(),
         Some(script.to_str().unwrap())
     );
+    // The kernel has let go of the script's file: its path is the string given.
+    assert!(exec.executable_path_user_supplied, "{exec:#?}");
     assert_eq!(
         exec.executable_inode,
         Some(meta.ino()),
@@ -680,5 +685,63 @@ async fn a_script_shows_its_interpreter_and_the_interpreter_inode() {
         "{:?}",
         exec.cgroup_id
     );
+    run.stop().await;
+}
+
+/// What ran is the file the kernel loaded, not the string given: an unprivileged exec
+/// of `./link` (a relative symlink to `true`) and of the symlink by its absolute path
+/// both show the resolved file, with the exec-time cwd; a relative script shows its
+/// path made absolute against that cwd, without /proc.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relative_and_symlinked_execs_show_the_file_the_kernel_loaded() {
+    if !kernel_or_skip("relative_and_symlinked_execs_show_the_file_the_kernel_loaded") {
+        return;
+    }
+    let dir = open_tempdir();
+    let cwd = dir.path().canonicalize().unwrap();
+    let target = std::fs::canonicalize("/bin/true").unwrap();
+    std::os::unix::fs::symlink(&target, cwd.join("link")).unwrap();
+    let script = cwd.join("rel.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut run = Running::start();
+    let run_as_nobody = |program: &std::path::Path| {
+        let mut child = std::process::Command::new(program)
+            .current_dir(&cwd)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(child.wait().unwrap().success());
+        pid
+    };
+    let relative = run_as_nobody(std::path::Path::new("./link"));
+    let absolute = run_as_nobody(&cwd.join("link"));
+    let rel_script = run_as_nobody(std::path::Path::new("./rel.sh"));
+    let pids = [relative, absolute, rel_script];
+    let seen = run
+        .until(|s| {
+            pids.iter()
+                .all(|&pid| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
+        })
+        .await;
+    let exec = |pid: u32| {
+        seen.iter()
+            .find(|p| is(p, ProcessEventKind::Exec, pid))
+            .unwrap_or_else(|| panic!("no exec of {pid} in {seen:#?}"))
+    };
+    for pid in [relative, absolute] {
+        let e = exec(pid);
+        assert_eq!(e.executable_path.as_deref(), target.to_str(), "{e:#?}");
+        assert!(!e.executable_path_user_supplied, "{e:#?}");
+        assert!(!e.executable_path_truncated, "{e:#?}");
+        assert_eq!(e.cwd.as_deref(), cwd.to_str(), "{e:#?}");
+        assert_eq!(e.credentials.as_ref().map(|c| c.euid), Some(NOBODY));
+    }
+    let e = exec(rel_script);
+    assert_eq!(e.executable_path.as_deref(), script.to_str(), "{e:#?}");
+    assert!(e.executable_path_user_supplied, "{e:#?}");
+    assert_eq!(e.cwd.as_deref(), cwd.to_str(), "{e:#?}");
     run.stop().await;
 }

@@ -109,4 +109,9 @@ pub struct FilesystemEvent {
     /// chown: the new owner gid (absent when the call left it unchanged, -1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_gid: Option<u32>,
+    /// Stable key of the acting process (`<pid>:<start time, CLOCK_BOOTTIME ns>`), the
+    /// same as on its process events: joins this event to its exec without pid-reuse
+    /// mistakes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_key: Option<String>,
 }

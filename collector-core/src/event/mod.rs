@@ -363,6 +363,7 @@ mod tests {
             count_update: false,
             io_uring: false,
             compat_syscall: false,
+            process_key: None,
         };
         let json: serde_json::Value =
             serde_json::from_str(&CollectionEvent::Network(Box::new(ev)).to_json_line()).unwrap();

@@ -135,4 +135,9 @@ pub struct NetworkEvent {
     /// Issued through the 32-bit syscall entry (`int $0x80`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub compat_syscall: bool,
+    /// Stable key of the acting process (`<pid>:<start time, CLOCK_BOOTTIME ns>`), the
+    /// same as on its process events: joins this event to its exec without pid-reuse
+    /// mistakes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_key: Option<String>,
 }

@@ -170,7 +170,8 @@ pub struct ProcessEvent {
     /// For `exec`: fileless execution from a memfd; the memfd's name (without `memfd:`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memfd_name: Option<String>,
-    /// For `exec` of a script: the interpreter the kernel ran (`#!` line or binfmt_misc).
+    /// For `exec` of a script: the interpreter the kernel ran (`#!` line or binfmt_misc),
+    /// as the kernel-resolved path of the file it loaded (symlinks followed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interpreter: Option<String>,
     /// The process's pid inside its own pid namespace (equals `pid` on the host).
@@ -183,6 +184,17 @@ pub struct ProcessEvent {
     /// `/system.slice/ssh.service`; resolved in userspace, absent when the cgroup is gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup_path: Option<String>,
+    /// For `exec`: the working directory at the exec, walked in the kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// For `exec`: `executable_path` is the string the caller gave (made absolute
+    /// against `cwd`), not the file the kernel resolved: a script (the kernel has let go
+    /// of its file by the time the exec is reported) or an unreadable walk.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub executable_path_user_supplied: bool,
+    /// `executable_path` was cut (longer than `PATH_MAX`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub executable_path_truncated: bool,
 }
 
 impl ProcessEvent {
@@ -227,6 +239,9 @@ impl ProcessEvent {
             namespace_pid: None,
             pid_namespace_inode: None,
             cgroup_path: None,
+            cwd: None,
+            executable_path_user_supplied: false,
+            executable_path_truncated: false,
         }
     }
 }

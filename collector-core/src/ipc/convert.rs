@@ -252,6 +252,9 @@ fn process_to_proto(e: &ProcessEvent) -> pb::ProcessEvent {
         namespace_pid: e.namespace_pid,
         pid_namespace_inode: e.pid_namespace_inode,
         cgroup_path: e.cgroup_path.clone(),
+        cwd: e.cwd.clone(),
+        executable_path_user_supplied: e.executable_path_user_supplied,
+        executable_path_truncated: e.executable_path_truncated,
     }
 }
 
@@ -331,6 +334,9 @@ fn process_from_proto(e: pb::ProcessEvent) -> Result<ProcessEvent, ConvertError>
         namespace_pid: e.namespace_pid,
         pid_namespace_inode: e.pid_namespace_inode,
         cgroup_path: e.cgroup_path,
+        cwd: e.cwd,
+        executable_path_user_supplied: e.executable_path_user_supplied,
+        executable_path_truncated: e.executable_path_truncated,
     })
 }
 
@@ -381,6 +387,7 @@ fn network_to_proto(e: &NetworkEvent) -> pb::NetworkEvent {
         count_update: e.count_update,
         io_uring: e.io_uring,
         compat_syscall: e.compat_syscall,
+        process_key: e.process_key.clone(),
     }
 }
 
@@ -407,6 +414,7 @@ fn network_from_proto(e: pb::NetworkEvent) -> Result<NetworkEvent, ConvertError>
         count_update: e.count_update,
         io_uring: e.io_uring,
         compat_syscall: e.compat_syscall,
+        process_key: e.process_key,
     })
 }
 
@@ -513,6 +521,7 @@ fn filesystem_to_proto(e: &FilesystemEvent) -> pb::FilesystemEvent {
         compat_syscall: e.compat_syscall,
         owner_uid: e.owner_uid,
         owner_gid: e.owner_gid,
+        process_key: e.process_key.clone(),
     }
 }
 
@@ -538,6 +547,7 @@ fn filesystem_from_proto(e: pb::FilesystemEvent) -> Result<FilesystemEvent, Conv
         compat_syscall: e.compat_syscall,
         owner_uid: e.owner_uid,
         owner_gid: e.owner_gid,
+        process_key: e.process_key,
     })
 }
 

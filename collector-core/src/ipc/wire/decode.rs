@@ -146,6 +146,7 @@ fn process_event(body: &[u8], names: &mut SourceNames) -> Option<ProcessEvent> {
     let (mut executable_inode, mut executable_device, mut executable_deleted) = (None, None, false);
     let (mut memfd_name, mut interpreter) = (None, None);
     let (mut namespace_pid, mut pid_namespace_inode, mut cgroup_path) = (None, None, None);
+    let (mut cwd, mut exe_user_supplied, mut exe_truncated) = (None, false, false);
     let mut fields = Fields::new(body);
     while let Some((field, wire_type)) = fields.next(process::COMMAND_LINE)? {
         let r = &mut fields.r;
@@ -188,6 +189,11 @@ fn process_event(body: &[u8], names: &mut SourceNames) -> Option<ProcessEvent> {
                 pid_namespace_inode = Some(r.varint()? as u32)
             }
             (process::CGROUP_PATH, LEN) => cgroup_path = Some(r.str()?),
+            (process::CWD, LEN) => cwd = Some(r.str()?),
+            (process::EXECUTABLE_PATH_USER_SUPPLIED, VARINT) => {
+                exe_user_supplied = r.varint()? != 0
+            }
+            (process::EXECUTABLE_PATH_TRUNCATED, VARINT) => exe_truncated = r.varint()? != 0,
             _ => return None,
         }
     }
@@ -225,6 +231,9 @@ fn process_event(body: &[u8], names: &mut SourceNames) -> Option<ProcessEvent> {
         namespace_pid,
         pid_namespace_inode,
         cgroup_path: cgroup_path.map(str::to_owned),
+        cwd: cwd.map(str::to_owned),
+        executable_path_user_supplied: exe_user_supplied,
+        executable_path_truncated: exe_truncated,
     })
 }
 
@@ -263,6 +272,7 @@ fn network_event(body: &[u8], names: &mut SourceNames) -> Option<NetworkEvent> {
     let (mut errno, mut previous_state, mut socket_error, mut unix_path, mut send_count) =
         (None, None, None, None, None);
     let (mut count_update, mut io_uring, mut compat_syscall) = (false, false, false);
+    let mut process_key = None;
     let mut fields = Fields::new(body);
     while let Some((field, wire_type)) = fields.next(0)? {
         let r = &mut fields.r;
@@ -286,6 +296,7 @@ fn network_event(body: &[u8], names: &mut SourceNames) -> Option<NetworkEvent> {
             (network::COUNT_UPDATE, VARINT) => count_update = r.varint()? != 0,
             (network::IO_URING, VARINT) => io_uring = r.varint()? != 0,
             (network::COMPAT_SYSCALL, VARINT) => compat_syscall = r.varint()? != 0,
+            (network::PROCESS_KEY, LEN) => process_key = Some(r.str()?),
             _ => return None,
         }
     }
@@ -310,6 +321,7 @@ fn network_event(body: &[u8], names: &mut SourceNames) -> Option<NetworkEvent> {
         count_update,
         io_uring,
         compat_syscall,
+        process_key: process_key.map(str::to_owned),
     })
 }
 
@@ -320,6 +332,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
     let (mut path_truncated, mut path_unreadable, mut path_user_supplied) = (false, false, false);
     let mut compat_syscall = false;
     let (mut owner_uid, mut owner_gid) = (None, None);
+    let mut process_key = None;
     let (mut flags, mut mode, mut result, mut uid) = (None, None, None, None);
     let mut fields = Fields::new(body);
     while let Some((field, wire_type)) = fields.next(0)? {
@@ -342,6 +355,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
             (filesystem::COMPAT_SYSCALL, VARINT) => compat_syscall = r.varint()? != 0,
             (filesystem::OWNER_UID, VARINT) => owner_uid = Some(r.varint()? as u32),
             (filesystem::OWNER_GID, VARINT) => owner_gid = Some(r.varint()? as u32),
+            (filesystem::PROCESS_KEY, LEN) => process_key = Some(r.str()?),
             _ => return None,
         }
     }
@@ -364,6 +378,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
         compat_syscall,
         owner_uid,
         owner_gid,
+        process_key: process_key.map(str::to_owned),
     })
 }
 

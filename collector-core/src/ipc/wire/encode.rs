@@ -265,6 +265,17 @@ fn process_body(o: &mut impl Out, e: &ProcessEvent) {
         e.pid_namespace_inode.map(u64::from),
     );
     opt_string(o, process::CGROUP_PATH, e.cgroup_path.as_deref());
+    opt_string(o, process::CWD, e.cwd.as_deref());
+    boolean(
+        o,
+        process::EXECUTABLE_PATH_USER_SUPPLIED,
+        e.executable_path_user_supplied,
+    );
+    boolean(
+        o,
+        process::EXECUTABLE_PATH_TRUNCATED,
+        e.executable_path_truncated,
+    );
 }
 
 fn network_body(o: &mut impl Out, e: &NetworkEvent) {
@@ -288,6 +299,7 @@ fn network_body(o: &mut impl Out, e: &NetworkEvent) {
     boolean(o, network::COUNT_UPDATE, e.count_update);
     boolean(o, network::IO_URING, e.io_uring);
     boolean(o, network::COMPAT_SYSCALL, e.compat_syscall);
+    opt_string(o, network::PROCESS_KEY, e.process_key.as_deref());
 }
 
 fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent) {
@@ -309,6 +321,7 @@ fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent) {
     boolean(o, filesystem::COMPAT_SYSCALL, e.compat_syscall);
     opt_varint(o, filesystem::OWNER_UID, e.owner_uid.map(u64::from));
     opt_varint(o, filesystem::OWNER_GID, e.owner_gid.map(u64::from));
+    opt_string(o, filesystem::PROCESS_KEY, e.process_key.as_deref());
 }
 
 fn performance_body(o: &mut impl Out, e: &PerformanceEvent) {

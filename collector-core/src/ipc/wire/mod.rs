@@ -90,6 +90,9 @@ mod field {
         pub const NAMESPACE_PID: u32 = 31;
         pub const PID_NAMESPACE_INODE: u32 = 32;
         pub const CGROUP_PATH: u32 = 33;
+        pub const CWD: u32 = 40;
+        pub const EXECUTABLE_PATH_USER_SUPPLIED: u32 = 41;
+        pub const EXECUTABLE_PATH_TRUNCATED: u32 = 42;
     }
     pub mod credentials {
         pub const UID: u32 = 1;
@@ -122,6 +125,7 @@ mod field {
         pub const COUNT_UPDATE: u32 = 18;
         pub const IO_URING: u32 = 19;
         pub const COMPAT_SYSCALL: u32 = 20;
+        pub const PROCESS_KEY: u32 = 30;
     }
     pub mod filesystem {
         pub const PATH: u32 = 5;
@@ -138,6 +142,7 @@ mod field {
         pub const COMPAT_SYSCALL: u32 = 16;
         pub const OWNER_UID: u32 = 17;
         pub const OWNER_GID: u32 = 18;
+        pub const PROCESS_KEY: u32 = 30;
     }
     pub mod performance {
         pub const METRIC_NAME: u32 = 5;

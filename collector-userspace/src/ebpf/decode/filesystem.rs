@@ -8,7 +8,7 @@ use collector_common::{
 };
 use collector_core::event::{CollectionEvent, FilesystemEvent, FilesystemEventKind, SourceName};
 
-use super::{c_str, read, record_kind, DecodeError};
+use super::{c_str, process::header_process_key, read, record_kind, DecodeError};
 use crate::ebpf::clock::BootClock;
 
 const AT_FDCWD: i32 = -100;
@@ -57,6 +57,7 @@ fn file_base(
         compat_syscall: false,
         owner_uid: None,
         owner_gid: None,
+        process_key: header_process_key(h),
     }
 }
 

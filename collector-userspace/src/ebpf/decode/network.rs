@@ -7,7 +7,7 @@ use collector_core::event::{
     AddressFamily, CollectionEvent, NetworkEvent, NetworkEventKind, SourceName, TransportProtocol,
 };
 
-use super::{c_str, read, record_kind, DecodeError};
+use super::{c_str, process::header_process_key, read, record_kind, DecodeError};
 use crate::ebpf::clock::BootClock;
 
 const AF_INET6: u16 = 10;
@@ -117,6 +117,7 @@ pub fn decode_network(
             count_update: false,
             io_uring: r.net_flags & net_flags::IO_URING != 0,
             compat_syscall: r.net_flags & net_flags::COMPAT != 0,
+            process_key: header_process_key(&r.header),
         })));
     }
     let r: NetRecord = read(bytes, kind as u32)?;
@@ -165,6 +166,7 @@ pub fn decode_network(
         count_update: r.net_flags & net_flags::UPDATE != 0,
         io_uring: r.net_flags & net_flags::IO_URING != 0,
         compat_syscall: r.net_flags & net_flags::COMPAT != 0,
+        process_key: header_process_key(&r.header),
     })))
 }
 

@@ -2,7 +2,8 @@
 
 use collector_common::{
     exec_flags, flags, CredChangeRecord, Credentials, ExecFailedRecord, ExecRecord, ExitRecord,
-    ForkRecord, RecordHeader, RecordKind, EXEC_FAILED_PATH_LEN,
+    ForkRecord, RecordHeader, RecordKind, EXEC_FAILED_PATH_LEN, PATH_FLAG_TRUNCATED,
+    PATH_FLAG_UNREADABLE,
 };
 use collector_core::event::{
     CollectionEvent, ProcessCredentials, ProcessEvent, ProcessEventKind, SourceName,
@@ -22,11 +23,38 @@ fn process_base(
     ev.gid = Some(h.gid);
     ev.name = Some(c_str(&h.comm));
     ev.cgroup_id = Some(h.cgroup_id);
+    ev.process_key = header_process_key(h);
     if h.process_start_ns != 0 {
-        ev.process_key = Some(process_key(h.pid, h.process_start_ns));
         ev.start_time = Some(clock.to_utc(h.process_start_ns));
     }
     ev
+}
+
+/// A kernel-walked path, unless the walk could not read it.
+fn usable_path(bytes: &[u8], path_flags: u32) -> Option<String> {
+    (!bytes.is_empty() && path_flags & PATH_FLAG_UNREADABLE == 0).then(|| c_str(bytes))
+}
+
+/// `path` made absolute against `cwd` (kept as given when it already is, or when there
+/// is no cwd).
+fn absolute(path: &str, cwd: Option<&str>) -> String {
+    match cwd {
+        Some(cwd) if !path.starts_with('/') && !path.is_empty() => {
+            let rel = path.strip_prefix("./").unwrap_or(path);
+            if cwd.ends_with('/') {
+                format!("{cwd}{rel}")
+            } else {
+                format!("{cwd}/{rel}")
+            }
+        }
+        _ => path.to_string(),
+    }
+}
+
+/// The key of the process a record's header names, when the kernel could read its
+/// start time. Every domain's events carry it.
+pub fn header_process_key(h: &RecordHeader) -> Option<String> {
+    (h.process_start_ns != 0).then(|| process_key(h.pid, h.process_start_ns))
 }
 
 /// `<tgid>:<leader start, CLOCK_BOOTTIME ns>`: the kernel's own numbers, so events of
@@ -66,6 +94,8 @@ struct ExecTail<'a> {
     filename: &'a [u8],
     interpreter: &'a [u8],
     exe_name: &'a [u8],
+    exe_path: &'a [u8],
+    cwd: &'a [u8],
     argv: &'a [u8],
 }
 
@@ -73,7 +103,15 @@ impl<'a> ExecTail<'a> {
     /// Splits `tail` by the lengths in `r`; a record shorter than its lengths say is
     /// refused rather than read past.
     fn split(r: &ExecRecord, tail: &'a [u8]) -> Result<Self, DecodeError> {
-        let lens = [r.filename_len, r.interp_len, r.exe_name_len, r.argv_len].map(|l| l as usize);
+        let lens = [
+            r.filename_len,
+            r.interp_len,
+            r.exe_name_len,
+            r.exe_path_len,
+            r.cwd_len,
+            r.argv_len,
+        ]
+        .map(|l| l as usize);
         let need = ExecRecord::TAIL_OFFSET + lens.iter().sum::<usize>();
         let short = DecodeError::Short {
             kind: RecordKind::Exec as u32,
@@ -86,8 +124,21 @@ impl<'a> ExecTail<'a> {
             rest = after;
             Some(part)
         };
-        let (Some(filename), Some(interpreter), Some(exe_name), Some(argv)) =
-            (take(lens[0]), take(lens[1]), take(lens[2]), take(lens[3]))
+        let (
+            Some(filename),
+            Some(interpreter),
+            Some(exe_name),
+            Some(exe_path),
+            Some(cwd),
+            Some(argv),
+        ) = (
+            take(lens[0]),
+            take(lens[1]),
+            take(lens[2]),
+            take(lens[3]),
+            take(lens[4]),
+            take(lens[5]),
+        )
         else {
             return Err(short);
         };
@@ -95,6 +146,8 @@ impl<'a> ExecTail<'a> {
             filename,
             interpreter,
             exe_name,
+            exe_path,
+            cwd,
             argv,
         })
     }
@@ -113,15 +166,26 @@ pub fn decode_process(
             let mut ev = process_base(&r.header, ProcessEventKind::Exec, clock, source);
             ev.ppid = Some(r.ppid);
             let tail = ExecTail::split(&r, &bytes[ExecRecord::TAIL_OFFSET..])?;
-            let mut path = c_str(tail.filename);
-            if !path.starts_with('/') {
-                // execve took a relative path: the kernel's view of the image is
-                // /proc/<pid>/exe while the process lives; otherwise keep it as given.
-                if let Ok(exe) = std::fs::read_link(format!("/proc/{}/exe", r.header.pid)) {
-                    path = exe.display().to_string();
+            let script = r.exec_flags & exec_flags::SCRIPT != 0;
+            let cwd = usable_path(tail.cwd, r.cwd_flags);
+            let loaded = usable_path(tail.exe_path, r.exe_path_flags);
+            ev.executable_path_truncated = r.header.flags & flags::FILENAME_TRUNCATED != 0;
+            match (&loaded, script) {
+                (Some(loaded), false) => {
+                    // The file the kernel loaded, walked from its struct file: neither
+                    // the string passed to execve nor a symlink leading to it.
+                    ev.executable_path = Some(loaded.clone());
+                    ev.executable_path_truncated = r.exe_path_flags & PATH_FLAG_TRUNCATED != 0;
+                }
+                _ => {
+                    // A script (the kernel has let go of its file by now; `loaded` is the
+                    // interpreter), or a path the walk could not read: the string the
+                    // kernel was given, made absolute against the cwd read at the exec.
+                    ev.executable_path = Some(absolute(&c_str(tail.filename), cwd.as_deref()));
+                    ev.executable_path_user_supplied = true;
                 }
             }
-            ev.executable_path = Some(path);
+            ev.cwd = cwd;
             ev.command_line = split_args(tail.argv);
             ev.command_line_truncated = r.header.flags & flags::ARGV_TRUNCATED != 0;
             if r.start_boottime_ns != 0 {
@@ -139,8 +203,10 @@ pub fn decode_process(
                 let name = c_str(tail.exe_name);
                 ev.memfd_name = Some(name.strip_prefix("memfd:").unwrap_or(&name).to_string());
             }
-            if r.exec_flags & exec_flags::SCRIPT != 0 {
-                ev.interpreter = Some(c_str(tail.interpreter));
+            if script {
+                // The interpreter file the kernel loaded, resolved; the `#!` string
+                // only when the walk failed.
+                ev.interpreter = loaded.or_else(|| Some(c_str(tail.interpreter)));
             }
             ev
         }
@@ -244,14 +310,22 @@ mod tests {
         let mut r: ExecRecord = unsafe { std::mem::zeroed() };
         r.header = header(RecordKind::Exec);
         r.exec_flags = exec_flags::SCRIPT | exec_flags::MEMFD;
-        let (path, interp, name, args) =
-            (&b"/s"[..], &b"/bin/sh"[..], &b"memfd:x"[..], &b"a\0"[..]);
-        r.filename_len = path.len() as u32;
-        r.interp_len = interp.len() as u32;
-        r.exe_name_len = name.len() as u32;
-        r.argv_len = args.len() as u32;
+        let parts: [&[u8]; 6] = [
+            b"./s",
+            b"/bin/sh",
+            b"memfd:x",
+            b"/usr/bin/dash",
+            b"/home/u",
+            b"a\0",
+        ];
+        r.filename_len = parts[0].len() as u32;
+        r.interp_len = parts[1].len() as u32;
+        r.exe_name_len = parts[2].len() as u32;
+        r.exe_path_len = parts[3].len() as u32;
+        r.cwd_len = parts[4].len() as u32;
+        r.argv_len = parts[5].len() as u32;
         let mut bytes = bytes_of(&r);
-        for part in [path, interp, name, args] {
+        for part in parts {
             bytes.extend_from_slice(part);
         }
         let CollectionEvent::Process(p) =
@@ -259,10 +333,46 @@ mod tests {
         else {
             panic!("not a process event")
         };
-        assert_eq!(p.executable_path.as_deref(), Some("/s"));
-        assert_eq!(p.interpreter.as_deref(), Some("/bin/sh"));
+        // A script: its path as given, made absolute against the exec-time cwd; the
+        // interpreter is the file the kernel loaded.
+        assert_eq!(p.executable_path.as_deref(), Some("/home/u/s"));
+        assert!(p.executable_path_user_supplied);
+        assert_eq!(p.interpreter.as_deref(), Some("/usr/bin/dash"));
+        assert_eq!(p.cwd.as_deref(), Some("/home/u"));
         assert_eq!(p.memfd_name.as_deref(), Some("x"));
         assert_eq!(p.command_line, ["a"]);
+    }
+
+    #[test]
+    fn exec_of_a_binary_reports_the_kernel_resolved_file_not_the_string() {
+        // SAFETY: all-zero is a valid ExecRecord.
+        let mut r: ExecRecord = unsafe { std::mem::zeroed() };
+        r.header = header(RecordKind::Exec);
+        let (given, loaded) = (&b"../link-to-true"[..], &b"/usr/bin/true"[..]);
+        r.filename_len = given.len() as u32;
+        r.exe_path_len = loaded.len() as u32;
+        let mut bytes = bytes_of(&r);
+        bytes.extend_from_slice(given);
+        bytes.extend_from_slice(loaded);
+        let CollectionEvent::Process(p) =
+            decode_process(&bytes, &BootClock::new(), &"t".into()).unwrap()
+        else {
+            panic!("not a process event")
+        };
+        assert_eq!(p.executable_path.as_deref(), Some("/usr/bin/true"));
+        assert!(!p.executable_path_user_supplied);
+        // Unreadable walk: the string, flagged as the caller's.
+        r.exe_path_flags = PATH_FLAG_UNREADABLE;
+        let mut bytes = bytes_of(&r);
+        bytes.extend_from_slice(given);
+        bytes.extend_from_slice(loaded);
+        let CollectionEvent::Process(p) =
+            decode_process(&bytes, &BootClock::new(), &"t".into()).unwrap()
+        else {
+            panic!("not a process event")
+        };
+        assert_eq!(p.executable_path.as_deref(), Some("../link-to-true"));
+        assert!(p.executable_path_user_supplied);
     }
 
     #[test]
