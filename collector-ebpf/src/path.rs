@@ -120,6 +120,8 @@ pub struct PathScratch {
     vfsmnt: u64,
     root_dentry: u64,
     root_mnt: u64,
+    /// `vfsmnt->mnt_root`, read once per mount (not once per component).
+    mnt_root: u64,
     /// The path occupies `buf[pos..PATH_MAX]`.
     pos: u32,
     flags: u32,
@@ -198,6 +200,66 @@ extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
     unsafe { step(&mut *s) }
 }
 
+/// `dentry`'s parent, name length and name pointer. The kernel lays out `d_parent`
+/// and `d_name` (`{ u32 hash; u32 len; const char *name }`) side by side: then one
+/// 24-byte read instead of three (each probe read is a helper call, and this runs
+/// once per path component).
+#[inline(always)]
+unsafe fn read_dentry(dentry: u64) -> Result<(u64, u32, u64), ()> {
+    let parent_off = off::OFF_PATHWALK_DENTRY_PARENT();
+    if off::OFF_PATHWALK_DENTRY_NAME_LEN() == parent_off + 12
+        && off::OFF_PATHWALK_DENTRY_NAME_NAME() == parent_off + 16
+    {
+        let mut v = [0u64; 3];
+        let r = unsafe {
+            bpf_probe_read_kernel(
+                (&raw mut v).cast(),
+                24,
+                dentry.wrapping_add(parent_off) as *const c_void,
+            )
+        };
+        if r < 0 || dentry == 0 {
+            return Err(());
+        }
+        // Little-endian: `len` is the high half of `hash_len`.
+        return Ok((v[0], (v[1] >> 32) as u32, v[2]));
+    }
+    unsafe {
+        Ok((
+            rd(dentry, parent_off)?,
+            rd_u32(dentry, off::OFF_PATHWALK_DENTRY_NAME_LEN())?,
+            rd(dentry, off::OFF_PATHWALK_DENTRY_NAME_NAME())?,
+        ))
+    }
+}
+
+/// `mount->mnt_parent` and `mount->mnt_mountpoint` (adjacent in `struct mount`: one
+/// read when they are).
+#[inline(always)]
+unsafe fn read_mount(mnt: u64) -> Result<(u64, u64), ()> {
+    let parent_off = off::OFF_PATHWALK_MOUNT_PARENT();
+    if off::OFF_PATHWALK_MOUNT_MOUNTPOINT() == parent_off + 8 {
+        let mut v = [0u64; 2];
+        let r = unsafe {
+            bpf_probe_read_kernel(
+                (&raw mut v).cast(),
+                16,
+                mnt.wrapping_add(parent_off) as *const c_void,
+            )
+        };
+        if r < 0 || mnt == 0 {
+            return Err(());
+        }
+        return Ok((v[0], v[1]));
+    }
+    unsafe {
+        Ok((
+            rd(mnt, parent_off)?,
+            rd(mnt, off::OFF_PATHWALK_MOUNT_MOUNTPOINT())?,
+        ))
+    }
+}
+
 #[inline(always)]
 unsafe fn step(s: &mut PathScratch) -> i64 {
     let dentry = s.dentry;
@@ -206,14 +268,11 @@ unsafe fn step(s: &mut PathScratch) -> i64 {
         s.done = 1;
         return 1;
     }
-    let Ok(mnt_root) = (unsafe { rd(vfsmnt, off::OFF_PATHWALK_VFSMOUNT_ROOT()) }) else {
+    let Ok((parent, len, name)) = (unsafe { read_dentry(dentry) }) else {
         s.flags |= PATH_FLAG_UNREADABLE;
         return 1;
     };
-    let Ok(parent) = (unsafe { rd(dentry, off::OFF_PATHWALK_DENTRY_PARENT()) }) else {
-        s.flags |= PATH_FLAG_UNREADABLE;
-        return 1;
-    };
+    let mnt_root = s.mnt_root;
     if dentry == mnt_root || dentry == parent {
         if dentry != mnt_root {
             // A disconnected tree (pseudo filesystem, or an unreachable dentry): the
@@ -222,7 +281,7 @@ unsafe fn step(s: &mut PathScratch) -> i64 {
             return 1;
         }
         let mnt = vfsmnt.wrapping_sub(off::OFF_PATHWALK_MOUNT_MNT());
-        let Ok(mparent) = (unsafe { rd(mnt, off::OFF_PATHWALK_MOUNT_PARENT()) }) else {
+        let Ok((mparent, mountpoint)) = (unsafe { read_mount(mnt) }) else {
             s.flags |= PATH_FLAG_UNREADABLE;
             return 1;
         };
@@ -231,23 +290,16 @@ unsafe fn step(s: &mut PathScratch) -> i64 {
             s.done = 1;
             return 1;
         }
-        let Ok(mountpoint) = (unsafe { rd(mnt, off::OFF_PATHWALK_MOUNT_MOUNTPOINT()) }) else {
+        let next = mparent.wrapping_add(off::OFF_PATHWALK_MOUNT_MNT());
+        let Ok(next_root) = (unsafe { rd(next, off::OFF_PATHWALK_VFSMOUNT_ROOT()) }) else {
             s.flags |= PATH_FLAG_UNREADABLE;
             return 1;
         };
         s.dentry = mountpoint;
-        s.vfsmnt = mparent.wrapping_add(off::OFF_PATHWALK_MOUNT_MNT());
+        s.vfsmnt = next;
+        s.mnt_root = next_root;
         return 0;
     }
-    let (Ok(len), Ok(name)) = (unsafe {
-        (
-            rd_u32(dentry, off::OFF_PATHWALK_DENTRY_NAME_LEN()),
-            rd(dentry, off::OFF_PATHWALK_DENTRY_NAME_NAME()),
-        )
-    }) else {
-        s.flags |= PATH_FLAG_UNREADABLE;
-        return 1;
-    };
     let pos = s.pos;
     if len.saturating_add(1) > pos {
         // No room for "/name": keep the leaf-most part, like the kernel's prepend.
@@ -289,12 +341,27 @@ unsafe fn task_fs_path(which: u64) -> Result<(u64, u64), ()> {
     unsafe {
         let task = bpf_get_current_task();
         let fs = rd(task, off::OFF_PATHWALK_TASK_FS())?;
-        let p = fs.wrapping_add(which);
-        Ok((
-            rd(p, off::OFF_PATHWALK_PATH_DENTRY())?,
-            rd(p, off::OFF_PATHWALK_PATH_MNT())?,
-        ))
+        read_path_struct(fs.wrapping_add(which))
     }
+}
+
+/// A `struct path { vfsmount *mnt; dentry *dentry; }` as (dentry, mnt): one read when
+/// the two are adjacent, as they have always been.
+#[inline(always)]
+unsafe fn read_path_struct(p: u64) -> Result<(u64, u64), ()> {
+    let (mnt_off, dentry_off) = (
+        off::OFF_PATHWALK_PATH_MNT(),
+        off::OFF_PATHWALK_PATH_DENTRY(),
+    );
+    if mnt_off == 0 && dentry_off == 8 {
+        let mut v = [0u64; 2];
+        let r = unsafe { bpf_probe_read_kernel((&raw mut v).cast(), 16, p as *const c_void) };
+        if r < 0 || p == 0 {
+            return Err(());
+        }
+        return Ok((v[1], v[0]));
+    }
+    unsafe { Ok((rd(p, dentry_off)?, rd(p, mnt_off)?)) }
 }
 
 #[inline(always)]
@@ -308,6 +375,13 @@ unsafe fn walk(slot: u32, dentry: u64, vfsmnt: u64) -> Resolved {
     s.pos = PATH_MAX;
     s.flags = 0;
     s.done = 0;
+    if dentry == 0 || vfsmnt == 0 {
+        return Resolved::unreadable();
+    }
+    match unsafe { rd(vfsmnt, off::OFF_PATHWALK_VFSMOUNT_ROOT()) } {
+        Ok(root) => s.mnt_root = root,
+        Err(()) => return Resolved::unreadable(),
+    }
     match unsafe { task_fs_path(off::OFF_PATHWALK_FS_ROOT()) } {
         Ok((d, m)) => {
             s.root_dentry = d;
@@ -318,9 +392,6 @@ unsafe fn walk(slot: u32, dentry: u64, vfsmnt: u64) -> Resolved {
             s.root_dentry = 0;
             s.root_mnt = 0;
         }
-    }
-    if dentry == 0 || vfsmnt == 0 {
-        return Resolved::unreadable();
     }
     let mut ctx_slot: u32 = slot;
     unsafe {
@@ -351,13 +422,7 @@ unsafe fn walk(slot: u32, dentry: u64, vfsmnt: u64) -> Resolved {
 /// Absolute path of a kernel `struct path *`.
 #[inline(always)]
 pub unsafe fn resolve_path(slot: u32, path: *const u8) -> Resolved {
-    let p = path as u64;
-    let (Ok(dentry), Ok(mnt)) = (unsafe {
-        (
-            rd(p, off::OFF_PATHWALK_PATH_DENTRY()),
-            rd(p, off::OFF_PATHWALK_PATH_MNT()),
-        )
-    }) else {
+    let Ok((dentry, mnt)) = (unsafe { read_path_struct(path as u64) }) else {
         return Resolved::unreadable();
     };
     unsafe { walk(slot, dentry, mnt) }
