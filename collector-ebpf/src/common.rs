@@ -419,3 +419,27 @@ pub fn syscall_arg(regs: *const u8, n: usize) -> u64 {
 pub fn syscall_nr(regs: *const u8) -> u64 {
     unsafe { read_kernel(regs, crate::offsets::get::OFF_REGS_ORIG_AX()) }.unwrap_or(u64::MAX)
 }
+
+/// `syscall_arg` for the typed `regs` argument of a BTF `sys_enter`/`sys_exit`
+/// tracepoint: plain loads (see `syscall_nr_btf`).
+#[inline(always)]
+pub fn syscall_arg_btf(regs: *const u8, n: usize) -> u64 {
+    use crate::offsets::get;
+    let off = match n {
+        0 => get::OFF_REGS_DI(),
+        1 => get::OFF_REGS_SI(),
+        2 => get::OFF_REGS_DX(),
+        3 => get::OFF_REGS_R10(),
+        _ => get::OFF_REGS_R8(),
+    } as usize;
+    unsafe { core::ptr::read_volatile(regs.wrapping_add(off) as *const u64) }
+}
+
+/// `syscall_nr` for the `regs` argument of a BTF `sys_exit` tracepoint: a typed kernel
+/// pointer, so a plain load (checked by the verifier against `struct pt_regs`, faulting
+/// safely) instead of a helper call. Every syscall on the machine passes here.
+#[inline(always)]
+pub fn syscall_nr_btf(regs: *const u8) -> u64 {
+    let off = crate::offsets::get::OFF_REGS_ORIG_AX() as usize;
+    unsafe { core::ptr::read_volatile(regs.wrapping_add(off) as *const u64) }
+}

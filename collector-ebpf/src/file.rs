@@ -4,7 +4,8 @@
 //!
 //! Hooks: classic syscall tracepoints `syscalls/sys_enter_*` + `sys_exit_*` (tracefs; the
 //! loader mounts it when absent). Enter stashes the arguments per thread; exit writes one
-//! record with the result, reading the path from the caller's memory. A create is an open
+//! record with the result, reading the path from the caller's memory. open, openat and
+//! creat have no entry hook: `file_sys.rs` reads their arguments at exit. A create is an open
 //! whose file has `FMODE_CREATED` set (the call really created it).
 
 use aya_ebpf::{
@@ -104,53 +105,6 @@ pub(crate) fn pending(
         path,
         new_path: 0,
     }
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
-pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
-    stash(
-        RecordKind::Open,
-        pending(
-            RecordKind::Open,
-            arg(&ctx, 0),
-            arg(&ctx, 1),
-            arg(&ctx, 2),
-            arg(&ctx, 3),
-        ),
-    );
-    0
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_open")]
-pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
-    stash(
-        RecordKind::Open,
-        pending(
-            RecordKind::Open,
-            AT_FDCWD as u64,
-            arg(&ctx, 0),
-            arg(&ctx, 1),
-            arg(&ctx, 2),
-        ),
-    );
-    0
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_creat")]
-pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
-    // creat(path, mode) == open(path, O_CREAT|O_WRONLY|O_TRUNC, mode)
-    let open_flags = (O_CREAT | 0o1 | 0o1000) as u64;
-    stash(
-        RecordKind::Open,
-        pending(
-            RecordKind::Open,
-            AT_FDCWD as u64,
-            arg(&ctx, 0),
-            open_flags,
-            arg(&ctx, 1),
-        ),
-    );
-    0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
@@ -433,6 +387,12 @@ pub(crate) fn exit_one_path_ret(ret: i64) -> u32 {
     let Some((pid_tgid, p)) = take_pending() else {
         return 0;
     };
+    emit_one_path(pid_tgid, &p, ret)
+}
+
+/// Writes the record of a one-path call that returned `ret`, from its arguments `p`.
+#[inline(always)]
+pub(crate) fn emit_one_path(pid_tgid: u64, p: &PendingFile, ret: i64) -> u32 {
     let mut kind = match p.kind {
         k if k == RecordKind::Unlink as u32 && p.open_flags & AT_REMOVEDIR != 0 => {
             RecordKind::Rmdir
@@ -458,7 +418,7 @@ pub(crate) fn exit_one_path_ret(ret: i64) -> u32 {
         return 0;
     };
     let rec = unsafe { &raw mut (*out).rec };
-    let r = unsafe { resolve_for_exit(kind, ret, &p) };
+    let r = unsafe { resolve_for_exit(kind, ret, p) };
     let len = unsafe { copy_out((&raw mut (*out).path).cast(), &r) };
     // Again here: the verifier must see the bound at the output call.
     let len = if len > FILE_PATH_MAX as u32 {
@@ -540,21 +500,6 @@ unsafe fn resolve_for_exit(kind: RecordKind, ret: i64, p: &PendingFile) -> Resol
         unsafe { resolve_fd(0, p.dirfd as u64) }
     };
     unsafe { append_user(0, dir, p.path as *const u8) }
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_openat")]
-pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
-    exit_one_path(&ctx)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_open")]
-pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
-    exit_one_path(&ctx)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_creat")]
-pub fn sys_exit_creat(ctx: TracePointContext) -> u32 {
-    exit_one_path(&ctx)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_openat2")]

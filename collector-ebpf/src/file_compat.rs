@@ -33,7 +33,7 @@ const O_CREAT: u64 = 0o100;
 
 /// An i386 syscall number this file handles.
 #[inline(always)]
-fn is_file_call32(id: u64) -> bool {
+pub(crate) fn is_file_call32(id: u64) -> bool {
     matches!(
         id,
         NR32_OPEN
@@ -110,6 +110,8 @@ pub fn raw_file_compat_enter(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// Exit of the raw-tracepoint fallback (no BTF tracepoints); `file_sys_exit` does the
+/// same otherwise.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn raw_file_compat_exit(ctx: RawTracePointContext) -> i32 {
     let regs: *const u8 = ctx.arg(0);
@@ -117,11 +119,18 @@ pub fn raw_file_compat_exit(ctx: RawTracePointContext) -> i32 {
     if !is_file_call32(id) || !in_compat_syscall() {
         return 0;
     }
+    compat_exit(regs, id, ctx.arg::<u64>(1) as i64);
+    0
+}
+
+/// Writes the record of i386 file call `id` (the task is in a compat syscall) that
+/// returned `raw_ret`.
+#[inline(always)]
+pub(crate) fn compat_exit(_regs: *const u8, id: u64, raw_ret: i64) {
     // The return value of a 32-bit call is the low half, sign-extended.
-    let ret = ctx.arg::<u64>(1) as u32 as i32 as i64;
+    let ret = raw_ret as u64 as u32 as i32 as i64;
     match id {
         NR32_RENAME | NR32_RENAMEAT | NR32_RENAMEAT2 => exit_rename_ret(ret),
         _ => exit_one_path_ret(ret),
     };
-    0
 }

@@ -30,7 +30,7 @@ use crate::{
     common::{
         count_emitted, count_lost, excluded, exclusions_at_exec, exclusions_at_exit,
         exclusions_at_fork, exec_wakeup_flags, fill_header, process_wakeup_flags, read_kernel,
-        syscall_arg, syscall_nr, PROCESS_EVENTS,
+        syscall_arg, syscall_nr_btf, PROCESS_EVENTS,
     },
     offsets::{
         exit_has_group_dead, get, proc_has_audit, proc_has_bprm_executable, proc_has_compat,
@@ -672,7 +672,7 @@ pub fn proc_sys_exit(ctx: BtfTracePointContext) -> i32 {
     // The number from the saved registers before any map lookup: every syscall on the
     // machine passes here.
     let regs: *const u8 = ctx.arg(0);
-    if !maybe_watched(syscall_nr(regs)) {
+    if !maybe_watched(syscall_nr_btf(regs)) {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();

@@ -562,12 +562,9 @@ pub(crate) const FILE_PROGRAMS_RAW: &[ProgramSpec] = &[
 ];
 
 pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
-    syscall("sys_enter_openat"),
-    syscall("sys_exit_openat"),
-    syscall("sys_enter_open"),
-    syscall("sys_exit_open"),
-    syscall("sys_enter_creat"),
-    syscall("sys_exit_creat"),
+    // open, creat, openat (from the saved registers, no entry hook) and the exits of
+    // the 32-bit entry's file calls.
+    btf_at("file_sys_exit", "sys_exit"),
     syscall("sys_enter_openat2"),
     syscall("sys_exit_openat2"),
     syscall("sys_enter_unlink"),
@@ -611,7 +608,6 @@ pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
     syscall("sys_exit_fchmodat2"),
     // The 32-bit entry: per-syscall tracepoints do not fire for it on x86.
     raw("raw_file_compat_enter", "sys_enter"),
-    raw("raw_file_compat_exit", "sys_exit"),
 ];
 
 /// A random SipHash key for connection ids (from the kernel's CSPRNG), so an id

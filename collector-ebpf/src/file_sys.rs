@@ -1,0 +1,64 @@
+//! The file domain's one `sys_exit` hook: native opens without an entry hook, and the
+//! exits of every file call made through the 32-bit entry.
+//!
+//! Why: `open`, `openat` and `creat` are the hottest file calls. With classic
+//! per-syscall tracepoints each one paid an entry program (stash the arguments in a
+//! hash map), an exit program (look them up and delete them) and the perf tracepoint
+//! buffer set-up of both. The syscall's arguments are still in the task's saved
+//! registers at exit, so this BTF `sys_exit` program reads them there: one program, no
+//! map. It already had to run for every syscall (the 32-bit entry is only visible
+//! here), so other syscalls pay one register read and a compare, as before.
+//!
+//! x86_64 numbers: open 2, creat 85, openat 257 (checked after `TS_COMPAT`, since the
+//! i386 numbers mean other calls). openat2 keeps its tracepoints (its flags live in a
+//! user struct).
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
+};
+use collector_common::RecordKind;
+
+use crate::{
+    common::{excluded, syscall_arg_btf, syscall_nr_btf},
+    file::{emit_one_path, pending},
+    file_compat::{compat_exit, is_file_call32},
+    net_compat::in_compat_syscall,
+};
+
+const NR_OPEN: u64 = 2;
+const NR_CREAT: u64 = 85;
+const NR_OPENAT: u64 = 257;
+
+const AT_FDCWD: u64 = -100i64 as u64;
+/// creat(path, mode) == open(path, O_CREAT | O_WRONLY | O_TRUNC, mode)
+const CREAT_FLAGS: u64 = 0o100 | 0o1 | 0o1000;
+
+#[btf_tracepoint(function = "sys_exit")]
+pub fn file_sys_exit(ctx: BtfTracePointContext) -> i32 {
+    let regs: *const u8 = ctx.arg(0);
+    let nr = syscall_nr_btf(regs);
+    let native = matches!(nr, NR_OPEN | NR_CREAT | NR_OPENAT);
+    if !native && !is_file_call32(nr) {
+        return 0;
+    }
+    let ret: i64 = ctx.arg(1);
+    if in_compat_syscall() {
+        compat_exit(regs, nr, ret);
+        return 0;
+    }
+    if !native {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if excluded(pid_tgid) {
+        return 0;
+    }
+    let a = |n: usize| syscall_arg_btf(regs, n);
+    let p = match nr {
+        NR_OPENAT => pending(RecordKind::Open, a(0), a(1), a(2), a(3)),
+        NR_OPEN => pending(RecordKind::Open, AT_FDCWD, a(0), a(1), a(2)),
+        _ => pending(RecordKind::Open, AT_FDCWD, a(0), CREAT_FLAGS, a(1)),
+    };
+    emit_one_path(pid_tgid, &p, ret);
+    0
+}
