@@ -12,9 +12,13 @@ use aya_ebpf::{
 };
 use collector_common::{RecordKind, FILE_FLAG_COMPAT};
 
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+
 use crate::{
-    common::syscall_nr,
-    file::{exit_one_path_ret, exit_rename_ret, pending, stash, stash_rename_flagged},
+    common::{excluded, syscall_nr},
+    file::{
+        emit_one_path, exit_one_path_ret, exit_rename_ret, pending, stash, stash_rename_flagged,
+    },
     net_compat::{arg32, in_compat_syscall},
 };
 
@@ -119,18 +123,85 @@ pub fn raw_file_compat_exit(ctx: RawTracePointContext) -> i32 {
     if !is_file_call32(id) || !in_compat_syscall() {
         return 0;
     }
-    compat_exit(regs, id, ctx.arg::<u64>(1) as i64);
+    compat_exit(id, ctx.arg::<u64>(1) as i64);
     0
 }
 
 /// Writes the record of i386 file call `id` (the task is in a compat syscall) that
-/// returned `raw_ret`.
+/// returned `raw_ret`, after an entry program stashed its arguments.
 #[inline(always)]
-pub(crate) fn compat_exit(_regs: *const u8, id: u64, raw_ret: i64) {
+pub(crate) fn compat_exit(id: u64, raw_ret: i64) {
     // The return value of a 32-bit call is the low half, sign-extended.
     let ret = raw_ret as u64 as u32 as i32 as i64;
     match id {
         NR32_RENAME | NR32_RENAMEAT | NR32_RENAMEAT2 => exit_rename_ret(ret),
         _ => exit_one_path_ret(ret),
     };
+}
+
+/// The same without an entry program: the arguments are read from the saved i386
+/// registers at exit (`file_sys_exit`), so no hook has to run at every syscall's entry.
+#[inline(always)]
+pub(crate) fn compat_exit_from_regs(regs: *const u8, id: u64, raw_ret: i64) {
+    let ret = raw_ret as u64 as u32 as i32 as i64;
+    let a = |n| arg32(regs, n);
+    let one = |kind: RecordKind, dirfd: u64, path: u64, open_flags: u64, mode: u64| {
+        let mut p = pending(kind, dirfd32(dirfd), path, open_flags, mode);
+        p.file_flags = FILE_FLAG_COMPAT;
+        p
+    };
+    let p = match id {
+        NR32_OPEN => one(RecordKind::Open, AT_FDCWD, a(0), a(1), a(2)),
+        NR32_CREAT => one(
+            RecordKind::Open,
+            AT_FDCWD,
+            a(0),
+            O_CREAT | 0o1 | 0o1000,
+            a(1),
+        ),
+        NR32_OPENAT => one(RecordKind::Open, a(0), a(1), a(2), a(3)),
+        NR32_OPENAT2 => {
+            let how = a(2) as *const u64;
+            let open_flags = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
+            let mode = unsafe { bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
+            one(RecordKind::Open, a(0), a(1), open_flags, mode)
+        }
+        NR32_UNLINK => one(RecordKind::Unlink, AT_FDCWD, a(0), 0, 0),
+        NR32_UNLINKAT => one(RecordKind::Unlink, a(0), a(1), a(2), 0),
+        NR32_RENAME | NR32_RENAMEAT | NR32_RENAMEAT2 => {
+            // Two paths: the rename record is built by the stash-and-exit pair.
+            stash_compat_rename(id, regs);
+            exit_rename_ret(ret);
+            return;
+        }
+        _ => return,
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !excluded(pid_tgid) {
+        emit_one_path(pid_tgid, &p, ret);
+    }
+}
+
+#[inline(always)]
+fn stash_compat_rename(id: u64, regs: *const u8) {
+    let a = |n| arg32(regs, n);
+    match id {
+        NR32_RENAME => stash_rename_flagged(AT_FDCWD, a(0), AT_FDCWD, a(1), 0, FILE_FLAG_COMPAT),
+        NR32_RENAMEAT => stash_rename_flagged(
+            dirfd32(a(0)),
+            a(1),
+            dirfd32(a(2)),
+            a(3),
+            0,
+            FILE_FLAG_COMPAT,
+        ),
+        _ => stash_rename_flagged(
+            dirfd32(a(0)),
+            a(1),
+            dirfd32(a(2)),
+            a(3),
+            a(4),
+            FILE_FLAG_COMPAT,
+        ),
+    }
 }

@@ -21,7 +21,7 @@ use collector_common::RecordKind;
 use crate::{
     common::{excluded, syscall_arg_btf, syscall_nr_btf},
     file::{emit_one_path, pending},
-    file_compat::{compat_exit, is_file_call32},
+    file_compat::{compat_exit_from_regs, is_file_call32},
     net_compat::in_compat_syscall,
 };
 
@@ -43,7 +43,7 @@ pub fn file_sys_exit(ctx: BtfTracePointContext) -> i32 {
     }
     let ret: i64 = ctx.arg(1);
     if in_compat_syscall() {
-        compat_exit(regs, nr, ret);
+        compat_exit_from_regs(regs, nr, ret);
         return 0;
     }
     if !native {

@@ -562,8 +562,9 @@ pub(crate) const FILE_PROGRAMS_RAW: &[ProgramSpec] = &[
 ];
 
 pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
-    // open, creat, openat (from the saved registers, no entry hook) and the exits of
-    // the 32-bit entry's file calls.
+    // open, creat, openat (from the saved registers, no entry hook) and the 32-bit
+    // entry's file calls (per-syscall tracepoints do not fire for it on x86), also from
+    // the saved registers.
     btf_at("file_sys_exit", "sys_exit"),
     syscall("sys_enter_openat2"),
     syscall("sys_exit_openat2"),
@@ -606,8 +607,6 @@ pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
     // fchmodat2 is Linux >= 6.6: optional (see OPTIONAL_PROGRAMS).
     syscall("sys_enter_fchmodat2"),
     syscall("sys_exit_fchmodat2"),
-    // The 32-bit entry: per-syscall tracepoints do not fire for it on x86.
-    raw("raw_file_compat_enter", "sys_enter"),
 ];
 
 /// A random SipHash key for connection ids (from the kernel's CSPRNG), so an id
