@@ -1,6 +1,6 @@
 //! Network calls through the 32-bit syscall entry (`int $0x80`, `CONFIG_IA32_EMULATION`).
 //!
-//! Hooks: raw tracepoints `sys_enter`/`sys_exit` (no tracefs needed). The per-syscall
+//! Hooks: raw tracepoint `sys_enter` and BTF tracepoint `sys_exit` (no tracefs needed). The per-syscall
 //! tracepoints do not fire for compat syscalls on x86, and their numbers are the i386
 //! ones, so these programs act only when the task is in a compat syscall
 //! (`current->thread_info.status & TS_COMPAT`) and return at once otherwise. Covers
@@ -11,13 +11,13 @@
 
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, generated::bpf_get_current_task},
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
 };
 use collector_common::{net_flags::COMPAT, RecordKind};
 
 use crate::{
-    common::{read_kernel, syscall_nr},
+    common::{read_kernel, syscall_nr_btf},
     net::{enter_sock_call, exit_accept, exit_sock_call, udp_send},
     offsets::get,
 };
@@ -142,10 +142,13 @@ pub fn raw_net_compat_enter(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn raw_net_compat_exit(ctx: RawTracePointContext) -> i32 {
+/// A BTF tracepoint (not raw, unlike the entry): its `regs` argument is a typed pointer,
+/// so the number is a plain load instead of a helper call, and every syscall on the
+/// machine passes here.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn net_compat_exit(ctx: BtfTracePointContext) -> i32 {
     let regs: *const u8 = ctx.arg(0);
-    let id = syscall_nr(regs);
+    let id = syscall_nr_btf(regs);
     if !is_socket_call32(id) || !in_compat_syscall() {
         return 0;
     }

@@ -512,7 +512,7 @@ pub(crate) const NETWORK_PROGRAMS: &[ProgramSpec] = &[
     btf("inet_sock_set_state"),
     // The 32-bit entry: per-syscall tracepoints do not fire for it on x86.
     raw("raw_net_compat_enter", "sys_enter"),
-    raw("raw_net_compat_exit", "sys_exit"),
+    btf_at("net_compat_exit", "sys_exit"),
     ProgramSpec {
         name: "io_uring_complete_net",
         hook: Hook::BtfTracepoint("io_uring_complete"),
@@ -547,7 +547,7 @@ pub(crate) const NETWORK_PROGRAMS_RAW: &[ProgramSpec] = &[
     raw("raw_net_sys_exit", "sys_exit"),
     btf("inet_sock_set_state"),
     raw("raw_net_compat_enter", "sys_enter"),
-    raw("raw_net_compat_exit", "sys_exit"),
+    btf_at("net_compat_exit", "sys_exit"),
     ProgramSpec {
         name: "io_uring_complete_net",
         hook: Hook::BtfTracepoint("io_uring_complete"),
