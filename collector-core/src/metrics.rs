@@ -43,6 +43,12 @@ struct HealthLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DomainLabels {
+    domain: String,
+    mode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HookLabels {
     source: String,
     program: String,
@@ -191,6 +197,22 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
         "source_health",
         "1 for the health state each source is in",
         health,
+    );
+    let domains = Family::<DomainLabels, Gauge>::default();
+    for d in &status.domains {
+        for mode in crate::status::DomainMode::ALL {
+            domains
+                .get_or_create(&DomainLabels {
+                    domain: d.domain.clone(),
+                    mode: mode.as_str().into(),
+                })
+                .set(i64::from(d.mode == mode));
+        }
+    }
+    registry.register(
+        "domain_mode",
+        "1 for the mode each event domain is collected in (kernel, polling, unavailable)",
+        domains,
     );
     registry.register(
         "source_hook_info",
@@ -492,6 +514,7 @@ mod tests {
                 ..PipelineCounters::default()
             },
             export: None,
+            domains: Vec::new(),
         };
         let text = render_prometheus(&status);
         for line in [
@@ -544,6 +567,7 @@ mod tests {
             }],
             counters: PipelineCounters::default(),
             export: None,
+            domains: Vec::new(),
         };
         let text = render_prometheus(&status);
         assert!(!text.contains("# EOF"));

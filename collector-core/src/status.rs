@@ -128,6 +128,54 @@ pub struct StatusSnapshot {
     /// The fleet exporter (NATS JetStream), when one is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export: Option<ExportStatus>,
+    /// How each event domain is collected (kernel, polling, or not at all) and why,
+    /// as the embedding binary declared it ([`CollectorHandle::set_domain_status`]).
+    ///
+    /// [`CollectorHandle::set_domain_status`]: crate::CollectorHandle::set_domain_status
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<DomainStatus>,
+}
+
+/// How an event domain is collected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainMode {
+    /// Kernel programs, in real time.
+    Kernel,
+    /// Polling (`/proc`): events between two polls can be missed, and the sources do not
+    /// claim `KERNEL_LEVEL`.
+    Polling,
+    /// Not collected.
+    Unavailable,
+}
+
+impl DomainMode {
+    /// Every mode.
+    pub const ALL: [DomainMode; 3] = [Self::Kernel, Self::Polling, Self::Unavailable];
+
+    /// The name used in JSON and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kernel => "kernel",
+            Self::Polling => "polling",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// One event domain's collection mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainStatus {
+    /// `process`, `network`, `filesystem` or `performance`.
+    pub domain: String,
+    /// How it is collected.
+    pub mode: DomainMode,
+    /// The source that collects it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Why it is not collected in the kernel (the load or attach error), if it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The fleet exporter's state: connection, spool and publish counters.

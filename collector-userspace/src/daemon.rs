@@ -1,20 +1,23 @@
 //! `collector run`: builds the collector from configuration, registers every kernel
-//! source the running kernel supports (or, when none can run, the procfs polling
-//! sources), keeps the process store, serves IPC, and runs until SIGINT/SIGTERM.
+//! source the running kernel supports and, for each domain whose programs cannot run,
+//! its procfs polling stand-in (each domain falls back on its own; `status` says which
+//! mode each runs in and why), keeps the process store, serves IPC, and runs until
+//! SIGINT/SIGTERM.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use collector_core::ipc::{CollectorIpcServer, IpcServerConfig, IpcSink, StatusProvider};
-use collector_core::{Collector, CollectorConfig, EventSource};
+use collector_core::{Collector, CollectorConfig, DomainMode, DomainStatus, EventSource};
 
 use crate::ebpf::{
     source_name, KernelConfig, KernelDomain, KernelPrograms, KernelSource, SyscallHooks,
 };
 use crate::metrics_server::MetricsSource;
 use crate::procfs::{
-    PerformanceEventSource, PerformanceSourceConfig, ProcessEventSource, ProcessSourceConfig,
+    NetworkPollSource, NetworkSourceConfig, PerformanceEventSource, PerformanceSourceConfig,
+    ProcessEventSource, ProcessSourceConfig,
 };
 use crate::stdout_sink::StdoutSink;
 use crate::store::{ProcessRecord, ProcessStore, StoreConfig};
@@ -123,66 +126,164 @@ pub fn kernel_config(config: &CollectorConfig) -> anyhow::Result<KernelConfig> {
     })
 }
 
-/// Loads the kernel programs and makes one source per domain that attaches. Domains
-/// that fail are logged with the reason and left out; the rest keep working.
+/// Kernel sources for the domains that attached, and why the others did not.
+pub struct KernelOutcome {
+    /// One source per domain whose programs attached.
+    pub sources: Vec<KernelSource>,
+    /// Each domain that did not, with the error.
+    pub failed: Vec<(KernelDomain, String)>,
+}
+
+/// Fault injection for tests of the per-domain fallback: a comma-separated list of
+/// domains (`network`, ...) whose attach is treated as failed.
+const FAIL_DOMAINS_ENV: &str = "COLLECTOR_TEST_FAIL_KERNEL_DOMAINS";
+
+/// Loads the kernel programs and makes one source per domain that attaches. A domain
+/// that fails is reported in [`KernelOutcome::failed`], and the rest keep working; an
+/// error only when the programs cannot load at all.
 pub fn kernel_sources(
     config: KernelConfig,
     domains: &[KernelDomain],
-) -> anyhow::Result<Vec<KernelSource>> {
+) -> anyhow::Result<KernelOutcome> {
     let programs = KernelPrograms::load(config).context("loading the kernel programs")?;
-    let mut sources = Vec::new();
+    let injected = std::env::var(FAIL_DOMAINS_ENV).unwrap_or_default();
+    let mut outcome = KernelOutcome {
+        sources: Vec::new(),
+        failed: Vec::new(),
+    };
     for &domain in domains {
+        let name = domain_name(domain);
+        if injected.split(',').any(|d| d.trim() == name) {
+            outcome
+                .failed
+                .push((domain, format!("failure injected by {FAIL_DOMAINS_ENV}")));
+            continue;
+        }
         match KernelSource::new(Arc::clone(&programs), domain) {
             Ok(source) => {
                 tracing::info!(source = source_name(domain), hooks = ?source.stats().hooks, "kernel source ready");
-                sources.push(source);
+                outcome.sources.push(source);
             }
-            Err(e) => tracing::error!(
-                source = source_name(domain),
-                "kernel source unavailable: {:#}",
-                anyhow::Error::from(e)
-            ),
+            Err(e) => {
+                let reason = format!("{:#}", anyhow::Error::from(e));
+                tracing::error!(
+                    source = source_name(domain),
+                    "kernel source unavailable: {reason}"
+                );
+                outcome.failed.push((domain, reason));
+            }
         }
     }
-    if sources.is_empty() {
-        anyhow::bail!("no kernel source could be attached (see the errors above)");
-    }
-    Ok(sources)
+    Ok(outcome)
 }
 
-/// The procfs polling sources that stand in for the kernel ones: `procfs-process` when
-/// the process domain is wanted, and `procfs-performance`. Network and filesystem
-/// events have no polling fallback.
-pub fn procfs_sources(
+/// The domain's name in `kernel_domains`, `status` and metrics.
+fn domain_name(domain: KernelDomain) -> &'static str {
+    match domain {
+        KernelDomain::Process => "process",
+        KernelDomain::Network => "network",
+        KernelDomain::Filesystem => "filesystem",
+    }
+}
+
+/// The polling source that stands in for `domain`'s kernel programs: `procfs-process`
+/// and `procfs-network`; none for the filesystem (nothing to poll).
+pub fn polling_source(
     config: &CollectorConfig,
-    domains: &[KernelDomain],
-) -> anyhow::Result<Vec<Box<dyn EventSource>>> {
-    let mut sources: Vec<Box<dyn EventSource>> = Vec::new();
-    if domains.contains(&KernelDomain::Process) {
-        let process = ProcessEventSource::new(ProcessSourceConfig {
+    domain: KernelDomain,
+) -> anyhow::Result<Option<Box<dyn EventSource>>> {
+    Ok(match domain {
+        KernelDomain::Process => Some(Box::new(ProcessEventSource::new(ProcessSourceConfig {
             max_send_wait: config.max_backpressure_wait,
             ..ProcessSourceConfig::default()
-        })?;
-        sources.push(Box::new(process));
-    }
-    let unavailable: Vec<&str> = domains
-        .iter()
-        .filter(|&&d| d != KernelDomain::Process)
-        .map(|&d| source_name(d))
-        .collect();
-    if !unavailable.is_empty() {
-        tracing::warn!(
-            ?unavailable,
-            "no procfs fallback for network and filesystem events: they are not collected"
-        );
-    }
-    sources.push(Box::new(PerformanceEventSource::new(
+        })?)),
+        KernelDomain::Network => Some(Box::new(NetworkPollSource::new(NetworkSourceConfig {
+            max_send_wait: config.max_backpressure_wait,
+            ..NetworkSourceConfig::default()
+        }))),
+        KernelDomain::Filesystem => None,
+    })
+}
+
+/// The host and collector metrics source; it runs in every mode.
+pub fn performance_source(config: &CollectorConfig) -> anyhow::Result<Box<dyn EventSource>> {
+    Ok(Box::new(PerformanceEventSource::new(
         PerformanceSourceConfig {
             max_send_wait: config.max_backpressure_wait,
             ..PerformanceSourceConfig::default()
         },
-    )?));
-    Ok(sources)
+    )?))
+}
+
+/// Registers one source per wanted domain: the kernel's when it attached, else the
+/// polling stand-in, else none; and says which in `status` (`domains`).
+fn register_domains(
+    collector: &mut Collector,
+    config: &CollectorConfig,
+    domains: &[KernelDomain],
+    kernel: anyhow::Result<KernelOutcome>,
+) -> anyhow::Result<Option<Arc<KernelPrograms>>> {
+    let handle = collector.handle();
+    let (sources, failed) = match kernel {
+        Ok(outcome) => (outcome.sources, outcome.failed),
+        Err(reason) => {
+            let reason = format!("{reason:#}");
+            tracing::warn!("no kernel programs: {reason}");
+            (
+                Vec::new(),
+                domains.iter().map(|&d| (d, reason.clone())).collect(),
+            )
+        }
+    };
+    let programs = sources.first().map(|s| Arc::clone(s.programs()));
+    for source in sources {
+        handle.set_domain_status(DomainStatus {
+            domain: domain_name(source.domain()).into(),
+            mode: DomainMode::Kernel,
+            source: Some(source_name(source.domain()).into()),
+            reason: None,
+        });
+        collector.register_batch_source(Box::new(source))?;
+    }
+    for (domain, reason) in failed {
+        let standin = polling_source(config, domain).with_context(|| {
+            format!("starting the polling fallback for {}", domain_name(domain))
+        })?;
+        let status = DomainStatus {
+            domain: domain_name(domain).into(),
+            mode: if standin.is_some() {
+                DomainMode::Polling
+            } else {
+                DomainMode::Unavailable
+            },
+            source: standin.as_ref().map(|s| s.name().to_owned()),
+            reason: Some(reason),
+        };
+        match &standin {
+            Some(s) => tracing::warn!(
+                domain = status.domain,
+                source = s.name(),
+                "falling back to polling: events between two polls can be missed"
+            ),
+            None => tracing::warn!(
+                domain = status.domain,
+                "no polling fallback for this domain: its events are not collected"
+            ),
+        }
+        handle.set_domain_status(status);
+        if let Some(source) = standin {
+            collector.register(source)?;
+        }
+    }
+    let performance = performance_source(config)?;
+    handle.set_domain_status(DomainStatus {
+        domain: "performance".into(),
+        mode: DomainMode::Polling,
+        source: Some(performance.name().to_owned()),
+        reason: None,
+    });
+    collector.register(performance)?;
+    Ok(programs)
 }
 
 /// Runs the collector until SIGINT/SIGTERM.
@@ -232,30 +333,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut collector = Collector::new(config.clone())?;
     let kernel = if args.procfs {
-        Err(anyhow::anyhow!("requested with --procfs"))
+        Err(anyhow::anyhow!("polling requested with --procfs"))
     } else {
         kernel_sources(kernel, &domains)
     };
-    let mut kernel_programs = None;
-    match kernel {
-        Ok(sources) => {
-            kernel_programs = sources.first().map(|s| Arc::clone(s.programs()));
-            for source in sources {
-                collector.register_batch_source(Box::new(source))?;
-            }
-        }
-        Err(reason) => {
-            tracing::warn!(
-                "falling back to procfs polling: {reason:#}; exec events of short-lived \
-                 processes can be missed"
-            );
-            for source in
-                procfs_sources(&config, &domains).context("starting the procfs polling fallback")?
-            {
-                collector.register(source)?;
-            }
-        }
-    }
+    let kernel_programs = register_domains(&mut collector, &config, &domains, kernel)?;
     if config.enable_process_store {
         // The operator asked for a store: one that cannot open is an error, not a warning
         // the daemon runs past without its memory.
@@ -458,23 +540,23 @@ mod tests {
     }
 
     #[test]
-    fn procfs_fallback_covers_processes_and_host_metrics_only() {
+    fn polling_stands_in_for_process_and_network_not_filesystem() {
         let config = CollectorConfig::default();
-        let names = |domains: &[KernelDomain]| -> Vec<&'static str> {
-            procfs_sources(&config, domains)
-                .unwrap()
-                .iter()
-                .map(|s| s.name())
-                .collect()
-        };
-        assert_eq!(
-            names(&KernelDomain::ALL),
-            ["procfs-process", "procfs-performance"]
-        );
-        assert_eq!(names(&[KernelDomain::Network]), ["procfs-performance"]);
-        for source in procfs_sources(&config, &KernelDomain::ALL).unwrap() {
+        let name = |domain| polling_source(&config, domain).unwrap().map(|s| s.name());
+        assert_eq!(name(KernelDomain::Process), Some("procfs-process"));
+        assert_eq!(name(KernelDomain::Network), Some("procfs-network"));
+        assert_eq!(name(KernelDomain::Filesystem), None);
+        let sources = KernelDomain::ALL
+            .into_iter()
+            .filter_map(|d| polling_source(&config, d).unwrap())
+            .chain([performance_source(&config).unwrap()]);
+        for source in sources {
             let caps = source.capabilities();
-            assert!(!caps.contains(SourceCaps::KERNEL_LEVEL));
+            assert!(
+                !caps.contains(SourceCaps::KERNEL_LEVEL),
+                "{}",
+                source.name()
+            );
             // Polling is REALTIME only within the threshold (procfs-process, 1 s <= 10 s).
             assert_eq!(
                 caps.contains(SourceCaps::REALTIME),

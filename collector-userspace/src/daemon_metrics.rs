@@ -38,16 +38,6 @@ impl DaemonMetrics {
     }
 }
 
-/// CPU seconds (user + system) and resident bytes of this process, from /proc/self.
-fn own_usage() -> Option<(f64, u64)> {
-    let me = procfs::process::Process::myself().ok()?;
-    let stat = me.stat().ok()?;
-    let ticks = procfs::ticks_per_second() as f64;
-    let cpu = (stat.utime + stat.stime) as f64 / ticks;
-    let rss = stat.rss * procfs::page_size();
-    Some((cpu, rss))
-}
-
 impl MetricsSource for DaemonMetrics {
     fn status(&self) -> StatusSnapshot {
         self.status.snapshot()
@@ -56,7 +46,7 @@ impl MetricsSource for DaemonMetrics {
     fn render(&self, status: &StatusSnapshot) -> String {
         let mut text = render_prometheus(status);
         let mut registry = Registry::with_prefix("collector");
-        if let Some((cpu, rss)) = own_usage() {
+        if let Some((cpu, rss)) = crate::procfs::own_usage() {
             let cpu_seconds = Gauge::<f64, AtomicU64>::default();
             cpu_seconds.set(cpu);
             registry.register(

@@ -145,6 +145,7 @@ mod tests {
                 }],
                 counters: PipelineCounters::default(),
                 export: None,
+                domains: Vec::new(),
             }
         }
         fn render(&self, status: &StatusSnapshot) -> String {

@@ -195,6 +195,24 @@ impl CollectorHandle {
             sources,
             counters,
             export: None,
+            domains: self
+                .shared
+                .domains
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
+    }
+
+    /// Declares how a domain is collected, for `status` (replaces the domain's earlier
+    /// entry).
+    pub fn set_domain_status(&self, status: crate::status::DomainStatus) {
+        let mut domains = self
+            .shared
+            .domains
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        domains.retain(|d| d.domain != status.domain);
+        domains.push(status);
     }
 }

@@ -106,6 +106,8 @@ pub(crate) struct Shared {
     pub sinks: Arc<SinkSet>,
     pub telemetry: Arc<PipelineTelemetry>,
     pub subscribers: AtomicU64,
+    /// Collection mode per domain, declared by the embedding binary.
+    pub domains: Mutex<Vec<crate::status::DomainStatus>>,
 }
 
 #[derive(Default)]
@@ -194,6 +196,7 @@ impl Collector {
             sinks: Arc::default(),
             telemetry: Arc::default(),
             subscribers: AtomicU64::new(0),
+            domains: Mutex::default(),
         });
         Ok(Self {
             handle: CollectorHandle { shared },

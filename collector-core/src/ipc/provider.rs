@@ -53,6 +53,7 @@ impl ManualStatus {
             sources: Vec::new(),
             counters: PipelineCounters::default(),
             export: None,
+            domains: Vec::new(),
         };
         Self {
             caps: Arc::new(watch::Sender::new(caps)),

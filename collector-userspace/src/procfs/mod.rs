@@ -5,7 +5,10 @@
 //!   diffs ([`ProcessDiff`]) of successive process table scans ([`ProcessTable`],
 //!   [`SysinfoProcessTable`]). A process that starts and exits between two scans is
 //!   never seen, and exit codes are unknown: the kernel sources have neither gap.
-//! - `procfs-performance` ([`PerformanceEventSource`]): host CPU, memory and load.
+//! - `procfs-network` ([`NetworkPollSource`]): TCP connects, accepts, listens and
+//!   closes and UDP binds from diffs of `/proc/net/{tcp,tcp6,udp,udp6}`, without pids.
+//! - `procfs-performance` ([`PerformanceEventSource`]): host CPU, memory and load, and
+//!   the collector's own CPU and resident memory. It runs beside the kernel sources too.
 //!
 //! Both read `/proc` through sysinfo on tokio's blocking pool, never on a runtime worker.
 //!
@@ -18,6 +21,7 @@
 //! ```
 
 mod diff;
+mod network;
 mod performance;
 mod process;
 mod scan;
@@ -29,6 +33,8 @@ use collector_core::event::ProcessEvent;
 use collector_core::CollectionEvent;
 
 pub use diff::ProcessDiff;
+pub use network::{NetworkPollSource, NetworkSourceConfig, NETWORK_SOURCE_NAME};
+pub(crate) use performance::own_usage;
 pub use performance::{PerformanceEventSource, PerformanceSourceConfig, PERFORMANCE_SOURCE_NAME};
 pub use process::{
     PollStats, ProcessEventSource, ProcessSourceConfig, DEFAULT_REALTIME_THRESHOLD,

@@ -38,13 +38,25 @@ impl Default for PerformanceSourceConfig {
     }
 }
 
-/// One sample of the host.
+/// CPU seconds (user + system) and resident bytes of this process, from /proc/self.
+pub(crate) fn own_usage() -> Option<(f64, u64)> {
+    let me = procfs::process::Process::myself().ok()?;
+    let stat = me.stat().ok()?;
+    let ticks = procfs::ticks_per_second() as f64;
+    let cpu = (stat.utime + stat.stime) as f64 / ticks;
+    let rss = stat.rss * procfs::page_size();
+    Some((cpu, rss))
+}
+
+/// One sample of the host, and of the collector itself.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct HostSample {
     cpu_usage_percent: f64,
     memory_used_bytes: u64,
     memory_total_bytes: u64,
     load_average_1m: Option<f64>,
+    /// The collector's CPU seconds so far and resident bytes.
+    own: Option<(f64, u64)>,
 }
 
 impl HostSample {
@@ -56,6 +68,7 @@ impl HostSample {
             memory_used_bytes: system.used_memory(),
             memory_total_bytes: system.total_memory(),
             load_average_1m: System::load_average().ok().map(|l| l.one),
+            own: own_usage(),
         }
     }
 
@@ -78,12 +91,23 @@ impl HostSample {
         if let Some(load) = self.load_average_1m {
             events.push(metric("load_average_1m", load, "load"));
         }
+        if let Some((cpu, rss)) = self.own {
+            let own = |name: &str, value: f64, unit: &str| PerformanceEvent {
+                pid: std::process::id(),
+                component: "collector".into(),
+                ..metric(name, value, unit)
+            };
+            events.push(own("cpu_time", cpu, "seconds"));
+            events.push(own("memory_rss", rss as f64, "bytes"));
+        }
         events
     }
 }
 
 /// Host metrics every `interval`: `cpu_usage` (percent of all CPUs), `memory_used` and
-/// `memory_total` (bytes), `load_average_1m`; `pid` 0, `component` `host`.
+/// `memory_total` (bytes), `load_average_1m`; `pid` 0, `component` `host`. And the
+/// collector's own `cpu_time` (seconds so far) and `memory_rss` (bytes): its pid,
+/// `component` `collector`.
 pub struct PerformanceEventSource {
     config: PerformanceSourceConfig,
     system: Mutex<Option<System>>,
@@ -190,6 +214,7 @@ mod tests {
             memory_used_bytes: 1 << 30,
             memory_total_bytes: 4 << 30,
             load_average_1m: Some(0.75),
+            own: None,
         };
         let now = Utc::now();
         let events = sample.events(now, &"procfs-performance".into());
@@ -231,7 +256,7 @@ mod tests {
             async move { source.start(tx, shutdown).await }
         });
         let mut metrics = BTreeMap::new();
-        while metrics.len() < 4 {
+        while metrics.len() < 6 {
             let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
                 .await
                 .expect("a sample within 5 s")
@@ -240,12 +265,18 @@ mod tests {
                 panic!("not a metric: {ev:?}")
             };
             assert_eq!(p.source, PERFORMANCE_SOURCE_NAME);
+            if p.component == "collector" {
+                assert_eq!(p.pid, std::process::id());
+            }
             metrics.insert(p.metric_name, p.value);
         }
         assert!((0.0..=100.0).contains(&metrics["cpu_usage"]));
         assert!(metrics["memory_total"] > 0.0);
         assert!(metrics["memory_used"] > 0.0 && metrics["memory_used"] <= metrics["memory_total"]);
         assert!(metrics["load_average_1m"] >= 0.0);
+        // This test process's own CPU and memory (it is the "collector" here).
+        assert!(metrics["cpu_time"] > 0.0);
+        assert!(metrics["memory_rss"] > 1e6);
         source.stop().await.unwrap();
         tokio::time::timeout(Duration::from_secs(5), task)
             .await

@@ -1,0 +1,177 @@
+//! Each domain falls back on its own: a real `collector run` whose network programs fail
+//! to attach (forced with `COLLECTOR_TEST_FAIL_KERNEL_DOMAINS`) keeps the process and
+//! filesystem domains in the kernel, polls `/proc/net` for the network domain without
+//! `REALTIME` or `KERNEL_LEVEL`, runs the performance source beside them, and says in
+//! `status` which mode each domain runs in and why. A TCP connection made meanwhile
+//! arrives from the polling source.
+//!
+//! Needs root and BTF; skips otherwise, and fails instead under
+//! `COLLECTOR_REQUIRE_KERNEL=1`.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use collector_core::event::{Domain, NetworkEventKind};
+use collector_core::ipc::{CollectorIpcClient, SubscriptionItem};
+use collector_core::{CollectionEvent, DomainMode, SourceCaps};
+use futures::StreamExt;
+
+fn kernel_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let why = if unsafe { libc::geteuid() } != 0 {
+        Some("not root (kernel tests need CAP_BPF and CAP_PERFMON)")
+    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Some("no kernel BTF at /sys/kernel/btf/vmlinux")
+    } else {
+        None
+    };
+    match why {
+        None => true,
+        Some(why) => {
+            assert!(
+                std::env::var("COLLECTOR_REQUIRE_KERNEL").as_deref() != Ok("1"),
+                "{test}: cannot run ({why}) but COLLECTOR_REQUIRE_KERNEL=1 forbids skipping"
+            );
+            eprintln!("skipping {test}: {why}");
+            false
+        }
+    }
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_whose_programs_fail_falls_back_alone_and_status_says_why() {
+    if !kernel_or_skip("a_domain_whose_programs_fail_falls_back_alone_and_status_says_why") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("collector.sock");
+    let mut daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_collector"))
+            .arg("run")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--no-stdout")
+            .env("COLLECTOR_TEST_FAIL_KERNEL_DOMAINS", "network")
+            .env("XDG_CONFIG_HOME", dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start collector run"),
+    );
+    let started = Instant::now();
+    let mut client = loop {
+        if let Ok(c) = CollectorIpcClient::connect(&socket).await {
+            break c;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "collector did not serve IPC within 60s"
+        );
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            panic!("collector exited early: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let status = client.status().await.unwrap();
+    let mode = |domain: &str| {
+        status
+            .domains
+            .iter()
+            .find(|d| d.domain == domain)
+            .unwrap_or_else(|| panic!("no {domain} in {:#?}", status.domains))
+            .clone()
+    };
+    let network = mode("network");
+    assert_eq!(network.mode, DomainMode::Polling, "{network:?}");
+    assert_eq!(network.source.as_deref(), Some("procfs-network"));
+    assert!(
+        network
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("COLLECTOR_TEST_FAIL_KERNEL_DOMAINS")),
+        "the reason names the failure: {network:?}"
+    );
+    for (domain, source) in [
+        ("process", "ebpf-process"),
+        ("filesystem", "ebpf-filesystem"),
+    ] {
+        let d = mode(domain);
+        assert_eq!(d.mode, DomainMode::Kernel, "{d:?}");
+        assert_eq!(d.source.as_deref(), Some(source));
+        assert_eq!(d.reason, None);
+    }
+    assert_eq!(mode("performance").mode, DomainMode::Polling);
+    let caps = |name: &str| {
+        status
+            .sources
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no source {name} in {:#?}", status.sources))
+            .capabilities
+    };
+    let polled = caps("procfs-network");
+    assert!(polled.contains(SourceCaps::NETWORK));
+    assert!(!polled.intersects(SourceCaps::REALTIME | SourceCaps::KERNEL_LEVEL));
+    assert!(caps("ebpf-process").contains(SourceCaps::KERNEL_LEVEL | SourceCaps::REALTIME));
+    caps("procfs-performance");
+    assert!(
+        !status.sources.iter().any(|s| s.name == "ebpf-network"),
+        "no kernel network source"
+    );
+
+    // A connection made now is seen by the poller (pid unknown, uid and ports known).
+    let stream = client
+        .subscribe::<&str>(&[Domain::Network], &[])
+        .await
+        .unwrap();
+    futures::pin_mut!(stream);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    let conn = TcpStream::connect(server).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    let client_addr = conn.local_addr().unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let Ok(Some(item)) = tokio::time::timeout(Duration::from_secs(5), stream.next()).await
+        else {
+            continue;
+        };
+        if let Ok(SubscriptionItem::Event(CollectionEvent::Network(n))) = item {
+            let ours = n.source_addr == client_addr && n.dest_addr == server;
+            if ours {
+                seen.push(*n);
+            }
+            if [NetworkEventKind::Connect, NetworkEventKind::Accept]
+                .iter()
+                .all(|k| seen.iter().any(|e| e.kind == *k))
+            {
+                break;
+            }
+        }
+    }
+    for kind in [NetworkEventKind::Connect, NetworkEventKind::Accept] {
+        let e = seen.iter().find(|e| e.kind == kind).unwrap_or_else(|| {
+            panic!("no polled {kind:?} of {client_addr} -> {server}: {seen:#?}")
+        });
+        assert_eq!(e.source, "procfs-network");
+        assert_eq!(e.pid, 0, "polling cannot tell the process");
+        assert_eq!(e.uid, Some(0));
+        assert_eq!(e.state.as_deref(), Some("ESTABLISHED"));
+    }
+    drop((conn, accepted));
+}
