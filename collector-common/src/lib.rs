@@ -31,6 +31,7 @@ pub const FILE_PATH_LEN: usize = 256;
 /// Bytes of a path compared against excluded path prefixes (longer prefixes are cut).
 pub const PATH_PREFIX_LEN: usize = 128;
 
+pub mod abi;
 mod file;
 mod net;
 mod process;

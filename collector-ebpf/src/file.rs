@@ -44,7 +44,7 @@ pub struct FileOut {
 #[map]
 static FILE_OUT: PerCpuArray<FileOut> = PerCpuArray::with_max_entries(1, 0);
 
-const AT_FDCWD: i32 = -100;
+use collector_common::abi::AT_FDCWD;
 const O_CREAT: u32 = 0o100;
 /// `unlinkat` flag: remove a directory (an rmdir).
 const AT_REMOVEDIR: u32 = 0x200;

@@ -32,7 +32,8 @@ const NR32_RENAMEAT: u64 = 302;
 const NR32_RENAMEAT2: u64 = 353;
 const NR32_OPENAT2: u64 = 437;
 
-const AT_FDCWD: u64 = -100i32 as u32 as u64;
+/// `AT_FDCWD` as an i386 register holds it (32 bits; `dirfd32` sign-extends it).
+const AT_FDCWD: u64 = collector_common::abi::AT_FDCWD as u32 as u64;
 const O_CREAT: u64 = 0o100;
 
 /// An i386 syscall number this file handles.

@@ -29,7 +29,7 @@ const NR_OPEN: u64 = 2;
 const NR_CREAT: u64 = 85;
 const NR_OPENAT: u64 = 257;
 
-const AT_FDCWD: u64 = -100i64 as u64;
+const AT_FDCWD: u64 = collector_common::abi::AT_FDCWD as i64 as u64;
 /// creat(path, mode) == open(path, O_CREAT | O_WRONLY | O_TRUNC, mode)
 const CREAT_FLAGS: u64 = 0o100 | 0o1 | 0o1000;
 

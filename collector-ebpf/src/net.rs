@@ -34,14 +34,12 @@ use crate::{
     offsets::get,
 };
 
-pub(crate) const AF_UNIX: u16 = 1;
-pub(crate) const AF_INET: u16 = 2;
-pub(crate) const AF_INET6: u16 = 10;
+pub(crate) use collector_common::abi::{AF_INET, AF_INET6, AF_UNIX};
 pub(crate) const IPPROTO_TCP: u16 = 6;
 pub(crate) const IPPROTO_UDP: u16 = 17;
 pub(crate) const IPPROTO_UDPLITE: u16 = 136;
 const EINPROGRESS: i64 = 115;
-pub(crate) const TCP_CLOSE: u32 = 7;
+pub(crate) use collector_common::abi::tcp_state::CLOSE as TCP_CLOSE;
 
 /// Bytes of the caller's sockaddr kept (`sizeof(struct sockaddr_un)` rounded up).
 pub(crate) const SOCKADDR_LEN: usize = 112;

@@ -34,10 +34,10 @@ use crate::{
     offsets::get,
 };
 
-const TCP_ESTABLISHED: u32 = 1;
-const TCP_SYN_SENT: u32 = 2;
-const TCP_SYN_RECV: u32 = 3;
-const TCP_LISTEN: u32 = 10;
+use collector_common::abi::tcp_state::{
+    ESTABLISHED as TCP_ESTABLISHED, LISTEN as TCP_LISTEN, SYN_RECV as TCP_SYN_RECV,
+    SYN_SENT as TCP_SYN_SENT,
+};
 /// `PF_IO_WORKER`: an io_uring worker thread (io-wq).
 const PF_IO_WORKER: u32 = 0x10;
 /// x86_64 `__NR_io_uring_enter`: inline io_uring issue runs inside it.

@@ -1,6 +1,7 @@
 //! Kernel-level sources: the loader of the embedded eBPF object and one `EventSource`
 //! per domain draining its ring buffer.
 
+mod abi;
 pub mod btf;
 pub mod btf_fixup;
 pub mod clock;

@@ -247,3 +247,21 @@ impl KernelOffsets {
         })
     }
 }
+
+/// The name of every offset global the loader sets (each table above), for the ABI test.
+#[cfg(test)]
+pub(crate) fn global_names() -> impl Iterator<Item = &'static str> {
+    [
+        FIELDS,
+        IO_URING_FIELDS,
+        COMPAT_FIELDS,
+        PROC_BPRM_EXECUTABLE,
+        PROC_AUDIT_FIELDS,
+        PROC_COMPAT_FIELDS,
+        PATH_FIELDS,
+        SYSCALL_REGS,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|&(global, ..)| global)
+}

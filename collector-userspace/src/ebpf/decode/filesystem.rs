@@ -11,7 +11,7 @@ use collector_core::event::{CollectionEvent, FilesystemEvent, FilesystemEventKin
 use super::{c_str, process::header_process_key, read, record_kind, DecodeError};
 use crate::ebpf::clock::BootClock;
 
-const AT_FDCWD: i32 = -100;
+use collector_common::abi::AT_FDCWD;
 
 /// Makes `path` absolute against the directory the kernel resolved it from: the
 /// process's cwd (`AT_FDCWD`) or its directory fd. Returns (path, still_relative).

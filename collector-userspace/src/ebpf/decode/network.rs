@@ -10,7 +10,7 @@ use collector_core::event::{
 use super::{c_str, process::header_process_key, read, record_kind, DecodeError};
 use crate::ebpf::clock::BootClock;
 
-const AF_INET6: u16 = 10;
+use collector_common::abi::AF_INET6;
 const SOCK_RAW: u16 = 3;
 
 /// An address from the kernel's 16 bytes; IPv4-mapped IPv6 (`::ffff:a.b.c.d`) is
@@ -44,21 +44,7 @@ pub fn protocol(sk_protocol: u16, sk_type: u16) -> TransportProtocol {
 
 /// Kernel TCP state name.
 pub fn tcp_state_name(state: u32) -> Option<&'static str> {
-    Some(match state {
-        1 => "ESTABLISHED",
-        2 => "SYN_SENT",
-        3 => "SYN_RECV",
-        4 => "FIN_WAIT1",
-        5 => "FIN_WAIT2",
-        6 => "TIME_WAIT",
-        7 => "CLOSE",
-        8 => "CLOSE_WAIT",
-        9 => "LAST_ACK",
-        10 => "LISTEN",
-        11 => "CLOSING",
-        12 => "NEW_SYN_RECV",
-        _ => return None,
-    })
+    collector_common::abi::tcp_state::name(state)
 }
 
 /// errno of a syscall result: `None` for success (0 or a new fd).
