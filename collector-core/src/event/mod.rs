@@ -383,7 +383,10 @@ mod tests {
             std::mem::size_of::<CollectionEvent>(),
             std::mem::size_of::<FilesystemEvent>()
         );
-        assert!(std::mem::size_of::<CollectionEvent>() <= 176);
+        let size = std::mem::size_of::<CollectionEvent>();
+        // 200 with the file event's process key; each field added inline costs every
+        // event of every domain a bigger move at each hop.
+        assert!(size <= 200, "CollectionEvent is {size} bytes");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! What the filesystem kernel tests share: a world-writable scratch directory for an
 //! unprivileged actor, and the filesystem source running in this process, from which the
 //! events of one pid are collected.
+// Each test binary compiles this module and uses part of it.
+#![allow(dead_code)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
