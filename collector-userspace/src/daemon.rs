@@ -215,6 +215,19 @@ pub fn performance_source(config: &CollectorConfig) -> anyhow::Result<Box<dyn Ev
     )?))
 }
 
+/// Hands what loading used back to the kernel. Parsing the kernel's BTF and the kernel
+/// object takes tens of MB for a moment; glibc keeps freed memory in its arenas, and the
+/// embedded object's pages stay resident once read: both would stay in the daemon's
+/// resident set for its whole life.
+fn release_freed_heap() {
+    crate::ebpf::loader::release_object_pages();
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory to the kernel; no pointer is touched.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Registers one source per wanted domain: the kernel's when it attached, else the
 /// polling stand-in, else none; and says which in `status` (`domains`).
 fn register_domains(
@@ -338,6 +351,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         kernel_sources(kernel, &domains)
     };
     let kernel_programs = register_domains(&mut collector, &config, &domains, kernel)?;
+    release_freed_heap();
     if config.enable_process_store {
         // The operator asked for a store: one that cannot open is an error, not a warning
         // the daemon runs past without its memory.

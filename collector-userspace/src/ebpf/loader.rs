@@ -25,6 +25,24 @@ use super::offsets::KernelOffsets;
 static KERNEL_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/collector-ebpf.o"));
 
+/// Drops the embedded kernel object's pages from the resident set once the programs are
+/// loaded (about 8 MB, most of it debug info). They are file-backed and read-only, so a
+/// later load simply reads them from the binary again.
+pub fn release_object_pages() {
+    let page = 4096usize;
+    let start = KERNEL_OBJECT.as_ptr() as usize;
+    // Whole pages inside the object only: the pages at its ends hold other data too.
+    let first = start.div_ceil(page) * page;
+    let end = (start + KERNEL_OBJECT.len()) / page * page;
+    if end > first {
+        // SAFETY: the range lies inside a read-only file mapping of this binary; with
+        // MADV_DONTNEED its pages are re-read from the file on the next access.
+        unsafe {
+            libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_DONTNEED);
+        }
+    }
+}
+
 /// A copy of the kernel object in 8-byte aligned memory.
 struct AlignedObject {
     words: Vec<u64>,
