@@ -50,6 +50,12 @@ struct HookLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProgramLabels {
+    source: String,
+    program: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SinkLabel {
     sink: String,
     reason: String,
@@ -89,6 +95,7 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
     let hooks = Family::<HookLabels, Gauge>::default();
     let queue_depth = Family::<SourceLabel, Gauge>::default();
     let restarts = Family::<SourceLabel, CounterU64>::default();
+    let reattached = Family::<ProgramLabels, CounterU64>::default();
     for s in &status.sources {
         let source = || s.name.clone();
         received
@@ -155,6 +162,14 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
                 })
                 .set(1);
         }
+        for (program, n) in &s.stats.reattached {
+            reattached
+                .get_or_create(&ProgramLabels {
+                    source: source(),
+                    program: program.clone(),
+                })
+                .inc_by(*n);
+        }
         queue_depth
             .get_or_create(&SourceLabel { source: source() })
             .set(s.queue_depth as i64);
@@ -196,6 +211,12 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
         "source_hook_info",
         "The kernel hook each program is attached with",
         hooks,
+    );
+    registry.register(
+        "kernel_program_reattaches",
+        "Times a kernel program was found detached (no link in the kernel) and attached again; \
+         what its hook saw meanwhile is lost and not counted",
+        reattached,
     );
     registry.register(
         "source_queue_depth",

@@ -19,6 +19,7 @@ use collector_common::{
 };
 
 use super::btf::{BtfError, KernelBtf};
+pub use super::links::LinkCheck;
 use super::offsets::KernelOffsets;
 
 /// The kernel object built by `cargo xtask build-ebpf` (empty when it was not built).
@@ -120,6 +121,9 @@ pub enum LoadError {
     /// No random bytes for the connection-id key.
     #[error("cannot read /dev/urandom for the connection-id key (is /dev mounted?)")]
     Random(#[source] std::io::Error),
+    /// The kernel's list of BPF links could not be read, so no link was checked.
+    #[error("cannot list the kernel's BPF links to check that the programs are attached")]
+    LinkList(#[source] std::io::Error),
     /// A map update failed.
     #[error("updating map `{map}` failed")]
     MapUpdate {
@@ -638,6 +642,10 @@ pub struct KernelPrograms {
     btf: Btf,
     raw_syscalls: bool,
     attached: Mutex<std::collections::HashMap<KernelDomain, &'static [ProgramSpec]>>,
+    /// The link of each attached program (see `links`).
+    links: Mutex<std::collections::HashMap<&'static str, super::links::AttachedLink>>,
+    /// Times each program was found without a link and attached again.
+    reattached: Mutex<BTreeMap<&'static str, u64>>,
     counters: PerCpuArray<MapData, u64>,
     hooks: Mutex<BTreeMap<String, String>>,
     config: KernelConfig,
@@ -758,6 +766,8 @@ impl KernelPrograms {
             btf: aya_btf,
             raw_syscalls: offsets.raw_syscalls,
             attached: Mutex::default(),
+            links: Mutex::default(),
+            reattached: Mutex::default(),
             counters,
             hooks: Mutex::new(BTreeMap::new()),
             config,
@@ -826,7 +836,13 @@ impl KernelPrograms {
                 attach_program(&mut ebpf, spec, &self.btf)
             };
             match result {
-                Ok(()) => attached.push(spec),
+                Ok(link) => {
+                    self.links
+                        .lock()
+                        .expect("links lock poisoned")
+                        .insert(spec.name, link);
+                    attached.push(spec);
+                }
                 Err(e) if OPTIONAL_PROGRAMS.contains(&spec.name) => {
                     tracing::warn!("{:#}; going on without it", anyhow::Error::from(e));
                 }
@@ -850,6 +866,8 @@ impl KernelPrograms {
     }
 
     fn unload_one(&self, name: &str) {
+        // Unloading closes the link too (aya owns it).
+        self.links.lock().expect("links lock poisoned").remove(name);
         let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
         if let Some(program) = ebpf.program_mut(name) {
             let result = match program {
@@ -1002,6 +1020,96 @@ impl KernelPrograms {
             .unwrap_or_default()
     }
 
+    /// Looks for a link to each of `domain`'s attached programs in the kernel's list of
+    /// links, and attaches again every program that has none (see `links`). Events its
+    /// hook saw while it was detached are gone and cannot be counted.
+    pub fn check_links(&self, domain: KernelDomain) -> Result<LinkCheck, LoadError> {
+        let specs: &'static [ProgramSpec] = match self
+            .attached
+            .lock()
+            .expect("attached lock poisoned")
+            .get(&domain)
+        {
+            Some(specs) => specs,
+            None => return Ok(LinkCheck::default()),
+        };
+        let linked = super::links::linked_program_ids().map_err(LoadError::LinkList)?;
+        let mut check = LinkCheck::default();
+        let hooks = self.hooks();
+        for spec in specs {
+            // Optional programs that did not attach have no hook entry: nothing to check.
+            if !hooks.contains_key(spec.name) {
+                continue;
+            }
+            let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+            let id = super::links::program_id(&ebpf, spec.name);
+            if id.is_some_and(|id| linked.contains(&id)) {
+                continue;
+            }
+            let result = match id {
+                Some(_) => super::links::attach_loaded(&mut ebpf, spec),
+                None => super::links::load_and_attach(&mut ebpf, spec, &self.btf),
+            };
+            drop(ebpf);
+            match result {
+                Ok(link) => {
+                    // The old link (if aya still holds one) stays with the program and
+                    // goes when it is unloaded.
+                    self.links
+                        .lock()
+                        .expect("links lock poisoned")
+                        .insert(spec.name, link);
+                    *self
+                        .reattached
+                        .lock()
+                        .expect("reattached lock poisoned")
+                        .entry(spec.name)
+                        .or_default() += 1;
+                    check.reattached.push(spec.name);
+                }
+                Err(e) => check.failed.push((spec.name, format!("{e:#}"))),
+            }
+        }
+        Ok(check)
+    }
+
+    /// Times each program was found detached and attached again.
+    pub fn reattach_counts(&self) -> BTreeMap<&'static str, u64> {
+        self.reattached
+            .lock()
+            .expect("reattached lock poisoned")
+            .clone()
+    }
+
+    /// Closes one program's link and leaves the program loaded: what `BPF_LINK_DETACH`
+    /// (`bpftool link detach`) does on link types that support it. Linux 6.18 refuses
+    /// that for tracepoint links, so tests of [`KernelPrograms::check_links`] use this to
+    /// make the same state. Returns whether the program had a link.
+    #[doc(hidden)]
+    pub fn close_link(&self, program: &str) -> Result<bool, LoadError> {
+        let Some((name, link)) = self
+            .links
+            .lock()
+            .expect("links lock poisoned")
+            .remove_entry(program)
+        else {
+            return Ok(false);
+        };
+        let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+        super::links::close(&mut ebpf, name, link).map_err(|source| LoadError::Program {
+            program: name.to_string(),
+            hook: "its link".into(),
+            hint: "",
+            source: Box::new(source),
+        })?;
+        Ok(true)
+    }
+
+    /// The kernel's id of a loaded program (what `bpftool prog` and `bpftool link` show).
+    pub fn program_id(&self, program: &str) -> Option<u32> {
+        super::links::program_id(&self.ebpf.lock().expect("ebpf lock poisoned"), program)
+    }
+
     /// What each attached program has cost so far, from the kernel's BPF statistics
     /// (counted only while they are on: `kernel.bpf_stats_enabled` or
     /// [`enable_bpf_stats`]), in program-name order.
@@ -1049,7 +1157,11 @@ pub fn enable_bpf_stats() -> Result<std::os::fd::OwnedFd, LoadError> {
     aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| LoadError::BpfStats(Box::new(e)))
 }
 
-fn attach_program(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf) -> Result<(), LoadError> {
+fn attach_program(
+    ebpf: &mut Ebpf,
+    spec: &ProgramSpec,
+    btf: &Btf,
+) -> Result<super::links::AttachedLink, LoadError> {
     let wrap = |source: ProgramError| LoadError::Program {
         program: spec.name.to_string(),
         hook: spec.hook.describe(),
@@ -1063,20 +1175,23 @@ fn attach_program(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf) -> Result<(), 
         Hook::BtfTracepoint(function) => {
             let p: &mut BtfTracePoint = program.try_into().map_err(wrap)?;
             p.load(function, btf).map_err(wrap)?;
-            p.attach().map_err(wrap)?;
+            Ok(super::links::AttachedLink::Btf(p.attach().map_err(wrap)?))
         }
         Hook::Tracepoint(category, name) => {
             let p: &mut TracePoint = program.try_into().map_err(wrap)?;
             p.load().map_err(wrap)?;
-            p.attach(category, name).map_err(wrap)?;
+            Ok(super::links::AttachedLink::Tracepoint(
+                p.attach(category, name).map_err(wrap)?,
+            ))
         }
         Hook::RawTracepoint(name) => {
             let p: &mut RawTracePoint = program.try_into().map_err(wrap)?;
             p.load().map_err(wrap)?;
-            p.attach(name).map_err(wrap)?;
+            Ok(super::links::AttachedLink::Raw(
+                p.attach(name).map_err(wrap)?,
+            ))
         }
     }
-    Ok(())
 }
 
 /// Classic tracepoints need tracefs; a fresh machine may not have it mounted.
