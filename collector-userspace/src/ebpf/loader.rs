@@ -19,6 +19,7 @@ use collector_common::{
 };
 
 use super::btf::{BtfError, KernelBtf};
+pub use super::exclusions::Exclusions;
 pub use super::links::LinkCheck;
 use super::offsets::KernelOffsets;
 
@@ -124,6 +125,9 @@ pub enum LoadError {
     /// The kernel's list of BPF links could not be read, so no link was checked.
     #[error("cannot list the kernel's BPF links to check that the programs are attached")]
     LinkList(#[source] std::io::Error),
+    /// The programs were loaded with fixed exclusions.
+    #[error("the kernel programs were loaded with fixed exclusions (live_exclusions off): restart the collector to change them")]
+    ExclusionsFixed,
     /// A map update failed.
     #[error("updating map `{map}` failed")]
     MapUpdate {
@@ -200,6 +204,10 @@ pub struct KernelConfig {
     pub excluded_path_prefixes: Vec<String>,
     /// Record only the processes added with [`KernelPrograms::include_pid`].
     pub include_only: bool,
+    /// Let [`KernelPrograms::set_exclusions`] change the exclusions while the programs
+    /// run. Costs an array lookup per event and set; off, an empty set costs nothing
+    /// (the verifier drops its lookups) and the exclusions are fixed at load.
+    pub live_exclusions: bool,
     /// Hooks for the syscall-based programs.
     pub syscall_hooks: SyscallHooks,
     /// How often readers drain without a wakeup (and check for shutdown).
@@ -239,6 +247,7 @@ impl Default for KernelConfig {
             excluded_comms: Vec::new(),
             excluded_path_prefixes: Vec::new(),
             include_only: false,
+            live_exclusions: false,
             syscall_hooks: SyscallHooks::Auto,
             poll_interval: Duration::from_millis(10),
             max_send_wait: Duration::from_millis(500),
@@ -646,6 +655,8 @@ pub struct KernelPrograms {
     links: Mutex<std::collections::HashMap<&'static str, super::links::AttachedLink>>,
     /// Times each program was found without a link and attached again.
     reattached: Mutex<BTreeMap<&'static str, u64>>,
+    /// What the exclusion maps hold now.
+    exclusions: Mutex<Exclusions>,
     counters: PerCpuArray<MapData, u64>,
     hooks: Mutex<BTreeMap<String, String>>,
     config: KernelConfig,
@@ -690,9 +701,17 @@ impl KernelPrograms {
         let proc_has_compat = u32::from(offsets.proc_has_compat);
         let proc_has_bprm_executable = u32::from(offsets.proc_has_bprm_executable);
         let include_only = u32::from(config.include_only);
-        let has_excluded_pids = u32::from(!config.excluded_pids.is_empty());
-        let has_excluded_comms = u32::from(!config.excluded_comms.is_empty());
-        let has_excluded_paths = u32::from(!config.excluded_path_prefixes.is_empty());
+        // 0: none, 1: some (fixed), 2: ask EXCLUSION_GATES (live; see `exclusions`).
+        let gate = |some: bool| {
+            if config.live_exclusions {
+                2
+            } else {
+                u32::from(some)
+            }
+        };
+        let has_excluded_pids = gate(!config.excluded_pids.is_empty());
+        let has_excluded_comms = gate(!config.excluded_comms.is_empty());
+        let has_excluded_paths = gate(!config.excluded_path_prefixes.is_empty());
         let has_compat_syscalls = u32::from(offsets.compat_syscalls);
         let conn_id_key = random_key()?;
         let udp_report_interval_ns =
@@ -752,6 +771,14 @@ impl KernelPrograms {
         };
 
         install_filters(&mut ebpf, &config)?;
+        let exclusions = Exclusions {
+            pids: config.excluded_pids.clone(),
+            comms: config.excluded_comms.clone(),
+            path_prefixes: config.excluded_path_prefixes.clone(),
+        };
+        if config.live_exclusions {
+            super::exclusions::write_gates(&mut ebpf, &exclusions)?;
+        }
         let self_tgid = resolve_self_tgid(&mut ebpf, &own_ns)?;
 
         let counters = ebpf
@@ -768,6 +795,7 @@ impl KernelPrograms {
             attached: Mutex::default(),
             links: Mutex::default(),
             reattached: Mutex::default(),
+            exclusions: Mutex::new(exclusions),
             counters,
             hooks: Mutex::new(BTreeMap::new()),
             config,
@@ -881,6 +909,36 @@ impl KernelPrograms {
             }
         }
         self.hooks.lock().expect("hooks lock poisoned").remove(name);
+    }
+
+    /// Replaces the exclusions while the programs run (loaded with `live_exclusions`):
+    /// the maps change in place, each set's gate turning on after its entries are in
+    /// and off before they go. An excluded pid already excluded stays as the kernel has
+    /// it (an exec since ended its exclusion).
+    pub fn set_exclusions(&self, new: Exclusions) -> Result<(), LoadError> {
+        if !self.config.live_exclusions {
+            return Err(LoadError::ExclusionsFixed);
+        }
+        KernelConfig {
+            excluded_pids: new.pids.clone(),
+            excluded_comms: new.comms.clone(),
+            excluded_path_prefixes: new.path_prefixes.clone(),
+            ..self.config.clone()
+        }
+        .validate()?;
+        let mut current = self.exclusions.lock().expect("exclusions lock poisoned");
+        let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+        super::exclusions::apply(&mut ebpf, &current, &new)?;
+        *current = new;
+        Ok(())
+    }
+
+    /// The exclusions in force.
+    pub fn exclusions(&self) -> Exclusions {
+        self.exclusions
+            .lock()
+            .expect("exclusions lock poisoned")
+            .clone()
     }
 
     /// Adds a process to the watched set (effective with `include_only`).
@@ -1387,7 +1445,7 @@ fn read_self_tgid(ebpf: &Ebpf) -> Option<u32> {
 /// Processes already running an image with an excluded comm when the collector starts:
 /// their exec happened before the programs, so the name comes from their executable's
 /// file name (what exec would have set), not their current, self-chosen comm.
-fn seed_excluded_comm_processes(
+pub(crate) fn seed_excluded_comm_processes(
     ebpf: &mut Ebpf,
     comms: &[[u8; COMM_LEN]],
 ) -> Result<(), LoadError> {
