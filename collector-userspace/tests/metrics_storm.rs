@@ -6,7 +6,6 @@
 //! Needs root and BTF (it loads the kernel programs); skips otherwise, and fails instead
 //! of skipping under `COLLECTOR_REQUIRE_KERNEL=1`.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
