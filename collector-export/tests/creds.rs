@@ -262,9 +262,11 @@ async fn wrong_creds_files_give_clear_errors_and_collection_continues() {
     std::fs::write(&garbage, "this is not a creds file\n").unwrap();
     let error = error_while_spooling(&config(&server.url(), garbage.clone())).await;
     assert!(error.contains(&garbage.display().to_string()), "{error}");
+    assert!(error.contains("export.creds_file"), "{error}");
 
     // A file that is not there.
     let missing = dir.path().join("missing.creds");
     let error = error_while_spooling(&config(&server.url(), missing.clone())).await;
     assert!(error.contains(&missing.display().to_string()), "{error}");
+    assert!(error.contains("export.creds_file"), "{error}");
 }
