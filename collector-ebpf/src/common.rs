@@ -202,8 +202,7 @@ pub fn excluded(pid_tgid: u64) -> bool {
     {
         return true;
     }
-    if has_excluded_pids() && unsafe { EXCLUDED_PIDS.get(tgid) }.is_some()
-    {
+    if has_excluded_pids() && unsafe { EXCLUDED_PIDS.get(tgid) }.is_some() {
         return true;
     }
     if !has_excluded_comms() {
