@@ -1,6 +1,7 @@
 //! A kernel source whose program loses its link notices it at its next health check,
 //! says so in `status` and the metrics, attaches the program again, and its events flow
-//! again; a kernel source stopped and run again drains the same ring.
+//! again; a kernel source stopped and run again drains the same ring, also when the
+//! supervisor restarts it after a failure.
 //!
 //! `bpftool link detach` is tried first: Linux 6.18 refuses it (`EOPNOTSUPP`) for the
 //! link types the collector uses, which this test also pins down. The link is then
@@ -336,4 +337,138 @@ async fn a_kernel_source_runs_again_after_a_stop() {
             "stop detaches"
         );
     }
+}
+
+/// A real filesystem source whose first run is made to fail (the test cancels it and
+/// returns an error, as a drain that lost its ring would); everything else is the
+/// kernel source's own.
+struct FailsOnce {
+    inner: KernelSource,
+    trigger: tokio_util::sync::CancellationToken,
+    runs: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl EventSource for FailsOnce {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn capabilities(&self) -> collector_core::SourceCaps {
+        self.inner.capabilities()
+    }
+    async fn start(
+        &self,
+        tx: tokio::sync::mpsc::Sender<CollectionEvent>,
+        stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<()> {
+        self.inner.start(tx, stop).await
+    }
+    async fn stop(&self) -> anyhow::Result<()> {
+        self.inner.stop().await
+    }
+    async fn health_check(&self) -> anyhow::Result<()> {
+        self.inner.health_check().await
+    }
+    fn stats(&self) -> collector_core::SourceStats {
+        self.inner.stats()
+    }
+}
+
+#[async_trait::async_trait]
+impl collector_core::BatchSource for FailsOnce {
+    async fn run_batches(
+        &self,
+        tx: collector_core::BatchSender,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<()> {
+        if self.runs.fetch_add(1, Ordering::SeqCst) > 0 {
+            return self.inner.run_batches(tx, shutdown).await;
+        }
+        let run = shutdown.child_token();
+        let trigger = self.trigger.clone();
+        let cancel = run.clone();
+        tokio::spawn(async move {
+            trigger.cancelled().await;
+            cancel.cancel();
+        });
+        self.inner.run_batches(tx, run).await?;
+        anyhow::bail!("injected failure: the drain ended")
+    }
+}
+
+/// The supervisor restarts a failed kernel source: the restart attaches its programs
+/// again and drains the same ring, and status counts the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_supervisor_restarts_a_failed_kernel_source() {
+    if !kernel_or_skip("the_supervisor_restarts_a_failed_kernel_source") {
+        return;
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let path = file.path().canonicalize().unwrap().display().to_string();
+    let mut actor = Actor::spawn(&path);
+    let programs = KernelPrograms::load(KernelConfig {
+        include_only: true,
+        ..KernelConfig::default()
+    })
+    .expect("load kernel programs");
+    programs.include_pid(actor.pid).unwrap();
+    let trigger = tokio_util::sync::CancellationToken::new();
+    let source = FailsOnce {
+        inner: KernelSource::new(programs.clone(), KernelDomain::Filesystem)
+            .expect("filesystem source"),
+        trigger: trigger.clone(),
+        runs: Default::default(),
+    };
+    let config = CollectorConfig::default()
+        .with_source_restart_limit(3)
+        .with_source_restart_backoff(Duration::from_millis(200));
+    let mut collector = Collector::new(config).unwrap();
+    collector.register_batch_source(Box::new(source)).unwrap();
+    let opens = Arc::new(Opens {
+        pid: actor.pid,
+        path: path.clone(),
+        seen: Mutex::new(0),
+    });
+    collector.add_sink(opens.clone());
+    let handle = collector.handle();
+    let run = tokio::spawn(collector.run());
+
+    actor.round();
+    opens.wait_past(0, "first run").await;
+    trigger.cancel();
+    let restarted = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let status = handle.status();
+            let fs = status.sources[0].clone();
+            // Attached again: the new run has started.
+            if fs.restarts == 1
+                && !programs
+                    .attached_programs(KernelDomain::Filesystem)
+                    .is_empty()
+            {
+                return fs;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("restarted within 10 s");
+    assert!(
+        restarted
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("injected failure")),
+        "{restarted:?}"
+    );
+    let before = opens.seen();
+    actor.round();
+    opens.wait_past(before, "after the restart").await;
+    assert_eq!(
+        handle.status().sources[0].health,
+        HealthState::Healthy,
+        "its first batch made the new run healthy"
+    );
+
+    handle.shutdown();
+    run.await.unwrap().unwrap();
 }
