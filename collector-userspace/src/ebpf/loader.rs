@@ -1082,12 +1082,10 @@ impl KernelPrograms {
     /// links, and attaches again every program that has none (see `links`). Events its
     /// hook saw while it was detached are gone and cannot be counted.
     pub fn check_links(&self, domain: KernelDomain) -> Result<LinkCheck, LoadError> {
-        let specs: &'static [ProgramSpec] = match self
-            .attached
-            .lock()
-            .expect("attached lock poisoned")
-            .get(&domain)
-        {
+        // Held to the end: a `detach` (a source stopping) waits, so that a program it
+        // unloads is never taken for one detached from outside and attached again.
+        let attached = self.attached.lock().expect("attached lock poisoned");
+        let specs: &'static [ProgramSpec] = match attached.get(&domain) {
             Some(specs) => specs,
             None => return Ok(LinkCheck::default()),
         };
