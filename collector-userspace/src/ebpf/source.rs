@@ -38,8 +38,9 @@ pub struct KernelSource {
 }
 
 /// Holds the ring while a drain runs and gives it back to the source when the run ends
-/// however it ends (an error, a panic, an abort), so that a restart drains the same ring
-/// and what the kernel buffered meanwhile is not lost.
+/// however it ends (an error, a panic, an abort), so that a restart drains the same ring:
+/// what the programs submitted after a failed run and before `stop` detached them is
+/// read by the next run.
 struct RingLoan<'a> {
     home: &'a Mutex<Option<RingBuf<MapData>>>,
     ring: Option<KernelRing>,
