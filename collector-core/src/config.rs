@@ -1452,6 +1452,125 @@ mod tests {
         at_bounds.validate().unwrap();
     }
 
+    /// Every key, set to a value other than its default, is written to a TOML file and
+    /// loads back the same. The export credentials are exclusive, so the three kinds go
+    /// through in three files.
+    #[test]
+    fn every_key_round_trips_through_a_file() {
+        let export = ExportConfig {
+            nats_servers: vec!["nats://a:4222".into(), "tls://b:4222".into()],
+            creds_file: Some("/etc/collector/fleet.creds".into()),
+            nkey_seed_file: None,
+            user: None,
+            password: None,
+            tls_ca_file: Some("/etc/collector/ca.pem".into()),
+            tls_cert_file: Some("/etc/collector/cert.pem".into()),
+            tls_key_file: Some("/etc/collector/key.pem".into()),
+            tls_required: true,
+            subject_template: "fleet.{host_id}.{domain}.{kind}".into(),
+            stream: "FLEET".into(),
+            stream_subjects: vec!["fleet.>".into()],
+            payload: ExportPayload::Json,
+            spool_max_bytes: 2 << 20,
+            max_in_flight: 7,
+            max_events_per_message: 50,
+            duplicate_window: Duration::from_secs(300),
+            ack_timeout: Duration::from_millis(2500),
+            host_id: Some("host-7".into()),
+        };
+        let config = CollectorConfig {
+            max_event_sources: 9,
+            event_buffer_size: 4096,
+            shutdown_timeout: Duration::from_secs(12),
+            health_check_interval: Duration::from_secs(7),
+            startup_timeout: Duration::from_millis(2500),
+            enable_debug_logging: true,
+            max_batch_size: 250,
+            batch_timeout: Duration::from_millis(40),
+            backpressure_threshold: 0.5,
+            max_backpressure_wait: Duration::from_millis(250),
+            enable_telemetry: false,
+            telemetry_interval: Duration::from_secs(5),
+            component_name: "edr".into(),
+            socket_path: "/run/edr/edr.sock".into(),
+            data_dir: "/var/lib/edr".into(),
+            max_ipc_connections: 8,
+            max_frame_bytes: 65536,
+            ipc_allowed_uids: vec![1000, 1001],
+            ipc_allowed_gids: vec![27],
+            socket_group: Some("4242".into()),
+            subscriber_queue_batches: 32,
+            metrics_addr: Some("127.0.0.1:9464".into()),
+            kernel_bpf_stats: true,
+            enable_process_store: false,
+            kernel_domains: vec!["process".into()],
+            process_ring_bytes: 1 << 20,
+            process_wakeup_bytes: 0,
+            network_ring_bytes: 1 << 21,
+            network_wakeup_bytes: 4096,
+            file_ring_bytes: 1 << 22,
+            file_wakeup_bytes: 8192,
+            syscall_hooks: "raw".into(),
+            kernel_poll_interval: Duration::from_millis(25),
+            excluded_pids: vec![1, 2],
+            excluded_comms: vec!["sshd".into()],
+            excluded_path_prefixes: vec!["/proc/".into(), "/sys/".into()],
+            source_restart_limit: 2,
+            source_restart_backoff: Duration::from_millis(1500),
+            export: export.clone(),
+        };
+        config.validate().expect("the test values are valid");
+        let json = |c: &CollectorConfig| serde_json::to_value(c).unwrap();
+        let (set, default) = (json(&config), json(&CollectorConfig::default()));
+        for key in FIELD_NAMES {
+            assert_ne!(
+                set[key], default[key],
+                "`{key}` must differ from its default"
+            );
+        }
+        let nkey = CollectorConfig {
+            export: ExportConfig {
+                creds_file: None,
+                nkey_seed_file: Some("/etc/collector/fleet.nk".into()),
+                ..export.clone()
+            },
+            ..config.clone()
+        };
+        let password = CollectorConfig {
+            export: ExportConfig {
+                creds_file: None,
+                user: Some("collector".into()),
+                password: Some("secret".into()),
+                ..export.clone()
+            },
+            ..config.clone()
+        };
+        let (e, d) = (
+            serde_json::to_value(&export).unwrap(),
+            serde_json::to_value(ExportConfig::default()).unwrap(),
+        );
+        for (key, value) in e.as_object().unwrap() {
+            let elsewhere = [&nkey, &password]
+                .iter()
+                .any(|c| serde_json::to_value(&c.export).unwrap()[key] != d[key]);
+            assert!(
+                *value != d[key] || elsewhere,
+                "`export.{key}` must differ from its default in one of the files"
+            );
+        }
+        for config in [config, nkey, password] {
+            let text = toml::to_string(&config).unwrap();
+            Jail::expect_with(|jail| {
+                jail.create_file("all.toml", &text)?;
+                let loaded =
+                    CollectorConfig::from_figment(&CollectorConfig::figment_from(&["all.toml"]))
+                        .expect("the written file loads");
+                assert_eq!(loaded, config, "{text}");
+                Ok(())
+            });
+        }
+    }
+
     /// The shipped example (`collector.example.toml`) loads, equals the defaults, and
     /// names every key, so an operator finds every setting in it.
     #[test]

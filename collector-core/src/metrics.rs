@@ -8,6 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 
 use crate::status::{HealthState, StatusSnapshot};
@@ -56,6 +57,12 @@ struct HookLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProgramLabels {
+    source: String,
+    program: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SinkLabel {
     sink: String,
     reason: String,
@@ -95,7 +102,17 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
     let hooks = Family::<HookLabels, Gauge>::default();
     let queue_depth = Family::<SourceLabel, Gauge>::default();
     let restarts = Family::<SourceLabel, CounterU64>::default();
+    let reattached = Family::<ProgramLabels, CounterU64>::default();
+    let all_dropped = Family::<ReasonLabels, CounterU64>::default();
     for s in &status.sources {
+        for (reason, n) in loss_reasons(s) {
+            all_dropped
+                .get_or_create(&ReasonLabels {
+                    source: s.name.clone(),
+                    reason,
+                })
+                .inc_by(n);
+        }
         let source = || s.name.clone();
         received
             .get_or_create(&SourceLabel { source: source() })
@@ -161,6 +178,14 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
                 })
                 .set(1);
         }
+        for (program, n) in &s.stats.reattached {
+            reattached
+                .get_or_create(&ProgramLabels {
+                    source: source(),
+                    program: program.clone(),
+                })
+                .inc_by(*n);
+        }
         queue_depth
             .get_or_create(&SourceLabel { source: source() })
             .set(s.queue_depth as i64);
@@ -182,6 +207,13 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
         "events",
         "Events the pipeline received, by source, domain and kind",
         events,
+    );
+    registry.register(
+        "events_dropped",
+        "Every event of each source lost before a sink got it, by reason: kernel losses \
+         (kernel_ring_full, kernel_stash_full, ...) and userspace drops (backpressure, \
+         decode_error, ...)",
+        all_dropped,
     );
     registry.register(
         "kernel_events_lost",
@@ -218,6 +250,12 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
         "source_hook_info",
         "The kernel hook each program is attached with",
         hooks,
+    );
+    registry.register(
+        "kernel_program_reattaches",
+        "Times a kernel program was found detached (no link in the kernel) and attached again; \
+         what its hook saw meanwhile is lost and not counted",
+        reattached,
     );
     registry.register(
         "source_queue_depth",
@@ -312,6 +350,31 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
     let mut text = encode_classic(&registry);
     push_latency_histogram(&mut text, c);
     text
+}
+
+/// Every loss of a source under one reason each: the kernel's (`kernel_` + cause, summed
+/// over record kinds) and userspace's. Counters that lose no event (a path read only in
+/// part, a stale socket entry evicted) are left out.
+fn loss_reasons(s: &crate::status::SourceStatus) -> BTreeMap<String, u64> {
+    let mut reasons = BTreeMap::<String, u64>::new();
+    for (key, &n) in &s.stats.kernel_lost {
+        let reason = match key.split_once('/') {
+            Some((_, "path_unreadable")) => continue,
+            Some((_, cause)) => format!("kernel_{cause}"),
+            // A plain record-kind key counts ring-buffer overflows.
+            None if crate::ipc::filter::KIND_NAMES.contains(&key.as_str()) => {
+                "kernel_ring_full".to_owned()
+            }
+            None => format!("kernel_{key}"),
+        };
+        *reasons.entry(reason).or_default() += n;
+    }
+    for (reason, &n) in s.dropped.iter().chain(s.stats.dropped.iter()) {
+        if reason != "owner_stale_evicted" {
+            *reasons.entry(reason.clone()).or_default() += n;
+        }
+    }
+    reasons
 }
 
 /// The batch-latency histogram (`collector_batch_latency_seconds`), from the pipeline's
@@ -473,6 +536,9 @@ mod tests {
     fn losses_health_and_hooks_are_exposed() {
         let mut stats = SourceStats::default();
         stats.kernel_lost.insert("open".into(), 7);
+        stats.kernel_lost.insert("create".into(), 1);
+        stats.kernel_lost.insert("open/stash_full".into(), 4);
+        stats.kernel_lost.insert("open/path_unreadable".into(), 6);
         stats.kernel_emitted.insert("open".into(), 100);
         stats.dropped.insert("decode_error".into(), 2);
         stats.hooks.insert(
@@ -519,6 +585,11 @@ mod tests {
         let text = render_prometheus(&status);
         for line in [
             r#"collector_kernel_events_lost_total{source="ebpf-filesystem",kind="open"} 7"#,
+            // Every loss in one family, one reason per cause (a partial path is no loss).
+            r#"collector_events_dropped_total{source="ebpf-filesystem",reason="kernel_ring_full"} 8"#,
+            r#"collector_events_dropped_total{source="ebpf-filesystem",reason="kernel_stash_full"} 4"#,
+            r#"collector_events_dropped_total{source="ebpf-filesystem",reason="backpressure"} 3"#,
+            r#"collector_events_dropped_total{source="ebpf-filesystem",reason="decode_error"} 2"#,
             r#"collector_source_events_dropped_total{source="ebpf-filesystem",reason="backpressure"} 3"#,
             r#"collector_source_events_dropped_total{source="ebpf-filesystem",reason="decode_error"} 2"#,
             r#"collector_source_events_received_total{source="ebpf-filesystem"} 93"#,

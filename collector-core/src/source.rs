@@ -60,6 +60,11 @@ pub struct SourceStats {
     pub dropped: std::collections::BTreeMap<String, u64>,
     /// Which kernel hook each program got (`sched_process_exec` -> `tp_btf`).
     pub hooks: std::collections::BTreeMap<String, String>,
+    /// Times each kernel program was found detached from its hook (by something other
+    /// than the collector) and attached again. Events its hook saw while detached are
+    /// lost without a count: the kernel cannot count what no program saw.
+    #[serde(default)]
+    pub reattached: std::collections::BTreeMap<String, u64>,
 }
 
 /// A source that produces whole batches (a kernel ring drain, a procfs scan) and hands

@@ -65,15 +65,39 @@ pub static EXCLUDED_PATH_PREFIXES: LpmTrie<[u8; PATH_PREFIX_LEN], u8> =
 #[map]
 static PATH_KEY: PerCpuArray<Key<[u8; PATH_PREFIX_LEN]>> = PerCpuArray::with_max_entries(1, 0);
 
-/// Set by the loader when `EXCLUDED_PATH_PREFIXES` has entries.
+/// Set by the loader when `EXCLUDED_PATH_PREFIXES` has entries (1), or to
+/// `EXCLUSIONS_LIVE` when the exclusions can change while the programs run.
 #[unsafe(no_mangle)]
 static HAS_EXCLUDED_PATHS: u32 = 0;
+
+/// A `HAS_EXCLUDED_*` value saying: ask `EXCLUSION_GATES`, which userspace updates when
+/// it changes the exclusion maps (a configuration reload).
+const EXCLUSIONS_LIVE: u32 = 2;
+/// Slots of `EXCLUSION_GATES`.
+const GATE_PIDS: u32 = 0;
+const GATE_COMMS: u32 = 1;
+const GATE_PATHS: u32 = 2;
+
+/// Whether each exclusion set has entries, for programs loaded with live exclusions:
+/// an array lookup per event, so that an empty set costs no hash or trie lookup.
+#[map]
+static EXCLUSION_GATES: Array<u32> = Array::with_max_entries(3, 0);
+
+/// Whether the exclusion set behind `constant` (a `HAS_EXCLUDED_*`) has entries.
+#[inline(always)]
+fn exclusion_gate(constant: u32, slot: u32) -> bool {
+    match constant {
+        0 => false,
+        EXCLUSIONS_LIVE => EXCLUSION_GATES.get(slot).is_some_and(|on| *on != 0),
+        _ => true,
+    }
+}
 
 /// True when the path (`len` bytes at `path`, kernel memory) starts with an excluded
 /// prefix.
 #[inline(always)]
 pub fn path_excluded(path: *const u8, len: u32) -> bool {
-    if unsafe { read_volatile(&HAS_EXCLUDED_PATHS) } == 0 {
+    if !exclusion_gate(unsafe { read_volatile(&HAS_EXCLUDED_PATHS) }, GATE_PATHS) {
         return false;
     }
     let Some(key) = PATH_KEY.get_ptr_mut(0) else {
@@ -178,12 +202,10 @@ pub fn excluded(pid_tgid: u64) -> bool {
     {
         return true;
     }
-    if unsafe { read_volatile(&HAS_EXCLUDED_PIDS) } != 0
-        && unsafe { EXCLUDED_PIDS.get(tgid) }.is_some()
-    {
+    if has_excluded_pids() && unsafe { EXCLUDED_PIDS.get(tgid) }.is_some() {
         return true;
     }
-    if unsafe { read_volatile(&HAS_EXCLUDED_COMMS) } == 0 {
+    if !has_excluded_comms() {
         return false;
     }
     // Not the current comm: the process can rename itself into (or out of) it.
@@ -193,13 +215,13 @@ pub fn excluded(pid_tgid: u64) -> bool {
 /// Whether comm exclusions are configured.
 #[inline(always)]
 pub fn has_excluded_comms() -> bool {
-    unsafe { read_volatile(&HAS_EXCLUDED_COMMS) != 0 }
+    exclusion_gate(unsafe { read_volatile(&HAS_EXCLUDED_COMMS) }, GATE_COMMS)
 }
 
 /// Whether pid exclusions are configured.
 #[inline(always)]
 pub fn has_excluded_pids() -> bool {
-    unsafe { read_volatile(&HAS_EXCLUDED_PIDS) != 0 }
+    exclusion_gate(unsafe { read_volatile(&HAS_EXCLUDED_PIDS) }, GATE_PIDS)
 }
 
 /// At exec: a pid exclusion ends (the pid now runs another program), and the comm

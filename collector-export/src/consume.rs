@@ -22,6 +22,8 @@ pub struct ConsumeOptions {
     pub limit: Option<u64>,
     /// Stop when no message arrived for this long (None: wait forever).
     pub idle_exit: Option<Duration>,
+    /// A NATS `.creds` file (user JWT and nkey seed) to log in with.
+    pub creds_file: Option<std::path::PathBuf>,
 }
 
 /// What a consumption saw.
@@ -45,6 +47,15 @@ pub enum ConsumeError {
         #[source]
         source: async_nats::ConnectError,
     },
+    /// The credentials file could not be read or parsed.
+    #[error("cannot use the NATS credentials file {path}: {source}")]
+    CredentialsFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The stream or consumer could not be set up.
     #[error("cannot read stream `{stream}` (does it exist, and does the server have JetStream?): {message}")]
     Stream {
@@ -65,7 +76,17 @@ pub async fn consume(
     out: &mut impl Write,
 ) -> Result<ConsumeSummary, ConsumeError> {
     let servers = opts.servers.join(",");
-    let client = async_nats::connect(opts.servers.as_slice())
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(path) = &opts.creds_file {
+        options = options.credentials_file(path).await.map_err(|source| {
+            ConsumeError::CredentialsFile {
+                path: path.clone(),
+                source,
+            }
+        })?;
+    }
+    let client = options
+        .connect(opts.servers.as_slice())
         .await
         .map_err(|source| ConsumeError::Connect { servers, source })?;
     let js = jetstream::new(client);

@@ -50,7 +50,7 @@ pub enum ExportError {
         source: async_nats::ConnectError,
     },
     /// A credentials file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot use the NATS credentials in {} (export.creds_file or export.nkey_seed_file): {source}", path.display())]
     CredentialsFile {
         /// The file.
         path: PathBuf,

@@ -120,6 +120,8 @@ pub fn kernel_config(config: &CollectorConfig) -> anyhow::Result<KernelConfig> {
         excluded_comms: config.excluded_comms.clone(),
         excluded_path_prefixes: config.excluded_path_prefixes.clone(),
         syscall_hooks,
+        // A reload changes them in place (costs an array lookup per event and set).
+        live_exclusions: true,
         poll_interval: config.kernel_poll_interval,
         max_send_wait: config.max_backpressure_wait,
         ..KernelConfig::default()
@@ -299,10 +301,8 @@ fn register_domains(
     Ok(programs)
 }
 
-/// Runs the collector until SIGINT/SIGTERM.
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mut config =
-        CollectorConfig::load(args.config.as_deref()).context("loading configuration")?;
+/// Flags that say where things go; they win over the configuration.
+fn apply_place_flags(args: &RunArgs, config: &mut CollectorConfig) {
     if let Some(socket) = &args.socket {
         config.socket_path = socket.clone();
     }
@@ -315,9 +315,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if !args.export_nats.is_empty() {
         config.export.nats_servers = args.export_nats.clone();
     }
-    config.validate().context("invalid configuration")?;
+}
 
-    // Command-line flags win over the configuration, as `--socket` does.
+/// Kernel flags; they win over the configuration, as `--socket` does (and so over a
+/// reloaded file too).
+fn apply_kernel_flags(args: &RunArgs, config: &mut CollectorConfig) {
     if !args.exclude_pids.is_empty() {
         config.excluded_pids = args.exclude_pids.clone();
     }
@@ -339,6 +341,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if !args.domains.is_empty() {
         config.kernel_domains = args.domains.clone();
     }
+}
+
+/// Runs the collector until SIGINT/SIGTERM.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut config =
+        CollectorConfig::load(args.config.as_deref()).context("loading configuration")?;
+    apply_place_flags(&args, &mut config);
+    config.validate().context("invalid configuration")?;
+    // Checked by `KernelConfig::validate` below, which names the setting.
+    apply_kernel_flags(&args, &mut config);
     let kernel = kernel_config(&config)?;
     // A bad kernel setting is the operator's mistake: say which, don't fall back to polling.
     kernel.validate().context("invalid kernel setting")?;
@@ -419,7 +431,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let metrics = Arc::new(crate::daemon_metrics::DaemonMetrics::new(
         status_source.clone(),
-        kernel_programs,
+        kernel_programs.clone(),
     ));
     let metrics_task = args.metrics_file.clone().map(|path| {
         let metrics = Arc::clone(&metrics);
@@ -460,25 +472,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     let reload_task = {
-        let (socket, data_dir, metrics_addr) = (
-            args.socket.clone(),
-            args.data_dir.clone(),
-            args.metrics_addr.clone(),
-        );
+        let flags = args.clone();
         crate::reload::spawn(
             args.config.clone(),
             config.clone(),
+            // The command line wins over a reloaded file too.
             move |c| {
-                if let Some(socket) = &socket {
-                    c.socket_path = socket.clone();
-                }
-                if let Some(dir) = &data_dir {
-                    c.data_dir = dir.clone();
-                }
-                if let Some(addr) = &metrics_addr {
-                    c.metrics_addr = Some(addr.clone());
-                }
+                apply_place_flags(&flags, c);
+                apply_kernel_flags(&flags, c);
             },
+            kernel_programs.clone(),
             handle.shutdown_token(),
         )
         .context("installing the SIGHUP handler")?

@@ -80,6 +80,9 @@ pub struct ConsumeArgs {
     /// Stop when no event arrived for this long (e.g. `5s`); by default wait for more.
     #[arg(long, value_name = "DURATION", value_parser = humantime_duration)]
     pub idle_exit: Option<Duration>,
+    /// A NATS `.creds` file (decentralized JWT authentication) to log in with.
+    #[arg(long = "creds", value_name = "FILE")]
+    pub creds_file: Option<std::path::PathBuf>,
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -103,6 +106,7 @@ pub async fn run_consume(args: &ConsumeArgs) -> anyhow::Result<()> {
         stream: args.stream.clone(),
         limit: args.limit,
         idle_exit: args.idle_exit,
+        creds_file: args.creds_file.clone(),
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let summary = collector_export::consume::consume(&opts, &mut out).await?;

@@ -6,10 +6,17 @@ use std::path::PathBuf;
 
 use collector_core::config::FIELD_NAMES;
 use collector_core::CollectorConfig;
+
+use crate::ebpf::{Exclusions, KernelPrograms};
 use tokio_util::sync::CancellationToken;
 
 /// Keys applied without a restart.
 pub const LIVE_KEYS: &[&str] = &["enable_debug_logging"];
+
+/// Keys applied without a restart to kernel programs loaded with live exclusions (the
+/// daemon's); without kernel programs they need a restart.
+pub const KERNEL_LIVE_KEYS: &[&str] =
+    &["excluded_pids", "excluded_comms", "excluded_path_prefixes"];
 
 /// What a reload did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -25,17 +32,47 @@ fn value_of(config: &CollectorConfig, key: &str) -> Option<serde_json::Value> {
 }
 
 /// Compares `running` with `loaded`, applies the live keys to `running` (and to the
-/// process, such as the log level), and says what else changed.
-pub fn apply(running: &mut CollectorConfig, loaded: &CollectorConfig) -> ReloadOutcome {
+/// process, such as the log level, and to `kernel`'s exclusion maps), and says what
+/// else changed.
+pub fn apply(
+    running: &mut CollectorConfig,
+    loaded: &CollectorConfig,
+    kernel: Option<&KernelPrograms>,
+) -> ReloadOutcome {
     let mut outcome = ReloadOutcome::default();
+    let mut exclusions_changed = Vec::new();
     for &key in FIELD_NAMES {
         if value_of(running, key) == value_of(loaded, key) {
             continue;
         }
         if LIVE_KEYS.contains(&key) {
             outcome.applied.push(key);
+        } else if KERNEL_LIVE_KEYS.contains(&key) && kernel.is_some() {
+            exclusions_changed.push(key);
         } else {
             outcome.need_restart.push(key);
+        }
+    }
+    if let (Some(kernel), false) = (kernel, exclusions_changed.is_empty()) {
+        let new = Exclusions {
+            pids: loaded.excluded_pids.clone(),
+            comms: loaded.excluded_comms.clone(),
+            path_prefixes: loaded.excluded_path_prefixes.clone(),
+        };
+        match kernel.set_exclusions(new) {
+            Ok(()) => {
+                running.excluded_pids = loaded.excluded_pids.clone();
+                running.excluded_comms = loaded.excluded_comms.clone();
+                running.excluded_path_prefixes = loaded.excluded_path_prefixes.clone();
+                outcome.applied.extend(exclusions_changed);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "SIGHUP: the kernel exclusions stay as they were: {:#}",
+                    anyhow::Error::from(e)
+                );
+                outcome.need_restart.extend(exclusions_changed);
+            }
         }
     }
     if running.enable_debug_logging != loaded.enable_debug_logging {
@@ -53,6 +90,7 @@ pub fn spawn(
     explicit_file: Option<PathBuf>,
     mut running: CollectorConfig,
     overrides: impl Fn(&mut CollectorConfig) + Send + 'static,
+    kernel: Option<std::sync::Arc<KernelPrograms>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -72,7 +110,7 @@ pub fn spawn(
                     "SIGHUP: keeping the running configuration, the new one is not usable: {e}"
                 ),
                 Ok(loaded) => {
-                    let outcome = apply(&mut running, &loaded);
+                    let outcome = apply(&mut running, &loaded, kernel.as_deref());
                     tracing::info!(
                         applied = ?outcome.applied,
                         need_restart = ?outcome.need_restart,
@@ -101,7 +139,7 @@ mod tests {
             max_batch_size: 50,
             ..CollectorConfig::default()
         };
-        let outcome = apply(&mut running, &loaded);
+        let outcome = apply(&mut running, &loaded, None);
         assert_eq!(outcome.applied, ["enable_debug_logging"]);
         assert_eq!(outcome.need_restart, ["max_batch_size"]);
         assert!(running.enable_debug_logging);
@@ -110,6 +148,15 @@ mod tests {
             "restart-only keys are not applied"
         );
         let same = running.clone();
-        assert_eq!(apply(&mut running, &same), ReloadOutcome::default());
+        assert_eq!(apply(&mut running, &same, None), ReloadOutcome::default());
+        let excluding = CollectorConfig {
+            excluded_path_prefixes: vec!["/tmp/".into()],
+            ..running.clone()
+        };
+        assert_eq!(
+            apply(&mut running, &excluding, None).need_restart,
+            ["excluded_path_prefixes"],
+            "without kernel programs an exclusion waits for a restart"
+        );
     }
 }

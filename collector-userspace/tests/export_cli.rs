@@ -151,3 +151,122 @@ fn run_exports_and_status_and_consume_show_it() {
     assert!(export["published"].as_u64() >= export["acked"].as_u64());
     assert!(export["oldest_unacked_age_seconds"].as_f64().is_some());
 }
+
+/// `collector run` SIGKILLed while the server is down keeps what it spooled: restarted
+/// on the same data directory with the server up, it publishes every event of its
+/// first run, each once (the message ids stay the same across the restart).
+#[test]
+fn a_sigkilled_daemon_publishes_its_spool_after_a_restart() {
+    let Some(bin) = nats_server_or_skip() else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("collector.sock");
+    let daemon = || {
+        Kill(
+            collector()
+                .args(["run", "--procfs", "--no-stdout", "--domain", "process"])
+                .arg("--socket")
+                .arg(&socket)
+                .arg("--data-dir")
+                .arg(dir.path())
+                .args(["--export-nats", &url])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let status = || -> Option<serde_json::Value> {
+        let out = collector()
+            .arg("status")
+            .arg("--socket")
+            .arg(&socket)
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    };
+
+    // No server: the startup snapshot of /proc goes to the spool only.
+    let first = daemon();
+    let mut spooled = 0;
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            spooled = status()
+                .and_then(|s| s["export"]["spooled"].as_u64())
+                .unwrap_or(0);
+            spooled > 0
+        }),
+        "nothing spooled: {:?}",
+        status()
+    );
+    let s = status().unwrap();
+    assert_eq!(s["export"]["connected"], false);
+    assert_eq!(s["export"]["acked"], 0);
+    let spooled = s["export"]["spooled"].as_u64().unwrap();
+    // SIGKILL: no flush, no goodbye.
+    drop(first);
+    let killed_at = chrono::Utc::now();
+
+    let store = tempfile::tempdir().unwrap();
+    let _server = Kill(
+        Command::new(bin)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_for(Duration::from_secs(15), || TcpStream::connect((
+        "127.0.0.1",
+        port
+    ))
+    .is_ok()));
+    let _second = daemon();
+
+    // The first run's events (stamped before the kill) all arrive, each once.
+    let consume = || -> Vec<serde_json::Value> {
+        let out = collector()
+            .args(["consume", "--nats", &url, "--idle-exit", "2s"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let mut before_kill = Vec::new();
+    let arrived = wait_for(Duration::from_secs(60), || {
+        before_kill = consume()
+            .into_iter()
+            .filter(|e| {
+                e["timestamp"]
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .is_some_and(|t| t < killed_at)
+            })
+            .collect();
+        before_kill.len() as u64 >= spooled
+    });
+    assert!(
+        arrived,
+        "{} of the {spooled} events spooled before the kill arrived",
+        before_kill.len()
+    );
+    let mut keys: Vec<String> = before_kill
+        .iter()
+        .map(|e| format!("{} {} {}", e["pid"], e["kind"], e["timestamp"]))
+        .collect();
+    let all = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), all, "an event of the first run arrived twice");
+}

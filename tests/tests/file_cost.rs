@@ -7,6 +7,9 @@
 //! cargo test -p collector-tests --test file_cost -- --ignored --nocapture
 //! ```
 //!
+//! `LIVE_EXCLUSIONS=1` loads the programs with live exclusions (what the daemon does),
+//! to compare their gate lookups' cost with the fixed gates.
+//!
 //! `int80_open_storm_kernel_cost` does the same with opens through the 32-bit entry
 //! (`int $0x80`), which only the raw `sys_enter`/`sys_exit` programs see.
 
@@ -65,6 +68,7 @@ async fn storm_cost(actor: &str, args: &[&str]) {
     let before = prog_ids();
     let programs = KernelPrograms::load(KernelConfig {
         include_only: true,
+        live_exclusions: std::env::var_os("LIVE_EXCLUSIONS").is_some(),
         ..KernelConfig::default()
     })
     .expect("load kernel programs");

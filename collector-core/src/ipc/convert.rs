@@ -640,6 +640,7 @@ pub fn status_to_proto(s: &StatusSnapshot) -> pb::StatusResponse {
                     kernel_emitted: src.stats.kernel_emitted.clone(),
                     dropped: src.stats.dropped.clone(),
                     hooks: src.stats.hooks.clone(),
+                    reattached: src.stats.reattached.clone(),
                 }),
                 queue_depth: src.queue_depth,
                 queue_high_water: src.queue_high_water,
@@ -659,6 +660,22 @@ pub fn status_to_proto(s: &StatusSnapshot) -> pb::StatusResponse {
             latency_mean_us: s.counters.latency_mean_us,
             latency_max_us: s.counters.latency_max_us,
         }),
+        export: s.export.as_ref().map(|e| pb::ExportStatus {
+            connected: e.connected,
+            servers: e.servers.clone(),
+            stream: e.stream.clone(),
+            spool_bytes: e.spool_bytes,
+            spool_events: e.spool_events,
+            oldest_unacked_age_seconds: e.oldest_unacked_age_seconds,
+            spooled: e.spooled,
+            published: e.published,
+            acked: e.acked,
+            published_events: e.published_events,
+            acked_events: e.acked_events,
+            duplicates: e.duplicates,
+            dropped: e.dropped.clone(),
+            last_error: e.last_error.clone(),
+        }),
         // Serializing a snapshot cannot fail (string-keyed maps only); an empty string
         // would only mean "no extra fields" to a reader anyway.
         snapshot_json: serde_json::to_string(s).unwrap_or_default(),
@@ -671,6 +688,24 @@ pub fn status_from_proto(s: pb::StatusResponse) -> Result<StatusSnapshot, Conver
     let mut value = serde_json::from_str::<serde_json::Value>(&s.snapshot_json)
         .unwrap_or_else(|_| serde_json::json!({}));
     let counters = s.counters.unwrap_or_default();
+    let export = s.export.map(|e| {
+        serde_json::json!({
+            "connected": e.connected,
+            "servers": e.servers,
+            "stream": e.stream,
+            "spool_bytes": e.spool_bytes,
+            "spool_events": e.spool_events,
+            "oldest_unacked_age_seconds": e.oldest_unacked_age_seconds,
+            "spooled": e.spooled,
+            "published": e.published,
+            "acked": e.acked,
+            "published_events": e.published_events,
+            "acked_events": e.acked_events,
+            "duplicates": e.duplicates,
+            "dropped": e.dropped,
+            "last_error": e.last_error,
+        })
+    });
     let sources = s
         .sources
         .into_iter()
@@ -689,6 +724,7 @@ pub fn status_from_proto(s: pb::StatusResponse) -> Result<StatusSnapshot, Conver
                     kernel_emitted: stats.kernel_emitted,
                     dropped: stats.dropped,
                     hooks: stats.hooks,
+                    reattached: stats.reattached,
                 },
                 "queue_depth": src.queue_depth,
                 "queue_high_water": src.queue_high_water,
@@ -719,6 +755,9 @@ pub fn status_from_proto(s: pb::StatusResponse) -> Result<StatusSnapshot, Conver
         },
     });
     merge_json(&mut value, typed);
+    if let (Some(export), Some(obj)) = (export, value.as_object_mut()) {
+        obj.insert("export".into(), export);
+    }
     serde_json::from_value(value).map_err(|_| ConvertError::Missing("status fields"))
 }
 
@@ -743,5 +782,88 @@ fn merge_json(base: &mut serde_json::Value, over: serde_json::Value) {
             }
         }
         (slot, v) => *slot = v,
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+    use crate::status::ExportStatus;
+
+    fn snapshot() -> StatusSnapshot {
+        let mut dropped = std::collections::BTreeMap::new();
+        dropped.insert("export_spool_full".to_owned(), 3);
+        let mut reattached = std::collections::BTreeMap::new();
+        reattached.insert("sys_exit_openat".to_owned(), 2);
+        StatusSnapshot {
+            version: "1".into(),
+            component_name: "collector".into(),
+            uptime_seconds: 1.5,
+            capabilities: crate::SourceCaps::PROCESS,
+            sources: vec![crate::status::SourceStatus {
+                name: "ebpf-filesystem".into(),
+                capabilities: crate::SourceCaps::FILESYSTEM,
+                health: HealthState::Degraded,
+                last_error: Some("detached".into()),
+                restarts: 0,
+                events_received: 7,
+                events_by_kind: Default::default(),
+                dropped: Default::default(),
+                stats: SourceStats {
+                    reattached,
+                    ..SourceStats::default()
+                },
+                queue_depth: 0,
+                queue_high_water: 0,
+            }],
+            counters: Default::default(),
+            export: Some(ExportStatus {
+                connected: true,
+                servers: vec!["nats://127.0.0.1:4222".into()],
+                stream: "COLLECTOR".into(),
+                spool_bytes: 4096,
+                spool_events: 12,
+                oldest_unacked_age_seconds: 0.25,
+                spooled: 100,
+                published: 90,
+                acked: 88,
+                published_events: 90,
+                acked_events: 88,
+                duplicates: 1,
+                dropped,
+                last_error: Some("timeout".into()),
+            }),
+        }
+    }
+
+    /// The export status and the reattach counts travel as typed fields: a reader that
+    /// ignores `snapshot_json` still gets them.
+    #[test]
+    fn export_status_and_reattaches_are_typed_on_the_wire() {
+        let s = snapshot();
+        let mut wire = status_to_proto(&s);
+        let export = wire.export.clone().expect("typed export status");
+        assert_eq!(
+            (export.spool_events, export.spool_bytes, export.duplicates),
+            (12, 4096, 1)
+        );
+        assert_eq!(export.oldest_unacked_age_seconds, 0.25);
+        assert_eq!(
+            wire.sources[0].stats.as_ref().unwrap().reattached["sys_exit_openat"],
+            2
+        );
+        wire.snapshot_json.clear();
+        let back = status_from_proto(wire).unwrap();
+        assert_eq!(back.export, s.export);
+        assert_eq!(
+            back.sources[0].stats.reattached,
+            s.sources[0].stats.reattached
+        );
+
+        let mut off = s.clone();
+        off.export = None;
+        let wire = status_to_proto(&off);
+        assert!(wire.export.is_none());
+        assert_eq!(status_from_proto(wire).unwrap().export, None);
     }
 }

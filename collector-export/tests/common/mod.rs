@@ -168,6 +168,7 @@ pub async fn consumed_pids(url: &str, stream: &str) -> Vec<u32> {
         stream: stream.into(),
         limit: None,
         idle_exit: Some(Duration::from_secs(2)),
+        creds_file: None,
     };
     let mut out = Vec::new();
     let summary = collector_export::consume::consume(&opts, &mut out)

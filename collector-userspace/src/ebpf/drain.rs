@@ -77,6 +77,23 @@ impl KernelRing {
         let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)? };
         Ok(Self(fd))
     }
+
+    /// The ring buffer back, deregistered, for a later drain.
+    pub fn into_inner(self) -> RingBuf<MapData> {
+        self.0.into_inner()
+    }
+}
+
+/// A drain borrowing the ring, so that its owner keeps it for the next run.
+#[async_trait]
+impl RecordRing for &mut KernelRing {
+    async fn readable(&mut self) -> std::io::Result<()> {
+        (**self).readable().await
+    }
+
+    fn next_record(&mut self, f: &mut dyn FnMut(&[u8])) -> bool {
+        (**self).next_record(f)
+    }
 }
 
 #[async_trait]

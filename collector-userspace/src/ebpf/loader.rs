@@ -19,6 +19,8 @@ use collector_common::{
 };
 
 use super::btf::{BtfError, KernelBtf};
+pub use super::exclusions::Exclusions;
+pub use super::links::LinkCheck;
 use super::offsets::KernelOffsets;
 
 /// The kernel object built by `cargo xtask build-ebpf` (empty when it was not built).
@@ -138,6 +140,12 @@ pub enum LoadError {
     /// No random bytes for the connection-id key.
     #[error("cannot read /dev/urandom for the connection-id key (is /dev mounted?)")]
     Random(#[source] std::io::Error),
+    /// The kernel's list of BPF links could not be read, so no link was checked.
+    #[error("cannot list the kernel's BPF links to check that the programs are attached")]
+    LinkList(#[source] std::io::Error),
+    /// The programs were loaded with fixed exclusions.
+    #[error("the kernel programs were loaded with fixed exclusions (live_exclusions off): restart the collector to change them")]
+    ExclusionsFixed,
     /// A map update failed.
     #[error("updating map `{map}` failed")]
     MapUpdate {
@@ -214,6 +222,10 @@ pub struct KernelConfig {
     pub excluded_path_prefixes: Vec<String>,
     /// Record only the processes added with [`KernelPrograms::include_pid`].
     pub include_only: bool,
+    /// Let [`KernelPrograms::set_exclusions`] change the exclusions while the programs
+    /// run. Costs an array lookup per event and set; off, an empty set costs nothing
+    /// (the verifier drops its lookups) and the exclusions are fixed at load.
+    pub live_exclusions: bool,
     /// Hooks for the syscall-based programs.
     pub syscall_hooks: SyscallHooks,
     /// How often readers drain without a wakeup (and check for shutdown).
@@ -253,6 +265,7 @@ impl Default for KernelConfig {
             excluded_comms: Vec::new(),
             excluded_path_prefixes: Vec::new(),
             include_only: false,
+            live_exclusions: false,
             syscall_hooks: SyscallHooks::Auto,
             poll_interval: Duration::from_millis(10),
             max_send_wait: Duration::from_millis(500),
@@ -651,6 +664,12 @@ pub struct KernelPrograms {
     btf: Btf,
     raw_syscalls: bool,
     attached: Mutex<std::collections::HashMap<KernelDomain, &'static [ProgramSpec]>>,
+    /// The link of each attached program (see `links`).
+    links: Mutex<std::collections::HashMap<&'static str, super::links::AttachedLink>>,
+    /// Times each program was found without a link and attached again.
+    reattached: Mutex<BTreeMap<&'static str, u64>>,
+    /// What the exclusion maps hold now.
+    exclusions: Mutex<Exclusions>,
     counters: PerCpuArray<MapData, u64>,
     hooks: Mutex<BTreeMap<String, String>>,
     config: KernelConfig,
@@ -695,9 +714,17 @@ impl KernelPrograms {
         let proc_has_compat = u32::from(offsets.proc_has_compat);
         let proc_has_bprm_executable = u32::from(offsets.proc_has_bprm_executable);
         let include_only = u32::from(config.include_only);
-        let has_excluded_pids = u32::from(!config.excluded_pids.is_empty());
-        let has_excluded_comms = u32::from(!config.excluded_comms.is_empty());
-        let has_excluded_paths = u32::from(!config.excluded_path_prefixes.is_empty());
+        // 0: none, 1: some (fixed), 2: ask EXCLUSION_GATES (live; see `exclusions`).
+        let gate = |some: bool| {
+            if config.live_exclusions {
+                2
+            } else {
+                u32::from(some)
+            }
+        };
+        let has_excluded_pids = gate(!config.excluded_pids.is_empty());
+        let has_excluded_comms = gate(!config.excluded_comms.is_empty());
+        let has_excluded_paths = gate(!config.excluded_path_prefixes.is_empty());
         let has_compat_syscalls = u32::from(offsets.compat_syscalls);
         let conn_id_key = random_key()?;
         let udp_report_interval_ns =
@@ -757,6 +784,14 @@ impl KernelPrograms {
         };
 
         install_filters(&mut ebpf, &config)?;
+        let exclusions = Exclusions {
+            pids: config.excluded_pids.clone(),
+            comms: config.excluded_comms.clone(),
+            path_prefixes: config.excluded_path_prefixes.clone(),
+        };
+        if config.live_exclusions {
+            super::exclusions::write_gates(&mut ebpf, &exclusions)?;
+        }
         let self_tgid = resolve_self_tgid(&mut ebpf, &own_ns)?;
 
         let counters = ebpf
@@ -771,6 +806,9 @@ impl KernelPrograms {
             btf: aya_btf,
             raw_syscalls: offsets.raw_syscalls,
             attached: Mutex::default(),
+            links: Mutex::default(),
+            reattached: Mutex::default(),
+            exclusions: Mutex::new(exclusions),
             counters,
             hooks: Mutex::new(BTreeMap::new()),
             config,
@@ -839,7 +877,13 @@ impl KernelPrograms {
                 attach_program(&mut ebpf, spec, &self.btf)
             };
             match result {
-                Ok(()) => attached.push(spec),
+                Ok(link) => {
+                    self.links
+                        .lock()
+                        .expect("links lock poisoned")
+                        .insert(spec.name, link);
+                    attached.push(spec);
+                }
                 Err(e) if OPTIONAL_PROGRAMS.contains(&spec.name) => {
                     tracing::warn!("{:#}; going on without it", anyhow::Error::from(e));
                 }
@@ -863,6 +907,8 @@ impl KernelPrograms {
     }
 
     fn unload_one(&self, name: &str) {
+        // Unloading closes the link too (aya owns it).
+        self.links.lock().expect("links lock poisoned").remove(name);
         let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
         if let Some(program) = ebpf.program_mut(name) {
             let result = match program {
@@ -876,6 +922,36 @@ impl KernelPrograms {
             }
         }
         self.hooks.lock().expect("hooks lock poisoned").remove(name);
+    }
+
+    /// Replaces the exclusions while the programs run (loaded with `live_exclusions`):
+    /// the maps change in place, each set's gate turning on after its entries are in
+    /// and off before they go. An excluded pid already excluded stays as the kernel has
+    /// it (an exec since ended its exclusion).
+    pub fn set_exclusions(&self, new: Exclusions) -> Result<(), LoadError> {
+        if !self.config.live_exclusions {
+            return Err(LoadError::ExclusionsFixed);
+        }
+        KernelConfig {
+            excluded_pids: new.pids.clone(),
+            excluded_comms: new.comms.clone(),
+            excluded_path_prefixes: new.path_prefixes.clone(),
+            ..self.config.clone()
+        }
+        .validate()?;
+        let mut current = self.exclusions.lock().expect("exclusions lock poisoned");
+        let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+        super::exclusions::apply(&mut ebpf, &current, &new)?;
+        *current = new;
+        Ok(())
+    }
+
+    /// The exclusions in force.
+    pub fn exclusions(&self) -> Exclusions {
+        self.exclusions
+            .lock()
+            .expect("exclusions lock poisoned")
+            .clone()
     }
 
     /// Adds a process to the watched set (effective with `include_only`).
@@ -1015,6 +1091,94 @@ impl KernelPrograms {
             .unwrap_or_default()
     }
 
+    /// Looks for a link to each of `domain`'s attached programs in the kernel's list of
+    /// links, and attaches again every program that has none (see `links`). Events its
+    /// hook saw while it was detached are gone and cannot be counted.
+    pub fn check_links(&self, domain: KernelDomain) -> Result<LinkCheck, LoadError> {
+        // Held to the end: a `detach` (a source stopping) waits, so that a program it
+        // unloads is never taken for one detached from outside and attached again.
+        let attached = self.attached.lock().expect("attached lock poisoned");
+        let specs: &'static [ProgramSpec] = match attached.get(&domain) {
+            Some(specs) => specs,
+            None => return Ok(LinkCheck::default()),
+        };
+        let linked = super::links::linked_program_ids().map_err(LoadError::LinkList)?;
+        let mut check = LinkCheck::default();
+        let hooks = self.hooks();
+        for spec in specs {
+            // Optional programs that did not attach have no hook entry: nothing to check.
+            if !hooks.contains_key(spec.name) {
+                continue;
+            }
+            let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+            let id = super::links::program_id(&ebpf, spec.name);
+            if id.is_some_and(|id| linked.contains(&id)) {
+                continue;
+            }
+            let result = match id {
+                Some(_) => super::links::attach_loaded(&mut ebpf, spec),
+                None => super::links::load_and_attach(&mut ebpf, spec, &self.btf),
+            };
+            drop(ebpf);
+            match result {
+                Ok(link) => {
+                    // The old link (if aya still holds one) stays with the program and
+                    // goes when it is unloaded.
+                    self.links
+                        .lock()
+                        .expect("links lock poisoned")
+                        .insert(spec.name, link);
+                    *self
+                        .reattached
+                        .lock()
+                        .expect("reattached lock poisoned")
+                        .entry(spec.name)
+                        .or_default() += 1;
+                    check.reattached.push(spec.name);
+                }
+                Err(e) => check.failed.push((spec.name, format!("{e:#}"))),
+            }
+        }
+        Ok(check)
+    }
+
+    /// Times each program was found detached and attached again.
+    pub fn reattach_counts(&self) -> BTreeMap<&'static str, u64> {
+        self.reattached
+            .lock()
+            .expect("reattached lock poisoned")
+            .clone()
+    }
+
+    /// Closes one program's link and leaves the program loaded: what `BPF_LINK_DETACH`
+    /// (`bpftool link detach`) does on link types that support it. Linux 6.18 refuses
+    /// that for tracepoint links, so tests of [`KernelPrograms::check_links`] use this to
+    /// make the same state. Returns whether the program had a link.
+    #[doc(hidden)]
+    pub fn close_link(&self, program: &str) -> Result<bool, LoadError> {
+        let Some((name, link)) = self
+            .links
+            .lock()
+            .expect("links lock poisoned")
+            .remove_entry(program)
+        else {
+            return Ok(false);
+        };
+        let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+        super::links::close(&mut ebpf, name, link).map_err(|source| LoadError::Program {
+            program: name.to_string(),
+            hook: "its link".into(),
+            hint: "",
+            source: Box::new(source),
+        })?;
+        Ok(true)
+    }
+
+    /// The kernel's id of a loaded program (what `bpftool prog` and `bpftool link` show).
+    pub fn program_id(&self, program: &str) -> Option<u32> {
+        super::links::program_id(&self.ebpf.lock().expect("ebpf lock poisoned"), program)
+    }
+
     /// What each attached program has cost so far, from the kernel's BPF statistics
     /// (counted only while they are on: `kernel.bpf_stats_enabled` or
     /// [`enable_bpf_stats`]), in program-name order.
@@ -1062,7 +1226,11 @@ pub fn enable_bpf_stats() -> Result<std::os::fd::OwnedFd, LoadError> {
     aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| LoadError::BpfStats(Box::new(e)))
 }
 
-fn attach_program(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf) -> Result<(), LoadError> {
+fn attach_program(
+    ebpf: &mut Ebpf,
+    spec: &ProgramSpec,
+    btf: &Btf,
+) -> Result<super::links::AttachedLink, LoadError> {
     let wrap = |source: ProgramError| LoadError::Program {
         program: spec.name.to_string(),
         hook: spec.hook.describe(),
@@ -1076,20 +1244,23 @@ fn attach_program(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf) -> Result<(), 
         Hook::BtfTracepoint(function) => {
             let p: &mut BtfTracePoint = program.try_into().map_err(wrap)?;
             p.load(function, btf).map_err(wrap)?;
-            p.attach().map_err(wrap)?;
+            Ok(super::links::AttachedLink::Btf(p.attach().map_err(wrap)?))
         }
         Hook::Tracepoint(category, name) => {
             let p: &mut TracePoint = program.try_into().map_err(wrap)?;
             p.load().map_err(wrap)?;
-            p.attach(category, name).map_err(wrap)?;
+            Ok(super::links::AttachedLink::Tracepoint(
+                p.attach(category, name).map_err(wrap)?,
+            ))
         }
         Hook::RawTracepoint(name) => {
             let p: &mut RawTracePoint = program.try_into().map_err(wrap)?;
             p.load().map_err(wrap)?;
-            p.attach(name).map_err(wrap)?;
+            Ok(super::links::AttachedLink::Raw(
+                p.attach(name).map_err(wrap)?,
+            ))
         }
     }
-    Ok(())
 }
 
 /// Classic tracepoints need tracefs; a fresh machine may not have it mounted.
@@ -1285,7 +1456,7 @@ fn read_self_tgid(ebpf: &Ebpf) -> Option<u32> {
 /// Processes already running an image with an excluded comm when the collector starts:
 /// their exec happened before the programs, so the name comes from their executable's
 /// file name (what exec would have set), not their current, self-chosen comm.
-fn seed_excluded_comm_processes(
+pub(crate) fn seed_excluded_comm_processes(
     ebpf: &mut Ebpf,
     comms: &[[u8; COMM_LEN]],
 ) -> Result<(), LoadError> {

@@ -8,13 +8,15 @@ pub mod clock;
 pub mod decode;
 pub mod drain;
 pub mod enrich;
+mod exclusions;
+mod links;
 pub mod loader;
 pub mod offsets;
 mod prog_info;
 pub mod source;
 
 pub use loader::{
-    enable_bpf_stats, KernelConfig, KernelDomain, KernelLosses, KernelPrograms, LoadError,
-    ProgramCost, SelfTgid, SyscallHooks,
+    enable_bpf_stats, Exclusions, KernelConfig, KernelDomain, KernelLosses, KernelPrograms,
+    LinkCheck, LoadError, ProgramCost, SelfTgid, SyscallHooks,
 };
 pub use source::{source_name, KernelSource};

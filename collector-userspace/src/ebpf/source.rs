@@ -32,8 +32,26 @@ pub struct KernelSource {
     ring: Mutex<Option<RingBuf<MapData>>>,
     stats: Arc<DrainStats>,
     stop: Arc<AtomicBool>,
-    /// Cancelled by `stop`, so the drain wakes at once instead of at its next poll.
-    stop_token: CancellationToken,
+    /// Cancelled by `stop`, so the drain wakes at once instead of at its next poll; a
+    /// fresh one for each run (a restart after a failure).
+    stop_token: Mutex<CancellationToken>,
+}
+
+/// Holds the ring while a drain runs and gives it back to the source when the run ends
+/// however it ends (an error, a panic, an abort), so that a restart drains the same ring:
+/// what the programs submitted after a failed run and before `stop` detached them is
+/// read by the next run.
+struct RingLoan<'a> {
+    home: &'a Mutex<Option<RingBuf<MapData>>>,
+    ring: Option<KernelRing>,
+}
+
+impl Drop for RingLoan<'_> {
+    fn drop(&mut self) {
+        if let Some(ring) = self.ring.take() {
+            *self.home.lock().unwrap_or_else(|e| e.into_inner()) = Some(ring.into_inner());
+        }
+    }
 }
 
 impl KernelSource {
@@ -47,7 +65,7 @@ impl KernelSource {
             ring: Mutex::new(Some(ring)),
             stats: Arc::default(),
             stop: Arc::default(),
-            stop_token: CancellationToken::new(),
+            stop_token: Mutex::new(CancellationToken::new()),
         })
     }
 
@@ -64,6 +82,15 @@ impl KernelSource {
     /// Userspace drain counters.
     pub fn drain_stats(&self) -> &DrainStats {
         &self.stats
+    }
+
+    /// The token `stop` cancels, fresh for this run when the last one was cancelled.
+    fn fresh_stop_token(&self) -> CancellationToken {
+        let mut token = self.stop_token.lock().unwrap_or_else(|e| e.into_inner());
+        if token.is_cancelled() {
+            *token = CancellationToken::new();
+        }
+        token.clone()
     }
 
     fn decoder(&self) -> DecodeFn {
@@ -89,9 +116,22 @@ impl KernelSource {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
-            .ok_or_else(|| anyhow::anyhow!("{name} was already started"))?;
-        let ring = KernelRing::new(ring)
-            .map_err(|e| anyhow::anyhow!("cannot poll the {name} ring buffer: {e}"))?;
+            .ok_or_else(|| anyhow::anyhow!("{name} is already running"))?;
+        let mut loan = RingLoan {
+            home: &self.ring,
+            ring: None,
+        };
+        let ring = match KernelRing::new(ring) {
+            Ok(ring) => loan.ring.insert(ring),
+            Err(e) => anyhow::bail!("cannot poll the {name} ring buffer: {e}"),
+        };
+        // A run after a failure: `stop` detached the programs; the ring kept what they
+        // submitted before.
+        if self.programs.attached_programs(self.domain).is_empty() {
+            self.programs.attach(self.domain)?;
+            tracing::info!(source = name, "kernel programs attached again");
+        }
+        self.stop.store(false, Ordering::Relaxed);
         let config = self.programs.config();
         let source: SourceName = name.into();
         let decode = self.decoder();
@@ -137,7 +177,7 @@ impl BatchSource for KernelSource {
         tx: BatchSender,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        let own = self.stop_token.clone();
+        let own = self.fresh_stop_token();
         let stop = async move {
             tokio::select! {
                 // Detach before the drain's last pass, so every record the programs
@@ -148,6 +188,24 @@ impl BatchSource for KernelSource {
         };
         self.run_drain(tx, stop, None).await
     }
+}
+
+/// The status line for programs found detached.
+fn describe_link_check(check: &super::loader::LinkCheck) -> String {
+    let mut parts = Vec::new();
+    if !check.reattached.is_empty() {
+        parts.push(format!(
+            "kernel programs found detached from their hooks and attached again: {}",
+            check.reattached.join(", ")
+        ));
+    }
+    for (program, error) in &check.failed {
+        parts.push(format!(
+            "kernel program {program} is detached and could not be attached again: {error}"
+        ));
+    }
+    parts.push("events their hooks saw while detached are lost and cannot be counted".to_owned());
+    parts.join("; ")
 }
 
 /// Name of the source for `domain`.
@@ -183,7 +241,7 @@ impl EventSource for KernelSource {
             tx,
             max_wait: self.programs.config().max_send_wait,
         };
-        let stop = self.stop_token.clone();
+        let stop = self.fresh_stop_token();
         self.run_drain(
             out,
             async move { stop.cancelled().await },
@@ -196,15 +254,27 @@ impl EventSource for KernelSource {
         // Detach first: the drain's last pass then reads everything ever submitted.
         self.programs.detach(self.domain);
         self.stop.store(true, Ordering::Relaxed);
-        self.stop_token.cancel();
+        self.stop_token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cancel();
         Ok(())
     }
 
+    /// Also checks that every program still has its link in the kernel, and attaches
+    /// again any that lost it: the check that finds one fails (the source shows
+    /// `degraded` with the programs named, until the next check passes).
     async fn health_check(&self) -> anyhow::Result<()> {
         if self.stop.load(Ordering::Relaxed) {
             anyhow::bail!("stopped");
         }
-        Ok(())
+        let check = self.programs.check_links(self.domain)?;
+        if check.is_clean() {
+            return Ok(());
+        }
+        let message = describe_link_check(&check);
+        tracing::warn!(source = self.name(), "{message}");
+        anyhow::bail!(message)
     }
 
     fn stats(&self) -> SourceStats {
@@ -256,6 +326,12 @@ impl EventSource for KernelSource {
             let n = counter.load(Ordering::Relaxed);
             if n > 0 {
                 stats.dropped.insert(reason.into(), n);
+            }
+        }
+        let reattached = self.programs.reattach_counts();
+        for program in self.domain.program_names() {
+            if let Some(&n) = reattached.get(program) {
+                stats.reattached.insert(program.to_owned(), n);
             }
         }
         let hooks = self.programs.hooks();

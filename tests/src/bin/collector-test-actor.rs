@@ -10,6 +10,8 @@
 //! collector-test-actor connect-storm N      N loopback TCP connections (connect, accept, close)
 //! collector-test-actor fileops-storm DIR N  N x (create, rename, unlink) in DIR
 //! collector-test-actor opens-after-go PATH N   print pid, wait for a stdin line, then open N times
+//! collector-test-actor opens-per-line PATH...   print pid, then per stdin line open each PATH once
+//!                                               and print `done` (until stdin closes)
 //! ```
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -31,6 +33,24 @@ fn main() {
             let mut line = String::new();
             std::io::stdin().read_line(&mut line).unwrap();
             opens(&args[1], args[2].parse().expect("count"))
+        }
+        Some("opens-per-line") => {
+            // Rounds on demand: a test changes something in the collector between two
+            // rounds and looks at each round's events.
+            println!("pid={}", std::process::id());
+            std::io::stdout().flush().unwrap();
+            let mut line = String::new();
+            let mut rounds = 0;
+            while std::io::stdin().read_line(&mut line).unwrap() > 0 {
+                line.clear();
+                for path in &args[1..] {
+                    drop(std::fs::File::open(path).expect("open"));
+                }
+                rounds += 1;
+                println!("done");
+                std::io::stdout().flush().unwrap();
+            }
+            format!("rounds={rounds}")
         }
         _ => {
             eprintln!("usage: collector-test-actor tcp IP | files DIR | opens PATH N");
