@@ -29,6 +29,8 @@ pub mod maps {
     pub const EXCLUDED_PATH_PREFIXES: &str = "EXCLUDED_PATH_PREFIXES";
     /// The collector's own tgid as the kernel sees it.
     pub const SELF_TGID: &str = "SELF_TGID";
+    /// Whether each exclusion set is empty, updated live (SIGHUP).
+    pub const EXCLUSION_GATES: &str = "EXCLUSION_GATES";
 
     /// Every name above.
     pub const ALL: &[&str] = &[
@@ -44,6 +46,7 @@ pub mod maps {
         EXCLUDED_COMM_PROCS,
         EXCLUDED_PATH_PREFIXES,
         SELF_TGID,
+        EXCLUSION_GATES,
     ];
 }
 

@@ -22,8 +22,9 @@ use collector_core::{
 use collector_tests::kernel_or_skip;
 use collector_userspace::ebpf::{KernelConfig, KernelDomain, KernelPrograms, KernelSource};
 
-/// The program that reports a completed `openat` (the hook the actor's opens go through).
-const OPENAT_EXIT: &str = "sys_exit_openat";
+/// The program that reports a completed `openat` (the hook the actor's opens go through:
+/// the file domain's one `sys_exit` program).
+const OPENAT_EXIT: &str = "file_sys_exit";
 
 /// The actor, opening `path` once per round.
 struct Actor {

@@ -833,6 +833,7 @@ mod status_tests {
                 dropped,
                 last_error: Some("timeout".into()),
             }),
+            domains: Vec::new(),
         }
     }
 

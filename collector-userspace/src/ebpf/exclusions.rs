@@ -7,6 +7,7 @@
 //! gate opens and removed after it closes: no event sees a half-written set as a whole
 //! one.
 
+use collector_common::abi;
 use std::collections::BTreeSet;
 
 use aya::maps::{
@@ -80,10 +81,10 @@ pub(crate) fn image_comm(pid: u32) -> Option<[u8; COMM_LEN]> {
 /// Opens or closes the gates to match `set`.
 pub(crate) fn write_gates(ebpf: &mut Ebpf, set: &Exclusions) -> Result<(), LoadError> {
     let mut gates: BpfArray<_, u32> = ebpf
-        .map_mut("EXCLUSION_GATES")
-        .ok_or(LoadError::Map("EXCLUSION_GATES"))?
+        .map_mut(abi::maps::EXCLUSION_GATES)
+        .ok_or(LoadError::Map(abi::maps::EXCLUSION_GATES))?
         .try_into()
-        .map_err(|_| LoadError::Map("EXCLUSION_GATES"))?;
+        .map_err(|_| LoadError::Map(abi::maps::EXCLUSION_GATES))?;
     for (slot, on) in [
         (GATE_PIDS, !set.pids.is_empty()),
         (GATE_COMMS, !set.comms.is_empty()),
@@ -91,7 +92,7 @@ pub(crate) fn write_gates(ebpf: &mut Ebpf, set: &Exclusions) -> Result<(), LoadE
     ] {
         gates
             .set(slot, u32::from(on), 0)
-            .map_err(map_update("EXCLUSION_GATES"))?;
+            .map_err(map_update(abi::maps::EXCLUSION_GATES))?;
     }
     Ok(())
 }
@@ -106,32 +107,32 @@ fn added<'a, T: Ord>(from: &'a [T], to: &'a [T]) -> impl Iterator<Item = &'a T> 
 /// is not excluded again).
 pub(crate) fn apply(ebpf: &mut Ebpf, old: &Exclusions, new: &Exclusions) -> Result<(), LoadError> {
     {
-        let mut pids = hash_map::<u32, u8>(ebpf, "EXCLUDED_PIDS")?;
+        let mut pids = hash_map::<u32, u8>(ebpf, abi::maps::EXCLUDED_PIDS)?;
         for pid in added(&old.pids, &new.pids) {
             pids.insert(pid, 1, 0)
-                .map_err(map_update("EXCLUDED_PIDS"))?;
+                .map_err(map_update(abi::maps::EXCLUDED_PIDS))?;
         }
     }
     {
         let mut prefixes: LpmTrie<_, [u8; PATH_PREFIX_LEN], u8> = ebpf
-            .map_mut("EXCLUDED_PATH_PREFIXES")
-            .ok_or(LoadError::Map("EXCLUDED_PATH_PREFIXES"))?
+            .map_mut(abi::maps::EXCLUDED_PATH_PREFIXES)
+            .ok_or(LoadError::Map(abi::maps::EXCLUDED_PATH_PREFIXES))?
             .try_into()
-            .map_err(|_| LoadError::Map("EXCLUDED_PATH_PREFIXES"))?;
+            .map_err(|_| LoadError::Map(abi::maps::EXCLUDED_PATH_PREFIXES))?;
         for prefix in added(&old.path_prefixes, &new.path_prefixes) {
             prefixes
                 .insert(&prefix_key(prefix), 1, 0)
-                .map_err(map_update("EXCLUDED_PATH_PREFIXES"))?;
+                .map_err(map_update(abi::maps::EXCLUDED_PATH_PREFIXES))?;
         }
     }
     let new_comms: Vec<[u8; COMM_LEN]> =
         added(&old.comms, &new.comms).map(|c| comm_key(c)).collect();
     if !new_comms.is_empty() {
-        let mut comms = hash_map::<[u8; COMM_LEN], u8>(ebpf, "EXCLUDED_COMMS")?;
+        let mut comms = hash_map::<[u8; COMM_LEN], u8>(ebpf, abi::maps::EXCLUDED_COMMS)?;
         for key in &new_comms {
             comms
                 .insert(key, 1, 0)
-                .map_err(map_update("EXCLUDED_COMMS"))?;
+                .map_err(map_update(abi::maps::EXCLUDED_COMMS))?;
         }
         // Running processes of those images exec'd before the name was excluded.
         super::loader::seed_excluded_comm_processes(ebpf, &new_comms)?;
@@ -141,30 +142,30 @@ pub(crate) fn apply(ebpf: &mut Ebpf, old: &Exclusions, new: &Exclusions) -> Resu
 
     // Removals: a missing entry is already what we want.
     {
-        let mut pids = hash_map::<u32, u8>(ebpf, "EXCLUDED_PIDS")?;
+        let mut pids = hash_map::<u32, u8>(ebpf, abi::maps::EXCLUDED_PIDS)?;
         for pid in added(&new.pids, &old.pids) {
             let _ = pids.remove(pid);
         }
     }
     {
         let mut prefixes: LpmTrie<_, [u8; PATH_PREFIX_LEN], u8> = ebpf
-            .map_mut("EXCLUDED_PATH_PREFIXES")
-            .ok_or(LoadError::Map("EXCLUDED_PATH_PREFIXES"))?
+            .map_mut(abi::maps::EXCLUDED_PATH_PREFIXES)
+            .ok_or(LoadError::Map(abi::maps::EXCLUDED_PATH_PREFIXES))?
             .try_into()
-            .map_err(|_| LoadError::Map("EXCLUDED_PATH_PREFIXES"))?;
+            .map_err(|_| LoadError::Map(abi::maps::EXCLUDED_PATH_PREFIXES))?;
         for prefix in added(&new.path_prefixes, &old.path_prefixes) {
             let _ = prefixes.remove(&prefix_key(prefix));
         }
     }
     let gone: Vec<[u8; COMM_LEN]> = added(&new.comms, &old.comms).map(|c| comm_key(c)).collect();
     if !gone.is_empty() {
-        let mut comms = hash_map::<[u8; COMM_LEN], u8>(ebpf, "EXCLUDED_COMMS")?;
+        let mut comms = hash_map::<[u8; COMM_LEN], u8>(ebpf, abi::maps::EXCLUDED_COMMS)?;
         for key in &gone {
             let _ = comms.remove(key);
         }
         // A process stays excluded only while its image is still an excluded name.
         let keep: BTreeSet<[u8; COMM_LEN]> = new.comms.iter().map(|c| comm_key(c)).collect();
-        let mut procs = hash_map::<u32, u8>(ebpf, "EXCLUDED_COMM_PROCS")?;
+        let mut procs = hash_map::<u32, u8>(ebpf, abi::maps::EXCLUDED_COMM_PROCS)?;
         let pids: Vec<u32> = procs.keys().filter_map(Result::ok).collect();
         for pid in pids {
             if !image_comm(pid).is_some_and(|comm| keep.contains(&comm)) {

@@ -1,6 +1,7 @@
 //! Loads the embedded kernel object into the running kernel: resolves offsets from BTF,
 //! sizes the ring buffers, installs filters, and attaches each program to its hook.
 
+use collector_common::abi;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -447,9 +448,9 @@ impl KernelDomain {
 
     pub(crate) fn ring(self) -> &'static str {
         match self {
-            Self::Process => "PROCESS_EVENTS",
-            Self::Network => "NET_EVENTS",
-            Self::Filesystem => "FILE_EVENTS",
+            Self::Process => abi::maps::PROCESS_EVENTS,
+            Self::Network => abi::maps::NET_EVENTS,
+            Self::Filesystem => abi::maps::FILE_EVENTS,
         }
     }
 
@@ -746,28 +747,52 @@ impl KernelPrograms {
             loader.override_global(name, value, true);
         }
         loader
-            .override_global("EXIT_HAS_GROUP_DEAD", &group_dead, true)
-            .override_global("PROC_HAS_AUDIT", &proc_has_audit, true)
-            .override_global("PROC_HAS_COMPAT", &proc_has_compat, true)
-            .override_global("PROC_HAS_BPRM_EXECUTABLE", &proc_has_bprm_executable, true)
-            .override_global("SELF_NS_DEV", &own_ns.dev, true)
-            .override_global("SELF_NS_INO", &own_ns.ino, true)
-            .override_global("SELF_NS_TGID", &own_ns.tgid, true)
-            .override_global("INCLUDE_ONLY", &include_only, true)
-            .override_global("HAS_EXCLUDED_PIDS", &has_excluded_pids, true)
-            .override_global("HAS_EXCLUDED_COMMS", &has_excluded_comms, true)
-            .override_global("HAS_EXCLUDED_PATHS", &has_excluded_paths, true)
-            .override_global("PROCESS_WAKEUP_BYTES", &config.process_wakeup_bytes, true)
-            .override_global("NET_WAKEUP_BYTES", &config.network_wakeup_bytes, true)
-            .override_global("FILE_WAKEUP_BYTES", &config.file_wakeup_bytes, true)
-            .override_global("HAS_COMPAT_SYSCALLS", &has_compat_syscalls, true)
-            .override_global("CONN_ID_KEY", &conn_id_key, true)
-            .override_global("UDP_REPORT_INTERVAL_NS", &udp_report_interval_ns, true)
-            .map_max_entries("PROCESS_EVENTS", config.process_ring_bytes)
+            .override_global(abi::globals::EXIT_HAS_GROUP_DEAD, &group_dead, true)
+            .override_global(abi::globals::PROC_HAS_AUDIT, &proc_has_audit, true)
+            .override_global(abi::globals::PROC_HAS_COMPAT, &proc_has_compat, true)
+            .override_global(
+                abi::globals::PROC_HAS_BPRM_EXECUTABLE,
+                &proc_has_bprm_executable,
+                true,
+            )
+            .override_global(abi::globals::SELF_NS_DEV, &own_ns.dev, true)
+            .override_global(abi::globals::SELF_NS_INO, &own_ns.ino, true)
+            .override_global(abi::globals::SELF_NS_TGID, &own_ns.tgid, true)
+            .override_global(abi::globals::INCLUDE_ONLY, &include_only, true)
+            .override_global(abi::globals::HAS_EXCLUDED_PIDS, &has_excluded_pids, true)
+            .override_global(abi::globals::HAS_EXCLUDED_COMMS, &has_excluded_comms, true)
+            .override_global(abi::globals::HAS_EXCLUDED_PATHS, &has_excluded_paths, true)
+            .override_global(
+                abi::globals::PROCESS_WAKEUP_BYTES,
+                &config.process_wakeup_bytes,
+                true,
+            )
+            .override_global(
+                abi::globals::NET_WAKEUP_BYTES,
+                &config.network_wakeup_bytes,
+                true,
+            )
+            .override_global(
+                abi::globals::FILE_WAKEUP_BYTES,
+                &config.file_wakeup_bytes,
+                true,
+            )
+            .override_global(
+                abi::globals::HAS_COMPAT_SYSCALLS,
+                &has_compat_syscalls,
+                true,
+            )
+            .override_global(abi::globals::CONN_ID_KEY, &conn_id_key, true)
+            .override_global(
+                abi::globals::UDP_REPORT_INTERVAL_NS,
+                &udp_report_interval_ns,
+                true,
+            )
+            .map_max_entries(abi::maps::PROCESS_EVENTS, config.process_ring_bytes)
             // One exec-assembly slot per possible CPU (indexed by the CPU id).
-            .map_max_entries("EXEC_SCRATCH", exec_scratch_slots)
-            .map_max_entries("NET_EVENTS", config.network_ring_bytes)
-            .map_max_entries("FILE_EVENTS", config.file_ring_bytes);
+            .map_max_entries(abi::maps::EXEC_SCRATCH, exec_scratch_slots)
+            .map_max_entries(abi::maps::NET_EVENTS, config.network_ring_bytes)
+            .map_max_entries(abi::maps::FILE_EVENTS, config.file_ring_bytes);
         let mut ebpf = loader
             .load(object.bytes())
             .map_err(|source| LoadError::Load {
@@ -795,9 +820,11 @@ impl KernelPrograms {
         let self_tgid = resolve_self_tgid(&mut ebpf, &own_ns)?;
 
         let counters = ebpf
-            .take_map("COUNTERS")
-            .ok_or(LoadError::Map("COUNTERS"))
-            .and_then(|m| PerCpuArray::try_from(m).map_err(|_| LoadError::Map("COUNTERS")))?;
+            .take_map(abi::maps::COUNTERS)
+            .ok_or(LoadError::Map(abi::maps::COUNTERS))
+            .and_then(|m| {
+                PerCpuArray::try_from(m).map_err(|_| LoadError::Map(abi::maps::COUNTERS))
+            })?;
 
         let aya_btf = Btf::from_sys_fs().map_err(LoadError::AyaBtf)?;
         let programs = Arc::new(Self {
@@ -958,13 +985,13 @@ impl KernelPrograms {
     pub fn include_pid(&self, pid: u32) -> Result<(), LoadError> {
         let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
         let mut pids: BpfHashMap<_, u32, u8> = ebpf
-            .map_mut("INCLUDED_PIDS")
-            .ok_or(LoadError::Map("INCLUDED_PIDS"))?
+            .map_mut(abi::maps::INCLUDED_PIDS)
+            .ok_or(LoadError::Map(abi::maps::INCLUDED_PIDS))?
             .try_into()
-            .map_err(|_| LoadError::Map("INCLUDED_PIDS"))?;
+            .map_err(|_| LoadError::Map(abi::maps::INCLUDED_PIDS))?;
         pids.insert(pid, 1, 0)
             .map_err(|source| LoadError::MapUpdate {
-                map: "INCLUDED_PIDS",
+                map: abi::maps::INCLUDED_PIDS,
                 source: Box::new(source),
             })
     }
@@ -996,7 +1023,7 @@ impl KernelPrograms {
         const NAMES: [&str; 3] = ["owner_map_full", "owner_stale_evicted", "pending_map_full"];
         let ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
         let Some(Ok(map)) = ebpf
-            .map("NET_COUNTERS")
+            .map(abi::maps::NET_COUNTERS)
             .map(PerCpuArray::<&MapData, u64>::try_from)
         else {
             return BTreeMap::new();
@@ -1293,10 +1320,10 @@ fn ensure_tracefs() -> Result<(), LoadError> {
 
 fn install_filters(ebpf: &mut Ebpf, config: &KernelConfig) -> Result<(), LoadError> {
     let mut prefixes: LpmTrie<_, [u8; PATH_PREFIX_LEN], u8> = ebpf
-        .map_mut("EXCLUDED_PATH_PREFIXES")
-        .ok_or(LoadError::Map("EXCLUDED_PATH_PREFIXES"))?
+        .map_mut(abi::maps::EXCLUDED_PATH_PREFIXES)
+        .ok_or(LoadError::Map(abi::maps::EXCLUDED_PATH_PREFIXES))?
         .try_into()
-        .map_err(|_| LoadError::Map("EXCLUDED_PATH_PREFIXES"))?;
+        .map_err(|_| LoadError::Map(abi::maps::EXCLUDED_PATH_PREFIXES))?;
     for prefix in &config.excluded_path_prefixes {
         let bytes = prefix.as_bytes();
         let n = bytes.len().min(PATH_PREFIX_LEN);
@@ -1306,27 +1333,27 @@ fn install_filters(ebpf: &mut Ebpf, config: &KernelConfig) -> Result<(), LoadErr
         prefixes
             .insert(&key, 1, 0)
             .map_err(|source| LoadError::MapUpdate {
-                map: "EXCLUDED_PATH_PREFIXES",
+                map: abi::maps::EXCLUDED_PATH_PREFIXES,
                 source: Box::new(source),
             })?;
     }
     let mut pids: BpfHashMap<_, u32, u8> = ebpf
-        .map_mut("EXCLUDED_PIDS")
-        .ok_or(LoadError::Map("EXCLUDED_PIDS"))?
+        .map_mut(abi::maps::EXCLUDED_PIDS)
+        .ok_or(LoadError::Map(abi::maps::EXCLUDED_PIDS))?
         .try_into()
-        .map_err(|_| LoadError::Map("EXCLUDED_PIDS"))?;
+        .map_err(|_| LoadError::Map(abi::maps::EXCLUDED_PIDS))?;
     for pid in &config.excluded_pids {
         pids.insert(pid, 1, 0)
             .map_err(|source| LoadError::MapUpdate {
-                map: "EXCLUDED_PIDS",
+                map: abi::maps::EXCLUDED_PIDS,
                 source: Box::new(source),
             })?;
     }
     let mut comms: BpfHashMap<_, [u8; COMM_LEN], u8> = ebpf
-        .map_mut("EXCLUDED_COMMS")
-        .ok_or(LoadError::Map("EXCLUDED_COMMS"))?
+        .map_mut(abi::maps::EXCLUDED_COMMS)
+        .ok_or(LoadError::Map(abi::maps::EXCLUDED_COMMS))?
         .try_into()
-        .map_err(|_| LoadError::Map("EXCLUDED_COMMS"))?;
+        .map_err(|_| LoadError::Map(abi::maps::EXCLUDED_COMMS))?;
     let mut keys = Vec::new();
     for comm in &config.excluded_comms {
         let mut key = [0u8; COMM_LEN];
@@ -1337,7 +1364,7 @@ fn install_filters(ebpf: &mut Ebpf, config: &KernelConfig) -> Result<(), LoadErr
         comms
             .insert(key, 1, 0)
             .map_err(|source| LoadError::MapUpdate {
-                map: "EXCLUDED_COMMS",
+                map: abi::maps::EXCLUDED_COMMS,
                 source: Box::new(source),
             })?;
         keys.push(key);
@@ -1436,20 +1463,20 @@ fn resolve_self_tgid(ebpf: &mut Ebpf, own: &OwnPidNamespace) -> Result<SelfTgid,
         }
     };
     let mut map: BpfArray<_, u32> = ebpf
-        .map_mut("SELF_TGID")
-        .ok_or(LoadError::Map("SELF_TGID"))?
+        .map_mut(abi::maps::SELF_TGID)
+        .ok_or(LoadError::Map(abi::maps::SELF_TGID))?
         .try_into()
-        .map_err(|_| LoadError::Map("SELF_TGID"))?;
+        .map_err(|_| LoadError::Map(abi::maps::SELF_TGID))?;
     map.set(0, resolved.tgid(), 0)
         .map_err(|source| LoadError::MapUpdate {
-            map: "SELF_TGID",
+            map: abi::maps::SELF_TGID,
             source: Box::new(source),
         })?;
     Ok(resolved)
 }
 
 fn read_self_tgid(ebpf: &Ebpf) -> Option<u32> {
-    let map: BpfArray<_, u32> = ebpf.map("SELF_TGID")?.try_into().ok()?;
+    let map: BpfArray<_, u32> = ebpf.map(abi::maps::SELF_TGID)?.try_into().ok()?;
     map.get(&0, 0).ok()
 }
 
@@ -1461,10 +1488,10 @@ pub(crate) fn seed_excluded_comm_processes(
     comms: &[[u8; COMM_LEN]],
 ) -> Result<(), LoadError> {
     let mut procs: BpfHashMap<_, u32, u8> = ebpf
-        .map_mut("EXCLUDED_COMM_PROCS")
-        .ok_or(LoadError::Map("EXCLUDED_COMM_PROCS"))?
+        .map_mut(abi::maps::EXCLUDED_COMM_PROCS)
+        .ok_or(LoadError::Map(abi::maps::EXCLUDED_COMM_PROCS))?
         .try_into()
-        .map_err(|_| LoadError::Map("EXCLUDED_COMM_PROCS"))?;
+        .map_err(|_| LoadError::Map(abi::maps::EXCLUDED_COMM_PROCS))?;
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Ok(());
     };
