@@ -304,7 +304,7 @@ pub enum ConfigError {
     },
     /// A file or variable could not be parsed, or holds an unknown key. figment's message
     /// names the key and where it came from.
-    #[error("cannot load config: {source}")]
+    #[error("cannot load config")]
     Load {
         /// The parse error.
         #[source]

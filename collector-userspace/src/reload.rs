@@ -107,7 +107,8 @@ pub fn spawn(
             });
             match loaded {
                 Err(e) => tracing::warn!(
-                    "SIGHUP: keeping the running configuration, the new one is not usable: {e}"
+                    "SIGHUP: keeping the running configuration, the new one is not usable: {}",
+                    collector_core::Report(&e)
                 ),
                 Ok(loaded) => {
                     let outcome = apply(&mut running, &loaded, kernel.as_deref());

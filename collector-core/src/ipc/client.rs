@@ -78,7 +78,9 @@ impl Default for ClientConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The socket could not be reached.
-    #[error("cannot connect to the collector at {path}: {source} (is `collector run` up, and is --socket right?)")]
+    #[error(
+        "cannot connect to the collector at {path} (is `collector run` up, and is --socket right?)"
+    )]
     Connect {
         /// Socket path.
         path: PathBuf,
@@ -101,7 +103,7 @@ pub enum ClientError {
     #[error("unexpected reply from the collector: {0}")]
     Protocol(String),
     /// A message did not convert to a collector value.
-    #[error("malformed message from the collector: {0}")]
+    #[error("malformed message from the collector")]
     Convert(#[from] ConvertError),
     /// The subscription filter is invalid.
     #[error(transparent)]
@@ -190,7 +192,7 @@ impl CollectorIpcClient {
                     if e.is_transient()
                         && config.backoff.max_attempts.is_none_or(|max| attempt < max) =>
                 {
-                    tracing::debug!(error = %e, attempt, "collector connection failed; retrying");
+                    tracing::debug!(error = %crate::Report(&e), attempt, "collector connection failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(config.backoff.max);
                 }

@@ -55,10 +55,10 @@ pub enum FrameError {
         actual: u32,
     },
     /// The payload is not a valid `Envelope`.
-    #[error("frame payload is not a valid protobuf Envelope: {0}")]
+    #[error("frame payload is not a valid protobuf Envelope")]
     Decode(#[from] prost::DecodeError),
     /// The socket failed.
-    #[error("socket I/O failed: {0}")]
+    #[error("socket I/O failed")]
     Io(#[from] std::io::Error),
 }
 

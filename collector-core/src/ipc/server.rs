@@ -156,7 +156,7 @@ impl Default for IpcServerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The socket's directory could not be created.
-    #[error("cannot create socket directory {path}: {source}")]
+    #[error("cannot create socket directory {path}")]
     CreateDir {
         /// Directory.
         path: PathBuf,
@@ -189,8 +189,8 @@ pub enum ServerError {
     },
     /// The socket could not be handed to the configured group.
     #[error(
-        "cannot give IPC socket {path} to gid {gid}: {source} (run the collector as root, \
-         or as a member of that group)"
+        "cannot give IPC socket {path} to gid {gid} (run the collector as root, or as a \
+         member of that group)"
     )]
     SocketGroup {
         /// Socket path.
@@ -202,7 +202,7 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// Binding or securing the socket failed.
-    #[error("cannot bind IPC socket {path}: {source}")]
+    #[error("cannot bind IPC socket {path}")]
     Bind {
         /// Socket path.
         path: PathBuf,
@@ -639,12 +639,12 @@ impl Connection {
                 None => break,
                 Some(Ok(env)) => env,
                 Some(Err(FrameError::Io(e))) => {
-                    debug!(error = %e, "IPC read failed");
+                    debug!(error = %crate::Report(&e), "IPC read failed");
                     break;
                 }
                 Some(Err(e)) => {
-                    debug!(error = %e, "bad IPC frame; closing connection");
-                    let msg = format!("{e}; closing the connection");
+                    debug!(error = %crate::Report(&e), "bad IPC frame; closing connection");
+                    let msg = format!("{}; closing the connection", crate::Report(&e));
                     let _ = out
                         .send(Outbound::Close(error_envelope(
                             0,
@@ -850,7 +850,7 @@ impl Connection {
                 }
             };
             if let Err(e) = result {
-                debug!(error = %e, "IPC write failed; closing connection");
+                debug!(error = %crate::Report(&e), "IPC write failed; closing connection");
                 sub = None;
                 break;
             }
@@ -874,7 +874,7 @@ impl Connection {
     ) {
         while let Some(batch) = sub.try_recv() {
             if let Err(e) = self.write_batch(writer, &batch, sub).await {
-                debug!(error = %e, "IPC write failed during the final drain");
+                debug!(error = %crate::Report(&e), "IPC write failed during the final drain");
                 return;
             }
         }
@@ -886,7 +886,7 @@ impl Connection {
             })),
         };
         if let Err(e) = send(writer, end, self.shared.config.write_timeout).await {
-            debug!(error = %e, "IPC end-of-stream not sent");
+            debug!(error = %crate::Report(&e), "IPC end-of-stream not sent");
         }
     }
 
