@@ -74,6 +74,12 @@ fn events() -> Vec<CollectionEvent> {
             compat_syscall: false,
             owner_uid: None,
             owner_gid: None,
+            path_changed: false,
+            new_path_truncated: false,
+            new_path_unreadable: false,
+            new_path_user_supplied: true,
+            new_path_changed: false,
+            io_uring: false,
         }),
         CollectionEvent::Performance(PerformanceEvent {
             kind: PerformanceEventKind::Metric,

@@ -288,7 +288,7 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
             option::of(any::<u32>()),
             option::of(any::<u32>()),
         ),
-        option::of(text()),
+        (option::of(text()), any::<[bool; 6]>()),
     )
         .prop_map(
             |(
@@ -303,7 +303,7 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
                 mode,
                 result,
                 (uid, owner_uid, owner_gid),
-                name,
+                (name, [c, nt, nu, nus, nc, io_uring]),
             )| {
                 CollectionEvent::Filesystem(FilesystemEvent {
                     kind,
@@ -324,6 +324,12 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
                     compat_syscall,
                     owner_uid,
                     owner_gid,
+                    path_changed: c,
+                    new_path_truncated: nt,
+                    new_path_unreadable: nu,
+                    new_path_user_supplied: nus,
+                    new_path_changed: nc,
+                    io_uring,
                 })
             },
         )

@@ -8,14 +8,14 @@
 //! whose file has `FMODE_CREATED` set (the call really created it).
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user_str},
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_get_prandom_u32},
     macros::{map, raw_tracepoint, tracepoint},
     maps::{HashMap, PerCpuArray},
     programs::{RawTracePointContext, TracePointContext},
 };
 use collector_common::{
     flags, FileRecord, RecordKind, RenameRecord, COUNTER_LOST_STASH_FULL, COUNTER_PATH_UNREADABLE,
-    FILE_PATH_LEN, FILE_PATH_MAX,
+    FILE_PATH_MAX,
 };
 
 use crate::{
@@ -26,8 +26,8 @@ use crate::{
     net_compat::in_compat_syscall,
     offsets::get,
     path::{
-        append_user, copy_out, resolve_fd, resolve_pwd, Resolved, PATH_FLAG_TRUNCATED,
-        PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
+        append_user, copy_out, entry_digest, resolve_fd, resolve_pwd, user_digest, Resolved,
+        PATH_FLAG_CHANGED, PATH_FLAG_TRUNCATED, PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
     },
 };
 
@@ -35,13 +35,26 @@ use crate::{
 /// `size_of::<FileRecord>() + path_len` bytes are sent; nothing is zeroed.
 #[repr(C)]
 pub struct FileOut {
-    rec: FileRecord,
-    path: [u8; FILE_PATH_MAX],
+    pub(crate) rec: FileRecord,
+    pub(crate) path: [u8; FILE_PATH_MAX],
 }
 
 /// Per-CPU assembly buffer for `FileOut` (too big for the stack).
 #[map]
-static FILE_OUT: PerCpuArray<FileOut> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static FILE_OUT: PerCpuArray<FileOut> = PerCpuArray::with_max_entries(1, 0);
+
+/// A two-path record assembled in place: the fixed part, the old path, then the new path
+/// right after it. Only `size_of::<RenameRecord>() + old_path_len + new_path_len` bytes
+/// are sent.
+#[repr(C)]
+pub struct RenameOut {
+    pub(crate) rec: RenameRecord,
+    pub(crate) paths: [u8; 2 * FILE_PATH_MAX],
+}
+
+/// Per-CPU assembly buffer for `RenameOut`.
+#[map]
+pub(crate) static RENAME_OUT: PerCpuArray<RenameOut> = PerCpuArray::with_max_entries(1, 0);
 
 const AT_FDCWD: i32 = -100;
 const O_CREAT: u32 = 0o100;
@@ -63,6 +76,11 @@ pub struct PendingFile {
     pub(crate) file_flags: u32,
     path: u64,
     new_path: u64,
+    /// Per-call random key of the digests below.
+    seed: u64,
+    /// `entry_digest` of `path` and `new_path` at entry (see `PATH_FLAG_CHANGED`).
+    digest: u64,
+    new_digest: u64,
 }
 
 /// In-flight file syscalls by thread id.
@@ -80,6 +98,15 @@ pub(crate) fn stash(kind: RecordKind, pending: PendingFile) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if excluded(pid_tgid) {
         return;
+    }
+    let mut pending = pending;
+    // The user strings as they are now, before the kernel reads them: the exit reads
+    // them again and flags a difference (a buffer rewritten by another thread).
+    let seed = unsafe { ((bpf_get_prandom_u32() as u64) << 32) | bpf_get_prandom_u32() as u64 };
+    pending.seed = seed;
+    pending.digest = unsafe { entry_digest(0, pending.path as *const u8, seed) };
+    if pending.new_path != 0 {
+        pending.new_digest = unsafe { entry_digest(0, pending.new_path as *const u8, seed) };
     }
     if PENDING_FILE.insert(pid_tgid as u32, pending, 0).is_err() {
         // Too many calls in flight: the event is lost, and counted under its reason.
@@ -103,6 +130,9 @@ pub(crate) fn pending(
         file_flags: 0,
         path,
         new_path: 0,
+        seed: 0,
+        digest: 0,
+        new_digest: 0,
     }
 }
 
@@ -403,17 +433,6 @@ pub fn sys_enter_renameat2(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Reads a user string into `dst`; returns (bytes without NUL, truncated).
-#[inline(always)]
-unsafe fn read_path(dst: *mut [u8; FILE_PATH_LEN], src: u64) -> (u32, bool) {
-    let n = unsafe { bpf_probe_read_user_str(dst.cast(), FILE_PATH_LEN as u32, src as *const _) };
-    if n <= 0 {
-        return (0, false);
-    }
-    let len = (n - 1) as u32;
-    (len, len as usize >= FILE_PATH_LEN - 1)
-}
-
 #[inline(always)]
 fn take_pending() -> Option<(u64, PendingFile)> {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -458,7 +477,10 @@ pub(crate) fn exit_one_path_ret(ret: i64) -> u32 {
         return 0;
     };
     let rec = unsafe { &raw mut (*out).rec };
-    let r = unsafe { resolve_for_exit(kind, ret, &p) };
+    let mut r = unsafe { resolve_for_exit(kind, ret, &p) };
+    if r.flags & PATH_FLAG_USER != 0 && unsafe { user_digest(0, &r, p.seed) } != p.digest {
+        r.flags |= PATH_FLAG_CHANGED;
+    }
     let len = unsafe { copy_out((&raw mut (*out).path).cast(), &r) };
     // Again here: the verifier must see the bound at the output call.
     let len = if len > FILE_PATH_MAX as u32 {
@@ -522,24 +544,33 @@ unsafe fn resolve_for_exit(kind: RecordKind, ret: i64, p: &PendingFile) -> Resol
     }
     if kind == RecordKind::MemfdCreate {
         // A name, not a path: no directory in front of it.
-        let none = Resolved {
-            ptr: core::ptr::null(),
-            len: 0,
-            flags: 0,
-        };
-        return unsafe { append_user(0, none, p.path as *const u8) };
+        return unsafe { append_user(0, Resolved::none(), p.path as *const u8) };
     }
+    unsafe { resolve_user_at(0, p.dirfd, p.path) }
+}
+
+/// The user string at `path` made absolute against `dirfd` (or the cwd), the directory
+/// walked in the kernel now, in scratch `slot`.
+#[inline(always)]
+pub(crate) unsafe fn resolve_user_at(slot: u32, dirfd: i32, path: u64) -> Resolved {
     let first: u8 =
-        unsafe { aya_ebpf::helpers::bpf_probe_read_user(p.path as *const u8) }.unwrap_or(0);
-    let dir = if first == b'/' {
+        unsafe { aya_ebpf::helpers::bpf_probe_read_user(path as *const u8) }.unwrap_or(0);
+    let dir = unsafe { resolve_dir(slot, dirfd, first) };
+    unsafe { append_user(slot, dir, path as *const u8) }
+}
+
+/// The directory a path whose first byte is `first` is relative to: none when it is
+/// absolute, else the cwd (`AT_FDCWD`) or `dirfd`, walked in the kernel now.
+#[inline(always)]
+pub(crate) unsafe fn resolve_dir(slot: u32, dirfd: i32, first: u8) -> Resolved {
+    if first == b'/' {
         // Absolute: no directory to walk.
         Resolved::unreadable()
-    } else if p.dirfd == AT_FDCWD {
-        unsafe { resolve_pwd(0) }
+    } else if dirfd == AT_FDCWD {
+        unsafe { resolve_pwd(slot) }
     } else {
-        unsafe { resolve_fd(0, p.dirfd as u64) }
-    };
-    unsafe { append_user(0, dir, p.path as *const u8) }
+        unsafe { resolve_fd(slot, dirfd as u64) }
+    }
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_openat")]
@@ -657,34 +688,96 @@ pub(crate) fn exit_rename_ret(ret: i64) -> u32 {
         k if k == RecordKind::Symlink as u32 => RecordKind::Symlink,
         _ => RecordKind::Rename,
     };
-    let Some(mut entry) = FILE_EVENTS.reserve::<RenameRecord>(0) else {
-        count_lost(kind);
+    let Some(out) = RENAME_OUT.get_ptr_mut(0) else {
         return 0;
     };
-    let rec = entry.as_mut_ptr();
+    // Each path: its directory (dirfd or cwd) walked in the kernel now + the user's
+    // string, read again here and compared with the read at entry. A symlink's target
+    // is content, not a path to resolve: the string alone.
+    let mut old = if kind == RecordKind::Symlink {
+        unsafe { append_user(0, Resolved::none(), p.path as *const u8) }
+    } else {
+        unsafe { resolve_user_at(0, p.dirfd, p.path) }
+    };
+    if unsafe { user_digest(0, &old, p.seed) } != p.digest {
+        old.flags |= PATH_FLAG_CHANGED;
+    }
+    let mut new = unsafe { resolve_user_at(1, p.new_dirfd, p.new_path) };
+    if unsafe { user_digest(1, &new, p.seed) } != p.new_digest {
+        new.flags |= PATH_FLAG_CHANGED;
+    }
+    let rec = unsafe { &raw mut (*out).rec };
     unsafe {
         fill_header(&raw mut (*rec).header, kind, pid_tgid);
         (*rec).result = ret;
         (*rec).old_dirfd = p.dirfd;
         (*rec).new_dirfd = p.new_dirfd;
         (*rec).file_flags = p.file_flags;
-        (*rec)._pad = 0;
-        let (len, truncated) = read_path(&raw mut (*rec).old_path, p.path);
-        (*rec).old_path_len = len;
-        if truncated {
+        (*rec).call_flags = p.open_flags;
+    }
+    unsafe { fill_two(out, &old, &new) };
+    send_two(kind, out);
+    0
+}
+
+/// Copies both paths behind `out.rec` (the new one right after the old one) and sets
+/// their lengths and flags.
+#[inline(always)]
+pub(crate) unsafe fn fill_two(out: *mut RenameOut, old: &Resolved, new: &Resolved) {
+    let rec = unsafe { &raw mut (*out).rec };
+    let base: *mut u8 = unsafe { (&raw mut (*out).paths).cast() };
+    let old_len = unsafe { copy_out(base, old) };
+    let old_len = if old_len > FILE_PATH_MAX as u32 {
+        FILE_PATH_MAX as u32
+    } else {
+        old_len
+    };
+    let new_len = unsafe { copy_out(base.add(old_len as usize), new) };
+    unsafe {
+        (*rec).old_path_len = old_len;
+        (*rec).new_path_len = new_len;
+        (*rec).old_path_flags = old.flags;
+        (*rec).new_path_flags = new.flags;
+        if old.flags & PATH_FLAG_TRUNCATED != 0 {
             (*rec).header.flags |= flags::PATH_TRUNCATED;
         }
-        let (len, truncated) = read_path(&raw mut (*rec).new_path, p.new_path);
-        (*rec).new_path_len = len;
-        if truncated {
+        if new.flags & PATH_FLAG_TRUNCATED != 0 {
             (*rec).header.flags |= flags::NEW_PATH_TRUNCATED;
         }
     }
-    // Rename paths are the user's strings: never matched against excluded prefixes
-    // (only kernel-resolved canonical paths are; a string can reach anywhere via `..`).
-    entry.submit(file_wakeup_flags());
+}
+
+/// Sends a filled two-path record.
+#[inline(always)]
+pub(crate) fn send_two(kind: RecordKind, out: *mut RenameOut) {
+    let rec = unsafe { &raw const (*out).rec };
+    let (old_len, new_len, path_flags) = unsafe {
+        (
+            (*rec).old_path_len as usize,
+            (*rec).new_path_len as usize,
+            (*rec).old_path_flags | (*rec).new_path_flags,
+        )
+    };
+    let total = size_of::<RenameRecord>() + old_len + new_len;
+    let total = if total > size_of::<RenameOut>() {
+        size_of::<RenameOut>()
+    } else {
+        total
+    };
+    let bytes = unsafe { core::slice::from_raw_parts(out as *const u8, total) };
+    if FILE_EVENTS
+        .output::<[u8]>(bytes, file_wakeup_flags())
+        .is_err()
+    {
+        count_lost(kind);
+        return;
+    }
     count_emitted(kind);
-    0
+    // Two-path records hold user strings: never matched against excluded prefixes (only
+    // kernel-resolved canonical paths are; a string can reach anywhere via `..`).
+    if path_flags & PATH_FLAG_UNREADABLE != 0 {
+        count_loss(kind, COUNTER_PATH_UNREADABLE);
+    }
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_rename")]

@@ -15,6 +15,7 @@
 mod common;
 mod file;
 mod file_compat;
+mod file_uring;
 mod net;
 mod net_compat;
 mod net_state;

@@ -18,6 +18,10 @@
 //!   (rename, link) can be held at once.
 //! - `append_user(slot, dir, user_ptr)`: `dir` + `/` + the user string (read now, from
 //!   user memory); an absolute user string is taken alone. Flags `PATH_FLAG_USER`.
+//!   `append_kernel` does the same with a string already in kernel memory.
+//! - `entry_digest(slot, user_ptr, seed)` at a call's entry and `user_digest(slot, r,
+//!   seed)` after the exit's `append_user`: equal unless the user buffer changed in
+//!   between (then set `PATH_FLAG_CHANGED`).
 //! - `copy_out(dst, r)`: copies `r.len` bytes (at most `PATH_MAX`) to `dst`, which must
 //!   have `PATH_MAX` bytes of room. Returns the bytes copied.
 //!
@@ -33,7 +37,8 @@ use core::{ffi::c_void, ptr::read_volatile};
 
 use aya_ebpf::{
     helpers::generated::{
-        bpf_get_current_task, bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user_str,
+        bpf_get_current_task, bpf_loop, bpf_probe_read_kernel, bpf_probe_read_kernel_str,
+        bpf_probe_read_user_str,
     },
     macros::map,
     maps::PerCpuArray,
@@ -50,6 +55,9 @@ pub const PATH_FLAG_UNREADABLE: u32 = 2;
 /// The path (or its last part) is a user-supplied string, not resolved by the kernel:
 /// it may hold `..`, symlinks, or name something other than what the call reached.
 pub const PATH_FLAG_USER: u32 = 4;
+/// The user string read at the call's entry differs from the one read at its exit
+/// (`entry_digest` vs `user_digest`): another thread rewrote (or unmapped) the buffer.
+pub const PATH_FLAG_CHANGED: u32 = 8;
 /// Independent scratch buffers per CPU.
 pub const PATH_SLOTS: u32 = 2;
 
@@ -127,6 +135,8 @@ pub struct PathScratch {
     done: u32,
     _pad: u32,
     buf: [u8; 2 * PATH_MAX as usize],
+    /// Room for the digest's last 8-byte load at the end of `buf` (never part of a path).
+    _slack: [u8; 8],
 }
 
 #[map]
@@ -141,6 +151,9 @@ pub struct Resolved {
     pub len: u32,
     /// `PATH_FLAG_*`
     pub flags: u32,
+    /// Bytes of the user (or kernel-copied) string `append_*` read into the slot's tail
+    /// (0 otherwise): what `user_digest` hashes.
+    pub user_len: u32,
 }
 
 impl Resolved {
@@ -151,6 +164,19 @@ impl Resolved {
             ptr: core::ptr::null(),
             len: 0,
             flags: PATH_FLAG_UNREADABLE,
+            user_len: 0,
+        }
+    }
+
+    /// No directory at all (a name that is not a path, a symlink target): `append_*`
+    /// then reports the string alone.
+    #[inline(always)]
+    pub const fn none() -> Self {
+        Self {
+            ptr: core::ptr::null(),
+            len: 0,
+            flags: 0,
+            user_len: 0,
         }
     }
 }
@@ -345,6 +371,7 @@ unsafe fn walk(slot: u32, dentry: u64, vfsmnt: u64) -> Resolved {
         ptr: unsafe { s.buf.as_ptr().add(pos as usize) },
         len: PATH_MAX - pos,
         flags: s.flags,
+        user_len: 0,
     }
 }
 
@@ -422,15 +449,40 @@ pub unsafe fn resolve_pwd(slot: u32) -> Resolved {
 /// truncated.
 #[inline(always)]
 pub unsafe fn append_user(slot: u32, dir: Resolved, user: *const u8) -> Resolved {
+    unsafe { append_str(slot, dir, user, false) }
+}
+
+/// `append_user` for a string the kernel already copied (`struct filename.name`, as
+/// io_uring holds it): exactly the bytes the kernel will use, no user-memory race.
+#[inline(always)]
+pub unsafe fn append_kernel(slot: u32, dir: Resolved, name: *const u8) -> Resolved {
+    unsafe { append_str(slot, dir, name, true) }
+}
+
+/// Reads a string into the slot's tail (`buf[PATH_MAX + 1..]`); returns
+/// `bpf_probe_read_*_str`'s result (bytes with the NUL, or a negative error).
+#[inline(always)]
+unsafe fn read_tail(s: &mut PathScratch, src: *const u8, kernel: bool) -> i64 {
+    let tail = unsafe { s.buf.as_mut_ptr().add(PATH_MAX as usize + 1) };
+    if kernel {
+        (unsafe { bpf_probe_read_kernel_str(tail.cast(), PATH_MAX - 1, src.cast()) }) as i64
+    } else {
+        (unsafe { bpf_probe_read_user_str(tail.cast(), PATH_MAX - 1, src.cast()) }) as i64
+    }
+}
+
+#[inline(always)]
+unsafe fn append_str(slot: u32, dir: Resolved, src: *const u8, kernel: bool) -> Resolved {
     let Some(s) = scratch(slot) else {
         return Resolved::unreadable();
     };
     let s = unsafe { &mut *s };
     let tail = unsafe { s.buf.as_mut_ptr().add(PATH_MAX as usize + 1) };
-    let n = unsafe { bpf_probe_read_user_str(tail.cast(), PATH_MAX - 1, user.cast()) };
+    let n = unsafe { read_tail(s, src, kernel) };
     if n <= 0 {
         return Resolved {
             flags: dir.flags | PATH_FLAG_USER | PATH_FLAG_UNREADABLE,
+            user_len: 0,
             ..dir
         };
     }
@@ -445,6 +497,7 @@ pub unsafe fn append_user(slot: u32, dir: Resolved, user: *const u8) -> Resolved
             ptr: tail,
             len: ulen,
             flags,
+            user_len: ulen,
         };
     }
     if dir.ptr.is_null() {
@@ -453,6 +506,7 @@ pub unsafe fn append_user(slot: u32, dir: Resolved, user: *const u8) -> Resolved
             ptr: tail,
             len: ulen,
             flags: flags | dir.flags,
+            user_len: ulen,
         };
     }
     s.buf[PATH_MAX as usize] = b'/';
@@ -472,7 +526,80 @@ pub unsafe fn append_user(slot: u32, dir: Resolved, user: *const u8) -> Resolved
         ptr: start,
         len,
         flags: flags | dir.flags,
+        user_len: ulen,
     }
+}
+
+/// Digest state for `digest_step` (one slot's tail, 8 bytes per step).
+#[repr(C)]
+struct DigestCtx {
+    slot: u32,
+    len: u32,
+    h: u64,
+}
+
+/// One 8-byte word of the tail into the digest. 0 = go on, 1 = stop.
+extern "C" fn digest_step(index: u64, ctx: *mut c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut DigestCtx) };
+    let Some(s) = PATH_SCRATCH.get_ptr_mut(c.slot) else {
+        return 1;
+    };
+    let at = (index as u32).wrapping_mul(8);
+    if at >= c.len {
+        return 1;
+    }
+    // Tail starts at PATH_MAX + 1; `at` < PATH_MAX - 1, so the 8-byte load ends inside
+    // `buf` + `_slack`. The mask only restates that bound for the verifier.
+    let off = (PATH_MAX + 1 + (at & (PATH_MAX - 1))) as usize;
+    let mut w = unsafe { core::ptr::read_unaligned((*s).buf.as_ptr().add(off) as *const u64) };
+    let rest = c.len - at;
+    if rest < 8 {
+        // Bytes past the string are left over from earlier use: not part of it.
+        w &= (1u64 << (rest * 8)) - 1;
+    }
+    let h = (c.h ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    c.h = h ^ (h >> 29);
+    0
+}
+
+/// Keyed digest of `len` bytes in the slot's tail (as `append_*`/`entry_digest` left
+/// them). `seed` is drawn per call (`bpf_get_prandom_u32`), so a process cannot craft
+/// two strings with equal digests ahead of time.
+#[inline(always)]
+unsafe fn tail_digest(slot: u32, len: u32, seed: u64) -> u64 {
+    let mut c = DigestCtx {
+        slot,
+        len: if len > PATH_MAX - 1 { PATH_MAX - 1 } else { len },
+        h: seed ^ (len as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F),
+    };
+    unsafe {
+        bpf_loop(
+            PATH_MAX / 8,
+            digest_step as *mut c_void,
+            (&raw mut c).cast(),
+            0,
+        );
+    }
+    c.h
+}
+
+/// Reads the user string at `user` now (at the call's entry) and digests it; compare
+/// with `user_digest` of the exit's `append_user` result to detect a rewritten buffer.
+/// An unreadable string digests as empty.
+#[inline(always)]
+pub unsafe fn entry_digest(slot: u32, user: *const u8, seed: u64) -> u64 {
+    let Some(s) = scratch(slot) else {
+        return seed;
+    };
+    let n = unsafe { read_tail(&mut *s, user, false) };
+    let len = if n <= 0 { 0 } else { (n - 1) as u32 };
+    unsafe { tail_digest(slot, len, seed) }
+}
+
+/// Digest of the string the slot's last `append_user` read (`r` is its result).
+#[inline(always)]
+pub unsafe fn user_digest(slot: u32, r: &Resolved, seed: u64) -> u64 {
+    unsafe { tail_digest(slot, r.user_len, seed) }
 }
 
 /// Copies the path to `dst` (room for `PATH_MAX` bytes). Returns the bytes copied.

@@ -109,4 +109,25 @@ pub struct FilesystemEvent {
     /// chown: the new owner gid (absent when the call left it unchanged, -1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_gid: Option<u32>,
+    /// The user string of `path` read when the call entered differed from the one read
+    /// when it returned: another thread rewrote the buffer, and the kernel may have
+    /// acted on a name other than `path`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub path_changed: bool,
+    /// `path_truncated` for `new_path`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_path_truncated: bool,
+    /// `path_unreadable` for `new_path`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_path_unreadable: bool,
+    /// `path_user_supplied` for `new_path`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_path_user_supplied: bool,
+    /// `path_changed` for `new_path`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_path_changed: bool,
+    /// Submitted through io_uring (`IORING_OP_OPENAT`, `UNLINKAT`, ...) rather than a
+    /// syscall of its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub io_uring: bool,
 }

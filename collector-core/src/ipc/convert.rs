@@ -513,6 +513,12 @@ fn filesystem_to_proto(e: &FilesystemEvent) -> pb::FilesystemEvent {
         compat_syscall: e.compat_syscall,
         owner_uid: e.owner_uid,
         owner_gid: e.owner_gid,
+        path_changed: e.path_changed,
+        new_path_truncated: e.new_path_truncated,
+        new_path_unreadable: e.new_path_unreadable,
+        new_path_user_supplied: e.new_path_user_supplied,
+        new_path_changed: e.new_path_changed,
+        io_uring: e.io_uring,
     }
 }
 
@@ -538,6 +544,12 @@ fn filesystem_from_proto(e: pb::FilesystemEvent) -> Result<FilesystemEvent, Conv
         compat_syscall: e.compat_syscall,
         owner_uid: e.owner_uid,
         owner_gid: e.owner_gid,
+        path_changed: e.path_changed,
+        new_path_truncated: e.new_path_truncated,
+        new_path_unreadable: e.new_path_unreadable,
+        new_path_user_supplied: e.new_path_user_supplied,
+        new_path_changed: e.new_path_changed,
+        io_uring: e.io_uring,
     })
 }
 

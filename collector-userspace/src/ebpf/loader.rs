@@ -523,6 +523,8 @@ pub(crate) const NETWORK_PROGRAMS: &[ProgramSpec] = &[
 /// attach, its domain goes on without it (logged; its hook is absent from status).
 const OPTIONAL_PROGRAMS: &[&str] = &[
     "io_uring_complete_net",
+    "io_uring_submit_req_file",
+    "io_uring_complete_file",
     "sys_enter_fchmodat2",
     "sys_exit_fchmodat2",
     // Legacy path calls some architectures lack (arm64 has only the *at forms).
@@ -559,6 +561,15 @@ pub(crate) const FILE_PROGRAMS_RAW: &[ProgramSpec] = &[
     raw("raw_file_sys_exit", "sys_exit"),
     raw("raw_file_compat_enter", "sys_enter"),
     raw("raw_file_compat_exit", "sys_exit"),
+    // io_uring file operations (IORING_OP_OPENAT, UNLINKAT, RENAMEAT, ...).
+    ProgramSpec {
+        name: "io_uring_submit_req_file",
+        hook: Hook::BtfTracepoint("io_uring_submit_req"),
+    },
+    ProgramSpec {
+        name: "io_uring_complete_file",
+        hook: Hook::BtfTracepoint("io_uring_complete"),
+    },
 ];
 
 pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
@@ -612,6 +623,15 @@ pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
     // The 32-bit entry: per-syscall tracepoints do not fire for it on x86.
     raw("raw_file_compat_enter", "sys_enter"),
     raw("raw_file_compat_exit", "sys_exit"),
+    // io_uring file operations (IORING_OP_OPENAT, UNLINKAT, RENAMEAT, ...).
+    ProgramSpec {
+        name: "io_uring_submit_req_file",
+        hook: Hook::BtfTracepoint("io_uring_submit_req"),
+    },
+    ProgramSpec {
+        name: "io_uring_complete_file",
+        hook: Hook::BtfTracepoint("io_uring_complete"),
+    },
 ];
 
 /// A random SipHash key for connection ids (from the kernel's CSPRNG), so an id
@@ -686,6 +706,7 @@ impl KernelPrograms {
         let has_excluded_comms = u32::from(!config.excluded_comms.is_empty());
         let has_excluded_paths = u32::from(!config.excluded_path_prefixes.is_empty());
         let has_compat_syscalls = u32::from(offsets.compat_syscalls);
+        let file_has_io_uring = u32::from(offsets.file_has_io_uring);
         let conn_id_key = random_key()?;
         let udp_report_interval_ns =
             u64::try_from(config.udp_report_interval.as_nanos()).unwrap_or(u64::MAX);
@@ -721,6 +742,7 @@ impl KernelPrograms {
             .override_global("NET_WAKEUP_BYTES", &config.network_wakeup_bytes, true)
             .override_global("FILE_WAKEUP_BYTES", &config.file_wakeup_bytes, true)
             .override_global("HAS_COMPAT_SYSCALLS", &has_compat_syscalls, true)
+            .override_global("FILE_HAS_IO_URING", &file_has_io_uring, true)
             .override_global("CONN_ID_KEY", &conn_id_key, true)
             .override_global("UDP_REPORT_INTERVAL_NS", &udp_report_interval_ns, true)
             .map_max_entries("PROCESS_EVENTS", config.process_ring_bytes)
