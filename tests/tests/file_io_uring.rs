@@ -1,0 +1,78 @@
+//! File operations submitted through io_uring (OPENAT, OPENAT2, MKDIRAT, RENAMEAT,
+//! LINKAT, SYMLINKAT, UNLINKAT, UNLINKAT+AT_REMOVEDIR, a failed OPENAT), by an
+//! unprivileged actor (uid 65534): each is reported with `io_uring` set, its paths
+//! and result.
+
+mod common;
+
+use collector_core::event::FilesystemEventKind;
+use collector_tests::{kernel_or_skip, run_actor};
+use collector_userspace::ebpf::KernelConfig;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn io_uring_file_operations_are_reported_with_paths_and_results() {
+    if !kernel_or_skip("io_uring_file_operations_are_reported_with_paths_and_results") {
+        return;
+    }
+    let (_tmp, dir) = common::shared_dir();
+    let watch = common::FsWatch::start(KernelConfig::default());
+    let out = run_actor(
+        env!("CARGO_BIN_EXE_kuring-actor"),
+        &["uring", &dir, "nobody"],
+    );
+    assert_eq!(out["uid"], "65534", "actor runs unprivileged");
+    let pid: u32 = out["pid"].parse().unwrap();
+    let u = out["u"].clone();
+    let n = |k: &str| -> i64 { out[k].parse().unwrap() };
+    assert!(n("open_fd") >= 0 && n("open2_fd") >= 0, "{out:?}");
+    for call in [
+        "mkdirat",
+        "renameat",
+        "linkat",
+        "symlinkat",
+        "unlinkat",
+        "rmdirat",
+    ] {
+        assert_eq!(out[call], "0", "{call}: {out:?}");
+    }
+    assert_eq!(out["missing"], "-2", "ENOENT");
+    let p = |name: &str| format!("{u}/{name}");
+    let missing = p("missing");
+    let events = watch
+        .collect(pid, |e| e.io_uring, |e| e.path == missing)
+        .await;
+
+    use FilesystemEventKind::*;
+    let got: Vec<_> = events
+        .iter()
+        .map(|e| (e.kind, e.path.clone(), e.new_path.clone(), e.result.unwrap()))
+        .collect();
+    let want = vec![
+        (Create, p("f"), None, n("open_fd")),
+        (Open, p("f"), None, n("open2_fd")),
+        (Mkdir, p("md"), None, 0),
+        (Rename, p("f"), Some(p("g")), 0),
+        (Link, p("g"), Some(p("hl")), 0),
+        (Symlink, "g".to_string(), Some(p("sl")), 0),
+        (Unlink, p("hl"), None, 0),
+        (Rmdir, p("md"), None, 0),
+        (Open, p("missing"), None, -2),
+    ];
+    assert_eq!(got, want, "{events:#?}");
+    for e in &events {
+        assert_eq!(e.uid, Some(65534), "{e:?}");
+        assert!(!e.path_truncated && !e.path_unreadable && !e.path_changed, "{e:?}");
+        assert!(!e.compat_syscall && !e.path_relative, "{e:?}");
+    }
+    // A successful open reports the file the kernel opened (walked from the new fd);
+    // everything else is the directory walked in the kernel + the kernel's copy of the
+    // string.
+    let by_kind = |k| events.iter().find(|e| e.kind == k).unwrap();
+    assert!(!by_kind(Create).path_user_supplied);
+    assert_eq!(by_kind(Create).flags.map(|f| f & libc::O_CREAT as u32), Some(libc::O_CREAT as u32));
+    assert_eq!(by_kind(Create).mode, Some(0o640));
+    assert!(!events[1].path_user_supplied);
+    assert!(events[8].path_user_supplied);
+    assert_eq!(by_kind(Mkdir).mode, Some(0o750));
+    assert!(by_kind(Rename).path_user_supplied && by_kind(Rename).new_path_user_supplied);
+}
