@@ -101,16 +101,29 @@ pub(crate) fn stash(kind: RecordKind, pending: PendingFile) {
     }
     let mut pending = pending;
     // The user strings as they are now, before the kernel reads them: the exit reads
-    // them again and flags a difference (a buffer rewritten by another thread).
-    let seed = unsafe { ((bpf_get_prandom_u32() as u64) << 32) | bpf_get_prandom_u32() as u64 };
-    pending.seed = seed;
-    pending.digest = unsafe { entry_digest(0, pending.path as *const u8, seed) };
-    if pending.new_path != 0 {
-        pending.new_digest = unsafe { entry_digest(0, pending.new_path as *const u8, seed) };
+    // them again and flags a difference (a buffer rewritten by another thread). Not for
+    // opens, the hot path (the digest would double `sys_enter_openat`'s cost): a
+    // successful open reports the opened file's own path, so only a failed open's
+    // string goes unchecked.
+    if kind != RecordKind::Open {
+        stash_digests(&mut pending);
     }
     if PENDING_FILE.insert(pid_tgid as u32, pending, 0).is_err() {
         // Too many calls in flight: the event is lost, and counted under its reason.
         count_loss(kind, COUNTER_LOST_STASH_FULL);
+    }
+}
+
+/// `entry_digest` of the stash's strings under a fresh per-call key.
+#[inline(always)]
+fn stash_digests(pending: &mut PendingFile) {
+    // Never 0: 0 marks "no digest taken" (opens).
+    let seed =
+        unsafe { ((bpf_get_prandom_u32() as u64) << 32) | bpf_get_prandom_u32() as u64 } | 1;
+    pending.seed = seed;
+    pending.digest = unsafe { entry_digest(0, pending.path as *const u8, seed) };
+    if pending.new_path != 0 {
+        pending.new_digest = unsafe { entry_digest(0, pending.new_path as *const u8, seed) };
     }
 }
 
@@ -478,7 +491,10 @@ pub(crate) fn exit_one_path_ret(ret: i64) -> u32 {
     };
     let rec = unsafe { &raw mut (*out).rec };
     let mut r = unsafe { resolve_for_exit(kind, ret, &p) };
-    if r.flags & PATH_FLAG_USER != 0 && unsafe { user_digest(0, &r, p.seed) } != p.digest {
+    if p.seed != 0
+        && r.flags & PATH_FLAG_USER != 0
+        && unsafe { user_digest(0, &r, p.seed) } != p.digest
+    {
         r.flags |= PATH_FLAG_CHANGED;
     }
     let len = unsafe { copy_out((&raw mut (*out).path).cast(), &r) };

@@ -97,13 +97,19 @@ fn is_two(op: u8) -> bool {
     )
 }
 
-/// The request's opcode, 0 when unreadable (or io_uring offsets unknown).
+/// The opcode of the tracepoint's `struct io_kiocb *` argument `n` (with the pointer),
+/// 0 when io_uring
+/// offsets are unknown. A direct load, no helper call: the argument is a BTF-typed
+/// pointer and the offset a read-only global the verifier sees as a constant, so it
+/// checks the access against `io_kiocb.opcode` (this runs for every io_uring request).
 #[inline(always)]
-fn opcode(req: u64) -> u8 {
+fn opcode(ctx: &BtfTracePointContext, n: usize) -> (u64, u8) {
     if !file_has_io_uring() {
-        return 0;
+        return (0, 0);
     }
-    unsafe { read_kernel::<u8>(req as *const u8, get::OFF_FILE_IO_KIOCB_OPCODE()) }.unwrap_or(0)
+    let req: *const u8 = ctx.arg(n);
+    let op = unsafe { core::ptr::read_volatile(req.add(get::OFF_FILE_IO_KIOCB_OPCODE() as usize)) };
+    (req as u64, op)
 }
 
 /// A field of the request's per-op struct (`io_kiocb.cmd` + `off`).
@@ -132,12 +138,7 @@ unsafe fn resolve_name(slot: u32, dfd: i32, name: *const u8) -> Resolved {
 /// until the completion.
 #[btf_tracepoint(function = "io_uring_submit_req")]
 pub fn io_uring_submit_req_file(ctx: BtfTracePointContext) -> i32 {
-    // Plain numbers (as in `io_uring_complete_net`): a probe read of the argument slot.
-    let base = ctx.as_ptr() as *const u8;
-    let Ok(req) = (unsafe { read_kernel::<u64>(base, 0) }) else {
-        return 0;
-    };
-    let op = opcode(req);
+    let (req, op) = opcode(&ctx, 0);
     if !is_one(op) && !is_two(op) {
         return 0;
     }
@@ -285,15 +286,18 @@ fn submit_two(req: u64, op: u8, pid_tgid: u64) {
 /// Runs in a thread of the ring's owner (the submitter, an io-wq worker, or SQPOLL).
 #[btf_tracepoint(function = "io_uring_complete")]
 pub fn io_uring_complete_file(ctx: BtfTracePointContext) -> i32 {
-    let base = ctx.as_ptr() as *const u8;
-    let Ok(req) = (unsafe { read_kernel::<u64>(base, 8) }) else {
+    // `req` is a `void *` in this tracepoint's BTF: the verifier passes it as a plain
+    // number, so its fields take probe reads.
+    if !file_has_io_uring() {
         return 0;
-    };
-    let op = opcode(req);
+    }
+    let req: u64 = ctx.arg(1);
+    let op: u8 = unsafe { read_kernel(req as *const u8, get::OFF_FILE_IO_KIOCB_OPCODE()) }
+        .unwrap_or(0);
     if !is_one(op) && !is_two(op) {
         return 0;
     }
-    let Ok(cqe) = (unsafe { read_kernel::<u64>(base, 16) }) else {
+    let Ok(cqe) = (unsafe { read_kernel::<u64>(ctx.as_ptr() as *const u8, 16) }) else {
         return 0;
     };
     // struct io_uring_cqe { u64 user_data; s32 res; u32 flags; }

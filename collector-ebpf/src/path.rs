@@ -538,27 +538,37 @@ struct DigestCtx {
     h: u64,
 }
 
-/// One 8-byte word of the tail into the digest. 0 = go on, 1 = stop.
+/// Words hashed inline before `bpf_loop` takes over (most paths are shorter: no
+/// callback, no map lookup per word).
+const DIGEST_INLINE_WORDS: u32 = 8;
+
+/// Mixes word `at / 8` of the tail into `h` (`at` < `len`).
+#[inline(always)]
+fn mix(s: &PathScratch, at: u32, len: u32, h: u64) -> u64 {
+    // Tail starts at PATH_MAX + 1; `at` < PATH_MAX - 1, so the 8-byte load ends inside
+    // `buf` + `_slack`. The mask only restates that bound for the verifier.
+    let off = (PATH_MAX + 1 + (at & (PATH_MAX - 1))) as usize;
+    let mut w = unsafe { core::ptr::read_unaligned(s.buf.as_ptr().add(off) as *const u64) };
+    let rest = len - at;
+    if rest < 8 {
+        // Bytes past the string are left over from earlier use: not part of it.
+        w &= (1u64 << (rest * 8)) - 1;
+    }
+    let h = (h ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^ (h >> 29)
+}
+
+/// One 8-byte word past the inline ones into the digest. 0 = go on, 1 = stop.
 extern "C" fn digest_step(index: u64, ctx: *mut c_void) -> i64 {
     let c = unsafe { &mut *(ctx as *mut DigestCtx) };
     let Some(s) = PATH_SCRATCH.get_ptr_mut(c.slot) else {
         return 1;
     };
-    let at = (index as u32).wrapping_mul(8);
+    let at = (index as u32 + DIGEST_INLINE_WORDS).wrapping_mul(8);
     if at >= c.len {
         return 1;
     }
-    // Tail starts at PATH_MAX + 1; `at` < PATH_MAX - 1, so the 8-byte load ends inside
-    // `buf` + `_slack`. The mask only restates that bound for the verifier.
-    let off = (PATH_MAX + 1 + (at & (PATH_MAX - 1))) as usize;
-    let mut w = unsafe { core::ptr::read_unaligned((*s).buf.as_ptr().add(off) as *const u64) };
-    let rest = c.len - at;
-    if rest < 8 {
-        // Bytes past the string are left over from earlier use: not part of it.
-        w &= (1u64 << (rest * 8)) - 1;
-    }
-    let h = (c.h ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    c.h = h ^ (h >> 29);
+    c.h = mix(unsafe { &*s }, at, c.len, c.h);
     0
 }
 
@@ -567,14 +577,23 @@ extern "C" fn digest_step(index: u64, ctx: *mut c_void) -> i64 {
 /// two strings with equal digests ahead of time.
 #[inline(always)]
 unsafe fn tail_digest(slot: u32, len: u32, seed: u64) -> u64 {
-    let mut c = DigestCtx {
-        slot,
-        len: if len > PATH_MAX - 1 { PATH_MAX - 1 } else { len },
-        h: seed ^ (len as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F),
+    let len = if len > PATH_MAX - 1 { PATH_MAX - 1 } else { len };
+    let mut h = seed ^ (len as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    let Some(s) = scratch(slot) else {
+        return h;
     };
+    let s = unsafe { &*s };
+    for i in 0..DIGEST_INLINE_WORDS {
+        let at = i * 8;
+        if at >= len {
+            return h;
+        }
+        h = mix(s, at, len, h);
+    }
+    let mut c = DigestCtx { slot, len, h };
     unsafe {
         bpf_loop(
-            PATH_MAX / 8,
+            PATH_MAX / 8 - DIGEST_INLINE_WORDS,
             digest_step as *mut c_void,
             (&raw mut c).cast(),
             0,

@@ -25,6 +25,10 @@
 //!     LINKAT(dirfd, "g", dirfd, "hl"), SYMLINKAT("g", dirfd, "sl"),
 //!     UNLINKAT(dirfd, "hl"), UNLINKAT(dirfd, "md", AT_REMOVEDIR)
 //!   - OPENAT(dirfd, "missing", O_RDONLY) fails with ENOENT          -> u=DIR/u and results
+//!
+//! kuring-actor uring-storm DIR N   (cost measurement, tests/tests/file_cost.rs) prints
+//!   `pid=`, waits for a line on stdin, then N times io_uring OPENAT+close, two RENAMEATs
+//!   and two NOPs (with a third argument `nops`: five NOPs)       -> ops=5N seconds=S
 //! ```
 use std::ffi::CString;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -254,6 +258,55 @@ fn uring(dir: &str) -> String {
     )
 }
 
+/// Cost measurement: prints `pid=`, waits for a line on stdin, then N times: io_uring
+/// OPENAT of DIR/s/f (O_CREAT) + close, RENAMEAT f -> g -> f, and two NOPs (an opcode the
+/// file hooks must skip at once).
+fn uring_storm(dir: &str, n: usize, nops_only: bool) {
+    use io_uring::{opcode, types, IoUring};
+    use std::io::BufRead;
+    let s = format!("{dir}/s");
+    std::fs::create_dir_all(&s).expect("mkdir s");
+    let dirfd = open_dir(&s);
+    let mut ring = IoUring::new(8).expect("io_uring_setup");
+    println!("pid={}", std::process::id());
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).expect("go");
+    let d = types::Fd(dirfd);
+    let (f, g) = (cstr("f"), cstr("g"));
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        let sqes = [
+            opcode::OpenAt::new(d, f.as_ptr())
+                .flags(libc::O_CREAT | libc::O_WRONLY)
+                .mode(0o600)
+                .build(),
+            opcode::Nop::new().build(),
+            opcode::RenameAt::new(d, f.as_ptr(), d, g.as_ptr()).build(),
+            opcode::RenameAt::new(d, g.as_ptr(), d, f.as_ptr()).build(),
+            opcode::Nop::new().build(),
+        ];
+        let sqes = if nops_only {
+            [(); 5].map(|_| opcode::Nop::new().build())
+        } else {
+            sqes
+        };
+        for sqe in sqes {
+            // SAFETY: the paths outlive the wait below.
+            unsafe { ring.submission().push(&sqe).expect("queue full") };
+            ring.submit_and_wait(1).expect("io_uring_enter");
+            let r = ring.completion().next().expect("a completion").result();
+            if r > 0 {
+                close(r);
+            }
+        }
+    }
+    println!(
+        "ops={} seconds={}",
+        5 * n,
+        start.elapsed().as_secs_f64()
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.get(2).map(String::as_str) == Some("nobody") {
@@ -263,6 +316,10 @@ fn main() {
         Some("twopaths") => twopaths(&args[1]),
         Some("race") => race(&args[1], args[3].parse().expect("N")),
         Some("uring") => uring(&args[1]),
+        Some("uring-storm") => {
+            uring_storm(&args[1], args[2].parse().expect("N"), args.get(3).is_some_and(|a| a == "nops"));
+            return;
+        }
         _ => {
             eprintln!("usage: kuring-actor twopaths|race|uring DIR [nobody] [N]");
             std::process::exit(2);
