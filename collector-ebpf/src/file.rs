@@ -118,8 +118,7 @@ pub(crate) fn stash(kind: RecordKind, pending: PendingFile) {
 #[inline(always)]
 fn stash_digests(pending: &mut PendingFile) {
     // Never 0: 0 marks "no digest taken" (opens).
-    let seed =
-        unsafe { ((bpf_get_prandom_u32() as u64) << 32) | bpf_get_prandom_u32() as u64 } | 1;
+    let seed = unsafe { ((bpf_get_prandom_u32() as u64) << 32) | bpf_get_prandom_u32() as u64 } | 1;
     pending.seed = seed;
     pending.digest = unsafe { entry_digest(0, pending.path as *const u8, seed) };
     if pending.new_path != 0 {

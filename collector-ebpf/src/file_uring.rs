@@ -33,7 +33,7 @@ use collector_common::{
 
 use crate::{
     common::{
-        count_emitted, count_loss, count_lost, excluded, fill_header, file_wakeup_flags,
+        count_emitted, count_loss, count_lost, excluded, file_wakeup_flags, fill_header,
         path_excluded, read_kernel, FILE_EVENTS,
     },
     file::{fill_two, resolve_dir, send_two, FileOut, RenameOut, RENAME_OUT},
@@ -292,8 +292,8 @@ pub fn io_uring_complete_file(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let req: u64 = ctx.arg(1);
-    let op: u8 = unsafe { read_kernel(req as *const u8, get::OFF_FILE_IO_KIOCB_OPCODE()) }
-        .unwrap_or(0);
+    let op: u8 =
+        unsafe { read_kernel(req as *const u8, get::OFF_FILE_IO_KIOCB_OPCODE()) }.unwrap_or(0);
     if !is_one(op) && !is_two(op) {
         return 0;
     }

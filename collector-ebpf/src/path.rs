@@ -577,7 +577,11 @@ extern "C" fn digest_step(index: u64, ctx: *mut c_void) -> i64 {
 /// two strings with equal digests ahead of time.
 #[inline(always)]
 unsafe fn tail_digest(slot: u32, len: u32, seed: u64) -> u64 {
-    let len = if len > PATH_MAX - 1 { PATH_MAX - 1 } else { len };
+    let len = if len > PATH_MAX - 1 {
+        PATH_MAX - 1
+    } else {
+        len
+    };
     let mut h = seed ^ (len as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
     let Some(s) = scratch(slot) else {
         return h;

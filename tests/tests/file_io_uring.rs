@@ -45,7 +45,14 @@ async fn io_uring_file_operations_are_reported_with_paths_and_results() {
     use FilesystemEventKind::*;
     let got: Vec<_> = events
         .iter()
-        .map(|e| (e.kind, e.path.clone(), e.new_path.clone(), e.result.unwrap()))
+        .map(|e| {
+            (
+                e.kind,
+                e.path.clone(),
+                e.new_path.clone(),
+                e.result.unwrap(),
+            )
+        })
         .collect();
     let want = vec![
         (Create, p("f"), None, n("open_fd")),
@@ -61,7 +68,10 @@ async fn io_uring_file_operations_are_reported_with_paths_and_results() {
     assert_eq!(got, want, "{events:#?}");
     for e in &events {
         assert_eq!(e.uid, Some(65534), "{e:?}");
-        assert!(!e.path_truncated && !e.path_unreadable && !e.path_changed, "{e:?}");
+        assert!(
+            !e.path_truncated && !e.path_unreadable && !e.path_changed,
+            "{e:?}"
+        );
         assert!(!e.compat_syscall && !e.path_relative, "{e:?}");
     }
     // A successful open reports the file the kernel opened (walked from the new fd);
@@ -69,7 +79,10 @@ async fn io_uring_file_operations_are_reported_with_paths_and_results() {
     // string.
     let by_kind = |k| events.iter().find(|e| e.kind == k).unwrap();
     assert!(!by_kind(Create).path_user_supplied);
-    assert_eq!(by_kind(Create).flags.map(|f| f & libc::O_CREAT as u32), Some(libc::O_CREAT as u32));
+    assert_eq!(
+        by_kind(Create).flags.map(|f| f & libc::O_CREAT as u32),
+        Some(libc::O_CREAT as u32)
+    );
     assert_eq!(by_kind(Create).mode, Some(0o640));
     assert!(!events[1].path_user_supplied);
     assert!(events[8].path_user_supplied);

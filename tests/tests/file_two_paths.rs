@@ -31,7 +31,9 @@ async fn both_paths_resolve_in_the_kernel_after_dirfd_close_and_chdir() {
     assert_eq!(out["uid"], "65534", "actor runs unprivileged");
     let pid: u32 = out["pid"].parse().unwrap();
     let r = out["r"].clone();
-    for call in ["renameat", "linkat", "rename", "link", "symlink", "long_res"] {
+    for call in [
+        "renameat", "linkat", "rename", "link", "symlink", "long_res",
+    ] {
         assert_eq!(out[call], "0", "{call}: {out:?}");
     }
     assert_eq!(out["missing"], "-2", "ENOENT");
@@ -74,7 +76,10 @@ async fn both_paths_resolve_in_the_kernel_after_dirfd_close_and_chdir() {
         assert!(!e.path_truncated && !e.new_path_truncated, "{e:?}");
         assert!(!e.path_unreadable && !e.new_path_unreadable, "{e:?}");
         assert!(!e.path_changed && !e.new_path_changed, "{e:?}");
-        assert!(!e.path_relative && !e.io_uring && !e.compat_syscall, "{e:?}");
+        assert!(
+            !e.path_relative && !e.io_uring && !e.compat_syscall,
+            "{e:?}"
+        );
     }
 }
 
@@ -115,7 +120,10 @@ async fn a_rewritten_rename_buffer_is_flagged_or_names_what_the_kernel_renamed()
             changed += 1;
             assert!(e.path == *a || e.path == *b, "{e:?}");
         } else {
-            assert_eq!(&e.path, truth, "unflagged path must be what the kernel renamed");
+            assert_eq!(
+                &e.path, truth,
+                "unflagged path must be what the kernel renamed"
+            );
         }
         assert!(e.path_user_supplied && !e.new_path_changed, "{e:?}");
     }

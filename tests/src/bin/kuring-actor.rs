@@ -84,8 +84,7 @@ fn twopaths(dir: &str) -> String {
     let renameat = res(unsafe { libc::renameat(dirfd, c("a").as_ptr(), dirfd, c("b").as_ptr()) });
     close(dirfd);
     let dirfd = open_dir(&r);
-    let linkat =
-        res(unsafe { libc::linkat(dirfd, c("b").as_ptr(), dirfd, c("lnk").as_ptr(), 0) });
+    let linkat = res(unsafe { libc::linkat(dirfd, c("b").as_ptr(), dirfd, c("lnk").as_ptr(), 0) });
     close(dirfd);
 
     std::env::set_current_dir(&r).expect("chdir r");
@@ -104,8 +103,7 @@ fn twopaths(dir: &str) -> String {
     long.push_str(&"n".repeat(125));
     assert_eq!(long.len(), 3000);
     let dirfd = open_dir(&r);
-    let long_res =
-        res(unsafe { libc::renameat(dirfd, c("c").as_ptr(), dirfd, c(&long).as_ptr()) });
+    let long_res = res(unsafe { libc::renameat(dirfd, c("c").as_ptr(), dirfd, c(&long).as_ptr()) });
     close(dirfd);
     let missing = res(unsafe {
         libc::rename(
@@ -221,12 +219,10 @@ fn uring(dir: &str) -> String {
     };
     let d = types::Fd(dirfd);
     let f = cstr("f");
-    let open_fd = run(
-        opcode::OpenAt::new(d, f.as_ptr())
-            .flags(libc::O_CREAT | libc::O_WRONLY)
-            .mode(0o640)
-            .build(),
-    );
+    let open_fd = run(opcode::OpenAt::new(d, f.as_ptr())
+        .flags(libc::O_CREAT | libc::O_WRONLY)
+        .mode(0o640)
+        .build());
     if open_fd >= 0 {
         close(open_fd);
     }
@@ -236,18 +232,24 @@ fn uring(dir: &str) -> String {
     if open2_fd >= 0 {
         close(open2_fd);
     }
-    let (md, g, hl, sl, missing) = (cstr("md"), cstr("g"), cstr("hl"), cstr("sl"), cstr("missing"));
+    let (md, g, hl, sl, missing) = (
+        cstr("md"),
+        cstr("g"),
+        cstr("hl"),
+        cstr("sl"),
+        cstr("missing"),
+    );
     let mkdirat = run(opcode::MkDirAt::new(d, md.as_ptr()).mode(0o750).build());
     let renameat = run(opcode::RenameAt::new(d, f.as_ptr(), d, g.as_ptr()).build());
     let linkat = run(opcode::LinkAt::new(d, g.as_ptr(), d, hl.as_ptr()).build());
     let symlinkat = run(opcode::SymlinkAt::new(d, g.as_ptr(), sl.as_ptr()).build());
     let unlinkat = run(opcode::UnlinkAt::new(d, hl.as_ptr()).build());
-    let rmdirat = run(
-        opcode::UnlinkAt::new(d, md.as_ptr())
-            .flags(libc::AT_REMOVEDIR)
-            .build(),
-    );
-    let missing = run(opcode::OpenAt::new(d, missing.as_ptr()).flags(libc::O_RDONLY).build());
+    let rmdirat = run(opcode::UnlinkAt::new(d, md.as_ptr())
+        .flags(libc::AT_REMOVEDIR)
+        .build());
+    let missing = run(opcode::OpenAt::new(d, missing.as_ptr())
+        .flags(libc::O_RDONLY)
+        .build());
     close(dirfd);
     format!(
         "u={u} dirfd={dirfd} open_fd={open_fd} open2_fd={open2_fd} mkdirat={mkdirat} \
@@ -300,11 +302,7 @@ fn uring_storm(dir: &str, n: usize, nops_only: bool) {
             }
         }
     }
-    println!(
-        "ops={} seconds={}",
-        5 * n,
-        start.elapsed().as_secs_f64()
-    );
+    println!("ops={} seconds={}", 5 * n, start.elapsed().as_secs_f64());
 }
 
 fn main() {
@@ -317,7 +315,11 @@ fn main() {
         Some("race") => race(&args[1], args[3].parse().expect("N")),
         Some("uring") => uring(&args[1]),
         Some("uring-storm") => {
-            uring_storm(&args[1], args[2].parse().expect("N"), args.get(3).is_some_and(|a| a == "nops"));
+            uring_storm(
+                &args[1],
+                args[2].parse().expect("N"),
+                args.get(3).is_some_and(|a| a == "nops"),
+            );
             return;
         }
         _ => {

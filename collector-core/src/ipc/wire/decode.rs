@@ -351,7 +351,9 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
             (filesystem::PATH_CHANGED, VARINT) => path_changed = r.varint()? != 0,
             (filesystem::NEW_PATH_TRUNCATED, VARINT) => new_path_truncated = r.varint()? != 0,
             (filesystem::NEW_PATH_UNREADABLE, VARINT) => new_path_unreadable = r.varint()? != 0,
-            (filesystem::NEW_PATH_USER_SUPPLIED, VARINT) => new_path_user_supplied = r.varint()? != 0,
+            (filesystem::NEW_PATH_USER_SUPPLIED, VARINT) => {
+                new_path_user_supplied = r.varint()? != 0
+            }
             (filesystem::NEW_PATH_CHANGED, VARINT) => new_path_changed = r.varint()? != 0,
             (filesystem::IO_URING, VARINT) => io_uring = r.varint()? != 0,
             _ => return None,

@@ -312,7 +312,11 @@ fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent) {
     boolean(o, filesystem::PATH_CHANGED, e.path_changed);
     boolean(o, filesystem::NEW_PATH_TRUNCATED, e.new_path_truncated);
     boolean(o, filesystem::NEW_PATH_UNREADABLE, e.new_path_unreadable);
-    boolean(o, filesystem::NEW_PATH_USER_SUPPLIED, e.new_path_user_supplied);
+    boolean(
+        o,
+        filesystem::NEW_PATH_USER_SUPPLIED,
+        e.new_path_user_supplied,
+    );
     boolean(o, filesystem::NEW_PATH_CHANGED, e.new_path_changed);
     boolean(o, filesystem::IO_URING, e.io_uring);
 }

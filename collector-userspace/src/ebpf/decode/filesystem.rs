@@ -220,7 +220,8 @@ mod tests {
         }
         let mut bad = rename_bytes(b"/a", b"/b", 0, 0);
         // Lengths past the end: an error.
-        bad[std::mem::size_of::<RecordHeader>() + 16..][..4].copy_from_slice(&u32::MAX.to_ne_bytes());
+        bad[std::mem::size_of::<RecordHeader>() + 16..][..4]
+            .copy_from_slice(&u32::MAX.to_ne_bytes());
         assert!(decode_filesystem(&bad, &BootClock::default(), &SourceName::from("t")).is_err());
     }
 }
