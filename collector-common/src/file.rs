@@ -28,6 +28,10 @@ pub const FILE_FLAG_COMPAT: u32 = 1;
 /// through io_uring (`IORING_OP_*`), not a syscall of its own. The path strings are the
 /// kernel's copies (`struct filename`), so `PATH_FLAG_CHANGED` never applies.
 pub const FILE_FLAG_IO_URING: u32 = 2;
+/// `FileRecord.file_flags` / `RenameRecord.file_flags`: no result is known. An io_uring
+/// request submitted with `IOSQE_CQE_SKIP_SUCCESS` posts no completion when it
+/// succeeds, so it is reported at submission; `result` is meaningless (0).
+pub const FILE_FLAG_NO_RESULT: u32 = 4;
 
 /// A file event with one path, variable length: this fixed part, then `path_len` bytes
 /// of path (no NUL). The ring record is exactly `size_of::<FileRecord>() + path_len`

@@ -28,7 +28,7 @@ use aya_ebpf::{
 };
 use collector_common::{
     flags, FileRecord, RecordKind, COUNTER_LOST_STASH_FULL, COUNTER_PATH_UNREADABLE,
-    FILE_FLAG_IO_URING, FILE_PATH_MAX,
+    FILE_FLAG_IO_URING, FILE_FLAG_NO_RESULT, FILE_PATH_MAX,
 };
 
 use crate::{
@@ -51,6 +51,9 @@ const IORING_OP_UNLINKAT: u8 = 36;
 const IORING_OP_MKDIRAT: u8 = 37;
 const IORING_OP_SYMLINKAT: u8 = 38;
 const IORING_OP_LINKAT: u8 = 39;
+
+/// `REQ_F_CQE_SKIP` in `io_kiocb.flags` (`IOSQE_CQE_SKIP_SUCCESS`): no CQE on success.
+const REQ_F_CQE_SKIP: u64 = 1 << 6;
 
 const AT_FDCWD: i32 = -100;
 /// `unlinkat` flag: remove a directory (an rmdir).
@@ -146,16 +149,21 @@ pub fn io_uring_submit_req_file(ctx: BtfTracePointContext) -> i32 {
     if excluded(pid_tgid) {
         return 0;
     }
+    // A request that posts no completion on success is reported now, without result:
+    // waiting would report nothing (and leave its entry behind).
+    let skip_cqe = unsafe { read_kernel::<u64>(req as *const u8, get::OFF_FILE_IO_KIOCB_FLAGS()) }
+        .map(|f| f & REQ_F_CQE_SKIP != 0)
+        .unwrap_or(false);
     if is_one(op) {
-        submit_one(req, op, pid_tgid);
+        submit_one(req, op, pid_tgid, skip_cqe);
     } else {
-        submit_two(req, op, pid_tgid);
+        submit_two(req, op, pid_tgid, skip_cqe);
     }
     0
 }
 
 #[inline(always)]
-fn submit_one(req: u64, op: u8, pid_tgid: u64) {
+fn submit_one(req: u64, op: u8, pid_tgid: u64, skip_cqe: bool) {
     let Some(buf) = URING_ONE_BUF.get_ptr_mut(0) else {
         return;
     };
@@ -214,6 +222,11 @@ fn submit_one(req: u64, op: u8, pid_tgid: u64) {
         (*rec).owner_gid = 0;
         (*buf).fixed_slot = fixed_slot;
         (*buf)._pad = 0;
+        if skip_cqe {
+            (*rec).file_flags |= FILE_FLAG_NO_RESULT;
+            send_one(kind, out);
+            return;
+        }
         if URING_ONE.insert(req, &*buf, 0).is_err() {
             // Too many requests in flight: the event is lost, counted under its reason.
             count_loss(kind, COUNTER_LOST_STASH_FULL);
@@ -222,7 +235,7 @@ fn submit_one(req: u64, op: u8, pid_tgid: u64) {
 }
 
 #[inline(always)]
-fn submit_two(req: u64, op: u8, pid_tgid: u64) {
+fn submit_two(req: u64, op: u8, pid_tgid: u64, skip_cqe: bool) {
     let Some(out) = RENAME_OUT.get_ptr_mut(0) else {
         return;
     };
@@ -276,6 +289,11 @@ fn submit_two(req: u64, op: u8, pid_tgid: u64) {
         (*rec).file_flags = FILE_FLAG_IO_URING;
         (*rec).call_flags = call_flags;
         fill_two(out, &old, &new);
+        if skip_cqe {
+            (*rec).file_flags |= FILE_FLAG_NO_RESULT;
+            send_two(kind, out);
+            return;
+        }
         if URING_TWO.insert(req, &*out, 0).is_err() {
             count_loss(kind, COUNTER_LOST_STASH_FULL);
         }
@@ -342,7 +360,14 @@ fn complete_one(req: u64, op: u8, res: i64) {
             }
         }
     }
-    let kind = record_kind(unsafe { (*rec).header.kind });
+    send_one(record_kind(unsafe { (*rec).header.kind }), out);
+    let _ = URING_ONE.remove(req);
+}
+
+/// Sends a filled one-path record (unless its kernel-resolved path is excluded).
+#[inline(always)]
+fn send_one(kind: RecordKind, out: *mut FileOut) {
+    let rec = unsafe { &raw const (*out).rec };
     let len = unsafe { (*rec).path_len };
     let len = if len > FILE_PATH_MAX as u32 {
         FILE_PATH_MAX as u32
@@ -369,7 +394,6 @@ fn complete_one(req: u64, op: u8, res: i64) {
             }
         }
     }
-    let _ = URING_ONE.remove(req);
 }
 
 #[inline(always)]

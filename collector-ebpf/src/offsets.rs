@@ -182,6 +182,8 @@ offsets! {
     OFF_PROC_PIDNS_INUM,
     /// `io_kiocb.opcode` (filesystem: io_uring)
     OFF_FILE_IO_KIOCB_OPCODE,
+    /// `io_kiocb.flags` (filesystem: io_uring, `REQ_F_CQE_SKIP`)
+    OFF_FILE_IO_KIOCB_FLAGS,
     /// `io_kiocb.cmd` (filesystem: io_uring)
     OFF_FILE_IO_KIOCB_CMD,
     /// `filename.name` (filesystem: io_uring)

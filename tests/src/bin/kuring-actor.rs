@@ -24,6 +24,7 @@
 //!   - MKDIRAT(dirfd, "md", 0o750), RENAMEAT(dirfd, "f", dirfd, "g"),
 //!     LINKAT(dirfd, "g", dirfd, "hl"), SYMLINKAT("g", dirfd, "sl"),
 //!     UNLINKAT(dirfd, "hl"), UNLINKAT(dirfd, "md", AT_REMOVEDIR)
+//!   - MKDIRAT(dirfd, "skipd") with IOSQE_CQE_SKIP_SUCCESS (no completion), then a NOP
 //!   - OPENAT(dirfd, "missing", O_RDONLY) fails with ENOENT          -> u=DIR/u and results
 //!
 //! kuring-actor uring-storm DIR N   (cost measurement, tests/tests/file_cost.rs) prints
@@ -211,24 +212,36 @@ fn uring(dir: &str) -> String {
     std::fs::create_dir_all(&u).expect("mkdir u");
     let dirfd = open_dir(&u);
     let mut ring = IoUring::new(8).expect("io_uring_setup");
-    let mut run = |sqe: io_uring::squeue::Entry| -> i32 {
-        // SAFETY: every pointer in the SQE (paths, open_how) outlives the wait below.
-        unsafe { ring.submission().push(&sqe).expect("queue full") };
+    // Queues `skipped` (no completion expected) and `sqe`, and returns `sqe`'s result.
+    let mut run_after = |skipped: Option<io_uring::squeue::Entry>, sqe: io_uring::squeue::Entry| {
+        // SAFETY: every pointer in the SQEs (paths, open_how) outlives the wait below.
+        unsafe {
+            if let Some(s) = skipped {
+                ring.submission().push(&s).expect("queue full");
+            }
+            ring.submission().push(&sqe).expect("queue full")
+        };
         ring.submit_and_wait(1).expect("io_uring_enter");
         ring.completion().next().expect("a completion").result()
     };
     let d = types::Fd(dirfd);
     let f = cstr("f");
-    let open_fd = run(opcode::OpenAt::new(d, f.as_ptr())
-        .flags(libc::O_CREAT | libc::O_WRONLY)
-        .mode(0o640)
-        .build());
+    let open_fd = run_after(
+        None,
+        opcode::OpenAt::new(d, f.as_ptr())
+            .flags(libc::O_CREAT | libc::O_WRONLY)
+            .mode(0o640)
+            .build(),
+    );
     if open_fd >= 0 {
         close(open_fd);
     }
     let abs = cstr(&format!("{u}/f"));
     let how = types::OpenHow::new().flags(libc::O_RDONLY as u64);
-    let open2_fd = run(opcode::OpenAt2::new(types::Fd(libc::AT_FDCWD), abs.as_ptr(), &how).build());
+    let open2_fd = run_after(
+        None,
+        opcode::OpenAt2::new(types::Fd(libc::AT_FDCWD), abs.as_ptr(), &how).build(),
+    );
     if open2_fd >= 0 {
         close(open2_fd);
     }
@@ -239,22 +252,58 @@ fn uring(dir: &str) -> String {
         cstr("sl"),
         cstr("missing"),
     );
-    let mkdirat = run(opcode::MkDirAt::new(d, md.as_ptr()).mode(0o750).build());
-    let renameat = run(opcode::RenameAt::new(d, f.as_ptr(), d, g.as_ptr()).build());
-    let linkat = run(opcode::LinkAt::new(d, g.as_ptr(), d, hl.as_ptr()).build());
-    let symlinkat = run(opcode::SymlinkAt::new(d, g.as_ptr(), sl.as_ptr()).build());
-    let unlinkat = run(opcode::UnlinkAt::new(d, hl.as_ptr()).build());
-    let rmdirat = run(opcode::UnlinkAt::new(d, md.as_ptr())
-        .flags(libc::AT_REMOVEDIR)
-        .build());
-    let missing = run(opcode::OpenAt::new(d, missing.as_ptr())
-        .flags(libc::O_RDONLY)
-        .build());
+    let mkdirat = run_after(
+        None,
+        opcode::MkDirAt::new(d, md.as_ptr()).mode(0o750).build(),
+    );
+    let renameat = run_after(
+        None,
+        opcode::RenameAt::new(d, f.as_ptr(), d, g.as_ptr()).build(),
+    );
+    let linkat = run_after(
+        None,
+        opcode::LinkAt::new(d, g.as_ptr(), d, hl.as_ptr()).build(),
+    );
+    let symlinkat = run_after(
+        None,
+        opcode::SymlinkAt::new(d, g.as_ptr(), sl.as_ptr()).build(),
+    );
+    let unlinkat = run_after(None, opcode::UnlinkAt::new(d, hl.as_ptr()).build());
+    let rmdirat = run_after(
+        None,
+        opcode::UnlinkAt::new(d, md.as_ptr())
+            .flags(libc::AT_REMOVEDIR)
+            .build(),
+    );
+    // IOSQE_CQE_SKIP_SUCCESS: no completion when it succeeds; a NOP marks the end.
+    let skipd = cstr("skipd");
+    let sqe = opcode::MkDirAt::new(d, skipd.as_ptr())
+        .mode(0o700)
+        .build()
+        .flags(io_uring::squeue::Flags::SKIP_SUCCESS);
+    let nop = run_after(Some(sqe), opcode::Nop::new().build());
+    // The mkdir may still run in an io-wq worker: wait for it (bounded).
+    let skipd_path = std::path::PathBuf::from(format!("{u}/skipd"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !skipd_path.is_dir() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let skip_mkdirat = if skipd_path.is_dir() && nop == 0 {
+        0
+    } else {
+        -1
+    };
+    let missing = run_after(
+        None,
+        opcode::OpenAt::new(d, missing.as_ptr())
+            .flags(libc::O_RDONLY)
+            .build(),
+    );
     close(dirfd);
     format!(
         "u={u} dirfd={dirfd} open_fd={open_fd} open2_fd={open2_fd} mkdirat={mkdirat} \
          renameat={renameat} linkat={linkat} symlinkat={symlinkat} unlinkat={unlinkat} \
-         rmdirat={rmdirat} missing={missing} uid={}",
+         rmdirat={rmdirat} skip_mkdirat={skip_mkdirat} missing={missing} uid={}",
         // SAFETY: getuid cannot fail.
         unsafe { libc::getuid() }
     )

@@ -2,7 +2,8 @@
 
 use collector_common::{
     FileRecord, RecordHeader, RecordKind, RenameRecord, FILE_FLAG_COMPAT, FILE_FLAG_IO_URING,
-    FILE_PATH_MAX, PATH_FLAG_CHANGED, PATH_FLAG_TRUNCATED, PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
+    FILE_FLAG_NO_RESULT, FILE_PATH_MAX, PATH_FLAG_CHANGED, PATH_FLAG_TRUNCATED,
+    PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
 };
 use collector_core::event::{CollectionEvent, FilesystemEvent, FilesystemEventKind, SourceName};
 
@@ -101,6 +102,10 @@ pub fn decode_filesystem(
             ev.path_changed = r.path_flags & PATH_FLAG_CHANGED != 0;
             ev.compat_syscall = r.file_flags & FILE_FLAG_COMPAT != 0;
             ev.io_uring = r.file_flags & FILE_FLAG_IO_URING != 0;
+            if r.file_flags & FILE_FLAG_NO_RESULT != 0 {
+                // Reported at submission (io_uring, no completion on success).
+                ev.result = None;
+            }
             ev.flags = has_flags.then_some(r.open_flags);
             if kind == RecordKind::Chown {
                 // -1 (u32::MAX) leaves that id unchanged: absent.
@@ -139,6 +144,10 @@ pub fn decode_filesystem(
             ev.new_path_changed = n & PATH_FLAG_CHANGED != 0;
             ev.compat_syscall = r.file_flags & FILE_FLAG_COMPAT != 0;
             ev.io_uring = r.file_flags & FILE_FLAG_IO_URING != 0;
+            if r.file_flags & FILE_FLAG_NO_RESULT != 0 {
+                // Reported at submission (io_uring, no completion on success).
+                ev.result = None;
+            }
             ev
         }
         other => return Err(DecodeError::UnknownKind(other as u32)),
