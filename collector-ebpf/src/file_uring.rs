@@ -68,7 +68,8 @@ pub struct UringOne {
     out: FileOut,
     /// Nonzero: an open into a fixed-file slot (`res` is no fd).
     fixed_slot: u32,
-    _pad: u32,
+    /// 1 for OPENAT/OPENAT2 (a successful one reports the new fd's file).
+    is_open: u32,
 }
 
 /// Assembly buffer for `UringOne` (too big for the stack).
@@ -83,6 +84,67 @@ static URING_ONE: HashMap<u64, UringOne> = HashMap::with_max_entries(4096, BPF_F
 /// Two-path requests in flight (rename, link, symlink), by `io_kiocb` address.
 #[map]
 static URING_TWO: HashMap<u64, RenameOut> = HashMap::with_max_entries(2048, BPF_F_NO_PREALLOC);
+
+/// The request behind each (ring, `user_data`) of a file request in flight. A completion
+/// that overflows a full CQ is traced (`io_uring_cqe_overflow`) with the ring and
+/// `user_data`, not the request: this finds it. Unique: a second request with the same
+/// `user_data` on the same ring first flushes the older one without a result.
+#[map]
+static URING_BY_UDATA: HashMap<[u64; 2], u64> = HashMap::with_max_entries(6144, BPF_F_NO_PREALLOC);
+
+/// (ring, `user_data`) of request `req`.
+#[inline(always)]
+fn udata_key(req: u64) -> [u64; 2] {
+    unsafe {
+        [
+            read_kernel::<u64>(req as *const u8, get::OFF_FILE_IO_KIOCB_CTX()).unwrap_or(0),
+            read_kernel::<u64>(req as *const u8, get::OFF_FILE_IO_KIOCB_USER_DATA()).unwrap_or(0),
+        ]
+    }
+}
+
+/// Indexes `req` by (ring, `user_data`) before it is stashed. A request already there
+/// under that key is sent now, without a result (it stays reported, just not
+/// attributable to a completion). False when the index is full (counted by the caller).
+#[inline(always)]
+fn index_request(req: u64) -> bool {
+    let key = udata_key(req);
+    if let Some(&old) = unsafe { URING_BY_UDATA.get(&key) } {
+        if old != req {
+            flush_without_result(old);
+        }
+    }
+    URING_BY_UDATA.insert(&key, &req, 0).is_ok()
+}
+
+/// Sends the record stashed for `req` (if any) with `FILE_FLAG_NO_RESULT`, and drops it.
+#[inline(always)]
+fn flush_without_result(req: u64) {
+    if let Some(v) = URING_ONE.get_ptr_mut(req) {
+        let out = unsafe { &raw mut (*v).out };
+        let kind = unsafe {
+            (*out).rec.file_flags |= FILE_FLAG_NO_RESULT;
+            record_kind((*out).rec.header.kind)
+        };
+        send_one(kind, out);
+        let _ = URING_ONE.remove(req);
+    } else if let Some(out) = URING_TWO.get_ptr_mut(req) {
+        let kind = unsafe {
+            (*out).rec.file_flags |= FILE_FLAG_NO_RESULT;
+            record_kind((*out).rec.header.kind)
+        };
+        send_two(kind, out);
+        let _ = URING_TWO.remove(req);
+    }
+}
+
+/// Drops the (ring, `user_data`) index entry of a completed `req`.
+#[inline(always)]
+fn unindex_request(key: &[u64; 2], req: u64) {
+    if unsafe { URING_BY_UDATA.get(key) }.is_some_and(|&r| r == req) {
+        let _ = URING_BY_UDATA.remove(key);
+    }
+}
 
 #[inline(always)]
 fn is_one(op: u8) -> bool {
@@ -221,13 +283,13 @@ fn submit_one(req: u64, op: u8, pid_tgid: u64, skip_cqe: bool) {
         (*rec).owner_uid = 0;
         (*rec).owner_gid = 0;
         (*buf).fixed_slot = fixed_slot;
-        (*buf)._pad = 0;
+        (*buf).is_open = u32::from(kind == RecordKind::Open);
         if skip_cqe {
             (*rec).file_flags |= FILE_FLAG_NO_RESULT;
             send_one(kind, out);
             return;
         }
-        if URING_ONE.insert(req, &*buf, 0).is_err() {
+        if !index_request(req) || URING_ONE.insert(req, &*buf, 0).is_err() {
             // Too many requests in flight: the event is lost, counted under its reason.
             count_loss(kind, COUNTER_LOST_STASH_FULL);
         }
@@ -294,7 +356,7 @@ fn submit_two(req: u64, op: u8, pid_tgid: u64, skip_cqe: bool) {
             send_two(kind, out);
             return;
         }
-        if URING_TWO.insert(req, &*out, 0).is_err() {
+        if !index_request(req) || URING_TWO.insert(req, &*out, 0).is_err() {
             count_loss(kind, COUNTER_LOST_STASH_FULL);
         }
     }
@@ -320,16 +382,45 @@ pub fn io_uring_complete_file(ctx: BtfTracePointContext) -> i32 {
     };
     // struct io_uring_cqe { u64 user_data; s32 res; u32 flags; }
     let res: i32 = unsafe { read_kernel(cqe as *const u8, 8) }.unwrap_or(-1);
-    if is_one(op) {
-        complete_one(req, op, res as i64);
-    } else {
-        complete_two(req, res as i64);
-    }
+    complete(req, res as i64);
+    unindex_request(&udata_key(req), req);
     0
 }
 
+/// A completion that found the CQ full goes to the ring's overflow list, traced without
+/// the request: `URING_BY_UDATA` names it. (A process that never reaps its CQ would
+/// otherwise do file operations unseen.)
+///
+/// Hook: BTF tracepoint `io_uring:io_uring_cqe_overflow` (ctx, user_data, res, cflags,
+/// ocqe); rare, one map lookup for requests that are not file operations.
+#[btf_tracepoint(function = "io_uring_cqe_overflow")]
+pub fn io_uring_cqe_overflow_file(ctx: BtfTracePointContext) -> i32 {
+    if !file_has_io_uring() {
+        return 0;
+    }
+    // `ctx` and `ocqe` are `void *` here: plain numbers.
+    let key: [u64; 2] = [ctx.arg(0), ctx.arg(1)];
+    let Some(&req) = (unsafe { URING_BY_UDATA.get(&key) }) else {
+        return 0;
+    };
+    let res: i32 = ctx.arg(2);
+    complete(req, res as i64);
+    let _ = URING_BY_UDATA.remove(&key);
+    0
+}
+
+/// Sends the record stashed for `req` with result `res`, if there is one.
 #[inline(always)]
-fn complete_one(req: u64, op: u8, res: i64) {
+fn complete(req: u64, res: i64) {
+    if URING_ONE.get_ptr(req).is_some() {
+        complete_one(req, res);
+    } else {
+        complete_two(req, res);
+    }
+}
+
+#[inline(always)]
+fn complete_one(req: u64, res: i64) {
     let Some(v) = URING_ONE.get_ptr_mut(req) else {
         return;
     };
@@ -339,8 +430,7 @@ fn complete_one(req: u64, op: u8, res: i64) {
         (*rec).result = res;
         (*rec).header.ktime_ns = bpf_ktime_get_boot_ns();
     }
-    let is_open = matches!(op, IORING_OP_OPENAT | IORING_OP_OPENAT2);
-    if is_open && res >= 0 && unsafe { (*v).fixed_slot } == 0 {
+    if unsafe { (*v).is_open } != 0 && res >= 0 && unsafe { (*v).fixed_slot } == 0 {
         // The new fd is installed: report the file the kernel opened, like the syscall.
         if let Some(file) = unsafe { fd_file(res as u64) } {
             let created = unsafe { read_kernel::<u32>(file, get::OFF_FILE_F_MODE()) }

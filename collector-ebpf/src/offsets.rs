@@ -184,6 +184,10 @@ offsets! {
     OFF_FILE_IO_KIOCB_OPCODE,
     /// `io_kiocb.flags` (filesystem: io_uring, `REQ_F_CQE_SKIP`)
     OFF_FILE_IO_KIOCB_FLAGS,
+    /// `io_kiocb.ctx` (filesystem: io_uring, overflowed completions)
+    OFF_FILE_IO_KIOCB_CTX,
+    /// `io_kiocb.cqe.user_data` (filesystem: io_uring, overflowed completions)
+    OFF_FILE_IO_KIOCB_USER_DATA,
     /// `io_kiocb.cmd` (filesystem: io_uring)
     OFF_FILE_IO_KIOCB_CMD,
     /// `filename.name` (filesystem: io_uring)

@@ -85,3 +85,54 @@ async fn io_uring_file_operations_are_reported_with_paths_and_results() {
     assert_eq!(by_kind(Mkdir).mode, Some(0o750));
     assert!(by_kind(Rename).path_user_supplied && by_kind(Rename).new_path_user_supplied);
 }
+
+/// Completions that overflow a full completion queue (the process does not reap) are
+/// reported too: an unprivileged process cannot hide io_uring file operations by never
+/// reading its CQ. With distinct `user_data` every one comes with its result; when all
+/// requests share one `user_data` (so an overflowed completion cannot be told apart),
+/// every one is still reported, some without a result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn io_uring_completions_through_the_overflow_list_are_reported() {
+    if !kernel_or_skip("io_uring_completions_through_the_overflow_list_are_reported") {
+        return;
+    }
+    for same in [false, true] {
+        overflow_run(same).await;
+    }
+}
+
+async fn overflow_run(same_user_data: bool) {
+    const N: usize = 16;
+    let (_tmp, dir) = common::shared_dir();
+    let watch = common::FsWatch::start(KernelConfig::default());
+    let mut args = vec!["uring-overflow", &dir, "nobody", "16"];
+    if same_user_data {
+        args.push("same");
+    }
+    let out = run_actor(env!("CARGO_BIN_EXE_kuring-actor"), &args);
+    assert_eq!(out["ok"], N.to_string(), "{out:?}");
+    let pid: u32 = out["pid"].parse().unwrap();
+    let o = out["o"].clone();
+    let seen = std::sync::atomic::AtomicUsize::new(0);
+    let events = watch
+        .collect(
+            pid,
+            |e| e.io_uring && e.kind == FilesystemEventKind::Mkdir,
+            |_| seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 == N,
+        )
+        .await;
+    let mut paths: Vec<_> = events.iter().map(|e| e.path.clone()).collect();
+    paths.sort();
+    let mut want: Vec<_> = (0..N).map(|i| format!("{o}/d{i}")).collect();
+    want.sort();
+    assert_eq!(paths, want, "same user_data: {same_user_data}: {events:#?}");
+    if same_user_data {
+        // Either the result, or none (flushed when the next request took its key).
+        assert!(
+            events.iter().all(|e| matches!(e.result, Some(0) | None)),
+            "{events:#?}"
+        );
+    } else {
+        assert!(events.iter().all(|e| e.result == Some(0)), "{events:#?}");
+    }
+}

@@ -525,6 +525,7 @@ const OPTIONAL_PROGRAMS: &[&str] = &[
     "io_uring_complete_net",
     "io_uring_submit_req_file",
     "io_uring_complete_file",
+    "io_uring_cqe_overflow_file",
     "sys_enter_fchmodat2",
     "sys_exit_fchmodat2",
     // Legacy path calls some architectures lack (arm64 has only the *at forms).
@@ -569,6 +570,10 @@ pub(crate) const FILE_PROGRAMS_RAW: &[ProgramSpec] = &[
     ProgramSpec {
         name: "io_uring_complete_file",
         hook: Hook::BtfTracepoint("io_uring_complete"),
+    },
+    ProgramSpec {
+        name: "io_uring_cqe_overflow_file",
+        hook: Hook::BtfTracepoint("io_uring_cqe_overflow"),
     },
 ];
 
@@ -631,6 +636,10 @@ pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec {
         name: "io_uring_complete_file",
         hook: Hook::BtfTracepoint("io_uring_complete"),
+    },
+    ProgramSpec {
+        name: "io_uring_cqe_overflow_file",
+        hook: Hook::BtfTracepoint("io_uring_cqe_overflow"),
     },
 ];
 

@@ -115,6 +115,8 @@ const PROC_COMPAT_FIELDS: &[(&str, &str, &str)] = &[
 const FILE_IO_URING_FIELDS: &[(&str, &str, &str)] = &[
     ("OFF_FILE_IO_KIOCB_OPCODE", "io_kiocb", "opcode"),
     ("OFF_FILE_IO_KIOCB_FLAGS", "io_kiocb", "flags"),
+    ("OFF_FILE_IO_KIOCB_CTX", "io_kiocb", "ctx"),
+    ("OFF_FILE_IO_KIOCB_USER_DATA", "io_kiocb", "cqe.user_data"),
     ("OFF_FILE_IO_KIOCB_CMD", "io_kiocb", "cmd"),
     ("OFF_FILE_FILENAME_NAME", "filename", "name"),
     ("OFF_FILE_IO_OPEN_DFD", "io_open", "dfd"),

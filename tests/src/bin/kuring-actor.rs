@@ -27,6 +27,11 @@
 //!   - MKDIRAT(dirfd, "skipd") with IOSQE_CQE_SKIP_SUCCESS (no completion), then a NOP
 //!   - OPENAT(dirfd, "missing", O_RDONLY) fails with ENOENT          -> u=DIR/u and results
 //!
+//! kuring-actor uring-overflow DIR nobody N [same]   N MKDIRATs (DIR/o0/d0..) on a ring
+//!   whose 2-entry completion queue is not reaped until all are submitted: most complete
+//!   through the kernel's overflow list. `same`: every request has the same user_data
+//!   (DIR/o1/d0..)                                                -> o=DIR/oX n=N ok=...
+//!
 //! kuring-actor uring-storm DIR N   (cost measurement, tests/tests/file_cost.rs) prints
 //!   `pid=`, waits for a line on stdin, then N times io_uring OPENAT+close, two RENAMEATs
 //!   and two NOPs (with a third argument `nops`: five NOPs)       -> ops=5N seconds=S
@@ -354,6 +359,40 @@ fn uring_storm(dir: &str, n: usize, nops_only: bool) {
     println!("ops={} seconds={}", 5 * n, start.elapsed().as_secs_f64());
 }
 
+/// Fills the completion queue (2 entries) and goes on submitting MKDIRATs without
+/// reaping, so that their completions overflow; then reaps them all.
+fn uring_overflow(dir: &str, n: usize, same_user_data: bool) -> String {
+    use io_uring::{opcode, types, IoUring};
+    let o = format!("{dir}/o{}", u8::from(same_user_data));
+    std::fs::create_dir_all(&o).expect("mkdir o");
+    let dirfd = open_dir(&o);
+    let mut ring = IoUring::builder()
+        .setup_cqsize(2)
+        .build(1)
+        .expect("io_uring_setup");
+    let names: Vec<CString> = (0..n).map(|i| cstr(&format!("d{i}"))).collect();
+    for (i, name) in names.iter().enumerate() {
+        let sqe = opcode::MkDirAt::new(types::Fd(dirfd), name.as_ptr())
+            .mode(0o700)
+            .build()
+            .user_data(if same_user_data { 7 } else { i as u64 + 1 });
+        // SAFETY: the names outlive the ring's work (all reaped below).
+        unsafe { ring.submission().push(&sqe).expect("queue full") };
+        ring.submit().expect("io_uring_enter");
+    }
+    let mut results: Vec<i32> = Vec::new();
+    while results.len() < n {
+        ring.submit_and_wait(1).expect("io_uring_enter");
+        results.extend(
+            ring.completion()
+                .map(|c: io_uring::cqueue::Entry| c.result()),
+        );
+    }
+    let ok = results.iter().filter(|&&r| r == 0).count();
+    close(dirfd);
+    format!("o={o} n={n} ok={ok}")
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.get(2).map(String::as_str) == Some("nobody") {
@@ -363,6 +402,11 @@ fn main() {
         Some("twopaths") => twopaths(&args[1]),
         Some("race") => race(&args[1], args[3].parse().expect("N")),
         Some("uring") => uring(&args[1]),
+        Some("uring-overflow") => uring_overflow(
+            &args[1],
+            args[3].parse().expect("N"),
+            args.get(4).is_some_and(|a| a == "same"),
+        ),
         Some("uring-storm") => {
             uring_storm(
                 &args[1],
