@@ -3,9 +3,14 @@
 //! chmod/fchmodat/fchmodat2.
 //!
 //! Hooks: classic syscall tracepoints `syscalls/sys_enter_*` + `sys_exit_*` (tracefs; the
-//! loader mounts it when absent). Enter stashes the arguments per thread; exit writes one
-//! record with the result, reading the path from the caller's memory. A create is an open
-//! whose file has `FMODE_CREATED` set (the call really created it).
+//! loader mounts it when absent). Enter stashes the arguments per thread (and, except for
+//! opens, a keyed digest of each user string); exit writes one variable-length record
+//! with the result. A successful open reports the opened file's path, walked in the
+//! kernel (`path.rs`); otherwise each path is the directory (dirfd or cwd) walked at exit
+//! + the user string read again there, flagged `PATH_FLAG_CHANGED` when it no longer
+//! matches the entry digest. rename/link/symlink carry two such paths (`RenameOut`); a
+//! symlink's target is the string alone. A create is an open whose file has
+//! `FMODE_CREATED` set (the call really created it). io_uring: `file_uring.rs`.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated::bpf_get_prandom_u32},
