@@ -7,7 +7,7 @@
 //! opens, a keyed digest of each user string); exit writes one variable-length record
 //! with the result. A successful open reports the opened file's path, walked in the
 //! kernel (`path.rs`); otherwise each path is the directory (dirfd or cwd) walked at exit
-//! + the user string read again there, flagged `PATH_FLAG_CHANGED` when it no longer
+//! plus the user string read again there, flagged `PATH_FLAG_CHANGED` when it no longer
 //! matches the entry digest. rename/link/symlink carry two such paths (`RenameOut`); a
 //! symlink's target is the string alone. A create is an open whose file has
 //! `FMODE_CREATED` set (the call really created it). io_uring: `file_uring.rs`.

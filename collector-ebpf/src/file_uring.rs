@@ -109,12 +109,12 @@ fn udata_key(req: u64) -> [u64; 2] {
 #[inline(always)]
 fn index_request(req: u64) -> bool {
     let key = udata_key(req);
-    if let Some(&old) = unsafe { URING_BY_UDATA.get(&key) } {
+    if let Some(&old) = unsafe { URING_BY_UDATA.get(key) } {
         if old != req {
             flush_without_result(old);
         }
     }
-    URING_BY_UDATA.insert(&key, &req, 0).is_ok()
+    URING_BY_UDATA.insert(key, req, 0).is_ok()
 }
 
 /// Sends the record stashed for `req` (if any) with `FILE_FLAG_NO_RESULT`, and drops it.
@@ -400,12 +400,12 @@ pub fn io_uring_cqe_overflow_file(ctx: BtfTracePointContext) -> i32 {
     }
     // `ctx` and `ocqe` are `void *` here: plain numbers.
     let key: [u64; 2] = [ctx.arg(0), ctx.arg(1)];
-    let Some(&req) = (unsafe { URING_BY_UDATA.get(&key) }) else {
+    let Some(&req) = (unsafe { URING_BY_UDATA.get(key) }) else {
         return 0;
     };
     let res: i32 = ctx.arg(2);
     complete(req, res as i64);
-    let _ = URING_BY_UDATA.remove(&key);
+    let _ = URING_BY_UDATA.remove(key);
     0
 }
 
