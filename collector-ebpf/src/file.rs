@@ -352,7 +352,20 @@ pub fn sys_enter_memfd_create(ctx: TracePointContext) -> u32 {
 /// link/linkat/symlink/symlinkat: two paths, recorded like a rename.
 #[inline(always)]
 fn stash_two(kind: RecordKind, old_dirfd: u64, old: u64, new_dirfd: u64, new: u64) {
-    let mut p = pending(kind, old_dirfd, old, 0, 0);
+    stash_two_flagged(kind, old_dirfd, old, new_dirfd, new, 0);
+}
+
+/// `stash_two` with the call's flags (linkat's `AT_*`).
+#[inline(always)]
+fn stash_two_flagged(
+    kind: RecordKind,
+    old_dirfd: u64,
+    old: u64,
+    new_dirfd: u64,
+    new: u64,
+    call_flags: u64,
+) {
+    let mut p = pending(kind, old_dirfd, old, call_flags, 0);
     p.new_dirfd = new_dirfd as i32;
     p.new_path = new;
     stash(kind, p);
@@ -367,12 +380,14 @@ pub fn sys_enter_link(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_linkat")]
 pub fn sys_enter_linkat(ctx: TracePointContext) -> u32 {
-    stash_two(
+    // linkat(olddirfd, oldpath, newdirfd, newpath, flags)
+    stash_two_flagged(
         RecordKind::Link,
         arg(&ctx, 0),
         arg(&ctx, 1),
         arg(&ctx, 2),
         arg(&ctx, 3),
+        arg(&ctx, 4),
     );
     0
 }

@@ -32,7 +32,7 @@ async fn both_paths_resolve_in_the_kernel_after_dirfd_close_and_chdir() {
     let pid: u32 = out["pid"].parse().unwrap();
     let r = out["r"].clone();
     for call in [
-        "renameat", "linkat", "rename", "link", "symlink", "long_res",
+        "renameat", "linkat", "rename", "link", "symlink", "long_res", "exchange",
     ] {
         assert_eq!(out[call], "0", "{call}: {out:?}");
     }
@@ -55,6 +55,7 @@ async fn both_paths_resolve_in_the_kernel_after_dirfd_close_and_chdir() {
         (Symlink, "../t/./x".into(), p("sl"), 0),
         // A 3,000-byte target, whole.
         (Rename, p("c"), long.clone(), 0),
+        (Rename, p("e1"), p("e2"), 0),
         (Rename, p("nope"), p("nope2"), -2),
     ];
     let got: Vec<_> = events
@@ -69,6 +70,14 @@ async fn both_paths_resolve_in_the_kernel_after_dirfd_close_and_chdir() {
         })
         .collect();
     assert_eq!(got, want, "{events:#?}");
+    // renameat2's flags: RENAME_EXCHANGE (2) swapped e1 and e2.
+    let flags: Vec<_> = events.iter().map(|e| e.flags).collect();
+    let none = Some(0);
+    assert_eq!(
+        flags,
+        vec![none, none, none, none, None, none, Some(2), none],
+        "{events:#?}"
+    );
     for e in &events {
         assert_eq!(e.uid, Some(65534), "{e:?}");
         // Each path's last part is the process's string: flagged, per path.

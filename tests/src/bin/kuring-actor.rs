@@ -10,6 +10,7 @@
 //!   - chdir DIR/r: rename("b", "c"), link("c", "hl"), symlink("../t/./x", "sl"); chdir /
 //!   - renameat(dirfd, "c", dirfd, LONG) with LONG a 3,000-byte relative path
 //!     (L/ + 13 directories of 220 bytes + a 125-byte name)      -> long=LONG
+//!   - renameat2(DIR/r/e1, DIR/r/e2, RENAME_EXCHANGE)
 //!   - rename(DIR/r/nope, DIR/r/nope2) fails with ENOENT            -> r=DIR/r and results
 //!
 //! kuring-actor race DIR nobody N
@@ -111,6 +112,18 @@ fn twopaths(dir: &str) -> String {
     let dirfd = open_dir(&r);
     let long_res = res(unsafe { libc::renameat(dirfd, c("c").as_ptr(), dirfd, c(&long).as_ptr()) });
     close(dirfd);
+    touch(&format!("{r}/e1"));
+    touch(&format!("{r}/e2"));
+    let exchange = res(unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            c(&format!("{r}/e1")).as_ptr(),
+            libc::AT_FDCWD,
+            c(&format!("{r}/e2")).as_ptr(),
+            libc::RENAME_EXCHANGE,
+        ) as i32
+    });
     let missing = res(unsafe {
         libc::rename(
             c(&format!("{r}/nope")).as_ptr(),
@@ -119,7 +132,7 @@ fn twopaths(dir: &str) -> String {
     });
     format!(
         "r={r} long={long} renameat={renameat} linkat={linkat} rename={rename} link={link} \
-         symlink={symlink} long_res={long_res} missing={missing} uid={}",
+         symlink={symlink} long_res={long_res} exchange={exchange} missing={missing} uid={}",
         // SAFETY: getuid cannot fail.
         unsafe { libc::getuid() }
     )

@@ -144,6 +144,8 @@ pub fn decode_filesystem(
             ev.new_path_changed = n & PATH_FLAG_CHANGED != 0;
             ev.compat_syscall = r.file_flags & FILE_FLAG_COMPAT != 0;
             ev.io_uring = r.file_flags & FILE_FLAG_IO_URING != 0;
+            // renameat2's RENAME_* (RENAME_EXCHANGE swaps the two files), linkat's AT_*.
+            ev.flags = (kind != RecordKind::Symlink).then_some(r.call_flags);
             if r.file_flags & FILE_FLAG_NO_RESULT != 0 {
                 // Reported at submission (io_uring, no completion on success).
                 ev.result = None;
