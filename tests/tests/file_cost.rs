@@ -84,6 +84,23 @@ async fn io_uring_nop_storm_kernel_cost() {
     .await;
 }
 
+/// renameat storm: the two-path programs (kernel-walked dirfd for both paths, entry
+/// digests of both strings, variable-length record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, run by hand"]
+async fn rename_storm_kernel_cost() {
+    if !kernel_or_skip("rename_storm_kernel_cost") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let n = (opens() / 4).to_string();
+    storm_cost(
+        env!("CARGO_BIN_EXE_kuring-actor"),
+        &["rename-storm", dir.path().to_str().unwrap(), &n],
+    )
+    .await;
+}
+
 fn opens() -> u64 {
     std::env::var("OPENS")
         .ok()

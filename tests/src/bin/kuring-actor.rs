@@ -33,6 +33,9 @@
 //!   through the kernel's overflow list. `same`: every request has the same user_data
 //!   (DIR/o1/d0..)                                                -> o=DIR/oX n=N ok=...
 //!
+//! kuring-actor rename-storm DIR N   (cost measurement) prints `pid=`, waits for a line
+//!   on stdin, then N times renameat(dirfd, f, dirfd, g) and back  -> renames=2N seconds=S
+//!
 //! kuring-actor uring-storm DIR N   (cost measurement, tests/tests/file_cost.rs) prints
 //!   `pid=`, waits for a line on stdin, then N times io_uring OPENAT+close, two RENAMEATs
 //!   and two NOPs (with a third argument `nops`: five NOPs)       -> ops=5N seconds=S
@@ -406,6 +409,33 @@ fn uring_overflow(dir: &str, n: usize, same_user_data: bool) -> String {
     format!("o={o} n={n} ok={ok}")
 }
 
+/// Cost measurement: prints `pid=`, waits for a line on stdin, then N times
+/// renameat(dirfd, "f", dirfd, "g") and back, relative to a dirfd of DIR/m.
+fn rename_storm(dir: &str, n: usize) {
+    use std::io::BufRead;
+    let m = format!("{dir}/m");
+    std::fs::create_dir_all(&m).expect("mkdir m");
+    touch(&format!("{m}/f"));
+    let dirfd = open_dir(&m);
+    let (f, g) = (cstr("f"), cstr("g"));
+    println!("pid={}", std::process::id());
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).expect("go");
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        // SAFETY: valid NUL-terminated names relative to an open directory.
+        unsafe {
+            assert_eq!(libc::renameat(dirfd, f.as_ptr(), dirfd, g.as_ptr()), 0);
+            assert_eq!(libc::renameat(dirfd, g.as_ptr(), dirfd, f.as_ptr()), 0);
+        }
+    }
+    println!(
+        "renames={} seconds={}",
+        2 * n,
+        start.elapsed().as_secs_f64()
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.get(2).map(String::as_str) == Some("nobody") {
@@ -420,6 +450,10 @@ fn main() {
             args[3].parse().expect("N"),
             args.get(4).is_some_and(|a| a == "same"),
         ),
+        Some("rename-storm") => {
+            rename_storm(&args[1], args[2].parse().expect("N"));
+            return;
+        }
         Some("uring-storm") => {
             uring_storm(
                 &args[1],
