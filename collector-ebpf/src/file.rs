@@ -31,8 +31,8 @@ use crate::{
     net_compat::in_compat_syscall,
     offsets::get,
     path::{
-        append_user, copy_out, entry_digest, resolve_fd, resolve_pwd, user_digest, Resolved,
-        PATH_FLAG_CHANGED, PATH_FLAG_TRUNCATED, PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
+        append_user, copy_dir, copy_out, entry_digest, resolve_fd, resolve_pwd, user_digest,
+        Resolved, PATH_FLAG_CHANGED, PATH_FLAG_TRUNCATED, PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
     },
 };
 
@@ -729,15 +729,27 @@ pub(crate) fn exit_rename_ret(ret: i64) -> u32 {
     // Each path: its directory (dirfd or cwd) walked in the kernel now + the user's
     // string, read again here and compared with the read at entry. A symlink's target
     // is content, not a path to resolve: the string alone.
-    let mut old = if kind == RecordKind::Symlink {
-        unsafe { append_user(0, Resolved::none(), p.path as *const u8) }
-    } else {
-        unsafe { resolve_user_at(0, p.dirfd, p.path) }
+    let first = |path: u64| -> u8 {
+        unsafe { aya_ebpf::helpers::bpf_probe_read_user(path as *const u8) }.unwrap_or(0)
     };
+    let old_dir = if kind == RecordKind::Symlink {
+        Resolved::none()
+    } else {
+        unsafe { resolve_dir(0, p.dirfd, first(p.path)) }
+    };
+    let mut old = unsafe { append_user(0, old_dir, p.path as *const u8) };
     if unsafe { user_digest(0, &old, p.seed) } != p.digest {
         old.flags |= PATH_FLAG_CHANGED;
     }
-    let mut new = unsafe { resolve_user_at(1, p.new_dirfd, p.new_path) };
+    let new_first = first(p.new_path);
+    let new_dir = if !old_dir.ptr.is_null() && new_first != b'/' && p.new_dirfd == p.dirfd {
+        // Same directory as the old path (renameat(fd, a, fd, b), or both cwd-relative):
+        // copy the walk instead of walking again.
+        unsafe { copy_dir(0, 1, &old_dir) }
+    } else {
+        unsafe { resolve_dir(1, p.new_dirfd, new_first) }
+    };
+    let mut new = unsafe { append_user(1, new_dir, p.new_path as *const u8) };
     if unsafe { user_digest(1, &new, p.seed) } != p.new_digest {
         new.flags |= PATH_FLAG_CHANGED;
     }

@@ -434,6 +434,35 @@ pub unsafe fn resolve_fd(slot: u32, fd: u64) -> Resolved {
     }
 }
 
+/// `dir` (a result of slot `from`'s last resolve, not yet appended to) copied into slot
+/// `to` at the same place, so that `append_user(to, ..)` can extend it: one copy instead
+/// of a second walk when two paths share a directory.
+#[inline(always)]
+pub unsafe fn copy_dir(from: u32, to: u32, dir: &Resolved) -> Resolved {
+    let (Some(_), Some(t)) = (scratch(from), scratch(to)) else {
+        return Resolved::unreadable();
+    };
+    if dir.ptr.is_null() || dir.len == 0 || dir.len > PATH_MAX {
+        return *dir;
+    }
+    let t = unsafe { &mut *t };
+    let pos = (PATH_MAX - dir.len) & (PATH_MAX - 1);
+    let mut len = dir.len & (2 * PATH_MAX - 1);
+    if len > PATH_MAX {
+        len = PATH_MAX;
+    }
+    let dst = unsafe { t.buf.as_mut_ptr().add(pos as usize) };
+    if unsafe { bpf_probe_read_kernel(dst.cast(), len, dir.ptr.cast()) } < 0 {
+        return Resolved::unreadable();
+    }
+    Resolved {
+        ptr: dst,
+        len: dir.len,
+        flags: dir.flags,
+        user_len: 0,
+    }
+}
+
 /// Absolute path of the current task's working directory.
 #[inline(always)]
 pub unsafe fn resolve_pwd(slot: u32) -> Resolved {
