@@ -33,6 +33,7 @@ async fn io_uring_file_operations_are_reported_with_paths_and_results() {
         "unlinkat",
         "rmdirat",
         "skip_mkdirat",
+        "fixed_open",
     ] {
         assert_eq!(out[call], "0", "{call}: {out:?}");
     }
@@ -55,6 +56,9 @@ async fn io_uring_file_operations_are_reported_with_paths_and_results() {
         (Rename, p("f"), Some(p("g")), Some(0)),
         (Link, p("g"), Some(p("hl")), Some(0)),
         (Symlink, "g".to_string(), Some(p("sl")), Some(0)),
+        // Into a fixed-file slot: no fd to walk, so the directory walked at submission +
+        // the kernel's copy of the name; result 0.
+        (Open, p("g"), None, Some(0)),
         (Unlink, p("hl"), None, Some(0)),
         (Rmdir, p("md"), None, Some(0)),
         // No completion comes for it on success: reported at submission, no result.
@@ -81,7 +85,12 @@ async fn io_uring_file_operations_are_reported_with_paths_and_results() {
     );
     assert_eq!(by_kind(Create).mode, Some(0o640));
     assert!(!events[1].path_user_supplied);
-    assert!(events[9].path_user_supplied);
+    assert!(
+        events[6].path_user_supplied,
+        "fixed-file open: {:?}",
+        events[6]
+    );
+    assert!(events[10].path_user_supplied);
     assert_eq!(by_kind(Mkdir).mode, Some(0o750));
     assert!(by_kind(Rename).path_user_supplied && by_kind(Rename).new_path_user_supplied);
 }

@@ -24,6 +24,7 @@
 //!   - OPENAT2(AT_FDCWD, DIR/u/f, O_RDONLY)                           -> open2_fd, closed
 //!   - MKDIRAT(dirfd, "md", 0o750), RENAMEAT(dirfd, "f", dirfd, "g"),
 //!     LINKAT(dirfd, "g", dirfd, "hl"), SYMLINKAT("g", dirfd, "sl"),
+//!     OPENAT(dirfd, "g") into fixed-file slot 0 (a direct descriptor, no fd),
 //!     UNLINKAT(dirfd, "hl"), UNLINKAT(dirfd, "md", AT_REMOVEDIR)
 //!   - MKDIRAT(dirfd, "skipd") with IOSQE_CQE_SKIP_SUCCESS (no completion), then a NOP
 //!   - OPENAT(dirfd, "missing", O_RDONLY) fails with ENOENT          -> u=DIR/u and results
@@ -233,6 +234,10 @@ fn uring(dir: &str) -> String {
     std::fs::create_dir_all(&u).expect("mkdir u");
     let dirfd = open_dir(&u);
     let mut ring = IoUring::new(8).expect("io_uring_setup");
+    // One direct-descriptor slot, for an open into a fixed file.
+    ring.submitter()
+        .register_files_sparse(1)
+        .expect("register files");
     // Queues `skipped` (no completion expected) and `sqe`, and returns `sqe`'s result.
     let mut run_after = |skipped: Option<io_uring::squeue::Entry>, sqe: io_uring::squeue::Entry| {
         // SAFETY: every pointer in the SQEs (paths, open_how) outlives the wait below.
@@ -289,6 +294,15 @@ fn uring(dir: &str) -> String {
         None,
         opcode::SymlinkAt::new(d, g.as_ptr(), sl.as_ptr()).build(),
     );
+    let fixed_open = run_after(
+        None,
+        opcode::OpenAt::new(d, g.as_ptr())
+            .flags(libc::O_RDONLY)
+            .file_index(Some(
+                types::DestinationSlot::try_from_slot_target(0).expect("slot 0"),
+            ))
+            .build(),
+    );
     let unlinkat = run_after(None, opcode::UnlinkAt::new(d, hl.as_ptr()).build());
     let rmdirat = run_after(
         None,
@@ -323,7 +337,8 @@ fn uring(dir: &str) -> String {
     close(dirfd);
     format!(
         "u={u} dirfd={dirfd} open_fd={open_fd} open2_fd={open2_fd} mkdirat={mkdirat} \
-         renameat={renameat} linkat={linkat} symlinkat={symlinkat} unlinkat={unlinkat} \
+         renameat={renameat} linkat={linkat} symlinkat={symlinkat} fixed_open={fixed_open} \
+         unlinkat={unlinkat} \
          rmdirat={rmdirat} skip_mkdirat={skip_mkdirat} missing={missing} uid={}",
         // SAFETY: getuid cannot fail.
         unsafe { libc::getuid() }
