@@ -131,3 +131,54 @@ pub struct FilesystemEvent {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub io_uring: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CollectionEvent;
+
+    fn rename() -> FilesystemEvent {
+        FilesystemEvent {
+            kind: FilesystemEventKind::Rename,
+            timestamp: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            pid: 7,
+            source: "ebpf-filesystem".into(),
+            path: "/d/a".into(),
+            new_path: Some("/d/b".into()),
+            path_relative: false,
+            flags: Some(2),
+            mode: None,
+            result: Some(0),
+            uid: Some(65534),
+            name: Some("mv".into()),
+            path_truncated: false,
+            path_unreadable: false,
+            path_user_supplied: true,
+            compat_syscall: false,
+            owner_uid: None,
+            owner_gid: None,
+            path_changed: true,
+            new_path_truncated: true,
+            new_path_unreadable: false,
+            new_path_user_supplied: true,
+            new_path_changed: false,
+            io_uring: true,
+        }
+    }
+
+    #[test]
+    fn per_path_flags_and_io_uring_are_in_the_json() {
+        let line = CollectionEvent::Filesystem(rename()).to_json_line();
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(json["path_changed"], true);
+        assert_eq!(json["new_path_truncated"], true);
+        assert_eq!(json["new_path_user_supplied"], true);
+        assert_eq!(json["io_uring"], true);
+        assert_eq!(json["flags"], 2);
+        // Absent when false, like `compat_syscall`.
+        assert!(json.get("new_path_changed").is_none());
+        assert!(json.get("new_path_unreadable").is_none());
+        let back: CollectionEvent = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, CollectionEvent::Filesystem(rename()));
+    }
+}
