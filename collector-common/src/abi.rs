@@ -66,6 +66,8 @@ pub mod globals {
     pub const FILE_WAKEUP_BYTES: &str = "FILE_WAKEUP_BYTES";
     /// The 32-bit entry can be told and read.
     pub const HAS_COMPAT_SYSCALLS: &str = "HAS_COMPAT_SYSCALLS";
+    /// The io_uring request structures the file programs read are known (BTF).
+    pub const FILE_HAS_IO_URING: &str = "FILE_HAS_IO_URING";
     /// Exclusion maps hold entries (skip their lookups otherwise).
     pub const HAS_EXCLUDED_COMMS: &str = "HAS_EXCLUDED_COMMS";
     /// See [`HAS_EXCLUDED_COMMS`].
@@ -97,6 +99,7 @@ pub mod globals {
         NET_WAKEUP_BYTES,
         FILE_WAKEUP_BYTES,
         HAS_COMPAT_SYSCALLS,
+        FILE_HAS_IO_URING,
         HAS_EXCLUDED_COMMS,
         HAS_EXCLUDED_PATHS,
         HAS_EXCLUDED_PIDS,

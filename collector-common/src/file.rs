@@ -1,6 +1,6 @@
 //! Filesystem-domain records.
 
-use crate::{RecordHeader, FILE_PATH_LEN};
+use crate::RecordHeader;
 
 /// Longest path a variable-length file record carries (the kernel's `PATH_MAX`).
 pub const FILE_PATH_MAX: usize = 4096;
@@ -15,9 +15,23 @@ pub const PATH_FLAG_UNREADABLE: u32 = 2;
 /// kernel-resolved canonical path of the object the call produced.
 pub const PATH_FLAG_USER: u32 = 4;
 
+/// `FileRecord.path_flags`: the user string read when the call entered differs from the
+/// one read when it returned (another thread rewrote the buffer, or unmapped it): the
+/// kernel may have acted on either, or on a third. Only set where the path is (in part)
+/// the user string.
+pub const PATH_FLAG_CHANGED: u32 = 8;
+
 /// `FileRecord.file_flags` / `RenameRecord.file_flags`: the call came through the
 /// 32-bit syscall entry (`int $0x80`, `TS_COMPAT`).
 pub const FILE_FLAG_COMPAT: u32 = 1;
+/// `FileRecord.file_flags` / `RenameRecord.file_flags`: the operation was submitted
+/// through io_uring (`IORING_OP_*`), not a syscall of its own. The path strings are the
+/// kernel's copies (`struct filename`), so `PATH_FLAG_CHANGED` never applies.
+pub const FILE_FLAG_IO_URING: u32 = 2;
+/// `FileRecord.file_flags` / `RenameRecord.file_flags`: no result is known. An io_uring
+/// request submitted with `IOSQE_CQE_SKIP_SUCCESS` posts no completion when it
+/// succeeds, so it is reported at submission; `result` is meaningless (0).
+pub const FILE_FLAG_NO_RESULT: u32 = 4;
 
 /// A file event with one path, variable length: this fixed part, then `path_len` bytes
 /// of path (no NUL). The ring record is exactly `size_of::<FileRecord>() + path_len`
@@ -47,7 +61,10 @@ pub struct FileRecord {
     pub owner_gid: u32,
 }
 
-/// A rename with both paths.
+/// A two-path file event (rename, link, symlink), variable length: this fixed part, then
+/// `old_path_len` bytes of the old path, then `new_path_len` bytes of the new path (no
+/// NULs). The ring record is exactly `size_of::<RenameRecord>() + old_path_len +
+/// new_path_len` bytes. Each path carries its own `PATH_FLAG_*`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct RenameRecord {
@@ -55,20 +72,20 @@ pub struct RenameRecord {
     pub header: RecordHeader,
     /// Syscall result: 0 or a negative errno.
     pub result: i64,
-    /// Directory fd of the old path.
+    /// Directory fd of the old path (`AT_FDCWD` = -100 for the cwd).
     pub old_dirfd: i32,
     /// Directory fd of the new path.
     pub new_dirfd: i32,
-    /// Bytes used in `old_path`.
+    /// Bytes of old path following this struct (at most [`FILE_PATH_MAX`]).
     pub old_path_len: u32,
-    /// Bytes used in `new_path`.
+    /// Bytes of new path following the old one (at most [`FILE_PATH_MAX`]).
     pub new_path_len: u32,
+    /// `PATH_FLAG_*` of the old path (symlink: the target string, always `PATH_FLAG_USER`).
+    pub old_path_flags: u32,
+    /// `PATH_FLAG_*` of the new path.
+    pub new_path_flags: u32,
     /// `FILE_FLAG_*`
     pub file_flags: u32,
-    /// Zero.
-    pub _pad: u32,
-    /// Old path as passed.
-    pub old_path: [u8; FILE_PATH_LEN],
-    /// New path as passed.
-    pub new_path: [u8; FILE_PATH_LEN],
+    /// renameat2 flags (`RENAME_*`), linkat flags (`AT_*`); 0 otherwise.
+    pub call_flags: u32,
 }

@@ -146,7 +146,8 @@ pub mod flags {
     pub const ARGV_TRUNCATED: u32 = 1 << 0;
     /// The executable path was longer than [`super::EXEC_FILENAME_LEN`] and was cut.
     pub const FILENAME_TRUNCATED: u32 = 1 << 1;
-    /// A file path was longer than [`super::FILE_PATH_LEN`] and was cut.
+    /// A file path was longer than [`super::FILE_PATH_MAX`] and was cut (the record's
+    /// `PATH_FLAG_TRUNCATED` says the same, per path).
     pub const PATH_TRUNCATED: u32 = 1 << 2;
     /// A second file path (rename target) was cut.
     pub const NEW_PATH_TRUNCATED: u32 = 1 << 3;

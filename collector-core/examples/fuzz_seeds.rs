@@ -76,6 +76,12 @@ fn events() -> Vec<CollectionEvent> {
             owner_uid: None,
             owner_gid: None,
             process_key: Some("77:2000".into()),
+            path_changed: false,
+            new_path_truncated: false,
+            new_path_unreadable: false,
+            new_path_user_supplied: true,
+            new_path_changed: false,
+            io_uring: false,
         }),
         CollectionEvent::Performance(PerformanceEvent {
             kind: PerformanceEventKind::Metric,

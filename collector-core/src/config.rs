@@ -1053,8 +1053,8 @@ mod tests {
             assert_eq!(config.export.subject_template, DEFAULT_EXPORT_SUBJECT);
             jail.create_file("bad.toml", "[export]\nservers = [\"nats://a\"]\n")?;
             let err = CollectorConfig::from_figment(&CollectorConfig::figment_from(&["bad.toml"]))
-                .unwrap_err()
-                .to_string();
+                .unwrap_err();
+            let err = crate::report(&err);
             assert!(err.contains("servers"), "{err}");
             Ok(())
         });
@@ -1301,8 +1301,10 @@ mod tests {
             jail.create_file("c.toml", "event_bufer_size = 10")?;
             let err = CollectorConfig::from_figment(&CollectorConfig::figment_from(&["c.toml"]))
                 .unwrap_err();
-            let msg = err.to_string();
+            // What an operator sees: the message and its cause, once each.
+            let msg = crate::report(&err);
             assert!(msg.contains("event_bufer_size"), "{msg}");
+            assert_eq!(msg.matches("unknown field").count(), 1, "{msg}");
             Ok(())
         });
     }
@@ -1313,7 +1315,7 @@ mod tests {
             jail.set_env("COLLECTOR_BATCH_TIMEOUT", "soon");
             let err = CollectorConfig::from_figment(&CollectorConfig::figment_from::<&str>(&[]))
                 .unwrap_err();
-            let msg = err.to_string().to_ascii_lowercase();
+            let msg = crate::report(&err).to_ascii_lowercase();
             assert!(
                 msg.contains("batch_timeout") && msg.contains("soon"),
                 "{msg}"

@@ -297,7 +297,7 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
             option::of(any::<u32>()),
             option::of(text()),
         ),
-        option::of(text()),
+        (option::of(text()), any::<[bool; 6]>()),
     )
         .prop_map(
             |(
@@ -312,7 +312,7 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
                 mode,
                 result,
                 (uid, owner_uid, owner_gid, process_key),
-                name,
+                (name, [c, nt, nu, nus, nc, io_uring]),
             )| {
                 CollectionEvent::Filesystem(FilesystemEvent {
                     kind,
@@ -334,6 +334,12 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
                     owner_uid,
                     owner_gid,
                     process_key,
+                    path_changed: c,
+                    new_path_truncated: nt,
+                    new_path_unreadable: nu,
+                    new_path_user_supplied: nus,
+                    new_path_changed: nc,
+                    io_uring,
                 })
             },
         )

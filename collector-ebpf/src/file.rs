@@ -3,20 +3,25 @@
 //! chmod/fchmodat/fchmodat2.
 //!
 //! Hooks: classic syscall tracepoints `syscalls/sys_enter_*` + `sys_exit_*` (tracefs; the
-//! loader mounts it when absent). Enter stashes the arguments per thread; exit writes one
-//! record with the result, reading the path from the caller's memory. open, openat and
-//! creat have no entry hook: `file_sys.rs` reads their arguments at exit. A create is an open
-//! whose file has `FMODE_CREATED` set (the call really created it).
+//! loader mounts it when absent). Enter stashes the arguments per thread (and, except for
+//! opens, a keyed digest of each user string); exit writes one variable-length record
+//! with the result. A successful open reports the opened file's path, walked in the
+//! kernel (`path.rs`); otherwise each path is the directory (dirfd or cwd) walked at exit
+//! plus the user string read again there, flagged `PATH_FLAG_CHANGED` when it no longer
+//! matches the entry digest. rename/link/symlink carry two such paths (`RenameOut`); a
+//! symlink's target is the string alone. A create is an open whose file has
+//! `FMODE_CREATED` set (the call really created it). open, openat and creat have no entry
+//! hook: `file_sys.rs` reads their arguments at exit. io_uring: `file_uring.rs`.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user_str},
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_get_prandom_u32},
     macros::{map, raw_tracepoint, tracepoint},
     maps::{HashMap, PerCpuArray},
     programs::{RawTracePointContext, TracePointContext},
 };
 use collector_common::{
     flags, FileRecord, RecordKind, RenameRecord, COUNTER_LOST_STASH_FULL, COUNTER_PATH_UNREADABLE,
-    FILE_PATH_LEN, FILE_PATH_MAX,
+    FILE_PATH_MAX,
 };
 
 use crate::{
@@ -27,8 +32,8 @@ use crate::{
     net_compat::in_compat_syscall,
     offsets::get,
     path::{
-        append_user, copy_out, resolve_fd, resolve_pwd, Resolved, PATH_FLAG_TRUNCATED,
-        PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
+        append_user, copy_dir, copy_out, entry_digest, resolve_fd, resolve_pwd, user_digest,
+        Resolved, PATH_FLAG_CHANGED, PATH_FLAG_TRUNCATED, PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
     },
 };
 
@@ -36,13 +41,26 @@ use crate::{
 /// `size_of::<FileRecord>() + path_len` bytes are sent; nothing is zeroed.
 #[repr(C)]
 pub struct FileOut {
-    rec: FileRecord,
-    path: [u8; FILE_PATH_MAX],
+    pub(crate) rec: FileRecord,
+    pub(crate) path: [u8; FILE_PATH_MAX],
 }
 
 /// Per-CPU assembly buffer for `FileOut` (too big for the stack).
 #[map]
-static FILE_OUT: PerCpuArray<FileOut> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static FILE_OUT: PerCpuArray<FileOut> = PerCpuArray::with_max_entries(1, 0);
+
+/// A two-path record assembled in place: the fixed part, the old path, then the new path
+/// right after it. Only `size_of::<RenameRecord>() + old_path_len + new_path_len` bytes
+/// are sent.
+#[repr(C)]
+pub struct RenameOut {
+    pub(crate) rec: RenameRecord,
+    pub(crate) paths: [u8; 2 * FILE_PATH_MAX],
+}
+
+/// Per-CPU assembly buffer for `RenameOut`.
+#[map]
+pub(crate) static RENAME_OUT: PerCpuArray<RenameOut> = PerCpuArray::with_max_entries(1, 0);
 
 use collector_common::abi::AT_FDCWD;
 const O_CREAT: u32 = 0o100;
@@ -64,6 +82,11 @@ pub struct PendingFile {
     pub(crate) file_flags: u32,
     path: u64,
     new_path: u64,
+    /// Per-call random key of the digests below.
+    seed: u64,
+    /// `entry_digest` of `path` and `new_path` at entry (see `PATH_FLAG_CHANGED`).
+    digest: u64,
+    new_digest: u64,
 }
 
 /// In-flight file syscalls by thread id.
@@ -82,9 +105,30 @@ pub(crate) fn stash(kind: RecordKind, pending: PendingFile) {
     if excluded(pid_tgid) {
         return;
     }
+    let mut pending = pending;
+    // The user strings as they are now, before the kernel reads them: the exit reads
+    // them again and flags a difference (a buffer rewritten by another thread). Not for
+    // opens, the hot path (the digest would double `sys_enter_openat`'s cost): a
+    // successful open reports the opened file's own path, so only a failed open's
+    // string goes unchecked.
+    if kind != RecordKind::Open {
+        stash_digests(&mut pending);
+    }
     if PENDING_FILE.insert(pid_tgid as u32, pending, 0).is_err() {
         // Too many calls in flight: the event is lost, and counted under its reason.
         count_loss(kind, COUNTER_LOST_STASH_FULL);
+    }
+}
+
+/// `entry_digest` of the stash's strings under a fresh per-call key.
+#[inline(always)]
+fn stash_digests(pending: &mut PendingFile) {
+    // Never 0: 0 marks "no digest taken" (opens).
+    let seed = unsafe { ((bpf_get_prandom_u32() as u64) << 32) | bpf_get_prandom_u32() as u64 } | 1;
+    pending.seed = seed;
+    pending.digest = unsafe { entry_digest(0, pending.path as *const u8, seed) };
+    if pending.new_path != 0 {
+        pending.new_digest = unsafe { entry_digest(0, pending.new_path as *const u8, seed) };
     }
 }
 
@@ -104,6 +148,9 @@ pub(crate) fn pending(
         file_flags: 0,
         path,
         new_path: 0,
+        seed: 0,
+        digest: 0,
+        new_digest: 0,
     }
 }
 
@@ -259,7 +306,20 @@ pub fn sys_enter_memfd_create(ctx: TracePointContext) -> u32 {
 /// link/linkat/symlink/symlinkat: two paths, recorded like a rename.
 #[inline(always)]
 fn stash_two(kind: RecordKind, old_dirfd: u64, old: u64, new_dirfd: u64, new: u64) {
-    let mut p = pending(kind, old_dirfd, old, 0, 0);
+    stash_two_flagged(kind, old_dirfd, old, new_dirfd, new, 0);
+}
+
+/// `stash_two` with the call's flags (linkat's `AT_*`).
+#[inline(always)]
+fn stash_two_flagged(
+    kind: RecordKind,
+    old_dirfd: u64,
+    old: u64,
+    new_dirfd: u64,
+    new: u64,
+    call_flags: u64,
+) {
+    let mut p = pending(kind, old_dirfd, old, call_flags, 0);
     p.new_dirfd = new_dirfd as i32;
     p.new_path = new;
     stash(kind, p);
@@ -274,12 +334,14 @@ pub fn sys_enter_link(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_linkat")]
 pub fn sys_enter_linkat(ctx: TracePointContext) -> u32 {
-    stash_two(
+    // linkat(olddirfd, oldpath, newdirfd, newpath, flags)
+    stash_two_flagged(
         RecordKind::Link,
         arg(&ctx, 0),
         arg(&ctx, 1),
         arg(&ctx, 2),
         arg(&ctx, 3),
+        arg(&ctx, 4),
     );
     0
 }
@@ -357,17 +419,6 @@ pub fn sys_enter_renameat2(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Reads a user string into `dst`; returns (bytes without NUL, truncated).
-#[inline(always)]
-unsafe fn read_path(dst: *mut [u8; FILE_PATH_LEN], src: u64) -> (u32, bool) {
-    let n = unsafe { bpf_probe_read_user_str(dst.cast(), FILE_PATH_LEN as u32, src as *const _) };
-    if n <= 0 {
-        return (0, false);
-    }
-    let len = (n - 1) as u32;
-    (len, len as usize >= FILE_PATH_LEN - 1)
-}
-
 #[inline(always)]
 fn take_pending() -> Option<(u64, PendingFile)> {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -418,7 +469,13 @@ pub(crate) fn emit_one_path(pid_tgid: u64, p: &PendingFile, ret: i64) -> u32 {
         return 0;
     };
     let rec = unsafe { &raw mut (*out).rec };
-    let r = unsafe { resolve_for_exit(kind, ret, p) };
+    let mut r = unsafe { resolve_for_exit(kind, ret, p) };
+    if p.seed != 0
+        && r.flags & PATH_FLAG_USER != 0
+        && unsafe { user_digest(0, &r, p.seed) } != p.digest
+    {
+        r.flags |= PATH_FLAG_CHANGED;
+    }
     let len = unsafe { copy_out((&raw mut (*out).path).cast(), &r) };
     // Again here: the verifier must see the bound at the output call.
     let len = if len > FILE_PATH_MAX as u32 {
@@ -482,24 +539,33 @@ unsafe fn resolve_for_exit(kind: RecordKind, ret: i64, p: &PendingFile) -> Resol
     }
     if kind == RecordKind::MemfdCreate {
         // A name, not a path: no directory in front of it.
-        let none = Resolved {
-            ptr: core::ptr::null(),
-            len: 0,
-            flags: 0,
-        };
-        return unsafe { append_user(0, none, p.path as *const u8) };
+        return unsafe { append_user(0, Resolved::none(), p.path as *const u8) };
     }
+    unsafe { resolve_user_at(0, p.dirfd, p.path) }
+}
+
+/// The user string at `path` made absolute against `dirfd` (or the cwd), the directory
+/// walked in the kernel now, in scratch `slot`.
+#[inline(always)]
+pub(crate) unsafe fn resolve_user_at(slot: u32, dirfd: i32, path: u64) -> Resolved {
     let first: u8 =
-        unsafe { aya_ebpf::helpers::bpf_probe_read_user(p.path as *const u8) }.unwrap_or(0);
-    let dir = if first == b'/' {
+        unsafe { aya_ebpf::helpers::bpf_probe_read_user(path as *const u8) }.unwrap_or(0);
+    let dir = unsafe { resolve_dir(slot, dirfd, first) };
+    unsafe { append_user(slot, dir, path as *const u8) }
+}
+
+/// The directory a path whose first byte is `first` is relative to: none when it is
+/// absolute, else the cwd (`AT_FDCWD`) or `dirfd`, walked in the kernel now.
+#[inline(always)]
+pub(crate) unsafe fn resolve_dir(slot: u32, dirfd: i32, first: u8) -> Resolved {
+    if first == b'/' {
         // Absolute: no directory to walk.
         Resolved::unreadable()
-    } else if p.dirfd == AT_FDCWD {
-        unsafe { resolve_pwd(0) }
+    } else if dirfd == AT_FDCWD {
+        unsafe { resolve_pwd(slot) }
     } else {
-        unsafe { resolve_fd(0, p.dirfd as u64) }
-    };
-    unsafe { append_user(0, dir, p.path as *const u8) }
+        unsafe { resolve_fd(slot, dirfd as u64) }
+    }
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_openat2")]
@@ -602,34 +668,108 @@ pub(crate) fn exit_rename_ret(ret: i64) -> u32 {
         k if k == RecordKind::Symlink as u32 => RecordKind::Symlink,
         _ => RecordKind::Rename,
     };
-    let Some(mut entry) = FILE_EVENTS.reserve::<RenameRecord>(0) else {
-        count_lost(kind);
+    let Some(out) = RENAME_OUT.get_ptr_mut(0) else {
         return 0;
     };
-    let rec = entry.as_mut_ptr();
+    // Each path: its directory (dirfd or cwd) walked in the kernel now + the user's
+    // string, read again here and compared with the read at entry. A symlink's target
+    // is content, not a path to resolve: the string alone.
+    let first = |path: u64| -> u8 {
+        unsafe { aya_ebpf::helpers::bpf_probe_read_user(path as *const u8) }.unwrap_or(0)
+    };
+    let old_dir = if kind == RecordKind::Symlink {
+        Resolved::none()
+    } else {
+        unsafe { resolve_dir(0, p.dirfd, first(p.path)) }
+    };
+    let mut old = unsafe { append_user(0, old_dir, p.path as *const u8) };
+    if unsafe { user_digest(0, &old, p.seed) } != p.digest {
+        old.flags |= PATH_FLAG_CHANGED;
+    }
+    let new_first = first(p.new_path);
+    let new_dir = if !old_dir.ptr.is_null() && new_first != b'/' && p.new_dirfd == p.dirfd {
+        // Same directory as the old path (renameat(fd, a, fd, b), or both cwd-relative):
+        // copy the walk instead of walking again.
+        unsafe { copy_dir(0, 1, &old_dir) }
+    } else {
+        unsafe { resolve_dir(1, p.new_dirfd, new_first) }
+    };
+    let mut new = unsafe { append_user(1, new_dir, p.new_path as *const u8) };
+    if unsafe { user_digest(1, &new, p.seed) } != p.new_digest {
+        new.flags |= PATH_FLAG_CHANGED;
+    }
+    let rec = unsafe { &raw mut (*out).rec };
     unsafe {
         fill_header(&raw mut (*rec).header, kind, pid_tgid);
         (*rec).result = ret;
         (*rec).old_dirfd = p.dirfd;
         (*rec).new_dirfd = p.new_dirfd;
         (*rec).file_flags = p.file_flags;
-        (*rec)._pad = 0;
-        let (len, truncated) = read_path(&raw mut (*rec).old_path, p.path);
-        (*rec).old_path_len = len;
-        if truncated {
+        (*rec).call_flags = p.open_flags;
+    }
+    unsafe { fill_two(out, &old, &new) };
+    send_two(kind, out);
+    0
+}
+
+/// Copies both paths behind `out.rec` (the new one right after the old one) and sets
+/// their lengths and flags.
+#[inline(always)]
+pub(crate) unsafe fn fill_two(out: *mut RenameOut, old: &Resolved, new: &Resolved) {
+    let rec = unsafe { &raw mut (*out).rec };
+    let base: *mut u8 = unsafe { (&raw mut (*out).paths).cast() };
+    let old_len = unsafe { copy_out(base, old) };
+    let old_len = if old_len > FILE_PATH_MAX as u32 {
+        FILE_PATH_MAX as u32
+    } else {
+        old_len
+    };
+    let new_len = unsafe { copy_out(base.add(old_len as usize), new) };
+    unsafe {
+        (*rec).old_path_len = old_len;
+        (*rec).new_path_len = new_len;
+        (*rec).old_path_flags = old.flags;
+        (*rec).new_path_flags = new.flags;
+        if old.flags & PATH_FLAG_TRUNCATED != 0 {
             (*rec).header.flags |= flags::PATH_TRUNCATED;
         }
-        let (len, truncated) = read_path(&raw mut (*rec).new_path, p.new_path);
-        (*rec).new_path_len = len;
-        if truncated {
+        if new.flags & PATH_FLAG_TRUNCATED != 0 {
             (*rec).header.flags |= flags::NEW_PATH_TRUNCATED;
         }
     }
-    // Rename paths are the user's strings: never matched against excluded prefixes
-    // (only kernel-resolved canonical paths are; a string can reach anywhere via `..`).
-    entry.submit(file_wakeup_flags());
+}
+
+/// Sends a filled two-path record.
+#[inline(always)]
+pub(crate) fn send_two(kind: RecordKind, out: *mut RenameOut) {
+    let rec = unsafe { &raw const (*out).rec };
+    let (old_len, new_len, path_flags) = unsafe {
+        (
+            (*rec).old_path_len as usize,
+            (*rec).new_path_len as usize,
+            (*rec).old_path_flags | (*rec).new_path_flags,
+        )
+    };
+    let total = size_of::<RenameRecord>() + old_len + new_len;
+    let total = if total > size_of::<RenameOut>() {
+        size_of::<RenameOut>()
+    } else {
+        total
+    };
+    let bytes = unsafe { core::slice::from_raw_parts(out as *const u8, total) };
+    if FILE_EVENTS
+        .output::<[u8]>(bytes, file_wakeup_flags())
+        .is_err()
+    {
+        count_lost(kind);
+        return;
+    }
     count_emitted(kind);
-    0
+    // Two-path records hold user strings: never matched against excluded prefixes (only
+    // kernel-resolved canonical paths are; a string can reach anywhere via `..`).
+    if path_flags & PATH_FLAG_UNREADABLE != 0 {
+        count_loss(kind, COUNTER_PATH_UNREADABLE);
+    }
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_rename")]

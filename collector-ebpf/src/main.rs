@@ -16,6 +16,7 @@ mod common;
 mod file;
 mod file_compat;
 mod file_sys;
+mod file_uring;
 mod net;
 mod net_compat;
 mod net_state;

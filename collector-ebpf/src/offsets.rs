@@ -180,6 +180,58 @@ offsets! {
     OFF_PROC_UPID_NS,
     /// `pid_namespace.ns.inum`
     OFF_PROC_PIDNS_INUM,
+    /// `io_kiocb.opcode` (filesystem: io_uring)
+    OFF_FILE_IO_KIOCB_OPCODE,
+    /// `io_kiocb.flags` (filesystem: io_uring, `REQ_F_CQE_SKIP`)
+    OFF_FILE_IO_KIOCB_FLAGS,
+    /// `io_kiocb.ctx` (filesystem: io_uring, overflowed completions)
+    OFF_FILE_IO_KIOCB_CTX,
+    /// `io_kiocb.cqe.user_data` (filesystem: io_uring, overflowed completions)
+    OFF_FILE_IO_KIOCB_USER_DATA,
+    /// `io_kiocb.cmd` (filesystem: io_uring)
+    OFF_FILE_IO_KIOCB_CMD,
+    /// `filename.name` (filesystem: io_uring)
+    OFF_FILE_FILENAME_NAME,
+    /// `io_open.dfd` (filesystem: io_uring)
+    OFF_FILE_IO_OPEN_DFD,
+    /// `io_open.file_slot` (filesystem: io_uring)
+    OFF_FILE_IO_OPEN_FILE_SLOT,
+    /// `io_open.filename` (filesystem: io_uring)
+    OFF_FILE_IO_OPEN_FILENAME,
+    /// `io_open.how` (filesystem: io_uring)
+    OFF_FILE_IO_OPEN_HOW,
+    /// `io_unlink.dfd` (filesystem: io_uring)
+    OFF_FILE_IO_UNLINK_DFD,
+    /// `io_unlink.flags` (filesystem: io_uring)
+    OFF_FILE_IO_UNLINK_FLAGS,
+    /// `io_unlink.filename` (filesystem: io_uring)
+    OFF_FILE_IO_UNLINK_FILENAME,
+    /// `io_mkdir.dfd` (filesystem: io_uring)
+    OFF_FILE_IO_MKDIR_DFD,
+    /// `io_mkdir.mode` (filesystem: io_uring)
+    OFF_FILE_IO_MKDIR_MODE,
+    /// `io_mkdir.filename` (filesystem: io_uring)
+    OFF_FILE_IO_MKDIR_FILENAME,
+    /// `io_rename.old_dfd` (filesystem: io_uring)
+    OFF_FILE_IO_RENAME_OLD_DFD,
+    /// `io_rename.new_dfd` (filesystem: io_uring)
+    OFF_FILE_IO_RENAME_NEW_DFD,
+    /// `io_rename.oldpath` (filesystem: io_uring)
+    OFF_FILE_IO_RENAME_OLDPATH,
+    /// `io_rename.newpath` (filesystem: io_uring)
+    OFF_FILE_IO_RENAME_NEWPATH,
+    /// `io_rename.flags` (filesystem: io_uring)
+    OFF_FILE_IO_RENAME_FLAGS,
+    /// `io_link.old_dfd` (filesystem: io_uring)
+    OFF_FILE_IO_LINK_OLD_DFD,
+    /// `io_link.new_dfd` (filesystem: io_uring)
+    OFF_FILE_IO_LINK_NEW_DFD,
+    /// `io_link.oldpath` (filesystem: io_uring)
+    OFF_FILE_IO_LINK_OLDPATH,
+    /// `io_link.newpath` (filesystem: io_uring)
+    OFF_FILE_IO_LINK_NEWPATH,
+    /// `io_link.flags` (filesystem: io_uring)
+    OFF_FILE_IO_LINK_FLAGS,
 }
 
 /// Set by the loader when `linux_binprm` has `executable` (the file the caller named,
@@ -217,4 +269,14 @@ static EXIT_HAS_GROUP_DEAD: u32 = 0;
 #[inline(always)]
 pub fn exit_has_group_dead() -> bool {
     unsafe { read_volatile(&EXIT_HAS_GROUP_DEAD) != 0 }
+}
+
+/// Set by the loader when the io_uring file structs (`io_open`, `io_rename`, ...) were
+/// all found in BTF: otherwise the io_uring file hooks stay inert.
+#[unsafe(no_mangle)]
+static FILE_HAS_IO_URING: u32 = 0;
+
+#[inline(always)]
+pub fn file_has_io_uring() -> bool {
+    unsafe { read_volatile(&FILE_HAS_IO_URING) != 0 }
 }

@@ -18,6 +18,10 @@
 //!   (rename, link) can be held at once.
 //! - `append_user(slot, dir, user_ptr)`: `dir` + `/` + the user string (read now, from
 //!   user memory); an absolute user string is taken alone. Flags `PATH_FLAG_USER`.
+//!   `append_kernel` does the same with a string already in kernel memory.
+//! - `entry_digest(slot, user_ptr, seed)` at a call's entry and `user_digest(slot, r,
+//!   seed)` after the exit's `append_user`: equal unless the user buffer changed in
+//!   between (then set `PATH_FLAG_CHANGED`).
 //! - `copy_out(dst, r)`: copies `r.len` bytes (at most `PATH_MAX`) to `dst`, which must
 //!   have `PATH_MAX` bytes of room. Returns the bytes copied.
 //!
@@ -33,7 +37,8 @@ use core::{ffi::c_void, ptr::read_volatile};
 
 use aya_ebpf::{
     helpers::generated::{
-        bpf_get_current_task, bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user_str,
+        bpf_get_current_task, bpf_loop, bpf_probe_read_kernel, bpf_probe_read_kernel_str,
+        bpf_probe_read_user_str,
     },
     macros::map,
     maps::PerCpuArray,
@@ -50,6 +55,9 @@ pub const PATH_FLAG_UNREADABLE: u32 = 2;
 /// The path (or its last part) is a user-supplied string, not resolved by the kernel:
 /// it may hold `..`, symlinks, or name something other than what the call reached.
 pub const PATH_FLAG_USER: u32 = 4;
+/// The user string read at the call's entry differs from the one read at its exit
+/// (`entry_digest` vs `user_digest`): another thread rewrote (or unmapped) the buffer.
+pub const PATH_FLAG_CHANGED: u32 = 8;
 /// Independent scratch buffers per CPU.
 pub const PATH_SLOTS: u32 = 2;
 
@@ -129,6 +137,8 @@ pub struct PathScratch {
     done: u32,
     _pad: u32,
     buf: [u8; 2 * PATH_MAX as usize],
+    /// Room for the digest's last 8-byte load at the end of `buf` (never part of a path).
+    _slack: [u8; 8],
 }
 
 #[map]
@@ -143,6 +153,9 @@ pub struct Resolved {
     pub len: u32,
     /// `PATH_FLAG_*`
     pub flags: u32,
+    /// Bytes of the user (or kernel-copied) string `append_*` read into the slot's tail
+    /// (0 otherwise): what `user_digest` hashes.
+    pub user_len: u32,
 }
 
 impl Resolved {
@@ -153,6 +166,19 @@ impl Resolved {
             ptr: core::ptr::null(),
             len: 0,
             flags: PATH_FLAG_UNREADABLE,
+            user_len: 0,
+        }
+    }
+
+    /// No directory at all (a name that is not a path, a symlink target): `append_*`
+    /// then reports the string alone.
+    #[inline(always)]
+    pub const fn none() -> Self {
+        Self {
+            ptr: core::ptr::null(),
+            len: 0,
+            flags: 0,
+            user_len: 0,
         }
     }
 }
@@ -416,6 +442,7 @@ unsafe fn walk(slot: u32, dentry: u64, vfsmnt: u64) -> Resolved {
         ptr: unsafe { s.buf.as_ptr().add(pos as usize) },
         len: PATH_MAX - pos,
         flags: s.flags,
+        user_len: 0,
     }
 }
 
@@ -472,6 +499,35 @@ pub unsafe fn resolve_fd(slot: u32, fd: u64) -> Resolved {
     }
 }
 
+/// `dir` (a result of slot `from`'s last resolve, not yet appended to) copied into slot
+/// `to` at the same place, so that `append_user(to, ..)` can extend it: one copy instead
+/// of a second walk when two paths share a directory.
+#[inline(always)]
+pub unsafe fn copy_dir(from: u32, to: u32, dir: &Resolved) -> Resolved {
+    let (Some(_), Some(t)) = (scratch(from), scratch(to)) else {
+        return Resolved::unreadable();
+    };
+    if dir.ptr.is_null() || dir.len == 0 || dir.len > PATH_MAX {
+        return *dir;
+    }
+    let t = unsafe { &mut *t };
+    let pos = (PATH_MAX - dir.len) & (PATH_MAX - 1);
+    let mut len = dir.len & (2 * PATH_MAX - 1);
+    if len > PATH_MAX {
+        len = PATH_MAX;
+    }
+    let dst = unsafe { t.buf.as_mut_ptr().add(pos as usize) };
+    if unsafe { bpf_probe_read_kernel(dst.cast(), len, dir.ptr.cast()) } < 0 {
+        return Resolved::unreadable();
+    }
+    Resolved {
+        ptr: dst,
+        len: dir.len,
+        flags: dir.flags,
+        user_len: 0,
+    }
+}
+
 /// Absolute path of the current task's working directory.
 #[inline(always)]
 pub unsafe fn resolve_pwd(slot: u32) -> Resolved {
@@ -487,15 +543,40 @@ pub unsafe fn resolve_pwd(slot: u32) -> Resolved {
 /// truncated.
 #[inline(always)]
 pub unsafe fn append_user(slot: u32, dir: Resolved, user: *const u8) -> Resolved {
+    unsafe { append_str(slot, dir, user, false) }
+}
+
+/// `append_user` for a string the kernel already copied (`struct filename.name`, as
+/// io_uring holds it): exactly the bytes the kernel will use, no user-memory race.
+#[inline(always)]
+pub unsafe fn append_kernel(slot: u32, dir: Resolved, name: *const u8) -> Resolved {
+    unsafe { append_str(slot, dir, name, true) }
+}
+
+/// Reads a string into the slot's tail (`buf[PATH_MAX + 1..]`); returns
+/// `bpf_probe_read_*_str`'s result (bytes with the NUL, or a negative error).
+#[inline(always)]
+unsafe fn read_tail(s: &mut PathScratch, src: *const u8, kernel: bool) -> i64 {
+    let tail = unsafe { s.buf.as_mut_ptr().add(PATH_MAX as usize + 1) };
+    if kernel {
+        (unsafe { bpf_probe_read_kernel_str(tail.cast(), PATH_MAX - 1, src.cast()) }) as i64
+    } else {
+        (unsafe { bpf_probe_read_user_str(tail.cast(), PATH_MAX - 1, src.cast()) }) as i64
+    }
+}
+
+#[inline(always)]
+unsafe fn append_str(slot: u32, dir: Resolved, src: *const u8, kernel: bool) -> Resolved {
     let Some(s) = scratch(slot) else {
         return Resolved::unreadable();
     };
     let s = unsafe { &mut *s };
     let tail = unsafe { s.buf.as_mut_ptr().add(PATH_MAX as usize + 1) };
-    let n = unsafe { bpf_probe_read_user_str(tail.cast(), PATH_MAX - 1, user.cast()) };
+    let n = unsafe { read_tail(s, src, kernel) };
     if n <= 0 {
         return Resolved {
             flags: dir.flags | PATH_FLAG_USER | PATH_FLAG_UNREADABLE,
+            user_len: 0,
             ..dir
         };
     }
@@ -510,6 +591,7 @@ pub unsafe fn append_user(slot: u32, dir: Resolved, user: *const u8) -> Resolved
             ptr: tail,
             len: ulen,
             flags,
+            user_len: ulen,
         };
     }
     if dir.ptr.is_null() {
@@ -518,6 +600,7 @@ pub unsafe fn append_user(slot: u32, dir: Resolved, user: *const u8) -> Resolved
             ptr: tail,
             len: ulen,
             flags: flags | dir.flags,
+            user_len: ulen,
         };
     }
     s.buf[PATH_MAX as usize] = b'/';
@@ -537,7 +620,103 @@ pub unsafe fn append_user(slot: u32, dir: Resolved, user: *const u8) -> Resolved
         ptr: start,
         len,
         flags: flags | dir.flags,
+        user_len: ulen,
     }
+}
+
+/// Digest state for `digest_step` (one slot's tail, 8 bytes per step).
+#[repr(C)]
+struct DigestCtx {
+    slot: u32,
+    len: u32,
+    h: u64,
+}
+
+/// Words hashed inline before `bpf_loop` takes over (most paths are shorter: no
+/// callback, no map lookup per word).
+const DIGEST_INLINE_WORDS: u32 = 8;
+
+/// Mixes word `at / 8` of the tail into `h` (`at` < `len`).
+#[inline(always)]
+fn mix(s: &PathScratch, at: u32, len: u32, h: u64) -> u64 {
+    // Tail starts at PATH_MAX + 1; `at` < PATH_MAX - 1, so the 8-byte load ends inside
+    // `buf` + `_slack`. The mask only restates that bound for the verifier.
+    let off = (PATH_MAX + 1 + (at & (PATH_MAX - 1))) as usize;
+    let mut w = unsafe { core::ptr::read_unaligned(s.buf.as_ptr().add(off) as *const u64) };
+    let rest = len - at;
+    if rest < 8 {
+        // Bytes past the string are left over from earlier use: not part of it.
+        w &= (1u64 << (rest * 8)) - 1;
+    }
+    let h = (h ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^ (h >> 29)
+}
+
+/// One 8-byte word past the inline ones into the digest. 0 = go on, 1 = stop.
+extern "C" fn digest_step(index: u64, ctx: *mut c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut DigestCtx) };
+    let Some(s) = PATH_SCRATCH.get_ptr_mut(c.slot) else {
+        return 1;
+    };
+    let at = (index as u32 + DIGEST_INLINE_WORDS).wrapping_mul(8);
+    if at >= c.len {
+        return 1;
+    }
+    c.h = mix(unsafe { &*s }, at, c.len, c.h);
+    0
+}
+
+/// Keyed digest of `len` bytes in the slot's tail (as `append_*`/`entry_digest` left
+/// them). `seed` is drawn per call (`bpf_get_prandom_u32`), so a process cannot craft
+/// two strings with equal digests ahead of time.
+#[inline(always)]
+unsafe fn tail_digest(slot: u32, len: u32, seed: u64) -> u64 {
+    let len = if len > PATH_MAX - 1 {
+        PATH_MAX - 1
+    } else {
+        len
+    };
+    let mut h = seed ^ (len as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    let Some(s) = scratch(slot) else {
+        return h;
+    };
+    let s = unsafe { &*s };
+    for i in 0..DIGEST_INLINE_WORDS {
+        let at = i * 8;
+        if at >= len {
+            return h;
+        }
+        h = mix(s, at, len, h);
+    }
+    let mut c = DigestCtx { slot, len, h };
+    unsafe {
+        bpf_loop(
+            PATH_MAX / 8 - DIGEST_INLINE_WORDS,
+            digest_step as *mut c_void,
+            (&raw mut c).cast(),
+            0,
+        );
+    }
+    c.h
+}
+
+/// Reads the user string at `user` now (at the call's entry) and digests it; compare
+/// with `user_digest` of the exit's `append_user` result to detect a rewritten buffer.
+/// An unreadable string digests as empty.
+#[inline(always)]
+pub unsafe fn entry_digest(slot: u32, user: *const u8, seed: u64) -> u64 {
+    let Some(s) = scratch(slot) else {
+        return seed;
+    };
+    let n = unsafe { read_tail(&mut *s, user, false) };
+    let len = if n <= 0 { 0 } else { (n - 1) as u32 };
+    unsafe { tail_digest(slot, len, seed) }
+}
+
+/// Digest of the string the slot's last `append_user` read (`r` is its result).
+#[inline(always)]
+pub unsafe fn user_digest(slot: u32, r: &Resolved, seed: u64) -> u64 {
+    unsafe { tail_digest(slot, r.user_len, seed) }
 }
 
 /// Copies the path to `dst` (room for `PATH_MAX` bytes). Returns the bytes copied.

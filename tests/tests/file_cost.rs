@@ -52,6 +52,58 @@ async fn int80_open_storm_kernel_cost() {
     .await;
 }
 
+/// io_uring file operations (OPENAT, RENAMEAT) and NOPs, which the io_uring file
+/// hooks must pass over at once: prints `io_uring_submit` (`io_uring_submit_req_file`)
+/// and `io_uring_comple` (`io_uring_complete_file`) among the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, run by hand"]
+async fn io_uring_storm_kernel_cost() {
+    if !kernel_or_skip("io_uring_storm_kernel_cost") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let n = (opens() / 10).to_string();
+    storm_cost(
+        env!("CARGO_BIN_EXE_kuring-actor"),
+        &["uring-storm", dir.path().to_str().unwrap(), &n],
+    )
+    .await;
+}
+
+/// NOPs only: what the io_uring file hooks cost an io_uring user that does no file
+/// operations (the opcode test and return).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, run by hand"]
+async fn io_uring_nop_storm_kernel_cost() {
+    if !kernel_or_skip("io_uring_nop_storm_kernel_cost") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let n = (opens() / 10).to_string();
+    storm_cost(
+        env!("CARGO_BIN_EXE_kuring-actor"),
+        &["uring-storm", dir.path().to_str().unwrap(), &n, "nops"],
+    )
+    .await;
+}
+
+/// renameat storm: the two-path programs (kernel-walked dirfd for both paths, entry
+/// digests of both strings, variable-length record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, run by hand"]
+async fn rename_storm_kernel_cost() {
+    if !kernel_or_skip("rename_storm_kernel_cost") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let n = (opens() / 4).to_string();
+    storm_cost(
+        env!("CARGO_BIN_EXE_kuring-actor"),
+        &["rename-storm", dir.path().to_str().unwrap(), &n],
+    )
+    .await;
+}
+
 fn opens() -> u64 {
     std::env::var("OPENS")
         .ok()

@@ -50,11 +50,9 @@ async fn links_chown_and_memfd_are_reported_with_fields() {
         }
         v
     };
-    // A dirfd-relative path of a two-path record is resolved in userspace from
-    // /proc/PID/fd, which is gone once the actor exited: then it stays relative, flagged.
-    let is = |got: &str, relative: bool, name: &str| {
-        (got == p(name) && !relative) || (got == name && relative)
-    };
+    // A dirfd-relative path of a two-path record is resolved in the kernel at the call
+    // (the directory fd walked there), so it is absolute although the actor is gone.
+    let is = |got: &str, relative: bool, name: &str| got == p(name) && !relative;
 
     let links = of(FilesystemEventKind::Link);
     assert_eq!(links.len(), 2, "{events:#?}");

@@ -114,4 +114,77 @@ pub struct FilesystemEvent {
     /// mistakes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process_key: Option<String>,
+    /// The user string of `path` read when the call entered differed from the one read
+    /// when it returned: another thread rewrote the buffer, and the kernel may have
+    /// acted on a name other than `path`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub path_changed: bool,
+    /// `path_truncated` for `new_path`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_path_truncated: bool,
+    /// `path_unreadable` for `new_path`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_path_unreadable: bool,
+    /// `path_user_supplied` for `new_path`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_path_user_supplied: bool,
+    /// `path_changed` for `new_path`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_path_changed: bool,
+    /// Submitted through io_uring (`IORING_OP_OPENAT`, `UNLINKAT`, ...) rather than a
+    /// syscall of its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub io_uring: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CollectionEvent;
+
+    fn rename() -> FilesystemEvent {
+        FilesystemEvent {
+            kind: FilesystemEventKind::Rename,
+            timestamp: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            pid: 7,
+            source: "ebpf-filesystem".into(),
+            path: "/d/a".into(),
+            new_path: Some("/d/b".into()),
+            path_relative: false,
+            flags: Some(2),
+            mode: None,
+            result: Some(0),
+            uid: Some(65534),
+            name: Some("mv".into()),
+            path_truncated: false,
+            path_unreadable: false,
+            path_user_supplied: true,
+            compat_syscall: false,
+            owner_uid: None,
+            owner_gid: None,
+            path_changed: true,
+            new_path_truncated: true,
+            new_path_unreadable: false,
+            new_path_user_supplied: true,
+            new_path_changed: false,
+            io_uring: true,
+            process_key: Some("7:1000".into()),
+        }
+    }
+
+    #[test]
+    fn per_path_flags_and_io_uring_are_in_the_json() {
+        let line = CollectionEvent::Filesystem(rename()).to_json_line();
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(json["path_changed"], true);
+        assert_eq!(json["new_path_truncated"], true);
+        assert_eq!(json["new_path_user_supplied"], true);
+        assert_eq!(json["io_uring"], true);
+        assert_eq!(json["flags"], 2);
+        // Absent when false, like `compat_syscall`.
+        assert!(json.get("new_path_changed").is_none());
+        assert!(json.get("new_path_unreadable").is_none());
+        let back: CollectionEvent = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, CollectionEvent::Filesystem(rename()));
+    }
 }

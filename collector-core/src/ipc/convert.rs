@@ -522,6 +522,12 @@ fn filesystem_to_proto(e: &FilesystemEvent) -> pb::FilesystemEvent {
         owner_uid: e.owner_uid,
         owner_gid: e.owner_gid,
         process_key: e.process_key.clone(),
+        path_changed: e.path_changed,
+        new_path_truncated: e.new_path_truncated,
+        new_path_unreadable: e.new_path_unreadable,
+        new_path_user_supplied: e.new_path_user_supplied,
+        new_path_changed: e.new_path_changed,
+        io_uring: e.io_uring,
     }
 }
 
@@ -548,6 +554,12 @@ fn filesystem_from_proto(e: pb::FilesystemEvent) -> Result<FilesystemEvent, Conv
         owner_uid: e.owner_uid,
         owner_gid: e.owner_gid,
         process_key: e.process_key,
+        path_changed: e.path_changed,
+        new_path_truncated: e.new_path_truncated,
+        new_path_unreadable: e.new_path_unreadable,
+        new_path_user_supplied: e.new_path_user_supplied,
+        new_path_changed: e.new_path_changed,
+        io_uring: e.io_uring,
     })
 }
 

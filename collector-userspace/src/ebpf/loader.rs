@@ -555,6 +555,9 @@ pub(crate) const NETWORK_PROGRAMS: &[ProgramSpec] = &[
 /// attach, its domain goes on without it (logged; its hook is absent from status).
 const OPTIONAL_PROGRAMS: &[&str] = &[
     "io_uring_complete_net",
+    "io_uring_submit_req_file",
+    "io_uring_complete_file",
+    "io_uring_cqe_overflow_file",
     "sys_enter_fchmodat2",
     "sys_exit_fchmodat2",
     // Legacy path calls some architectures lack (arm64 has only the *at forms).
@@ -591,6 +594,19 @@ pub(crate) const FILE_PROGRAMS_RAW: &[ProgramSpec] = &[
     raw("raw_file_sys_exit", "sys_exit"),
     raw("raw_file_compat_enter", "sys_enter"),
     raw("raw_file_compat_exit", "sys_exit"),
+    // io_uring file operations (IORING_OP_OPENAT, UNLINKAT, RENAMEAT, ...).
+    ProgramSpec {
+        name: "io_uring_submit_req_file",
+        hook: Hook::BtfTracepoint("io_uring_submit_req"),
+    },
+    ProgramSpec {
+        name: "io_uring_complete_file",
+        hook: Hook::BtfTracepoint("io_uring_complete"),
+    },
+    ProgramSpec {
+        name: "io_uring_cqe_overflow_file",
+        hook: Hook::BtfTracepoint("io_uring_cqe_overflow"),
+    },
 ];
 
 pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
@@ -639,6 +655,19 @@ pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
     // fchmodat2 is Linux >= 6.6: optional (see OPTIONAL_PROGRAMS).
     syscall("sys_enter_fchmodat2"),
     syscall("sys_exit_fchmodat2"),
+    // io_uring file operations (IORING_OP_OPENAT, UNLINKAT, RENAMEAT, ...).
+    ProgramSpec {
+        name: "io_uring_submit_req_file",
+        hook: Hook::BtfTracepoint("io_uring_submit_req"),
+    },
+    ProgramSpec {
+        name: "io_uring_complete_file",
+        hook: Hook::BtfTracepoint("io_uring_complete"),
+    },
+    ProgramSpec {
+        name: "io_uring_cqe_overflow_file",
+        hook: Hook::BtfTracepoint("io_uring_cqe_overflow"),
+    },
 ];
 
 /// A random SipHash key for connection ids (from the kernel's CSPRNG), so an id
@@ -727,6 +756,7 @@ impl KernelPrograms {
         let has_excluded_comms = gate(!config.excluded_comms.is_empty());
         let has_excluded_paths = gate(!config.excluded_path_prefixes.is_empty());
         let has_compat_syscalls = u32::from(offsets.compat_syscalls);
+        let file_has_io_uring = u32::from(offsets.file_has_io_uring);
         let conn_id_key = random_key()?;
         let udp_report_interval_ns =
             u64::try_from(config.udp_report_interval.as_nanos()).unwrap_or(u64::MAX);
@@ -782,6 +812,7 @@ impl KernelPrograms {
                 &has_compat_syscalls,
                 true,
             )
+            .override_global(abi::globals::FILE_HAS_IO_URING, &file_has_io_uring, true)
             .override_global(abi::globals::CONN_ID_KEY, &conn_id_key, true)
             .override_global(
                 abi::globals::UDP_REPORT_INTERVAL_NS,

@@ -109,6 +109,38 @@ const PROC_COMPAT_FIELDS: &[(&str, &str, &str)] = &[
     ("OFF_PROC_REGS_CX", "pt_regs", "cx"),
 ];
 
+/// Fields the io_uring file hooks read (collector-ebpf/src/file_uring.rs): the per-op
+/// structs inside `io_kiocb.cmd`. Optional: where any is missing those hooks stay inert
+/// (`FILE_HAS_IO_URING` = 0).
+const FILE_IO_URING_FIELDS: &[(&str, &str, &str)] = &[
+    ("OFF_FILE_IO_KIOCB_OPCODE", "io_kiocb", "opcode"),
+    ("OFF_FILE_IO_KIOCB_FLAGS", "io_kiocb", "flags"),
+    ("OFF_FILE_IO_KIOCB_CTX", "io_kiocb", "ctx"),
+    ("OFF_FILE_IO_KIOCB_USER_DATA", "io_kiocb", "cqe.user_data"),
+    ("OFF_FILE_IO_KIOCB_CMD", "io_kiocb", "cmd"),
+    ("OFF_FILE_FILENAME_NAME", "filename", "name"),
+    ("OFF_FILE_IO_OPEN_DFD", "io_open", "dfd"),
+    ("OFF_FILE_IO_OPEN_FILE_SLOT", "io_open", "file_slot"),
+    ("OFF_FILE_IO_OPEN_FILENAME", "io_open", "filename"),
+    ("OFF_FILE_IO_OPEN_HOW", "io_open", "how"),
+    ("OFF_FILE_IO_UNLINK_DFD", "io_unlink", "dfd"),
+    ("OFF_FILE_IO_UNLINK_FLAGS", "io_unlink", "flags"),
+    ("OFF_FILE_IO_UNLINK_FILENAME", "io_unlink", "filename"),
+    ("OFF_FILE_IO_MKDIR_DFD", "io_mkdir", "dfd"),
+    ("OFF_FILE_IO_MKDIR_MODE", "io_mkdir", "mode"),
+    ("OFF_FILE_IO_MKDIR_FILENAME", "io_mkdir", "filename"),
+    ("OFF_FILE_IO_RENAME_OLD_DFD", "io_rename", "old_dfd"),
+    ("OFF_FILE_IO_RENAME_NEW_DFD", "io_rename", "new_dfd"),
+    ("OFF_FILE_IO_RENAME_OLDPATH", "io_rename", "oldpath"),
+    ("OFF_FILE_IO_RENAME_NEWPATH", "io_rename", "newpath"),
+    ("OFF_FILE_IO_RENAME_FLAGS", "io_rename", "flags"),
+    ("OFF_FILE_IO_LINK_OLD_DFD", "io_link", "old_dfd"),
+    ("OFF_FILE_IO_LINK_NEW_DFD", "io_link", "new_dfd"),
+    ("OFF_FILE_IO_LINK_OLDPATH", "io_link", "oldpath"),
+    ("OFF_FILE_IO_LINK_NEWPATH", "io_link", "newpath"),
+    ("OFF_FILE_IO_LINK_FLAGS", "io_link", "flags"),
+];
+
 /// Resolves an optional group of fields: all of them, or zeros and `false`.
 fn optional_fields(
     btf: &KernelBtf,
@@ -182,6 +214,8 @@ pub struct KernelOffsets {
     pub proc_has_compat: bool,
     /// Whether `linux_binprm` has `executable`.
     pub proc_has_bprm_executable: bool,
+    /// Whether the io_uring file-operation structs are known (`FILE_IO_URING_FIELDS`).
+    pub file_has_io_uring: bool,
 }
 
 impl KernelOffsets {
@@ -227,6 +261,7 @@ impl KernelOffsets {
         let proc_has_audit = optional_fields(btf, PROC_AUDIT_FIELDS, &mut values);
         let proc_has_compat = optional_fields(btf, PROC_COMPAT_FIELDS, &mut values);
         let proc_has_bprm_executable = optional_fields(btf, PROC_BPRM_EXECUTABLE, &mut values);
+        let file_has_io_uring = optional_fields(btf, FILE_IO_URING_FIELDS, &mut values);
         // `linux_binprm.secureexec` is a bitfield: its byte, and the bit in that byte.
         let secureexec_bits = btf.member_bit_offset("linux_binprm", "secureexec")?;
         values.push(("OFF_PROC_BPRM_SECUREEXEC_BYTE", secureexec_bits / 8));
@@ -244,6 +279,7 @@ impl KernelOffsets {
             proc_has_audit,
             proc_has_compat,
             proc_has_bprm_executable,
+            file_has_io_uring,
         })
     }
 }

@@ -333,6 +333,12 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
     let mut compat_syscall = false;
     let (mut owner_uid, mut owner_gid) = (None, None);
     let mut process_key = None;
+    let mut path_changed = false;
+    let mut new_path_truncated = false;
+    let mut new_path_unreadable = false;
+    let mut new_path_user_supplied = false;
+    let mut new_path_changed = false;
+    let mut io_uring = false;
     let (mut flags, mut mode, mut result, mut uid) = (None, None, None, None);
     let mut fields = Fields::new(body);
     while let Some((field, wire_type)) = fields.next(0)? {
@@ -356,6 +362,14 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
             (filesystem::OWNER_UID, VARINT) => owner_uid = Some(r.varint()? as u32),
             (filesystem::OWNER_GID, VARINT) => owner_gid = Some(r.varint()? as u32),
             (filesystem::PROCESS_KEY, LEN) => process_key = Some(r.str()?),
+            (filesystem::PATH_CHANGED, VARINT) => path_changed = r.varint()? != 0,
+            (filesystem::NEW_PATH_TRUNCATED, VARINT) => new_path_truncated = r.varint()? != 0,
+            (filesystem::NEW_PATH_UNREADABLE, VARINT) => new_path_unreadable = r.varint()? != 0,
+            (filesystem::NEW_PATH_USER_SUPPLIED, VARINT) => {
+                new_path_user_supplied = r.varint()? != 0
+            }
+            (filesystem::NEW_PATH_CHANGED, VARINT) => new_path_changed = r.varint()? != 0,
+            (filesystem::IO_URING, VARINT) => io_uring = r.varint()? != 0,
             _ => return None,
         }
     }
@@ -379,6 +393,12 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
         owner_uid,
         owner_gid,
         process_key: process_key.map(str::to_owned),
+        path_changed,
+        new_path_truncated,
+        new_path_unreadable,
+        new_path_user_supplied,
+        new_path_changed,
+        io_uring,
     })
 }
 

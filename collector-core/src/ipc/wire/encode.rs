@@ -322,6 +322,16 @@ fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent) {
     opt_varint(o, filesystem::OWNER_UID, e.owner_uid.map(u64::from));
     opt_varint(o, filesystem::OWNER_GID, e.owner_gid.map(u64::from));
     opt_string(o, filesystem::PROCESS_KEY, e.process_key.as_deref());
+    boolean(o, filesystem::PATH_CHANGED, e.path_changed);
+    boolean(o, filesystem::NEW_PATH_TRUNCATED, e.new_path_truncated);
+    boolean(o, filesystem::NEW_PATH_UNREADABLE, e.new_path_unreadable);
+    boolean(
+        o,
+        filesystem::NEW_PATH_USER_SUPPLIED,
+        e.new_path_user_supplied,
+    );
+    boolean(o, filesystem::NEW_PATH_CHANGED, e.new_path_changed);
+    boolean(o, filesystem::IO_URING, e.io_uring);
 }
 
 fn performance_body(o: &mut impl Out, e: &PerformanceEvent) {

@@ -143,6 +143,12 @@ mod field {
         pub const OWNER_UID: u32 = 17;
         pub const OWNER_GID: u32 = 18;
         pub const PROCESS_KEY: u32 = 30;
+        pub const PATH_CHANGED: u32 = 40;
+        pub const NEW_PATH_TRUNCATED: u32 = 41;
+        pub const NEW_PATH_UNREADABLE: u32 = 42;
+        pub const NEW_PATH_USER_SUPPLIED: u32 = 43;
+        pub const NEW_PATH_CHANGED: u32 = 44;
+        pub const IO_URING: u32 = 45;
     }
     pub mod performance {
         pub const METRIC_NAME: u32 = 5;

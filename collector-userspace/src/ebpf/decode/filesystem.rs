@@ -1,34 +1,14 @@
 //! Filesystem-domain records: open, create, unlink, rename.
 
-use std::path::Path;
-
 use collector_common::{
-    FileRecord, RecordHeader, RecordKind, RenameRecord, FILE_FLAG_COMPAT, FILE_PATH_LEN,
-    FILE_PATH_MAX, PATH_FLAG_TRUNCATED, PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
+    FileRecord, RecordHeader, RecordKind, RenameRecord, FILE_FLAG_COMPAT, FILE_FLAG_IO_URING,
+    FILE_FLAG_NO_RESULT, FILE_PATH_MAX, PATH_FLAG_CHANGED, PATH_FLAG_TRUNCATED,
+    PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
 };
 use collector_core::event::{CollectionEvent, FilesystemEvent, FilesystemEventKind, SourceName};
 
 use super::{c_str, process::header_process_key, read, record_kind, DecodeError};
 use crate::ebpf::clock::BootClock;
-
-use collector_common::abi::AT_FDCWD;
-
-/// Makes `path` absolute against the directory the kernel resolved it from: the
-/// process's cwd (`AT_FDCWD`) or its directory fd. Returns (path, still_relative).
-pub fn resolve_path(pid: u32, dirfd: i32, path: String) -> (String, bool) {
-    if path.starts_with('/') || path.is_empty() {
-        return (path, false);
-    }
-    let base = if dirfd == AT_FDCWD {
-        format!("/proc/{pid}/cwd")
-    } else {
-        format!("/proc/{pid}/fd/{dirfd}")
-    };
-    match std::fs::read_link(&base) {
-        Ok(dir) if dir.is_absolute() => (Path::new(&dir).join(&path).display().to_string(), false),
-        _ => (path, true),
-    }
-}
 
 fn file_base(
     h: &RecordHeader,
@@ -58,10 +38,28 @@ fn file_base(
         owner_uid: None,
         owner_gid: None,
         process_key: header_process_key(h),
+        path_changed: false,
+        new_path_truncated: false,
+        new_path_unreadable: false,
+        new_path_user_supplied: false,
+        new_path_changed: false,
+        io_uring: false,
     }
 }
 
-/// Decodes one filesystem-domain record, resolving relative paths where it can.
+/// `len` bytes of path at `start` (lossy UTF-8: a name is bytes, not text).
+fn path_at(bytes: &[u8], kind: RecordKind, start: usize, len: u32) -> Result<String, DecodeError> {
+    let len = (len as usize).min(FILE_PATH_MAX);
+    let raw = bytes.get(start..start + len).ok_or(DecodeError::Short {
+        kind: kind as u32,
+        got: bytes.len(),
+        need: start + len,
+    })?;
+    Ok(String::from_utf8_lossy(raw).into_owned())
+}
+
+/// Decodes one filesystem-domain record. Paths come complete from the kernel (the
+/// directory walked there + the string the process gave): nothing is looked up in /proc.
 pub fn decode_filesystem(
     bytes: &[u8],
     clock: &BootClock,
@@ -81,14 +79,7 @@ pub fn decode_filesystem(
             // Variable length: the path bytes follow the fixed part. The kernel already
             // made the path absolute (resolved object, or cwd/dirfd walked + the user
             // string), so nothing is looked up in /proc here.
-            let start = std::mem::size_of::<FileRecord>();
-            let len = (r.path_len as usize).min(FILE_PATH_MAX);
-            let raw = bytes.get(start..start + len).ok_or(DecodeError::Short {
-                kind: kind as u32,
-                got: bytes.len(),
-                need: start + len,
-            })?;
-            let path = String::from_utf8_lossy(raw).into_owned();
+            let path = path_at(bytes, kind, std::mem::size_of::<FileRecord>(), r.path_len)?;
             // A memfd name is not a path: never "relative".
             let relative = kind != RecordKind::MemfdCreate && !path.starts_with('/');
             let is_open = matches!(kind, RecordKind::Open | RecordKind::Create);
@@ -109,7 +100,13 @@ pub fn decode_filesystem(
             ev.path_truncated = r.path_flags & PATH_FLAG_TRUNCATED != 0;
             ev.path_unreadable = r.path_flags & PATH_FLAG_UNREADABLE != 0;
             ev.path_user_supplied = r.path_flags & PATH_FLAG_USER != 0;
+            ev.path_changed = r.path_flags & PATH_FLAG_CHANGED != 0;
             ev.compat_syscall = r.file_flags & FILE_FLAG_COMPAT != 0;
+            ev.io_uring = r.file_flags & FILE_FLAG_IO_URING != 0;
+            if r.file_flags & FILE_FLAG_NO_RESULT != 0 {
+                // Reported at submission (io_uring, no completion on success).
+                ev.result = None;
+            }
             ev.flags = has_flags.then_some(r.open_flags);
             if kind == RecordKind::Chown {
                 // -1 (u32::MAX) leaves that id unchanged: absent.
@@ -121,27 +118,39 @@ pub fn decode_filesystem(
         }
         RecordKind::Rename | RecordKind::Link | RecordKind::Symlink => {
             let r: RenameRecord = read(bytes, kind as u32)?;
-            let old_len = (r.old_path_len as usize).min(FILE_PATH_LEN);
-            let new_len = (r.new_path_len as usize).min(FILE_PATH_LEN);
-            let old = c_str(&r.old_path[..old_len]);
-            // A symlink's target is stored as given: resolving it against the caller's
-            // cwd would name a file the link does not point to.
-            let (path, rel_old) = if kind == RecordKind::Symlink {
-                (old, false)
-            } else {
-                resolve_path(r.header.pid, r.old_dirfd, old)
-            };
-            let (new_path, rel_new) =
-                resolve_path(r.header.pid, r.new_dirfd, c_str(&r.new_path[..new_len]));
+            // Variable length: old path, then new path, right after the fixed part.
+            let start = std::mem::size_of::<RenameRecord>();
+            let old_len = r.old_path_len.min(FILE_PATH_MAX as u32);
+            let path = path_at(bytes, kind, start, old_len)?;
+            let new_path = path_at(bytes, kind, start + old_len as usize, r.new_path_len)?;
             let event_kind = match kind {
                 RecordKind::Link => FilesystemEventKind::Link,
                 RecordKind::Symlink => FilesystemEventKind::Symlink,
                 _ => FilesystemEventKind::Rename,
             };
+            // A symlink's target is content (never resolved): not "relative".
+            let relative = (kind != RecordKind::Symlink && !path.starts_with('/'))
+                || !new_path.starts_with('/');
             let mut ev = file_base(&r.header, event_kind, path, r.result, clock, source);
             ev.new_path = Some(new_path);
-            ev.path_relative = rel_old || rel_new;
+            ev.path_relative = relative;
+            let (o, n) = (r.old_path_flags, r.new_path_flags);
+            ev.path_truncated = o & PATH_FLAG_TRUNCATED != 0;
+            ev.path_unreadable = o & PATH_FLAG_UNREADABLE != 0;
+            ev.path_user_supplied = o & PATH_FLAG_USER != 0;
+            ev.path_changed = o & PATH_FLAG_CHANGED != 0;
+            ev.new_path_truncated = n & PATH_FLAG_TRUNCATED != 0;
+            ev.new_path_unreadable = n & PATH_FLAG_UNREADABLE != 0;
+            ev.new_path_user_supplied = n & PATH_FLAG_USER != 0;
+            ev.new_path_changed = n & PATH_FLAG_CHANGED != 0;
             ev.compat_syscall = r.file_flags & FILE_FLAG_COMPAT != 0;
+            ev.io_uring = r.file_flags & FILE_FLAG_IO_URING != 0;
+            // renameat2's RENAME_* (RENAME_EXCHANGE swaps the two files), linkat's AT_*.
+            ev.flags = (kind != RecordKind::Symlink).then_some(r.call_flags);
+            if r.file_flags & FILE_FLAG_NO_RESULT != 0 {
+                // Reported at submission (io_uring, no completion on success).
+                ev.result = None;
+            }
             ev
         }
         other => return Err(DecodeError::UnknownKind(other as u32)),
@@ -153,19 +162,78 @@ pub fn decode_filesystem(
 mod tests {
     use super::*;
 
+    fn header(kind: RecordKind) -> RecordHeader {
+        RecordHeader {
+            kind: kind as u32,
+            flags: 0,
+            ktime_ns: 1,
+            pid: 7,
+            tid: 7,
+            uid: 65534,
+            gid: 65534,
+            cgroup_id: 0,
+            process_start_ns: 0,
+            comm: *b"mv\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+        }
+    }
+
+    fn rename_bytes(old: &[u8], new: &[u8], old_flags: u32, new_flags: u32) -> Vec<u8> {
+        let r = RenameRecord {
+            header: header(RecordKind::Rename),
+            result: 0,
+            old_dirfd: 3,
+            new_dirfd: -100,
+            old_path_len: old.len() as u32,
+            new_path_len: new.len() as u32,
+            old_path_flags: old_flags,
+            new_path_flags: new_flags,
+            file_flags: FILE_FLAG_IO_URING,
+            call_flags: 0,
+        };
+        // SAFETY: RenameRecord is repr(C) plain data.
+        let fixed = unsafe {
+            std::slice::from_raw_parts(
+                (&r as *const RenameRecord).cast::<u8>(),
+                std::mem::size_of::<RenameRecord>(),
+            )
+        };
+        [fixed, old, new].concat()
+    }
+
     #[test]
-    fn relative_paths_resolve_against_cwd_or_are_marked() {
-        let me = std::process::id();
-        let cwd = std::env::current_dir().unwrap();
-        let (p, rel) = resolve_path(me, AT_FDCWD, "x/y".into());
-        assert_eq!(p, cwd.join("x/y").display().to_string());
-        assert!(!rel);
-        let (p, rel) = resolve_path(me, 987_654, "x".into());
-        assert_eq!(p, "x");
-        assert!(rel);
-        assert_eq!(
-            resolve_path(me, AT_FDCWD, "/abs".into()),
-            ("/abs".into(), false)
+    fn two_paths_decode_with_their_own_flags() {
+        let long = vec![b'a'; 3000];
+        let mut old = b"/d/".to_vec();
+        old.extend_from_slice(&long);
+        let bytes = rename_bytes(
+            &old,
+            b"/e/b",
+            PATH_FLAG_USER | PATH_FLAG_CHANGED,
+            PATH_FLAG_USER | PATH_FLAG_TRUNCATED,
         );
+        let CollectionEvent::Filesystem(ev) =
+            decode_filesystem(&bytes, &BootClock::default(), &SourceName::from("t")).unwrap()
+        else {
+            panic!("not a filesystem event");
+        };
+        assert_eq!(ev.kind, FilesystemEventKind::Rename);
+        assert_eq!(ev.path.len(), 3003);
+        assert_eq!(ev.new_path.as_deref(), Some("/e/b"));
+        assert!(ev.path_user_supplied && ev.path_changed && !ev.path_truncated);
+        assert!(ev.new_path_user_supplied && ev.new_path_truncated && !ev.new_path_changed);
+        assert!(ev.io_uring && !ev.path_relative);
+    }
+
+    #[test]
+    fn a_cut_record_is_an_error_not_a_panic() {
+        let bytes = rename_bytes(b"/a", b"/b", 0, 0);
+        for n in 0..bytes.len() {
+            let _ = decode_filesystem(&bytes[..n], &BootClock::default(), &SourceName::from("t"));
+        }
+        let mut bad = rename_bytes(b"/a", b"/b", 0, 0);
+        // Lengths past the end: an error.
+        bad[std::mem::size_of::<RecordHeader>() + 16..][..4]
+            .copy_from_slice(&u32::MAX.to_ne_bytes());
+        assert!(decode_filesystem(&bad, &BootClock::default(), &SourceName::from("t")).is_err());
     }
 }

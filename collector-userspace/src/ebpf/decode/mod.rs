@@ -8,7 +8,7 @@ mod filesystem;
 mod network;
 mod process;
 
-pub use filesystem::{decode_filesystem, resolve_path};
+pub use filesystem::decode_filesystem;
 pub use network::{decode_network, tcp_state_name};
 pub use process::decode_process;
 
