@@ -309,6 +309,23 @@ fn stash_two(kind: RecordKind, old_dirfd: u64, old: u64, new_dirfd: u64, new: u6
     stash_two_flagged(kind, old_dirfd, old, new_dirfd, new, 0);
 }
 
+/// `stash_two_flagged` for a call through the 32-bit entry (`FILE_FLAG_COMPAT`).
+#[inline(always)]
+pub(crate) fn stash_two_compat(
+    kind: RecordKind,
+    old_dirfd: u64,
+    old: u64,
+    new_dirfd: u64,
+    new: u64,
+    call_flags: u64,
+) {
+    let mut p = pending(kind, old_dirfd, old, call_flags, 0);
+    p.file_flags = collector_common::FILE_FLAG_COMPAT;
+    p.new_dirfd = new_dirfd as i32;
+    p.new_path = new;
+    stash(kind, p);
+}
+
 /// `stash_two` with the call's flags (linkat's `AT_*`).
 #[inline(always)]
 fn stash_two_flagged(

@@ -18,6 +18,7 @@ use crate::{
     common::{excluded, syscall_nr},
     file::{
         emit_one_path, exit_one_path_ret, exit_rename_ret, pending, stash, stash_rename_flagged,
+        stash_two_compat,
     },
     net_compat::{arg32, in_compat_syscall},
 };
@@ -31,6 +32,25 @@ const NR32_UNLINKAT: u64 = 301;
 const NR32_RENAMEAT: u64 = 302;
 const NR32_RENAMEAT2: u64 = 353;
 const NR32_OPENAT2: u64 = 437;
+// Seen at exit only (`file_sys_exit`), from the saved registers:
+const NR32_LINK: u64 = 9;
+const NR32_CHMOD: u64 = 15;
+/// 16-bit ids (`old_uid_t`).
+const NR32_LCHOWN16: u64 = 16;
+const NR32_MKDIR: u64 = 39;
+const NR32_RMDIR: u64 = 40;
+const NR32_SYMLINK: u64 = 83;
+/// 16-bit ids.
+const NR32_CHOWN16: u64 = 182;
+const NR32_LCHOWN32: u64 = 198;
+const NR32_CHOWN32: u64 = 212;
+const NR32_MKDIRAT: u64 = 296;
+const NR32_FCHOWNAT: u64 = 298;
+const NR32_LINKAT: u64 = 303;
+const NR32_SYMLINKAT: u64 = 304;
+const NR32_FCHMODAT: u64 = 306;
+const NR32_MEMFD_CREATE: u64 = 356;
+const NR32_FCHMODAT2: u64 = 452;
 
 /// `AT_FDCWD` as an i386 register holds it (32 bits; `dirfd32` sign-extends it).
 const AT_FDCWD: u64 = collector_common::abi::AT_FDCWD as u32 as u64;
@@ -51,6 +71,46 @@ pub(crate) fn is_file_call32(id: u64) -> bool {
             | NR32_RENAMEAT2
             | NR32_OPENAT2
     )
+}
+
+/// An i386 syscall number `file_sys_exit` handles: those of the raw fallback and the
+/// other file calls of the native hooks (link, symlink, mkdir, rmdir, chmod, chown,
+/// memfd_create and their *at forms). Several are frequent native calls too (9 mmap,
+/// 16 ioctl, 39 getpid): those then pay one `TS_COMPAT` read.
+#[inline(always)]
+pub(crate) fn is_file_call32_at_exit(id: u64) -> bool {
+    is_file_call32(id)
+        || matches!(
+            id,
+            NR32_LINK
+                | NR32_CHMOD
+                | NR32_LCHOWN16
+                | NR32_MKDIR
+                | NR32_RMDIR
+                | NR32_SYMLINK
+                | NR32_CHOWN16
+                | NR32_LCHOWN32
+                | NR32_CHOWN32
+                | NR32_MKDIRAT
+                | NR32_FCHOWNAT
+                | NR32_LINKAT
+                | NR32_SYMLINKAT
+                | NR32_FCHMODAT
+                | NR32_MEMFD_CREATE
+                | NR32_FCHMODAT2
+        )
+}
+
+/// A 16-bit id argument (`old_uid_t`): `(u16)-1` means "unchanged", as `u32::MAX` does
+/// for the 32-bit calls.
+#[inline(always)]
+fn id16(v: u64) -> u64 {
+    let v = v & 0xffff;
+    if v == 0xffff {
+        u32::MAX as u64
+    } else {
+        v
+    }
 }
 
 /// A dirfd argument: 32 bits, sign-extended (`AT_FDCWD` is -100).
@@ -145,6 +205,23 @@ pub(crate) fn compat_exit(id: u64, raw_ret: i64) {
 #[inline(always)]
 pub(crate) fn compat_exit_from_regs(regs: *const u8, id: u64, raw_ret: i64) {
     let ret = raw_ret as u64 as u32 as i32 as i64;
+    // Two paths: stashed here and written by the one two-path exit (a single copy of it
+    // in the program keeps the verifier's work bounded).
+    let two_paths = match id {
+        NR32_RENAME | NR32_RENAMEAT | NR32_RENAMEAT2 => {
+            stash_compat_rename(id, regs);
+            true
+        }
+        NR32_LINK | NR32_LINKAT | NR32_SYMLINK | NR32_SYMLINKAT => {
+            stash_compat_link(id, regs);
+            true
+        }
+        _ => false,
+    };
+    if two_paths {
+        exit_rename_ret(ret);
+        return;
+    }
     let a = |n| arg32(regs, n);
     let one = |kind: RecordKind, dirfd: u64, path: u64, open_flags: u64, mode: u64| {
         let mut p = pending(kind, dirfd32(dirfd), path, open_flags, mode);
@@ -169,18 +246,48 @@ pub(crate) fn compat_exit_from_regs(regs: *const u8, id: u64, raw_ret: i64) {
         }
         NR32_UNLINK => one(RecordKind::Unlink, AT_FDCWD, a(0), 0, 0),
         NR32_UNLINKAT => one(RecordKind::Unlink, a(0), a(1), a(2), 0),
-        NR32_RENAME | NR32_RENAMEAT | NR32_RENAMEAT2 => {
-            // Two paths: the rename record is built by the stash-and-exit pair.
-            stash_compat_rename(id, regs);
-            exit_rename_ret(ret);
-            return;
+        NR32_MKDIR => one(RecordKind::Mkdir, AT_FDCWD, a(0), 0, a(1)),
+        NR32_MKDIRAT => one(RecordKind::Mkdir, a(0), a(1), 0, a(2)),
+        NR32_RMDIR => one(RecordKind::Rmdir, AT_FDCWD, a(0), 0, 0),
+        NR32_CHMOD => one(RecordKind::Chmod, AT_FDCWD, a(0), 0, a(1)),
+        NR32_FCHMODAT | NR32_FCHMODAT2 => one(RecordKind::Chmod, a(0), a(1), 0, a(2)),
+        // chown: the new owner in the open_flags/mode slots, as the native stash has it.
+        NR32_CHOWN32 | NR32_LCHOWN32 => one(RecordKind::Chown, AT_FDCWD, a(0), a(1), a(2)),
+        NR32_CHOWN16 | NR32_LCHOWN16 => {
+            one(RecordKind::Chown, AT_FDCWD, a(0), id16(a(1)), id16(a(2)))
         }
+        NR32_FCHOWNAT => one(RecordKind::Chown, a(0), a(1), a(2), a(3)),
+        // memfd_create(name, flags): a name, no directory.
+        NR32_MEMFD_CREATE => one(RecordKind::MemfdCreate, AT_FDCWD, a(0), a(1), 0),
         _ => return,
     };
     let pid_tgid = bpf_get_current_pid_tgid();
     if !excluded(pid_tgid) {
         emit_one_path(pid_tgid, &p, ret);
     }
+}
+
+/// link/linkat/symlink/symlinkat through the 32-bit entry: stashed now, at exit, and
+/// written by the two-path exit at once.
+#[inline(always)]
+fn stash_compat_link(id: u64, regs: *const u8) {
+    let a = |n| arg32(regs, n);
+    let at = AT_FDCWD;
+    let (kind, old_dirfd, old, new_dirfd, new, flags) = match id {
+        NR32_LINK => (RecordKind::Link, at, a(0), at, a(1), 0),
+        NR32_LINKAT => (RecordKind::Link, a(0), a(1), a(2), a(3), a(4)),
+        NR32_SYMLINK => (RecordKind::Symlink, at, a(0), at, a(1), 0),
+        // symlinkat(target, newdirfd, linkpath)
+        _ => (RecordKind::Symlink, at, a(0), a(1), a(2), 0),
+    };
+    stash_two_compat(
+        kind,
+        dirfd32(old_dirfd),
+        old,
+        dirfd32(new_dirfd),
+        new,
+        flags,
+    );
 }
 
 #[inline(always)]

@@ -21,7 +21,7 @@ use collector_common::RecordKind;
 use crate::{
     common::{excluded, syscall_arg_btf, syscall_nr_btf},
     file::{emit_one_path, pending},
-    file_compat::{compat_exit_from_regs, is_file_call32},
+    file_compat::{compat_exit_from_regs, is_file_call32_at_exit},
     net_compat::in_compat_syscall,
 };
 
@@ -38,7 +38,7 @@ pub fn file_sys_exit(ctx: BtfTracePointContext) -> i32 {
     let regs: *const u8 = ctx.arg(0);
     let nr = syscall_nr_btf(regs);
     let native = matches!(nr, NR_OPEN | NR_CREAT | NR_OPENAT);
-    if !native && !is_file_call32(nr) {
+    if !native && !is_file_call32_at_exit(nr) {
         return 0;
     }
     let ret: i64 = ctx.arg(1);

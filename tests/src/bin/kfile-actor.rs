@@ -38,6 +38,15 @@
 //!     memfd_create("kfile3-memfd", MFD_CLOEXEC); a failed chown of DIR/l/missing
 //!                                                                  -> l=DIR/l and results
 //!
+//! kfile-actor int80-more DIR [nobody]   (x86_64) the other file calls through `int $0x80`:
+//!   - in DIR/m32: mkdir(39) d39 0o750, mkdirat(296) (dirfd, "d296", 0o700), rmdir(40) d39,
+//!     create f (native), chmod(15) f 0o4755, fchmodat(306) (dirfd, "f", 0o2750),
+//!     chown32(212) f (-1, own gid), lchown16(16) f (0xffff, 0xffff),
+//!     fchownat(298) (dirfd, "f", own uid, -1, 0), link(9) f -> hl,
+//!     linkat(303) (dirfd, "f", dirfd, "hl2", 0), symlink(83) "t/x" -> sl,
+//!     symlinkat(304) ("f", dirfd, "sl2"), memfd_create(356) "m32-memfd"
+//!                                                                  -> m=DIR/m32 and results
+//!
 //! kfile-actor int80-opens PATH N   (x86_64, cost measurement) prints `pid=`, waits for a
 //!   line on stdin, then N times open(5)+close(6) of PATH through `int $0x80`
 //!                                                                  -> opens=N seconds=S
@@ -288,6 +297,75 @@ fn int80(dir: &str) -> String {
     out
 }
 
+#[cfg(target_arch = "x86_64")]
+fn int80_more(dir: &str) -> String {
+    let m = format!("{dir}/m32");
+    std::fs::create_dir_all(&m).expect("mkdir m32");
+    // SAFETY: an anonymous private mapping of our own, checked.
+    let mem = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            8192,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(mem, libc::MAP_FAILED, "mmap MAP_32BIT");
+    let base = mem as usize;
+    let mut next = base;
+    let mut put = |bytes: &[u8]| -> u32 {
+        let at = next;
+        assert!(at + bytes.len() + 1 < base + 8192);
+        // SAFETY: inside our mapping (checked above).
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), at as *mut u8, bytes.len());
+            *((at + bytes.len()) as *mut u8) = 0;
+        }
+        next = (at + bytes.len() + 8) & !7;
+        at as u32
+    };
+    let p = |name: &str| format!("{m}/{name}");
+    let d39 = put(p("d39").as_bytes());
+    let d296 = put(b"d296");
+    let f_abs = put(p("f").as_bytes());
+    let f_rel = put(b"f");
+    let hl = put(p("hl").as_bytes());
+    let hl2 = put(b"hl2");
+    let target = put(b"t/x");
+    let sl = put(p("sl").as_bytes());
+    let sl2 = put(b"sl2");
+    let memfd_name = put(b"m32-memfd");
+    std::fs::write(p("f"), b"x").expect("create f");
+    let dirfd = open_dir(&m) as u32;
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    // SAFETY: i386 syscalls with pointers into our low mapping.
+    let r = unsafe {
+        [
+            ("mkdir", syscall32(39, [d39, 0o750, 0, 0, 0])),
+            ("mkdirat", syscall32(296, [dirfd, d296, 0o700, 0, 0])),
+            ("rmdir", syscall32(40, [d39, 0, 0, 0, 0])),
+            ("chmod", syscall32(15, [f_abs, 0o4755, 0, 0, 0])),
+            ("fchmodat", syscall32(306, [dirfd, f_rel, 0o2750, 0, 0])),
+            ("chown32", syscall32(212, [f_abs, u32::MAX, gid, 0, 0])),
+            ("lchown16", syscall32(16, [f_abs, 0xffff, 0xffff, 0, 0])),
+            ("fchownat", syscall32(298, [dirfd, f_rel, uid, u32::MAX, 0])),
+            ("link", syscall32(9, [f_abs, hl, 0, 0, 0])),
+            ("linkat", syscall32(303, [dirfd, f_rel, dirfd, hl2, 0])),
+            ("symlink", syscall32(83, [target, sl, 0, 0, 0])),
+            ("symlinkat", syscall32(304, [f_rel, dirfd, sl2, 0, 0])),
+            ("memfd", syscall32(356, [memfd_name, 1, 0, 0, 0])),
+        ]
+    };
+    let mut out = format!("m={m} uid={uid} gid={gid}");
+    for (name, ret) in r {
+        out.push_str(&format!(" {name}={ret}"));
+    }
+    out
+}
+
 /// N opens + closes of `path` through `int $0x80`, after a `go` line on stdin (the
 /// collector includes this pid first).
 #[cfg(target_arch = "x86_64")]
@@ -446,6 +524,8 @@ fn main() {
         Some("links") => links(&args[1]),
         #[cfg(target_arch = "x86_64")]
         Some("int80") => int80(&args[1]),
+        #[cfg(target_arch = "x86_64")]
+        Some("int80-more") => int80_more(&args[1]),
         #[cfg(target_arch = "x86_64")]
         Some("int80-opens") => {
             let out = int80_opens(&args[1], args[2].parse().expect("N"));
