@@ -57,7 +57,7 @@ impl Default for HashLimits {
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
     /// open(2) failed (missing, a symlink with `O_NOFOLLOW`, permission denied...).
-    #[error("cannot open {path}: {source}")]
+    #[error("cannot open {path}")]
     Open {
         /// The file.
         path: PathBuf,
@@ -66,7 +66,7 @@ pub enum HashError {
         source: std::io::Error,
     },
     /// fstat or read failed.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: PathBuf,

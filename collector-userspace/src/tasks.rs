@@ -224,12 +224,12 @@ pub fn hash_executable(
         .ok()
         .filter(|_| path.starts_with("/proc"))
         .unwrap_or_else(|| path.clone());
-    let mut file = open_nonblocking(&path, follow).map_err(|e| e.to_string())?;
+    let mut file = open_nonblocking(&path, follow).map_err(|e| collector_core::report(&e))?;
     let FileHash {
         hex_digest,
         size_bytes,
         ..
-    } = hash_open_file(&mut file, &path, limits).map_err(|e| e.to_string())?;
+    } = hash_open_file(&mut file, &path, limits).map_err(|e| collector_core::report(&e))?;
     let matches_expected = q
         .expected_sha256
         .as_ref()

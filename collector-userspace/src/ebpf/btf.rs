@@ -12,7 +12,7 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
     /// The BTF file could not be read.
-    #[error("cannot read kernel BTF at {path}: {source} (the kernel needs CONFIG_DEBUG_INFO_BTF=y, Linux >= 5.8 recommended)")]
+    #[error("cannot read kernel BTF at {path} (the kernel needs CONFIG_DEBUG_INFO_BTF=y, Linux >= 5.8 recommended)")]
     Read {
         /// File read.
         path: String,

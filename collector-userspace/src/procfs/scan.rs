@@ -94,7 +94,7 @@ pub enum ScanError {
         count: usize,
     },
     /// The blocking scan task panicked or was cancelled.
-    #[error("the process table scan task failed: {source}")]
+    #[error("the process table scan task failed")]
     Task {
         /// The join error.
         #[source]
