@@ -18,7 +18,7 @@ use crate::{
     common::{excluded, syscall_nr},
     file::{
         emit_one_path, exit_one_path_ret, exit_rename_ret, pending, stash, stash_rename_flagged,
-        stash_two_compat,
+        stash_two_compat, PendingFile,
     },
     net_compat::{arg32, in_compat_syscall},
 };
@@ -119,13 +119,6 @@ fn dirfd32(v: u64) -> u64 {
     v as u32 as i32 as i64 as u64
 }
 
-#[inline(always)]
-fn stash32(kind: RecordKind, dirfd: u64, path: u64, open_flags: u64, mode: u64) {
-    let mut p = pending(kind, dirfd32(dirfd), path, open_flags, mode);
-    p.file_flags = FILE_FLAG_COMPAT;
-    stash(kind, p);
-}
-
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn raw_file_compat_enter(ctx: RawTracePointContext) -> i32 {
     let id: u64 = ctx.arg(1);
@@ -133,44 +126,10 @@ pub fn raw_file_compat_enter(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let regs: *const u8 = ctx.arg(0);
-    let a = |n| arg32(regs, n);
-    match id {
-        NR32_OPEN => stash32(RecordKind::Open, AT_FDCWD, a(0), a(1), a(2)),
-        // creat(path, mode) == open(path, O_CREAT|O_WRONLY|O_TRUNC, mode)
-        NR32_CREAT => stash32(
-            RecordKind::Open,
-            AT_FDCWD,
-            a(0),
-            O_CREAT | 0o1 | 0o1000,
-            a(1),
-        ),
-        NR32_OPENAT => stash32(RecordKind::Open, a(0), a(1), a(2), a(3)),
-        NR32_OPENAT2 => {
-            // struct open_how { u64 flags; u64 mode; u64 resolve; }: same layout for i386.
-            let how = a(2) as *const u64;
-            let open_flags = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
-            let mode = unsafe { bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
-            stash32(RecordKind::Open, a(0), a(1), open_flags, mode);
-        }
-        NR32_UNLINK => stash32(RecordKind::Unlink, AT_FDCWD, a(0), 0, 0),
-        NR32_UNLINKAT => stash32(RecordKind::Unlink, a(0), a(1), a(2), 0),
-        NR32_RENAME => stash_rename_flagged(AT_FDCWD, a(0), AT_FDCWD, a(1), 0, FILE_FLAG_COMPAT),
-        NR32_RENAMEAT => stash_rename_flagged(
-            dirfd32(a(0)),
-            a(1),
-            dirfd32(a(2)),
-            a(3),
-            0,
-            FILE_FLAG_COMPAT,
-        ),
-        _ => stash_rename_flagged(
-            dirfd32(a(0)),
-            a(1),
-            dirfd32(a(2)),
-            a(3),
-            a(4),
-            FILE_FLAG_COMPAT,
-        ),
+    if matches!(id, NR32_RENAME | NR32_RENAMEAT | NR32_RENAMEAT2) {
+        stash_compat_rename(id, regs);
+    } else if let Some((kind, p)) = one_path32(id, regs) {
+        stash(kind, p);
     }
     0
 }
@@ -222,13 +181,26 @@ pub(crate) fn compat_exit_from_regs(regs: *const u8, id: u64, raw_ret: i64) {
         exit_rename_ret(ret);
         return;
     }
+    let Some((_, p)) = one_path32(id, regs) else {
+        return;
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !excluded(pid_tgid) {
+        emit_one_path(pid_tgid, &p, ret);
+    }
+}
+
+/// The record of one-path i386 file call `id` from its saved registers (kind and
+/// arguments, `FILE_FLAG_COMPAT` set); `None` for the two-path calls and others.
+#[inline(always)]
+fn one_path32(id: u64, regs: *const u8) -> Option<(RecordKind, PendingFile)> {
     let a = |n| arg32(regs, n);
     let one = |kind: RecordKind, dirfd: u64, path: u64, open_flags: u64, mode: u64| {
         let mut p = pending(kind, dirfd32(dirfd), path, open_flags, mode);
         p.file_flags = FILE_FLAG_COMPAT;
-        p
+        Some((kind, p))
     };
-    let p = match id {
+    match id {
         NR32_OPEN => one(RecordKind::Open, AT_FDCWD, a(0), a(1), a(2)),
         NR32_CREAT => one(
             RecordKind::Open,
@@ -259,11 +231,7 @@ pub(crate) fn compat_exit_from_regs(regs: *const u8, id: u64, raw_ret: i64) {
         NR32_FCHOWNAT => one(RecordKind::Chown, a(0), a(1), a(2), a(3)),
         // memfd_create(name, flags): a name, no directory.
         NR32_MEMFD_CREATE => one(RecordKind::MemfdCreate, AT_FDCWD, a(0), a(1), 0),
-        _ => return,
-    };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !excluded(pid_tgid) {
-        emit_one_path(pid_tgid, &p, ret);
+        _ => None,
     }
 }
 

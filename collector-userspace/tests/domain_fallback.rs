@@ -8,47 +8,19 @@
 //! Needs root and BTF; skips otherwise, and fails instead under
 //! `COLLECTOR_REQUIRE_KERNEL=1`.
 
+mod common;
+
+use common::kernel_or_skip;
+use common::Daemon;
+
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use collector_core::event::{Domain, NetworkEventKind};
 use collector_core::ipc::{CollectorIpcClient, SubscriptionItem};
 use collector_core::{CollectionEvent, DomainMode, SourceCaps};
 use futures::StreamExt;
-
-fn kernel_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let why = if unsafe { libc::geteuid() } != 0 {
-        Some("not root (kernel tests need CAP_BPF and CAP_PERFMON)")
-    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        Some("no kernel BTF at /sys/kernel/btf/vmlinux")
-    } else {
-        None
-    };
-    match why {
-        None => true,
-        Some(why) => {
-            assert!(
-                std::env::var("COLLECTOR_REQUIRE_KERNEL").as_deref() != Ok("1"),
-                "{test}: cannot run ({why}) but COLLECTOR_REQUIRE_KERNEL=1 forbids skipping"
-            );
-            eprintln!("skipping {test}: {why}");
-            false
-        }
-    }
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: plain kill(2) on our child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_domain_whose_programs_fail_falls_back_alone_and_status_says_why() {

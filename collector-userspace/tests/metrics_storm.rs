@@ -6,45 +6,18 @@
 //! Needs root and BTF (it loads the kernel programs); skips otherwise, and fails instead
 //! of skipping under `COLLECTOR_REQUIRE_KERNEL=1`.
 
+mod common;
+
+use common::kernel_or_skip;
+use common::Daemon;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn kernel_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let why = if unsafe { libc::geteuid() } != 0 {
-        Some("not root (kernel tests need CAP_BPF and CAP_PERFMON)")
-    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        Some("no kernel BTF at /sys/kernel/btf/vmlinux")
-    } else {
-        None
-    };
-    match why {
-        None => true,
-        Some(why) => {
-            assert!(
-                std::env::var("COLLECTOR_REQUIRE_KERNEL").as_deref() != Ok("1"),
-                "{test}: cannot run ({why}) but COLLECTOR_REQUIRE_KERNEL=1 forbids skipping"
-            );
-            eprintln!("skipping {test}: {why}");
-            false
-        }
-    }
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: plain kill(2) on our child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
 
 fn http(addr: SocketAddr, raw: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();

@@ -6,48 +6,21 @@
 //! Needs root and BTF (it loads the kernel programs); skips otherwise, and fails instead
 //! of skipping under `COLLECTOR_REQUIRE_KERNEL=1`.
 
+mod common;
+
+use common::kernel_or_skip;
+use common::Daemon;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
-
-fn kernel_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let why = if unsafe { libc::geteuid() } != 0 {
-        Some("not root (kernel tests need CAP_BPF and CAP_PERFMON)")
-    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        Some("no kernel BTF at /sys/kernel/btf/vmlinux")
-    } else {
-        None
-    };
-    match why {
-        None => true,
-        Some(why) => {
-            assert!(
-                std::env::var("COLLECTOR_REQUIRE_KERNEL").as_deref() != Ok("1"),
-                "{test}: cannot run ({why}) but COLLECTOR_REQUIRE_KERNEL=1 forbids skipping"
-            );
-            eprintln!("skipping {test}: {why}");
-            false
-        }
-    }
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        // SAFETY: plain kill(2) on our child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
 
 /// A shell that, per line on its stdin, opens `excluded` then `control` (builtins with a
 /// redirection: the shell itself opens them, in that order) and says `done`.
 struct Opener {
-    _child: Killed,
+    _child: Daemon,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
 }
@@ -67,7 +40,7 @@ impl Opener {
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         Self {
-            _child: Killed(child),
+            _child: Daemon(child),
             stdin,
             stdout,
         }
@@ -166,7 +139,7 @@ fn sighup_applies_an_excluded_path_prefix_to_the_running_kernel_programs() {
         .unwrap();
     let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
     let pid = child.id() as i32;
-    let _daemon = Killed(child);
+    let _daemon = Daemon(child);
     let (log_tx, logs) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {

@@ -6,6 +6,10 @@
 //! Needs root and BTF (it loads the kernel programs); skips otherwise, and fails instead
 //! of skipping under `COLLECTOR_REQUIRE_KERNEL=1`.
 
+mod common;
+
+use common::kernel_or_skip;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -16,28 +20,6 @@ use std::time::{Duration, Instant};
 use collector_core::event::Domain;
 use collector_core::ipc::{CollectorIpcClient, SubscriptionItem};
 use futures::StreamExt;
-
-fn kernel_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let why = if unsafe { libc::geteuid() } != 0 {
-        Some("not root (kernel tests need CAP_BPF and CAP_PERFMON)")
-    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        Some("no kernel BTF at /sys/kernel/btf/vmlinux")
-    } else {
-        None
-    };
-    match why {
-        None => true,
-        Some(why) => {
-            assert!(
-                std::env::var("COLLECTOR_REQUIRE_KERNEL").as_deref() != Ok("1"),
-                "{test}: cannot run ({why}) but COLLECTOR_REQUIRE_KERNEL=1 forbids skipping"
-            );
-            eprintln!("skipping {test}: {why}");
-            false
-        }
-    }
-}
 
 /// Sums of the Prometheus samples of `name`, keyed by the label text (`{...}`).
 fn samples(text: &str, name: &str) -> BTreeMap<String, u64> {

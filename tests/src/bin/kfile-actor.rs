@@ -215,38 +215,59 @@ unsafe fn syscall32(nr: u32, args: [u32; 5]) -> i32 {
     ret as i32
 }
 
+/// Memory below 4 GiB (`MAP_32BIT`), where i386 syscall arguments can point.
 #[cfg(target_arch = "x86_64")]
-fn int80(dir: &str) -> String {
-    const AT_FDCWD: u32 = -100i32 as u32;
-    let c32 = format!("{dir}/c32");
-    std::fs::create_dir_all(&c32).expect("mkdir c32");
-    // SAFETY: an anonymous private mapping of our own, checked.
-    let mem = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            8192,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(mem, libc::MAP_FAILED, "mmap MAP_32BIT");
-    let base = mem as usize;
-    assert!(base + 8192 < u32::MAX as usize, "mapping below 4 GiB");
-    let mut next = base;
-    // Copies a NUL-terminated string into the low mapping; returns its 32-bit address.
-    let mut put = |bytes: &[u8]| -> u32 {
-        let at = next;
-        assert!(at + bytes.len() + 1 < base + 8192);
+struct LowMem {
+    base: usize,
+    next: usize,
+    len: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl LowMem {
+    fn new(len: usize) -> Self {
+        // SAFETY: an anonymous private mapping of our own, checked.
+        let mem = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(mem, libc::MAP_FAILED, "mmap MAP_32BIT");
+        let base = mem as usize;
+        assert!(base + len < u32::MAX as usize, "mapping below 4 GiB");
+        Self {
+            base,
+            next: base,
+            len,
+        }
+    }
+
+    /// Copies `bytes` and a NUL into the mapping (8-aligned); returns its 32-bit address.
+    fn put(&mut self, bytes: &[u8]) -> u32 {
+        let at = self.next;
+        assert!(at + bytes.len() + 1 < self.base + self.len);
         // SAFETY: inside our mapping (checked above).
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), at as *mut u8, bytes.len());
             *((at + bytes.len()) as *mut u8) = 0;
         }
-        next = (at + bytes.len() + 8) & !7;
+        self.next = (at + bytes.len() + 8) & !7;
         at as u32
-    };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn int80(dir: &str) -> String {
+    const AT_FDCWD: u32 = -100i32 as u32;
+    let c32 = format!("{dir}/c32");
+    std::fs::create_dir_all(&c32).expect("mkdir c32");
+    let mut low = LowMem::new(8192);
+    let mut put = |bytes: &[u8]| low.put(bytes);
     let p = |name: &str| format!("{c32}/{name}");
     let open5 = put(p("open5").as_bytes());
     let creat8 = put(p("creat8").as_bytes());
@@ -301,31 +322,8 @@ fn int80(dir: &str) -> String {
 fn int80_more(dir: &str) -> String {
     let m = format!("{dir}/m32");
     std::fs::create_dir_all(&m).expect("mkdir m32");
-    // SAFETY: an anonymous private mapping of our own, checked.
-    let mem = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            8192,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(mem, libc::MAP_FAILED, "mmap MAP_32BIT");
-    let base = mem as usize;
-    let mut next = base;
-    let mut put = |bytes: &[u8]| -> u32 {
-        let at = next;
-        assert!(at + bytes.len() + 1 < base + 8192);
-        // SAFETY: inside our mapping (checked above).
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), at as *mut u8, bytes.len());
-            *((at + bytes.len()) as *mut u8) = 0;
-        }
-        next = (at + bytes.len() + 8) & !7;
-        at as u32
-    };
+    let mut low = LowMem::new(8192);
+    let mut put = |bytes: &[u8]| low.put(bytes);
     let p = |name: &str| format!("{m}/{name}");
     let d39 = put(p("d39").as_bytes());
     let d296 = put(b"d296");
@@ -371,22 +369,8 @@ fn int80_more(dir: &str) -> String {
 #[cfg(target_arch = "x86_64")]
 fn int80_opens(path: &str, n: u64) -> String {
     use std::io::BufRead;
-    // SAFETY: an anonymous private mapping of our own, checked.
-    let mem = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(mem, libc::MAP_FAILED, "mmap MAP_32BIT");
-    assert!(path.len() < 4000);
-    // SAFETY: inside our mapping; the mapping is zeroed, so the copy is NUL-terminated.
-    unsafe { std::ptr::copy_nonoverlapping(path.as_ptr(), mem as *mut u8, path.len()) };
-    let p = mem as usize as u32;
+    let mut low = LowMem::new(8192);
+    let p = low.put(path.as_bytes());
     println!("pid={}", std::process::id());
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line).expect("go");
