@@ -16,6 +16,7 @@ use crate::metrics_server::MetricsSource;
 use crate::procfs::{
     PerformanceEventSource, PerformanceSourceConfig, ProcessEventSource, ProcessSourceConfig,
 };
+use crate::ptable::{ProcessTable, TableConfig};
 use crate::stdout_sink::StdoutSink;
 use crate::store::{ProcessRecord, ProcessStore, StoreConfig};
 
@@ -256,11 +257,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
+    // The live process table: seeded from /proc now, kept by the process events (kernel
+    // or polls) from here on.
+    let process_table = Arc::new(ProcessTable::new(TableConfig {
+        max_entries: config.process_table_max_entries,
+        exited_retention: config.process_exited_retention,
+    }));
+    match process_table.seed_from_proc() {
+        Ok(n) => tracing::info!(processes = n, "process table seeded from /proc"),
+        Err(e) => tracing::warn!("process table: cannot scan /proc: {e}"),
+    }
+    collector.add_sink(process_table.clone());
+    let mut process_store = None;
     if config.enable_process_store {
         // The operator asked for a store: one that cannot open is an error, not a warning
         // the daemon runs past without its memory.
+        let store_config = StoreConfig {
+            history_max_records: config.process_history_max_records,
+            history_max_age: config.process_history_max_age,
+            ..StoreConfig::default()
+        };
         let store =
-            ProcessStore::open_in(&config.data_dir, StoreConfig::default()).with_context(|| {
+            ProcessStore::open_in(&config.data_dir, store_config).with_context(|| {
                 format!(
                     "opening the process store in data_dir {} (fix the directory, or set \
                      enable_process_store = false to run without a store)",
@@ -277,7 +295,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             ),
             Err(e) => tracing::warn!("process store: cannot prune exited processes: {e}"),
         }
-        collector.add_sink(Arc::new(store));
+        let store = Arc::new(store);
+        collector.add_sink(store.clone());
+        process_store = Some(store);
     } else {
         tracing::info!("process store off (enable_process_store = false)");
     }
@@ -303,7 +323,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         collector.add_sink(Arc::new(sink.clone()));
         let status: Arc<dyn StatusProvider> = Arc::new(status_source.clone());
         let tasks: Arc<dyn collector_core::ipc::TaskHandler> =
-            Arc::new(crate::tasks::HostTaskHandler::new());
+            Arc::new(crate::tasks::HostTaskHandler::new().with_process_table(
+                crate::process_query::ProcessQuery {
+                    table: process_table.clone(),
+                    store: process_store.clone(),
+                    max_frame_bytes: config.max_frame_bytes,
+                },
+            ));
         let server = CollectorIpcServer::bind(
             IpcServerConfig::from_collector_config(&config),
             status,
