@@ -277,14 +277,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             history_max_age: config.process_history_max_age,
             ..StoreConfig::default()
         };
-        let store =
-            ProcessStore::open_in(&config.data_dir, store_config).with_context(|| {
-                format!(
-                    "opening the process store in data_dir {} (fix the directory, or set \
+        let store = ProcessStore::open_in(&config.data_dir, store_config).with_context(|| {
+            format!(
+                "opening the process store in data_dir {} (fix the directory, or set \
                      enable_process_store = false to run without a store)",
-                    config.data_dir.display()
-                )
-            })?;
+                config.data_dir.display()
+            )
+        })?;
         // Processes that exited while no collector ran never got their `exit`.
         let alive = |r: &ProcessRecord| Path::new("/proc").join(r.pid.to_string()).exists();
         match store.retain_processes(alive) {

@@ -73,9 +73,9 @@ impl ProcessQuery {
         peer: &Peer,
     ) -> Result<pb::ProcessList, String> {
         let budget = self.page_budget(q);
-        let since = q
-            .since_seconds
-            .map(|s| Utc::now() - chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000)));
+        let since = q.since_seconds.map(|s| {
+            Utc::now() - chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000))
+        });
         if let (Some(pid), Some(since)) = (q.pid, since) {
             if let Some(store) = &self.store {
                 return self.history_page(store, pid, since, q, peer, budget);

@@ -255,8 +255,7 @@ impl ProcessTable {
         let mut rows = Vec::new();
         for proc in all.flatten() {
             let Ok(stat) = proc.stat() else { continue };
-            let start_ns =
-                (u128::from(stat.starttime) * 1_000_000_000 / u128::from(ticks)) as u64;
+            let start_ns = (u128::from(stat.starttime) * 1_000_000_000 / u128::from(ticks)) as u64;
             let key = ProcessKey {
                 pid: stat.pid as u32,
                 start_ns,
@@ -796,11 +795,7 @@ mod tests {
         let t = table(1 << 20);
         assert!(t.seed_from_proc().unwrap() > 1);
         let me = t.live(std::process::id()).unwrap();
-        assert_eq!(
-            me.ppid,
-            Some(std::os::unix::process::parent_id()),
-            "{me:?}"
-        );
+        assert_eq!(me.ppid, Some(std::os::unix::process::parent_id()), "{me:?}");
         assert!(me.executable_path.is_some());
         let chain = t.ancestry(std::process::id());
         assert_eq!(chain.first().unwrap().key.pid, std::process::id());

@@ -953,4 +953,153 @@ mod tests {
             .to_string();
         assert!(err.contains("cannot create the data directory"), "{err}");
     }
+
+    fn keyed(kind: ProcessEventKind, pid: u32, start_ns: u64, at: DateTime<Utc>) -> ProcessEvent {
+        let mut ev = ProcessEvent::new(kind, at, pid, "ebpf-process");
+        ev.process_key = Some(format!("{pid}:{start_ns}"));
+        ev.ppid = Some(1);
+        ev.name = Some(format!("p{start_ns}"));
+        ev.executable_path = Some(format!("/bin/p{start_ns}"));
+        ev
+    }
+
+    /// Two processes that held pid 300 one after the other: their history rows are told
+    /// apart by process key, the exit row carries its code, and a time window selects.
+    #[test]
+    fn history_by_pid_tells_reused_pids_apart_and_honours_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ProcessStore::open_in(dir.path(), StoreConfig::default()).unwrap();
+        let t0 = Utc::now() - chrono::Duration::minutes(30);
+        let mut exit1 = keyed(Exit, 300, 1, t0 + chrono::Duration::seconds(1));
+        exit1.exit_code = Some(7);
+        let events = vec![
+            keyed(Exec, 300, 1, t0),
+            keyed(Exec, 301, 5, t0),
+            exit1,
+            keyed(Exec, 300, 2, t0 + chrono::Duration::minutes(20)),
+        ];
+        store.deliver(&batch(
+            events.into_iter().map(CollectionEvent::from).collect(),
+        ));
+        store.flush();
+        let all = store
+            .history(300, t0 - chrono::Duration::seconds(1), None)
+            .unwrap();
+        let rows: Vec<(Option<&str>, ProcessEventKind, Option<i32>)> = all
+            .iter()
+            .map(|h| {
+                (
+                    h.record.process_key.as_deref(),
+                    h.record.last_event,
+                    h.record.exit_code,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (Some("300:1"), Exec, None),
+                (Some("300:1"), Exit, Some(7)),
+                (Some("300:2"), Exec, None)
+            ]
+        );
+        assert_eq!(all[1].record.executable_path.as_deref(), Some("/bin/p1"));
+        let recent = store
+            .history(300, Utc::now() - chrono::Duration::minutes(15), None)
+            .unwrap();
+        assert_eq!(recent.len(), 1);
+        assert_eq!(recent[0].record.process_key.as_deref(), Some("300:2"));
+        // Paging: after the first row's sequence number come the other two.
+        let after = store
+            .history(300, t0 - chrono::Duration::seconds(1), Some(all[0].seq))
+            .unwrap();
+        assert_eq!(after.len(), 2);
+    }
+
+    #[test]
+    fn history_retention_by_size_and_by_age_is_applied_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ProcessStore::open_in(
+            dir.path(),
+            StoreConfig {
+                history_max_records: 5,
+                history_max_age: std::time::Duration::from_secs(3600),
+                ..StoreConfig::default()
+            },
+        )
+        .unwrap();
+        let old = Utc::now() - chrono::Duration::hours(2);
+        // Two rows past the age limit, then eight recent ones: the size cap keeps 5.
+        let mut events: Vec<CollectionEvent> = (0..2)
+            .map(|i| keyed(Exec, 400 + i, 1, old).into())
+            .collect();
+        events.extend((0..8).map(|i| keyed(Exec, 500 + i, 1, Utc::now()).into()));
+        store.deliver(&batch(events));
+        store.flush();
+        assert_eq!(store.history_len().unwrap(), 5);
+        assert_eq!(store.counters().history_trimmed.load(Ordering::Relaxed), 5);
+        assert!(store
+            .history(400, old - chrono::Duration::hours(1), None)
+            .unwrap()
+            .is_empty());
+        assert_eq!(store.history(507, old, None).unwrap().len(), 1);
+        assert!(
+            store.history(502, old, None).unwrap().is_empty(),
+            "oldest by size went"
+        );
+    }
+
+    #[test]
+    fn a_store_of_a_newer_schema_is_refused_and_a_version_1_store_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STORE_FILE);
+        // A version-1 store: only `processes` and `execs`, no `meta`.
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(PROCESSES)
+                .unwrap()
+                .insert(9, br#"{"pid":9,"last_event":"exec","updated_at":"2026-01-01T00:00:00Z","source":"ebpf-process"}"#.as_slice())
+                .unwrap();
+            txn.open_table(EXECS).unwrap();
+            txn.commit().unwrap();
+        }
+        {
+            let store = ProcessStore::open(&path).unwrap();
+            assert_eq!(
+                store.process(9).unwrap().unwrap().pid,
+                9,
+                "old rows still read"
+            );
+            assert_eq!(store.history_len().unwrap(), 0);
+        }
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            let version = txn
+                .open_table(META)
+                .unwrap()
+                .get("schema_version")
+                .unwrap()
+                .unwrap()
+                .value();
+            assert_eq!(version, SCHEMA_VERSION, "upgraded in place");
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema_version", SCHEMA_VERSION + 1)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = ProcessStore::open(&path)
+            .err()
+            .expect("a newer schema is refused");
+        assert!(
+            matches!(err, StoreError::SchemaMismatch { found, .. } if found == SCHEMA_VERSION + 1)
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("schema version 3") && text.contains("move the file away"),
+            "{text}"
+        );
+    }
 }

@@ -21,8 +21,8 @@ use collector_core::ipc::task::error_result;
 use collector_core::ipc::{Peer, TaskHandler};
 use procfs::Current;
 
-use crate::process_query::ProcessQuery;
 use crate::hash::{hash_open_file, open_nonblocking, FileHash, HashLimits};
+use crate::process_query::ProcessQuery;
 
 /// Answers detection tasks from the host.
 ///
