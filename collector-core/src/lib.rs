@@ -62,4 +62,4 @@ pub use event::CollectionEvent;
 pub use pressure::pressure;
 pub use sink::{Delivery, EventBatch, EventSink};
 pub use source::{BatchSender, BatchSource, EventSource, SourceStats};
-pub use status::{ExportStatus, HealthState, StatusSnapshot};
+pub use status::{ExportStatus, HealthState, ProcessTableStatus, StatusSnapshot};

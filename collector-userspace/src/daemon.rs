@@ -313,6 +313,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let status_source = crate::export::StatusWithExport {
         handle: handle.clone(),
         export: exporter.as_ref().map(|e| e.status_handle()),
+        processes: Some(crate::ptable::ProcessStatusHandle {
+            table: process_table.clone(),
+            store: process_store.clone(),
+        }),
     };
 
     let server_task = if args.no_ipc {

@@ -145,6 +145,7 @@ mod tests {
                 }],
                 counters: PipelineCounters::default(),
                 export: None,
+                processes: None,
             }
         }
         fn render(&self, status: &StatusSnapshot) -> String {

@@ -640,6 +640,41 @@ impl EventSink for ProcessTable {
     }
 }
 
+/// Reads the table's and the store's counters for `status`.
+#[derive(Clone)]
+pub struct ProcessStatusHandle {
+    /// The table.
+    pub table: std::sync::Arc<ProcessTable>,
+    /// Its store, when one is kept.
+    pub store: Option<std::sync::Arc<crate::store::ProcessStore>>,
+}
+
+impl ProcessStatusHandle {
+    /// The counters now.
+    pub fn status(&self) -> collector_core::ProcessTableStatus {
+        let t = self.table.stats();
+        let mut status = collector_core::ProcessTableStatus {
+            live: t.live as u64,
+            exited: t.exited as u64,
+            events: t.events,
+            seeded: t.seeded,
+            evicted_exited: t.evicted_exited,
+            over_capacity: t.over_capacity,
+            exit_missed: t.exit_missed,
+            ..Default::default()
+        };
+        if let Some(store) = &self.store {
+            let c = store.counters();
+            status.store_written_events = c.written_events.load(Ordering::Relaxed);
+            status.store_commits = c.commits.load(Ordering::Relaxed);
+            status.store_dropped_events = c.dropped_events.load(Ordering::Relaxed);
+            status.store_failed_events = c.failed_events.load(Ordering::Relaxed);
+            status.store_history_trimmed = c.history_trimmed.load(Ordering::Relaxed);
+        }
+        status
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -195,6 +195,7 @@ impl CollectorHandle {
             sources,
             counters,
             export: None,
+            processes: None,
         }
     }
 }

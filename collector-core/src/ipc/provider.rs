@@ -53,6 +53,7 @@ impl ManualStatus {
             sources: Vec::new(),
             counters: PipelineCounters::default(),
             export: None,
+            processes: None,
         };
         Self {
             caps: Arc::new(watch::Sender::new(caps)),

@@ -1,0 +1,256 @@
+//! The process store survives SIGKILL: a real `collector run` (kernel process domain)
+//! sees processes start and exit, `status` says the store committed their events, the
+//! daemon is killed with SIGKILL, and a new daemon on the same data directory answers
+//! `collector processes --pid N --since 1h` with every committed exec and exit row.
+//!
+//! Also shows the live table over IPC: the children appear in `--exited` with their
+//! exit codes, and a live child's `--pid` answer carries its ancestry up to pid 1.
+//!
+//! Needs root and BTF; skips otherwise, and fails instead under
+//! `COLLECTOR_REQUIRE_KERNEL=1`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use collector_core::ipc::CollectorIpcClient;
+use collector_userspace::ipc_cli::{processes_to, ProcessesArgs, SocketArgs};
+
+fn kernel_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let why = if unsafe { libc::geteuid() } != 0 {
+        Some("not root (kernel tests need CAP_BPF and CAP_PERFMON)")
+    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Some("no kernel BTF at /sys/kernel/btf/vmlinux")
+    } else {
+        None
+    };
+    match why {
+        None => true,
+        Some(why) => {
+            assert!(
+                std::env::var("COLLECTOR_REQUIRE_KERNEL").as_deref() != Ok("1"),
+                "{test}: cannot run ({why}) but COLLECTOR_REQUIRE_KERNEL=1 forbids skipping"
+            );
+            eprintln!("skipping {test}: {why}");
+            false
+        }
+    }
+}
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    async fn start(dir: &Path) -> Self {
+        let socket = dir.join("collector.sock");
+        let _ = std::fs::remove_file(&socket);
+        let child = Command::new(env!("CARGO_BIN_EXE_collector"))
+            .arg("run")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--no-stdout", "--domain", "process"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start collector run");
+        let mut daemon = Self { child, socket };
+        let started = Instant::now();
+        loop {
+            if CollectorIpcClient::connect(&daemon.socket).await.is_ok() {
+                return daemon;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "collector did not serve IPC within 90s"
+            );
+            if let Some(status) = daemon.child.try_wait().unwrap() {
+                panic!("collector exited early: {status}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn processes(
+        &self,
+        pid: Option<u32>,
+        exited: bool,
+        since: Option<Duration>,
+    ) -> Vec<serde_json::Value> {
+        let args = ProcessesArgs {
+            socket: SocketArgs {
+                socket: self.socket.clone(),
+            },
+            pid,
+            name: None,
+            exe: None,
+            exited,
+            since,
+            max_page_bytes: 0,
+        };
+        let mut out = Vec::new();
+        processes_to(&args, &mut out)
+            .await
+            .expect("collector processes");
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    async fn status(&self) -> collector_core::ProcessTableStatus {
+        let mut client = CollectorIpcClient::connect(&self.socket).await.unwrap();
+        client
+            .status()
+            .await
+            .unwrap()
+            .processes
+            .expect("status has the process table")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_committed_process_record_survives_sigkill() {
+    if !kernel_or_skip("every_committed_process_record_survives_sigkill") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    let daemon = Daemon::start(&dir).await;
+    let me = std::process::id();
+
+    // A live child (for ancestry) and ten that exit with their own codes.
+    let mut sleeper = Command::new("/bin/sleep").arg("300").spawn().unwrap();
+    let mut exited = Vec::new();
+    for code in 1..=10 {
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", &format!("exit {code}")])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert_eq!(child.wait().unwrap().code(), Some(code));
+        exited.push((pid, code));
+    }
+
+    // The live table lists them as exited, with the kernel's process key and code.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rows = loop {
+        let rows = daemon.processes(None, true, None).await;
+        let found = exited
+            .iter()
+            .filter(|(pid, _)| {
+                rows.iter()
+                    .any(|r| r["pid"] == *pid && r["exit_code"].is_i64())
+            })
+            .count();
+        if found == exited.len() {
+            break rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {found} of {} exited children listed by --exited",
+            exited.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for (pid, code) in &exited {
+        let row = rows
+            .iter()
+            .find(|r| r["pid"] == *pid && r["exit_code"].is_i64())
+            .unwrap();
+        assert_eq!(row["exit_code"], *code, "{row}");
+        assert_eq!(row["ppid"], me, "{row}");
+        assert_eq!(row["executable_path"], "/bin/sh", "{row}");
+        assert!(row["exit_time"].as_str().unwrap().ends_with('Z'), "{row}");
+        let key = row["process_key"].as_str().unwrap();
+        assert!(key.starts_with(&format!("{pid}:")), "{row}");
+    }
+
+    // `--pid` of the live child: it, then this test process, ..., up to pid 1.
+    let chain = daemon.processes(Some(sleeper.id()), false, None).await;
+    assert_eq!(chain[0]["pid"], sleeper.id(), "{chain:?}");
+    assert!(
+        chain[0]["executable_path"]
+            .as_str()
+            .unwrap()
+            .ends_with("/sleep"),
+        "{chain:?}"
+    );
+    assert_eq!(chain[1]["pid"], me, "{chain:?}");
+    assert_eq!(
+        chain[0]["parent_process_key"], chain[1]["process_key"],
+        "{chain:?}"
+    );
+    assert_eq!(chain.last().unwrap()["pid"], 1, "{chain:?}");
+    for pair in chain.windows(2) {
+        assert_eq!(pair[0]["ppid"], pair[1]["pid"], "{chain:?}");
+    }
+
+    // Wait until the store has committed every process event the table has seen (the
+    // table is offered each batch before the store, and the store writes in order).
+    let seen = daemon.status().await.events;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = daemon.status().await;
+        assert_eq!(
+            (s.store_dropped_events, s.store_failed_events),
+            (0, 0),
+            "{s:?}"
+        );
+        if s.store_written_events >= seen {
+            break;
+        }
+        assert!(Instant::now() < deadline, "store did not commit: {s:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // SIGKILL: no shutdown path runs.
+    let mut daemon = daemon;
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(
+        unsafe { libc::kill(daemon.child.id() as i32, libc::SIGKILL) },
+        0
+    );
+    let status = daemon.child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    drop(daemon);
+
+    let daemon = Daemon::start(&dir).await;
+    for (pid, code) in &exited {
+        let rows = daemon
+            .processes(Some(*pid), false, Some(Duration::from_secs(3600)))
+            .await;
+        let exec = rows
+            .iter()
+            .find(|r| r["last_event"] == "exec" && r["executable_path"] == "/bin/sh")
+            .unwrap_or_else(|| panic!("no exec row of {pid} after the restart: {rows:?}"));
+        let exit = rows
+            .iter()
+            .find(|r| r["last_event"] == "exit" && r["process_key"] == exec["process_key"])
+            .unwrap_or_else(|| panic!("no exit row of {pid} after the restart: {rows:?}"));
+        assert_eq!(exec["pid"], *pid);
+        assert_eq!(exec["ppid"], me, "{exec}");
+        assert_eq!(
+            exec["command_line"],
+            serde_json::json!(["/bin/sh", "-c", format!("exit {code}")])
+        );
+        assert_eq!(exit["exit_code"], *code, "{exit}");
+        assert!(exit["exit_time"].as_str().unwrap().ends_with('Z'), "{exit}");
+    }
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+}
