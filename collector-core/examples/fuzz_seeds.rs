@@ -54,6 +54,7 @@ fn events() -> Vec<CollectionEvent> {
             count_update: false,
             io_uring: false,
             compat_syscall: false,
+            process: None,
         })),
         CollectionEvent::Filesystem(FilesystemEvent {
             kind: FilesystemEventKind::Rename,
@@ -74,6 +75,7 @@ fn events() -> Vec<CollectionEvent> {
             compat_syscall: false,
             owner_uid: None,
             owner_gid: None,
+            process: None,
         }),
         CollectionEvent::Performance(PerformanceEvent {
             kind: PerformanceEventKind::Metric,

@@ -492,6 +492,7 @@ mod tests {
                 ..PipelineCounters::default()
             },
             export: None,
+            processes: None,
         };
         let text = render_prometheus(&status);
         for line in [
@@ -544,6 +545,7 @@ mod tests {
             }],
             counters: PipelineCounters::default(),
             export: None,
+            processes: None,
         };
         let text = render_prometheus(&status);
         assert!(!text.contains("# EOF"));

@@ -7,8 +7,8 @@ use bytes::BytesMut;
 use chrono::{DateTime, Utc};
 use collector_core::event::{
     AddressFamily, CollectionEvent, FilesystemEvent, FilesystemEventKind, NetworkEvent,
-    NetworkEventKind, PerformanceEvent, PerformanceEventKind, ProcessCredentials, ProcessEvent,
-    ProcessEventKind, TransportProtocol,
+    NetworkEventKind, PerformanceEvent, PerformanceEventKind, ProcessContext, ProcessCredentials,
+    ProcessEvent, ProcessEventKind, TransportProtocol,
 };
 use collector_core::ipc::codec::{ClientCodec, DecodedBatch, EnvelopeCodec, Inbound};
 use collector_core::ipc::convert::ConvertError;
@@ -182,7 +182,36 @@ fn process() -> impl Strategy<Value = CollectionEvent> {
         )
 }
 
+fn context() -> impl Strategy<Value = ProcessContext> {
+    (
+        text(),
+        option::of(text()),
+        option::of(text()),
+        option::of(any::<u32>()),
+        option::of(text()),
+    )
+        .prop_map(
+            |(process_key, executable_path, exec_name, ppid, parent_process_key)| ProcessContext {
+                process_key,
+                executable_path,
+                exec_name,
+                ppid,
+                parent_process_key,
+            },
+        )
+}
+
+/// A network event, with or without the process table's context.
 fn network() -> impl Strategy<Value = CollectionEvent> {
+    (network_base(), option::of(context())).prop_map(|(mut ev, process)| {
+        if let CollectionEvent::Network(n) = &mut ev {
+            n.process = process;
+        }
+        ev
+    })
+}
+
+fn network_base() -> impl Strategy<Value = CollectionEvent> {
     (
         prop_oneof![
             Just(NetworkEventKind::Connect),
@@ -248,12 +277,23 @@ fn network() -> impl Strategy<Value = CollectionEvent> {
                     count_update: bits[0],
                     io_uring: bits[1],
                     compat_syscall: bits[2],
+                    process: None,
                 }))
             },
         )
 }
 
+/// A filesystem event, with or without the process table's context.
 fn filesystem() -> impl Strategy<Value = CollectionEvent> {
+    (filesystem_base(), option::of(context())).prop_map(|(mut ev, process)| {
+        if let CollectionEvent::Filesystem(f) = &mut ev {
+            f.process = process;
+        }
+        ev
+    })
+}
+
+fn filesystem_base() -> impl Strategy<Value = CollectionEvent> {
     (
         prop_oneof![
             Just(FilesystemEventKind::Create),
@@ -324,6 +364,7 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
                     compat_syscall,
                     owner_uid,
                     owner_gid,
+                    process: None,
                 })
             },
         )
@@ -441,18 +482,34 @@ fn envelope() -> impl Strategy<Value = pb::Envelope> {
         caps().prop_map(|c| Body::CapabilityUpdate(pb::CapabilityUpdate {
             capabilities: Some(caps_to_proto(c))
         })),
-        (text(), option::of(any::<u32>()), option::of(text())).prop_map(|(id, pid, name)| {
-            Body::DetectionTask(pb::DetectionTask {
-                task_id: id,
-                task: Some(pb::detection_task::Task::EnumerateProcesses(
-                    pb::EnumerateProcesses {
-                        pid,
-                        name,
-                        executable: None,
-                    },
-                )),
-            })
-        }),
+        (
+            text(),
+            option::of(any::<u32>()),
+            option::of(text()),
+            any::<(bool, bool)>(),
+            option::of(any::<u64>()),
+            text(),
+            any::<u32>()
+        )
+            .prop_map(
+                |(id, pid, name, (exited, ancestry), since_seconds, cursor, max_page_bytes)| {
+                    Body::DetectionTask(pb::DetectionTask {
+                        task_id: id,
+                        task: Some(pb::detection_task::Task::EnumerateProcesses(
+                            pb::EnumerateProcesses {
+                                pid,
+                                name,
+                                executable: None,
+                                exited,
+                                since_seconds,
+                                ancestry,
+                                cursor,
+                                max_page_bytes,
+                            },
+                        )),
+                    })
+                }
+            ),
         (text(), any::<u64>(), "[0-9a-f]{64}").prop_map(|(id, size, hex)| {
             Body::DetectionResult(pb::DetectionResult {
                 task_id: id.clone(),

@@ -231,6 +231,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     kernel.validate().context("invalid kernel setting")?;
     let domains = parse_domains(&config.kernel_domains).context("kernel_domains")?;
 
+    // The live process table, kept by the process events (kernel or polls); it fills
+    // the `process` of network and filesystem events as the kernel sources decode them.
+    let process_table = Arc::new(ProcessTable::new(TableConfig {
+        max_entries: config.process_table_max_entries,
+        exited_retention: config.process_exited_retention,
+    }));
     let mut collector = Collector::new(config.clone())?;
     let kernel = if args.procfs {
         Err(anyhow::anyhow!("requested with --procfs"))
@@ -242,6 +248,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Ok(sources) => {
             kernel_programs = sources.first().map(|s| Arc::clone(s.programs()));
             for source in sources {
+                source.set_process_table(process_table.clone());
                 collector.register_batch_source(Box::new(source))?;
             }
         }
@@ -257,12 +264,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    // The live process table: seeded from /proc now, kept by the process events (kernel
-    // or polls) from here on.
-    let process_table = Arc::new(ProcessTable::new(TableConfig {
-        max_entries: config.process_table_max_entries,
-        exited_retention: config.process_exited_retention,
-    }));
+    // Seeded once the kernel programs are attached: a process that starts from here on is
+    // in the rings, one that started before is in /proc.
     match process_table.seed_from_proc() {
         Ok(n) => tracing::info!(processes = n, "process table seeded from /proc"),
         Err(e) => tracing::warn!("process table: cannot scan /proc: {e}"),

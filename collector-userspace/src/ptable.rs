@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use collector_core::event::{ProcessEvent, ProcessEventKind};
+use collector_core::event::{ProcessContext, ProcessEvent, ProcessEventKind};
 use collector_core::{CollectionEvent, Delivery, EventBatch, EventSink};
 
 use crate::ebpf::clock::BootClock;
@@ -183,6 +183,9 @@ pub struct TableStats {
 struct Inner {
     rows: HashMap<ProcessKey, ProcessRow>,
     live_by_pid: HashMap<u32, ProcessKey>,
+    /// The latest exited row of each pid: an event read after its process's exit was
+    /// applied (rings drain independently) still finds the process.
+    exited_by_pid: HashMap<u32, ProcessKey>,
     /// Exited rows in exit order (oldest first). A key may be stale (row re-keyed or
     /// already evicted): checked when popped.
     exited: VecDeque<(DateTime<Utc>, ProcessKey)>,
@@ -486,6 +489,7 @@ impl ProcessTable {
                 row.last_event = ProcessEventKind::Exit;
                 row.updated_at = at;
                 inner.exited.push_back((at, key));
+                inner.exited_by_pid.insert(key.pid, key);
             }
         }
     }
@@ -495,6 +499,9 @@ impl ProcessTable {
         while let Some((at, key)) = inner.exited.pop_front() {
             if inner.rows.get(&key).and_then(|r| r.exit_time) == Some(at) {
                 inner.rows.remove(&key);
+                if inner.exited_by_pid.get(&key.pid) == Some(&key) {
+                    inner.exited_by_pid.remove(&key.pid);
+                }
                 self.counters.evicted_exited.fetch_add(1, Ordering::Relaxed);
                 return true;
             }
@@ -513,6 +520,9 @@ impl ProcessTable {
             inner.exited.pop_front();
             if inner.rows.get(&key).and_then(|r| r.exit_time) == Some(at) {
                 inner.rows.remove(&key);
+                if inner.exited_by_pid.get(&key.pid) == Some(&key) {
+                    inner.exited_by_pid.remove(&key.pid);
+                }
                 self.counters.expired.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -572,6 +582,45 @@ impl ProcessTable {
             .get(&pid)
             .and_then(|k| inner.rows.get(k))
             .cloned()
+    }
+
+    /// What a network or filesystem event of `pid` gets from the table: the live
+    /// process's key, image and parent. Only what the event needs is copied.
+    ///
+    /// The live process of `pid`, or, when the pid's latest process exited at or after
+    /// `at`, that one: the network and filesystem rings are drained on their own, so an
+    /// event of a process's last moments can be read after its exit was applied.
+    pub fn context(&self, pid: u32, at: DateTime<Utc>) -> Option<ProcessContext> {
+        let inner = self.lock();
+        let key = match inner.live_by_pid.get(&pid) {
+            Some(k) => k,
+            None => inner
+                .exited_by_pid
+                .get(&pid)
+                .filter(|k| inner.rows.get(k).and_then(|r| r.exit_time) >= Some(at))?,
+        };
+        let row = inner.rows.get(key)?;
+        Some(ProcessContext {
+            process_key: row.key.to_string(),
+            executable_path: row.executable_path.clone(),
+            exec_name: row.exec_name.clone().or_else(|| row.name.clone()),
+            ppid: row.ppid,
+            parent_process_key: row.parent_key.map(|k| k.to_string()),
+        })
+    }
+
+    /// Fills the `process` field of network and filesystem events the table knows the
+    /// pid of (the kernel records carry only pid and `comm`).
+    pub fn enrich(&self, ev: &mut CollectionEvent) {
+        match ev {
+            CollectionEvent::Network(n) if n.process.is_none() => {
+                n.process = self.context(n.pid, n.timestamp)
+            }
+            CollectionEvent::Filesystem(f) if f.process.is_none() => {
+                f.process = self.context(f.pid, f.timestamp)
+            }
+            _ => {}
+        }
     }
 
     /// `pid` and its ancestors up to pid 1 (or the first one the table does not know),
@@ -763,6 +812,22 @@ mod tests {
         assert_eq!(t.stats().live, 2);
         let chain: Vec<u32> = t.ancestry(11).iter().map(|r| r.key.pid).collect();
         assert_eq!(chain, [11, 10]);
+    }
+
+    /// An event read after its process's exit was applied still gets the process; one
+    /// from after the exit (another process on a reused pid not yet seen) does not.
+    #[test]
+    fn context_covers_events_read_after_the_exit() {
+        let t = table(100);
+        t.apply(&exec(40, 1_000, 1, "/usr/bin/curl", 0));
+        let live = t.context(40, at(1)).unwrap();
+        assert_eq!(live.process_key, "40:1000");
+        assert_eq!(live.executable_path.as_deref(), Some("/usr/bin/curl"));
+        assert_eq!(live.exec_name.as_deref(), Some("curl"));
+        assert_eq!(live.ppid, Some(1));
+        t.apply(&exit(40, 1_000, 0, 5));
+        assert_eq!(t.context(40, at(4)), Some(live));
+        assert_eq!(t.context(40, at(6)), None);
     }
 
     #[test]

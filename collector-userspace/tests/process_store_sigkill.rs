@@ -45,6 +45,10 @@ struct Daemon {
 
 impl Daemon {
     async fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &["--domain", "process"]).await
+    }
+
+    async fn start_with(dir: &Path, domains: &[&str]) -> Self {
         let socket = dir.join("collector.sock");
         let _ = std::fs::remove_file(&socket);
         let child = Command::new(env!("CARGO_BIN_EXE_collector"))
@@ -53,7 +57,8 @@ impl Daemon {
             .arg(&socket)
             .arg("--data-dir")
             .arg(dir.join("data"))
-            .args(["--no-stdout", "--domain", "process"])
+            .arg("--no-stdout")
+            .args(domains)
             .stdout(Stdio::null())
             .spawn()
             .expect("start collector run");
@@ -253,4 +258,99 @@ async fn every_committed_process_record_survives_sigkill() {
     }
     let _ = sleeper.kill();
     let _ = sleeper.wait();
+}
+
+/// File and network events get their process from the table: a shell that execs,
+/// waits, then opens a file (a redirect: the shell itself opens it) and connects to a
+/// local listener. Both events carry the shell's process key, its executable, its exec
+/// name and its parent (this test) with the parent's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_and_network_events_carry_the_process_from_the_table() {
+    use collector_core::event::Domain;
+    use collector_core::ipc::SubscriptionItem;
+    use collector_core::CollectionEvent;
+    use futures::StreamExt;
+
+    if !kernel_or_skip("file_and_network_events_carry_the_process_from_the_table") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    let daemon = Daemon::start_with(
+        &dir,
+        &[
+            "--domain",
+            "process",
+            "--domain",
+            "filesystem",
+            "--domain",
+            "network",
+        ],
+    )
+    .await;
+    let client = CollectorIpcClient::connect(&daemon.socket).await.unwrap();
+    let stream = client
+        .subscribe::<&str>(&[Domain::Filesystem, Domain::Network], &[])
+        .await
+        .unwrap();
+    futures::pin_mut!(stream);
+
+    let target = dir.join("enrich-target");
+    std::fs::write(&target, b"x").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // bash's /dev/tcp connects from the shell itself; plain sh only opens the file.
+    let script = format!(
+        "sleep 1; read x < {}; exec 3<>/dev/tcp/127.0.0.1/{port}; exit 0",
+        target.display()
+    );
+    let mut shell = Command::new("/bin/bash")
+        .args(["-c", &script])
+        .spawn()
+        .unwrap();
+    let shell_pid = shell.id();
+    let me = std::process::id();
+
+    let (mut file, mut net) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (file.is_none() || net.is_none()) && Instant::now() < deadline {
+        let Ok(Some(item)) = tokio::time::timeout(Duration::from_secs(5), stream.next()).await
+        else {
+            continue;
+        };
+        match item.unwrap() {
+            SubscriptionItem::Event(CollectionEvent::Filesystem(f))
+                if f.pid == shell_pid && Path::new(&f.path) == target =>
+            {
+                file = f.process.clone();
+            }
+            SubscriptionItem::Event(CollectionEvent::Network(n))
+                if n.pid == shell_pid && n.dest_addr.port() == port =>
+            {
+                net = n.process.clone();
+            }
+            _ => {}
+        }
+    }
+    assert!(shell.wait().unwrap().success());
+    drop(listener);
+    let file = file.expect("the shell's open of the target, with its process");
+    let net = net.expect("the shell's connect, with its process");
+    assert_eq!(file, net, "one process, one context");
+    assert!(
+        file.process_key.starts_with(&format!("{shell_pid}:")),
+        "{file:?}"
+    );
+    assert!(
+        file.executable_path.as_deref().unwrap().ends_with("/bash"),
+        "{file:?}"
+    );
+    assert_eq!(file.exec_name.as_deref(), Some("bash"), "{file:?}");
+    assert_eq!(file.ppid, Some(me), "{file:?}");
+    let parent = daemon.processes(Some(me), false, None).await;
+    assert_eq!(
+        file.parent_process_key.as_deref(),
+        parent[0]["process_key"].as_str(),
+        "{file:?} / {parent:?}"
+    );
 }

@@ -109,4 +109,8 @@ pub struct FilesystemEvent {
     /// chown: the new owner gid (absent when the call left it unchanged, -1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_gid: Option<u32>,
+    /// The process, from the collector's process table (absent when the table does not
+    /// know the pid: a process that ended before its event was read, or a table off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<super::ProcessContext>,
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use filesystem::{FilesystemEvent, FilesystemEventKind};
 pub use network::{AddressFamily, NetworkEvent, NetworkEventKind, TransportProtocol};
 pub use performance::{PerformanceEvent, PerformanceEventKind};
-pub use process::{ProcessCredentials, ProcessEvent, ProcessEventKind};
+pub use process::{ProcessContext, ProcessCredentials, ProcessEvent, ProcessEventKind};
 
 use crate::caps::SourceCaps;
 
@@ -363,6 +363,7 @@ mod tests {
             count_update: false,
             io_uring: false,
             compat_syscall: false,
+            process: None,
         };
         let json: serde_json::Value =
             serde_json::from_str(&CollectionEvent::Network(Box::new(ev)).to_json_line()).unwrap();

@@ -135,4 +135,8 @@ pub struct NetworkEvent {
     /// Issued through the 32-bit syscall entry (`int $0x80`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub compat_syscall: bool,
+    /// The process, from the collector's process table (absent when the table does not
+    /// know the pid: a process that ended before its event was read, or a table off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<super::ProcessContext>,
 }

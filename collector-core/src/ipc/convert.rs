@@ -12,8 +12,8 @@ use collector_proto::v1 as pb;
 use crate::caps::SourceCaps;
 use crate::event::{
     AddressFamily, CollectionEvent, Domain, FilesystemEvent, FilesystemEventKind, NetworkEvent,
-    NetworkEventKind, PerformanceEvent, PerformanceEventKind, ProcessCredentials, ProcessEvent,
-    ProcessEventKind, TransportProtocol,
+    NetworkEventKind, PerformanceEvent, PerformanceEventKind, ProcessContext, ProcessCredentials,
+    ProcessEvent, ProcessEventKind, TransportProtocol,
 };
 use crate::source::SourceStats;
 use crate::status::{HealthState, StatusSnapshot};
@@ -381,6 +381,27 @@ fn network_to_proto(e: &NetworkEvent) -> pb::NetworkEvent {
         count_update: e.count_update,
         io_uring: e.io_uring,
         compat_syscall: e.compat_syscall,
+        process: e.process.as_ref().map(context_to_proto),
+    }
+}
+
+fn context_to_proto(c: &ProcessContext) -> pb::ProcessContext {
+    pb::ProcessContext {
+        process_key: c.process_key.clone(),
+        executable_path: c.executable_path.clone(),
+        exec_name: c.exec_name.clone(),
+        ppid: c.ppid,
+        parent_process_key: c.parent_process_key.clone(),
+    }
+}
+
+fn context_from_proto(c: pb::ProcessContext) -> ProcessContext {
+    ProcessContext {
+        process_key: c.process_key,
+        executable_path: c.executable_path,
+        exec_name: c.exec_name,
+        ppid: c.ppid,
+        parent_process_key: c.parent_process_key,
     }
 }
 
@@ -407,6 +428,7 @@ fn network_from_proto(e: pb::NetworkEvent) -> Result<NetworkEvent, ConvertError>
         count_update: e.count_update,
         io_uring: e.io_uring,
         compat_syscall: e.compat_syscall,
+        process: e.process.map(context_from_proto),
     })
 }
 
@@ -513,6 +535,7 @@ fn filesystem_to_proto(e: &FilesystemEvent) -> pb::FilesystemEvent {
         compat_syscall: e.compat_syscall,
         owner_uid: e.owner_uid,
         owner_gid: e.owner_gid,
+        process: e.process.as_ref().map(context_to_proto),
     }
 }
 
@@ -538,6 +561,7 @@ fn filesystem_from_proto(e: pb::FilesystemEvent) -> Result<FilesystemEvent, Conv
         compat_syscall: e.compat_syscall,
         owner_uid: e.owner_uid,
         owner_gid: e.owner_gid,
+        process: e.process.map(context_from_proto),
     })
 }
 

@@ -15,12 +15,12 @@ use chrono::{DateTime, Utc};
 
 use super::field::{
     common, credentials, envelope, event, event_batch, filesystem, network, performance, process,
-    socket_address, timestamp,
+    process_context, socket_address, timestamp,
 };
 use super::wire_type::{FIXED64, LEN, VARINT};
 use crate::event::{
-    CollectionEvent, FilesystemEvent, NetworkEvent, PerformanceEvent, ProcessCredentials,
-    ProcessEvent, SourceName,
+    CollectionEvent, FilesystemEvent, NetworkEvent, PerformanceEvent, ProcessContext,
+    ProcessCredentials, ProcessEvent, SourceName,
 };
 use crate::ipc::convert::{
     family_from_proto, filesystem_kind_from_proto, network_kind_from_proto,
@@ -255,6 +255,27 @@ fn credentials_msg(body: &[u8]) -> Option<ProcessCredentials> {
     Some(c)
 }
 
+fn context_msg(body: &[u8]) -> Option<ProcessContext> {
+    let mut c = ProcessContext::default();
+    let mut fields = Fields::new(body);
+    while let Some((field, wire_type)) = fields.next(0)? {
+        let r = &mut fields.r;
+        match (field, wire_type) {
+            (process_context::PROCESS_KEY, LEN) => c.process_key = r.str()?.to_owned(),
+            (process_context::EXECUTABLE_PATH, LEN) => {
+                c.executable_path = Some(r.str()?.to_owned())
+            }
+            (process_context::EXEC_NAME, LEN) => c.exec_name = Some(r.str()?.to_owned()),
+            (process_context::PPID, VARINT) => c.ppid = Some(r.varint()? as u32),
+            (process_context::PARENT_PROCESS_KEY, LEN) => {
+                c.parent_process_key = Some(r.str()?.to_owned())
+            }
+            _ => return None,
+        }
+    }
+    Some(c)
+}
+
 fn network_event(body: &[u8], names: &mut SourceNames) -> Option<NetworkEvent> {
     let mut c = Common::default();
     let (mut protocol, mut family, mut connection_id) = (0i32, 0i32, 0u64);
@@ -263,6 +284,7 @@ fn network_event(body: &[u8], names: &mut SourceNames) -> Option<NetworkEvent> {
     let (mut errno, mut previous_state, mut socket_error, mut unix_path, mut send_count) =
         (None, None, None, None, None);
     let (mut count_update, mut io_uring, mut compat_syscall) = (false, false, false);
+    let mut process = None;
     let mut fields = Fields::new(body);
     while let Some((field, wire_type)) = fields.next(0)? {
         let r = &mut fields.r;
@@ -286,6 +308,7 @@ fn network_event(body: &[u8], names: &mut SourceNames) -> Option<NetworkEvent> {
             (network::COUNT_UPDATE, VARINT) => count_update = r.varint()? != 0,
             (network::IO_URING, VARINT) => io_uring = r.varint()? != 0,
             (network::COMPAT_SYSCALL, VARINT) => compat_syscall = r.varint()? != 0,
+            (network::PROCESS, LEN) => process = Some(context_msg(r.len_delimited()?)?),
             _ => return None,
         }
     }
@@ -310,6 +333,7 @@ fn network_event(body: &[u8], names: &mut SourceNames) -> Option<NetworkEvent> {
         count_update,
         io_uring,
         compat_syscall,
+        process,
     })
 }
 
@@ -320,6 +344,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
     let (mut path_truncated, mut path_unreadable, mut path_user_supplied) = (false, false, false);
     let mut compat_syscall = false;
     let (mut owner_uid, mut owner_gid) = (None, None);
+    let mut process = None;
     let (mut flags, mut mode, mut result, mut uid) = (None, None, None, None);
     let mut fields = Fields::new(body);
     while let Some((field, wire_type)) = fields.next(0)? {
@@ -342,6 +367,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
             (filesystem::COMPAT_SYSCALL, VARINT) => compat_syscall = r.varint()? != 0,
             (filesystem::OWNER_UID, VARINT) => owner_uid = Some(r.varint()? as u32),
             (filesystem::OWNER_GID, VARINT) => owner_gid = Some(r.varint()? as u32),
+            (filesystem::PROCESS, LEN) => process = Some(context_msg(r.len_delimited()?)?),
             _ => return None,
         }
     }
@@ -364,6 +390,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
         compat_syscall,
         owner_uid,
         owner_gid,
+        process,
     })
 }
 

@@ -122,6 +122,7 @@ mod field {
         pub const COUNT_UPDATE: u32 = 18;
         pub const IO_URING: u32 = 19;
         pub const COMPAT_SYSCALL: u32 = 20;
+        pub const PROCESS: u32 = 40;
     }
     pub mod filesystem {
         pub const PATH: u32 = 5;
@@ -138,6 +139,15 @@ mod field {
         pub const COMPAT_SYSCALL: u32 = 16;
         pub const OWNER_UID: u32 = 17;
         pub const OWNER_GID: u32 = 18;
+        pub const PROCESS: u32 = 40;
+    }
+    /// `ProcessContext`, in network and filesystem events.
+    pub mod process_context {
+        pub const PROCESS_KEY: u32 = 1;
+        pub const EXECUTABLE_PATH: u32 = 2;
+        pub const EXEC_NAME: u32 = 3;
+        pub const PPID: u32 = 4;
+        pub const PARENT_PROCESS_KEY: u32 = 5;
     }
     pub mod performance {
         pub const METRIC_NAME: u32 = 5;

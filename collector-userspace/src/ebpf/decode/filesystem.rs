@@ -57,6 +57,7 @@ fn file_base(
         compat_syscall: false,
         owner_uid: None,
         owner_gid: None,
+        process: None,
     }
 }
 

@@ -117,6 +117,7 @@ pub fn decode_network(
             count_update: false,
             io_uring: r.net_flags & net_flags::IO_URING != 0,
             compat_syscall: r.net_flags & net_flags::COMPAT != 0,
+            process: None,
         })));
     }
     let r: NetRecord = read(bytes, kind as u32)?;
@@ -165,6 +166,7 @@ pub fn decode_network(
         count_update: r.net_flags & net_flags::UPDATE != 0,
         io_uring: r.net_flags & net_flags::IO_URING != 0,
         compat_syscall: r.net_flags & net_flags::COMPAT != 0,
+        process: None,
     })))
 }
 
