@@ -205,7 +205,7 @@ fn context() -> impl Strategy<Value = ProcessContext> {
 fn network() -> impl Strategy<Value = CollectionEvent> {
     (network_base(), option::of(context())).prop_map(|(mut ev, process)| {
         if let CollectionEvent::Network(n) = &mut ev {
-            n.process = process;
+            n.process = process.map(std::sync::Arc::new);
         }
         ev
     })
@@ -287,7 +287,7 @@ fn network_base() -> impl Strategy<Value = CollectionEvent> {
 fn filesystem() -> impl Strategy<Value = CollectionEvent> {
     (filesystem_base(), option::of(context())).prop_map(|(mut ev, process)| {
         if let CollectionEvent::Filesystem(f) = &mut ev {
-            f.process = process;
+            f.process = process.map(std::sync::Arc::new);
         }
         ev
     })

@@ -20,7 +20,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -186,6 +186,10 @@ struct Inner {
     /// The latest exited row of each pid: an event read after its process's exit was
     /// applied (rings drain independently) still finds the process.
     exited_by_pid: HashMap<u32, ProcessKey>,
+    /// Contexts handed to network and filesystem events, built once per row version:
+    /// enriching an event is a lookup and a reference count, not string copies. An event
+    /// about a process drops its entry before changing the row.
+    contexts: HashMap<ProcessKey, Arc<ProcessContext>>,
     /// Exited rows in exit order (oldest first). A key may be stale (row re-keyed or
     /// already evicted): checked when popped.
     exited: VecDeque<(DateTime<Utc>, ProcessKey)>,
@@ -301,6 +305,7 @@ impl ProcessTable {
             if let Some(row) = inner.rows.get_mut(&child) {
                 row.parent_key = Some(parent);
             }
+            inner.contexts.remove(&child);
         }
         self.counters
             .seeded
@@ -313,6 +318,15 @@ impl ProcessTable {
         self.counters.events.fetch_add(1, Ordering::Relaxed);
         let mut inner = self.lock();
         self.expire(&mut inner, ev.timestamp);
+        // Whatever row this event changes, its cached context is stale from here.
+        let touched = [Some(ev.pid), ev.child_pid]
+            .into_iter()
+            .flatten()
+            .filter_map(|pid| inner.live_by_pid.get(&pid).copied())
+            .chain(ev.process_key.as_deref().and_then(ProcessKey::parse));
+        for key in touched.collect::<Vec<_>>() {
+            inner.contexts.remove(&key);
+        }
         match ev.kind {
             ProcessEventKind::Fork => self.apply_fork(&mut inner, ev),
             ProcessEventKind::Exec | ProcessEventKind::Snapshot => {
@@ -448,6 +462,7 @@ impl ProcessTable {
     }
 
     fn rekey(&self, inner: &mut Inner, old: ProcessKey, new: ProcessKey) -> ProcessKey {
+        inner.contexts.remove(&old);
         if let Some(mut row) = inner.rows.remove(&old) {
             row.key = new;
             row.key_exact = true;
@@ -457,6 +472,7 @@ impl ProcessTable {
             for r in inner.rows.values_mut() {
                 if r.parent_key == Some(old) {
                     r.parent_key = Some(new);
+                    inner.contexts.remove(&r.key);
                 }
             }
         }
@@ -499,6 +515,7 @@ impl ProcessTable {
         while let Some((at, key)) = inner.exited.pop_front() {
             if inner.rows.get(&key).and_then(|r| r.exit_time) == Some(at) {
                 inner.rows.remove(&key);
+                inner.contexts.remove(&key);
                 if inner.exited_by_pid.get(&key.pid) == Some(&key) {
                     inner.exited_by_pid.remove(&key.pid);
                 }
@@ -520,6 +537,7 @@ impl ProcessTable {
             inner.exited.pop_front();
             if inner.rows.get(&key).and_then(|r| r.exit_time) == Some(at) {
                 inner.rows.remove(&key);
+                inner.contexts.remove(&key);
                 if inner.exited_by_pid.get(&key.pid) == Some(&key) {
                     inner.exited_by_pid.remove(&key.pid);
                 }
@@ -590,23 +608,28 @@ impl ProcessTable {
     /// The live process of `pid`, or, when the pid's latest process exited at or after
     /// `at`, that one: the network and filesystem rings are drained on their own, so an
     /// event of a process's last moments can be read after its exit was applied.
-    pub fn context(&self, pid: u32, at: DateTime<Utc>) -> Option<ProcessContext> {
-        let inner = self.lock();
+    pub fn context(&self, pid: u32, at: DateTime<Utc>) -> Option<Arc<ProcessContext>> {
+        let mut inner = self.lock();
         let key = match inner.live_by_pid.get(&pid) {
-            Some(k) => k,
-            None => inner
+            Some(k) => *k,
+            None => *inner
                 .exited_by_pid
                 .get(&pid)
                 .filter(|k| inner.rows.get(k).and_then(|r| r.exit_time) >= Some(at))?,
         };
-        let row = inner.rows.get(key)?;
-        Some(ProcessContext {
+        if let Some(c) = inner.contexts.get(&key) {
+            return Some(c.clone());
+        }
+        let row = inner.rows.get(&key)?;
+        let context = Arc::new(ProcessContext {
             process_key: row.key.to_string(),
             executable_path: row.executable_path.clone(),
             exec_name: row.exec_name.clone().or_else(|| row.name.clone()),
             ppid: row.ppid,
             parent_process_key: row.parent_key.map(|k| k.to_string()),
-        })
+        });
+        inner.contexts.insert(key, context.clone());
+        Some(context)
     }
 
     /// Fills the `process` field of network and filesystem events the table knows the
@@ -693,9 +716,9 @@ impl EventSink for ProcessTable {
 #[derive(Clone)]
 pub struct ProcessStatusHandle {
     /// The table.
-    pub table: std::sync::Arc<ProcessTable>,
+    pub table: Arc<ProcessTable>,
     /// Its store, when one is kept.
-    pub store: Option<std::sync::Arc<crate::store::ProcessStore>>,
+    pub store: Option<Arc<crate::store::ProcessStore>>,
 }
 
 impl ProcessStatusHandle {
@@ -821,6 +844,10 @@ mod tests {
         let t = table(100);
         t.apply(&exec(40, 1_000, 1, "/usr/bin/curl", 0));
         let live = t.context(40, at(1)).unwrap();
+        assert!(
+            Arc::ptr_eq(&live, &t.context(40, at(2)).unwrap()),
+            "built once, shared"
+        );
         assert_eq!(live.process_key, "40:1000");
         assert_eq!(live.executable_path.as_deref(), Some("/usr/bin/curl"));
         assert_eq!(live.exec_name.as_deref(), Some("curl"));

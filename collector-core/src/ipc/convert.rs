@@ -381,7 +381,7 @@ fn network_to_proto(e: &NetworkEvent) -> pb::NetworkEvent {
         count_update: e.count_update,
         io_uring: e.io_uring,
         compat_syscall: e.compat_syscall,
-        process: e.process.as_ref().map(context_to_proto),
+        process: e.process.as_deref().map(context_to_proto),
     }
 }
 
@@ -428,7 +428,9 @@ fn network_from_proto(e: pb::NetworkEvent) -> Result<NetworkEvent, ConvertError>
         count_update: e.count_update,
         io_uring: e.io_uring,
         compat_syscall: e.compat_syscall,
-        process: e.process.map(context_from_proto),
+        process: e
+            .process
+            .map(|c| std::sync::Arc::new(context_from_proto(c))),
     })
 }
 
@@ -535,7 +537,7 @@ fn filesystem_to_proto(e: &FilesystemEvent) -> pb::FilesystemEvent {
         compat_syscall: e.compat_syscall,
         owner_uid: e.owner_uid,
         owner_gid: e.owner_gid,
-        process: e.process.as_ref().map(context_to_proto),
+        process: e.process.as_deref().map(context_to_proto),
     }
 }
 
@@ -561,7 +563,9 @@ fn filesystem_from_proto(e: pb::FilesystemEvent) -> Result<FilesystemEvent, Conv
         compat_syscall: e.compat_syscall,
         owner_uid: e.owner_uid,
         owner_gid: e.owner_gid,
-        process: e.process.map(context_from_proto),
+        process: e
+            .process
+            .map(|c| std::sync::Arc::new(context_from_proto(c))),
     })
 }
 

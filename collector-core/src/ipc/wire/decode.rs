@@ -308,7 +308,9 @@ fn network_event(body: &[u8], names: &mut SourceNames) -> Option<NetworkEvent> {
             (network::COUNT_UPDATE, VARINT) => count_update = r.varint()? != 0,
             (network::IO_URING, VARINT) => io_uring = r.varint()? != 0,
             (network::COMPAT_SYSCALL, VARINT) => compat_syscall = r.varint()? != 0,
-            (network::PROCESS, LEN) => process = Some(context_msg(r.len_delimited()?)?),
+            (network::PROCESS, LEN) => {
+                process = Some(std::sync::Arc::new(context_msg(r.len_delimited()?)?))
+            }
             _ => return None,
         }
     }
@@ -367,7 +369,9 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
             (filesystem::COMPAT_SYSCALL, VARINT) => compat_syscall = r.varint()? != 0,
             (filesystem::OWNER_UID, VARINT) => owner_uid = Some(r.varint()? as u32),
             (filesystem::OWNER_GID, VARINT) => owner_gid = Some(r.varint()? as u32),
-            (filesystem::PROCESS, LEN) => process = Some(context_msg(r.len_delimited()?)?),
+            (filesystem::PROCESS, LEN) => {
+                process = Some(std::sync::Arc::new(context_msg(r.len_delimited()?)?))
+            }
             _ => return None,
         }
     }

@@ -314,7 +314,7 @@ fn network_body(o: &mut impl Out, e: &NetworkEvent) {
     boolean(o, network::COUNT_UPDATE, e.count_update);
     boolean(o, network::IO_URING, e.io_uring);
     boolean(o, network::COMPAT_SYSCALL, e.compat_syscall);
-    context_field(o, network::PROCESS, e.process.as_ref());
+    context_field(o, network::PROCESS, e.process.as_deref());
 }
 
 fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent) {
@@ -336,7 +336,7 @@ fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent) {
     boolean(o, filesystem::COMPAT_SYSCALL, e.compat_syscall);
     opt_varint(o, filesystem::OWNER_UID, e.owner_uid.map(u64::from));
     opt_varint(o, filesystem::OWNER_GID, e.owner_gid.map(u64::from));
-    context_field(o, filesystem::PROCESS, e.process.as_ref());
+    context_field(o, filesystem::PROCESS, e.process.as_deref());
 }
 
 fn performance_body(o: &mut impl Out, e: &PerformanceEvent) {
