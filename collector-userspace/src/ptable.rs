@@ -857,6 +857,33 @@ mod tests {
         assert_eq!(t.context(40, at(6)), None);
     }
 
+    /// Fallback mode: procfs events carry no key, only a start time (whole seconds).
+    /// Snapshot, exec and exit of one process stay one row; a new start is a new row.
+    #[test]
+    fn procfs_events_without_keys_keep_one_row_per_process() {
+        let t = table(100);
+        let polled = |kind, pid, start: i64, now: i64| {
+            let mut e = ProcessEvent::new(kind, at(now), pid, "procfs-process");
+            e.start_time = Some(at(start));
+            e.ppid = Some(1);
+            e.executable_path = Some("/usr/sbin/sshd".into());
+            e
+        };
+        t.apply(&polled(ProcessEventKind::Snapshot, 90, 0, 1));
+        t.apply(&polled(ProcessEventKind::Exec, 90, 0, 2));
+        let row = t.live(90).unwrap();
+        assert!(!row.key_exact);
+        assert_eq!(row.start_time, Some(at(0)));
+        t.apply(&polled(ProcessEventKind::Exit, 90, 0, 3));
+        assert!(t.live(90).is_none());
+        t.apply(&polled(ProcessEventKind::Snapshot, 90, 10, 11));
+        let s = t.stats();
+        assert_eq!((s.live, s.exited, s.exit_missed), (1, 1, 0));
+        let exited = t.select(Selection::ExitedSince(at(0)), None, |_| true);
+        assert_eq!(exited[0].exit_time, Some(at(3)));
+        assert_eq!(exited[0].key, row.key);
+    }
+
     #[test]
     fn the_oldest_exited_rows_make_room_and_are_counted() {
         let t = table(3);
