@@ -245,3 +245,88 @@ fn history_to_info(h: &HistoryRow, peer: &Peer) -> pb::ProcessInfo {
         exec_name: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ptable::TableConfig;
+    use collector_core::event::{ProcessEvent, ProcessEventKind};
+
+    fn query_with(rows: &[(u32, u32, &str)]) -> ProcessQuery {
+        let table = Arc::new(ProcessTable::new(TableConfig::default()));
+        for &(pid, uid, exe) in rows {
+            let mut ev = ProcessEvent::new(ProcessEventKind::Exec, Utc::now(), pid, "t");
+            ev.process_key = Some(format!("{pid}:{pid}000"));
+            ev.uid = Some(uid);
+            ev.ppid = Some(1);
+            ev.executable_path = Some(exe.into());
+            ev.name = Some(exe.rsplit('/').next().unwrap().into());
+            table.apply(&ev);
+        }
+        ProcessQuery {
+            table,
+            store: None,
+            max_frame_bytes: 1 << 20,
+        }
+    }
+
+    /// A non-root peer sees the executable of its own processes only, as `/proc` would
+    /// show it; root sees all.
+    #[test]
+    fn a_non_root_peer_sees_only_its_own_executables() {
+        let q = query_with(&[(100, 0, "/usr/sbin/sshd"), (200, 65534, "/usr/bin/nc")]);
+        let nobody = Peer {
+            uid: 65534,
+            gid: 65534,
+            pid: None,
+            groups: Vec::new(),
+        };
+        let list = q
+            .answer(&pb::EnumerateProcesses::default(), &nobody)
+            .unwrap();
+        let exe = |pid: u32| {
+            list.processes
+                .iter()
+                .find(|p| p.pid == pid)
+                .unwrap()
+                .executable
+                .clone()
+        };
+        assert_eq!(exe(100), None);
+        assert_eq!(exe(200).as_deref(), Some("/usr/bin/nc"));
+        let list = q
+            .answer(&pb::EnumerateProcesses::default(), &Peer::root())
+            .unwrap();
+        assert!(list.processes.iter().all(|p| p.executable.is_some()));
+    }
+
+    #[test]
+    fn filters_and_a_bad_cursor() {
+        let q = query_with(&[(100, 0, "/usr/sbin/sshd"), (200, 0, "/usr/bin/nc")]);
+        let by_name = q
+            .answer(
+                &pb::EnumerateProcesses {
+                    name: Some("nc".into()),
+                    ..Default::default()
+                },
+                &Peer::root(),
+            )
+            .unwrap();
+        assert_eq!(by_name.processes.len(), 1);
+        assert_eq!(
+            by_name.processes[0].process_key.as_deref(),
+            Some("200:200000")
+        );
+        assert!(by_name.next_cursor.is_empty());
+        let err = q
+            .answer(
+                &pb::EnumerateProcesses {
+                    cursor: "garbage".into(),
+                    ..Default::default()
+                },
+                &Peer::root(),
+            )
+            .unwrap_err();
+        assert!(err.contains("bad cursor"), "{err}");
+    }
+}
