@@ -247,7 +247,7 @@ struct ProcessLine {
 }
 
 fn rfc3339(t: Option<pb::Timestamp>) -> Option<String> {
-    t.and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+    t.and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, t.nanos))
         .map(|t| t.to_rfc3339_opts(SecondsFormat::Nanos, true))
 }
 

@@ -705,7 +705,6 @@ fn write_batches(
         for _ in 0..excess {
             execs.pop_first()?;
         }
-        drop(log);
         trimmed = trim_history(&mut history, &mut by_pid, config, now)?;
     }
     txn.commit()?;
