@@ -81,13 +81,34 @@ impl ProcessQuery {
                 return self.history_page(store, pid, since, q, peer, budget);
             }
         }
-        let rows: Vec<ProcessRow> = match (q.pid, q.ancestry) {
+        let mut list = pb::ProcessList::default();
+        let mut used = 0;
+        // Adds a row unless the page is full; false once it is (the row is left for the
+        // next page, which starts after the last row sent).
+        let mut add = |row: &ProcessRow| -> bool {
+            let info = row_to_info(row, peer);
+            let len = entry_len(&info);
+            if used + len > budget && !list.processes.is_empty() {
+                list.next_cursor = list
+                    .processes
+                    .last()
+                    .and_then(|p| p.process_key.clone())
+                    .unwrap_or_default();
+                return false;
+            }
+            used += len;
+            list.processes.push(info);
+            true
+        };
+        match (q.pid, q.ancestry) {
             (Some(pid), true) => {
-                if !q.cursor.is_empty() {
-                    // An ancestry chain is one page (at most 512 rows).
-                    return Ok(pb::ProcessList::default());
+                // An ancestry chain is one page (at most 512 rows).
+                if q.cursor.is_empty() {
+                    for row in self.table.ancestry(pid) {
+                        add(&row);
+                    }
+                    list.next_cursor.clear();
                 }
-                self.table.ancestry(pid)
             }
             _ => {
                 let selection = match (q.exited, since) {
@@ -104,24 +125,8 @@ impl ProcessQuery {
                     )
                 };
                 self.table
-                    .select(selection, after, |r| matches_filters(r, q))
+                    .visit_sorted(selection, after, |r| matches_filters(r, q), &mut add);
             }
-        };
-        let mut list = pb::ProcessList::default();
-        let mut used = 0;
-        for row in &rows {
-            let info = row_to_info(row, peer);
-            let len = entry_len(&info);
-            if used + len > budget && !list.processes.is_empty() {
-                list.next_cursor = list
-                    .processes
-                    .last()
-                    .and_then(|p| p.process_key.clone())
-                    .unwrap_or_default();
-                break;
-            }
-            used += len;
-            list.processes.push(info);
         }
         Ok(list)
     }

@@ -578,6 +578,38 @@ impl ProcessTable {
         rows
     }
 
+    /// Visits the rows of `selection` in key order after `after`, under the table's lock,
+    /// until `visit` returns false: a page is built without copying the table.
+    pub fn visit_sorted(
+        &self,
+        selection: Selection,
+        after: Option<ProcessKey>,
+        mut keep: impl FnMut(&ProcessRow) -> bool,
+        mut visit: impl FnMut(&ProcessRow) -> bool,
+    ) {
+        let mut inner = self.lock();
+        self.expire(&mut inner, Utc::now());
+        let mut keys: Vec<ProcessKey> = match selection {
+            Selection::Live => inner.live_by_pid.values().copied().collect(),
+            Selection::ExitedSince(t) => inner
+                .rows
+                .values()
+                .filter(|r| r.exit_time.is_some_and(|e| e >= t))
+                .map(|r| r.key)
+                .collect(),
+        };
+        keys.retain(|k| after.is_none_or(|a| *k > a));
+        keys.sort_unstable();
+        for key in keys {
+            let Some(row) = inner.rows.get(&key) else {
+                continue;
+            };
+            if keep(row) && !visit(row) {
+                break;
+            }
+        }
+    }
+
     /// The live process `pid`, or else its latest exited row.
     pub fn by_pid(&self, pid: u32) -> Option<ProcessRow> {
         let inner = self.lock();

@@ -244,6 +244,9 @@ pub struct StoreConfig {
     pub history_max_records: u64,
     /// History rows older than this go.
     pub history_max_age: std::time::Duration,
+    /// redb's page cache. Its default (1 GiB) lets the cache grow with every page the
+    /// writer touches: tens of MB for a 10,000-process table, held for good.
+    pub cache_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -253,6 +256,7 @@ impl Default for StoreConfig {
             max_execs: 10_000,
             history_max_records: 100_000,
             history_max_age: std::time::Duration::from_secs(7 * 24 * 3600),
+            cache_bytes: 4 << 20,
         }
     }
 }
@@ -315,7 +319,10 @@ impl ProcessStore {
             path: path.to_owned(),
             source,
         };
-        let db = Database::create(path).map_err(|e| open_error(e.into()))?;
+        let db = Database::builder()
+            .set_cache_size(config.cache_bytes)
+            .create(path)
+            .map_err(|e| open_error(e.into()))?;
         // Create every table, so readers find them before the first event; a version-1
         // store (no `meta`) gets the new tables and its version, a newer one is refused.
         let found = (|| -> Result<u64, redb::Error> {

@@ -90,6 +90,9 @@ pub fn ptable_bench(args: &PtableBenchArgs) -> Result<()> {
     let me = std::process::id();
     let mut sleepers: Vec<Child> = Vec::with_capacity(args.processes);
     let result = (|| -> Result<()> {
+        // Idle first: what the daemon holds before the processes exist.
+        std::thread::sleep(Duration::from_secs(2));
+        let (_, idle) = memory_kib(daemon.child.id());
         let started = Instant::now();
         for _ in 0..args.processes {
             sleepers.push(
@@ -117,6 +120,7 @@ pub fn ptable_bench(args: &PtableBenchArgs) -> Result<()> {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+        let (_, loaded) = memory_kib(daemon.child.id());
         let mut times = Vec::new();
         let mut rows = 0;
         let mut complete = 0;
@@ -148,14 +152,17 @@ pub fn ptable_bench(args: &PtableBenchArgs) -> Result<()> {
         times.sort_by(|a, b| a.total_cmp(b));
         let (peak, own) = memory_kib(daemon.child.id());
         println!("\n## process table ({} sleeping processes)", sleepers.len());
-        println!("| `collector processes` (median of 3) | rows | sleepers with complete rows | daemon RSS less rings | daemon peak RSS |");
+        println!("| `collector processes` (median of 3) | rows | sleepers with complete rows | daemon RSS less rings: idle / with the processes / after the queries | daemon peak RSS |");
         println!("|---|---|---|---|---|");
+        let mib = |kib: u64| kib as f64 / 1024.0;
         println!(
-            "| {:.3} s | {rows} | {complete}/{} | {:.1} MiB | {:.1} MiB |",
+            "| {:.3} s | {rows} | {complete}/{} | {:.1} / {:.1} / {:.1} MiB | {:.1} MiB |",
             times[1],
             sleepers.len(),
-            own as f64 / 1024.0,
-            peak as f64 / 1024.0,
+            mib(idle),
+            mib(loaded),
+            mib(own),
+            mib(peak),
         );
         Ok(())
     })();
