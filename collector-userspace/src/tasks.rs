@@ -77,7 +77,13 @@ impl TaskHandler for HostTaskHandler {
             // The table holds what the peer may see of each row (no file is opened for
             // it); the store is read on the blocking pool.
             let (q, query) = (q.clone(), query.clone());
-            let answer = tokio::task::spawn_blocking(move || query.answer(&q, &peer)).await;
+            let answer = tokio::task::spawn_blocking(move || {
+                let page = query.answer(&q, &peer);
+                // A page of a large table is a few MB of short-lived rows.
+                crate::daemon::release_freed_heap();
+                page
+            })
+            .await;
             return match answer {
                 Ok(Ok(list)) => pb::DetectionResult {
                     task_id,

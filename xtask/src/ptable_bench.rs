@@ -5,7 +5,8 @@
 //! - `collector processes` (the CLI over IPC, every page): wall time (median of 3) and
 //!   whether every sleeper came back with a complete row (pid, ppid, process key,
 //!   executable, command line, start time);
-//! - the daemon's RSS less the ring-buffer mappings, and its peak RSS.
+//! - the daemon's RSS less the ring-buffer mappings (idle; with the processes, 12 s after
+//!   the table listed them all; after the queries), and its peak RSS.
 //!
 //! The sleepers are killed at the end, the daemon stopped with SIGTERM.
 
@@ -120,6 +121,8 @@ pub fn ptable_bench(args: &PtableBenchArgs) -> Result<()> {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+        // Steady state: the daemon hands freed heap back every 10 s.
+        std::thread::sleep(Duration::from_secs(12));
         let (_, loaded) = memory_kib(daemon.child.id());
         let mut times = Vec::new();
         let mut rows = 0;
