@@ -55,8 +55,9 @@ fn events() -> Vec<CollectionEvent> {
             io_uring: false,
             compat_syscall: false,
             process_key: Some("80:1000".into()),
+            process: None,
         })),
-        CollectionEvent::Filesystem(FilesystemEvent {
+        CollectionEvent::from(FilesystemEvent {
             kind: FilesystemEventKind::Rename,
             timestamp: ts,
             pid: 77,
@@ -82,6 +83,7 @@ fn events() -> Vec<CollectionEvent> {
             new_path_user_supplied: true,
             new_path_changed: false,
             io_uring: false,
+            process: None,
         }),
         CollectionEvent::Performance(PerformanceEvent {
             kind: PerformanceEventKind::Metric,

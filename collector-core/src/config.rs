@@ -103,6 +103,10 @@ pub const FIELD_NAMES: &[&str] = &[
     "metrics_addr",
     "kernel_bpf_stats",
     "enable_process_store",
+    "process_table_max_entries",
+    "process_exited_retention",
+    "process_history_max_records",
+    "process_history_max_age",
     "kernel_domains",
     "process_ring_bytes",
     "process_wakeup_bytes",
@@ -195,6 +199,19 @@ pub struct CollectorConfig {
     /// in its place, another daemon holding it) stops the collector at start; turn it off
     /// to run without one.
     pub enable_process_store: bool,
+    /// Rows of the live process table, live and exited together (default 65536;
+    /// 1024..=4194304). Past it the oldest exited rows go first, counted.
+    pub process_table_max_entries: usize,
+    /// How long the process table keeps an exited process for `collector processes
+    /// --exited` (default 10m; 1s..=24h).
+    #[serde(with = "humantime_serde")]
+    pub process_exited_retention: Duration,
+    /// History rows (exec, exit) the process store keeps; the oldest go first (default
+    /// 100000; 1000..=100000000).
+    pub process_history_max_records: u64,
+    /// Age past which the process store drops history rows (default 7days; 1m..=3650days).
+    #[serde(with = "humantime_serde")]
+    pub process_history_max_age: Duration,
     /// Kernel domains to collect: `process`, `network`, `filesystem` (default all).
     pub kernel_domains: Vec<String>,
     /// Bytes of the process ring buffer: a power of two, at least the page size, at most
@@ -264,6 +281,10 @@ impl Default for CollectorConfig {
             metrics_addr: None,
             kernel_bpf_stats: false,
             enable_process_store: true,
+            process_table_max_entries: 65_536,
+            process_exited_retention: Duration::from_secs(600),
+            process_history_max_records: 100_000,
+            process_history_max_age: Duration::from_secs(7 * 24 * 3600),
             kernel_domains: vec!["process".into(), "network".into(), "filesystem".into()],
             process_ring_bytes: 8 << 20,
             process_wakeup_bytes: 256 << 10,
@@ -496,6 +517,38 @@ impl CollectorConfig {
                     ),
                 });
             }
+        }
+        if !(1024..=4 << 20).contains(&self.process_table_max_entries) {
+            return Err(invalid(
+                "process_table_max_entries",
+                "it must be between 1024 and 4194304",
+                self.process_table_max_entries,
+            ));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600))
+            .contains(&self.process_exited_retention)
+        {
+            return Err(invalid(
+                "process_exited_retention",
+                "it must be between 1s and 24h",
+                self.process_exited_retention,
+            ));
+        }
+        if !(1000..=100_000_000).contains(&self.process_history_max_records) {
+            return Err(invalid(
+                "process_history_max_records",
+                "it must be between 1000 and 100000000",
+                self.process_history_max_records,
+            ));
+        }
+        if !(Duration::from_secs(60)..=Duration::from_secs(3650 * 24 * 3600))
+            .contains(&self.process_history_max_age)
+        {
+            return Err(invalid(
+                "process_history_max_age",
+                "it must be between 1m and 3650days",
+                self.process_history_max_age,
+            ));
         }
         if self.source_restart_limit > 1000 {
             return Err(invalid(
@@ -1519,6 +1572,10 @@ mod tests {
             excluded_path_prefixes: vec!["/proc/".into(), "/sys/".into()],
             source_restart_limit: 2,
             source_restart_backoff: Duration::from_millis(1500),
+            process_table_max_entries: 4096,
+            process_exited_retention: Duration::from_secs(90),
+            process_history_max_records: 5000,
+            process_history_max_age: Duration::from_secs(3600),
             export: export.clone(),
         };
         config.validate().expect("the test values are valid");

@@ -64,4 +64,6 @@ pub use pressure::pressure;
 pub use report::{report, Report};
 pub use sink::{Delivery, EventBatch, EventSink};
 pub use source::{BatchSender, BatchSource, EventSource, SourceStats};
-pub use status::{DomainMode, DomainStatus, ExportStatus, HealthState, StatusSnapshot};
+pub use status::{
+    DomainMode, DomainStatus, ExportStatus, HealthState, ProcessTableStatus, StatusSnapshot,
+};

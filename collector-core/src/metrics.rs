@@ -346,6 +346,9 @@ pub fn render_prometheus(status: &StatusSnapshot) -> String {
     if let Some(export) = &status.export {
         register_export(&mut registry, export);
     }
+    if let Some(processes) = &status.processes {
+        register_process_table(&mut registry, processes);
+    }
 
     let mut text = encode_classic(&registry);
     push_latency_histogram(&mut text, c);
@@ -460,6 +463,72 @@ pub fn encode_classic(registry: &Registry) -> String {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
+}
+
+/// The process table's and process store's gauges and counters (`collector_process_*`).
+fn register_process_table(registry: &mut Registry, p: &crate::status::ProcessTableStatus) {
+    let gauge = |v: u64| {
+        let g = Gauge::<i64>::default();
+        g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        g
+    };
+    let counter = |v: u64| {
+        let c = CounterU64::default();
+        c.inc_by(v);
+        c
+    };
+    registry.register(
+        "process_table_live",
+        "Live processes in the process table",
+        gauge(p.live),
+    );
+    registry.register(
+        "process_table_exited",
+        "Exited processes the table still lists",
+        gauge(p.exited),
+    );
+    let lost = Family::<ReasonLabel, CounterU64>::default();
+    for (reason, n) in [
+        ("evicted_exited", p.evicted_exited),
+        ("over_capacity", p.over_capacity),
+        ("exit_missed", p.exit_missed),
+    ] {
+        lost.get_or_create(&ReasonLabel {
+            reason: reason.into(),
+        })
+        .inc_by(n);
+    }
+    registry.register(
+        "process_table_lost",
+        "Process table rows lost or closed without their event, by reason",
+        lost,
+    );
+    registry.register(
+        "process_store_written_events",
+        "Process events the store committed",
+        counter(p.store_written_events),
+    );
+    let dropped = Family::<ReasonLabel, CounterU64>::default();
+    for (reason, n) in [
+        ("queue_full", p.store_dropped_events),
+        ("write_failed", p.store_failed_events),
+    ] {
+        dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc_by(n);
+    }
+    registry.register(
+        "process_store_events_dropped",
+        "Process events the store lost, by reason",
+        dropped,
+    );
+    registry.register(
+        "process_store_history_trimmed",
+        "History rows removed by the retention policy",
+        counter(p.store_history_trimmed),
+    );
 }
 
 /// The fleet exporter's gauges and counters (`collector_export_*`).
@@ -581,6 +650,7 @@ mod tests {
             },
             export: None,
             domains: Vec::new(),
+            processes: None,
         };
         let text = render_prometheus(&status);
         for line in [
@@ -639,8 +709,23 @@ mod tests {
             counters: PipelineCounters::default(),
             export: None,
             domains: Vec::new(),
+            processes: Some(crate::status::ProcessTableStatus {
+                live: 12,
+                over_capacity: 3,
+                store_written_events: 40,
+                store_dropped_events: 1,
+                ..Default::default()
+            }),
         };
         let text = render_prometheus(&status);
+        for line in [
+            "collector_process_table_live 12",
+            "collector_process_table_lost_total{reason=\"over_capacity\"} 3",
+            "collector_process_store_written_events_total 40",
+            "collector_process_store_events_dropped_total{reason=\"queue_full\"} 1",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        }
         assert!(!text.contains("# EOF"));
         assert!(text.contains("# TYPE collector_kernel_events_lost_total counter"));
         let promtool = std::env::var_os("PATH")

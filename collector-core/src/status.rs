@@ -134,6 +134,9 @@ pub struct StatusSnapshot {
     /// [`CollectorHandle::set_domain_status`]: crate::CollectorHandle::set_domain_status
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<DomainStatus>,
+    /// The daemon's process table and process store, when it keeps them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<ProcessTableStatus>,
 }
 
 /// How an event domain is collected.
@@ -176,6 +179,36 @@ pub struct DomainStatus {
     /// Why it is not collected in the kernel (the load or attach error), if it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// The live process table and its store: sizes, losses by reason, and what the store has
+/// committed (a record counted in `store_written_events` is on disk).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessTableStatus {
+    /// Live processes in the table.
+    pub live: u64,
+    /// Exited processes still listed (within `process_exited_retention`).
+    pub exited: u64,
+    /// Process events applied to the table.
+    pub events: u64,
+    /// Rows seeded from `/proc` at start.
+    pub seeded: u64,
+    /// Exited rows removed early to make room (a loss: `--exited` no longer lists them).
+    pub evicted_exited: u64,
+    /// New processes not tracked because the table was full of live ones (a loss).
+    pub over_capacity: u64,
+    /// Live rows closed because their pid was reused before their exit was seen.
+    pub exit_missed: u64,
+    /// Process events the store committed to disk.
+    pub store_written_events: u64,
+    /// Store transactions committed.
+    pub store_commits: u64,
+    /// Process events the store dropped (its queue was full).
+    pub store_dropped_events: u64,
+    /// Process events lost because their transaction failed.
+    pub store_failed_events: u64,
+    /// History rows removed by the retention policy (size or age).
+    pub store_history_trimmed: u64,
 }
 
 /// The fleet exporter's state: connection, spool and publish counters.

@@ -7,8 +7,8 @@ use bytes::BytesMut;
 use chrono::{DateTime, Utc};
 use collector_core::event::{
     AddressFamily, CollectionEvent, FilesystemEvent, FilesystemEventKind, NetworkEvent,
-    NetworkEventKind, PerformanceEvent, PerformanceEventKind, ProcessCredentials, ProcessEvent,
-    ProcessEventKind, TransportProtocol,
+    NetworkEventKind, PerformanceEvent, PerformanceEventKind, ProcessContext, ProcessCredentials,
+    ProcessEvent, ProcessEventKind, TransportProtocol,
 };
 use collector_core::ipc::codec::{ClientCodec, DecodedBatch, EnvelopeCodec, Inbound};
 use collector_core::ipc::convert::ConvertError;
@@ -187,7 +187,36 @@ fn process() -> impl Strategy<Value = CollectionEvent> {
         )
 }
 
+fn context() -> impl Strategy<Value = ProcessContext> {
+    (
+        text(),
+        option::of(text()),
+        option::of(text()),
+        option::of(any::<u32>()),
+        option::of(text()),
+    )
+        .prop_map(
+            |(process_key, executable_path, exec_name, ppid, parent_process_key)| ProcessContext {
+                process_key,
+                executable_path,
+                exec_name,
+                ppid,
+                parent_process_key,
+            },
+        )
+}
+
+/// A network event, with or without the process table's context.
 fn network() -> impl Strategy<Value = CollectionEvent> {
+    (network_base(), option::of(context())).prop_map(|(mut ev, process)| {
+        if let CollectionEvent::Network(n) = &mut ev {
+            n.process = process.map(std::sync::Arc::new);
+        }
+        ev
+    })
+}
+
+fn network_base() -> impl Strategy<Value = CollectionEvent> {
     (
         prop_oneof![
             Just(NetworkEventKind::Connect),
@@ -256,12 +285,23 @@ fn network() -> impl Strategy<Value = CollectionEvent> {
                     io_uring: bits[1],
                     compat_syscall: bits[2],
                     process_key,
+                    process: None,
                 }))
             },
         )
 }
 
+/// A filesystem event, with or without the process table's context.
 fn filesystem() -> impl Strategy<Value = CollectionEvent> {
+    (filesystem_base(), option::of(context())).prop_map(|(mut ev, process)| {
+        if let CollectionEvent::Filesystem(f) = &mut ev {
+            f.process = process.map(std::sync::Arc::new);
+        }
+        ev
+    })
+}
+
+fn filesystem_base() -> impl Strategy<Value = CollectionEvent> {
     (
         prop_oneof![
             Just(FilesystemEventKind::Create),
@@ -314,7 +354,7 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
                 (uid, owner_uid, owner_gid, process_key),
                 (name, [c, nt, nu, nus, nc, io_uring]),
             )| {
-                CollectionEvent::Filesystem(FilesystemEvent {
+                CollectionEvent::from(FilesystemEvent {
                     kind,
                     timestamp,
                     pid,
@@ -340,6 +380,7 @@ fn filesystem() -> impl Strategy<Value = CollectionEvent> {
                     new_path_user_supplied: nus,
                     new_path_changed: nc,
                     io_uring,
+                    process: None,
                 })
             },
         )
@@ -457,18 +498,34 @@ fn envelope() -> impl Strategy<Value = pb::Envelope> {
         caps().prop_map(|c| Body::CapabilityUpdate(pb::CapabilityUpdate {
             capabilities: Some(caps_to_proto(c))
         })),
-        (text(), option::of(any::<u32>()), option::of(text())).prop_map(|(id, pid, name)| {
-            Body::DetectionTask(pb::DetectionTask {
-                task_id: id,
-                task: Some(pb::detection_task::Task::EnumerateProcesses(
-                    pb::EnumerateProcesses {
-                        pid,
-                        name,
-                        executable: None,
-                    },
-                )),
-            })
-        }),
+        (
+            text(),
+            option::of(any::<u32>()),
+            option::of(text()),
+            any::<(bool, bool)>(),
+            option::of(any::<u64>()),
+            text(),
+            any::<u32>()
+        )
+            .prop_map(
+                |(id, pid, name, (exited, ancestry), since_seconds, cursor, max_page_bytes)| {
+                    Body::DetectionTask(pb::DetectionTask {
+                        task_id: id,
+                        task: Some(pb::detection_task::Task::EnumerateProcesses(
+                            pb::EnumerateProcesses {
+                                pid,
+                                name,
+                                executable: None,
+                                exited,
+                                since_seconds,
+                                ancestry,
+                                cursor,
+                                max_page_bytes,
+                            },
+                        )),
+                    })
+                }
+            ),
         (text(), any::<u64>(), "[0-9a-f]{64}").prop_map(|(id, size, hex)| {
             Body::DetectionResult(pb::DetectionResult {
                 task_id: id.clone(),

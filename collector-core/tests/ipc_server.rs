@@ -431,6 +431,7 @@ impl TaskHandler for EchoTasks {
                     name: "init".into(),
                     ..Default::default()
                 }],
+                next_cursor: String::new(),
             })),
         }
     }

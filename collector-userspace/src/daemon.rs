@@ -19,6 +19,7 @@ use crate::procfs::{
     NetworkPollSource, NetworkSourceConfig, PerformanceEventSource, PerformanceSourceConfig,
     ProcessEventSource, ProcessSourceConfig,
 };
+use crate::ptable::{ProcessTable, TableConfig};
 use crate::stdout_sink::StdoutSink;
 use crate::store::{ProcessRecord, ProcessStore, StoreConfig};
 
@@ -221,13 +222,9 @@ pub fn performance_source(config: &CollectorConfig) -> anyhow::Result<Box<dyn Ev
 /// object takes tens of MB for a moment; glibc keeps freed memory in its arenas, and the
 /// embedded object's pages stay resident once read: both would stay in the daemon's
 /// resident set for its whole life.
-fn release_freed_heap() {
+fn release_load_memory() {
     crate::ebpf::loader::release_object_pages();
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free memory to the kernel; no pointer is touched.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    release_freed_heap();
 }
 
 /// Registers one source per wanted domain: the kernel's when it attached, else the
@@ -237,6 +234,7 @@ fn register_domains(
     config: &CollectorConfig,
     domains: &[KernelDomain],
     kernel: anyhow::Result<KernelOutcome>,
+    process_table: &Arc<ProcessTable>,
 ) -> anyhow::Result<Option<Arc<KernelPrograms>>> {
     let handle = collector.handle();
     let (sources, failed) = match kernel {
@@ -258,6 +256,7 @@ fn register_domains(
             source: Some(source_name(source.domain()).into()),
             reason: None,
         });
+        source.set_process_table(process_table.clone());
         collector.register_batch_source(Box::new(source))?;
     }
     for (domain, reason) in failed {
@@ -356,25 +355,44 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     kernel.validate().context("invalid kernel setting")?;
     let domains = parse_domains(&config.kernel_domains).context("kernel_domains")?;
 
+    // The live process table, kept by the process events (kernel or polls); it fills
+    // the `process` of network and filesystem events as the kernel sources decode them.
+    let process_table = Arc::new(ProcessTable::new(TableConfig {
+        max_entries: config.process_table_max_entries,
+        exited_retention: config.process_exited_retention,
+    }));
     let mut collector = Collector::new(config.clone())?;
     let kernel = if args.procfs {
         Err(anyhow::anyhow!("polling requested with --procfs"))
     } else {
         kernel_sources(kernel, &domains)
     };
-    let kernel_programs = register_domains(&mut collector, &config, &domains, kernel)?;
-    release_freed_heap();
+    let kernel_programs =
+        register_domains(&mut collector, &config, &domains, kernel, &process_table)?;
+    // Seeded once the kernel programs are attached: a process that starts from here on is
+    // in the rings, one that started before is in /proc.
+    match process_table.seed_from_proc() {
+        Ok(n) => tracing::info!(processes = n, "process table seeded from /proc"),
+        Err(e) => tracing::warn!("process table: cannot scan /proc: {e}"),
+    }
+    collector.add_sink(process_table.clone());
+    release_load_memory();
+    let mut process_store = None;
     if config.enable_process_store {
         // The operator asked for a store: one that cannot open is an error, not a warning
         // the daemon runs past without its memory.
-        let store =
-            ProcessStore::open_in(&config.data_dir, StoreConfig::default()).with_context(|| {
-                format!(
-                    "opening the process store in data_dir {} (fix the directory, or set \
+        let store_config = StoreConfig {
+            history_max_records: config.process_history_max_records,
+            history_max_age: config.process_history_max_age,
+            ..StoreConfig::default()
+        };
+        let store = ProcessStore::open_in(&config.data_dir, store_config).with_context(|| {
+            format!(
+                "opening the process store in data_dir {} (fix the directory, or set \
                      enable_process_store = false to run without a store)",
-                    config.data_dir.display()
-                )
-            })?;
+                config.data_dir.display()
+            )
+        })?;
         // Processes that exited while no collector ran never got their `exit`.
         let alive = |r: &ProcessRecord| Path::new("/proc").join(r.pid.to_string()).exists();
         match store.retain_processes(alive) {
@@ -385,7 +403,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             ),
             Err(e) => tracing::warn!("process store: cannot prune exited processes: {e}"),
         }
-        collector.add_sink(Arc::new(store));
+        let store = Arc::new(store);
+        collector.add_sink(store.clone());
+        process_store = Some(store);
     } else {
         tracing::info!("process store off (enable_process_store = false)");
     }
@@ -402,6 +422,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let status_source = crate::export::StatusWithExport {
         handle: handle.clone(),
         export: exporter.as_ref().map(|e| e.status_handle()),
+        processes: Some(crate::ptable::ProcessStatusHandle {
+            table: process_table.clone(),
+            store: process_store.clone(),
+        }),
     };
 
     let server_task = if args.no_ipc {
@@ -411,7 +435,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         collector.add_sink(Arc::new(sink.clone()));
         let status: Arc<dyn StatusProvider> = Arc::new(status_source.clone());
         let tasks: Arc<dyn collector_core::ipc::TaskHandler> =
-            Arc::new(crate::tasks::HostTaskHandler::new());
+            Arc::new(crate::tasks::HostTaskHandler::new().with_process_table(
+                crate::process_query::ProcessQuery {
+                    table: process_table.clone(),
+                    store: process_store.clone(),
+                    max_frame_bytes: config.max_frame_bytes,
+                },
+            ));
         let server = CollectorIpcServer::bind(
             IpcServerConfig::from_collector_config(&config),
             status,
@@ -451,6 +481,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         })
     });
 
+    // Bursts (an exec storm, 10,000 new processes) leave freed event memory in the heap;
+    // give it back now and then rather than carry the peak.
+    let trim_task = {
+        let token = handle.shutdown_token();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEAP_TRIM_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tick.tick() => {
+                        let _ = tokio::task::spawn_blocking(release_freed_heap).await;
+                    }
+                }
+            }
+        })
+    };
+
     // Held for the daemon's life: the kernel counts program run time while it is open.
     let _bpf_stats = if config.kernel_bpf_stats {
         Some(crate::ebpf::enable_bpf_stats().context("kernel_bpf_stats")?)
@@ -489,6 +537,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let summary = collector.run().await?;
     reload_task.abort();
+    trim_task.abort();
     if let Some(task) = metrics_server {
         let _ = task.await;
     }
@@ -527,6 +576,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         "collector stopped"
     );
     Ok(())
+}
+
+/// How often the daemon hands freed heap back (a trim walks the free lists: well under
+/// a millisecond on an idle heap).
+const HEAP_TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Hands the heap that loading freed back to the kernel. Parsing the kernel's BTF and
+/// the programs' object allocates tens of MB that are freed once the programs are
+/// attached, but glibc keeps freed heap below a live allocation mapped: without this the
+/// daemon's RSS carries that peak for its whole life.
+pub fn release_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; no pointer changes.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Writes the metrics atomically (temp file + rename), so a scraper never reads half.

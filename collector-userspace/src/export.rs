@@ -37,6 +37,8 @@ pub struct StatusWithExport {
     pub handle: CollectorHandle,
     /// The exporter, when one runs.
     pub export: Option<ExportStatusHandle>,
+    /// The process table and its store.
+    pub processes: Option<crate::ptable::ProcessStatusHandle>,
 }
 
 impl StatusWithExport {
@@ -44,6 +46,7 @@ impl StatusWithExport {
     pub fn snapshot(&self) -> StatusSnapshot {
         let mut status = self.handle.status();
         status.export = self.export.as_ref().map(ExportStatusHandle::status);
+        status.processes = self.processes.as_ref().map(|p| p.status());
         status
     }
 }

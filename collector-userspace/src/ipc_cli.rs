@@ -69,9 +69,20 @@ pub struct ProcessesArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub socket: SocketArgs,
-    /// Only this pid.
+    /// Only this pid, with its ancestors up to pid 1 (the process first). With
+    /// `--since`: its history rows (exec, exit) from the store in that window.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// Processes that exited (kept for `process_exited_retention`) instead of live ones.
+    #[arg(long)]
+    pub exited: bool,
+    /// Only processes that exited within this long (e.g. `90s`, `1h`); implies
+    /// `--exited`. With `--pid`, the window of its history rows.
+    #[arg(long, value_name = "DURATION", value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// Largest page the collector may send in one frame (bytes; default its own choice).
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub max_page_bytes: u32,
     /// Only processes with this name (task name or executable basename).
     #[arg(long)]
     pub name: Option<String>,
@@ -213,12 +224,31 @@ struct ProcessLine {
     ppid: Option<u32>,
     name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    exec_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     executable_path: Option<String>,
     command_line: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     uid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    gid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     start_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent_process_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    last_event: String,
+}
+
+fn rfc3339(t: Option<pb::Timestamp>) -> Option<String> {
+    t.and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, t.nanos))
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Nanos, true))
 }
 
 /// Runs `collector processes`, printing to stdout.
@@ -232,45 +262,63 @@ pub async fn processes_to(
     out: &mut (impl Write + Send),
 ) -> anyhow::Result<()> {
     let mut client = connect(&args.socket).await?;
-    let task = pb::DetectionTask {
-        task_id: format!("cli-processes-{}", std::process::id()),
-        task: Some(pb::detection_task::Task::EnumerateProcesses(
-            pb::EnumerateProcesses {
-                pid: args.pid,
-                name: args.name.clone(),
-                executable: args.exe.clone(),
-            },
-        )),
+    let mut query = pb::EnumerateProcesses {
+        pid: args.pid,
+        name: args.name.clone(),
+        executable: args.exe.clone(),
+        exited: args.exited,
+        since_seconds: args.since.map(|d| d.as_secs().max(1)),
+        ancestry: args.pid.is_some() && args.since.is_none(),
+        cursor: String::new(),
+        max_page_bytes: args.max_page_bytes,
     };
-    let result = client
-        .run_task(task)
-        .await
-        .context("process query failed")?;
-    let list = match result.result {
-        Some(pb::detection_result::Result::Processes(list)) => list,
-        Some(pb::detection_result::Result::Error(e)) => {
-            bail!("the collector could not list processes: {}", e.message)
-        }
-        other => bail!("unexpected answer to a process query: {other:?}"),
-    };
-    for p in list.processes {
-        let line = ProcessLine {
-            pid: p.pid,
-            ppid: p.ppid,
-            name: p.name,
-            executable_path: p.executable,
-            command_line: p.command_line,
-            uid: p.uid,
-            start_time: p
-                .start_time
-                .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, t.nanos))
-                .map(|t| t.to_rfc3339_opts(SecondsFormat::Nanos, true)),
+    // Pages until the collector sends no cursor: a large table never has to fit in one
+    // frame.
+    loop {
+        let task = pb::DetectionTask {
+            task_id: format!("cli-processes-{}", std::process::id()),
+            task: Some(pb::detection_task::Task::EnumerateProcesses(query.clone())),
         };
-        if !write_line(out, &serde_json::to_string(&line)?)? {
-            break;
+        let result = client
+            .run_task(task)
+            .await
+            .context("process query failed")?;
+        let list = match result.result {
+            Some(pb::detection_result::Result::Processes(list)) => list,
+            Some(pb::detection_result::Result::Error(e)) => {
+                bail!("the collector could not list processes: {}", e.message)
+            }
+            other => bail!("unexpected answer to a process query: {other:?}"),
+        };
+        for p in list.processes {
+            let line = ProcessLine {
+                pid: p.pid,
+                ppid: p.ppid,
+                name: p.name,
+                exec_name: p.exec_name,
+                executable_path: p.executable,
+                command_line: p.command_line,
+                uid: p.uid,
+                gid: p.gid,
+                start_time: rfc3339(p.start_time),
+                process_key: p.process_key,
+                parent_process_key: p.parent_process_key,
+                exit_time: rfc3339(p.exit_time),
+                exit_code: p.exit_code,
+                last_event: p.last_event,
+            };
+            if !write_line(out, &serde_json::to_string(&line)?)? {
+                return Ok(());
+            }
         }
+        if list.next_cursor.is_empty() {
+            return Ok(());
+        }
+        if list.next_cursor == query.cursor {
+            bail!("the collector repeated page cursor {:?}", query.cursor);
+        }
+        query.cursor = list.next_cursor;
     }
-    Ok(())
 }
 
 async fn connect(socket: &SocketArgs) -> anyhow::Result<CollectorIpcClient> {
@@ -303,6 +351,10 @@ mod tests {
     use crate::tasks::HostTaskHandler;
 
     async fn server() -> (tempfile::TempDir, PathBuf, IpcSink) {
+        server_with(HostTaskHandler::new()).await
+    }
+
+    async fn server_with(handler: HostTaskHandler) -> (tempfile::TempDir, PathBuf, IpcSink) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.sock");
         let sink = IpcSink::default();
@@ -313,7 +365,7 @@ mod tests {
             },
             Arc::new(ManualStatus::new(SourceCaps::PROCESS | SourceCaps::NETWORK)),
             sink.clone(),
-            Some(Arc::new(HostTaskHandler::new())),
+            Some(Arc::new(handler)),
         )
         .await
         .unwrap();
@@ -330,6 +382,9 @@ mod tests {
             pid: Some(std::process::id()),
             name: None,
             exe: None,
+            exited: false,
+            since: None,
+            max_page_bytes: 0,
         };
         processes_to(&args, &mut out).await.unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -342,6 +397,74 @@ mod tests {
         assert!(lines[0]["command_line"].is_array());
         assert!(lines[0]["executable_path"].is_string());
         assert!(lines[0]["start_time"].as_str().unwrap().ends_with('Z'));
+    }
+
+    fn lines_of(out: Vec<u8>) -> Vec<serde_json::Value> {
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn args(path: &std::path::Path) -> ProcessesArgs {
+        ProcessesArgs {
+            socket: SocketArgs {
+                socket: path.to_owned(),
+            },
+            pid: None,
+            name: None,
+            exe: None,
+            exited: false,
+            since: None,
+            max_page_bytes: 0,
+        }
+    }
+
+    /// 6,000 processes with 400-byte command lines are ~3 MB: more than one 1 MiB frame.
+    /// The reply is paged and the CLI prints every row once, with its key.
+    #[tokio::test]
+    async fn a_table_larger_than_a_frame_is_paged_and_reassembled() {
+        use crate::process_query::ProcessQuery;
+        use crate::ptable::{ProcessTable, TableConfig};
+        let table = Arc::new(ProcessTable::new(TableConfig::default()));
+        let now = Utc::now();
+        for pid in 10_000..16_000u32 {
+            let mut ev = ProcessEvent::new(ProcessEventKind::Exec, now, pid, "ebpf-process");
+            ev.process_key = Some(format!("{pid}:{}", u64::from(pid) * 1000));
+            ev.ppid = Some(1);
+            ev.uid = Some(0);
+            ev.executable_path = Some("/usr/bin/sleep".into());
+            ev.command_line = vec!["sleep".into(), "x".repeat(400)];
+            table.apply(&ev);
+        }
+        let handler = HostTaskHandler::new().with_process_table(ProcessQuery {
+            table,
+            store: None,
+            max_frame_bytes: 1 << 20,
+        });
+        let (_dir, path, _) = server_with(handler).await;
+        let mut out = Vec::new();
+        processes_to(&args(&path), &mut out).await.unwrap();
+        let lines = lines_of(out);
+        assert_eq!(lines.len(), 6_000);
+        let keys: std::collections::BTreeSet<String> = lines
+            .iter()
+            .map(|l| l["process_key"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(keys.len(), 6_000, "every row once");
+        assert_eq!(lines[0]["pid"], 10_000);
+        assert_eq!(lines[0]["process_key"], "10000:10000000");
+        assert_eq!(lines[0]["executable_path"], "/usr/bin/sleep");
+        assert_eq!(lines[0]["last_event"], "exec");
+        // A small page size makes many more pages, same rows.
+        let mut out = Vec::new();
+        let small = ProcessesArgs {
+            max_page_bytes: 20_000,
+            ..args(&path)
+        };
+        processes_to(&small, &mut out).await.unwrap();
+        assert_eq!(lines_of(out).len(), 6_000);
     }
 
     #[tokio::test]

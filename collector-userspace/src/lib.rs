@@ -5,6 +5,8 @@
 //!   the binary) and drains each domain's ring buffer into the runtime.
 //! - [`procfs`]: the procfs polling fallback (`procfs-process`, `procfs-performance`) for
 //!   hosts where the kernel programs cannot run.
+//! - [`process_query`]: `collector processes` answered from the table, paged.
+//! - [`ptable`]: the live process table (kernel- or poll-fed) that `collector processes` reads.
 //! - [`store`]: the embedded database (redb) of the process table and recent execs.
 //! - [`daemon`]: `collector run`, wiring sources, sinks and the IPC server.
 //! - [`stdout_sink`]: events as JSON lines on stdout.
@@ -28,7 +30,9 @@ pub mod hash;
 pub mod ipc_cli;
 pub mod logging;
 pub mod metrics_server;
+pub mod process_query;
 pub mod procfs;
+pub mod ptable;
 pub mod reload;
 pub mod stdout_sink;
 pub mod store;

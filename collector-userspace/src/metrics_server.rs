@@ -146,6 +146,7 @@ mod tests {
                 counters: PipelineCounters::default(),
                 export: None,
                 domains: Vec::new(),
+                processes: None,
             }
         }
         fn render(&self, status: &StatusSnapshot) -> String {

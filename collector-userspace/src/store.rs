@@ -11,6 +11,14 @@
 //!   `exit` removes it.
 //! - `execs`: sequence number -> the [`ProcessRecord`] of an `exec`, append-only, the
 //!   oldest trimmed past [`StoreConfig::max_execs`].
+//! - `history`: sequence number -> the [`ProcessRecord`] of an `exec` or an `exit`, with
+//!   its `process_key` (a reused pid is another key); `history_by_pid`: (pid, sequence)
+//!   -> (), the index that answers "pid N since T". Retention by size
+//!   ([`StoreConfig::history_max_records`]) and age ([`StoreConfig::history_max_age`]),
+//!   applied in the same transaction as the writes.
+//! - `meta`: `schema_version` -> [`SCHEMA_VERSION`]. A store without it is version 1 (no
+//!   history) and is upgraded in place; a newer version is refused with an error that says
+//!   what to do.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +37,13 @@ pub const STORE_FILE: &str = "processes.redb";
 
 const PROCESSES: TableDefinition<'_, u32, &[u8]> = TableDefinition::new("processes");
 const EXECS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("execs");
+const HISTORY: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("history");
+const HISTORY_BY_PID: TableDefinition<'_, (u32, u64), ()> = TableDefinition::new("history_by_pid");
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+
+/// Layout version this build reads and writes: 1 had `processes` and `execs` only; 2
+/// adds `history`, `history_by_pid` and `meta`.
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Most queued batches the writer merges into one transaction.
 const MAX_BATCHES_PER_COMMIT: usize = 64;
@@ -71,6 +86,21 @@ pub struct ProcessRecord {
     pub updated_at: DateTime<Utc>,
     /// The source that reported it (`ebpf-process`, `procfs-process`).
     pub source: String,
+    /// The process key of the event (`<pid>:<start ns>`), when the source gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_key: Option<String>,
+    /// Exit code, on a history row of an `exit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+/// One row of the process history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryRow {
+    /// Its sequence number (the paging cursor).
+    pub seq: u64,
+    /// The record.
+    pub record: ProcessRecord,
 }
 
 impl ProcessRecord {
@@ -94,7 +124,29 @@ impl ProcessRecord {
             last_event: event.kind,
             updated_at: event.timestamp,
             source: event.source.to_string(),
+            process_key: event
+                .process_key
+                .clone()
+                .or_else(|| previous.and_then(|r| r.process_key.clone())),
+            exit_code: None,
         }
+    }
+
+    /// The history row of an `exit`: what the store knew of the process, closed.
+    fn exited(event: &ProcessEvent, previous: Option<&ProcessRecord>) -> Self {
+        let mut record = match previous {
+            Some(p) => p.clone(),
+            None => Self::from_event(event, None),
+        };
+        record.last_event = ProcessEventKind::Exit;
+        record.updated_at = event.timestamp;
+        record.exit_code = event.exit_code;
+        record.source = event.source.to_string();
+        if event.process_key.is_some() {
+            record.process_key = event.process_key.clone();
+        }
+        record.ppid = event.ppid.or(record.ppid);
+        record
     }
 
     /// The child a `fork` creates: a copy of its parent until it execs.
@@ -113,6 +165,8 @@ impl ProcessRecord {
             last_event: ProcessEventKind::Fork,
             updated_at: event.timestamp,
             source: event.source.to_string(),
+            process_key: None,
+            exit_code: None,
         }
     }
 
@@ -156,6 +210,16 @@ pub enum StoreError {
         #[source]
         source: redb::Error,
     },
+    /// The file was written by a collector with another layout.
+    #[error("process store {}: schema version {found}, this collector reads version {expected} (written by a newer collector: run that one, or move the file away to start a new store)", path.display())]
+    SchemaMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The version in the file.
+        found: u64,
+        /// The version this build reads.
+        expected: u64,
+    },
     /// A stored record is not valid JSON of a [`ProcessRecord`].
     #[error("process store: record {key} of table `{table}` does not decode: {source}")]
     Corrupt {
@@ -176,6 +240,13 @@ pub struct StoreConfig {
     pub queue_batches: usize,
     /// Entries kept in the exec log; the oldest go first.
     pub max_execs: u64,
+    /// History rows (exec, exit) kept; the oldest go first.
+    pub history_max_records: u64,
+    /// History rows older than this go.
+    pub history_max_age: std::time::Duration,
+    /// redb's page cache. Its default (1 GiB) lets the cache grow with every page the
+    /// writer touches: tens of MB for a 10,000-process table, held for good.
+    pub cache_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -183,6 +254,9 @@ impl Default for StoreConfig {
         Self {
             queue_batches: 1024,
             max_execs: 10_000,
+            history_max_records: 100_000,
+            history_max_age: std::time::Duration::from_secs(7 * 24 * 3600),
+            cache_bytes: 4 << 20,
         }
     }
 }
@@ -198,6 +272,8 @@ pub struct StoreCounters {
     pub failed_events: AtomicU64,
     /// Transactions committed.
     pub commits: AtomicU64,
+    /// History rows removed by retention (size or age): not a loss, the policy.
+    pub history_trimmed: AtomicU64,
 }
 
 enum Command {
@@ -243,16 +319,45 @@ impl ProcessStore {
             path: path.to_owned(),
             source,
         };
-        let db = Database::create(path).map_err(|e| open_error(e.into()))?;
-        // Create both tables, so readers find them before the first event.
-        (|| -> Result<(), redb::Error> {
+        let db = Database::builder()
+            .set_cache_size(config.cache_bytes)
+            .create(path)
+            .map_err(|e| open_error(e.into()))?;
+        // Create every table, so readers find them before the first event; a version-1
+        // store (no `meta`) gets the new tables and its version, a newer one is refused.
+        let found = (|| -> Result<u64, redb::Error> {
             let txn = db.begin_write()?;
+            let found = {
+                let mut meta = txn.open_table(META)?;
+                let found = meta.get("schema_version")?.map(|v| v.value());
+                if found.is_none() {
+                    meta.insert("schema_version", SCHEMA_VERSION)?;
+                }
+                found
+            };
+            if found.is_some_and(|v| v > SCHEMA_VERSION) {
+                txn.abort()?;
+                return Ok(found.unwrap_or_default());
+            }
             txn.open_table(PROCESSES)?;
             txn.open_table(EXECS)?;
+            txn.open_table(HISTORY)?;
+            txn.open_table(HISTORY_BY_PID)?;
+            if found.is_some_and(|v| v < SCHEMA_VERSION) {
+                txn.open_table(META)?
+                    .insert("schema_version", SCHEMA_VERSION)?;
+            }
             txn.commit()?;
-            Ok(())
+            Ok(found.unwrap_or(SCHEMA_VERSION))
         })()
         .map_err(open_error)?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaMismatch {
+                path: path.to_owned(),
+                found,
+                expected: SCHEMA_VERSION,
+            });
+        }
         let db = Arc::new(db);
         let counters = Arc::new(StoreCounters::default());
         let (tx, rx) = sync_channel(config.queue_batches.max(1));
@@ -260,7 +365,7 @@ impl ProcessStore {
             .name("process-store".into())
             .spawn({
                 let (db, counters, path) = (db.clone(), counters.clone(), path.to_owned());
-                move || write_loop(&db, &path, rx, config.max_execs, &counters)
+                move || write_loop(&db, &path, rx, config, &counters)
             })
             .expect("spawn the process store writer thread");
         Ok(Self {
@@ -340,6 +445,48 @@ impl ProcessStore {
             .into_iter()
             .map(|(seq, bytes)| ProcessRecord::from_json("execs", seq, &bytes))
             .collect()
+    }
+
+    /// History rows of `pid` (every process that held it, told apart by `process_key`)
+    /// written at or after `since`, after sequence number `after`, oldest first.
+    pub fn history(
+        &self,
+        pid: u32,
+        since: DateTime<Utc>,
+        after: Option<u64>,
+    ) -> Result<Vec<HistoryRow>, StoreError> {
+        let read = || -> Result<Vec<(u64, Vec<u8>)>, redb::Error> {
+            let txn = self.db.begin_read()?;
+            let index = txn.open_table(HISTORY_BY_PID)?;
+            let history = txn.open_table(HISTORY)?;
+            let from = after.map_or(0, |a| a.saturating_add(1));
+            let mut rows = Vec::new();
+            for entry in index.range((pid, from)..=(pid, u64::MAX))? {
+                let (k, _) = entry?;
+                let seq = k.value().1;
+                if let Some(v) = history.get(seq)? {
+                    rows.push((seq, v.value().to_vec()));
+                }
+            }
+            Ok(rows)
+        };
+        let mut out = Vec::new();
+        for (seq, bytes) in read().map_err(|source| self.db_error(source))? {
+            let record = ProcessRecord::from_json("history", seq, &bytes)?;
+            if record.updated_at >= since {
+                out.push(HistoryRow { seq, record });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of history rows.
+    pub fn history_len(&self) -> Result<u64, StoreError> {
+        let read = || -> Result<u64, redb::Error> {
+            let txn = self.db.begin_read()?;
+            Ok(txn.open_table(HISTORY)?.len()?)
+        };
+        read().map_err(|source| self.db_error(source))
     }
 
     /// Removes the processes `alive` says are gone; returns how many. For startup: what
@@ -431,7 +578,7 @@ fn write_loop(
     db: &Database,
     path: &Path,
     rx: Receiver<Command>,
-    max_execs: u64,
+    config: StoreConfig,
     counters: &StoreCounters,
 ) {
     let mut warned = false;
@@ -454,8 +601,11 @@ fn write_loop(
                 .flat_map(|b| b.iter())
                 .filter(|e| matches!(e, CollectionEvent::Process(_)))
                 .count() as u64;
-            match write_batches(db, &batches, max_execs) {
-                Ok(()) => {
+            match write_batches(db, &batches, config, Utc::now()) {
+                Ok(trimmed) => {
+                    counters
+                        .history_trimmed
+                        .fetch_add(trimmed, Ordering::Relaxed);
                     counters.written_events.fetch_add(events, Ordering::Relaxed);
                     counters.commits.fetch_add(1, Ordering::Relaxed);
                 }
@@ -477,13 +627,29 @@ fn write_loop(
     }
 }
 
-/// Applies `batches` in one transaction.
-fn write_batches(db: &Database, batches: &[EventBatch], max_execs: u64) -> Result<(), redb::Error> {
+/// Applies `batches` in one transaction, then the history's retention as of `now`;
+/// returns how many history rows the retention removed.
+fn write_batches(
+    db: &Database,
+    batches: &[EventBatch],
+    config: StoreConfig,
+    now: DateTime<Utc>,
+) -> Result<u64, redb::Error> {
     let txn = db.begin_write()?;
+    let trimmed;
     {
         let mut processes = txn.open_table(PROCESSES)?;
         let mut execs = txn.open_table(EXECS)?;
+        let mut history = txn.open_table(HISTORY)?;
+        let mut by_pid = txn.open_table(HISTORY_BY_PID)?;
         let mut next_seq = execs.last()?.map_or(0, |(k, _)| k.value() + 1);
+        let mut next_history = history.last()?.map_or(0, |(k, _)| k.value() + 1);
+        let mut log = |record: &ProcessRecord| -> Result<(), redb::Error> {
+            history.insert(next_history, record.to_json().as_slice())?;
+            by_pid.insert((record.pid, next_history), ())?;
+            next_history += 1;
+            Ok(())
+        };
         let stored = |processes: &redb::Table<'_, u32, &[u8]>,
                       pid: u32|
          -> Result<Option<ProcessRecord>, redb::Error> {
@@ -505,6 +671,7 @@ fn write_batches(db: &Database, batches: &[EventBatch], max_execs: u64) -> Resul
                     if event.kind == ProcessEventKind::Exec {
                         execs.insert(next_seq, bytes.as_slice())?;
                         next_seq += 1;
+                        log(&record)?;
                     }
                 }
                 ProcessEventKind::Fork => {
@@ -522,25 +689,75 @@ fn write_batches(db: &Database, batches: &[EventBatch], max_execs: u64) -> Resul
                     // An exit of an older process with this pid must not remove the
                     // one that reused it.
                     let current = stored(&processes, event.pid)?;
-                    let same = match (current.and_then(|r| r.start_time), event.start_time) {
+                    let same = match (
+                        current.as_ref().and_then(|r| r.start_time),
+                        event.start_time,
+                    ) {
                         (Some(stored), Some(exited)) => stored == exited,
                         _ => true,
                     };
                     if same {
                         processes.remove(event.pid)?;
                     }
+                    log(&ProcessRecord::exited(
+                        event,
+                        current.as_ref().filter(|_| same),
+                    ))?;
                 }
                 // Neither starts nor ends a process, nor changes its image.
                 ProcessEventKind::CredChange | ProcessEventKind::ExecFailed => {}
             }
         }
-        let excess = execs.len()?.saturating_sub(max_execs);
+        let excess = execs.len()?.saturating_sub(config.max_execs);
         for _ in 0..excess {
             execs.pop_first()?;
         }
+        trimmed = trim_history(&mut history, &mut by_pid, config, now)?;
     }
     txn.commit()?;
-    Ok(())
+    Ok(trimmed)
+}
+
+/// Removes the oldest history rows past the size cap, then those past the age limit.
+fn trim_history(
+    history: &mut redb::Table<'_, u64, &[u8]>,
+    by_pid: &mut redb::Table<'_, (u32, u64), ()>,
+    config: StoreConfig,
+    now: DateTime<Utc>,
+) -> Result<u64, redb::Error> {
+    let oldest_kept = chrono::Duration::from_std(config.history_max_age)
+        .ok()
+        .and_then(|age| now.checked_sub_signed(age));
+    let mut trimmed = 0;
+    let mut excess = history.len()?.saturating_sub(config.history_max_records);
+    loop {
+        let Some((seq, pid, at)) = history.first()?.map(|(k, v)| {
+            // A row that does not decode cannot be dated: retention takes it first.
+            let record: Option<ProcessRecord> = serde_json::from_slice(v.value()).ok();
+            (
+                k.value(),
+                record.as_ref().map(|r| r.pid),
+                record.map(|r| r.updated_at),
+            )
+        }) else {
+            break;
+        };
+        let too_old = match (at, oldest_kept) {
+            (Some(at), Some(limit)) => at < limit,
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        if excess == 0 && !too_old {
+            break;
+        }
+        history.remove(seq)?;
+        if let Some(pid) = pid {
+            by_pid.remove((pid, seq))?;
+        }
+        excess = excess.saturating_sub(1);
+        trimmed += 1;
+    }
+    Ok(trimmed)
 }
 
 #[cfg(test)]
@@ -741,5 +958,154 @@ mod tests {
             .expect("cannot create under a file")
             .to_string();
         assert!(err.contains("cannot create the data directory"), "{err}");
+    }
+
+    fn keyed(kind: ProcessEventKind, pid: u32, start_ns: u64, at: DateTime<Utc>) -> ProcessEvent {
+        let mut ev = ProcessEvent::new(kind, at, pid, "ebpf-process");
+        ev.process_key = Some(format!("{pid}:{start_ns}"));
+        ev.ppid = Some(1);
+        ev.name = Some(format!("p{start_ns}"));
+        ev.executable_path = Some(format!("/bin/p{start_ns}"));
+        ev
+    }
+
+    /// Two processes that held pid 300 one after the other: their history rows are told
+    /// apart by process key, the exit row carries its code, and a time window selects.
+    #[test]
+    fn history_by_pid_tells_reused_pids_apart_and_honours_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ProcessStore::open_in(dir.path(), StoreConfig::default()).unwrap();
+        let t0 = Utc::now() - chrono::Duration::minutes(30);
+        let mut exit1 = keyed(Exit, 300, 1, t0 + chrono::Duration::seconds(1));
+        exit1.exit_code = Some(7);
+        let events = vec![
+            keyed(Exec, 300, 1, t0),
+            keyed(Exec, 301, 5, t0),
+            exit1,
+            keyed(Exec, 300, 2, t0 + chrono::Duration::minutes(20)),
+        ];
+        store.deliver(&batch(
+            events.into_iter().map(CollectionEvent::from).collect(),
+        ));
+        store.flush();
+        let all = store
+            .history(300, t0 - chrono::Duration::seconds(1), None)
+            .unwrap();
+        let rows: Vec<(Option<&str>, ProcessEventKind, Option<i32>)> = all
+            .iter()
+            .map(|h| {
+                (
+                    h.record.process_key.as_deref(),
+                    h.record.last_event,
+                    h.record.exit_code,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (Some("300:1"), Exec, None),
+                (Some("300:1"), Exit, Some(7)),
+                (Some("300:2"), Exec, None)
+            ]
+        );
+        assert_eq!(all[1].record.executable_path.as_deref(), Some("/bin/p1"));
+        let recent = store
+            .history(300, Utc::now() - chrono::Duration::minutes(15), None)
+            .unwrap();
+        assert_eq!(recent.len(), 1);
+        assert_eq!(recent[0].record.process_key.as_deref(), Some("300:2"));
+        // Paging: after the first row's sequence number come the other two.
+        let after = store
+            .history(300, t0 - chrono::Duration::seconds(1), Some(all[0].seq))
+            .unwrap();
+        assert_eq!(after.len(), 2);
+    }
+
+    #[test]
+    fn history_retention_by_size_and_by_age_is_applied_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ProcessStore::open_in(
+            dir.path(),
+            StoreConfig {
+                history_max_records: 5,
+                history_max_age: std::time::Duration::from_secs(3600),
+                ..StoreConfig::default()
+            },
+        )
+        .unwrap();
+        let old = Utc::now() - chrono::Duration::hours(2);
+        // Two rows past the age limit, then eight recent ones: the size cap keeps 5.
+        let mut events: Vec<CollectionEvent> = (0..2)
+            .map(|i| keyed(Exec, 400 + i, 1, old).into())
+            .collect();
+        events.extend((0..8).map(|i| keyed(Exec, 500 + i, 1, Utc::now()).into()));
+        store.deliver(&batch(events));
+        store.flush();
+        assert_eq!(store.history_len().unwrap(), 5);
+        assert_eq!(store.counters().history_trimmed.load(Ordering::Relaxed), 5);
+        assert!(store
+            .history(400, old - chrono::Duration::hours(1), None)
+            .unwrap()
+            .is_empty());
+        assert_eq!(store.history(507, old, None).unwrap().len(), 1);
+        assert!(
+            store.history(502, old, None).unwrap().is_empty(),
+            "oldest by size went"
+        );
+    }
+
+    #[test]
+    fn a_store_of_a_newer_schema_is_refused_and_a_version_1_store_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STORE_FILE);
+        // A version-1 store: only `processes` and `execs`, no `meta`.
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(PROCESSES)
+                .unwrap()
+                .insert(9, br#"{"pid":9,"last_event":"exec","updated_at":"2026-01-01T00:00:00Z","source":"ebpf-process"}"#.as_slice())
+                .unwrap();
+            txn.open_table(EXECS).unwrap();
+            txn.commit().unwrap();
+        }
+        {
+            let store = ProcessStore::open(&path).unwrap();
+            assert_eq!(
+                store.process(9).unwrap().unwrap().pid,
+                9,
+                "old rows still read"
+            );
+            assert_eq!(store.history_len().unwrap(), 0);
+        }
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            let version = txn
+                .open_table(META)
+                .unwrap()
+                .get("schema_version")
+                .unwrap()
+                .unwrap()
+                .value();
+            assert_eq!(version, SCHEMA_VERSION, "upgraded in place");
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema_version", SCHEMA_VERSION + 1)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = ProcessStore::open(&path)
+            .err()
+            .expect("a newer schema is refused");
+        assert!(
+            matches!(err, StoreError::SchemaMismatch { found, .. } if found == SCHEMA_VERSION + 1)
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("schema version 3") && text.contains("move the file away"),
+            "{text}"
+        );
     }
 }

@@ -22,6 +22,7 @@ use collector_core::ipc::{Peer, TaskHandler};
 use procfs::Current;
 
 use crate::hash::{hash_open_file, open_nonblocking, FileHash, HashLimits};
+use crate::process_query::ProcessQuery;
 
 /// Answers detection tasks from the host.
 ///
@@ -32,6 +33,7 @@ use crate::hash::{hash_open_file, open_nonblocking, FileHash, HashLimits};
 #[derive(Debug, Clone, Default)]
 pub struct HostTaskHandler {
     limits: HashLimits,
+    processes: Option<ProcessQuery>,
 }
 
 impl HostTaskHandler {
@@ -44,7 +46,17 @@ impl HostTaskHandler {
 
     /// A handler with these hash limits.
     pub fn with_limits(limits: HashLimits) -> Self {
-        Self { limits }
+        Self {
+            limits,
+            processes: None,
+        }
+    }
+
+    /// Answers process enumerations from the daemon's process table (and its store's
+    /// history) instead of a `/proc` scan: see [`crate::process_query`].
+    pub fn with_process_table(mut self, query: ProcessQuery) -> Self {
+        self.processes = Some(query);
+        self
     }
 }
 
@@ -61,6 +73,26 @@ impl TaskHandler for HostTaskHandler {
             return error_result(task_id, pb::ErrorCode::BadRequest, "the task has no body");
         };
         let (peer, limits) = (peer.clone(), self.limits);
+        if let (Task::EnumerateProcesses(q), Some(query)) = (&body, &self.processes) {
+            // The table holds what the peer may see of each row (no file is opened for
+            // it); the store is read on the blocking pool.
+            let (q, query) = (q.clone(), query.clone());
+            let answer = tokio::task::spawn_blocking(move || {
+                let page = query.answer(&q, &peer);
+                // A page of a large table is a few MB of short-lived rows.
+                crate::daemon::release_freed_heap();
+                page
+            })
+            .await;
+            return match answer {
+                Ok(Ok(list)) => pb::DetectionResult {
+                    task_id,
+                    result: Some(Answer::Processes(list)),
+                },
+                Ok(Err(message)) => error_result(task_id, pb::ErrorCode::TaskFailed, message),
+                Err(_) => error_result(task_id, pb::ErrorCode::Internal, "the task panicked"),
+            };
+        }
         let answer =
             tokio::task::spawn_blocking(move || as_peer(&peer, move || run(body, limits))?).await;
         match answer {
@@ -201,9 +233,13 @@ pub fn enumerate_processes(q: &pb::EnumerateProcesses) -> Result<pb::ProcessList
             command_line: proc.cmdline().unwrap_or_default(),
             uid: proc.status().ok().map(|s| s.ruid),
             start_time: start_time.map(timestamp_to_proto),
+            ..Default::default()
         });
     }
-    Ok(pb::ProcessList { processes })
+    Ok(pb::ProcessList {
+        processes,
+        next_cursor: String::new(),
+    })
 }
 
 /// SHA-256 of `q.path`, or of the executable of `q.pid` when the path is empty. Only a

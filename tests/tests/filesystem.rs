@@ -56,7 +56,7 @@ async fn create_rename_unlink(hooks: SyscallHooks) {
                 let ours = f.path.starts_with(&dir_path) || (f.path == "rel" && f.path_relative);
                 if f.pid == pid && ours {
                     let done = f.kind == FilesystemEventKind::Unlink && f.path.ends_with("rel");
-                    events.push(f);
+                    events.push(*f);
                     if done {
                         return;
                     }
@@ -126,7 +126,7 @@ async fn excluded_path_prefix_is_dropped_in_the_kernel() {
             if let CollectionEvent::Filesystem(f) = ev {
                 if pids.contains(&f.pid) {
                     let done = f.kind == FilesystemEventKind::Unlink && f.path == l["b"];
-                    events.push(f);
+                    events.push(*f);
                     if done {
                         return;
                     }

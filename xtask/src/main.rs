@@ -5,12 +5,14 @@
 //! - `build`      kernel programs + the release `collector` binary with them embedded
 //! - `run`        build, then run `collector run` as root (through sudo when needed)
 //! - `test`       build, fmt check, clippy (userspace and kernel crate), every test incl. kernel tests
-//! - `bench`      criterion benchmarks and the kernel storm benchmarks
+//! - `bench`      criterion benchmarks, the kernel storm benchmarks and `ptable-bench`
 //! - `fuzz`       fuzz the IPC frame decoder (installs cargo-fuzz)
 //! - `storm`      the storms against the release daemon and a `collector events` subscriber
+//! - `ptable-bench` `collector processes` and the daemon's memory with 10,000 live processes
 //! - `install`    build, then put the binary, systemd unit, example config and docs in place
 mod fuzz;
 mod install;
+mod ptable_bench;
 mod setup;
 mod storm;
 
@@ -59,6 +61,8 @@ enum Cmd {
     /// The storms as an operator runs them: release daemon + JSON subscriber, untraced vs
     /// traced, with CPU, memory and per-program kernel cost.
     Storm(storm::StormArgs),
+    /// `collector processes` and the daemon's memory with 10,000 live processes.
+    PtableBench(ptable_bench::PtableBenchArgs),
     /// Run the criterion benchmarks.
     Bench {
         /// Extra arguments for `cargo bench`.
@@ -196,6 +200,7 @@ fn bench(args: Vec<String>) -> Result<()> {
     // for a full `cargo xtask bench` (arguments select criterion benchmarks).
     if args.is_empty() && is_root() {
         storm::storm(&storm::StormArgs::default())?;
+        ptable_bench::ptable_bench(&ptable_bench::PtableBenchArgs::default())?;
     }
     Ok(())
 }
@@ -211,5 +216,6 @@ fn main() -> Result<()> {
         Cmd::Fuzz { seconds } => fuzz::fuzz(seconds),
         Cmd::Install(args) => install::install(&args),
         Cmd::Storm(args) => storm::storm(&args),
+        Cmd::PtableBench(args) => ptable_bench::ptable_bench(&args),
     }
 }

@@ -172,7 +172,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// (peak RSS, current RSS less the BPF map mappings), in KiB.
-fn memory_kib(pid: u32) -> (u64, u64) {
+pub(crate) fn memory_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
@@ -200,14 +200,14 @@ fn memory_kib(pid: u32) -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:").saturating_sub(maps_kib))
 }
 
-struct Daemon {
-    child: Child,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
     metrics: SocketAddr,
-    socket: PathBuf,
+    pub(crate) socket: PathBuf,
 }
 
 impl Daemon {
-    fn start(dir: &Path, domain: &str) -> Result<Self> {
+    pub(crate) fn start(dir: &Path, domain: &str) -> Result<Self> {
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let socket = dir.join("collector.sock");
         let child = Command::new(collector_binary())
@@ -245,7 +245,7 @@ impl Daemon {
         http_get(self.metrics, "/metrics").unwrap_or_default()
     }
 
-    fn stop(mut self) -> Result<()> {
+    pub(crate) fn stop(mut self) -> Result<()> {
         // SAFETY: kill(2) on our own child.
         unsafe { libc_kill(self.child.id() as i32, 15) };
         let status = self.child.wait()?;
@@ -377,7 +377,7 @@ fn traced_run(storm: &Storm) -> Result<Traced> {
     Ok(traced)
 }
 
-fn tempdir() -> Result<PathBuf> {
+pub(crate) fn tempdir() -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!(
         "collector-storm-{}-{}",
         std::process::id(),

@@ -201,6 +201,7 @@ impl CollectorHandle {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            processes: None,
         }
     }
 

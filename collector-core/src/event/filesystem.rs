@@ -135,6 +135,11 @@ pub struct FilesystemEvent {
     /// syscall of its own.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub io_uring: bool,
+    /// The process, from the collector's process table (absent when the table does not
+    /// know the pid: a process that ended before its event was read, or a table off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Shared: every event of one process points at the same context.
+    pub process: Option<std::sync::Arc<super::ProcessContext>>,
 }
 
 #[cfg(test)]
@@ -169,12 +174,13 @@ mod tests {
             new_path_changed: false,
             io_uring: true,
             process_key: Some("7:1000".into()),
+            process: None,
         }
     }
 
     #[test]
     fn per_path_flags_and_io_uring_are_in_the_json() {
-        let line = CollectionEvent::Filesystem(rename()).to_json_line();
+        let line = CollectionEvent::from(rename()).to_json_line();
         let json: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(json["path_changed"], true);
         assert_eq!(json["new_path_truncated"], true);
@@ -185,6 +191,6 @@ mod tests {
         assert!(json.get("new_path_changed").is_none());
         assert!(json.get("new_path_unreadable").is_none());
         let back: CollectionEvent = serde_json::from_str(&line).unwrap();
-        assert_eq!(back, CollectionEvent::Filesystem(rename()));
+        assert_eq!(back, CollectionEvent::from(rename()));
     }
 }

@@ -140,4 +140,9 @@ pub struct NetworkEvent {
     /// mistakes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process_key: Option<String>,
+    /// The process, from the collector's process table (absent when the table does not
+    /// know the pid: a process that ended before its event was read, or a table off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Shared: every event of one process points at the same context.
+    pub process: Option<std::sync::Arc<super::ProcessContext>>,
 }

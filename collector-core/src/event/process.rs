@@ -245,3 +245,25 @@ impl ProcessEvent {
         }
     }
 }
+
+/// The process behind a network or filesystem event, as the collector's process table
+/// knows it (filled in userspace from what the process events said: the kernel record of
+/// a socket or file operation carries only the pid and `comm`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessContext {
+    /// The process key the table holds for the pid (`<pid>:<start ns>`, as in process
+    /// events).
+    pub process_key: String,
+    /// Executable path at its last exec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable_path: Option<String>,
+    /// Task name at its last exec (a later rename changes `name`, not this).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_name: Option<String>,
+    /// Parent pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ppid: Option<u32>,
+    /// The parent's process key, when the table knows the parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_process_key: Option<String>,
+}

@@ -12,8 +12,8 @@ use collector_proto::v1 as pb;
 use crate::caps::SourceCaps;
 use crate::event::{
     AddressFamily, CollectionEvent, Domain, FilesystemEvent, FilesystemEventKind, NetworkEvent,
-    NetworkEventKind, PerformanceEvent, PerformanceEventKind, ProcessCredentials, ProcessEvent,
-    ProcessEventKind, TransportProtocol,
+    NetworkEventKind, PerformanceEvent, PerformanceEventKind, ProcessContext, ProcessCredentials,
+    ProcessEvent, ProcessEventKind, TransportProtocol,
 };
 use crate::source::SourceStats;
 use crate::status::{HealthState, StatusSnapshot};
@@ -187,7 +187,7 @@ pub fn event_from_proto(ev: pb::Event) -> Result<CollectionEvent, ConvertError> 
     match ev.event.ok_or(ConvertError::Missing("event"))? {
         E::Process(e) => process_from_proto(e).map(|e| CollectionEvent::Process(e.into())),
         E::Network(e) => network_from_proto(e).map(|e| CollectionEvent::Network(e.into())),
-        E::Filesystem(e) => filesystem_from_proto(e).map(CollectionEvent::Filesystem),
+        E::Filesystem(e) => filesystem_from_proto(e).map(CollectionEvent::from),
         E::Performance(e) => performance_from_proto(e).map(CollectionEvent::Performance),
     }
 }
@@ -388,6 +388,27 @@ fn network_to_proto(e: &NetworkEvent) -> pb::NetworkEvent {
         io_uring: e.io_uring,
         compat_syscall: e.compat_syscall,
         process_key: e.process_key.clone(),
+        process: e.process.as_deref().map(context_to_proto),
+    }
+}
+
+fn context_to_proto(c: &ProcessContext) -> pb::ProcessContext {
+    pb::ProcessContext {
+        process_key: c.process_key.clone(),
+        executable_path: c.executable_path.clone(),
+        exec_name: c.exec_name.clone(),
+        ppid: c.ppid,
+        parent_process_key: c.parent_process_key.clone(),
+    }
+}
+
+fn context_from_proto(c: pb::ProcessContext) -> ProcessContext {
+    ProcessContext {
+        process_key: c.process_key,
+        executable_path: c.executable_path,
+        exec_name: c.exec_name,
+        ppid: c.ppid,
+        parent_process_key: c.parent_process_key,
     }
 }
 
@@ -415,6 +436,9 @@ fn network_from_proto(e: pb::NetworkEvent) -> Result<NetworkEvent, ConvertError>
         io_uring: e.io_uring,
         compat_syscall: e.compat_syscall,
         process_key: e.process_key,
+        process: e
+            .process
+            .map(|c| std::sync::Arc::new(context_from_proto(c))),
     })
 }
 
@@ -528,6 +552,7 @@ fn filesystem_to_proto(e: &FilesystemEvent) -> pb::FilesystemEvent {
         new_path_user_supplied: e.new_path_user_supplied,
         new_path_changed: e.new_path_changed,
         io_uring: e.io_uring,
+        process: e.process.as_deref().map(context_to_proto),
     }
 }
 
@@ -560,6 +585,9 @@ fn filesystem_from_proto(e: pb::FilesystemEvent) -> Result<FilesystemEvent, Conv
         new_path_user_supplied: e.new_path_user_supplied,
         new_path_changed: e.new_path_changed,
         io_uring: e.io_uring,
+        process: e
+            .process
+            .map(|c| std::sync::Arc::new(context_from_proto(c))),
     })
 }
 
@@ -846,6 +874,7 @@ mod status_tests {
                 last_error: Some("timeout".into()),
             }),
             domains: Vec::new(),
+            processes: None,
         }
     }
 

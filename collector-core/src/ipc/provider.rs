@@ -54,6 +54,7 @@ impl ManualStatus {
             counters: PipelineCounters::default(),
             export: None,
             domains: Vec::new(),
+            processes: None,
         };
         Self {
             caps: Arc::new(watch::Sender::new(caps)),

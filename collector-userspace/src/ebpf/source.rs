@@ -22,6 +22,7 @@ use super::clock::BootClock;
 use super::decode::{decode_filesystem, decode_network, decode_process, DecodeError};
 use super::drain::{drain, ChannelOutlet, DrainConfig, DrainStats, KernelRing, Outlet};
 use super::loader::{KernelDomain, KernelPrograms, LoadError};
+use crate::ptable::ProcessTable;
 
 type DecodeFn = fn(&[u8], &BootClock, &SourceName) -> Result<CollectionEvent, DecodeError>;
 
@@ -35,6 +36,8 @@ pub struct KernelSource {
     /// Cancelled by `stop`, so the drain wakes at once instead of at its next poll; a
     /// fresh one for each run (a restart after a failure).
     stop_token: Mutex<CancellationToken>,
+    /// Fills network and filesystem events' `process` as they are decoded.
+    process_table: Mutex<Option<Arc<ProcessTable>>>,
 }
 
 /// Holds the ring while a drain runs and gives it back to the source when the run ends
@@ -66,7 +69,14 @@ impl KernelSource {
             stats: Arc::default(),
             stop: Arc::default(),
             stop_token: Mutex::new(CancellationToken::new()),
+            process_table: Mutex::new(None),
         })
+    }
+
+    /// Network and filesystem events get their `process` (key, image, parent) from
+    /// `table` as they are decoded. Set before the source starts.
+    pub fn set_process_table(&self, table: Arc<ProcessTable>) {
+        *self.process_table.lock().unwrap_or_else(|e| e.into_inner()) = Some(table);
     }
 
     /// The loaded kernel programs this source drains (shared by every domain).
@@ -137,6 +147,14 @@ impl KernelSource {
         let decode = self.decoder();
         let enrich = self.domain == KernelDomain::Process;
         let mut cache = super::enrich::ProcessCache::default();
+        let table = match self.domain {
+            KernelDomain::Process => None,
+            _ => self
+                .process_table
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        };
         let (domain, programs) = (self.domain, self.programs.clone());
         drain(
             ring,
@@ -146,6 +164,9 @@ impl KernelSource {
                     if let CollectionEvent::Process(p) = &mut ev {
                         cache.enrich(p);
                     }
+                }
+                if let Some(table) = &table {
+                    table.enrich(&mut ev);
                 }
                 Ok(ev)
             },

@@ -231,6 +231,7 @@ fn event(
         io_uring: false,
         compat_syscall: false,
         process_key: None,
+        process: None,
     }
 }
 

@@ -67,7 +67,7 @@ impl FsWatch {
                 if let CollectionEvent::Filesystem(f) = ev {
                     if f.pid == pid && keep(&f) {
                         let done = last(&f);
-                        events.push(f);
+                        events.push(*f);
                         if done {
                             return;
                         }

@@ -15,12 +15,12 @@ use chrono::{DateTime, Utc};
 
 use super::field::{
     common, credentials, envelope, event, event_batch, filesystem, network, performance, process,
-    socket_address, timestamp,
+    process_context, socket_address, timestamp,
 };
 use super::wire_type::{FIXED64, LEN, VARINT};
 use crate::event::{
-    CollectionEvent, FilesystemEvent, NetworkEvent, PerformanceEvent, ProcessCredentials,
-    ProcessEvent, SourceName,
+    CollectionEvent, FilesystemEvent, NetworkEvent, PerformanceEvent, ProcessContext,
+    ProcessCredentials, ProcessEvent, SourceName,
 };
 use crate::ipc::convert::{
     family_from_proto, filesystem_kind_from_proto, network_kind_from_proto,
@@ -100,7 +100,7 @@ fn one_event(body: &[u8], names: &mut SourceNames) -> Option<CollectionEvent> {
     match field {
         event::PROCESS => process_event(inner, names).map(|e| CollectionEvent::Process(e.into())),
         event::NETWORK => network_event(inner, names).map(|e| CollectionEvent::Network(e.into())),
-        event::FILESYSTEM => filesystem_event(inner, names).map(CollectionEvent::Filesystem),
+        event::FILESYSTEM => filesystem_event(inner, names).map(CollectionEvent::from),
         event::PERFORMANCE => performance_event(inner, names).map(CollectionEvent::Performance),
         _ => None,
     }
@@ -264,6 +264,27 @@ fn credentials_msg(body: &[u8]) -> Option<ProcessCredentials> {
     Some(c)
 }
 
+fn context_msg(body: &[u8]) -> Option<ProcessContext> {
+    let mut c = ProcessContext::default();
+    let mut fields = Fields::new(body);
+    while let Some((field, wire_type)) = fields.next(0)? {
+        let r = &mut fields.r;
+        match (field, wire_type) {
+            (process_context::PROCESS_KEY, LEN) => c.process_key = r.str()?.to_owned(),
+            (process_context::EXECUTABLE_PATH, LEN) => {
+                c.executable_path = Some(r.str()?.to_owned())
+            }
+            (process_context::EXEC_NAME, LEN) => c.exec_name = Some(r.str()?.to_owned()),
+            (process_context::PPID, VARINT) => c.ppid = Some(r.varint()? as u32),
+            (process_context::PARENT_PROCESS_KEY, LEN) => {
+                c.parent_process_key = Some(r.str()?.to_owned())
+            }
+            _ => return None,
+        }
+    }
+    Some(c)
+}
+
 fn network_event(body: &[u8], names: &mut SourceNames) -> Option<NetworkEvent> {
     let mut c = Common::default();
     let (mut protocol, mut family, mut connection_id) = (0i32, 0i32, 0u64);
@@ -273,6 +294,7 @@ fn network_event(body: &[u8], names: &mut SourceNames) -> Option<NetworkEvent> {
         (None, None, None, None, None);
     let (mut count_update, mut io_uring, mut compat_syscall) = (false, false, false);
     let mut process_key = None;
+    let mut process = None;
     let mut fields = Fields::new(body);
     while let Some((field, wire_type)) = fields.next(0)? {
         let r = &mut fields.r;
@@ -297,6 +319,9 @@ fn network_event(body: &[u8], names: &mut SourceNames) -> Option<NetworkEvent> {
             (network::IO_URING, VARINT) => io_uring = r.varint()? != 0,
             (network::COMPAT_SYSCALL, VARINT) => compat_syscall = r.varint()? != 0,
             (network::PROCESS_KEY, LEN) => process_key = Some(r.str()?),
+            (network::PROCESS, LEN) => {
+                process = Some(std::sync::Arc::new(context_msg(r.len_delimited()?)?))
+            }
             _ => return None,
         }
     }
@@ -322,6 +347,7 @@ fn network_event(body: &[u8], names: &mut SourceNames) -> Option<NetworkEvent> {
         io_uring,
         compat_syscall,
         process_key: process_key.map(str::to_owned),
+        process,
     })
 }
 
@@ -339,6 +365,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
     let mut new_path_user_supplied = false;
     let mut new_path_changed = false;
     let mut io_uring = false;
+    let mut process = None;
     let (mut flags, mut mode, mut result, mut uid) = (None, None, None, None);
     let mut fields = Fields::new(body);
     while let Some((field, wire_type)) = fields.next(0)? {
@@ -370,6 +397,9 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
             }
             (filesystem::NEW_PATH_CHANGED, VARINT) => new_path_changed = r.varint()? != 0,
             (filesystem::IO_URING, VARINT) => io_uring = r.varint()? != 0,
+            (filesystem::PROCESS, LEN) => {
+                process = Some(std::sync::Arc::new(context_msg(r.len_delimited()?)?))
+            }
             _ => return None,
         }
     }
@@ -399,6 +429,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
         new_path_user_supplied,
         new_path_changed,
         io_uring,
+        process,
     })
 }
 

@@ -12,13 +12,13 @@ use std::net::SocketAddr;
 
 use super::field::{
     common, credentials, envelope, event, event_batch, filesystem, network, performance, process,
-    socket_address, timestamp,
+    process_context, socket_address, timestamp,
 };
 use super::varint_len;
 use super::wire_type::{FIXED64, LEN, VARINT};
 use crate::event::{
-    CollectionEvent, FilesystemEvent, NetworkEvent, PerformanceEvent, ProcessCredentials,
-    ProcessEvent,
+    CollectionEvent, FilesystemEvent, NetworkEvent, PerformanceEvent, ProcessContext,
+    ProcessCredentials, ProcessEvent,
 };
 use crate::ipc::convert::{
     family_to_proto, filesystem_kind_to_proto, network_kind_to_proto, performance_kind_to_proto,
@@ -203,6 +203,32 @@ fn credentials_field(o: &mut impl Out, field: u32, c: &ProcessCredentials) {
     credentials_body(o, c);
 }
 
+fn context_body(o: &mut impl Out, c: &ProcessContext) {
+    string(o, process_context::PROCESS_KEY, &c.process_key);
+    opt_string(
+        o,
+        process_context::EXECUTABLE_PATH,
+        c.executable_path.as_deref(),
+    );
+    opt_string(o, process_context::EXEC_NAME, c.exec_name.as_deref());
+    opt_varint(o, process_context::PPID, c.ppid.map(u64::from));
+    opt_string(
+        o,
+        process_context::PARENT_PROCESS_KEY,
+        c.parent_process_key.as_deref(),
+    );
+}
+
+/// A `ProcessContext` field (absent when `None`; present, possibly empty, when set, as
+/// prost writes a set message field).
+fn context_field(o: &mut impl Out, field: u32, c: Option<&ProcessContext>) {
+    if let Some(c) = c {
+        key(o, field, LEN);
+        o.varint(len_of(|n| context_body(n, c)) as u64);
+        context_body(o, c);
+    }
+}
+
 fn address_field(o: &mut impl Out, field: u32, addr: &SocketAddr) {
     key(o, field, LEN);
     o.varint(len_of(|c| address_body(c, addr)) as u64);
@@ -300,6 +326,7 @@ fn network_body(o: &mut impl Out, e: &NetworkEvent) {
     boolean(o, network::IO_URING, e.io_uring);
     boolean(o, network::COMPAT_SYSCALL, e.compat_syscall);
     opt_string(o, network::PROCESS_KEY, e.process_key.as_deref());
+    context_field(o, network::PROCESS, e.process.as_deref());
 }
 
 fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent) {
@@ -332,6 +359,7 @@ fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent) {
     );
     boolean(o, filesystem::NEW_PATH_CHANGED, e.new_path_changed);
     boolean(o, filesystem::IO_URING, e.io_uring);
+    context_field(o, filesystem::PROCESS, e.process.as_deref());
 }
 
 fn performance_body(o: &mut impl Out, e: &PerformanceEvent) {

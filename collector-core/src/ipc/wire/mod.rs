@@ -126,6 +126,7 @@ mod field {
         pub const IO_URING: u32 = 19;
         pub const COMPAT_SYSCALL: u32 = 20;
         pub const PROCESS_KEY: u32 = 30;
+        pub const PROCESS: u32 = 50;
     }
     pub mod filesystem {
         pub const PATH: u32 = 5;
@@ -149,6 +150,15 @@ mod field {
         pub const NEW_PATH_USER_SUPPLIED: u32 = 43;
         pub const NEW_PATH_CHANGED: u32 = 44;
         pub const IO_URING: u32 = 45;
+        pub const PROCESS: u32 = 50;
+    }
+    /// `ProcessContext`, in network and filesystem events.
+    pub mod process_context {
+        pub const PROCESS_KEY: u32 = 1;
+        pub const EXECUTABLE_PATH: u32 = 2;
+        pub const EXEC_NAME: u32 = 3;
+        pub const PPID: u32 = 4;
+        pub const PARENT_PROCESS_KEY: u32 = 5;
     }
     pub mod performance {
         pub const METRIC_NAME: u32 = 5;

@@ -44,6 +44,7 @@ fn file_base(
         new_path_user_supplied: false,
         new_path_changed: false,
         io_uring: false,
+        process: None,
     }
 }
 
@@ -155,7 +156,7 @@ pub fn decode_filesystem(
         }
         other => return Err(DecodeError::UnknownKind(other as u32)),
     };
-    Ok(CollectionEvent::Filesystem(ev))
+    Ok(CollectionEvent::Filesystem(Box::new(ev)))
 }
 
 #[cfg(test)]

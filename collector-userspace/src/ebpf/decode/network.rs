@@ -104,6 +104,7 @@ pub fn decode_network(
             io_uring: r.net_flags & net_flags::IO_URING != 0,
             compat_syscall: r.net_flags & net_flags::COMPAT != 0,
             process_key: header_process_key(&r.header),
+            process: None,
         })));
     }
     let r: NetRecord = read(bytes, kind as u32)?;
@@ -153,6 +154,7 @@ pub fn decode_network(
         io_uring: r.net_flags & net_flags::IO_URING != 0,
         compat_syscall: r.net_flags & net_flags::COMPAT != 0,
         process_key: header_process_key(&r.header),
+        process: None,
     })))
 }
 
