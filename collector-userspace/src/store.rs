@@ -247,6 +247,11 @@ pub struct StoreConfig {
     /// redb's page cache. Its default (1 GiB) lets the cache grow with every page the
     /// writer touches: tens of MB for a 10,000-process table, held for good.
     pub cache_bytes: usize,
+    /// How long the writer gathers batches into one transaction after the first one
+    /// arrives (a flush request commits at once). Each commit is an fsync: one per
+    /// batch cost an exec storm most of the daemon's CPU. A process event reaches the
+    /// disk at most this much later; `status` counts it committed only then.
+    pub commit_interval: std::time::Duration,
 }
 
 impl Default for StoreConfig {
@@ -257,6 +262,7 @@ impl Default for StoreConfig {
             history_max_records: 100_000,
             history_max_age: std::time::Duration::from_secs(7 * 24 * 3600),
             cache_bytes: 4 << 20,
+            commit_interval: std::time::Duration::from_millis(200),
         }
     }
 }
@@ -586,14 +592,19 @@ fn write_loop(
         let mut batches = Vec::new();
         let mut flushes = Vec::new();
         let mut next = Some(first);
+        // Group commit: gather until the window closes, the transaction is full, a flush
+        // is asked for, or the sender is gone (shutdown: commit what there is).
+        let window_end = std::time::Instant::now() + config.commit_interval;
         while let Some(command) = next.take() {
             match command {
                 Command::Write(batch) => batches.push(batch),
                 Command::Flush(done) => flushes.push(done),
             }
-            if batches.len() < MAX_BATCHES_PER_COMMIT {
-                next = rx.try_recv().ok();
+            if batches.len() >= MAX_BATCHES_PER_COMMIT || !flushes.is_empty() {
+                break;
             }
+            let left = window_end.saturating_duration_since(std::time::Instant::now());
+            next = rx.recv_timeout(left).ok();
         }
         if !batches.is_empty() {
             let events: u64 = batches
