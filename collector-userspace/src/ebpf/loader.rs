@@ -1,7 +1,6 @@
 //! Loads the embedded kernel object into the running kernel: resolves offsets from BTF,
 //! sizes the ring buffers, installs filters, and attaches each program to its hook.
 
-use collector_common::abi;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +13,7 @@ use aya::{
     programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint},
     Btf, Ebpf, EbpfError, EbpfLoader,
 };
+use collector_common::abi;
 use collector_common::{
     counter_index, RecordKind, COMM_LEN, COUNTER_EMITTED, COUNTER_LOST, COUNTER_LOST_STASH_FULL,
     COUNTER_PATH_UNREADABLE, PATH_PREFIX_LEN,
@@ -32,7 +32,11 @@ static KERNEL_OBJECT: &[u8] =
 /// loaded (about 8 MB, most of it debug info). They are file-backed and read-only, so a
 /// later load simply reads them from the binary again.
 pub fn release_object_pages() {
-    let page = 4096usize;
+    // SAFETY: sysconf has no preconditions.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => return,
+    };
     let start = KERNEL_OBJECT.as_ptr() as usize;
     // Whole pages inside the object only: the pages at its ends hold other data too.
     let first = start.div_ceil(page) * page;

@@ -72,6 +72,36 @@ async fn wait_or_stop(
     }
 }
 
+/// Sends one poll's events under `policy`, counting those dropped under backpressure in
+/// `drops`. False when the collector is gone (the source should return).
+async fn send_polled(
+    policy: &collector_core::pressure::BackpressurePolicy,
+    tx: &tokio::sync::mpsc::Sender<CollectionEvent>,
+    events: impl IntoIterator<Item = CollectionEvent>,
+    drops: &std::sync::atomic::AtomicU64,
+) -> bool {
+    use collector_core::pressure::SendOutcome;
+    for event in events {
+        match policy.send(tx, event).await {
+            SendOutcome::Sent => {}
+            SendOutcome::Dropped(_) => {
+                drops.fetch_add(1, Ordering::Relaxed);
+            }
+            SendOutcome::Closed(_) => return false,
+        }
+    }
+    true
+}
+
+/// A polling source's stats: its backpressure drops.
+fn backpressure_stats(drops: &std::sync::atomic::AtomicU64) -> collector_core::SourceStats {
+    let mut stats = collector_core::SourceStats::default();
+    stats
+        .dropped
+        .insert("backpressure".into(), drops.load(Ordering::Relaxed));
+    stats
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,12 +25,12 @@ use chrono::{DateTime, Utc};
 use collector_core::event::{
     AddressFamily, NetworkEvent, NetworkEventKind, SourceName, TransportProtocol,
 };
-use collector_core::pressure::{BackpressurePolicy, SendOutcome};
+use collector_core::pressure::BackpressurePolicy;
 use collector_core::{CollectionEvent, EventSource, SourceCaps, SourceStats};
 use procfs::net::{TcpNetEntry, TcpState, UdpNetEntry};
 use tokio::sync::mpsc;
 
-use super::wait_or_stop;
+use super::{backpressure_stats, send_polled, wait_or_stop};
 
 /// Name of the polling network source.
 pub const NETWORK_SOURCE_NAME: &str = "procfs-network";
@@ -240,7 +240,6 @@ fn event(
 pub struct NetworkPollSource {
     config: NetworkSourceConfig,
     backpressure_drops: AtomicU64,
-    polls: AtomicU64,
     stop: Arc<AtomicBool>,
 }
 
@@ -250,7 +249,6 @@ impl NetworkPollSource {
         Self {
             config,
             backpressure_drops: AtomicU64::new(0),
-            polls: AtomicU64::new(0),
             stop: Arc::default(),
         }
     }
@@ -283,18 +281,12 @@ impl EventSource for NetworkPollSource {
         while wait_or_stop(next, &shutdown_signal, &self.stop).await {
             next += self.config.interval;
             let sockets = tokio::task::spawn_blocking(read_sockets).await?;
-            self.polls.fetch_add(1, Ordering::Relaxed);
-            for ev in diff.update(sockets, Utc::now(), &source) {
-                match policy
-                    .send(&tx, CollectionEvent::Network(Box::new(ev)))
-                    .await
-                {
-                    SendOutcome::Sent => {}
-                    SendOutcome::Dropped(_) => {
-                        self.backpressure_drops.fetch_add(1, Ordering::Relaxed);
-                    }
-                    SendOutcome::Closed(_) => return Ok(()),
-                }
+            let events = diff
+                .update(sockets, Utc::now(), &source)
+                .into_iter()
+                .map(CollectionEvent::from);
+            if !send_polled(&policy, &tx, events, &self.backpressure_drops).await {
+                return Ok(());
             }
         }
         Ok(())
@@ -306,12 +298,7 @@ impl EventSource for NetworkPollSource {
     }
 
     fn stats(&self) -> SourceStats {
-        let mut stats = SourceStats::default();
-        stats.dropped.insert(
-            "backpressure".into(),
-            self.backpressure_drops.load(Ordering::Relaxed),
-        );
-        stats
+        backpressure_stats(&self.backpressure_drops)
     }
 }
 

@@ -8,13 +8,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use collector_core::event::{PerformanceEvent, PerformanceEventKind, SourceName};
-use collector_core::pressure::{BackpressurePolicy, SendOutcome};
+use collector_core::pressure::BackpressurePolicy;
 use collector_core::{CollectionEvent, EventSource, SourceCaps, SourceStats};
 use sysinfo::System;
 use tokio::sync::mpsc;
 
 use super::scan::ScanError;
-use super::wait_or_stop;
+use super::{backpressure_stats, send_polled, wait_or_stop};
 
 /// Name of the host metrics source.
 pub const PERFORMANCE_SOURCE_NAME: &str = "procfs-performance";
@@ -174,14 +174,12 @@ impl EventSource for PerformanceEventSource {
             })
             .await?;
             system = returned;
-            for event in sample.events(Utc::now(), &source) {
-                match policy.send(&tx, CollectionEvent::Performance(event)).await {
-                    SendOutcome::Sent => {}
-                    SendOutcome::Dropped(_) => {
-                        self.backpressure_drops.fetch_add(1, Ordering::Relaxed);
-                    }
-                    SendOutcome::Closed(_) => return Ok(()),
-                }
+            let events = sample
+                .events(Utc::now(), &source)
+                .into_iter()
+                .map(CollectionEvent::Performance);
+            if !send_polled(&policy, &tx, events, &self.backpressure_drops).await {
+                return Ok(());
             }
         }
         Ok(())
@@ -193,12 +191,7 @@ impl EventSource for PerformanceEventSource {
     }
 
     fn stats(&self) -> SourceStats {
-        let mut stats = SourceStats::default();
-        stats.dropped.insert(
-            "backpressure".into(),
-            self.backpressure_drops.load(Ordering::Relaxed),
-        );
-        stats
+        backpressure_stats(&self.backpressure_drops)
     }
 }
 
