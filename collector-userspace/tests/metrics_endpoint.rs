@@ -108,7 +108,9 @@ fn metrics_endpoint_serves_valid_rising_metrics_and_survives_bad_requests() {
         "{answer:.100}"
     );
 
-    // The procfs sources report every poll: the received counter rises.
+    // The procfs process source reports what changed: a new process makes the received
+    // counter rise (a quiet machine may start none of its own).
+    let mut witness = Command::new("sleep").arg("120").spawn().unwrap();
     let received = |text: &str| {
         sample(
             text,
@@ -126,6 +128,8 @@ fn metrics_endpoint_serves_valid_rising_metrics_and_survives_bad_requests() {
         }
         assert!(Instant::now() < deadline, "counters never rose:\n{now}");
     };
+    let _ = witness.kill();
+    let _ = witness.wait();
     let later = later.split("\r\n\r\n").nth(1).unwrap();
 
     // Healthy once every source has passed a health check (sources start as `starting`).
