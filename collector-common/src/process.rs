@@ -147,8 +147,21 @@ pub struct ExecRecord {
     pub cwd_len: u32,
     /// `PATH_FLAG_*` of the working directory.
     pub cwd_flags: u32,
+    /// Nanoseconds part of the executed file's mtime (`inode.i_mtime_nsec`).
+    pub exe_mtime_nsec: u32,
+    /// Nanoseconds part of its ctime (`inode.i_ctime_nsec`).
+    pub exe_ctime_nsec: u32,
     /// Padding; always zero.
     pub _pad: u32,
+    /// Size of the executed file (`inode.i_size`). With the times below, the version of
+    /// the file the kernel loaded, read at the exec: the executable-hash cache's key.
+    /// All three are 0 where the kernel lacks the split time fields (before 6.11).
+    pub exe_size: u64,
+    /// Seconds part of its mtime (`inode.i_mtime_sec`).
+    pub exe_mtime_sec: i64,
+    /// Seconds part of its ctime (`inode.i_ctime_sec`): a user cannot set it, so an
+    /// in-place rewrite (even one that restores mtime) changes the key.
+    pub exe_ctime_sec: i64,
 }
 
 impl ExecRecord {

@@ -107,6 +107,8 @@ pub const FIELD_NAMES: &[&str] = &[
     "process_exited_retention",
     "process_history_max_records",
     "process_history_max_age",
+    "compute_executable_hashes",
+    "executable_hash_max_bytes",
     "kernel_domains",
     "process_ring_bytes",
     "process_wakeup_bytes",
@@ -212,6 +214,15 @@ pub struct CollectorConfig {
     /// Age past which the process store drops history rows (default 7days; 1m..=3650days).
     #[serde(with = "humantime_serde")]
     pub process_history_max_age: Duration,
+    /// Fill `executable_hash` (SHA-256) of exec and snapshot events and of the process
+    /// table and store (default false). Computed off the hot path by a bounded worker
+    /// pool, cached per file version (device, inode, size, mtime, ctime): an event whose
+    /// executable is not cached yet is sent without waiting, and its hash follows in the
+    /// process table and the store.
+    pub compute_executable_hashes: bool,
+    /// Executables larger than this are not hashed (counted as failures; default 256 MiB,
+    /// 4096..=17179869184).
+    pub executable_hash_max_bytes: u64,
     /// Kernel domains to collect: `process`, `network`, `filesystem` (default all).
     pub kernel_domains: Vec<String>,
     /// Bytes of the process ring buffer: a power of two, at least the page size, at most
@@ -281,6 +292,8 @@ impl Default for CollectorConfig {
             metrics_addr: None,
             kernel_bpf_stats: false,
             enable_process_store: true,
+            compute_executable_hashes: false,
+            executable_hash_max_bytes: 256 << 20,
             process_table_max_entries: 65_536,
             process_exited_retention: Duration::from_secs(600),
             process_history_max_records: 100_000,
@@ -394,6 +407,10 @@ impl CollectorConfig {
         with_source_restart_limit => source_restart_limit: u32;
         /// Sets `source_restart_backoff`.
         with_source_restart_backoff => source_restart_backoff: Duration;
+        /// Sets `compute_executable_hashes`.
+        with_executable_hashes => compute_executable_hashes: bool;
+        /// Sets `executable_hash_max_bytes`.
+        with_executable_hash_max_bytes => executable_hash_max_bytes: u64;
     }
 
     /// Sets `component_name`.
@@ -517,6 +534,13 @@ impl CollectorConfig {
                     ),
                 });
             }
+        }
+        if !(4096..=16 << 30).contains(&self.executable_hash_max_bytes) {
+            return Err(invalid(
+                "executable_hash_max_bytes",
+                "it must be between 4096 and 17179869184",
+                self.executable_hash_max_bytes,
+            ));
         }
         if !(1024..=4 << 20).contains(&self.process_table_max_entries) {
             return Err(invalid(
@@ -1572,6 +1596,8 @@ mod tests {
             excluded_path_prefixes: vec!["/proc/".into(), "/sys/".into()],
             source_restart_limit: 2,
             source_restart_backoff: Duration::from_millis(1500),
+            compute_executable_hashes: true,
+            executable_hash_max_bytes: 1 << 20,
             process_table_max_entries: 4096,
             process_exited_retention: Duration::from_secs(90),
             process_history_max_records: 5000,

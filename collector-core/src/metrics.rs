@@ -529,6 +529,30 @@ fn register_process_table(registry: &mut Registry, p: &crate::status::ProcessTab
         "History rows removed by the retention policy",
         counter(p.store_history_trimmed),
     );
+    let hashes = Family::<OutcomeLabel, CounterU64>::default();
+    for (outcome, n) in [
+        ("cache_hit", p.hash_cache_hits),
+        ("computed", p.hash_computed),
+        ("failed", p.hash_failed),
+        ("queue_full", p.hash_queue_full),
+        ("store_update_dropped", p.store_hash_updates_dropped),
+    ] {
+        hashes
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc_by(n);
+    }
+    registry.register(
+        "executable_hashes",
+        "Executable hash requests and answers, by outcome (cache_hit: answered from the cache; computed: read and hashed, the digest following its event in the table and the store)",
+        hashes,
+    );
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
 }
 
 /// The fleet exporter's gauges and counters (`collector_export_*`).

@@ -209,6 +209,21 @@ pub struct ProcessTableStatus {
     pub store_failed_events: u64,
     /// History rows removed by the retention policy (size or age).
     pub store_history_trimmed: u64,
+    /// Executable hashes: requests queued for the worker pool.
+    pub hash_requested: u64,
+    /// Requests answered with a digest.
+    pub hash_computed: u64,
+    /// Requests that ended without one (process and file gone, file changed since the
+    /// exec, not a regular file, over `executable_hash_max_bytes`, past the deadline).
+    pub hash_failed: u64,
+    /// Requests dropped because the pool's queue was full (those execs get no digest).
+    pub hash_queue_full: u64,
+    /// Digests served from the cache (on the event at once).
+    pub hash_cache_hits: u64,
+    /// Files read and hashed.
+    pub hash_cache_misses: u64,
+    /// Finished digests the store did not get (its queue was full).
+    pub store_hash_updates_dropped: u64,
 }
 
 /// The fleet exporter's state: connection, spool and publish counters.

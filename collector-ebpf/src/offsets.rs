@@ -166,6 +166,16 @@ offsets! {
     OFF_PROC_INODE_INO,
     /// `inode.i_nlink`
     OFF_PROC_INODE_NLINK,
+    /// `inode.i_size` (process; the version fields are 0 where the kernel lacks them)
+    OFF_PROC_INODE_SIZE,
+    /// `inode.i_mtime_sec`
+    OFF_PROC_INODE_MTIME_SEC,
+    /// `inode.i_mtime_nsec`
+    OFF_PROC_INODE_MTIME_NSEC,
+    /// `inode.i_ctime_sec`
+    OFF_PROC_INODE_CTIME_SEC,
+    /// `inode.i_ctime_nsec`
+    OFF_PROC_INODE_CTIME_NSEC,
     /// `inode.i_sb`
     OFF_PROC_INODE_SB,
     /// `super_block.s_dev`

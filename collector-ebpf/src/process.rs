@@ -376,6 +376,11 @@ unsafe fn read_executable(rec: *mut ExecRecord, dst: *mut u8, file: u64) -> usiz
     unsafe {
         (*rec).exe_nlink = 0;
         (*rec).exe_ino = 0;
+        (*rec).exe_size = 0;
+        (*rec).exe_mtime_sec = 0;
+        (*rec).exe_mtime_nsec = 0;
+        (*rec).exe_ctime_sec = 0;
+        (*rec).exe_ctime_nsec = 0;
         (*rec).exe_dev = 0;
         (*rec).exe_name_len = 0;
         if file == 0 {
@@ -386,6 +391,17 @@ unsafe fn read_executable(rec: *mut ExecRecord, dst: *mut u8, file: u64) -> usiz
             let inode = inode as *const u8;
             (*rec).exe_ino = read_kernel(inode, get::OFF_PROC_INODE_INO()).unwrap_or(0);
             (*rec).exe_nlink = read_kernel(inode, get::OFF_PROC_INODE_NLINK()).unwrap_or(0);
+            if get::OFF_PROC_INODE_MTIME_SEC() != 0 {
+                (*rec).exe_size = read_kernel(inode, get::OFF_PROC_INODE_SIZE()).unwrap_or(0);
+                (*rec).exe_mtime_sec =
+                    read_kernel(inode, get::OFF_PROC_INODE_MTIME_SEC()).unwrap_or(0);
+                (*rec).exe_mtime_nsec =
+                    read_kernel(inode, get::OFF_PROC_INODE_MTIME_NSEC()).unwrap_or(0);
+                (*rec).exe_ctime_sec =
+                    read_kernel(inode, get::OFF_PROC_INODE_CTIME_SEC()).unwrap_or(0);
+                (*rec).exe_ctime_nsec =
+                    read_kernel(inode, get::OFF_PROC_INODE_CTIME_NSEC()).unwrap_or(0);
+            }
             if let Ok(sb) = read_kernel::<u64>(inode, get::OFF_PROC_INODE_SB()) {
                 (*rec).exe_dev = read_kernel(sb as *const u8, get::OFF_PROC_SB_DEV()).unwrap_or(0);
             }

@@ -14,6 +14,8 @@ use collector_core::{Collector, CollectorConfig, DomainMode, DomainStatus, Event
 use crate::ebpf::{
     source_name, KernelConfig, KernelDomain, KernelPrograms, KernelSource, SyscallHooks,
 };
+use crate::exec_hash::{HashService, HashServiceConfig};
+use crate::hash::HashLimits;
 use crate::metrics_server::MetricsSource;
 use crate::procfs::{
     NetworkPollSource, NetworkSourceConfig, PerformanceEventSource, PerformanceSourceConfig,
@@ -194,12 +196,19 @@ fn domain_name(domain: KernelDomain) -> &'static str {
 pub fn polling_source(
     config: &CollectorConfig,
     domain: KernelDomain,
+    hashes: Option<&Arc<HashService>>,
 ) -> anyhow::Result<Option<Box<dyn EventSource>>> {
     Ok(match domain {
-        KernelDomain::Process => Some(Box::new(ProcessEventSource::new(ProcessSourceConfig {
-            max_send_wait: config.max_backpressure_wait,
-            ..ProcessSourceConfig::default()
-        })?)),
+        KernelDomain::Process => {
+            let mut source = ProcessEventSource::new(ProcessSourceConfig {
+                max_send_wait: config.max_backpressure_wait,
+                ..ProcessSourceConfig::default()
+            })?;
+            if let Some(hashes) = hashes {
+                source.set_hash_service(hashes.clone());
+            }
+            Some(Box::new(source))
+        }
         KernelDomain::Network => Some(Box::new(NetworkPollSource::new(NetworkSourceConfig {
             max_send_wait: config.max_backpressure_wait,
             ..NetworkSourceConfig::default()
@@ -235,6 +244,7 @@ fn register_domains(
     domains: &[KernelDomain],
     kernel: anyhow::Result<KernelOutcome>,
     process_table: &Arc<ProcessTable>,
+    hashes: Option<&Arc<HashService>>,
 ) -> anyhow::Result<Option<Arc<KernelPrograms>>> {
     let handle = collector.handle();
     let (sources, failed) = match kernel {
@@ -257,10 +267,13 @@ fn register_domains(
             reason: None,
         });
         source.set_process_table(process_table.clone());
+        if let (KernelDomain::Process, Some(hashes)) = (source.domain(), hashes) {
+            source.set_hash_service(hashes.clone());
+        }
         collector.register_batch_source(Box::new(source))?;
     }
     for (domain, reason) in failed {
-        let standin = polling_source(config, domain).with_context(|| {
+        let standin = polling_source(config, domain, hashes).with_context(|| {
             format!("starting the polling fallback for {}", domain_name(domain))
         })?;
         let status = DomainStatus {
@@ -361,19 +374,50 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_entries: config.process_table_max_entries,
         exited_retention: config.process_exited_retention,
     }));
+    // Executable digests, off the hot path; the table and the store take the ones that
+    // finish after their exec event.
+    let hashes = if config.compute_executable_hashes {
+        let hashes = HashService::start(HashServiceConfig {
+            limits: HashLimits {
+                max_bytes: config.executable_hash_max_bytes,
+                ..HashLimits::default()
+            },
+            ..HashServiceConfig::default()
+        })
+        .context("starting the executable hash workers")?;
+        process_table.set_hash_service(hashes.clone());
+        Some(hashes)
+    } else {
+        None
+    };
     let mut collector = Collector::new(config.clone())?;
     let kernel = if args.procfs {
         Err(anyhow::anyhow!("polling requested with --procfs"))
     } else {
         kernel_sources(kernel, &domains)
     };
-    let kernel_programs =
-        register_domains(&mut collector, &config, &domains, kernel, &process_table)?;
+    let kernel_programs = register_domains(
+        &mut collector,
+        &config,
+        &domains,
+        kernel,
+        &process_table,
+        hashes.as_ref(),
+    )?;
     // Seeded once the kernel programs are attached: a process that starts from here on is
     // in the rings, one that started before is in /proc.
     match process_table.seed_from_proc() {
         Ok(n) => tracing::info!(processes = n, "process table seeded from /proc"),
         Err(e) => tracing::warn!("process table: cannot scan /proc: {e}"),
+    }
+    if let Some(hashes) = &hashes {
+        // What ran before the collector: hashed in the background, waiting for room in
+        // the pool's queue (events keep theirs).
+        let (hashes, pending) = (hashes.clone(), process_table.unhashed());
+        std::thread::Builder::new()
+            .name("collector-hash-seed".into())
+            .spawn(move || pending.into_iter().for_each(|r| hashes.request_wait(r)))
+            .context("starting the executable hash seeding")?;
     }
     collector.add_sink(process_table.clone());
     release_load_memory();
@@ -404,6 +448,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             Err(e) => tracing::warn!("process store: cannot prune exited processes: {e}"),
         }
         let store = Arc::new(store);
+        if let Some(hashes) = &hashes {
+            store.set_hash_service(hashes.clone());
+        }
         collector.add_sink(store.clone());
         process_store = Some(store);
     } else {
@@ -425,6 +472,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         processes: Some(crate::ptable::ProcessStatusHandle {
             table: process_table.clone(),
             store: process_store.clone(),
+            hashes: hashes.clone(),
         }),
     };
 
@@ -624,13 +672,17 @@ mod tests {
     #[test]
     fn polling_stands_in_for_process_and_network_not_filesystem() {
         let config = CollectorConfig::default();
-        let name = |domain| polling_source(&config, domain).unwrap().map(|s| s.name());
+        let name = |domain| {
+            polling_source(&config, domain, None)
+                .unwrap()
+                .map(|s| s.name())
+        };
         assert_eq!(name(KernelDomain::Process), Some("procfs-process"));
         assert_eq!(name(KernelDomain::Network), Some("procfs-network"));
         assert_eq!(name(KernelDomain::Filesystem), None);
         let sources = KernelDomain::ALL
             .into_iter()
-            .filter_map(|d| polling_source(&config, d).unwrap())
+            .filter_map(|d| polling_source(&config, d, None).unwrap())
             .chain([performance_source(&config).unwrap()]);
         for source in sources {
             let caps = source.capabilities();

@@ -74,6 +74,12 @@ pub enum HashError {
         #[source]
         source: std::io::Error,
     },
+    /// The file is not (or no longer) the version that was executed.
+    #[error("{path} changed since it was executed; its digest would not be of the executed file")]
+    Changed {
+        /// The file.
+        path: PathBuf,
+    },
     /// Not a regular file (FIFO, device, directory, socket).
     #[error("{path} is not a regular file ({kind}); only regular files are hashed")]
     NotRegular {
@@ -218,7 +224,8 @@ pub struct FileKey {
 }
 
 impl FileKey {
-    fn of(meta: &std::fs::Metadata) -> Self {
+    /// The version of the file described by `meta`.
+    pub fn of(meta: &std::fs::Metadata) -> Self {
         Self {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -228,6 +235,44 @@ impl FileKey {
         }
     }
 }
+
+impl FileKey {
+    /// The version the kernel read at an exec: the inode's device (the kernel's
+    /// `MKDEV(major, minor)`, which differs from `st_dev` and is only compared with
+    /// itself), number, size, and the split time fields.
+    pub fn from_kernel(
+        dev: u32,
+        ino: u64,
+        size: u64,
+        (mtime_sec, mtime_nsec): (i64, u32),
+        (ctime_sec, ctime_nsec): (i64, u32),
+    ) -> Self {
+        Self {
+            dev: u64::from(dev) | KERNEL_DEV,
+            ino,
+            size,
+            mtime_ns: mtime_sec as i128 * 1_000_000_000 + mtime_nsec as i128,
+            ctime_ns: ctime_sec as i128 * 1_000_000_000 + (ctime_nsec & KERNEL_NSEC_MASK) as i128,
+        }
+    }
+
+    /// Whether `self` and `other` are the same version of the same file, whatever
+    /// encoding of the device each carries (inode, size, mtime and ctime agree; a user
+    /// can reset mtime but not ctime).
+    pub fn same_version(&self, other: &FileKey) -> bool {
+        self.ino == other.ino
+            && self.size == other.size
+            && self.mtime_ns == other.mtime_ns
+            && self.ctime_ns == other.ctime_ns
+    }
+}
+
+/// The nanoseconds of the kernel's `i_ctime_nsec`: its top bit is a flag of multigrain
+/// timestamps (`I_CTIME_QUERIED`, 6.13+), not part of the time.
+const KERNEL_NSEC_MASK: u32 = (1 << 30) - 1;
+
+/// Marks a [`FileKey`] device in the kernel's encoding, so it never equals an `st_dev`.
+const KERNEL_DEV: u64 = 1 << 63;
 
 /// Cache counters of an [`ExecutableHasher`].
 #[derive(Debug, Default)]
@@ -272,6 +317,42 @@ impl ExecutableHasher {
         self.hash_path(Path::new(&format!("/proc/{pid}/exe")), true)
     }
 
+    /// The digest of `key`'s version, if it was hashed (counted as a hit).
+    pub fn cached(&self, key: &FileKey) -> Option<FileHash> {
+        let hit = self.cache.lock().expect("hash cache").get(key).cloned();
+        if hit.is_some() {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        hit
+    }
+
+    /// Hashes the file at `path` only if it is still the version `expect` (what the
+    /// kernel saw at an exec): the digest is then also cached under `expect`. A file
+    /// changed or replaced since is refused ([`HashError::Changed`]), never reported as
+    /// the executed one.
+    pub fn hash_version(
+        &self,
+        path: &Path,
+        follow: bool,
+        expect: &FileKey,
+    ) -> Result<FileHash, HashError> {
+        let result = self.hash_checked(path, follow, Some(expect));
+        if result.is_err() {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let hash = result?;
+        self.insert(*expect, hash.clone());
+        Ok(hash)
+    }
+
+    fn insert(&self, key: FileKey, hash: FileHash) {
+        let mut cache = self.cache.lock().expect("hash cache");
+        if cache.len() >= self.max_entries {
+            cache.clear();
+        }
+        cache.insert(key, hash);
+    }
+
     /// Hashes `path` (a cache hit when the same version was hashed before).
     pub fn hash_path(&self, path: &Path, follow: bool) -> Result<FileHash, HashError> {
         let result = self.hash_uncounted(path, follow);
@@ -282,23 +363,39 @@ impl ExecutableHasher {
     }
 
     fn hash_uncounted(&self, path: &Path, follow: bool) -> Result<FileHash, HashError> {
+        self.hash_checked(path, follow, None)
+    }
+
+    fn hash_checked(
+        &self,
+        path: &Path,
+        follow: bool,
+        expect: Option<&FileKey>,
+    ) -> Result<FileHash, HashError> {
         let mut file = open_nonblocking(path, follow)?;
         let meta = file.metadata().map_err(|source| HashError::Read {
             path: path.to_owned(),
             source,
         })?;
         let key = FileKey::of(&meta);
-        if let Some(hit) = self.cache.lock().expect("hash cache").get(&key).cloned() {
-            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        if expect.is_some_and(|e| !e.same_version(&key)) {
+            return Err(HashError::Changed {
+                path: path.to_owned(),
+            });
+        }
+        if let Some(hit) = self.cached(&key) {
             return Ok(hit);
         }
         let hash = hash_open_file(&mut file, path, self.limits)?;
-        self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        let mut cache = self.cache.lock().expect("hash cache");
-        if cache.len() >= self.max_entries {
-            cache.clear();
+        // The digest is of what was read: a rewrite while reading changes ctime.
+        let after = file.metadata().map(|m| FileKey::of(&m));
+        if after.as_ref().is_ok_and(|a| *a != key) {
+            return Err(HashError::Changed {
+                path: path.to_owned(),
+            });
         }
-        cache.insert(key, hash.clone());
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        self.insert(key, hash.clone());
         Ok(hash)
     }
 }
@@ -337,6 +434,33 @@ mod tests {
             "88d4266fd4e6338d13b845fcf289579d209c897823b9217da3e161936f031589"
         );
         assert_eq!(hasher.stats().misses.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_kernel_version_matches_the_stat_of_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"x").unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let stat = FileKey::of(&meta);
+        // The kernel's ctime nanoseconds may carry the multigrain "queried" flag.
+        let kernel = FileKey::from_kernel(
+            42,
+            meta.ino(),
+            meta.size(),
+            (meta.mtime(), meta.mtime_nsec() as u32),
+            (meta.ctime(), meta.ctime_nsec() as u32 | 1 << 31),
+        );
+        assert!(kernel.same_version(&stat));
+        assert_ne!(kernel, stat, "the device encodings are never mixed up");
+        let other = FileKey::from_kernel(
+            42,
+            meta.ino(),
+            meta.size(),
+            (meta.mtime(), meta.mtime_nsec() as u32),
+            (meta.ctime() + 1, meta.ctime_nsec() as u32),
+        );
+        assert!(!other.same_version(&stat));
     }
 
     #[test]

@@ -227,6 +227,10 @@ struct ProcessLine {
     exec_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     executable_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    executable_hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash_algorithm: Option<String>,
     command_line: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     uid: Option<u32>,
@@ -297,6 +301,8 @@ pub async fn processes_to(
                 name: p.name,
                 exec_name: p.exec_name,
                 executable_path: p.executable,
+                executable_hash: p.executable_hash,
+                hash_algorithm: p.hash_algorithm,
                 command_line: p.command_line,
                 uid: p.uid,
                 gid: p.gid,

@@ -18,6 +18,7 @@
 //! - [`reload`]: SIGHUP reloads the configuration, applying what can change live.
 //! - [`config_cli`]: `collector config`, the effective configuration and its origins.
 //! - [`hash`]: bounded, cached hashing of regular files (executables, tasks).
+//! - [`exec_hash`]: executable hashes of exec events, off the hot path.
 //! - [`tasks`]: answers to detection tasks from procfs and the filesystem.
 #![deny(missing_docs)]
 
@@ -25,6 +26,7 @@ pub mod config_cli;
 pub mod daemon;
 pub mod daemon_metrics;
 pub mod ebpf;
+pub mod exec_hash;
 pub mod export;
 pub mod hash;
 pub mod ipc_cli;

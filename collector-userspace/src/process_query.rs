@@ -223,6 +223,14 @@ pub fn row_to_info(r: &ProcessRow, peer: &Peer) -> pb::ProcessInfo {
         last_event: r.last_event.as_str().to_string(),
         updated_at: Some(timestamp_to_proto(r.updated_at)),
         exec_name: r.exec_name.clone(),
+        executable_hash: r
+            .executable_hash
+            .clone()
+            .filter(|_| may_see_executable(peer, r.uid)),
+        hash_algorithm: r
+            .hash_algorithm
+            .clone()
+            .filter(|_| may_see_executable(peer, r.uid)),
     }
 }
 
@@ -248,6 +256,14 @@ fn history_to_info(h: &HistoryRow, peer: &Peer) -> pb::ProcessInfo {
         last_event: r.last_event.as_str().to_string(),
         updated_at: Some(timestamp_to_proto(r.updated_at)),
         exec_name: None,
+        executable_hash: r
+            .executable_hash
+            .clone()
+            .filter(|_| may_see_executable(peer, r.uid)),
+        hash_algorithm: r
+            .hash_algorithm
+            .clone()
+            .filter(|_| may_see_executable(peer, r.uid)),
     }
 }
 

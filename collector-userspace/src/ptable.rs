@@ -28,6 +28,7 @@ use collector_core::event::{ProcessContext, ProcessEvent, ProcessEventKind};
 use collector_core::{CollectionEvent, Delivery, EventBatch, EventSink};
 
 use crate::ebpf::clock::BootClock;
+use crate::exec_hash::{HashRequest, HashService, HashedExec};
 
 /// How far an approximate start (clock ticks from `/proc`, or a fork's wall-clock time)
 /// may be from the exact kernel start and still be the same process.
@@ -89,6 +90,14 @@ pub struct ProcessRow {
     pub exit_time: Option<DateTime<Utc>>,
     /// Exit code, when the exit was seen.
     pub exit_code: Option<i32>,
+    /// Digest of the executable (with `compute_executable_hashes`), set by the exec's
+    /// event or, when the file was not hashed yet, when its hash finishes.
+    pub executable_hash: Option<String>,
+    /// Algorithm of `executable_hash` (`sha256`).
+    pub hash_algorithm: Option<String>,
+    /// Timestamp of the event that set the executable (the exec, or the snapshot that
+    /// first saw the process): which exec a finished hash belongs to.
+    pub exec_time: Option<DateTime<Utc>>,
     /// The event that last changed the row.
     pub last_event: ProcessEventKind,
     /// When that event happened.
@@ -111,6 +120,9 @@ impl ProcessRow {
             start_time: None,
             exit_time: None,
             exit_code: None,
+            executable_hash: None,
+            hash_algorithm: None,
+            exec_time: None,
             last_event: kind,
             updated_at: at,
         }
@@ -202,6 +214,8 @@ pub struct ProcessTable {
     inner: Mutex<Inner>,
     counters: TableCounters,
     clock: BootClock,
+    /// Finished executable hashes an exec may find when it arrives after its digest.
+    hashes: std::sync::OnceLock<Arc<HashService>>,
 }
 
 /// Where a query starts and how much it returns.
@@ -221,7 +235,62 @@ impl ProcessTable {
             inner: Mutex::new(Inner::default()),
             counters: TableCounters::default(),
             clock: BootClock::new(),
+            hashes: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Rows get executable digests from `hashes`: registers for its finished hashes, and
+    /// an exec applied after its digest finished looks it up. Set once, before events.
+    pub fn set_hash_service(self: &Arc<Self>, hashes: Arc<HashService>) {
+        let table = Arc::downgrade(self);
+        hashes.on_hashed(move |done| {
+            if let Some(table) = table.upgrade() {
+                table.executable_hashed(done);
+            }
+        });
+        let _ = self.hashes.set(hashes);
+    }
+
+    /// Puts a finished digest on the row of its exec, if the row is still at that exec
+    /// (a later exec replaced the image: the digest is not its).
+    pub fn executable_hashed(&self, done: &HashedExec) {
+        let mut inner = self.lock();
+        let key = done
+            .process_key
+            .as_deref()
+            .and_then(ProcessKey::parse)
+            .or_else(|| inner.live_by_pid.get(&done.pid).copied());
+        let Some(key) = key else {
+            return;
+        };
+        if let Some(row) = inner.rows.get_mut(&key) {
+            if row.exec_time == Some(done.exec_time) {
+                row.executable_hash = Some(done.hash.hex_digest.clone());
+                row.hash_algorithm = Some(done.hash.algorithm.name().to_owned());
+            }
+        }
+    }
+
+    /// Live rows whose executable has no digest yet, as hash requests (the rows seeded
+    /// from `/proc`, whose exec the collector did not see).
+    pub fn unhashed(&self) -> Vec<HashRequest> {
+        let inner = self.lock();
+        inner
+            .live_by_pid
+            .values()
+            .filter_map(|k| inner.rows.get(k))
+            .filter(|r| r.executable_hash.is_none())
+            .filter_map(|r| {
+                Some(HashRequest {
+                    pid: r.key.pid,
+                    process_key: r.key_exact.then(|| r.key.to_string()),
+                    exec_time: r.exec_time?,
+                    version: None,
+                    path: None,
+                    running_image: true,
+                })
+            })
+            .collect()
     }
 
     /// Its limits.
@@ -276,6 +345,7 @@ impl ProcessTable {
             row.executable_path = proc.exe().ok().map(|p| p.to_string_lossy().into_owned());
             row.command_line = proc.cmdline().unwrap_or_default();
             row.start_time = Some(self.clock.to_utc(start_ns));
+            row.exec_time = Some(now);
             rows.push(row);
         }
         Ok(self.seed(rows))
@@ -349,6 +419,26 @@ impl ProcessTable {
                 }
                 if !ev.command_line.is_empty() || ev.kind == ProcessEventKind::Exec {
                     row.command_line = ev.command_line.clone();
+                }
+                if ev.kind == ProcessEventKind::Exec || ev.executable_path.is_some() {
+                    // A new image: the digest is the event's, or one that finished first.
+                    row.exec_time = Some(ev.timestamp);
+                    let (hash, algorithm) = match &ev.executable_hash {
+                        Some(h) => (Some(h.clone()), ev.hash_algorithm.clone()),
+                        None => match self
+                            .hashes
+                            .get()
+                            .and_then(|s| s.result_for(ev.pid, ev.timestamp))
+                        {
+                            Some(done) => (
+                                Some(done.hex_digest),
+                                Some(done.algorithm.name().to_owned()),
+                            ),
+                            None => (None, None),
+                        },
+                    };
+                    row.executable_hash = hash;
+                    row.hash_algorithm = algorithm;
                 }
             }
             ProcessEventKind::CredChange => {
@@ -751,6 +841,8 @@ pub struct ProcessStatusHandle {
     pub table: Arc<ProcessTable>,
     /// Its store, when one is kept.
     pub store: Option<Arc<crate::store::ProcessStore>>,
+    /// The executable hash service, with `compute_executable_hashes`.
+    pub hashes: Option<Arc<HashService>>,
 }
 
 impl ProcessStatusHandle {
@@ -774,6 +866,16 @@ impl ProcessStatusHandle {
             status.store_dropped_events = c.dropped_events.load(Ordering::Relaxed);
             status.store_failed_events = c.failed_events.load(Ordering::Relaxed);
             status.store_history_trimmed = c.history_trimmed.load(Ordering::Relaxed);
+            status.store_hash_updates_dropped = c.hash_updates_dropped.load(Ordering::Relaxed);
+        }
+        if let Some(hashes) = &self.hashes {
+            let (s, cache) = (hashes.stats(), hashes.hasher().stats());
+            status.hash_requested = s.requested.load(Ordering::Relaxed);
+            status.hash_computed = s.hashed.load(Ordering::Relaxed);
+            status.hash_failed = s.failed.load(Ordering::Relaxed);
+            status.hash_queue_full = s.queue_full.load(Ordering::Relaxed);
+            status.hash_cache_hits = cache.hits.load(Ordering::Relaxed);
+            status.hash_cache_misses = cache.misses.load(Ordering::Relaxed);
         }
         status
     }

@@ -23,7 +23,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use chrono::{DateTime, Utc};
@@ -31,6 +31,8 @@ use collector_core::event::{ProcessEvent, ProcessEventKind};
 use collector_core::{CollectionEvent, Delivery, EventBatch, EventSink};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
+
+use crate::exec_hash::{HashService, HashedExec};
 
 /// File name of the store under the data directory.
 pub const STORE_FILE: &str = "processes.redb";
@@ -280,10 +282,14 @@ pub struct StoreCounters {
     pub commits: AtomicU64,
     /// History rows removed by retention (size or age): not a loss, the policy.
     pub history_trimmed: AtomicU64,
+    /// Finished executable hashes not written because the writer's queue was full (the
+    /// exec's record keeps no digest).
+    pub hash_updates_dropped: AtomicU64,
 }
 
 enum Command {
     Write(EventBatch),
+    Hashed(HashedExec),
     Flush(SyncSender<()>),
 }
 
@@ -296,6 +302,7 @@ pub struct ProcessStore {
     tx: Option<SyncSender<Command>>,
     writer: Option<JoinHandle<()>>,
     counters: Arc<StoreCounters>,
+    hashes: Arc<OnceLock<Arc<HashService>>>,
 }
 
 impl ProcessStore {
@@ -366,12 +373,23 @@ impl ProcessStore {
         }
         let db = Arc::new(db);
         let counters = Arc::new(StoreCounters::default());
+        let hashes: Arc<OnceLock<Arc<HashService>>> = Arc::default();
         let (tx, rx) = sync_channel(config.queue_batches.max(1));
         let writer = std::thread::Builder::new()
             .name("process-store".into())
             .spawn({
                 let (db, counters, path) = (db.clone(), counters.clone(), path.to_owned());
-                move || write_loop(&db, &path, rx, config, &counters)
+                let hashes = hashes.clone();
+                move || {
+                    let writer = Writer {
+                        db: &db,
+                        path: &path,
+                        config,
+                        counters: &counters,
+                        hashes: &hashes,
+                    };
+                    writer.run(rx)
+                }
             })
             .expect("spawn the process store writer thread");
         Ok(Self {
@@ -380,7 +398,31 @@ impl ProcessStore {
             tx: Some(tx),
             writer: Some(writer),
             counters,
+            hashes,
         })
+    }
+
+    /// Records get executable digests from `hashes`: an exec written after its digest
+    /// finished looks it up, and a digest that finishes after its exec was written is
+    /// put on the process's record and the exec's history row. Set once.
+    pub fn set_hash_service(self: &Arc<Self>, hashes: Arc<HashService>) {
+        let store = Arc::downgrade(self);
+        hashes.on_hashed(move |done| {
+            let Some(store) = store.upgrade() else {
+                return;
+            };
+            let sent = store
+                .tx
+                .as_ref()
+                .is_some_and(|tx| tx.try_send(Command::Hashed(done.clone())).is_ok());
+            if !sent {
+                store
+                    .counters
+                    .hash_updates_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let _ = self.hashes.set(hashes);
     }
 
     /// The database file.
@@ -580,69 +622,78 @@ impl EventSink for ProcessStore {
     }
 }
 
-fn write_loop(
-    db: &Database,
-    path: &Path,
-    rx: Receiver<Command>,
+/// The writer thread's view of the store.
+struct Writer<'a> {
+    db: &'a Database,
+    path: &'a Path,
     config: StoreConfig,
-    counters: &StoreCounters,
-) {
-    let mut warned = false;
-    while let Ok(first) = rx.recv() {
-        let mut batches = Vec::new();
-        let mut flushes = Vec::new();
-        let mut next = Some(first);
-        // Group commit: gather until the window closes, the transaction is full, a flush
-        // is asked for, or the sender is gone (shutdown: commit what there is).
-        let window_end = std::time::Instant::now() + config.commit_interval;
-        while let Some(command) = next.take() {
-            match command {
-                Command::Write(batch) => batches.push(batch),
-                Command::Flush(done) => flushes.push(done),
-            }
-            if batches.len() >= MAX_BATCHES_PER_COMMIT || !flushes.is_empty() {
-                break;
-            }
-            let left = window_end.saturating_duration_since(std::time::Instant::now());
-            next = rx.recv_timeout(left).ok();
-        }
-        if !batches.is_empty() {
-            let events: u64 = batches
-                .iter()
-                .flat_map(|b| b.iter())
-                .filter(|e| matches!(e, CollectionEvent::Process(_)))
-                .count() as u64;
-            match write_batches(db, &batches, config, Utc::now()) {
-                Ok(trimmed) => {
-                    counters
-                        .history_trimmed
-                        .fetch_add(trimmed, Ordering::Relaxed);
-                    counters.written_events.fetch_add(events, Ordering::Relaxed);
-                    counters.commits.fetch_add(1, Ordering::Relaxed);
+    counters: &'a StoreCounters,
+    hashes: &'a OnceLock<Arc<HashService>>,
+}
+
+impl Writer<'_> {
+    fn run(&self, rx: Receiver<Command>) {
+        let (config, counters) = (self.config, self.counters);
+        let mut warned = false;
+        while let Ok(first) = rx.recv() {
+            let mut batches = Vec::new();
+            let mut hashed = Vec::new();
+            let mut flushes = Vec::new();
+            let mut next = Some(first);
+            // Group commit: gather until the window closes, the transaction is full, a
+            // flush is asked for, or the sender is gone (shutdown: commit what there is).
+            let window_end = std::time::Instant::now() + config.commit_interval;
+            while let Some(command) = next.take() {
+                match command {
+                    Command::Write(batch) => batches.push(batch),
+                    Command::Hashed(done) => hashed.push(done),
+                    Command::Flush(done) => flushes.push(done),
                 }
-                Err(e) => {
-                    counters.failed_events.fetch_add(events, Ordering::Relaxed);
-                    if !warned {
-                        warned = true;
-                        tracing::warn!(
-                            "process store {}: a write failed, its events are lost: {e}",
-                            path.display()
-                        );
+                if batches.len() >= MAX_BATCHES_PER_COMMIT || !flushes.is_empty() {
+                    break;
+                }
+                let left = window_end.saturating_duration_since(std::time::Instant::now());
+                next = rx.recv_timeout(left).ok();
+            }
+            if !batches.is_empty() || !hashed.is_empty() {
+                let events: u64 = batches
+                    .iter()
+                    .flat_map(|b| b.iter())
+                    .filter(|e| matches!(e, CollectionEvent::Process(_)))
+                    .count() as u64;
+                let hashes = self.hashes.get().map(|h| &**h);
+                match write_batches(self.db, &batches, &hashed, hashes, config, Utc::now()) {
+                    Ok(trimmed) => {
+                        counters
+                            .history_trimmed
+                            .fetch_add(trimmed, Ordering::Relaxed);
+                        counters.written_events.fetch_add(events, Ordering::Relaxed);
+                        counters.commits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        counters.failed_events.fetch_add(events, Ordering::Relaxed);
+                        if !warned {
+                            warned = true;
+                            tracing::warn!(
+                                "process store {}: a write failed, its events are lost: {e}",
+                                self.path.display()
+                            );
+                        }
                     }
                 }
             }
-        }
-        for done in flushes {
-            let _ = done.send(());
+            for done in flushes {
+                let _ = done.send(());
+            }
         }
     }
 }
 
-/// Applies `batches` in one transaction, then the history's retention as of `now`;
-/// returns how many history rows the retention removed.
 fn write_batches(
     db: &Database,
     batches: &[EventBatch],
+    hashed: &[HashedExec],
+    hashes: Option<&HashService>,
     config: StoreConfig,
     now: DateTime<Utc>,
 ) -> Result<u64, redb::Error> {
@@ -676,7 +727,16 @@ fn write_batches(
             match event.kind {
                 ProcessEventKind::Exec | ProcessEventKind::Snapshot => {
                     let previous = stored(&processes, event.pid)?;
-                    let record = ProcessRecord::from_event(event, previous.as_ref());
+                    let mut record = ProcessRecord::from_event(event, previous.as_ref());
+                    if record.executable_hash.is_none() {
+                        // Its digest may have finished before the exec got here.
+                        if let Some(done) =
+                            hashes.and_then(|h| h.result_for(event.pid, event.timestamp))
+                        {
+                            record.executable_hash = Some(done.hex_digest);
+                            record.hash_algorithm = Some(done.algorithm.name().to_owned());
+                        }
+                    }
                     let bytes = record.to_json();
                     processes.insert(event.pid, bytes.as_slice())?;
                     if event.kind == ProcessEventKind::Exec {
@@ -719,6 +779,9 @@ fn write_batches(
                 ProcessEventKind::CredChange | ProcessEventKind::ExecFailed => {}
             }
         }
+        for done in hashed {
+            put_hash(&mut processes, &mut history, &by_pid, done)?;
+        }
         let excess = execs.len()?.saturating_sub(config.max_execs);
         for _ in 0..excess {
             execs.pop_first()?;
@@ -727,6 +790,53 @@ fn write_batches(
     }
     txn.commit()?;
     Ok(trimmed)
+}
+
+/// Puts a digest that finished after its exec was written on the process's record and
+/// on the exec's history row, if they are still that exec's (same process key and exec
+/// time): a later exec of the same pid keeps its own.
+fn put_hash(
+    processes: &mut redb::Table<'_, u32, &[u8]>,
+    history: &mut redb::Table<'_, u64, &[u8]>,
+    by_pid: &redb::Table<'_, (u32, u64), ()>,
+    done: &HashedExec,
+) -> Result<(), redb::Error> {
+    let is_its_exec = |r: &ProcessRecord| {
+        r.updated_at == done.exec_time
+            && matches!(
+                r.last_event,
+                ProcessEventKind::Exec | ProcessEventKind::Snapshot
+            )
+            && (done.process_key.is_none() || r.process_key == done.process_key)
+    };
+    let with_hash = |mut r: ProcessRecord| {
+        r.executable_hash = Some(done.hash.hex_digest.clone());
+        r.hash_algorithm = Some(done.hash.algorithm.name().to_owned());
+        r.to_json()
+    };
+    let current = processes
+        .get(done.pid)?
+        .and_then(|v| serde_json::from_slice::<ProcessRecord>(v.value()).ok());
+    if let Some(record) = current.filter(is_its_exec) {
+        processes.insert(done.pid, with_hash(record).as_slice())?;
+    }
+    // The exec's row is among the pid's last few (its exit may follow it).
+    let seqs: Vec<u64> = by_pid
+        .range((done.pid, 0)..=(done.pid, u64::MAX))?
+        .rev()
+        .take(4)
+        .filter_map(|r| r.ok().map(|(k, _)| k.value().1))
+        .collect();
+    for seq in seqs {
+        let row = history
+            .get(seq)?
+            .and_then(|v| serde_json::from_slice::<ProcessRecord>(v.value()).ok());
+        if let Some(row) = row.filter(is_its_exec) {
+            history.insert(seq, with_hash(row).as_slice())?;
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Removes the oldest history rows past the size cap, then those past the age limit.

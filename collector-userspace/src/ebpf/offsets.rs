@@ -90,6 +90,18 @@ const COMPAT_FIELDS: &[(&str, &str, &str)] = &[
 const PROC_BPRM_EXECUTABLE: &[(&str, &str, &str)] =
     &[("OFF_PROC_BPRM_EXECUTABLE", "linux_binprm", "executable")];
 
+/// The executed file's version (size, mtime, ctime): the key of the executable-hash
+/// cache, read at the exec. Optional (the split `i_*_sec`/`i_*_nsec` fields are 6.11+):
+/// without them the offsets stay 0, the kernel leaves the fields 0, and userspace keys
+/// the cache on a `statx` instead.
+const PROC_FILE_VERSION_FIELDS: &[(&str, &str, &str)] = &[
+    ("OFF_PROC_INODE_SIZE", "inode", "i_size"),
+    ("OFF_PROC_INODE_MTIME_SEC", "inode", "i_mtime_sec"),
+    ("OFF_PROC_INODE_MTIME_NSEC", "inode", "i_mtime_nsec"),
+    ("OFF_PROC_INODE_CTIME_SEC", "inode", "i_ctime_sec"),
+    ("OFF_PROC_INODE_CTIME_NSEC", "inode", "i_ctime_nsec"),
+];
+
 /// Audit identity of a task (CONFIG_AUDIT). Optional: without them loginuid and
 /// sessionid read as unset (`u32::MAX`).
 const PROC_AUDIT_FIELDS: &[(&str, &str, &str)] = &[
@@ -261,6 +273,7 @@ impl KernelOffsets {
         let proc_has_audit = optional_fields(btf, PROC_AUDIT_FIELDS, &mut values);
         let proc_has_compat = optional_fields(btf, PROC_COMPAT_FIELDS, &mut values);
         let proc_has_bprm_executable = optional_fields(btf, PROC_BPRM_EXECUTABLE, &mut values);
+        optional_fields(btf, PROC_FILE_VERSION_FIELDS, &mut values);
         let file_has_io_uring = optional_fields(btf, FILE_IO_URING_FIELDS, &mut values);
         // `linux_binprm.secureexec` is a bitfield: its byte, and the bit in that byte.
         let secureexec_bits = btf.member_bit_offset("linux_binprm", "secureexec")?;
@@ -292,6 +305,7 @@ pub(crate) fn global_names() -> impl Iterator<Item = &'static str> {
         IO_URING_FIELDS,
         COMPAT_FIELDS,
         PROC_BPRM_EXECUTABLE,
+        PROC_FILE_VERSION_FIELDS,
         PROC_AUDIT_FIELDS,
         PROC_COMPAT_FIELDS,
         PATH_FIELDS,

@@ -6,12 +6,13 @@
 //! (`collector-ebpf/src/{process,net,file}.rs`); BTF tracepoints need Linux >= 5.5 with
 //! `CONFIG_DEBUG_INFO_BTF`, ring buffers Linux >= 5.8.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use aya::maps::{MapData, RingBuf};
-use collector_core::event::SourceName;
+use collector_core::event::{ProcessEvent, ProcessEventKind, SourceName};
 use collector_core::{
     BatchSender, BatchSource, CollectionEvent, EventSource, SourceCaps, SourceStats,
 };
@@ -22,6 +23,8 @@ use super::clock::BootClock;
 use super::decode::{decode_filesystem, decode_network, decode_process, DecodeError};
 use super::drain::{drain, ChannelOutlet, DrainConfig, DrainStats, KernelRing, Outlet};
 use super::loader::{KernelDomain, KernelPrograms, LoadError};
+use crate::exec_hash::HashService;
+use crate::hash::FileKey;
 use crate::ptable::ProcessTable;
 
 type DecodeFn = fn(&[u8], &BootClock, &SourceName) -> Result<CollectionEvent, DecodeError>;
@@ -38,6 +41,8 @@ pub struct KernelSource {
     stop_token: Mutex<CancellationToken>,
     /// Fills network and filesystem events' `process` as they are decoded.
     process_table: Mutex<Option<Arc<ProcessTable>>>,
+    /// Fills exec events' `executable_hash` (process domain, `compute_executable_hashes`).
+    hashes: Mutex<Option<Arc<HashService>>>,
 }
 
 /// Holds the ring while a drain runs and gives it back to the source when the run ends
@@ -70,6 +75,7 @@ impl KernelSource {
             stop: Arc::default(),
             stop_token: Mutex::new(CancellationToken::new()),
             process_table: Mutex::new(None),
+            hashes: Mutex::new(None),
         })
     }
 
@@ -77,6 +83,12 @@ impl KernelSource {
     /// `table` as they are decoded. Set before the source starts.
     pub fn set_process_table(&self, table: Arc<ProcessTable>) {
         *self.process_table.lock().unwrap_or_else(|e| e.into_inner()) = Some(table);
+    }
+
+    /// Exec events get their executable's digest from `hashes`' cache as they are
+    /// decoded, or a hash request. Set before the source starts; process domain only.
+    pub fn set_hash_service(&self, hashes: Arc<HashService>) {
+        *self.hashes.lock().unwrap_or_else(|e| e.into_inner()) = Some(hashes);
     }
 
     /// The loaded kernel programs this source drains (shared by every domain).
@@ -155,14 +167,28 @@ impl KernelSource {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
         };
+        let hashes = match self.domain {
+            KernelDomain::Process => self
+                .hashes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            _ => None,
+        };
         let (domain, programs) = (self.domain, self.programs.clone());
         drain(
             ring,
             move |bytes, clock| {
+                let version = hashes
+                    .as_ref()
+                    .and_then(|_| super::decode::exec_file_version(bytes));
                 let mut ev = decode(bytes, clock, &source)?;
                 if enrich {
                     if let CollectionEvent::Process(p) = &mut ev {
                         cache.enrich(p);
+                        if let Some(hashes) = &hashes {
+                            hash_exec(hashes, p, version);
+                        }
                     }
                 }
                 if let Some(table) = &table {
@@ -187,6 +213,26 @@ impl KernelSource {
             },
         )
         .await
+    }
+}
+
+/// The digest of an exec's executable from the cache, or a request for it. A script's
+/// running image is its interpreter: the script file itself is hashed, by path, and its
+/// digest always follows the event.
+fn hash_exec(hashes: &HashService, ev: &mut ProcessEvent, version: Option<FileKey>) {
+    if ev.kind != ProcessEventKind::Exec {
+        return;
+    }
+    let path = ev.executable_path.clone().map(PathBuf::from);
+    match (ev.interpreter.is_some(), path) {
+        (true, Some(script)) => hashes.fill_script(ev, &script),
+        (true, None) => {}
+        // A path the kernel resolved is where the image is once the process is gone; a
+        // string the caller passed (the walk failed) is not trusted for that.
+        (false, path) => {
+            let path = path.filter(|_| !ev.executable_path_user_supplied);
+            hashes.fill(ev, version, path.as_deref());
+        }
     }
 }
 

@@ -10,7 +10,7 @@ mod process;
 
 pub use filesystem::decode_filesystem;
 pub use network::{decode_network, tcp_state_name};
-pub use process::decode_process;
+pub use process::{decode_process, exec_file_version};
 
 use collector_common::RecordKind;
 

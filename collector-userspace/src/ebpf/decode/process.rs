@@ -153,6 +153,25 @@ impl<'a> ExecTail<'a> {
     }
 }
 
+/// The version of the file an exec record's process runs (its loaded image), as the
+/// kernel read it at the exec; `None` for other records or where the kernel lacks the
+/// fields (then the hash cache keys on a `statx`).
+pub fn exec_file_version(bytes: &[u8]) -> Option<crate::hash::FileKey> {
+    if record_kind(bytes).ok()? != RecordKind::Exec {
+        return None;
+    }
+    let r: ExecRecord = read(bytes, RecordKind::Exec as u32).ok()?;
+    (r.exe_ino != 0 && (r.exe_ctime_sec != 0 || r.exe_ctime_nsec != 0)).then(|| {
+        crate::hash::FileKey::from_kernel(
+            r.exe_dev,
+            r.exe_ino,
+            r.exe_size,
+            (r.exe_mtime_sec, r.exe_mtime_nsec),
+            (r.exe_ctime_sec, r.exe_ctime_nsec),
+        )
+    })
+}
+
 /// Decodes one process-domain record.
 pub fn decode_process(
     bytes: &[u8],
