@@ -135,7 +135,7 @@ pub(crate) fn apply(ebpf: &mut Ebpf, old: &Exclusions, new: &Exclusions) -> Resu
                 .map_err(map_update(abi::maps::EXCLUDED_COMMS))?;
         }
         // Running processes of those images exec'd before the name was excluded.
-        super::loader::seed_excluded_comm_processes(ebpf, &new_comms)?;
+        super::filters::seed_excluded_comm_processes(ebpf, &new_comms)?;
     }
 
     write_gates(ebpf, new)?;
