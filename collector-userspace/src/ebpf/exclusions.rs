@@ -73,7 +73,7 @@ pub(crate) fn comm_key(comm: &str) -> [u8; COMM_LEN] {
 /// The comm key of the image `pid` runs (its executable's file name, which exec makes
 /// the comm), or `None` when the process is gone.
 pub(crate) fn image_comm(pid: u32) -> Option<[u8; COMM_LEN]> {
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let exe = crate::procfs::read::executable(pid)?;
     let name = exe.file_name()?.to_str()?;
     Some(comm_key(name.strip_suffix(" (deleted)").unwrap_or(name)))
 }

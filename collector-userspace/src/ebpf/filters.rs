@@ -129,27 +129,10 @@ pub(crate) fn seed_excluded_comm_processes(
         .ok_or(LoadError::Map(abi::maps::EXCLUDED_COMM_PROCS))?
         .try_into()
         .map_err(|_| LoadError::Map(abi::maps::EXCLUDED_COMM_PROCS))?;
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Ok(());
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
+    for pid in crate::procfs::read::pids() {
+        let Some(key) = super::exclusions::image_comm(pid) else {
             continue;
         };
-        let Ok(exe) = std::fs::read_link(entry.path().join("exe")) else {
-            continue;
-        };
-        let Some(name) = exe.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        let name = name.strip_suffix(" (deleted)").unwrap_or(name);
-        let mut key = [0u8; COMM_LEN];
-        let n = name.len().min(COMM_LEN - 1);
-        key[..n].copy_from_slice(&name.as_bytes()[..n]);
         if comms.contains(&key) {
             // A process that ends meanwhile leaves an entry its pid's next exec resets.
             let _ = procs.insert(pid, 1, 0);

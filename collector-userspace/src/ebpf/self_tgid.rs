@@ -15,12 +15,9 @@ pub(super) struct OwnPidNamespace {
 }
 
 pub(super) fn own_pid_namespace() -> OwnPidNamespace {
-    use std::os::unix::fs::MetadataExt;
-    // stat(2) of the nsfs file gives the (dev, inode) pair bpf_get_ns_current_pid_tgid
-    // compares with; without it the resolver matches nothing and the fallback applies.
-    let (dev, ino) = std::fs::metadata("/proc/self/ns/pid")
-        .map(|m| (m.dev(), m.ino()))
-        .unwrap_or((0, 0));
+    // Without the namespace's (dev, inode) the resolver matches nothing and the
+    // fallback applies.
+    let (dev, ino) = crate::procfs::read::own_pid_namespace().unwrap_or((0, 0));
     OwnPidNamespace {
         dev,
         ino,
