@@ -8,6 +8,7 @@ use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 
 use crate::message::{decode_message, EVENTS_HEADER};
+use crate::nats_error::{NatsError, NatsErrorKind};
 
 /// Options of a consumption.
 #[derive(Debug, Clone)]
@@ -39,16 +40,16 @@ pub struct ConsumeSummary {
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumeError {
     /// Connecting failed.
-    #[error("cannot connect to NATS {servers}: {source}")]
+    #[error("cannot connect to NATS {servers}")]
     Connect {
         /// Servers.
         servers: String,
         /// Client error.
         #[source]
-        source: async_nats::ConnectError,
+        source: NatsError<async_nats::ConnectErrorKind>,
     },
     /// The credentials file could not be read or parsed.
-    #[error("cannot use the NATS credentials file {path}: {source}")]
+    #[error("cannot use the NATS credentials file {}", path.display())]
     CredentialsFile {
         /// The file.
         path: std::path::PathBuf,
@@ -57,15 +58,16 @@ pub enum ConsumeError {
         source: std::io::Error,
     },
     /// The stream or consumer could not be set up.
-    #[error("cannot read stream `{stream}` (does it exist, and does the server have JetStream?): {message}")]
+    #[error("cannot read stream `{stream}` (does it exist, and does the server have JetStream?)")]
     Stream {
         /// Stream name.
         stream: String,
-        /// Client error, rendered.
-        message: String,
+        /// The client's error (a [`NatsError`] of the step that failed).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Writing the output failed.
-    #[error("cannot write output: {0}")]
+    #[error("cannot write output")]
     Output(#[source] std::io::Error),
 }
 
@@ -88,16 +90,24 @@ pub async fn consume(
     let client = options
         .connect(opts.servers.as_slice())
         .await
-        .map_err(|source| ConsumeError::Connect { servers, source })?;
+        .map_err(|source| ConsumeError::Connect {
+            servers,
+            source: NatsError(source),
+        })?;
     let js = jetstream::new(client);
-    let stream_err = |e: &dyn std::fmt::Display| ConsumeError::Stream {
-        stream: opts.stream.clone(),
-        message: e.to_string(),
-    };
+    fn stream_err<K>(stream: &str) -> impl Fn(async_nats::error::Error<K>) -> ConsumeError + '_
+    where
+        K: NatsErrorKind + Send + Sync + 'static,
+    {
+        move |e| ConsumeError::Stream {
+            stream: stream.to_owned(),
+            source: Box::new(NatsError(e)),
+        }
+    }
     let stream = js
         .get_stream(&opts.stream)
         .await
-        .map_err(|e| stream_err(&e))?;
+        .map_err(stream_err(&opts.stream))?;
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: opts.subject.clone(),
@@ -105,8 +115,11 @@ pub async fn consume(
             ..Default::default()
         })
         .await
-        .map_err(|e| stream_err(&e))?;
-    let mut messages = consumer.messages().await.map_err(|e| stream_err(&e))?;
+        .map_err(stream_err(&opts.stream))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(stream_err(&opts.stream))?;
     let mut summary = ConsumeSummary::default();
     loop {
         if opts.limit.is_some_and(|l| summary.events >= l) {
@@ -120,7 +133,7 @@ pub async fn consume(
             None => messages.next().await,
         };
         let Some(message) = next else { break };
-        let message = message.map_err(|e| stream_err(&e))?;
+        let message = message.map_err(stream_err(&opts.stream))?;
         let packed = message
             .headers
             .as_ref()
@@ -134,7 +147,11 @@ pub async fn consume(
             }
             Err(e) => {
                 summary.undecodable += 1;
-                eprintln!("skipping message on {}: {e}", message.subject);
+                eprintln!(
+                    "skipping message on {}: {}",
+                    message.subject,
+                    collector_core::Report(&e)
+                );
             }
         }
     }

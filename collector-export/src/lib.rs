@@ -30,6 +30,7 @@
 
 pub mod consume;
 pub mod message;
+pub mod nats_error;
 pub mod publisher;
 pub mod sink;
 pub mod spool;

@@ -173,13 +173,13 @@ pub fn decode_payload(payload: &[u8]) -> Result<CollectionEvent, DecodeError> {
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     /// Not a `collector.v1.Event` message.
-    #[error("payload is not a collector.v1.Event message: {0}")]
+    #[error("payload is not a collector.v1.Event message")]
     Protobuf(#[source] prost::DecodeError),
     /// A message with values the collector does not know.
-    #[error("payload holds an event the collector cannot represent: {0}")]
+    #[error("payload holds an event the collector cannot represent")]
     Convert(#[source] collector_core::ipc::convert::ConvertError),
     /// Not the JSON of an event.
-    #[error("payload is not an event in JSON: {0}")]
+    #[error("payload is not an event in JSON")]
     Json(#[source] serde_json::Error),
 }
 

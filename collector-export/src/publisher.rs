@@ -17,40 +17,41 @@ use collector_core::config::ExportConfig;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::nats_error::NatsError;
 use crate::spool::{Spool, SpoolError, SpoolReader};
 
 /// Why the exporter is not publishing. Each message says what to check.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     /// The server refused the credentials.
-    #[error("NATS server {servers} refused the credentials ({source}); check export.creds_file, export.nkey_seed_file or export.user/password")]
+    #[error("NATS server {servers} refused the credentials (check export.creds_file, export.nkey_seed_file or export.user/password)")]
     Credentials {
         /// The configured servers.
         servers: String,
         /// The client's error.
         #[source]
-        source: async_nats::ConnectError,
+        source: NatsError<ConnectErrorKind>,
     },
     /// The TLS handshake failed or TLS is required on one side only.
-    #[error("TLS with NATS server {servers} failed ({source}); check export.tls_ca_file, export.tls_cert_file/tls_key_file and whether the server requires TLS")]
+    #[error("TLS with NATS server {servers} failed (check export.tls_ca_file, export.tls_cert_file/tls_key_file and whether the server requires TLS)")]
     Tls {
         /// The configured servers.
         servers: String,
         /// The client's error.
         #[source]
-        source: async_nats::ConnectError,
+        source: NatsError<ConnectErrorKind>,
     },
     /// No server could be reached.
-    #[error("cannot connect to NATS server {servers} ({source}); is it running and reachable?")]
+    #[error("cannot connect to NATS server {servers} (is it running and reachable?)")]
     Unreachable {
         /// The configured servers.
         servers: String,
         /// The client's error.
         #[source]
-        source: async_nats::ConnectError,
+        source: NatsError<ConnectErrorKind>,
     },
     /// A credentials file could not be read.
-    #[error("cannot use the NATS credentials in {} (export.creds_file or export.nkey_seed_file): {source}", path.display())]
+    #[error("cannot use the NATS credentials in {} (export.creds_file or export.nkey_seed_file)", path.display())]
     CredentialsFile {
         /// The file.
         path: PathBuf,
@@ -65,13 +66,13 @@ pub enum ExportError {
         servers: String,
     },
     /// The stream could not be created or read.
-    #[error("cannot create or read JetStream stream `{stream}`: {source}")]
+    #[error("cannot create or read JetStream stream `{stream}`")]
     Stream {
         /// The stream name.
         stream: String,
         /// The client's error.
         #[source]
-        source: async_nats::jetstream::context::CreateStreamError,
+        source: NatsError<async_nats::jetstream::context::CreateStreamErrorKind>,
     },
     /// The stream exists but would not store our messages.
     #[error("JetStream stream `{stream}` exists with subjects {subjects:?}, which do not cover `{subject}`; widen its subjects or change export.subject_template / export.stream")]
@@ -89,13 +90,11 @@ pub enum ExportError {
     )]
     Disconnected,
     /// A publish or its acknowledgement failed.
-    #[error(
-        "publish to JetStream failed: {source}; resending from the first unacknowledged event"
-    )]
+    #[error("publish to JetStream failed (resending from the first unacknowledged event)")]
     Publish {
         /// The client's error.
         #[source]
-        source: async_nats::jetstream::context::PublishError,
+        source: NatsError<async_nats::jetstream::context::PublishErrorKind>,
     },
     /// The spool could not be read.
     #[error(transparent)]
@@ -196,13 +195,25 @@ pub async fn connect(
         .await
         .map_err(|source| match source.kind() {
             ConnectErrorKind::Authentication | ConnectErrorKind::AuthorizationViolation => {
-                ExportError::Credentials { servers, source }
+                ExportError::Credentials {
+                    servers,
+                    source: NatsError(source),
+                }
             }
-            ConnectErrorKind::Tls => ExportError::Tls { servers, source },
+            ConnectErrorKind::Tls => ExportError::Tls {
+                servers,
+                source: NatsError(source),
+            },
             // A TLS handshake with a server that does not speak TLS (or the reverse)
             // fails as an I/O error of rustls.
-            _ if looks_like_tls(&source) => ExportError::Tls { servers, source },
-            _ => ExportError::Unreachable { servers, source },
+            _ if looks_like_tls(&source) => ExportError::Tls {
+                servers,
+                source: NatsError(source),
+            },
+            _ => ExportError::Unreachable {
+                servers,
+                source: NatsError(source),
+            },
         })
 }
 
@@ -263,7 +274,7 @@ pub async fn ensure_stream(
             },
             _ => ExportError::Stream {
                 stream: export.stream.clone(),
-                source,
+                source: NatsError(source),
             },
         }
     })?;
@@ -370,7 +381,7 @@ async fn publish_loop(
                         publish.header(crate::message::EVENTS_HEADER, message.events.to_string());
                 }
                 let ack = tokio::select! {
-                    r = js.send_publish(message.subject, publish) => r.map_err(|source| ExportError::Publish { source })?,
+                    r = js.send_publish(message.subject, publish) => r.map_err(|source| ExportError::Publish { source: NatsError(source) })?,
                     _ = lost.notified() => return Err(ExportError::Disconnected),
                     _ = shutdown.cancelled() => return Ok(()),
                 };
@@ -491,7 +502,9 @@ async fn settle(
         let ack = tokio::select! {
             r = next.ack => r.map_err(|source| match source.kind() {
                 PublishErrorKind::BrokenPipe => ExportError::Disconnected,
-                _ => ExportError::Publish { source },
+                _ => ExportError::Publish {
+                    source: NatsError(source),
+                },
             }),
             _ = lost.notified() => Err(ExportError::Disconnected),
         };
@@ -557,7 +570,8 @@ pub async fn run(
         match outcome {
             Ok(()) => return,
             Err(e) => {
-                let message = e.to_string();
+                // The whole chain, each cause once: status shows it as `last_error`.
+                let message = collector_core::report(&e);
                 if last_logged.as_deref() != Some(message.as_str()) {
                     tracing::warn!("export: {message}; events keep going to the spool");
                     last_logged = Some(message.clone());

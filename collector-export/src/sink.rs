@@ -57,7 +57,7 @@ impl EventSink for ExportSink {
             Ok(_) => Delivery::Dropped(unencodable),
             Err(e) => {
                 // Counted by the pipeline as this sink's drops (`sink_dropped.export`).
-                tracing::error!("{e}");
+                tracing::error!("{}", collector_core::Report(&e));
                 Delivery::Dropped(batch.len())
             }
         }

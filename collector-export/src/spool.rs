@@ -47,7 +47,7 @@ const MAX_BODY: usize = 64 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     /// A file or directory of the spool could not be used.
-    #[error("export spool: cannot {action} {}: {source}; check that the data directory is writable and has space", path.display())]
+    #[error("export spool: cannot {action} {} (check that the data directory is writable and has space)", path.display())]
     Io {
         /// What was being done (`create`, `write`, `read`, ...).
         action: &'static str,

@@ -4,7 +4,7 @@
 //! mode each runs in and why), keeps the process store, serves IPC, and runs until
 //! SIGINT/SIGTERM.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -438,7 +438,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             )
         })?;
         // Processes that exited while no collector ran never got their `exit`.
-        let alive = |r: &ProcessRecord| Path::new("/proc").join(r.pid.to_string()).exists();
+        let alive = |r: &ProcessRecord| crate::procfs::read::exists(r.pid);
         match store.retain_processes(alive) {
             Ok(gone) => tracing::info!(
                 path = %store.path().display(),

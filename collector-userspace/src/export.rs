@@ -24,7 +24,7 @@ pub fn start_exporter(config: &CollectorConfig, handle: &CollectorHandle) -> Opt
             Some(exporter)
         }
         Err(e) => {
-            tracing::error!("fleet export disabled: {e}");
+            tracing::error!("fleet export disabled: {}", collector_core::Report(&e));
             None
         }
     }

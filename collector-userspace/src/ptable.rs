@@ -325,25 +325,22 @@ impl ProcessTable {
     /// Adds every process in `/proc` that the table does not know yet; returns how many
     /// were added. Processes that vanish mid-scan are skipped.
     pub fn seed_from_proc(&self) -> std::io::Result<usize> {
-        let all = procfs::process::all_processes().map_err(std::io::Error::other)?;
-        let ticks = procfs::ticks_per_second().max(1);
+        let all = crate::procfs::read::processes(None).map_err(std::io::Error::other)?;
         let now = Utc::now();
         let mut rows = Vec::new();
-        for proc in all.flatten() {
-            let Ok(stat) = proc.stat() else { continue };
-            let start_ns = (u128::from(stat.starttime) * 1_000_000_000 / u128::from(ticks)) as u64;
+        for proc in all {
+            let start_ns = proc.start_ns_since_boot();
             let key = ProcessKey {
-                pid: stat.pid as u32,
+                pid: proc.pid,
                 start_ns,
             };
             let mut row = ProcessRow::new(key, false, now, ProcessEventKind::Snapshot);
-            row.ppid = Some(stat.ppid as u32);
-            let status = proc.status().ok();
-            row.uid = status.as_ref().map(|s| s.ruid);
-            row.gid = status.as_ref().map(|s| s.rgid);
-            row.name = Some(stat.comm);
-            row.executable_path = proc.exe().ok().map(|p| p.to_string_lossy().into_owned());
-            row.command_line = proc.cmdline().unwrap_or_default();
+            row.ppid = Some(proc.ppid);
+            row.uid = proc.ruid;
+            row.gid = proc.rgid;
+            row.name = Some(proc.comm);
+            row.executable_path = proc.executable_path;
+            row.command_line = proc.command_line;
             row.start_time = Some(self.clock.to_utc(start_ns));
             row.exec_time = Some(now);
             rows.push(row);
@@ -476,7 +473,7 @@ impl ProcessTable {
             let same = match exact {
                 Some(k) if row.key_exact => k == live,
                 Some(k) => k.start_ns.abs_diff(live.start_ns) <= APPROX_TOLERANCE_NS,
-                // Procfs events: same start second (sysinfo's resolution), or no start.
+                // Procfs events: same start second (their resolution), or no start.
                 None => match (ev.start_time, row.start_time) {
                     (Some(a), Some(b)) => (a - b).num_milliseconds().abs() < 1_500,
                     _ => true,

@@ -198,16 +198,12 @@ fn run(task: Task, limits: HashLimits) -> Result<Answer, String> {
 /// Processes matching every filter of `q`. Processes that exit mid-scan, or whose
 /// details we may not read, are reported with what could be read.
 pub fn enumerate_processes(q: &pb::EnumerateProcesses) -> Result<pb::ProcessList, String> {
-    let all = procfs::process::all_processes().map_err(|e| format!("cannot list /proc: {e}"))?;
-    let boot = procfs::boot_time_secs().ok();
-    let ticks = procfs::ticks_per_second();
+    let all = crate::procfs::read::processes(q.pid)
+        .map_err(|e| format!("cannot list /proc: {}", collector_core::Report(&e)))?;
+    let boot = crate::procfs::read::boot_time_secs();
     let mut processes = Vec::new();
-    for proc in all.flatten() {
-        if q.pid.is_some_and(|pid| pid as i32 != proc.pid) {
-            continue;
-        }
-        let Ok(stat) = proc.stat() else { continue };
-        let exe = proc.exe().ok().map(|p| p.to_string_lossy().into_owned());
+    for proc in all {
+        let exe = proc.executable_path.clone();
         if let Some(want) = &q.executable {
             if exe.as_deref() != Some(want.as_str()) {
                 continue;
@@ -215,23 +211,22 @@ pub fn enumerate_processes(q: &pb::EnumerateProcesses) -> Result<pb::ProcessList
         }
         if let Some(want) = &q.name {
             let base = exe.as_deref().and_then(|e| Path::new(e).file_name());
-            if stat.comm != *want && base.is_none_or(|b| b != want.as_str()) {
+            if proc.comm != *want && base.is_none_or(|b| b != want.as_str()) {
                 continue;
             }
         }
         let start_time = boot.and_then(|boot| {
-            let nanos = stat.starttime as u128 * 1_000_000_000 / ticks.max(1) as u128;
-            let since_boot = i64::try_from(nanos).ok()?;
+            let since_boot = i64::try_from(proc.start_ns_since_boot()).ok()?;
             DateTime::<Utc>::from_timestamp(boot as i64, 0)
                 .map(|b| b + chrono::Duration::nanoseconds(since_boot))
         });
         processes.push(pb::ProcessInfo {
-            pid: stat.pid as u32,
-            ppid: Some(stat.ppid as u32),
-            name: stat.comm,
+            pid: proc.pid,
+            ppid: Some(proc.ppid),
+            name: proc.comm,
             executable: exe,
-            command_line: proc.cmdline().unwrap_or_default(),
-            uid: proc.status().ok().map(|s| s.ruid),
+            command_line: proc.command_line,
+            uid: proc.ruid,
             start_time: start_time.map(timestamp_to_proto),
             ..Default::default()
         });

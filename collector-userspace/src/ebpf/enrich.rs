@@ -118,8 +118,8 @@ pub struct ProcessCache {
 }
 
 fn from_proc(pid: u32) -> Option<Known> {
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let exe = crate::procfs::read::executable(pid)?;
+    let cmdline = crate::procfs::read::cmdline_bytes(pid).unwrap_or_default();
     Some(Known {
         executable_path: Some(exe.display().to_string()),
         command_line: super::decode::split_args(&cmdline),

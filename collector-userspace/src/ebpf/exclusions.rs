@@ -73,7 +73,7 @@ pub(crate) fn comm_key(comm: &str) -> [u8; COMM_LEN] {
 /// The comm key of the image `pid` runs (its executable's file name, which exec makes
 /// the comm), or `None` when the process is gone.
 pub(crate) fn image_comm(pid: u32) -> Option<[u8; COMM_LEN]> {
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let exe = crate::procfs::read::executable(pid)?;
     let name = exe.file_name()?.to_str()?;
     Some(comm_key(name.strip_suffix(" (deleted)").unwrap_or(name)))
 }
@@ -135,7 +135,7 @@ pub(crate) fn apply(ebpf: &mut Ebpf, old: &Exclusions, new: &Exclusions) -> Resu
                 .map_err(map_update(abi::maps::EXCLUDED_COMMS))?;
         }
         // Running processes of those images exec'd before the name was excluded.
-        super::loader::seed_excluded_comm_processes(ebpf, &new_comms)?;
+        super::filters::seed_excluded_comm_processes(ebpf, &new_comms)?;
     }
 
     write_gates(ebpf, new)?;

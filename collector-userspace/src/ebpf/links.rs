@@ -22,7 +22,7 @@ use aya::programs::{
 };
 use aya::{Btf, Ebpf};
 
-use super::loader::{Hook, ProgramSpec};
+use super::catalogue::{Hook, ProgramSpec};
 
 /// The link aya keeps for one attached program, by program type.
 pub(crate) enum AttachedLink {

@@ -2,17 +2,26 @@
 //! per domain draining its ring buffer.
 
 mod abi;
+mod attach;
 pub mod btf;
 pub mod btf_fixup;
+mod catalogue;
 pub mod clock;
+mod config;
+mod counters;
 pub mod decode;
 pub mod drain;
 pub mod enrich;
+mod error;
 mod exclusions;
+mod filters;
 mod links;
 pub mod loader;
+mod log_bridge;
+mod object;
 pub mod offsets;
 mod prog_info;
+mod self_tgid;
 pub mod source;
 
 pub use loader::{

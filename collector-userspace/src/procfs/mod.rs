@@ -3,14 +3,14 @@
 //!
 //! - `procfs-process` ([`ProcessEventSource`]): `snapshot`, `exec` and `exit` events from
 //!   diffs ([`ProcessDiff`]) of successive process table scans ([`ProcessTable`],
-//!   [`SysinfoProcessTable`]). A process that starts and exits between two scans is
+//!   [`ProcfsProcessTable`]). A process that starts and exits between two scans is
 //!   never seen, and exit codes are unknown: the kernel sources have neither gap.
 //! - `procfs-network` ([`NetworkPollSource`]): TCP connects, accepts, listens and
 //!   closes and UDP binds from diffs of `/proc/net/{tcp,tcp6,udp,udp6}`, without pids.
 //! - `procfs-performance` ([`PerformanceEventSource`]): host CPU, memory and load, and
 //!   the collector's own CPU and resident memory. It runs beside the kernel sources too.
 //!
-//! Both read `/proc` through sysinfo on tokio's blocking pool, never on a runtime worker.
+//! They read `/proc` through [`read`] on tokio's blocking pool, never on a runtime worker.
 //!
 //! ```no_run
 //! use collector_userspace::procfs::{ProcessEventSource, ProcessSourceConfig};
@@ -24,6 +24,7 @@ mod diff;
 mod network;
 mod performance;
 mod process;
+pub mod read;
 mod scan;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,13 +35,13 @@ use collector_core::CollectionEvent;
 
 pub use diff::ProcessDiff;
 pub use network::{NetworkPollSource, NetworkSourceConfig, NETWORK_SOURCE_NAME};
-pub(crate) use performance::own_usage;
 pub use performance::{PerformanceEventSource, PerformanceSourceConfig, PERFORMANCE_SOURCE_NAME};
 pub use process::{
     PollStats, ProcessEventSource, ProcessSourceConfig, DEFAULT_REALTIME_THRESHOLD,
     PROCESS_SOURCE_NAME,
 };
-pub use scan::{ProcessSnapshot, ProcessTable, ScanError, SysinfoProcessTable};
+pub(crate) use read::own_usage;
+pub use scan::{ProcessSnapshot, ProcessTable, ProcfsProcessTable, ScanError};
 
 /// Wraps a process event for the collector.
 // `into` is the identity while `CollectionEvent::Process` holds the event inline, and

@@ -1,8 +1,8 @@
 //! `procfs-performance`: host CPU, memory and load metrics, sampled from `/proc/stat`,
-//! `/proc/meminfo` and `/proc/loadavg` (via sysinfo).
+//! `/proc/meminfo` and `/proc/loadavg` (through [`super::read`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use collector_core::event::{PerformanceEvent, PerformanceEventKind, SourceName};
 use collector_core::pressure::BackpressurePolicy;
 use collector_core::{CollectionEvent, EventSource, SourceCaps, SourceStats};
-use sysinfo::System;
 use tokio::sync::mpsc;
 
+use super::read::{self, CpuTimes};
 use super::scan::ScanError;
 use super::{backpressure_stats, send_polled, wait_or_stop};
 
@@ -23,7 +23,7 @@ pub const PERFORMANCE_SOURCE_NAME: &str = "procfs-performance";
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PerformanceSourceConfig {
     /// Time between two samples; CPU usage is averaged over it. At least
-    /// [`sysinfo::MINIMUM_CPU_UPDATE_INTERVAL`] is used.
+    /// 200 ms (`MIN_INTERVAL`) is used.
     pub interval: Duration,
     /// Longest wait for room in the collector's queue before a sample is dropped.
     pub max_send_wait: Duration,
@@ -38,37 +38,38 @@ impl Default for PerformanceSourceConfig {
     }
 }
 
-/// CPU seconds (user + system) and resident bytes of this process, from /proc/self.
-pub(crate) fn own_usage() -> Option<(f64, u64)> {
-    let me = procfs::process::Process::myself().ok()?;
-    let stat = me.stat().ok()?;
-    let ticks = procfs::ticks_per_second() as f64;
-    let cpu = (stat.utime + stat.stime) as f64 / ticks;
-    let rss = stat.rss * procfs::page_size();
-    Some((cpu, rss))
-}
+/// Shortest sampling interval: `/proc/stat` counts in clock ticks (100 a second on most
+/// kernels), so a shorter interval has too few ticks for a meaningful percentage.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(200);
 
 /// One sample of the host, and of the collector itself.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct HostSample {
-    cpu_usage_percent: f64,
-    memory_used_bytes: u64,
-    memory_total_bytes: u64,
+    /// `None` when `/proc/stat` could not be read (then no metric is sent, not a 0).
+    cpu_usage_percent: Option<f64>,
+    /// (used, total); `None` when `/proc/meminfo` could not be read.
+    memory_bytes: Option<(u64, u64)>,
     load_average_1m: Option<f64>,
     /// The collector's CPU seconds so far and resident bytes.
     own: Option<(f64, u64)>,
 }
 
 impl HostSample {
-    fn read(system: &mut System) -> Self {
-        system.refresh_cpu_usage();
-        system.refresh_memory();
+    /// Reads the host; `cpu` holds the previous CPU times and gets the new ones.
+    fn read(cpu: &mut Option<CpuTimes>) -> Self {
+        let now = CpuTimes::read().ok();
+        let cpu_usage_percent = match (now, *cpu) {
+            (Some(now), Some(before)) => Some(now.usage_percent_since(&before)),
+            _ => None,
+        };
+        if now.is_some() {
+            *cpu = now;
+        }
         Self {
-            cpu_usage_percent: f64::from(system.global_cpu_usage()),
-            memory_used_bytes: system.used_memory(),
-            memory_total_bytes: system.total_memory(),
-            load_average_1m: System::load_average().ok().map(|l| l.one),
-            own: own_usage(),
+            cpu_usage_percent,
+            memory_bytes: read::memory().ok().map(|(total, used)| (used, total)),
+            load_average_1m: read::load_average_1m(),
+            own: read::own_usage(),
         }
     }
 
@@ -83,11 +84,14 @@ impl HostSample {
             unit: unit.into(),
             component: "host".into(),
         };
-        let mut events = vec![
-            metric("cpu_usage", self.cpu_usage_percent, "percent"),
-            metric("memory_used", self.memory_used_bytes as f64, "bytes"),
-            metric("memory_total", self.memory_total_bytes as f64, "bytes"),
-        ];
+        let mut events = Vec::new();
+        if let Some(cpu) = self.cpu_usage_percent {
+            events.push(metric("cpu_usage", cpu, "percent"));
+        }
+        if let Some((used, total)) = self.memory_bytes {
+            events.push(metric("memory_used", used as f64, "bytes"));
+            events.push(metric("memory_total", total as f64, "bytes"));
+        }
         if let Some(load) = self.load_average_1m {
             events.push(metric("load_average_1m", load, "load"));
         }
@@ -110,7 +114,8 @@ impl HostSample {
 /// `component` `collector`.
 pub struct PerformanceEventSource {
     config: PerformanceSourceConfig,
-    system: Mutex<Option<System>>,
+    /// Set by the first `start`: a source runs once.
+    started: AtomicBool,
     backpressure_drops: AtomicU64,
     stop: Arc<AtomicBool>,
 }
@@ -118,10 +123,11 @@ pub struct PerformanceEventSource {
 impl PerformanceEventSource {
     /// A source over this host.
     pub fn new(config: PerformanceSourceConfig) -> Result<Self, ScanError> {
-        let system = System::new().map_err(|source| ScanError::Init { source })?;
+        // Fails here, at registration, on a host without /proc.
+        CpuTimes::read().map_err(|source| ScanError::Init { source })?;
         Ok(Self {
             config,
-            system: Mutex::new(Some(system)),
+            started: AtomicBool::new(false),
             backpressure_drops: AtomicU64::new(0),
             stop: Arc::default(),
         })
@@ -143,16 +149,10 @@ impl EventSource for PerformanceEventSource {
         tx: mpsc::Sender<CollectionEvent>,
         shutdown_signal: Arc<AtomicBool>,
     ) -> anyhow::Result<()> {
-        let mut system = self
-            .system
-            .lock()
-            .expect("system lock poisoned")
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("{PERFORMANCE_SOURCE_NAME} was already started"))?;
-        let interval = self
-            .config
-            .interval
-            .max(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
+        if self.started.swap(true, Ordering::Relaxed) {
+            anyhow::bail!("{PERFORMANCE_SOURCE_NAME} was already started");
+        }
+        let interval = self.config.interval.max(MIN_INTERVAL);
         // `send` looks only at `max_wait`.
         let policy = BackpressurePolicy {
             threshold: 1.0,
@@ -160,20 +160,16 @@ impl EventSource for PerformanceEventSource {
         };
         let source: SourceName = PERFORMANCE_SOURCE_NAME.into();
         // CPU usage is a difference between two readings: take the first one now.
-        system = tokio::task::spawn_blocking(move || {
-            system.refresh_cpu_usage();
-            system
-        })
-        .await?;
+        let mut cpu = tokio::task::spawn_blocking(|| CpuTimes::read().ok()).await?;
         let mut next = tokio::time::Instant::now() + interval;
         while wait_or_stop(next, &shutdown_signal, &self.stop).await {
             next += interval;
             let (returned, sample) = tokio::task::spawn_blocking(move || {
-                let sample = HostSample::read(&mut system);
-                (system, sample)
+                let sample = HostSample::read(&mut cpu);
+                (cpu, sample)
             })
             .await?;
-            system = returned;
+            cpu = returned;
             let events = sample
                 .events(Utc::now(), &source)
                 .into_iter()
@@ -203,9 +199,8 @@ mod tests {
     #[test]
     fn a_sample_becomes_four_host_metrics() {
         let sample = HostSample {
-            cpu_usage_percent: 12.5,
-            memory_used_bytes: 1 << 30,
-            memory_total_bytes: 4 << 30,
+            cpu_usage_percent: Some(12.5),
+            memory_bytes: Some((1 << 30, 4 << 30)),
             load_average_1m: Some(0.75),
             own: None,
         };
@@ -227,6 +222,26 @@ mod tests {
         assert!(events
             .iter()
             .all(|e| e.pid == 0 && e.component == "host" && e.timestamp == now));
+    }
+
+    /// What could not be read is left out, not sent as a zero.
+    #[test]
+    fn an_unread_value_sends_no_metric() {
+        let sample = HostSample {
+            cpu_usage_percent: None,
+            memory_bytes: None,
+            load_average_1m: None,
+            own: None,
+        };
+        assert!(sample.events(Utc::now(), &"p".into()).is_empty());
+        // The first reading has nothing to compare with.
+        let mut cpu = None;
+        assert_eq!(HostSample::read(&mut cpu).cpu_usage_percent, None);
+        assert!(cpu.is_some());
+        let second = HostSample::read(&mut cpu);
+        assert!(second
+            .cpu_usage_percent
+            .is_some_and(|p| (0.0..=100.0).contains(&p)));
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use collector_core::{CollectionEvent, EventSource, SourceCaps, SourceStats};
 use tokio::sync::mpsc;
 
 use super::diff::ProcessDiff;
-use super::scan::{ProcessSnapshot, ProcessTable, ScanError, SysinfoProcessTable};
+use super::scan::{ProcessSnapshot, ProcessTable, ProcfsProcessTable, ScanError};
 use super::{process_event, wait_or_stop};
 use crate::exec_hash::{HashService, HashServiceConfig};
 use crate::hash::{FileKey, HashAlgorithm, HashLimits};
@@ -138,7 +138,7 @@ impl IntervalHandle {
 impl ProcessEventSource {
     /// A source over the host's process table.
     pub fn new(config: ProcessSourceConfig) -> Result<Self, ScanError> {
-        Ok(Self::with_table(config, SysinfoProcessTable::new()?))
+        Ok(Self::with_table(config, ProcfsProcessTable::new()?))
     }
 
     /// The design's form: a source over the host's process table that also writes
@@ -278,7 +278,7 @@ impl EventSource for ProcessEventSource {
 
         'poll: while wait_or_stop(next_scan, &shutdown_signal, &self.stop).await {
             next_scan += self.poll_interval();
-            // sysinfo reads /proc synchronously: keep it off the runtime's workers.
+            // The scan reads /proc synchronously: keep it off the runtime's workers.
             let (returned, scan) = tokio::task::spawn_blocking(move || {
                 let scan = table.scan();
                 (table, scan)

@@ -1,10 +1,11 @@
 //! Reading the process table: [`ProcessSnapshot`] rows from a [`ProcessTable`], the real
-//! one being [`SysinfoProcessTable`] (sysinfo over `/proc`). Tests substitute scripted
+//! one being [`ProcfsProcessTable`] (over `/proc`). Tests substitute scripted
 //! tables, so the diff and the source loop run without a real `/proc`.
 
 use chrono::{DateTime, Utc};
 use collector_core::event::{ProcessEvent, ProcessEventKind, SourceName};
-use sysinfo::{ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, UpdateKind};
+
+use super::read;
 
 /// One live process as a scan saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +25,7 @@ pub struct ProcessSnapshot {
     pub executable_path: Option<String>,
     /// Arguments, argv[0] first.
     pub command_line: Vec<String>,
-    /// Start time in seconds since the epoch (sysinfo's precision).
+    /// Start time in whole seconds since the epoch (boot time plus `stat`'s start).
     pub start_time_secs: u64,
 }
 
@@ -73,14 +74,19 @@ impl ProcessSnapshot {
 /// Errors of a process table scan.
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
-    /// sysinfo could not be initialized on this platform.
-    #[error(
-        "cannot read the process table: {source} (procfs polling needs Linux with /proc mounted)"
-    )]
+    /// `/proc/stat` (boot time, CPU times) could not be read.
+    #[error("cannot read /proc/stat (procfs polling needs Linux with /proc mounted)")]
     Init {
-        /// What sysinfo reported.
+        /// What the reader reported.
         #[source]
-        source: sysinfo::Error,
+        source: read::ProcError,
+    },
+    /// `/proc` could not be listed.
+    #[error("cannot list the processes in /proc (is /proc mounted and readable?)")]
+    List {
+        /// What the reader reported.
+        #[source]
+        source: read::ProcError,
     },
     /// The scan did not even see the collector's own process.
     #[error(
@@ -109,56 +115,42 @@ pub trait ProcessTable: Send + 'static {
     fn scan(&mut self) -> Result<Vec<ProcessSnapshot>, ScanError>;
 }
 
-/// The host's process table via sysinfo (`/proc/<pid>/{stat,status,exe,cmdline}`).
+/// The host's process table from `/proc/<pid>/{stat,status,exe,cmdline}` (see
+/// [`super::read`]).
 ///
 /// Kernel threads are left out (they never exec, and kworkers come and go all the
 /// time); so are zombies, which have exited and only wait to be reaped: a process that
 /// becomes a zombie is reported as exited by the next scan.
-pub struct SysinfoProcessTable {
-    system: System,
+pub struct ProcfsProcessTable {
+    boot_time_secs: u64,
 }
 
-impl SysinfoProcessTable {
-    /// A table with nothing loaded yet; the first [`ProcessTable::scan`] reads `/proc`.
+impl ProcfsProcessTable {
+    /// A table over this host's `/proc`; fails when `/proc` is not mounted.
     pub fn new() -> Result<Self, ScanError> {
-        let system = System::new().map_err(|source| ScanError::Init { source })?;
-        Ok(Self { system })
-    }
-
-    fn refresh_kind() -> ProcessRefreshKind {
-        // `Always`: a process that calls execve keeps its pid, so exe, cmdline and
-        // (for setuid programs) the uid must be re-read on every scan to notice it.
-        ProcessRefreshKind::nothing()
-            .with_user(UpdateKind::Always)
-            .with_exe(UpdateKind::Always)
-            .with_cmd(UpdateKind::Always)
-            .without_tasks()
+        // Start times are counted from boot: without the boot time none can be told.
+        let boot_time_secs =
+            procfs::boot_time_secs().map_err(|source| ScanError::Init { source })?;
+        Ok(Self { boot_time_secs })
     }
 }
 
-impl ProcessTable for SysinfoProcessTable {
+impl ProcessTable for ProcfsProcessTable {
     fn scan(&mut self) -> Result<Vec<ProcessSnapshot>, ScanError> {
-        self.system
-            .refresh_processes_specifics(ProcessesToUpdate::All, true, Self::refresh_kind());
-        let rows: Vec<ProcessSnapshot> = self
-            .system
-            .processes()
-            .values()
-            // thread_kind: Some for kernel threads and for threads of a process.
-            .filter(|p| p.thread_kind().is_none() && p.status() != ProcessStatus::Zombie)
+        let ticks = read::ticks_per_second();
+        let rows: Vec<ProcessSnapshot> = read::processes(None)
+            .map_err(|source| ScanError::List { source })?
+            .into_iter()
+            .filter(|p| !p.kernel_thread && !p.zombie)
             .map(|p| ProcessSnapshot {
-                pid: p.pid().as_u32(),
-                ppid: p.parent().map(|pid| pid.as_u32()),
-                uid: p.user_id().map(|uid| **uid),
-                gid: p.group_id().map(|gid| *gid),
-                name: p.name().to_string_lossy().into_owned(),
-                executable_path: p.exe().map(|path| path.to_string_lossy().into_owned()),
-                command_line: p
-                    .cmd()
-                    .iter()
-                    .map(|arg| arg.to_string_lossy().into_owned())
-                    .collect(),
-                start_time_secs: p.start_time(),
+                pid: p.pid,
+                ppid: (p.ppid != 0).then_some(p.ppid),
+                uid: p.ruid,
+                gid: p.rgid,
+                name: p.comm,
+                executable_path: p.executable_path,
+                command_line: p.command_line,
+                start_time_secs: self.boot_time_secs + p.start_ticks / ticks,
             })
             .collect();
         let own = std::process::id();
@@ -202,7 +194,7 @@ mod tests {
 
     #[test]
     fn real_scan_lists_this_process_with_its_executable() {
-        let mut table = SysinfoProcessTable::new().unwrap();
+        let mut table = ProcfsProcessTable::new().unwrap();
         let rows = table.scan().unwrap();
         let me = rows
             .iter()

@@ -1,0 +1,277 @@
+//! Attaching a domain's programs to their hooks (mounting tracefs when classic
+//! tracepoints need it), detaching them, and re-attaching ones found without a link.
+
+use std::collections::BTreeMap;
+
+use aya::programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint};
+use aya::{Btf, Ebpf};
+
+use super::catalogue::{Hook, KernelDomain, ProgramSpec, OPTIONAL_PROGRAMS};
+use super::config::SyscallHooks;
+use super::error::{hint_for, LoadError};
+use super::links::LinkCheck;
+use super::loader::KernelPrograms;
+
+impl KernelPrograms {
+    /// Verifies, loads and attaches every program of `domain`, choosing hooks by
+    /// [`SyscallHooks`]. On failure the domain's programs that did attach are unloaded.
+    pub fn attach(&self, domain: KernelDomain) -> Result<(), LoadError> {
+        if domain == KernelDomain::Filesystem && !self.raw_syscalls {
+            // Reading x86_64 register offsets that resolved to 0 would decode garbage.
+            return Err(LoadError::FileNeedsX86Regs);
+        }
+        let preferred = domain.programs();
+        let needs_tracefs = preferred
+            .iter()
+            .any(|p| matches!(p.hook, Hook::Tracepoint(..)));
+        let specs = match (self.config.syscall_hooks, domain.fallback_programs()) {
+            (SyscallHooks::Raw, Some(raw)) if self.raw_syscalls => raw,
+            (SyscallHooks::Raw, Some(_)) => return Err(LoadError::NoRawSyscalls),
+            (SyscallHooks::Auto, Some(raw)) if needs_tracefs => match ensure_tracefs() {
+                Ok(()) => preferred,
+                Err(e) if self.raw_syscalls => {
+                    tracing::warn!(
+                        "{:#}; using raw sys_enter/sys_exit tracepoints instead (costlier)",
+                        anyhow::Error::from(e)
+                    );
+                    raw
+                }
+                Err(e) => return Err(e),
+            },
+            _ => {
+                if needs_tracefs {
+                    ensure_tracefs()?;
+                }
+                preferred
+            }
+        };
+        let mut attached = Vec::new();
+        for spec in specs {
+            let result = {
+                let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+                attach_program(&mut ebpf, spec, &self.btf)
+            };
+            match result {
+                Ok(link) => {
+                    self.links
+                        .lock()
+                        .expect("links lock poisoned")
+                        .insert(spec.name, link);
+                    attached.push(spec);
+                }
+                Err(e) if OPTIONAL_PROGRAMS.contains(&spec.name) => {
+                    tracing::warn!("{:#}; going on without it", anyhow::Error::from(e));
+                }
+                Err(e) => {
+                    for spec in attached {
+                        self.unload_one(spec.name);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let mut hooks = self.hooks.lock().expect("hooks lock poisoned");
+        for spec in &attached {
+            hooks.insert(spec.name.to_string(), spec.hook.describe());
+        }
+        self.attached
+            .lock()
+            .expect("attached lock poisoned")
+            .insert(domain, specs);
+        Ok(())
+    }
+
+    pub(super) fn unload_one(&self, name: &str) {
+        // Unloading closes the link too (aya owns it).
+        self.links.lock().expect("links lock poisoned").remove(name);
+        let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+        if let Some(program) = ebpf.program_mut(name) {
+            let result = match program {
+                aya::programs::Program::BtfTracePoint(p) => p.unload(),
+                aya::programs::Program::TracePoint(p) => p.unload(),
+                aya::programs::Program::RawTracePoint(p) => p.unload(),
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                tracing::warn!(program = name, "unload failed: {e}");
+            }
+        }
+        self.hooks.lock().expect("hooks lock poisoned").remove(name);
+    }
+
+    /// Detaches and unloads a domain's programs (a source's `stop`).
+    pub fn detach(&self, domain: KernelDomain) {
+        let specs = self
+            .attached
+            .lock()
+            .expect("attached lock poisoned")
+            .remove(&domain)
+            .unwrap_or_default();
+        for spec in specs {
+            self.unload_one(spec.name);
+        }
+    }
+
+    /// The programs a domain got attached with (empty when not attached).
+    pub fn attached_programs(&self, domain: KernelDomain) -> Vec<&'static str> {
+        self.attached
+            .lock()
+            .expect("attached lock poisoned")
+            .get(&domain)
+            .map(|specs| specs.iter().map(|s| s.name).collect())
+            .unwrap_or_default()
+    }
+
+    /// Looks for a link to each of `domain`'s attached programs in the kernel's list of
+    /// links, and attaches again every program that has none (see `links`). Events its
+    /// hook saw while it was detached are gone and cannot be counted.
+    pub fn check_links(&self, domain: KernelDomain) -> Result<LinkCheck, LoadError> {
+        // Held to the end: a `detach` (a source stopping) waits, so that a program it
+        // unloads is never taken for one detached from outside and attached again.
+        let attached = self.attached.lock().expect("attached lock poisoned");
+        let specs: &'static [ProgramSpec] = match attached.get(&domain) {
+            Some(specs) => specs,
+            None => return Ok(LinkCheck::default()),
+        };
+        let linked = super::links::linked_program_ids().map_err(LoadError::LinkList)?;
+        let mut check = LinkCheck::default();
+        let hooks = self.hooks();
+        for spec in specs {
+            // Optional programs that did not attach have no hook entry: nothing to check.
+            if !hooks.contains_key(spec.name) {
+                continue;
+            }
+            let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+            let id = super::links::program_id(&ebpf, spec.name);
+            if id.is_some_and(|id| linked.contains(&id)) {
+                continue;
+            }
+            let result = match id {
+                Some(_) => super::links::attach_loaded(&mut ebpf, spec),
+                None => super::links::load_and_attach(&mut ebpf, spec, &self.btf),
+            };
+            drop(ebpf);
+            match result {
+                Ok(link) => {
+                    // The old link (if aya still holds one) stays with the program and
+                    // goes when it is unloaded.
+                    self.links
+                        .lock()
+                        .expect("links lock poisoned")
+                        .insert(spec.name, link);
+                    *self
+                        .reattached
+                        .lock()
+                        .expect("reattached lock poisoned")
+                        .entry(spec.name)
+                        .or_default() += 1;
+                    check.reattached.push(spec.name);
+                }
+                Err(e) => check.failed.push((spec.name, format!("{e:#}"))),
+            }
+        }
+        Ok(check)
+    }
+
+    /// Times each program was found detached and attached again.
+    pub fn reattach_counts(&self) -> BTreeMap<&'static str, u64> {
+        self.reattached
+            .lock()
+            .expect("reattached lock poisoned")
+            .clone()
+    }
+
+    /// Closes one program's link and leaves the program loaded: what `BPF_LINK_DETACH`
+    /// (`bpftool link detach`) does on link types that support it. Linux 6.18 refuses
+    /// that for tracepoint links, so tests of [`KernelPrograms::check_links`] use this to
+    /// make the same state. Returns whether the program had a link.
+    #[doc(hidden)]
+    pub fn close_link(&self, program: &str) -> Result<bool, LoadError> {
+        let Some((name, link)) = self
+            .links
+            .lock()
+            .expect("links lock poisoned")
+            .remove_entry(program)
+        else {
+            return Ok(false);
+        };
+        let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+        super::links::close(&mut ebpf, name, link).map_err(|source| LoadError::Program {
+            program: name.to_string(),
+            hook: "its link".into(),
+            hint: "",
+            source: Box::new(source),
+        })?;
+        Ok(true)
+    }
+
+    /// The kernel's id of a loaded program (what `bpftool prog` and `bpftool link` show).
+    pub fn program_id(&self, program: &str) -> Option<u32> {
+        super::links::program_id(&self.ebpf.lock().expect("ebpf lock poisoned"), program)
+    }
+}
+
+pub(super) fn attach_program(
+    ebpf: &mut Ebpf,
+    spec: &ProgramSpec,
+    btf: &Btf,
+) -> Result<super::links::AttachedLink, LoadError> {
+    let wrap = |source: ProgramError| LoadError::Program {
+        program: spec.name.to_string(),
+        hook: spec.hook.describe(),
+        hint: hint_for(&source),
+        source: Box::new(source),
+    };
+    let program = ebpf
+        .program_mut(spec.name)
+        .ok_or(LoadError::Map("program missing from object"))?;
+    match spec.hook {
+        Hook::BtfTracepoint(function) => {
+            let p: &mut BtfTracePoint = program.try_into().map_err(wrap)?;
+            p.load(function, btf).map_err(wrap)?;
+            Ok(super::links::AttachedLink::Btf(p.attach().map_err(wrap)?))
+        }
+        Hook::Tracepoint(category, name) => {
+            let p: &mut TracePoint = program.try_into().map_err(wrap)?;
+            p.load().map_err(wrap)?;
+            Ok(super::links::AttachedLink::Tracepoint(
+                p.attach(category, name).map_err(wrap)?,
+            ))
+        }
+        Hook::RawTracepoint(name) => {
+            let p: &mut RawTracePoint = program.try_into().map_err(wrap)?;
+            p.load().map_err(wrap)?;
+            Ok(super::links::AttachedLink::Raw(
+                p.attach(name).map_err(wrap)?,
+            ))
+        }
+    }
+}
+
+/// Classic tracepoints need tracefs; a fresh machine may not have it mounted.
+pub(super) fn ensure_tracefs() -> Result<(), LoadError> {
+    let dir = std::path::Path::new("/sys/kernel/tracing");
+    if dir.join("events").exists()
+        || std::path::Path::new("/sys/kernel/debug/tracing/events").exists()
+    {
+        return Ok(());
+    }
+    let target = std::ffi::CString::new("/sys/kernel/tracing").expect("no NUL");
+    let fstype = std::ffi::CString::new("tracefs").expect("no NUL");
+    let source = std::ffi::CString::new("nodev").expect("no NUL");
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(LoadError::Tracefs(std::io::Error::last_os_error()));
+    }
+    tracing::info!("mounted tracefs at /sys/kernel/tracing (classic tracepoints need it)");
+    Ok(())
+}

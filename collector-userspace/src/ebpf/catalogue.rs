@@ -1,0 +1,301 @@
+//! Which kernel programs there are: per domain, the programs with their preferred hooks,
+//! the raw-tracepoint fallbacks, and the ones a kernel may lack. Add a program to its
+//! domain's list here.
+
+use collector_common::{abi, RecordKind};
+
+/// Where a program attaches.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Hook {
+    /// BTF tracepoint (no tracefs needed).
+    BtfTracepoint(&'static str),
+    /// Classic tracepoint `category/name` (needs tracefs).
+    Tracepoint(&'static str, &'static str),
+    /// Raw tracepoint (no tracefs needed).
+    RawTracepoint(&'static str),
+}
+
+impl Hook {
+    pub(crate) fn describe(self) -> String {
+        match self {
+            Hook::BtfTracepoint(f) => format!("tp_btf/{f}"),
+            Hook::Tracepoint(c, n) => format!("tracepoint/{c}/{n}"),
+            Hook::RawTracepoint(n) => format!("raw_tp/{n}"),
+        }
+    }
+}
+
+/// One program and its hook.
+pub(crate) struct ProgramSpec {
+    pub name: &'static str,
+    pub hook: Hook,
+}
+
+const fn btf(name: &'static str) -> ProgramSpec {
+    ProgramSpec {
+        name,
+        hook: Hook::BtfTracepoint(name),
+    }
+}
+
+/// A BTF tracepoint whose program name differs from the tracepoint's (several domains
+/// hook `sys_enter`/`sys_exit`).
+const fn btf_at(name: &'static str, function: &'static str) -> ProgramSpec {
+    ProgramSpec {
+        name,
+        hook: Hook::BtfTracepoint(function),
+    }
+}
+
+const fn raw(name: &'static str, tracepoint: &'static str) -> ProgramSpec {
+    ProgramSpec {
+        name,
+        hook: Hook::RawTracepoint(tracepoint),
+    }
+}
+
+const fn syscall(name: &'static str) -> ProgramSpec {
+    ProgramSpec {
+        name,
+        hook: Hook::Tracepoint("syscalls", name),
+    }
+}
+
+/// The kernel-side domains, each with its ring buffer and programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KernelDomain {
+    /// exec, fork, exit
+    Process,
+    /// connect, accept, listen, close
+    Network,
+    /// open, create, unlink, rename
+    Filesystem,
+}
+
+impl KernelDomain {
+    /// All domains.
+    pub const ALL: [KernelDomain; 3] = [Self::Process, Self::Network, Self::Filesystem];
+
+    pub(crate) fn ring(self) -> &'static str {
+        match self {
+            Self::Process => abi::maps::PROCESS_EVENTS,
+            Self::Network => abi::maps::NET_EVENTS,
+            Self::Filesystem => abi::maps::FILE_EVENTS,
+        }
+    }
+
+    /// Programs with the preferred hooks.
+    pub(crate) fn programs(self) -> &'static [ProgramSpec] {
+        match self {
+            Self::Process => PROCESS_PROGRAMS,
+            Self::Network => NETWORK_PROGRAMS,
+            Self::Filesystem => FILE_PROGRAMS,
+        }
+    }
+
+    /// Programs for kernels where the preferred hooks cannot attach (no tracefs).
+    pub(crate) fn fallback_programs(self) -> Option<&'static [ProgramSpec]> {
+        match self {
+            Self::Process => None,
+            Self::Network => Some(NETWORK_PROGRAMS_RAW),
+            Self::Filesystem => Some(FILE_PROGRAMS_RAW),
+        }
+    }
+
+    /// Names of this domain's kernel programs (with either set of hooks).
+    pub fn program_names(self) -> impl Iterator<Item = &'static str> {
+        self.programs()
+            .iter()
+            .chain(self.fallback_programs().unwrap_or_default())
+            .map(|p| p.name)
+    }
+
+    /// Record kinds this domain's programs emit, with their names.
+    pub fn kinds(self) -> &'static [(RecordKind, &'static str)] {
+        match self {
+            Self::Process => &[
+                (RecordKind::Exec, "exec"),
+                (RecordKind::Fork, "fork"),
+                (RecordKind::Exit, "exit"),
+                (RecordKind::CredChange, "cred_change"),
+                (RecordKind::ExecFailed, "exec_failed"),
+            ],
+            Self::Network => &[
+                (RecordKind::Connect, "connect"),
+                (RecordKind::Accept, "accept"),
+                (RecordKind::Listen, "listen"),
+                (RecordKind::Close, "close"),
+                (RecordKind::Bind, "bind"),
+                (RecordKind::UdpSend, "udp_send"),
+                (RecordKind::UnixConnect, "unix_connect"),
+                (RecordKind::UnixBind, "unix_bind"),
+            ],
+            Self::Filesystem => &[
+                (RecordKind::Open, "open"),
+                (RecordKind::Create, "create"),
+                (RecordKind::Unlink, "unlink"),
+                (RecordKind::Rename, "rename"),
+                (RecordKind::Mkdir, "mkdir"),
+                (RecordKind::Rmdir, "rmdir"),
+                (RecordKind::Chmod, "chmod"),
+                (RecordKind::Chown, "chown"),
+                (RecordKind::Link, "link"),
+                (RecordKind::Symlink, "symlink"),
+                (RecordKind::MemfdCreate, "memfd_create"),
+            ],
+        }
+    }
+}
+
+pub(crate) const PROCESS_PROGRAMS: &[ProgramSpec] = &[
+    btf("sched_process_exec"),
+    btf("sched_process_fork"),
+    btf("sched_process_exit"),
+    // Credential changes and failed execs (x86_64 and i386 syscall numbers).
+    btf_at("proc_sys_enter", "sys_enter"),
+    btf_at("proc_sys_exit", "sys_exit"),
+];
+
+pub(crate) const NETWORK_PROGRAMS: &[ProgramSpec] = &[
+    syscall("sys_enter_connect"),
+    syscall("sys_exit_connect"),
+    syscall("sys_exit_accept"),
+    syscall("sys_exit_accept4"),
+    syscall("sys_enter_listen"),
+    syscall("sys_exit_listen"),
+    syscall("sys_enter_bind"),
+    syscall("sys_exit_bind"),
+    syscall("sys_enter_sendto"),
+    syscall("sys_exit_sendto"),
+    syscall("sys_enter_sendmsg"),
+    syscall("sys_exit_sendmsg"),
+    syscall("sys_enter_sendmmsg"),
+    syscall("sys_exit_sendmmsg"),
+    btf("inet_sock_set_state"),
+    // The 32-bit entry: per-syscall tracepoints do not fire for it on x86.
+    raw("raw_net_compat_enter", "sys_enter"),
+    btf_at("net_compat_exit", "sys_exit"),
+    ProgramSpec {
+        name: "io_uring_complete_net",
+        hook: Hook::BtfTracepoint("io_uring_complete"),
+    },
+];
+
+/// Programs whose hook a kernel may lack (io_uring compiled out): when one fails to
+/// attach, its domain goes on without it (logged; its hook is absent from status).
+pub(crate) const OPTIONAL_PROGRAMS: &[&str] = &[
+    "io_uring_complete_net",
+    "io_uring_submit_req_file",
+    "io_uring_complete_file",
+    "io_uring_cqe_overflow_file",
+    "sys_enter_fchmodat2",
+    "sys_exit_fchmodat2",
+    // Legacy path calls some architectures lack (arm64 has only the *at forms).
+    "sys_enter_mkdir",
+    "sys_exit_mkdir",
+    "sys_enter_rmdir",
+    "sys_exit_rmdir",
+    "sys_enter_chmod",
+    "sys_exit_chmod",
+    "sys_enter_chown",
+    "sys_exit_chown",
+    "sys_enter_lchown",
+    "sys_exit_lchown",
+    "sys_enter_link",
+    "sys_exit_link",
+    "sys_enter_symlink",
+    "sys_exit_symlink",
+];
+
+pub(crate) const NETWORK_PROGRAMS_RAW: &[ProgramSpec] = &[
+    raw("raw_net_sys_enter", "sys_enter"),
+    raw("raw_net_sys_exit", "sys_exit"),
+    btf("inet_sock_set_state"),
+    raw("raw_net_compat_enter", "sys_enter"),
+    btf_at("net_compat_exit", "sys_exit"),
+    ProgramSpec {
+        name: "io_uring_complete_net",
+        hook: Hook::BtfTracepoint("io_uring_complete"),
+    },
+];
+
+pub(crate) const FILE_PROGRAMS_RAW: &[ProgramSpec] = &[
+    raw("raw_file_sys_enter", "sys_enter"),
+    raw("raw_file_sys_exit", "sys_exit"),
+    raw("raw_file_compat_enter", "sys_enter"),
+    raw("raw_file_compat_exit", "sys_exit"),
+    // io_uring file operations (IORING_OP_OPENAT, UNLINKAT, RENAMEAT, ...).
+    ProgramSpec {
+        name: "io_uring_submit_req_file",
+        hook: Hook::BtfTracepoint("io_uring_submit_req"),
+    },
+    ProgramSpec {
+        name: "io_uring_complete_file",
+        hook: Hook::BtfTracepoint("io_uring_complete"),
+    },
+    ProgramSpec {
+        name: "io_uring_cqe_overflow_file",
+        hook: Hook::BtfTracepoint("io_uring_cqe_overflow"),
+    },
+];
+
+pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
+    // open, creat, openat (from the saved registers, no entry hook) and the 32-bit
+    // entry's file calls (per-syscall tracepoints do not fire for it on x86), also from
+    // the saved registers.
+    btf_at("file_sys_exit", "sys_exit"),
+    syscall("sys_enter_openat2"),
+    syscall("sys_exit_openat2"),
+    syscall("sys_enter_unlink"),
+    syscall("sys_exit_unlink"),
+    syscall("sys_enter_unlinkat"),
+    syscall("sys_exit_unlinkat"),
+    syscall("sys_enter_rename"),
+    syscall("sys_exit_rename"),
+    syscall("sys_enter_renameat"),
+    syscall("sys_exit_renameat"),
+    syscall("sys_enter_renameat2"),
+    syscall("sys_exit_renameat2"),
+    syscall("sys_enter_mkdir"),
+    syscall("sys_exit_mkdir"),
+    syscall("sys_enter_mkdirat"),
+    syscall("sys_exit_mkdirat"),
+    syscall("sys_enter_rmdir"),
+    syscall("sys_exit_rmdir"),
+    syscall("sys_enter_chmod"),
+    syscall("sys_exit_chmod"),
+    syscall("sys_enter_fchmodat"),
+    syscall("sys_exit_fchmodat"),
+    syscall("sys_enter_chown"),
+    syscall("sys_exit_chown"),
+    syscall("sys_enter_lchown"),
+    syscall("sys_exit_lchown"),
+    syscall("sys_enter_fchownat"),
+    syscall("sys_exit_fchownat"),
+    syscall("sys_enter_memfd_create"),
+    syscall("sys_exit_memfd_create"),
+    syscall("sys_enter_link"),
+    syscall("sys_exit_link"),
+    syscall("sys_enter_linkat"),
+    syscall("sys_exit_linkat"),
+    syscall("sys_enter_symlink"),
+    syscall("sys_exit_symlink"),
+    syscall("sys_enter_symlinkat"),
+    syscall("sys_exit_symlinkat"),
+    // fchmodat2 is Linux >= 6.6: optional (see OPTIONAL_PROGRAMS).
+    syscall("sys_enter_fchmodat2"),
+    syscall("sys_exit_fchmodat2"),
+    // io_uring file operations (IORING_OP_OPENAT, UNLINKAT, RENAMEAT, ...).
+    ProgramSpec {
+        name: "io_uring_submit_req_file",
+        hook: Hook::BtfTracepoint("io_uring_submit_req"),
+    },
+    ProgramSpec {
+        name: "io_uring_complete_file",
+        hook: Hook::BtfTracepoint("io_uring_complete"),
+    },
+    ProgramSpec {
+        name: "io_uring_cqe_overflow_file",
+        hook: Hook::BtfTracepoint("io_uring_cqe_overflow"),
+    },
+];
