@@ -420,6 +420,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .context("starting the executable hash seeding")?;
     }
     collector.add_sink(process_table.clone());
+    if let Some(programs) = &kernel_programs {
+        programs.release_btf();
+    }
     release_load_memory();
     let mut process_store = None;
     if config.enable_process_store {

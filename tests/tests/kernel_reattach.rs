@@ -161,6 +161,8 @@ async fn a_detached_program_is_reported_and_attached_again() {
     programs.include_pid(actor.pid).unwrap();
     let source =
         KernelSource::new(programs.clone(), KernelDomain::Filesystem).expect("filesystem source");
+    // As the daemon does once its domains are attached: the reattach parses it again.
+    programs.release_btf();
     let config = CollectorConfig::default()
         .with_health_check_interval(Duration::from_millis(300))
         .with_startup_timeout(Duration::from_millis(300));
@@ -297,6 +299,8 @@ async fn a_kernel_source_runs_again_after_a_stop() {
     let source = Arc::new(
         KernelSource::new(programs.clone(), KernelDomain::Filesystem).expect("filesystem source"),
     );
+    // As the daemon does: the run after a stop reloads the programs with a fresh parse.
+    programs.release_btf();
     for run in 0..2 {
         let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
         let shutdown = Arc::new(AtomicBool::new(false));

@@ -49,7 +49,7 @@ impl KernelPrograms {
         for spec in specs {
             let result = {
                 let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
-                attach_program(&mut ebpf, spec, &self.btf)
+                self.with_btf(|btf| attach_program(&mut ebpf, spec, btf))
             };
             match result {
                 Ok(link) => {
@@ -147,8 +147,13 @@ impl KernelPrograms {
                 continue;
             }
             let result = match id {
-                Some(_) => super::links::attach_loaded(&mut ebpf, spec),
-                None => super::links::load_and_attach(&mut ebpf, spec, &self.btf),
+                Some(_) => {
+                    super::links::attach_loaded(&mut ebpf, spec).map_err(|e| format!("{e:#}"))
+                }
+                None => self
+                    .with_btf(|btf| Ok(super::links::load_and_attach(&mut ebpf, spec, btf)))
+                    .map_err(|e| format!("{e:#}"))
+                    .and_then(|r| r.map_err(|e| format!("{e:#}"))),
             };
             drop(ebpf);
             match result {
@@ -167,8 +172,12 @@ impl KernelPrograms {
                         .or_default() += 1;
                     check.reattached.push(spec.name);
                 }
-                Err(e) => check.failed.push((spec.name, format!("{e:#}"))),
+                Err(e) => check.failed.push((spec.name, e)),
             }
+        }
+        if !check.reattached.is_empty() {
+            // A reload parsed the kernel's BTF again: not kept for a rare next time.
+            self.release_btf();
         }
         Ok(check)
     }

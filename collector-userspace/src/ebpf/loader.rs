@@ -35,7 +35,9 @@ pub struct KernelPrograms {
     /// This process's tgid as the kernel sees it (initial pid namespace).
     pub(super) self_tgid: SelfTgid,
     pub(super) ebpf: Mutex<Ebpf>,
-    pub(super) btf: Btf,
+    /// The kernel's BTF as aya parses it (tens of MB), for loading programs at attach;
+    /// released once the daemon has attached its domains, parsed again if needed.
+    pub(super) btf: Mutex<Option<Btf>>,
     pub(super) raw_syscalls: bool,
     pub(super) attached: Mutex<std::collections::HashMap<KernelDomain, &'static [ProgramSpec]>>,
     /// The link of each attached program (see `links`).
@@ -103,7 +105,7 @@ impl KernelPrograms {
         let programs = Arc::new(Self {
             self_tgid,
             ebpf: Mutex::new(ebpf),
-            btf: aya_btf,
+            btf: Mutex::new(Some(aya_btf)),
             raw_syscalls: offsets.raw_syscalls,
             attached: Mutex::default(),
             links: Mutex::default(),
@@ -139,5 +141,26 @@ impl KernelPrograms {
     /// The configuration it was loaded with.
     pub fn config(&self) -> &KernelConfig {
         &self.config
+    }
+
+    /// Runs `f` with the kernel's BTF, parsing it again if it was released. Called with
+    /// the `ebpf` lock held (the order is always `ebpf`, then `btf`).
+    pub(super) fn with_btf<T>(
+        &self,
+        f: impl FnOnce(&Btf) -> Result<T, LoadError>,
+    ) -> Result<T, LoadError> {
+        let mut btf = self.btf.lock().expect("btf lock poisoned");
+        let btf = match &mut *btf {
+            Some(btf) => btf,
+            empty => empty.insert(Btf::from_sys_fs().map_err(LoadError::AyaBtf)?),
+        };
+        f(btf)
+    }
+
+    /// Frees the parsed kernel BTF: the largest thing loading leaves on the heap (most of
+    /// the daemon's idle memory). Only a later attach (a reattach after the programs were
+    /// detached from outside) needs it, and parses it again.
+    pub fn release_btf(&self) {
+        self.btf.lock().expect("btf lock poisoned").take();
     }
 }
