@@ -8,9 +8,11 @@
 //!   directly (same bytes as going through [`convert`] and prost).
 //! - [`sink`]: [`IpcSink`], the pipeline sink that fans batches out to per-subscriber
 //!   bounded queues ([`filter`] selects what each subscriber asked for).
-//! - [`server`]: [`CollectorIpcServer`] on a Unix socket: admission (peer credentials,
-//!   connection cap), negotiation, streaming, status and [`task`] routing; the socket
-//!   file's mode and group are set by the private `access` module.
+//! - [`server`]: [`CollectorIpcServer`] on a Unix socket: its configuration, the listener
+//!   (admission by peer credentials, connection caps), each connection's requests
+//!   (negotiation, status, [`task`] routing) and the framing of streamed batches; the
+//!   socket file's mode and group are set by the private `access` module, and both
+//!   return the private `error` module's [`ServerError`].
 //! - [`client`]: [`CollectorIpcClient`], with reconnection and a `Stream` of events.
 //!
 //! ```no_run
@@ -36,6 +38,7 @@ mod access;
 pub mod client;
 pub mod codec;
 pub mod convert;
+mod error;
 pub mod filter;
 pub mod provider;
 pub mod server;
