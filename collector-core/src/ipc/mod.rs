@@ -3,6 +3,7 @@
 //! Layout, in the order bytes flow:
 //! - [`codec`]: frames on the socket (`u32 LE length | u32 LE CRC32 | payload`), each
 //!   payload one protobuf [`proto::Envelope`] (schema: the `collector-proto` crate).
+//! - [`frame_limit`]: the frame size each end accepts, negotiated in the handshake.
 //! - [`convert`]: collector types <-> protobuf messages.
 //! - [`wire`]: the hot path, event batches encoded from and decoded into collector events
 //!   directly (same bytes as going through [`convert`] and prost).
@@ -40,6 +41,7 @@ pub mod codec;
 pub mod convert;
 mod error;
 pub mod filter;
+pub mod frame_limit;
 pub mod provider;
 pub mod server;
 pub mod sink;

@@ -15,13 +15,14 @@ use collector_proto::v1 as pb;
 use collector_proto::v1::envelope::Body;
 use collector_proto::PROTOCOL_VERSION;
 
-use super::stream::{self, recv_batch, send, Writer};
+use super::stream::{self, recv_batch, send, send_reply, Writer};
 use super::{error_envelope, Shared};
 use crate::caps::SourceCaps;
 use crate::event::Domain;
 use crate::ipc::codec::{EnvelopeCodec, FrameError};
 use crate::ipc::convert::{caps_to_proto, domain_from_proto, domain_to_proto, status_to_proto};
 use crate::ipc::filter::EventFilter;
+use crate::ipc::frame_limit;
 use crate::ipc::sink::Subscription;
 use crate::ipc::task::{error_result, task_domain, Peer};
 
@@ -31,6 +32,12 @@ enum Outbound {
     Send(pb::Envelope),
     /// Send this, then close the connection.
     Close(pb::Envelope),
+    /// Send the handshake's reply, then frame everything to `send_budget` bytes (the
+    /// negotiated limit).
+    Negotiated {
+        reply: pb::Envelope,
+        send_budget: usize,
+    },
     /// Start (or change) the subscription, then acknowledge request `request_id`.
     Subscribe {
         request_id: u64,
@@ -75,6 +82,8 @@ impl Connection {
     ) {
         let mut negotiated = false;
         let mut subscribed = false;
+        // The largest frame this client gets, once it said what it accepts.
+        let mut send_budget = self.shared.config.max_frame_bytes;
         loop {
             let idle = (!subscribed).then_some(self.shared.config.idle_timeout);
             // A subscriber may stay silent for ever; anyone else must keep talking.
@@ -129,8 +138,20 @@ impl Connection {
                         Outbound::Close(error_envelope(id, pb::ErrorCode::UnsupportedVersion, msg))
                     } else {
                         negotiated = true;
-                        debug!(client = %req.client_id, "IPC client negotiated");
-                        Outbound::Send(self.capability_response(id, &req))
+                        send_budget = frame_limit::send_budget(
+                            self.shared.config.max_frame_bytes,
+                            req.max_frame_bytes,
+                        );
+                        debug!(
+                            client = %req.client_id,
+                            client_max_frame_bytes = req.max_frame_bytes,
+                            send_budget,
+                            "IPC client negotiated"
+                        );
+                        Outbound::Negotiated {
+                            reply: self.capability_response(id, &req),
+                            send_budget,
+                        }
                     }
                 }
                 _ if !negotiated => Outbound::Close(error_envelope(
@@ -160,7 +181,9 @@ impl Connection {
                 }
                 Some(Body::DetectionTask(task)) => Outbound::Send(pb::Envelope {
                     request_id: id,
-                    body: Some(Body::DetectionResult(self.run_task(task).await)),
+                    body: Some(Body::DetectionResult(
+                        self.run_task(task, send_budget).await,
+                    )),
                 }),
                 Some(_) | None => Outbound::Send(error_envelope(
                     id,
@@ -198,12 +221,24 @@ impl Connection {
                     .map(|d| domain_to_proto(d) as i32)
                     .collect(),
                 server_version: env!("CARGO_PKG_VERSION").to_string(),
+                max_frame_bytes: frame_limit::to_wire(self.shared.config.max_frame_bytes),
             })),
         }
     }
 
-    async fn run_task(&self, task: pb::DetectionTask) -> pb::DetectionResult {
+    /// Runs `task` for this peer; a paged query that does not say how large its pages
+    /// may be gets pages of the connection's `send_budget`.
+    async fn run_task(
+        &self,
+        mut task: pb::DetectionTask,
+        send_budget: usize,
+    ) -> pb::DetectionResult {
         let task_id = task.task_id.clone();
+        if let Some(pb::detection_task::Task::EnumerateProcesses(q)) = task.task.as_mut() {
+            if q.max_page_bytes == 0 {
+                q.max_page_bytes = frame_limit::to_wire(send_budget);
+            }
+        }
         let Some(domain) = task_domain(&task) else {
             return error_result(task_id, pb::ErrorCode::BadRequest, "the task has no body");
         };
@@ -248,6 +283,7 @@ impl Connection {
         caps_rx.mark_unchanged();
         let mut sub: Option<Subscription> = None;
         let sub_idle = self.shared.config.subscriber_idle_timeout;
+        let mut send_budget = self.shared.config.max_frame_bytes;
         let mut last_activity = tokio::time::Instant::now();
         loop {
             let result = tokio::select! {
@@ -255,7 +291,15 @@ impl Connection {
                 // A request answered is activity for the idle rule too.
                 msg = out.recv() => match msg.inspect(|_| last_activity = tokio::time::Instant::now()) {
                     None => break,
-                    Some(Outbound::Send(env)) => send(&mut writer, env, write_timeout).await,
+                    Some(Outbound::Send(env)) => {
+                        send_reply(&mut writer, env, send_budget, write_timeout).await
+                    }
+                    Some(Outbound::Negotiated { reply, send_budget: budget }) => {
+                        let sent = send(&mut writer, reply, write_timeout).await;
+                        send_budget = budget;
+                        writer.encoder_mut().set_max_frame_bytes(budget);
+                        sent
+                    }
                     Some(Outbound::Close(env)) => {
                         let _ = send(&mut writer, env, write_timeout).await;
                         break;
@@ -294,7 +338,7 @@ impl Connection {
                 Some(batch) = recv_batch(&mut sub) => {
                     last_activity = tokio::time::Instant::now();
                     let sub = sub.as_ref().expect("a batch implies a subscription");
-                    stream::write_batch(&mut writer, &batch, sub, &self.shared.config).await
+                    stream::write_batch(&mut writer, &batch, sub, send_budget, write_timeout).await
                 }
                 Ok(()) = caps_rx.changed(), if sub.is_some() => {
                     let caps = *caps_rx.borrow_and_update();
@@ -316,7 +360,7 @@ impl Connection {
         // The server is stopping (the reader may have ended first, closing `out`):
         // hand the subscriber what is still queued for it, then say it is the end.
         if let (true, Some(sub)) = (self.server_stop.is_cancelled(), sub.as_mut()) {
-            stream::end_stream(&mut writer, sub, &self.shared.config).await;
+            stream::end_stream(&mut writer, sub, send_budget, write_timeout).await;
         }
         // Stop the reader too (it may be waiting on a client that is gone).
         self.cancel.cancel();

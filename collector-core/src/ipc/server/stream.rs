@@ -12,7 +12,6 @@ use tracing::debug;
 use collector_proto::v1 as pb;
 use collector_proto::v1::envelope::Body;
 
-use super::IpcServerConfig;
 use crate::ipc::codec::{EnvelopeCodec, FrameError, HEADER_BYTES};
 use crate::ipc::sink::Subscription;
 use crate::ipc::wire::{EventBatchFrame, SizedEvent};
@@ -27,10 +26,11 @@ pub(super) type Writer = FramedWrite<tokio::net::unix::OwnedWriteHalf, EnvelopeC
 pub(super) async fn end_stream(
     writer: &mut Writer,
     sub: &mut Subscription,
-    config: &IpcServerConfig,
+    max_frame_bytes: usize,
+    write_timeout: Duration,
 ) {
     while let Some(batch) = sub.try_recv() {
-        if let Err(e) = write_batch(writer, &batch, sub, config).await {
+        if let Err(e) = write_batch(writer, &batch, sub, max_frame_bytes, write_timeout).await {
             debug!(error = %crate::Report(&e), "IPC write failed during the final drain");
             return;
         }
@@ -42,7 +42,7 @@ pub(super) async fn end_stream(
             events_queued: sub.queued_events(),
         })),
     };
-    if let Err(e) = send(writer, end, config.write_timeout).await {
+    if let Err(e) = send(writer, end, write_timeout).await {
         debug!(error = %crate::Report(&e), "IPC end-of-stream not sent");
     }
 }
@@ -53,11 +53,12 @@ pub(super) async fn write_batch(
     writer: &mut Writer,
     batch: &EventBatch,
     sub: &Subscription,
-    config: &IpcServerConfig,
+    max_frame_bytes: usize,
+    write_timeout: Duration,
 ) -> Result<(), FrameError> {
     let filter = sub.filter();
     // Room for the envelope's own tag and length prefix.
-    let budget = config.max_frame_bytes - HEADER_BYTES - 16;
+    let budget = max_frame_bytes - HEADER_BYTES - 16;
     let mut oversize = 0u64;
     let events: Vec<SizedEvent<'_>> = batch
         .iter()
@@ -95,7 +96,7 @@ pub(super) async fn write_batch(
         }
         SinkExt::<pb::Envelope>::flush(writer).await
     };
-    timed(config.write_timeout, work).await
+    timed(write_timeout, work).await
 }
 
 pub(super) async fn recv_batch(sub: &mut Option<Subscription>) -> Option<EventBatch> {
@@ -111,6 +112,39 @@ pub(super) async fn send(
     write_timeout: Duration,
 ) -> Result<(), FrameError> {
     timed(write_timeout, writer.send(env)).await
+}
+
+/// Sends a reply, or, when it is larger than the connection's frame limit (a status of a
+/// collector with very many sources, say), an error that says so: the client would refuse
+/// the frame and close the connection without knowing why.
+pub(super) async fn send_reply(
+    writer: &mut Writer,
+    env: pb::Envelope,
+    max_frame_bytes: usize,
+    write_timeout: Duration,
+) -> Result<(), FrameError> {
+    let len = prost::Message::encoded_len(&env);
+    let env = if len > max_frame_bytes {
+        debug!(
+            len,
+            max_frame_bytes, "IPC reply above the frame limit; answering with an error"
+        );
+        let message = format!(
+            "the reply is {len} bytes, above this connection's frame limit of \
+             {max_frame_bytes} bytes (the smaller of the collector's and the client's \
+             max_frame_bytes); raise both"
+        );
+        pb::Envelope {
+            request_id: env.request_id,
+            body: Some(Body::Error(pb::Error {
+                code: pb::ErrorCode::Internal as i32,
+                message,
+            })),
+        }
+    } else {
+        env
+    };
+    send(writer, env, write_timeout).await
 }
 
 async fn timed(
