@@ -57,12 +57,13 @@ pub(super) async fn write_batch(
     write_timeout: Duration,
 ) -> Result<(), FrameError> {
     let filter = sub.filter();
+    let all = filter.is_all();
     // Room for the envelope's own tag and length prefix.
     let budget = max_frame_bytes - HEADER_BYTES - 16;
     let mut oversize = 0u64;
     let events: Vec<SizedEvent<'_>> = batch
         .iter()
-        .filter(|e| filter.matches(e))
+        .filter(|e| all || filter.matches(e))
         .map(SizedEvent::new)
         .filter(|e| {
             // Cannot happen with the collector's own caps; count it as missed.
