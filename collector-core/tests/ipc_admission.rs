@@ -121,6 +121,8 @@ async fn negotiate(conn: &mut Raw) -> Result<(), (pb::ErrorCode, String)> {
                 protocol_version: PROTOCOL_VERSION,
                 client_id: "admission".into(),
                 requested_domains: vec![],
+                // As a client from before frame-limit negotiation.
+                max_frame_bytes: 0,
             })),
         })
         .await;

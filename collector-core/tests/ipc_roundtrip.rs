@@ -482,19 +482,23 @@ fn status() -> impl Strategy<Value = StatusSnapshot> {
 /// Every envelope body, with generated contents.
 fn envelope() -> impl Strategy<Value = pb::Envelope> {
     let body = prop_oneof![
-        (any::<u32>(), text(), vec(0i32..5, 0..4)).prop_map(|(v, id, d)| {
+        (any::<u32>(), text(), vec(0i32..5, 0..4), any::<u32>()).prop_map(|(v, id, d, m)| {
             Body::CapabilityRequest(pb::CapabilityRequest {
                 protocol_version: v,
                 client_id: id,
                 requested_domains: d,
+                max_frame_bytes: m,
             })
         }),
-        (caps(), text()).prop_map(|(c, v)| Body::CapabilityResponse(pb::CapabilityResponse {
-            protocol_version: 1,
-            capabilities: Some(caps_to_proto(c)),
-            granted_domains: caps_to_proto(c).domains,
-            server_version: v,
-        })),
+        (caps(), text(), any::<u32>()).prop_map(|(c, v, m)| Body::CapabilityResponse(
+            pb::CapabilityResponse {
+                protocol_version: 1,
+                capabilities: Some(caps_to_proto(c)),
+                granted_domains: caps_to_proto(c).domains,
+                server_version: v,
+                max_frame_bytes: m,
+            }
+        )),
         caps().prop_map(|c| Body::CapabilityUpdate(pb::CapabilityUpdate {
             capabilities: Some(caps_to_proto(c))
         })),

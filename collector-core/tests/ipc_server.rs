@@ -115,6 +115,8 @@ async fn negotiate(conn: &mut Raw) {
             protocol_version: PROTOCOL_VERSION,
             client_id: "raw".into(),
             requested_domains: vec![],
+            // As a client from before frame-limit negotiation.
+            max_frame_bytes: 0,
         })),
     })
     .await

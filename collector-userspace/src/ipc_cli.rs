@@ -232,6 +232,9 @@ struct ProcessLine {
     #[serde(skip_serializing_if = "Option::is_none")]
     hash_algorithm: Option<String>,
     command_line: Vec<String>,
+    /// The collector cut `command_line` to fit the row in one page.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    command_line_truncated: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     uid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -304,6 +307,7 @@ pub async fn processes_to(
                 executable_hash: p.executable_hash,
                 hash_algorithm: p.hash_algorithm,
                 command_line: p.command_line,
+                command_line_truncated: p.command_line_truncated,
                 uid: p.uid,
                 gid: p.gid,
                 start_time: rfc3339(p.start_time),

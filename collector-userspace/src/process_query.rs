@@ -86,8 +86,8 @@ impl ProcessQuery {
         // Adds a row unless the page is full; false once it is (the row is left for the
         // next page, which starts after the last row sent).
         let mut add = |row: &ProcessRow| -> bool {
-            let info = row_to_info(row, peer);
-            let len = entry_len(&info);
+            let mut info = row_to_info(row, peer);
+            let len = fit_row(&mut info, budget);
             if used + len > budget && !list.processes.is_empty() {
                 list.next_cursor = list
                     .processes
@@ -156,8 +156,8 @@ impl ProcessQuery {
         let mut used = 0;
         let mut last_seq = None;
         for row in rows {
-            let info = history_to_info(&row, peer);
-            let len = entry_len(&info);
+            let mut info = history_to_info(&row, peer);
+            let len = fit_row(&mut info, budget);
             if used + len > budget && !list.processes.is_empty() {
                 list.next_cursor = last_seq.map(|s: u64| s.to_string()).unwrap_or_default();
                 break;
@@ -168,6 +168,34 @@ impl ProcessQuery {
         }
         Ok(list)
     }
+}
+
+/// Cuts the command line of a row that alone is larger than a page (a process can
+/// have megabytes of arguments; the page budget can be as small as a frame limit of
+/// 1 KiB allows) until it fits, and says so in `command_line_truncated`: the row is sent
+/// shortened rather than the whole listing failing. Returns the row's entry length.
+fn fit_row(info: &mut pb::ProcessInfo, budget: usize) -> usize {
+    let mut len = entry_len(info);
+    while len > budget {
+        let excess = len - budget;
+        let Some(last) = info.command_line.last_mut() else {
+            break; // nothing left to cut: the other fields are bounded (PATH_MAX, comm)
+        };
+        info.command_line_truncated = true;
+        if last.len() > excess {
+            // Shorten the last argument at a character boundary; a length prefix that
+            // shrinks is re-measured by the loop.
+            let mut keep = last.len() - excess;
+            while !last.is_char_boundary(keep) {
+                keep -= 1;
+            }
+            last.truncate(keep);
+        } else {
+            info.command_line.pop();
+        }
+        len = entry_len(info);
+    }
+    len
 }
 
 fn entry_len(info: &pb::ProcessInfo) -> usize {
@@ -223,6 +251,8 @@ pub fn row_to_info(r: &ProcessRow, peer: &Peer) -> pb::ProcessInfo {
         last_event: r.last_event.as_str().to_string(),
         updated_at: Some(timestamp_to_proto(r.updated_at)),
         exec_name: r.exec_name.clone(),
+        // Set by `fit_row` when the row has to be cut to fit a page.
+        command_line_truncated: false,
         executable_hash: r
             .executable_hash
             .clone()
@@ -256,6 +286,8 @@ fn history_to_info(h: &HistoryRow, peer: &Peer) -> pb::ProcessInfo {
         last_event: r.last_event.as_str().to_string(),
         updated_at: Some(timestamp_to_proto(r.updated_at)),
         exec_name: None,
+        // Set by `fit_row` when the row has to be cut to fit a page.
+        command_line_truncated: false,
         executable_hash: r
             .executable_hash
             .clone()
@@ -319,6 +351,62 @@ mod tests {
             .answer(&pb::EnumerateProcesses::default(), &Peer::root())
             .unwrap();
         assert!(list.processes.iter().all(|p| p.executable.is_some()));
+    }
+
+    /// A row larger than a page is cut to fit, marked, and listed: the listing never
+    /// fails because one process has a huge command line.
+    #[test]
+    fn a_row_larger_than_a_page_is_cut_to_fit() {
+        let table = Arc::new(ProcessTable::new(TableConfig::default()));
+        for pid in [100u32, 200, 300] {
+            let mut ev = ProcessEvent::new(ProcessEventKind::Exec, Utc::now(), pid, "t");
+            ev.process_key = Some(format!("{pid}:{pid}000"));
+            ev.command_line = match pid {
+                // Many arguments, then one multi-byte argument: both ways of cutting.
+                200 => (0..2000).map(|i| format!("arg{i}")).collect(),
+                300 => vec!["sh".into(), "é".repeat(50_000)],
+                _ => vec!["small".into()],
+            };
+            table.apply(&ev);
+        }
+        let q = ProcessQuery {
+            table,
+            store: None,
+            max_frame_bytes: 32 * 1024,
+        };
+        let (mut rows, mut cursor, mut pages) = (Vec::new(), String::new(), 0);
+        loop {
+            let list = q
+                .answer(
+                    &pb::EnumerateProcesses {
+                        cursor: cursor.clone(),
+                        max_page_bytes: 20_000,
+                        ..Default::default()
+                    },
+                    &Peer::root(),
+                )
+                .unwrap();
+            assert!(list.encoded_len() <= 20_000, "{}", list.encoded_len());
+            pages += 1;
+            rows.extend(list.processes);
+            if list.next_cursor.is_empty() {
+                break;
+            }
+            cursor = list.next_cursor;
+        }
+        assert_eq!(rows.len(), 3, "every row, in {pages} pages");
+        let row = |pid: u32| rows.iter().find(|r| r.pid == pid).unwrap();
+        assert!(!row(100).command_line_truncated);
+        assert_eq!(row(100).command_line, ["small"]);
+        let many = row(200);
+        assert!(many.command_line_truncated);
+        assert!(many.command_line.len() > 100 && many.command_line.len() < 2000);
+        assert_eq!(many.command_line[0], "arg0");
+        let wide = row(300);
+        assert!(wide.command_line_truncated);
+        assert_eq!(wide.command_line[0], "sh");
+        assert!(wide.command_line[1].chars().all(|c| c == 'é'));
+        assert!(wide.command_line[1].len() > 10_000);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use tracing::warn;
 
-use crate::ipc::server::ServerError;
+use crate::ipc::error::ServerError;
 
 /// Where `/etc/group` lives; group names are resolved from it (numeric gids need nothing).
 const GROUP_FILE: &str = "/etc/group";

@@ -16,10 +16,12 @@ use collector_proto::v1::envelope::Body;
 use collector_proto::PROTOCOL_VERSION;
 
 use crate::caps::SourceCaps;
+use crate::config::MAX_FRAME_BYTES;
 use crate::event::{CollectionEvent, Domain};
 use crate::ipc::codec::{ClientCodec, FrameError, Inbound, DEFAULT_MAX_FRAME_BYTES};
 use crate::ipc::convert::{caps_from_proto, domain_to_proto, status_from_proto, ConvertError};
 use crate::ipc::filter::{EventFilter, FilterError};
+use crate::ipc::frame_limit;
 use crate::ipc::DEFAULT_SOCKET_PATH;
 use crate::status::StatusSnapshot;
 
@@ -53,7 +55,12 @@ pub struct ClientConfig {
     pub client_id: String,
     /// Domains the client means to use (empty: all).
     pub requested_domains: Vec<Domain>,
-    /// Largest frame payload accepted.
+    /// Largest frame payload this client accepts, declared to the collector in the
+    /// handshake; the collector pages what it sends to the smaller of this and its own
+    /// `max_frame_bytes` (see [`frame_limit`](crate::ipc::frame_limit)). Default: the
+    /// hard cap ([`MAX_FRAME_BYTES`]), so a collector configured with a larger limit
+    /// than 1 MiB is followed. Until the collector has answered, and with a collector
+    /// that declares no limit, at most 1 MiB is accepted.
     pub max_frame_bytes: usize,
     /// Longest wait for a response.
     pub request_timeout: Duration,
@@ -67,7 +74,7 @@ impl Default for ClientConfig {
             socket_path: PathBuf::from(DEFAULT_SOCKET_PATH),
             client_id: format!("collector-client/{}", std::process::id()),
             requested_domains: Vec::new(),
-            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_frame_bytes: MAX_FRAME_BYTES,
             request_timeout: Duration::from_secs(30),
             backoff: Backoff::default(),
         }
@@ -98,6 +105,17 @@ pub enum ClientError {
         code: pb::ErrorCode,
         /// Server's explanation.
         message: String,
+    },
+    /// A request is larger than the collector accepts: it would refuse the frame.
+    #[error(
+        "the request is {len} bytes but the collector accepts frames of at most {server_max} \
+         bytes; raise max_frame_bytes in the collector's configuration"
+    )]
+    RequestTooLarge {
+        /// Encoded size of the request.
+        len: usize,
+        /// The collector's declared frame limit.
+        server_max: usize,
     },
     /// The server sent something this client does not expect.
     #[error("unexpected reply from the collector: {0}")]
@@ -208,7 +226,10 @@ impl CollectorIpcClient {
                 path: config.socket_path.clone(),
                 source,
             })?;
-        let framed = Framed::new(stream, ClientCodec::new(config.max_frame_bytes));
+        // The handshake's replies are small: until the collector says how large its frames
+        // may be, accept what every version accepted.
+        let before = frame_limit::clamp(config.max_frame_bytes).min(DEFAULT_MAX_FRAME_BYTES);
+        let framed = Framed::new(stream, ClientCodec::new(before));
         let mut client = Self {
             config,
             framed,
@@ -224,9 +245,17 @@ impl CollectorIpcClient {
                 .iter()
                 .map(|d| domain_to_proto(*d) as i32)
                 .collect(),
+            max_frame_bytes: frame_limit::to_wire(client.config.max_frame_bytes),
         });
         match client.exchange(request).await? {
             Body::CapabilityResponse(resp) => {
+                client.framed.codec_mut().set_limits(
+                    frame_limit::client_receive_limit(
+                        client.config.max_frame_bytes,
+                        resp.max_frame_bytes,
+                    ),
+                    frame_limit::client_send_limit(resp.max_frame_bytes),
+                );
                 client.negotiated = resp;
                 Ok(client)
             }
@@ -242,6 +271,13 @@ impl CollectorIpcClient {
     /// The full negotiation answer (granted domains, server version).
     pub fn negotiated(&self) -> &pb::CapabilityResponse {
         &self.negotiated
+    }
+
+    /// The frame limits of this connection, as negotiated: the largest payload this
+    /// client accepts, and the largest it sends.
+    pub fn frame_limits(&self) -> (usize, usize) {
+        let codec = self.framed.codec();
+        (codec.max_frame_bytes(), codec.max_send_bytes())
     }
 
     /// The collector's status.
@@ -322,6 +358,15 @@ impl CollectorIpcClient {
             request_id: id,
             body: Some(body),
         };
+        // Checked here rather than left to the codec so the error names the collector's
+        // limit as such: the request is refused before anything is written.
+        let (len, server_max) = (
+            prost::Message::encoded_len(&env),
+            self.framed.codec().max_send_bytes(),
+        );
+        if len > server_max {
+            return Err(ClientError::RequestTooLarge { len, server_max });
+        }
         let wait = async {
             self.framed.send(env).await?;
             loop {

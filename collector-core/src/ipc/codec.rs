@@ -157,6 +157,11 @@ impl EnvelopeCodec {
     pub fn max_frame_bytes(&self) -> usize {
         self.frames.max_frame_bytes
     }
+
+    /// Changes the payload cap (a connection's, once its frame limit is negotiated).
+    pub fn set_max_frame_bytes(&mut self, max_frame_bytes: usize) {
+        self.frames.max_frame_bytes = max_frame_bytes;
+    }
 }
 
 impl Decoder for EnvelopeCodec {
@@ -175,19 +180,23 @@ impl Encoder<&Envelope> for EnvelopeCodec {
     type Error = FrameError;
 
     fn encode(&mut self, msg: &Envelope, dst: &mut BytesMut) -> Result<(), FrameError> {
-        // Encode straight into the output buffer and patch the header afterwards, so the
-        // payload is never copied.
         let len = msg.encoded_len();
         self.frames.check_len(len)?;
-        dst.reserve(HEADER_BYTES + len);
-        let start = dst.len();
-        dst.put_bytes(0, HEADER_BYTES);
-        msg.encode_raw(dst);
-        let crc = crc32fast::hash(&dst[start + HEADER_BYTES..]);
-        dst[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
-        dst[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        write_envelope(msg, len, dst);
         Ok(())
     }
+}
+
+/// Writes `msg` (`len` bytes encoded) as one frame, straight into the output buffer with
+/// the header patched afterwards, so the payload is never copied.
+fn write_envelope(msg: &Envelope, len: usize, dst: &mut BytesMut) {
+    dst.reserve(HEADER_BYTES + len);
+    let start = dst.len();
+    dst.put_bytes(0, HEADER_BYTES);
+    msg.encode_raw(dst);
+    let crc = crc32fast::hash(&dst[start + HEADER_BYTES..]);
+    dst[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    dst[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 impl Encoder<Envelope> for EnvelopeCodec {
@@ -206,11 +215,11 @@ impl Encoder<EventBatchFrame<'_>> for EnvelopeCodec {
     fn encode(&mut self, frame: EventBatchFrame<'_>, dst: &mut BytesMut) -> Result<(), FrameError> {
         let len = frame.payload_len();
         self.frames.check_len(len)?;
-        dst.reserve(HEADER_BYTES + len);
+        // The whole frame's room at once (zeroing it costs less than a capacity check
+        // per field), then the payload written into it in place.
         let start = dst.len();
-        dst.put_bytes(0, HEADER_BYTES);
-        frame.write_payload(dst);
-        let written = dst.len() - start - HEADER_BYTES;
+        dst.resize(start + HEADER_BYTES + len, 0);
+        let written = frame.write_payload_into(&mut dst[start + HEADER_BYTES..]);
         // A mismatch would be a bug in the sizing code; never send a frame that lies.
         assert_eq!(
             written, len,
@@ -247,9 +256,12 @@ pub struct DecodedBatch {
 
 /// The client side of the socket: encodes requests as [`Envelope`]s, decodes frames as
 /// [`Inbound`], event batches without an intermediate prost message tree.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClientCodec {
+    /// Frames read: the limit the client accepts.
     envelopes: EnvelopeCodec,
+    /// Frames written: the server's limit once negotiated.
+    send: FrameCodec,
     names: SourceNames,
     /// An emptied event vector handed back with [`recycle`](Self::recycle), decoded into
     /// next: a batch's vector is tens of KiB, and allocating one per frame was a
@@ -262,9 +274,27 @@ impl ClientCodec {
     pub fn new(max_frame_bytes: usize) -> Self {
         Self {
             envelopes: EnvelopeCodec::new(max_frame_bytes),
+            send: FrameCodec::new(max_frame_bytes),
             names: SourceNames::new(),
             spare: Vec::new(),
         }
+    }
+
+    /// Sets the largest payload read (`receive`) and written (`send`), once the
+    /// connection's frame limits are negotiated (see [`crate::ipc::frame_limit`]).
+    pub fn set_limits(&mut self, receive: usize, send: usize) {
+        self.envelopes.set_max_frame_bytes(receive);
+        self.send = FrameCodec::new(send);
+    }
+
+    /// The largest payload read.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.envelopes.max_frame_bytes()
+    }
+
+    /// The largest payload written.
+    pub fn max_send_bytes(&self) -> usize {
+        self.send.max_frame_bytes
     }
 
     /// Hands back the vector of a batch whose events have all been taken, for reuse.
@@ -328,7 +358,16 @@ impl Encoder<Envelope> for ClientCodec {
     type Error = FrameError;
 
     fn encode(&mut self, msg: Envelope, dst: &mut BytesMut) -> Result<(), FrameError> {
-        self.envelopes.encode(&msg, dst)
+        let len = msg.encoded_len();
+        self.send.check_len(len)?;
+        write_envelope(&msg, len, dst);
+        Ok(())
+    }
+}
+
+impl Default for ClientCodec {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_FRAME_BYTES)
     }
 }
 

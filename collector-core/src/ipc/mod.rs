@@ -3,14 +3,17 @@
 //! Layout, in the order bytes flow:
 //! - [`codec`]: frames on the socket (`u32 LE length | u32 LE CRC32 | payload`), each
 //!   payload one protobuf [`proto::Envelope`] (schema: the `collector-proto` crate).
+//! - [`frame_limit`]: the frame size each end accepts, negotiated in the handshake.
 //! - [`convert`]: collector types <-> protobuf messages.
 //! - [`wire`]: the hot path, event batches encoded from and decoded into collector events
 //!   directly (same bytes as going through [`convert`] and prost).
 //! - [`sink`]: [`IpcSink`], the pipeline sink that fans batches out to per-subscriber
 //!   bounded queues ([`filter`] selects what each subscriber asked for).
-//! - [`server`]: [`CollectorIpcServer`] on a Unix socket: admission (peer credentials,
-//!   connection cap), negotiation, streaming, status and [`task`] routing; the socket
-//!   file's mode and group are set by the private `access` module.
+//! - [`server`]: [`CollectorIpcServer`] on a Unix socket: its configuration, the listener
+//!   (admission by peer credentials, connection caps), each connection's requests
+//!   (negotiation, status, [`task`] routing) and the framing of streamed batches; the
+//!   socket file's mode and group are set by the private `access` module, and both
+//!   return the private `error` module's [`ServerError`].
 //! - [`client`]: [`CollectorIpcClient`], with reconnection and a `Stream` of events.
 //!
 //! ```no_run
@@ -36,7 +39,9 @@ mod access;
 pub mod client;
 pub mod codec;
 pub mod convert;
+mod error;
 pub mod filter;
+pub mod frame_limit;
 pub mod provider;
 pub mod server;
 pub mod sink;

@@ -130,24 +130,23 @@ impl EventSink for IpcSink {
     fn deliver(&self, batch: &EventBatch) -> Delivery {
         let mut dropped = 0usize;
         for sub in self.read().values() {
-            if !sub.filter.is_all() && !batch.iter().any(|e| sub.filter.matches(e)) {
+            // One pass over the batch per subscriber (none when it takes everything);
+            // the connection selects the same events again only as it encodes them.
+            let matching = if sub.filter.is_all() {
+                batch.len()
+            } else {
+                batch.iter().filter(|e| sub.filter.matches(e)).count()
+            };
+            if matching == 0 {
                 continue;
             }
-            let matching = || {
-                if sub.filter.is_all() {
-                    batch.len()
-                } else {
-                    batch.iter().filter(|e| sub.filter.matches(e)).count()
-                }
-            };
             match sub.tx.try_send(batch.clone()) {
                 Ok(()) => {
-                    sub.queued.fetch_add(matching() as u64, Ordering::Relaxed);
+                    sub.queued.fetch_add(matching as u64, Ordering::Relaxed);
                 }
                 Err(TrySendError::Full(_)) => {
-                    let n = matching();
-                    sub.missed.fetch_add(n as u64, Ordering::Relaxed);
-                    dropped += n;
+                    sub.missed.fetch_add(matching as u64, Ordering::Relaxed);
+                    dropped += matching;
                 }
                 // The connection is closing; its Subscription unregisters on drop.
                 Err(TrySendError::Closed(_)) => {}

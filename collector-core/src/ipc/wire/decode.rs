@@ -473,7 +473,32 @@ fn timestamp(body: &[u8]) -> Option<DateTime<Utc>> {
             _ => return None,
         }
     }
-    DateTime::from_timestamp(seconds, nanos)
+    utc_from_timestamp(seconds, nanos)
+}
+
+/// `DateTime::from_timestamp`, with the day's date remembered: turning a day number into
+/// a date is most of chrono's work there, and the events of a batch (their timestamps
+/// and start times) nearly all fall on the same few days.
+fn utc_from_timestamp(seconds: i64, nanos: u32) -> Option<DateTime<Utc>> {
+    use chrono::{NaiveDate, NaiveTime};
+    use std::cell::Cell;
+    /// Days from 0001-01-01 (chrono's day 1) to 1970-01-01.
+    const UNIX_EPOCH_DAY: i64 = 719_163;
+    thread_local! {
+        static LAST_DAY: Cell<Option<(i64, NaiveDate)>> = const { Cell::new(None) };
+    }
+    let day = seconds.div_euclid(86_400) + UNIX_EPOCH_DAY;
+    let date = match LAST_DAY.get() {
+        Some((cached, date)) if cached == day => date,
+        _ => {
+            let date = NaiveDate::from_num_days_from_ce_opt(i32::try_from(day).ok()?)?;
+            LAST_DAY.set(Some((day, date)));
+            date
+        }
+    };
+    let time =
+        NaiveTime::from_num_seconds_from_midnight_opt(seconds.rem_euclid(86_400) as u32, nanos)?;
+    Some(date.and_time(time).and_utc())
 }
 
 /// Mirrors `convert::addr_from_proto`: 4 bytes are IPv4 (flow info and scope ignored),
@@ -691,6 +716,40 @@ mod tests {
             let ours = Reader { buf: bytes }.varint();
             let prost = prost::encoding::decode_varint(&mut &bytes[..]).ok();
             assert_eq!(ours, prost, "{bytes:02x?}");
+        }
+    }
+
+    #[test]
+    fn timestamps_match_chrono_across_days_and_edges() {
+        let day = 86_400i64;
+        let mut cases = vec![
+            (0, 0),
+            (-1, 999_999_999),
+            (day - 1, 1_500_000_000), // a leap second
+            (day - 2, 1_500_000_000), // not a leap second position
+            (1_700_000_000, 2_000_000_000),
+            (i64::MAX, 0),
+            (i64::MIN, 0),
+            (8_210_298_412_799, 0), // chrono's last representable second
+            (8_210_298_412_800, 0),
+            (-62_167_219_200 - 262_144 * 365 * day, 0),
+        ];
+        // The same day twice, then others: the cache must not leak a date across days.
+        for s in [
+            1_700_000_000,
+            1_700_000_001,
+            1_700_086_400,
+            1_699_999_999,
+            -86_401,
+        ] {
+            cases.push((s, 7));
+        }
+        for (s, n) in cases {
+            assert_eq!(
+                utc_from_timestamp(s, n),
+                DateTime::from_timestamp(s, n),
+                "{s} {n}"
+            );
         }
     }
 

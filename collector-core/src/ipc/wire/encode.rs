@@ -73,6 +73,34 @@ impl<B: BufMut> Out for Write<'_, B> {
     }
 }
 
+/// Writes the encoding into a slice sized beforehand (the frame's exact length): no
+/// capacity check or growth per field, as `BufMut` does for every `put`. Writing past
+/// the end would be a sizing bug and panics rather than send a frame that lies.
+struct SliceOut<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl Out for SliceOut<'_> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.pos + bytes.len();
+        self.buf[self.pos..end].copy_from_slice(bytes);
+        self.pos = end;
+    }
+
+    #[inline]
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.buf[self.pos] = (v as u8) | 0x80;
+            v >>= 7;
+            self.pos += 1;
+        }
+        self.buf[self.pos] = v as u8;
+        self.pos += 1;
+    }
+}
+
 fn len_of(body: impl FnOnce(&mut Count)) -> usize {
     let mut count = Count(0);
     body(&mut count);
@@ -155,16 +183,21 @@ fn opt_string(o: &mut impl Out, field: u32, v: Option<&str>) {
 // ---------------------------------------------------------------------------------------
 // Nested messages
 
-fn timestamp_body(o: &mut impl Out, ts: &DateTime<Utc>) {
-    varint(o, timestamp::SECONDS, ts.timestamp() as u64);
-    varint(o, timestamp::NANOS, u64::from(ts.timestamp_subsec_nanos()));
-}
-
 /// A set message field: written even when its own fields are all defaults.
+///
+/// The seconds are worked out once (a date-to-days computation in chrono) and the
+/// message's length from them, instead of encoding the body twice.
 fn timestamp_field(o: &mut impl Out, field: u32, ts: &DateTime<Utc>) {
+    let (seconds, nanos) = (
+        ts.timestamp() as u64,
+        u64::from(ts.timestamp_subsec_nanos()),
+    );
+    // Fields 1 and 2 have one-byte keys; zero values are left out.
+    let field_len = |v: u64| if v == 0 { 0 } else { 1 + varint_len(v) };
     key(o, field, LEN);
-    o.varint(len_of(|c| timestamp_body(c, ts)) as u64);
-    timestamp_body(o, ts);
+    o.varint((field_len(seconds) + field_len(nanos)) as u64);
+    varint(o, timestamp::SECONDS, seconds);
+    varint(o, timestamp::NANOS, nanos);
 }
 
 fn address_body(o: &mut impl Out, addr: &SocketAddr) {
@@ -473,12 +506,27 @@ impl<'a> EventBatchFrame<'a> {
 
     /// Appends the payload to `buf`; writes exactly [`payload_len`](Self::payload_len) bytes.
     pub fn write_payload(&self, buf: &mut impl BufMut) {
-        let mut o = Write(buf);
+        self.write_to(&mut Write(buf));
+    }
+
+    /// Writes the payload at the start of `out`, which must hold at least
+    /// [`payload_len`](Self::payload_len) bytes; returns the bytes written. The server's
+    /// path: the frame's room is made once, then filled without a check per field.
+    ///
+    /// # Panics
+    /// When `out` is shorter than the payload.
+    pub fn write_payload_into(&self, out: &mut [u8]) -> usize {
+        let mut o = SliceOut { buf: out, pos: 0 };
+        self.write_to(&mut o);
+        o.pos
+    }
+
+    fn write_to(&self, o: &mut impl Out) {
         // request_id is 0 on pushes, which proto3 leaves out.
-        key(&mut o, envelope::EVENT_BATCH, LEN);
+        key(o, envelope::EVENT_BATCH, LEN);
         o.varint(self.batch_len() as u64);
         for ev in self.events {
-            ev.write(&mut o);
+            ev.write(o);
         }
     }
 }

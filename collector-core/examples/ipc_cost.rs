@@ -1,0 +1,190 @@
+//! CPU cost of the IPC hot path per event, for comparing builds on a busy machine where
+//! criterion's wall-clock figures swing: a fixed amount of work, timed in CPU time
+//! (`getrusage`), so other processes' load changes the result much less.
+//!
+//! ```text
+//! cargo run --release -p collector-core --example ipc_cost            # both parts
+//! perf stat -e instructions:u target/release/examples/ipc_cost codec  # instructions
+//! ```
+//!
+//! - `codec`: 256-event batch frames encoded as the server does, then decoded and
+//!   dropped as a subscriber does; nanoseconds of CPU per event for each side.
+//! - `socket`: events through `IpcSink` -> server -> Unix socket -> client stream (the
+//!   `ipc` bench's `events_to_one_subscriber`), CPU per event of the whole process and
+//!   events per second of wall time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use chrono::Utc;
+use collector_core::event::{CollectionEvent, ProcessEvent, ProcessEventKind};
+use collector_core::ipc::codec::{ClientCodec, EnvelopeCodec, Inbound};
+use collector_core::ipc::wire::{EventBatchFrame, SizedEvent};
+use collector_core::ipc::{
+    CollectorIpcClient, CollectorIpcServer, IpcServerConfig, IpcSink, ManualStatus,
+    SubscriptionItem,
+};
+use collector_core::{EventBatch, EventSink, SourceCaps};
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio_util::codec::{Decoder, Encoder};
+
+const EVENTS_PER_BATCH: usize = 256;
+
+fn exec_event(pid: u32) -> CollectionEvent {
+    let mut e = ProcessEvent::new(ProcessEventKind::Exec, Utc::now(), pid, "ebpf-process");
+    e.ppid = Some(1);
+    e.uid = Some(1000);
+    e.gid = Some(1000);
+    e.name = Some("bash".into());
+    e.executable_path = Some("/usr/bin/bash".into());
+    e.command_line = vec!["bash".into(), "-c".into(), "true".into()];
+    e.start_time = Some(Utc::now());
+    e.cgroup_id = Some(4242);
+    CollectionEvent::Process(e.into())
+}
+
+/// CPU time (user + system) of this thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// CPU time (user + system) of the whole process.
+fn process_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: as above.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn codec(frames: usize) {
+    let originals: Vec<CollectionEvent> = (0..EVENTS_PER_BATCH as u32).map(exec_event).collect();
+    let mut server = EnvelopeCodec::default();
+    let mut client = ClientCodec::default();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let (mut encode, mut decode) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..frames {
+        let t0 = thread_cpu();
+        let sized: Vec<SizedEvent<'_>> = originals.iter().map(SizedEvent::new).collect();
+        server
+            .encode(EventBatchFrame::new(&sized), &mut buf)
+            .unwrap();
+        let t1 = thread_cpu();
+        match client.decode(&mut buf).unwrap().unwrap() {
+            Inbound::Events(mut batch) => {
+                // As a consumer does: takes each event, then drops it.
+                for ev in batch.events.drain(..) {
+                    std::hint::black_box(ev);
+                }
+                client.recycle(batch.events);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let t2 = thread_cpu();
+        encode += t1 - t0;
+        decode += t2 - t1;
+    }
+    let events = (frames * EVENTS_PER_BATCH) as f64;
+    println!(
+        "codec: encode {:.1} ns/event, decode+drop {:.1} ns/event ({} events)",
+        encode.as_nanos() as f64 / events,
+        decode.as_nanos() as f64 / events,
+        events
+    );
+}
+
+fn socket(batches: u64) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cost.sock");
+    let sink = IpcSink::new(1024);
+    let status = Arc::new(ManualStatus::new(SourceCaps::PROCESS));
+    let config = IpcServerConfig {
+        socket_path: path.clone(),
+        ..IpcServerConfig::default()
+    };
+    let server = rt
+        .block_on(CollectorIpcServer::bind(config, status, sink.clone(), None))
+        .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server_task = rt.spawn(server.run(async {
+        let _ = stop_rx.await;
+    }));
+    let template: EventBatch = (0..EVENTS_PER_BATCH as u32).map(exec_event).collect();
+    let (wall, cpu, client_cpu) = rt.block_on(async {
+        let client = CollectorIpcClient::connect(&path).await.unwrap();
+        let stream = client.subscribe::<&str>(&[], &[]).await.unwrap();
+        futures::pin_mut!(stream);
+        while sink.subscriber_count() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let (start, cpu0, client0) = (Instant::now(), process_cpu(), thread_cpu());
+        // At most 64 batches in flight, well under the queue: no drops.
+        let window = Arc::new(Semaphore::new(64));
+        let producer = {
+            let (window, sink, template) = (window.clone(), sink.clone(), template.clone());
+            tokio::spawn(async move {
+                for _ in 0..batches {
+                    window.acquire().await.unwrap().forget();
+                    assert_eq!(sink.deliver(&template), collector_core::Delivery::Accepted);
+                }
+            })
+        };
+        let want = batches * EVENTS_PER_BATCH as u64;
+        let mut got = 0u64;
+        while got < want {
+            match stream.next().await {
+                Some(Ok(SubscriptionItem::Event(ev))) => {
+                    std::hint::black_box(ev);
+                    got += 1;
+                    if got.is_multiple_of(EVENTS_PER_BATCH as u64) {
+                        window.add_permits(1);
+                    }
+                }
+                other => panic!("unexpected item {other:?}"),
+            }
+        }
+        producer.await.unwrap();
+        (
+            start.elapsed(),
+            process_cpu() - cpu0,
+            thread_cpu() - client0,
+        )
+    });
+    let _ = stop_tx.send(());
+    rt.block_on(server_task).unwrap();
+    let events = (batches * EVENTS_PER_BATCH as u64) as f64;
+    println!(
+        "socket: {:.0} events/s wall, {:.1} ns CPU/event in all, {:.1} ns/event of it in the \
+         client thread ({} events)",
+        events / wall.as_secs_f64(),
+        cpu.as_nanos() as f64 / events,
+        client_cpu.as_nanos() as f64 / events,
+        events
+    );
+}
+
+fn main() {
+    let what = std::env::args().nth(1).unwrap_or_default();
+
+    if what.is_empty() || what == "codec" {
+        codec(4000);
+    }
+    if what.is_empty() || what == "socket" {
+        socket(8000);
+    }
+}
