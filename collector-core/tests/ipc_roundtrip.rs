@@ -314,7 +314,8 @@ fn filesystem_base() -> impl Strategy<Value = CollectionEvent> {
             Just(FilesystemEventKind::Chown),
             Just(FilesystemEventKind::Link),
             Just(FilesystemEventKind::Symlink),
-            Just(FilesystemEventKind::MemfdCreate)
+            Just(FilesystemEventKind::MemfdCreate),
+            Just(FilesystemEventKind::Tmpfile)
         ],
         ts(),
         any::<u32>(),

@@ -108,3 +108,53 @@ async fn links_chown_and_memfd_are_reported_with_fields() {
     assert_eq!(m.flags, Some(libc::MFD_CLOEXEC), "{m:?}");
     assert_eq!(m.result, Some(out["memfd"].parse().unwrap()), "{m:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_o_tmpfile_is_its_own_kind_and_its_naming_a_link() {
+    if !kernel_or_skip("an_o_tmpfile_is_its_own_kind_and_its_naming_a_link") {
+        return;
+    }
+    let (_tmp, dir) = common::shared_dir();
+    let watch = common::FsWatch::start(KernelConfig::default());
+    let out = run_actor(
+        env!("CARGO_BIN_EXE_kfile-actor"),
+        &["tmpfile", &dir, "nobody"],
+    );
+    assert_eq!(out["uid"], "65534", "actor runs unprivileged");
+    let fd: i32 = out["fd"].parse().unwrap();
+    assert!(fd >= 0, "{out:?}");
+    assert_eq!(out["linked"], "0", "{out:?}");
+    let pid: u32 = out["pid"].parse().unwrap();
+    let t = out["t"].clone();
+    let named = format!("{t}/named");
+    let events = watch
+        .collect(
+            pid,
+            |_| true,
+            |e| e.kind == FilesystemEventKind::Link && e.new_path.as_deref() == Some(&named),
+        )
+        .await;
+    let tmp: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == FilesystemEventKind::Tmpfile)
+        .collect();
+    assert_eq!(tmp.len(), 1, "{events:#?}");
+    let e = tmp[0];
+    // The kernel's own name for the unnamed file, in the directory it was made in.
+    assert!(e.path.starts_with(&format!("{t}/#")), "{e:?}");
+    assert!(!e.path_user_supplied && !e.path_relative, "{e:?}");
+    assert_eq!(e.uid, Some(65534), "{e:?}");
+    assert_eq!(e.result, Some(i64::from(fd)), "{e:?}");
+    assert_eq!(
+        e.flags.map(|f| f as i32 & libc::O_TMPFILE),
+        Some(libc::O_TMPFILE),
+        "{e:?}"
+    );
+    assert!(
+        !events.iter().any(|e| matches!(
+            e.kind,
+            FilesystemEventKind::Open | FilesystemEventKind::Create
+        ) && e.path.starts_with(&format!("{t}/#"))),
+        "the tmpfile was also reported as an open: {events:#?}"
+    );
+}

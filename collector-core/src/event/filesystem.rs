@@ -30,6 +30,10 @@ pub enum FilesystemEventKind {
     Symlink,
     /// An anonymous memory file was made: `path` is the name given (not a path).
     MemfdCreate,
+    /// An unnamed file was made with `O_TMPFILE`: `path` is its directory, walked in the
+    /// kernel, + `#<inode>` (the kernel's name for it). Nothing can open it by name until
+    /// a `linkat` gives it one (a `link` event).
+    Tmpfile,
 }
 
 impl FilesystemEventKind {
@@ -47,6 +51,7 @@ impl FilesystemEventKind {
             Self::Link => "link",
             Self::Symlink => "symlink",
             Self::MemfdCreate => "memfd_create",
+            Self::Tmpfile => "tmpfile",
         }
     }
 }

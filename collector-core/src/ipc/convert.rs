@@ -504,6 +504,7 @@ pub fn filesystem_kind_to_proto(kind: FilesystemEventKind) -> pb::FilesystemEven
         FilesystemEventKind::Link => pb::FilesystemEventKind::Link,
         FilesystemEventKind::Symlink => pb::FilesystemEventKind::Symlink,
         FilesystemEventKind::MemfdCreate => pb::FilesystemEventKind::MemfdCreate,
+        FilesystemEventKind::Tmpfile => pb::FilesystemEventKind::Tmpfile,
     }
 }
 
@@ -521,6 +522,7 @@ pub fn filesystem_kind_from_proto(raw: i32) -> Option<FilesystemEventKind> {
         Ok(pb::FilesystemEventKind::Link) => Some(FilesystemEventKind::Link),
         Ok(pb::FilesystemEventKind::Symlink) => Some(FilesystemEventKind::Symlink),
         Ok(pb::FilesystemEventKind::MemfdCreate) => Some(FilesystemEventKind::MemfdCreate),
+        Ok(pb::FilesystemEventKind::Tmpfile) => Some(FilesystemEventKind::Tmpfile),
         _ => None,
     }
 }

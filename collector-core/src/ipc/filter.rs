@@ -12,7 +12,7 @@ use crate::event::{
 use crate::ipc::convert::{domain_from_proto, domain_to_proto};
 
 /// Every kind name, in bit order. Kind names are unique across domains.
-pub(crate) const KIND_NAMES: [&str; 24] = [
+pub(crate) const KIND_NAMES: [&str; 25] = [
     "exec",
     "fork",
     "exit",
@@ -37,6 +37,7 @@ pub(crate) const KIND_NAMES: [&str; 24] = [
     "link",
     "symlink",
     "memfd_create", // filesystem, added later
+    "tmpfile",      // filesystem, added later
 ];
 
 /// The domain of each kind in [`KIND_NAMES`] (same order; the length is checked).
@@ -65,6 +66,7 @@ pub(crate) const KIND_DOMAINS: [&str; KIND_NAMES.len()] = [
     "filesystem", // link
     "filesystem", // symlink
     "filesystem", // memfd_create
+    "filesystem", // tmpfile
 ];
 
 /// A subscriber's selection: empty masks select everything.
@@ -188,6 +190,7 @@ fn kind_bit(ev: &CollectionEvent) -> u32 {
             FilesystemEventKind::Link => 21,
             FilesystemEventKind::Symlink => 22,
             FilesystemEventKind::MemfdCreate => 23,
+            FilesystemEventKind::Tmpfile => 24,
         },
         CollectionEvent::Performance(e) => match e.kind {
             PerformanceEventKind::Metric => 12,

@@ -488,6 +488,42 @@ fn links(dir: &str) -> String {
     out
 }
 
+/// An unnamed file made with `O_TMPFILE` in DIR/t, written, then given a name through
+/// `linkat` of `/proc/self/fd/N` (what an unprivileged process can do).
+fn tmpfile(dir: &str) -> String {
+    let t = format!("{dir}/t");
+    std::fs::create_dir_all(&t).expect("mkdir t");
+    let err = |r: i32| {
+        if r < 0 {
+            -std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        } else {
+            r
+        }
+    };
+    // SAFETY: plain syscalls with valid NUL-terminated strings; results are reported.
+    let (fd, linked) = unsafe {
+        let fd = err(libc::open(
+            cstr(&t).as_ptr(),
+            libc::O_TMPFILE | libc::O_RDWR,
+            0o600,
+        ));
+        if fd >= 0 {
+            libc::write(fd, b"payload".as_ptr().cast(), 7);
+        }
+        let linked = err(libc::linkat(
+            libc::AT_FDCWD,
+            cstr(&format!("/proc/self/fd/{fd}")).as_ptr(),
+            libc::AT_FDCWD,
+            cstr(&format!("{t}/named")).as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        ));
+        (fd, linked)
+    };
+    format!("t={t} uid={} fd={fd} linked={linked}", unsafe {
+        libc::getuid()
+    })
+}
+
 fn open_dir(path: &str) -> i32 {
     let p = cstr(path);
     // SAFETY: valid NUL-terminated path; checked.
@@ -506,6 +542,7 @@ fn main() {
         Some("fifo") => fifo(&args[1]),
         Some("dirs") => dirs(&args[1]),
         Some("links") => links(&args[1]),
+        Some("tmpfile") => tmpfile(&args[1]),
         #[cfg(target_arch = "x86_64")]
         Some("int80") => int80(&args[1]),
         #[cfg(target_arch = "x86_64")]

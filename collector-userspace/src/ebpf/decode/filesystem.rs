@@ -59,6 +59,9 @@ fn path_at(bytes: &[u8], kind: RecordKind, start: usize, len: u32) -> Result<Str
     Ok(String::from_utf8_lossy(raw).into_owned())
 }
 
+/// `__O_TMPFILE` (x86 and arm64 value), the bit of `O_TMPFILE` beyond `O_DIRECTORY`.
+const O_TMPFILE_BIT: u32 = 0o20_000_000;
+
 /// Decodes one filesystem-domain record. Paths come complete from the kernel (the
 /// directory walked there + the string the process gave): nothing is looked up in /proc.
 pub fn decode_filesystem(
@@ -87,6 +90,11 @@ pub fn decode_filesystem(
             let has_flags = is_open || kind == RecordKind::MemfdCreate;
             let has_mode = is_open || matches!(kind, RecordKind::Mkdir | RecordKind::Chmod);
             let event_kind = match kind {
+                // `O_TMPFILE` (the kernel's `__O_TMPFILE` bit; the flag includes
+                // `O_DIRECTORY`): an unnamed file, whatever the kernel called the open.
+                RecordKind::Open | RecordKind::Create if r.open_flags & O_TMPFILE_BIT != 0 => {
+                    FilesystemEventKind::Tmpfile
+                }
                 RecordKind::Open => FilesystemEventKind::Open,
                 RecordKind::Create => FilesystemEventKind::Create,
                 RecordKind::Mkdir => FilesystemEventKind::Mkdir,
