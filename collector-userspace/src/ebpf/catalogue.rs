@@ -191,6 +191,10 @@ pub(crate) const OPTIONAL_PROGRAMS: &[&str] = &[
     "sys_enter_fchmodat2",
     "sys_exit_fchmodat2",
     // Legacy path calls some architectures lack (arm64 has only the *at forms).
+    "sys_enter_unlink",
+    "sys_exit_unlink",
+    "sys_enter_rename",
+    "sys_exit_rename",
     "sys_enter_mkdir",
     "sys_exit_mkdir",
     "sys_enter_rmdir",
