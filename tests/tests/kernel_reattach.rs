@@ -200,12 +200,29 @@ async fn a_detached_program_is_reported_and_attached_again() {
         .ok()
         .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
     if let Some(links) = linked {
+        let still_linked = links
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|l| l["prog_id"].as_u64() == Some(u64::from(prog_id)));
+        // A health check (every 300 ms) may have attached it again already, before
+        // bpftool listed the links: only then may a link to it exist.
+        let reattached = || {
+            handle
+                .status()
+                .sources
+                .iter()
+                .find(|s| s.name == "ebpf-filesystem")
+                .and_then(|s| s.stats.reattached.get(OPENAT_EXIT).copied())
+                .unwrap_or(0)
+        };
+        // (The count follows the new link by microseconds: allow it a moment.)
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while still_linked && reattached() == 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert!(
-            !links
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|l| l["prog_id"].as_u64() == Some(u64::from(prog_id))),
+            !still_linked || reattached() > 0,
             "the program has no link any more"
         );
     }
