@@ -8,7 +8,8 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_uid_gid,
         generated::{
-            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns,
+            bpf_get_current_cgroup_id, bpf_get_current_comm as bpf_get_current_comm_raw,
+            bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_boot_ns,
             bpf_probe_read_kernel,
         },
     },
@@ -110,7 +111,9 @@ pub fn path_excluded(path: *const u8, len: u32) -> bool {
     };
     unsafe {
         (*key).prefix_len = n * 8;
-        (*key).data = [0; PATH_PREFIX_LEN];
+        // No zeroing first (a 128-byte byte-wise `memset` subprogram): the read fills
+        // all of `data` (zeroes it on failure), and bytes past `n` are outside the
+        // prefix the trie compares.
         if bpf_probe_read_kernel(
             (&raw mut (*key).data).cast(),
             PATH_PREFIX_LEN as u32,
@@ -276,22 +279,42 @@ pub unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, pid_tgid: u64)
         (*h).uid = uid_gid as u32;
         (*h).gid = (uid_gid >> 32) as u32;
         (*h).cgroup_id = bpf_get_current_cgroup_id();
-        (*h).comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
-        (*h).process_start_ns = process_start_ns(bpf_get_current_task() as *const u8);
+        // Straight into the record: aya's wrapper returns a zeroed array by value, which
+        // costs a byte-wise `memset` subprogram and a copy. The helper NUL-pads, and
+        // zeroes the buffer when it fails.
+        bpf_get_current_comm_raw((&raw mut (*h).comm).cast(), COMM_LEN as u32);
+        (*h).process_start_ns = current_process_start_ns();
     }
 }
 
-/// Start time of `task`'s thread-group leader (CLOCK_BOOTTIME ns), 0 if unreadable.
-/// With the tgid it names the process across pid reuse (Tetragon's exec_id idea).
+/// The current task as a BTF-typed pointer (`bpf_get_current_task_btf`, 5.11): loads
+/// through it, and through the struct pointers loaded from it, are plain loads the
+/// verifier checks against BTF and makes fault-safe (a NULL pointer reads 0), not one
+/// `bpf_probe_read_kernel` helper call each. See [`load_btf`].
 #[inline(always)]
-pub fn process_start_ns(task: *const u8) -> u64 {
+pub fn current_task_btf() -> *const u8 {
+    unsafe { bpf_get_current_task_btf() as *const u8 }
+}
+
+/// A plain load of a `T` at `base + off`, where `base` is a BTF-typed pointer
+/// ([`current_task_btf`], a typed tracepoint argument, or a struct pointer loaded with
+/// this). `off` must be a field's offset (the loader's BTF offsets are frozen constants
+/// to the verifier), and a pointer field must be loaded whole. `read_volatile` keeps it
+/// one load of exactly `T`.
+#[inline(always)]
+pub unsafe fn load_btf<T: Copy>(base: *const u8, off: u64) -> T {
+    unsafe { read_volatile(base.wrapping_add(off as usize) as *const T) }
+}
+
+/// Start time of the current task's thread-group leader (CLOCK_BOOTTIME ns), 0 if
+/// unreadable. With the tgid it names the process across pid reuse (Tetragon's exec_id
+/// idea). Typed loads: no helper call but the task's.
+#[inline(always)]
+pub fn current_process_start_ns() -> u64 {
     use crate::offsets::get;
     unsafe {
-        read_kernel::<u64>(task, get::OFF_PROC_TASK_GROUP_LEADER())
-            .and_then(|leader| {
-                read_kernel::<u64>(leader as *const u8, get::OFF_TASK_START_BOOTTIME())
-            })
-            .unwrap_or(0)
+        let leader: *const u8 = load_btf(current_task_btf(), get::OFF_PROC_TASK_GROUP_LEADER());
+        load_btf(leader, get::OFF_TASK_START_BOOTTIME())
     }
 }
 
