@@ -104,6 +104,61 @@ async fn rename_storm_kernel_cost() {
     .await;
 }
 
+/// Exec storm (`/bin/true` with 8 arguments, `EXECS` of them, 5,000 by default): the
+/// process programs (`sched_process_exec`, `_fork`, `_exit`, and the `sys_enter` /
+/// `sys_exit` ones for failed execs and credential changes). Every process is watched
+/// (the storm's children are new processes), so the figures include the machine's
+/// background; the storm dominates them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, run by hand"]
+async fn exec_storm_kernel_cost() {
+    if !kernel_or_skip("exec_storm_kernel_cost") {
+        return;
+    }
+    let n: u64 = std::env::var("EXECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000);
+    let before = prog_ids();
+    let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
+    let source =
+        Arc::new(KernelSource::new(programs, KernelDomain::Process).expect("process source"));
+    let (tx, mut rx) = mpsc::channel(1 << 20);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let task = {
+        let (source, shutdown) = (source.clone(), shutdown.clone());
+        tokio::spawn(async move { source.start(tx, shutdown).await })
+    };
+    let drain = tokio::spawn(async move {
+        let mut n = 0u64;
+        while rx.recv().await.is_some() {
+            n += 1;
+        }
+        n
+    });
+    let at_go = stats(&before);
+    let out = Command::new(env!("CARGO_BIN_EXE_collector-test-actor"))
+        .args(["exec-storm", &n.to_string()])
+        .args((1..=8).map(|i| format!("arg{i}")))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let storm = delta(&stats(&before), &at_go);
+    println!("actor: {}", String::from_utf8_lossy(&out.stdout).trim());
+    for (name, (t, c)) in &storm {
+        if *c > 0 {
+            println!(
+                "{name:<28} run_cnt={c:<9} run_time_ns={t:<12} ns/run={:.0}",
+                *t as f64 / *c as f64
+            );
+        }
+    }
+    source.stop().await.unwrap();
+    shutdown.store(true, Ordering::Relaxed);
+    task.await.unwrap().unwrap();
+    println!("events received: {}", drain.await.unwrap());
+}
+
 fn opens() -> u64 {
     std::env::var("OPENS")
         .ok()
