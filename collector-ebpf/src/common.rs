@@ -408,10 +408,12 @@ pub fn file_wakeup_flags() -> u64 {
 /// Reads a `T` at `base + offset` in kernel memory.
 #[inline(always)]
 pub unsafe fn read_kernel<T: Copy + Default>(base: *const u8, offset: u64) -> Result<T, i64> {
-    let mut value = T::default();
+    // Uninitialised: a zeroed array `T` costs a byte-wise `memset` subprogram call; the
+    // helper writes every byte (zeroes on failure, which is not read).
+    let mut value = core::mem::MaybeUninit::<T>::uninit();
     let ret = unsafe {
         bpf_probe_read_kernel(
-            (&mut value as *mut T).cast(),
+            value.as_mut_ptr().cast(),
             core::mem::size_of::<T>() as u32,
             base.wrapping_add(offset as usize).cast(),
         )
@@ -419,7 +421,7 @@ pub unsafe fn read_kernel<T: Copy + Default>(base: *const u8, offset: u64) -> Re
     if ret < 0 {
         Err(ret)
     } else {
-        Ok(value)
+        Ok(unsafe { value.assume_init() })
     }
 }
 
