@@ -6,11 +6,10 @@ use core::ptr::read_volatile;
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_uid_gid,
+        bpf_get_current_comm,
         generated::{
-            bpf_get_current_cgroup_id, bpf_get_current_comm as bpf_get_current_comm_raw,
-            bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_boot_ns,
-            bpf_probe_read_kernel,
+            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_current_task_btf,
+            bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
         },
     },
     macros::map,
@@ -269,21 +268,30 @@ pub fn exclusions_at_exit(tgid: u32) {
 /// Fills `h` from the current task.
 #[inline(always)]
 pub unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, pid_tgid: u64) {
-    let uid_gid = bpf_get_current_uid_gid();
+    use crate::offsets::get;
+    // uid/gid, comm and the leader's start time are typed loads from the task (no
+    // helper call each): `task->cred->{uid,gid}` is what `bpf_get_current_uid_gid`
+    // reads, and `comm` is kept NUL-padded by the kernel (`__set_task_comm`).
+    let task = current_task_btf();
     unsafe {
+        let cred: *const u8 = load_btf(task, get::OFF_PROC_TASK_CRED());
         (*h).kind = kind as u32;
         (*h).flags = 0;
         (*h).ktime_ns = bpf_ktime_get_boot_ns();
         (*h).pid = (pid_tgid >> 32) as u32;
         (*h).tid = pid_tgid as u32;
-        (*h).uid = uid_gid as u32;
-        (*h).gid = (uid_gid >> 32) as u32;
+        (*h).uid = load_btf(cred, get::OFF_PROC_CRED_UID());
+        (*h).gid = load_btf(cred, get::OFF_PROC_CRED_GID());
         (*h).cgroup_id = bpf_get_current_cgroup_id();
-        // Straight into the record: aya's wrapper returns a zeroed array by value, which
-        // costs a byte-wise `memset` subprogram and a copy. The helper NUL-pads, and
-        // zeroes the buffer when it fails.
-        bpf_get_current_comm_raw((&raw mut (*h).comm).cast(), COMM_LEN as u32);
-        (*h).process_start_ns = current_process_start_ns();
+        // Two 8-byte loads inside the `char comm[16]` array (BTF allows any scalar
+        // load within an int array). Unaligned-safe: `comm` is 8-aligned in the task,
+        // and the header's `comm` follows two u64 fields.
+        let comm = get::OFF_TASK_COMM();
+        let dst = (&raw mut (*h).comm).cast::<u64>();
+        core::ptr::write_unaligned(dst, load_btf::<u64>(task, comm));
+        core::ptr::write_unaligned(dst.add(1), load_btf::<u64>(task, comm + 8));
+        let leader: *const u8 = load_btf(task, get::OFF_PROC_TASK_GROUP_LEADER());
+        (*h).process_start_ns = load_btf(leader, get::OFF_TASK_START_BOOTTIME());
     }
 }
 
@@ -304,18 +312,6 @@ pub fn current_task_btf() -> *const u8 {
 #[inline(always)]
 pub unsafe fn load_btf<T: Copy>(base: *const u8, off: u64) -> T {
     unsafe { read_volatile(base.wrapping_add(off as usize) as *const T) }
-}
-
-/// Start time of the current task's thread-group leader (CLOCK_BOOTTIME ns), 0 if
-/// unreadable. With the tgid it names the process across pid reuse (Tetragon's exec_id
-/// idea). Typed loads: no helper call but the task's.
-#[inline(always)]
-pub fn current_process_start_ns() -> u64 {
-    use crate::offsets::get;
-    unsafe {
-        let leader: *const u8 = load_btf(current_task_btf(), get::OFF_PROC_TASK_GROUP_LEADER());
-        load_btf(leader, get::OFF_TASK_START_BOOTTIME())
-    }
 }
 
 #[inline(always)]
@@ -370,9 +366,10 @@ const EXEC_WAKE_MIN_NS: u64 = 2_000_000;
 /// adaptive wakeup) unless an exec woke it less than 2 ms ago, so an exec on an idle host
 /// reaches subscribers at once while an exec storm costs at most 500 wakeups a second
 /// (records in between ride along, or wait for the reader's timer).
+/// `now` is the record's own `ktime_ns` (a second clock read costs a helper call and,
+/// in a VM, a paravirtual clock read).
 #[inline(always)]
-pub fn exec_wakeup_flags() -> u64 {
-    let now = unsafe { bpf_ktime_get_boot_ns() };
+pub fn exec_wakeup_flags(now: u64) -> u64 {
     let Some(last) = PROCESS_LAST_WAKE.get_ptr_mut(0) else {
         return 0;
     };

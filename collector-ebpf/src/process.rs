@@ -211,7 +211,7 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     // reader's timer (`process_wakeup_flags`), since a wakeup per record was most of
     // these programs' cost.
     if PROCESS_EVENTS
-        .output::<[u8]>(bytes, exec_wakeup_flags())
+        .output::<[u8]>(bytes, exec_wakeup_flags(unsafe { (*rec).header.ktime_ns }))
         .is_err()
     {
         count_lost(RecordKind::Exec);
