@@ -8,8 +8,8 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_comm,
         generated::{
-            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_current_task_btf,
-            bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+            bpf_get_current_cgroup_id, bpf_get_current_task_btf, bpf_ktime_get_boot_ns,
+            bpf_probe_read_kernel,
         },
     },
     macros::map,
@@ -427,14 +427,15 @@ pub unsafe fn read_kernel<T: Copy + Default>(base: *const u8, offset: u64) -> Re
 pub unsafe fn fd_to_file(fd: u64) -> Result<*const u8, i64> {
     use crate::offsets::get;
     unsafe {
-        let task = bpf_get_current_task() as *const u8;
-        let files: u64 = read_kernel(task, get::OFF_TASK_FILES())?;
-        let fdt: u64 = read_kernel(files as *const u8, get::OFF_FILES_FDT())?;
-        let max_fds: u32 = read_kernel(fdt as *const u8, get::OFF_FDT_MAX_FDS())?;
+        // task -> files -> fdt are typed loads; `fdt->fd` is a `struct file **`, which
+        // BTF types no further, so the slot itself is one helper read.
+        let files: *const u8 = load_btf(current_task_btf(), get::OFF_TASK_FILES());
+        let fdt: *const u8 = load_btf(files, get::OFF_FILES_FDT());
+        let max_fds: u32 = load_btf(fdt, get::OFF_FDT_MAX_FDS());
         if fd >= max_fds as u64 {
             return Err(-9);
         }
-        let array: u64 = read_kernel(fdt as *const u8, get::OFF_FDT_FD())?;
+        let array: u64 = load_btf(fdt, get::OFF_FDT_FD());
         let file: u64 = read_kernel(array as *const u8, fd * 8)?;
         if file == 0 {
             return Err(-9);
