@@ -6,9 +6,9 @@ use core::ptr::read_volatile;
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_uid_gid,
+        bpf_get_current_comm,
         generated::{
-            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns,
+            bpf_get_current_cgroup_id, bpf_get_current_task_btf, bpf_ktime_get_boot_ns,
             bpf_probe_read_kernel,
         },
     },
@@ -110,7 +110,9 @@ pub fn path_excluded(path: *const u8, len: u32) -> bool {
     };
     unsafe {
         (*key).prefix_len = n * 8;
-        (*key).data = [0; PATH_PREFIX_LEN];
+        // No zeroing first (a 128-byte byte-wise `memset` subprogram): the read fills
+        // all of `data` (zeroes it on failure), and bytes past `n` are outside the
+        // prefix the trie compares.
         if bpf_probe_read_kernel(
             (&raw mut (*key).data).cast(),
             PATH_PREFIX_LEN as u32,
@@ -266,33 +268,50 @@ pub fn exclusions_at_exit(tgid: u32) {
 /// Fills `h` from the current task.
 #[inline(always)]
 pub unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, pid_tgid: u64) {
-    let uid_gid = bpf_get_current_uid_gid();
+    use crate::offsets::get;
+    // uid/gid, comm and the leader's start time are typed loads from the task (no
+    // helper call each): `task->cred->{uid,gid}` is what `bpf_get_current_uid_gid`
+    // reads, and `comm` is kept NUL-padded by the kernel (`__set_task_comm`).
+    let task = current_task_btf();
     unsafe {
+        let cred: *const u8 = load_btf(task, get::OFF_PROC_TASK_CRED());
         (*h).kind = kind as u32;
         (*h).flags = 0;
         (*h).ktime_ns = bpf_ktime_get_boot_ns();
         (*h).pid = (pid_tgid >> 32) as u32;
         (*h).tid = pid_tgid as u32;
-        (*h).uid = uid_gid as u32;
-        (*h).gid = (uid_gid >> 32) as u32;
+        (*h).uid = load_btf(cred, get::OFF_PROC_CRED_UID());
+        (*h).gid = load_btf(cred, get::OFF_PROC_CRED_GID());
         (*h).cgroup_id = bpf_get_current_cgroup_id();
-        (*h).comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
-        (*h).process_start_ns = process_start_ns(bpf_get_current_task() as *const u8);
+        // Two 8-byte loads inside the `char comm[16]` array (BTF allows any scalar
+        // load within an int array). Unaligned-safe: `comm` is 8-aligned in the task,
+        // and the header's `comm` follows two u64 fields.
+        let comm = get::OFF_TASK_COMM();
+        let dst = (&raw mut (*h).comm).cast::<u64>();
+        core::ptr::write_unaligned(dst, load_btf::<u64>(task, comm));
+        core::ptr::write_unaligned(dst.add(1), load_btf::<u64>(task, comm + 8));
+        let leader: *const u8 = load_btf(task, get::OFF_PROC_TASK_GROUP_LEADER());
+        (*h).process_start_ns = load_btf(leader, get::OFF_TASK_START_BOOTTIME());
     }
 }
 
-/// Start time of `task`'s thread-group leader (CLOCK_BOOTTIME ns), 0 if unreadable.
-/// With the tgid it names the process across pid reuse (Tetragon's exec_id idea).
+/// The current task as a BTF-typed pointer (`bpf_get_current_task_btf`, 5.11): loads
+/// through it, and through the struct pointers loaded from it, are plain loads the
+/// verifier checks against BTF and makes fault-safe (a NULL pointer reads 0), not one
+/// `bpf_probe_read_kernel` helper call each. See [`load_btf`].
 #[inline(always)]
-pub fn process_start_ns(task: *const u8) -> u64 {
-    use crate::offsets::get;
-    unsafe {
-        read_kernel::<u64>(task, get::OFF_PROC_TASK_GROUP_LEADER())
-            .and_then(|leader| {
-                read_kernel::<u64>(leader as *const u8, get::OFF_TASK_START_BOOTTIME())
-            })
-            .unwrap_or(0)
-    }
+pub fn current_task_btf() -> *const u8 {
+    unsafe { bpf_get_current_task_btf() as *const u8 }
+}
+
+/// A plain load of a `T` at `base + off`, where `base` is a BTF-typed pointer
+/// ([`current_task_btf`], a typed tracepoint argument, or a struct pointer loaded with
+/// this). `off` must be a field's offset (the loader's BTF offsets are frozen constants
+/// to the verifier), and a pointer field must be loaded whole. `read_volatile` keeps it
+/// one load of exactly `T`.
+#[inline(always)]
+pub unsafe fn load_btf<T: Copy>(base: *const u8, off: u64) -> T {
+    unsafe { read_volatile(base.wrapping_add(off as usize) as *const T) }
 }
 
 #[inline(always)]
@@ -347,9 +366,10 @@ const EXEC_WAKE_MIN_NS: u64 = 2_000_000;
 /// adaptive wakeup) unless an exec woke it less than 2 ms ago, so an exec on an idle host
 /// reaches subscribers at once while an exec storm costs at most 500 wakeups a second
 /// (records in between ride along, or wait for the reader's timer).
+/// `now` is the record's own `ktime_ns` (a second clock read costs a helper call and,
+/// in a VM, a paravirtual clock read).
 #[inline(always)]
-pub fn exec_wakeup_flags() -> u64 {
-    let now = unsafe { bpf_ktime_get_boot_ns() };
+pub fn exec_wakeup_flags(now: u64) -> u64 {
     let Some(last) = PROCESS_LAST_WAKE.get_ptr_mut(0) else {
         return 0;
     };
@@ -385,10 +405,12 @@ pub fn file_wakeup_flags() -> u64 {
 /// Reads a `T` at `base + offset` in kernel memory.
 #[inline(always)]
 pub unsafe fn read_kernel<T: Copy + Default>(base: *const u8, offset: u64) -> Result<T, i64> {
-    let mut value = T::default();
+    // Uninitialised: a zeroed array `T` costs a byte-wise `memset` subprogram call; the
+    // helper writes every byte (zeroes on failure, which is not read).
+    let mut value = core::mem::MaybeUninit::<T>::uninit();
     let ret = unsafe {
         bpf_probe_read_kernel(
-            (&mut value as *mut T).cast(),
+            value.as_mut_ptr().cast(),
             core::mem::size_of::<T>() as u32,
             base.wrapping_add(offset as usize).cast(),
         )
@@ -396,7 +418,7 @@ pub unsafe fn read_kernel<T: Copy + Default>(base: *const u8, offset: u64) -> Re
     if ret < 0 {
         Err(ret)
     } else {
-        Ok(value)
+        Ok(unsafe { value.assume_init() })
     }
 }
 
@@ -405,14 +427,15 @@ pub unsafe fn read_kernel<T: Copy + Default>(base: *const u8, offset: u64) -> Re
 pub unsafe fn fd_to_file(fd: u64) -> Result<*const u8, i64> {
     use crate::offsets::get;
     unsafe {
-        let task = bpf_get_current_task() as *const u8;
-        let files: u64 = read_kernel(task, get::OFF_TASK_FILES())?;
-        let fdt: u64 = read_kernel(files as *const u8, get::OFF_FILES_FDT())?;
-        let max_fds: u32 = read_kernel(fdt as *const u8, get::OFF_FDT_MAX_FDS())?;
+        // task -> files -> fdt are typed loads; `fdt->fd` is a `struct file **`, which
+        // BTF types no further, so the slot itself is one helper read.
+        let files: *const u8 = load_btf(current_task_btf(), get::OFF_TASK_FILES());
+        let fdt: *const u8 = load_btf(files, get::OFF_FILES_FDT());
+        let max_fds: u32 = load_btf(fdt, get::OFF_FDT_MAX_FDS());
         if fd >= max_fds as u64 {
             return Err(-9);
         }
-        let array: u64 = read_kernel(fdt as *const u8, get::OFF_FDT_FD())?;
+        let array: u64 = load_btf(fdt, get::OFF_FDT_FD());
         let file: u64 = read_kernel(array as *const u8, fd * 8)?;
         if file == 0 {
             return Err(-9);

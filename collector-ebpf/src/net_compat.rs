@@ -10,7 +10,7 @@
 //! di, bp. Events carry `net_flags::COMPAT`.
 
 use aya_ebpf::{
-    helpers::{bpf_probe_read_user, generated::bpf_get_current_task},
+    helpers::bpf_probe_read_user,
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
@@ -52,8 +52,14 @@ pub(crate) fn in_compat_syscall() -> bool {
     if unsafe { core::ptr::read_volatile(&HAS_COMPAT_SYSCALLS) } == 0 {
         return false;
     }
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    let status: u32 = unsafe { read_kernel(task, get::OFF_NET_TASK_TI_STATUS()) }.unwrap_or(0);
+    // A typed load from the BTF task pointer: no helper read. The file domain's
+    // `sys_exit` program asks this for every syscall whose number is a file call.
+    let status: u32 = unsafe {
+        crate::common::load_btf(
+            crate::common::current_task_btf(),
+            get::OFF_NET_TASK_TI_STATUS(),
+        )
+    };
     status & TS_COMPAT != 0
 }
 

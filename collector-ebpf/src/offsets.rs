@@ -242,6 +242,8 @@ offsets! {
     OFF_FILE_IO_LINK_NEWPATH,
     /// `io_link.flags` (filesystem: io_uring)
     OFF_FILE_IO_LINK_FLAGS,
+    /// `task_struct.comm` (every record header: two typed loads, no helper)
+    OFF_TASK_COMM,
 }
 
 /// Set by the loader when `linux_binprm` has `executable` (the file the caller named,

@@ -33,11 +33,11 @@
 //! (no " (deleted)" suffix); a file outside the task's root (opened before chroot, or
 //! reached through a detached mount) is printed from the mount namespace's root up.
 
-use core::{ffi::c_void, ptr::read_volatile};
+use core::{ffi::c_void, mem::MaybeUninit, ptr::read_volatile};
 
 use aya_ebpf::{
     helpers::generated::{
-        bpf_get_current_task, bpf_loop, bpf_probe_read_kernel, bpf_probe_read_kernel_str,
+        bpf_get_current_task_btf, bpf_loop, bpf_probe_read_kernel, bpf_probe_read_kernel_str,
         bpf_probe_read_user_str,
     },
     macros::map,
@@ -236,10 +236,11 @@ unsafe fn read_dentry(dentry: u64) -> Result<(u64, u32, u64), ()> {
     if off::OFF_PATHWALK_DENTRY_NAME_LEN() == parent_off + 12
         && off::OFF_PATHWALK_DENTRY_NAME_NAME() == parent_off + 16
     {
-        let mut v = [0u64; 3];
+        // Uninitialised: a zeroed array costs a byte-wise `memset` subprogram call.
+        let mut v = MaybeUninit::<[u64; 3]>::uninit();
         let r = unsafe {
             bpf_probe_read_kernel(
-                (&raw mut v).cast(),
+                v.as_mut_ptr().cast(),
                 24,
                 dentry.wrapping_add(parent_off) as *const c_void,
             )
@@ -247,6 +248,8 @@ unsafe fn read_dentry(dentry: u64) -> Result<(u64, u32, u64), ()> {
         if r < 0 || dentry == 0 {
             return Err(());
         }
+        // Written by the helper (it zeroes the buffer on failure, handled above).
+        let v = unsafe { v.assume_init() };
         // Little-endian: `len` is the high half of `hash_len`.
         return Ok((v[0], (v[1] >> 32) as u32, v[2]));
     }
@@ -265,10 +268,10 @@ unsafe fn read_dentry(dentry: u64) -> Result<(u64, u32, u64), ()> {
 unsafe fn read_mount(mnt: u64) -> Result<(u64, u64), ()> {
     let parent_off = off::OFF_PATHWALK_MOUNT_PARENT();
     if off::OFF_PATHWALK_MOUNT_MOUNTPOINT() == parent_off + 8 {
-        let mut v = [0u64; 2];
+        let mut v = MaybeUninit::<[u64; 2]>::uninit();
         let r = unsafe {
             bpf_probe_read_kernel(
-                (&raw mut v).cast(),
+                v.as_mut_ptr().cast(),
                 16,
                 mnt.wrapping_add(parent_off) as *const c_void,
             )
@@ -276,6 +279,7 @@ unsafe fn read_mount(mnt: u64) -> Result<(u64, u64), ()> {
         if r < 0 || mnt == 0 {
             return Err(());
         }
+        let v = unsafe { v.assume_init() };
         return Ok((v[0], v[1]));
     }
     unsafe {
@@ -361,13 +365,35 @@ fn scratch(slot: u32) -> Option<*mut PathScratch> {
     PATH_SCRATCH.get_ptr_mut(slot)
 }
 
-/// The task's `fs->root` (dentry, vfsmount), where the walk stops.
+/// A plain load of a `T` at `base + off`, where `base` is a BTF-typed kernel pointer
+/// (the current task, or a pointer loaded from it the same way): the verifier checks it
+/// against the type's BTF and makes it fault-safe, so no `bpf_probe_read_kernel` helper
+/// call is needed. `read_volatile` keeps it one load of exactly `T` (a merged or widened
+/// load would not match a field). A NULL `base` reads 0.
+#[inline(always)]
+unsafe fn load<T: Copy>(base: *const u8, off: u64) -> T {
+    unsafe { read_volatile(base.wrapping_add(off as usize) as *const T) }
+}
+
+/// The current task as a BTF-typed pointer (`bpf_get_current_task_btf`, 5.11).
+#[inline(always)]
+fn task_btf() -> *const u8 {
+    unsafe { bpf_get_current_task_btf() as *const u8 }
+}
+
+/// One of the current task's `fs->root` / `fs->pwd` (`which`) as (dentry, vfsmount):
+/// typed loads, no helper call.
 #[inline(always)]
 unsafe fn task_fs_path(which: u64) -> Result<(u64, u64), ()> {
     unsafe {
-        let task = bpf_get_current_task();
-        let fs = rd(task, off::OFF_PATHWALK_TASK_FS())?;
-        read_path_struct(fs.wrapping_add(which))
+        let fs: *const u8 = load(task_btf(), off::OFF_PATHWALK_TASK_FS());
+        let p = which;
+        let mnt: *const u8 = load(fs, p + off::OFF_PATHWALK_PATH_MNT());
+        let dentry: *const u8 = load(fs, p + off::OFF_PATHWALK_PATH_DENTRY());
+        if mnt.is_null() || dentry.is_null() {
+            return Err(());
+        }
+        Ok((dentry as u64, mnt as u64))
     }
 }
 
@@ -380,11 +406,12 @@ unsafe fn read_path_struct(p: u64) -> Result<(u64, u64), ()> {
         off::OFF_PATHWALK_PATH_DENTRY(),
     );
     if mnt_off == 0 && dentry_off == 8 {
-        let mut v = [0u64; 2];
-        let r = unsafe { bpf_probe_read_kernel((&raw mut v).cast(), 16, p as *const c_void) };
+        let mut v = MaybeUninit::<[u64; 2]>::uninit();
+        let r = unsafe { bpf_probe_read_kernel(v.as_mut_ptr().cast(), 16, p as *const c_void) };
         if r < 0 || p == 0 {
             return Err(());
         }
+        let v = unsafe { v.assume_init() };
         return Ok((v[1], v[0]));
     }
     unsafe { Ok((rd(p, dentry_off)?, rd(p, mnt_off)?)) }
@@ -473,14 +500,15 @@ pub unsafe fn resolve_file(slot: u32, file: *const u8) -> Resolved {
 #[inline(always)]
 pub unsafe fn fd_file(fd: u64) -> Option<*const u8> {
     unsafe {
-        let task = bpf_get_current_task();
-        let files = rd(task, off::OFF_PATHWALK_TASK_FILES()).ok()?;
-        let fdt = rd(files, off::OFF_PATHWALK_FILES_FDT()).ok()?;
-        let max_fds = rd_u32(fdt, off::OFF_PATHWALK_FDT_MAX_FDS()).ok()?;
+        // task -> files -> fdt are typed loads; `fdt->fd` is a `struct file **`, which
+        // BTF does not type further, so the slot itself takes one helper read.
+        let files: *const u8 = load(task_btf(), off::OFF_PATHWALK_TASK_FILES());
+        let fdt: *const u8 = load(files, off::OFF_PATHWALK_FILES_FDT());
+        let max_fds: u32 = load(fdt, off::OFF_PATHWALK_FDT_MAX_FDS());
         if fd >= max_fds as u64 {
             return None;
         }
-        let array = rd(fdt, off::OFF_PATHWALK_FDT_FD()).ok()?;
+        let array: u64 = load(fdt, off::OFF_PATHWALK_FDT_FD());
         let file = rd(array, fd.wrapping_mul(8)).ok()?;
         if file == 0 {
             None

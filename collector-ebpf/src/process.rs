@@ -8,12 +8,14 @@
 //! `sys_exit` tracepoints (which, unlike `syscalls:sys_enter_*`, also fire for the
 //! 32-bit entry), filtered on the syscall number first so other syscalls cost a compare.
 
+use core::ptr::write_volatile;
+
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid,
         generated::{
-            bpf_get_current_task, bpf_get_smp_processor_id, bpf_probe_read_kernel,
-            bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str,
+            bpf_get_smp_processor_id, bpf_probe_read_kernel_str, bpf_probe_read_user,
+            bpf_probe_read_user_str,
         },
     },
     macros::{btf_tracepoint, map},
@@ -28,9 +30,9 @@ use collector_common::{
 
 use crate::{
     common::{
-        count_emitted, count_lost, excluded, exclusions_at_exec, exclusions_at_exit,
-        exclusions_at_fork, exec_wakeup_flags, fill_header, process_wakeup_flags, read_kernel,
-        syscall_arg, syscall_nr_btf, PROCESS_EVENTS,
+        count_emitted, count_lost, current_task_btf, excluded, exclusions_at_exec,
+        exclusions_at_exit, exclusions_at_fork, exec_wakeup_flags, fill_header, load_btf,
+        process_wakeup_flags, read_kernel, syscall_arg, syscall_nr_btf, PROCESS_EVENTS,
     },
     offsets::{
         exit_has_group_dead, get, proc_has_audit, proc_has_bprm_executable, proc_has_compat,
@@ -44,103 +46,35 @@ const PF_KTHREAD: u32 = 0x0020_0000;
 const TS_COMPAT: u32 = 0x0002;
 
 /// The task's credentials (`task->cred`, the ones the kernel checks against).
+/// `task` must be BTF-typed (a tracepoint argument or `current_task_btf`): every field
+/// is a plain typed load, no helper call (each used to be a `bpf_probe_read_kernel`).
 #[inline(always)]
 unsafe fn read_creds(task: *const u8) -> Credentials {
-    let mut c = Credentials {
-        loginuid: u32::MAX,
-        sessionid: u32::MAX,
-        ..Credentials::default()
-    };
     unsafe {
-        if let Ok(cred) = read_kernel::<u64>(task, get::OFF_PROC_TASK_CRED()) {
-            let cred = cred as *const u8;
-            if !read_creds_block(cred, &mut c) {
-                c.uid = read_kernel(cred, get::OFF_PROC_CRED_UID()).unwrap_or(u32::MAX);
-                c.euid = read_kernel(cred, get::OFF_PROC_CRED_EUID()).unwrap_or(u32::MAX);
-                c.suid = read_kernel(cred, get::OFF_PROC_CRED_SUID()).unwrap_or(u32::MAX);
-                c.fsuid = read_kernel(cred, get::OFF_PROC_CRED_FSUID()).unwrap_or(u32::MAX);
-                c.gid = read_kernel(cred, get::OFF_PROC_CRED_GID()).unwrap_or(u32::MAX);
-                c.egid = read_kernel(cred, get::OFF_PROC_CRED_EGID()).unwrap_or(u32::MAX);
-                c.sgid = read_kernel(cred, get::OFF_PROC_CRED_SGID()).unwrap_or(u32::MAX);
-                c.fsgid = read_kernel(cred, get::OFF_PROC_CRED_FSGID()).unwrap_or(u32::MAX);
-                c.cap_effective =
-                    read_kernel(cred, get::OFF_PROC_CRED_CAP_EFFECTIVE()).unwrap_or(0);
-                c.cap_permitted =
-                    read_kernel(cred, get::OFF_PROC_CRED_CAP_PERMITTED()).unwrap_or(0);
-            }
-        }
-        if proc_has_audit() {
-            c.loginuid = read_kernel(task, get::OFF_PROC_TASK_LOGINUID()).unwrap_or(u32::MAX);
-            c.sessionid = read_kernel(task, get::OFF_PROC_TASK_SESSIONID()).unwrap_or(u32::MAX);
+        let cred: *const u8 = load_btf(task, get::OFF_PROC_TASK_CRED());
+        let (loginuid, sessionid) = if proc_has_audit() {
+            (
+                load_btf(task, get::OFF_PROC_TASK_LOGINUID()),
+                load_btf(task, get::OFF_PROC_TASK_SESSIONID()),
+            )
+        } else {
+            (u32::MAX, u32::MAX)
+        };
+        Credentials {
+            uid: load_btf(cred, get::OFF_PROC_CRED_UID()),
+            euid: load_btf(cred, get::OFF_PROC_CRED_EUID()),
+            suid: load_btf(cred, get::OFF_PROC_CRED_SUID()),
+            fsuid: load_btf(cred, get::OFF_PROC_CRED_FSUID()),
+            gid: load_btf(cred, get::OFF_PROC_CRED_GID()),
+            egid: load_btf(cred, get::OFF_PROC_CRED_EGID()),
+            sgid: load_btf(cred, get::OFF_PROC_CRED_SGID()),
+            fsgid: load_btf(cred, get::OFF_PROC_CRED_FSGID()),
+            cap_effective: load_btf(cred, get::OFF_PROC_CRED_CAP_EFFECTIVE()),
+            cap_permitted: load_btf(cred, get::OFF_PROC_CRED_CAP_PERMITTED()),
+            loginuid,
+            sessionid,
         }
     }
-    c
-}
-
-/// Bytes of `struct cred` read at once from `uid` on (uid..cap_effective span 60 bytes
-/// on x86_64 6.x).
-const CRED_BLOCK_WORDS: usize = 8;
-
-/// Reads every id and capability of `cred` with one `bpf_probe_read_kernel` when they
-/// all lie within [`CRED_BLOCK_WORDS`] words from `uid` (offsets are load-time constants,
-/// so the verifier and the branch see fixed numbers). False: read them one by one.
-#[inline(always)]
-unsafe fn read_creds_block(cred: *const u8, c: &mut Credentials) -> bool {
-    let base = get::OFF_PROC_CRED_UID();
-    let span = (CRED_BLOCK_WORDS * 8) as u64;
-    let rel = |off: u64, size: u64| -> Option<usize> {
-        (off >= base && off - base + size <= span).then_some((off - base) as usize)
-    };
-    let (
-        Some(euid),
-        Some(suid),
-        Some(fsuid),
-        Some(gid),
-        Some(egid),
-        Some(sgid),
-        Some(fsgid),
-        Some(cap_e),
-        Some(cap_p),
-    ) = (
-        rel(get::OFF_PROC_CRED_EUID(), 4),
-        rel(get::OFF_PROC_CRED_SUID(), 4),
-        rel(get::OFF_PROC_CRED_FSUID(), 4),
-        rel(get::OFF_PROC_CRED_GID(), 4),
-        rel(get::OFF_PROC_CRED_EGID(), 4),
-        rel(get::OFF_PROC_CRED_SGID(), 4),
-        rel(get::OFF_PROC_CRED_FSGID(), 4),
-        rel(get::OFF_PROC_CRED_CAP_EFFECTIVE(), 8),
-        rel(get::OFF_PROC_CRED_CAP_PERMITTED(), 8),
-    )
-    else {
-        return false;
-    };
-    // Words, not bytes: zeroing a u64 array is a few stores, not a byte-wise memset.
-    let mut block = [0u64; CRED_BLOCK_WORDS];
-    let ret = unsafe {
-        bpf_probe_read_kernel(
-            block.as_mut_ptr().cast(),
-            span as u32,
-            cred.wrapping_add(base as usize).cast(),
-        )
-    };
-    if ret < 0 {
-        return false;
-    }
-    let bytes = block.as_ptr().cast::<u8>();
-    let u32_at = |at: usize| unsafe { core::ptr::read_unaligned(bytes.add(at).cast::<u32>()) };
-    let u64_at = |at: usize| unsafe { core::ptr::read_unaligned(bytes.add(at).cast::<u64>()) };
-    c.uid = u32_at(0);
-    c.euid = u32_at(euid);
-    c.suid = u32_at(suid);
-    c.fsuid = u32_at(fsuid);
-    c.gid = u32_at(gid);
-    c.egid = u32_at(egid);
-    c.sgid = u32_at(sgid);
-    c.fsgid = u32_at(fsgid);
-    c.cap_effective = u64_at(cap_e);
-    c.cap_permitted = u64_at(cap_p);
-    true
 }
 
 /// The current process's pid in its own pid namespace and that namespace's inode
@@ -148,33 +82,52 @@ unsafe fn read_creds_block(cred: *const u8, c: &mut Credentials) -> bool {
 #[inline(always)]
 fn pid_namespace_identity() -> (u32, u32) {
     unsafe {
-        let task = bpf_get_current_task() as *const u8;
-        let r = read_kernel::<u64>(task, get::OFF_PROC_TASK_GROUP_LEADER()).and_then(|leader| {
-            let pid = read_kernel::<u64>(leader as *const u8, get::OFF_PROC_TASK_THREAD_PID())?
-                as *const u8;
-            // Nesting is at most 32 levels (MAX_PID_NS_LEVEL).
-            let level = read_kernel::<u32>(pid, get::OFF_PROC_PID_LEVEL())? & 31;
-            let stride = get::OFF_PROC_UPID_NS() * 2;
-            let upid =
-                pid.wrapping_add((get::OFF_PROC_PID_NUMBERS() + level as u64 * stride) as usize);
-            let nr = read_kernel::<u32>(upid, 0)?;
-            let ns = read_kernel::<u64>(upid, get::OFF_PROC_UPID_NS())?;
-            let inum = read_kernel::<u32>(ns as *const u8, get::OFF_PROC_PIDNS_INUM())?;
-            Ok((nr, inum))
-        });
-        r.unwrap_or((0, 0))
+        // Typed loads down to `struct pid`; `numbers[level]` has a variable index, which
+        // typed loads cannot take, so the `upid` (nr, ns) is one helper read and the
+        // namespace's inode another.
+        let leader: *const u8 = load_btf(current_task_btf(), get::OFF_PROC_TASK_GROUP_LEADER());
+        let pid: *const u8 = load_btf(leader, get::OFF_PROC_TASK_THREAD_PID());
+        if pid.is_null() {
+            return (0, 0);
+        }
+        // Nesting is at most 32 levels (MAX_PID_NS_LEVEL).
+        let level = load_btf::<u32>(pid, get::OFF_PROC_PID_LEVEL()) & 31;
+        let stride = get::OFF_PROC_UPID_NS() * 2;
+        let upid = (pid as u64).wrapping_add(get::OFF_PROC_PID_NUMBERS() + level as u64 * stride);
+        let r = if get::OFF_PROC_UPID_NS() == 8 {
+            // `struct upid { int nr; struct pid_namespace *ns; }`: both in one read.
+            read_kernel::<[u64; 2]>(upid as *const u8, 0).map(|v| (v[0] as u32, v[1]))
+        } else {
+            read_kernel::<u32>(upid as *const u8, 0).and_then(|nr| {
+                Ok((
+                    nr,
+                    read_kernel::<u64>(upid as *const u8, get::OFF_PROC_UPID_NS())?,
+                ))
+            })
+        };
+        r.and_then(|(nr, ns)| {
+            Ok((
+                nr,
+                read_kernel::<u32>(ns as *const u8, get::OFF_PROC_PIDNS_INUM())?,
+            ))
+        })
+        .unwrap_or((0, 0))
     }
 }
 
+/// `task` must be BTF-typed (see `read_creds`).
 #[inline(always)]
 unsafe fn is_kthread(task: *const u8) -> bool {
-    unsafe { read_kernel::<u32>(task, get::OFF_PROC_TASK_FLAGS()) }.unwrap_or(0) & PF_KTHREAD != 0
+    unsafe { load_btf::<u32>(task, get::OFF_PROC_TASK_FLAGS()) & PF_KTHREAD != 0 }
 }
 
+/// `task` must be BTF-typed (see `read_creds`).
 #[inline(always)]
-unsafe fn parent_tgid(task: *const u8) -> Result<u32, i64> {
-    let parent: u64 = unsafe { read_kernel(task, get::OFF_TASK_REAL_PARENT())? };
-    unsafe { read_kernel(parent as *const u8, get::OFF_TASK_TGID()) }
+unsafe fn parent_tgid(task: *const u8) -> u32 {
+    unsafe {
+        let parent: *const u8 = load_btf(task, get::OFF_TASK_REAL_PARENT());
+        load_btf(parent, get::OFF_TASK_TGID())
+    }
 }
 
 /// Per-CPU assembly area of one exec record: the fixed part, then the tail with every
@@ -212,9 +165,8 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         let old_pid: u32 = ctx.arg(1);
         let bprm: *const u8 = ctx.arg(2);
         (*rec).old_pid = old_pid;
-        (*rec).ppid = parent_tgid(task).unwrap_or(0);
-        (*rec).start_boottime_ns =
-            read_kernel::<u64>(task, get::OFF_TASK_START_BOOTTIME()).unwrap_or(0);
+        (*rec).ppid = parent_tgid(task);
+        (*rec).start_boottime_ns = load_btf(task, get::OFF_TASK_START_BOOTTIME());
         (*rec).creds = read_creds(task);
         let secure = read_kernel::<u8>(bprm, get::OFF_PROC_BPRM_SECUREEXEC_BYTE()).unwrap_or(0);
         (*rec).exec_flags = if (secure >> (get::PROC_BPRM_SECUREEXEC_BIT() & 7)) & 1 != 0 {
@@ -222,16 +174,18 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         } else {
             0
         };
-        (*rec)._pad = 0;
-        (*rec).exe_path_len = 0;
-        (*rec).exe_path_flags = 0;
-        (*rec).cwd_len = 0;
-        (*rec).cwd_flags = 0;
+        // Volatile: adjacent zero stores are otherwise merged into a call of the
+        // byte-wise `memset` subprogram.
+        write_volatile(&raw mut (*rec)._pad, 0);
+        write_volatile(&raw mut (*rec).exe_path_len, 0);
+        write_volatile(&raw mut (*rec).exe_path_flags, 0);
+        write_volatile(&raw mut (*rec).cwd_len, 0);
+        write_volatile(&raw mut (*rec).cwd_flags, 0);
         ((*rec).ns_pid, (*rec).pidns_inum) = pid_namespace_identity();
         // The tail: each part is read straight into place after the previous one, and
         // each offset is masked to its part's cap so the verifier sees the bound.
         let tail = base.add(ExecRecord::TAIL_OFFSET);
-        let filename = read_kernel::<u64>(bprm, get::OFF_BPRM_FILENAME()).unwrap_or(0);
+        let filename: u64 = load_btf(bprm, get::OFF_BPRM_FILENAME());
         let flen = read_filename(rec, tail, filename);
         let ilen = read_interpreter(rec, tail.add(flen), bprm, filename);
         let file = exec_file(bprm);
@@ -257,7 +211,7 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     // reader's timer (`process_wakeup_flags`), since a wakeup per record was most of
     // these programs' cost.
     if PROCESS_EVENTS
-        .output::<[u8]>(bytes, exec_wakeup_flags())
+        .output::<[u8]>(bytes, exec_wakeup_flags(unsafe { (*rec).header.ktime_ns }))
         .is_err()
     {
         count_lost(RecordKind::Exec);
@@ -301,7 +255,7 @@ unsafe fn read_interpreter(
 ) -> usize {
     unsafe {
         (*rec).interp_len = 0;
-        let interp = read_kernel::<u64>(bprm, get::OFF_PROC_BPRM_INTERP()).unwrap_or(0);
+        let interp: u64 = load_btf(bprm, get::OFF_PROC_BPRM_INTERP());
         if interp == 0 || interp == filename {
             return 0;
         }
@@ -328,10 +282,10 @@ unsafe fn exec_file(bprm: *const u8) -> u64 {
     unsafe {
         let mut file = 0u64;
         if proc_has_bprm_executable() {
-            file = read_kernel::<u64>(bprm, get::OFF_PROC_BPRM_EXECUTABLE()).unwrap_or(0);
+            file = load_btf(bprm, get::OFF_PROC_BPRM_EXECUTABLE());
         }
         if file == 0 {
-            file = read_kernel::<u64>(bprm, get::OFF_PROC_BPRM_FILE()).unwrap_or(0);
+            file = load_btf(bprm, get::OFF_PROC_BPRM_FILE());
         }
         file
     }
@@ -374,55 +328,52 @@ unsafe fn read_cwd(rec: *mut ExecRecord, dst: *mut u8) -> usize {
 #[inline(always)]
 unsafe fn read_executable(rec: *mut ExecRecord, dst: *mut u8, file: u64) -> usize {
     unsafe {
-        (*rec).exe_nlink = 0;
-        (*rec).exe_ino = 0;
-        (*rec).exe_size = 0;
-        (*rec).exe_mtime_sec = 0;
-        (*rec).exe_mtime_nsec = 0;
-        (*rec).exe_ctime_sec = 0;
-        (*rec).exe_ctime_nsec = 0;
-        (*rec).exe_dev = 0;
-        (*rec).exe_name_len = 0;
+        // Volatile: see the exec record's zeroing.
+        write_volatile(&raw mut (*rec).exe_nlink, 0);
+        write_volatile(&raw mut (*rec).exe_ino, 0);
+        write_volatile(&raw mut (*rec).exe_dev, 0);
+        write_volatile(&raw mut (*rec).exe_name_len, 0);
+        write_volatile(&raw mut (*rec).exe_size, 0);
+        write_volatile(&raw mut (*rec).exe_mtime_sec, 0);
+        write_volatile(&raw mut (*rec).exe_mtime_nsec, 0);
+        write_volatile(&raw mut (*rec).exe_ctime_sec, 0);
+        write_volatile(&raw mut (*rec).exe_ctime_nsec, 0);
         if file == 0 {
             return 0;
         }
+        // `file` came from a typed load (`exec_file`): typed loads down to the inode,
+        // superblock and dentry name pointer, no helper call.
         let file = file as *const u8;
-        if let Ok(inode) = read_kernel::<u64>(file, get::OFF_PROC_FILE_INODE()) {
-            let inode = inode as *const u8;
-            (*rec).exe_ino = read_kernel(inode, get::OFF_PROC_INODE_INO()).unwrap_or(0);
-            (*rec).exe_nlink = read_kernel(inode, get::OFF_PROC_INODE_NLINK()).unwrap_or(0);
+        let inode: *const u8 = load_btf(file, get::OFF_PROC_FILE_INODE());
+        if !inode.is_null() {
+            (*rec).exe_ino = load_btf(inode, get::OFF_PROC_INODE_INO());
+            (*rec).exe_nlink = load_btf(inode, get::OFF_PROC_INODE_NLINK());
+            // The file's version (the executable-hash cache's key); 0 offsets where the
+            // kernel lacks the split time fields.
             if get::OFF_PROC_INODE_MTIME_SEC() != 0 {
-                (*rec).exe_size = read_kernel(inode, get::OFF_PROC_INODE_SIZE()).unwrap_or(0);
-                (*rec).exe_mtime_sec =
-                    read_kernel(inode, get::OFF_PROC_INODE_MTIME_SEC()).unwrap_or(0);
-                (*rec).exe_mtime_nsec =
-                    read_kernel(inode, get::OFF_PROC_INODE_MTIME_NSEC()).unwrap_or(0);
-                (*rec).exe_ctime_sec =
-                    read_kernel(inode, get::OFF_PROC_INODE_CTIME_SEC()).unwrap_or(0);
-                (*rec).exe_ctime_nsec =
-                    read_kernel(inode, get::OFF_PROC_INODE_CTIME_NSEC()).unwrap_or(0);
+                (*rec).exe_size = load_btf(inode, get::OFF_PROC_INODE_SIZE());
+                (*rec).exe_mtime_sec = load_btf(inode, get::OFF_PROC_INODE_MTIME_SEC());
+                (*rec).exe_mtime_nsec = load_btf(inode, get::OFF_PROC_INODE_MTIME_NSEC());
+                (*rec).exe_ctime_sec = load_btf(inode, get::OFF_PROC_INODE_CTIME_SEC());
+                (*rec).exe_ctime_nsec = load_btf(inode, get::OFF_PROC_INODE_CTIME_NSEC());
             }
-            if let Ok(sb) = read_kernel::<u64>(inode, get::OFF_PROC_INODE_SB()) {
-                (*rec).exe_dev = read_kernel(sb as *const u8, get::OFF_PROC_SB_DEV()).unwrap_or(0);
-            }
+            let sb: *const u8 = load_btf(inode, get::OFF_PROC_INODE_SB());
+            (*rec).exe_dev = load_btf(sb, get::OFF_PROC_SB_DEV());
             if (*rec).exe_nlink == 0 {
                 (*rec).exec_flags |= exec_flags::DELETED;
             }
         }
-        let Ok(name) = read_kernel::<u64>(file, get::OFF_PROC_FILE_DENTRY())
-            .and_then(|d| read_kernel::<u64>(d as *const u8, get::OFF_PROC_DENTRY_NAME()))
-        else {
+        let dentry: *const u8 = load_btf(file, get::OFF_PROC_FILE_DENTRY());
+        let name: u64 = load_btf(dentry, get::OFF_PROC_DENTRY_NAME());
+        if name == 0 {
             return 0;
-        };
-        // memfd_create names the shmem file's dentry "memfd:<name>".
-        let prefix = read_kernel::<[u8; 6]>(name as *const u8, 0).unwrap_or([0; 6]);
-        let memfd = prefix[0] == b'm'
-            && prefix[1] == b'e'
-            && prefix[2] == b'm'
-            && prefix[3] == b'f'
-            && prefix[4] == b'd'
-            && prefix[5] == b':';
-        if !memfd {
+        }
+        // memfd_create names the shmem file's dentry "memfd:<name>". One 8-byte read
+        // (the name's storage is at least that long: the dentry's inline name or a
+        // kmalloc'ed one), compared on its first 6 bytes (little-endian).
+        const MEMFD_PREFIX: u64 = u64::from_le_bytes(*b"memfd:\0\0");
+        let prefix = read_kernel::<u64>(name as *const u8, 0).unwrap_or(0);
+        if prefix & 0xffff_ffff_ffff != MEMFD_PREFIX {
             return 0;
         }
         (*rec).exec_flags |= exec_flags::MEMFD;
@@ -442,13 +393,16 @@ unsafe fn read_executable(rec: *mut ExecRecord, dst: *mut u8, file: u64) -> usiz
 unsafe fn read_argv(rec: *mut ExecRecord, dst: *mut u8, task: *const u8) -> usize {
     unsafe {
         (*rec).argv_len = 0;
-        let args = read_kernel::<u64>(task, get::OFF_TASK_MM()).and_then(|mm| {
-            let mm = mm as *const u8;
+        // Typed loads (`task` is the tracepoint's typed argument).
+        let mm: *const u8 = load_btf(task, get::OFF_TASK_MM());
+        let args: Result<(u64, u64), ()> = if mm.is_null() {
+            Err(())
+        } else {
             Ok((
-                read_kernel::<u64>(mm, get::OFF_MM_ARG_START())?,
-                read_kernel::<u64>(mm, get::OFF_MM_ARG_END())?,
+                load_btf(mm, get::OFF_MM_ARG_START()),
+                load_btf(mm, get::OFF_MM_ARG_END()),
             ))
-        });
+        };
         let Ok((start, end)) = args else {
             (*rec).header.flags |= flags::ARGV_UNREADABLE;
             return 0;
@@ -476,9 +430,9 @@ unsafe fn read_argv(rec: *mut ExecRecord, dst: *mut u8, task: *const u8) -> usiz
 pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let child: *const u8 = ctx.arg(1);
-    if let Ok(child_tgid) = unsafe { read_kernel::<u32>(child, get::OFF_TASK_TGID()) } {
-        exclusions_at_fork((pid_tgid >> 32) as u32, child_tgid);
-    }
+    // `child` is the tracepoint's typed argument: plain loads.
+    let child_tgid: u32 = unsafe { load_btf(child, get::OFF_TASK_TGID()) };
+    exclusions_at_fork((pid_tgid >> 32) as u32, child_tgid);
     if excluded(pid_tgid) {
         return 0;
     }
@@ -486,12 +440,7 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
         // kthreadd spawning kernel workers: not a process a user started.
         return 0;
     }
-    let (Ok(child_pid), Ok(child_tgid)) = (
-        unsafe { read_kernel::<u32>(child, get::OFF_TASK_PID()) },
-        unsafe { read_kernel::<u32>(child, get::OFF_TASK_TGID()) },
-    ) else {
-        return 0;
-    };
+    let child_pid: u32 = unsafe { load_btf(child, get::OFF_TASK_PID()) };
     if child_pid != child_tgid {
         // A new thread of an existing process, not a new process.
         return 0;
@@ -505,8 +454,7 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
         fill_header(&raw mut (*rec).header, RecordKind::Fork, pid_tgid);
         (*rec).child_pid = child_tgid;
         (*rec)._pad = 0;
-        (*rec).child_start_boottime_ns =
-            read_kernel::<u64>(child, get::OFF_TASK_START_BOOTTIME()).unwrap_or(0);
+        (*rec).child_start_boottime_ns = load_btf(child, get::OFF_TASK_START_BOOTTIME());
         (*rec).creds = read_creds(ctx.arg(0));
         ((*rec).ns_pid, (*rec).pidns_inum) = pid_namespace_identity();
     }
@@ -528,11 +476,9 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
         // thread that is (the leader may have pthread_exit'ed long before), and never
         // for the old leader that a non-leader exec (de_thread) reaps.
         unsafe {
-            read_kernel::<u64>(task, get::OFF_PROC_TASK_SIGNAL())
-                .and_then(|sig| read_kernel::<u32>(sig as *const u8, get::OFF_PROC_SIGNAL_LIVE()))
+            let sig: *const u8 = load_btf(task, get::OFF_PROC_TASK_SIGNAL());
+            !sig.is_null() && load_btf::<u32>(sig, get::OFF_PROC_SIGNAL_LIVE()) == 0
         }
-        .map(|live| live == 0)
-        .unwrap_or(false)
     };
     if !last_thread || unsafe { is_kthread(task) } {
         return 0;
@@ -549,8 +495,8 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     let rec = entry.as_mut_ptr();
     unsafe {
         fill_header(&raw mut (*rec).header, RecordKind::Exit, pid_tgid);
-        (*rec).exit_code = read_kernel::<u32>(task, get::OFF_TASK_EXIT_CODE()).unwrap_or(0);
-        (*rec).ppid = parent_tgid(task).unwrap_or(0);
+        (*rec).exit_code = load_btf(task, get::OFF_TASK_EXIT_CODE());
+        (*rec).ppid = parent_tgid(task);
         (*rec).creds = read_creds(task);
         ((*rec).ns_pid, (*rec).pidns_inum) = pid_namespace_identity();
     }
@@ -630,9 +576,7 @@ fn maybe_watched(nr: u64) -> bool {
 #[inline(always)]
 fn current_is_compat(task: *const u8) -> bool {
     proc_has_compat()
-        && unsafe { read_kernel::<u32>(task, get::OFF_PROC_TASK_TI_STATUS()) }.unwrap_or(0)
-            & TS_COMPAT
-            != 0
+        && unsafe { load_btf::<u32>(task, get::OFF_PROC_TASK_TI_STATUS()) } & TS_COMPAT != 0
 }
 
 /// Argument `n` (0 or 1) of the current syscall for either entry.
@@ -658,7 +602,7 @@ pub fn proc_sys_enter(ctx: BtfTracePointContext) -> i32 {
     if !maybe_watched(nr) {
         return 0;
     }
-    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let task = current_task_btf();
     let compat = current_is_compat(task);
     let Some(what) = watched(nr, compat) else {
         return 0;
@@ -705,7 +649,7 @@ pub fn proc_sys_exit(ctx: BtfTracePointContext) -> i32 {
         emit_exec_failed(&stash, ret);
         return 0;
     }
-    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let task = current_task_btf();
     let new = unsafe { read_creds(task) };
     if new == stash.creds {
         return 0;

@@ -66,6 +66,7 @@ const FIELDS: &[(&str, &str, &str)] = &[
     ("OFF_NET_SK_STATE", "sock", "__sk_common.skc_state"),
     ("OFF_NET_INET_SPORT", "inet_sock", "inet_sport"),
     ("OFF_NET_TASK_FLAGS", "task_struct", "flags"),
+    ("OFF_TASK_COMM", "task_struct", "comm"),
 ];
 
 /// Fields the io_uring network hook reads. Optional: a kernel without io_uring lacks
