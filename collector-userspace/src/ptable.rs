@@ -102,6 +102,8 @@ pub struct ProcessRow {
     pub last_event: ProcessEventKind,
     /// When that event happened.
     pub updated_at: DateTime<Utc>,
+    /// A fork of it was seen (some row may hold its key as `parent_key`).
+    pub has_children: bool,
 }
 
 impl ProcessRow {
@@ -125,6 +127,7 @@ impl ProcessRow {
             exec_time: None,
             last_event: kind,
             updated_at: at,
+            has_children: false,
         }
     }
 
@@ -372,6 +375,9 @@ impl ProcessTable {
             if let Some(row) = inner.rows.get_mut(&child) {
                 row.parent_key = Some(parent);
             }
+            if let Some(row) = inner.rows.get_mut(&parent) {
+                row.has_children = true;
+            }
             inner.contexts.remove(&child);
         }
         self.counters
@@ -401,6 +407,9 @@ impl ProcessTable {
                     return;
                 };
                 let parent_key = ev.ppid.and_then(|p| inner.live_by_pid.get(&p).copied());
+                if let Some(parent) = parent_key.and_then(|k| inner.rows.get_mut(&k)) {
+                    parent.has_children = true;
+                }
                 let Some(row) = inner.rows.get_mut(&key) else {
                     return;
                 };
@@ -516,7 +525,14 @@ impl ProcessTable {
             return;
         };
         let parent_key = self.row_for(inner, ev);
-        let parent = parent_key.and_then(|k| inner.rows.get(&k)).cloned();
+        let parent = parent_key.and_then(|k| inner.rows.get_mut(&k)).map(|p| {
+            p.has_children = true;
+            (
+                p.exec_name.clone().or_else(|| p.name.clone()),
+                p.executable_path.clone(),
+                p.command_line.clone(),
+            )
+        });
         if let Some(&old) = inner.live_by_pid.get(&child_pid) {
             // The child's pid was still listed: its previous holder's exit was missed.
             self.counters.exit_missed.fetch_add(1, Ordering::Relaxed);
@@ -534,10 +550,10 @@ impl ProcessTable {
         row.uid = ev.uid;
         row.gid = ev.gid;
         row.name = ev.name.clone();
-        if let Some(p) = parent {
-            row.exec_name = p.exec_name.or(p.name);
-            row.executable_path = p.executable_path;
-            row.command_line = p.command_line;
+        if let Some((exec_name, executable_path, command_line)) = parent {
+            row.exec_name = exec_name;
+            row.executable_path = executable_path;
+            row.command_line = command_line;
         }
         self.insert(inner, row);
     }
@@ -553,13 +569,18 @@ impl ProcessTable {
         if let Some(mut row) = inner.rows.remove(&old) {
             row.key = new;
             row.key_exact = true;
+            let had_children = row.has_children;
             inner.rows.insert(new, row);
             inner.live_by_pid.insert(new.pid, new);
-            // Children that pointed at the old key.
-            for r in inner.rows.values_mut() {
-                if r.parent_key == Some(old) {
-                    r.parent_key = Some(new);
-                    inner.contexts.remove(&r.key);
+            // Children that pointed at the old key. Only a row that forked has any: the
+            // common re-key (a fork's child at its first exec) skips the scan, which
+            // was most of the table's cost in an exec storm (every row, every exec).
+            if had_children {
+                for r in inner.rows.values_mut() {
+                    if r.parent_key == Some(old) {
+                        r.parent_key = Some(new);
+                        inner.contexts.remove(&r.key);
+                    }
                 }
             }
         }
@@ -966,6 +987,34 @@ mod tests {
         assert_eq!(t.stats().live, 2);
         let chain: Vec<u32> = t.ancestry(11).iter().map(|r| r.key.pid).collect();
         assert_eq!(chain, [11, 10]);
+    }
+
+    /// A re-keyed row's children follow it: the scan for them runs only for a row that
+    /// forked (the common re-key, a child's first exec, has none).
+    #[test]
+    fn a_rekeyed_parent_keeps_its_children() {
+        let t = table(100);
+        t.apply(&exec(10, 1_000, 1, "/bin/sh", 0));
+        let mut fork = ev(ProcessEventKind::Fork, 10, 1_000, 1);
+        fork.child_pid = Some(11);
+        fork.child_start_time = Some(at(1));
+        t.apply(&fork);
+        // The child forks before its own first exact event: the grandchild points at
+        // the child's approximate key.
+        let approximate = t.live(11).unwrap().key;
+        let mut grand = ProcessEvent::new(ProcessEventKind::Fork, at(1), 11, "ebpf-process");
+        grand.child_pid = Some(12);
+        grand.child_start_time = Some(at(1));
+        t.apply(&grand);
+        assert_eq!(t.live(12).unwrap().parent_key, Some(approximate));
+        assert!(t.live(11).unwrap().has_children);
+        let exact = t.boot_ns(at(1)) + 1_000;
+        t.apply(&exec(11, exact, 10, "/bin/ls", 2));
+        let child = t.live(11).unwrap();
+        assert_eq!(child.key.start_ns, exact);
+        assert_eq!(t.live(12).unwrap().parent_key, Some(child.key));
+        let chain: Vec<u32> = t.ancestry(12).iter().map(|r| r.key.pid).collect();
+        assert_eq!(chain, [12, 11, 10]);
     }
 
     /// An event read after its process's exit was applied still gets the process; one
