@@ -279,7 +279,11 @@ fn work(shared: &Shared, rx: &Mutex<Receiver<HashRequest>>) {
                     .expect("recent hashes")
                     .insert((done.pid, done.exec_time), done.hash.clone());
                 for listener in shared.listeners.read().expect("hash listeners").iter() {
-                    listener(&done);
+                    // A listener that panics loses its own update, not the worker.
+                    let call = std::panic::AssertUnwindSafe(|| listener(&done));
+                    if std::panic::catch_unwind(call).is_err() {
+                        tracing::error!(pid = done.pid, "an executable hash listener panicked");
+                    }
                 }
             }
             None => {
