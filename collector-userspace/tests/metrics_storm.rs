@@ -211,28 +211,22 @@ fn metrics_during_a_kernel_storm_rise_match_status_and_survive_bad_requests() {
     let opens = storm.join().unwrap();
     assert!(opens > 0);
 
-    // Drops in /metrics are the drops in status: read between two equal status
-    // readings (the host's other file activity can still move them).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let before = status_losses(collector, &socket, SOURCE);
-        let metrics = scrape(addr);
-        let after = status_losses(collector, &socket, SOURCE);
-        if before == after {
-            let shown = (
-                lost(&metrics),
-                sum(&metrics, "collector_source_events_dropped_total", SOURCE),
-            );
-            assert_eq!(shown, before, "kernel losses and drops: /metrics vs status");
-            assert!(before.0 > 0, "the one-page ring overflowed");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the loss counters never held still for one scrape"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Drops in /metrics are the drops in status. The host's other file activity keeps
+    // moving them (a one-page ring overflows on any open), so a scrape taken between two
+    // status readings must lie between them, each counter on its own; under a busy host
+    // the counters may never hold still long enough to compare them for equality.
+    let before = status_losses(collector, &socket, SOURCE);
+    let metrics = scrape(addr);
+    let after = status_losses(collector, &socket, SOURCE);
+    let shown = (
+        lost(&metrics),
+        sum(&metrics, "collector_source_events_dropped_total", SOURCE),
+    );
+    assert!(
+        before.0 <= shown.0 && shown.0 <= after.0 && before.1 <= shown.1 && shown.1 <= after.1,
+        "kernel losses and drops: /metrics {shown:?} outside status {before:?}..{after:?}"
+    );
+    assert!(before.0 > 0, "the one-page ring overflowed");
     // Still serving after all that.
     assert!(emitted(&scrape(addr)) > 0);
 }
