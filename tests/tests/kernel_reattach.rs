@@ -163,8 +163,10 @@ async fn a_detached_program_is_reported_and_attached_again() {
         KernelSource::new(programs.clone(), KernelDomain::Filesystem).expect("filesystem source");
     // As the daemon does once its domains are attached: the reattach parses it again.
     programs.release_btf();
+    // The degraded state lasts one check interval: long enough for bpftool and the
+    // polls below to see it on a loaded host (at 300 ms, CI missed it once).
     let config = CollectorConfig::default()
-        .with_health_check_interval(Duration::from_millis(300))
+        .with_health_check_interval(Duration::from_secs(2))
         .with_startup_timeout(Duration::from_millis(300));
     let mut collector = Collector::new(config).unwrap();
     collector.register_batch_source(Box::new(source)).unwrap();
