@@ -232,14 +232,13 @@ fn may_see_executable(peer: &Peer, uid: Option<u32>) -> bool {
 
 /// A table row as the IPC message, with the field meanings of process events.
 pub fn row_to_info(r: &ProcessRow, peer: &Peer) -> pb::ProcessInfo {
+    // The executable and its digest: only to root and the process's owner.
+    let visible = may_see_executable(peer, r.uid);
     pb::ProcessInfo {
         pid: r.key.pid,
         ppid: r.ppid,
         name: r.name.clone().unwrap_or_default(),
-        executable: r
-            .executable_path
-            .clone()
-            .filter(|_| may_see_executable(peer, r.uid)),
+        executable: r.executable_path.clone().filter(|_| visible),
         command_line: r.command_line.clone(),
         uid: r.uid,
         start_time: r.start_time.map(timestamp_to_proto),
@@ -253,27 +252,19 @@ pub fn row_to_info(r: &ProcessRow, peer: &Peer) -> pb::ProcessInfo {
         exec_name: r.exec_name.clone(),
         // Set by `fit_row` when the row has to be cut to fit a page.
         command_line_truncated: false,
-        executable_hash: r
-            .executable_hash
-            .clone()
-            .filter(|_| may_see_executable(peer, r.uid)),
-        hash_algorithm: r
-            .hash_algorithm
-            .clone()
-            .filter(|_| may_see_executable(peer, r.uid)),
+        executable_hash: r.executable_hash.clone().filter(|_| visible),
+        hash_algorithm: r.hash_algorithm.clone().filter(|_| visible),
     }
 }
 
 fn history_to_info(h: &HistoryRow, peer: &Peer) -> pb::ProcessInfo {
     let r = &h.record;
+    let visible = may_see_executable(peer, r.uid);
     pb::ProcessInfo {
         pid: r.pid,
         ppid: r.ppid,
         name: r.name.clone().unwrap_or_default(),
-        executable: r
-            .executable_path
-            .clone()
-            .filter(|_| may_see_executable(peer, r.uid)),
+        executable: r.executable_path.clone().filter(|_| visible),
         command_line: r.command_line.clone(),
         uid: r.uid,
         start_time: r.start_time.map(timestamp_to_proto),
@@ -288,14 +279,8 @@ fn history_to_info(h: &HistoryRow, peer: &Peer) -> pb::ProcessInfo {
         exec_name: None,
         // Set by `fit_row` when the row has to be cut to fit a page.
         command_line_truncated: false,
-        executable_hash: r
-            .executable_hash
-            .clone()
-            .filter(|_| may_see_executable(peer, r.uid)),
-        hash_algorithm: r
-            .hash_algorithm
-            .clone()
-            .filter(|_| may_see_executable(peer, r.uid)),
+        executable_hash: r.executable_hash.clone().filter(|_| visible),
+        hash_algorithm: r.hash_algorithm.clone().filter(|_| visible),
     }
 }
 
