@@ -82,6 +82,9 @@ pub mod globals {
     pub const PROC_HAS_BPRM_EXECUTABLE: &str = "PROC_HAS_BPRM_EXECUTABLE";
     /// See [`PROC_HAS_AUDIT`].
     pub const PROC_HAS_COMPAT: &str = "PROC_HAS_COMPAT";
+    /// The task's default-hierarchy cgroup id can be read with typed loads
+    /// (`task->cgroups->dfl_cgrp->kn->id`) instead of a helper call.
+    pub const HAS_TYPED_CGROUP: &str = "HAS_TYPED_CGROUP";
     /// The loader's pid namespace, to find its host tgid.
     pub const SELF_NS_DEV: &str = "SELF_NS_DEV";
     /// See [`SELF_NS_DEV`].
@@ -107,6 +110,7 @@ pub mod globals {
         PROC_HAS_AUDIT,
         PROC_HAS_BPRM_EXECUTABLE,
         PROC_HAS_COMPAT,
+        HAS_TYPED_CGROUP,
         SELF_NS_DEV,
         SELF_NS_INO,
         SELF_NS_TGID,

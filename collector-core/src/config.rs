@@ -243,7 +243,8 @@ pub struct CollectorConfig {
     /// wakes per 256 KiB and drains on its own timer below that (default 262144).
     pub file_wakeup_bytes: u64,
     /// Hooks of the syscall-based programs: `auto` (per-syscall tracepoints, raw
-    /// sys_enter/sys_exit when tracefs cannot be had), `tracepoints`, or `raw` (default auto).
+    /// sys_enter/sys_exit when tracefs cannot be had), `tracepoints`, `raw`, or `portable`
+    /// (no reads of x86_64 saved registers, as on other architectures) (default auto).
     pub syscall_hooks: String,
     /// How often ring readers drain without a wakeup (default 10ms; at most 10s).
     #[serde(with = "humantime_serde")]

@@ -282,7 +282,16 @@ pub unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, pid_tgid: u64)
         (*h).tid = pid_tgid as u32;
         (*h).uid = load_btf(cred, get::OFF_PROC_CRED_UID());
         (*h).gid = load_btf(cred, get::OFF_PROC_CRED_GID());
-        (*h).cgroup_id = bpf_get_current_cgroup_id();
+        (*h).cgroup_id = if crate::offsets::has_typed_cgroup() {
+            // What the helper returns (`cgroup_id(task_dfl_cgroup(current))`), as typed
+            // loads: the helper call costs more than the four loads.
+            let cset: *const u8 = load_btf(task, get::OFF_TASK_CGROUPS());
+            let cgrp: *const u8 = load_btf(cset, get::OFF_CSS_SET_DFL_CGRP());
+            let kn: *const u8 = load_btf(cgrp, get::OFF_CGROUP_KN());
+            load_btf(kn, get::OFF_KERNFS_NODE_ID())
+        } else {
+            bpf_get_current_cgroup_id()
+        };
         // Two 8-byte loads inside the `char comm[16]` array (BTF allows any scalar
         // load within an int array). Unaligned-safe: `comm` is 8-aligned in the task,
         // and the header's `comm` follows two u64 fields.

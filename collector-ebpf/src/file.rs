@@ -154,6 +154,73 @@ pub(crate) fn pending(
     }
 }
 
+// The portable open hooks: per-syscall tracepoints, whose records carry the arguments
+// on every architecture. The loader uses them only where `file_sys_exit` cannot read
+// the arguments from the saved registers (a kernel whose `pt_regs` is not x86_64's, or
+// `syscall_hooks = "portable"`). `open` and `creat` exist only on some architectures
+// (x86_64 has them, arm64 does not): those four programs are optional.
+
+#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
+pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    stash(
+        RecordKind::Open,
+        pending(
+            RecordKind::Open,
+            arg(&ctx, 0),
+            arg(&ctx, 1),
+            arg(&ctx, 2),
+            arg(&ctx, 3),
+        ),
+    );
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_openat")]
+pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_open")]
+pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
+    stash(
+        RecordKind::Open,
+        pending(
+            RecordKind::Open,
+            AT_FDCWD as u64,
+            arg(&ctx, 0),
+            arg(&ctx, 1),
+            arg(&ctx, 2),
+        ),
+    );
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_open")]
+pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_creat")]
+pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
+    // creat(path, mode) == open(path, O_CREAT | O_WRONLY | O_TRUNC, mode)
+    stash(
+        RecordKind::Open,
+        pending(
+            RecordKind::Open,
+            AT_FDCWD as u64,
+            arg(&ctx, 0),
+            0o100 | 0o1 | 0o1000,
+            arg(&ctx, 1),
+        ),
+    );
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_creat")]
+pub fn sys_exit_creat(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
 #[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
 pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
     // struct open_how { u64 flags; u64 mode; u64 resolve; } in user memory.

@@ -244,6 +244,24 @@ offsets! {
     OFF_FILE_IO_LINK_FLAGS,
     /// `task_struct.comm` (every record header: two typed loads, no helper)
     OFF_TASK_COMM,
+    /// `task_struct.cgroups` (every record header, with `HAS_TYPED_CGROUP`)
+    OFF_TASK_CGROUPS,
+    /// `css_set.dfl_cgrp`
+    OFF_CSS_SET_DFL_CGRP,
+    /// `cgroup.kn`
+    OFF_CGROUP_KN,
+    /// `kernfs_node.id`
+    OFF_KERNFS_NODE_ID,
+}
+
+/// Set by the loader when the `OFF_TASK_CGROUPS` chain was found in BTF: the header then
+/// reads the cgroup id with four typed loads instead of `bpf_get_current_cgroup_id`.
+#[unsafe(no_mangle)]
+static HAS_TYPED_CGROUP: u32 = 0;
+
+#[inline(always)]
+pub fn has_typed_cgroup() -> bool {
+    unsafe { read_volatile(&HAS_TYPED_CGROUP) != 0 }
 }
 
 /// Set by the loader when `linux_binprm` has `executable` (the file the caller named,

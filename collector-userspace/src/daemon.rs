@@ -108,8 +108,9 @@ pub fn kernel_config(config: &CollectorConfig) -> anyhow::Result<KernelConfig> {
         "auto" => SyscallHooks::Auto,
         "tracepoints" => SyscallHooks::Tracepoints,
         "raw" => SyscallHooks::Raw,
+        "portable" => SyscallHooks::Portable,
         other => anyhow::bail!(
-            "invalid kernel setting `syscall_hooks` = {other:?}: it must be auto, tracepoints or raw"
+            "invalid kernel setting `syscall_hooks` = {other:?}: it must be auto, tracepoints, raw or portable"
         ),
     };
     Ok(KernelConfig {

@@ -87,7 +87,7 @@ pub fn ptable_bench(args: &PtableBenchArgs) -> Result<()> {
         bail!("the process table benchmark loads kernel programs: run as root");
     }
     let dir = tempdir()?;
-    let daemon = Daemon::start(&dir, "process")?;
+    let daemon = Daemon::start(&dir, "process", false)?;
     let me = std::process::id();
     let mut sleepers: Vec<Child> = Vec::with_capacity(args.processes);
     let result = (|| -> Result<()> {

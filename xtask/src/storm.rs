@@ -1,12 +1,18 @@
 //! `cargo xtask storm`: the storms as an operator runs them. The release `collector run`
-//! daemon (with `--no-stdout`, BPF statistics on, a metrics endpoint) and one
-//! `collector events` subscriber writing JSON lines to a file, against an actor process
-//! that runs the storm untraced and traced in turn.
+//! daemon (with `--no-stdout`, a metrics endpoint) and one `collector events` subscriber
+//! writing JSON lines to a file, against an actor process that runs the storm untraced
+//! and traced in turn.
 //!
 //! For each storm it prints: the workload's untraced and traced rates (medians) and their
 //! ratio, what the subscriber received of the actor's events, the kernel's losses, the
 //! daemon's and the subscriber's CPU per event, the daemon's peak RSS and its RSS without
 //! the ring-buffer mappings, and each kernel program's average cost per call.
+//!
+//! The rates are measured as a host runs the collector: with the kernel's BPF statistics
+//! off. Statistics cost two clock reads per program run (a paravirtual clock in a VM,
+//! tens of ns each), which would be charged to the collector. Each storm then has one
+//! more traced run with statistics on, for the per-program costs; its own rate is
+//! printed beside them, so the statistics' own cost stays visible.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -207,7 +213,7 @@ pub(crate) struct Daemon {
 }
 
 impl Daemon {
-    pub(crate) fn start(dir: &Path, domain: &str) -> Result<Self> {
+    pub(crate) fn start(dir: &Path, domain: &str, bpf_stats: bool) -> Result<Self> {
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let socket = dir.join("collector.sock");
         let child = Command::new(collector_binary())
@@ -217,7 +223,7 @@ impl Daemon {
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(["--metrics-addr", &metrics.to_string()])
-            .env("COLLECTOR_KERNEL_BPF_STATS", "true")
+            .env("COLLECTOR_KERNEL_BPF_STATS", bpf_stats.to_string())
             .env("XDG_CONFIG_HOME", dir)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("daemon.log"))?)
@@ -289,9 +295,9 @@ struct Traced {
     programs: BTreeMap<String, (f64, f64)>,
 }
 
-fn traced_run(storm: &Storm) -> Result<Traced> {
+fn traced_run(storm: &Storm, bpf_stats: bool) -> Result<Traced> {
     let dir = tempdir()?;
-    let daemon = Daemon::start(&dir, storm.domain)?;
+    let daemon = Daemon::start(&dir, storm.domain, bpf_stats)?;
     let events_file = dir.join("events.jsonl");
     let mut subscriber = Command::new(collector_binary())
         .args(["events", "--domain", storm.domain])
@@ -377,6 +383,33 @@ fn traced_run(storm: &Storm) -> Result<Traced> {
     Ok(traced)
 }
 
+const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// A boolean sysctl set to 0 while this lives, then restored.
+struct SysctlOff {
+    path: &'static str,
+    was: Option<String>,
+}
+
+impl SysctlOff {
+    fn new(path: &'static str) -> Result<Self> {
+        let was = std::fs::read_to_string(path).ok();
+        if was.as_deref().map(str::trim) == Some("1") {
+            eprintln!("xtask: {path} was 1; 0 for the storms, restored after");
+            std::fs::write(path, "0").with_context(|| format!("writing {path}"))?;
+        }
+        Ok(Self { path, was })
+    }
+}
+
+impl Drop for SysctlOff {
+    fn drop(&mut self) {
+        if let Some(was) = self.was.as_deref().filter(|w| w.trim() == "1") {
+            let _ = std::fs::write(self.path, was);
+        }
+    }
+}
+
 pub(crate) fn tempdir() -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!(
         "collector-storm-{}-{}",
@@ -401,6 +434,9 @@ pub fn storm(args: &StormArgs) -> Result<()> {
     if !crate::is_root() {
         bail!("the storms load kernel programs: run as root");
     }
+    // A host-wide `kernel.bpf_stats_enabled=1` would put the statistics' cost into the
+    // statistics-off runs: off for the storms, restored after.
+    let _stats_off = SysctlOff::new(BPF_STATS_SYSCTL)?;
     for storm in storms(args.scale) {
         if !args.storms.is_empty() && !args.storms.iter().any(|s| s == storm.name) {
             continue;
@@ -410,8 +446,10 @@ pub fn storm(args: &StormArgs) -> Result<()> {
         for _ in 0..args.repeat.max(1) {
             let (_, seconds) = run_actor(&storm.actor_args)?;
             untraced.push(storm.count as f64 / seconds);
-            runs.push(traced_run(&storm)?);
+            runs.push(traced_run(&storm, false)?);
         }
+        // The statistics-on run, for the programs' costs only.
+        let costed = traced_run(&storm, true)?;
         let (u, t) = (
             median(untraced),
             median(runs.iter().map(|r| r.rate).collect()),
@@ -441,17 +479,17 @@ pub fn storm(args: &StormArgs) -> Result<()> {
             runs.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0) / 1024,
             runs.iter().map(|r| r.own_rss_kib).max().unwrap_or(0) / 1024,
         );
-        let mut programs: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
-        for r in &runs {
-            for (p, (n, ns)) in &r.programs {
-                let e = programs.entry(p).or_default();
-                e.0 += n;
-                e.1 += ns;
-            }
-        }
+        println!(
+            "\nKernel program costs, from one more traced run with BPF statistics on \
+             (its rate: {:.0}/s, {:.1}% of untraced; delivered {}/{}):",
+            costed.rate,
+            100.0 * costed.rate / u,
+            costed.delivered,
+            costed.expected,
+        );
         println!("\n| program | runs | ns per call |");
         println!("|---|---|---|");
-        for (p, (n, ns)) in programs {
+        for (p, (n, ns)) in &costed.programs {
             println!("| `{p}` | {n:.0} | {:.0} |", ns / n.max(1.0));
         }
     }

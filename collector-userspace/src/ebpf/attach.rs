@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use aya::programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint};
 use aya::{Btf, Ebpf};
 
-use super::catalogue::{Hook, KernelDomain, ProgramSpec, OPTIONAL_PROGRAMS};
+use super::catalogue::{Hook, KernelDomain, ProgramSpec, OPTIONAL_PROGRAMS, REGISTER_PROGRAMS};
 use super::config::SyscallHooks;
 use super::error::{hint_for, LoadError};
 use super::links::LinkCheck;
@@ -16,37 +16,59 @@ impl KernelPrograms {
     /// Verifies, loads and attaches every program of `domain`, choosing hooks by
     /// [`SyscallHooks`]. On failure the domain's programs that did attach are unloaded.
     pub fn attach(&self, domain: KernelDomain) -> Result<(), LoadError> {
-        if domain == KernelDomain::Filesystem && !self.raw_syscalls {
-            // Reading x86_64 register offsets that resolved to 0 would decode garbage.
-            return Err(LoadError::FileNeedsX86Regs);
-        }
-        let preferred = domain.programs();
+        // Without x86_64's `pt_regs` (another architecture) the programs that read
+        // syscall arguments from the saved registers would decode garbage: they are
+        // left out, and per-syscall tracepoints stand in where they can.
+        let portable = self.config.syscall_hooks == SyscallHooks::Portable || !self.raw_syscalls;
+        let preferred: Vec<&'static ProgramSpec> = if portable {
+            let programs = domain.portable_programs();
+            let left_out: Vec<&str> = domain
+                .programs()
+                .iter()
+                .map(|p| p.name)
+                .filter(|n| REGISTER_PROGRAMS.contains(n))
+                .collect();
+            if !left_out.is_empty() {
+                tracing::warn!(
+                    ?domain,
+                    ?left_out,
+                    "syscall arguments cannot be read from saved registers here (not x86_64, \
+                     or syscall_hooks = \"portable\"): per-syscall tracepoints stand in for \
+                     opens; file calls through the 32-bit entry, cred changes and failed \
+                     execs are not seen"
+                );
+            }
+            programs
+        } else {
+            domain.programs().iter().collect()
+        };
         let needs_tracefs = preferred
             .iter()
             .any(|p| matches!(p.hook, Hook::Tracepoint(..)));
-        let specs = match (self.config.syscall_hooks, domain.fallback_programs()) {
-            (SyscallHooks::Raw, Some(raw)) if self.raw_syscalls => raw,
-            (SyscallHooks::Raw, Some(_)) => return Err(LoadError::NoRawSyscalls),
-            (SyscallHooks::Auto, Some(raw)) if needs_tracefs => match ensure_tracefs() {
-                Ok(()) => preferred,
-                Err(e) if self.raw_syscalls => {
-                    tracing::warn!(
-                        "{:#}; using raw sys_enter/sys_exit tracepoints instead (costlier)",
-                        anyhow::Error::from(e)
-                    );
-                    raw
+        let specs: Vec<&'static ProgramSpec> =
+            match (self.config.syscall_hooks, domain.fallback_programs()) {
+                (SyscallHooks::Raw, Some(raw)) if self.raw_syscalls => raw.iter().collect(),
+                (SyscallHooks::Raw, Some(_)) => return Err(LoadError::NoRawSyscalls),
+                (SyscallHooks::Auto, Some(raw)) if needs_tracefs => match ensure_tracefs() {
+                    Ok(()) => preferred,
+                    Err(e) if self.raw_syscalls => {
+                        tracing::warn!(
+                            "{:#}; using raw sys_enter/sys_exit tracepoints instead (costlier)",
+                            anyhow::Error::from(e)
+                        );
+                        raw.iter().collect()
+                    }
+                    Err(e) => return Err(e),
+                },
+                _ => {
+                    if needs_tracefs {
+                        ensure_tracefs()?;
+                    }
+                    preferred
                 }
-                Err(e) => return Err(e),
-            },
-            _ => {
-                if needs_tracefs {
-                    ensure_tracefs()?;
-                }
-                preferred
-            }
-        };
+            };
         let mut attached = Vec::new();
-        for spec in specs {
+        for &spec in &specs {
             let result = {
                 let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
                 self.with_btf(|btf| attach_program(&mut ebpf, spec, btf))
@@ -129,7 +151,7 @@ impl KernelPrograms {
         // Held to the end: a `detach` (a source stopping) waits, so that a program it
         // unloads is never taken for one detached from outside and attached again.
         let attached = self.attached.lock().expect("attached lock poisoned");
-        let specs: &'static [ProgramSpec] = match attached.get(&domain) {
+        let specs: &[&'static ProgramSpec] = match attached.get(&domain) {
             Some(specs) => specs,
             None => return Ok(LinkCheck::default()),
         };

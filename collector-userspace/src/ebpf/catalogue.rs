@@ -102,11 +102,30 @@ impl KernelDomain {
         }
     }
 
-    /// Names of this domain's kernel programs (with either set of hooks).
+    /// The preferred programs without register reads ([`REGISTER_PROGRAMS`]), with
+    /// the per-syscall tracepoints that stand in for them.
+    pub(crate) fn portable_programs(self) -> Vec<&'static ProgramSpec> {
+        let extra: &'static [ProgramSpec] = match self {
+            Self::Filesystem => FILE_OPEN_PORTABLE,
+            _ => &[],
+        };
+        self.programs()
+            .iter()
+            .filter(|p| !REGISTER_PROGRAMS.contains(&p.name))
+            .chain(extra)
+            .collect()
+    }
+
+    /// Names of this domain's kernel programs (with any set of hooks).
     pub fn program_names(self) -> impl Iterator<Item = &'static str> {
+        let portable: &'static [ProgramSpec] = match self {
+            Self::Filesystem => FILE_OPEN_PORTABLE,
+            _ => &[],
+        };
         self.programs()
             .iter()
             .chain(self.fallback_programs().unwrap_or_default())
+            .chain(portable)
             .map(|p| p.name)
     }
 
@@ -181,6 +200,26 @@ pub(crate) const NETWORK_PROGRAMS: &[ProgramSpec] = &[
     },
 ];
 
+/// Programs that read syscall numbers and arguments from x86_64's saved registers
+/// (`pt_regs.orig_ax`, `di`, ...) and compare x86_64/i386 syscall numbers. Where the
+/// kernel's `pt_regs` is not x86_64's (arm64, ...), or with `syscall_hooks =
+/// "portable"`, they are left out: [`FILE_OPEN_PORTABLE`] stands in for
+/// `file_sys_exit`; cred changes and failed execs (`proc_sys_*`) go unreported, and
+/// file calls made through the 32-bit entry are not seen.
+pub(crate) const REGISTER_PROGRAMS: &[&str] = &["file_sys_exit", "proc_sys_enter", "proc_sys_exit"];
+
+/// What stands in for `file_sys_exit` without register reads: per-syscall
+/// tracepoints, whose records carry the arguments on every architecture. `open` and
+/// `creat` exist only on some (x86_64 has them, arm64 does not): optional.
+pub(crate) const FILE_OPEN_PORTABLE: &[ProgramSpec] = &[
+    syscall("sys_enter_openat"),
+    syscall("sys_exit_openat"),
+    syscall("sys_enter_open"),
+    syscall("sys_exit_open"),
+    syscall("sys_enter_creat"),
+    syscall("sys_exit_creat"),
+];
+
 /// Programs whose hook a kernel may lack (io_uring compiled out): when one fails to
 /// attach, its domain goes on without it (logged; its hook is absent from status).
 pub(crate) const OPTIONAL_PROGRAMS: &[&str] = &[
@@ -191,6 +230,10 @@ pub(crate) const OPTIONAL_PROGRAMS: &[&str] = &[
     "sys_enter_fchmodat2",
     "sys_exit_fchmodat2",
     // Legacy path calls some architectures lack (arm64 has only the *at forms).
+    "sys_enter_open",
+    "sys_exit_open",
+    "sys_enter_creat",
+    "sys_exit_creat",
     "sys_enter_unlink",
     "sys_exit_unlink",
     "sys_enter_rename",

@@ -17,6 +17,10 @@ pub enum SyscallHooks {
     Tracepoints,
     /// Raw `sys_enter`/`sys_exit` tracepoints only (no tracefs; fire for every syscall).
     Raw,
+    /// Per-syscall tracepoints, and no program that reads syscall arguments from x86_64's
+    /// saved registers: what a kernel of another architecture gets. On x86_64 it loses
+    /// file calls made through the 32-bit entry, cred changes and failed execs.
+    Portable,
 }
 
 /// Settings of the kernel side.

@@ -57,10 +57,6 @@ pub enum LoadError {
     /// Raw syscall hooks were asked for but this kernel's `pt_regs` is not the x86_64 one.
     #[error("raw sys_enter/sys_exit hooks need x86_64 `pt_regs` field names, which this kernel's BTF lacks: use syscall tracepoints (mount tracefs)")]
     NoRawSyscalls,
-    /// The file domain reads open/openat/creat arguments from x86_64 `pt_regs` at
-    /// syscall exit; this kernel's BTF has no such registers (another architecture).
-    #[error("the filesystem programs read syscall arguments from x86_64 registers (`pt_regs.di`, ...), which this kernel's BTF lacks: the filesystem domain is x86_64-only")]
-    FileNeedsX86Regs,
     /// The kernel's BPF statistics could not be turned on.
     #[error("cannot turn on the kernel's BPF statistics (BPF_ENABLE_STATS needs Linux >= 5.8 and CAP_SYS_ADMIN or CAP_BPF); set kernel_bpf_stats = false")]
     BpfStats(#[source] Box<aya::sys::SyscallError>),

@@ -39,7 +39,7 @@ pub struct KernelPrograms {
     /// released once the daemon has attached its domains, parsed again if needed.
     pub(super) btf: Mutex<Option<Btf>>,
     pub(super) raw_syscalls: bool,
-    pub(super) attached: Mutex<std::collections::HashMap<KernelDomain, &'static [ProgramSpec]>>,
+    pub(super) attached: Mutex<std::collections::HashMap<KernelDomain, Vec<&'static ProgramSpec>>>,
     /// The link of each attached program (see `links`).
     pub(super) links: Mutex<std::collections::HashMap<&'static str, super::links::AttachedLink>>,
     /// Times each program was found without a link and attached again.

@@ -103,6 +103,7 @@ pub(super) fn load_object(
 ) -> Result<Ebpf, LoadError> {
     let group_dead = u32::from(offsets.exit_has_group_dead && !config.exit_by_signal_live);
     let proc_has_audit = u32::from(offsets.proc_has_audit);
+    let typed_cgroup = u32::from(offsets.typed_cgroup);
     let proc_has_compat = u32::from(offsets.proc_has_compat);
     let proc_has_bprm_executable = u32::from(offsets.proc_has_bprm_executable);
     let include_only = u32::from(config.include_only);
@@ -141,6 +142,7 @@ pub(super) fn load_object(
     loader
         .override_global(abi::globals::EXIT_HAS_GROUP_DEAD, &group_dead, true)
         .override_global(abi::globals::PROC_HAS_AUDIT, &proc_has_audit, true)
+        .override_global(abi::globals::HAS_TYPED_CGROUP, &typed_cgroup, true)
         .override_global(abi::globals::PROC_HAS_COMPAT, &proc_has_compat, true)
         .override_global(
             abi::globals::PROC_HAS_BPRM_EXECUTABLE,

@@ -177,6 +177,17 @@ fn optional_fields(
     }
 }
 
+/// The task's default-hierarchy cgroup, read in every record header with typed loads
+/// (`task->cgroups->dfl_cgrp->kn->id`, what `bpf_get_current_cgroup_id` returns).
+/// Optional: without them (no CONFIG_CGROUPS, or renamed fields) the header takes the
+/// helper call.
+const CGROUP_FIELDS: &[(&str, &str, &str)] = &[
+    ("OFF_TASK_CGROUPS", "task_struct", "cgroups"),
+    ("OFF_CSS_SET_DFL_CGRP", "css_set", "dfl_cgrp"),
+    ("OFF_CGROUP_KN", "cgroup", "kn"),
+    ("OFF_KERNFS_NODE_ID", "kernfs_node", "id"),
+];
+
 /// Fields the in-kernel path walk needs (collector-ebpf/src/path.rs, `OFF_PATHWALK_*`).
 const PATH_FIELDS: &[(&str, &str, &str)] = &[
     ("OFF_PATHWALK_FILE_F_PATH", "file", "f_path"),
@@ -229,6 +240,8 @@ pub struct KernelOffsets {
     pub proc_has_bprm_executable: bool,
     /// Whether the io_uring file-operation structs are known (`FILE_IO_URING_FIELDS`).
     pub file_has_io_uring: bool,
+    /// Whether the record header reads the cgroup id with typed loads (`CGROUP_FIELDS`).
+    pub typed_cgroup: bool,
 }
 
 impl KernelOffsets {
@@ -276,6 +289,7 @@ impl KernelOffsets {
         let proc_has_bprm_executable = optional_fields(btf, PROC_BPRM_EXECUTABLE, &mut values);
         optional_fields(btf, PROC_FILE_VERSION_FIELDS, &mut values);
         let file_has_io_uring = optional_fields(btf, FILE_IO_URING_FIELDS, &mut values);
+        let typed_cgroup = optional_fields(btf, CGROUP_FIELDS, &mut values);
         // `linux_binprm.secureexec` is a bitfield: its byte, and the bit in that byte.
         let secureexec_bits = btf.member_bit_offset("linux_binprm", "secureexec")?;
         values.push(("OFF_PROC_BPRM_SECUREEXEC_BYTE", secureexec_bits / 8));
@@ -294,6 +308,7 @@ impl KernelOffsets {
             proc_has_compat,
             proc_has_bprm_executable,
             file_has_io_uring,
+            typed_cgroup,
         })
     }
 }
@@ -311,6 +326,7 @@ pub(crate) fn global_names() -> impl Iterator<Item = &'static str> {
         PROC_COMPAT_FIELDS,
         PATH_FIELDS,
         SYSCALL_REGS,
+        CGROUP_FIELDS,
     ]
     .into_iter()
     .flatten()

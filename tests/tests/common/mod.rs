@@ -25,6 +25,8 @@ pub fn shared_dir() -> (tempfile::TempDir, String) {
 
 /// The filesystem source, loaded with `config` and draining into a channel.
 pub struct FsWatch {
+    /// The loaded programs (their hooks, once the source has attached them).
+    pub programs: Arc<KernelPrograms>,
     source: Arc<KernelSource>,
     rx: mpsc::Receiver<CollectionEvent>,
     shutdown: Arc<AtomicBool>,
@@ -36,7 +38,8 @@ impl FsWatch {
     pub fn start(config: KernelConfig) -> Self {
         let programs = KernelPrograms::load(config).expect("load kernel programs");
         let source = Arc::new(
-            KernelSource::new(programs, KernelDomain::Filesystem).expect("filesystem source"),
+            KernelSource::new(programs.clone(), KernelDomain::Filesystem)
+                .expect("filesystem source"),
         );
         let (tx, rx) = mpsc::channel(65536);
         let shutdown = Arc::new(AtomicBool::new(false));
@@ -45,6 +48,7 @@ impl FsWatch {
             tokio::spawn(async move { source.start(tx, shutdown).await })
         };
         Self {
+            programs,
             source,
             rx,
             shutdown,
