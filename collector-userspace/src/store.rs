@@ -4,6 +4,11 @@
 //! `deliver` only queues the batch for a writer thread (bounded; when full the batch is
 //! dropped and counted), so a slow disk never stalls the pipeline. The writer commits
 //! one transaction per round: every batch queued at that moment, never one per event.
+//! A round starts with the first batch and gathers for `commit_interval`, asleep: a
+//! queued batch does not wake the writer (a process storm would otherwise pay a thread
+//! wakeup per batch), only a full round's worth of batches, a flush, or shutdown do.
+//! The writer keeps the live processes' records decoded in memory (it is their only
+//! writer), so an event does not parse its process's JSON back from the table.
 //!
 //! Tables:
 //! - `processes`: pid -> the latest [`ProcessRecord`] (JSON) of each live process; an
@@ -20,9 +25,10 @@
 //!   history) and is upgraded in place; a newer version is refused with an error that says
 //!   what to do.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
@@ -303,6 +309,11 @@ pub struct ProcessStore {
     writer: Option<JoinHandle<()>>,
     counters: Arc<StoreCounters>,
     hashes: Arc<OnceLock<Arc<HashService>>>,
+    /// Batches queued and not yet taken by the writer: a full round's worth wakes it.
+    queued: Arc<AtomicUsize>,
+    /// Bumped when the `processes` table is changed outside the writer
+    /// (`retain_processes`): the writer then forgets its decoded records.
+    outside_writes: Arc<AtomicU64>,
 }
 
 impl ProcessStore {
@@ -375,11 +386,14 @@ impl ProcessStore {
         let counters = Arc::new(StoreCounters::default());
         let hashes: Arc<OnceLock<Arc<HashService>>> = Arc::default();
         let (tx, rx) = sync_channel(config.queue_batches.max(1));
+        let queued: Arc<AtomicUsize> = Arc::default();
+        let outside_writes: Arc<AtomicU64> = Arc::default();
         let writer = std::thread::Builder::new()
             .name("process-store".into())
             .spawn({
                 let (db, counters, path) = (db.clone(), counters.clone(), path.to_owned());
-                let hashes = hashes.clone();
+                let (hashes, queued) = (hashes.clone(), queued.clone());
+                let outside_writes = outside_writes.clone();
                 move || {
                     let writer = Writer {
                         db: &db,
@@ -387,6 +401,8 @@ impl ProcessStore {
                         config,
                         counters: &counters,
                         hashes: &hashes,
+                        queued: &queued,
+                        outside_writes: &outside_writes,
                     };
                     writer.run(rx)
                 }
@@ -399,6 +415,8 @@ impl ProcessStore {
             writer: Some(writer),
             counters,
             hashes,
+            queued,
+            outside_writes,
         })
     }
 
@@ -561,6 +579,7 @@ impl ProcessStore {
             Ok(())
         };
         remove().map_err(|source| self.db_error(source))?;
+        self.outside_writes.fetch_add(1, Ordering::Release);
         Ok(dead.len())
     }
 
@@ -570,8 +589,16 @@ impl ProcessStore {
         let (done_tx, done_rx) = sync_channel(1);
         if let Some(tx) = &self.tx {
             if tx.send(Command::Flush(done_tx)).is_ok() {
+                self.wake_writer();
                 let _ = done_rx.recv();
             }
+        }
+    }
+
+    /// Ends the writer's sleep in a round (a queued command alone does not).
+    fn wake_writer(&self) {
+        if let Some(writer) = &self.writer {
+            writer.thread().unpark();
         }
     }
 
@@ -588,6 +615,7 @@ impl Drop for ProcessStore {
         // Closing the queue ends the writer once it has written what is queued; joining
         // it releases its handle on the database, so the file can be opened again.
         drop(self.tx.take());
+        self.wake_writer();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
@@ -610,9 +638,18 @@ impl EventSink for ProcessStore {
         let Some(tx) = &self.tx else {
             return Delivery::Dropped(events);
         };
+        // Counted before the send: the writer may take the batch (and count it off)
+        // before `try_send` returns.
+        let queued = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
         match tx.try_send(Command::Write(batch.clone())) {
-            Ok(()) => Delivery::Accepted,
+            Ok(()) => {
+                if queued == MAX_BATCHES_PER_COMMIT {
+                    self.wake_writer();
+                }
+                Delivery::Accepted
+            }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
                 self.counters
                     .dropped_events
                     .fetch_add(events as u64, Ordering::Relaxed);
@@ -629,31 +666,72 @@ struct Writer<'a> {
     config: StoreConfig,
     counters: &'a StoreCounters,
     hashes: &'a OnceLock<Arc<HashService>>,
+    queued: &'a AtomicUsize,
+    outside_writes: &'a AtomicU64,
+}
+
+/// Most decoded records the writer keeps (one per live process; more means exits were
+/// missed, and then it starts over from the table).
+const MAX_CACHED_RECORDS: usize = 1 << 16;
+
+/// The writer's decoded copy of the `processes` table's rows it has read or written.
+#[derive(Default)]
+struct RecordCache {
+    records: HashMap<u32, ProcessRecord>,
+    /// `outside_writes` when the records were last known to match the table.
+    generation: u64,
 }
 
 impl Writer<'_> {
     fn run(&self, rx: Receiver<Command>) {
         let (config, counters) = (self.config, self.counters);
         let mut warned = false;
+        let mut cache = RecordCache::default();
         while let Ok(first) = rx.recv() {
             let mut batches = Vec::new();
             let mut hashed = Vec::new();
             let mut flushes = Vec::new();
-            let mut next = Some(first);
+            let mut take =
+                |command, batches: &mut Vec<EventBatch>, flushes: &mut Vec<SyncSender<()>>| {
+                    match command {
+                        Command::Write(batch) => {
+                            self.queued.fetch_sub(1, Ordering::AcqRel);
+                            batches.push(batch);
+                        }
+                        Command::Hashed(done) => hashed.push(done),
+                        Command::Flush(done) => flushes.push(done),
+                    }
+                };
+            take(first, &mut batches, &mut flushes);
             // Group commit: gather until the window closes, the transaction is full, a
             // flush is asked for, or the sender is gone (shutdown: commit what there is).
+            // Asleep in between: `deliver` wakes the writer only for a full round.
             let window_end = std::time::Instant::now() + config.commit_interval;
-            while let Some(command) = next.take() {
-                match command {
-                    Command::Write(batch) => batches.push(batch),
-                    Command::Hashed(done) => hashed.push(done),
-                    Command::Flush(done) => flushes.push(done),
+            loop {
+                let mut closed = false;
+                loop {
+                    match rx.try_recv() {
+                        Ok(command) => take(command, &mut batches, &mut flushes),
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            closed = true;
+                            break;
+                        }
+                    }
                 }
-                if batches.len() >= MAX_BATCHES_PER_COMMIT || !flushes.is_empty() {
+                if closed || batches.len() >= MAX_BATCHES_PER_COMMIT || !flushes.is_empty() {
                     break;
                 }
                 let left = window_end.saturating_duration_since(std::time::Instant::now());
-                next = rx.recv_timeout(left).ok();
+                if left.is_zero() {
+                    break;
+                }
+                std::thread::park_timeout(left);
+            }
+            let generation = self.outside_writes.load(Ordering::Acquire);
+            if generation != cache.generation || cache.records.len() > MAX_CACHED_RECORDS {
+                cache.records.clear();
+                cache.generation = generation;
             }
             if !batches.is_empty() || !hashed.is_empty() {
                 let events: u64 = batches
@@ -662,7 +740,20 @@ impl Writer<'_> {
                     .filter(|e| matches!(e, CollectionEvent::Process(_)))
                     .count() as u64;
                 let hashes = self.hashes.get().map(|h| &**h);
-                match write_batches(self.db, &batches, &hashed, hashes, config, Utc::now()) {
+                let written = write_batches(
+                    self.db,
+                    &batches,
+                    &hashed,
+                    hashes,
+                    config,
+                    Utc::now(),
+                    &mut cache.records,
+                );
+                if written.is_err() {
+                    // What the cache says was written was not: back to the table.
+                    cache.records.clear();
+                }
+                match written {
                     Ok(trimmed) => {
                         counters
                             .history_trimmed
@@ -696,6 +787,7 @@ fn write_batches(
     hashes: Option<&HashService>,
     config: StoreConfig,
     now: DateTime<Utc>,
+    cache: &mut HashMap<u32, ProcessRecord>,
 ) -> Result<u64, redb::Error> {
     let txn = db.begin_write()?;
     let trimmed;
@@ -713,8 +805,12 @@ fn write_batches(
             Ok(())
         };
         let stored = |processes: &redb::Table<'_, u32, &[u8]>,
+                      cache: &HashMap<u32, ProcessRecord>,
                       pid: u32|
          -> Result<Option<ProcessRecord>, redb::Error> {
+            if let Some(record) = cache.get(&pid) {
+                return Ok(Some(record.clone()));
+            }
             // An undecodable record is as good as none: the event rewrites it.
             Ok(processes
                 .get(pid)?
@@ -726,7 +822,7 @@ fn write_batches(
             };
             match event.kind {
                 ProcessEventKind::Exec | ProcessEventKind::Snapshot => {
-                    let previous = stored(&processes, event.pid)?;
+                    let previous = stored(&processes, cache, event.pid)?;
                     let mut record = ProcessRecord::from_event(event, previous.as_ref());
                     if record.executable_hash.is_none() {
                         // Its digest may have finished before the exec got here.
@@ -744,22 +840,24 @@ fn write_batches(
                         next_seq += 1;
                         log(&record)?;
                     }
+                    cache.insert(event.pid, record);
                 }
                 ProcessEventKind::Fork => {
                     let Some(child) = event.child_pid else {
                         continue;
                     };
                     // The child's own exec may already be in (events of two CPUs).
-                    if processes.get(child)?.is_none() {
-                        let parent = stored(&processes, event.pid)?;
+                    if !cache.contains_key(&child) && processes.get(child)?.is_none() {
+                        let parent = stored(&processes, cache, event.pid)?;
                         let record = ProcessRecord::forked(parent.as_ref(), event, child);
                         processes.insert(child, record.to_json().as_slice())?;
+                        cache.insert(child, record);
                     }
                 }
                 ProcessEventKind::Exit => {
                     // An exit of an older process with this pid must not remove the
                     // one that reused it.
-                    let current = stored(&processes, event.pid)?;
+                    let current = stored(&processes, cache, event.pid)?;
                     let same = match (
                         current.as_ref().and_then(|r| r.start_time),
                         event.start_time,
@@ -769,6 +867,7 @@ fn write_batches(
                     };
                     if same {
                         processes.remove(event.pid)?;
+                        cache.remove(&event.pid);
                     }
                     log(&ProcessRecord::exited(
                         event,
@@ -780,6 +879,8 @@ fn write_batches(
             }
         }
         for done in hashed {
+            // put_hash rewrites the row from the table: the decoded copy is stale.
+            cache.remove(&done.pid);
             put_hash(&mut processes, &mut history, &by_pid, done)?;
         }
         let excess = execs.len()?.saturating_sub(config.max_execs);
@@ -1008,6 +1109,75 @@ mod tests {
         assert_eq!(child.last_event, Fork);
         let reused = store.process(50).unwrap().expect("stale exit ignored");
         assert_eq!(reused.executable_path.as_deref(), Some("/bin/new"));
+    }
+
+    /// The writer's decoded records follow the table: a process that
+    /// `retain_processes` removed behind the writer's back is gone for it too, so a
+    /// later fork that reuses the pid writes the child.
+    #[test]
+    fn records_removed_outside_the_writer_are_not_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ProcessStore::open(&dir.path().join(STORE_FILE)).unwrap();
+        store.deliver(&batch(vec![
+            process(Snapshot, 1, "/sbin/init"),
+            process(Exec, 7, "/bin/old"),
+        ]));
+        store.flush();
+        assert_eq!(store.retain_processes(|r| r.pid != 7).unwrap(), 1);
+        let CollectionEvent::Process(mut fork) = process(Fork, 1, "/sbin/init") else {
+            unreachable!()
+        };
+        fork.child_pid = Some(7);
+        store.deliver(&batch(vec![CollectionEvent::Process(fork)]));
+        store.flush();
+        let child = store
+            .process(7)
+            .unwrap()
+            .expect("the fork's child is written");
+        assert_eq!(child.last_event, Fork);
+        assert_eq!(child.executable_path.as_deref(), Some("/sbin/init"));
+        // And what the writer remembers of a live process is what the table holds.
+        let CollectionEvent::Process(mut exit) = process(Exit, 7, "/sbin/init") else {
+            unreachable!()
+        };
+        exit.start_time = child.start_time;
+        store.deliver(&batch(vec![CollectionEvent::Process(exit)]));
+        store.flush();
+        assert!(store.process(7).unwrap().is_none());
+        let rows = store.history(7, DateTime::<Utc>::MIN_UTC, None).unwrap();
+        let exit = rows.last().expect("the exit's history row");
+        assert_eq!(exit.record.last_event, Exit);
+        assert_eq!(exit.record.executable_path.as_deref(), Some("/sbin/init"));
+    }
+
+    /// A round sleeps for `commit_interval` without waking per batch; a flush ends the
+    /// sleep at once (here a round of 2 minutes would otherwise hold it).
+    #[test]
+    fn a_flush_does_not_wait_for_the_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ProcessStore::open_with(
+            &dir.path().join(STORE_FILE),
+            StoreConfig {
+                commit_interval: std::time::Duration::from_secs(120),
+                ..StoreConfig::default()
+            },
+        )
+        .unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for pid in 100..110 {
+                    store.deliver(&batch(vec![process(Exec, pid, "/bin/true")]));
+                }
+                store.flush();
+                let _ = done_tx.send(());
+            });
+            done_rx
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .expect("flush returned before the 2-minute round ended");
+        });
+        assert_eq!(store.counters().written_events.load(Ordering::Relaxed), 10);
+        assert_eq!(store.processes().unwrap().len(), 10);
     }
 
     #[test]
