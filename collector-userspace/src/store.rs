@@ -798,9 +798,10 @@ fn write_batches(
         let mut by_pid = txn.open_table(HISTORY_BY_PID)?;
         let mut next_seq = execs.last()?.map_or(0, |(k, _)| k.value() + 1);
         let mut next_history = history.last()?.map_or(0, |(k, _)| k.value() + 1);
-        let mut log = |record: &ProcessRecord| -> Result<(), redb::Error> {
-            history.insert(next_history, record.to_json().as_slice())?;
-            by_pid.insert((record.pid, next_history), ())?;
+        // `bytes`: the record's JSON (an exec's is already made for its other tables).
+        let mut log = |pid: u32, bytes: &[u8]| -> Result<(), redb::Error> {
+            history.insert(next_history, bytes)?;
+            by_pid.insert((pid, next_history), ())?;
             next_history += 1;
             Ok(())
         };
@@ -838,7 +839,7 @@ fn write_batches(
                     if event.kind == ProcessEventKind::Exec {
                         execs.insert(next_seq, bytes.as_slice())?;
                         next_seq += 1;
-                        log(&record)?;
+                        log(event.pid, &bytes)?;
                     }
                     cache.insert(event.pid, record);
                 }
@@ -869,10 +870,8 @@ fn write_batches(
                         processes.remove(event.pid)?;
                         cache.remove(&event.pid);
                     }
-                    log(&ProcessRecord::exited(
-                        event,
-                        current.as_ref().filter(|_| same),
-                    ))?;
+                    let exited = ProcessRecord::exited(event, current.as_ref().filter(|_| same));
+                    log(exited.pid, &exited.to_json())?;
                 }
                 // Neither starts nor ends a process, nor changes its image.
                 ProcessEventKind::CredChange | ProcessEventKind::ExecFailed => {}
