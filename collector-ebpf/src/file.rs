@@ -160,18 +160,19 @@ pub(crate) fn pending(
 // `syscall_hooks = "portable"`). `open` and `creat` exist only on some architectures
 // (x86_64 has them, arm64 does not): those four programs are optional.
 
+/// creat(path, mode) == open(path, O_CREAT | O_WRONLY | O_TRUNC, mode)
+pub(crate) const CREAT_FLAGS: u64 = 0o100 | 0o1 | 0o1000;
+
+/// Stashes an open's arguments for its exit.
+#[inline(always)]
+fn stash_open(dirfd: u64, path: u64, open_flags: u64, mode: u64) {
+    let p = pending(RecordKind::Open, dirfd, path, open_flags, mode);
+    stash(RecordKind::Open, p);
+}
+
 #[tracepoint(category = "syscalls", name = "sys_enter_openat")]
 pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
-    stash(
-        RecordKind::Open,
-        pending(
-            RecordKind::Open,
-            arg(&ctx, 0),
-            arg(&ctx, 1),
-            arg(&ctx, 2),
-            arg(&ctx, 3),
-        ),
-    );
+    stash_open(arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 3));
     0
 }
 
@@ -182,16 +183,7 @@ pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_open")]
 pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
-    stash(
-        RecordKind::Open,
-        pending(
-            RecordKind::Open,
-            AT_FDCWD as u64,
-            arg(&ctx, 0),
-            arg(&ctx, 1),
-            arg(&ctx, 2),
-        ),
-    );
+    stash_open(AT_FDCWD as u64, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
     0
 }
 
@@ -202,17 +194,7 @@ pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_creat")]
 pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
-    // creat(path, mode) == open(path, O_CREAT | O_WRONLY | O_TRUNC, mode)
-    stash(
-        RecordKind::Open,
-        pending(
-            RecordKind::Open,
-            AT_FDCWD as u64,
-            arg(&ctx, 0),
-            0o100 | 0o1 | 0o1000,
-            arg(&ctx, 1),
-        ),
-    );
+    stash_open(AT_FDCWD as u64, arg(&ctx, 0), CREAT_FLAGS, arg(&ctx, 1));
     0
 }
 

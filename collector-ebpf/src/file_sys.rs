@@ -20,7 +20,7 @@ use collector_common::RecordKind;
 
 use crate::{
     common::{excluded, syscall_arg_btf, syscall_nr_btf},
-    file::{emit_one_path, pending},
+    file::{emit_one_path, pending, CREAT_FLAGS},
     file_compat::{compat_exit_from_regs, is_file_call32_at_exit},
     net_compat::in_compat_syscall,
 };
@@ -30,8 +30,6 @@ const NR_CREAT: u64 = 85;
 const NR_OPENAT: u64 = 257;
 
 const AT_FDCWD: u64 = collector_common::abi::AT_FDCWD as i64 as u64;
-/// creat(path, mode) == open(path, O_CREAT | O_WRONLY | O_TRUNC, mode)
-const CREAT_FLAGS: u64 = 0o100 | 0o1 | 0o1000;
 
 #[btf_tracepoint(function = "sys_exit")]
 pub fn file_sys_exit(ctx: BtfTracePointContext) -> i32 {
