@@ -1,7 +1,7 @@
 //! Helpers shared by all programs: filtering, record headers, ring buffer submission and
 //! loss counters.
 
-use core::ptr::read_volatile;
+use core::ptr::{read_volatile, write_volatile};
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -301,6 +301,17 @@ pub unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, pid_tgid: u64)
         core::ptr::write_unaligned(dst.add(1), load_btf::<u64>(task, comm + 8));
         let leader: *const u8 = load_btf(task, get::OFF_PROC_TASK_GROUP_LEADER());
         (*h).process_start_ns = load_btf(leader, get::OFF_TASK_START_BOOTTIME());
+    }
+}
+
+/// Copies a record header as eight `u64` moves: a plain assignment of the 64-byte
+/// struct can become a call of the byte-wise `memmove` subprogram.
+#[inline(always)]
+pub unsafe fn copy_header(dst: *mut RecordHeader, src: *const RecordHeader) {
+    const WORDS: usize = size_of::<RecordHeader>() / 8;
+    let (d, s) = (dst.cast::<u64>(), src.cast::<u64>());
+    for i in 0..WORDS {
+        unsafe { write_volatile(d.add(i), read_volatile(s.add(i))) };
     }
 }
 

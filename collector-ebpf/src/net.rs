@@ -80,7 +80,8 @@ struct UdpFlowKey {
     family: u16,
     port: u16,
     _pad: u32,
-    addr: [u8; 16],
+    /// The address's bytes as four native-order words (see [`set_addr`]).
+    addr: [u32; 4],
 }
 
 /// Sends counted for a [`UdpFlowKey`], and when the count was last reported.
@@ -126,6 +127,46 @@ pub(crate) unsafe fn fd_to_sock(fd: u64) -> Result<*const u8, i64> {
     }
 }
 
+/// Writes a 16-byte address field of a record (4-byte aligned, as in `NetRecord`) as
+/// four `u32` stores. Why: assigning a `[u8; 16]` (or zeroing one) makes the BPF backend
+/// call a byte-wise `memset`/copy subprogram.
+#[inline(always)]
+pub(crate) unsafe fn set_addr(dst: *mut [u8; 16], words: [u32; 4]) {
+    let p = dst.cast::<u32>();
+    unsafe {
+        core::ptr::write_volatile(p, words[0]);
+        core::ptr::write_volatile(p.add(1), words[1]);
+        core::ptr::write_volatile(p.add(2), words[2]);
+        core::ptr::write_volatile(p.add(3), words[3]);
+    }
+}
+
+/// Whether a 16-byte address field (4-byte aligned) is all zero, in four loads.
+#[inline(always)]
+unsafe fn addr_is_zero(src: *const [u8; 16]) -> bool {
+    let p = src.cast::<u32>();
+    unsafe {
+        (core::ptr::read_volatile(p)
+            | core::ptr::read_volatile(p.add(1))
+            | core::ptr::read_volatile(p.add(2))
+            | core::ptr::read_volatile(p.add(3)))
+            == 0
+    }
+}
+
+/// Reads a 16-byte kernel address straight into a record field (the helper zeroes it
+/// when the read fails).
+#[inline(always)]
+unsafe fn read_addr(dst: *mut [u8; 16], base: *const u8, offset: u64) {
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            dst.cast(),
+            16,
+            base.wrapping_add(offset as usize).cast(),
+        );
+    }
+}
+
 /// Fills the 4-tuple, protocol, type, state and error from `sk`; false for non-inet
 /// sockets.
 #[inline(always)]
@@ -146,37 +187,35 @@ pub(crate) unsafe fn fill_tuple(rec: *mut NetRecord, sk: *const u8) -> bool {
         (*rec).send_count = 0;
         (*rec).net_flags = 0;
         (*rec)._pad = 0;
-        (*rec)._pad2 = [0; 2];
-        (*rec).local_addr = [0; 16];
-        (*rec).remote_addr = [0; 16];
+        core::ptr::write_volatile(&raw mut (*rec)._pad2[0], 0);
+        core::ptr::write_volatile(&raw mut (*rec)._pad2[1], 0);
         if family == AF_INET {
-            let local: [u8; 4] = read_kernel(sk, get::OFF_SK_RCV_SADDR()).unwrap_or([0; 4]);
-            let remote: [u8; 4] = read_kernel(sk, get::OFF_SK_DADDR()).unwrap_or([0; 4]);
-            (*rec).local_addr = [
-                local[0], local[1], local[2], local[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-            ];
-            (*rec).remote_addr = [
-                remote[0], remote[1], remote[2], remote[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-            ];
+            // Network byte order, as stored: the first four bytes of the field.
+            let local: u32 = read_kernel(sk, get::OFF_SK_RCV_SADDR()).unwrap_or(0);
+            let remote: u32 = read_kernel(sk, get::OFF_SK_DADDR()).unwrap_or(0);
+            set_addr(&raw mut (*rec).local_addr, [local, 0, 0, 0]);
+            set_addr(&raw mut (*rec).remote_addr, [remote, 0, 0, 0]);
         } else {
-            (*rec).local_addr = read_kernel(sk, get::OFF_SK_V6_RCV_SADDR()).unwrap_or([0; 16]);
-            (*rec).remote_addr = read_kernel(sk, get::OFF_SK_V6_DADDR()).unwrap_or([0; 16]);
+            read_addr(&raw mut (*rec).local_addr, sk, get::OFF_SK_V6_RCV_SADDR());
+            read_addr(&raw mut (*rec).remote_addr, sk, get::OFF_SK_V6_DADDR());
         }
         true
     }
 }
 
-/// Port and address from a sockaddr_in/sockaddr_in6 in `addr` (family checked by caller).
+/// Port and address (as four native-order words of its bytes) from a
+/// sockaddr_in/sockaddr_in6 in `addr` (family checked by caller). Words, not a zeroed
+/// byte array: see [`set_addr`].
 #[inline(always)]
-fn sockaddr_inet(addr: &[u8; SOCKADDR_LEN], family: u16) -> (u16, [u8; 16]) {
+fn sockaddr_inet(addr: &[u8; SOCKADDR_LEN], family: u16) -> (u16, [u32; 4]) {
     let port = u16::from_be_bytes([addr[2], addr[3]]);
-    let mut ip = [0u8; 16];
-    if family == AF_INET {
-        ip[..4].copy_from_slice(&addr[4..8]);
+    let word = |at: usize| u32::from_ne_bytes([addr[at], addr[at + 1], addr[at + 2], addr[at + 3]]);
+    let ip = if family == AF_INET {
+        [word(4), 0, 0, 0]
     } else {
         // sockaddr_in6: port, flowinfo (4), addr (16) at 8.
-        ip.copy_from_slice(&addr[8..24]);
-    }
+        [word(8), word(12), word(16), word(20)]
+    };
     (port, ip)
 }
 
@@ -211,7 +250,12 @@ fn stash(kind: RecordKind, pid_tgid: u64, sk: u64, uaddr: u64, addr_len: u64, fl
         (*p).kind = kind as u32;
         (*p).flags = flags;
         (*p)._pad = 0;
-        (*p).addr = [0; SOCKADDR_LEN];
+        // Zeroed as words (a `[0; SOCKADDR_LEN]` store is a byte-wise `memset` call):
+        // what the read leaves short stays zero.
+        let words = (&raw mut (*p).addr).cast::<u64>();
+        for i in 0..SOCKADDR_LEN / 8 {
+            core::ptr::write_volatile(words.add(i), 0);
+        }
         let mut n = addr_len as u32;
         if n > SOCKADDR_LEN as u32 {
             n = SOCKADDR_LEN as u32;
@@ -324,18 +368,18 @@ fn emit_inet(kind: RecordKind, pid_tgid: u64, p: &PendingSock, result: i64) {
             let (port, ip) = sockaddr_inet(&p.addr, family);
             if kind == RecordKind::Connect
                 && ((result < 0 && result != -EINPROGRESS)
-                    || ((*rec).remote_port == 0 && (*rec).remote_addr == [0; 16]))
+                    || ((*rec).remote_port == 0 && addr_is_zero(&raw const (*rec).remote_addr)))
             {
                 // A failed connect: the kernel resets the destination on the way out
                 // (tcp_disconnect), so report what was asked.
                 (*rec).family = family;
                 (*rec).remote_port = port;
-                (*rec).remote_addr = ip;
+                set_addr(&raw mut (*rec).remote_addr, ip);
                 (*rec).net_flags |= net_flags::REMOTE_FROM_SOCKADDR;
             } else if kind == RecordKind::Bind && result < 0 {
                 (*rec).family = family;
                 (*rec).local_port = port;
-                (*rec).local_addr = ip;
+                set_addr(&raw mut (*rec).local_addr, ip);
                 (*rec).net_flags |= net_flags::REMOTE_FROM_SOCKADDR;
             }
         }
@@ -481,7 +525,7 @@ fn udp_flow_key(pid_tgid: u64, key: UdpFlowKey, flags: u32, result: i64) {
         fill_tuple(rec, sk);
         (*rec).family = family;
         (*rec).remote_port = key.port;
-        (*rec).remote_addr = key.addr;
+        set_addr(&raw mut (*rec).remote_addr, key.addr);
         (*rec).send_count = count;
         (*rec).net_flags = flags | if update { net_flags::UPDATE } else { 0 };
         (*rec).conn_id = conn_id(sk as u64, 0);
@@ -572,19 +616,13 @@ fn udp_sendmmsg_enter(fd: u64, msgvec: u64, vlen: u64) {
         d.family = family;
         d.port = u16::from_be_bytes([head[2], head[3]]);
         d._pad = 0;
-        d.addr = [0; 16];
-        if family == AF_INET {
-            d.addr[0] = head[4];
-            d.addr[1] = head[5];
-            d.addr[2] = head[6];
-            d.addr[3] = head[7];
+        let word =
+            |at: usize| u32::from_ne_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
+        d.addr = if family == AF_INET {
+            [word(4), 0, 0, 0]
         } else {
-            let mut j = 0;
-            while j < 16 {
-                d.addr[j] = head[8 + j];
-                j += 1;
-            }
-        }
+            [word(8), word(12), word(16), word(20)]
+        };
         m.n += 1;
     }
     if m.n == 0 {

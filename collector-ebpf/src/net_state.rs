@@ -28,7 +28,8 @@ use collector_common::{net_flags, NetRecord, RecordHeader, RecordKind};
 
 use crate::{
     common::{
-        count_emitted, count_lost, excluded, fill_header, net_wakeup_flags, read_kernel, NET_EVENTS,
+        copy_header, count_emitted, count_lost, excluded, fill_header, net_wakeup_flags,
+        read_kernel, NET_EVENTS,
     },
     net::{fill_tuple, PENDING_SOCK, TCP_CLOSE},
     offsets::get,
@@ -234,7 +235,7 @@ fn late_connect(sk: *const u8, owner: *mut SockOwner) {
     };
     let rec = entry.as_mut_ptr();
     let inet = unsafe {
-        (*rec).header = (*owner).header;
+        copy_header(&raw mut (*rec).header, &raw const (*owner).header);
         (*rec).result = 0;
         fill_tuple(rec, sk)
     };
@@ -269,7 +270,7 @@ fn close(sk: *const u8, old_state: u32) {
     };
     let rec = entry.as_mut_ptr();
     let inet = unsafe {
-        (*rec).header = owner.header;
+        copy_header(&raw mut (*rec).header, &raw const owner.header);
         (*rec).header.kind = RecordKind::Close as u32;
         (*rec).header.flags = 0;
         (*rec).header.ktime_ns = bpf_ktime_get_boot_ns();
