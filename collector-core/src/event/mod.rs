@@ -8,6 +8,7 @@ mod filesystem;
 mod network;
 mod performance;
 mod process;
+mod unix_time;
 
 use std::borrow::Cow;
 
@@ -18,6 +19,7 @@ pub use filesystem::{FilesystemEvent, FilesystemEventKind};
 pub use network::{AddressFamily, NetworkEvent, NetworkEventKind, TransportProtocol};
 pub use performance::{PerformanceEvent, PerformanceEventKind};
 pub use process::{ProcessContext, ProcessCredentials, ProcessEvent, ProcessEventKind};
+pub use unix_time::{unix_seconds, utc_from_unix};
 
 use crate::caps::SourceCaps;
 

@@ -185,11 +185,12 @@ fn opt_string(o: &mut impl Out, field: u32, v: Option<&str>) {
 
 /// A set message field: written even when its own fields are all defaults.
 ///
-/// The seconds are worked out once (a date-to-days computation in chrono) and the
-/// message's length from them, instead of encoding the body twice.
+/// The seconds are worked out once (chrono's date-to-days math, remembered per day by
+/// `unix_seconds`) and the message's length from them, instead of encoding the body
+/// twice.
 fn timestamp_field(o: &mut impl Out, field: u32, ts: &DateTime<Utc>) {
     let (seconds, nanos) = (
-        ts.timestamp() as u64,
+        crate::event::unix_seconds(ts) as u64,
         u64::from(ts.timestamp_subsec_nanos()),
     );
     // Fields 1 and 2 have one-byte keys; zero values are left out.
