@@ -68,7 +68,10 @@ pub fn process_key(pid: u32, start_boottime_ns: u64) -> String {
     let at = decimal_before(&mut buf, 31, start_boottime_ns);
     buf[at - 1] = b':';
     let at = decimal_before(&mut buf, at - 1, u64::from(pid));
-    buf[at..].iter().map(|&b| char::from(b)).collect()
+    // Digits and a colon: always UTF-8.
+    std::str::from_utf8(&buf[at..])
+        .map(str::to_owned)
+        .unwrap_or_default()
 }
 
 /// Writes `v` in decimal so that it ends just before `end`; returns where it starts.
