@@ -68,7 +68,7 @@ fn open_event(n: u32, process: &Arc<ProcessContext>) -> CollectionEvent {
         name: Some("openstorm".into()),
         path_truncated: false,
         path_unreadable: false,
-        path_user_supplied: n % 2 == 0,
+        path_user_supplied: n.is_multiple_of(2),
         compat_syscall: false,
         owner_uid: None,
         owner_gid: None,
