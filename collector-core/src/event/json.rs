@@ -171,17 +171,9 @@ fn boolean(out: &mut Vec<u8>, v: bool) {
 }
 
 /// Decimal, as serde_json (itoa) writes it.
-fn unsigned(out: &mut Vec<u8>, mut v: u64) {
+fn unsigned(out: &mut Vec<u8>, v: u64) {
     let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
+    let at = super::unix_time::decimal_before(&mut buf, 20, v);
     out.extend_from_slice(&buf[at..]);
 }
 

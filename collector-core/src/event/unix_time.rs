@@ -19,6 +19,83 @@ thread_local! {
     static LAST_DAY_TO_DATE: Cell<Option<(i64, NaiveDate)>> = const { Cell::new(None) };
     /// The last date turned into seconds: (date, seconds at its midnight).
     static LAST_DATE_TO_SECONDS: Cell<Option<(NaiveDate, i64)>> = const { Cell::new(None) };
+    /// The last date written as text: (date, `YYYY-MM-DDT`).
+    static LAST_DATE_TEXT: Cell<Option<(NaiveDate, [u8; 11])>> = const { Cell::new(None) };
+}
+
+/// `00` to `99`, two bytes each.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Writes `v` (below 100) as two digits at `at`.
+#[inline]
+fn two_digits(buf: &mut [u8], at: usize, v: u32) {
+    let i = (v as usize % 100) * 2;
+    buf[at..at + 2].copy_from_slice(&DIGIT_PAIRS[i..i + 2]);
+}
+
+/// Writes `v` in decimal so that it ends just before `end`; returns where it starts.
+/// Two digits at a time. `buf[..end]` must have room (20 bytes take any `u64`).
+pub(crate) fn decimal_before(buf: &mut [u8], mut end: usize, mut v: u64) -> usize {
+    while v >= 100 {
+        end -= 2;
+        two_digits(buf, end, (v % 100) as u32);
+        v /= 100;
+    }
+    if v >= 10 {
+        end -= 2;
+        two_digits(buf, end, v as u32);
+    } else {
+        end -= 1;
+        buf[end] = b'0' + v as u8;
+    }
+    end
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` into `buf` without allocating, the date part
+/// remembered per thread. `None` (format it with chrono) outside years 0..=9999 and on
+/// leap seconds.
+pub(crate) fn rfc3339_nanos<'a>(ts: &DateTime<Utc>, buf: &'a mut [u8; 30]) -> Option<&'a str> {
+    use chrono::Datelike;
+    // `naive_utc`, not `date_naive`: the latter adds the (zero) offset, with checks.
+    let naive = ts.naive_utc();
+    let (date, time) = (naive.date(), naive.time());
+    let nanos = time.nanosecond();
+    if nanos >= 1_000_000_000 {
+        return None;
+    }
+    let date_text = match LAST_DATE_TEXT.get() {
+        Some((cached, text)) if cached == date => text,
+        _ => {
+            let year = u32::try_from(date.year()).ok().filter(|y| *y <= 9999)?;
+            let mut text = *b"0000-00-00T";
+            two_digits(&mut text, 0, year / 100);
+            two_digits(&mut text, 2, year % 100);
+            two_digits(&mut text, 5, date.month());
+            two_digits(&mut text, 8, date.day());
+            LAST_DATE_TEXT.set(Some((date, text)));
+            text
+        }
+    };
+    buf[..11].copy_from_slice(&date_text);
+    let seconds = time.num_seconds_from_midnight();
+    two_digits(buf, 11, seconds / 3600);
+    buf[13] = b':';
+    two_digits(buf, 14, seconds / 60 % 60);
+    buf[16] = b':';
+    two_digits(buf, 17, seconds % 60);
+    buf[19] = b'.';
+    two_digits(buf, 20, nanos / 10_000_000);
+    two_digits(buf, 22, nanos / 100_000 % 100);
+    two_digits(buf, 24, nanos / 1_000 % 100);
+    two_digits(buf, 26, nanos / 10 % 100);
+    buf[28] = b'0' + (nanos % 10) as u8;
+    buf[29] = b'Z';
+    std::str::from_utf8(&buf[..]).ok()
 }
 
 /// `DateTime::from_timestamp(seconds, nanos)`: `None` out of chrono's range or with
@@ -62,6 +139,44 @@ pub fn unix_seconds(ts: &DateTime<Utc>) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_matches_chrono_across_days_and_years() {
+        use chrono::SecondsFormat;
+        let mut buf = [0u8; 30];
+        for secs in (0..400).map(|i| 1_700_000_000 + i * 3_607).chain([
+            0,
+            951_782_400,
+            253_402_300_799,
+            -62_135_596_800,
+            86_399,
+        ]) {
+            for nanos in [0, 5, 10, 99, 100_000_001, 999_999_999, 123_456_789] {
+                let ts = DateTime::from_timestamp(secs, nanos).unwrap();
+                assert_eq!(
+                    rfc3339_nanos(&ts, &mut buf),
+                    Some(ts.to_rfc3339_opts(SecondsFormat::Nanos, true).as_str())
+                );
+            }
+        }
+        // Years past 9999 and before 0, and leap seconds, are left to chrono.
+        for ts in [
+            DateTime::from_timestamp(253_402_300_800, 0).unwrap(),
+            DateTime::from_timestamp(-62_167_219_201, 0).unwrap(), // year -1
+            DateTime::from_timestamp(1_483_228_799, 1_500_000_000).unwrap(),
+        ] {
+            assert_eq!(rfc3339_nanos(&ts, &mut buf), None, "{ts:?}");
+        }
+    }
+
+    #[test]
+    fn decimals_are_display() {
+        let mut buf = [0u8; 20];
+        for v in [0, 7, 10, 99, 100, 101, 999, 1_000, 4_294_967_295, u64::MAX] {
+            let at = decimal_before(&mut buf, 20, v);
+            assert_eq!(&buf[at..], v.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn both_directions_match_chrono_across_days_and_at_the_edges() {
