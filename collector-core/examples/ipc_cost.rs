@@ -12,6 +12,7 @@
 //! - `socket`: events through `IpcSink` -> server -> Unix socket -> client stream (the
 //!   `ipc` bench's `events_to_one_subscriber`), CPU per event of the whole process and
 //!   events per second of wall time.
+//! - `socket-open`: the same with the open storm's events (see `subscriber`).
 //! - `subscriber`: what `collector events` does per event of the open storm (a
 //!   filesystem `open` with its process context): decode a 256-event frame, write each
 //!   event as a JSON line into a reused buffer, drop it; nanoseconds of CPU per event.
@@ -141,14 +142,19 @@ fn codec(frames: usize) {
     );
 }
 
-fn subscriber(frames: usize) {
-    let process = Arc::new(ProcessContext {
+/// The open storm's process, as the daemon's table describes it.
+fn storm_process() -> Arc<ProcessContext> {
+    Arc::new(ProcessContext {
         process_key: "4242:987654321000".into(),
         executable_path: Some("/usr/local/bin/openstorm".into()),
         exec_name: Some("openstorm".into()),
         ppid: Some(1),
         parent_process_key: Some("1:5000000".into()),
-    });
+    })
+}
+
+fn subscriber(frames: usize) {
+    let process = storm_process();
     let originals: Vec<CollectionEvent> = (0..EVENTS_PER_BATCH as u32)
         .map(|n| open_event(n, &process))
         .collect();
@@ -194,7 +200,7 @@ fn subscriber(frames: usize) {
     );
 }
 
-fn socket(batches: u64) {
+fn socket(batches: u64, template: EventBatch, what: &str) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -215,7 +221,6 @@ fn socket(batches: u64) {
     let server_task = rt.spawn(server.run(async {
         let _ = stop_rx.await;
     }));
-    let template: EventBatch = (0..EVENTS_PER_BATCH as u32).map(exec_event).collect();
     let (wall, cpu, client_cpu) = rt.block_on(async {
         let client = CollectorIpcClient::connect(&path).await.unwrap();
         let stream = client.subscribe::<&str>(&[], &[]).await.unwrap();
@@ -260,7 +265,7 @@ fn socket(batches: u64) {
     rt.block_on(server_task).unwrap();
     let events = (batches * EVENTS_PER_BATCH as u64) as f64;
     println!(
-        "socket: {:.0} events/s wall, {:.1} ns CPU/event in all, {:.1} ns/event of it in the \
+        "socket ({what}): {:.0} events/s wall, {:.1} ns CPU/event in all, {:.1} ns/event of it in the \
          client thread ({} events)",
         events / wall.as_secs_f64(),
         cpu.as_nanos() as f64 / events,
@@ -279,6 +284,13 @@ fn main() {
         subscriber(4000);
     }
     if what.is_empty() || what == "socket" {
-        socket(8000);
+        let exec: EventBatch = (0..EVENTS_PER_BATCH as u32).map(exec_event).collect();
+        socket(8000, exec, "exec events");
+    }
+    if what.is_empty() || what == "socket-open" {
+        let open: EventBatch = (0..EVENTS_PER_BATCH as u32)
+            .map(|n| open_event(n, &storm_process()))
+            .collect();
+        socket(8000, open, "open events");
     }
 }
