@@ -288,8 +288,9 @@ fn main() {
         socket(8000, exec, "exec events");
     }
     if what.is_empty() || what == "socket-open" {
+        let process = storm_process();
         let open: EventBatch = (0..EVENTS_PER_BATCH as u32)
-            .map(|n| open_event(n, &storm_process()))
+            .map(|n| open_event(n, &process))
             .collect();
         socket(8000, open, "open events");
     }
