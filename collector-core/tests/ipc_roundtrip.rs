@@ -593,6 +593,48 @@ proptest! {
     }
 }
 
+/// `write_json_line` writes filesystem events by hand: byte for byte serde's. Control
+/// characters, quotes, backslashes, DEL and a non-ASCII character are appended to the
+/// path and a context's name. Run on a large stack: with the extra input, the event
+/// strategy's value tree overflows a test thread's 2 MiB in debug builds.
+#[test]
+fn json_lines_are_serde_json() {
+    let check = || {
+        let mut runner = proptest::test_runner::TestRunner::default();
+        let result = runner.run(&(event(), vec(0u8..0x81, 0..12)), |(ev, extra)| {
+            let escapes: String = extra
+                .into_iter()
+                .map(|b| if b == 0x80 { '\u{e9}' } else { char::from(b) })
+                .collect();
+            let mut ev = ev;
+            if let CollectionEvent::Filesystem(f) = &mut ev {
+                f.path.push_str(&escapes);
+                if let Some(p) = f.process.as_mut() {
+                    std::sync::Arc::make_mut(p).exec_name = Some(escapes.clone());
+                }
+            }
+            let mut line = Vec::new();
+            ev.write_json_line(&mut line);
+            let mut reference = serde_json::to_vec(&ev).unwrap();
+            reference.push(b'\n');
+            prop_assert_eq!(
+                String::from_utf8(line).unwrap(),
+                String::from_utf8(reference).unwrap()
+            );
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    };
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(check)
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
 // ---------------------------------------------------------------------------------------
 // The direct event-batch path (`ipc::wire`) against prost, the reference
 

@@ -36,10 +36,26 @@ impl BootClock {
 
     /// Boot-time ns -> UTC.
     pub fn to_utc(&self, boot_ns: u64) -> DateTime<Utc> {
-        let ns = i128::from(boot_ns) + self.realtime_minus_boot_ns;
-        let secs = ns.div_euclid(1_000_000_000) as i64;
-        let nanos = ns.rem_euclid(1_000_000_000) as u32;
-        DateTime::from_timestamp(secs, nanos).unwrap_or_default()
+        // Every event's timestamp comes through here: 64-bit division when the sum fits
+        // (it always does for real clocks, until 2262), 128-bit otherwise.
+        let (secs, nanos) = match i64::try_from(boot_ns)
+            .ok()
+            .zip(i64::try_from(self.realtime_minus_boot_ns).ok())
+            .and_then(|(boot, offset)| boot.checked_add(offset))
+        {
+            Some(ns) => (
+                ns.div_euclid(1_000_000_000),
+                ns.rem_euclid(1_000_000_000) as u32,
+            ),
+            None => {
+                let ns = i128::from(boot_ns) + self.realtime_minus_boot_ns;
+                (
+                    ns.div_euclid(1_000_000_000) as i64,
+                    ns.rem_euclid(1_000_000_000) as u32,
+                )
+            }
+        };
+        collector_core::event::utc_from_unix(secs, nanos).unwrap_or_default()
     }
 }
 
@@ -52,6 +68,43 @@ impl Default for BootClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn to_utc_matches_the_128_bit_conversion_everywhere() {
+        let reference = |clock: &BootClock, boot_ns: u64| {
+            let ns = i128::from(boot_ns) + clock.realtime_minus_boot_ns;
+            DateTime::from_timestamp(
+                ns.div_euclid(1_000_000_000) as i64,
+                ns.rem_euclid(1_000_000_000) as u32,
+            )
+            .unwrap_or_default()
+        };
+        for offset in [
+            1_700_000_000_000_000_000i128,
+            -5,
+            0,
+            i128::from(i64::MAX),
+            i128::from(i64::MIN) * 4,
+        ] {
+            let clock = BootClock {
+                realtime_minus_boot_ns: offset,
+            };
+            for boot_ns in [
+                0,
+                1,
+                999_999_999,
+                1_000_000_000,
+                86_400_000_000_123,
+                u64::MAX,
+            ] {
+                assert_eq!(
+                    clock.to_utc(boot_ns),
+                    reference(&clock, boot_ns),
+                    "{offset} + {boot_ns}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn boot_now_maps_to_wall_now() {

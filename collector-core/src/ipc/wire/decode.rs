@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
@@ -319,9 +319,7 @@ fn network_event(body: &[u8], names: &mut SourceNames) -> Option<NetworkEvent> {
             (network::IO_URING, VARINT) => io_uring = r.varint()? != 0,
             (network::COMPAT_SYSCALL, VARINT) => compat_syscall = r.varint()? != 0,
             (network::PROCESS_KEY, LEN) => process_key = Some(r.str()?),
-            (network::PROCESS, LEN) => {
-                process = Some(std::sync::Arc::new(context_msg(r.len_delimited()?)?))
-            }
+            (network::PROCESS, LEN) => process = Some(names.context(r.len_delimited()?)?),
             _ => return None,
         }
     }
@@ -397,9 +395,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
             }
             (filesystem::NEW_PATH_CHANGED, VARINT) => new_path_changed = r.varint()? != 0,
             (filesystem::IO_URING, VARINT) => io_uring = r.varint()? != 0,
-            (filesystem::PROCESS, LEN) => {
-                process = Some(std::sync::Arc::new(context_msg(r.len_delimited()?)?))
-            }
+            (filesystem::PROCESS, LEN) => process = Some(names.context(r.len_delimited()?)?),
             _ => return None,
         }
     }
@@ -473,32 +469,7 @@ fn timestamp(body: &[u8]) -> Option<DateTime<Utc>> {
             _ => return None,
         }
     }
-    utc_from_timestamp(seconds, nanos)
-}
-
-/// `DateTime::from_timestamp`, with the day's date remembered: turning a day number into
-/// a date is most of chrono's work there, and the events of a batch (their timestamps
-/// and start times) nearly all fall on the same few days.
-fn utc_from_timestamp(seconds: i64, nanos: u32) -> Option<DateTime<Utc>> {
-    use chrono::{NaiveDate, NaiveTime};
-    use std::cell::Cell;
-    /// Days from 0001-01-01 (chrono's day 1) to 1970-01-01.
-    const UNIX_EPOCH_DAY: i64 = 719_163;
-    thread_local! {
-        static LAST_DAY: Cell<Option<(i64, NaiveDate)>> = const { Cell::new(None) };
-    }
-    let day = seconds.div_euclid(86_400) + UNIX_EPOCH_DAY;
-    let date = match LAST_DAY.get() {
-        Some((cached, date)) if cached == day => date,
-        _ => {
-            let date = NaiveDate::from_num_days_from_ce_opt(i32::try_from(day).ok()?)?;
-            LAST_DAY.set(Some((day, date)));
-            date
-        }
-    };
-    let time =
-        NaiveTime::from_num_seconds_from_midnight_opt(seconds.rem_euclid(86_400) as u32, nanos)?;
-    Some(date.and_time(time).and_utc())
+    crate::event::utc_from_unix(seconds, nanos)
 }
 
 /// Mirrors `convert::addr_from_proto`: 4 bytes are IPv4 (flow info and scope ignored),
@@ -645,12 +616,25 @@ const MAX_INTERNED_NAME_BYTES: usize = 64;
 /// Names a decoder checks before taking the process-wide lock.
 const RECENT_NAMES: usize = 8;
 
-/// A decoder's cache of source names: a collector has a handful of sources, so nearly
-/// every event's `source` is one already seen and costs no allocation.
+/// A decoder's cache of source names and process contexts, kept for a connection.
+///
+/// A collector has a handful of sources, so nearly every event's `source` is one already
+/// seen and costs no allocation. Network and filesystem events carry their process's
+/// context, and a busy process sends many events in a row: a context whose encoded bytes
+/// equal those of one decoded lately is that same context, so it is shared (one `Arc`)
+/// instead of decoded again into five new allocations.
 #[derive(Debug, Default)]
 pub struct SourceNames {
     recent: Vec<&'static str>,
+    contexts: Vec<(Box<[u8]>, Arc<ProcessContext>)>,
+    /// Where the next context not in `contexts` goes, once it is full.
+    next_context: usize,
 }
+
+/// Contexts a decoder remembers: a few processes interleave their events.
+const RECENT_CONTEXTS: usize = 8;
+/// Larger contexts (long executable paths) are decoded each time rather than kept.
+const MAX_CACHED_CONTEXT_BYTES: usize = 1024;
 
 impl SourceNames {
     /// An empty cache.
@@ -676,6 +660,27 @@ impl SourceNames {
             }
             None => Cow::Owned(name.to_owned()),
         }
+    }
+}
+
+impl SourceNames {
+    /// The context encoded as `body`: the one decoded from the same bytes lately, or a
+    /// new one.
+    fn context(&mut self, body: &[u8]) -> Option<Arc<ProcessContext>> {
+        if let Some((_, hit)) = self.contexts.iter().find(|(bytes, _)| **bytes == *body) {
+            return Some(hit.clone());
+        }
+        let context = Arc::new(context_msg(body)?);
+        if body.len() <= MAX_CACHED_CONTEXT_BYTES {
+            let entry = (Box::from(body), context.clone());
+            if self.contexts.len() < RECENT_CONTEXTS {
+                self.contexts.push(entry);
+            } else {
+                self.contexts[self.next_context] = entry;
+                self.next_context = (self.next_context + 1) % RECENT_CONTEXTS;
+            }
+        }
+        Some(context)
     }
 }
 
@@ -720,6 +725,98 @@ mod tests {
     }
 
     #[test]
+    fn a_context_seen_lately_is_shared_and_still_decoded_exactly() {
+        use crate::event::{FilesystemEvent, FilesystemEventKind};
+        let context = |pid: u32, exe: &str| {
+            Arc::new(ProcessContext {
+                process_key: format!("{pid}:1000"),
+                executable_path: Some(exe.into()),
+                exec_name: Some("cat".into()),
+                ppid: Some(1),
+                parent_process_key: Some("1:5".into()),
+            })
+        };
+        let long_exe = format!("/{}", "x".repeat(2 * MAX_CACHED_CONTEXT_BYTES));
+        let contexts = [
+            context(7, "/usr/bin/cat"),
+            context(8, "/usr/bin/cat"),
+            context(7, &long_exe),
+        ];
+        // Runs of one process, interleavings, more processes than the cache holds.
+        let order: Vec<usize> = [0, 0, 0, 1, 0, 1, 2, 2, 0]
+            .into_iter()
+            .chain((0..40).map(|i| i % 3))
+            .collect();
+        let more: Vec<Arc<ProcessContext>> =
+            (100..120).map(|pid| context(pid, "/bin/sh")).collect();
+        let originals: Vec<CollectionEvent> = order
+            .iter()
+            .map(|&i| contexts[i].clone())
+            .chain(more.iter().cloned().cycle().take(60))
+            .enumerate()
+            .map(|(n, process)| {
+                CollectionEvent::from(FilesystemEvent {
+                    kind: FilesystemEventKind::Open,
+                    timestamp: DateTime::from_timestamp(1_700_000_000, n as u32).unwrap(),
+                    pid: process
+                        .process_key
+                        .split(':')
+                        .next()
+                        .unwrap()
+                        .parse()
+                        .unwrap(),
+                    source: "ebpf-filesystem".into(),
+                    path: "/etc/hostname".into(),
+                    new_path: None,
+                    path_relative: false,
+                    flags: Some(0),
+                    mode: Some(0),
+                    result: Some(3),
+                    uid: Some(0),
+                    name: Some("cat".into()),
+                    path_truncated: false,
+                    path_unreadable: false,
+                    path_user_supplied: true,
+                    compat_syscall: false,
+                    owner_uid: None,
+                    owner_gid: None,
+                    process_key: Some(process.process_key.clone()),
+                    path_changed: false,
+                    new_path_truncated: false,
+                    new_path_unreadable: false,
+                    new_path_user_supplied: false,
+                    new_path_changed: false,
+                    io_uring: false,
+                    process: Some(process),
+                })
+            })
+            .collect();
+        let mut payload = Vec::new();
+        crate::ipc::wire::encode_event_batch(&originals, &mut payload);
+        let mut names = SourceNames::new();
+        let mut decoded = Vec::new();
+        decode_event_batch(&payload, &mut names, &mut decoded).expect("canonical layout");
+        assert_eq!(decoded, originals);
+        let process = |ev: &CollectionEvent| match ev {
+            CollectionEvent::Filesystem(f) => f.process.clone().unwrap(),
+            _ => unreachable!(),
+        };
+        // The first run of one process shares one context; the long one is never kept.
+        assert!(Arc::ptr_eq(&process(&decoded[0]), &process(&decoded[2])));
+        assert!(!Arc::ptr_eq(&process(&decoded[0]), &process(&decoded[3])));
+        assert!(!Arc::ptr_eq(&process(&decoded[6]), &process(&decoded[7])));
+        assert!(names.contexts.len() <= RECENT_CONTEXTS);
+        assert!(names
+            .contexts
+            .iter()
+            .all(|(bytes, _)| bytes.len() <= MAX_CACHED_CONTEXT_BYTES));
+        // A second batch from the same decoder still decodes to the same events.
+        let mut again = Vec::new();
+        decode_event_batch(&payload, &mut names, &mut again).expect("canonical layout");
+        assert_eq!(again, originals);
+    }
+
+    #[test]
     fn timestamps_match_chrono_across_days_and_edges() {
         let day = 86_400i64;
         let mut cases = vec![
@@ -746,7 +843,7 @@ mod tests {
         }
         for (s, n) in cases {
             assert_eq!(
-                utc_from_timestamp(s, n),
+                crate::event::utc_from_unix(s, n),
                 DateTime::from_timestamp(s, n),
                 "{s} {n}"
             );

@@ -185,11 +185,12 @@ fn opt_string(o: &mut impl Out, field: u32, v: Option<&str>) {
 
 /// A set message field: written even when its own fields are all defaults.
 ///
-/// The seconds are worked out once (a date-to-days computation in chrono) and the
-/// message's length from them, instead of encoding the body twice.
+/// The seconds are worked out once (chrono's date-to-days math, remembered per day by
+/// `unix_seconds`) and the message's length from them, instead of encoding the body
+/// twice.
 fn timestamp_field(o: &mut impl Out, field: u32, ts: &DateTime<Utc>) {
     let (seconds, nanos) = (
-        ts.timestamp() as u64,
+        crate::event::unix_seconds(ts) as u64,
         u64::from(ts.timestamp_subsec_nanos()),
     );
     // Fields 1 and 2 have one-byte keys; zero values are left out.
@@ -253,13 +254,25 @@ fn context_body(o: &mut impl Out, c: &ProcessContext) {
 }
 
 /// A `ProcessContext` field (absent when `None`; present, possibly empty, when set, as
-/// prost writes a set message field).
-fn context_field(o: &mut impl Out, field: u32, c: Option<&ProcessContext>) {
+/// prost writes a set message field). `len` is its body's length when already known
+/// ([`context_len`]): sizing and writing an event then walk the context once each
+/// instead of twice each.
+fn context_field(o: &mut impl Out, field: u32, c: Option<&ProcessContext>, len: Option<usize>) {
     if let Some(c) = c {
         key(o, field, LEN);
-        o.varint(len_of(|n| context_body(n, c)) as u64);
+        o.varint(len.unwrap_or_else(|| len_of(|n| context_body(n, c))) as u64);
         context_body(o, c);
     }
+}
+
+/// Bytes of the body of the process context `ev` carries, if it carries one.
+fn context_len(ev: &CollectionEvent) -> Option<usize> {
+    let context = match ev {
+        CollectionEvent::Network(e) => e.process.as_deref(),
+        CollectionEvent::Filesystem(e) => e.process.as_deref(),
+        _ => None,
+    }?;
+    Some(len_of(|n| context_body(n, context)))
 }
 
 fn address_field(o: &mut impl Out, field: u32, addr: &SocketAddr) {
@@ -337,7 +350,7 @@ fn process_body(o: &mut impl Out, e: &ProcessEvent) {
     );
 }
 
-fn network_body(o: &mut impl Out, e: &NetworkEvent) {
+fn network_body(o: &mut impl Out, e: &NetworkEvent, context_len: Option<usize>) {
     varint(o, common::KIND, network_kind_to_proto(e.kind) as u64);
     timestamp_field(o, common::TIMESTAMP, &e.timestamp);
     varint(o, common::PID, u64::from(e.pid));
@@ -359,10 +372,10 @@ fn network_body(o: &mut impl Out, e: &NetworkEvent) {
     boolean(o, network::IO_URING, e.io_uring);
     boolean(o, network::COMPAT_SYSCALL, e.compat_syscall);
     opt_string(o, network::PROCESS_KEY, e.process_key.as_deref());
-    context_field(o, network::PROCESS, e.process.as_deref());
+    context_field(o, network::PROCESS, e.process.as_deref(), context_len);
 }
 
-fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent) {
+fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent, context_len: Option<usize>) {
     varint(o, common::KIND, filesystem_kind_to_proto(e.kind) as u64);
     timestamp_field(o, common::TIMESTAMP, &e.timestamp);
     varint(o, common::PID, u64::from(e.pid));
@@ -392,7 +405,7 @@ fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent) {
     );
     boolean(o, filesystem::NEW_PATH_CHANGED, e.new_path_changed);
     boolean(o, filesystem::IO_URING, e.io_uring);
-    context_field(o, filesystem::PROCESS, e.process.as_deref());
+    context_field(o, filesystem::PROCESS, e.process.as_deref(), context_len);
 }
 
 fn performance_body(o: &mut impl Out, e: &PerformanceEvent) {
@@ -406,19 +419,20 @@ fn performance_body(o: &mut impl Out, e: &PerformanceEvent) {
     string(o, performance::COMPONENT, &e.component);
 }
 
-/// The `Event.event` oneof field number and the body of the message it holds.
-fn variant_body(o: &mut impl Out, ev: &CollectionEvent) -> u32 {
+/// The `Event.event` oneof field number and the body of the message it holds;
+/// `context_len` is [`context_len`] of `ev`.
+fn variant_body(o: &mut impl Out, ev: &CollectionEvent, context_len: Option<usize>) -> u32 {
     match ev {
         CollectionEvent::Process(e) => {
             process_body(o, e);
             event::PROCESS
         }
         CollectionEvent::Network(e) => {
-            network_body(o, e);
+            network_body(o, e, context_len);
             event::NETWORK
         }
         CollectionEvent::Filesystem(e) => {
-            filesystem_body(o, e);
+            filesystem_body(o, e, context_len);
             event::FILESYSTEM
         }
         CollectionEvent::Performance(e) => {
@@ -434,16 +448,20 @@ pub struct SizedEvent<'a> {
     event: &'a CollectionEvent,
     /// Bytes of the domain message (`ProcessEvent`, ...) inside `Event`.
     variant_len: usize,
+    /// Bytes of the process context's body, when the event carries one.
+    context_len: Option<usize>,
 }
 
 impl<'a> SizedEvent<'a> {
     /// Measures `event`.
     pub fn new(event: &'a CollectionEvent) -> Self {
+        let context_len = context_len(event);
         let mut count = Count(0);
-        variant_body(&mut count, event);
+        variant_body(&mut count, event, context_len);
         Self {
             event,
             variant_len: count.0,
+            context_len,
         }
     }
 
@@ -475,7 +493,7 @@ impl<'a> SizedEvent<'a> {
         };
         key(o, variant, LEN);
         o.varint(self.variant_len as u64);
-        variant_body(o, self.event);
+        variant_body(o, self.event, self.context_len);
     }
 }
 
@@ -557,6 +575,6 @@ pub fn encode_event(event: &CollectionEvent, buf: &mut impl BufMut) -> usize {
     };
     key(&mut o, variant, LEN);
     o.varint(sized.variant_len as u64);
-    variant_body(&mut o, event);
+    variant_body(&mut o, event, sized.context_len);
     sized.event_len()
 }

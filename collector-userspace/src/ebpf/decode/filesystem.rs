@@ -56,7 +56,7 @@ fn path_at(bytes: &[u8], kind: RecordKind, start: usize, len: u32) -> Result<Str
         got: bytes.len(),
         need: start + len,
     })?;
-    Ok(String::from_utf8_lossy(raw).into_owned())
+    Ok(super::lossy_string(raw))
 }
 
 /// `__O_TMPFILE` (x86 and arm64 value), the bit of `O_TMPFILE` beyond `O_DIRECTORY`.

@@ -62,7 +62,18 @@ pub fn record_kind(bytes: &[u8]) -> Result<RecordKind, DecodeError> {
 /// NUL-terminated (or full) byte string -> String.
 pub fn c_str(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
+    lossy_string(&bytes[..end])
+}
+
+/// Bytes -> String with invalid UTF-8 replaced, as `String::from_utf8_lossy`. Nearly
+/// every name and path is valid: it is checked once by `str::from_utf8` (which skips
+/// ASCII a word at a time, unlike the lossy chunk iterator) and copied once; only
+/// invalid input pays for the lossy pass.
+pub fn lossy_string(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(valid) => valid.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 /// NUL-separated argument block -> arguments.
@@ -135,6 +146,22 @@ mod tests {
             Err(DecodeError::UnknownKind(99))
         );
         assert!(record_kind(&[1, 0]).is_err());
+    }
+
+    #[test]
+    fn lossy_string_is_from_utf8_lossy() {
+        for bytes in [
+            &b""[..],
+            b"/etc/hostname",
+            "/tmp/caf\u{e9}/\u{1f600}".as_bytes(),
+            b"/tmp/\xff\xfe/x",
+            b"\xc3",
+            b"ok\xe2\x82",
+        ] {
+            assert_eq!(lossy_string(bytes), String::from_utf8_lossy(bytes));
+        }
+        assert_eq!(c_str(b"comm\0junk"), "comm");
+        assert_eq!(c_str(b"\xffcomm\0"), "\u{fffd}comm");
     }
 
     #[test]

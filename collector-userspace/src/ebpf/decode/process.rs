@@ -60,7 +60,30 @@ pub fn header_process_key(h: &RecordHeader) -> Option<String> {
 /// `<tgid>:<leader start, CLOCK_BOOTTIME ns>`: the kernel's own numbers, so events of
 /// every domain and every collector on the host agree on it.
 pub fn process_key(pid: u32, start_boottime_ns: u64) -> String {
-    format!("{pid}:{start_boottime_ns}")
+    // Every filesystem and network event carries one: digits written by hand into a
+    // stack buffer, then one allocation of the exact size (`format!` goes through the
+    // formatting machinery and grows its String).
+    // u32::MAX, the colon, u64::MAX.
+    let mut buf = [0u8; 31];
+    let at = decimal_before(&mut buf, 31, start_boottime_ns);
+    buf[at - 1] = b':';
+    let at = decimal_before(&mut buf, at - 1, u64::from(pid));
+    // Digits and a colon: always UTF-8.
+    std::str::from_utf8(&buf[at..])
+        .map(str::to_owned)
+        .unwrap_or_default()
+}
+
+/// Writes `v` in decimal so that it ends just before `end`; returns where it starts.
+fn decimal_before(buf: &mut [u8], mut end: usize, mut v: u64) -> usize {
+    loop {
+        end -= 1;
+        buf[end] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            return end;
+        }
+    }
 }
 
 fn set_namespace(ev: &mut ProcessEvent, ns_pid: u32, pidns_inum: u32) {
@@ -280,6 +303,19 @@ pub fn decode_process(
 mod tests {
     use super::*;
     use crate::ebpf::decode::test_util::{bytes_of, header};
+
+    #[test]
+    fn process_key_is_pid_colon_start() {
+        for (pid, start) in [
+            (0, 0),
+            (1, 9),
+            (42, 1_000),
+            (u32::MAX, u64::MAX),
+            (4_194_304, 987_654_321_000),
+        ] {
+            assert_eq!(process_key(pid, start), format!("{pid}:{start}"));
+        }
+    }
 
     #[test]
     fn exec_record_decodes_argv_and_path() {

@@ -1,0 +1,319 @@
+//! The JSON line of a filesystem event written by hand: the bytes serde writes, faster.
+//!
+//! `collector events` writes every event it receives as a JSON line, and in a file storm
+//! nearly every event is a filesystem event with its process context: about 30 keys and
+//! 10 strings a line. Through serde each key and string goes through serde_json's
+//! byte-at-a-time escaper and the `io::Write` calls of a map serializer; here the keys
+//! are constants copied whole and strings are scanned eight bytes at a time.
+//!
+//! The output is byte for byte `serde_json::to_writer` of the event (the property test
+//! `json_lines_are_serde_json` in `collector-core/tests/ipc_roundtrip.rs`, beside the
+//! event strategies, checks it). The structs are taken apart
+//! without `..`, so a field added to [`FilesystemEvent`] or [`ProcessContext`] fails to
+//! compile here until it is written here too.
+
+use super::{rfc3339_nanos, FilesystemEvent, FilesystemEventKind, ProcessContext};
+
+/// Appends `e` as serde writes `CollectionEvent::Filesystem(e)` (no newline).
+pub(super) fn filesystem(e: &FilesystemEvent, out: &mut Vec<u8>) {
+    let FilesystemEvent {
+        kind,
+        timestamp,
+        pid,
+        source,
+        path,
+        new_path,
+        path_relative,
+        flags,
+        mode,
+        result,
+        uid,
+        name,
+        path_truncated,
+        path_unreadable,
+        path_user_supplied,
+        compat_syscall,
+        owner_uid,
+        owner_gid,
+        process_key,
+        path_changed,
+        new_path_truncated,
+        new_path_unreadable,
+        new_path_user_supplied,
+        new_path_changed,
+        io_uring,
+        process,
+    } = e;
+    out.extend_from_slice(b"{\"domain\":\"filesystem\",\"kind\":\"");
+    out.extend_from_slice(kind_name(*kind).as_bytes());
+    out.extend_from_slice(b"\",\"timestamp\":\"");
+    let mut ts = [0u8; 30];
+    match rfc3339_nanos::format(timestamp, &mut ts) {
+        Some(text) => out.extend_from_slice(text.as_bytes()),
+        // Outside four-digit years: chrono's text, which needs no escaping either.
+        None => escaped(
+            out,
+            &timestamp.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        ),
+    }
+    out.extend_from_slice(b"\",\"pid\":");
+    unsigned(out, u64::from(*pid));
+    out.extend_from_slice(b",\"source\":\"");
+    escaped(out, source);
+    out.extend_from_slice(b"\",\"path\":\"");
+    escaped(out, path);
+    out.push(b'"');
+    opt_str(out, b",\"new_path\":\"", new_path.as_deref());
+    if *path_relative {
+        out.extend_from_slice(b",\"path_relative\":true");
+    }
+    opt_u32(out, b",\"flags\":", *flags);
+    opt_u32(out, b",\"mode\":", *mode);
+    if let Some(result) = result {
+        out.extend_from_slice(b",\"result\":");
+        signed(out, *result);
+    }
+    opt_u32(out, b",\"uid\":", *uid);
+    opt_str(out, b",\"name\":\"", name.as_deref());
+    out.extend_from_slice(b",\"path_truncated\":");
+    boolean(out, *path_truncated);
+    out.extend_from_slice(b",\"path_unreadable\":");
+    boolean(out, *path_unreadable);
+    out.extend_from_slice(b",\"path_user_supplied\":");
+    boolean(out, *path_user_supplied);
+    if *compat_syscall {
+        out.extend_from_slice(b",\"compat_syscall\":true");
+    }
+    opt_u32(out, b",\"owner_uid\":", *owner_uid);
+    opt_u32(out, b",\"owner_gid\":", *owner_gid);
+    opt_str(out, b",\"process_key\":\"", process_key.as_deref());
+    for (set, text) in [
+        (*path_changed, &b",\"path_changed\":true"[..]),
+        (*new_path_truncated, b",\"new_path_truncated\":true"),
+        (*new_path_unreadable, b",\"new_path_unreadable\":true"),
+        (*new_path_user_supplied, b",\"new_path_user_supplied\":true"),
+        (*new_path_changed, b",\"new_path_changed\":true"),
+        (*io_uring, b",\"io_uring\":true"),
+    ] {
+        if set {
+            out.extend_from_slice(text);
+        }
+    }
+    if let Some(process) = process {
+        out.extend_from_slice(b",\"process\":");
+        context(process, out);
+    }
+    out.push(b'}');
+}
+
+fn context(c: &ProcessContext, out: &mut Vec<u8>) {
+    let ProcessContext {
+        process_key,
+        executable_path,
+        exec_name,
+        ppid,
+        parent_process_key,
+    } = c;
+    out.extend_from_slice(b"{\"process_key\":\"");
+    escaped(out, process_key);
+    out.push(b'"');
+    opt_str(out, b",\"executable_path\":\"", executable_path.as_deref());
+    opt_str(out, b",\"exec_name\":\"", exec_name.as_deref());
+    opt_u32(out, b",\"ppid\":", *ppid);
+    opt_str(
+        out,
+        b",\"parent_process_key\":\"",
+        parent_process_key.as_deref(),
+    );
+    out.push(b'}');
+}
+
+/// The kind as serde names it (`rename_all = "lowercase"`: `memfdcreate`, unlike
+/// [`FilesystemEventKind::as_str`]).
+fn kind_name(kind: FilesystemEventKind) -> &'static str {
+    match kind {
+        FilesystemEventKind::Create => "create",
+        FilesystemEventKind::Open => "open",
+        FilesystemEventKind::Unlink => "unlink",
+        FilesystemEventKind::Rename => "rename",
+        FilesystemEventKind::Mkdir => "mkdir",
+        FilesystemEventKind::Rmdir => "rmdir",
+        FilesystemEventKind::Chmod => "chmod",
+        FilesystemEventKind::Chown => "chown",
+        FilesystemEventKind::Link => "link",
+        FilesystemEventKind::Symlink => "symlink",
+        FilesystemEventKind::MemfdCreate => "memfdcreate",
+        FilesystemEventKind::Tmpfile => "tmpfile",
+    }
+}
+
+/// `key` (which opens the string) and the escaped value and closing quote, when set.
+#[inline]
+fn opt_str(out: &mut Vec<u8>, key: &[u8], v: Option<&str>) {
+    if let Some(v) = v {
+        out.extend_from_slice(key);
+        escaped(out, v);
+        out.push(b'"');
+    }
+}
+
+#[inline]
+fn opt_u32(out: &mut Vec<u8>, key: &[u8], v: Option<u32>) {
+    if let Some(v) = v {
+        out.extend_from_slice(key);
+        unsigned(out, u64::from(v));
+    }
+}
+
+#[inline]
+fn boolean(out: &mut Vec<u8>, v: bool) {
+    out.extend_from_slice(if v { b"true" } else { b"false" });
+}
+
+/// Decimal, as serde_json (itoa) writes it.
+fn unsigned(out: &mut Vec<u8>, v: u64) {
+    let mut buf = [0u8; 20];
+    let at = super::unix_time::decimal_before(&mut buf, 20, v);
+    out.extend_from_slice(&buf[at..]);
+}
+
+fn signed(out: &mut Vec<u8>, v: i64) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    unsigned(out, v.unsigned_abs());
+}
+
+/// The string's contents escaped as serde_json escapes them: `"` and `\` with a
+/// backslash, control characters as `\b \t \n \f \r` or `\u00xx` (lower-case hex),
+/// everything else (DEL and non-ASCII included) as is.
+fn escaped(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        // Eight bytes at a time while none of them needs escaping.
+        if let Some(chunk) = bytes.get(at..at + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+            if !needs_escape(word) {
+                at += 8;
+                continue;
+            }
+        }
+        let b = bytes[at];
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            0x0c => b"\\f",
+            b'\r' => b"\\r",
+            0x00..=0x1f => &[],
+            _ => {
+                at += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&bytes[start..at]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        at += 1;
+        start = at;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// Whether any byte of `word` is a control character, `"` or `\`.
+#[inline]
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // A byte below n sets its high bit in `x - n` unless it had that bit set already
+    // (bytes >= 0x80 are excluded with `!word`); the same on `x ^ c` finds bytes equal
+    // to c (below 1). False positives cannot happen for bytes < 0x80 and bytes >= 0x80
+    // are masked out, so the answer is exact.
+    let below_space = word.wrapping_sub(ONES * 0x20);
+    let quote = (word ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES);
+    let backslash = (word ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES);
+    (below_space | quote | backslash) & !word & HIGHS != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_is_serde_json_for_every_byte_and_position() {
+        // Every ASCII byte, alone and at each position of a longer run, plus non-ASCII.
+        let mut samples: Vec<String> = (0u8..0x80).map(|b| char::from(b).to_string()).collect();
+        for b in 0u8..0x80 {
+            for pos in 0..17 {
+                let mut s = "a".repeat(17);
+                s.replace_range(pos..pos + 1, &char::from(b).to_string());
+                samples.push(s);
+            }
+        }
+        samples.push("caf\u{e9} \u{1f600}\u{7f}\u{80}\u{2028}\"\\/".into());
+        samples.push("\u{ff}\u{ff}\u{ff}\u{ff}\u{ff}\u{ff}\u{ff}\u{ff}\"".into());
+        for s in samples {
+            let mut ours = vec![b'"'];
+            escaped(&mut ours, &s);
+            ours.push(b'"');
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(&s).unwrap(),
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn kind_names_are_serde_names() {
+        use FilesystemEventKind::*;
+        for kind in [
+            Create,
+            Open,
+            Unlink,
+            Rename,
+            Mkdir,
+            Rmdir,
+            Chmod,
+            Chown,
+            Link,
+            Symlink,
+            MemfdCreate,
+            Tmpfile,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&kind).unwrap(),
+                format!("\"{}\"", kind_name(kind))
+            );
+        }
+    }
+
+    #[test]
+    fn numbers_are_itoa() {
+        for v in [0u64, 9, 10, 4_294_967_295, u64::MAX] {
+            let mut out = Vec::new();
+            unsigned(&mut out, v);
+            assert_eq!(out, v.to_string().into_bytes());
+        }
+        for v in [0i64, -1, -9_223_372_036_854_775_808, i64::MAX, -13] {
+            let mut out = Vec::new();
+            signed(&mut out, v);
+            assert_eq!(out, v.to_string().into_bytes());
+        }
+    }
+}
