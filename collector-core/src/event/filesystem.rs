@@ -29,6 +29,8 @@ pub enum FilesystemEventKind {
     /// `new_path` the link.
     Symlink,
     /// An anonymous memory file was made: `path` is the name given (not a path).
+    /// (`memfd_create` in JSON, as in the docs, the IPC filter and `as_str`.)
+    #[serde(rename = "memfd_create")]
     MemfdCreate,
     /// An unnamed file was made with `O_TMPFILE`: `path` is its directory, walked in the
     /// kernel, + `#<inode>` (the kernel's name for it). Nothing can open it by name until

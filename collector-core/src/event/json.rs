@@ -128,23 +128,9 @@ fn context(c: &ProcessContext, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
-/// The kind as serde names it (`rename_all = "lowercase"`: `memfdcreate`, unlike
-/// [`FilesystemEventKind::as_str`]).
+/// The kind as serde names it, which is [`FilesystemEventKind::as_str`] (a test checks).
 fn kind_name(kind: FilesystemEventKind) -> &'static str {
-    match kind {
-        FilesystemEventKind::Create => "create",
-        FilesystemEventKind::Open => "open",
-        FilesystemEventKind::Unlink => "unlink",
-        FilesystemEventKind::Rename => "rename",
-        FilesystemEventKind::Mkdir => "mkdir",
-        FilesystemEventKind::Rmdir => "rmdir",
-        FilesystemEventKind::Chmod => "chmod",
-        FilesystemEventKind::Chown => "chown",
-        FilesystemEventKind::Link => "link",
-        FilesystemEventKind::Symlink => "symlink",
-        FilesystemEventKind::MemfdCreate => "memfdcreate",
-        FilesystemEventKind::Tmpfile => "tmpfile",
-    }
+    kind.as_str()
 }
 
 /// `key` (which opens the string) and the escaped value and closing quote, when set.
@@ -300,6 +286,8 @@ mod tests {
                 serde_json::to_string(&kind).unwrap(),
                 format!("\"{}\"", kind_name(kind))
             );
+            // One name everywhere: JSON, the docs, the IPC filter.
+            assert_eq!(kind_name(kind), kind.as_str());
         }
     }
 

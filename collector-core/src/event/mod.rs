@@ -266,6 +266,36 @@ pub(crate) mod rfc3339_nanos {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The JSON kind names are the ones `as_str` gives (the docs, the IPC filter and the
+    /// status tables use those): serde's `rename_all = "lowercase"` alone would write
+    /// `udpsend` for `udp_send`.
+    #[test]
+    fn serde_kind_names_are_the_documented_ones() {
+        for kind in [
+            NetworkEventKind::Connect,
+            NetworkEventKind::Accept,
+            NetworkEventKind::Close,
+            NetworkEventKind::Listen,
+            NetworkEventKind::Bind,
+            NetworkEventKind::UdpSend,
+        ] {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+        }
+        for kind in [
+            ProcessEventKind::Exec,
+            ProcessEventKind::Fork,
+            ProcessEventKind::Exit,
+            ProcessEventKind::Snapshot,
+            ProcessEventKind::CredChange,
+            ProcessEventKind::ExecFailed,
+        ] {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+        }
+    }
+
     use chrono::TimeZone;
 
     #[test]

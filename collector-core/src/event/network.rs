@@ -21,6 +21,7 @@ pub enum NetworkEventKind {
     Bind,
     /// UDP datagram sent to a destination this socket had not sent to before, or a
     /// send-count update for one (`count_update`).
+    #[serde(rename = "udp_send")]
     UdpSend,
 }
 
