@@ -12,7 +12,7 @@
 //! without `..`, so a field added to [`FilesystemEvent`] or [`ProcessContext`] fails to
 //! compile here until it is written here too.
 
-use super::{rfc3339_nanos, FilesystemEvent, FilesystemEventKind, ProcessContext};
+use super::{rfc3339_nanos, FilesystemEvent, ProcessContext};
 
 /// Appends `e` as serde writes `CollectionEvent::Filesystem(e)` (no newline).
 pub(super) fn filesystem(e: &FilesystemEvent, out: &mut Vec<u8>) {
@@ -45,7 +45,7 @@ pub(super) fn filesystem(e: &FilesystemEvent, out: &mut Vec<u8>) {
         process,
     } = e;
     out.extend_from_slice(b"{\"domain\":\"filesystem\",\"kind\":\"");
-    out.extend_from_slice(kind_name(*kind).as_bytes());
+    out.extend_from_slice(kind.as_str().as_bytes());
     out.extend_from_slice(b"\",\"timestamp\":\"");
     let mut ts = [0u8; 30];
     match rfc3339_nanos::format(timestamp, &mut ts) {
@@ -126,11 +126,6 @@ fn context(c: &ProcessContext, out: &mut Vec<u8>) {
         parent_process_key.as_deref(),
     );
     out.push(b'}');
-}
-
-/// The kind as serde names it, which is [`FilesystemEventKind::as_str`] (a test checks).
-fn kind_name(kind: FilesystemEventKind) -> &'static str {
-    kind.as_str()
 }
 
 /// `key` (which opens the string) and the escaped value and closing quote, when set.
@@ -267,7 +262,7 @@ mod tests {
 
     #[test]
     fn kind_names_are_serde_names() {
-        use FilesystemEventKind::*;
+        use crate::event::FilesystemEventKind::*;
         for kind in [
             Create,
             Open,
@@ -284,10 +279,8 @@ mod tests {
         ] {
             assert_eq!(
                 serde_json::to_string(&kind).unwrap(),
-                format!("\"{}\"", kind_name(kind))
+                format!("\"{}\"", kind.as_str())
             );
-            // One name everywhere: JSON, the docs, the IPC filter.
-            assert_eq!(kind_name(kind), kind.as_str());
         }
     }
 
