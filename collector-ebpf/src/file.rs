@@ -535,6 +535,11 @@ pub(crate) fn emit_one_path(pid_tgid: u64, p: &PendingFile, ret: i64) -> u32 {
         return 0;
     };
     let rec = unsafe { &raw mut (*out).rec };
+    // The header first, before the path walk: the verifier then checks its typed task
+    // loads once, not once per state the walk leaves behind (each typed load from the
+    // task costs the verifier linear scans of the kernel's BTF; filled last, these made
+    // the file programs take seconds each to load).
+    unsafe { fill_header(&raw mut (*rec).header, kind, pid_tgid) };
     let mut r = unsafe { resolve_for_exit(kind, ret, p) };
     if p.seed != 0
         && r.flags & PATH_FLAG_USER != 0
@@ -550,7 +555,6 @@ pub(crate) fn emit_one_path(pid_tgid: u64, p: &PendingFile, ret: i64) -> u32 {
         len
     };
     unsafe {
-        fill_header(&raw mut (*rec).header, kind, pid_tgid);
         (*rec).result = ret;
         (*rec).open_flags = p.open_flags;
         (*rec).mode = p.mode;
@@ -582,7 +586,7 @@ pub(crate) fn emit_one_path(pid_tgid: u64, p: &PendingFile, ret: i64) -> u32 {
     let total = size_of::<FileRecord>() + len as usize;
     let bytes = unsafe { core::slice::from_raw_parts(out as *const u8, total) };
     if FILE_EVENTS
-        .output::<[u8]>(bytes, file_wakeup_flags())
+        .output::<[u8]>(bytes, file_wakeup_flags(bytes.len() as u64))
         .is_err()
     {
         count_lost(kind);
@@ -737,6 +741,9 @@ pub(crate) fn exit_rename_ret(ret: i64) -> u32 {
     let Some(out) = RENAME_OUT.get_ptr_mut(0) else {
         return 0;
     };
+    let rec = unsafe { &raw mut (*out).rec };
+    // The header before the walks, as in `emit_one_path`: verified once.
+    unsafe { fill_header(&raw mut (*rec).header, kind, pid_tgid) };
     // Each path: its directory (dirfd or cwd) walked in the kernel now + the user's
     // string, read again here and compared with the read at entry. A symlink's target
     // is content, not a path to resolve: the string alone.
@@ -764,9 +771,7 @@ pub(crate) fn exit_rename_ret(ret: i64) -> u32 {
     if unsafe { user_digest(1, &new, p.seed) } != p.new_digest {
         new.flags |= PATH_FLAG_CHANGED;
     }
-    let rec = unsafe { &raw mut (*out).rec };
     unsafe {
-        fill_header(&raw mut (*rec).header, kind, pid_tgid);
         (*rec).result = ret;
         (*rec).old_dirfd = p.dirfd;
         (*rec).new_dirfd = p.new_dirfd;
@@ -824,7 +829,7 @@ pub(crate) fn send_two(kind: RecordKind, out: *mut RenameOut) {
     };
     let bytes = unsafe { core::slice::from_raw_parts(out as *const u8, total) };
     if FILE_EVENTS
-        .output::<[u8]>(bytes, file_wakeup_flags())
+        .output::<[u8]>(bytes, file_wakeup_flags(bytes.len() as u64))
         .is_err()
     {
         count_lost(kind);

@@ -267,12 +267,14 @@ fn submit_one(req: u64, op: u8, pid_tgid: u64, skip_cqe: bool) {
             )
         }
     };
+    let out = unsafe { &raw mut (*buf).out };
+    let rec = unsafe { &raw mut (*out).rec };
+    // The header before the walk: the verifier checks its typed task loads once (see
+    // `emit_one_path`).
+    unsafe { fill_header(&raw mut (*rec).header, kind, pid_tgid) };
     let r = unsafe { resolve_name(0, dfd, filename(fname)) };
     unsafe {
-        let out = &raw mut (*buf).out;
-        let rec = &raw mut (*out).rec;
         let len = copy_out((&raw mut (*out).path).cast(), &r);
-        fill_header(&raw mut (*rec).header, kind, pid_tgid);
         (*rec).result = 0;
         (*rec).open_flags = open_flags;
         (*rec).mode = mode;
@@ -326,6 +328,9 @@ fn submit_two(req: u64, op: u8, pid_tgid: u64, skip_cqe: bool) {
             cmd::<u32>(req, get::OFF_FILE_IO_LINK_FLAGS()),
         )
     };
+    let rec = unsafe { &raw mut (*out).rec };
+    // The header before the walks, verified once (see `emit_one_path`).
+    unsafe { fill_header(&raw mut (*rec).header, kind, pid_tgid) };
     let (old, old_dfd, call_flags) = if kind == RecordKind::Symlink {
         // The target is content, not a path: the string alone. Its prep leaves
         // old_dfd and flags unset.
@@ -343,8 +348,6 @@ fn submit_two(req: u64, op: u8, pid_tgid: u64, skip_cqe: bool) {
     };
     let new = unsafe { resolve_name(1, new_dfd, filename(newpath)) };
     unsafe {
-        let rec = &raw mut (*out).rec;
-        fill_header(&raw mut (*rec).header, kind, pid_tgid);
         (*rec).result = 0;
         (*rec).old_dirfd = old_dfd;
         (*rec).new_dirfd = new_dfd;
@@ -473,7 +476,7 @@ fn send_one(kind: RecordKind, out: *mut FileOut) {
         let total = size_of::<FileRecord>() + len as usize;
         let bytes = unsafe { core::slice::from_raw_parts(out as *const u8, total) };
         if FILE_EVENTS
-            .output::<[u8]>(bytes, file_wakeup_flags())
+            .output::<[u8]>(bytes, file_wakeup_flags(bytes.len() as u64))
             .is_err()
         {
             count_lost(kind);

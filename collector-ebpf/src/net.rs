@@ -397,7 +397,7 @@ fn emit_unix(kind: RecordKind, pid_tgid: u64, p: &PendingSock, result: i64) {
             i += 1;
         }
     }
-    entry.submit(net_wakeup_flags());
+    entry.submit(net_wakeup_flags(size_of::<UnixRecord>() as u64));
     count_emitted(kind);
 }
 
@@ -457,7 +457,7 @@ fn emit_inet(kind: RecordKind, pid_tgid: u64, p: &PendingSock, result: i64) {
             capture_local_port(p.sk, (*rec).local_port);
         }
     }
-    entry.submit(net_wakeup_flags());
+    entry.submit(net_wakeup_flags(size_of::<NetRecord>() as u64));
     count_emitted(kind);
 }
 
@@ -493,7 +493,7 @@ pub(crate) fn exit_accept(result: i64, flags: u32) {
             conn_id(sk as u64, 0)
         };
     }
-    entry.submit(net_wakeup_flags());
+    entry.submit(net_wakeup_flags(size_of::<NetRecord>() as u64));
     count_emitted(RecordKind::Accept);
 }
 
@@ -592,7 +592,7 @@ fn udp_flow_key(pid_tgid: u64, key: UdpFlowKey, flags: u32, result: i64) {
         (*rec).net_flags = flags | if update { net_flags::UPDATE } else { 0 };
         (*rec).conn_id = conn_id(sk as u64, 0);
     }
-    entry.submit(net_wakeup_flags());
+    entry.submit(net_wakeup_flags(size_of::<NetRecord>() as u64));
     count_emitted(RecordKind::UdpSend);
 }
 

@@ -253,7 +253,7 @@ fn late_connect(sk: *const u8, owner: *mut SockOwner) {
             (*owner).local_port = (*rec).local_port;
         }
     }
-    entry.submit(net_wakeup_flags());
+    entry.submit(net_wakeup_flags(size_of::<NetRecord>() as u64));
     count_emitted(RecordKind::Connect);
 }
 
@@ -294,7 +294,7 @@ fn close(sk: *const u8, old_state: u32) {
             u16::from_be(read_kernel(sk, get::OFF_NET_INET_SPORT()).unwrap_or(0))
         };
     }
-    entry.submit(net_wakeup_flags());
+    entry.submit(net_wakeup_flags(size_of::<NetRecord>() as u64));
     count_emitted(RecordKind::Close);
 }
 

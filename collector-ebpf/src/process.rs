@@ -211,7 +211,10 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     // reader's timer (`process_wakeup_flags`), since a wakeup per record was most of
     // these programs' cost.
     if PROCESS_EVENTS
-        .output::<[u8]>(bytes, exec_wakeup_flags(unsafe { (*rec).header.ktime_ns }))
+        .output::<[u8]>(
+            bytes,
+            exec_wakeup_flags(unsafe { (*rec).header.ktime_ns }, len as u64),
+        )
         .is_err()
     {
         count_lost(RecordKind::Exec);
@@ -458,7 +461,7 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
         (*rec).creds = read_creds(ctx.arg(0));
         ((*rec).ns_pid, (*rec).pidns_inum) = pid_namespace_identity();
     }
-    entry.submit(process_wakeup_flags());
+    entry.submit(process_wakeup_flags(size_of::<ForkRecord>() as u64));
     count_emitted(RecordKind::Fork);
     0
 }
@@ -500,7 +503,7 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
         (*rec).creds = read_creds(task);
         ((*rec).ns_pid, (*rec).pidns_inum) = pid_namespace_identity();
     }
-    entry.submit(process_wakeup_flags());
+    entry.submit(process_wakeup_flags(size_of::<ExitRecord>() as u64));
     count_emitted(RecordKind::Exit);
     0
 }
