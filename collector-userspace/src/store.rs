@@ -25,6 +25,7 @@
 //!   history) and is upgraded in place; a newer version is refused with an error that says
 //!   what to do.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -141,9 +142,9 @@ impl ProcessRecord {
     }
 
     /// The history row of an `exit`: what the store knew of the process, closed.
-    fn exited(event: &ProcessEvent, previous: Option<&ProcessRecord>) -> Self {
+    fn exited(event: &ProcessEvent, previous: Option<ProcessRecord>) -> Self {
         let mut record = match previous {
-            Some(p) => p.clone(),
+            Some(p) => p,
             None => Self::from_event(event, None),
         };
         record.last_event = ProcessEventKind::Exit;
@@ -805,18 +806,22 @@ fn write_batches(
             next_history += 1;
             Ok(())
         };
-        let stored = |processes: &redb::Table<'_, u32, &[u8]>,
-                      cache: &HashMap<u32, ProcessRecord>,
-                      pid: u32|
-         -> Result<Option<ProcessRecord>, redb::Error> {
+        // Borrowed from the cache when it is there: records carry argv and paths, and a
+        // clone per event was a good part of the writer's time in an exec storm.
+        fn stored<'c>(
+            processes: &redb::Table<'_, u32, &[u8]>,
+            cache: &'c HashMap<u32, ProcessRecord>,
+            pid: u32,
+        ) -> Result<Option<Cow<'c, ProcessRecord>>, redb::Error> {
             if let Some(record) = cache.get(&pid) {
-                return Ok(Some(record.clone()));
+                return Ok(Some(Cow::Borrowed(record)));
             }
             // An undecodable record is as good as none: the event rewrites it.
             Ok(processes
                 .get(pid)?
-                .and_then(|v| serde_json::from_slice(v.value()).ok()))
-        };
+                .and_then(|v| serde_json::from_slice(v.value()).ok())
+                .map(Cow::Owned))
+        }
         for event in batches.iter().flat_map(|b| b.iter()) {
             let CollectionEvent::Process(event) = event else {
                 continue;
@@ -824,7 +829,8 @@ fn write_batches(
             match event.kind {
                 ProcessEventKind::Exec | ProcessEventKind::Snapshot => {
                     let previous = stored(&processes, cache, event.pid)?;
-                    let mut record = ProcessRecord::from_event(event, previous.as_ref());
+                    let mut record = ProcessRecord::from_event(event, previous.as_deref());
+                    drop(previous);
                     if record.executable_hash.is_none() {
                         // Its digest may have finished before the exec got here.
                         if let Some(done) =
@@ -850,7 +856,8 @@ fn write_batches(
                     // The child's own exec may already be in (events of two CPUs).
                     if !cache.contains_key(&child) && processes.get(child)?.is_none() {
                         let parent = stored(&processes, cache, event.pid)?;
-                        let record = ProcessRecord::forked(parent.as_ref(), event, child);
+                        let record = ProcessRecord::forked(parent.as_deref(), event, child);
+                        drop(parent);
                         processes.insert(child, record.to_json().as_slice())?;
                         cache.insert(child, record);
                     }
@@ -866,11 +873,18 @@ fn write_batches(
                         (Some(stored), Some(exited)) => stored == exited,
                         _ => true,
                     };
-                    if same {
+                    let current = if same {
                         processes.remove(event.pid)?;
-                        cache.remove(&event.pid);
-                    }
-                    let exited = ProcessRecord::exited(event, current.as_ref().filter(|_| same));
+                        // Taken out of the cache, not cloned: it leaves the table.
+                        match current {
+                            Some(Cow::Owned(record)) => Some(record),
+                            Some(Cow::Borrowed(_)) => cache.remove(&event.pid),
+                            None => None,
+                        }
+                    } else {
+                        None
+                    };
+                    let exited = ProcessRecord::exited(event, current);
                     log(exited.pid, &exited.to_json())?;
                 }
                 // Neither starts nor ends a process, nor changes its image.
