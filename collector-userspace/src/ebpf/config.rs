@@ -151,11 +151,14 @@ impl KernelConfig {
                     "a ring buffer must be a power of two of at least the page size (4096) and at most 1 GiB",
                 ));
             }
-            if wakeup >= u64::from(bytes) {
+            // At most half the ring: a record wakes the reader when the pending bytes
+            // cross a multiple of the mark, and a crossing missed by a race between CPUs
+            // is made up at the next multiple, which must fit in the ring.
+            if wakeup > u64::from(bytes) / 2 {
                 return Err(invalid(
                     wakeup_setting,
                     wakeup,
-                    "the wakeup watermark must be below its ring buffer's size (0 = wake on every event)",
+                    "the wakeup watermark must be at most half its ring buffer's size (0 = wake on every event)",
                 ));
             }
         }
@@ -211,11 +214,15 @@ mod tests {
     #[test]
     fn bad_kernel_settings_are_refused_naming_the_setting() {
         type Edit = fn(&mut KernelConfig);
-        let cases: [(&str, Edit); 9] = [
+        let cases: [(&str, Edit); 10] = [
             ("process_ring_bytes", |c| c.process_ring_bytes = 0),
             ("network_ring_bytes", |c| c.network_ring_bytes = 12_345),
             ("file_ring_bytes", |c| c.file_ring_bytes = 1 << 31),
             ("file_wakeup_bytes", |c| c.file_wakeup_bytes = u64::MAX),
+            // Past half the ring, a missed crossing would never be made up.
+            ("network_wakeup_bytes", |c| {
+                c.network_wakeup_bytes = u64::from(c.network_ring_bytes) / 2 + 1
+            }),
             ("excluded_comms", |c| {
                 c.excluded_comms = vec!["a-name-longer-than-15".into()]
             }),
@@ -233,5 +240,8 @@ mod tests {
             assert!(err.to_string().contains(setting), "`{err}` names {setting}");
         }
         KernelConfig::default().validate().unwrap();
+        let mut half = KernelConfig::default();
+        half.network_wakeup_bytes = u64::from(half.network_ring_bytes) / 2;
+        half.validate().unwrap();
     }
 }
