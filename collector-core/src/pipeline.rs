@@ -211,6 +211,16 @@ pub(crate) struct BatchSenderInner {
 }
 
 impl BatchSenderInner {
+    /// Marks the source up, once (on its first batch, or when it says it is ready).
+    pub(crate) fn mark_started(&self) {
+        if !self
+            .started
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            (self.on_first_batch)();
+        }
+    }
+
     pub(crate) async fn send_batch(&self, events: &mut Vec<CollectionEvent>) -> usize {
         let total = events.len();
         if total == 0 {
@@ -224,8 +234,8 @@ impl BatchSenderInner {
             .telemetry
             .received
             .fetch_add(total as u64, Relaxed);
-        if !self.started.swap(true, Relaxed) {
-            (self.on_first_batch)();
+        if !self.started.load(Relaxed) {
+            self.mark_started();
         }
         let capacity = events.capacity();
         let batch = std::mem::replace(events, Vec::with_capacity(capacity));

@@ -109,6 +109,14 @@ impl BatchSender {
     pub fn max_batch_size(&self) -> usize {
         self.inner.max_batch_size()
     }
+
+    /// Tells the collector the source is up (`Healthy`) before its first batch: for a
+    /// source that knows it is collecting (a kernel drain whose programs are attached)
+    /// on a host quiet enough that no event may come for a while. Without it such a
+    /// source stays `Starting` until its check at `startup_timeout`. Idempotent.
+    pub fn ready(&self) {
+        self.inner.mark_started();
+    }
 }
 
 impl std::fmt::Debug for BatchSender {

@@ -642,8 +642,10 @@ async fn register_racing_shutdown_never_accepts_a_source_that_will_not_run() {
     }
 }
 
-/// A batch source: sends `batches` batches of `size` events, then idles until cancelled.
+/// A batch source: says it is ready when `ready`, sends `batches` batches of `size`
+/// events, then idles until cancelled.
 struct BatchFake {
+    ready: bool,
     batches: u32,
     size: u32,
     stopped: Arc<AtomicBool>,
@@ -678,6 +680,9 @@ impl crate::source::BatchSource for BatchFake {
         tx: crate::source::BatchSender,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<()> {
+        if self.ready {
+            tx.ready();
+        }
         let mut buf = Vec::new();
         for b in 0..self.batches {
             buf.extend((0..self.size).map(|i| metric(b * self.size + i)));
@@ -695,6 +700,7 @@ impl crate::source::BatchSource for BatchFake {
 async fn batch_source_reaches_sinks_in_one_hop_beside_a_trait_source() {
     let mut collector = Collector::new(config()).unwrap();
     let fake = BatchFake {
+        ready: false,
         batches: 3,
         size: 250,
         stopped: Arc::default(),
@@ -813,6 +819,7 @@ async fn idle_batch_source_is_healthy_once_its_startup_check_passes() {
     let mut collector = Collector::new(cfg).unwrap();
     // Sends nothing and runs until cancelled, like a kernel drain on a quiet host.
     let fake = BatchFake {
+        ready: false,
         batches: 0,
         size: 0,
         stopped: Arc::default(),
@@ -825,6 +832,31 @@ async fn idle_batch_source_is_healthy_once_its_startup_check_passes() {
     assert_eq!(health(&handle, "batch-fake").0, HealthState::Starting);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(health(&handle, "batch-fake"), (HealthState::Healthy, None));
+    handle.shutdown();
+    let summary = run.await.unwrap().unwrap();
+    assert!(summary.aborted.is_empty(), "{:?}", summary.aborted);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_source_that_says_it_is_ready_is_healthy_before_any_event() {
+    let cfg = config()
+        .with_startup_timeout(Duration::from_secs(10))
+        .with_health_check_interval(Duration::from_secs(3600));
+    let mut collector = Collector::new(cfg).unwrap();
+    // A kernel drain with its programs attached on a quiet host: nothing to send yet.
+    let fake = BatchFake {
+        ready: true,
+        batches: 0,
+        size: 0,
+        stopped: Arc::default(),
+        returned: Arc::default(),
+    };
+    collector.register_batch_source(Box::new(fake)).unwrap();
+    let handle = collector.handle();
+    let run = tokio::spawn(collector.run());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(health(&handle, "batch-fake"), (HealthState::Healthy, None));
+    assert_eq!(handle.status().sources[0].events_received, 0);
     handle.shutdown();
     let summary = run.await.unwrap().unwrap();
     assert!(summary.aborted.is_empty(), "{:?}", summary.aborted);

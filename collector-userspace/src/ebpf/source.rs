@@ -244,6 +244,9 @@ impl BatchSource for KernelSource {
         tx: BatchSender,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
+        // The programs were attached when the source was made, and the drain starts
+        // now: up, even if the host is quiet and no record comes for a while.
+        tx.ready();
         let own = self.fresh_stop_token();
         let stop = async move {
             tokio::select! {

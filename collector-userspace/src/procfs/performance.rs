@@ -38,6 +38,9 @@ impl Default for PerformanceSourceConfig {
     }
 }
 
+/// Longest wait for the first sample (its CPU usage covers that first stretch).
+const FIRST_SAMPLE_AFTER: Duration = Duration::from_secs(1);
+
 /// Shortest sampling interval: `/proc/stat` counts in clock ticks (100 a second on most
 /// kernels), so a shorter interval has too few ticks for a meaningful percentage.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(200);
@@ -161,9 +164,18 @@ impl EventSource for PerformanceEventSource {
         let source: SourceName = PERFORMANCE_SOURCE_NAME.into();
         // CPU usage is a difference between two readings: take the first one now.
         let mut cpu = tokio::task::spawn_blocking(|| CpuTimes::read().ok()).await?;
-        let mut next = tokio::time::Instant::now() + interval;
+        // The first sample after at most FIRST_SAMPLE_AFTER, not a whole interval: it is
+        // also what shows the source up (`Healthy`) on a quiet host, and `/healthz`
+        // answers 503 while any source is `starting`.
+        let mut next = tokio::time::Instant::now() + interval.min(FIRST_SAMPLE_AFTER);
+        let mut first = true;
         while wait_or_stop(next, &shutdown_signal, &self.stop).await {
-            next += interval;
+            // From the first sample on, one every `interval`.
+            next = if std::mem::take(&mut first) {
+                tokio::time::Instant::now() + interval
+            } else {
+                next + interval
+            };
             let (returned, sample) = tokio::task::spawn_blocking(move || {
                 let sample = HostSample::read(&mut cpu);
                 (cpu, sample)
@@ -244,8 +256,29 @@ mod tests {
             .is_some_and(|p| (0.0..=100.0).contains(&p)));
     }
 
+    /// Spends `cpu` of this process's CPU time (the kernel counts it in 10 ms ticks, so a
+    /// fresh test process run alone may otherwise have none to report).
+    fn burn_cpu(cpu: Duration) {
+        let used = || {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: a valid clock id and a valid out-pointer.
+            unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+            Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+        };
+        let until = used() + cpu;
+        let mut x = 0u64;
+        while used() < until {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+    }
+
     #[tokio::test]
     async fn samples_this_host() {
+        // Its own CPU time must be above 0 for the assertion below to mean anything.
+        burn_cpu(Duration::from_millis(50));
         let source = Arc::new(
             PerformanceEventSource::new(PerformanceSourceConfig {
                 interval: Duration::from_millis(250),
