@@ -186,12 +186,7 @@ pub(crate) unsafe fn fill_tuple(rec: *mut NetRecord, sk: *const u8) -> bool {
         (*rec).remote_port = u16::from_be(read_kernel(sk, get::OFF_SK_DPORT()).unwrap_or(0));
         (*rec).sk_err = read_kernel(sk, get::OFF_NET_SK_ERR()).unwrap_or(0);
         (*rec).state = read_kernel::<u8>(sk, get::OFF_NET_SK_STATE()).unwrap_or(0) as u32;
-        (*rec).prev_state = 0;
-        (*rec).send_count = 0;
-        (*rec).net_flags = 0;
-        (*rec)._pad = 0;
-        core::ptr::write_volatile(&raw mut (*rec)._pad2[0], 0);
-        core::ptr::write_volatile(&raw mut (*rec)._pad2[1], 0);
+        clear_tuple_rest(rec);
         if family == AF_INET {
             // Network byte order, as stored: the first four bytes of the field.
             let local: u32 = read_kernel(sk, get::OFF_SK_RCV_SADDR()).unwrap_or(0);
@@ -203,6 +198,21 @@ pub(crate) unsafe fn fill_tuple(rec: *mut NetRecord, sk: *const u8) -> bool {
             read_addr(&raw mut (*rec).remote_addr, sk, get::OFF_SK_V6_DADDR());
         }
         true
+    }
+}
+
+/// The fields of a `NetRecord` after the tuple that `fill_tuple` does not read from the
+/// socket: zero. Volatile for the padding: adjacent zero stores are otherwise merged into
+/// a call of the byte-wise `memset` subprogram.
+#[inline(always)]
+unsafe fn clear_tuple_rest(rec: *mut NetRecord) {
+    unsafe {
+        (*rec).prev_state = 0;
+        (*rec).send_count = 0;
+        (*rec).net_flags = 0;
+        (*rec)._pad = 0;
+        core::ptr::write_volatile(&raw mut (*rec)._pad2[0], 0);
+        core::ptr::write_volatile(&raw mut (*rec)._pad2[1], 0);
     }
 }
 
@@ -244,12 +254,7 @@ unsafe fn fill_tuple_packed(rec: *mut NetRecord, sk: *const u8) -> bool {
         (*rec).remote_port = u16::from_be((head[1] >> 32) as u16);
         (*rec).sk_err = read_kernel(sk, get::OFF_NET_SK_ERR()).unwrap_or(0);
         (*rec).state = ((head[2] >> 16) as u8) as u32;
-        (*rec).prev_state = 0;
-        (*rec).send_count = 0;
-        (*rec).net_flags = 0;
-        (*rec)._pad = 0;
-        core::ptr::write_volatile(&raw mut (*rec)._pad2[0], 0);
-        core::ptr::write_volatile(&raw mut (*rec)._pad2[1], 0);
+        clear_tuple_rest(rec);
         if family == AF_INET {
             // Network byte order, as stored: the first four bytes of the field.
             set_addr(

@@ -652,6 +652,20 @@ struct BatchFake {
     returned: Arc<AtomicBool>,
 }
 
+impl BatchFake {
+    /// Sends nothing and runs until cancelled, like a kernel drain on a quiet host;
+    /// says it is ready first when `ready`.
+    fn idle(ready: bool) -> Self {
+        Self {
+            ready,
+            batches: 0,
+            size: 0,
+            stopped: Arc::default(),
+            returned: Arc::default(),
+        }
+    }
+}
+
 #[async_trait]
 impl EventSource for BatchFake {
     fn name(&self) -> &'static str {
@@ -817,14 +831,7 @@ async fn idle_batch_source_is_healthy_once_its_startup_check_passes() {
         .with_startup_timeout(Duration::from_secs(1))
         .with_health_check_interval(Duration::from_secs(3600));
     let mut collector = Collector::new(cfg).unwrap();
-    // Sends nothing and runs until cancelled, like a kernel drain on a quiet host.
-    let fake = BatchFake {
-        ready: false,
-        batches: 0,
-        size: 0,
-        stopped: Arc::default(),
-        returned: Arc::default(),
-    };
+    let fake = BatchFake::idle(false);
     collector.register_batch_source(Box::new(fake)).unwrap();
     let handle = collector.handle();
     let run = tokio::spawn(collector.run());
@@ -843,14 +850,8 @@ async fn a_batch_source_that_says_it_is_ready_is_healthy_before_any_event() {
         .with_startup_timeout(Duration::from_secs(10))
         .with_health_check_interval(Duration::from_secs(3600));
     let mut collector = Collector::new(cfg).unwrap();
-    // A kernel drain with its programs attached on a quiet host: nothing to send yet.
-    let fake = BatchFake {
-        ready: true,
-        batches: 0,
-        size: 0,
-        stopped: Arc::default(),
-        returned: Arc::default(),
-    };
+    // A kernel drain with its programs attached: nothing to send yet.
+    let fake = BatchFake::idle(true);
     collector.register_batch_source(Box::new(fake)).unwrap();
     let handle = collector.handle();
     let run = tokio::spawn(collector.run());

@@ -272,28 +272,34 @@ mod tests {
     /// `udpsend` for `udp_send`.
     #[test]
     fn serde_kind_names_are_the_documented_ones() {
-        for kind in [
-            NetworkEventKind::Connect,
-            NetworkEventKind::Accept,
-            NetworkEventKind::Close,
-            NetworkEventKind::Listen,
-            NetworkEventKind::Bind,
-            NetworkEventKind::UdpSend,
-        ] {
-            let json = serde_json::to_string(&kind).unwrap();
-            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+        fn same<K: Serialize>(kinds: &[K], name: fn(&K) -> &'static str) {
+            for kind in kinds {
+                let json = serde_json::to_string(kind).unwrap();
+                assert_eq!(json, format!("\"{}\"", name(kind)));
+            }
         }
-        for kind in [
-            ProcessEventKind::Exec,
-            ProcessEventKind::Fork,
-            ProcessEventKind::Exit,
-            ProcessEventKind::Snapshot,
-            ProcessEventKind::CredChange,
-            ProcessEventKind::ExecFailed,
-        ] {
-            let json = serde_json::to_string(&kind).unwrap();
-            assert_eq!(json, format!("\"{}\"", kind.as_str()));
-        }
+        same(
+            &[
+                NetworkEventKind::Connect,
+                NetworkEventKind::Accept,
+                NetworkEventKind::Close,
+                NetworkEventKind::Listen,
+                NetworkEventKind::Bind,
+                NetworkEventKind::UdpSend,
+            ],
+            |k| k.as_str(),
+        );
+        same(
+            &[
+                ProcessEventKind::Exec,
+                ProcessEventKind::Fork,
+                ProcessEventKind::Exit,
+                ProcessEventKind::Snapshot,
+                ProcessEventKind::CredChange,
+                ProcessEventKind::ExecFailed,
+            ],
+            |k| k.as_str(),
+        );
     }
 
     use chrono::TimeZone;
