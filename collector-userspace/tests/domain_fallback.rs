@@ -17,7 +17,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use collector_core::event::{Domain, NetworkEventKind};
+use collector_core::event::{Domain, NetworkEvent, NetworkEventKind};
 use collector_core::ipc::{CollectorIpcClient, SubscriptionItem};
 use collector_core::{CollectionEvent, DomainMode, SourceCaps};
 use futures::StreamExt;
@@ -112,8 +112,14 @@ async fn a_domain_whose_programs_fail_falls_back_alone_and_status_says_why() {
         .unwrap();
     futures::pin_mut!(stream);
     // A connection that exists at the poller's first scan is its baseline, never
-    // reported; under load that scan can come late. So a connection whose events do not
-    // come within a few polls is replaced by a new one (up to 6 tries).
+    // reported; under load that scan can come late, and can catch one end of a connection
+    // being made but not the other. So a connection whose two events do not both come
+    // within a few polls is replaced by a new one (up to 6 tries).
+    let both_seen = |seen: &[_]| {
+        [NetworkEventKind::Connect, NetworkEventKind::Accept]
+            .iter()
+            .all(|k| seen.iter().any(|e: &NetworkEvent| e.kind == *k))
+    };
     let mut seen = Vec::new();
     let mut kept = None;
     let (mut client_addr, mut server) = (None, None);
@@ -134,17 +140,14 @@ async fn a_domain_whose_programs_fail_falls_back_alone_and_status_says_why() {
                 if n.source_addr == cli && n.dest_addr == srv {
                     seen.push(*n);
                 }
-                if [NetworkEventKind::Connect, NetworkEventKind::Accept]
-                    .iter()
-                    .all(|k| seen.iter().any(|e| e.kind == *k))
-                {
+                if both_seen(&seen) {
                     break;
                 }
             }
         }
         (client_addr, server) = (Some(cli), Some(srv));
         kept = Some((conn, accepted, listener));
-        if !seen.is_empty() {
+        if both_seen(&seen) {
             break;
         }
     }
