@@ -742,20 +742,34 @@ impl ProcessTable {
             .cloned()
     }
 
-    /// What a network or filesystem event of `pid` gets from the table: the live
-    /// process's key, image and parent. Only what the event needs is copied.
+    /// What a network or filesystem event of `pid` gets from the table: its process's
+    /// key, image and parent. Only what the event needs is copied.
     ///
-    /// The live process of `pid`, or, when the pid's latest process exited at or after
-    /// `at`, that one: the network and filesystem rings are drained on their own, so an
-    /// event of a process's last moments can be read after its exit was applied.
-    pub fn context(&self, pid: u32, at: DateTime<Utc>) -> Option<Arc<ProcessContext>> {
+    /// An event with an exact `key` (every kernel event has one) gets that process or
+    /// nothing. The rings are drained on their own, so when the event is read the pid's
+    /// row may already be a later process on the reused pid, or still an earlier one
+    /// whose exit is not applied yet: matched by pid, the event would be attributed to
+    /// another program. A row whose start is approximate (seeded from `/proc`, or made
+    /// by a fork) matches within [`APPROX_TOLERANCE_NS`].
+    ///
+    /// Without a key (procfs events): the live process of `pid`, or, when the pid's
+    /// latest process exited at or after `at`, that one.
+    pub fn context(
+        &self,
+        pid: u32,
+        key: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Option<Arc<ProcessContext>> {
         let mut inner = self.lock();
-        let key = match inner.live_by_pid.get(&pid) {
-            Some(k) => *k,
-            None => *inner
-                .exited_by_pid
-                .get(&pid)
-                .filter(|k| inner.rows.get(k).and_then(|r| r.exit_time) >= Some(at))?,
+        let key = match key {
+            Some(key) => Self::row_of(&inner, pid, ProcessKey::parse(key)?)?,
+            None => match inner.live_by_pid.get(&pid) {
+                Some(k) => *k,
+                None => *inner
+                    .exited_by_pid
+                    .get(&pid)
+                    .filter(|k| inner.rows.get(k).and_then(|r| r.exit_time) >= Some(at))?,
+            },
         };
         if let Some(c) = inner.contexts.get(&key) {
             return Some(c.clone());
@@ -772,15 +786,34 @@ impl ProcessTable {
         Some(context)
     }
 
+    /// The row of the process with the exact key `exact` (of `pid`): that row, or the
+    /// pid's live or latest exited row when its start is approximate and close enough.
+    fn row_of(inner: &Inner, pid: u32, exact: ProcessKey) -> Option<ProcessKey> {
+        if exact.pid != pid {
+            return None;
+        }
+        if inner.rows.contains_key(&exact) {
+            return Some(exact);
+        }
+        [inner.live_by_pid.get(&pid), inner.exited_by_pid.get(&pid)]
+            .into_iter()
+            .flatten()
+            .copied()
+            .find(|k| {
+                inner.rows.get(k).is_some_and(|r| !r.key_exact)
+                    && k.start_ns.abs_diff(exact.start_ns) <= APPROX_TOLERANCE_NS
+            })
+    }
+
     /// Fills the `process` field of network and filesystem events the table knows the
-    /// pid of (the kernel records carry only pid and `comm`).
+    /// process of (the kernel records carry only pid, `comm` and the process key).
     pub fn enrich(&self, ev: &mut CollectionEvent) {
         match ev {
             CollectionEvent::Network(n) if n.process.is_none() => {
-                n.process = self.context(n.pid, n.timestamp)
+                n.process = self.context(n.pid, n.process_key.as_deref(), n.timestamp)
             }
             CollectionEvent::Filesystem(f) if f.process.is_none() => {
-                f.process = self.context(f.pid, f.timestamp)
+                f.process = self.context(f.pid, f.process_key.as_deref(), f.timestamp)
             }
             _ => {}
         }
@@ -902,6 +935,7 @@ impl ProcessStatusHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use collector_core::event::{FilesystemEvent, FilesystemEventKind};
 
     fn at(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
@@ -1023,18 +1057,111 @@ mod tests {
     fn context_covers_events_read_after_the_exit() {
         let t = table(100);
         t.apply(&exec(40, 1_000, 1, "/usr/bin/curl", 0));
-        let live = t.context(40, at(1)).unwrap();
-        assert!(
-            Arc::ptr_eq(&live, &t.context(40, at(2)).unwrap()),
-            "built once, shared"
-        );
-        assert_eq!(live.process_key, "40:1000");
-        assert_eq!(live.executable_path.as_deref(), Some("/usr/bin/curl"));
-        assert_eq!(live.exec_name.as_deref(), Some("curl"));
-        assert_eq!(live.ppid, Some(1));
+        for key in [None, Some("40:1000")] {
+            let live = t.context(40, key, at(1)).unwrap();
+            assert!(
+                Arc::ptr_eq(&live, &t.context(40, key, at(2)).unwrap()),
+                "built once, shared"
+            );
+            assert_eq!(live.process_key, "40:1000");
+            assert_eq!(live.executable_path.as_deref(), Some("/usr/bin/curl"));
+            assert_eq!(live.exec_name.as_deref(), Some("curl"));
+            assert_eq!(live.ppid, Some(1));
+        }
+        let live = t.context(40, None, at(1)).unwrap();
         t.apply(&exit(40, 1_000, 0, 5));
-        assert_eq!(t.context(40, at(4)), Some(live));
-        assert_eq!(t.context(40, at(6)), None);
+        assert_eq!(t.context(40, None, at(4)), Some(live.clone()));
+        assert_eq!(t.context(40, None, at(6)), None);
+        assert_eq!(t.context(40, Some("40:1000"), at(4)), Some(live));
+        // Another process on the pid, whose exec is not applied yet.
+        assert_eq!(t.context(40, Some("40:9000"), at(6)), None);
+    }
+
+    /// The rings drain on their own: a filesystem or network event can be read after a
+    /// later process took its pid, or before its own process's exec replaced an earlier
+    /// one in the table. Either way it gets its own process (by its key) or none, never
+    /// the other program.
+    #[test]
+    fn a_keyed_event_is_never_given_another_process_on_its_pid() {
+        let t = table(100);
+        t.apply(&exec(500, 1_000, 1, "/usr/bin/first", 0));
+        t.apply(&exit(500, 1_000, 0, 1));
+        t.apply(&exec(500, 9_000, 1, "/usr/bin/second", 2));
+        let open = |key: &str, secs: i64| {
+            CollectionEvent::from(FilesystemEvent {
+                kind: FilesystemEventKind::Open,
+                timestamp: at(secs),
+                pid: 500,
+                source: "ebpf-filesystem".into(),
+                path: "/etc/shadow".into(),
+                new_path: None,
+                path_relative: false,
+                flags: Some(0),
+                mode: None,
+                result: Some(3),
+                uid: Some(0),
+                name: Some("reader".into()),
+                path_truncated: false,
+                path_unreadable: false,
+                path_user_supplied: false,
+                compat_syscall: false,
+                owner_uid: None,
+                owner_gid: None,
+                process_key: Some(key.to_string()),
+                path_changed: false,
+                new_path_truncated: false,
+                new_path_unreadable: false,
+                new_path_user_supplied: false,
+                new_path_changed: false,
+                io_uring: false,
+                process: None,
+            })
+        };
+        let enriched = |mut e: CollectionEvent| match &mut e {
+            CollectionEvent::Filesystem(_) => {
+                t.enrich(&mut e);
+                match e {
+                    CollectionEvent::Filesystem(f) => f.process,
+                    _ => unreachable!(),
+                }
+            }
+            _ => unreachable!(),
+        };
+        // The first process's open, read after the second one's exec.
+        let first = enriched(open("500:1000", 0)).expect("the exited process");
+        assert_eq!(first.process_key, "500:1000");
+        assert_eq!(first.executable_path.as_deref(), Some("/usr/bin/first"));
+        let second = enriched(open("500:9000", 3)).expect("the live process");
+        assert_eq!(second.executable_path.as_deref(), Some("/usr/bin/second"));
+        // A third process's open, read before its exec: neither of the two.
+        assert_eq!(enriched(open("500:20000", 4)), None);
+        // A key naming another pid is nobody's.
+        assert_eq!(t.context(500, Some("501:9000"), at(3)), None);
+        assert_eq!(t.context(500, Some("garbage"), at(3)), None);
+    }
+
+    /// A row seeded from `/proc` (start in clock ticks) serves the exact kernel key of
+    /// the same process, within the tolerance, and not beyond it.
+    #[test]
+    fn an_approximate_row_serves_a_close_exact_key_only() {
+        let t = table(100);
+        let mut snap = ProcessEvent::new(ProcessEventKind::Snapshot, at(0), 60, "procfs-process");
+        snap.start_time = Some(at(-100));
+        snap.executable_path = Some("/usr/sbin/cron".into());
+        t.apply(&snap);
+        let row = t.live(60).unwrap();
+        assert!(!row.key_exact);
+        let close = ProcessKey {
+            pid: 60,
+            start_ns: row.key.start_ns + APPROX_TOLERANCE_NS / 2,
+        };
+        let far = ProcessKey {
+            pid: 60,
+            start_ns: row.key.start_ns + 2 * APPROX_TOLERANCE_NS,
+        };
+        let c = t.context(60, Some(&close.to_string()), at(1)).unwrap();
+        assert_eq!(c.executable_path.as_deref(), Some("/usr/sbin/cron"));
+        assert_eq!(t.context(60, Some(&far.to_string()), at(1)), None);
     }
 
     /// Fallback mode: procfs events carry no key, only a start time (whole seconds).
