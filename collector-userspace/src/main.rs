@@ -48,9 +48,16 @@ fn main() -> anyhow::Result<()> {
         _ => false,
     };
     logging::init(cli.log_format, debug);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // The daemon runs many tasks at once; a client command is one connection and one
+    // loop, so it drives its own socket on one thread: on a multi-thread runtime a worker
+    // would wait in epoll and wake the main thread for every read (two context switches
+    // per wakeup, most of a subscriber's time in the kernel under a storm).
+    let runtime = match &cli.command {
+        Command::Run(_) => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    }
+    .enable_all()
+    .build()?;
     runtime.block_on(async {
         match cli.command {
             Command::Run(args) => daemon::run(args).await,
