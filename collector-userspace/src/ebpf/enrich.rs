@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -14,10 +15,18 @@ use collector_core::event::{ProcessEvent, ProcessEventKind};
 /// which only costs enrichment, never events.
 const MAX_PROCESSES: usize = 65_536;
 
+/// A process's image as its exec (or /proc) showed it. Shared: a fork's child holds its
+/// parent's until it execs, and an exit takes it out of the cache, so an exec cycle
+/// copies argv and the path once (into the cache at the exec), not at every event.
 #[derive(Debug, Clone, Default)]
-struct Known {
+struct Image {
     executable_path: Option<String>,
     command_line: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Known {
+    image: Arc<Image>,
     start_time: Option<DateTime<Utc>>,
 }
 
@@ -121,8 +130,10 @@ fn from_proc(pid: u32) -> Option<Known> {
     let exe = crate::procfs::read::executable(pid)?;
     let cmdline = crate::procfs::read::cmdline_bytes(pid).unwrap_or_default();
     Some(Known {
-        executable_path: Some(exe.display().to_string()),
-        command_line: super::decode::split_args(&cmdline),
+        image: Arc::new(Image {
+            executable_path: Some(exe.display().to_string()),
+            command_line: super::decode::split_args(&cmdline),
+        }),
         start_time: None,
     })
 }
@@ -155,8 +166,10 @@ impl ProcessCache {
                 self.remember(
                     ev.pid,
                     Known {
-                        executable_path: ev.executable_path.clone(),
-                        command_line: ev.command_line.clone(),
+                        image: Arc::new(Image {
+                            executable_path: ev.executable_path.clone(),
+                            command_line: ev.command_line.clone(),
+                        }),
                         start_time: ev.start_time,
                     },
                 );
@@ -164,12 +177,13 @@ impl ProcessCache {
             ProcessEventKind::Fork => {
                 let parent = self.lookup(ev.pid);
                 if let (Some(child), Some(parent)) = (ev.child_pid, parent) {
-                    // A fork copies the parent's image; its own exec, if any, replaces it.
+                    // A fork copies the parent's image (shared, not copied); its own exec,
+                    // if any, replaces it.
                     self.remember(
                         child,
                         Known {
+                            image: parent.image.clone(),
                             start_time: None,
-                            ..parent.clone()
                         },
                     );
                     fill(ev, &parent);
@@ -178,7 +192,7 @@ impl ProcessCache {
             ProcessEventKind::Exit => {
                 let known = self.by_pid.remove(&ev.pid).or_else(|| from_proc(ev.pid));
                 if let Some(known) = known {
-                    fill(ev, &known);
+                    fill_taking(ev, known);
                 }
             }
             ProcessEventKind::CredChange => {
@@ -195,13 +209,31 @@ impl ProcessCache {
 
 fn fill(ev: &mut ProcessEvent, known: &Known) {
     if ev.executable_path.is_none() {
-        ev.executable_path = known.executable_path.clone();
+        ev.executable_path = known.image.executable_path.clone();
     }
     if ev.command_line.is_empty() {
-        ev.command_line = known.command_line.clone();
+        ev.command_line = known.image.command_line.clone();
     }
     if ev.start_time.is_none() {
         ev.start_time = known.start_time;
+    }
+}
+
+/// `fill` with an image leaving the cache: moved into the event when nothing else holds
+/// it (a child that exits without exec still shares its parent's).
+fn fill_taking(ev: &mut ProcessEvent, known: Known) {
+    if ev.start_time.is_none() {
+        ev.start_time = known.start_time;
+    }
+    if ev.executable_path.is_some() && !ev.command_line.is_empty() {
+        return;
+    }
+    let image = Arc::try_unwrap(known.image).unwrap_or_else(|shared| (*shared).clone());
+    if ev.executable_path.is_none() {
+        ev.executable_path = image.executable_path;
+    }
+    if ev.command_line.is_empty() {
+        ev.command_line = image.command_line;
     }
 }
 
