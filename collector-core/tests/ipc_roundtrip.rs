@@ -593,9 +593,9 @@ proptest! {
     }
 }
 
-/// `write_json_line` writes filesystem events by hand: byte for byte serde's. Control
-/// characters, quotes, backslashes, DEL and a non-ASCII character are appended to the
-/// path and a context's name. Run on a large stack: with the extra input, the event
+/// `write_json_line` writes filesystem, process and network events by hand: byte for
+/// byte serde's. Control characters, quotes, backslashes, DEL and a non-ASCII character
+/// are put in a path, an argument, a unix path and a context's strings. Run on a large stack: with the extra input, the event
 /// strategy's value tree overflows a test thread's 2 MiB in debug builds.
 #[test]
 fn json_lines_are_serde_json() {
@@ -607,11 +607,27 @@ fn json_lines_are_serde_json() {
                 .map(|b| if b == 0x80 { '\u{e9}' } else { char::from(b) })
                 .collect();
             let mut ev = ev;
-            if let CollectionEvent::Filesystem(f) = &mut ev {
-                f.path.push_str(&escapes);
-                if let Some(p) = f.process.as_mut() {
-                    std::sync::Arc::make_mut(p).exec_name = Some(escapes.clone());
+            match &mut ev {
+                CollectionEvent::Filesystem(f) => {
+                    f.path.push_str(&escapes);
+                    if let Some(p) = f.process.as_mut() {
+                        std::sync::Arc::make_mut(p).exec_name = Some(escapes.clone());
+                    }
                 }
+                CollectionEvent::Process(p) => {
+                    p.command_line.push(escapes.clone());
+                    if let Some(path) = p.executable_path.as_mut() {
+                        path.push_str(&escapes);
+                    }
+                    p.cwd = Some(escapes.clone());
+                }
+                CollectionEvent::Network(n) => {
+                    n.unix_path = Some(escapes.clone());
+                    if let Some(p) = n.process.as_mut() {
+                        std::sync::Arc::make_mut(p).executable_path = Some(escapes.clone());
+                    }
+                }
+                _ => {}
             }
             let mut line = Vec::new();
             ev.write_json_line(&mut line);

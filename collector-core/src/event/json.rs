@@ -1,18 +1,29 @@
-//! The JSON line of a filesystem event written by hand: the bytes serde writes, faster.
+//! The JSON lines of filesystem, process and network events written by hand: the bytes
+//! serde writes, faster.
 //!
-//! `collector events` writes every event it receives as a JSON line, and in a file storm
-//! nearly every event is a filesystem event with its process context: about 30 keys and
-//! 10 strings a line. Through serde each key and string goes through serde_json's
-//! byte-at-a-time escaper and the `io::Write` calls of a map serializer; here the keys
-//! are constants copied whole and strings are scanned eight bytes at a time.
+//! `collector events` writes every event it receives as a JSON line: in a file storm
+//! nearly every event is a filesystem event with its process context (about 30 keys and
+//! 10 strings a line), in an exec storm a process event with its argv and credentials, in
+//! a connection storm a network event with two addresses. Through serde each key and
+//! string goes through serde_json's byte-at-a-time escaper and the `io::Write` calls of a
+//! map serializer, and each address and timestamp through `fmt`; here the keys are
+//! constants copied whole and strings are scanned eight bytes at a time.
 //!
 //! The output is byte for byte `serde_json::to_writer` of the event (the property test
 //! `json_lines_are_serde_json` in `collector-core/tests/ipc_roundtrip.rs`, beside the
-//! event strategies, checks it). The structs are taken apart
-//! without `..`, so a field added to [`FilesystemEvent`] or [`ProcessContext`] fails to
-//! compile here until it is written here too.
+//! event strategies, checks it). The structs are taken apart without `..`, so a field
+//! added to an event, [`ProcessContext`] or [`ProcessCredentials`] fails to compile here
+//! until it is written here too.
 
-use super::{rfc3339_nanos, FilesystemEvent, ProcessContext};
+use std::io::Write as _;
+use std::net::SocketAddr;
+
+use chrono::{DateTime, Utc};
+
+use super::{
+    rfc3339_nanos, AddressFamily, FilesystemEvent, NetworkEvent, ProcessContext,
+    ProcessCredentials, ProcessEvent, TransportProtocol,
+};
 
 /// Appends `e` as serde writes `CollectionEvent::Filesystem(e)` (no newline).
 pub(super) fn filesystem(e: &FilesystemEvent, out: &mut Vec<u8>) {
@@ -47,15 +58,7 @@ pub(super) fn filesystem(e: &FilesystemEvent, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"domain\":\"filesystem\",\"kind\":\"");
     out.extend_from_slice(kind.as_str().as_bytes());
     out.extend_from_slice(b"\",\"timestamp\":\"");
-    let mut ts = [0u8; 30];
-    match rfc3339_nanos::format(timestamp, &mut ts) {
-        Some(text) => out.extend_from_slice(text.as_bytes()),
-        // Outside four-digit years: chrono's text, which needs no escaping either.
-        None => escaped(
-            out,
-            &timestamp.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        ),
-    }
+    time(out, timestamp);
     out.extend_from_slice(b"\",\"pid\":");
     unsigned(out, u64::from(*pid));
     out.extend_from_slice(b",\"source\":\"");
@@ -106,6 +109,288 @@ pub(super) fn filesystem(e: &FilesystemEvent, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
+/// Appends `e` as serde writes `CollectionEvent::Process(e)` (no newline).
+pub(super) fn process(e: &ProcessEvent, out: &mut Vec<u8>) {
+    let ProcessEvent {
+        kind,
+        timestamp,
+        pid,
+        source,
+        ppid,
+        uid,
+        gid,
+        name,
+        executable_path,
+        command_line,
+        command_line_truncated,
+        start_time,
+        exit_code,
+        cgroup_id,
+        executable_hash,
+        hash_algorithm,
+        child_pid,
+        credentials: creds,
+        old_credentials,
+        secure_exec,
+        errno,
+        syscall_nr,
+        compat_syscall,
+        process_key,
+        child_start_time,
+        executable_inode,
+        executable_device,
+        executable_deleted,
+        memfd_name,
+        interpreter,
+        namespace_pid,
+        pid_namespace_inode,
+        cgroup_path,
+        cwd,
+        executable_path_user_supplied,
+        executable_path_truncated,
+    } = e;
+    out.extend_from_slice(b"{\"domain\":\"process\",\"kind\":\"");
+    out.extend_from_slice(kind.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"timestamp\":\"");
+    time(out, timestamp);
+    out.extend_from_slice(b"\",\"pid\":");
+    unsigned(out, u64::from(*pid));
+    out.extend_from_slice(b",\"source\":\"");
+    escaped(out, source);
+    out.push(b'"');
+    opt_u32(out, b",\"ppid\":", *ppid);
+    opt_u32(out, b",\"uid\":", *uid);
+    opt_u32(out, b",\"gid\":", *gid);
+    opt_str(out, b",\"name\":\"", name.as_deref());
+    opt_str(out, b",\"executable_path\":\"", executable_path.as_deref());
+    if !command_line.is_empty() {
+        out.extend_from_slice(b",\"command_line\":[");
+        for (i, arg) in command_line.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            escaped(out, arg);
+            out.push(b'"');
+        }
+        out.push(b']');
+    }
+    if *command_line_truncated {
+        out.extend_from_slice(b",\"command_line_truncated\":true");
+    }
+    opt_time(out, b",\"start_time\":\"", start_time.as_ref());
+    opt_i64(out, b",\"exit_code\":", exit_code.map(i64::from));
+    opt_u64(out, b",\"cgroup_id\":", *cgroup_id);
+    opt_str(out, b",\"executable_hash\":\"", executable_hash.as_deref());
+    opt_str(out, b",\"hash_algorithm\":\"", hash_algorithm.as_deref());
+    opt_u32(out, b",\"child_pid\":", *child_pid);
+    if let Some(c) = creds {
+        out.extend_from_slice(b",\"credentials\":");
+        credentials(c, out);
+    }
+    if let Some(c) = old_credentials {
+        out.extend_from_slice(b",\"old_credentials\":");
+        credentials(c, out);
+    }
+    if *secure_exec {
+        out.extend_from_slice(b",\"secure_exec\":true");
+    }
+    opt_i64(out, b",\"errno\":", errno.map(i64::from));
+    opt_u32(out, b",\"syscall_nr\":", *syscall_nr);
+    if *compat_syscall {
+        out.extend_from_slice(b",\"compat_syscall\":true");
+    }
+    opt_str(out, b",\"process_key\":\"", process_key.as_deref());
+    opt_time(out, b",\"child_start_time\":\"", child_start_time.as_ref());
+    opt_u64(out, b",\"executable_inode\":", *executable_inode);
+    opt_u32(out, b",\"executable_device\":", *executable_device);
+    if *executable_deleted {
+        out.extend_from_slice(b",\"executable_deleted\":true");
+    }
+    opt_str(out, b",\"memfd_name\":\"", memfd_name.as_deref());
+    opt_str(out, b",\"interpreter\":\"", interpreter.as_deref());
+    opt_u32(out, b",\"namespace_pid\":", *namespace_pid);
+    opt_u32(out, b",\"pid_namespace_inode\":", *pid_namespace_inode);
+    opt_str(out, b",\"cgroup_path\":\"", cgroup_path.as_deref());
+    opt_str(out, b",\"cwd\":\"", cwd.as_deref());
+    if *executable_path_user_supplied {
+        out.extend_from_slice(b",\"executable_path_user_supplied\":true");
+    }
+    if *executable_path_truncated {
+        out.extend_from_slice(b",\"executable_path_truncated\":true");
+    }
+    out.push(b'}');
+}
+
+fn credentials(c: &ProcessCredentials, out: &mut Vec<u8>) {
+    let ProcessCredentials {
+        uid,
+        euid,
+        suid,
+        fsuid,
+        gid,
+        egid,
+        sgid,
+        fsgid,
+        cap_effective,
+        cap_permitted,
+        loginuid,
+        sessionid,
+    } = c;
+    for (key, v) in [
+        (&b"{\"uid\":"[..], u64::from(*uid)),
+        (b",\"euid\":", u64::from(*euid)),
+        (b",\"suid\":", u64::from(*suid)),
+        (b",\"fsuid\":", u64::from(*fsuid)),
+        (b",\"gid\":", u64::from(*gid)),
+        (b",\"egid\":", u64::from(*egid)),
+        (b",\"sgid\":", u64::from(*sgid)),
+        (b",\"fsgid\":", u64::from(*fsgid)),
+        (b",\"cap_effective\":", *cap_effective),
+        (b",\"cap_permitted\":", *cap_permitted),
+    ] {
+        out.extend_from_slice(key);
+        unsigned(out, v);
+    }
+    opt_u32(out, b",\"loginuid\":", *loginuid);
+    opt_u32(out, b",\"sessionid\":", *sessionid);
+    out.push(b'}');
+}
+
+/// Appends `e` as serde writes `CollectionEvent::Network(e)` (no newline).
+pub(super) fn network(e: &NetworkEvent, out: &mut Vec<u8>) {
+    let NetworkEvent {
+        kind,
+        timestamp,
+        pid,
+        source,
+        protocol,
+        family,
+        source_addr,
+        dest_addr,
+        state,
+        connection_id,
+        uid,
+        name,
+        errno,
+        previous_state,
+        socket_error,
+        unix_path,
+        send_count,
+        count_update,
+        io_uring,
+        compat_syscall,
+        process_key,
+        process,
+    } = e;
+    out.extend_from_slice(b"{\"domain\":\"network\",\"kind\":\"");
+    out.extend_from_slice(kind.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"timestamp\":\"");
+    time(out, timestamp);
+    out.extend_from_slice(b"\",\"pid\":");
+    unsigned(out, u64::from(*pid));
+    out.extend_from_slice(b",\"source\":\"");
+    escaped(out, source);
+    out.extend_from_slice(b"\",\"protocol\":\"");
+    out.extend_from_slice(protocol_name(*protocol).as_bytes());
+    out.extend_from_slice(b"\",\"family\":\"");
+    out.extend_from_slice(family_name(*family).as_bytes());
+    out.extend_from_slice(b"\",\"source_addr\":\"");
+    address(out, source_addr);
+    out.extend_from_slice(b"\",\"dest_addr\":\"");
+    address(out, dest_addr);
+    out.push(b'"');
+    opt_str(out, b",\"state\":\"", state.as_deref());
+    out.extend_from_slice(b",\"connection_id\":");
+    unsigned(out, *connection_id);
+    opt_u32(out, b",\"uid\":", *uid);
+    opt_str(out, b",\"name\":\"", name.as_deref());
+    opt_u32(out, b",\"errno\":", *errno);
+    opt_str(out, b",\"previous_state\":\"", previous_state.as_deref());
+    opt_u32(out, b",\"socket_error\":", *socket_error);
+    opt_str(out, b",\"unix_path\":\"", unix_path.as_deref());
+    opt_u64(out, b",\"send_count\":", *send_count);
+    for (set, text) in [
+        (*count_update, &b",\"count_update\":true"[..]),
+        (*io_uring, b",\"io_uring\":true"),
+        (*compat_syscall, b",\"compat_syscall\":true"),
+    ] {
+        if set {
+            out.extend_from_slice(text);
+        }
+    }
+    opt_str(out, b",\"process_key\":\"", process_key.as_deref());
+    if let Some(process) = process {
+        out.extend_from_slice(b",\"process\":");
+        context(process, out);
+    }
+    out.push(b'}');
+}
+
+/// serde's (lower-case) name of a protocol.
+fn protocol_name(p: TransportProtocol) -> &'static str {
+    match p {
+        TransportProtocol::Tcp => "tcp",
+        TransportProtocol::Udp => "udp",
+        TransportProtocol::Icmp => "icmp",
+        TransportProtocol::Sctp => "sctp",
+        TransportProtocol::Mptcp => "mptcp",
+        TransportProtocol::Raw => "raw",
+        TransportProtocol::Unix => "unix",
+        TransportProtocol::Other => "other",
+    }
+}
+
+/// serde's (lower-case) name of an address family.
+fn family_name(f: AddressFamily) -> &'static str {
+    match f {
+        AddressFamily::Ipv4 => "ipv4",
+        AddressFamily::Ipv6 => "ipv6",
+        AddressFamily::Unix => "unix",
+    }
+}
+
+/// An address as serde writes it (its `Display`: digits, dots, colons, brackets and a
+/// `%` scope, nothing to escape).
+fn address(out: &mut Vec<u8>, a: &SocketAddr) {
+    match a {
+        // The common case, without `fmt`: "a.b.c.d:port".
+        SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                unsigned(out, u64::from(octet));
+            }
+            out.push(b':');
+            unsigned(out, u64::from(v4.port()));
+        }
+        // Writing into a Vec cannot fail.
+        SocketAddr::V6(_) => {
+            let _ = write!(out, "{a}");
+        }
+    }
+}
+
+/// A timestamp's RFC 3339 text, nine fractional digits (`rfc3339_nanos`).
+fn time(out: &mut Vec<u8>, t: &DateTime<Utc>) {
+    let mut buf = [0u8; 30];
+    match rfc3339_nanos::format(t, &mut buf) {
+        Some(text) => out.extend_from_slice(text.as_bytes()),
+        // Outside four-digit years: chrono's text, which needs no escaping either.
+        None => escaped(out, &t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)),
+    }
+}
+
+/// `key` (which opens the string), the time and the closing quote, when set.
+fn opt_time(out: &mut Vec<u8>, key: &[u8], t: Option<&DateTime<Utc>>) {
+    if let Some(t) = t {
+        out.extend_from_slice(key);
+        time(out, t);
+        out.push(b'"');
+    }
+}
+
 fn context(c: &ProcessContext, out: &mut Vec<u8>) {
     let ProcessContext {
         process_key,
@@ -143,6 +428,22 @@ fn opt_u32(out: &mut Vec<u8>, key: &[u8], v: Option<u32>) {
     if let Some(v) = v {
         out.extend_from_slice(key);
         unsigned(out, u64::from(v));
+    }
+}
+
+#[inline]
+fn opt_u64(out: &mut Vec<u8>, key: &[u8], v: Option<u64>) {
+    if let Some(v) = v {
+        out.extend_from_slice(key);
+        unsigned(out, v);
+    }
+}
+
+#[inline]
+fn opt_i64(out: &mut Vec<u8>, key: &[u8], v: Option<i64>) {
+    if let Some(v) = v {
+        out.extend_from_slice(key);
+        signed(out, v);
     }
 }
 
@@ -281,6 +582,76 @@ mod tests {
                 serde_json::to_string(&kind).unwrap(),
                 format!("\"{}\"", kind.as_str())
             );
+        }
+    }
+
+    #[test]
+    fn protocol_and_family_names_are_serde_names() {
+        use crate::event::{NetworkEventKind, ProcessEventKind};
+        use AddressFamily::*;
+        use TransportProtocol::*;
+        for p in [
+            Tcp,
+            Udp,
+            Icmp,
+            Sctp,
+            Mptcp,
+            Raw,
+            TransportProtocol::Unix,
+            Other,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&p).unwrap(),
+                format!("\"{}\"", protocol_name(p))
+            );
+        }
+        for f in [Ipv4, Ipv6, AddressFamily::Unix] {
+            assert_eq!(
+                serde_json::to_string(&f).unwrap(),
+                format!("\"{}\"", family_name(f))
+            );
+        }
+        for k in [
+            ProcessEventKind::Exec,
+            ProcessEventKind::Fork,
+            ProcessEventKind::Exit,
+            ProcessEventKind::Snapshot,
+            ProcessEventKind::CredChange,
+            ProcessEventKind::ExecFailed,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&k).unwrap(),
+                format!("\"{}\"", k.as_str())
+            );
+        }
+        for k in [
+            NetworkEventKind::Connect,
+            NetworkEventKind::Accept,
+            NetworkEventKind::Close,
+            NetworkEventKind::Listen,
+            NetworkEventKind::Bind,
+            NetworkEventKind::UdpSend,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&k).unwrap(),
+                format!("\"{}\"", k.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn addresses_are_their_display() {
+        for a in [
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.0.0.2:40000",
+            "[::1]:22",
+            "[fe80::1%3]:8080",
+        ] {
+            let a: SocketAddr = a.parse().unwrap();
+            let mut out = Vec::new();
+            address(&mut out, &a);
+            assert_eq!(String::from_utf8(out).unwrap(), a.to_string());
         }
     }
 

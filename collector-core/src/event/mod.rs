@@ -197,8 +197,10 @@ impl CollectionEvent {
     /// [`to_json_line`](Self::to_json_line), without allocating when `buf` has room.
     pub fn write_json_line(&self, buf: &mut Vec<u8>) {
         match self {
-            // The bulk of a file storm: written by hand, the same bytes (see `json`).
+            // Written by hand, the same bytes (see `json`); metrics are rare.
             CollectionEvent::Filesystem(e) => json::filesystem(e, buf),
+            CollectionEvent::Process(e) => json::process(e, buf),
+            CollectionEvent::Network(e) => json::network(e, buf),
             // Writing into a Vec cannot fail, and serialization cannot either (see above).
             _ => {
                 serde_json::to_writer(&mut *buf, self).expect("CollectionEvent serializes to JSON")
