@@ -81,7 +81,11 @@ pub struct ProcessRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command_line: Vec<String>,
     /// When the process started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "collector_core::event::rfc3339_nanos::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub start_time: Option<DateTime<Utc>>,
     /// Hex digest of the executable (with `compute_executable_hashes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,7 +95,9 @@ pub struct ProcessRecord {
     pub hash_algorithm: Option<String>,
     /// The event that last wrote this record (`exec`, `snapshot`, `fork`).
     pub last_event: ProcessEventKind,
-    /// When that event happened.
+    /// When that event happened. (Both times are written with nine fractional digits
+    /// by a formatter that does not allocate; any RFC 3339 text reads back.)
+    #[serde(with = "collector_core::event::rfc3339_nanos")]
     pub updated_at: DateTime<Utc>,
     /// The source that reported it (`ebpf-process`, `procfs-process`).
     pub source: String,
@@ -1262,6 +1268,32 @@ mod tests {
             .expect("cannot create under a file")
             .to_string();
         assert!(err.contains("cannot create the data directory"), "{err}");
+    }
+
+    /// Records written before the times had nine fixed digits (chrono's own text, as
+    /// few digits as needed) read back; new ones are written with nine.
+    #[test]
+    fn records_with_chrono_formatted_times_still_read() {
+        let old = br#"{"pid":7,"ppid":1,"start_time":"2026-11-27T13:04:39Z","last_event":"exec","updated_at":"2026-11-27T13:04:40.5Z","source":"ebpf-process"}"#;
+        let record = ProcessRecord::from_json("processes", 7, old).unwrap();
+        assert_eq!(
+            record.start_time,
+            Some(
+                DateTime::parse_from_rfc3339("2026-11-27T13:04:39Z")
+                    .unwrap()
+                    .into()
+            )
+        );
+        assert_eq!(record.updated_at.timestamp_subsec_millis(), 500);
+        let text = String::from_utf8(record.to_json()).unwrap();
+        assert!(
+            text.contains(r#""updated_at":"2026-11-27T13:04:40.500000000Z""#),
+            "{text}"
+        );
+        assert_eq!(
+            ProcessRecord::from_json("processes", 7, text.as_bytes()).unwrap(),
+            record
+        );
     }
 
     fn keyed(kind: ProcessEventKind, pid: u32, start_ns: u64, at: DateTime<Utc>) -> ProcessEvent {

@@ -210,11 +210,14 @@ impl CollectionEvent {
     }
 }
 
-/// Serializes timestamps as RFC 3339 with exactly nine fractional digits.
-pub(crate) mod rfc3339_nanos {
+/// Serializes timestamps as RFC 3339 with exactly nine fractional digits, without
+/// allocating (`#[serde(with = "collector_core::event::rfc3339_nanos")]`, or `::option`
+/// for an `Option`); reads any RFC 3339 text.
+pub mod rfc3339_nanos {
     use chrono::{DateTime, SecondsFormat, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes `ts` as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
     pub fn serialize<S: Serializer>(ts: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         let mut buf = [0u8; 30];
         match format(ts, &mut buf) {
@@ -230,6 +233,7 @@ pub(crate) mod rfc3339_nanos {
         super::unix_time::rfc3339_nanos(ts, buf)
     }
 
+    /// Reads any RFC 3339 timestamp.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let s = String::deserialize(d)?;
         DateTime::parse_from_rfc3339(&s)
@@ -237,10 +241,12 @@ pub(crate) mod rfc3339_nanos {
             .map_err(serde::de::Error::custom)
     }
 
+    /// The same for an `Option` (`None` is `null`).
     pub mod option {
         use super::*;
         use serde::Serialize;
 
+        /// Writes `Some` as above, `None` as `null`.
         pub fn serialize<S: Serializer>(
             ts: &Option<DateTime<Utc>>,
             s: S,
@@ -251,6 +257,7 @@ pub(crate) mod rfc3339_nanos {
             }
         }
 
+        /// Reads `null` or any RFC 3339 timestamp.
         pub fn deserialize<'de, D: Deserializer<'de>>(
             d: D,
         ) -> Result<Option<DateTime<Utc>>, D::Error> {
