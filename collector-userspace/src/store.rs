@@ -174,7 +174,10 @@ impl ProcessRecord {
             name: parent.and_then(|p| p.name.clone()).or(event.name.clone()),
             executable_path: parent.and_then(|p| p.executable_path.clone()),
             command_line: parent.map(|p| p.command_line.clone()).unwrap_or_default(),
-            start_time: Some(event.timestamp),
+            // The child's own start (the kernel's), which its exit carries: the fork's
+            // time is later, and an exit whose start differs is taken for a stale one,
+            // which left every child that exited without exec in the table.
+            start_time: event.child_start_time.or(Some(event.timestamp)),
             executable_hash: parent.and_then(|p| p.executable_hash.clone()),
             hash_algorithm: parent.and_then(|p| p.hash_algorithm.clone()),
             last_event: ProcessEventKind::Fork,
@@ -787,6 +790,14 @@ impl Writer<'_> {
     }
 }
 
+/// What a round leaves in a `processes` row.
+enum FinalRow {
+    /// The cached record, as this JSON when it is known (`None`: made from the cache).
+    Write(Option<Vec<u8>>),
+    /// Nothing: the process exited.
+    Remove,
+}
+
 fn write_batches(
     db: &Database,
     batches: &[EventBatch],
@@ -812,15 +823,24 @@ fn write_batches(
             next_history += 1;
             Ok(())
         };
+        // The `processes` rows this round changes, written once at its end: a process
+        // that forks, execs and exits within one round (most of an exec storm) costs no
+        // `processes` write at all, only its history rows.
+        let mut final_rows: HashMap<u32, FinalRow> = HashMap::new();
         // Borrowed from the cache when it is there: records carry argv and paths, and a
         // clone per event was a good part of the writer's time in an exec storm.
         fn stored<'c>(
             processes: &redb::Table<'_, u32, &[u8]>,
             cache: &'c HashMap<u32, ProcessRecord>,
+            final_rows: &HashMap<u32, FinalRow>,
             pid: u32,
         ) -> Result<Option<Cow<'c, ProcessRecord>>, redb::Error> {
             if let Some(record) = cache.get(&pid) {
                 return Ok(Some(Cow::Borrowed(record)));
+            }
+            if matches!(final_rows.get(&pid), Some(FinalRow::Remove)) {
+                // Exited earlier in this round; the table still has it until the end.
+                return Ok(None);
             }
             // An undecodable record is as good as none: the event rewrites it.
             Ok(processes
@@ -834,7 +854,7 @@ fn write_batches(
             };
             match event.kind {
                 ProcessEventKind::Exec | ProcessEventKind::Snapshot => {
-                    let previous = stored(&processes, cache, event.pid)?;
+                    let previous = stored(&processes, cache, &final_rows, event.pid)?;
                     let mut record = ProcessRecord::from_event(event, previous.as_deref());
                     drop(previous);
                     if record.executable_hash.is_none() {
@@ -847,12 +867,12 @@ fn write_batches(
                         }
                     }
                     let bytes = record.to_json();
-                    processes.insert(event.pid, bytes.as_slice())?;
                     if event.kind == ProcessEventKind::Exec {
                         execs.insert(next_seq, bytes.as_slice())?;
                         next_seq += 1;
                         log(event.pid, &bytes)?;
                     }
+                    final_rows.insert(event.pid, FinalRow::Write(Some(bytes)));
                     cache.insert(event.pid, record);
                 }
                 ProcessEventKind::Fork => {
@@ -860,18 +880,21 @@ fn write_batches(
                         continue;
                     };
                     // The child's own exec may already be in (events of two CPUs).
-                    if !cache.contains_key(&child) && processes.get(child)?.is_none() {
-                        let parent = stored(&processes, cache, event.pid)?;
+                    let known = cache.contains_key(&child)
+                        || (!matches!(final_rows.get(&child), Some(FinalRow::Remove))
+                            && processes.get(child)?.is_some());
+                    if !known {
+                        let parent = stored(&processes, cache, &final_rows, event.pid)?;
                         let record = ProcessRecord::forked(parent.as_deref(), event, child);
                         drop(parent);
-                        processes.insert(child, record.to_json().as_slice())?;
+                        final_rows.insert(child, FinalRow::Write(None));
                         cache.insert(child, record);
                     }
                 }
                 ProcessEventKind::Exit => {
                     // An exit of an older process with this pid must not remove the
                     // one that reused it.
-                    let current = stored(&processes, cache, event.pid)?;
+                    let current = stored(&processes, cache, &final_rows, event.pid)?;
                     let same = match (
                         current.as_ref().and_then(|r| r.start_time),
                         event.start_time,
@@ -880,7 +903,7 @@ fn write_batches(
                         _ => true,
                     };
                     let current = if same {
-                        processes.remove(event.pid)?;
+                        final_rows.insert(event.pid, FinalRow::Remove);
                         // Taken out of the cache, not cloned: it leaves the table.
                         match current {
                             Some(Cow::Owned(record)) => Some(record),
@@ -895,6 +918,21 @@ fn write_batches(
                 }
                 // Neither starts nor ends a process, nor changes its image.
                 ProcessEventKind::CredChange | ProcessEventKind::ExecFailed => {}
+            }
+        }
+        for (pid, row) in final_rows {
+            match row {
+                FinalRow::Write(Some(bytes)) => {
+                    processes.insert(pid, bytes.as_slice())?;
+                }
+                FinalRow::Write(None) => {
+                    if let Some(record) = cache.get(&pid) {
+                        processes.insert(pid, record.to_json().as_slice())?;
+                    }
+                }
+                FinalRow::Remove => {
+                    processes.remove(pid)?;
+                }
             }
         }
         for done in hashed {
@@ -1268,6 +1306,67 @@ mod tests {
             .expect("cannot create under a file")
             .to_string();
         assert!(err.contains("cannot create the data directory"), "{err}");
+    }
+
+    /// One round (one transaction) with a whole life and a pid reuse in it: the table
+    /// ends with what the round leaves (the short-lived process gone, the pid's new
+    /// process there), and the history has every exec and exit in order.
+    #[test]
+    fn a_round_leaves_each_pid_as_its_last_event_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ProcessStore::open(&dir.path().join(STORE_FILE)).unwrap();
+        let with_start = |ev: CollectionEvent, start: i64| match ev {
+            CollectionEvent::Process(mut p) => {
+                p.start_time = DateTime::from_timestamp(start, 0);
+                CollectionEvent::Process(p)
+            }
+            other => other,
+        };
+        let fork = |child: u32, start: i64| match process(Fork, 10, "/bin/sh") {
+            CollectionEvent::Process(mut p) => {
+                p.child_pid = Some(child);
+                p.child_start_time = DateTime::from_timestamp(start, 0);
+                CollectionEvent::Process(p)
+            }
+            other => other,
+        };
+        store.deliver(&batch(vec![
+            process(Exec, 10, "/bin/sh"),
+            fork(11, 100),
+            with_start(process(Exec, 11, "/bin/true"), 100),
+            with_start(process(Exit, 11, "/bin/true"), 100),
+            // A child that exits without exec (a subshell): its exit carries its start.
+            fork(12, 101),
+            with_start(process(Exit, 12, "/bin/sh"), 101),
+            fork(11, 200),
+            with_start(process(Exec, 11, "/usr/bin/sleep"), 200),
+        ]));
+        store.flush();
+        assert_eq!(pids(&store.processes().unwrap()), [10, 11]);
+        let reused = store.process(11).unwrap().unwrap();
+        assert_eq!(reused.executable_path.as_deref(), Some("/usr/bin/sleep"));
+        assert_eq!(reused.start_time, DateTime::from_timestamp(200, 0));
+        assert!(store.process(12).unwrap().is_none(), "forked and exited");
+        let rows = store.history(11, DateTime::UNIX_EPOCH, None).unwrap();
+        let seen: Vec<(ProcessEventKind, Option<&str>)> = rows
+            .iter()
+            .map(|r| (r.record.last_event, r.record.executable_path.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (Exec, Some("/bin/true")),
+                (Exit, Some("/bin/true")),
+                (Exec, Some("/usr/bin/sleep")),
+            ]
+        );
+        // The next round starts from what this one left.
+        store.deliver(&batch(vec![with_start(
+            process(Exit, 11, "/usr/bin/sleep"),
+            200,
+        )]));
+        store.flush();
+        assert_eq!(pids(&store.processes().unwrap()), [10]);
     }
 
     /// Records written before the times had nine fixed digits (chrono's own text, as

@@ -135,6 +135,23 @@ async fn every_committed_process_record_survives_sigkill() {
     let daemon = Daemon::start(&dir).await;
     let me = std::process::id();
 
+    // Three children that exit without exec, as a shell's subshells do: each must leave
+    // the store's table of live processes at its exit.
+    let mut forked = Vec::new();
+    for _ in 0..3 {
+        // SAFETY: the child only calls _exit, which is async-signal-safe.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: ends the forked child at once.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just forked.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        forked.push(pid as u32);
+    }
+
     // A live child (for ancestry) and ten that exit with their own codes.
     let mut sleeper = Command::new("/bin/sleep").arg("300").spawn().unwrap();
     let mut exited = Vec::new();
@@ -234,6 +251,24 @@ async fn every_committed_process_record_survives_sigkill() {
         Some(libc::SIGKILL)
     );
     drop(daemon);
+
+    // The store's table of live processes, as committed: the sleeper is there, the
+    // children that exited are not (a forked child that never exec'd used to stay, its
+    // exit taken for a stale one).
+    {
+        let store = collector_userspace::store::ProcessStore::open(
+            &dir.join("data")
+                .join(collector_userspace::store::STORE_FILE),
+        )
+        .expect("open the store after SIGKILL");
+        assert!(store.process(sleeper.id()).unwrap().is_some());
+        for pid in forked.iter().chain(exited.iter().map(|(pid, _)| pid)) {
+            assert!(
+                store.process(*pid).unwrap().is_none(),
+                "exited child {pid} still in the store's live table"
+            );
+        }
+    }
 
     let daemon = Daemon::start(&dir).await;
     for (pid, code) in &exited {
