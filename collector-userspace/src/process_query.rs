@@ -239,7 +239,7 @@ pub fn row_to_info(r: &ProcessRow, peer: &Peer) -> pb::ProcessInfo {
         ppid: r.ppid,
         name: r.name.clone().unwrap_or_default(),
         executable: r.executable_path.clone().filter(|_| visible),
-        command_line: r.command_line.clone(),
+        command_line: r.command_line.to_vec(),
         uid: r.uid,
         start_time: r.start_time.map(timestamp_to_proto),
         process_key: Some(r.key.to_string()),

@@ -82,8 +82,9 @@ pub struct ProcessRow {
     pub exec_name: Option<String>,
     /// Executable path.
     pub executable_path: Option<String>,
-    /// Arguments, argv[0] first.
-    pub command_line: Vec<String>,
+    /// Arguments, argv[0] first. Shared: a fork's child holds its parent's until it
+    /// execs (a copy per fork was most of the table's time in an exec storm).
+    pub command_line: Arc<[String]>,
     /// Start, wall clock.
     pub start_time: Option<DateTime<Utc>>,
     /// When it exited (absent while it runs).
@@ -118,7 +119,7 @@ impl ProcessRow {
             name: None,
             exec_name: None,
             executable_path: None,
-            command_line: Vec::new(),
+            command_line: Arc::from([]),
             start_time: None,
             exit_time: None,
             exit_code: None,
@@ -343,7 +344,7 @@ impl ProcessTable {
             row.gid = proc.rgid;
             row.name = Some(proc.comm);
             row.executable_path = proc.executable_path;
-            row.command_line = proc.command_line;
+            row.command_line = proc.command_line.into();
             row.start_time = Some(self.clock.to_utc(start_ns));
             row.exec_time = Some(now);
             rows.push(row);
@@ -424,7 +425,7 @@ impl ProcessTable {
                     row.executable_path = ev.executable_path.clone();
                 }
                 if !ev.command_line.is_empty() || ev.kind == ProcessEventKind::Exec {
-                    row.command_line = ev.command_line.clone();
+                    row.command_line = Arc::from(ev.command_line.as_slice());
                 }
                 if ev.kind == ProcessEventKind::Exec || ev.executable_path.is_some() {
                     // A new image: the digest is the event's, or one that finished first.
