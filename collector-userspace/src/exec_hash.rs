@@ -156,7 +156,10 @@ impl HashService {
             let (shared, rx) = (shared.clone(), rx.clone());
             std::thread::Builder::new()
                 .name(format!("collector-hash-{i}"))
-                .spawn(move || work(&shared, &rx))?;
+                .spawn(move || {
+                    lower_priority();
+                    work(&shared, &rx)
+                })?;
         }
         Ok(Arc::new(Self { shared, tx }))
     }
@@ -251,6 +254,27 @@ pub fn set_hash(event: &mut ProcessEvent, hash: &FileHash) {
     event.hash_algorithm = Some(hash.algorithm.name().to_owned());
 }
 
+/// Nice value of the hash workers: digests are background work (no event waits for one),
+/// and hashing a large executable must not take a busy host's CPU from its workload.
+pub const WORKER_NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority to [`WORKER_NICE`]. Best effort: a
+/// thread left at the default priority still hashes correctly.
+fn lower_priority() {
+    // SAFETY: gettid has no preconditions; setpriority(PRIO_PROCESS, tid) changes only
+    // this thread's nice value (Linux threads have their own).
+    let result = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, WORKER_NICE)
+    };
+    if result != 0 {
+        tracing::debug!(
+            "hash worker keeps its priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 fn work(shared: &Shared, rx: &Mutex<Receiver<HashRequest>>) {
     loop {
         // The lock is held only while waiting; the hash runs without it.
@@ -339,6 +363,38 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         None
+    }
+
+    /// Nice values of this process's threads named `name*`.
+    fn nice_of_threads(name: &str) -> Vec<i32> {
+        let mut nice = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if !comm.starts_with(name) {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // After the `(comm)`: state is field 3, nice field 19.
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            if let Some(n) = rest.split_whitespace().nth(16) {
+                nice.push(n.parse().unwrap());
+            }
+        }
+        nice
+    }
+
+    #[test]
+    fn hash_workers_run_at_a_lower_priority() {
+        let _service = HashService::start(HashServiceConfig::default()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let nice = nice_of_threads("collector-hash-");
+            if nice.len() >= 2 && nice.iter().all(|&n| n >= WORKER_NICE) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "hash workers' nice: {nice:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]
