@@ -45,12 +45,25 @@ pub struct ProcessKey {
 }
 
 impl ProcessKey {
-    /// Parses `<pid>:<start ns>`.
+    /// Parses `<pid>:<start ns>` (decimal digits only). Every kernel event's key is
+    /// parsed once to enrich it: a byte loop, not `str::parse`.
     pub fn parse(s: &str) -> Option<Self> {
+        fn digits(s: &[u8]) -> Option<u64> {
+            if s.is_empty() || s.len() > 20 {
+                return None;
+            }
+            s.iter().try_fold(0u64, |n, &b| {
+                let d = b.wrapping_sub(b'0');
+                if d > 9 {
+                    return None;
+                }
+                n.checked_mul(10)?.checked_add(u64::from(d))
+            })
+        }
         let (pid, start) = s.split_once(':')?;
         Some(Self {
-            pid: pid.parse().ok()?,
-            start_ns: start.parse().ok()?,
+            pid: u32::try_from(digits(pid.as_bytes())?).ok()?,
+            start_ns: digits(start.as_bytes())?,
         })
     }
 }
@@ -195,17 +208,22 @@ pub struct TableStats {
     pub exit_missed: u64,
 }
 
+/// The table's maps: every event does a few lookups, and SipHash (std's default) was a
+/// visible part of the daemon. foldhash is seeded per process like std's hasher, and the
+/// keys (pids, kernel start times) are not chosen by a process anyway.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 struct Inner {
-    rows: HashMap<ProcessKey, ProcessRow>,
-    live_by_pid: HashMap<u32, ProcessKey>,
+    rows: Map<ProcessKey, ProcessRow>,
+    live_by_pid: Map<u32, ProcessKey>,
     /// The latest exited row of each pid: an event read after its process's exit was
     /// applied (rings drain independently) still finds the process.
-    exited_by_pid: HashMap<u32, ProcessKey>,
+    exited_by_pid: Map<u32, ProcessKey>,
     /// Contexts handed to network and filesystem events, built once per row version:
     /// enriching an event is a lookup and a reference count, not string copies. An event
     /// about a process drops its entry before changing the row.
-    contexts: HashMap<ProcessKey, Arc<ProcessContext>>,
+    contexts: Map<ProcessKey, Arc<ProcessContext>>,
     /// Exited rows in exit order (oldest first). A key may be stale (row re-keyed or
     /// already evicted): checked when popped.
     exited: VecDeque<(DateTime<Utc>, ProcessKey)>,
@@ -763,7 +781,14 @@ impl ProcessTable {
     ) -> Option<Arc<ProcessContext>> {
         let mut inner = self.lock();
         let key = match key {
-            Some(key) => Self::row_of(&inner, pid, ProcessKey::parse(key)?)?,
+            Some(key) => {
+                let exact = ProcessKey::parse(key)?;
+                // The common case: the context of that very key is built already.
+                if let Some(c) = inner.contexts.get(&exact).filter(|_| exact.pid == pid) {
+                    return Some(c.clone());
+                }
+                Self::row_of(&inner, pid, exact)?
+            }
             None => match inner.live_by_pid.get(&pid) {
                 Some(k) => *k,
                 None => *inner
@@ -968,6 +993,44 @@ mod tests {
             max_entries,
             exited_retention: Duration::from_secs(60),
         })
+    }
+
+    #[test]
+    fn keys_parse_as_they_print_and_nothing_else() {
+        for key in [
+            ProcessKey {
+                pid: 0,
+                start_ns: 0,
+            },
+            ProcessKey {
+                pid: u32::MAX,
+                start_ns: u64::MAX,
+            },
+            ProcessKey {
+                pid: 4242,
+                start_ns: 987_654_321_000,
+            },
+        ] {
+            assert_eq!(ProcessKey::parse(&key.to_string()), Some(key));
+        }
+        for bad in [
+            "",
+            ":",
+            "1:",
+            ":1",
+            "1",
+            "1:2:3",
+            "-1:2",
+            "+1:2",
+            "1:+2",
+            "a:1",
+            "1: 2",
+            "4294967296:1",
+            "1:18446744073709551616",
+            "1:٣",
+        ] {
+            assert_eq!(ProcessKey::parse(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -27,6 +27,9 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+
+/// The writer's per-pid maps (a few lookups per event; std's SipHash showed).
+type PidMap<V> = HashMap<u32, V, foldhash::fast::RandomState>;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
@@ -687,7 +690,7 @@ const MAX_CACHED_RECORDS: usize = 1 << 16;
 /// The writer's decoded copy of the `processes` table's rows it has read or written.
 #[derive(Default)]
 struct RecordCache {
-    records: HashMap<u32, ProcessRecord>,
+    records: PidMap<ProcessRecord>,
     /// `outside_writes` when the records were last known to match the table.
     generation: u64,
 }
@@ -805,7 +808,7 @@ fn write_batches(
     hashes: Option<&HashService>,
     config: StoreConfig,
     now: DateTime<Utc>,
-    cache: &mut HashMap<u32, ProcessRecord>,
+    cache: &mut PidMap<ProcessRecord>,
 ) -> Result<u64, redb::Error> {
     let txn = db.begin_write()?;
     let trimmed;
@@ -826,13 +829,13 @@ fn write_batches(
         // The `processes` rows this round changes, written once at its end: a process
         // that forks, execs and exits within one round (most of an exec storm) costs no
         // `processes` write at all, only its history rows.
-        let mut final_rows: HashMap<u32, FinalRow> = HashMap::new();
+        let mut final_rows: PidMap<FinalRow> = PidMap::default();
         // Borrowed from the cache when it is there: records carry argv and paths, and a
         // clone per event was a good part of the writer's time in an exec storm.
         fn stored<'c>(
             processes: &redb::Table<'_, u32, &[u8]>,
-            cache: &'c HashMap<u32, ProcessRecord>,
-            final_rows: &HashMap<u32, FinalRow>,
+            cache: &'c PidMap<ProcessRecord>,
+            final_rows: &PidMap<FinalRow>,
             pid: u32,
         ) -> Result<Option<Cow<'c, ProcessRecord>>, redb::Error> {
             if let Some(record) = cache.get(&pid) {

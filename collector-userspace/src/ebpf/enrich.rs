@@ -120,7 +120,8 @@ fn relative(root: &Path, dir: &Path) -> String {
 /// pid -> image, as seen by exec and fork events.
 #[derive(Debug, Default)]
 pub struct ProcessCache {
-    by_pid: HashMap<u32, Known>,
+    /// foldhash: a lookup per process event (std's SipHash showed in the profile).
+    by_pid: HashMap<u32, Known, foldhash::fast::RandomState>,
     cgroups: CgroupPaths,
     /// Times the table hit its cap and was cleared.
     pub resets: u64,
