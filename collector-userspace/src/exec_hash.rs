@@ -258,14 +258,17 @@ pub fn set_hash(event: &mut ProcessEvent, hash: &FileHash) {
 /// and hashing a large executable must not take a busy host's CPU from its workload.
 pub const WORKER_NICE: i32 = 10;
 
-/// Lowers the calling thread's scheduling priority to [`WORKER_NICE`]. Best effort: a
-/// thread left at the default priority still hashes correctly.
+/// Lowers the calling thread's scheduling priority to [`WORKER_NICE`], never raises it
+/// (a daemon started at nice 15 keeps its workers there). Best effort: a thread left at
+/// its priority still hashes correctly.
 fn lower_priority() {
-    // SAFETY: gettid has no preconditions; setpriority(PRIO_PROCESS, tid) changes only
-    // this thread's nice value (Linux threads have their own).
+    // SAFETY: gettid has no preconditions; getpriority/setpriority(PRIO_PROCESS, tid)
+    // read and change only this thread's nice value (Linux threads have their own).
+    // getpriority returns the nice value itself (-20..=19), so -1 is not an error sign.
     let result = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, WORKER_NICE)
+        let tid = libc::gettid() as libc::id_t;
+        let current = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, current.max(WORKER_NICE))
     };
     if result != 0 {
         tracing::debug!(

@@ -48,12 +48,14 @@ fn main() -> anyhow::Result<()> {
         _ => false,
     };
     logging::init(cli.log_format, debug);
-    // The daemon runs many tasks at once; a client command is one connection and one
+    // The daemon runs many tasks at once; an IPC client command is one connection and one
     // loop, so it drives its own socket on one thread: on a multi-thread runtime a worker
     // would wait in epoll and wake the main thread for every read (two context switches
-    // per wakeup, most of a subscriber's time in the kernel under a storm).
+    // per wakeup, most of a subscriber's time in the kernel under a storm). `consume`
+    // keeps workers: its NATS client answers pings from a task of its own while the main
+    // loop may be blocked writing to a slow stdout.
     let runtime = match &cli.command {
-        Command::Run(_) => tokio::runtime::Builder::new_multi_thread(),
+        Command::Run(_) | Command::Consume(_) => tokio::runtime::Builder::new_multi_thread(),
         _ => tokio::runtime::Builder::new_current_thread(),
     }
     .enable_all()

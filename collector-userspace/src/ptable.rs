@@ -235,7 +235,6 @@ pub struct ProcessTable {
     config: TableConfig,
     inner: Mutex<Inner>,
     counters: TableCounters,
-    clock: BootClock,
     /// Finished executable hashes an exec may find when it arrives after its digest.
     hashes: std::sync::OnceLock<Arc<HashService>>,
 }
@@ -256,7 +255,6 @@ impl ProcessTable {
             config,
             inner: Mutex::new(Inner::default()),
             counters: TableCounters::default(),
-            clock: BootClock::new(),
             hashes: std::sync::OnceLock::new(),
         }
     }
@@ -363,7 +361,7 @@ impl ProcessTable {
             row.name = Some(proc.comm);
             row.executable_path = proc.executable_path;
             row.command_line = proc.command_line.into();
-            row.start_time = Some(self.clock.to_utc(start_ns));
+            row.start_time = Some(BootClock::new().to_utc(start_ns));
             row.exec_time = Some(now);
             rows.push(row);
         }
@@ -577,9 +575,16 @@ impl ProcessTable {
         self.insert(inner, row);
     }
 
+    /// Wall-clock time -> CLOCK_BOOTTIME ns, with the clocks' offset as it is now: the
+    /// kernel source turned the boot time into wall-clock time moments ago with its own
+    /// current offset (re-read every second), so a wall-clock step since the table was
+    /// made (NTP at boot, a VM resume) does not move fork rows' keys out of the tolerance.
     fn boot_ns(&self, t: DateTime<Utc>) -> u64 {
         let epoch_ns = t.timestamp_nanos_opt().unwrap_or(0);
-        let offset = self.clock.to_utc(0).timestamp_nanos_opt().unwrap_or(0);
+        let offset = BootClock::new()
+            .to_utc(0)
+            .timestamp_nanos_opt()
+            .unwrap_or(0);
         u64::try_from(epoch_ns - offset).unwrap_or(0)
     }
 

@@ -793,6 +793,23 @@ impl Writer<'_> {
     }
 }
 
+/// Whether an exit is of the process `record` describes, not of an older holder of the
+/// pid: the same process key when both have one (the kernel's identity), otherwise
+/// starts within [`crate::ptable::APPROX_TOLERANCE_NS`]. Starts are wall-clock times
+/// converted from the kernel's boot time at different moments (a fork's and its exit's),
+/// so they need not be equal to the nanosecond; a pid is not reused within 100 ms.
+fn same_process(record: &ProcessRecord, exit: &ProcessEvent) -> bool {
+    if let (Some(a), Some(b)) = (&record.process_key, &exit.process_key) {
+        return a == b;
+    }
+    match (record.start_time, exit.start_time) {
+        (Some(a), Some(b)) => (a - b)
+            .num_nanoseconds()
+            .is_some_and(|d| d.unsigned_abs() <= crate::ptable::APPROX_TOLERANCE_NS),
+        _ => true,
+    }
+}
+
 /// What a round leaves in a `processes` row.
 enum FinalRow {
     /// The cached record, as this JSON when it is known (`None`: made from the cache).
@@ -898,13 +915,9 @@ fn write_batches(
                     // An exit of an older process with this pid must not remove the
                     // one that reused it.
                     let current = stored(&processes, cache, &final_rows, event.pid)?;
-                    let same = match (
-                        current.as_ref().and_then(|r| r.start_time),
-                        event.start_time,
-                    ) {
-                        (Some(stored), Some(exited)) => stored == exited,
-                        _ => true,
-                    };
+                    let same = current
+                        .as_deref()
+                        .is_none_or(|record| same_process(record, event));
                     let current = if same {
                         final_rows.insert(event.pid, FinalRow::Remove);
                         // Taken out of the cache, not cloned: it leaves the table.
@@ -1370,6 +1383,33 @@ mod tests {
         )]));
         store.flush();
         assert_eq!(pids(&store.processes().unwrap()), [10]);
+    }
+
+    /// An exit is its process's when the keys match, or, without keys, when the starts
+    /// are within the tolerance: a fork's start and its exit's are converted from the
+    /// kernel's boot time at different moments and may differ by nanoseconds.
+    #[test]
+    fn an_exit_matches_its_process_by_key_or_by_close_start() {
+        let start = DateTime::from_timestamp(1_800_000_000, 5).unwrap();
+        let mut exec = ProcessEvent::new(Exec, start, 9, "ebpf-process");
+        exec.start_time = Some(start);
+        let record = ProcessRecord::from_event(&exec, None);
+        let mut exit = ProcessEvent::new(Exit, start, 9, "ebpf-process");
+        exit.start_time = Some(start + chrono::Duration::nanoseconds(37));
+        assert!(same_process(&record, &exit));
+        exit.start_time = Some(start + chrono::Duration::seconds(5));
+        assert!(!same_process(&record, &exit), "another holder of the pid");
+        let mut keyed = record.clone();
+        keyed.process_key = Some("9:100".into());
+        exit.start_time = Some(start);
+        exit.process_key = Some("9:200".into());
+        assert!(
+            !same_process(&keyed, &exit),
+            "keys decide when both have one"
+        );
+        exit.process_key = Some("9:100".into());
+        exit.start_time = Some(start + chrono::Duration::seconds(5));
+        assert!(same_process(&keyed, &exit));
     }
 
     /// Records written before the times had nine fixed digits (chrono's own text, as
