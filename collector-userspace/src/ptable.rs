@@ -347,6 +347,7 @@ impl ProcessTable {
     pub fn seed_from_proc(&self) -> std::io::Result<usize> {
         let all = crate::procfs::read::processes(None).map_err(std::io::Error::other)?;
         let now = Utc::now();
+        let clock = BootClock::new();
         let mut rows = Vec::new();
         for proc in all {
             let start_ns = proc.start_ns_since_boot();
@@ -361,7 +362,7 @@ impl ProcessTable {
             row.name = Some(proc.comm);
             row.executable_path = proc.executable_path;
             row.command_line = proc.command_line.into();
-            row.start_time = Some(BootClock::new().to_utc(start_ns));
+            row.start_time = Some(clock.to_utc(start_ns));
             row.exec_time = Some(now);
             rows.push(row);
         }
@@ -787,12 +788,13 @@ impl ProcessTable {
         let mut inner = self.lock();
         let key = match key {
             Some(key) => {
-                let exact = ProcessKey::parse(key)?;
+                // A key naming another pid is nobody's.
+                let exact = ProcessKey::parse(key).filter(|k| k.pid == pid)?;
                 // The common case: the context of that very key is built already.
-                if let Some(c) = inner.contexts.get(&exact).filter(|_| exact.pid == pid) {
+                if let Some(c) = inner.contexts.get(&exact) {
                     return Some(c.clone());
                 }
-                Self::row_of(&inner, pid, exact)?
+                Self::row_of(&inner, exact)?
             }
             None => match inner.live_by_pid.get(&pid) {
                 Some(k) => *k,
@@ -817,23 +819,23 @@ impl ProcessTable {
         Some(context)
     }
 
-    /// The row of the process with the exact key `exact` (of `pid`): that row, or the
-    /// pid's live or latest exited row when its start is approximate and close enough.
-    fn row_of(inner: &Inner, pid: u32, exact: ProcessKey) -> Option<ProcessKey> {
-        if exact.pid != pid {
-            return None;
-        }
+    /// The row of the process with the exact key `exact`: that row, or its pid's live or
+    /// latest exited row when its start is approximate and close enough.
+    fn row_of(inner: &Inner, exact: ProcessKey) -> Option<ProcessKey> {
         if inner.rows.contains_key(&exact) {
             return Some(exact);
         }
-        [inner.live_by_pid.get(&pid), inner.exited_by_pid.get(&pid)]
-            .into_iter()
-            .flatten()
-            .copied()
-            .find(|k| {
-                inner.rows.get(k).is_some_and(|r| !r.key_exact)
-                    && k.start_ns.abs_diff(exact.start_ns) <= APPROX_TOLERANCE_NS
-            })
+        [
+            inner.live_by_pid.get(&exact.pid),
+            inner.exited_by_pid.get(&exact.pid),
+        ]
+        .into_iter()
+        .flatten()
+        .copied()
+        .find(|k| {
+            inner.rows.get(k).is_some_and(|r| !r.key_exact)
+                && k.start_ns.abs_diff(exact.start_ns) <= APPROX_TOLERANCE_NS
+        })
     }
 
     /// Fills the `process` field of network and filesystem events the table knows the

@@ -21,8 +21,7 @@ use std::net::SocketAddr;
 use chrono::{DateTime, Utc};
 
 use super::{
-    rfc3339_nanos, AddressFamily, FilesystemEvent, NetworkEvent, ProcessContext,
-    ProcessCredentials, ProcessEvent, TransportProtocol,
+    rfc3339_nanos, FilesystemEvent, NetworkEvent, ProcessContext, ProcessCredentials, ProcessEvent,
 };
 
 /// Appends `e` as serde writes `CollectionEvent::Filesystem(e)` (no newline).
@@ -271,9 +270,9 @@ pub(super) fn network(e: &NetworkEvent, out: &mut Vec<u8>) {
     } = e;
     head(out, b"network", kind.as_str(), timestamp, *pid, source);
     out.extend_from_slice(b"\",\"protocol\":\"");
-    out.extend_from_slice(protocol_name(*protocol).as_bytes());
+    out.extend_from_slice(protocol.as_str().as_bytes());
     out.extend_from_slice(b"\",\"family\":\"");
-    out.extend_from_slice(family_name(*family).as_bytes());
+    out.extend_from_slice(family.as_str().as_bytes());
     out.extend_from_slice(b"\",\"source_addr\":\"");
     address(out, source_addr);
     out.extend_from_slice(b"\",\"dest_addr\":\"");
@@ -304,29 +303,6 @@ pub(super) fn network(e: &NetworkEvent, out: &mut Vec<u8>) {
         context(process, out);
     }
     out.push(b'}');
-}
-
-/// serde's (lower-case) name of a protocol.
-fn protocol_name(p: TransportProtocol) -> &'static str {
-    match p {
-        TransportProtocol::Tcp => "tcp",
-        TransportProtocol::Udp => "udp",
-        TransportProtocol::Icmp => "icmp",
-        TransportProtocol::Sctp => "sctp",
-        TransportProtocol::Mptcp => "mptcp",
-        TransportProtocol::Raw => "raw",
-        TransportProtocol::Unix => "unix",
-        TransportProtocol::Other => "other",
-    }
-}
-
-/// serde's (lower-case) name of an address family.
-fn family_name(f: AddressFamily) -> &'static str {
-    match f {
-        AddressFamily::Ipv4 => "ipv4",
-        AddressFamily::Ipv6 => "ipv6",
-        AddressFamily::Unix => "unix",
-    }
 }
 
 /// An address as serde writes it (its `Display`: digits, dots, colons, brackets and a
@@ -558,57 +534,6 @@ mod tests {
                 String::from_utf8(ours).unwrap(),
                 serde_json::to_string(&s).unwrap(),
                 "{s:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn kind_names_are_serde_names() {
-        use crate::event::FilesystemEventKind::*;
-        for kind in [
-            Create,
-            Open,
-            Unlink,
-            Rename,
-            Mkdir,
-            Rmdir,
-            Chmod,
-            Chown,
-            Link,
-            Symlink,
-            MemfdCreate,
-            Tmpfile,
-        ] {
-            assert_eq!(
-                serde_json::to_string(&kind).unwrap(),
-                format!("\"{}\"", kind.as_str())
-            );
-        }
-    }
-
-    #[test]
-    fn protocol_and_family_names_are_serde_names() {
-        use AddressFamily::*;
-        use TransportProtocol::*;
-        for p in [
-            Tcp,
-            Udp,
-            Icmp,
-            Sctp,
-            Mptcp,
-            Raw,
-            TransportProtocol::Unix,
-            Other,
-        ] {
-            assert_eq!(
-                serde_json::to_string(&p).unwrap(),
-                format!("\"{}\"", protocol_name(p))
-            );
-        }
-        for f in [Ipv4, Ipv6, AddressFamily::Unix] {
-            assert_eq!(
-                serde_json::to_string(&f).unwrap(),
-                format!("\"{}\"", family_name(f))
             );
         }
     }

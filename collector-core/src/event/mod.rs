@@ -276,9 +276,9 @@ pub mod rfc3339_nanos {
 mod tests {
     use super::*;
 
-    /// The JSON kind names are the ones `as_str` gives (the docs, the IPC filter and the
-    /// status tables use those): serde's `rename_all = "lowercase"` alone would write
-    /// `udpsend` for `udp_send`.
+    /// The JSON kind, protocol and family names are the ones `as_str` gives (the docs,
+    /// the IPC filter, the status tables and the hand-written JSON lines use those):
+    /// serde's `rename_all = "lowercase"` alone would write `udpsend` for `udp_send`.
     #[test]
     fn serde_kind_names_are_the_documented_ones() {
         fn same<K: Serialize>(kinds: &[K], name: fn(&K) -> &'static str) {
@@ -308,6 +308,44 @@ mod tests {
                 ProcessEventKind::ExecFailed,
             ],
             |k| k.as_str(),
+        );
+        same(
+            &[
+                FilesystemEventKind::Create,
+                FilesystemEventKind::Open,
+                FilesystemEventKind::Unlink,
+                FilesystemEventKind::Rename,
+                FilesystemEventKind::Mkdir,
+                FilesystemEventKind::Rmdir,
+                FilesystemEventKind::Chmod,
+                FilesystemEventKind::Chown,
+                FilesystemEventKind::Link,
+                FilesystemEventKind::Symlink,
+                FilesystemEventKind::MemfdCreate,
+                FilesystemEventKind::Tmpfile,
+            ],
+            |k| k.as_str(),
+        );
+        same(
+            &[
+                TransportProtocol::Tcp,
+                TransportProtocol::Udp,
+                TransportProtocol::Icmp,
+                TransportProtocol::Sctp,
+                TransportProtocol::Mptcp,
+                TransportProtocol::Raw,
+                TransportProtocol::Unix,
+                TransportProtocol::Other,
+            ],
+            |p| p.as_str(),
+        );
+        same(
+            &[
+                AddressFamily::Ipv4,
+                AddressFamily::Ipv6,
+                AddressFamily::Unix,
+            ],
+            |f| f.as_str(),
         );
     }
 

@@ -61,6 +61,22 @@ pub enum TransportProtocol {
     Other,
 }
 
+impl TransportProtocol {
+    /// JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::Icmp => "icmp",
+            Self::Sctp => "sctp",
+            Self::Mptcp => "mptcp",
+            Self::Raw => "raw",
+            Self::Unix => "unix",
+            Self::Other => "other",
+        }
+    }
+}
+
 /// Address family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -72,6 +88,17 @@ pub enum AddressFamily {
     /// Unix domain (`AF_UNIX`): the address is in `unix_path`; `source_addr` and
     /// `dest_addr` are `0.0.0.0:0`.
     Unix,
+}
+
+impl AddressFamily {
+    /// JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ipv4 => "ipv4",
+            Self::Ipv6 => "ipv6",
+            Self::Unix => "unix",
+        }
+    }
 }
 
 /// A network connection event.
