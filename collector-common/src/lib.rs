@@ -155,6 +155,10 @@ pub mod flags {
     pub const PATH_RELATIVE_TO_DIRFD: u32 = 1 << 4;
     /// The argument vector could not be read from the new process image.
     pub const ARGV_UNREADABLE: u32 = 1 << 5;
+    /// A credentials change of a thread whose earlier credentials the kernel side did
+    /// not know (it predates the collector, or was evicted from the map of them): the
+    /// record's `old` is a copy of `new`, not the credentials before the call.
+    pub const OLD_CREDS_UNKNOWN: u32 = 1 << 6;
 }
 
 /// Fields every record starts with, filled from the current task.

@@ -56,7 +56,8 @@ pub const EXEC_EXE_NAME_LEN: usize = 256;
 pub const EXEC_INTERP_LEN: usize = 256;
 
 /// A task's credentials changed in a syscall (setuid family, capset, a privilege-gaining
-/// execve), written at `sys_exit` by comparing them with a copy taken at `sys_enter`.
+/// execve), written at `sys_exit` by comparing them with the thread's last known ones
+/// (from its creation or its last watched call; see `flags::OLD_CREDS_UNKNOWN`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct CredChangeRecord {
@@ -66,7 +67,7 @@ pub struct CredChangeRecord {
     pub syscall_nr: u32,
     /// 1 when the call came through the 32-bit entry (`int $0x80`, `TS_COMPAT`).
     pub compat: u32,
-    /// Credentials before the syscall.
+    /// Credentials before the syscall (a copy of `new` with `OLD_CREDS_UNKNOWN`).
     pub old: Credentials,
     /// Credentials after the syscall.
     pub new: Credentials,

@@ -4,9 +4,13 @@
 //! `sched_process_exit` (Linux >= 5.5; `group_dead` on exit from 6.16 here, before that
 //! `signal->live == 0` tells the last thread). They fire in the kernel for every task,
 //! so a process that lives for microseconds is complete. A failed exec never reaches
-//! `sched_process_exec`: it and credential changes come from the BTF `sys_enter` /
-//! `sys_exit` tracepoints (which, unlike `syscalls:sys_enter_*`, also fire for the
-//! 32-bit entry), filtered on the syscall number first so other syscalls cost a compare.
+//! `sched_process_exec`: it and credential changes come from the BTF `sys_exit`
+//! tracepoint (which, unlike `syscalls:sys_exit_*`, also fires for the 32-bit entry),
+//! filtered on the syscall number first so other syscalls cost a compare. There is no
+//! `sys_enter` hook: every syscall on the machine pays for each program on these two
+//! tracepoints, so the credentials a call is compared with are each thread's last known
+//! ones ([`TASK_CREDS`], set at its clone and at each watched call's exit), and a failed
+//! exec's path is read through the argument registers saved at entry.
 
 use core::ptr::write_volatile;
 
@@ -435,15 +439,19 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     let child: *const u8 = ctx.arg(1);
     // `child` is the tracepoint's typed argument: plain loads.
     let child_tgid: u32 = unsafe { load_btf(child, get::OFF_TASK_TGID()) };
-    exclusions_at_fork((pid_tgid >> 32) as u32, child_tgid);
-    if excluded(pid_tgid) {
-        return 0;
-    }
     if unsafe { is_kthread(child) } {
         // kthreadd spawning kernel workers: not a process a user started.
         return 0;
     }
     let child_pid: u32 = unsafe { load_btf(child, get::OFF_TASK_PID()) };
+    // Every new task, thread or process, starts with known credentials (its creator's
+    // copy), which its watched syscalls are compared with at their exit.
+    let child_creds = unsafe { read_creds(child) };
+    let _ = TASK_CREDS.insert(child_pid, child_creds, 0);
+    exclusions_at_fork((pid_tgid >> 32) as u32, child_tgid);
+    if excluded(pid_tgid) {
+        return 0;
+    }
     if child_pid != child_tgid {
         // A new thread of an existing process, not a new process.
         return 0;
@@ -508,22 +516,15 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// What `sys_enter` keeps for `sys_exit` of a watched syscall.
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct SyscallStash {
-    nr: u32,
-    compat: u32,
-    /// execve/execveat: the caller's path pointer (for a failed exec's record).
-    filename: u64,
-    creds: Credentials,
-}
-
-/// In-flight watched syscalls by thread (`pid_tgid`). LRU: an entry whose `sys_exit`
-/// never comes (a successful exec from a non-leader thread changes the thread id) is
-/// evicted instead of filling the map.
+/// Each thread's last known credentials, by thread id: written when the thread is
+/// created (`sched_process_fork` fires for threads too) and at the exit of each watched
+/// syscall, read there to tell a change. A thread id is in here from its creation on,
+/// so a reused id is overwritten before it can be read. A thread with no entry (it
+/// predates the collector, or the LRU evicted it on a host with more threads than
+/// this) reports its first change with the old credentials unknown
+/// (`OLD_CREDS_UNKNOWN`) and is known from then on.
 #[map]
-static CRED_SYSCALLS: LruHashMap<u64, SyscallStash> = LruHashMap::with_max_entries(16384, 0);
+static TASK_CREDS: LruHashMap<u32, Credentials> = LruHashMap::with_max_entries(65536, 0);
 
 /// What a watched syscall number is.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -598,10 +599,12 @@ fn entry_arg(regs: *const u8, n: usize, compat: bool) -> u64 {
     }
 }
 
-#[btf_tracepoint(function = "sys_enter")]
-pub fn proc_sys_enter(ctx: BtfTracePointContext) -> i32 {
-    let nr: u64 = ctx.arg(1);
-    // Cheapest test first: every syscall on the machine passes here.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn proc_sys_exit(ctx: BtfTracePointContext) -> i32 {
+    // The number from the saved registers before anything else: every syscall on the
+    // machine passes here.
+    let regs: *const u8 = ctx.arg(0);
+    let nr = syscall_nr_btf(regs);
     if !maybe_watched(nr) {
         return 0;
     }
@@ -611,50 +614,37 @@ pub fn proc_sys_enter(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     let pid_tgid = bpf_get_current_pid_tgid();
-    if excluded(pid_tgid) {
-        return 0;
-    }
-    let regs: *const u8 = ctx.arg(0);
-    let filename = match what {
-        Watched::Creds => 0,
-        Watched::Execve => entry_arg(regs, 0, compat),
-        Watched::Execveat => entry_arg(regs, 1, compat),
-    };
-    let stash = SyscallStash {
-        nr: nr as u32,
-        compat: compat as u32,
-        filename,
-        creds: unsafe { read_creds(task) },
-    };
-    let _ = CRED_SYSCALLS.insert(pid_tgid, stash, 0);
-    0
-}
-
-#[btf_tracepoint(function = "sys_exit")]
-pub fn proc_sys_exit(ctx: BtfTracePointContext) -> i32 {
-    // The number from the saved registers before any map lookup: every syscall on the
-    // machine passes here.
-    let regs: *const u8 = ctx.arg(0);
-    if !maybe_watched(syscall_nr_btf(regs)) {
-        return 0;
-    }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(stash) = (unsafe { CRED_SYSCALLS.get(pid_tgid) }) else {
-        return 0;
-    };
-    let stash = *stash;
-    let _ = CRED_SYSCALLS.remove(pid_tgid);
     let ret: i64 = ctx.arg(1);
-    let is_exec = watched(stash.nr as u64, stash.compat != 0)
-        .map(|w| w != Watched::Creds)
-        .unwrap_or(false);
-    if is_exec && ret < 0 {
-        emit_exec_failed(&stash, ret);
+    if what != Watched::Creds {
+        if ret < 0 {
+            // A failed exec left the saved registers as the caller set them: the path
+            // pointer is still its argument.
+            if !excluded(pid_tgid) {
+                let filename = match what {
+                    Watched::Execveat => entry_arg(regs, 1, compat),
+                    _ => entry_arg(regs, 0, compat),
+                };
+                emit_exec_failed(nr as u32, compat, filename, ret);
+            }
+            return 0;
+        }
+    } else if ret < 0 {
+        // A refused credentials call changes nothing.
         return 0;
     }
-    let task = current_task_btf();
+    let tid = pid_tgid as u32;
     let new = unsafe { read_creds(task) };
-    if new == stash.creds {
+    let old = unsafe { TASK_CREDS.get(tid) }.copied();
+    if old == Some(new) {
+        return 0;
+    }
+    let _ = TASK_CREDS.insert(tid, new, 0);
+    if old.is_none() && what != Watched::Creds {
+        // An exec by a thread with no entry: the exec record carries its credentials,
+        // and "unknown -> these" says nothing more.
+        return 0;
+    }
+    if excluded(pid_tgid) {
         return 0;
     }
     let Some(mut entry) = PROCESS_EVENTS.reserve::<CredChangeRecord>(0) else {
@@ -664,10 +654,16 @@ pub fn proc_sys_exit(ctx: BtfTracePointContext) -> i32 {
     let rec = entry.as_mut_ptr();
     unsafe {
         fill_header(&raw mut (*rec).header, RecordKind::CredChange, pid_tgid);
-        (*rec).syscall_nr = stash.nr;
-        (*rec).compat = stash.compat;
-        (*rec).old = stash.creds;
+        (*rec).syscall_nr = nr as u32;
+        (*rec).compat = compat as u32;
         (*rec).new = new;
+        match old {
+            Some(old) => (*rec).old = old,
+            None => {
+                (*rec).old = new;
+                (*rec).header.flags |= flags::OLD_CREDS_UNKNOWN;
+            }
+        }
     }
     // Rare and security-relevant: delivered at once, like an exec.
     entry.submit(0);
@@ -676,7 +672,7 @@ pub fn proc_sys_exit(ctx: BtfTracePointContext) -> i32 {
 }
 
 #[inline(always)]
-fn emit_exec_failed(stash: &SyscallStash, ret: i64) {
+fn emit_exec_failed(nr: u32, compat: bool, filename: u64, ret: i64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(mut entry) = PROCESS_EVENTS.reserve::<ExecFailedRecord>(0) else {
         count_lost(RecordKind::ExecFailed);
@@ -686,13 +682,13 @@ fn emit_exec_failed(stash: &SyscallStash, ret: i64) {
     unsafe {
         fill_header(&raw mut (*rec).header, RecordKind::ExecFailed, pid_tgid);
         (*rec).errno = ret.wrapping_neg() as u32;
-        (*rec).syscall_nr = stash.nr;
-        (*rec).compat = stash.compat;
+        (*rec).syscall_nr = nr;
+        (*rec).compat = compat as u32;
         (*rec).filename_len = 0;
         let n = bpf_probe_read_user_str(
             (&raw mut (*rec).filename).cast(),
             EXEC_FAILED_PATH_LEN as u32,
-            stash.filename as *const _,
+            filename as *const _,
         );
         if n > 0 {
             let len = (n - 1) as u32;

@@ -225,6 +225,58 @@ async fn setresuid_gives_one_cred_change_with_old_and_new_ids_on_both_entries() 
     run.stop().await;
 }
 
+/// Credentials belong to threads: a change by one worker thread is compared with that
+/// thread's own earlier credentials (the kernel side keeps them per thread from its
+/// creation), a no-op call by another thread is not a change, and the worker's change
+/// back through the 32-bit entry has the first change's result as its old side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threads_cred_changes_are_its_own_on_both_entries() {
+    if !kernel_or_skip("a_threads_cred_changes_are_its_own_on_both_entries") {
+        return;
+    }
+    let mut run = Running::start();
+    let out = run_actor(ACTOR, &["thread-creds"]);
+    assert_eq!(out["ok"], "1", "{out:?}");
+    let pid = pid_of(&out);
+    let seen = run
+        .until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
+        .await;
+    let changes: Vec<_> = seen
+        .iter()
+        .filter(|p| is(p, ProcessEventKind::CredChange, pid))
+        .collect();
+    assert_eq!(
+        changes.len(),
+        2,
+        "the worker's two changes only: {changes:#?}"
+    );
+    let euids = |c: &ProcessEvent| {
+        (
+            c.old_credentials.map(|o| (o.uid, o.euid, o.suid)),
+            c.credentials.map(|n| (n.uid, n.euid, n.suid)),
+        )
+    };
+    assert_eq!(
+        euids(changes[0]),
+        (Some((0, 0, 0)), Some((0, NOBODY, 0))),
+        "native drop of euid"
+    );
+    assert_eq!(
+        (changes[0].syscall_nr, changes[0].compat_syscall),
+        (Some(117), false)
+    );
+    assert_eq!(
+        euids(changes[1]),
+        (Some((0, NOBODY, 0)), Some((0, 0, 0))),
+        "32-bit entry: euid back"
+    );
+    assert_eq!(
+        (changes[1].syscall_nr, changes[1].compat_syscall),
+        (Some(208), true)
+    );
+    run.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_execs_carry_their_errno_on_both_entries_and_as_nobody() {
     if !kernel_or_skip("failed_execs_carry_their_errno_on_both_entries_and_as_nobody") {

@@ -128,7 +128,8 @@ pub struct ProcessEvent {
     /// Credentials of the task (after the change, for `cred_change`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<ProcessCredentials>,
-    /// For `cred_change`: the credentials before the change.
+    /// For `cred_change`: the credentials before the change (the thread's as last seen
+    /// by the kernel side); `None` when they were never seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old_credentials: Option<ProcessCredentials>,
     /// For `exec`: the exec gained privileges (setuid/setgid bit or file capabilities).

@@ -170,8 +170,8 @@ pub(crate) const PROCESS_PROGRAMS: &[ProgramSpec] = &[
     btf("sched_process_exec"),
     btf("sched_process_fork"),
     btf("sched_process_exit"),
-    // Credential changes and failed execs (x86_64 and i386 syscall numbers).
-    btf_at("proc_sys_enter", "sys_enter"),
+    // Credential changes and failed execs (x86_64 and i386 syscall numbers), at exit
+    // only: every syscall on the machine runs each program on this tracepoint.
     btf_at("proc_sys_exit", "sys_exit"),
 ];
 
@@ -206,7 +206,7 @@ pub(crate) const NETWORK_PROGRAMS: &[ProgramSpec] = &[
 /// "portable"`, they are left out: [`FILE_OPEN_PORTABLE`] stands in for
 /// `file_sys_exit`; cred changes and failed execs (`proc_sys_*`) go unreported, and
 /// file calls made through the 32-bit entry are not seen.
-pub(crate) const REGISTER_PROGRAMS: &[&str] = &["file_sys_exit", "proc_sys_enter", "proc_sys_exit"];
+pub(crate) const REGISTER_PROGRAMS: &[&str] = &["file_sys_exit", "proc_sys_exit"];
 
 /// What stands in for `file_sys_exit` without register reads: per-syscall
 /// tracepoints, whose records carry the arguments on every architecture. `open` and

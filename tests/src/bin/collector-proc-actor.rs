@@ -13,6 +13,10 @@
 //! collector-proc-actor fork-exec-after-go ARG  print pid, wait for a stdin line, run
 //!                                              `/bin/true ARG-fork`, then exec `/bin/true ARG-exec`
 //! collector-proc-actor memfd-exec NAME ARG    copy /bin/true into memfd NAME and fexecve it with ARG
+//! collector-proc-actor thread-creds           a worker thread alone sets its euid to 65534 (raw
+//!                                              x86_64 setresuid), then the main thread makes a
+//!                                              no-op setresuid, then the worker sets euid 0 back
+//!                                              through `int $0x80` (setresuid32)
 //! ```
 //! x86_64 only (the i386 entry and the raw thread exit use its syscall numbers).
 use std::ffi::CString;
@@ -72,6 +76,7 @@ fn main() {
         Some("rename-then-fork") => rename_then_fork(&arg(1), &arg(2)),
         Some("fork-exec-after-go") => fork_exec_after_go(&arg(1)),
         Some("memfd-exec") => memfd_exec(&arg(1), &arg(2)),
+        Some("thread-creds") => thread_creds(),
         _ => {
             eprintln!("usage: see the header of collector-proc-actor.rs");
             std::process::exit(2);
@@ -94,6 +99,30 @@ fn set_ids(uid: u32, compat: bool) -> String {
         "uid_before={} euid_before={} uid_after={} euid_after={}",
         before.0, before.1, after.0, after.1
     )
+}
+
+/// Credentials are per thread: a raw setresuid (not glibc's, which makes every thread
+/// call it) changes only the caller's.
+fn thread_creds() -> String {
+    const SETRESUID: i64 = 117;
+    const SETRESUID32: u32 = 208;
+    let (to_main, from_worker) = std::sync::mpsc::channel::<i64>();
+    let (to_worker, from_main) = std::sync::mpsc::channel::<()>();
+    let worker = std::thread::spawn(move || {
+        // SAFETY: a plain syscall; -1 leaves the real and saved uids as they are.
+        let dropped = unsafe { syscall(SETRESUID, -1i64, 65534i64, -1i64) };
+        to_main.send(dropped).unwrap();
+        from_main.recv().unwrap();
+        // The saved uid is still 0, so the euid may go back to it.
+        i386_syscall3(SETRESUID32, u32::MAX, 0, u32::MAX)
+    });
+    let dropped = from_worker.recv().unwrap();
+    // SAFETY: as above; the main thread's euid is already 0, so nothing changes.
+    let noop = unsafe { syscall(SETRESUID, -1i64, 0i64, -1i64) };
+    to_worker.send(()).unwrap();
+    let restored = worker.join().unwrap();
+    assert_eq!((dropped, noop, restored), (0, 0, 0), "setresuid calls");
+    "ok=1".to_string()
 }
 
 /// A syscall through the 32-bit entry (`int $0x80`): any 64-bit process may use it when

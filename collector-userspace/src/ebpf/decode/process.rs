@@ -276,7 +276,9 @@ pub fn decode_process(
             let r: CredChangeRecord = read(bytes, kind as u32)?;
             let mut ev = process_base(&r.header, ProcessEventKind::CredChange, clock, source);
             ev.credentials = Some(credentials(&r.new));
-            ev.old_credentials = Some(credentials(&r.old));
+            // Unknown is said as unknown, not as "unchanged".
+            ev.old_credentials =
+                (r.header.flags & flags::OLD_CREDS_UNKNOWN == 0).then(|| credentials(&r.old));
             ev.syscall_nr = Some(r.syscall_nr);
             ev.compat_syscall = r.compat != 0;
             ev
@@ -468,6 +470,17 @@ mod tests {
         assert_eq!(p.syscall_nr, Some(117));
         assert!(!p.compat_syscall);
         assert_eq!(p.process_key.as_deref(), Some("42:5000"));
+
+        // A thread the kernel side knew nothing of: its old credentials are unknown,
+        // not equal to the new ones.
+        r.header.flags |= flags::OLD_CREDS_UNKNOWN;
+        r.old = r.new;
+        let ev = decode_process(&bytes_of(&r), &BootClock::new(), &"t".into()).unwrap();
+        let CollectionEvent::Process(p) = ev else {
+            panic!("not a process event")
+        };
+        assert_eq!(p.old_credentials, None);
+        assert_eq!(p.credentials.map(|c| c.uid), Some(65534));
     }
 
     #[test]
