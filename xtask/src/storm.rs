@@ -28,7 +28,7 @@ use anyhow::{bail, Context, Result};
 /// Options of `cargo xtask storm`.
 #[derive(Debug, clap::Args)]
 pub struct StormArgs {
-    /// Storms to run (open, exec, connect); all by default.
+    /// Storms to run (open, exec, connect, syscall); all by default.
     storms: Vec<String>,
     /// Untraced/traced pairs per storm.
     #[arg(long, default_value_t = 3)]
@@ -222,8 +222,13 @@ impl Daemon {
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let socket = dir.join("collector.sock");
         let spawned = Instant::now();
-        let child = Command::new(collector_binary())
-            .args(["run", "--no-stdout", "--domain", domain])
+        let mut command = Command::new(collector_binary());
+        command.args(["run", "--no-stdout"]);
+        // `a,b`: several domains.
+        for domain in domain.split(',') {
+            command.args(["--domain", domain]);
+        }
+        let child = command
             .arg("--socket")
             .arg(&socket)
             .arg("--data-dir")
@@ -510,6 +515,45 @@ pub fn storm(args: &StormArgs) -> Result<()> {
         for (p, (n, ns)) in &costed.programs {
             println!("| `{p}` | {n:.0} | {:.0} |", ns / n.max(1.0));
         }
+    }
+    if args.storms.is_empty() || args.storms.iter().any(|s| s == "syscall") {
+        syscall_tax(args)?;
+    }
+    Ok(())
+}
+
+/// What every syscall on the host pays while the daemon runs: programs on the raw
+/// `sys_enter`/`sys_exit` tracepoints run for every syscall of every process, watched
+/// or not. A `getppid` loop, untraced and with each domain set loaded, rounds
+/// interleaved.
+fn syscall_tax(args: &StormArgs) -> Result<()> {
+    let n = ((5_000_000.0 * args.scale) as u64).max(1);
+    let actor = ["syscalls".to_string(), n.to_string()];
+    let ns_per_call = || -> Result<f64> { Ok(1e9 * run_actor(&actor)?.1 / n as f64) };
+    println!(
+        "\n## syscall tax ({n} x getppid, {} rounds)",
+        args.repeat.max(1)
+    );
+    println!("| domains | untraced ns/call | traced ns/call | added per syscall |");
+    println!("|---|---|---|---|");
+    for domains in [
+        "process",
+        "filesystem",
+        "network",
+        "process,filesystem,network",
+    ] {
+        let (mut untraced, mut traced) = (Vec::new(), Vec::new());
+        for _ in 0..args.repeat.max(1) {
+            untraced.push(ns_per_call()?);
+            let dir = tempdir()?;
+            let daemon = Daemon::start(&dir, domains, false)?;
+            let run = ns_per_call();
+            daemon.stop()?;
+            let _ = std::fs::remove_dir_all(&dir);
+            traced.push(run?);
+        }
+        let (u, t) = (median(untraced), median(traced));
+        println!("| {domains} | {u:.0} | {t:.0} | {:+.0} ns |", t - u);
     }
     Ok(())
 }

@@ -9,6 +9,8 @@
 //! collector-test-actor exec-storm N ARG...  run `/bin/true ARG...` N times, one after another
 //! collector-test-actor connect-storm N      N loopback TCP connections (connect, accept, close)
 //! collector-test-actor fileops-storm DIR N  N x (create, rename, unlink) in DIR
+//! collector-test-actor syscalls N           N x getppid(2) (the raw syscall): what every
+//!                                           syscall on the host pays for the collector
 //! collector-test-actor opens-after-go PATH N   print pid, wait for a stdin line, then open N times
 //! collector-test-actor opens-per-line PATH...   print pid, then per stdin line open each PATH once
 //!                                               and print `done` (until stdin closes)
@@ -25,6 +27,7 @@ fn main() {
         Some("exec-storm") => exec_storm(args[1].parse().expect("count"), &args[2..]),
         Some("connect-storm") => connect_storm(args[1].parse().expect("count")),
         Some("fileops-storm") => fileops_storm(&args[1], args[2].parse().expect("count")),
+        Some("syscalls") => syscalls(args[1].parse().expect("count")),
         Some("opens-after-go") => {
             // Announce our pid, wait for "go" on stdin, then act: lets a test register
             // this process in the kernel filters first.
@@ -92,6 +95,15 @@ fn opens(path: &str, n: u64) -> String {
         drop(std::fs::File::open(path).expect("open"));
     }
     format!("opens={n} seconds={}", start.elapsed().as_secs_f64())
+}
+
+fn syscalls(n: u64) -> String {
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        // SAFETY: getppid takes no argument and cannot fail.
+        std::hint::black_box(unsafe { libc::syscall(libc::SYS_getppid) });
+    }
+    format!("syscalls={n} seconds={}", start.elapsed().as_secs_f64())
 }
 
 fn exec_storm(n: u64, args: &[String]) -> String {
