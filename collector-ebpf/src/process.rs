@@ -12,7 +12,7 @@
 //! ones ([`TASK_CREDS`], set at its clone and at each watched call's exit), and a failed
 //! exec's path is read through the argument registers saved at entry.
 
-use core::ptr::write_volatile;
+use core::ptr::{read_volatile, write_volatile};
 
 use aya_ebpf::{
     helpers::{
@@ -23,7 +23,7 @@ use aya_ebpf::{
         },
     },
     macros::{btf_tracepoint, map},
-    maps::{Array, LruHashMap},
+    maps::Array,
     programs::BtfTracePointContext,
 };
 use collector_common::{
@@ -447,7 +447,7 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     // Every new task, thread or process, starts with known credentials (its creator's
     // copy), which its watched syscalls are compared with at their exit.
     let child_creds = unsafe { read_creds(child) };
-    let _ = TASK_CREDS.insert(child_pid, child_creds, 0);
+    remember_creds(child_pid, &child_creds);
     exclusions_at_fork((pid_tgid >> 32) as u32, child_tgid);
     if excluded(pid_tgid) {
         return 0;
@@ -516,15 +516,78 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// Each thread's last known credentials, by thread id: written when the thread is
-/// created (`sched_process_fork` fires for threads too) and at the exit of each watched
-/// syscall, read there to tell a change. A thread id is in here from its creation on,
-/// so a reused id is overwritten before it can be read. A thread with no entry (it
-/// predates the collector, or the LRU evicted it on a host with more threads than
-/// this) reports its first change with the old credentials unknown
-/// (`OLD_CREDS_UNKNOWN`) and is known from then on.
+/// One thread's last known credentials (see [`TASK_CREDS`]).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct KnownCreds {
+    /// Whose they are; 0 while being written (no user thread has id 0).
+    tid: u32,
+    _pad: u32,
+    creds: Credentials,
+}
+
+/// Slots of [`TASK_CREDS`] (a power of two).
+const TASK_CREDS_SLOTS: u32 = 1 << 16;
+/// `Credentials` as the 8-byte words it is copied by (no byte-wise `memcpy`).
+const CRED_WORDS: usize = size_of::<Credentials>() / 8;
+const _: () = assert!(size_of::<Credentials>().is_multiple_of(8));
+
+/// Each thread's last known credentials, in the slot of its thread id modulo
+/// [`TASK_CREDS_SLOTS`], tagged with the id: written when the thread is created
+/// (`sched_process_fork` fires for threads too) and at the exit of each watched
+/// syscall, read there to tell a change. Every thread passes its creation, so a slot
+/// tagged with a thread's id holds that thread's credentials, never those of an earlier
+/// holder of the id. A direct-mapped array, not a hash map: a lookup is an inlined
+/// address computation, with no helper call or lock (a hash map insert cost the fork
+/// program 0.5-1 µs here). A thread with no slot (it predates the collector, or a
+/// thread whose id is congruent to its own took the slot since) reports its first
+/// change with the old credentials unknown (`OLD_CREDS_UNKNOWN`), never wrong ones.
 #[map]
-static TASK_CREDS: LruHashMap<u32, Credentials> = LruHashMap::with_max_entries(65536, 0);
+static TASK_CREDS: Array<KnownCreds> = Array::with_max_entries(TASK_CREDS_SLOTS, 0);
+
+/// Records `creds` as thread `tid`'s. The tag is cleared first and set last, so a
+/// reader racing a writer of another id in the same slot sees a tag that is not its own.
+#[inline(always)]
+fn remember_creds(tid: u32, creds: &Credentials) {
+    let Some(slot) = TASK_CREDS.get_ptr_mut(tid & (TASK_CREDS_SLOTS - 1)) else {
+        return;
+    };
+    unsafe {
+        write_volatile(&raw mut (*slot).tid, 0);
+        let (dst, src) = (
+            (&raw mut (*slot).creds).cast::<u64>(),
+            (creds as *const Credentials).cast::<u64>(),
+        );
+        for i in 0..CRED_WORDS {
+            write_volatile(dst.add(i), read_volatile(src.add(i)));
+        }
+        write_volatile(&raw mut (*slot).tid, tid);
+    }
+}
+
+/// Thread `tid`'s last known credentials, if its slot holds them: the tag is checked
+/// before and after the copy.
+#[inline(always)]
+fn recall_creds(tid: u32) -> Option<Credentials> {
+    let slot = TASK_CREDS.get_ptr(tid & (TASK_CREDS_SLOTS - 1))?;
+    unsafe {
+        if read_volatile(&raw const (*slot).tid) != tid {
+            return None;
+        }
+        let mut out = core::mem::MaybeUninit::<Credentials>::uninit();
+        let (dst, src) = (
+            out.as_mut_ptr().cast::<u64>(),
+            (&raw const (*slot).creds).cast::<u64>(),
+        );
+        for i in 0..CRED_WORDS {
+            write_volatile(dst.add(i), read_volatile(src.add(i)));
+        }
+        if read_volatile(&raw const (*slot).tid) != tid {
+            return None;
+        }
+        Some(out.assume_init())
+    }
+}
 
 /// What a watched syscall number is.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -634,11 +697,11 @@ pub fn proc_sys_exit(ctx: BtfTracePointContext) -> i32 {
     }
     let tid = pid_tgid as u32;
     let new = unsafe { read_creds(task) };
-    let old = unsafe { TASK_CREDS.get(tid) }.copied();
+    let old = recall_creds(tid);
     if old == Some(new) {
         return 0;
     }
-    let _ = TASK_CREDS.insert(tid, new, 0);
+    remember_creds(tid, &new);
     if old.is_none() && what != Watched::Creds {
         // An exec by a thread with no entry: the exec record carries its credentials,
         // and "unknown -> these" says nothing more.

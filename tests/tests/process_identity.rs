@@ -277,6 +277,52 @@ async fn a_threads_cred_changes_are_its_own_on_both_entries() {
     run.stop().await;
 }
 
+/// A thread that predates the collector: its first change says the old credentials are
+/// unknown (absent), never that they equal the new ones; from then on it is known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_older_than_the_collector_reports_unknown_then_known_old_credentials() {
+    if !kernel_or_skip(
+        "a_thread_older_than_the_collector_reports_unknown_then_known_old_credentials",
+    ) {
+        return;
+    }
+    use std::io::{BufRead, Write};
+    let mut actor = std::process::Command::new(ACTOR)
+        .args(["euid-after-go", "65534"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    // Kept open: the actor prints its result line at the end.
+    let mut stdout = std::io::BufReader::new(actor.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
+    let pid: u32 = line.trim().strip_prefix("pid=").unwrap().parse().unwrap();
+    let mut run = Running::start();
+    writeln!(actor.stdin.take().unwrap(), "go").unwrap();
+    let mut result = String::new();
+    stdout.read_line(&mut result).unwrap();
+    assert!(actor.wait().unwrap().success());
+    assert!(result.contains("ok=1"), "{result}");
+    let seen = run
+        .until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
+        .await;
+    let changes: Vec<_> = seen
+        .iter()
+        .filter(|p| is(p, ProcessEventKind::CredChange, pid))
+        .collect();
+    assert_eq!(changes.len(), 2, "{changes:#?}");
+    assert_eq!(changes[0].old_credentials, None, "never seen: unknown");
+    assert_eq!(changes[0].credentials.map(|c| c.euid), Some(NOBODY));
+    assert_eq!(
+        changes[1].old_credentials.map(|c| (c.uid, c.euid)),
+        Some((0, NOBODY)),
+        "known since its first change"
+    );
+    assert_eq!(changes[1].credentials.map(|c| c.euid), Some(0));
+    run.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_execs_carry_their_errno_on_both_entries_and_as_nobody() {
     if !kernel_or_skip("failed_execs_carry_their_errno_on_both_entries_and_as_nobody") {

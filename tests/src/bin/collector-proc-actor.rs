@@ -17,6 +17,8 @@
 //!                                              x86_64 setresuid), then the main thread makes a
 //!                                              no-op setresuid, then the worker sets euid 0 back
 //!                                              through `int $0x80` (setresuid32)
+//! collector-proc-actor euid-after-go UID      print pid, wait for a stdin line, set the euid to
+//!                                              UID and back to 0 (raw x86_64 setresuid)
 //! ```
 //! x86_64 only (the i386 entry and the raw thread exit use its syscall numbers).
 use std::ffi::CString;
@@ -77,6 +79,7 @@ fn main() {
         Some("fork-exec-after-go") => fork_exec_after_go(&arg(1)),
         Some("memfd-exec") => memfd_exec(&arg(1), &arg(2)),
         Some("thread-creds") => thread_creds(),
+        Some("euid-after-go") => euid_after_go(arg(1).parse().expect("uid")),
         _ => {
             eprintln!("usage: see the header of collector-proc-actor.rs");
             std::process::exit(2);
@@ -122,6 +125,24 @@ fn thread_creds() -> String {
     to_worker.send(()).unwrap();
     let restored = worker.join().unwrap();
     assert_eq!((dropped, noop, restored), (0, 0, 0), "setresuid calls");
+    "ok=1".to_string()
+}
+
+/// Started before the collector, so the kernel side has never seen this thread.
+fn euid_after_go(uid: i64) -> String {
+    const SETRESUID: i64 = 117;
+    println!("pid={}", std::process::id());
+    std::io::stdout().flush().unwrap();
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+    // SAFETY: plain syscalls; -1 leaves the real and saved uids (0) as they are.
+    let calls = unsafe {
+        (
+            syscall(SETRESUID, -1i64, uid, -1i64),
+            syscall(SETRESUID, -1i64, 0i64, -1i64),
+        )
+    };
+    assert_eq!(calls, (0, 0), "setresuid calls");
     "ok=1".to_string()
 }
 
