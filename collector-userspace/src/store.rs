@@ -14,16 +14,16 @@
 //! - `processes`: pid -> the latest [`ProcessRecord`] (JSON) of each live process; an
 //!   `exec` or `snapshot` writes it, a `fork` creates the child's from its parent's, an
 //!   `exit` removes it.
-//! - `execs`: sequence number -> the [`ProcessRecord`] of an `exec`, append-only, the
-//!   oldest trimmed past [`StoreConfig::max_execs`].
 //! - `history`: sequence number -> the [`ProcessRecord`] of an `exec` or an `exit`, with
 //!   its `process_key` (a reused pid is another key); `history_by_pid`: (pid, sequence)
 //!   -> (), the index that answers "pid N since T". Retention by size
 //!   ([`StoreConfig::history_max_records`]) and age ([`StoreConfig::history_max_age`]),
-//!   applied in the same transaction as the writes.
+//!   applied in the same transaction as the writes. Its `exec` rows are the exec log
+//!   ([`ProcessStore::recent_execs`]).
 //! - `meta`: `schema_version` -> [`SCHEMA_VERSION`]. A store without it is version 1 (no
-//!   history) and is upgraded in place; a newer version is refused with an error that says
-//!   what to do.
+//!   history) and is upgraded in place, as is version 2 (whose separate `execs` table
+//!   duplicated the history's exec rows: dropped); a newer version is refused with an
+//!   error that says what to do.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -54,8 +54,9 @@ const HISTORY_BY_PID: TableDefinition<'_, (u32, u64), ()> = TableDefinition::new
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
 /// Layout version this build reads and writes: 1 had `processes` and `execs` only; 2
-/// adds `history`, `history_by_pid` and `meta`.
-pub const SCHEMA_VERSION: u64 = 2;
+/// added `history`, `history_by_pid` and `meta`; 3 drops `execs` (every exec was
+/// written twice: there and as a history row).
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Most queued batches the writer merges into one transaction.
 const MAX_BATCHES_PER_COMMIT: usize = 64;
@@ -259,8 +260,6 @@ pub enum StoreError {
 pub struct StoreConfig {
     /// Batches queued for the writer before `deliver` drops.
     pub queue_batches: usize,
-    /// Entries kept in the exec log; the oldest go first.
-    pub max_execs: u64,
     /// History rows (exec, exit) kept; the oldest go first.
     pub history_max_records: u64,
     /// History rows older than this go.
@@ -279,7 +278,6 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             queue_batches: 1024,
-            max_execs: 10_000,
             history_max_records: 100_000,
             history_max_age: std::time::Duration::from_secs(7 * 24 * 3600),
             cache_bytes: 4 << 20,
@@ -377,7 +375,10 @@ impl ProcessStore {
                 return Ok(found.unwrap_or_default());
             }
             txn.open_table(PROCESSES)?;
-            txn.open_table(EXECS)?;
+            if found != Some(SCHEMA_VERSION) {
+                // Versions 1 and 2 kept the exec log in its own table.
+                txn.delete_table(EXECS)?;
+            }
             txn.open_table(HISTORY)?;
             txn.open_table(HISTORY_BY_PID)?;
             if found.is_some_and(|v| v < SCHEMA_VERSION) {
@@ -504,26 +505,25 @@ impl ProcessStore {
             .transpose()
     }
 
-    /// The latest `limit` execs, newest first.
+    /// The latest `limit` execs, newest first: the history's exec rows (kept as long as
+    /// the history keeps them).
     pub fn recent_execs(&self, limit: usize) -> Result<Vec<ProcessRecord>, StoreError> {
-        let read = || -> Result<Vec<(u64, Vec<u8>)>, redb::Error> {
-            let txn = self.db.begin_read()?;
-            let table = txn.open_table(EXECS)?;
-            table
-                .iter()?
-                .rev()
-                .take(limit)
-                .map(|row| {
-                    let (k, v) = row?;
-                    Ok((k.value(), v.value().to_vec()))
-                })
-                .collect()
-        };
-        read()
-            .map_err(|source| self.db_error(source))?
-            .into_iter()
-            .map(|(seq, bytes)| ProcessRecord::from_json("execs", seq, &bytes))
-            .collect()
+        let txn = self.db.begin_read().map_err(|e| self.db_error(e.into()))?;
+        let table = txn
+            .open_table(HISTORY)
+            .map_err(|e| self.db_error(e.into()))?;
+        let mut execs = Vec::new();
+        for row in table.iter().map_err(|e| self.db_error(e.into()))?.rev() {
+            if execs.len() >= limit {
+                break;
+            }
+            let (seq, bytes) = row.map_err(|e| self.db_error(e.into()))?;
+            let record = ProcessRecord::from_json("history", seq.value(), bytes.value())?;
+            if record.last_event == ProcessEventKind::Exec {
+                execs.push(record);
+            }
+        }
+        Ok(execs)
     }
 
     /// History rows of `pid` (every process that held it, told apart by `process_key`)
@@ -831,12 +831,10 @@ fn write_batches(
     let trimmed;
     {
         let mut processes = txn.open_table(PROCESSES)?;
-        let mut execs = txn.open_table(EXECS)?;
         let mut history = txn.open_table(HISTORY)?;
         let mut by_pid = txn.open_table(HISTORY_BY_PID)?;
-        let mut next_seq = execs.last()?.map_or(0, |(k, _)| k.value() + 1);
         let mut next_history = history.last()?.map_or(0, |(k, _)| k.value() + 1);
-        // `bytes`: the record's JSON (an exec's is already made for its other tables).
+        // `bytes`: the record's JSON (an exec's is also its `processes` row).
         let mut log = |pid: u32, bytes: &[u8]| -> Result<(), redb::Error> {
             history.insert(next_history, bytes)?;
             by_pid.insert((pid, next_history), ())?;
@@ -888,8 +886,6 @@ fn write_batches(
                     }
                     let bytes = record.to_json();
                     if event.kind == ProcessEventKind::Exec {
-                        execs.insert(next_seq, bytes.as_slice())?;
-                        next_seq += 1;
                         log(event.pid, &bytes)?;
                     }
                     final_rows.insert(event.pid, FinalRow::Write(Some(bytes)));
@@ -955,10 +951,6 @@ fn write_batches(
             // put_hash rewrites the row from the table: the decoded copy is stale.
             cache.remove(&done.pid);
             put_hash(&mut processes, &mut history, &by_pid, done)?;
-        }
-        let excess = execs.len()?.saturating_sub(config.max_execs);
-        for _ in 0..excess {
-            execs.pop_first()?;
         }
         trimmed = trim_history(&mut history, &mut by_pid, config, now)?;
     }
@@ -1127,16 +1119,9 @@ mod tests {
     }
 
     #[test]
-    fn exec_log_is_capped_and_other_domains_are_ignored() {
+    fn exec_log_is_the_historys_execs_and_other_domains_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ProcessStore::open_with(
-            &dir.path().join(STORE_FILE),
-            StoreConfig {
-                max_execs: 3,
-                ..StoreConfig::default()
-            },
-        )
-        .unwrap();
+        let store = ProcessStore::open(&dir.path().join(STORE_FILE)).unwrap();
         let metric = CollectionEvent::Performance(PerformanceEvent {
             kind: PerformanceEventKind::Metric,
             timestamp: Utc::now(),
@@ -1151,10 +1136,21 @@ mod tests {
         for pid in 100..105 {
             store.deliver(&batch(vec![process(Exec, pid, "/bin/true")]));
         }
+        let CollectionEvent::Process(mut exit) = process(Exit, 103, "/bin/true") else {
+            unreachable!()
+        };
+        exit.exit_code = Some(0);
+        store.deliver(&batch(vec![CollectionEvent::Process(exit)]));
         store.flush();
-        assert_eq!(pids(&store.recent_execs(100).unwrap()), [104, 103, 102]);
-        assert_eq!(store.processes().unwrap().len(), 5);
-        assert_eq!(store.counters().written_events.load(Ordering::Relaxed), 5);
+        // The exit's history row is not an exec.
+        assert_eq!(pids(&store.recent_execs(3).unwrap()), [104, 103, 102]);
+        assert_eq!(
+            pids(&store.recent_execs(100).unwrap()),
+            [104, 103, 102, 101, 100]
+        );
+        assert_eq!(store.history_len().unwrap(), 6);
+        assert_eq!(store.processes().unwrap().len(), 4);
+        assert_eq!(store.counters().written_events.load(Ordering::Relaxed), 6);
     }
 
     #[test]
@@ -1568,6 +1564,11 @@ mod tests {
                 .unwrap()
                 .value();
             assert_eq!(version, SCHEMA_VERSION, "upgraded in place");
+            use redb::TableHandle;
+            assert!(
+                !txn.list_tables().unwrap().any(|t| t.name() == "execs"),
+                "the old exec log is gone"
+            );
             txn.open_table(META)
                 .unwrap()
                 .insert("schema_version", SCHEMA_VERSION + 1)
@@ -1582,7 +1583,7 @@ mod tests {
         );
         let text = err.to_string();
         assert!(
-            text.contains("schema version 3") && text.contains("move the file away"),
+            text.contains("schema version 4") && text.contains("move the file away"),
             "{text}"
         );
     }
