@@ -31,6 +31,9 @@ pub mod maps {
     pub const SELF_TGID: &str = "SELF_TGID";
     /// Whether each exclusion set is empty, updated live (SIGHUP).
     pub const EXCLUSION_GATES: &str = "EXCLUSION_GATES";
+    /// Generation of the threads' known credentials: bumped by the loader whenever the
+    /// fork hook (re)attaches, so slots written before a gap in it are not trusted.
+    pub const TASK_CREDS_EPOCH: &str = "TASK_CREDS_EPOCH";
 
     /// Every name above.
     pub const ALL: &[&str] = &[
@@ -47,6 +50,7 @@ pub mod maps {
         EXCLUDED_PATH_PREFIXES,
         SELF_TGID,
         EXCLUSION_GATES,
+        TASK_CREDS_EPOCH,
     ];
 }
 

@@ -194,6 +194,21 @@ static FILE_WAKEUP_BYTES: u64 = 0;
 /// True when the current task's events must not be recorded.
 #[inline(always)]
 pub fn excluded(pid_tgid: u64) -> bool {
+    if excluded_by_pid(pid_tgid) {
+        return true;
+    }
+    if !has_excluded_comms() {
+        return false;
+    }
+    // Not the current comm: the process can rename itself into (or out of) it.
+    unsafe { EXCLUDED_COMM_PROCS.get((pid_tgid >> 32) as u32) }.is_some()
+}
+
+/// The exclusions by process id only (the collector itself, `include_pids`,
+/// `exclude_pids`), not by comm: for records whose process chose its comm in the very
+/// call being recorded (an exec takes its name from the path it was given).
+#[inline(always)]
+pub fn excluded_by_pid(pid_tgid: u64) -> bool {
     let tgid = (pid_tgid >> 32) as u32;
     if let Some(own) = SELF_TGID.get(0) {
         if *own != 0 && *own == tgid {
@@ -204,14 +219,7 @@ pub fn excluded(pid_tgid: u64) -> bool {
     {
         return true;
     }
-    if has_excluded_pids() && unsafe { EXCLUDED_PIDS.get(tgid) }.is_some() {
-        return true;
-    }
-    if !has_excluded_comms() {
-        return false;
-    }
-    // Not the current comm: the process can rename itself into (or out of) it.
-    unsafe { EXCLUDED_COMM_PROCS.get(tgid) }.is_some()
+    has_excluded_pids() && unsafe { EXCLUDED_PIDS.get(tgid) }.is_some()
 }
 
 /// Whether comm exclusions are configured.

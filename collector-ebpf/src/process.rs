@@ -34,7 +34,7 @@ use collector_common::{
 
 use crate::{
     common::{
-        count_emitted, count_lost, current_task_btf, excluded, exclusions_at_exec,
+        count_emitted, count_lost, current_task_btf, excluded, excluded_by_pid, exclusions_at_exec,
         exclusions_at_exit, exclusions_at_fork, exec_wakeup_flags, fill_header, load_btf,
         process_wakeup_flags, read_kernel, syscall_arg, syscall_nr_btf, PROCESS_EVENTS,
     },
@@ -152,6 +152,15 @@ static EXEC_SCRATCH: Array<ExecScratch> = Array::with_max_entries(1, 0);
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    let old_pid: u32 = ctx.arg(1);
+    if old_pid != pid_tgid as u32 {
+        // A non-leader thread exec'd and took the leader's id (`de_thread`): its exit
+        // from the exec is compared with its own credentials, not the leader's.
+        match recall_creds(old_pid) {
+            Some(creds) => remember_creds(pid_tgid as u32, &creds),
+            None => forget_creds(pid_tgid as u32),
+        }
+    }
     exclusions_at_exec((pid_tgid >> 32) as u32);
     if excluded(pid_tgid) {
         return 0;
@@ -439,15 +448,16 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     let child: *const u8 = ctx.arg(1);
     // `child` is the tracepoint's typed argument: plain loads.
     let child_tgid: u32 = unsafe { load_btf(child, get::OFF_TASK_TGID()) };
+    let child_pid: u32 = unsafe { load_btf(child, get::OFF_TASK_PID()) };
+    // Every new task, thread or process, starts with known credentials (its creator's
+    // copy), which its watched syscalls are compared with at their exit. Kernel
+    // threads too: before 5.19 a usermode helper keeps `PF_KTHREAD` until its exec.
+    let child_creds = unsafe { read_creds(child) };
+    remember_creds(child_pid, &child_creds);
     if unsafe { is_kthread(child) } {
         // kthreadd spawning kernel workers: not a process a user started.
         return 0;
     }
-    let child_pid: u32 = unsafe { load_btf(child, get::OFF_TASK_PID()) };
-    // Every new task, thread or process, starts with known credentials (its creator's
-    // copy), which its watched syscalls are compared with at their exit.
-    let child_creds = unsafe { read_creds(child) };
-    remember_creds(child_pid, &child_creds);
     exclusions_at_fork((pid_tgid >> 32) as u32, child_tgid);
     if excluded(pid_tgid) {
         return 0;
@@ -522,7 +532,8 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
 pub struct KnownCreds {
     /// Whose they are; 0 while being written (no user thread has id 0).
     tid: u32,
-    _pad: u32,
+    /// [`TASK_CREDS_EPOCH`] when written.
+    epoch: u32,
     creds: Credentials,
 }
 
@@ -545,6 +556,17 @@ const _: () = assert!(size_of::<Credentials>().is_multiple_of(8));
 #[map]
 static TASK_CREDS: Array<KnownCreds> = Array::with_max_entries(TASK_CREDS_SLOTS, 0);
 
+/// Generation of [`TASK_CREDS`]: the loader bumps it whenever `sched_process_fork`
+/// (re)attaches, since a thread created while it was detached may have taken a tagged
+/// slot's id; slots of another generation are unknown.
+#[map]
+static TASK_CREDS_EPOCH: Array<u32> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+fn creds_epoch() -> u32 {
+    TASK_CREDS_EPOCH.get(0).copied().unwrap_or(0)
+}
+
 /// Records `creds` as thread `tid`'s. The tag is cleared first and set last, so a
 /// reader racing a writer of another id in the same slot sees a tag that is not its own.
 #[inline(always)]
@@ -554,6 +576,7 @@ fn remember_creds(tid: u32, creds: &Credentials) {
     };
     unsafe {
         write_volatile(&raw mut (*slot).tid, 0);
+        write_volatile(&raw mut (*slot).epoch, creds_epoch());
         let (dst, src) = (
             (&raw mut (*slot).creds).cast::<u64>(),
             (creds as *const Credentials).cast::<u64>(),
@@ -565,13 +588,39 @@ fn remember_creds(tid: u32, creds: &Credentials) {
     }
 }
 
+/// Drops thread `tid`'s credentials, if its slot holds them.
+#[inline(always)]
+fn forget_creds(tid: u32) {
+    if let Some(slot) = TASK_CREDS.get_ptr_mut(tid & (TASK_CREDS_SLOTS - 1)) {
+        unsafe {
+            if read_volatile(&raw const (*slot).tid) == tid {
+                write_volatile(&raw mut (*slot).tid, 0);
+            }
+        }
+    }
+}
+
+/// Whether credentials show a privilege an exec can grant: set-id bits left the
+/// effective or saved ids apart from the real ones, or file capabilities gave a
+/// non-root user capabilities.
+#[inline(always)]
+fn shows_exec_privilege(c: &Credentials) -> bool {
+    c.euid != c.uid
+        || c.suid != c.uid
+        || c.egid != c.gid
+        || c.sgid != c.gid
+        || (c.uid != 0 && c.cap_permitted != 0)
+}
+
 /// Thread `tid`'s last known credentials, if its slot holds them: the tag is checked
 /// before and after the copy.
 #[inline(always)]
 fn recall_creds(tid: u32) -> Option<Credentials> {
     let slot = TASK_CREDS.get_ptr(tid & (TASK_CREDS_SLOTS - 1))?;
     unsafe {
-        if read_volatile(&raw const (*slot).tid) != tid {
+        if read_volatile(&raw const (*slot).tid) != tid
+            || read_volatile(&raw const (*slot).epoch) != creds_epoch()
+        {
             return None;
         }
         let mut out = core::mem::MaybeUninit::<Credentials>::uninit();
@@ -702,13 +751,22 @@ pub fn proc_sys_exit(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     remember_creds(tid, &new);
-    if old.is_none() && what != Watched::Creds {
-        // An exec by a thread with no entry: the exec record carries its credentials,
-        // and "unknown -> these" says nothing more.
-        return 0;
-    }
-    if excluded(pid_tgid) {
-        return 0;
+    if what == Watched::Creds {
+        if excluded(pid_tgid) {
+            return 0;
+        }
+    } else {
+        // An exec by a thread with no slot: reported (old unknown) when the result
+        // shows a privilege an exec grants, so emptying one's slot (pid reuse) does
+        // not hide a setuid exec; otherwise the exec record says it all.
+        if old.is_none() && !shows_exec_privilege(&new) {
+            return 0;
+        }
+        // Not by comm: the new image's comm is the name of the path the caller gave
+        // (a symlink named like an excluded program).
+        if excluded_by_pid(pid_tgid) {
+            return 0;
+        }
     }
     let Some(mut entry) = PROCESS_EVENTS.reserve::<CredChangeRecord>(0) else {
         count_lost(RecordKind::CredChange);

@@ -377,7 +377,18 @@ impl ProcessStore {
             txn.open_table(PROCESSES)?;
             if found != Some(SCHEMA_VERSION) {
                 // Versions 1 and 2 kept the exec log in its own table.
+                let rows = txn.open_table(EXECS)?.len()?;
                 txn.delete_table(EXECS)?;
+                if rows > 0 {
+                    tracing::warn!(
+                        "process store {}: upgraded from schema version {}: dropped the old \
+                         exec log ({rows} rows; a version-2 store also has each of them as a \
+                         history row unless the history's retention removed it, a version-1 \
+                         store had no history)",
+                        path.display(),
+                        found.unwrap_or(1)
+                    );
+                }
             }
             txn.open_table(HISTORY)?;
             txn.open_table(HISTORY_BY_PID)?;

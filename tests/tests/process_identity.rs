@@ -323,6 +323,173 @@ async fn a_thread_older_than_the_collector_reports_unknown_then_known_old_creden
     run.stop().await;
 }
 
+/// A setuid exec by a process the kernel side never saw (it predates the collector;
+/// emptying one's slot through pid reuse looks the same) is still a credentials change,
+/// with the old side unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setuid_exec_by_a_process_older_than_the_collector_is_a_cred_change() {
+    if !kernel_or_skip("a_setuid_exec_by_a_process_older_than_the_collector_is_a_cred_change") {
+        return;
+    }
+    use std::io::{Read, Write};
+    let dir = open_tempdir();
+    let id = dir.path().join("id-setuid");
+    std::fs::copy("/usr/bin/id", &id).unwrap();
+    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let mut shell = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("read go; exec {}", id.display()))
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = shell.id();
+    let mut run = Running::start();
+    writeln!(shell.stdin.take().unwrap(), "go").unwrap();
+    let mut out = String::new();
+    shell
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(shell.wait().unwrap().success());
+    assert!(out.contains("euid=0"), "{out}");
+    let seen = run
+        .until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
+        .await;
+    let change = seen
+        .iter()
+        .find(|p| is(p, ProcessEventKind::CredChange, pid))
+        .expect("cred_change of the setuid exec");
+    assert_eq!(change.old_credentials, None, "never seen: unknown");
+    assert_eq!(
+        change.credentials.map(|c| (c.uid, c.euid)),
+        Some((NOBODY, 0))
+    );
+    run.stop().await;
+}
+
+/// An exec from a worker thread whose credentials differ from the leader's: the exec
+/// takes the leader's thread id, and its change is compared with the worker's own
+/// credentials, not the leader's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_from_a_thread_is_compared_with_that_threads_credentials() {
+    if !kernel_or_skip("an_exec_from_a_thread_is_compared_with_that_threads_credentials") {
+        return;
+    }
+    let mut run = Running::start();
+    let mut actor = std::process::Command::new(ACTOR)
+        .args(["thread-euid-exec", "65534"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = actor.id();
+    assert!(actor.wait().unwrap().success());
+    let seen = run
+        .until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
+        .await;
+    let changes: Vec<_> = seen
+        .iter()
+        .filter(|p| is(p, ProcessEventKind::CredChange, pid))
+        .collect();
+    let uids = |c: &ProcessEvent| {
+        (
+            c.old_credentials.map(|o| (o.uid, o.euid, o.suid)),
+            c.credentials.map(|n| (n.uid, n.euid, n.suid)),
+        )
+    };
+    assert_eq!(changes.len(), 2, "{changes:#?}");
+    assert_eq!(changes[0].syscall_nr, Some(117));
+    assert_eq!(uids(changes[0]), (Some((0, 0, 0)), Some((0, NOBODY, 0))));
+    // The exec sets the saved uid to the effective one; the old side is the worker's.
+    assert_eq!(
+        uids(changes[1]),
+        (Some((0, NOBODY, 0)), Some((0, NOBODY, NOBODY))),
+        "compared with the exec'ing thread's credentials"
+    );
+    run.stop().await;
+}
+
+/// After a gap in the fork hook (the source stopped and started again, as the
+/// supervisor restarts it), credentials known from before the gap are not trusted: a
+/// thread created before it could hold the id of one that ended during it. The next
+/// change of a thread seen before the gap has its old side unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_known_before_a_gap_in_the_fork_hook_are_not_trusted_after_it() {
+    if !kernel_or_skip("credentials_known_before_a_gap_in_the_fork_hook_are_not_trusted_after_it") {
+        return;
+    }
+    use std::io::{BufRead, Write};
+    let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
+    let source = Arc::new(
+        KernelSource::new(programs.clone(), KernelDomain::Process).expect("process source"),
+    );
+    // Created while the fork hook is attached: its credentials are known.
+    let mut actor = std::process::Command::new(ACTOR)
+        .args(["euid-after-go", "65534"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(actor.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let pid: u32 = line.trim().strip_prefix("pid=").unwrap().parse().unwrap();
+    // The gap: stopped (detached), then started again (attached again).
+    source.stop().await.unwrap();
+    let (tx, mut rx) = mpsc::channel(65_536);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let task = {
+        let (source, flag) = (source.clone(), shutdown.clone());
+        tokio::spawn(async move { source.start(tx, flag).await })
+    };
+    let attached = tokio::time::timeout(Duration::from_secs(60), async {
+        while !programs
+            .attached_programs(KernelDomain::Process)
+            .contains(&"sched_process_fork")
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(attached.is_ok(), "attached again within 60 s");
+    writeln!(actor.stdin.take().unwrap(), "go").unwrap();
+    let mut result = String::new();
+    stdout.read_line(&mut result).unwrap();
+    assert!(actor.wait().unwrap().success());
+    assert!(result.contains("ok=1"), "{result}");
+    let mut changes = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = rx.recv().await {
+            if let CollectionEvent::Process(p) = ev {
+                if p.pid == pid && p.kind == ProcessEventKind::CredChange {
+                    changes.push(*p);
+                }
+                if changes.len() == 2 {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(changes.len(), 2, "{changes:#?}");
+    assert_eq!(
+        changes[0].old_credentials, None,
+        "known only from before the gap: unknown"
+    );
+    assert_eq!(
+        changes[1].old_credentials.map(|c| c.euid),
+        Some(NOBODY),
+        "known again since its first change"
+    );
+    source.stop().await.unwrap();
+    shutdown.store(true, Ordering::Relaxed);
+    task.await.unwrap().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_execs_carry_their_errno_on_both_entries_and_as_nobody() {
     if !kernel_or_skip("failed_execs_carry_their_errno_on_both_entries_and_as_nobody") {

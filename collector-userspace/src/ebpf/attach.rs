@@ -12,6 +12,9 @@ use super::error::{hint_for, LoadError};
 use super::links::LinkCheck;
 use super::loader::KernelPrograms;
 
+/// The program that records each new thread's credentials (see `new_creds_epoch`).
+const FORK_PROGRAM: &str = "sched_process_fork";
+
 impl KernelPrograms {
     /// Verifies, loads and attaches every program of `domain`, choosing hooks by
     /// [`SyscallHooks`]. On failure the domain's programs that did attach are unloaded.
@@ -92,6 +95,9 @@ impl KernelPrograms {
                 }
             }
         }
+        if attached.iter().any(|s| s.name == FORK_PROGRAM) {
+            self.new_creds_epoch();
+        }
         let mut hooks = self.hooks.lock().expect("hooks lock poisoned");
         for spec in &attached {
             hooks.insert(spec.name.to_string(), spec.hook.describe());
@@ -101,6 +107,27 @@ impl KernelPrograms {
             .expect("attached lock poisoned")
             .insert(domain, specs);
         Ok(())
+    }
+
+    /// Starts a new generation of the threads' known credentials: the fork hook just
+    /// (re)attached, and a thread created while it was not may hold an id whose slot
+    /// still has an earlier thread's credentials. Failing, it leaves them as they are
+    /// (logged): a gap in the fork hook is rare, and the next attach tries again.
+    fn new_creds_epoch(&self) {
+        let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+        let name = collector_common::abi::maps::TASK_CREDS_EPOCH;
+        let result = ebpf
+            .map_mut(name)
+            .ok_or_else(|| anyhow::anyhow!("no map {name}"))
+            .and_then(|map| Ok(aya::maps::Array::<_, u32>::try_from(map)?))
+            .and_then(|mut epoch| {
+                let next = epoch.get(&0, 0)?.wrapping_add(1);
+                epoch.set(0, next, 0)?;
+                Ok(())
+            });
+        if let Err(e) = result {
+            tracing::warn!("threads' known credentials not renewed: {e:#}");
+        }
     }
 
     pub(super) fn unload_one(&self, name: &str) {
@@ -193,6 +220,9 @@ impl KernelPrograms {
                         .entry(spec.name)
                         .or_default() += 1;
                     check.reattached.push(spec.name);
+                    if spec.name == FORK_PROGRAM {
+                        self.new_creds_epoch();
+                    }
                 }
                 Err(e) => check.failed.push((spec.name, e)),
             }

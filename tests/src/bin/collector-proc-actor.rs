@@ -19,6 +19,8 @@
 //!                                              through `int $0x80` (setresuid32)
 //! collector-proc-actor euid-after-go UID      print pid, wait for a stdin line, set the euid to
 //!                                              UID and back to 0 (raw x86_64 setresuid)
+//! collector-proc-actor thread-euid-exec UID    a worker thread alone sets its euid to UID (raw
+//!                                              setresuid), then execs `/bin/true thread-euid`
 //! ```
 //! x86_64 only (the i386 entry and the raw thread exit use its syscall numbers).
 use std::ffi::CString;
@@ -80,6 +82,7 @@ fn main() {
         Some("memfd-exec") => memfd_exec(&arg(1), &arg(2)),
         Some("thread-creds") => thread_creds(),
         Some("euid-after-go") => euid_after_go(arg(1).parse().expect("uid")),
+        Some("thread-euid-exec") => thread_euid_exec(arg(1).parse().expect("uid")),
         _ => {
             eprintln!("usage: see the header of collector-proc-actor.rs");
             std::process::exit(2);
@@ -126,6 +129,26 @@ fn thread_creds() -> String {
     let restored = worker.join().unwrap();
     assert_eq!((dropped, noop, restored), (0, 0, 0), "setresuid calls");
     "ok=1".to_string()
+}
+
+/// The exec'ing worker's credentials differ from the leader's: the exec takes the
+/// leader's thread id, and its credentials change is the worker's.
+fn thread_euid_exec(uid: i64) -> String {
+    const SETRESUID: i64 = 117;
+    println!("pid={}", std::process::id());
+    std::io::stdout().flush().unwrap();
+    let path = CString::new("/bin/true").unwrap();
+    let argv1 = CString::new("thread-euid").unwrap();
+    let worker = std::thread::spawn(move || {
+        // SAFETY: a plain syscall; -1 leaves the real and saved uids (0) as they are.
+        assert_eq!(unsafe { syscall(SETRESUID, -1i64, uid, -1i64) }, 0);
+        let argv = [path.as_ptr(), argv1.as_ptr(), std::ptr::null()];
+        // SAFETY: NUL-terminated strings and a NULL-terminated argv that outlive the call.
+        unsafe { execv(path.as_ptr(), argv.as_ptr()) };
+        panic!("execv failed");
+    });
+    let _ = worker.join();
+    unreachable!("the exec replaces the whole process");
 }
 
 /// Started before the collector, so the kernel side has never seen this thread.
