@@ -103,6 +103,32 @@ fn pid_of(out: &std::collections::HashMap<String, String>) -> u32 {
 }
 
 /// A directory `nobody` can enter (tempdirs are 0700).
+/// The `cred_change` events of `pid`, in order.
+fn cred_changes(seen: &[ProcessEvent], pid: u32) -> Vec<&ProcessEvent> {
+    seen.iter()
+        .filter(|p| is(p, ProcessEventKind::CredChange, pid))
+        .collect()
+}
+
+/// Real, effective and saved uids.
+type Uids = Option<(u32, u32, u32)>;
+
+/// (old, new) uids of a `cred_change`.
+fn uid_change(c: &ProcessEvent) -> (Uids, Uids) {
+    (
+        c.old_credentials.map(|o| (o.uid, o.euid, o.suid)),
+        c.credentials.map(|n| (n.uid, n.euid, n.suid)),
+    )
+}
+
+/// A copy of `id` in `dir`, setuid root: any user who runs it gets euid 0.
+fn setuid_copy_of_id(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let id = dir.path().join("id-setuid");
+    std::fs::copy("/usr/bin/id", &id).unwrap();
+    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    id
+}
+
 fn open_tempdir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -115,9 +141,7 @@ async fn setuid_copy_of_id_run_by_nobody_shows_euid_0_and_uid_65534() {
         return;
     }
     let dir = open_tempdir();
-    let id = dir.path().join("id-setuid");
-    std::fs::copy("/usr/bin/id", &id).unwrap();
-    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let id = setuid_copy_of_id(&dir);
 
     let mut run = Running::start();
     let mut child = std::process::Command::new(&id)
@@ -193,10 +217,7 @@ async fn setresuid_gives_one_cred_change_with_old_and_new_ids_on_both_entries() 
         let seen = run
             .until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
             .await;
-        let changes: Vec<_> = seen
-            .iter()
-            .filter(|p| is(p, ProcessEventKind::CredChange, pid))
-            .collect();
+        let changes = cred_changes(seen, pid);
         assert_eq!(changes.len(), 1, "{mode}: one change: {changes:#?}");
         let c = changes[0];
         assert_eq!(c.syscall_nr, Some(nr), "{mode}");
@@ -241,23 +262,14 @@ async fn a_threads_cred_changes_are_its_own_on_both_entries() {
     let seen = run
         .until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
         .await;
-    let changes: Vec<_> = seen
-        .iter()
-        .filter(|p| is(p, ProcessEventKind::CredChange, pid))
-        .collect();
+    let changes = cred_changes(seen, pid);
     assert_eq!(
         changes.len(),
         2,
         "the worker's two changes only: {changes:#?}"
     );
-    let euids = |c: &ProcessEvent| {
-        (
-            c.old_credentials.map(|o| (o.uid, o.euid, o.suid)),
-            c.credentials.map(|n| (n.uid, n.euid, n.suid)),
-        )
-    };
     assert_eq!(
-        euids(changes[0]),
+        uid_change(changes[0]),
         (Some((0, 0, 0)), Some((0, NOBODY, 0))),
         "native drop of euid"
     );
@@ -266,7 +278,7 @@ async fn a_threads_cred_changes_are_its_own_on_both_entries() {
         (Some(117), false)
     );
     assert_eq!(
-        euids(changes[1]),
+        uid_change(changes[1]),
         (Some((0, NOBODY, 0)), Some((0, 0, 0))),
         "32-bit entry: euid back"
     );
@@ -307,10 +319,7 @@ async fn a_thread_older_than_the_collector_reports_unknown_then_known_old_creden
     let seen = run
         .until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
         .await;
-    let changes: Vec<_> = seen
-        .iter()
-        .filter(|p| is(p, ProcessEventKind::CredChange, pid))
-        .collect();
+    let changes = cred_changes(seen, pid);
     assert_eq!(changes.len(), 2, "{changes:#?}");
     assert_eq!(changes[0].old_credentials, None, "never seen: unknown");
     assert_eq!(changes[0].credentials.map(|c| c.euid), Some(NOBODY));
@@ -333,9 +342,7 @@ async fn a_setuid_exec_by_a_process_older_than_the_collector_is_a_cred_change() 
     }
     use std::io::{Read, Write};
     let dir = open_tempdir();
-    let id = dir.path().join("id-setuid");
-    std::fs::copy("/usr/bin/id", &id).unwrap();
-    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let id = setuid_copy_of_id(&dir);
     let mut shell = std::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(format!("read go; exec {}", id.display()))
@@ -391,22 +398,16 @@ async fn an_exec_from_a_thread_is_compared_with_that_threads_credentials() {
     let seen = run
         .until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
         .await;
-    let changes: Vec<_> = seen
-        .iter()
-        .filter(|p| is(p, ProcessEventKind::CredChange, pid))
-        .collect();
-    let uids = |c: &ProcessEvent| {
-        (
-            c.old_credentials.map(|o| (o.uid, o.euid, o.suid)),
-            c.credentials.map(|n| (n.uid, n.euid, n.suid)),
-        )
-    };
+    let changes = cred_changes(seen, pid);
     assert_eq!(changes.len(), 2, "{changes:#?}");
     assert_eq!(changes[0].syscall_nr, Some(117));
-    assert_eq!(uids(changes[0]), (Some((0, 0, 0)), Some((0, NOBODY, 0))));
+    assert_eq!(
+        uid_change(changes[0]),
+        (Some((0, 0, 0)), Some((0, NOBODY, 0)))
+    );
     // The exec sets the saved uid to the effective one; the old side is the worker's.
     assert_eq!(
-        uids(changes[1]),
+        uid_change(changes[1]),
         (Some((0, NOBODY, 0)), Some((0, NOBODY, NOBODY))),
         "compared with the exec'ing thread's credentials"
     );
