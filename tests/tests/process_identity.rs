@@ -491,6 +491,50 @@ async fn credentials_known_before_a_gap_in_the_fork_hook_are_not_trusted_after_i
     task.await.unwrap().unwrap();
 }
 
+/// execveat's path is its second argument: a failed one is reported with that path,
+/// read at exit from the saved registers of either entry (`si` for x86_64, `cx` for
+/// i386), not the directory fd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_execveats_carry_the_path_argument_on_both_entries() {
+    if !kernel_or_skip("failed_execveats_carry_the_path_argument_on_both_entries") {
+        return;
+    }
+    let missing = format!("/nonexistent/collector-execveat-{}", std::process::id());
+    let missing32 = format!("{missing}-i386");
+    let mut run = Running::start();
+    let out = run_actor(ACTOR, &["execveat-both", &missing]);
+    assert_eq!((out["errno"].as_str(), out["errno32"].as_str()), ("2", "2"));
+    let pid = pid_of(&out);
+    let seen = run
+        .until(|s| {
+            s.iter()
+                .filter(|p| is(p, ProcessEventKind::ExecFailed, pid))
+                .count()
+                >= 2
+        })
+        .await;
+    let failed: Vec<_> = seen
+        .iter()
+        .filter(|p| is(p, ProcessEventKind::ExecFailed, pid))
+        .map(|p| {
+            (
+                p.executable_path.as_deref(),
+                p.syscall_nr,
+                p.compat_syscall,
+                p.errno,
+            )
+        })
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            (Some(missing.as_str()), Some(322), false, Some(2)),
+            (Some(missing32.as_str()), Some(358), true, Some(2)),
+        ]
+    );
+    run.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_execs_carry_their_errno_on_both_entries_and_as_nobody() {
     if !kernel_or_skip("failed_execs_carry_their_errno_on_both_entries_and_as_nobody") {

@@ -6,6 +6,9 @@
 //! collector-proc-actor setresuid UID           setresuid(UID, UID, UID) through libc (x86_64 entry)
 //! collector-proc-actor setresuid32 UID         the same through `int $0x80` (i386 setresuid32)
 //! collector-proc-actor execve32 PATH           i386 execve of PATH (expected to fail), prints errno
+//! collector-proc-actor execveat-both PATH      execveat(AT_FDCWD, PATH) through the x86_64 entry,
+//!                                              then of PATH-i386 through `int $0x80` (both
+//!                                              expected to fail), prints both errnos
 //! collector-proc-actor leader-exits-first MS   main thread exits (SYS_exit), a worker runs MS ms more,
 //!                                              runs /bin/true, then ends the process
 //! collector-proc-actor exec-from-thread ARG    a worker thread execs `/bin/true ARG`
@@ -75,6 +78,7 @@ fn main() {
         Some("setresuid") => set_ids(arg(1).parse().expect("uid"), false),
         Some("setresuid32") => set_ids(arg(1).parse().expect("uid"), true),
         Some("execve32") => execve32(&arg(1)),
+        Some("execveat-both") => execveat_both(&arg(1)),
         Some("leader-exits-first") => leader_exits_first(arg(1).parse().expect("ms")),
         Some("exec-from-thread") => exec_from_thread(&arg(1)),
         Some("rename-then-fork") => rename_then_fork(&arg(1), &arg(2)),
@@ -189,8 +193,8 @@ fn i386_syscall3(nr: u32, a: u32, b: u32, c: u32) -> i64 {
     i64::from(ret as i32)
 }
 
-fn execve32(path: &str) -> String {
-    // i386 pointers are 32 bits: put the path in the low 4 GiB with a MAP_32BIT mapping.
+/// `path`, NUL-terminated, in a fresh page below 4 GiB (i386 pointers are 32 bits).
+fn low_copy(path: &str) -> u32 {
     const MAP_32BIT: i64 = 0x40;
     // SAFETY: anonymous private mapping of one page, written only within bounds.
     let page = unsafe { syscall(9, 0i64, 4096i64, 3i64, 0x22i64 | MAP_32BIT, -1i64, 0i64) };
@@ -201,8 +205,50 @@ fn execve32(path: &str) -> String {
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), page as *mut u8, bytes.len());
         *(page as *mut u8).add(bytes.len()) = 0;
     }
+    page as u32
+}
+
+/// execveat's path is its second argument (after the directory fd): a failed one is
+/// reported with the path read from that register on both entries.
+fn execveat_both(path: &str) -> String {
+    const AT_FDCWD: i32 = -100;
+    let native = CString::new(path).unwrap();
+    // SAFETY: execveat(2) with a NUL-terminated path; NULL argv/envp, no flags. It fails
+    // on the path before looking at them.
+    let ret = unsafe { syscall(322, AT_FDCWD as i64, native.as_ptr(), 0i64, 0i64, 0i64) };
+    assert_eq!(ret, -1, "execveat of {path} unexpectedly succeeded");
+    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    let low = low_copy(&format!("{path}-i386"));
+    let ret32 = i386_syscall5(358, AT_FDCWD as u32, low, 0, 0, 0);
+    assert!(ret32 < 0, "i386 execveat unexpectedly succeeded");
+    format!("errno={errno} errno32={}", -ret32)
+}
+
+/// A five-argument syscall through the 32-bit entry (ebx, ecx, edx, esi, edi).
+fn i386_syscall5(nr: u32, a: u32, b: u32, c: u32, d: u32, e: u32) -> i64 {
+    let ret: u32;
+    // rbx is reserved by LLVM: swap the first argument in and out around the call.
+    // SAFETY: the i386 entry reads eax/ebx/ecx/edx/esi/edi here and writes eax.
+    unsafe {
+        std::arch::asm!(
+            "xchg {a:r}, rbx",
+            "int 0x80",
+            "xchg {a:r}, rbx",
+            a = inout(reg) u64::from(a) => _,
+            inlateout("eax") nr => ret,
+            in("ecx") b,
+            in("edx") c,
+            in("esi") d,
+            in("edi") e,
+        );
+    }
+    i64::from(ret as i32)
+}
+
+fn execve32(path: &str) -> String {
+    let page = low_copy(path);
     // argv and envp NULL: the kernel accepts them (and fails on the path first).
-    let ret = i386_syscall3(11, page as u32, 0, 0);
+    let ret = i386_syscall3(11, page, 0, 0);
     assert!(ret < 0, "i386 execve of {path} unexpectedly succeeded");
     format!("errno={}", -ret)
 }
