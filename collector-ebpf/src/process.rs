@@ -727,21 +727,16 @@ pub fn proc_sys_exit(ctx: BtfTracePointContext) -> i32 {
     };
     let pid_tgid = bpf_get_current_pid_tgid();
     let ret: i64 = ctx.arg(1);
-    if what != Watched::Creds {
-        if ret < 0 {
-            // A failed exec left the saved registers as the caller set them: the path
-            // pointer is still its argument.
-            if !excluded(pid_tgid) {
-                let filename = match what {
-                    Watched::Execveat => entry_arg(regs, 1, compat),
-                    _ => entry_arg(regs, 0, compat),
-                };
-                emit_exec_failed(nr as u32, compat, filename, ret);
-            }
-            return 0;
+    if ret < 0 {
+        // A refused call changes no credentials. A failed exec left the saved registers
+        // as the caller set them: the path pointer is still its argument.
+        if what != Watched::Creds && !excluded(pid_tgid) {
+            let filename = match what {
+                Watched::Execveat => entry_arg(regs, 1, compat),
+                _ => entry_arg(regs, 0, compat),
+            };
+            emit_exec_failed(nr as u32, compat, filename, ret);
         }
-    } else if ret < 0 {
-        // A refused credentials call changes nothing.
         return 0;
     }
     let tid = pid_tgid as u32;

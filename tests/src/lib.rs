@@ -64,3 +64,33 @@ pub fn run_actor(path: &str, args: &[&str]) -> std::collections::HashMap<String,
         })
         .collect()
 }
+
+/// A syscall through the 32-bit entry (`int $0x80`), which any 64-bit process may use
+/// when the kernel has `CONFIG_IA32_EMULATION`: number in eax, arguments in ebx, ecx,
+/// edx, esi, edi (unused ones 0). Returns the raw result (a negative errno on failure).
+///
+/// # Safety
+///
+/// `nr` and `args` must be a valid i386 syscall: pointer arguments point to memory
+/// below 4 GiB that the call may read or write.
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn syscall32(nr: u32, args: [u32; 5]) -> i32 {
+    let ret: u32;
+    // SAFETY: the caller passes a valid i386 syscall. rbx is swapped around the call
+    // because LLVM reserves it; the entry clobbers r8-r11.
+    unsafe {
+        std::arch::asm!(
+            "xchg rbx, {a:r}",
+            "int 0x80",
+            "xchg rbx, {a:r}",
+            a = inout(reg) u64::from(args[0]) => _,
+            inlateout("eax") nr => ret,
+            in("ecx") args[1],
+            in("edx") args[2],
+            in("esi") args[3],
+            in("edi") args[4],
+            lateout("r8") _, lateout("r9") _, lateout("r10") _, lateout("r11") _,
+        );
+    }
+    ret as i32
+}

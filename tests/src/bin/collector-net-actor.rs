@@ -244,27 +244,8 @@ fn dualstack() -> String {
     }
 }
 
-/// A 32-bit syscall through `int $0x80`: number in eax, arguments in ebx, ecx, edx,
-/// esi, edi, ebp; pointers must fit 32 bits.
 #[cfg(target_arch = "x86_64")]
-unsafe fn syscall32(nr: u32, a: u32, b: u32, c: u32) -> i32 {
-    let ret: u32;
-    // SAFETY: the caller passes a valid i386 syscall; rbx is saved around the call
-    // because LLVM reserves it.
-    unsafe {
-        std::arch::asm!(
-            "xchg rbx, {a:r}",
-            "int 0x80",
-            "xchg rbx, {a:r}",
-            a = inout(reg) u64::from(a) => _,
-            inlateout("eax") nr => ret,
-            in("ecx") b,
-            in("edx") c,
-            lateout("r8") _, lateout("r9") _, lateout("r10") _, lateout("r11") _,
-        );
-    }
-    ret as i32
-}
+use collector_tests::syscall32;
 
 #[cfg(target_arch = "x86_64")]
 fn int80_connects() -> String {
@@ -301,10 +282,10 @@ fn int80_connects() -> String {
         *args = fd1 as u32;
         *args.add(1) = sa1 as u32;
         *args.add(2) = 16;
-        let rc1 = syscall32(102, 3, args as u32, 0);
+        let rc1 = syscall32(102, [3, args as u32, 0, 0, 0]);
         // connect(fd, sa2, 16), i386 nr 362
         let fd2 = tcp_socket(0);
-        let rc2 = syscall32(362, fd2 as u32, sa2 as u32, 16);
+        let rc2 = syscall32(362, [fd2 as u32, sa2 as u32, 16, 0, 0]);
         let (c1, c2) = (local_port(fd1), local_port(fd2));
         libc::close(fd1);
         libc::close(fd2);
@@ -317,9 +298,9 @@ fn int80_connects() -> String {
         *args = l as u32;
         *args.add(1) = sa3 as u32;
         *args.add(2) = 16;
-        let rc_bind = syscall32(102, 2, args as u32, 0);
+        let rc_bind = syscall32(102, [2, args as u32, 0, 0, 0]);
         *args.add(1) = 8;
-        let rc_listen = syscall32(102, 4, args as u32, 0);
+        let rc_listen = syscall32(102, [4, args as u32, 0, 0, 0]);
         let p3 = local_port(l);
         *sa3 = sockaddr_in(p3);
         let c = tcp_socket(0);
@@ -329,7 +310,7 @@ fn int80_connects() -> String {
         *args = l as u32;
         *args.add(1) = 0;
         *args.add(2) = 0;
-        let afd = syscall32(102, 5, args as u32, 0);
+        let afd = syscall32(102, [5, args as u32, 0, 0, 0]);
         let u = check(libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0), "socket");
         let p4 = free_port();
         *sa3 = sockaddr_in(p4);

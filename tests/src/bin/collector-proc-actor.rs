@@ -30,6 +30,8 @@ use std::ffi::CString;
 use std::io::Write;
 use std::time::Duration;
 
+use collector_tests::syscall32;
+
 extern "C" {
     fn setresuid(ruid: u32, euid: u32, suid: u32) -> i32;
     fn getuid() -> u32;
@@ -99,7 +101,8 @@ fn set_ids(uid: u32, compat: bool) -> String {
     // SAFETY: plain syscalls; this process is single-threaded here.
     let before = unsafe { (getuid(), geteuid()) };
     let ret = if compat {
-        i386_syscall3(208, uid, uid, uid)
+        // SAFETY: i386 setresuid32 takes no pointer.
+        i64::from(unsafe { syscall32(208, [uid, uid, uid, 0, 0]) })
     } else {
         i64::from(unsafe { setresuid(uid, uid, uid) })
     };
@@ -124,7 +127,8 @@ fn thread_creds() -> String {
         to_main.send(dropped).unwrap();
         from_main.recv().unwrap();
         // The saved uid is still 0, so the euid may go back to it.
-        i386_syscall3(SETRESUID32, u32::MAX, 0, u32::MAX)
+        // SAFETY: i386 setresuid32 takes no pointer.
+        i64::from(unsafe { syscall32(SETRESUID32, [u32::MAX, 0, u32::MAX, 0, 0]) })
     });
     let dropped = from_worker.recv().unwrap();
     // SAFETY: as above; the main thread's euid is already 0, so nothing changes.
@@ -173,26 +177,6 @@ fn euid_after_go(uid: i64) -> String {
     "ok=1".to_string()
 }
 
-/// A syscall through the 32-bit entry (`int $0x80`): any 64-bit process may use it when
-/// the kernel has CONFIG_IA32_EMULATION. Returns the raw result (negative errno).
-fn i386_syscall3(nr: u32, a: u32, b: u32, c: u32) -> i64 {
-    let ret: u32;
-    // rbx is reserved by LLVM: swap the first argument in and out around the call.
-    // SAFETY: the i386 entry only reads eax/ebx/ecx/edx here and writes eax.
-    unsafe {
-        std::arch::asm!(
-            "xchg {a:r}, rbx",
-            "int 0x80",
-            "xchg {a:r}, rbx",
-            a = inout(reg) u64::from(a) => _,
-            inlateout("eax") nr => ret,
-            in("ecx") b,
-            in("edx") c,
-        );
-    }
-    i64::from(ret as i32)
-}
-
 /// `path`, NUL-terminated, in a fresh page below 4 GiB (i386 pointers are 32 bits).
 fn low_copy(path: &str) -> u32 {
     const MAP_32BIT: i64 = 0x40;
@@ -219,36 +203,17 @@ fn execveat_both(path: &str) -> String {
     assert_eq!(ret, -1, "execveat of {path} unexpectedly succeeded");
     let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
     let low = low_copy(&format!("{path}-i386"));
-    let ret32 = i386_syscall5(358, AT_FDCWD as u32, low, 0, 0, 0);
+    // SAFETY: the path is below 4 GiB; NULL argv/envp, no flags.
+    let ret32 = unsafe { syscall32(358, [AT_FDCWD as u32, low, 0, 0, 0]) };
     assert!(ret32 < 0, "i386 execveat unexpectedly succeeded");
     format!("errno={errno} errno32={}", -ret32)
-}
-
-/// A five-argument syscall through the 32-bit entry (ebx, ecx, edx, esi, edi).
-fn i386_syscall5(nr: u32, a: u32, b: u32, c: u32, d: u32, e: u32) -> i64 {
-    let ret: u32;
-    // rbx is reserved by LLVM: swap the first argument in and out around the call.
-    // SAFETY: the i386 entry reads eax/ebx/ecx/edx/esi/edi here and writes eax.
-    unsafe {
-        std::arch::asm!(
-            "xchg {a:r}, rbx",
-            "int 0x80",
-            "xchg {a:r}, rbx",
-            a = inout(reg) u64::from(a) => _,
-            inlateout("eax") nr => ret,
-            in("ecx") b,
-            in("edx") c,
-            in("esi") d,
-            in("edi") e,
-        );
-    }
-    i64::from(ret as i32)
 }
 
 fn execve32(path: &str) -> String {
     let page = low_copy(path);
     // argv and envp NULL: the kernel accepts them (and fails on the path first).
-    let ret = i386_syscall3(11, page, 0, 0);
+    // SAFETY: the path is below 4 GiB.
+    let ret = unsafe { syscall32(11, [page, 0, 0, 0, 0]) };
     assert!(ret < 0, "i386 execve of {path} unexpectedly succeeded");
     format!("errno={}", -ret)
 }

@@ -191,29 +191,8 @@ fn fifo(dir: &str) -> String {
     format!("fifo={fifo} decoy={decoy}")
 }
 
-/// A 32-bit syscall through `int $0x80`: number in eax, arguments in ebx, ecx, edx,
-/// esi, edi; pointers must fit 32 bits.
 #[cfg(target_arch = "x86_64")]
-unsafe fn syscall32(nr: u32, args: [u32; 5]) -> i32 {
-    let ret: u32;
-    // SAFETY: the caller passes a valid i386 syscall; rbx is swapped around the call
-    // because LLVM reserves it.
-    unsafe {
-        std::arch::asm!(
-            "xchg rbx, {a:r}",
-            "int 0x80",
-            "xchg rbx, {a:r}",
-            a = inout(reg) u64::from(args[0]) => _,
-            inlateout("eax") nr => ret,
-            in("ecx") args[1],
-            in("edx") args[2],
-            in("esi") args[3],
-            in("edi") args[4],
-            lateout("r8") _, lateout("r9") _, lateout("r10") _, lateout("r11") _,
-        );
-    }
-    ret as i32
-}
+use collector_tests::syscall32;
 
 /// Memory below 4 GiB (`MAP_32BIT`), where i386 syscall arguments can point.
 #[cfg(target_arch = "x86_64")]
