@@ -34,6 +34,9 @@ pub mod maps {
     /// Generation of the threads' known credentials: bumped by the loader whenever the
     /// fork hook (re)attaches, so slots written before a gap in it are not trusted.
     pub const TASK_CREDS_EPOCH: &str = "TASK_CREDS_EPOCH";
+    /// The running domains' parts of the shared `sys_exit` program (a program array,
+    /// slots in [`super::sys_exit`]), filled by the loader as domains start and stop.
+    pub const SYS_EXIT_PARTS: &str = "SYS_EXIT_PARTS";
 
     /// Every name above.
     pub const ALL: &[&str] = &[
@@ -51,7 +54,28 @@ pub mod maps {
         SELF_TGID,
         EXCLUSION_GATES,
         TASK_CREDS_EPOCH,
+        SYS_EXIT_PARTS,
     ];
+}
+
+/// The one program on the `sys_exit` tracepoint, shared by the domains, and the parts
+/// it tail-calls from [`maps::SYS_EXIT_PARTS`]. Each program attached to that
+/// tracepoint runs for every syscall on the machine (70-100 ns each here), so the
+/// domains share one instead of attaching one each.
+pub mod sys_exit {
+    /// The attached program.
+    pub const PROGRAM: &str = "sys_exit_shared";
+    /// Slots of [`super::maps::SYS_EXIT_PARTS`], in the order the parts run.
+    pub const PARTS: u32 = 3;
+    /// Cred changes and failed execs.
+    pub const SLOT_PROCESS: u32 = 0;
+    /// open/openat/creat, and the 32-bit entry's file calls.
+    pub const SLOT_FILESYSTEM: u32 = 1;
+    /// The 32-bit entry's socket calls.
+    pub const SLOT_NETWORK: u32 = 2;
+    /// The part programs, by slot (loaded, never attached).
+    pub const PART_PROGRAMS: [&str; PARTS as usize] =
+        ["sys_exit_proc", "sys_exit_file", "sys_exit_net"];
 }
 
 /// Globals (read-only data) the loader sets by name before loading. The structure

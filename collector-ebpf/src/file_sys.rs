@@ -1,11 +1,12 @@
-//! The file domain's one `sys_exit` hook: native opens without an entry hook, and the
-//! exits of every file call made through the 32-bit entry.
+//! The file domain's part of the shared `sys_exit` program (`sys_exit.rs`): native
+//! opens without an entry hook, and the exits of every file call made through the
+//! 32-bit entry.
 //!
 //! Why: `open`, `openat` and `creat` are the hottest file calls. With classic
 //! per-syscall tracepoints each one paid an entry program (stash the arguments in a
 //! hash map), an exit program (look them up and delete them) and the perf tracepoint
 //! buffer set-up of both. The syscall's arguments are still in the task's saved
-//! registers at exit, so this BTF `sys_exit` program reads them there: one program, no
+//! registers at exit, so the BTF `sys_exit` program reads them there: one program, no
 //! map. It already had to run for every syscall (the 32-bit entry is only visible
 //! here), so other syscalls pay one register read and a compare, as before.
 //!
@@ -13,13 +14,11 @@
 //! i386 numbers mean other calls). openat2 keeps its tracepoints (its flags live in a
 //! user struct).
 
-use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
-};
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, programs::BtfTracePointContext};
 use collector_common::RecordKind;
 
 use crate::{
-    common::{excluded, syscall_arg_btf, syscall_nr_btf},
+    common::{excluded, syscall_arg_btf},
     file::{emit_one_path, pending, CREAT_FLAGS},
     file_compat::{compat_exit_from_regs, is_file_call32_at_exit},
     net_compat::in_compat_syscall,
@@ -31,10 +30,9 @@ const NR_OPENAT: u64 = 257;
 
 const AT_FDCWD: u64 = collector_common::abi::AT_FDCWD as i64 as u64;
 
-#[btf_tracepoint(function = "sys_exit")]
-pub fn file_sys_exit(ctx: BtfTracePointContext) -> i32 {
-    let regs: *const u8 = ctx.arg(0);
-    let nr = syscall_nr_btf(regs);
+/// The filesystem domain's part of the shared `sys_exit` program (`sys_exit_shared`).
+#[inline(always)]
+pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, nr: u64) -> i32 {
     let native = matches!(nr, NR_OPEN | NR_CREAT | NR_OPENAT);
     if !native && !is_file_call32_at_exit(nr) {
         return 0;

@@ -11,13 +11,13 @@
 
 use aya_ebpf::{
     helpers::bpf_probe_read_user,
-    macros::{btf_tracepoint, raw_tracepoint},
+    macros::raw_tracepoint,
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use collector_common::{net_flags::COMPAT, RecordKind};
 
 use crate::{
-    common::{read_kernel, syscall_nr_btf},
+    common::read_kernel,
     net::{enter_sock_call, exit_accept, exit_sock_call, udp_send},
     offsets::get,
 };
@@ -148,13 +148,12 @@ pub fn raw_net_compat_enter(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// A BTF tracepoint (not raw, unlike the entry): its `regs` argument is a typed pointer,
-/// so the number is a plain load instead of a helper call, and every syscall on the
+/// The network domain's part of the shared `sys_exit` program (`sys_exit_shared`, a
+/// BTF tracepoint, not raw like the entry: its `regs` argument is a typed pointer, so
+/// the number `id` is a plain load instead of a helper call). Every syscall on the
 /// machine passes here.
-#[btf_tracepoint(function = "sys_exit")]
-pub fn net_compat_exit(ctx: BtfTracePointContext) -> i32 {
-    let regs: *const u8 = ctx.arg(0);
-    let id = syscall_nr_btf(regs);
+#[inline(always)]
+pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, id: u64) -> i32 {
     if !is_socket_call32(id) || !in_compat_syscall() {
         return 0;
     }

@@ -36,7 +36,7 @@ use crate::{
     common::{
         count_emitted, count_lost, current_task_btf, excluded, excluded_by_pid, exclusions_at_exec,
         exclusions_at_exit, exclusions_at_fork, exec_wakeup_flags, fill_header, load_btf,
-        process_wakeup_flags, read_kernel, syscall_arg, syscall_nr_btf, PROCESS_EVENTS,
+        process_wakeup_flags, read_kernel, syscall_arg, PROCESS_EVENTS,
     },
     offsets::{
         exit_has_group_dead, get, proc_has_audit, proc_has_bprm_executable, proc_has_compat,
@@ -711,12 +711,11 @@ fn entry_arg(regs: *const u8, n: usize, compat: bool) -> u64 {
     }
 }
 
-#[btf_tracepoint(function = "sys_exit")]
-pub fn proc_sys_exit(ctx: BtfTracePointContext) -> i32 {
-    // The number from the saved registers before anything else: every syscall on the
-    // machine passes here.
-    let regs: *const u8 = ctx.arg(0);
-    let nr = syscall_nr_btf(regs);
+/// The process domain's part of the shared `sys_exit` program (`sys_exit_shared`):
+/// cred changes and failed execs. `nr` is the syscall number from the saved
+/// registers `regs`; every syscall on the machine passes here.
+#[inline(always)]
+pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, nr: u64) -> i32 {
     if !maybe_watched(nr) {
         return 0;
     }

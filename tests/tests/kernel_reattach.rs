@@ -23,8 +23,8 @@ use collector_tests::kernel_or_skip;
 use collector_userspace::ebpf::{KernelConfig, KernelDomain, KernelPrograms, KernelSource};
 
 /// The program that reports a completed `openat` (the hook the actor's opens go through:
-/// the file domain's one `sys_exit` program).
-const OPENAT_EXIT: &str = "file_sys_exit";
+/// the `sys_exit` program the domains share).
+const OPENAT_EXIT: &str = collector_common::abi::sys_exit::PROGRAM;
 
 /// The actor, opening `path` once per round.
 struct Actor {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use aya::programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint};
 use aya::{Btf, Ebpf};
 
-use super::catalogue::{Hook, KernelDomain, ProgramSpec, OPTIONAL_PROGRAMS, REGISTER_PROGRAMS};
+use super::catalogue::{Hook, KernelDomain, ProgramSpec, OPTIONAL_PROGRAMS, SYS_EXIT_SHARED};
 use super::config::SyscallHooks;
 use super::error::{hint_for, LoadError};
 use super::links::LinkCheck;
@@ -25,16 +25,10 @@ impl KernelPrograms {
         let portable = self.config.syscall_hooks == SyscallHooks::Portable || !self.raw_syscalls;
         let preferred: Vec<&'static ProgramSpec> = if portable {
             let programs = domain.portable_programs();
-            let left_out: Vec<&str> = domain
-                .programs()
-                .iter()
-                .map(|p| p.name)
-                .filter(|n| REGISTER_PROGRAMS.contains(n))
-                .collect();
-            if !left_out.is_empty() {
+            if domain.reads_exit_registers() {
                 tracing::warn!(
                     ?domain,
-                    ?left_out,
+                    left_out = SYS_EXIT_SHARED.name,
                     "syscall arguments cannot be read from saved registers here (not x86_64, \
                      or syscall_hooks = \"portable\"): per-syscall tracepoints stand in for \
                      opens; file calls through the 32-bit entry, cred changes and failed \
@@ -72,24 +66,28 @@ impl KernelPrograms {
             };
         let mut attached = Vec::new();
         for &spec in &specs {
-            let result = {
-                let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
-                self.with_btf(|btf| attach_program(&mut ebpf, spec, btf))
-            };
-            match result {
-                Ok(link) => {
+            let result = if spec.name == SYS_EXIT_SHARED.name {
+                self.join_sys_exit(domain)
+            } else {
+                let result = {
+                    let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+                    self.with_btf(|btf| attach_program(&mut ebpf, spec, btf))
+                };
+                result.map(|link| {
                     self.links
                         .lock()
                         .expect("links lock poisoned")
                         .insert(spec.name, link);
-                    attached.push(spec);
-                }
+                })
+            };
+            match result {
+                Ok(()) => attached.push(spec),
                 Err(e) if OPTIONAL_PROGRAMS.contains(&spec.name) => {
                     tracing::warn!("{:#}; going on without it", anyhow::Error::from(e));
                 }
                 Err(e) => {
                     for spec in attached {
-                        self.unload_one(spec.name);
+                        self.release(domain, spec.name);
                     }
                     return Err(e);
                 }
@@ -130,6 +128,102 @@ impl KernelPrograms {
         }
     }
 
+    /// Turns `domain`'s part of the shared `sys_exit` program on: loads the part and
+    /// puts it in its slot, and attaches the shared program if this is the first
+    /// domain to need it. One lock orders it all, so two domains starting at once
+    /// attach the shared program once.
+    fn join_sys_exit(&self, domain: KernelDomain) -> Result<(), LoadError> {
+        let mut users = self.sys_exit_users.lock().expect("sys_exit lock poisoned");
+        if *users & 1 << domain.sys_exit_slot() != 0 {
+            return Ok(());
+        }
+        let part = domain.sys_exit_part();
+        let loaded = {
+            let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+            self.with_btf(|btf| load_part(&mut ebpf, part, domain.sys_exit_slot(), btf))
+        };
+        if let Err(e) = loaded {
+            self.unload_one(part);
+            return Err(e);
+        }
+        if *users == 0 {
+            let attached = {
+                let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+                self.with_btf(|btf| attach_program(&mut ebpf, &SYS_EXIT_SHARED, btf))
+            };
+            match attached {
+                Ok(link) => {
+                    self.links
+                        .lock()
+                        .expect("links lock poisoned")
+                        .insert(SYS_EXIT_SHARED.name, link);
+                }
+                Err(e) => {
+                    self.take_part_out(domain);
+                    return Err(e);
+                }
+            }
+        }
+        self.hooks.lock().expect("hooks lock poisoned").insert(
+            part.to_string(),
+            format!("tail call from {}", SYS_EXIT_SHARED.name),
+        );
+        *users |= 1 << domain.sys_exit_slot();
+        Ok(())
+    }
+
+    /// Turns `domain`'s part of the shared `sys_exit` program off, unloading the
+    /// shared program when no domain needs it any more.
+    fn leave_sys_exit(&self, domain: KernelDomain) {
+        let mut users = self.sys_exit_users.lock().expect("sys_exit lock poisoned");
+        let bit = 1 << domain.sys_exit_slot();
+        if *users & bit == 0 {
+            return;
+        }
+        *users &= !bit;
+        if *users == 0 {
+            self.unload_one(SYS_EXIT_SHARED.name);
+        }
+        self.take_part_out(domain);
+    }
+
+    /// Empties `domain`'s slot and unloads its part.
+    fn take_part_out(&self, domain: KernelDomain) {
+        let name = collector_common::abi::maps::SYS_EXIT_PARTS;
+        let cleared = {
+            let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+            ebpf.map_mut(name)
+                .ok_or(LoadError::Map(name))
+                .and_then(|map| {
+                    aya::maps::ProgramArray::try_from(map).map_err(|_| LoadError::Map(name))
+                })
+                .and_then(|mut parts| {
+                    parts
+                        .clear_index(&domain.sys_exit_slot())
+                        .map_err(|source| LoadError::MapUpdate {
+                            map: name,
+                            source: Box::new(source),
+                        })
+                })
+        };
+        if let Err(e) = cleared {
+            // Unloading the part below still leaves the slot's reference to it: the
+            // part runs on, writing into a ring nobody reads (counted as lost).
+            tracing::warn!(?domain, "{:#}", anyhow::Error::from(e));
+        }
+        self.unload_one(domain.sys_exit_part());
+    }
+
+    /// Undoes one of `domain`'s programs: unloads it, or for the shared `sys_exit`
+    /// program turns the domain's part off.
+    fn release(&self, domain: KernelDomain, name: &str) {
+        if name == SYS_EXIT_SHARED.name {
+            self.leave_sys_exit(domain);
+        } else {
+            self.unload_one(name);
+        }
+    }
+
     pub(super) fn unload_one(&self, name: &str) {
         // Unloading closes the link too (aya owns it).
         self.links.lock().expect("links lock poisoned").remove(name);
@@ -157,7 +251,7 @@ impl KernelPrograms {
             .remove(&domain)
             .unwrap_or_default();
         for spec in specs {
-            self.unload_one(spec.name);
+            self.release(domain, spec.name);
         }
     }
 
@@ -307,6 +401,36 @@ pub(super) fn attach_program(
             ))
         }
     }
+}
+
+/// Loads the part program `name` (verified against `sys_exit` like the shared program
+/// that tail-calls it) and puts it in slot `slot` of `SYS_EXIT_PARTS`.
+fn load_part(ebpf: &mut Ebpf, name: &'static str, slot: u32, btf: &Btf) -> Result<(), LoadError> {
+    let wrap = |source: ProgramError| LoadError::Program {
+        program: name.to_string(),
+        hook: format!("tail call from {}", SYS_EXIT_SHARED.name),
+        hint: hint_for(&source),
+        source: Box::new(source),
+    };
+    let program = ebpf
+        .program_mut(name)
+        .ok_or(LoadError::Map("program missing from object"))?;
+    let p: &mut BtfTracePoint = program.try_into().map_err(wrap)?;
+    p.load("sys_exit", btf).map_err(wrap)?;
+    let fd = p
+        .fd()
+        .map_err(wrap)?
+        .try_clone()
+        .map_err(|e| wrap(ProgramError::IOError(e)))?;
+    let map_name = collector_common::abi::maps::SYS_EXIT_PARTS;
+    let map = ebpf.map_mut(map_name).ok_or(LoadError::Map(map_name))?;
+    let mut parts = aya::maps::ProgramArray::try_from(map).map_err(|_| LoadError::Map(map_name))?;
+    parts
+        .set(slot, &fd, 0)
+        .map_err(|source| LoadError::MapUpdate {
+            map: map_name,
+            source: Box::new(source),
+        })
 }
 
 /// Classic tracepoints need tracefs; a fresh machine may not have it mounted.

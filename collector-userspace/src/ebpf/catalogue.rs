@@ -54,6 +54,10 @@ const fn raw(name: &'static str, tracepoint: &'static str) -> ProgramSpec {
     }
 }
 
+/// The one program on `sys_exit`, shared by the domains that need that hook (see
+/// `collector_common::abi::sys_exit`): each domain attaching it turns its own part on.
+pub(crate) const SYS_EXIT_SHARED: ProgramSpec = btf_at(abi::sys_exit::PROGRAM, "sys_exit");
+
 const fn syscall(name: &'static str) -> ProgramSpec {
     ProgramSpec {
         name,
@@ -102,8 +106,36 @@ impl KernelDomain {
         }
     }
 
-    /// The preferred programs without register reads ([`REGISTER_PROGRAMS`]), with
-    /// the per-syscall tracepoints that stand in for them.
+    /// Whether this domain's part of `sys_exit_shared` reads syscall numbers and
+    /// arguments from x86_64's saved registers (`pt_regs.orig_ax`, `di`, ...) and
+    /// compares x86_64/i386 syscall numbers. Where the kernel's `pt_regs` is not
+    /// x86_64's (arm64, ...), or with `syscall_hooks = "portable"`, such a domain goes
+    /// without it: [`FILE_OPEN_PORTABLE`] stands in for the filesystem's opens; cred
+    /// changes and failed execs go unreported, and file calls made through the 32-bit
+    /// entry are not seen.
+    pub(crate) fn reads_exit_registers(self) -> bool {
+        matches!(self, Self::Process | Self::Filesystem)
+    }
+
+    /// This domain's slot in the kernel's `SYS_EXIT_PARTS`: where its part of
+    /// `sys_exit_shared` goes while it runs.
+    pub(crate) fn sys_exit_slot(self) -> u32 {
+        match self {
+            Self::Process => abi::sys_exit::SLOT_PROCESS,
+            Self::Network => abi::sys_exit::SLOT_NETWORK,
+            Self::Filesystem => abi::sys_exit::SLOT_FILESYSTEM,
+        }
+    }
+
+    /// The program of this domain's part of `sys_exit_shared` (loaded, never attached:
+    /// the shared program tail-calls it).
+    pub(crate) fn sys_exit_part(self) -> &'static str {
+        abi::sys_exit::PART_PROGRAMS[self.sys_exit_slot() as usize]
+    }
+
+    /// The preferred programs without register reads
+    /// ([`KernelDomain::reads_exit_registers`]), with the per-syscall tracepoints that
+    /// stand in for them.
     pub(crate) fn portable_programs(self) -> Vec<&'static ProgramSpec> {
         let extra: &'static [ProgramSpec] = match self {
             Self::Filesystem => FILE_OPEN_PORTABLE,
@@ -111,7 +143,7 @@ impl KernelDomain {
         };
         self.programs()
             .iter()
-            .filter(|p| !REGISTER_PROGRAMS.contains(&p.name))
+            .filter(|p| !(self.reads_exit_registers() && p.name == SYS_EXIT_SHARED.name))
             .chain(extra)
             .collect()
     }
@@ -127,6 +159,7 @@ impl KernelDomain {
             .chain(self.fallback_programs().unwrap_or_default())
             .chain(portable)
             .map(|p| p.name)
+            .chain([self.sys_exit_part()])
     }
 
     /// Record kinds this domain's programs emit, with their names.
@@ -172,7 +205,7 @@ pub(crate) const PROCESS_PROGRAMS: &[ProgramSpec] = &[
     btf("sched_process_exit"),
     // Credential changes and failed execs (x86_64 and i386 syscall numbers), at exit
     // only: every syscall on the machine runs each program on this tracepoint.
-    btf_at("proc_sys_exit", "sys_exit"),
+    SYS_EXIT_SHARED,
 ];
 
 pub(crate) const NETWORK_PROGRAMS: &[ProgramSpec] = &[
@@ -193,22 +226,15 @@ pub(crate) const NETWORK_PROGRAMS: &[ProgramSpec] = &[
     btf("inet_sock_set_state"),
     // The 32-bit entry: per-syscall tracepoints do not fire for it on x86.
     raw("raw_net_compat_enter", "sys_enter"),
-    btf_at("net_compat_exit", "sys_exit"),
+    SYS_EXIT_SHARED,
     ProgramSpec {
         name: "io_uring_complete_net",
         hook: Hook::BtfTracepoint("io_uring_complete"),
     },
 ];
 
-/// Programs that read syscall numbers and arguments from x86_64's saved registers
-/// (`pt_regs.orig_ax`, `di`, ...) and compare x86_64/i386 syscall numbers. Where the
-/// kernel's `pt_regs` is not x86_64's (arm64, ...), or with `syscall_hooks =
-/// "portable"`, they are left out: [`FILE_OPEN_PORTABLE`] stands in for
-/// `file_sys_exit`; cred changes and failed execs (`proc_sys_*`) go unreported, and
-/// file calls made through the 32-bit entry are not seen.
-pub(crate) const REGISTER_PROGRAMS: &[&str] = &["file_sys_exit", "proc_sys_exit"];
-
-/// What stands in for `file_sys_exit` without register reads: per-syscall
+/// What stands in for the filesystem part of `sys_exit_shared` without register reads
+/// (see [`KernelDomain::reads_exit_registers`]): per-syscall
 /// tracepoints, whose records carry the arguments on every architecture. `open` and
 /// `creat` exist only on some (x86_64 has them, arm64 does not): optional.
 pub(crate) const FILE_OPEN_PORTABLE: &[ProgramSpec] = &[
@@ -259,7 +285,7 @@ pub(crate) const NETWORK_PROGRAMS_RAW: &[ProgramSpec] = &[
     raw("raw_net_sys_exit", "sys_exit"),
     btf("inet_sock_set_state"),
     raw("raw_net_compat_enter", "sys_enter"),
-    btf_at("net_compat_exit", "sys_exit"),
+    SYS_EXIT_SHARED,
     ProgramSpec {
         name: "io_uring_complete_net",
         hook: Hook::BtfTracepoint("io_uring_complete"),
@@ -290,7 +316,7 @@ pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
     // open, creat, openat (from the saved registers, no entry hook) and the 32-bit
     // entry's file calls (per-syscall tracepoints do not fire for it on x86), also from
     // the saved registers.
-    btf_at("file_sys_exit", "sys_exit"),
+    SYS_EXIT_SHARED,
     syscall("sys_enter_openat2"),
     syscall("sys_exit_openat2"),
     syscall("sys_enter_unlink"),

@@ -44,6 +44,9 @@ pub struct KernelPrograms {
     pub(super) links: Mutex<std::collections::HashMap<&'static str, super::links::AttachedLink>>,
     /// Times each program was found without a link and attached again.
     pub(super) reattached: Mutex<BTreeMap<&'static str, u64>>,
+    /// The domains whose part of the shared `sys_exit` program is in its slot (bit =
+    /// 1 << slot); its lock orders attaching and unloading that program and the parts.
+    pub(super) sys_exit_users: Mutex<u32>,
     /// What the exclusion maps hold now.
     pub(super) exclusions: Mutex<Exclusions>,
     pub(super) counters: PerCpuArray<MapData, u64>,
@@ -110,6 +113,7 @@ impl KernelPrograms {
             attached: Mutex::default(),
             links: Mutex::default(),
             reattached: Mutex::default(),
+            sys_exit_users: Mutex::new(0),
             exclusions: Mutex::new(exclusions),
             counters,
             hooks: Mutex::new(BTreeMap::new()),

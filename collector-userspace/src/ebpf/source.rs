@@ -409,6 +409,8 @@ impl EventSource for KernelSource {
             .programs
             .attached_programs(self.domain)
             .into_iter()
+            // Its part of the shared `sys_exit` program, when it has it in its slot.
+            .chain([self.domain.sys_exit_part()])
             .filter_map(|p| hooks.get(p).map(|h| (p.to_string(), h.clone())))
             .collect();
         stats

@@ -1,0 +1,213 @@
+//! The one `sys_exit` program the domains share (`sys_exit_shared`). Every program on
+//! that tracepoint runs for every syscall on the machine, so the process, filesystem
+//! and network domains each turn their part of one program on instead of attaching one
+//! each. With all three running, each part reports as its own program did (a cred
+//! change, the 32-bit entry's file calls and connects, from unprivileged actors); the
+//! kernel holds one link for the three; a stopped domain's part stops while the
+//! others go on; the program goes with the last domain.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use collector_common::abi::sys_exit::PROGRAM as SHARED_EXIT;
+use collector_common::RecordKind;
+use collector_core::event::{FilesystemEventKind, NetworkEventKind, ProcessEventKind};
+use collector_core::{CollectionEvent, EventSource};
+use collector_tests::{kernel_or_skip, run_actor};
+use collector_userspace::ebpf::{KernelConfig, KernelDomain, KernelPrograms, KernelSource};
+use tokio::sync::mpsc;
+
+const NET_ACTOR: &str = env!("CARGO_BIN_EXE_collector-net-actor");
+const FILE_ACTOR: &str = env!("CARGO_BIN_EXE_kfile-actor");
+const PROC_ACTOR: &str = env!("CARGO_BIN_EXE_collector-proc-actor");
+
+/// Links the kernel holds to program `id` (`bpftool link show`).
+fn links_of(id: u32) -> usize {
+    let out = Command::new("bpftool")
+        .args(["-j", "link", "show"])
+        .output()
+        .expect("run bpftool (installed by xtask)");
+    assert!(out.status.success(), "bpftool link show: {out:?}");
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    links
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["prog_id"].as_u64() == Some(u64::from(id)))
+        .count()
+}
+
+/// Events of `pid` until `done` holds for them (bounded: 10 s).
+async fn events_of(
+    rx: &mut mpsc::Receiver<CollectionEvent>,
+    pid: u32,
+    done: impl Fn(&[CollectionEvent]) -> bool,
+) -> Vec<CollectionEvent> {
+    let mut seen = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = rx.recv().await {
+            if ev.pid() == pid {
+                seen.push(ev);
+                if done(&seen) {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    seen
+}
+
+fn compat_file_events(seen: &[CollectionEvent]) -> usize {
+    seen.iter()
+        .filter(|e| matches!(e, CollectionEvent::Filesystem(f) if f.compat_syscall))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sys_exit_program_serves_every_domain_and_outlives_each_one() {
+    if !kernel_or_skip("one_sys_exit_program_serves_every_domain_and_outlives_each_one") {
+        return;
+    }
+    if !cfg!(target_arch = "x86_64") {
+        eprintln!("skipping: int $0x80 is x86 only");
+        return;
+    }
+    let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
+    let (tx, mut rx) = mpsc::channel(65_536);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let mut sources = Vec::new();
+    for domain in [
+        KernelDomain::Process,
+        KernelDomain::Filesystem,
+        KernelDomain::Network,
+    ] {
+        let source = Arc::new(KernelSource::new(programs.clone(), domain).expect("source"));
+        let (s, tx, flag) = (source.clone(), tx.clone(), shutdown.clone());
+        let task = tokio::spawn(async move { s.start(tx, flag).await });
+        assert!(
+            programs.attached_programs(domain).contains(&SHARED_EXIT),
+            "{domain:?}: {:?}",
+            programs.attached_programs(domain)
+        );
+        sources.push((domain, source, task));
+    }
+    drop(tx);
+    assert_eq!(
+        programs.hooks().get(SHARED_EXIT).map(String::as_str),
+        Some("tp_btf/sys_exit")
+    );
+    let id = programs.program_id(SHARED_EXIT).expect("loaded");
+    assert_eq!(links_of(id), 1, "one link for the three domains");
+
+    // Process and network parts: the actor drops root with a native setresuid (a cred
+    // change), then connects through `int $0x80` as nobody.
+    let net = run_actor(NET_ACTOR, &["int80"]);
+    let net_pid: u32 = net["pid"].parse().unwrap();
+    assert_eq!(net["rc1"], "0", "socketcall connect: {net:?}");
+    let seen = events_of(&mut rx, net_pid, |seen| {
+        let compat_connects = seen
+            .iter()
+            .filter(|e| {
+                matches!(e, CollectionEvent::Network(n)
+                    if n.kind == NetworkEventKind::Connect && n.compat_syscall)
+            })
+            .count();
+        let cred = seen.iter().any(|e| {
+            matches!(e, CollectionEvent::Process(p)
+                if p.kind == ProcessEventKind::CredChange && p.syscall_nr == Some(117))
+        });
+        compat_connects >= 2 && cred
+    })
+    .await;
+    let cred = seen
+        .iter()
+        .find_map(|e| match e {
+            CollectionEvent::Process(p)
+                if p.kind == ProcessEventKind::CredChange && p.syscall_nr == Some(117) =>
+            {
+                Some(p)
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no setresuid cred change of {net_pid}: {seen:#?}"));
+    // Root drops to nobody (setresgid came first: the gid is nobody's on both sides).
+    assert_eq!(cred.uid, Some(65534), "{cred:#?}");
+    let old = cred.old_credentials.as_ref().expect("old side known");
+    assert_eq!((old.uid, old.euid), (0, 0), "{cred:#?}");
+    let connects: Vec<_> = seen
+        .iter()
+        .filter_map(|e| match e {
+            CollectionEvent::Network(n) if n.kind == NetworkEventKind::Connect => Some(n),
+            _ => None,
+        })
+        .filter(|n| n.compat_syscall)
+        .collect();
+    assert_eq!(connects.len(), 2, "socketcall and i386 connect: {seen:#?}");
+    for (c, p) in connects.iter().zip(["p1", "p2"]) {
+        assert_eq!(c.uid, Some(65534), "{c:#?}");
+        assert_eq!(c.dest_addr.to_string(), format!("127.0.0.1:{}", net[p]));
+    }
+
+    // Filesystem part: the 32-bit entry's file calls, as nobody.
+    let (_tmp, dir) = common::shared_dir();
+    let files = run_actor(FILE_ACTOR, &["int80", &dir, "nobody"]);
+    let file_pid: u32 = files["pid"].parse().unwrap();
+    let seen = events_of(&mut rx, file_pid, |seen| {
+        seen.iter()
+            .any(|e| matches!(e, CollectionEvent::Filesystem(f) if f.path.ends_with("/missing")))
+    })
+    .await;
+    let open5 = format!("{}/open5", files["dir"]);
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, CollectionEvent::Filesystem(f)
+            if f.kind == FilesystemEventKind::Create && f.path == open5 && f.compat_syscall
+                && f.uid == Some(65534))),
+        "i386 open (5) of {open5}: {seen:#?}"
+    );
+    let compat_before = compat_file_events(&seen);
+    assert!(compat_before >= 9, "{seen:#?}");
+
+    // The process domain stops: its part is off, the program and the others' stay.
+    let (domain, source, task) = sources.remove(0);
+    assert_eq!(domain, KernelDomain::Process);
+    source.stop().await.unwrap();
+    task.await.unwrap().unwrap();
+    assert!(programs.attached_programs(KernelDomain::Process).is_empty());
+    assert_eq!(programs.program_id(SHARED_EXIT), Some(id), "still loaded");
+    assert_eq!(links_of(id), 1, "still attached for the other two");
+    let (cred_changes, _) = programs.kernel_counts(RecordKind::CredChange);
+    let ids = run_actor(PROC_ACTOR, &["setresuid", "65534"]);
+    assert_eq!(ids["uid_after"], "65534", "{ids:?}");
+    assert_eq!(
+        programs.kernel_counts(RecordKind::CredChange).0,
+        cred_changes,
+        "the process part is off: no cred change written"
+    );
+    let files = run_actor(FILE_ACTOR, &["int80", &dir, "nobody"]);
+    let file_pid: u32 = files["pid"].parse().unwrap();
+    let seen = events_of(&mut rx, file_pid, |seen| {
+        seen.iter()
+            .any(|e| matches!(e, CollectionEvent::Filesystem(f) if f.path.ends_with("/missing")))
+    })
+    .await;
+    assert_eq!(
+        compat_file_events(&seen),
+        compat_before,
+        "the filesystem part goes on: {seen:#?}"
+    );
+
+    // The last domains stop: the program goes with them.
+    shutdown.store(true, Ordering::Relaxed);
+    for (_, source, task) in sources {
+        source.stop().await.unwrap();
+        task.await.unwrap().unwrap();
+    }
+    assert!(!programs.hooks().contains_key(SHARED_EXIT));
+    assert_eq!(links_of(id), 0, "detached with the last domain");
+}
