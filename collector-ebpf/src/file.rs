@@ -155,7 +155,7 @@ pub(crate) fn pending(
 }
 
 // The portable open hooks: per-syscall tracepoints, whose records carry the arguments
-// on every architecture. The loader uses them only where `file_sys_exit` cannot read
+// on every architecture. The loader uses them only where `sys_exit_file` cannot read
 // the arguments from the saved registers (a kernel whose `pt_regs` is not x86_64's, or
 // `syscall_hooks = "portable"`). `open` and `creat` exist only on some architectures
 // (x86_64 has them, arm64 does not): those four programs are optional.

@@ -32,7 +32,7 @@ const NR32_UNLINKAT: u64 = 301;
 const NR32_RENAMEAT: u64 = 302;
 const NR32_RENAMEAT2: u64 = 353;
 const NR32_OPENAT2: u64 = 437;
-// Seen at exit only (`file_sys_exit`), from the saved registers:
+// Seen at exit only (`sys_exit_file`), from the saved registers:
 const NR32_LINK: u64 = 9;
 const NR32_CHMOD: u64 = 15;
 /// 16-bit ids (`old_uid_t`).
@@ -73,7 +73,7 @@ pub(crate) fn is_file_call32(id: u64) -> bool {
     )
 }
 
-/// An i386 syscall number `file_sys_exit` handles: those of the raw fallback and the
+/// An i386 syscall number `sys_exit_file` handles: those of the raw fallback and the
 /// other file calls of the native hooks (link, symlink, mkdir, rmdir, chmod, chown,
 /// memfd_create and their *at forms). Several are frequent native calls too (9 mmap,
 /// 16 ioctl, 39 getpid): those then pay one `TS_COMPAT` read.
@@ -134,7 +134,7 @@ pub fn raw_file_compat_enter(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Exit of the raw-tracepoint fallback (no BTF tracepoints); `file_sys_exit` does the
+/// Exit of the raw-tracepoint fallback (no BTF tracepoints); `sys_exit_file` does the
 /// same otherwise.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn raw_file_compat_exit(ctx: RawTracePointContext) -> i32 {
@@ -160,7 +160,7 @@ pub(crate) fn compat_exit(id: u64, raw_ret: i64) {
 }
 
 /// The same without an entry program: the arguments are read from the saved i386
-/// registers at exit (`file_sys_exit`), so no hook has to run at every syscall's entry.
+/// registers at exit (`sys_exit_file`), so no hook has to run at every syscall's entry.
 #[inline(always)]
 pub(crate) fn compat_exit_from_regs(regs: *const u8, id: u64, raw_ret: i64) {
     let ret = raw_ret as u64 as u32 as i32 as i64;

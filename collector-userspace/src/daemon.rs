@@ -88,17 +88,22 @@ fn parse_domains(names: &[String]) -> anyhow::Result<Vec<KernelDomain>> {
     if names.is_empty() {
         return Ok(KernelDomain::ALL.to_vec());
     }
-    names
-        .iter()
-        .map(|n| match n.to_ascii_lowercase().as_str() {
-            "process" => Ok(KernelDomain::Process),
-            "network" => Ok(KernelDomain::Network),
-            "filesystem" | "file" => Ok(KernelDomain::Filesystem),
+    let mut domains: Vec<KernelDomain> = Vec::new();
+    for n in names {
+        let domain = match n.to_ascii_lowercase().as_str() {
+            "process" => KernelDomain::Process,
+            "network" => KernelDomain::Network,
+            "filesystem" | "file" => KernelDomain::Filesystem,
             other => {
                 anyhow::bail!("unknown domain `{other}` (expected process, network or filesystem)")
             }
-        })
-        .collect()
+        };
+        // Named twice (`file` and `filesystem`): one source, not a second that fails.
+        if !domains.contains(&domain) {
+            domains.push(domain);
+        }
+    }
+    Ok(domains)
 }
 
 /// The kernel side's settings from the configuration (validated by
@@ -671,6 +676,11 @@ mod tests {
         );
         let err = parse_domains(&["disk".into()]).unwrap_err().to_string();
         assert!(err.contains("disk") && err.contains("expected"), "{err}");
+        // One domain named twice is one source.
+        assert_eq!(
+            parse_domains(&["file".into(), "network".into(), "filesystem".into()]).unwrap(),
+            [KernelDomain::Filesystem, KernelDomain::Network]
+        );
     }
 
     #[test]

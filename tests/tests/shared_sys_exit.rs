@@ -3,8 +3,10 @@
 //! and network domains each turn their part of one program on instead of attaching one
 //! each. With all three running, each part reports as its own program did (a cred
 //! change, the 32-bit entry's file calls and connects, from unprivileged actors); the
-//! kernel holds one link for the three; a stopped domain's part stops while the
-//! others go on; the program goes with the last domain.
+//! kernel holds one link for the three; a second attach of a running domain leaves its
+//! part alone; a reattach of the shared program is reported by every domain using it;
+//! a stopped domain's part stops while the others go on (first and middle slots); the
+//! program goes with the last domain.
 
 mod common;
 
@@ -173,6 +175,33 @@ async fn one_sys_exit_program_serves_every_domain_and_outlives_each_one() {
     let compat_before = compat_file_events(&seen);
     assert!(compat_before >= 9, "{seen:#?}");
 
+    // A second attach of a running domain fails (its other programs are loaded) and
+    // leaves the running one's part in its slot (checked by the opens below).
+    assert!(programs.attach(KernelDomain::Filesystem).is_err());
+    assert_eq!(links_of(id), 1);
+
+    // The shared program's link is closed (as from outside): the first domain's check
+    // attaches it again, and every domain using it reports the loss once.
+    assert!(programs.close_link(SHARED_EXIT).unwrap());
+    assert_eq!(links_of(id), 0);
+    let check = programs.check_links(KernelDomain::Network).unwrap();
+    assert_eq!(check.reattached, [SHARED_EXIT], "{check:?}");
+    assert_eq!(links_of(id), 1, "attached again, once");
+    for domain in [KernelDomain::Filesystem, KernelDomain::Process] {
+        let check = programs.check_links(domain).unwrap();
+        assert_eq!(
+            check.reattached,
+            [SHARED_EXIT],
+            "{domain:?} lost events too"
+        );
+        let again = programs.check_links(domain).unwrap();
+        assert!(
+            again.reattached.is_empty(),
+            "{domain:?}: reported once: {again:?}"
+        );
+    }
+    assert_eq!(programs.reattach_counts().get(SHARED_EXIT), Some(&1));
+
     // The process domain stops: its part is off, the program and the others' stay.
     let (domain, source, task) = sources.remove(0);
     assert_eq!(domain, KernelDomain::Process);
@@ -202,7 +231,51 @@ async fn one_sys_exit_program_serves_every_domain_and_outlives_each_one() {
         "the filesystem part goes on: {seen:#?}"
     );
 
-    // The last domains stop: the program goes with them.
+    // The middle part stops too: the chain goes from the empty process and
+    // filesystem slots on to the network part.
+    let (domain, source, task) = sources.remove(0);
+    assert_eq!(domain, KernelDomain::Filesystem);
+    source.stop().await.unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(links_of(id), 1, "still attached for the network domain");
+    let (opens, _) = programs.kernel_counts(RecordKind::Open);
+    let net = run_actor(NET_ACTOR, &["int80"]);
+    let net_pid: u32 = net["pid"].parse().unwrap();
+    let seen = events_of(&mut rx, net_pid, |seen| {
+        seen.iter()
+            .filter(|e| {
+                matches!(e, CollectionEvent::Network(n)
+                    if n.kind == NetworkEventKind::Connect && n.compat_syscall)
+            })
+            .count()
+            >= 2
+    })
+    .await;
+    assert!(
+        seen.iter()
+            .all(|e| matches!(e, CollectionEvent::Network(_))),
+        "only the network source runs: {seen:#?}"
+    );
+    assert_eq!(
+        seen.iter()
+            .filter(
+                |e| matches!(e, CollectionEvent::Network(n) if n.compat_syscall
+                && n.kind == NetworkEventKind::Connect)
+            )
+            .count(),
+        2,
+        "the network part goes on: {seen:#?}"
+    );
+    assert_eq!(
+        programs.kernel_counts(RecordKind::CredChange).0,
+        cred_changes,
+        "the process part stays off (the actor's setresuid)"
+    );
+    // Nor the filesystem part: no open on the host (the actor's loader opened its
+    // libraries) is written.
+    assert_eq!(programs.kernel_counts(RecordKind::Open).0, opens);
+
+    // The last domain stops: the program goes with it.
     shutdown.store(true, Ordering::Relaxed);
     for (_, source, task) in sources {
         source.stop().await.unwrap();

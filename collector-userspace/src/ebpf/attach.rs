@@ -67,7 +67,12 @@ impl KernelPrograms {
         let mut attached = Vec::new();
         for &spec in &specs {
             let result = if spec.name == SYS_EXIT_SHARED.name {
-                self.join_sys_exit(domain)
+                match self.join_sys_exit(domain) {
+                    Ok(true) => Ok(()),
+                    // Already this domain's (a second attach): not this call's to undo.
+                    Ok(false) => continue,
+                    Err(e) => Err(e),
+                }
             } else {
                 let result = {
                     let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
@@ -96,9 +101,13 @@ impl KernelPrograms {
         if attached.iter().any(|s| s.name == FORK_PROGRAM) {
             self.new_creds_epoch();
         }
-        let mut hooks = self.hooks.lock().expect("hooks lock poisoned");
-        for spec in &attached {
-            hooks.insert(spec.name.to_string(), spec.hook.describe());
+        {
+            // Released before `attached` is taken: `check_links` takes them the other
+            // way round.
+            let mut hooks = self.hooks.lock().expect("hooks lock poisoned");
+            for spec in &attached {
+                hooks.insert(spec.name.to_string(), spec.hook.describe());
+            }
         }
         self.attached
             .lock()
@@ -131,11 +140,11 @@ impl KernelPrograms {
     /// Turns `domain`'s part of the shared `sys_exit` program on: loads the part and
     /// puts it in its slot, and attaches the shared program if this is the first
     /// domain to need it. One lock orders it all, so two domains starting at once
-    /// attach the shared program once.
-    fn join_sys_exit(&self, domain: KernelDomain) -> Result<(), LoadError> {
+    /// attach the shared program once. `false`: the domain had its part in already.
+    fn join_sys_exit(&self, domain: KernelDomain) -> Result<bool, LoadError> {
         let mut users = self.sys_exit_users.lock().expect("sys_exit lock poisoned");
         if *users & 1 << domain.sys_exit_slot() != 0 {
-            return Ok(());
+            return Ok(false);
         }
         let part = domain.sys_exit_part();
         let loaded = {
@@ -159,6 +168,9 @@ impl KernelPrograms {
                         .insert(SYS_EXIT_SHARED.name, link);
                 }
                 Err(e) => {
+                    // Loaded but not attached: unloaded, or every later join would
+                    // fail on a program already loaded.
+                    self.unload_one(SYS_EXIT_SHARED.name);
                     self.take_part_out(domain);
                     return Err(e);
                 }
@@ -168,8 +180,23 @@ impl KernelPrograms {
             part.to_string(),
             format!("tail call from {}", SYS_EXIT_SHARED.name),
         );
+        // Reattaches of the shared program before now are not this domain's losses.
+        let reattached = self.reattach_count(SYS_EXIT_SHARED.name);
+        self.shared_reattaches_seen
+            .lock()
+            .expect("reattach lock poisoned")
+            .insert(domain, reattached);
         *users |= 1 << domain.sys_exit_slot();
-        Ok(())
+        Ok(true)
+    }
+
+    fn reattach_count(&self, program: &str) -> u64 {
+        self.reattached
+            .lock()
+            .expect("reattached lock poisoned")
+            .get(program)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Turns `domain`'s part of the shared `sys_exit` program off, unloading the
@@ -287,6 +314,14 @@ impl KernelPrograms {
             let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
             let id = super::links::program_id(&ebpf, spec.name);
             if id.is_some_and(|id| linked.contains(&id)) {
+                drop(ebpf);
+                // The shared `sys_exit` program, attached again by another domain's
+                // check since this one last looked: this domain lost events too.
+                if spec.name == SYS_EXIT_SHARED.name
+                    && self.saw_shared_reattach(domain, self.reattach_count(spec.name))
+                {
+                    check.reattached.push(spec.name);
+                }
                 continue;
             }
             let result = match id {
@@ -317,6 +352,9 @@ impl KernelPrograms {
                     if spec.name == FORK_PROGRAM {
                         self.new_creds_epoch();
                     }
+                    if spec.name == SYS_EXIT_SHARED.name {
+                        self.saw_shared_reattach(domain, self.reattach_count(spec.name));
+                    }
                 }
                 Err(e) => check.failed.push((spec.name, e)),
             }
@@ -326,6 +364,17 @@ impl KernelPrograms {
             self.release_btf();
         }
         Ok(check)
+    }
+
+    /// Records that `domain` has seen `count` reattaches of the shared `sys_exit`
+    /// program; whether that is more than it had seen.
+    fn saw_shared_reattach(&self, domain: KernelDomain, count: u64) -> bool {
+        let mut seen = self
+            .shared_reattaches_seen
+            .lock()
+            .expect("reattach lock poisoned");
+        let before = seen.insert(domain, count).unwrap_or(0);
+        count > before
     }
 
     /// Times each program was found detached and attached again.

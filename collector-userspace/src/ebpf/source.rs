@@ -399,7 +399,9 @@ impl EventSource for KernelSource {
             }
         }
         let reattached = self.programs.reattach_counts();
-        for program in self.domain.program_names() {
+        // Its attached programs: the shared `sys_exit` program's reattaches count under
+        // every source that uses it (each lost what its part would have seen).
+        for program in self.programs.attached_programs(self.domain) {
             if let Some(&n) = reattached.get(program) {
                 stats.reattached.insert(program.to_owned(), n);
             }
