@@ -2,6 +2,8 @@
 //! same `process_key` as its exec, from the real kernel, so consumers join them without
 //! pid-reuse mistakes.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +11,8 @@ use std::time::Duration;
 use collector_core::event::{FilesystemEventKind, NetworkEventKind, ProcessEventKind};
 use collector_core::{CollectionEvent, EventSource};
 use collector_tests::{kernel_or_skip, run_actor};
-use collector_userspace::ebpf::{KernelConfig, KernelDomain, KernelPrograms, KernelSource};
+use collector_userspace::ebpf::{KernelConfig, KernelDomain, KernelPrograms};
+use common::start_kernel_sources;
 use tokio::sync::mpsc;
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_collector-test-actor");
@@ -22,16 +25,7 @@ async fn file_and_network_events_carry_the_process_key_of_their_exec() {
     let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
     let (tx, mut rx) = mpsc::channel(65_536);
     let shutdown = Arc::new(AtomicBool::new(false));
-    let mut running = Vec::new();
-    for domain in [
-        KernelDomain::Process,
-        KernelDomain::Filesystem,
-        KernelDomain::Network,
-    ] {
-        let source = Arc::new(KernelSource::new(programs.clone(), domain).expect("source"));
-        let (s, tx, flag) = (source.clone(), tx.clone(), shutdown.clone());
-        running.push((source, tokio::spawn(async move { s.start(tx, flag).await })));
-    }
+    let running = start_kernel_sources(&programs, &KernelDomain::ALL, &tx, &shutdown);
     drop(tx);
 
     let dir = tempfile::tempdir().unwrap();
@@ -76,7 +70,7 @@ async fn file_and_network_events_carry_the_process_key_of_their_exec() {
     })
     .await;
     shutdown.store(true, Ordering::Relaxed);
-    for (source, task) in running {
+    for (_, source, task) in running {
         source.stop().await.unwrap();
         task.await.unwrap().unwrap();
     }

@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,7 +21,8 @@ use collector_common::RecordKind;
 use collector_core::event::{FilesystemEventKind, NetworkEventKind, ProcessEventKind};
 use collector_core::{CollectionEvent, EventSource};
 use collector_tests::{kernel_or_skip, run_actor};
-use collector_userspace::ebpf::{KernelConfig, KernelDomain, KernelPrograms, KernelSource};
+use collector_userspace::ebpf::{KernelConfig, KernelDomain, KernelPrograms};
+use common::start_kernel_sources;
 use tokio::sync::mpsc;
 
 const NET_ACTOR: &str = env!("CARGO_BIN_EXE_collector-net-actor");
@@ -64,6 +66,22 @@ async fn events_of(
     seen
 }
 
+/// The file actor's i386 file calls as nobody in `dir`: its output and its events, up
+/// to its last call (a failed open of `missing`).
+async fn int80_file_calls(
+    rx: &mut mpsc::Receiver<CollectionEvent>,
+    dir: &str,
+) -> (HashMap<String, String>, Vec<CollectionEvent>) {
+    let files = run_actor(FILE_ACTOR, &["int80", dir, "nobody"]);
+    let pid: u32 = files["pid"].parse().unwrap();
+    let seen = events_of(rx, pid, |seen| {
+        seen.iter()
+            .any(|e| matches!(e, CollectionEvent::Filesystem(f) if f.path.ends_with("/missing")))
+    })
+    .await;
+    (files, seen)
+}
+
 fn compat_file_events(seen: &[CollectionEvent]) -> usize {
     seen.iter()
         .filter(|e| matches!(e, CollectionEvent::Filesystem(f) if f.compat_syscall))
@@ -82,23 +100,22 @@ async fn one_sys_exit_program_serves_every_domain_and_outlives_each_one() {
     let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
     let (tx, mut rx) = mpsc::channel(65_536);
     let shutdown = Arc::new(AtomicBool::new(false));
-    let mut sources = Vec::new();
-    for domain in [
-        KernelDomain::Process,
-        KernelDomain::Filesystem,
-        KernelDomain::Network,
-    ] {
-        let source = Arc::new(KernelSource::new(programs.clone(), domain).expect("source"));
-        let (s, tx, flag) = (source.clone(), tx.clone(), shutdown.clone());
-        let task = tokio::spawn(async move { s.start(tx, flag).await });
-        assert!(
-            programs.attached_programs(domain).contains(&SHARED_EXIT),
-            "{domain:?}: {:?}",
-            programs.attached_programs(domain)
-        );
-        sources.push((domain, source, task));
-    }
+    // In slot order, so the test below stops the first slot, then the middle one.
+    let mut sources = start_kernel_sources(
+        &programs,
+        &[
+            KernelDomain::Process,
+            KernelDomain::Filesystem,
+            KernelDomain::Network,
+        ],
+        &tx,
+        &shutdown,
+    );
     drop(tx);
+    for (domain, _, _) in &sources {
+        let attached = programs.attached_programs(*domain);
+        assert!(attached.contains(&SHARED_EXIT), "{domain:?}: {attached:?}");
+    }
     assert_eq!(
         programs.hooks().get(SHARED_EXIT).map(String::as_str),
         Some("tp_btf/sys_exit")
@@ -157,13 +174,7 @@ async fn one_sys_exit_program_serves_every_domain_and_outlives_each_one() {
 
     // Filesystem part: the 32-bit entry's file calls, as nobody.
     let (_tmp, dir) = common::shared_dir();
-    let files = run_actor(FILE_ACTOR, &["int80", &dir, "nobody"]);
-    let file_pid: u32 = files["pid"].parse().unwrap();
-    let seen = events_of(&mut rx, file_pid, |seen| {
-        seen.iter()
-            .any(|e| matches!(e, CollectionEvent::Filesystem(f) if f.path.ends_with("/missing")))
-    })
-    .await;
+    let (files, seen) = int80_file_calls(&mut rx, &dir).await;
     let open5 = format!("{}/open5", files["dir"]);
     assert!(
         seen.iter()
@@ -218,13 +229,7 @@ async fn one_sys_exit_program_serves_every_domain_and_outlives_each_one() {
         cred_changes,
         "the process part is off: no cred change written"
     );
-    let files = run_actor(FILE_ACTOR, &["int80", &dir, "nobody"]);
-    let file_pid: u32 = files["pid"].parse().unwrap();
-    let seen = events_of(&mut rx, file_pid, |seen| {
-        seen.iter()
-            .any(|e| matches!(e, CollectionEvent::Filesystem(f) if f.path.ends_with("/missing")))
-    })
-    .await;
+    let (_, seen) = int80_file_calls(&mut rx, &dir).await;
     assert_eq!(
         compat_file_events(&seen),
         compat_before,

@@ -86,3 +86,33 @@ impl FsWatch {
         events
     }
 }
+
+/// A kernel source started by [`start_kernel_sources`]: its domain, the source, and
+/// the task running it.
+pub type RunningSource = (
+    KernelDomain,
+    Arc<KernelSource>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+);
+
+/// The kernel sources of `domains` on one set of loaded programs, each attached and
+/// started into `tx` (in this order), stopping when `shutdown` is set.
+pub fn start_kernel_sources(
+    programs: &Arc<KernelPrograms>,
+    domains: &[KernelDomain],
+    tx: &mpsc::Sender<CollectionEvent>,
+    shutdown: &Arc<AtomicBool>,
+) -> Vec<RunningSource> {
+    domains
+        .iter()
+        .map(|&domain| {
+            let source = Arc::new(
+                KernelSource::new(programs.clone(), domain)
+                    .expect("attach the domain's kernel programs"),
+            );
+            let (s, tx, flag) = (source.clone(), tx.clone(), shutdown.clone());
+            let task = tokio::spawn(async move { s.start(tx, flag).await });
+            (domain, source, task)
+        })
+        .collect()
+}
