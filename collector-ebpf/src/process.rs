@@ -577,14 +577,22 @@ fn remember_creds(tid: u32, creds: &Credentials) {
     unsafe {
         write_volatile(&raw mut (*slot).tid, 0);
         write_volatile(&raw mut (*slot).epoch, creds_epoch());
-        let (dst, src) = (
-            (&raw mut (*slot).creds).cast::<u64>(),
-            (creds as *const Credentials).cast::<u64>(),
-        );
-        for i in 0..CRED_WORDS {
-            write_volatile(dst.add(i), read_volatile(src.add(i)));
-        }
+        copy_creds(&raw mut (*slot).creds, creds);
         write_volatile(&raw mut (*slot).tid, tid);
+    }
+}
+
+/// Copies credentials word by word, each word read and written once (a slot may be
+/// written on another CPU meanwhile; the tags around the copy tell), with no byte-wise
+/// `memcpy`.
+///
+/// # Safety
+/// `dst` and `src` point to `Credentials`.
+#[inline(always)]
+unsafe fn copy_creds(dst: *mut Credentials, src: *const Credentials) {
+    let (dst, src) = (dst.cast::<u64>(), src.cast::<u64>());
+    for i in 0..CRED_WORDS {
+        unsafe { write_volatile(dst.add(i), read_volatile(src.add(i))) };
     }
 }
 
@@ -624,13 +632,7 @@ fn recall_creds(tid: u32) -> Option<Credentials> {
             return None;
         }
         let mut out = core::mem::MaybeUninit::<Credentials>::uninit();
-        let (dst, src) = (
-            out.as_mut_ptr().cast::<u64>(),
-            (&raw const (*slot).creds).cast::<u64>(),
-        );
-        for i in 0..CRED_WORDS {
-            write_volatile(dst.add(i), read_volatile(src.add(i)));
-        }
+        copy_creds(out.as_mut_ptr(), &raw const (*slot).creds);
         if read_volatile(&raw const (*slot).tid) != tid {
             return None;
         }
@@ -734,7 +736,7 @@ pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, nr: u64) 
                 Watched::Execveat => entry_arg(regs, 1, compat),
                 _ => entry_arg(regs, 0, compat),
             };
-            emit_exec_failed(nr as u32, compat, filename, ret);
+            emit_exec_failed(pid_tgid, nr as u32, compat, filename, ret);
         }
         return 0;
     }
@@ -787,8 +789,7 @@ pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, nr: u64) 
 }
 
 #[inline(always)]
-fn emit_exec_failed(nr: u32, compat: bool, filename: u64, ret: i64) {
-    let pid_tgid = bpf_get_current_pid_tgid();
+fn emit_exec_failed(pid_tgid: u64, nr: u32, compat: bool, filename: u64, ret: i64) {
     let Some(mut entry) = PROCESS_EVENTS.reserve::<ExecFailedRecord>(0) else {
         count_lost(RecordKind::ExecFailed);
         return;

@@ -74,16 +74,7 @@ impl KernelPrograms {
                     Err(e) => Err(e),
                 }
             } else {
-                let result = {
-                    let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
-                    self.with_btf(|btf| attach_program(&mut ebpf, spec, btf))
-                };
-                result.map(|link| {
-                    self.links
-                        .lock()
-                        .expect("links lock poisoned")
-                        .insert(spec.name, link);
-                })
+                self.attach_one(spec)
             };
             match result {
                 Ok(()) => attached.push(spec),
@@ -100,6 +91,11 @@ impl KernelPrograms {
         }
         if attached.iter().any(|s| s.name == FORK_PROGRAM) {
             self.new_creds_epoch();
+        }
+        // Reattaches before now (of a program another domain shares, or from an earlier
+        // run of this one) are not this attach's losses.
+        for spec in &attached {
+            self.saw_reattaches(domain, spec.name);
         }
         {
             // Released before `attached` is taken: `check_links` takes them the other
@@ -156,47 +152,33 @@ impl KernelPrograms {
             return Err(e);
         }
         if *users == 0 {
-            let attached = {
-                let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
-                self.with_btf(|btf| attach_program(&mut ebpf, &SYS_EXIT_SHARED, btf))
-            };
-            match attached {
-                Ok(link) => {
-                    self.links
-                        .lock()
-                        .expect("links lock poisoned")
-                        .insert(SYS_EXIT_SHARED.name, link);
-                }
-                Err(e) => {
-                    // Loaded but not attached: unloaded, or every later join would
-                    // fail on a program already loaded.
-                    self.unload_one(SYS_EXIT_SHARED.name);
-                    self.take_part_out(domain);
-                    return Err(e);
-                }
+            if let Err(e) = self.attach_one(&SYS_EXIT_SHARED) {
+                // Loaded but not attached: unloaded, or every later join would fail on
+                // a program already loaded.
+                self.unload_one(SYS_EXIT_SHARED.name);
+                self.take_part_out(domain);
+                return Err(e);
             }
         }
         self.hooks.lock().expect("hooks lock poisoned").insert(
             part.to_string(),
             format!("tail call from {}", SYS_EXIT_SHARED.name),
         );
-        // Reattaches of the shared program before now are not this domain's losses.
-        let reattached = self.reattach_count(SYS_EXIT_SHARED.name);
-        self.shared_reattaches_seen
-            .lock()
-            .expect("reattach lock poisoned")
-            .insert(domain, reattached);
         *users |= 1 << domain.sys_exit_slot();
         Ok(true)
     }
 
-    fn reattach_count(&self, program: &str) -> u64 {
-        self.reattached
+    /// Loads and attaches one program, keeping its link.
+    fn attach_one(&self, spec: &'static ProgramSpec) -> Result<(), LoadError> {
+        let link = {
+            let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
+            self.with_btf(|btf| attach_program(&mut ebpf, spec, btf))?
+        };
+        self.links
             .lock()
-            .expect("reattached lock poisoned")
-            .get(program)
-            .copied()
-            .unwrap_or(0)
+            .expect("links lock poisoned")
+            .insert(spec.name, link);
+        Ok(())
     }
 
     /// Turns `domain`'s part of the shared `sys_exit` program off, unloading the
@@ -216,22 +198,13 @@ impl KernelPrograms {
 
     /// Empties `domain`'s slot and unloads its part.
     fn take_part_out(&self, domain: KernelDomain) {
-        let name = collector_common::abi::maps::SYS_EXIT_PARTS;
         let cleared = {
             let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
-            ebpf.map_mut(name)
-                .ok_or(LoadError::Map(name))
-                .and_then(|map| {
-                    aya::maps::ProgramArray::try_from(map).map_err(|_| LoadError::Map(name))
-                })
-                .and_then(|mut parts| {
-                    parts
-                        .clear_index(&domain.sys_exit_slot())
-                        .map_err(|source| LoadError::MapUpdate {
-                            map: name,
-                            source: Box::new(source),
-                        })
-                })
+            parts_map(&mut ebpf).and_then(|mut parts| {
+                parts
+                    .clear_index(&domain.sys_exit_slot())
+                    .map_err(parts_update_error)
+            })
         };
         if let Err(e) = cleared {
             // Unloading the part below still leaves the slot's reference to it: the
@@ -314,14 +287,6 @@ impl KernelPrograms {
             let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
             let id = super::links::program_id(&ebpf, spec.name);
             if id.is_some_and(|id| linked.contains(&id)) {
-                drop(ebpf);
-                // The shared `sys_exit` program, attached again by another domain's
-                // check since this one last looked: this domain lost events too.
-                if spec.name == SYS_EXIT_SHARED.name
-                    && self.saw_shared_reattach(domain, self.reattach_count(spec.name))
-                {
-                    check.reattached.push(spec.name);
-                }
                 continue;
             }
             let result = match id {
@@ -348,17 +313,20 @@ impl KernelPrograms {
                         .expect("reattached lock poisoned")
                         .entry(spec.name)
                         .or_default() += 1;
-                    check.reattached.push(spec.name);
                     if spec.name == FORK_PROGRAM {
                         self.new_creds_epoch();
-                    }
-                    if spec.name == SYS_EXIT_SHARED.name {
-                        self.saw_shared_reattach(domain, self.reattach_count(spec.name));
                     }
                 }
                 Err(e) => check.failed.push((spec.name, e)),
             }
         }
+        // Reattached by this check, or by another domain's since this one last looked
+        // (a program the domains share): each domain using it lost events.
+        check.reattached = specs
+            .iter()
+            .map(|spec| spec.name)
+            .filter(|&name| self.saw_reattaches(domain, name))
+            .collect();
         if !check.reattached.is_empty() {
             // A reload parsed the kernel's BTF again: not kept for a rare next time.
             self.release_btf();
@@ -366,15 +334,26 @@ impl KernelPrograms {
         Ok(check)
     }
 
-    /// Records that `domain` has seen `count` reattaches of the shared `sys_exit`
-    /// program; whether that is more than it had seen.
-    fn saw_shared_reattach(&self, domain: KernelDomain, count: u64) -> bool {
-        let mut seen = self
-            .shared_reattaches_seen
+    /// Records that `domain` has seen every reattach of `program` so far; whether there
+    /// were any it had not seen.
+    fn saw_reattaches(&self, domain: KernelDomain, program: &'static str) -> bool {
+        let count = self.reattach_count(program);
+        let before = self
+            .reattaches_seen
             .lock()
-            .expect("reattach lock poisoned");
-        let before = seen.insert(domain, count).unwrap_or(0);
+            .expect("reattach lock poisoned")
+            .insert((domain, program), count)
+            .unwrap_or(0);
         count > before
+    }
+
+    fn reattach_count(&self, program: &str) -> u64 {
+        self.reattached
+            .lock()
+            .expect("reattached lock poisoned")
+            .get(program)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Times each program was found detached and attached again.
@@ -471,15 +450,25 @@ fn load_part(ebpf: &mut Ebpf, name: &'static str, slot: u32, btf: &Btf) -> Resul
         .map_err(wrap)?
         .try_clone()
         .map_err(|e| wrap(ProgramError::IOError(e)))?;
-    let map_name = collector_common::abi::maps::SYS_EXIT_PARTS;
-    let map = ebpf.map_mut(map_name).ok_or(LoadError::Map(map_name))?;
-    let mut parts = aya::maps::ProgramArray::try_from(map).map_err(|_| LoadError::Map(map_name))?;
-    parts
+    parts_map(ebpf)?
         .set(slot, &fd, 0)
-        .map_err(|source| LoadError::MapUpdate {
-            map: map_name,
-            source: Box::new(source),
-        })
+        .map_err(parts_update_error)
+}
+
+/// `SYS_EXIT_PARTS`, the shared `sys_exit` program's array of parts.
+fn parts_map(
+    ebpf: &mut Ebpf,
+) -> Result<aya::maps::ProgramArray<&mut aya::maps::MapData>, LoadError> {
+    let name = collector_common::abi::maps::SYS_EXIT_PARTS;
+    let map = ebpf.map_mut(name).ok_or(LoadError::Map(name))?;
+    aya::maps::ProgramArray::try_from(map).map_err(|_| LoadError::Map(name))
+}
+
+fn parts_update_error(source: aya::maps::MapError) -> LoadError {
+    LoadError::MapUpdate {
+        map: collector_common::abi::maps::SYS_EXIT_PARTS,
+        source: Box::new(source),
+    }
 }
 
 /// Classic tracepoints need tracefs; a fresh machine may not have it mounted.

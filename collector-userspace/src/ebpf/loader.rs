@@ -47,9 +47,9 @@ pub struct KernelPrograms {
     /// The domains whose part of the shared `sys_exit` program is in its slot (bit =
     /// 1 << slot); its lock orders attaching and unloading that program and the parts.
     pub(super) sys_exit_users: Mutex<u32>,
-    /// Per domain, how many reattaches of the shared `sys_exit` program it has reported
-    /// (another domain's check may be the one that attaches it again).
-    pub(super) shared_reattaches_seen: Mutex<std::collections::HashMap<KernelDomain, u64>>,
+    /// Per domain and program, the reattaches it has reported: a program the domains
+    /// share may be attached again by another domain's check.
+    pub(super) reattaches_seen: Mutex<std::collections::HashMap<(KernelDomain, &'static str), u64>>,
     /// What the exclusion maps hold now.
     pub(super) exclusions: Mutex<Exclusions>,
     pub(super) counters: PerCpuArray<MapData, u64>,
@@ -117,7 +117,7 @@ impl KernelPrograms {
             links: Mutex::default(),
             reattached: Mutex::default(),
             sys_exit_users: Mutex::new(0),
-            shared_reattaches_seen: Mutex::default(),
+            reattaches_seen: Mutex::default(),
             exclusions: Mutex::new(exclusions),
             counters,
             hooks: Mutex::new(BTreeMap::new()),
