@@ -37,6 +37,9 @@ pub mod maps {
     /// The running domains' parts of the shared `sys_exit` program (a program array,
     /// slots in [`super::sys_exit`]), filled by the loader as domains start and stop.
     pub const SYS_EXIT_PARTS: &str = "SYS_EXIT_PARTS";
+    /// The running domains' parts of the shared `sys_enter` program (slots in
+    /// [`super::sys_enter`]).
+    pub const SYS_ENTER_PARTS: &str = "SYS_ENTER_PARTS";
 
     /// Every name above.
     pub const ALL: &[&str] = &[
@@ -55,6 +58,7 @@ pub mod maps {
         EXCLUSION_GATES,
         TASK_CREDS_EPOCH,
         SYS_EXIT_PARTS,
+        SYS_ENTER_PARTS,
     ];
 }
 
@@ -76,6 +80,24 @@ pub mod sys_exit {
     /// The part programs, by slot (loaded, never attached).
     pub const PART_PROGRAMS: [&str; PARTS as usize] =
         ["sys_exit_proc", "sys_exit_file", "sys_exit_net"];
+}
+
+/// The one program on the `sys_enter` tracepoint, shared like [`sys_exit`]'s, and the
+/// parts it tail-calls from [`maps::SYS_ENTER_PARTS`]. With it and `sys_exit_shared`,
+/// the file and socket calls need no per-syscall tracepoint: those add the perf
+/// syscall probes to both raw tracepoints, a second callback that every syscall on the
+/// machine then reaches through an indirect call (about 100 ns a syscall here).
+pub mod sys_enter {
+    /// The attached program.
+    pub const PROGRAM: &str = "sys_enter_shared";
+    /// Slots of [`super::maps::SYS_ENTER_PARTS`], in the order the parts run.
+    pub const PARTS: u32 = 2;
+    /// The file calls' arguments (native entry).
+    pub const SLOT_FILESYSTEM: u32 = 0;
+    /// The socket calls' arguments (native and 32-bit entries).
+    pub const SLOT_NETWORK: u32 = 1;
+    /// The part programs, by slot (loaded, never attached).
+    pub const PART_PROGRAMS: [&str; PARTS as usize] = ["sys_enter_file", "sys_enter_net"];
 }
 
 /// Globals (read-only data) the loader sets by name before loading. The structure

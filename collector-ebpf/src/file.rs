@@ -27,7 +27,8 @@ use collector_common::{
 use crate::{
     common::{
         count_emitted, count_loss, count_lost, excluded, fd_to_file, file_wakeup_flags,
-        fill_header, path_excluded, read_kernel, syscall_arg, syscall_nr, FILE_EVENTS,
+        fill_header, path_excluded, read_kernel, syscall_arg, syscall_arg_btf, syscall_nr,
+        FILE_EVENTS,
     },
     net_compat::in_compat_syscall,
     offsets::get,
@@ -955,4 +956,147 @@ pub fn raw_file_sys_exit(ctx: RawTracePointContext) -> i32 {
         _ => {}
     }
     0
+}
+
+// The file calls other than open/openat/creat, from the saved registers: the entry by
+// the filesystem part of `sys_enter_shared` (`sys_enter.rs`), the exit by the one of
+// `sys_exit_shared` (`file_sys.rs`). The same stash and records as the per-syscall
+// tracepoints above, which stand in for these where registers cannot be read.
+const NR_MKDIR: u64 = 83;
+const NR_RMDIR: u64 = 84;
+const NR_LINK: u64 = 86;
+const NR_SYMLINK: u64 = 88;
+const NR_CHMOD: u64 = 90;
+const NR_CHOWN: u64 = 92;
+const NR_LCHOWN: u64 = 94;
+const NR_MKDIRAT: u64 = 258;
+const NR_FCHOWNAT: u64 = 260;
+const NR_LINKAT: u64 = 265;
+const NR_SYMLINKAT: u64 = 266;
+const NR_FCHMODAT: u64 = 268;
+const NR_MEMFD_CREATE: u64 = 319;
+const NR_FCHMODAT2: u64 = 452;
+
+/// An x86_64 one-path call whose entry stashes its arguments.
+#[inline(always)]
+fn is_native_one_path(nr: u64) -> bool {
+    matches!(
+        nr,
+        NR_OPENAT2
+            | NR_UNLINK
+            | NR_UNLINKAT
+            | NR_MKDIR
+            | NR_MKDIRAT
+            | NR_RMDIR
+            | NR_CHMOD
+            | NR_FCHMODAT
+            | NR_FCHMODAT2
+            | NR_CHOWN
+            | NR_LCHOWN
+            | NR_FCHOWNAT
+            | NR_MEMFD_CREATE
+    )
+}
+
+/// An x86_64 two-path call (rename, link, symlink and their *at forms).
+#[inline(always)]
+fn is_native_two_path(nr: u64) -> bool {
+    matches!(
+        nr,
+        NR_RENAME | NR_RENAMEAT | NR_RENAMEAT2 | NR_LINK | NR_LINKAT | NR_SYMLINK | NR_SYMLINKAT
+    )
+}
+
+/// The entry of a native file call (not open/openat/creat, which are read at exit):
+/// stashes its arguments, as the per-syscall `sys_enter_*` programs do. `regs` is the
+/// `sys_enter` tracepoint's typed `pt_regs` pointer. Every syscall on the machine
+/// passes here: others return after the number compare.
+#[inline(always)]
+pub(crate) fn native_enter(regs: *const u8, nr: u64) {
+    if !is_native_stashed(nr) {
+        return;
+    }
+    // The i386 numbers mean other calls (83 is symlink there, 437 openat2 in both): the
+    // 32-bit entry's file calls are read at exit (`file_compat`).
+    if in_compat_syscall() {
+        return;
+    }
+    let a = |n: usize| syscall_arg_btf(regs, n);
+    let at = AT_FDCWD as u64;
+    match nr {
+        NR_OPENAT2 => {
+            let how = a(2) as *const u64;
+            let open_flags = unsafe { aya_ebpf::helpers::bpf_probe_read_user(how) }.unwrap_or(0);
+            let mode =
+                unsafe { aya_ebpf::helpers::bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
+            stash(
+                RecordKind::Open,
+                pending(RecordKind::Open, a(0), a(1), open_flags, mode),
+            );
+        }
+        NR_UNLINK => stash(
+            RecordKind::Unlink,
+            pending(RecordKind::Unlink, at, a(0), 0, 0),
+        ),
+        NR_UNLINKAT => stash(
+            RecordKind::Unlink,
+            pending(RecordKind::Unlink, a(0), a(1), a(2), 0),
+        ),
+        NR_MKDIR => stash(
+            RecordKind::Mkdir,
+            pending(RecordKind::Mkdir, at, a(0), 0, a(1)),
+        ),
+        NR_MKDIRAT => stash(
+            RecordKind::Mkdir,
+            pending(RecordKind::Mkdir, a(0), a(1), 0, a(2)),
+        ),
+        NR_RMDIR => stash(
+            RecordKind::Rmdir,
+            pending(RecordKind::Rmdir, at, a(0), 0, 0),
+        ),
+        NR_CHMOD => stash(
+            RecordKind::Chmod,
+            pending(RecordKind::Chmod, at, a(0), 0, a(1)),
+        ),
+        NR_FCHMODAT | NR_FCHMODAT2 => stash(
+            RecordKind::Chmod,
+            pending(RecordKind::Chmod, a(0), a(1), 0, a(2)),
+        ),
+        NR_CHOWN | NR_LCHOWN => stash_chown(at, a(0), a(1), a(2)),
+        NR_FCHOWNAT => stash_chown(a(0), a(1), a(2), a(3)),
+        NR_MEMFD_CREATE => stash(
+            RecordKind::MemfdCreate,
+            pending(RecordKind::MemfdCreate, at, a(0), a(1), 0),
+        ),
+        NR_RENAME => stash_rename(at, a(0), at, a(1), 0),
+        NR_RENAMEAT => stash_rename(a(0), a(1), a(2), a(3), 0),
+        NR_RENAMEAT2 => stash_rename(a(0), a(1), a(2), a(3), a(4)),
+        NR_LINK => stash_two(RecordKind::Link, at, a(0), at, a(1)),
+        NR_LINKAT => stash_two_flagged(RecordKind::Link, a(0), a(1), a(2), a(3), a(4)),
+        NR_SYMLINK => stash_two(RecordKind::Symlink, at, a(0), at, a(1)),
+        // symlinkat(target, newdirfd, linkpath): the target is a string, not resolved.
+        _ => stash_two(RecordKind::Symlink, at, a(0), a(1), a(2)),
+    }
+}
+
+/// An x86_64 file call whose entry `native_enter` stashes (all but open, openat and
+/// creat).
+#[inline(always)]
+pub(crate) fn is_native_stashed(nr: u64) -> bool {
+    is_native_one_path(nr) || is_native_two_path(nr)
+}
+
+/// The exit of a native file call whose entry `native_enter` saw: writes its record.
+/// Returns false for other calls. The caller has checked that this is not the 32-bit
+/// entry.
+#[inline(always)]
+pub(crate) fn native_exit(nr: u64, ret: i64) -> bool {
+    if is_native_one_path(nr) {
+        exit_one_path_ret(ret);
+    } else if is_native_two_path(nr) {
+        exit_rename_ret(ret);
+    } else {
+        return false;
+    }
+    true
 }

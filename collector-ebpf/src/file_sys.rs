@@ -19,7 +19,7 @@ use collector_common::RecordKind;
 
 use crate::{
     common::{excluded, syscall_arg_btf},
-    file::{emit_one_path, pending, CREAT_FLAGS},
+    file::{emit_one_path, is_native_stashed, native_exit, pending, CREAT_FLAGS},
     file_compat::{compat_exit_from_regs, is_file_call32_at_exit},
     net_compat::in_compat_syscall,
 };
@@ -34,12 +34,17 @@ const AT_FDCWD: u64 = collector_common::abi::AT_FDCWD as i64 as u64;
 #[inline(always)]
 pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, nr: u64) -> i32 {
     let native = matches!(nr, NR_OPEN | NR_CREAT | NR_OPENAT);
-    if !native && !is_file_call32_at_exit(nr) {
+    let stashed = is_native_stashed(nr);
+    if !native && !stashed && !is_file_call32_at_exit(nr) {
         return 0;
     }
     let ret: i64 = ctx.arg(1);
     if in_compat_syscall() {
         compat_exit_from_regs(regs, nr, ret);
+        return 0;
+    }
+    if stashed {
+        native_exit(nr, ret);
         return 0;
     }
     if !native {

@@ -23,6 +23,7 @@ mod net_state;
 mod offsets;
 mod path;
 mod process;
+mod sys_enter;
 mod sys_exit;
 
 #[cfg(not(test))]

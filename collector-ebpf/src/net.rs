@@ -27,8 +27,8 @@ use collector_common::{net_flags, NetRecord, RecordKind, UnixRecord, UNIX_PATH_L
 
 use crate::{
     common::{
-        count_emitted, count_lost, excluded, fd_to_file, fill_header, net_wakeup_flags,
-        read_kernel, syscall_arg, syscall_nr, NET_EVENTS,
+        count_emitted, count_lost, excluded, fd_to_file, fill_header, load_btf, net_wakeup_flags,
+        read_kernel, syscall_arg, syscall_arg_btf, NET_EVENTS,
     },
     net_state::{capture_local_port, conn_id, net_count, owner_id, track_owner, NET_PENDING_FULL},
     offsets::get,
@@ -831,7 +831,7 @@ pub fn raw_net_sys_enter(ctx: RawTracePointContext) -> i32 {
     let id: u64 = ctx.arg(1);
     if !matches!(
         id,
-        NR_CONNECT | NR_BIND | NR_LISTEN | NR_SENDTO | NR_SENDMSG
+        NR_CONNECT | NR_BIND | NR_LISTEN | NR_SENDTO | NR_SENDMSG | NR_SENDMMSG
     ) || crate::net_compat::in_compat_syscall()
     {
         return 0;
@@ -853,11 +853,53 @@ pub fn raw_net_sys_enter(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn raw_net_sys_exit(ctx: RawTracePointContext) -> i32 {
-    let id = syscall_nr(ctx.arg(0));
+/// The entry of a native socket call, from the `sys_enter` tracepoint's typed `regs`
+/// (the network part of `sys_enter_shared`): what the per-syscall `sys_enter_*`
+/// programs above do. Every syscall on the machine passes here: others return after
+/// the number compare.
+#[inline(always)]
+pub(crate) fn native_enter(regs: *const u8, nr: u64) {
     if !matches!(
-        id,
+        nr,
+        NR_CONNECT | NR_BIND | NR_LISTEN | NR_SENDTO | NR_SENDMSG | NR_SENDMMSG
+    ) || crate::net_compat::in_compat_syscall()
+    {
+        // The i386 numbers mean other calls: the 32-bit entry is `net_compat`'s.
+        return;
+    }
+    let a = |n| syscall_arg_btf(regs, n);
+    match nr {
+        NR_CONNECT => enter_sock_call(RecordKind::Connect, a(0), a(1), a(2), 0),
+        NR_BIND => enter_sock_call(RecordKind::Bind, a(0), a(1), a(2), 0),
+        NR_LISTEN => enter_sock_call(RecordKind::Listen, a(0), 0, 0, 0),
+        NR_SENDTO => {
+            // The sixth argument (addrlen) is in r9.
+            let len: u64 = unsafe { load_btf(regs, get::OFF_NET_REGS_R9()) };
+            udp_send(a(0), a(4), len, 0)
+        }
+        NR_SENDMSG => udp_sendmsg(a(0), a(1)),
+        _ => udp_sendmmsg_enter(a(0), a(1), a(2)),
+    }
+}
+
+/// The exit of a native socket call (the network part of `sys_exit_shared`): what the
+/// per-syscall `sys_exit_*` programs above do. The caller has checked that this is not
+/// the 32-bit entry.
+#[inline(always)]
+pub(crate) fn native_exit(nr: u64, result: i64) {
+    match nr {
+        NR_CONNECT | NR_BIND | NR_LISTEN | NR_SENDTO | NR_SENDMSG => exit_sock_call(result),
+        NR_ACCEPT | NR_ACCEPT4 => exit_accept(result, 0),
+        NR_SENDMMSG => udp_sendmmsg_exit(result),
+        _ => {}
+    }
+}
+
+/// An x86_64 socket call `native_exit` handles.
+#[inline(always)]
+pub(crate) fn is_native_socket_call(nr: u64) -> bool {
+    matches!(
+        nr,
         NR_CONNECT
             | NR_BIND
             | NR_LISTEN
@@ -866,16 +908,5 @@ pub fn raw_net_sys_exit(ctx: RawTracePointContext) -> i32 {
             | NR_SENDTO
             | NR_SENDMSG
             | NR_SENDMMSG
-    ) || crate::net_compat::in_compat_syscall()
-    {
-        return 0;
-    }
-    let result: i64 = ctx.arg(1);
-    match id {
-        NR_CONNECT | NR_BIND | NR_LISTEN | NR_SENDTO | NR_SENDMSG => exit_sock_call(result),
-        NR_ACCEPT | NR_ACCEPT4 => exit_accept(result, 0),
-        NR_SENDMMSG => udp_sendmmsg_exit(result),
-        _ => {}
-    }
-    0
+    )
 }

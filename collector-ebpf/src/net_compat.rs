@@ -18,7 +18,9 @@ use collector_common::{net_flags::COMPAT, RecordKind};
 
 use crate::{
     common::read_kernel,
-    net::{enter_sock_call, exit_accept, exit_sock_call, udp_send},
+    net::{
+        enter_sock_call, exit_accept, exit_sock_call, is_native_socket_call, native_exit, udp_send,
+    },
     offsets::get,
 };
 
@@ -106,15 +108,22 @@ fn sendmsg32(fd: u64, msg: u64) {
     udp_send(fd, hdr[0] as u64, hdr[1] as u64, COMPAT);
 }
 
+/// The raw-tracepoint form of [`compat_enter`] (the `syscall_hooks = "raw"` set).
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn raw_net_compat_enter(ctx: RawTracePointContext) -> i32 {
+    compat_enter(ctx.arg(0), ctx.arg(1));
+    0
+}
+
+/// The entry of a socket call through the 32-bit entry: stashes what its exit reports.
+/// The network part of `sys_enter_shared` runs it for every syscall.
+#[inline(always)]
+pub(crate) fn compat_enter(regs: *const u8, id: u64) {
     // The number first (no helper call): of these, only 102 is also an x86_64 syscall
     // (getuid); 361-370 are unassigned there. Every other syscall returns here.
-    let id: u64 = ctx.arg(1);
     if !is_socket_call32(id) || !in_compat_syscall() {
-        return 0;
+        return;
     }
-    let regs: *const u8 = ctx.arg(0);
     let a = |n| arg32(regs, n);
     match id {
         NR32_CONNECT => enter_sock_call(RecordKind::Connect, a(0), a(1), a(2), COMPAT),
@@ -128,10 +137,10 @@ pub fn raw_net_compat_enter(ctx: RawTracePointContext) -> i32 {
                 call,
                 SYS_BIND | SYS_CONNECT | SYS_LISTEN | SYS_SENDTO | SYS_SENDMSG
             ) {
-                return 0;
+                return;
             }
             let Ok(args) = (unsafe { bpf_probe_read_user(a(1) as *const [u32; 6]) }) else {
-                return 0;
+                return;
             };
             let s = |n: usize| args[n] as u64;
             match call {
@@ -145,7 +154,6 @@ pub fn raw_net_compat_enter(ctx: RawTracePointContext) -> i32 {
         }
         _ => {}
     }
-    0
 }
 
 /// The network domain's part of the shared `sys_exit` program (`sys_exit_shared`, a
@@ -154,7 +162,14 @@ pub fn raw_net_compat_enter(ctx: RawTracePointContext) -> i32 {
 /// machine passes here.
 #[inline(always)]
 pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, id: u64) -> i32 {
-    if !is_socket_call32(id) || !in_compat_syscall() {
+    let native = is_native_socket_call(id);
+    if !native && !is_socket_call32(id) {
+        return 0;
+    }
+    if !in_compat_syscall() {
+        if native {
+            native_exit(id, ctx.arg(1));
+        }
         return 0;
     }
     // The return value of a 32-bit call is the low half, sign-extended.

@@ -128,7 +128,7 @@ fn config(hooks: SyscallHooks) -> KernelConfig {
 async fn check_tcp(ip: &str, family: AddressFamily, hooks: SyscallHooks) {
     let mut net = Net::start(config(hooks));
     let expected_hook = match hooks {
-        SyscallHooks::Raw => ("raw_net_sys_exit", "raw_tp/sys_exit"),
+        SyscallHooks::Raw => ("raw_net_sys_enter", "raw_tp/sys_enter"),
         _ => ("sys_exit_connect", "tracepoint/syscalls/sys_exit_connect"),
     };
     assert_eq!(

@@ -1,8 +1,8 @@
 //! `syscall_hooks = "portable"`: the hook set a kernel of another architecture gets
 //! (no program reads syscall arguments from x86_64's saved registers), loaded on this
 //! x86_64 kernel. The domains still attach; per-syscall tracepoints stand in for
-//! the filesystem part of `sys_exit_shared`, and their opens carry the same kernel-resolved fields, seen from an
-//! unprivileged actor (uid 65534).
+//! the file parts of `sys_enter_shared` and `sys_exit_shared`, and their opens carry
+//! the same kernel-resolved fields, seen from an unprivileged actor (uid 65534).
 
 mod common;
 
@@ -13,9 +13,12 @@ use collector_userspace::ebpf::{
     KernelConfig, KernelDomain, KernelPrograms, KernelSource, SyscallHooks,
 };
 
-/// The `sys_exit` program the domains share: process and filesystem parts read the
-/// saved registers, so in portable mode neither domain attaches it.
-const SHARED_EXIT: &str = collector_common::abi::sys_exit::PROGRAM;
+/// The syscall programs the domains share: their parts read the saved registers, so in
+/// portable mode no domain attaches them.
+const SHARED: [&str; 2] = [
+    collector_common::abi::sys_enter::PROGRAM,
+    collector_common::abi::sys_exit::PROGRAM,
+];
 
 fn portable() -> KernelConfig {
     KernelConfig {
@@ -33,7 +36,7 @@ async fn portable_file_hooks_resolve_the_same_paths() {
     let watch = common::FsWatch::start(portable());
     let hooks = watch.programs.hooks();
     assert!(
-        !hooks.contains_key(SHARED_EXIT),
+        SHARED.iter().all(|p| !hooks.contains_key(*p)),
         "no register-reading program: {hooks:?}"
     );
     for (program, hook) in [
@@ -105,7 +108,7 @@ async fn portable_process_hooks_leave_out_only_the_register_readers() {
     ] {
         assert!(hooks.contains_key(program), "{program}: {hooks:?}");
     }
-    assert!(!hooks.contains_key(SHARED_EXIT), "{hooks:?}");
+    assert!(SHARED.iter().all(|p| !hooks.contains_key(*p)), "{hooks:?}");
     // Attached by `new`; `stop` detaches (no `start`: a start racing the stop would
     // attach again, as a restarted source does).
     source.stop().await.unwrap();

@@ -6,7 +6,9 @@
 //! kernel holds one link for the three; a second attach of a running domain leaves its
 //! part alone; a reattach of the shared program is reported by every domain using it;
 //! a stopped domain's part stops while the others go on (first and middle slots); the
-//! program goes with the last domain.
+//! program goes with the last domain. The same holds for `sys_enter_shared`, whose
+//! parts (filesystem, network) read the file and socket calls' arguments at entry: the
+//! connects below pass through it.
 
 mod common;
 
@@ -16,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use collector_common::abi::sys_enter::PROGRAM as SHARED_ENTER;
 use collector_common::abi::sys_exit::PROGRAM as SHARED_EXIT;
 use collector_common::RecordKind;
 use collector_core::event::{FilesystemEventKind, NetworkEventKind, ProcessEventKind};
@@ -122,6 +125,31 @@ async fn one_sys_exit_program_serves_every_domain_and_outlives_each_one() {
     );
     let id = programs.program_id(SHARED_EXIT).expect("loaded");
     assert_eq!(links_of(id), 1, "one link for the three domains");
+    // The entry side: the filesystem and network domains have parts there, the
+    // process domain none.
+    for (domain, _, _) in &sources {
+        let attached = programs.attached_programs(*domain);
+        assert_eq!(
+            attached.contains(&SHARED_ENTER),
+            *domain != KernelDomain::Process,
+            "{domain:?}: {attached:?}"
+        );
+    }
+    assert_eq!(
+        programs.hooks().get(SHARED_ENTER).map(String::as_str),
+        Some("tp_btf/sys_enter")
+    );
+    let enter_id = programs.program_id(SHARED_ENTER).expect("loaded");
+    assert_eq!(links_of(enter_id), 1, "one link for the two domains");
+    // No per-syscall tracepoint: those would put the perf syscall probes on every
+    // syscall next to the shared programs.
+    let hooks = programs.hooks();
+    assert!(
+        hooks
+            .values()
+            .all(|h| !h.starts_with("tracepoint/syscalls/")),
+        "{hooks:#?}"
+    );
 
     // Process and network parts: the actor drops root with a native setresuid (a cred
     // change), then connects through `int $0x80` as nobody.
@@ -186,9 +214,10 @@ async fn one_sys_exit_program_serves_every_domain_and_outlives_each_one() {
     let compat_before = compat_file_events(&seen);
     assert!(compat_before >= 9, "{seen:#?}");
 
-    // A second attach of a running domain fails (its other programs are loaded) and
-    // leaves the running one's part in its slot (checked by the opens below).
-    assert!(programs.attach(KernelDomain::Filesystem).is_err());
+    // A second attach of a running domain is refused and leaves the running one's parts
+    // in their slots (checked by the opens below).
+    let again = programs.attach(KernelDomain::Filesystem).unwrap_err();
+    assert!(again.to_string().contains("attached already"), "{again}");
     assert_eq!(links_of(id), 1);
 
     // The shared program's link is closed (as from outside): the first domain's check
@@ -243,6 +272,11 @@ async fn one_sys_exit_program_serves_every_domain_and_outlives_each_one() {
     source.stop().await.unwrap();
     task.await.unwrap().unwrap();
     assert_eq!(links_of(id), 1, "still attached for the network domain");
+    assert_eq!(
+        links_of(enter_id),
+        1,
+        "the entry side too: its first slot is empty now"
+    );
     let (opens, _) = programs.kernel_counts(RecordKind::Open);
     let net = run_actor(NET_ACTOR, &["int80"]);
     let net_pid: u32 = net["pid"].parse().unwrap();
@@ -287,5 +321,7 @@ async fn one_sys_exit_program_serves_every_domain_and_outlives_each_one() {
         task.await.unwrap().unwrap();
     }
     assert!(!programs.hooks().contains_key(SHARED_EXIT));
+    assert!(!programs.hooks().contains_key(SHARED_ENTER));
     assert_eq!(links_of(id), 0, "detached with the last domain");
+    assert_eq!(links_of(enter_id), 0, "detached with the last domain");
 }

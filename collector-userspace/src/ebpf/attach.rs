@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use aya::programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint};
 use aya::{Btf, Ebpf};
 
-use super::catalogue::{Hook, KernelDomain, ProgramSpec, OPTIONAL_PROGRAMS, SYS_EXIT_SHARED};
+use super::catalogue::{Hook, KernelDomain, ProgramSpec, Shared, OPTIONAL_PROGRAMS};
 use super::config::SyscallHooks;
 use super::error::{hint_for, LoadError};
 use super::links::LinkCheck;
@@ -19,23 +19,39 @@ impl KernelPrograms {
     /// Verifies, loads and attaches every program of `domain`, choosing hooks by
     /// [`SyscallHooks`]. On failure the domain's programs that did attach are unloaded.
     pub fn attach(&self, domain: KernelDomain) -> Result<(), LoadError> {
+        // A second attach would find its shared parts in and its other programs loaded;
+        // refused before it touches anything, so the running domain keeps all of them.
+        if self
+            .attached
+            .lock()
+            .expect("attached lock poisoned")
+            .contains_key(&domain)
+        {
+            return Err(LoadError::AlreadyAttached(domain));
+        }
         // Without x86_64's `pt_regs` (another architecture) the programs that read
         // syscall arguments from the saved registers would decode garbage: they are
         // left out, and per-syscall tracepoints stand in where they can.
         let portable = self.config.syscall_hooks == SyscallHooks::Portable || !self.raw_syscalls;
         let preferred: Vec<&'static ProgramSpec> = if portable {
-            let programs = domain.portable_programs();
-            if domain.reads_exit_registers() {
-                tracing::warn!(
-                    ?domain,
-                    left_out = SYS_EXIT_SHARED.name,
-                    "syscall arguments cannot be read from saved registers here (not x86_64, \
-                     or syscall_hooks = \"portable\"): per-syscall tracepoints stand in for \
-                     opens; file calls through the 32-bit entry, cred changes and failed \
-                     execs are not seen"
-                );
-            }
-            programs
+            tracing::warn!(
+                ?domain,
+                "syscall arguments cannot be read from saved registers here (not x86_64, \
+                 or syscall_hooks = \"portable\"): per-syscall tracepoints stand in for the \
+                 file and socket calls; calls through the 32-bit entry, cred changes and \
+                 failed execs are not seen"
+            );
+            domain.portable_programs()
+        } else if self.config.syscall_hooks == SyscallHooks::Tracepoints
+            && domain != KernelDomain::Process
+        {
+            tracing::warn!(
+                ?domain,
+                "syscall_hooks = \"tracepoints\": per-syscall tracepoints watch the file and \
+                 socket calls; they cost every syscall more than the shared programs, and \
+                 this domain's calls through the 32-bit entry are not seen"
+            );
+            domain.portable_programs()
         } else {
             domain.programs().iter().collect()
         };
@@ -66,8 +82,8 @@ impl KernelPrograms {
             };
         let mut attached = Vec::new();
         for &spec in &specs {
-            let result = if spec.name == SYS_EXIT_SHARED.name {
-                match self.join_sys_exit(domain) {
+            let result = if let Some(shared) = Shared::of(spec.name) {
+                match self.join_shared(shared, domain) {
                     Ok(true) => Ok(()),
                     // Already this domain's (a second attach): not this call's to undo.
                     Ok(false) => continue,
@@ -133,39 +149,55 @@ impl KernelPrograms {
         }
     }
 
-    /// Turns `domain`'s part of the shared `sys_exit` program on: loads the part and
-    /// puts it in its slot, and attaches the shared program if this is the first
+    /// Turns `domain`'s part of the shared syscall program `shared` on: loads the part
+    /// and puts it in its slot, and attaches the shared program if this is the first
     /// domain to need it. One lock orders it all, so two domains starting at once
     /// attach the shared program once. `false`: the domain had its part in already.
-    fn join_sys_exit(&self, domain: KernelDomain) -> Result<bool, LoadError> {
-        let mut users = self.sys_exit_users.lock().expect("sys_exit lock poisoned");
-        if *users & 1 << domain.sys_exit_slot() != 0 {
+    fn join_shared(&self, shared: Shared, domain: KernelDomain) -> Result<bool, LoadError> {
+        let (Some(slot), Some(part)) = (domain.shared_slot(shared), domain.shared_part(shared))
+        else {
+            return Err(LoadError::Map(
+                "a domain without a part of a shared program",
+            ));
+        };
+        let mut users = self
+            .shared_users(shared)
+            .lock()
+            .expect("shared lock poisoned");
+        if *users & 1 << slot != 0 {
             return Ok(false);
         }
-        let part = domain.sys_exit_part();
         let loaded = {
             let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
-            self.with_btf(|btf| load_part(&mut ebpf, part, domain.sys_exit_slot(), btf))
+            self.with_btf(|btf| load_part(&mut ebpf, shared, part, slot, btf))
         };
         if let Err(e) = loaded {
             self.unload_one(part);
             return Err(e);
         }
         if *users == 0 {
-            if let Err(e) = self.attach_one(&SYS_EXIT_SHARED) {
+            if let Err(e) = self.attach_one(shared.spec()) {
                 // Loaded but not attached: unloaded, or every later join would fail on
                 // a program already loaded.
-                self.unload_one(SYS_EXIT_SHARED.name);
-                self.take_part_out(domain);
+                self.unload_one(shared.spec().name);
+                self.take_part_out(shared, domain);
                 return Err(e);
             }
         }
         self.hooks.lock().expect("hooks lock poisoned").insert(
             part.to_string(),
-            format!("tail call from {}", SYS_EXIT_SHARED.name),
+            format!("tail call from {}", shared.spec().name),
         );
-        *users |= 1 << domain.sys_exit_slot();
+        *users |= 1 << slot;
         Ok(true)
+    }
+
+    /// The domains whose part of `shared` is in its slot (bit = 1 << slot).
+    fn shared_users(&self, shared: Shared) -> &std::sync::Mutex<u32> {
+        match shared {
+            Shared::Enter => &self.sys_enter_users,
+            Shared::Exit => &self.sys_exit_users,
+        }
     }
 
     /// Loads and attaches one program, keeping its link.
@@ -181,46 +213,52 @@ impl KernelPrograms {
         Ok(())
     }
 
-    /// Turns `domain`'s part of the shared `sys_exit` program off, unloading the
-    /// shared program when no domain needs it any more.
-    fn leave_sys_exit(&self, domain: KernelDomain) {
-        let mut users = self.sys_exit_users.lock().expect("sys_exit lock poisoned");
-        let bit = 1 << domain.sys_exit_slot();
+    /// Turns `domain`'s part of `shared` off, unloading the shared program when no
+    /// domain needs it any more.
+    fn leave_shared(&self, shared: Shared, domain: KernelDomain) {
+        let Some(slot) = domain.shared_slot(shared) else {
+            return;
+        };
+        let mut users = self
+            .shared_users(shared)
+            .lock()
+            .expect("shared lock poisoned");
+        let bit = 1 << slot;
         if *users & bit == 0 {
             return;
         }
         *users &= !bit;
         if *users == 0 {
-            self.unload_one(SYS_EXIT_SHARED.name);
+            self.unload_one(shared.spec().name);
         }
-        self.take_part_out(domain);
+        self.take_part_out(shared, domain);
     }
 
-    /// Empties `domain`'s slot and unloads its part.
-    fn take_part_out(&self, domain: KernelDomain) {
+    /// Empties `domain`'s slot of `shared` and unloads its part.
+    fn take_part_out(&self, shared: Shared, domain: KernelDomain) {
+        let (Some(slot), Some(part)) = (domain.shared_slot(shared), domain.shared_part(shared))
+        else {
+            return;
+        };
         let cleared = {
             let mut ebpf = self.ebpf.lock().expect("ebpf lock poisoned");
-            parts_map(&mut ebpf).and_then(|mut parts| {
-                parts
-                    .clear_index(&domain.sys_exit_slot())
-                    .map_err(parts_update_error)
-            })
+            parts_map(&mut ebpf, shared)
+                .and_then(|mut parts| parts.clear_index(&slot).map_err(parts_update_error(shared)))
         };
         if let Err(e) = cleared {
             // Unloading the part below still leaves the slot's reference to it: the
             // part runs on, writing into a ring nobody reads (counted as lost).
             tracing::warn!(?domain, "{:#}", anyhow::Error::from(e));
         }
-        self.unload_one(domain.sys_exit_part());
+        self.unload_one(part);
     }
 
-    /// Undoes one of `domain`'s programs: unloads it, or for the shared `sys_exit`
-    /// program turns the domain's part off.
+    /// Undoes one of `domain`'s programs: unloads it, or for a shared syscall program
+    /// turns the domain's part off.
     fn release(&self, domain: KernelDomain, name: &str) {
-        if name == SYS_EXIT_SHARED.name {
-            self.leave_sys_exit(domain);
-        } else {
-            self.unload_one(name);
+        match Shared::of(name) {
+            Some(shared) => self.leave_shared(shared, domain),
+            None => self.unload_one(name),
         }
     }
 
@@ -431,12 +469,18 @@ pub(super) fn attach_program(
     }
 }
 
-/// Loads the part program `name` (verified against `sys_exit` like the shared program
-/// that tail-calls it) and puts it in slot `slot` of `SYS_EXIT_PARTS`.
-fn load_part(ebpf: &mut Ebpf, name: &'static str, slot: u32, btf: &Btf) -> Result<(), LoadError> {
+/// Loads the part program `name` (verified against the tracepoint of `shared`, like
+/// the shared program that tail-calls it) and puts it in slot `slot` of its array.
+fn load_part(
+    ebpf: &mut Ebpf,
+    shared: Shared,
+    name: &'static str,
+    slot: u32,
+    btf: &Btf,
+) -> Result<(), LoadError> {
     let wrap = |source: ProgramError| LoadError::Program {
         program: name.to_string(),
-        hook: format!("tail call from {}", SYS_EXIT_SHARED.name),
+        hook: format!("tail call from {}", shared.spec().name),
         hint: hint_for(&source),
         source: Box::new(source),
     };
@@ -444,29 +488,30 @@ fn load_part(ebpf: &mut Ebpf, name: &'static str, slot: u32, btf: &Btf) -> Resul
         .program_mut(name)
         .ok_or(LoadError::Map("program missing from object"))?;
     let p: &mut BtfTracePoint = program.try_into().map_err(wrap)?;
-    p.load("sys_exit", btf).map_err(wrap)?;
+    p.load(shared.tracepoint(), btf).map_err(wrap)?;
     let fd = p
         .fd()
         .map_err(wrap)?
         .try_clone()
         .map_err(|e| wrap(ProgramError::IOError(e)))?;
-    parts_map(ebpf)?
+    parts_map(ebpf, shared)?
         .set(slot, &fd, 0)
-        .map_err(parts_update_error)
+        .map_err(parts_update_error(shared))
 }
 
-/// `SYS_EXIT_PARTS`, the shared `sys_exit` program's array of parts.
+/// The array of the parts of `shared` (`SYS_ENTER_PARTS`, `SYS_EXIT_PARTS`).
 fn parts_map(
     ebpf: &mut Ebpf,
+    shared: Shared,
 ) -> Result<aya::maps::ProgramArray<&mut aya::maps::MapData>, LoadError> {
-    let name = collector_common::abi::maps::SYS_EXIT_PARTS;
+    let name = shared.parts_map();
     let map = ebpf.map_mut(name).ok_or(LoadError::Map(name))?;
     aya::maps::ProgramArray::try_from(map).map_err(|_| LoadError::Map(name))
 }
 
-fn parts_update_error(source: aya::maps::MapError) -> LoadError {
-    LoadError::MapUpdate {
-        map: collector_common::abi::maps::SYS_EXIT_PARTS,
+fn parts_update_error(shared: Shared) -> impl Fn(aya::maps::MapError) -> LoadError {
+    move |source| LoadError::MapUpdate {
+        map: shared.parts_map(),
         source: Box::new(source),
     }
 }

@@ -58,6 +58,50 @@ const fn raw(name: &'static str, tracepoint: &'static str) -> ProgramSpec {
 /// `collector_common::abi::sys_exit`): each domain attaching it turns its own part on.
 pub(crate) const SYS_EXIT_SHARED: ProgramSpec = btf_at(abi::sys_exit::PROGRAM, "sys_exit");
 
+/// The one program on `sys_enter`, shared the same way (`collector_common::abi::sys_enter`).
+pub(crate) const SYS_ENTER_SHARED: ProgramSpec = btf_at(abi::sys_enter::PROGRAM, "sys_enter");
+
+/// Which of the two shared syscall programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shared {
+    Enter,
+    Exit,
+}
+
+impl Shared {
+    /// Both, in the order a domain joins them.
+    pub(crate) const ALL: [Shared; 2] = [Shared::Enter, Shared::Exit];
+
+    /// The attached program.
+    pub(crate) fn spec(self) -> &'static ProgramSpec {
+        match self {
+            Self::Enter => &SYS_ENTER_SHARED,
+            Self::Exit => &SYS_EXIT_SHARED,
+        }
+    }
+
+    /// The one for the program `name`, if it is one.
+    pub(crate) fn of(name: &str) -> Option<Shared> {
+        Self::ALL.into_iter().find(|s| s.spec().name == name)
+    }
+
+    /// The tracepoint (its parts are verified against it too).
+    pub(crate) fn tracepoint(self) -> &'static str {
+        match self {
+            Self::Enter => "sys_enter",
+            Self::Exit => "sys_exit",
+        }
+    }
+
+    /// The program array of its parts.
+    pub(crate) fn parts_map(self) -> &'static str {
+        match self {
+            Self::Enter => abi::maps::SYS_ENTER_PARTS,
+            Self::Exit => abi::maps::SYS_EXIT_PARTS,
+        }
+    }
+}
+
 const fn syscall(name: &'static str) -> ProgramSpec {
     ProgramSpec {
         name,
@@ -106,60 +150,59 @@ impl KernelDomain {
         }
     }
 
-    /// Whether this domain's part of `sys_exit_shared` reads syscall numbers and
-    /// arguments from x86_64's saved registers (`pt_regs.orig_ax`, `di`, ...) and
-    /// compares x86_64/i386 syscall numbers. Where the kernel's `pt_regs` is not
-    /// x86_64's (arm64, ...), or with `syscall_hooks = "portable"`, such a domain goes
-    /// without it: [`FILE_OPEN_PORTABLE`] stands in for the filesystem's opens; cred
-    /// changes and failed execs go unreported, and file calls made through the 32-bit
-    /// entry are not seen.
-    pub(crate) fn reads_exit_registers(self) -> bool {
-        matches!(self, Self::Process | Self::Filesystem)
-    }
-
-    /// This domain's slot in the kernel's `SYS_EXIT_PARTS`: where its part of
-    /// `sys_exit_shared` goes while it runs.
-    pub(crate) fn sys_exit_slot(self) -> u32 {
-        match self {
-            Self::Process => abi::sys_exit::SLOT_PROCESS,
-            Self::Network => abi::sys_exit::SLOT_NETWORK,
-            Self::Filesystem => abi::sys_exit::SLOT_FILESYSTEM,
+    /// This domain's slot in the kernel's parts array of `shared` (`SYS_ENTER_PARTS`,
+    /// `SYS_EXIT_PARTS`): where its part goes while it runs. `None`: no part there.
+    pub(crate) fn shared_slot(self, shared: Shared) -> Option<u32> {
+        match (shared, self) {
+            (Shared::Enter, Self::Process) => None,
+            (Shared::Enter, Self::Network) => Some(abi::sys_enter::SLOT_NETWORK),
+            (Shared::Enter, Self::Filesystem) => Some(abi::sys_enter::SLOT_FILESYSTEM),
+            (Shared::Exit, Self::Process) => Some(abi::sys_exit::SLOT_PROCESS),
+            (Shared::Exit, Self::Network) => Some(abi::sys_exit::SLOT_NETWORK),
+            (Shared::Exit, Self::Filesystem) => Some(abi::sys_exit::SLOT_FILESYSTEM),
         }
     }
 
-    /// The program of this domain's part of `sys_exit_shared` (loaded, never attached:
-    /// the shared program tail-calls it).
-    pub(crate) fn sys_exit_part(self) -> &'static str {
-        abi::sys_exit::PART_PROGRAMS[self.sys_exit_slot() as usize]
+    /// The program of this domain's part of `shared` (loaded, never attached: the
+    /// shared program tail-calls it).
+    pub(crate) fn shared_part(self, shared: Shared) -> Option<&'static str> {
+        let slot = self.shared_slot(shared)? as usize;
+        Some(match shared {
+            Shared::Enter => abi::sys_enter::PART_PROGRAMS[slot],
+            Shared::Exit => abi::sys_exit::PART_PROGRAMS[slot],
+        })
     }
 
-    /// The preferred programs without register reads
-    /// ([`KernelDomain::reads_exit_registers`]), with the per-syscall tracepoints that
-    /// stand in for them.
+    /// The programs without the shared syscall programs, which read syscall numbers
+    /// and arguments from x86_64's saved registers (`pt_regs.orig_ax`, `di`, ...) and
+    /// compare x86_64/i386 syscall numbers. Where the kernel's `pt_regs` is not
+    /// x86_64's (arm64, ...), or with `syscall_hooks = "portable"`: per-syscall
+    /// tracepoints stand in for the file and socket calls; cred changes and failed
+    /// execs go unreported, and calls made through the 32-bit entry are not seen.
     pub(crate) fn portable_programs(self) -> Vec<&'static ProgramSpec> {
-        let extra: &'static [ProgramSpec] = match self {
-            Self::Filesystem => FILE_OPEN_PORTABLE,
-            _ => &[],
+        let programs: &'static [ProgramSpec] = match self {
+            Self::Process => PROCESS_PROGRAMS,
+            Self::Network => NETWORK_PROGRAMS_PORTABLE,
+            Self::Filesystem => FILE_PROGRAMS_PORTABLE,
         };
-        self.programs()
+        programs
             .iter()
-            .filter(|p| !(self.reads_exit_registers() && p.name == SYS_EXIT_SHARED.name))
-            .chain(extra)
+            .filter(|p| Shared::of(p.name).is_none())
             .collect()
     }
 
     /// Names of this domain's kernel programs (with any set of hooks).
     pub fn program_names(self) -> impl Iterator<Item = &'static str> {
-        let portable: &'static [ProgramSpec] = match self {
-            Self::Filesystem => FILE_OPEN_PORTABLE,
-            _ => &[],
-        };
         self.programs()
             .iter()
             .chain(self.fallback_programs().unwrap_or_default())
-            .chain(portable)
+            .chain(self.portable_programs())
             .map(|p| p.name)
-            .chain([self.sys_exit_part()])
+            .chain(
+                Shared::ALL
+                    .into_iter()
+                    .filter_map(move |s| self.shared_part(s)),
+            )
     }
 
     /// Record kinds this domain's programs emit, with their names.
@@ -209,6 +252,20 @@ pub(crate) const PROCESS_PROGRAMS: &[ProgramSpec] = &[
 ];
 
 pub(crate) const NETWORK_PROGRAMS: &[ProgramSpec] = &[
+    // The socket calls, native and through the 32-bit entry, from the saved registers.
+    SYS_ENTER_SHARED,
+    SYS_EXIT_SHARED,
+    btf("inet_sock_set_state"),
+    ProgramSpec {
+        name: "io_uring_complete_net",
+        hook: Hook::BtfTracepoint("io_uring_complete"),
+    },
+];
+
+/// What stands in for the network parts of the shared syscall programs without
+/// register reads (see [`KernelDomain::portable_programs`]): per-syscall tracepoints,
+/// whose records carry the arguments on every architecture.
+pub(crate) const NETWORK_PROGRAMS_PORTABLE: &[ProgramSpec] = &[
     syscall("sys_enter_connect"),
     syscall("sys_exit_connect"),
     syscall("sys_exit_accept"),
@@ -224,26 +281,10 @@ pub(crate) const NETWORK_PROGRAMS: &[ProgramSpec] = &[
     syscall("sys_enter_sendmmsg"),
     syscall("sys_exit_sendmmsg"),
     btf("inet_sock_set_state"),
-    // The 32-bit entry: per-syscall tracepoints do not fire for it on x86.
-    raw("raw_net_compat_enter", "sys_enter"),
-    SYS_EXIT_SHARED,
     ProgramSpec {
         name: "io_uring_complete_net",
         hook: Hook::BtfTracepoint("io_uring_complete"),
     },
-];
-
-/// What stands in for the filesystem part of `sys_exit_shared` without register reads
-/// (see [`KernelDomain::reads_exit_registers`]): per-syscall
-/// tracepoints, whose records carry the arguments on every architecture. `open` and
-/// `creat` exist only on some (x86_64 has them, arm64 does not): optional.
-pub(crate) const FILE_OPEN_PORTABLE: &[ProgramSpec] = &[
-    syscall("sys_enter_openat"),
-    syscall("sys_exit_openat"),
-    syscall("sys_enter_open"),
-    syscall("sys_exit_open"),
-    syscall("sys_enter_creat"),
-    syscall("sys_exit_creat"),
 ];
 
 /// Programs whose hook a kernel may lack (io_uring compiled out): when one fails to
@@ -280,9 +321,10 @@ pub(crate) const OPTIONAL_PROGRAMS: &[&str] = &[
     "sys_exit_symlink",
 ];
 
+/// The raw-tracepoint set: an entry program per domain on `sys_enter`; the exits
+/// (native and 32-bit) are the network part of `sys_exit_shared`, as in the preferred set.
 pub(crate) const NETWORK_PROGRAMS_RAW: &[ProgramSpec] = &[
     raw("raw_net_sys_enter", "sys_enter"),
-    raw("raw_net_sys_exit", "sys_exit"),
     btf("inet_sock_set_state"),
     raw("raw_net_compat_enter", "sys_enter"),
     SYS_EXIT_SHARED,
@@ -313,10 +355,38 @@ pub(crate) const FILE_PROGRAMS_RAW: &[ProgramSpec] = &[
 ];
 
 pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
-    // open, creat, openat (from the saved registers, no entry hook) and the 32-bit
-    // entry's file calls (per-syscall tracepoints do not fire for it on x86), also from
-    // the saved registers.
+    // The file calls, native and through the 32-bit entry, from the saved registers:
+    // entries (arguments and digests of the user strings) by the shared `sys_enter`
+    // program's part, exits (and opens, whole) by the shared `sys_exit` program's.
+    SYS_ENTER_SHARED,
     SYS_EXIT_SHARED,
+    // io_uring file operations (IORING_OP_OPENAT, UNLINKAT, RENAMEAT, ...).
+    ProgramSpec {
+        name: "io_uring_submit_req_file",
+        hook: Hook::BtfTracepoint("io_uring_submit_req"),
+    },
+    ProgramSpec {
+        name: "io_uring_complete_file",
+        hook: Hook::BtfTracepoint("io_uring_complete"),
+    },
+    ProgramSpec {
+        name: "io_uring_cqe_overflow_file",
+        hook: Hook::BtfTracepoint("io_uring_cqe_overflow"),
+    },
+];
+
+/// What stands in for the filesystem parts of the shared syscall programs without
+/// register reads (see [`KernelDomain::portable_programs`]): per-syscall tracepoints,
+/// whose records carry the arguments on every architecture. The legacy path calls
+/// (`open`, `creat`, `unlink`, ...) exist only on some architectures (x86_64 has them,
+/// arm64 does not): optional.
+pub(crate) const FILE_PROGRAMS_PORTABLE: &[ProgramSpec] = &[
+    syscall("sys_enter_openat"),
+    syscall("sys_exit_openat"),
+    syscall("sys_enter_open"),
+    syscall("sys_exit_open"),
+    syscall("sys_enter_creat"),
+    syscall("sys_exit_creat"),
     syscall("sys_enter_openat2"),
     syscall("sys_exit_openat2"),
     syscall("sys_enter_unlink"),

@@ -9,13 +9,18 @@ use super::error::LoadError;
 /// Which hooks the syscall-based programs (file and network) use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyscallHooks {
-    /// Per-syscall tracepoints (mounting tracefs if needed); raw `sys_enter`/`sys_exit`
-    /// when tracefs cannot be had.
+    /// One shared program on each of the BTF `sys_enter`/`sys_exit` tracepoints, reading
+    /// the arguments from the saved registers (no tracefs), on x86_64; elsewhere as
+    /// [`SyscallHooks::Portable`].
     #[default]
     Auto,
-    /// Per-syscall tracepoints only (cheapest: they fire only for watched syscalls).
+    /// Per-syscall tracepoints (mounting tracefs if needed) for the file and socket
+    /// calls. They fire only for their own call, but enabling any adds the perf syscall
+    /// probes to every syscall (costlier than `Auto`), and they never see the 32-bit
+    /// entry's file and socket calls. The process domain keeps its `sys_exit` part.
     Tracepoints,
-    /// Raw `sys_enter`/`sys_exit` tracepoints only (no tracefs; fire for every syscall).
+    /// Raw `sys_enter`/`sys_exit` tracepoints, one program per domain and tracepoint (no
+    /// tracefs): the fallback of older builds, kept for comparison.
     Raw,
     /// Per-syscall tracepoints, and no program that reads syscall arguments from x86_64's
     /// saved registers: what a kernel of another architecture gets. On x86_64 it loses

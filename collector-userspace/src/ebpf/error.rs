@@ -51,6 +51,10 @@ pub enum LoadError {
     /// A map the loader expects is missing or of the wrong type.
     #[error("kernel object has no usable map `{0}`")]
     Map(&'static str),
+
+    #[error("the {0:?} domain's programs are attached already (one source per domain)")]
+    /// A second attach of a domain that is running.
+    AlreadyAttached(super::catalogue::KernelDomain),
     /// tracefs is not mounted and could not be mounted.
     #[error("classic tracepoints need tracefs, which is not mounted and could not be mounted at /sys/kernel/tracing (mount it: `mount -t tracefs nodev /sys/kernel/tracing`)")]
     Tracefs(#[source] std::io::Error),

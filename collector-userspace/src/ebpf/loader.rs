@@ -47,6 +47,8 @@ pub struct KernelPrograms {
     /// The domains whose part of the shared `sys_exit` program is in its slot (bit =
     /// 1 << slot); its lock orders attaching and unloading that program and the parts.
     pub(super) sys_exit_users: Mutex<u32>,
+    /// The same for the shared `sys_enter` program.
+    pub(super) sys_enter_users: Mutex<u32>,
     /// Per domain and program, the reattaches it has reported: a program the domains
     /// share may be attached again by another domain's check.
     pub(super) reattaches_seen: Mutex<std::collections::HashMap<(KernelDomain, &'static str), u64>>,
@@ -117,6 +119,7 @@ impl KernelPrograms {
             links: Mutex::default(),
             reattached: Mutex::default(),
             sys_exit_users: Mutex::new(0),
+            sys_enter_users: Mutex::new(0),
             reattaches_seen: Mutex::default(),
             exclusions: Mutex::new(exclusions),
             counters,

@@ -19,6 +19,7 @@ use collector_core::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::catalogue::Shared;
 use super::clock::BootClock;
 use super::decode::{decode_filesystem, decode_network, decode_process, DecodeError};
 use super::drain::{drain, ChannelOutlet, DrainConfig, DrainStats, KernelRing, Outlet};
@@ -399,7 +400,7 @@ impl EventSource for KernelSource {
             }
         }
         let reattached = self.programs.reattach_counts();
-        // Its attached programs: the shared `sys_exit` program's reattaches count under
+        // Its attached programs: a shared syscall program's reattaches count under
         // every source that uses it (each lost what its part would have seen).
         for program in self.programs.attached_programs(self.domain) {
             if let Some(&n) = reattached.get(program) {
@@ -411,8 +412,12 @@ impl EventSource for KernelSource {
             .programs
             .attached_programs(self.domain)
             .into_iter()
-            // Its part of the shared `sys_exit` program, when it has it in its slot.
-            .chain([self.domain.sys_exit_part()])
+            // Its parts of the shared syscall programs, when it has them in their slots.
+            .chain(
+                Shared::ALL
+                    .into_iter()
+                    .filter_map(|s| self.domain.shared_part(s)),
+            )
             .filter_map(|p| hooks.get(p).map(|h| (p.to_string(), h.clone())))
             .collect();
         stats
