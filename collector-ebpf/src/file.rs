@@ -2,8 +2,10 @@
 //! `AT_REMOVEDIR`), rename/renameat/renameat2, mkdir/mkdirat, rmdir,
 //! chmod/fchmodat/fchmodat2.
 //!
-//! Hooks: classic syscall tracepoints `syscalls/sys_enter_*` + `sys_exit_*` (tracefs; the
-//! loader mounts it when absent). Enter stashes the arguments per thread (and, except for
+//! Hooks: the file parts of the shared `sys_enter`/`sys_exit` programs (`native_enter`,
+//! `native_exit`, arguments from the saved registers); classic syscall tracepoints
+//! `syscalls/sys_enter_*` + `sys_exit_*` stand in where registers cannot be read (the
+//! portable set; tracefs). Enter stashes the arguments per thread (and, except for
 //! opens, a keyed digest of each user string); exit writes one variable-length record
 //! with the result. A successful open reports the opened file's path, walked in the
 //! kernel (`path.rs`); otherwise each path is the directory (dirfd or cwd) walked at exit

@@ -11,8 +11,9 @@
 //! here), so other syscalls pay one register read and a compare, as before.
 //!
 //! x86_64 numbers: open 2, creat 85, openat 257 (checked after `TS_COMPAT`, since the
-//! i386 numbers mean other calls). openat2 keeps its tracepoints (its flags live in a
-//! user struct).
+//! i386 numbers mean other calls). The other native file calls (openat2, unlink, rename,
+//! mkdir, ...) are stashed at entry by the filesystem part of `sys_enter_shared`
+//! (`file::native_enter`); their exits are written here (`file::native_exit`).
 
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, programs::BtfTracePointContext};
 use collector_common::RecordKind;

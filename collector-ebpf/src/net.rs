@@ -2,9 +2,11 @@
 //! here, 32-bit entry in `net_compat.rs`), and TCP connection births and closes from the
 //! kernel's own state machine (`net_state.rs`).
 //!
-//! Hooks: classic syscall tracepoints `syscalls/sys_{enter,exit}_{connect,bind,listen,
-//! accept,accept4,sendto,sendmsg}` (raw `sys_enter`/`sys_exit` without tracefs), and
-//! the BTF tracepoint `inet_sock_set_state` (Linux >= 4.16).
+//! Hooks: the network parts of the shared BTF `sys_enter`/`sys_exit` programs
+//! (`native_enter`, `native_exit`: connect, bind, listen, accept, accept4, sendto,
+//! sendmsg, sendmmsg, arguments from the saved registers); classic syscall tracepoints
+//! `syscalls/sys_{enter,exit}_*` of the same calls in the portable set; and the BTF
+//! tracepoint `inet_sock_set_state` (Linux >= 4.16).
 //!
 //! The socket is resolved at syscall ENTRY (fd -> file -> socket -> sock), as the kernel
 //! does, so a `dup2` onto the fd during a blocking connect does not change what is

@@ -1,6 +1,8 @@
 //! Network calls through the 32-bit syscall entry (`int $0x80`, `CONFIG_IA32_EMULATION`).
 //!
-//! Hooks: raw tracepoint `sys_enter` and BTF tracepoint `sys_exit` (no tracefs needed). The per-syscall
+//! Hooks: the network parts of the shared BTF `sys_enter`/`sys_exit` programs
+//! (`compat_enter`, `on_sys_exit`; no tracefs needed), and `raw_net_compat_enter` on the
+//! raw `sys_enter` in the raw set. The per-syscall
 //! tracepoints do not fire for compat syscalls on x86, and their numbers are the i386
 //! ones, so these programs act only when the task is in a compat syscall
 //! (`current->thread_info.status & TS_COMPAT`) and return at once otherwise. Covers

@@ -98,7 +98,9 @@ impl KernelPrograms {
                     tracing::warn!("{:#}; going on without it", anyhow::Error::from(e));
                 }
                 Err(e) => {
-                    for spec in attached {
+                    // In reverse: entry parts leave before the exits that take their
+                    // stash.
+                    for spec in attached.into_iter().rev() {
                         self.release(domain, spec.name);
                     }
                     return Err(e);
@@ -288,7 +290,8 @@ impl KernelPrograms {
             .expect("attached lock poisoned")
             .remove(&domain)
             .unwrap_or_default();
-        for spec in specs {
+        // In reverse of the attach order (see the catalogue: exits before entries).
+        for spec in specs.into_iter().rev() {
             self.release(domain, spec.name);
         }
     }

@@ -253,8 +253,11 @@ pub(crate) const PROCESS_PROGRAMS: &[ProgramSpec] = &[
 
 pub(crate) const NETWORK_PROGRAMS: &[ProgramSpec] = &[
     // The socket calls, native and through the 32-bit entry, from the saved registers.
-    SYS_ENTER_SHARED,
+    // Exit before entry: an entry stashes arguments only once its exit is there to
+    // take them (a stash left by a thread with no exit part yet would stay, and be
+    // taken by a later unrelated call's exit). Released in the reverse order.
     SYS_EXIT_SHARED,
+    SYS_ENTER_SHARED,
     btf("inet_sock_set_state"),
     ProgramSpec {
         name: "io_uring_complete_net",
@@ -358,8 +361,11 @@ pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
     // The file calls, native and through the 32-bit entry, from the saved registers:
     // entries (arguments and digests of the user strings) by the shared `sys_enter`
     // program's part, exits (and opens, whole) by the shared `sys_exit` program's.
-    SYS_ENTER_SHARED,
+    // Exit before entry: an entry stashes arguments only once its exit is there to
+    // take them (a stash left by a thread with no exit part yet would stay, and be
+    // taken by a later unrelated call's exit). Released in the reverse order.
     SYS_EXIT_SHARED,
+    SYS_ENTER_SHARED,
     // io_uring file operations (IORING_OP_OPENAT, UNLINKAT, RENAMEAT, ...).
     ProgramSpec {
         name: "io_uring_submit_req_file",

@@ -24,7 +24,8 @@ pub enum SyscallHooks {
     Raw,
     /// Per-syscall tracepoints, and no program that reads syscall arguments from x86_64's
     /// saved registers: what a kernel of another architecture gets. On x86_64 it loses
-    /// file calls made through the 32-bit entry, cred changes and failed execs.
+    /// file and socket calls made through the 32-bit entry, cred changes and failed
+    /// execs.
     Portable,
 }
 
