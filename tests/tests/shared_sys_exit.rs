@@ -241,6 +241,21 @@ async fn one_sys_exit_program_serves_every_domain_and_outlives_each_one() {
         );
     }
     assert_eq!(programs.reattach_counts().get(SHARED_EXIT), Some(&1));
+    // The same for the entry side, shared by the filesystem and network domains only.
+    assert!(programs.close_link(SHARED_ENTER).unwrap());
+    assert_eq!(links_of(enter_id), 0);
+    let check = programs.check_links(KernelDomain::Filesystem).unwrap();
+    assert_eq!(check.reattached, [SHARED_ENTER], "{check:?}");
+    assert_eq!(links_of(enter_id), 1, "attached again, once");
+    let check = programs.check_links(KernelDomain::Network).unwrap();
+    assert_eq!(
+        check.reattached,
+        [SHARED_ENTER],
+        "the network domain lost entries too"
+    );
+    let check = programs.check_links(KernelDomain::Process).unwrap();
+    assert!(check.reattached.is_empty(), "no part of it: {check:?}");
+    assert_eq!(programs.reattach_counts().get(SHARED_ENTER), Some(&1));
 
     // The process domain stops: its part is off, the program and the others' stay.
     let (domain, source, task) = sources.remove(0);
