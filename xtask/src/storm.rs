@@ -394,6 +394,13 @@ fn traced_run(storm: &Storm, bpf_stats: bool) -> Result<Traced> {
         }
     }
     daemon.stop()?;
+    // A clean daemon shutdown ends each subscription with an end-of-stream message, and
+    // the subscriber then flushes and exits: wait for that rather than kill it with
+    // events still in its output buffer (which would count as undelivered).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while subscriber.try_wait()?.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let _ = subscriber.kill();
     let _ = subscriber.wait();
     traced.delivered = count_events(&events_file, storm, pid)?;
