@@ -915,27 +915,8 @@ pub fn raw_file_sys_enter(ctx: RawTracePointContext) -> i32 {
                 a(1),
             ),
         ),
-        NR_OPENAT2 => {
-            let how = a(2) as *const u64;
-            let open_flags = unsafe { aya_ebpf::helpers::bpf_probe_read_user(how) }.unwrap_or(0);
-            let mode =
-                unsafe { aya_ebpf::helpers::bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
-            stash(
-                RecordKind::Open,
-                pending(RecordKind::Open, a(0), a(1), open_flags, mode),
-            );
-        }
-        NR_UNLINK => stash(
-            RecordKind::Unlink,
-            pending(RecordKind::Unlink, at, a(0), 0, 0),
-        ),
-        NR_UNLINKAT => stash(
-            RecordKind::Unlink,
-            pending(RecordKind::Unlink, a(0), a(1), a(2), 0),
-        ),
-        NR_RENAME => stash_rename(at, a(0), at, a(1), 0),
-        NR_RENAMEAT => stash_rename(a(0), a(1), a(2), a(3), 0),
-        _ => stash_rename(a(0), a(1), a(2), a(3), a(4)),
+        // openat2, unlink, unlinkat and the renames: as the shared entry stashes them.
+        _ => stash_native(id, a),
     }
     0
 }
@@ -1023,7 +1004,13 @@ pub(crate) fn native_enter(regs: *const u8, nr: u64) {
     if in_compat_syscall() {
         return;
     }
-    let a = |n: usize| syscall_arg_btf(regs, n);
+    stash_native(nr, |n: usize| syscall_arg_btf(regs, n));
+}
+
+/// Stashes the arguments of native file call `nr` (one [`is_native_stashed`] names),
+/// argument `n` being `a(n)`.
+#[inline(always)]
+fn stash_native(nr: u64, a: impl Fn(usize) -> u64) {
     let at = AT_FDCWD as u64;
     match nr {
         NR_OPENAT2 => {

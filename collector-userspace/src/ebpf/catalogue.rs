@@ -251,6 +251,10 @@ pub(crate) const PROCESS_PROGRAMS: &[ProgramSpec] = &[
     SYS_EXIT_SHARED,
 ];
 
+/// The network domain's io_uring program (connects and accepts), in every one of its
+/// sets.
+const URING_COMPLETE_NET: ProgramSpec = btf_at("io_uring_complete_net", "io_uring_complete");
+
 pub(crate) const NETWORK_PROGRAMS: &[ProgramSpec] = &[
     // The socket calls, native and through the 32-bit entry, from the saved registers.
     // Exit before entry: an entry stashes arguments only once its exit is there to
@@ -259,10 +263,7 @@ pub(crate) const NETWORK_PROGRAMS: &[ProgramSpec] = &[
     SYS_EXIT_SHARED,
     SYS_ENTER_SHARED,
     btf("inet_sock_set_state"),
-    ProgramSpec {
-        name: "io_uring_complete_net",
-        hook: Hook::BtfTracepoint("io_uring_complete"),
-    },
+    URING_COMPLETE_NET,
 ];
 
 /// What stands in for the network parts of the shared syscall programs without
@@ -284,10 +285,7 @@ pub(crate) const NETWORK_PROGRAMS_PORTABLE: &[ProgramSpec] = &[
     syscall("sys_enter_sendmmsg"),
     syscall("sys_exit_sendmmsg"),
     btf("inet_sock_set_state"),
-    ProgramSpec {
-        name: "io_uring_complete_net",
-        hook: Hook::BtfTracepoint("io_uring_complete"),
-    },
+    URING_COMPLETE_NET,
 ];
 
 /// Programs whose hook a kernel may lack (io_uring compiled out): when one fails to
@@ -331,11 +329,14 @@ pub(crate) const NETWORK_PROGRAMS_RAW: &[ProgramSpec] = &[
     btf("inet_sock_set_state"),
     raw("raw_net_compat_enter", "sys_enter"),
     SYS_EXIT_SHARED,
-    ProgramSpec {
-        name: "io_uring_complete_net",
-        hook: Hook::BtfTracepoint("io_uring_complete"),
-    },
+    URING_COMPLETE_NET,
 ];
+
+// The filesystem domain's io_uring programs, in every one of its sets.
+const URING_SUBMIT_FILE: ProgramSpec = btf_at("io_uring_submit_req_file", "io_uring_submit_req");
+const URING_COMPLETE_FILE: ProgramSpec = btf_at("io_uring_complete_file", "io_uring_complete");
+const URING_OVERFLOW_FILE: ProgramSpec =
+    btf_at("io_uring_cqe_overflow_file", "io_uring_cqe_overflow");
 
 pub(crate) const FILE_PROGRAMS_RAW: &[ProgramSpec] = &[
     raw("raw_file_sys_enter", "sys_enter"),
@@ -343,18 +344,9 @@ pub(crate) const FILE_PROGRAMS_RAW: &[ProgramSpec] = &[
     raw("raw_file_compat_enter", "sys_enter"),
     raw("raw_file_compat_exit", "sys_exit"),
     // io_uring file operations (IORING_OP_OPENAT, UNLINKAT, RENAMEAT, ...).
-    ProgramSpec {
-        name: "io_uring_submit_req_file",
-        hook: Hook::BtfTracepoint("io_uring_submit_req"),
-    },
-    ProgramSpec {
-        name: "io_uring_complete_file",
-        hook: Hook::BtfTracepoint("io_uring_complete"),
-    },
-    ProgramSpec {
-        name: "io_uring_cqe_overflow_file",
-        hook: Hook::BtfTracepoint("io_uring_cqe_overflow"),
-    },
+    URING_SUBMIT_FILE,
+    URING_COMPLETE_FILE,
+    URING_OVERFLOW_FILE,
 ];
 
 pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
@@ -367,18 +359,9 @@ pub(crate) const FILE_PROGRAMS: &[ProgramSpec] = &[
     SYS_EXIT_SHARED,
     SYS_ENTER_SHARED,
     // io_uring file operations (IORING_OP_OPENAT, UNLINKAT, RENAMEAT, ...).
-    ProgramSpec {
-        name: "io_uring_submit_req_file",
-        hook: Hook::BtfTracepoint("io_uring_submit_req"),
-    },
-    ProgramSpec {
-        name: "io_uring_complete_file",
-        hook: Hook::BtfTracepoint("io_uring_complete"),
-    },
-    ProgramSpec {
-        name: "io_uring_cqe_overflow_file",
-        hook: Hook::BtfTracepoint("io_uring_cqe_overflow"),
-    },
+    URING_SUBMIT_FILE,
+    URING_COMPLETE_FILE,
+    URING_OVERFLOW_FILE,
 ];
 
 /// What stands in for the filesystem parts of the shared syscall programs without
@@ -435,16 +418,7 @@ pub(crate) const FILE_PROGRAMS_PORTABLE: &[ProgramSpec] = &[
     syscall("sys_enter_fchmodat2"),
     syscall("sys_exit_fchmodat2"),
     // io_uring file operations (IORING_OP_OPENAT, UNLINKAT, RENAMEAT, ...).
-    ProgramSpec {
-        name: "io_uring_submit_req_file",
-        hook: Hook::BtfTracepoint("io_uring_submit_req"),
-    },
-    ProgramSpec {
-        name: "io_uring_complete_file",
-        hook: Hook::BtfTracepoint("io_uring_complete"),
-    },
-    ProgramSpec {
-        name: "io_uring_cqe_overflow_file",
-        hook: Hook::BtfTracepoint("io_uring_cqe_overflow"),
-    },
+    URING_SUBMIT_FILE,
+    URING_COMPLETE_FILE,
+    URING_OVERFLOW_FILE,
 ];
