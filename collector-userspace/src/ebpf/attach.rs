@@ -154,13 +154,14 @@ impl KernelPrograms {
     /// Turns `domain`'s part of the shared syscall program `shared` on: loads the part
     /// and puts it in its slot, and attaches the shared program if this is the first
     /// domain to need it. One lock orders it all, so two domains starting at once
-    /// attach the shared program once. `false`: the domain had its part in already.
+    /// attach the shared program once. `false`: the domain had its part in already, or
+    /// has none there.
     fn join_shared(&self, shared: Shared, domain: KernelDomain) -> Result<bool, LoadError> {
         let (Some(slot), Some(part)) = (domain.shared_slot(shared), domain.shared_part(shared))
         else {
-            return Err(LoadError::Map(
-                "a domain without a part of a shared program",
-            ));
+            // No part there (the catalogue never lists the program for such a
+            // domain): nothing to join.
+            return Ok(false);
         };
         let mut users = self
             .shared_users(shared)
