@@ -22,15 +22,9 @@ use collector_common::abi::sys_enter::{PARTS, SLOT_FILESYSTEM, SLOT_NETWORK};
 #[map]
 static SYS_ENTER_PARTS: ProgramArray = ProgramArray::with_max_entries(PARTS, 0);
 
-/// Runs the parts from slot `first` on (see `sys_exit::parts_from`).
 #[inline(always)]
 fn parts_from(ctx: &BtfTracePointContext, first: u32) {
-    let mut slot = first;
-    while slot < PARTS {
-        // SAFETY: the map holds programs of this type and hook, put there by the loader.
-        unsafe { SYS_ENTER_PARTS.tail_call(ctx, slot) };
-        slot += 1;
-    }
+    crate::sys_exit::run_parts(&SYS_ENTER_PARTS, PARTS, ctx, first);
 }
 
 /// The saved registers and the syscall number of the entering syscall (the

@@ -28,16 +28,23 @@ use crate::common::syscall_nr_btf;
 #[map]
 static SYS_EXIT_PARTS: ProgramArray = ProgramArray::with_max_entries(PARTS, 0);
 
-/// Runs the parts from slot `first` on: the first one present never returns here (it
-/// goes on to the parts after it itself).
+/// Runs the parts in `parts` (of `count` slots) from slot `first` on: the first one
+/// present never returns here (it goes on to the parts after it itself). Inlined with
+/// a static map and constant slots, so each tail call is a direct jump. `sys_enter.rs`
+/// runs its parts the same way.
 #[inline(always)]
-fn parts_from(ctx: &BtfTracePointContext, first: u32) {
+pub(crate) fn run_parts(parts: &ProgramArray, count: u32, ctx: &BtfTracePointContext, first: u32) {
     let mut slot = first;
-    while slot < PARTS {
+    while slot < count {
         // SAFETY: the map holds programs of this type and hook, put there by the loader.
-        unsafe { SYS_EXIT_PARTS.tail_call(ctx, slot) };
+        unsafe { parts.tail_call(ctx, slot) };
         slot += 1;
     }
+}
+
+#[inline(always)]
+fn parts_from(ctx: &BtfTracePointContext, first: u32) {
+    run_parts(&SYS_EXIT_PARTS, PARTS, ctx, first);
 }
 
 /// The syscall number and the saved registers of the exiting syscall (a typed load,

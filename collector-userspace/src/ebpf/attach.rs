@@ -42,16 +42,16 @@ impl KernelPrograms {
                  failed execs are not seen"
             );
             domain.portable_programs()
-        } else if self.config.syscall_hooks == SyscallHooks::Tracepoints
-            && domain != KernelDomain::Process
-        {
-            tracing::warn!(
-                ?domain,
-                "syscall_hooks = \"tracepoints\": per-syscall tracepoints watch the file and \
-                 socket calls; they cost every syscall more than the shared programs, and \
-                 this domain's calls through the 32-bit entry are not seen"
-            );
-            domain.portable_programs()
+        } else if self.config.syscall_hooks == SyscallHooks::Tracepoints {
+            if domain != KernelDomain::Process {
+                tracing::warn!(
+                    ?domain,
+                    "syscall_hooks = \"tracepoints\": per-syscall tracepoints watch the file \
+                     and socket calls; they cost every syscall more than the shared programs, \
+                     and this domain's calls through the 32-bit entry are not seen"
+                );
+            }
+            domain.tracepoint_programs()
         } else {
             domain.programs().iter().collect()
         };
@@ -85,7 +85,8 @@ impl KernelPrograms {
             let result = if let Some(shared) = Shared::of(spec.name) {
                 match self.join_shared(shared, domain) {
                     Ok(true) => Ok(()),
-                    // Already this domain's (a second attach): not this call's to undo.
+                    // Nothing this call did (no part there, or already in): not its
+                    // to undo.
                     Ok(false) => continue,
                     Err(e) => Err(e),
                 }

@@ -191,6 +191,16 @@ impl KernelDomain {
             .collect()
     }
 
+    /// The programs of `syscall_hooks = "tracepoints"`: per-syscall tracepoints for the
+    /// file and socket calls (the portable set), the process domain's own programs
+    /// (it has no per-syscall tracepoints to use instead of its `sys_exit` part).
+    pub(crate) fn tracepoint_programs(self) -> Vec<&'static ProgramSpec> {
+        match self {
+            Self::Process => self.programs().iter().collect(),
+            Self::Network | Self::Filesystem => self.portable_programs(),
+        }
+    }
+
     /// Names of this domain's kernel programs (with any set of hooks).
     pub fn program_names(self) -> impl Iterator<Item = &'static str> {
         self.programs()
