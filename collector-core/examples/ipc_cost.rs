@@ -73,7 +73,7 @@ fn open_event(n: u32, process: &Arc<ProcessContext>) -> CollectionEvent {
         compat_syscall: false,
         owner_uid: None,
         owner_gid: None,
-        process_key: Some(process.process_key.clone()),
+        process_key: Some(process.process_key.as_str().into()),
         path_changed: false,
         new_path_truncated: false,
         new_path_unreadable: false,

@@ -153,7 +153,7 @@ fn process() -> impl Strategy<Value = CollectionEvent> {
                 e.ppid = ppid;
                 e.uid = uid;
                 e.gid = gid;
-                e.name = name;
+                e.name = name.map(Into::into);
                 e.executable_path = exe;
                 e.command_line = cmd;
                 e.command_line_truncated = trunc;
@@ -169,7 +169,7 @@ fn process() -> impl Strategy<Value = CollectionEvent> {
                 e.errno = errno;
                 e.syscall_nr = nr;
                 e.compat_syscall = compat;
-                e.process_key = key;
+                e.process_key = key.map(Into::into);
                 e.child_start_time = child_start;
                 e.executable_inode = inode;
                 e.executable_device = device;
@@ -272,19 +272,19 @@ fn network_base() -> impl Strategy<Value = CollectionEvent> {
                     },
                     source_addr: src,
                     dest_addr: dst,
-                    state,
+                    state: state.map(Into::into),
                     connection_id: id,
                     uid,
-                    name,
+                    name: name.map(Into::into),
                     errno,
-                    previous_state,
+                    previous_state: previous_state.map(Into::into),
                     socket_error,
                     unix_path,
                     send_count,
                     count_update: bits[0],
                     io_uring: bits[1],
                     compat_syscall: bits[2],
-                    process_key,
+                    process_key: process_key.map(Into::into),
                     process: None,
                 }))
             },
@@ -367,14 +367,14 @@ fn filesystem_base() -> impl Strategy<Value = CollectionEvent> {
                     mode,
                     result,
                     uid,
-                    name,
+                    name: name.map(Into::into),
                     path_truncated,
                     path_unreadable,
                     path_user_supplied,
                     compat_syscall,
                     owner_uid,
                     owner_gid,
-                    process_key,
+                    process_key: process_key.map(Into::into),
                     path_changed: c,
                     new_path_truncated: nt,
                     new_path_unreadable: nu,

@@ -43,7 +43,7 @@ fn main() {
         exec.executable_path = Some("/usr/bin/worker".into());
         exec.command_line = vec!["worker".into(), "--id".into(), i.to_string()];
         exec.start_time = Some(now);
-        exec.process_key = Some(format!("{pid}:{}", 1_000_000 + i));
+        exec.process_key = Some(format!("{pid}:{}", 1_000_000 + i).into());
         let mut exit = ProcessEvent::new(ProcessEventKind::Exit, now, pid, "ebpf-process");
         exit.exit_code = Some(0);
         exit.start_time = Some(now);

@@ -83,7 +83,7 @@ fn main() {
     let source = SourceName::from("ebpf-filesystem");
     let table = ProcessTable::new(TableConfig::default());
     let mut exec = ProcessEvent::new(ProcessEventKind::Exec, Utc::now(), PID, "ebpf-process");
-    exec.process_key = Some(format!("{PID}:{START_NS}"));
+    exec.process_key = Some(format!("{PID}:{START_NS}").into());
     exec.ppid = Some(1);
     exec.name = Some("openstorm".into());
     exec.executable_path = Some("/usr/local/bin/openstorm".into());

@@ -204,7 +204,7 @@ impl HashService {
         }
         self.request(HashRequest {
             pid: event.pid,
-            process_key: event.process_key.clone(),
+            process_key: event.process_key.as_deref().map(str::to_owned),
             exec_time: event.timestamp,
             version,
             path: path.map(Path::to_owned),
@@ -217,7 +217,7 @@ impl HashService {
     pub fn fill_script(&self, event: &ProcessEvent, path: &Path) {
         self.request(HashRequest {
             pid: event.pid,
-            process_key: event.process_key.clone(),
+            process_key: event.process_key.as_deref().map(str::to_owned),
             exec_time: event.timestamp,
             version: None,
             path: Some(path.to_owned()),

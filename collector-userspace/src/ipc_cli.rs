@@ -441,7 +441,7 @@ mod tests {
         let now = Utc::now();
         for pid in 10_000..16_000u32 {
             let mut ev = ProcessEvent::new(ProcessEventKind::Exec, now, pid, "ebpf-process");
-            ev.process_key = Some(format!("{pid}:{}", u64::from(pid) * 1000));
+            ev.process_key = Some(format!("{pid}:{}", u64::from(pid) * 1000).into());
             ev.ppid = Some(1);
             ev.uid = Some(0);
             ev.executable_path = Some("/usr/bin/sleep".into());

@@ -6,6 +6,9 @@
 use clap::{Parser, Subcommand};
 use collector_userspace::{config_cli, daemon, export, ipc_cli, logging};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "collector",

@@ -294,7 +294,7 @@ mod tests {
         let table = Arc::new(ProcessTable::new(TableConfig::default()));
         for &(pid, uid, exe) in rows {
             let mut ev = ProcessEvent::new(ProcessEventKind::Exec, Utc::now(), pid, "t");
-            ev.process_key = Some(format!("{pid}:{pid}000"));
+            ev.process_key = Some(format!("{pid}:{pid}000").into());
             ev.uid = Some(uid);
             ev.ppid = Some(1);
             ev.executable_path = Some(exe.into());
@@ -345,7 +345,7 @@ mod tests {
         let table = Arc::new(ProcessTable::new(TableConfig::default()));
         for pid in [100u32, 200, 300] {
             let mut ev = ProcessEvent::new(ProcessEventKind::Exec, Utc::now(), pid, "t");
-            ev.process_key = Some(format!("{pid}:{pid}000"));
+            ev.process_key = Some(format!("{pid}:{pid}000").into());
             ev.command_line = match pid {
                 // Many arguments, then one multi-byte argument: both ways of cutting.
                 200 => (0..2000).map(|i| format!("arg{i}")).collect(),

@@ -436,7 +436,7 @@ impl ProcessTable {
                     row.parent_key = parent_key;
                 }
                 if ev.kind == ProcessEventKind::Exec || row.exec_name.is_none() {
-                    row.exec_name = ev.name.clone();
+                    row.exec_name = ev.name.as_deref().map(str::to_owned);
                 }
                 if ev.executable_path.is_some() {
                     row.executable_path = ev.executable_path.clone();
@@ -567,7 +567,7 @@ impl ProcessTable {
         row.start_time = Some(start);
         row.uid = ev.uid;
         row.gid = ev.gid;
-        row.name = ev.name.clone();
+        row.name = ev.name.as_deref().map(str::to_owned);
         if let Some((exec_name, executable_path, command_line)) = parent {
             row.exec_name = exec_name;
             row.executable_path = executable_path;
@@ -896,7 +896,7 @@ fn fill_from(row: &mut ProcessRow, ev: &ProcessEvent) {
         row.gid = ev.gid;
     }
     if ev.name.is_some() {
-        row.name = ev.name.clone();
+        row.name = ev.name.as_deref().map(str::to_owned);
     }
     if ev.start_time.is_some() {
         row.start_time = ev.start_time;
@@ -976,14 +976,14 @@ mod tests {
 
     fn ev(kind: ProcessEventKind, pid: u32, start_ns: u64, t: i64) -> ProcessEvent {
         let mut e = ProcessEvent::new(kind, at(t), pid, "ebpf-process");
-        e.process_key = Some(ProcessKey { pid, start_ns }.to_string());
+        e.process_key = Some(ProcessKey { pid, start_ns }.to_string().into());
         e
     }
 
     fn exec(pid: u32, start_ns: u64, ppid: u32, exe: &str, t: i64) -> ProcessEvent {
         let mut e = ev(ProcessEventKind::Exec, pid, start_ns, t);
         e.ppid = Some(ppid);
-        e.name = Some(exe.rsplit('/').next().unwrap().to_string());
+        e.name = Some(exe.rsplit('/').next().unwrap().to_string().into());
         e.executable_path = Some(exe.to_string());
         e.command_line = vec![exe.to_string(), "-x".into()];
         e
@@ -1178,7 +1178,7 @@ mod tests {
                 compat_syscall: false,
                 owner_uid: None,
                 owner_gid: None,
-                process_key: Some(key.to_string()),
+                process_key: Some(key.to_string().into()),
                 path_changed: false,
                 new_path_truncated: false,
                 new_path_unreadable: false,

@@ -132,7 +132,7 @@ impl ProcessRecord {
             ppid: event.ppid.or_else(|| kept(|r| r.ppid)),
             uid: event.uid.or_else(|| kept(|r| r.uid)),
             gid: event.gid.or_else(|| kept(|r| r.gid)),
-            name: event.name.clone(),
+            name: event.name.as_deref().map(str::to_owned),
             executable_path: event.executable_path.clone(),
             command_line: event.command_line.clone(),
             start_time: event
@@ -145,7 +145,8 @@ impl ProcessRecord {
             source: event.source.to_string(),
             process_key: event
                 .process_key
-                .clone()
+                .as_deref()
+                .map(str::to_owned)
                 .or_else(|| previous.and_then(|r| r.process_key.clone())),
             exit_code: None,
         }
@@ -162,7 +163,7 @@ impl ProcessRecord {
         record.exit_code = event.exit_code;
         record.source = event.source.to_string();
         if event.process_key.is_some() {
-            record.process_key = event.process_key.clone();
+            record.process_key = event.process_key.as_deref().map(str::to_owned);
         }
         record.ppid = event.ppid.or(record.ppid);
         record
@@ -175,7 +176,9 @@ impl ProcessRecord {
             ppid: Some(event.pid),
             uid: event.uid.or_else(|| parent.and_then(|p| p.uid)),
             gid: event.gid.or_else(|| parent.and_then(|p| p.gid)),
-            name: parent.and_then(|p| p.name.clone()).or(event.name.clone()),
+            name: parent
+                .and_then(|p| p.name.clone())
+                .or(event.name.as_deref().map(str::to_owned)),
             executable_path: parent.and_then(|p| p.executable_path.clone()),
             command_line: parent.map(|p| p.command_line.clone()).unwrap_or_default(),
             // The child's own start (the kernel's), which its exit carries: the fork's
@@ -1447,9 +1450,9 @@ mod tests {
 
     fn keyed(kind: ProcessEventKind, pid: u32, start_ns: u64, at: DateTime<Utc>) -> ProcessEvent {
         let mut ev = ProcessEvent::new(kind, at, pid, "ebpf-process");
-        ev.process_key = Some(format!("{pid}:{start_ns}"));
+        ev.process_key = Some(format!("{pid}:{start_ns}").into());
         ev.ppid = Some(1);
-        ev.name = Some(format!("p{start_ns}"));
+        ev.name = Some(format!("p{start_ns}").into());
         ev.executable_path = Some(format!("/bin/p{start_ns}"));
         ev
     }

@@ -660,7 +660,7 @@ async fn leader_exits_first(exit_by_signal_live: bool) {
     assert!(fork.child_start_time.is_some());
     assert_eq!(fork.child_start_time, child_exec.start_time);
     assert_eq!(
-        child_exec.process_key,
+        child_exec.process_key.as_deref().map(str::to_owned),
         Some(format!(
             "{child}:{}",
             child_exec

@@ -93,7 +93,7 @@ pub struct FilesystemEvent {
     pub uid: Option<u32>,
     /// Process name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub name: Option<super::CompactString>,
     /// The path was cut (longer than `PATH_MAX`); the kept bytes are its start for a
     /// user-supplied path, its leaf-most end for a kernel-resolved one.
     #[serde(default)]
@@ -120,7 +120,7 @@ pub struct FilesystemEvent {
     /// same as on its process events: joins this event to its exec without pid-reuse
     /// mistakes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub process_key: Option<String>,
+    pub process_key: Option<super::CompactString>,
     /// The user string of `path` read when the call entered differed from the one read
     /// when it returned: another thread rewrote the buffer, and the kernel may have
     /// acted on a name other than `path`.

@@ -22,6 +22,10 @@ pub use performance::{PerformanceEvent, PerformanceEventKind};
 pub use process::{ProcessContext, ProcessCredentials, ProcessEvent, ProcessEventKind};
 pub use unix_time::{unix_seconds, utc_from_unix};
 
+/// The type of an event's short strings (process name, process key, TCP state): kept
+/// inline up to 24 bytes, so decoding an event does not allocate for them.
+pub use compact_str::CompactString;
+
 use crate::caps::SourceCaps;
 
 /// Name of the source that produced an event; static for built-in sources, so cloning

@@ -127,7 +127,7 @@ pub struct NetworkEvent {
     pub dest_addr: SocketAddr,
     /// Kernel TCP state name (`ESTABLISHED`, ...), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    pub state: Option<super::CompactString>,
     /// Identifier stable for the connection's life, to pair its events: a keyed hash
     /// of the kernel socket and its birth under a random per-load key (never a kernel
     /// address).
@@ -137,14 +137,14 @@ pub struct NetworkEvent {
     pub uid: Option<u32>,
     /// Process name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub name: Option<super::CompactString>,
     /// errno of a failed or in-progress call (`ECONNREFUSED` 111, `EINPROGRESS` 115,
     /// ...); absent when it succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errno: Option<u32>,
     /// TCP state before this event (a close's: the state it closed from).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous_state: Option<String>,
+    pub previous_state: Option<super::CompactString>,
     /// The socket's pending error (`sk_err`, an errno), when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket_error: Option<u32>,
@@ -167,7 +167,7 @@ pub struct NetworkEvent {
     /// same as on its process events: joins this event to its exec without pid-reuse
     /// mistakes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub process_key: Option<String>,
+    pub process_key: Option<super::CompactString>,
     /// The process, from the collector's process table (absent when the table does not
     /// know the pid: a process that ended before its event was read, or a table off).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -93,7 +93,7 @@ pub struct ProcessEvent {
     pub gid: Option<u32>,
     /// Task name (`comm`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub name: Option<super::CompactString>,
     /// Path of the executable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executable_path: Option<String>,
@@ -148,7 +148,7 @@ pub struct ProcessEvent {
     /// Stable key of the process: `<pid>:<start time, CLOCK_BOOTTIME ns>` of the
     /// thread-group leader. Unlike the pid it is not reused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub process_key: Option<String>,
+    pub process_key: Option<super::CompactString>,
     /// For `fork`: the child's start time (with `child_pid`, the child's key).
     #[serde(
         default,

@@ -11,12 +11,17 @@ use collector_proto::v1 as pb;
 
 use crate::caps::SourceCaps;
 use crate::event::{
-    AddressFamily, CollectionEvent, Domain, FilesystemEvent, FilesystemEventKind, NetworkEvent,
-    NetworkEventKind, PerformanceEvent, PerformanceEventKind, ProcessContext, ProcessCredentials,
-    ProcessEvent, ProcessEventKind, TransportProtocol,
+    AddressFamily, CollectionEvent, CompactString, Domain, FilesystemEvent, FilesystemEventKind,
+    NetworkEvent, NetworkEventKind, PerformanceEvent, PerformanceEventKind, ProcessContext,
+    ProcessCredentials, ProcessEvent, ProcessEventKind, TransportProtocol,
 };
 use crate::source::SourceStats;
 use crate::status::{HealthState, StatusSnapshot};
+
+/// An event's short string as the protobuf message's `String`.
+fn owned(s: &Option<CompactString>) -> Option<String> {
+    s.as_deref().map(str::to_owned)
+}
 
 /// A protobuf message that does not describe a valid collector value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -226,7 +231,7 @@ fn process_to_proto(e: &ProcessEvent) -> pb::ProcessEvent {
         ppid: e.ppid,
         uid: e.uid,
         gid: e.gid,
-        name: e.name.clone(),
+        name: owned(&e.name),
         executable_path: e.executable_path.clone(),
         command_line: e.command_line.clone(),
         command_line_truncated: e.command_line_truncated,
@@ -242,7 +247,7 @@ fn process_to_proto(e: &ProcessEvent) -> pb::ProcessEvent {
         errno: e.errno,
         syscall_nr: e.syscall_nr,
         compat_syscall: e.compat_syscall,
-        process_key: e.process_key.clone(),
+        process_key: owned(&e.process_key),
         child_start_time: e.child_start_time.map(timestamp_to_proto),
         executable_inode: e.executable_inode,
         executable_device: e.executable_device,
@@ -302,7 +307,7 @@ fn process_from_proto(e: pb::ProcessEvent) -> Result<ProcessEvent, ConvertError>
         ppid: e.ppid,
         uid: e.uid,
         gid: e.gid,
-        name: e.name,
+        name: e.name.map(CompactString::from),
         executable_path: e.executable_path,
         command_line: e.command_line,
         command_line_truncated: e.command_line_truncated,
@@ -321,7 +326,7 @@ fn process_from_proto(e: pb::ProcessEvent) -> Result<ProcessEvent, ConvertError>
         errno: e.errno,
         syscall_nr: e.syscall_nr,
         compat_syscall: e.compat_syscall,
-        process_key: e.process_key,
+        process_key: e.process_key.map(CompactString::from),
         child_start_time: e
             .child_start_time
             .map(|t| timestamp_from_proto(Some(t), "process.child_start_time"))
@@ -375,19 +380,19 @@ fn network_to_proto(e: &NetworkEvent) -> pb::NetworkEvent {
         family: family_to_proto(e.family) as i32,
         source_addr: Some(addr_to_proto(&e.source_addr)),
         dest_addr: Some(addr_to_proto(&e.dest_addr)),
-        state: e.state.clone(),
+        state: owned(&e.state),
         connection_id: e.connection_id,
         uid: e.uid,
-        name: e.name.clone(),
+        name: owned(&e.name),
         errno: e.errno,
-        previous_state: e.previous_state.clone(),
+        previous_state: owned(&e.previous_state),
         socket_error: e.socket_error,
         unix_path: e.unix_path.clone(),
         send_count: e.send_count,
         count_update: e.count_update,
         io_uring: e.io_uring,
         compat_syscall: e.compat_syscall,
-        process_key: e.process_key.clone(),
+        process_key: owned(&e.process_key),
         process: e.process.as_deref().map(context_to_proto),
     }
 }
@@ -423,19 +428,19 @@ fn network_from_proto(e: pb::NetworkEvent) -> Result<NetworkEvent, ConvertError>
         family: family_from_proto(e.family)?,
         source_addr: addr_from_proto(e.source_addr, "network.source_addr")?,
         dest_addr: addr_from_proto(e.dest_addr, "network.dest_addr")?,
-        state: e.state,
+        state: e.state.map(CompactString::from),
         connection_id: e.connection_id,
         uid: e.uid,
-        name: e.name,
+        name: e.name.map(CompactString::from),
         errno: e.errno,
-        previous_state: e.previous_state,
+        previous_state: e.previous_state.map(CompactString::from),
         socket_error: e.socket_error,
         unix_path: e.unix_path,
         send_count: e.send_count,
         count_update: e.count_update,
         io_uring: e.io_uring,
         compat_syscall: e.compat_syscall,
-        process_key: e.process_key,
+        process_key: e.process_key.map(CompactString::from),
         process: e
             .process
             .map(|c| std::sync::Arc::new(context_from_proto(c))),
@@ -540,14 +545,14 @@ fn filesystem_to_proto(e: &FilesystemEvent) -> pb::FilesystemEvent {
         mode: e.mode,
         result: e.result,
         uid: e.uid,
-        name: e.name.clone(),
+        name: owned(&e.name),
         path_truncated: e.path_truncated,
         path_unreadable: e.path_unreadable,
         path_user_supplied: e.path_user_supplied,
         compat_syscall: e.compat_syscall,
         owner_uid: e.owner_uid,
         owner_gid: e.owner_gid,
-        process_key: e.process_key.clone(),
+        process_key: owned(&e.process_key),
         path_changed: e.path_changed,
         new_path_truncated: e.new_path_truncated,
         new_path_unreadable: e.new_path_unreadable,
@@ -573,14 +578,14 @@ fn filesystem_from_proto(e: pb::FilesystemEvent) -> Result<FilesystemEvent, Conv
         mode: e.mode,
         result: e.result,
         uid: e.uid,
-        name: e.name,
+        name: e.name.map(CompactString::from),
         path_truncated: e.path_truncated,
         path_unreadable: e.path_unreadable,
         path_user_supplied: e.path_user_supplied,
         compat_syscall: e.compat_syscall,
         owner_uid: e.owner_uid,
         owner_gid: e.owner_gid,
-        process_key: e.process_key,
+        process_key: e.process_key.map(CompactString::from),
         path_changed: e.path_changed,
         new_path_truncated: e.new_path_truncated,
         new_path_unreadable: e.new_path_unreadable,

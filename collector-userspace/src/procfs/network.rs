@@ -23,7 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use collector_core::event::{
-    AddressFamily, NetworkEvent, NetworkEventKind, SourceName, TransportProtocol,
+    AddressFamily, CompactString, NetworkEvent, NetworkEventKind, SourceName, TransportProtocol,
 };
 use collector_core::pressure::BackpressurePolicy;
 use collector_core::{CollectionEvent, EventSource, SourceCaps, SourceStats};
@@ -198,11 +198,11 @@ fn event(
         (s.protocol == Proto::Tcp)
             .then(|| crate::ebpf::decode::tcp_state_name(u32::from(state)))
             .flatten()
-            .map(str::to_owned)
+            .map(CompactString::const_new)
     };
     // A close is reported with the state last seen as the previous one.
     let (state, previous_state) = if kind == NetworkEventKind::Close {
-        (Some("CLOSE".to_owned()), state_name(s.state))
+        (Some(CompactString::const_new("CLOSE")), state_name(s.state))
     } else {
         (state_name(s.state), None)
     };

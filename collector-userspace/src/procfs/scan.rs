@@ -63,7 +63,7 @@ impl ProcessSnapshot {
         ev.ppid = self.ppid;
         ev.uid = self.uid;
         ev.gid = self.gid;
-        ev.name = Some(self.name.clone());
+        ev.name = Some(self.name.as_str().into());
         ev.executable_path = self.executable_path.clone();
         ev.command_line = self.command_line.clone();
         ev.start_time = self.start_time();

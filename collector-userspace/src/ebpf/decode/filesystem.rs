@@ -7,7 +7,7 @@ use collector_common::{
 };
 use collector_core::event::{CollectionEvent, FilesystemEvent, FilesystemEventKind, SourceName};
 
-use super::{c_str, process::header_process_key, read, record_kind, DecodeError};
+use super::{comm, process::header_process_key, read, record_kind, DecodeError};
 use crate::ebpf::clock::BootClock;
 
 fn file_base(
@@ -30,7 +30,7 @@ fn file_base(
         mode: None,
         result: Some(result),
         uid: Some(h.uid),
-        name: Some(c_str(&h.comm)),
+        name: Some(comm(&h.comm)),
         path_truncated: false,
         path_unreadable: false,
         path_user_supplied: true,

@@ -13,6 +13,7 @@ pub use network::{decode_network, tcp_state_name};
 pub use process::{decode_process, exec_file_version};
 
 use collector_common::RecordKind;
+use collector_core::event::CompactString;
 
 /// Why a record could not be decoded (counted as `decode_error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -63,6 +64,16 @@ pub fn record_kind(bytes: &[u8]) -> Result<RecordKind, DecodeError> {
 pub fn c_str(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     lossy_string(&bytes[..end])
+}
+
+/// A task's `comm` (NUL-terminated, at most 16 bytes): held inline, no allocation.
+pub fn comm(bytes: &[u8]) -> CompactString {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    let bytes = &bytes[..end];
+    match std::str::from_utf8(bytes) {
+        Ok(valid) => CompactString::from(valid),
+        Err(_) => CompactString::from_utf8_lossy(bytes),
+    }
 }
 
 /// Bytes -> String with invalid UTF-8 replaced, as `String::from_utf8_lossy`. Nearly
@@ -162,6 +173,9 @@ mod tests {
         }
         assert_eq!(c_str(b"comm\0junk"), "comm");
         assert_eq!(c_str(b"\xffcomm\0"), "\u{fffd}comm");
+        assert_eq!(comm(b"comm\0junk"), "comm");
+        assert_eq!(comm(b"\xffcomm\0"), "\u{fffd}comm");
+        assert_eq!(comm(b"0123456789abcdef"), "0123456789abcdef");
     }
 
     #[test]

@@ -4,10 +4,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use collector_common::{net_flags, NetRecord, RecordKind, UnixRecord, UNIX_PATH_LEN};
 use collector_core::event::{
-    AddressFamily, CollectionEvent, NetworkEvent, NetworkEventKind, SourceName, TransportProtocol,
+    AddressFamily, CollectionEvent, CompactString, NetworkEvent, NetworkEventKind, SourceName,
+    TransportProtocol,
 };
 
-use super::{c_str, process::header_process_key, read, record_kind, DecodeError};
+use super::{c_str, comm, process::header_process_key, read, record_kind, DecodeError};
 use crate::ebpf::clock::BootClock;
 
 use collector_common::abi::AF_INET6;
@@ -94,7 +95,7 @@ pub fn decode_network(
             state: None,
             connection_id: r.conn_id,
             uid: Some(r.header.uid),
-            name: Some(c_str(&r.header.comm)),
+            name: Some(comm(&r.header.comm)),
             errno: errno(r.result),
             previous_state: None,
             socket_error: None,
@@ -141,12 +142,12 @@ pub fn decode_network(
         family,
         source_addr,
         dest_addr,
-        state: tcp_state_name(r.state).map(str::to_string),
+        state: tcp_state_name(r.state).map(CompactString::const_new),
         connection_id: r.conn_id,
         uid: Some(r.header.uid),
-        name: Some(c_str(&r.header.comm)),
+        name: Some(comm(&r.header.comm)),
         errno: errno(r.result),
-        previous_state: tcp_state_name(r.prev_state).map(str::to_string),
+        previous_state: tcp_state_name(r.prev_state).map(CompactString::const_new),
         socket_error: u32::try_from(r.sk_err).ok().filter(|&e| e != 0),
         unix_path: None,
         send_count: (kind == RecordKind::UdpSend).then_some(r.send_count),
