@@ -17,7 +17,7 @@ use crate::ipc::filter::EventFilter;
 use crate::sink::{Delivery, EventBatch, EventSink};
 
 /// Default per-subscriber queue length, in batches.
-pub const DEFAULT_SUBSCRIBER_QUEUE_BATCHES: usize = 256;
+pub const DEFAULT_SUBSCRIBER_QUEUE_BATCHES: usize = 1024;
 
 /// The IPC sink. Cheap to clone; clones share the subscriber set.
 ///
