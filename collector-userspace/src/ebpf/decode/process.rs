@@ -60,30 +60,19 @@ pub fn header_process_key(h: &RecordHeader) -> Option<CompactString> {
 /// `<tgid>:<leader start, CLOCK_BOOTTIME ns>`: the kernel's own numbers, so events of
 /// every domain and every collector on the host agree on it.
 pub fn process_key(pid: u32, start_boottime_ns: u64) -> CompactString {
-    // Every filesystem and network event carries one: digits written by hand into a
-    // stack buffer (`format!` goes through the formatting machinery), then kept inline
+    // Every filesystem and network event carries one: `itoa` writes the digits two at a
+    // time (`format!` goes through the formatting machinery), and the key is kept inline
     // when it fits 24 bytes: always for a pid under 10^6 and an uptime under 3 years.
-    // u32::MAX, the colon, u64::MAX.
-    let mut buf = [0u8; 31];
-    let at = decimal_before(&mut buf, 31, start_boottime_ns);
-    buf[at - 1] = b':';
-    let at = decimal_before(&mut buf, at - 1, u64::from(pid));
-    // Digits and a colon: always UTF-8.
-    std::str::from_utf8(&buf[at..])
-        .map(CompactString::from)
-        .unwrap_or_default()
-}
-
-/// Writes `v` in decimal so that it ends just before `end`; returns where it starts.
-fn decimal_before(buf: &mut [u8], mut end: usize, mut v: u64) -> usize {
-    loop {
-        end -= 1;
-        buf[end] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            return end;
-        }
-    }
+    let (mut pid_digits, mut start_digits) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let (pid, start) = (
+        pid_digits.format(pid),
+        start_digits.format(start_boottime_ns),
+    );
+    let mut key = CompactString::with_capacity(pid.len() + 1 + start.len());
+    key.push_str(pid);
+    key.push(':');
+    key.push_str(start);
+    key
 }
 
 fn set_namespace(ev: &mut ProcessEvent, ns_pid: u32, pidns_inum: u32) {
