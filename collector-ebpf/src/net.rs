@@ -830,28 +830,12 @@ const NR_SENDMMSG: u64 = 307;
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn raw_net_sys_enter(ctx: RawTracePointContext) -> i32 {
-    let id: u64 = ctx.arg(1);
-    if !matches!(
-        id,
-        NR_CONNECT | NR_BIND | NR_LISTEN | NR_SENDTO | NR_SENDMSG | NR_SENDMMSG
-    ) || crate::net_compat::in_compat_syscall()
-    {
-        return 0;
-    }
     let regs: *const u8 = ctx.arg(0);
-    let a = |n| syscall_arg(regs, n);
-    match id {
-        NR_CONNECT => enter_sock_call(RecordKind::Connect, a(0), a(1), a(2), 0),
-        NR_BIND => enter_sock_call(RecordKind::Bind, a(0), a(1), a(2), 0),
-        NR_LISTEN => enter_sock_call(RecordKind::Listen, a(0), 0, 0, 0),
-        NR_SENDTO => {
-            let len: u64 = unsafe { read_kernel(regs, get::OFF_NET_REGS_R9()) }.unwrap_or(0);
-            udp_send(a(0), a(4), len, 0)
-        }
-        NR_SENDMSG => udp_sendmsg(a(0), a(1)),
-        NR_SENDMMSG => udp_sendmmsg_enter(a(0), a(1), a(2)),
-        _ => {}
-    }
+    stash_native(
+        ctx.arg(1),
+        |n| syscall_arg(regs, n),
+        || unsafe { read_kernel(regs, get::OFF_NET_REGS_R9()) }.unwrap_or(0),
+    );
     0
 }
 
@@ -861,6 +845,17 @@ pub fn raw_net_sys_enter(ctx: RawTracePointContext) -> i32 {
 /// the number compare.
 #[inline(always)]
 pub(crate) fn native_enter(regs: *const u8, nr: u64) {
+    stash_native(
+        nr,
+        |n| syscall_arg_btf(regs, n),
+        || unsafe { load_btf(regs, get::OFF_NET_REGS_R9()) },
+    );
+}
+
+/// The entry of the x86_64 socket call `nr`, with its arguments 0-4 read by `arg` and
+/// its sixth (r9) by `r9`; shared by the raw fallback and `sys_enter_shared`'s part.
+#[inline(always)]
+fn stash_native(nr: u64, arg: impl Fn(usize) -> u64, r9: impl FnOnce() -> u64) {
     if !matches!(
         nr,
         NR_CONNECT | NR_BIND | NR_LISTEN | NR_SENDTO | NR_SENDMSG | NR_SENDMMSG
@@ -869,18 +864,14 @@ pub(crate) fn native_enter(regs: *const u8, nr: u64) {
         // The i386 numbers mean other calls: the 32-bit entry is `net_compat`'s.
         return;
     }
-    let a = |n| syscall_arg_btf(regs, n);
     match nr {
-        NR_CONNECT => enter_sock_call(RecordKind::Connect, a(0), a(1), a(2), 0),
-        NR_BIND => enter_sock_call(RecordKind::Bind, a(0), a(1), a(2), 0),
-        NR_LISTEN => enter_sock_call(RecordKind::Listen, a(0), 0, 0, 0),
-        NR_SENDTO => {
-            // The sixth argument (addrlen) is in r9.
-            let len: u64 = unsafe { load_btf(regs, get::OFF_NET_REGS_R9()) };
-            udp_send(a(0), a(4), len, 0)
-        }
-        NR_SENDMSG => udp_sendmsg(a(0), a(1)),
-        _ => udp_sendmmsg_enter(a(0), a(1), a(2)),
+        NR_CONNECT => enter_sock_call(RecordKind::Connect, arg(0), arg(1), arg(2), 0),
+        NR_BIND => enter_sock_call(RecordKind::Bind, arg(0), arg(1), arg(2), 0),
+        NR_LISTEN => enter_sock_call(RecordKind::Listen, arg(0), 0, 0, 0),
+        // The sixth argument (addrlen) is in r9.
+        NR_SENDTO => udp_send(arg(0), arg(4), r9(), 0),
+        NR_SENDMSG => udp_sendmsg(arg(0), arg(1)),
+        _ => udp_sendmmsg_enter(arg(0), arg(1), arg(2)),
     }
 }
 
