@@ -4,7 +4,7 @@
 //! and traced in turn.
 //!
 //! For each storm it prints: the workload's untraced and traced rates (medians) and their
-//! ratio, what the subscriber received of the actor's events, the kernel's losses, the
+//! ratio, its rate with the programs attached but the daemon stopped (the kernel's share), what the subscriber received of the actor's events, the kernel's losses, the
 //! daemon's and the subscriber's CPU per event, the daemon's peak RSS and its RSS without
 //! the ring-buffer mappings, the daemon's longest start (spawn to serving metrics:
 //! loading and attaching the kernel programs, mostly verification), and each kernel
@@ -408,6 +408,35 @@ fn traced_run(storm: &Storm, bpf_stats: bool) -> Result<Traced> {
     Ok(traced)
 }
 
+/// The storm with the programs attached and the daemon stopped (SIGSTOP) for its
+/// duration: the workload then pays only the kernel side. (rate, kernel losses).
+fn kernel_only_run(storm: &Storm) -> Result<(f64, f64)> {
+    let dir = tempdir()?;
+    let daemon = Daemon::start(&dir, storm.domain, false)?;
+    let before = daemon.scrape();
+    let pid = daemon.child.id() as i32;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc_kill(pid, SIGSTOP) };
+    let run = run_actor(&storm.actor_args);
+    // SAFETY: as above.
+    unsafe { libc_kill(pid, SIGCONT) };
+    let (_, seconds) = run?;
+    // Losses are counted in the kernel as they happen; the daemon reads the counters
+    // when it serves the metrics.
+    let lost = samples(&daemon.scrape(), "collector_kernel_events_lost_total")
+        .values()
+        .sum::<f64>()
+        - samples(&before, "collector_kernel_events_lost_total")
+            .values()
+            .sum::<f64>();
+    daemon.stop()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((storm.count as f64 / seconds, lost))
+}
+
+const SIGSTOP: i32 = 19;
+const SIGCONT: i32 = 18;
+
 const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 /// A boolean sysctl set to 0 while this lives, then restored.
@@ -467,10 +496,12 @@ pub fn storm(args: &StormArgs) -> Result<()> {
             continue;
         }
         let mut untraced = Vec::new();
+        let mut kernel_only = Vec::new();
         let mut runs = Vec::new();
         for _ in 0..args.repeat.max(1) {
             let (_, seconds) = run_actor(&storm.actor_args)?;
             untraced.push(storm.count as f64 / seconds);
+            kernel_only.push(kernel_only_run(&storm)?);
             runs.push(traced_run(&storm, false)?);
         }
         // The statistics-on run, for the programs' costs only.
@@ -479,6 +510,8 @@ pub fn storm(args: &StormArgs) -> Result<()> {
             median(untraced),
             median(runs.iter().map(|r| r.rate).collect()),
         );
+        let k = median(kernel_only.iter().map(|r| r.0).collect());
+        let k_lost: f64 = kernel_only.iter().map(|r| r.1).sum();
         let events: u64 = runs.iter().map(|r| r.expected).sum();
         let delivered: u64 = runs.iter().map(|r| r.delivered).sum();
         let daemon_cpu: f64 = runs.iter().map(|r| r.daemon_cpu).sum();
@@ -490,11 +523,13 @@ pub fn storm(args: &StormArgs) -> Result<()> {
             storm.domain,
             runs.len()
         );
-        println!("| untraced/s | traced/s | rate kept | delivered | kernel lost | dropped | daemon CPU/event | subscriber CPU/event | daemon peak RSS | daemon RSS less rings | daemon start |");
-        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("| untraced/s | kernel only/s | traced/s | rate kept | delivered | kernel lost | dropped | daemon CPU/event | subscriber CPU/event | daemon peak RSS | daemon RSS less rings | daemon start |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
         println!(
-            "| {:.0} | {:.0} | {:.1}% | {delivered}/{events} | {} | {} | {:.2} µs | {:.2} µs | {} MiB | {} MiB | {:.1} s |",
+            "| {:.0} | {:.0} ({:.1}%) | {:.0} | {:.1}% | {delivered}/{events} | {} | {} | {:.2} µs | {:.2} µs | {} MiB | {} MiB | {:.1} s |",
             u,
+            k,
+            100.0 * k / u,
             t,
             100.0 * t / u,
             runs.iter().map(|r| r.kernel_lost).sum::<f64>(),
@@ -508,6 +543,20 @@ pub fn storm(args: &StormArgs) -> Result<()> {
                 .max()
                 .unwrap_or_default()
                 .as_secs_f64(),
+        );
+        println!(
+            "\nKernel only: the programs attached, the daemon stopped (SIGSTOP) so that \
+             nothing in userspace runs; what it keeps of the untraced rate is the kernel's \
+             share of the cost, the rest of the traced loss is the daemon's and the \
+             subscriber's.{}",
+            if k_lost > 0.0 {
+                format!(
+                    " Its ring filled ({k_lost:.0} records lost over the runs): \
+                     a failed reservation is cheaper than a record, so it is an upper bound."
+                )
+            } else {
+                String::new()
+            }
         );
         println!(
             "\nKernel program costs, from one more traced run with BPF statistics on \
