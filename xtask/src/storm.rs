@@ -4,7 +4,8 @@
 //! and traced in turn.
 //!
 //! For each storm it prints: the workload's untraced and traced rates (medians) and their
-//! ratio, its rate with the programs attached but the daemon stopped (the kernel's share), what the subscriber received of the actor's events, the kernel's losses, the
+//! ratio, its rate with the programs attached but the daemon stopped (the kernel's
+//! share), what the subscriber received of the actor's events, the kernel's losses, the
 //! daemon's and the subscriber's CPU per event, the daemon's peak RSS and its RSS without
 //! the ring-buffer mappings, the daemon's longest start (spawn to serving metrics:
 //! loading and attaching the kernel programs, mostly verification), and each kernel
@@ -160,6 +161,18 @@ fn samples(text: &str, name: &str) -> BTreeMap<String, f64> {
             (labels.is_empty() || labels.starts_with('{'))
                 .then(|| (labels.to_owned(), value.parse().ok()))
                 .and_then(|(k, v)| Some((k, v?)))
+        })
+        .collect()
+}
+
+/// How much the counter `name` grew between two scrapes, per label set.
+fn counter_delta(before: &str, after: &str, name: &str) -> BTreeMap<String, f64> {
+    let b = samples(before, name);
+    samples(after, name)
+        .into_iter()
+        .map(|(k, v)| {
+            let d = v - b.get(&k).copied().unwrap_or(0.0);
+            (k, d)
         })
         .collect()
 }
@@ -363,16 +376,7 @@ fn traced_run(storm: &Storm, bpf_stats: bool) -> Result<Traced> {
         ..Traced::default()
     };
     (traced.peak_rss_kib, traced.own_rss_kib) = memory_kib(daemon.child.id());
-    let delta = |name: &str| -> BTreeMap<String, f64> {
-        let b = samples(&before, name);
-        samples(&after, name)
-            .into_iter()
-            .map(|(k, v)| {
-                let d = v - b.get(&k).copied().unwrap_or(0.0);
-                (k, d)
-            })
-            .collect()
-    };
+    let delta = |name: &str| counter_delta(&before, &after, name);
     traced.kernel_lost = delta("collector_kernel_events_lost_total").values().sum();
     traced.dropped = delta("collector_source_events_dropped_total")
         .values()
@@ -423,12 +427,13 @@ fn kernel_only_run(storm: &Storm) -> Result<(f64, f64)> {
     let (_, seconds) = run?;
     // Losses are counted in the kernel as they happen; the daemon reads the counters
     // when it serves the metrics.
-    let lost = samples(&daemon.scrape(), "collector_kernel_events_lost_total")
-        .values()
-        .sum::<f64>()
-        - samples(&before, "collector_kernel_events_lost_total")
-            .values()
-            .sum::<f64>();
+    let lost = counter_delta(
+        &before,
+        &daemon.scrape(),
+        "collector_kernel_events_lost_total",
+    )
+    .values()
+    .sum();
     daemon.stop()?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok((storm.count as f64 / seconds, lost))
