@@ -15,8 +15,10 @@
 //! added to an event, [`ProcessContext`] or [`ProcessCredentials`] fails to compile here
 //! until it is written here too.
 
+use std::cell::RefCell;
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -96,7 +98,7 @@ pub(super) fn filesystem(e: &FilesystemEvent, out: &mut Vec<u8>) {
     }
     if let Some(process) = process {
         out.extend_from_slice(b",\"process\":");
-        context(process, out);
+        shared_context(process, out);
     }
     out.push(b'}');
 }
@@ -300,7 +302,7 @@ pub(super) fn network(e: &NetworkEvent, out: &mut Vec<u8>) {
     opt_str(out, b",\"process_key\":\"", process_key.as_deref());
     if let Some(process) = process {
         out.extend_from_slice(b",\"process\":");
-        context(process, out);
+        shared_context(process, out);
     }
     out.push(b'}');
 }
@@ -366,6 +368,40 @@ fn opt_time(out: &mut Vec<u8>, key: &[u8], t: Option<&DateTime<Utc>>) {
         time(out, t);
         out.push(b'"');
     }
+}
+
+thread_local! {
+    /// The context written last and its JSON. In a storm one process's events follow each
+    /// other and share one context (the IPC decoder and the kernel sources hand out one
+    /// `Arc` per process), so its keys and strings are escaped once, not once per event.
+    /// Holding the `Arc` keeps its address from being reused by another context while it
+    /// is cached, and a context is never changed behind a shared `Arc`.
+    static LAST_CONTEXT: RefCell<Option<(Arc<ProcessContext>, Vec<u8>)>> =
+        const { RefCell::new(None) };
+}
+
+/// [`context`], copied from [`LAST_CONTEXT`] when `c` is the context written last.
+fn shared_context(c: &Arc<ProcessContext>, out: &mut Vec<u8>) {
+    LAST_CONTEXT.with(|cell| {
+        let Ok(mut last) = cell.try_borrow_mut() else {
+            return context(c, out);
+        };
+        match &mut *last {
+            Some((cached, json)) if Arc::ptr_eq(cached, c) => out.extend_from_slice(json),
+            Some((cached, json)) => {
+                let start = out.len();
+                context(c, out);
+                json.clear();
+                json.extend_from_slice(&out[start..]);
+                *cached = c.clone();
+            }
+            none => {
+                let start = out.len();
+                context(c, out);
+                *none = Some((c.clone(), out[start..].to_vec()));
+            }
+        }
+    })
 }
 
 fn context(c: &ProcessContext, out: &mut Vec<u8>) {
@@ -551,6 +587,71 @@ mod tests {
             let mut out = Vec::new();
             address(&mut out, &a);
             assert_eq!(String::from_utf8(out).unwrap(), a.to_string());
+        }
+    }
+
+    /// The cached context JSON is the written context's, whatever came before: the same
+    /// `Arc` again, another `Arc` with the same contents, one with other contents, and a
+    /// new context made after every holder of the cached one but the cache let go of it.
+    #[test]
+    fn a_cached_context_is_only_reused_for_that_context() {
+        use crate::event::{FilesystemEvent, FilesystemEventKind};
+        use crate::CollectionEvent;
+        let context = |pid: u32, exe: &str| {
+            Arc::new(ProcessContext {
+                process_key: format!("{pid}:1000"),
+                executable_path: Some(exe.into()),
+                exec_name: Some("cat".into()),
+                ppid: Some(1),
+                parent_process_key: None,
+            })
+        };
+        let open = |process: &Arc<ProcessContext>| {
+            CollectionEvent::from(FilesystemEvent {
+                kind: FilesystemEventKind::Open,
+                timestamp: DateTime::from_timestamp(1_700_000_000, 5).unwrap(),
+                pid: 7,
+                source: "ebpf-filesystem".into(),
+                path: "/etc/hostname".into(),
+                new_path: None,
+                path_relative: false,
+                flags: Some(0),
+                mode: None,
+                result: Some(3),
+                uid: Some(0),
+                name: Some("cat".into()),
+                path_truncated: false,
+                path_unreadable: false,
+                path_user_supplied: false,
+                compat_syscall: false,
+                owner_uid: None,
+                owner_gid: None,
+                path_changed: false,
+                new_path_truncated: false,
+                new_path_unreadable: false,
+                new_path_user_supplied: false,
+                new_path_changed: false,
+                io_uring: false,
+                process_key: None,
+                process: Some(process.clone()),
+            })
+        };
+        let check = |process: &Arc<ProcessContext>| {
+            let event = open(process);
+            let mut ours = Vec::new();
+            event.write_json_line(&mut ours);
+            let serde = serde_json::to_string(&event).unwrap() + "\n";
+            assert_eq!(String::from_utf8(ours).unwrap(), serde);
+        };
+        let a = context(7, "/usr/bin/cat");
+        check(&a);
+        check(&a);
+        check(&context(7, "/usr/bin/cat"));
+        check(&context(8, "/usr/bin/\"quoted\""));
+        check(&a);
+        drop(a);
+        for pid in 0..64 {
+            check(&context(pid, &format!("/bin/{pid}")));
         }
     }
 
