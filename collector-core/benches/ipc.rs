@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use chrono::Utc;
-use collector_core::event::{CollectionEvent, ProcessEvent, ProcessEventKind};
+use collector_core::event::{
+    CollectionEvent, FilesystemEvent, FilesystemEventKind, ProcessContext, ProcessEvent,
+    ProcessEventKind,
+};
 use collector_core::ipc::codec::{ClientCodec, EnvelopeCodec, Inbound};
 use collector_core::ipc::convert::event_to_proto;
 use collector_core::ipc::proto::{envelope::Body, Envelope, EventBatch as PbBatch};
@@ -97,7 +100,61 @@ fn frames(c: &mut Criterion) {
             },
         );
     }
+    // An open storm's shape: file events of one process, all sharing its context.
+    let context = Arc::new(ProcessContext {
+        process_key: "4244:987654323000".into(),
+        executable_path: Some("/usr/bin/collector-test-actor".into()),
+        exec_name: Some("collector-test".into()),
+        ppid: Some(4242),
+        parent_process_key: Some("4242:987654321000".into()),
+    });
+    let opens: Vec<CollectionEvent> = (0..EVENTS_PER_BATCH as u32)
+        .map(|i| open_event(i, context.clone()))
+        .collect();
+    group.throughput(Throughput::Elements(EVENTS_PER_BATCH as u64));
+    group.bench_function("direct_encode_256_open_events_one_context", |b| {
+        let mut server = EnvelopeCodec::default();
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        b.iter(|| {
+            let sized: Vec<SizedEvent<'_>> = opens.iter().map(SizedEvent::new).collect();
+            server
+                .encode(EventBatchFrame::new(&sized), &mut buf)
+                .unwrap();
+            buf.clear();
+        });
+    });
     group.finish();
+}
+
+fn open_event(i: u32, process: Arc<ProcessContext>) -> CollectionEvent {
+    CollectionEvent::from(FilesystemEvent {
+        kind: FilesystemEventKind::Open,
+        timestamp: Utc::now(),
+        pid: 4244,
+        source: "ebpf-filesystem".into(),
+        path: format!("/tmp/storm/file-{i}"),
+        new_path: None,
+        path_relative: false,
+        flags: Some(0),
+        mode: Some(0),
+        result: Some(3),
+        uid: Some(1000),
+        name: Some("collector-test".into()),
+        path_truncated: false,
+        path_unreadable: false,
+        path_user_supplied: false,
+        compat_syscall: false,
+        owner_uid: None,
+        owner_gid: None,
+        path_changed: false,
+        new_path_truncated: false,
+        new_path_unreadable: false,
+        new_path_user_supplied: false,
+        new_path_changed: false,
+        io_uring: false,
+        process_key: Some("4244:987654323000".into()),
+        process: Some(process),
+    })
 }
 
 fn socket_events(c: &mut Criterion) {

@@ -714,6 +714,43 @@ proptest! {
         prop_assert_eq!(ours, prost_batch(&events, 0));
     }
 
+    /// The encoder and the JSON writer keep the last process context's bytes and reuse
+    /// them for the next event carrying the same `Arc`. Here a batch's network and
+    /// filesystem events share a few contexts in any order, and contexts are made anew
+    /// between batches: every output stays prost's and serde's.
+    #[test]
+    fn shared_contexts_encode_like_prost_and_serde(
+        rounds in vec((vec(prop_oneof![network(), filesystem()], 1..8),
+                       vec(context(), 1..4),
+                       vec(any::<u8>(), 8)), 1..4)
+    ) {
+        for (mut events, contexts, picks) in rounds {
+            let contexts: Vec<_> = contexts.into_iter().map(std::sync::Arc::new).collect();
+            for (i, ev) in events.iter_mut().enumerate() {
+                let shared = contexts[usize::from(picks[i % picks.len()]) % contexts.len()].clone();
+                match ev {
+                    CollectionEvent::Network(n) => n.process = Some(shared),
+                    CollectionEvent::Filesystem(f) => f.process = Some(shared),
+                    _ => {}
+                }
+            }
+            let mut ours = Vec::new();
+            let len = encode_event_batch(&events, &mut ours);
+            prop_assert_eq!(len, ours.len());
+            prop_assert_eq!(ours, prost_batch(&events, 0));
+            for ev in &events {
+                let mut single = Vec::new();
+                collector_core::ipc::wire::encode_event(ev, &mut single);
+                prop_assert_eq!(&single, &event_to_proto(ev).encode_to_vec());
+                let mut line = Vec::new();
+                ev.write_json_line(&mut line);
+                let mut reference = serde_json::to_vec(ev).unwrap();
+                reference.push(b'\n');
+                prop_assert_eq!(line, reference);
+            }
+        }
+    }
+
     #[test]
     fn single_event_encoding_is_byte_for_byte_prost(ev in event()) {
         let mut ours = Vec::new();

@@ -6,6 +6,9 @@
 //! they are set. Lengths and bytes come from one generic routine per message, run once
 //! with a byte counter and once with the buffer, so the two cannot disagree.
 
+use std::cell::RefCell;
+use std::sync::Arc;
+
 use bytes::BufMut;
 use chrono::{DateTime, Utc};
 use std::net::SocketAddr;
@@ -253,26 +256,71 @@ fn context_body(o: &mut impl Out, c: &ProcessContext) {
     );
 }
 
+thread_local! {
+    /// The process context encoded last on this thread and its body's bytes. In a storm
+    /// one process's events follow each other and share one context (the kernel sources
+    /// hand out one `Arc` per process), so its strings are encoded once, not twice per
+    /// event (sizing and writing). Holding the `Arc` keeps its address from being reused
+    /// by another context while it is cached, and a context is never changed behind a
+    /// shared `Arc`.
+    static LAST_CONTEXT: RefCell<Option<(Arc<ProcessContext>, Vec<u8>)>> =
+        const { RefCell::new(None) };
+}
+
+/// Runs `f` on the encoded body of `c`, taken from [`LAST_CONTEXT`] when `c` is the
+/// context encoded last on this thread (and put there otherwise).
+fn with_context_body<R>(c: &Arc<ProcessContext>, f: impl FnOnce(&[u8]) -> R) -> R {
+    LAST_CONTEXT.with(|cell| {
+        let Ok(mut last) = cell.try_borrow_mut() else {
+            let mut body = Vec::new();
+            context_body(&mut Write(&mut body), c);
+            return f(&body);
+        };
+        match &mut *last {
+            Some((cached, body)) if Arc::ptr_eq(cached, c) => f(body),
+            Some((cached, body)) => {
+                body.clear();
+                context_body(&mut Write(body), c);
+                *cached = c.clone();
+                f(body)
+            }
+            none => {
+                let mut body = Vec::new();
+                context_body(&mut Write(&mut body), c);
+                let r = f(&body);
+                *none = Some((c.clone(), body));
+                r
+            }
+        }
+    })
+}
+
 /// A `ProcessContext` field (absent when `None`; present, possibly empty, when set, as
 /// prost writes a set message field). `len` is its body's length when already known
-/// ([`context_len`]): sizing and writing an event then walk the context once each
-/// instead of twice each.
-fn context_field(o: &mut impl Out, field: u32, c: Option<&ProcessContext>, len: Option<usize>) {
+/// ([`context_len`]).
+fn context_field(
+    o: &mut impl Out,
+    field: u32,
+    c: Option<&Arc<ProcessContext>>,
+    len: Option<usize>,
+) {
     if let Some(c) = c {
         key(o, field, LEN);
-        o.varint(len.unwrap_or_else(|| len_of(|n| context_body(n, c))) as u64);
-        context_body(o, c);
+        with_context_body(c, |body| {
+            o.varint(len.unwrap_or(body.len()) as u64);
+            o.put(body);
+        });
     }
 }
 
 /// Bytes of the body of the process context `ev` carries, if it carries one.
 fn context_len(ev: &CollectionEvent) -> Option<usize> {
     let context = match ev {
-        CollectionEvent::Network(e) => e.process.as_deref(),
-        CollectionEvent::Filesystem(e) => e.process.as_deref(),
+        CollectionEvent::Network(e) => e.process.as_ref(),
+        CollectionEvent::Filesystem(e) => e.process.as_ref(),
         _ => None,
     }?;
-    Some(len_of(|n| context_body(n, context)))
+    Some(with_context_body(context, <[u8]>::len))
 }
 
 fn address_field(o: &mut impl Out, field: u32, addr: &SocketAddr) {
@@ -372,7 +420,7 @@ fn network_body(o: &mut impl Out, e: &NetworkEvent, context_len: Option<usize>) 
     boolean(o, network::IO_URING, e.io_uring);
     boolean(o, network::COMPAT_SYSCALL, e.compat_syscall);
     opt_string(o, network::PROCESS_KEY, e.process_key.as_deref());
-    context_field(o, network::PROCESS, e.process.as_deref(), context_len);
+    context_field(o, network::PROCESS, e.process.as_ref(), context_len);
 }
 
 fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent, context_len: Option<usize>) {
@@ -405,7 +453,7 @@ fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent, context_len: Option<us
     );
     boolean(o, filesystem::NEW_PATH_CHANGED, e.new_path_changed);
     boolean(o, filesystem::IO_URING, e.io_uring);
-    context_field(o, filesystem::PROCESS, e.process.as_deref(), context_len);
+    context_field(o, filesystem::PROCESS, e.process.as_ref(), context_len);
 }
 
 fn performance_body(o: &mut impl Out, e: &PerformanceEvent) {
