@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use collector_core::event::{ProcessContext, ProcessEvent, ProcessEventKind};
+use collector_core::event::{CompactString, ProcessContext, ProcessEvent, ProcessEventKind};
 use collector_core::{CollectionEvent, Delivery, EventBatch, EventSink};
 
 use crate::ebpf::clock::BootClock;
@@ -234,9 +234,21 @@ struct Inner {
 pub struct ProcessTable {
     config: TableConfig,
     inner: Mutex<Inner>,
+    /// Bumped by every [`lock`](Self::lock), before the table can change: a
+    /// [`ContextMemo`] taken at one value still holds while the counter has it.
+    changes: AtomicU64,
     counters: TableCounters,
     /// Finished executable hashes an exec may find when it arrives after its digest.
     hashes: std::sync::OnceLock<Arc<HashService>>,
+}
+
+/// The context one caller of [`ProcessTable::enrich_with`] (a drain loop) was given
+/// last, with the table's change count then. In a storm one process's events follow each
+/// other: while the table is unchanged, the next event of the same pid and key gets the
+/// same context without the table's lock, key parse and lookup.
+#[derive(Default)]
+pub struct ContextMemo {
+    last: Option<(u32, CompactString, u64, Arc<ProcessContext>)>,
 }
 
 /// Where a query starts and how much it returns.
@@ -254,6 +266,7 @@ impl ProcessTable {
         Self {
             config,
             inner: Mutex::new(Inner::default()),
+            changes: AtomicU64::new(0),
             counters: TableCounters::default(),
             hashes: std::sync::OnceLock::new(),
         }
@@ -318,7 +331,16 @@ impl ProcessTable {
         self.config
     }
 
+    /// The table, for any use: counted as a change (see [`ContextMemo`]).
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        let inner = self.lock_unchanged();
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        inner
+    }
+
+    /// The table, for a lookup that changes no row (it may fill `contexts`, which is
+    /// made from the rows).
+    fn lock_unchanged(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves plain maps behind: still usable.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -785,7 +807,16 @@ impl ProcessTable {
         key: Option<&str>,
         at: DateTime<Utc>,
     ) -> Option<Arc<ProcessContext>> {
-        let mut inner = self.lock();
+        let mut inner = self.lock_unchanged();
+        Self::context_locked(&mut inner, pid, key, at)
+    }
+
+    fn context_locked(
+        inner: &mut Inner,
+        pid: u32,
+        key: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Option<Arc<ProcessContext>> {
         let key = match key {
             Some(key) => {
                 // A key naming another pid is nobody's.
@@ -794,7 +825,7 @@ impl ProcessTable {
                 if let Some(c) = inner.contexts.get(&exact) {
                     return Some(c.clone());
                 }
-                Self::row_of(&inner, exact)?
+                Self::row_of(inner, exact)?
             }
             None => match inner.live_by_pid.get(&pid) {
                 Some(k) => *k,
@@ -841,15 +872,44 @@ impl ProcessTable {
     /// Fills the `process` field of network and filesystem events the table knows the
     /// process of (the kernel records carry only pid, `comm` and the process key).
     pub fn enrich(&self, ev: &mut CollectionEvent) {
-        match ev {
+        self.enrich_with(&mut ContextMemo::default(), ev);
+    }
+
+    /// [`enrich`](Self::enrich) for a caller that keeps `memo` from one event to the next.
+    pub fn enrich_with(&self, memo: &mut ContextMemo, ev: &mut CollectionEvent) {
+        let (pid, key, at, slot) = match ev {
             CollectionEvent::Network(n) if n.process.is_none() => {
-                n.process = self.context(n.pid, n.process_key.as_deref(), n.timestamp)
+                (n.pid, n.process_key.as_ref(), n.timestamp, &mut n.process)
             }
             CollectionEvent::Filesystem(f) if f.process.is_none() => {
-                f.process = self.context(f.pid, f.process_key.as_deref(), f.timestamp)
+                (f.pid, f.process_key.as_ref(), f.timestamp, &mut f.process)
             }
-            _ => {}
+            _ => return,
+        };
+        let Some(key) = key else {
+            // Without a key the answer depends on the time too: not memoised.
+            *slot = self.context(pid, None, at);
+            return;
+        };
+        if let Some((last_pid, last_key, changes, context)) = &memo.last {
+            if *last_pid == pid
+                && last_key == key
+                && *changes == self.changes.load(Ordering::Acquire)
+            {
+                *slot = Some(context.clone());
+                return;
+            }
         }
+        let mut inner = self.lock_unchanged();
+        // Read under the lock: a change counts itself when it takes the lock, before
+        // changing anything, so no change can slip in between this and the lookup.
+        let changes = self.changes.load(Ordering::Acquire);
+        let found = Self::context_locked(&mut inner, pid, Some(key), at);
+        drop(inner);
+        memo.last = found
+            .as_ref()
+            .map(|context| (pid, key.clone(), changes, context.clone()));
+        *slot = found;
     }
 
     /// `pid` and its ancestors up to pid 1 (or the first one the table does not know),
@@ -1148,6 +1208,79 @@ mod tests {
         assert_eq!(t.context(40, Some("40:9000"), at(6)), None);
     }
 
+    /// An open by `pid` under process key `key` at second `secs`, not yet enriched.
+    fn open_event(pid: u32, key: &str, secs: i64) -> CollectionEvent {
+        CollectionEvent::from(FilesystemEvent {
+            kind: FilesystemEventKind::Open,
+            timestamp: at(secs),
+            pid,
+            source: "ebpf-filesystem".into(),
+            path: "/etc/shadow".into(),
+            new_path: None,
+            path_relative: false,
+            flags: Some(0),
+            mode: None,
+            result: Some(3),
+            uid: Some(0),
+            name: Some("reader".into()),
+            path_truncated: false,
+            path_unreadable: false,
+            path_user_supplied: false,
+            compat_syscall: false,
+            owner_uid: None,
+            owner_gid: None,
+            process_key: Some(key.to_string().into()),
+            path_changed: false,
+            new_path_truncated: false,
+            new_path_unreadable: false,
+            new_path_user_supplied: false,
+            new_path_changed: false,
+            io_uring: false,
+            process: None,
+        })
+    }
+
+    /// A drain loop's memo hands out the context it found last only while the table is
+    /// unchanged: an exec that keeps the pid and key (a new image) is seen at once, as
+    /// are another key on the same pid and another pid.
+    #[test]
+    fn a_memoised_context_lasts_only_while_the_table_is_unchanged() {
+        let t = table(100);
+        t.apply(&exec(40, 1_000, 1, "/usr/bin/curl", 0));
+        t.apply(&exec(41, 2_000, 1, "/usr/bin/wget", 0));
+        let mut memo = ContextMemo::default();
+        let mut enriched = |pid: u32, key: &str| {
+            let mut e = open_event(pid, key, 1);
+            t.enrich_with(&mut memo, &mut e);
+            match e {
+                CollectionEvent::Filesystem(f) => f.process,
+                _ => unreachable!(),
+            }
+        };
+        let exe = |c: Option<Arc<ProcessContext>>| c.and_then(|c| c.executable_path.clone());
+        let first = enriched(40, "40:1000").unwrap();
+        let again = enriched(40, "40:1000").unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(
+            exe(enriched(41, "41:2000")).as_deref(),
+            Some("/usr/bin/wget")
+        );
+        assert_eq!(
+            exe(enriched(40, "40:1000")).as_deref(),
+            Some("/usr/bin/curl")
+        );
+        assert_eq!(enriched(40, "40:9999"), None);
+        assert_eq!(enriched(42, "40:1000"), None);
+        assert_eq!(
+            exe(enriched(40, "40:1000")).as_deref(),
+            Some("/usr/bin/curl")
+        );
+        // The same process runs another program: same pid, same key, new image.
+        t.apply(&exec(40, 1_000, 1, "/usr/bin/nc", 2));
+        assert_eq!(exe(enriched(40, "40:1000")).as_deref(), Some("/usr/bin/nc"));
+        assert_eq!(exe(enriched(40, "40:1000")).as_deref(), Some("/usr/bin/nc"));
+    }
+
     /// The rings drain on their own: a filesystem or network event can be read after a
     /// later process took its pid, or before its own process's exec replaced an earlier
     /// one in the table. Either way it gets its own process (by its key) or none, never
@@ -1158,36 +1291,7 @@ mod tests {
         t.apply(&exec(500, 1_000, 1, "/usr/bin/first", 0));
         t.apply(&exit(500, 1_000, 0, 1));
         t.apply(&exec(500, 9_000, 1, "/usr/bin/second", 2));
-        let open = |key: &str, secs: i64| {
-            CollectionEvent::from(FilesystemEvent {
-                kind: FilesystemEventKind::Open,
-                timestamp: at(secs),
-                pid: 500,
-                source: "ebpf-filesystem".into(),
-                path: "/etc/shadow".into(),
-                new_path: None,
-                path_relative: false,
-                flags: Some(0),
-                mode: None,
-                result: Some(3),
-                uid: Some(0),
-                name: Some("reader".into()),
-                path_truncated: false,
-                path_unreadable: false,
-                path_user_supplied: false,
-                compat_syscall: false,
-                owner_uid: None,
-                owner_gid: None,
-                process_key: Some(key.to_string().into()),
-                path_changed: false,
-                new_path_truncated: false,
-                new_path_unreadable: false,
-                new_path_user_supplied: false,
-                new_path_changed: false,
-                io_uring: false,
-                process: None,
-            })
-        };
+        let open = |key: &str, secs: i64| open_event(500, key, secs);
         let enriched = |mut e: CollectionEvent| match &mut e {
             CollectionEvent::Filesystem(_) => {
                 t.enrich(&mut e);

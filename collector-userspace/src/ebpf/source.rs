@@ -160,6 +160,7 @@ impl KernelSource {
         let decode = self.decoder();
         let enrich = self.domain == KernelDomain::Process;
         let mut cache = super::enrich::ProcessCache::default();
+        let mut memo = crate::ptable::ContextMemo::default();
         let table = match self.domain {
             KernelDomain::Process => None,
             _ => self
@@ -193,7 +194,7 @@ impl KernelSource {
                     }
                 }
                 if let Some(table) = &table {
-                    table.enrich(&mut ev);
+                    table.enrich_with(&mut memo, &mut ev);
                 }
                 Ok(ev)
             },

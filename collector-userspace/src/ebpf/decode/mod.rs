@@ -12,6 +12,8 @@ pub use filesystem::decode_filesystem;
 pub use network::{decode_network, tcp_state_name};
 pub use process::{decode_process, exec_file_version};
 
+use std::cell::RefCell;
+
 use collector_common::RecordKind;
 use collector_core::event::CompactString;
 
@@ -66,8 +68,34 @@ pub fn c_str(bytes: &[u8]) -> String {
     lossy_string(&bytes[..end])
 }
 
+thread_local! {
+    /// The `comm` bytes decoded last and their string. A storm's records come from one
+    /// task, so record after record carries the same name: a pure function of its 16
+    /// bytes, compared and reused by value.
+    static LAST_COMM: RefCell<Option<([u8; 16], CompactString)>> = const { RefCell::new(None) };
+}
+
 /// A task's `comm` (NUL-terminated, at most 16 bytes): held inline, no allocation.
 pub fn comm(bytes: &[u8]) -> CompactString {
+    let Ok(raw) = <[u8; 16]>::try_from(bytes) else {
+        return comm_uncached(bytes);
+    };
+    LAST_COMM.with(|cell| {
+        let Ok(mut last) = cell.try_borrow_mut() else {
+            return comm_uncached(bytes);
+        };
+        match &*last {
+            Some((cached, name)) if *cached == raw => name.clone(),
+            _ => {
+                let name = comm_uncached(bytes);
+                *last = Some((raw, name.clone()));
+                name
+            }
+        }
+    })
+}
+
+fn comm_uncached(bytes: &[u8]) -> CompactString {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     let bytes = &bytes[..end];
     match std::str::from_utf8(bytes) {
@@ -176,6 +204,35 @@ mod tests {
         assert_eq!(comm(b"comm\0junk"), "comm");
         assert_eq!(comm(b"\xffcomm\0"), "\u{fffd}comm");
         assert_eq!(comm(b"0123456789abcdef"), "0123456789abcdef");
+    }
+
+    /// `comm` and the header's process key reuse the last result only for the same
+    /// input: names and keys that alternate, repeat and differ in one byte or digit.
+    #[test]
+    fn memoised_names_and_keys_follow_their_input() {
+        let names: [&[u8; 16]; 4] = [
+            b"cat\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            b"cat\0junk\0\0\0\0\0\0\0\0",
+            b"cau\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            b"\xffcomm\0\0\0\0\0\0\0\0\0\0\0",
+        ];
+        for i in [0, 0, 1, 2, 2, 0, 3, 3, 1] {
+            assert_eq!(comm(names[i]), comm_uncached(names[i]));
+        }
+        let mut h = test_util::header(RecordKind::Open);
+        for (pid, start) in [
+            (7, 1000),
+            (7, 1000),
+            (7, 1001),
+            (8, 1001),
+            (7, 1000),
+            (7, 0),
+        ] {
+            h.pid = pid;
+            h.process_start_ns = start;
+            let want = (start != 0).then(|| process::process_key(pid, start));
+            assert_eq!(process::header_process_key(&h), want);
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Process-domain records: exec, fork, exit.
 
+use std::cell::RefCell;
+
 use collector_common::{
     exec_flags, flags, CredChangeRecord, Credentials, ExecFailedRecord, ExecRecord, ExitRecord,
     ForkRecord, RecordHeader, RecordKind, EXEC_FAILED_PATH_LEN, PATH_FLAG_TRUNCATED,
@@ -54,7 +56,30 @@ fn absolute(path: &str, cwd: Option<&str>) -> String {
 /// The key of the process a record's header names, when the kernel could read its
 /// start time. Every domain's events carry it.
 pub fn header_process_key(h: &RecordHeader) -> Option<CompactString> {
-    (h.process_start_ns != 0).then(|| process_key(h.pid, h.process_start_ns))
+    (h.process_start_ns != 0).then(|| {
+        LAST_KEY.with(|cell| {
+            let Ok(mut last) = cell.try_borrow_mut() else {
+                return process_key(h.pid, h.process_start_ns);
+            };
+            match &*last {
+                Some((pid, start, key)) if (*pid, *start) == (h.pid, h.process_start_ns) => {
+                    key.clone()
+                }
+                _ => {
+                    let key = process_key(h.pid, h.process_start_ns);
+                    *last = Some((h.pid, h.process_start_ns, key.clone()));
+                    key
+                }
+            }
+        })
+    })
+}
+
+thread_local! {
+    /// The process key formatted last, with its pid and start: a storm's records come
+    /// from one process, so record after record formats the same digits (a pure function
+    /// of the two numbers, compared and reused by value).
+    static LAST_KEY: RefCell<Option<(u32, u64, CompactString)>> = const { RefCell::new(None) };
 }
 
 /// `<tgid>:<leader start, CLOCK_BOOTTIME ns>`: the kernel's own numbers, so events of
