@@ -81,6 +81,10 @@ unsafe fn read_creds(task: *const u8) -> Credentials {
     }
 }
 
+/// The inode number of the initial pid namespace (`PROC_PID_INIT_INO`), fixed by the
+/// kernel since 3.8: what `/proc/<pid>/ns/pid` shows for every host process.
+const PROC_PID_INIT_INO: u32 = 0xEFFF_FFFC;
+
 /// The current process's pid in its own pid namespace and that namespace's inode
 /// (of the thread-group leader: the process, not the thread).
 #[inline(always)]
@@ -96,6 +100,13 @@ fn pid_namespace_identity() -> (u32, u32) {
         }
         // Nesting is at most 32 levels (MAX_PID_NS_LEVEL).
         let level = load_btf::<u32>(pid, get::OFF_PROC_PID_LEVEL()) & 31;
+        if level == 0 {
+            // A host process (nearly all of them): its pid there is its tgid and the
+            // namespace is the initial one. Two helper reads and two cold loads fewer
+            // per record (measured: fork and exit programs spend most of their time on
+            // loads of memory the workload has not touched lately).
+            return ((bpf_get_current_pid_tgid() >> 32) as u32, PROC_PID_INIT_INO);
+        }
         let stride = get::OFF_PROC_UPID_NS() * 2;
         let upid = (pid as u64).wrapping_add(get::OFF_PROC_PID_NUMBERS() + level as u64 * stride);
         let r = if get::OFF_PROC_UPID_NS() == 8 {

@@ -929,6 +929,49 @@ async fn memfd_fexecve_is_flagged_fileless_with_its_name() {
     run.stop().await;
 }
 
+/// A process in a pid namespace of its own is reported with its pid there and that
+/// namespace's inode, on its exec and its exit (host processes take a shortcut in the
+/// kernel programs: this checks the other path). `unshare -p -f` makes the namespace;
+/// its pid 1 prints the namespace's inode, then execs the marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_in_its_own_pid_namespace_shows_that_namespace() {
+    if !kernel_or_skip("a_process_in_its_own_pid_namespace_shows_that_namespace") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let host = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
+    let mut run = Running::start();
+    let out = std::process::Command::new("unshare")
+        .args(["-p", "-f", "--mount-proc", "sh", "-c"])
+        .arg("stat -L -c %i /proc/self/ns/pid; exec sleep 0.0421")
+        .output()
+        .expect("unshare");
+    assert!(out.status.success(), "{out:?}");
+    let inside: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_ne!(inside, host, "a new pid namespace");
+    let is_marker = |p: &ProcessEvent| {
+        p.kind == ProcessEventKind::Exec && p.command_line.iter().any(|a| a == "0.0421")
+    };
+    let seen = run
+        .until(|s| {
+            s.iter()
+                .find(|p| is_marker(p))
+                .is_some_and(|exec| s.iter().any(|p| is(p, ProcessEventKind::Exit, exec.pid)))
+        })
+        .await;
+    let exec = seen.iter().find(|p| is_marker(p)).unwrap();
+    let exit = seen
+        .iter()
+        .find(|p| is(p, ProcessEventKind::Exit, exec.pid))
+        .unwrap();
+    for event in [exec, exit] {
+        assert_eq!(event.namespace_pid, Some(1), "{event:#?}");
+        assert_eq!(event.pid_namespace_inode.map(u64::from), Some(inside));
+        assert_ne!(event.pid, 1, "the host pid is the event's pid");
+    }
+    run.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_script_shows_its_interpreter_and_the_interpreter_inode() {
     if !kernel_or_skip("a_script_shows_its_interpreter_and_the_interpreter_inode") {
