@@ -84,11 +84,14 @@ pub fn ensure() -> Result<()> {
 
 /// Tools the tests and benchmarks run, with the Debian package that brings each:
 /// promtool checks the metrics exposition, bpftool reads and detaches programs in the
-/// kernel tests and benchmarks, nats-server is the JetStream server of the export tests.
+/// kernel tests and benchmarks, nats-server is the JetStream server of the export tests,
+/// valgrind counts the instructions of the userspace benchmarks (README: the VM's noise
+/// hides changes that instruction counts show).
 pub const DEBIAN_TOOLS: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     ("bpftool", "bpftool"),
     ("nats-server", "nats-server"),
+    ("valgrind", "valgrind"),
 ];
 
 fn on_path(binary: &str) -> bool {
