@@ -382,9 +382,10 @@ thread_local! {
 
 /// [`context`], copied from [`LAST_CONTEXT`] when `c` is the context written last.
 fn shared_context(c: &Arc<ProcessContext>, out: &mut Vec<u8>) {
-    LAST_CONTEXT.with(|cell| {
+    let done = LAST_CONTEXT.try_with(|cell| {
+        // Busy (re-entered) or gone (thread exiting): written afresh below.
         let Ok(mut last) = cell.try_borrow_mut() else {
-            return context(c, out);
+            return false;
         };
         match &mut *last {
             Some((cached, json)) if Arc::ptr_eq(cached, c) => out.extend_from_slice(json),
@@ -401,7 +402,11 @@ fn shared_context(c: &Arc<ProcessContext>, out: &mut Vec<u8>) {
                 *none = Some((c.clone(), out[start..].to_vec()));
             }
         }
-    })
+        true
+    });
+    if done != Ok(true) {
+        context(c, out);
+    }
 }
 
 fn context(c: &ProcessContext, out: &mut Vec<u8>) {

@@ -269,14 +269,11 @@ thread_local! {
 
 /// Runs `f` on the encoded body of `c`, taken from [`LAST_CONTEXT`] when `c` is the
 /// context encoded last on this thread (and put there otherwise).
-fn with_context_body<R>(c: &Arc<ProcessContext>, f: impl FnOnce(&[u8]) -> R) -> R {
-    LAST_CONTEXT.with(|cell| {
-        let Ok(mut last) = cell.try_borrow_mut() else {
-            let mut body = Vec::new();
-            context_body(&mut Write(&mut body), c);
-            return f(&body);
-        };
-        match &mut *last {
+fn with_context_body<R>(c: &Arc<ProcessContext>, mut f: impl FnMut(&[u8]) -> R) -> R {
+    let cached = LAST_CONTEXT.try_with(|cell| {
+        // Busy (re-entered) or gone (thread exiting): encoded afresh below.
+        let mut last = cell.try_borrow_mut().ok()?;
+        Some(match &mut *last {
             Some((cached, body)) if Arc::ptr_eq(cached, c) => f(body),
             Some((cached, body)) => {
                 body.clear();
@@ -291,8 +288,14 @@ fn with_context_body<R>(c: &Arc<ProcessContext>, f: impl FnOnce(&[u8]) -> R) -> 
                 *none = Some((c.clone(), body));
                 r
             }
-        }
-    })
+        })
+    });
+    if let Ok(Some(r)) = cached {
+        return r;
+    }
+    let mut body = Vec::new();
+    context_body(&mut Write(&mut body), c);
+    f(&body)
 }
 
 /// A `ProcessContext` field (absent when `None`; present, possibly empty, when set, as

@@ -80,19 +80,21 @@ pub fn comm(bytes: &[u8]) -> CompactString {
     let Ok(raw) = <[u8; 16]>::try_from(bytes) else {
         return comm_uncached(bytes);
     };
-    LAST_COMM.with(|cell| {
-        let Ok(mut last) = cell.try_borrow_mut() else {
-            return comm_uncached(bytes);
-        };
-        match &*last {
-            Some((cached, name)) if *cached == raw => name.clone(),
-            _ => {
-                let name = comm_uncached(bytes);
-                *last = Some((raw, name.clone()));
-                name
-            }
-        }
-    })
+    LAST_COMM
+        .try_with(|cell| {
+            let mut last = cell.try_borrow_mut().ok()?;
+            Some(match &*last {
+                Some((cached, name)) if *cached == raw => name.clone(),
+                _ => {
+                    let name = comm_uncached(bytes);
+                    *last = Some((raw, name.clone()));
+                    name
+                }
+            })
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| comm_uncached(bytes))
 }
 
 fn comm_uncached(bytes: &[u8]) -> CompactString {

@@ -57,21 +57,23 @@ fn absolute(path: &str, cwd: Option<&str>) -> String {
 /// start time. Every domain's events carry it.
 pub fn header_process_key(h: &RecordHeader) -> Option<CompactString> {
     (h.process_start_ns != 0).then(|| {
-        LAST_KEY.with(|cell| {
-            let Ok(mut last) = cell.try_borrow_mut() else {
-                return process_key(h.pid, h.process_start_ns);
-            };
-            match &*last {
-                Some((pid, start, key)) if (*pid, *start) == (h.pid, h.process_start_ns) => {
-                    key.clone()
-                }
-                _ => {
-                    let key = process_key(h.pid, h.process_start_ns);
-                    *last = Some((h.pid, h.process_start_ns, key.clone()));
-                    key
-                }
-            }
-        })
+        LAST_KEY
+            .try_with(|cell| {
+                let mut last = cell.try_borrow_mut().ok()?;
+                Some(match &*last {
+                    Some((pid, start, key)) if (*pid, *start) == (h.pid, h.process_start_ns) => {
+                        key.clone()
+                    }
+                    _ => {
+                        let key = process_key(h.pid, h.process_start_ns);
+                        *last = Some((h.pid, h.process_start_ns, key.clone()));
+                        key
+                    }
+                })
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| process_key(h.pid, h.process_start_ns))
     })
 }
 
