@@ -127,34 +127,19 @@ fn frames(c: &mut Criterion) {
 }
 
 fn open_event(i: u32, process: Arc<ProcessContext>) -> CollectionEvent {
-    CollectionEvent::from(FilesystemEvent {
-        kind: FilesystemEventKind::Open,
-        timestamp: Utc::now(),
-        pid: 4244,
-        source: "ebpf-filesystem".into(),
-        path: format!("/tmp/storm/file-{i}"),
-        new_path: None,
-        path_relative: false,
-        flags: Some(0),
-        mode: Some(0),
-        result: Some(3),
-        uid: Some(1000),
-        name: Some("collector-test".into()),
-        path_truncated: false,
-        path_unreadable: false,
-        path_user_supplied: false,
-        compat_syscall: false,
-        owner_uid: None,
-        owner_gid: None,
-        path_changed: false,
-        new_path_truncated: false,
-        new_path_unreadable: false,
-        new_path_user_supplied: false,
-        new_path_changed: false,
-        io_uring: false,
-        process_key: Some("4244:987654323000".into()),
-        process: Some(process),
-    })
+    let mut open = FilesystemEvent::new(
+        FilesystemEventKind::Open,
+        Utc::now(),
+        4244,
+        "ebpf-filesystem",
+        format!("/tmp/storm/file-{i}"),
+    );
+    (open.flags, open.mode, open.result, open.uid) = (Some(0), Some(0), Some(3), Some(1000));
+    open.name = Some("collector-test".into());
+    open.path_user_supplied = false;
+    open.process_key = Some("4244:987654323000".into());
+    open.process = Some(process);
+    CollectionEvent::from(open)
 }
 
 fn socket_events(c: &mut Criterion) {

@@ -1210,34 +1210,13 @@ mod tests {
 
     /// An open by `pid` under process key `key` at second `secs`, not yet enriched.
     fn open_event(pid: u32, key: &str, secs: i64) -> CollectionEvent {
-        CollectionEvent::from(FilesystemEvent {
-            kind: FilesystemEventKind::Open,
-            timestamp: at(secs),
-            pid,
-            source: "ebpf-filesystem".into(),
-            path: "/etc/shadow".into(),
-            new_path: None,
-            path_relative: false,
-            flags: Some(0),
-            mode: None,
-            result: Some(3),
-            uid: Some(0),
-            name: Some("reader".into()),
-            path_truncated: false,
-            path_unreadable: false,
-            path_user_supplied: false,
-            compat_syscall: false,
-            owner_uid: None,
-            owner_gid: None,
-            process_key: Some(key.to_string().into()),
-            path_changed: false,
-            new_path_truncated: false,
-            new_path_unreadable: false,
-            new_path_user_supplied: false,
-            new_path_changed: false,
-            io_uring: false,
-            process: None,
-        })
+        let kind = FilesystemEventKind::Open;
+        let mut open = FilesystemEvent::new(kind, at(secs), pid, "fs", "/etc/shadow");
+        (open.flags, open.result, open.uid) = (Some(0), Some(3), Some(0));
+        open.name = Some("reader".into());
+        open.path_user_supplied = false;
+        open.process_key = Some(key.to_string().into());
+        CollectionEvent::from(open)
     }
 
     /// A drain loop's memo hands out the context it found last only while the table is

@@ -149,6 +149,47 @@ pub struct FilesystemEvent {
     pub process: Option<std::sync::Arc<super::ProcessContext>>,
 }
 
+impl FilesystemEvent {
+    /// An event with only the required fields set (the path as given: user-supplied,
+    /// complete, readable), like [`ProcessEvent::new`](super::ProcessEvent::new).
+    pub fn new(
+        kind: FilesystemEventKind,
+        timestamp: DateTime<Utc>,
+        pid: u32,
+        source: impl Into<SourceName>,
+        path: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind,
+            timestamp,
+            pid,
+            source: source.into(),
+            path: path.into(),
+            new_path: None,
+            path_relative: false,
+            flags: None,
+            mode: None,
+            result: None,
+            uid: None,
+            name: None,
+            path_truncated: false,
+            path_unreadable: false,
+            path_user_supplied: true,
+            compat_syscall: false,
+            owner_uid: None,
+            owner_gid: None,
+            process_key: None,
+            path_changed: false,
+            new_path_truncated: false,
+            new_path_unreadable: false,
+            new_path_user_supplied: false,
+            new_path_changed: false,
+            io_uring: false,
+            process: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

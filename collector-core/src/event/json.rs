@@ -612,34 +612,13 @@ mod tests {
             })
         };
         let open = |process: &Arc<ProcessContext>| {
-            CollectionEvent::from(FilesystemEvent {
-                kind: FilesystemEventKind::Open,
-                timestamp: DateTime::from_timestamp(1_700_000_000, 5).unwrap(),
-                pid: 7,
-                source: "ebpf-filesystem".into(),
-                path: "/etc/hostname".into(),
-                new_path: None,
-                path_relative: false,
-                flags: Some(0),
-                mode: None,
-                result: Some(3),
-                uid: Some(0),
-                name: Some("cat".into()),
-                path_truncated: false,
-                path_unreadable: false,
-                path_user_supplied: false,
-                compat_syscall: false,
-                owner_uid: None,
-                owner_gid: None,
-                path_changed: false,
-                new_path_truncated: false,
-                new_path_unreadable: false,
-                new_path_user_supplied: false,
-                new_path_changed: false,
-                io_uring: false,
-                process_key: None,
-                process: Some(process.clone()),
-            })
+            let ts = DateTime::from_timestamp(1_700_000_000, 5).unwrap();
+            let path = "/etc/hostname";
+            let mut open = FilesystemEvent::new(FilesystemEventKind::Open, ts, 7, "fs", path);
+            (open.flags, open.result, open.uid) = (Some(0), Some(3), Some(0));
+            open.name = Some("cat".into());
+            open.process = Some(process.clone());
+            CollectionEvent::from(open)
         };
         let check = |process: &Arc<ProcessContext>| {
             let event = open(process);

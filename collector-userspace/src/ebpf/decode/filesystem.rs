@@ -18,34 +18,12 @@ fn file_base(
     clock: &BootClock,
     source: &SourceName,
 ) -> FilesystemEvent {
-    FilesystemEvent {
-        kind,
-        timestamp: clock.to_utc(h.ktime_ns),
-        pid: h.pid,
-        source: source.clone(),
-        path,
-        new_path: None,
-        path_relative: false,
-        flags: None,
-        mode: None,
-        result: Some(result),
-        uid: Some(h.uid),
-        name: Some(comm(&h.comm)),
-        path_truncated: false,
-        path_unreadable: false,
-        path_user_supplied: true,
-        compat_syscall: false,
-        owner_uid: None,
-        owner_gid: None,
-        process_key: header_process_key(h),
-        path_changed: false,
-        new_path_truncated: false,
-        new_path_unreadable: false,
-        new_path_user_supplied: false,
-        new_path_changed: false,
-        io_uring: false,
-        process: None,
-    }
+    let mut ev = FilesystemEvent::new(kind, clock.to_utc(h.ktime_ns), h.pid, source.clone(), path);
+    ev.result = Some(result);
+    ev.uid = Some(h.uid);
+    ev.name = Some(comm(&h.comm));
+    ev.process_key = header_process_key(h);
+    ev
 }
 
 /// `len` bytes of path at `start` (lossy UTF-8: a name is bytes, not text).
