@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use chrono::Utc;
-use collector_core::event::{
-    CollectionEvent, FilesystemEvent, FilesystemEventKind, ProcessContext, ProcessEvent,
-    ProcessEventKind,
-};
+mod common;
+
+use collector_core::event::{CollectionEvent, ProcessContext, ProcessEvent, ProcessEventKind};
 use collector_core::ipc::codec::{ClientCodec, EnvelopeCodec, Inbound};
 use collector_core::ipc::convert::event_to_proto;
 use collector_core::ipc::proto::{envelope::Body, Envelope, EventBatch as PbBatch};
@@ -109,7 +108,7 @@ fn frames(c: &mut Criterion) {
         parent_process_key: Some("4242:987654321000".into()),
     });
     let opens: Vec<CollectionEvent> = (0..EVENTS_PER_BATCH as u32)
-        .map(|i| open_event(i, context.clone()))
+        .map(|i| common::open_event(format!("/tmp/storm/file-{i}"), context.clone()))
         .collect();
     group.throughput(Throughput::Elements(EVENTS_PER_BATCH as u64));
     group.bench_function("direct_encode_256_open_events_one_context", |b| {
@@ -124,22 +123,6 @@ fn frames(c: &mut Criterion) {
         });
     });
     group.finish();
-}
-
-fn open_event(i: u32, process: Arc<ProcessContext>) -> CollectionEvent {
-    let mut open = FilesystemEvent::new(
-        FilesystemEventKind::Open,
-        Utc::now(),
-        4244,
-        "ebpf-filesystem",
-        format!("/tmp/storm/file-{i}"),
-    );
-    (open.flags, open.mode, open.result, open.uid) = (Some(0), Some(0), Some(3), Some(1000));
-    open.name = Some("collector-test".into());
-    open.path_user_supplied = false;
-    open.process_key = Some("4244:987654323000".into());
-    open.process = Some(process);
-    CollectionEvent::from(open)
 }
 
 fn socket_events(c: &mut Criterion) {

@@ -7,9 +7,11 @@ use std::io::Write;
 use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
+mod common;
+
 use collector_core::event::{
-    AddressFamily, FilesystemEvent, FilesystemEventKind, NetworkEvent, NetworkEventKind,
-    ProcessContext, ProcessCredentials, ProcessEvent, ProcessEventKind, TransportProtocol,
+    AddressFamily, NetworkEvent, NetworkEventKind, ProcessContext, ProcessCredentials,
+    ProcessEvent, ProcessEventKind, TransportProtocol,
 };
 use collector_core::CollectionEvent;
 
@@ -81,25 +83,6 @@ fn events() -> Vec<CollectionEvent> {
     ]
 }
 
-/// An open as the kernel source reports it in an open storm: path resolved in the
-/// kernel, the opener's process context shared with its other events.
-fn open_event(process: std::sync::Arc<ProcessContext>) -> CollectionEvent {
-    let ts = Utc.timestamp_opt(1_700_000_000, 123_456_789).unwrap();
-    let mut open = FilesystemEvent::new(
-        FilesystemEventKind::Open,
-        ts,
-        4244,
-        "ebpf-filesystem",
-        "/etc/hostname",
-    );
-    (open.flags, open.mode, open.result, open.uid) = (Some(0), Some(0), Some(3), Some(1000));
-    open.name = Some("collector-test".into());
-    open.path_user_supplied = false;
-    open.process_key = Some("4244:987654323000".into());
-    open.process = Some(process);
-    CollectionEvent::from(open)
-}
-
 /// Lines per second of one event written `n` times.
 fn rate(event: &CollectionEvent, n: usize) -> f64 {
     let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
@@ -160,7 +143,7 @@ fn main() {
     };
     println!(
         "json lines, open events only: {:.2} M lines/s",
-        rate(&open_event(context), n / 2) / 1e6
+        rate(&common::open_event("/etc/hostname".into(), context), n / 2) / 1e6
     );
     println!(
         "json lines, a String per event: {:.2} M lines/s",

@@ -23,7 +23,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::{
-    rfc3339_nanos, FilesystemEvent, NetworkEvent, ProcessContext, ProcessCredentials, ProcessEvent,
+    context_cache, rfc3339_nanos, FilesystemEvent, NetworkEvent, ProcessContext,
+    ProcessCredentials, ProcessEvent,
 };
 
 /// Appends `e` as serde writes `CollectionEvent::Filesystem(e)` (no newline).
@@ -371,42 +372,18 @@ fn opt_time(out: &mut Vec<u8>, key: &[u8], t: Option<&DateTime<Utc>>) {
 }
 
 thread_local! {
-    /// The context written last and its JSON. In a storm one process's events follow each
-    /// other and share one context (the IPC decoder and the kernel sources hand out one
-    /// `Arc` per process), so its keys and strings are escaped once, not once per event.
-    /// Holding the `Arc` keeps its address from being reused by another context while it
-    /// is cached, and a context is never changed behind a shared `Arc`.
-    static LAST_CONTEXT: RefCell<Option<(Arc<ProcessContext>, Vec<u8>)>> =
-        const { RefCell::new(None) };
+    /// The JSON of the context written last (see `context_cache`).
+    static LAST_CONTEXT: context_cache::Slot = const { RefCell::new(None) };
 }
 
 /// [`context`], copied from [`LAST_CONTEXT`] when `c` is the context written last.
 fn shared_context(c: &Arc<ProcessContext>, out: &mut Vec<u8>) {
-    let done = LAST_CONTEXT.try_with(|cell| {
-        // Busy (re-entered) or gone (thread exiting): written afresh below.
-        let Ok(mut last) = cell.try_borrow_mut() else {
-            return false;
-        };
-        match &mut *last {
-            Some((cached, json)) if Arc::ptr_eq(cached, c) => out.extend_from_slice(json),
-            Some((cached, json)) => {
-                let start = out.len();
-                context(c, out);
-                json.clear();
-                json.extend_from_slice(&out[start..]);
-                *cached = c.clone();
-            }
-            none => {
-                let start = out.len();
-                context(c, out);
-                *none = Some((c.clone(), out[start..].to_vec()));
-            }
-        }
-        true
-    });
-    if done != Ok(true) {
-        context(c, out);
-    }
+    context_cache::with_rendered(
+        &LAST_CONTEXT,
+        c,
+        |json| context(c, json),
+        |json| out.extend_from_slice(json),
+    );
 }
 
 fn context(c: &ProcessContext, out: &mut Vec<u8>) {

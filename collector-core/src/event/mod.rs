@@ -4,6 +4,7 @@
 //! Every event serializes to one flat JSON object with `domain`, `kind`, `timestamp`
 //! (RFC 3339 with nanoseconds), `pid` and `source`, plus its domain's fields.
 
+pub(crate) mod context_cache;
 mod filesystem;
 mod json;
 mod network;

@@ -733,9 +733,8 @@ mod tests {
         }
     }
 
-    /// Every length, canonical and overlong, alone (the byte loop) and followed by
-    /// other bytes (the one-load path, which needs eight readable bytes), read as prost
-    /// reads it and leaving exactly the rest.
+    /// Every length, canonical and overlong, alone and followed by other bytes, read as
+    /// prost reads it and leaving exactly the rest.
     #[test]
     fn varints_of_every_length_on_both_paths_follow_prost() {
         let mut values: Vec<u64> = (0..64).flat_map(|b| [1u64 << b, (1u64 << b) - 1]).collect();

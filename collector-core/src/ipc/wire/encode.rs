@@ -20,8 +20,8 @@ use super::field::{
 use super::varint_len;
 use super::wire_type::{FIXED64, LEN, VARINT};
 use crate::event::{
-    CollectionEvent, FilesystemEvent, NetworkEvent, PerformanceEvent, ProcessContext,
-    ProcessCredentials, ProcessEvent,
+    context_cache, CollectionEvent, FilesystemEvent, NetworkEvent, PerformanceEvent,
+    ProcessContext, ProcessCredentials, ProcessEvent,
 };
 use crate::ipc::convert::{
     family_to_proto, filesystem_kind_to_proto, network_kind_to_proto, performance_kind_to_proto,
@@ -257,45 +257,20 @@ fn context_body(o: &mut impl Out, c: &ProcessContext) {
 }
 
 thread_local! {
-    /// The process context encoded last on this thread and its body's bytes. In a storm
-    /// one process's events follow each other and share one context (the kernel sources
-    /// hand out one `Arc` per process), so its strings are encoded once, not twice per
-    /// event (sizing and writing). Holding the `Arc` keeps its address from being reused
-    /// by another context while it is cached, and a context is never changed behind a
-    /// shared `Arc`.
-    static LAST_CONTEXT: RefCell<Option<(Arc<ProcessContext>, Vec<u8>)>> =
-        const { RefCell::new(None) };
+    /// The body of the process context encoded last (see `event::context_cache`): its
+    /// strings are then encoded once, not twice per event (sizing and writing).
+    static LAST_CONTEXT: context_cache::Slot = const { RefCell::new(None) };
 }
 
-/// Runs `f` on the encoded body of `c`, taken from [`LAST_CONTEXT`] when `c` is the
-/// context encoded last on this thread (and put there otherwise).
-fn with_context_body<R>(c: &Arc<ProcessContext>, mut f: impl FnMut(&[u8]) -> R) -> R {
-    let cached = LAST_CONTEXT.try_with(|cell| {
-        // Busy (re-entered) or gone (thread exiting): encoded afresh below.
-        let mut last = cell.try_borrow_mut().ok()?;
-        Some(match &mut *last {
-            Some((cached, body)) if Arc::ptr_eq(cached, c) => f(body),
-            Some((cached, body)) => {
-                body.clear();
-                context_body(&mut Write(body), c);
-                *cached = c.clone();
-                f(body)
-            }
-            none => {
-                let mut body = Vec::new();
-                context_body(&mut Write(&mut body), c);
-                let r = f(&body);
-                *none = Some((c.clone(), body));
-                r
-            }
-        })
-    });
-    if let Ok(Some(r)) = cached {
-        return r;
-    }
-    let mut body = Vec::new();
-    context_body(&mut Write(&mut body), c);
-    f(&body)
+/// Runs `f` on the encoded body of `c`, from [`LAST_CONTEXT`] when `c` is the context
+/// encoded last on this thread.
+fn with_context_body<R>(c: &Arc<ProcessContext>, f: impl FnMut(&[u8]) -> R) -> R {
+    context_cache::with_rendered(
+        &LAST_CONTEXT,
+        c,
+        |body| context_body(&mut Write(body), c),
+        f,
+    )
 }
 
 /// A `ProcessContext` field (absent when `None`; present, possibly empty, when set, as

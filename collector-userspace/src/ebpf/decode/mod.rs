@@ -13,6 +13,7 @@ pub use network::{decode_network, tcp_state_name};
 pub use process::{decode_process, exec_file_version};
 
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 use collector_common::RecordKind;
 use collector_core::event::CompactString;
@@ -68,33 +69,45 @@ pub fn c_str(bytes: &[u8]) -> String {
     lossy_string(&bytes[..end])
 }
 
+/// A thread's last input and result of a pure function, reused for the same input: a
+/// storm's records come from one task, so record after record carries the same name and
+/// process key.
+type Last<K, V> = RefCell<Option<(K, V)>>;
+
+/// `make()`, the value for `key`, taken from `slot` when `key` is the one seen there
+/// last. A slot busy (re-entered) or gone (the thread is exiting) is passed by.
+fn reuse_last<K: PartialEq, V: Clone>(
+    slot: &'static LocalKey<Last<K, V>>,
+    key: K,
+    make: impl Fn() -> V,
+) -> V {
+    slot.try_with(|cell| {
+        let mut last = cell.try_borrow_mut().ok()?;
+        Some(match &*last {
+            Some((seen, value)) if *seen == key => value.clone(),
+            _ => {
+                let value = make();
+                *last = Some((key, value.clone()));
+                value
+            }
+        })
+    })
+    .ok()
+    .flatten()
+    .unwrap_or_else(make)
+}
+
 thread_local! {
-    /// The `comm` bytes decoded last and their string. A storm's records come from one
-    /// task, so record after record carries the same name: a pure function of its 16
-    /// bytes, compared and reused by value.
-    static LAST_COMM: RefCell<Option<([u8; 16], CompactString)>> = const { RefCell::new(None) };
+    /// The `comm` bytes decoded last and their string.
+    static LAST_COMM: Last<[u8; 16], CompactString> = const { RefCell::new(None) };
 }
 
 /// A task's `comm` (NUL-terminated, at most 16 bytes): held inline, no allocation.
 pub fn comm(bytes: &[u8]) -> CompactString {
-    let Ok(raw) = <[u8; 16]>::try_from(bytes) else {
-        return comm_uncached(bytes);
-    };
-    LAST_COMM
-        .try_with(|cell| {
-            let mut last = cell.try_borrow_mut().ok()?;
-            Some(match &*last {
-                Some((cached, name)) if *cached == raw => name.clone(),
-                _ => {
-                    let name = comm_uncached(bytes);
-                    *last = Some((raw, name.clone()));
-                    name
-                }
-            })
-        })
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| comm_uncached(bytes))
+    match <[u8; 16]>::try_from(bytes) {
+        Ok(raw) => reuse_last(&LAST_COMM, raw, || comm_uncached(bytes)),
+        Err(_) => comm_uncached(bytes),
+    }
 }
 
 fn comm_uncached(bytes: &[u8]) -> CompactString {

@@ -11,7 +11,10 @@ use collector_core::event::{
     CollectionEvent, CompactString, ProcessCredentials, ProcessEvent, ProcessEventKind, SourceName,
 };
 
-use super::{c_str, comm, exit_code_from_status, read, record_kind, split_args, DecodeError};
+use super::{
+    c_str, comm, exit_code_from_status, read, record_kind, reuse_last, split_args, DecodeError,
+    Last,
+};
 use crate::ebpf::clock::BootClock;
 
 fn process_base(
@@ -57,31 +60,14 @@ fn absolute(path: &str, cwd: Option<&str>) -> String {
 /// start time. Every domain's events carry it.
 pub fn header_process_key(h: &RecordHeader) -> Option<CompactString> {
     (h.process_start_ns != 0).then(|| {
-        LAST_KEY
-            .try_with(|cell| {
-                let mut last = cell.try_borrow_mut().ok()?;
-                Some(match &*last {
-                    Some((pid, start, key)) if (*pid, *start) == (h.pid, h.process_start_ns) => {
-                        key.clone()
-                    }
-                    _ => {
-                        let key = process_key(h.pid, h.process_start_ns);
-                        *last = Some((h.pid, h.process_start_ns, key.clone()));
-                        key
-                    }
-                })
-            })
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| process_key(h.pid, h.process_start_ns))
+        let (pid, start) = (h.pid, h.process_start_ns);
+        reuse_last(&LAST_KEY, (pid, start), || process_key(pid, start))
     })
 }
 
 thread_local! {
-    /// The process key formatted last, with its pid and start: a storm's records come
-    /// from one process, so record after record formats the same digits (a pure function
-    /// of the two numbers, compared and reused by value).
-    static LAST_KEY: RefCell<Option<(u32, u64, CompactString)>> = const { RefCell::new(None) };
+    /// The process key formatted last, with its pid and start.
+    static LAST_KEY: Last<(u32, u64), CompactString> = const { RefCell::new(None) };
 }
 
 /// `<tgid>:<leader start, CLOCK_BOOTTIME ns>`: the kernel's own numbers, so events of
