@@ -245,10 +245,12 @@ pub struct ProcessTable {
 /// The context one caller of [`ProcessTable::enrich_with`] (a drain loop) was given
 /// last, with the table's change count then. In a storm one process's events follow each
 /// other: while the table is unchanged, the next event of the same pid and key gets the
-/// same context without the table's lock, key parse and lookup.
+/// same context without the table's lock, key parse and lookup. A process the table does
+/// not know is remembered as unknown the same way (a filesystem-only daemon, or events
+/// read before their process's exec): that answer too holds until the table changes.
 #[derive(Default)]
 pub struct ContextMemo {
-    last: Option<(u32, CompactString, u64, Arc<ProcessContext>)>,
+    last: Option<(u32, CompactString, u64, Option<Arc<ProcessContext>>)>,
 }
 
 /// Where a query starts and how much it returns.
@@ -896,7 +898,7 @@ impl ProcessTable {
                 && last_key == key
                 && *changes == self.changes.load(Ordering::Acquire)
             {
-                *slot = Some(context.clone());
+                slot.clone_from(context);
                 return;
             }
         }
@@ -906,9 +908,7 @@ impl ProcessTable {
         let changes = self.changes.load(Ordering::Acquire);
         let found = Self::context_locked(&mut inner, pid, Some(key), at);
         drop(inner);
-        memo.last = found
-            .as_ref()
-            .map(|context| (pid, key.clone(), changes, context.clone()));
+        memo.last = Some((pid, key.clone(), changes, found.clone()));
         *slot = found;
     }
 
@@ -1258,6 +1258,15 @@ mod tests {
         t.apply(&exec(40, 1_000, 1, "/usr/bin/nc", 2));
         assert_eq!(exe(enriched(40, "40:1000")).as_deref(), Some("/usr/bin/nc"));
         assert_eq!(exe(enriched(40, "40:1000")).as_deref(), Some("/usr/bin/nc"));
+        // A process the table does not know yet stays unknown only until the table
+        // learns of it: the remembered miss ends with the change.
+        assert_eq!(enriched(43, "43:3000"), None);
+        assert_eq!(enriched(43, "43:3000"), None);
+        t.apply(&exec(43, 3_000, 1, "/usr/bin/late", 3));
+        assert_eq!(
+            exe(enriched(43, "43:3000")).as_deref(),
+            Some("/usr/bin/late")
+        );
     }
 
     /// The rings drain on their own: a filesystem or network event can be read after a
