@@ -511,8 +511,20 @@ pub fn storm(args: &StormArgs) -> Result<()> {
         }
         // The statistics-on run, for the programs' costs only.
         let costed = traced_run(&storm, true)?;
+        // Each round's runs follow each other within seconds, in one phase of the VM's
+        // speed, which drifts by tens of percent over minutes: what a round keeps is its
+        // traced (kernel-only) rate over its own untraced rate, and the figure is the
+        // median round, with the range of the rounds beside it.
+        let kept = |rates: Vec<f64>| -> (f64, f64, f64) {
+            let r: Vec<f64> = rates.iter().zip(&untraced).map(|(t, u)| t / u).collect();
+            let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = r.iter().copied().fold(0.0, f64::max);
+            (median(r), lo, hi)
+        };
+        let (kept_t, kept_lo, kept_hi) = kept(runs.iter().map(|r| r.rate).collect());
+        let (kept_k, ..) = kept(kernel_only.iter().map(|r| r.0).collect());
         let (u, t) = (
-            median(untraced),
+            median(untraced.clone()),
             median(runs.iter().map(|r| r.rate).collect()),
         );
         let k = median(kernel_only.iter().map(|r| r.0).collect());
@@ -531,12 +543,14 @@ pub fn storm(args: &StormArgs) -> Result<()> {
         println!("| untraced/s | kernel only/s | traced/s | rate kept | delivered | kernel lost | dropped | daemon CPU/event | subscriber CPU/event | daemon peak RSS | daemon RSS less rings | daemon start |");
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
         println!(
-            "| {:.0} | {:.0} ({:.1}%) | {:.0} | {:.1}% | {delivered}/{events} | {} | {} | {:.2} µs | {:.2} µs | {} MiB | {} MiB | {:.1} s |",
+            "| {:.0} | {:.0} ({:.1}%) | {:.0} | {:.1}% ({:.1}–{:.1}%) | {delivered}/{events} | {} | {} | {:.2} µs | {:.2} µs | {} MiB | {} MiB | {:.1} s |",
             u,
             k,
-            100.0 * k / u,
+            100.0 * kept_k,
             t,
-            100.0 * t / u,
+            100.0 * kept_t,
+            100.0 * kept_lo,
+            100.0 * kept_hi,
             runs.iter().map(|r| r.kernel_lost).sum::<f64>(),
             runs.iter().map(|r| r.dropped).sum::<f64>(),
             1e6 * daemon_cpu / events.max(1) as f64,
@@ -550,7 +564,10 @@ pub fn storm(args: &StormArgs) -> Result<()> {
                 .as_secs_f64(),
         );
         println!(
-            "\nKernel only: the programs attached, the daemon stopped (SIGSTOP) so that \
+            "\nRates are medians over the rounds. What is kept (kernel only, traced) is the \
+             median round's ratio to the untraced run of the same round, the rounds' range \
+             in brackets: the VM's speed drifts over minutes, a round's runs share one phase. \
+             Kernel only: the programs attached, the daemon stopped (SIGSTOP) so that \
              nothing in userspace runs; what it keeps of the untraced rate is the kernel's \
              share of the cost, the rest of the traced loss is the daemon's and the \
              subscriber's.{}",
