@@ -40,6 +40,9 @@ pub mod maps {
     /// The running domains' parts of the shared `sys_enter` program (slots in
     /// [`super::sys_enter`]).
     pub const SYS_ENTER_PARTS: &str = "SYS_ENTER_PARTS";
+    /// Whether each ring's reader is parked (sleeping without its timer, to be woken by
+    /// the next record), at the slots of [`super::parked`].
+    pub const READER_PARKED: &str = "READER_PARKED";
 
     /// Every name above.
     pub const ALL: &[&str] = &[
@@ -59,7 +62,20 @@ pub mod maps {
         TASK_CREDS_EPOCH,
         SYS_EXIT_PARTS,
         SYS_ENTER_PARTS,
+        READER_PARKED,
     ];
+}
+
+/// Slots of [`maps::READER_PARKED`], one per ring buffer.
+pub mod parked {
+    /// `PROCESS_EVENTS`'s reader.
+    pub const SLOT_PROCESS: u32 = 0;
+    /// `NET_EVENTS`'s reader.
+    pub const SLOT_NETWORK: u32 = 1;
+    /// `FILE_EVENTS`'s reader.
+    pub const SLOT_FILESYSTEM: u32 = 2;
+    /// Slots in all.
+    pub const SLOTS: u32 = 3;
 }
 
 /// The one program on the `sys_exit` tracepoint, shared by the domains, and the parts

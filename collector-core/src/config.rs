@@ -252,7 +252,9 @@ pub struct CollectorConfig {
     /// sys_enter/sys_exit when tracefs cannot be had), `tracepoints`, `raw`, or `portable`
     /// (no reads of x86_64 saved registers, as on other architectures) (default auto).
     pub syscall_hooks: String,
-    /// How often ring readers drain without a wakeup (default 10ms; at most 10s).
+    /// How often ring readers drain without a wakeup (default 10ms; at most 10s). A reader
+    /// whose ring stayed empty for 10 of these parks: the programs then wake it at the
+    /// next record, and it checks every 200 ms meanwhile.
     #[serde(with = "humantime_serde")]
     pub kernel_poll_interval: Duration,
     /// Process ids whose events the kernel drops (the collector is always excluded).

@@ -15,6 +15,7 @@ use aya_ebpf::{
     macros::map,
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
+use collector_common::abi::parked;
 use collector_common::{
     counter_index, RecordHeader, RecordKind, COMM_LEN, COUNTERS_LEN, COUNTER_EMITTED, COUNTER_LOST,
     PATH_PREFIX_LEN,
@@ -380,9 +381,13 @@ pub fn count_emitted(kind: RecordKind) {
 /// otherwise raise one per record (perf showed `arch_irq_work_raise` at 14% of an open
 /// storm's samples). A crossing missed by a race between CPUs is made up at the next
 /// multiple, and below it the reader drains on its own timer.
+///
+/// While the ring's reader is parked (`READER_PARKED` at `slot`: idle, asleep without its
+/// timer) the kernel's adaptive wakeup is used instead: the first record into the empty
+/// ring wakes it at once, the ones after it until the reader has caught up do not.
 #[inline(always)]
-pub fn wakeup_flags(ring: &RingBuf, watermark: u64, len: u64, reserved: bool) -> u64 {
-    if watermark == 0 {
+pub fn wakeup_flags(ring: &RingBuf, slot: u32, watermark: u64, len: u64, reserved: bool) -> u64 {
+    if watermark == 0 || reader_parked(slot) {
         return 0;
     }
     // Each record also takes the ring's 8-byte header, rounded up to 8.
@@ -398,6 +403,19 @@ pub fn wakeup_flags(ring: &RingBuf, watermark: u64, len: u64, reserved: bool) ->
     } else {
         BPF_RB_NO_WAKEUP as u64
     }
+}
+
+/// Set by a ring's reader (at its `collector_common::abi::parked` slot) while it sleeps
+/// without its timer: an idle host then costs no polling, and the next record wakes the
+/// reader (see [`wakeup_flags`]).
+#[map]
+static READER_PARKED: Array<u32> = Array::with_max_entries(parked::SLOTS, 0);
+
+#[inline(always)]
+fn reader_parked(slot: u32) -> bool {
+    READER_PARKED
+        .get(slot)
+        .is_some_and(|v| unsafe { read_volatile(v) } != 0)
 }
 
 /// When the process ring last woke its reader for an exec (`bpf_ktime_get_boot_ns`).
@@ -425,6 +443,7 @@ pub fn exec_wakeup_flags(now: u64, len: u64) -> u64 {
     } else {
         wakeup_flags(
             &PROCESS_EVENTS,
+            parked::SLOT_PROCESS,
             unsafe { read_volatile(&PROCESS_WAKEUP_BYTES) },
             len,
             false,
@@ -437,6 +456,7 @@ pub fn exec_wakeup_flags(now: u64, len: u64) -> u64 {
 pub fn process_wakeup_flags(len: u64) -> u64 {
     wakeup_flags(
         &PROCESS_EVENTS,
+        parked::SLOT_PROCESS,
         unsafe { read_volatile(&PROCESS_WAKEUP_BYTES) },
         len,
         true,
@@ -448,6 +468,7 @@ pub fn process_wakeup_flags(len: u64) -> u64 {
 pub fn net_wakeup_flags(len: u64) -> u64 {
     wakeup_flags(
         &NET_EVENTS,
+        parked::SLOT_NETWORK,
         unsafe { read_volatile(&NET_WAKEUP_BYTES) },
         len,
         true,
@@ -459,6 +480,7 @@ pub fn net_wakeup_flags(len: u64) -> u64 {
 pub fn file_wakeup_flags(len: u64) -> u64 {
     wakeup_flags(
         &FILE_EVENTS,
+        parked::SLOT_FILESYSTEM,
         unsafe { read_volatile(&FILE_WAKEUP_BYTES) },
         len,
         false,

@@ -132,6 +132,15 @@ impl KernelDomain {
         }
     }
 
+    /// Its ring's reader's slot in `READER_PARKED`.
+    pub(crate) fn parked_slot(self) -> u32 {
+        match self {
+            Self::Process => abi::parked::SLOT_PROCESS,
+            Self::Network => abi::parked::SLOT_NETWORK,
+            Self::Filesystem => abi::parked::SLOT_FILESYSTEM,
+        }
+    }
+
     /// Programs with the preferred hooks.
     pub(crate) fn programs(self) -> &'static [ProgramSpec] {
         match self {

@@ -1,7 +1,9 @@
 //! The ring-buffer drain loop shared by every kernel source.
 //!
 //! Never blocks a thread: readiness comes from tokio's `AsyncFd` (the ring buffer's
-//! epoll fd) plus a timer for rings whose programs skip wakeups below a watermark.
+//! epoll fd) plus a timer for rings whose programs skip wakeups below a watermark. An
+//! idle reader parks (see [`PARK_AFTER_IDLE_TICKS`]): its timer stops and the programs
+//! wake it at the next record.
 //! Records are decoded into a batch of up to the runtime's `max_batch_size` and handed
 //! over whole:
 //!
@@ -45,6 +47,11 @@ pub struct DrainStats {
     pub backpressure_drops: AtomicU64,
     /// Events dropped because the runtime's queue was closed (trait path only).
     pub closed_drops: AtomicU64,
+    /// Times the reader parked: idle for [`PARK_AFTER_IDLE_TICKS`] ticks, it stopped
+    /// polling and asked the programs to wake it at the next record.
+    pub parks: AtomicU64,
+    /// Parks ended by a record's wakeup (not by the [`PARKED_CHECK`] timer).
+    pub parked_wakeups: AtomicU64,
 }
 
 /// How a drain loop behaves.
@@ -64,10 +71,53 @@ pub trait RecordRing: Send {
 
     /// Hands the next record to `f`; false when none is available now.
     fn next_record(&mut self, f: &mut dyn FnMut(&[u8])) -> bool;
+
+    /// Asks the producer to wake the reader at the next record (`true`: the reader
+    /// then sleeps without polling) or to go back to its wakeup policy (`false`).
+    /// Returns whether the ring was (un)parked; a ring that cannot be parked is polled.
+    fn park(&mut self, parked: bool) -> bool {
+        let _ = parked;
+        false
+    }
+}
+
+/// What parks a kernel ring: the programs' `READER_PARKED` slot of its domain.
+pub struct Parker {
+    programs: Arc<super::KernelPrograms>,
+    slot: u32,
+    parked: bool,
+}
+
+impl Parker {
+    /// The parker of the ring at `slot` (`collector_common::abi::parked`).
+    pub fn new(programs: Arc<super::KernelPrograms>, slot: u32) -> Self {
+        Self {
+            programs,
+            slot,
+            parked: false,
+        }
+    }
+
+    fn set(&mut self, parked: bool) -> bool {
+        if self.parked == parked {
+            return true;
+        }
+        match self.programs.set_parked(self.slot, parked) {
+            Ok(()) => {
+                self.parked = parked;
+                true
+            }
+            Err(e) => {
+                // The reader keeps polling: no record is late, the host pays the timer.
+                tracing::warn!(error = %collector_core::Report(&e), "cannot park the ring reader");
+                false
+            }
+        }
+    }
 }
 
 /// The kernel ring buffer, registered with the reactor.
-pub struct KernelRing(AsyncFd<RingBuf<MapData>>);
+pub struct KernelRing(AsyncFd<RingBuf<MapData>>, Option<Parker>);
 
 impl KernelRing {
     /// Registers `ring`'s epoll fd with tokio.
@@ -75,11 +125,20 @@ impl KernelRing {
         // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open for as long as
         // it is registered, and nothing else registers it.
         let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)? };
-        Ok(Self(fd))
+        Ok(Self(fd, None))
     }
 
-    /// The ring buffer back, deregistered, for a later drain.
-    pub fn into_inner(self) -> RingBuf<MapData> {
+    /// The ring with `parker`, so that its reader can sleep without polling when idle.
+    pub fn with_parker(mut self, parker: Parker) -> Self {
+        self.1 = Some(parker);
+        self
+    }
+
+    /// The ring buffer back, deregistered and unparked, for a later drain.
+    pub fn into_inner(mut self) -> RingBuf<MapData> {
+        if let Some(parker) = &mut self.1 {
+            parker.set(false);
+        }
         self.0.into_inner()
     }
 }
@@ -93,6 +152,10 @@ impl RecordRing for &mut KernelRing {
 
     fn next_record(&mut self, f: &mut dyn FnMut(&[u8])) -> bool {
         (**self).next_record(f)
+    }
+
+    fn park(&mut self, parked: bool) -> bool {
+        (**self).park(parked)
     }
 }
 
@@ -113,6 +176,10 @@ impl RecordRing for KernelRing {
             }
             None => false,
         }
+    }
+
+    fn park(&mut self, parked: bool) -> bool {
+        self.1.as_mut().is_some_and(|p| p.set(parked))
     }
 }
 
@@ -224,22 +291,30 @@ where
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     let flagged = || flag.as_ref().is_some_and(|f| f.load(Ordering::Relaxed));
+    // Parking only saves wakeups when the timer ticks more often than a parked reader
+    // checks in.
+    let may_park = config.poll_interval < PARKED_CHECK;
+    let (mut idle_ticks, mut parked) = (0u32, false);
 
     loop {
         if flagged() {
             break;
         }
-        tokio::select! {
+        let ticked = tokio::select! {
             biased;
             () = &mut stop => break,
-            ready = ring.readable() => ready?,
-            _ = tick.tick() => {}
-        }
+            ready = ring.readable() => {
+                ready?;
+                false
+            }
+            _ = tick.tick(), if !parked => true,
+            () = tokio::time::sleep(PARKED_CHECK), if parked => true,
+        };
         if last_resync.elapsed() > Duration::from_secs(1) {
             clock.resync();
             last_resync = std::time::Instant::now();
         }
-        drain_available(
+        let read = drain_available(
             &mut ring,
             &mut decode,
             &clock,
@@ -249,6 +324,45 @@ where
             &stats,
         )
         .await;
+        if parked {
+            // Parked until records come: woken by one (or, had its wakeup been missed,
+            // found by the check), the reader polls again until it is idle again.
+            if read > 0 {
+                parked = !ring.park(false);
+                if !ticked {
+                    stats.parked_wakeups.fetch_add(1, Ordering::Relaxed);
+                }
+                tick.reset();
+                idle_ticks = 0;
+            }
+            continue;
+        }
+        idle_ticks = if ticked && read == 0 {
+            idle_ticks + 1
+        } else {
+            0
+        };
+        if may_park && !parked && idle_ticks >= PARK_AFTER_IDLE_TICKS && ring.park(true) {
+            parked = true;
+            idle_ticks = 0;
+            stats.parks.fetch_add(1, Ordering::Relaxed);
+            // A record submitted before the programs saw the flag woke nobody: read it
+            // now (one submitted in the instant between this read and the flag waits for
+            // the parked check, `PARKED_CHECK` at most).
+            let late = drain_available(
+                &mut ring,
+                &mut decode,
+                &clock,
+                &mut pending,
+                batch,
+                &mut out,
+                &stats,
+            )
+            .await;
+            if late > 0 {
+                parked = !ring.park(false);
+            }
+        }
     }
     // Records submitted before the programs were detached are still in the ring: hand
     // them over too, so a clean shutdown loses nothing uncounted. A program already
@@ -281,12 +395,21 @@ where
     Ok(())
 }
 
+/// Empty ticks in a row after which a reader parks: it stops its timer and the programs
+/// wake it at the next record (`READER_PARKED`), so an idle host pays no polling.
+pub const PARK_AFTER_IDLE_TICKS: u32 = 10;
+/// How often a parked reader still checks its ring (and the shutdown flag): the bound
+/// on a record's wait should its wakeup be missed (submitted in the instant the reader
+/// parked).
+pub const PARKED_CHECK: Duration = Duration::from_millis(200);
+
 /// Longest the last pass waits for records still being submitted at stop.
 const SETTLE: Duration = Duration::from_millis(200);
 /// Shortest: programs running when detached finish within this in practice.
 const MIN_SETTLE: Duration = Duration::from_millis(20);
 
-/// Reads every record available now and sends it, in batches of `batch`.
+/// Reads every record available now and sends it, in batches of `batch`; returns the
+/// records read.
 async fn drain_available<R, O, F>(
     ring: &mut R,
     decode: &mut F,
@@ -295,11 +418,13 @@ async fn drain_available<R, O, F>(
     batch: usize,
     out: &mut O,
     stats: &DrainStats,
-) where
+) -> u64
+where
     R: RecordRing,
     O: Outlet,
     F: FnMut(&[u8], &BootClock) -> Result<CollectionEvent, DecodeError>,
 {
+    let mut total = 0u64;
     loop {
         let mut records = 0u64;
         let mut errors = 0u64;
@@ -321,16 +446,17 @@ async fn drain_available<R, O, F>(
         // Counted once per batch, not per record.
         stats.records.fetch_add(records, Ordering::Relaxed);
         stats.decode_errors.fetch_add(errors, Ordering::Relaxed);
+        total += records;
         if pending.is_empty() {
             if records == 0 {
-                return;
+                return total;
             }
             continue;
         }
         let more = pending.len() >= batch;
         out.send(pending, stats).await;
         if !more {
-            return;
+            return total;
         }
     }
 }
@@ -489,5 +615,168 @@ mod tests {
         flag.store(true, Ordering::Relaxed);
         notify.notify_one();
         task.await.unwrap().unwrap();
+    }
+
+    /// A fake ring that can be parked: keeps each (un)park, counts its reads, and can have
+    /// a record submitted in the instant it parks (before the producer saw the flag).
+    struct ParkingRing {
+        ring: FakeRing,
+        parks: Arc<std::sync::Mutex<Vec<bool>>>,
+        reads: Arc<AtomicU64>,
+        record_at_park: Option<Vec<u8>>,
+    }
+
+    #[async_trait]
+    impl RecordRing for ParkingRing {
+        async fn readable(&mut self) -> std::io::Result<()> {
+            self.ring.readable().await
+        }
+        fn next_record(&mut self, f: &mut dyn FnMut(&[u8])) -> bool {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.ring.next_record(f)
+        }
+        fn park(&mut self, parked: bool) -> bool {
+            self.parks.lock().unwrap().push(parked);
+            if let Some(record) = self.record_at_park.take().filter(|_| parked) {
+                self.ring.records.lock().unwrap().push_back(record);
+            }
+            true
+        }
+    }
+
+    struct Parking {
+        records: Arc<std::sync::Mutex<VecDeque<Vec<u8>>>>,
+        notify: Arc<tokio::sync::Notify>,
+        parks: Arc<std::sync::Mutex<Vec<bool>>>,
+        reads: Arc<AtomicU64>,
+        stats: Arc<DrainStats>,
+        rx: mpsc::Receiver<CollectionEvent>,
+        stop: tokio_util::sync::CancellationToken,
+        task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    }
+
+    /// A drain polling every 10 ms over a parkable fake ring.
+    fn parking_drain(record_at_park: Option<Vec<u8>>) -> Parking {
+        let records = Arc::new(std::sync::Mutex::new(VecDeque::new()));
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let parks = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let reads = Arc::new(AtomicU64::new(0));
+        let ring = ParkingRing {
+            ring: FakeRing {
+                records: records.clone(),
+                notify: notify.clone(),
+            },
+            parks: parks.clone(),
+            reads: reads.clone(),
+            record_at_park,
+        };
+        let (tx, rx) = mpsc::channel(100);
+        let stats = Arc::new(DrainStats::default());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(drain(
+            ring,
+            decode,
+            ChannelOutlet {
+                tx,
+                max_wait: Duration::from_millis(500),
+            },
+            stop.clone().cancelled_owned(),
+            None,
+            None,
+            stats.clone(),
+            DrainConfig {
+                poll_interval: Duration::from_millis(10),
+                max_send_wait: Duration::from_millis(500),
+            },
+        ));
+        Parking {
+            records,
+            notify,
+            parks,
+            reads,
+            stats,
+            rx,
+            stop,
+            task,
+        }
+    }
+
+    /// With time paused, a receive that needs no timer: it fails if getting the event
+    /// would take the drain's parked check (200 ms) rather than its wakeup.
+    async fn received_at_once(rx: &mut mpsc::Receiver<CollectionEvent>) -> Option<u32> {
+        tokio::time::timeout(Duration::from_millis(1), rx.recv())
+            .await
+            .ok()
+            .flatten()
+            .map(|e| e.pid())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_reader_parks_and_the_next_record_wakes_it() {
+        let mut p = parking_drain(None);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(
+            *p.parks.lock().unwrap(),
+            [true],
+            "parked after 10 empty ticks"
+        );
+        assert_eq!(p.stats.parks.load(Ordering::Relaxed), 1);
+        // Parked, it no longer polls every 10 ms: it looks once per parked check.
+        let reads = p.reads.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let polled = p.reads.load(Ordering::Relaxed) - reads;
+        assert!(
+            (4..=6).contains(&polled),
+            "{polled} reads in a parked second"
+        );
+        assert_eq!(
+            *p.parks.lock().unwrap(),
+            [true],
+            "still parked: nothing came"
+        );
+
+        p.records
+            .lock()
+            .unwrap()
+            .push_back(42u32.to_le_bytes().to_vec());
+        p.notify.notify_one();
+        assert_eq!(received_at_once(&mut p.rx).await, Some(42));
+        assert_eq!(
+            *p.parks.lock().unwrap(),
+            [true, false],
+            "unparked by the record"
+        );
+        assert_eq!(p.stats.parked_wakeups.load(Ordering::Relaxed), 1);
+        // Polling again, and parked again once idle.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(*p.parks.lock().unwrap(), [true, false, true]);
+        p.stop.cancel();
+        p.task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_record_that_races_the_park_is_read_at_once_and_a_missed_wakeup_waits_one_check() {
+        // Submitted as the reader parks, before the producer could see the flag: its
+        // wakeup never comes, so the read that follows the park must find it.
+        let mut p = parking_drain(Some(7u32.to_le_bytes().to_vec()));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(received_at_once(&mut p.rx).await, Some(7));
+        assert_eq!(*p.parks.lock().unwrap(), [true, false]);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(*p.parks.lock().unwrap(), [true, false, true]);
+        assert_eq!(p.stats.parked_wakeups.load(Ordering::Relaxed), 0);
+
+        // Parked again; a record whose wakeup is lost is found by the parked check.
+        p.records
+            .lock()
+            .unwrap()
+            .push_back(8u32.to_le_bytes().to_vec());
+        let started = tokio::time::Instant::now();
+        assert_eq!(p.rx.recv().await.map(|e| e.pid()), Some(8));
+        assert!(started.elapsed() <= PARKED_CHECK, "{:?}", started.elapsed());
+        assert_eq!(*p.parks.lock().unwrap(), [true, false, true, false]);
+        assert_eq!(p.stats.parked_wakeups.load(Ordering::Relaxed), 0);
+        p.stop.cancel();
+        p.task.await.unwrap().unwrap();
     }
 }

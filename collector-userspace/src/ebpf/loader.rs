@@ -168,6 +168,23 @@ impl KernelPrograms {
         f(btf)
     }
 
+    /// Tells the programs that the reader of the ring at `slot` (`abi::parked`) is parked
+    /// (asleep without its timer: wake it at the next record) or not.
+    pub(crate) fn set_parked(&self, slot: u32, parked: bool) -> Result<(), LoadError> {
+        let name = abi::maps::READER_PARKED;
+        let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map: aya::maps::Array<_, u32> = ebpf
+            .map_mut(name)
+            .ok_or(LoadError::Map(name))?
+            .try_into()
+            .map_err(|_| LoadError::Map(name))?;
+        map.set(slot, u32::from(parked), 0)
+            .map_err(|source| LoadError::MapUpdate {
+                map: name,
+                source: Box::new(source),
+            })
+    }
+
     /// Frees the parsed kernel BTF: the largest thing loading leaves on the heap (most of
     /// the daemon's idle memory). Only a later attach (a reattach after the programs were
     /// detached from outside) needs it, and parses it again.

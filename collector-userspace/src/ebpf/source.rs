@@ -144,8 +144,9 @@ impl KernelSource {
             home: &self.ring,
             ring: None,
         };
+        let parker = super::drain::Parker::new(self.programs.clone(), self.domain.parked_slot());
         let ring = match KernelRing::new(ring) {
-            Ok(ring) => loan.ring.insert(ring),
+            Ok(ring) => loan.ring.insert(ring.with_parker(parker)),
             Err(e) => anyhow::bail!("cannot poll the {name} ring buffer: {e}"),
         };
         // A run after a failure: `stop` detached the programs; the ring kept what they
