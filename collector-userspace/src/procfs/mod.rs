@@ -51,25 +51,52 @@ pub(crate) fn process_event(event: ProcessEvent) -> CollectionEvent {
     CollectionEvent::Process(event.into())
 }
 
-/// How often a sleeping poller looks at its stop flags: bounds how late it stops.
-const STOP_CHECK: Duration = Duration::from_millis(50);
+/// How often a wait between two polls looks at the trait's `shutdown_signal`, which is
+/// a plain flag and cannot wake anyone. The collector also calls `stop`, which wakes the
+/// wait at once ([`StopSignal`]); the flag's check is for callers that only set it.
+const FLAG_CHECK: Duration = Duration::from_millis(500);
 
-/// Sleeps until `deadline`, or until `shutdown` or `stop` is set. Returns whether the
-/// caller should go on (false: a flag is set).
+/// A polling source's `stop`: a flag (for `health_check` and the loop) and a wakeup for
+/// the wait between two polls, so that stopping waits for no timer.
+#[derive(Debug, Default)]
+pub(crate) struct StopSignal {
+    stopped: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl StopSignal {
+    /// Stops the source: its wait returns now, or its next one at once.
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+        // A stored permit when nobody waits yet: the next wait returns at once.
+        self.wake.notify_one();
+    }
+
+    /// Whether `stop` was called.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+}
+
+/// Sleeps until `deadline`, or until `stop` is called or `shutdown` is set. Returns
+/// whether the caller should go on (false: stopped).
 async fn wait_or_stop(
     deadline: tokio::time::Instant,
     shutdown: &AtomicBool,
-    stop: &AtomicBool,
+    stop: &StopSignal,
 ) -> bool {
     loop {
-        if shutdown.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
+        if shutdown.load(Ordering::Relaxed) || stop.is_stopped() {
             return false;
         }
         let now = tokio::time::Instant::now();
         if now >= deadline {
             return true;
         }
-        tokio::time::sleep((deadline - now).min(STOP_CHECK)).await;
+        tokio::select! {
+            () = tokio::time::sleep((deadline - now).min(FLAG_CHECK)) => {}
+            () = stop.wake.notified() => {}
+        }
     }
 }
 
@@ -108,12 +135,27 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn wait_returns_at_the_deadline_or_soon_after_a_stop() {
-        let (shutdown, stop) = (AtomicBool::new(false), AtomicBool::new(false));
+    async fn wait_returns_at_the_deadline_at_once_on_stop_and_soon_after_the_flag() {
+        let (shutdown, stop) = (AtomicBool::new(false), StopSignal::default());
         let start = tokio::time::Instant::now();
         assert!(wait_or_stop(start + Duration::from_secs(2), &shutdown, &stop).await);
         assert_eq!(start.elapsed(), Duration::from_secs(2));
 
+        // `stop` (what the collector calls) wakes the wait: no timer runs out first.
+        let start = tokio::time::Instant::now();
+        let waiting = wait_or_stop(start + Duration::from_secs(60), &shutdown, &stop);
+        let stopping = async {
+            tokio::time::sleep(Duration::from_millis(1_234)).await;
+            stop.stop();
+        };
+        let (go_on, ()) = tokio::join!(waiting, stopping);
+        assert!(!go_on);
+        assert_eq!(start.elapsed(), Duration::from_millis(1_234));
+        // Stopped before the next wait began: that one returns at once too.
+        assert!(!wait_or_stop(start + Duration::from_secs(60), &shutdown, &stop).await);
+
+        // The trait's flag alone is seen at the next check.
+        let (shutdown, stop) = (AtomicBool::new(false), StopSignal::default());
         let start = tokio::time::Instant::now();
         let waiting = wait_or_stop(start + Duration::from_secs(60), &shutdown, &stop);
         let stopping = async {
@@ -122,6 +164,28 @@ mod tests {
         };
         let (go_on, ()) = tokio::join!(waiting, stopping);
         assert!(!go_on);
-        assert!(start.elapsed() <= Duration::from_secs(1) + STOP_CHECK);
+        assert!(start.elapsed() <= Duration::from_secs(1) + FLAG_CHECK);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_poller_wakes_only_for_its_flag_check() {
+        // Idle, a poller costs a wakeup per FLAG_CHECK, not one per 50 ms.
+        let (shutdown, stop) = (AtomicBool::new(false), StopSignal::default());
+        let start = tokio::time::Instant::now();
+        let mut wakeups = 0;
+        let mut waiting = std::pin::pin!(wait_or_stop(
+            start + Duration::from_secs(10),
+            &shutdown,
+            &stop
+        ));
+        let go_on = std::future::poll_fn(|cx| {
+            wakeups += 1;
+            std::future::Future::poll(waiting.as_mut(), cx)
+        })
+        .await;
+        assert!(go_on);
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        // The first poll, one per check, the last at the deadline.
+        assert_eq!(wakeups, 1 + 10_000 / FLAG_CHECK.as_millis() as usize);
     }
 }

@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -240,7 +240,7 @@ fn event(
 pub struct NetworkPollSource {
     config: NetworkSourceConfig,
     backpressure_drops: AtomicU64,
-    stop: Arc<AtomicBool>,
+    stop: Arc<super::StopSignal>,
 }
 
 impl NetworkPollSource {
@@ -293,7 +293,7 @@ impl EventSource for NetworkPollSource {
     }
 
     async fn stop(&self) -> anyhow::Result<()> {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.stop();
         Ok(())
     }
 

@@ -120,7 +120,7 @@ pub struct PerformanceEventSource {
     /// Set by the first `start`: a source runs once.
     started: AtomicBool,
     backpressure_drops: AtomicU64,
-    stop: Arc<AtomicBool>,
+    stop: Arc<super::StopSignal>,
 }
 
 impl PerformanceEventSource {
@@ -194,7 +194,7 @@ impl EventSource for PerformanceEventSource {
     }
 
     async fn stop(&self) -> anyhow::Result<()> {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.stop();
         Ok(())
     }
 

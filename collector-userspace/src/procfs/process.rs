@@ -113,7 +113,7 @@ pub struct ProcessEventSource {
     config: ProcessSourceConfig,
     table: Mutex<Option<Box<dyn ProcessTable>>>,
     stats: Arc<PollStats>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<super::StopSignal>,
     db: Option<Arc<ProcessStore>>,
     hashes: Option<Arc<HashService>>,
     /// The interval in use, in nanoseconds: changeable at runtime, and with it the
@@ -349,12 +349,12 @@ impl EventSource for ProcessEventSource {
     }
 
     async fn stop(&self) -> anyhow::Result<()> {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.stop();
         Ok(())
     }
 
     async fn health_check(&self) -> anyhow::Result<()> {
-        if self.stop.load(Ordering::Relaxed) {
+        if self.stop.is_stopped() {
             anyhow::bail!("stopped");
         }
         let failed = self.stats.failed_in_a_row.load(Ordering::Relaxed);
