@@ -29,7 +29,7 @@ use anyhow::{bail, Context, Result};
 /// Options of `cargo xtask storm`.
 #[derive(Debug, clap::Args)]
 pub struct StormArgs {
-    /// Storms to run (open, exec, connect, syscall); all by default.
+    /// Storms to run (open, exec, connect, syscall, idle); all by default.
     storms: Vec<String>,
     /// Untraced/traced pairs per storm.
     #[arg(long, default_value_t = 3)]
@@ -597,7 +597,74 @@ pub fn storm(args: &StormArgs) -> Result<()> {
     if args.storms.is_empty() || args.storms.iter().any(|s| s == "syscall") {
         syscall_tax(args)?;
     }
+    if args.storms.is_empty() || args.storms.iter().any(|s| s == "idle") {
+        idle(args)?;
+    }
     Ok(())
+}
+
+/// What the daemon costs when nothing happens: every domain loaded, no subscriber, 10 s
+/// after it settled. Its CPU time and how often its threads were scheduled come from
+/// `/proc/<pid>/task/*/schedstat` (run time, timeslices); the kernel records it read
+/// meanwhile show how quiet the host was (an idle VM still opens a few files).
+fn idle(args: &StormArgs) -> Result<()> {
+    const SETTLE: Duration = Duration::from_secs(3);
+    const SPAN: Duration = Duration::from_secs(10);
+    println!(
+        "\n## idle daemon (all domains, {} rounds of {} s)",
+        args.repeat.max(1),
+        SPAN.as_secs()
+    );
+    println!("| round | CPU ms | CPU share | wakeups/s | kernel records/s |");
+    println!("|---|---|---|---|---|");
+    for round in 1..=args.repeat.max(1) {
+        let dir = tempdir()?;
+        let daemon = Daemon::start(&dir, "process,filesystem,network", false)?;
+        std::thread::sleep(SETTLE);
+        let pid = daemon.child.id();
+        let (cpu0, slices0) = schedstat(pid);
+        let before = daemon.scrape();
+        std::thread::sleep(SPAN);
+        let (cpu1, slices1) = schedstat(pid);
+        let records: f64 = counter_delta(
+            &before,
+            &daemon.scrape(),
+            "collector_kernel_events_emitted_total",
+        )
+        .values()
+        .sum();
+        daemon.stop()?;
+        let _ = std::fs::remove_dir_all(&dir);
+        let secs = SPAN.as_secs_f64();
+        println!(
+            "| {round} | {:.0} | {:.2}% | {:.0} | {:.1} |",
+            (cpu1 - cpu0) / 1e6,
+            100.0 * (cpu1 - cpu0) / 1e9 / secs,
+            (slices1 - slices0) / secs,
+            records / secs,
+        );
+    }
+    Ok(())
+}
+
+/// A process's CPU time (ns) and timeslices (times scheduled) over its threads.
+fn schedstat(pid: u32) -> (f64, f64) {
+    let mut total = (0.0, 0.0);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return total;
+    };
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        let fields: Vec<f64> = stat
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0.0))
+            .collect();
+        if let [run, _, slices] = fields[..] {
+            total.0 += run;
+            total.1 += slices;
+        }
+    }
+    total
 }
 
 /// What every syscall on the host pays while the daemon runs: programs on the raw
