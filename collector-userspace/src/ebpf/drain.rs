@@ -86,6 +86,8 @@ pub struct Parker {
     programs: Arc<super::KernelPrograms>,
     slot: u32,
     parked: bool,
+    /// The map could not be written once: the reader polls from then on (warned once).
+    failed: bool,
 }
 
 impl Parker {
@@ -95,6 +97,7 @@ impl Parker {
             programs,
             slot,
             parked: false,
+            failed: false,
         }
     }
 
@@ -102,14 +105,23 @@ impl Parker {
         if self.parked == parked {
             return true;
         }
+        if self.failed {
+            return false;
+        }
         match self.programs.set_parked(self.slot, parked) {
             Ok(()) => {
                 self.parked = parked;
                 true
             }
             Err(e) => {
-                // The reader keeps polling: no record is late, the host pays the timer.
-                tracing::warn!(error = %collector_core::Report(&e), "cannot park the ring reader");
+                // No record is late either way: unparked, the reader polls (the host
+                // pays the timer); left parked, the programs wake it at each record that
+                // finds it caught up.
+                self.failed = true;
+                tracing::warn!(
+                    error = %collector_core::Report(&e),
+                    "cannot park the ring reader; it polls from now on"
+                );
                 false
             }
         }
