@@ -306,21 +306,28 @@ where
     // Parking only saves wakeups when the timer ticks more often than a parked reader
     // checks in.
     let may_park = config.poll_interval < PARKED_CHECK;
-    let (mut idle_ticks, mut parked) = (0u32, false);
+    let (mut idle_ticks, mut parked, mut recheck) = (0u32, false, false);
 
     loop {
         if flagged() {
             break;
         }
-        let ticked = tokio::select! {
-            biased;
-            () = &mut stop => break,
-            ready = ring.readable() => {
-                ready?;
-                false
+        // Right after parking the ring is read once more, at once: a record submitted
+        // before the programs saw the flag woke nobody (one submitted in the instant
+        // between that read and the flag waits for the parked check, `PARKED_CHECK`).
+        let by_ring = if std::mem::take(&mut recheck) {
+            false
+        } else {
+            tokio::select! {
+                biased;
+                () = &mut stop => break,
+                ready = ring.readable() => {
+                    ready?;
+                    true
+                }
+                _ = tick.tick(), if !parked => false,
+                () = tokio::time::sleep(PARKED_CHECK), if parked => false,
             }
-            _ = tick.tick(), if !parked => true,
-            () = tokio::time::sleep(PARKED_CHECK), if parked => true,
         };
         if last_resync.elapsed() > Duration::from_secs(1) {
             clock.resync();
@@ -338,10 +345,10 @@ where
         .await;
         if parked {
             // Parked until records come: woken by one (or, had its wakeup been missed,
-            // found by the check), the reader polls again until it is idle again.
+            // found by a read without one), the reader polls again until idle again.
             if read > 0 {
                 parked = !ring.park(false);
-                if !ticked {
+                if by_ring {
                     stats.parked_wakeups.fetch_add(1, Ordering::Relaxed);
                 }
                 tick.reset();
@@ -349,31 +356,14 @@ where
             }
             continue;
         }
-        idle_ticks = if ticked && read == 0 {
+        idle_ticks = if !by_ring && read == 0 {
             idle_ticks + 1
         } else {
             0
         };
-        if may_park && !parked && idle_ticks >= PARK_AFTER_IDLE_TICKS && ring.park(true) {
-            parked = true;
-            idle_ticks = 0;
+        if may_park && idle_ticks >= PARK_AFTER_IDLE_TICKS && ring.park(true) {
+            (parked, recheck, idle_ticks) = (true, true, 0);
             stats.parks.fetch_add(1, Ordering::Relaxed);
-            // A record submitted before the programs saw the flag woke nobody: read it
-            // now (one submitted in the instant between this read and the flag waits for
-            // the parked check, `PARKED_CHECK` at most).
-            let late = drain_available(
-                &mut ring,
-                &mut decode,
-                &clock,
-                &mut pending,
-                batch,
-                &mut out,
-                &stats,
-            )
-            .await;
-            if late > 0 {
-                parked = !ring.park(false);
-            }
         }
     }
     // Records submitted before the programs were detached are still in the ring: hand
