@@ -65,6 +65,49 @@ pub fn run_actor(path: &str, args: &[&str]) -> std::collections::HashMap<String,
         .collect()
 }
 
+/// An actor run in a mode that first prints `pid=N` and then waits on its stdin
+/// (`opens-after-go`, `opens-per-line`, `euid-after-go`, ...), so that a test can register
+/// or exclude the pid in the kernel filters before the actor acts.
+pub struct Announced {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its pid, as it printed it.
+    pub pid: u32,
+    /// Its stdin: a line starts each action.
+    pub stdin: std::process::ChildStdin,
+    /// The rest of its output, kept open: some modes print a result at the end.
+    pub stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Announced {
+    /// Starts the actor binary at `path` with `args` and reads its `pid=` line.
+    pub fn spawn(path: &str, args: &[&str]) -> Self {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = std::process::Command::new(path)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the actor");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("the actor's pid line");
+        let pid = line
+            .trim()
+            .strip_prefix("pid=")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the actor announced {line:?}, not pid=N"));
+        Self {
+            child,
+            pid,
+            stdin,
+            stdout,
+        }
+    }
+}
+
 /// A syscall through the 32-bit entry (`int $0x80`), which any 64-bit process may use
 /// when the kernel has `CONFIG_IA32_EMULATION`: number in eax, arguments in ebx, ecx,
 /// edx, esi, edi (unused ones 0). Returns the raw result (a negative errno on failure).

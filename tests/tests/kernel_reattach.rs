@@ -8,8 +8,8 @@
 //! closed from inside (`KernelPrograms::close_link`), which leaves the same kernel state
 //! a supported detach would: the program loaded, no link to it.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::io::{BufRead, Write};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +19,7 @@ use collector_core::{
     CollectionEvent, Collector, CollectorConfig, Delivery, EventBatch, EventSink, EventSource,
     HealthState,
 };
-use collector_tests::kernel_or_skip;
+use collector_tests::{kernel_or_skip, Announced};
 use collector_userspace::ebpf::{KernelConfig, KernelDomain, KernelPrograms, KernelSource};
 
 /// The program that reports a completed `openat` (the hook the actor's opens go through:
@@ -27,46 +27,28 @@ use collector_userspace::ebpf::{KernelConfig, KernelDomain, KernelPrograms, Kern
 const OPENAT_EXIT: &str = collector_common::abi::sys_exit::PROGRAM;
 
 /// The actor, opening `path` once per round.
-struct Actor {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    pid: u32,
-}
+struct Actor(Announced);
 
 impl Actor {
     fn spawn(path: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_collector-test-actor"))
-            .args(["opens-per-line", path])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let pid = line.trim().strip_prefix("pid=").unwrap().parse().unwrap();
-        Self {
-            child,
-            stdin,
-            stdout,
-            pid,
-        }
+        Self(Announced::spawn(
+            env!("CARGO_BIN_EXE_collector-test-actor"),
+            &["opens-per-line", path],
+        ))
     }
 
     fn round(&mut self) {
-        writeln!(self.stdin, "open").unwrap();
+        writeln!(self.0.stdin, "open").unwrap();
         let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
+        self.0.stdout.read_line(&mut line).unwrap();
         assert_eq!(line.trim(), "done");
     }
 }
 
 impl Drop for Actor {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
     }
 }
 
@@ -158,7 +140,7 @@ async fn a_detached_program_is_reported_and_attached_again() {
         ..KernelConfig::default()
     })
     .expect("load kernel programs");
-    programs.include_pid(actor.pid).unwrap();
+    programs.include_pid(actor.0.pid).unwrap();
     let source =
         KernelSource::new(programs.clone(), KernelDomain::Filesystem).expect("filesystem source");
     // As the daemon does once its domains are attached: the reattach parses it again.
@@ -171,7 +153,7 @@ async fn a_detached_program_is_reported_and_attached_again() {
     let mut collector = Collector::new(config).unwrap();
     collector.register_batch_source(Box::new(source)).unwrap();
     let opens = Arc::new(Opens {
-        pid: actor.pid,
+        pid: actor.0.pid,
         path: path.clone(),
         seen: Mutex::new(0),
     });
@@ -314,7 +296,7 @@ async fn a_kernel_source_runs_again_after_a_stop() {
         ..KernelConfig::default()
     })
     .expect("load kernel programs");
-    programs.include_pid(actor.pid).unwrap();
+    programs.include_pid(actor.0.pid).unwrap();
     let source = Arc::new(
         KernelSource::new(programs.clone(), KernelDomain::Filesystem).expect("filesystem source"),
     );
@@ -345,7 +327,8 @@ async fn a_kernel_source_runs_again_after_a_stop() {
         let got = tokio::time::timeout(Duration::from_secs(10), async {
             while let Some(ev) = rx.recv().await {
                 if let CollectionEvent::Filesystem(f) = ev {
-                    if f.pid == actor.pid && f.kind == FilesystemEventKind::Open && f.path == path {
+                    if f.pid == actor.0.pid && f.kind == FilesystemEventKind::Open && f.path == path
+                    {
                         return true;
                     }
                 }
@@ -438,7 +421,7 @@ async fn the_supervisor_restarts_a_failed_kernel_source() {
         ..KernelConfig::default()
     })
     .expect("load kernel programs");
-    programs.include_pid(actor.pid).unwrap();
+    programs.include_pid(actor.0.pid).unwrap();
     let trigger = tokio_util::sync::CancellationToken::new();
     let source = FailsOnce {
         inner: KernelSource::new(programs.clone(), KernelDomain::Filesystem)
@@ -452,7 +435,7 @@ async fn the_supervisor_restarts_a_failed_kernel_source() {
     let mut collector = Collector::new(config).unwrap();
     collector.register_batch_source(Box::new(source)).unwrap();
     let opens = Arc::new(Opens {
-        pid: actor.pid,
+        pid: actor.0.pid,
         path: path.clone(),
         seen: Mutex::new(0),
     });

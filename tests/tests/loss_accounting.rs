@@ -2,8 +2,7 @@
 //! actor made is either delivered or counted lost by the kernel: generated - delivered
 //! = counted lost, exactly.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +10,7 @@ use std::time::Duration;
 use collector_common::RecordKind;
 use collector_core::event::FilesystemEventKind;
 use collector_core::{CollectionEvent, EventSource};
-use collector_tests::kernel_or_skip;
+use collector_tests::{kernel_or_skip, Announced};
 use collector_userspace::ebpf::{KernelConfig, KernelDomain, KernelPrograms, KernelSource};
 use tokio::sync::mpsc;
 
@@ -40,20 +39,15 @@ async fn tiny_ring_losses_are_counted_exactly() {
 
     let file = tempfile::NamedTempFile::new().unwrap();
     let path = file.path().display().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_collector-test-actor"))
-        .args(["opens-after-go", &path, &OPENS.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let pid: u32 = line.trim().strip_prefix("pid=").unwrap().parse().unwrap();
+    let mut actor = Announced::spawn(
+        env!("CARGO_BIN_EXE_collector-test-actor"),
+        &["opens-after-go", &path, &OPENS.to_string()],
+    );
+    let pid = actor.pid;
     programs.include_pid(pid).unwrap();
     // The reader has not started: the ring fills after a dozen records.
-    writeln!(child.stdin.take().unwrap(), "go").unwrap();
-    assert!(child.wait().unwrap().success());
+    writeln!(actor.stdin, "go").unwrap();
+    assert!(actor.child.wait().unwrap().success());
 
     let (tx, mut rx) = mpsc::channel(65536);
     let shutdown = Arc::new(AtomicBool::new(false));

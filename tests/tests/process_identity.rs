@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use collector_core::event::{ProcessEvent, ProcessEventKind};
 use collector_core::{CollectionEvent, EventSource};
-use collector_tests::{kernel_or_skip, run_actor};
+use collector_tests::{kernel_or_skip, run_actor, Announced};
 use collector_userspace::ebpf::{
     KernelConfig, KernelDomain, KernelPrograms, KernelSource, SelfTgid,
 };
@@ -299,22 +299,14 @@ async fn a_thread_older_than_the_collector_reports_unknown_then_known_old_creden
         return;
     }
     use std::io::{BufRead, Write};
-    let mut actor = std::process::Command::new(ACTOR)
-        .args(["euid-after-go", "65534"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    // Kept open: the actor prints its result line at the end.
-    let mut stdout = std::io::BufReader::new(actor.stdout.take().unwrap());
-    stdout.read_line(&mut line).unwrap();
-    let pid: u32 = line.trim().strip_prefix("pid=").unwrap().parse().unwrap();
+    // Its stdout is kept open: the actor prints its result line at the end.
+    let mut actor = Announced::spawn(ACTOR, &["euid-after-go", "65534"]);
+    let pid = actor.pid;
     let mut run = Running::start();
-    writeln!(actor.stdin.take().unwrap(), "go").unwrap();
+    writeln!(actor.stdin, "go").unwrap();
     let mut result = String::new();
-    stdout.read_line(&mut result).unwrap();
-    assert!(actor.wait().unwrap().success());
+    actor.stdout.read_line(&mut result).unwrap();
+    assert!(actor.child.wait().unwrap().success());
     assert!(result.contains("ok=1"), "{result}");
     let seen = run
         .until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))
@@ -429,16 +421,8 @@ async fn credentials_known_before_a_gap_in_the_fork_hook_are_not_trusted_after_i
         KernelSource::new(programs.clone(), KernelDomain::Process).expect("process source"),
     );
     // Created while the fork hook is attached: its credentials are known.
-    let mut actor = std::process::Command::new(ACTOR)
-        .args(["euid-after-go", "65534"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(actor.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let pid: u32 = line.trim().strip_prefix("pid=").unwrap().parse().unwrap();
+    let mut actor = Announced::spawn(ACTOR, &["euid-after-go", "65534"]);
+    let pid = actor.pid;
     // The gap: stopped (detached), then started again (attached again).
     source.stop().await.unwrap();
     let (tx, mut rx) = mpsc::channel(65_536);
@@ -457,10 +441,10 @@ async fn credentials_known_before_a_gap_in_the_fork_hook_are_not_trusted_after_i
     })
     .await;
     assert!(attached.is_ok(), "attached again within 60 s");
-    writeln!(actor.stdin.take().unwrap(), "go").unwrap();
+    writeln!(actor.stdin, "go").unwrap();
     let mut result = String::new();
-    stdout.read_line(&mut result).unwrap();
-    assert!(actor.wait().unwrap().success());
+    actor.stdout.read_line(&mut result).unwrap();
+    assert!(actor.child.wait().unwrap().success());
     assert!(result.contains("ok=1"), "{result}");
     let mut changes = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
@@ -769,25 +753,16 @@ async fn a_pid_exclusion_ends_at_exec() {
     if !kernel_or_skip("a_pid_exclusion_ends_at_exec") {
         return;
     }
-    use std::io::{BufRead, Write};
+    use std::io::Write;
     let marker = format!("pidx-{}", std::process::id());
-    let mut actor = std::process::Command::new(ACTOR)
-        .args(["fork-exec-after-go", &marker])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(actor.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let pid: u32 = line.trim().strip_prefix("pid=").unwrap().parse().unwrap();
+    let mut actor = Announced::spawn(ACTOR, &["fork-exec-after-go", &marker]);
+    let pid = actor.pid;
     let mut run = Running::start_with(KernelConfig {
         excluded_pids: vec![pid],
         ..KernelConfig::default()
     });
-    writeln!(actor.stdin.take().unwrap(), "go").unwrap();
-    assert!(actor.wait().unwrap().success());
+    writeln!(actor.stdin, "go").unwrap();
+    assert!(actor.child.wait().unwrap().success());
     let exec_marker = format!("{marker}-exec");
     let seen = run
         .until(|s| s.iter().any(|p| is(p, ProcessEventKind::Exit, pid)))

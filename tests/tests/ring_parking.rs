@@ -2,15 +2,14 @@
 //! record: on the real kernel, the open that follows a quiet spell is delivered by that
 //! wakeup, not found by a timer.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use collector_core::event::FilesystemEventKind;
 use collector_core::{CollectionEvent, EventSource};
-use collector_tests::kernel_or_skip;
+use collector_tests::{kernel_or_skip, Announced};
 use collector_userspace::ebpf::{KernelConfig, KernelDomain, KernelPrograms, KernelSource};
 use tokio::sync::mpsc;
 
@@ -31,16 +30,15 @@ async fn a_parked_reader_is_woken_by_the_next_open() {
     );
     let file = tempfile::NamedTempFile::new().unwrap();
     let path = file.path().display().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_collector-test-actor"))
-        .args(["opens-per-line", &path])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let pid: u32 = line.trim().strip_prefix("pid=").unwrap().parse().unwrap();
+    let Announced {
+        mut child,
+        pid,
+        mut stdin,
+        stdout: _stdout,
+    } = Announced::spawn(
+        env!("CARGO_BIN_EXE_collector-test-actor"),
+        &["opens-per-line", &path],
+    );
     programs.include_pid(pid).unwrap();
 
     let (tx, mut rx) = mpsc::channel(1024);
@@ -67,7 +65,6 @@ async fn a_parked_reader_is_woken_by_the_next_open() {
     );
     // Parked: no timer runs, only the parked check every 200 ms.
 
-    let mut stdin = child.stdin.take().unwrap();
     writeln!(stdin, "round").unwrap();
     let open = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(ev) = rx.recv().await {
