@@ -64,6 +64,9 @@ pub struct KernelConfig {
     pub syscall_hooks: SyscallHooks,
     /// How often readers drain without a wakeup (and check for shutdown).
     pub poll_interval: Duration,
+    /// How often a parked reader (idle, woken by the programs at the next record) still
+    /// looks at its ring: the bound on a record whose wakeup was missed.
+    pub parked_check: Duration,
     /// How long a reader waits for room in the runtime's queue before dropping.
     pub max_send_wait: Duration,
     /// Minimum time between two send-count updates of one UDP (socket, destination)
@@ -102,6 +105,7 @@ impl Default for KernelConfig {
             live_exclusions: false,
             syscall_hooks: SyscallHooks::Auto,
             poll_interval: Duration::from_millis(10),
+            parked_check: super::drain::PARKED_CHECK,
             max_send_wait: Duration::from_millis(500),
             udp_report_interval: Duration::from_secs(10),
             exit_by_signal_live: false,
@@ -185,6 +189,9 @@ impl KernelConfig {
                     "a path prefix is absolute and at most 128 bytes",
                 ));
             }
+        }
+        if self.parked_check.is_zero() {
+            return Err(invalid("parked_check", "0s", "must be above 0"));
         }
         if self.poll_interval.is_zero() || self.poll_interval > Duration::from_secs(10) {
             return Err(invalid(

@@ -47,8 +47,9 @@ pub struct DrainStats {
     pub backpressure_drops: AtomicU64,
     /// Events dropped because the runtime's queue was closed (trait path only).
     pub closed_drops: AtomicU64,
-    /// Times the reader parked: idle for [`PARK_AFTER_IDLE_TICKS`] ticks, it stopped
-    /// polling and asked the programs to wake it at the next record.
+    /// Times the reader parked: idle for [`PARK_AFTER_IDLE_TICKS`] ticks, it asked the
+    /// programs to wake it at the next record, found the ring still empty and stopped
+    /// polling.
     pub parks: AtomicU64,
     /// Parks ended by a record's wakeup (not by the [`PARKED_CHECK`] timer).
     pub parked_wakeups: AtomicU64,
@@ -59,6 +60,8 @@ pub struct DrainStats {
 pub struct DrainConfig {
     /// Drain at least this often even without a wakeup.
     pub poll_interval: Duration,
+    /// How often a parked reader still looks at its ring (default [`PARKED_CHECK`]).
+    pub parked_check: Duration,
     /// Longest wait for room in the runtime's queue before dropping (trait path).
     pub max_send_wait: Duration,
 }
@@ -305,7 +308,7 @@ where
     let flagged = || flag.as_ref().is_some_and(|f| f.load(Ordering::Relaxed));
     // Parking only saves wakeups when the timer ticks more often than a parked reader
     // checks in.
-    let may_park = config.poll_interval < PARKED_CHECK;
+    let may_park = config.poll_interval < config.parked_check;
     let (mut idle_ticks, mut parked, mut recheck) = (0u32, false, false);
 
     loop {
@@ -315,7 +318,8 @@ where
         // Right after parking the ring is read once more, at once: a record submitted
         // before the programs saw the flag woke nobody (one submitted in the instant
         // between that read and the flag waits for the parked check, `PARKED_CHECK`).
-        let by_ring = if std::mem::take(&mut recheck) {
+        let rechecked = std::mem::take(&mut recheck);
+        let by_ring = if rechecked {
             false
         } else {
             tokio::select! {
@@ -326,7 +330,7 @@ where
                     true
                 }
                 _ = tick.tick(), if !parked => false,
-                () = tokio::time::sleep(PARKED_CHECK), if parked => false,
+                () = tokio::time::sleep(config.parked_check), if parked => false,
             }
         };
         if last_resync.elapsed() > Duration::from_secs(1) {
@@ -353,6 +357,9 @@ where
                 }
                 tick.reset();
                 idle_ticks = 0;
+            } else if rechecked {
+                // Asleep from here on, until a record or the parked check.
+                stats.parks.fetch_add(1, Ordering::Relaxed);
             }
             continue;
         }
@@ -363,7 +370,6 @@ where
         };
         if may_park && idle_ticks >= PARK_AFTER_IDLE_TICKS && ring.park(true) {
             (parked, recheck, idle_ticks) = (true, true, 0);
-            stats.parks.fetch_add(1, Ordering::Relaxed);
         }
     }
     // Records submitted before the programs were detached are still in the ring: hand
@@ -400,9 +406,9 @@ where
 /// Empty ticks in a row after which a reader parks: it stops its timer and the programs
 /// wake it at the next record (`READER_PARKED`), so an idle host pays no polling.
 pub const PARK_AFTER_IDLE_TICKS: u32 = 10;
-/// How often a parked reader still checks its ring (and the shutdown flag): the bound
-/// on a record's wait should its wakeup be missed (submitted in the instant the reader
-/// parked).
+/// How often a parked reader still checks its ring (and the shutdown flag) by default
+/// (`KernelConfig::parked_check`): the bound on a record's wait should its wakeup be
+/// missed (submitted in the instant the reader parked).
 pub const PARKED_CHECK: Duration = Duration::from_millis(200);
 
 /// Longest the last pass waits for records still being submitted at stop.
@@ -515,6 +521,7 @@ mod tests {
     fn config() -> DrainConfig {
         DrainConfig {
             poll_interval: Duration::from_secs(3600),
+            parked_check: PARKED_CHECK,
             max_send_wait: Duration::from_millis(500),
         }
     }
@@ -688,6 +695,7 @@ mod tests {
             stats.clone(),
             DrainConfig {
                 poll_interval: Duration::from_millis(10),
+                parked_check: PARKED_CHECK,
                 max_send_wait: Duration::from_millis(500),
             },
         ));

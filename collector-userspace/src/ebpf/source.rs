@@ -212,6 +212,7 @@ impl KernelSource {
             self.stats.clone(),
             DrainConfig {
                 poll_interval: config.poll_interval,
+                parked_check: config.parked_check,
                 max_send_wait: config.max_send_wait,
             },
         )
