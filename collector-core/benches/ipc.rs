@@ -19,7 +19,7 @@ use collector_core::event::{CollectionEvent, ProcessContext, ProcessEvent, Proce
 use collector_core::ipc::codec::{ClientCodec, EnvelopeCodec, Inbound};
 use collector_core::ipc::convert::event_to_proto;
 use collector_core::ipc::proto::{envelope::Body, Envelope, EventBatch as PbBatch};
-use collector_core::ipc::wire::{EventBatchFrame, SizedEvent};
+use collector_core::ipc::wire::{BatchEntries, EventBatchFrame};
 use collector_core::ipc::{
     CollectorIpcClient, CollectorIpcServer, IpcServerConfig, IpcSink, ManualStatus,
     SubscriptionItem,
@@ -82,11 +82,14 @@ fn frames(c: &mut Criterion) {
                 let mut server = EnvelopeCodec::default();
                 let mut client = ClientCodec::default();
                 let mut buf = BytesMut::with_capacity(64 * 1024);
+                let mut entries = BatchEntries::new();
                 b.iter(|| {
-                    let sized: Vec<SizedEvent<'_>> =
-                        originals.iter().map(SizedEvent::new).collect();
+                    entries.clear();
+                    for ev in &originals {
+                        entries.push(ev);
+                    }
                     server
-                        .encode(EventBatchFrame::new(&sized), &mut buf)
+                        .encode(EventBatchFrame::new(entries.as_bytes()), &mut buf)
                         .unwrap();
                     match client.decode(&mut buf).unwrap().unwrap() {
                         // As the subscription stream does once it has handed the events out.
@@ -114,10 +117,14 @@ fn frames(c: &mut Criterion) {
     group.bench_function("direct_encode_256_open_events_one_context", |b| {
         let mut server = EnvelopeCodec::default();
         let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut entries = BatchEntries::new();
         b.iter(|| {
-            let sized: Vec<SizedEvent<'_>> = opens.iter().map(SizedEvent::new).collect();
+            entries.clear();
+            for ev in &opens {
+                entries.push(ev);
+            }
             server
-                .encode(EventBatchFrame::new(&sized), &mut buf)
+                .encode(EventBatchFrame::new(entries.as_bytes()), &mut buf)
                 .unwrap();
             buf.clear();
         });

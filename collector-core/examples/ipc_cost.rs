@@ -27,7 +27,7 @@ use collector_core::event::{
     ProcessEventKind,
 };
 use collector_core::ipc::codec::{ClientCodec, EnvelopeCodec, Inbound};
-use collector_core::ipc::wire::{EventBatchFrame, SizedEvent};
+use collector_core::ipc::wire::{BatchEntries, EventBatchFrame};
 use collector_core::ipc::{
     CollectorIpcClient, CollectorIpcServer, IpcServerConfig, IpcSink, ManualStatus,
     SubscriptionItem,
@@ -112,11 +112,15 @@ fn codec(frames: usize) {
     let mut client = ClientCodec::default();
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let (mut encode, mut decode) = (Duration::ZERO, Duration::ZERO);
+    let mut entries = BatchEntries::new();
     for _ in 0..frames {
         let t0 = thread_cpu();
-        let sized: Vec<SizedEvent<'_>> = originals.iter().map(SizedEvent::new).collect();
+        entries.clear();
+        for ev in &originals {
+            entries.push(ev);
+        }
         server
-            .encode(EventBatchFrame::new(&sized), &mut buf)
+            .encode(EventBatchFrame::new(entries.as_bytes()), &mut buf)
             .unwrap();
         let t1 = thread_cpu();
         match client.decode(&mut buf).unwrap().unwrap() {
@@ -158,10 +162,13 @@ fn subscriber(frames: usize) {
     let originals: Vec<CollectionEvent> = (0..EVENTS_PER_BATCH as u32)
         .map(|n| open_event(n, &process))
         .collect();
-    let sized: Vec<SizedEvent<'_>> = originals.iter().map(SizedEvent::new).collect();
+    let mut entries = BatchEntries::new();
+    for ev in &originals {
+        entries.push(ev);
+    }
     let mut frame = BytesMut::new();
     EnvelopeCodec::default()
-        .encode(EventBatchFrame::new(&sized), &mut frame)
+        .encode(EventBatchFrame::new(entries.as_bytes()), &mut frame)
         .unwrap();
     let frame = frame.freeze();
     let mut client = ClientCodec::default();

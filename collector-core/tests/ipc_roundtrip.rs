@@ -19,7 +19,7 @@ use collector_core::ipc::convert::{
 use collector_core::ipc::proto as pb;
 use collector_core::ipc::proto::envelope::Body;
 use collector_core::ipc::wire::{
-    decode_event_batch, encode_event_batch, EventBatchFrame, SizedEvent, SourceNames,
+    decode_event_batch, encode_event_batch, BatchEntries, EventBatchFrame, SourceNames,
 };
 use collector_core::status::StatusSnapshot;
 use collector_core::SourceCaps;
@@ -796,9 +796,12 @@ proptest! {
 
     #[test]
     fn event_batch_frames_decode_on_the_client(events in vec(event(), 0..6)) {
-        let sized: Vec<SizedEvent<'_>> = events.iter().map(SizedEvent::new).collect();
+        let mut entries = BatchEntries::new();
+        for ev in &events {
+            entries.push(ev);
+        }
         let mut buf = BytesMut::new();
-        EnvelopeCodec::default().encode(EventBatchFrame::new(&sized), &mut buf).unwrap();
+        EnvelopeCodec::default().encode(EventBatchFrame::new(entries.as_bytes()), &mut buf).unwrap();
         // The frame is the one prost's envelope makes, header included.
         let mut reference = BytesMut::new();
         let env = pb::Envelope::decode(prost_batch(&events, 0).as_slice()).unwrap();
@@ -842,6 +845,45 @@ fn nan_metrics_encode_like_prost() {
     decode_event_batch(&ours, &mut SourceNames::new(), &mut back).unwrap();
     assert_eq!(Some((0, format!("{back:?}"))), prost_read(&ours));
     assert!(format!("{back:?}").contains("value: 0.0"));
+}
+
+/// The encoder writes an event's body first and its length prefixes after it: every
+/// size class of those prefixes (one to four varint bytes, in the entry and the event)
+/// comes out as prost writes it, next to events of other sizes.
+#[test]
+fn events_around_each_varint_length_boundary_encode_like_prost() {
+    let sizes = (0..8)
+        .chain(100..140)
+        .chain((16_300..16_420).step_by(3))
+        .chain((2_097_050..2_097_200).step_by(25));
+    let metric = |n: usize| {
+        CollectionEvent::Performance(PerformanceEvent {
+            kind: PerformanceEventKind::Metric,
+            timestamp: DateTime::UNIX_EPOCH,
+            pid: 7,
+            source: "s".into(),
+            metric_name: "m".repeat(n),
+            value: 1.5,
+            unit: String::new(),
+            component: String::new(),
+        })
+    };
+    for n in sizes {
+        let events = [metric(n), metric(3), metric(n + 1)];
+        let mut ours = Vec::new();
+        let len = encode_event_batch(&events, &mut ours);
+        assert_eq!(len, ours.len());
+        assert!(
+            ours == prost_batch(&events, 0),
+            "batch with a {n}-byte name"
+        );
+        let mut single = Vec::new();
+        collector_core::ipc::wire::encode_event(&events[0], &mut single);
+        assert!(
+            single == event_to_proto(&events[0]).encode_to_vec(),
+            "event with a {n}-byte name"
+        );
+    }
 }
 
 fn exec(pid: u32) -> CollectionEvent {

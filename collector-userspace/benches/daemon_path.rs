@@ -1,7 +1,7 @@
 //! The daemon's CPU per kernel event, without the kernel and the runtime's hops: what a
 //! filesystem source's drain loop does with each open record the kernel submitted
 //! (decode, the process table's context), and what an IPC connection does with each
-//! batch of 100 (size, encode, frame with its CRC32). One process opening files, as in
+//! batch of 100 (encode, frame with its CRC32). One process opening files, as in
 //! the open storm: once a process the table knows (its exec was seen), once one it does
 //! not (a daemon with the filesystem domain alone, as `cargo xtask storm open` runs it).
 //!
@@ -16,7 +16,7 @@ use chrono::{TimeZone, Utc};
 use collector_common::{FileRecord, RecordHeader, RecordKind};
 use collector_core::event::{ProcessEvent, ProcessEventKind, SourceName};
 use collector_core::ipc::codec::EnvelopeCodec;
-use collector_core::ipc::wire::{EventBatchFrame, SizedEvent};
+use collector_core::ipc::wire::{BatchEntries, EventBatchFrame};
 use collector_core::CollectionEvent;
 use collector_userspace::ebpf::clock::BootClock;
 use collector_userspace::ebpf::decode::decode_filesystem;
@@ -104,6 +104,7 @@ fn run(records: &[Vec<u8>], n: usize, known: bool) {
     let mut codec = EnvelopeCodec::default();
     let mut frame = BytesMut::with_capacity(1 << 20);
     let mut batch: Vec<CollectionEvent> = Vec::with_capacity(BATCH);
+    let mut entries = BatchEntries::new();
     let (mut enriched, mut bytes) = (0usize, 0usize);
     let started = Instant::now();
     for i in 0..n {
@@ -115,9 +116,12 @@ fn run(records: &[Vec<u8>], n: usize, known: bool) {
         }
         batch.push(ev);
         if batch.len() == BATCH || i + 1 == n {
-            let sized: Vec<SizedEvent<'_>> = batch.iter().map(SizedEvent::new).collect();
+            entries.clear();
+            for ev in &batch {
+                entries.push(ev);
+            }
             codec
-                .encode(EventBatchFrame::new(&sized), &mut frame)
+                .encode(EventBatchFrame::new(entries.as_bytes()), &mut frame)
                 .expect("a frame under the size limit");
             bytes += frame.len();
             frame.clear();

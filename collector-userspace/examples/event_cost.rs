@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::Utc;
 use collector_common::{FileRecord, RecordHeader, RecordKind, PATH_FLAG_USER};
 use collector_core::event::{CollectionEvent, ProcessEvent, ProcessEventKind, SourceName};
-use collector_core::ipc::wire::{EventBatchFrame, SizedEvent};
+use collector_core::ipc::wire::{BatchEntries, EventBatchFrame};
 use collector_userspace::ebpf::clock::BootClock;
 use collector_userspace::ebpf::decode::decode_filesystem;
 use collector_userspace::ptable::{ProcessTable, TableConfig};
@@ -93,7 +93,8 @@ fn main() {
         .map(|i| open_record(1_000_000_000_000 + i * 1000))
         .collect();
 
-    let mut frame = vec![0u8; 1 << 20];
+    let mut frame: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut entries = BatchEntries::new();
     let (mut decode, mut enrich, mut encode, mut drop) = (
         Duration::ZERO,
         Duration::ZERO,
@@ -112,12 +113,15 @@ fn main() {
             table.enrich(ev);
         }
         let t2 = thread_cpu();
-        let sized: Vec<SizedEvent<'_>> = events.iter().map(SizedEvent::new).collect();
-        let batch = EventBatchFrame::new(&sized);
-        let len = batch.payload_len();
-        bytes += batch.write_payload_into(&mut frame[..len]);
-        std::hint::black_box(&frame[..len]);
-        drop_sized(sized);
+        entries.clear();
+        for ev in &events {
+            entries.push(ev);
+        }
+        let batch = EventBatchFrame::new(entries.as_bytes());
+        frame.clear();
+        batch.write_payload(&mut frame);
+        bytes += frame.len();
+        std::hint::black_box(&frame);
         let t3 = thread_cpu();
         events.clear();
         let t4 = thread_cpu();
@@ -139,8 +143,4 @@ fn main() {
         n,
         bytes as f64 / n
     );
-}
-
-fn drop_sized(sized: Vec<SizedEvent<'_>>) {
-    std::mem::drop(sized);
 }

@@ -187,13 +187,19 @@ impl Encoder<&Envelope> for EnvelopeCodec {
     }
 }
 
-/// Writes `msg` (`len` bytes encoded) as one frame, straight into the output buffer with
-/// the header patched afterwards, so the payload is never copied.
+/// Writes `msg` (`len` bytes encoded) as one frame.
 fn write_envelope(msg: &Envelope, len: usize, dst: &mut BytesMut) {
+    write_frame(len, dst, |dst| msg.encode_raw(dst));
+}
+
+/// Writes one frame whose payload `write` appends (exactly `len` bytes), straight into
+/// the output buffer with the header patched afterwards, so the payload is never copied.
+fn write_frame(len: usize, dst: &mut BytesMut, write: impl FnOnce(&mut BytesMut)) {
     dst.reserve(HEADER_BYTES + len);
     let start = dst.len();
     dst.put_bytes(0, HEADER_BYTES);
-    msg.encode_raw(dst);
+    write(dst);
+    debug_assert_eq!(dst.len() - start - HEADER_BYTES, len);
     let crc = crc32fast::hash(&dst[start + HEADER_BYTES..]);
     dst[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
     dst[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
@@ -210,24 +216,12 @@ impl Encoder<Envelope> for EnvelopeCodec {
 impl Encoder<EventBatchFrame<'_>> for EnvelopeCodec {
     type Error = FrameError;
 
-    /// Writes the batch straight from the events (see [`crate::ipc::wire`]); the bytes
-    /// are those of the equivalent `Envelope`.
+    /// Writes the batch's entries, already encoded (see [`crate::ipc::wire`]), behind
+    /// the envelope's tag and length; the bytes are those of the equivalent `Envelope`.
     fn encode(&mut self, frame: EventBatchFrame<'_>, dst: &mut BytesMut) -> Result<(), FrameError> {
         let len = frame.payload_len();
         self.frames.check_len(len)?;
-        // The whole frame's room at once (zeroing it costs less than a capacity check
-        // per field), then the payload written into it in place.
-        let start = dst.len();
-        dst.resize(start + HEADER_BYTES + len, 0);
-        let written = frame.write_payload_into(&mut dst[start + HEADER_BYTES..]);
-        // A mismatch would be a bug in the sizing code; never send a frame that lies.
-        assert_eq!(
-            written, len,
-            "event batch encoder wrote {written} bytes, sized {len}"
-        );
-        let crc = crc32fast::hash(&dst[start + HEADER_BYTES..]);
-        dst[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
-        dst[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        write_frame(len, dst, |dst| frame.write_payload(dst));
         Ok(())
     }
 }

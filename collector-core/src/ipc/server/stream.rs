@@ -14,7 +14,7 @@ use collector_proto::v1::envelope::Body;
 
 use crate::ipc::codec::{EnvelopeCodec, FrameError, HEADER_BYTES};
 use crate::ipc::sink::Subscription;
-use crate::ipc::wire::{EventBatchFrame, SizedEvent};
+use crate::ipc::wire::{BatchEntries, EventBatchFrame};
 use crate::sink::EventBatch;
 
 /// The writing half of a connection.
@@ -48,7 +48,8 @@ pub(super) async fn end_stream(
 }
 
 /// Sends the events of `batch` that match the subscription, split into frames under
-/// the size cap, then a `Lagged` notice if the subscriber's queue overflowed.
+/// the size cap, then a `Lagged` notice if the subscriber's queue overflowed. Each event
+/// is encoded once, into this thread's entry buffer, and each frame is written from it.
 pub(super) async fn write_batch(
     writer: &mut Writer,
     batch: &EventBatch,
@@ -60,32 +61,28 @@ pub(super) async fn write_batch(
     let all = filter.is_all();
     // Room for the envelope's own tag and length prefix.
     let budget = max_frame_bytes - HEADER_BYTES - 16;
-    let mut oversize = 0u64;
-    let mut events = spare_sized();
-    events.extend(
-        batch
-            .iter()
-            .filter(|e| all || filter.matches(e))
-            .map(SizedEvent::new)
-            .filter(|e| {
-                // Cannot happen with the collector's own caps; count it as missed.
-                let fits = e.entry_len() <= budget;
-                oversize += u64::from(!fits);
-                fits
-            }),
-    );
+    let mut entries = SPARE_ENTRIES.take();
+    entries.clear();
     let work = async {
-        let (mut first, mut size) = (0, 0);
-        for (i, ev) in events.iter().enumerate() {
-            let len = ev.entry_len();
-            if size + len > budget {
-                writer.feed(EventBatchFrame::new(&events[first..i])).await?;
-                (first, size) = (i, 0);
+        let mut oversize = 0u64;
+        for ev in batch.iter().filter(|e| all || filter.matches(e)) {
+            let before = entries.len();
+            if entries.push(ev) > budget {
+                // Cannot happen with the collector's own caps; count it as missed.
+                entries.truncate(before);
+                oversize += 1;
+            } else if entries.len() > budget {
+                // The frame so far goes out; the entry just written starts the next.
+                writer
+                    .feed(EventBatchFrame::new(&entries.as_bytes()[..before]))
+                    .await?;
+                entries.consume(before);
             }
-            size += len;
         }
-        if first < events.len() {
-            writer.feed(EventBatchFrame::new(&events[first..])).await?;
+        if !entries.is_empty() {
+            writer
+                .feed(EventBatchFrame::new(entries.as_bytes()))
+                .await?;
         }
         let missed = sub.take_missed() + oversize;
         if missed > 0 {
@@ -100,33 +97,16 @@ pub(super) async fn write_batch(
         SinkExt::<pb::Envelope>::flush(writer).await
     };
     let result = timed(write_timeout, work).await;
-    recycle_sized(events);
+    SPARE_ENTRIES.set(entries);
     result
 }
 
 thread_local! {
-    /// An emptied vector of [`SizedEvent`]s per worker thread, for the next batch: the
-    /// vector of a batch is tens of KiB, and glibc consolidates its free lists on each
-    /// allocation that large (in the open storm's profile a tenth of the daemon's CPU
-    /// sat under this one; part of that work moves to the next large allocation).
-    static SPARE_SIZED: std::cell::Cell<Vec<SizedEvent<'static>>> =
-        const { std::cell::Cell::new(Vec::new()) };
-}
-
-/// This thread's spare vector (empty), or a new one.
-fn spare_sized<'a>() -> Vec<SizedEvent<'a>> {
-    SPARE_SIZED.take()
-}
-
-/// Keeps `events`' allocation for this thread's next batch. Emptied, the vector borrows
-/// nothing, so it is collected into one of any lifetime, in place (no allocation).
-fn recycle_sized(events: Vec<SizedEvent<'_>>) {
-    // Not `filter`: the point is the item type, which `filter` cannot change.
-    #[allow(clippy::unnecessary_filter_map)]
-    let empty: Vec<SizedEvent<'static>> = events.into_iter().filter_map(|_| None).collect();
-    if empty.capacity() > 0 {
-        SPARE_SIZED.set(empty);
-    }
+    /// The entry buffer of the batch written last on this worker thread, emptied and
+    /// reused by the next: a batch's encoding is tens of KiB, and an allocation that
+    /// large costs more than the encoding of a few events.
+    static SPARE_ENTRIES: std::cell::Cell<BatchEntries> =
+        const { std::cell::Cell::new(BatchEntries::new()) };
 }
 
 pub(super) async fn recv_batch(sub: &mut Option<Subscription>) -> Option<EventBatch> {
@@ -197,7 +177,7 @@ mod tests {
     use crate::CollectionEvent;
 
     #[test]
-    fn a_batch_vector_is_reused_by_the_next_batch_on_the_thread() {
+    fn a_batch_entry_buffer_is_reused_by_the_next_batch_on_the_thread() {
         let event = CollectionEvent::Performance(PerformanceEvent {
             kind: PerformanceEventKind::Metric,
             timestamp: chrono::DateTime::UNIX_EPOCH,
@@ -208,17 +188,18 @@ mod tests {
             unit: String::new(),
             component: String::new(),
         });
-        let batch = vec![event; 500];
-        let mut events = spare_sized();
-        events.extend(batch.iter().map(SizedEvent::new));
-        let (capacity, at) = (events.capacity(), events.as_ptr() as usize);
-        recycle_sized(events);
-        drop(batch);
-        // The same allocation, empty, for a batch that borrows other events.
-        let again = spare_sized();
-        assert!(again.is_empty());
-        assert_eq!((again.capacity(), again.as_ptr() as usize), (capacity, at));
+        let mut entries = SPARE_ENTRIES.take();
+        for _ in 0..500 {
+            entries.push(&event);
+        }
+        let at = entries.as_bytes().as_ptr() as usize;
+        SPARE_ENTRIES.set(entries);
+        // The same allocation for the next batch, once emptied.
+        let mut again = SPARE_ENTRIES.take();
+        again.clear();
+        again.push(&event);
+        assert_eq!(again.as_bytes().as_ptr() as usize, at);
         // Taken: the next caller on this thread starts without one.
-        assert_eq!(spare_sized().capacity(), 0);
+        assert!(SPARE_ENTRIES.take().as_bytes().is_empty());
     }
 }

@@ -3,8 +3,9 @@
 //! The output is byte for byte what prost writes for
 //! `Envelope { request_id: 0, body: EventBatch { events: events.map(event_to_proto) } }`:
 //! fields in number order, proto3 defaults left out, `optional` fields written whenever
-//! they are set. Lengths and bytes come from one generic routine per message, run once
-//! with a byte counter and once with the buffer, so the two cannot disagree.
+//! they are set. An event is written in one pass (see `push_event`); the small messages
+//! inside it take their lengths from the same generic routine run with a byte counter,
+//! so length and bytes cannot disagree.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -76,9 +77,7 @@ impl<B: BufMut> Out for Write<'_, B> {
     }
 }
 
-/// Writes the encoding into a slice sized beforehand (the frame's exact length): no
-/// capacity check or growth per field, as `BufMut` does for every `put`. Writing past
-/// the end would be a sizing bug and panics rather than send a frame that lies.
+/// Writes the encoding into a slice that has room for it (an event's prefix).
 struct SliceOut<'a> {
     buf: &'a mut [u8],
     pos: usize,
@@ -274,31 +273,15 @@ fn with_context_body<R>(c: &Arc<ProcessContext>, f: impl FnMut(&[u8]) -> R) -> R
 }
 
 /// A `ProcessContext` field (absent when `None`; present, possibly empty, when set, as
-/// prost writes a set message field). `len` is its body's length when already known
-/// ([`context_len`]).
-fn context_field(
-    o: &mut impl Out,
-    field: u32,
-    c: Option<&Arc<ProcessContext>>,
-    len: Option<usize>,
-) {
+/// prost writes a set message field).
+fn context_field(o: &mut impl Out, field: u32, c: Option<&Arc<ProcessContext>>) {
     if let Some(c) = c {
         key(o, field, LEN);
         with_context_body(c, |body| {
-            o.varint(len.unwrap_or(body.len()) as u64);
+            o.varint(body.len() as u64);
             o.put(body);
         });
     }
-}
-
-/// Bytes of the body of the process context `ev` carries, if it carries one.
-fn context_len(ev: &CollectionEvent) -> Option<usize> {
-    let context = match ev {
-        CollectionEvent::Network(e) => e.process.as_ref(),
-        CollectionEvent::Filesystem(e) => e.process.as_ref(),
-        _ => None,
-    }?;
-    Some(with_context_body(context, <[u8]>::len))
 }
 
 fn address_field(o: &mut impl Out, field: u32, addr: &SocketAddr) {
@@ -376,7 +359,7 @@ fn process_body(o: &mut impl Out, e: &ProcessEvent) {
     );
 }
 
-fn network_body(o: &mut impl Out, e: &NetworkEvent, context_len: Option<usize>) {
+fn network_body(o: &mut impl Out, e: &NetworkEvent) {
     varint(o, common::KIND, network_kind_to_proto(e.kind) as u64);
     timestamp_field(o, common::TIMESTAMP, &e.timestamp);
     varint(o, common::PID, u64::from(e.pid));
@@ -398,10 +381,10 @@ fn network_body(o: &mut impl Out, e: &NetworkEvent, context_len: Option<usize>) 
     boolean(o, network::IO_URING, e.io_uring);
     boolean(o, network::COMPAT_SYSCALL, e.compat_syscall);
     opt_string(o, network::PROCESS_KEY, e.process_key.as_deref());
-    context_field(o, network::PROCESS, e.process.as_ref(), context_len);
+    context_field(o, network::PROCESS, e.process.as_ref());
 }
 
-fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent, context_len: Option<usize>) {
+fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent) {
     varint(o, common::KIND, filesystem_kind_to_proto(e.kind) as u64);
     timestamp_field(o, common::TIMESTAMP, &e.timestamp);
     varint(o, common::PID, u64::from(e.pid));
@@ -431,7 +414,7 @@ fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent, context_len: Option<us
     );
     boolean(o, filesystem::NEW_PATH_CHANGED, e.new_path_changed);
     boolean(o, filesystem::IO_URING, e.io_uring);
-    context_field(o, filesystem::PROCESS, e.process.as_ref(), context_len);
+    context_field(o, filesystem::PROCESS, e.process.as_ref());
 }
 
 fn performance_body(o: &mut impl Out, e: &PerformanceEvent) {
@@ -445,20 +428,19 @@ fn performance_body(o: &mut impl Out, e: &PerformanceEvent) {
     string(o, performance::COMPONENT, &e.component);
 }
 
-/// The `Event.event` oneof field number and the body of the message it holds;
-/// `context_len` is [`context_len`] of `ev`.
-fn variant_body(o: &mut impl Out, ev: &CollectionEvent, context_len: Option<usize>) -> u32 {
+/// The body of the message `ev`'s `Event.event` oneof holds; returns that field's number.
+fn variant_body(o: &mut impl Out, ev: &CollectionEvent) -> u32 {
     match ev {
         CollectionEvent::Process(e) => {
             process_body(o, e);
             event::PROCESS
         }
         CollectionEvent::Network(e) => {
-            network_body(o, e, context_len);
+            network_body(o, e);
             event::NETWORK
         }
         CollectionEvent::Filesystem(e) => {
-            filesystem_body(o, e, context_len);
+            filesystem_body(o, e);
             event::FILESYSTEM
         }
         CollectionEvent::Performance(e) => {
@@ -468,110 +450,114 @@ fn variant_body(o: &mut impl Out, ev: &CollectionEvent, context_len: Option<usiz
     }
 }
 
-/// An event with its encoded size worked out, ready to be placed in a frame.
-#[derive(Debug, Clone, Copy)]
-pub struct SizedEvent<'a> {
-    event: &'a CollectionEvent,
-    /// Bytes of the domain message (`ProcessEvent`, ...) inside `Event`.
-    variant_len: usize,
-    /// Bytes of the process context's body, when the event carries one.
-    context_len: Option<usize>,
-}
-
-impl<'a> SizedEvent<'a> {
-    /// Measures `event`.
-    pub fn new(event: &'a CollectionEvent) -> Self {
-        let context_len = context_len(event);
-        let mut count = Count(0);
-        variant_body(&mut count, event, context_len);
-        Self {
-            event,
-            variant_len: count.0,
-            context_len,
-        }
-    }
-
-    /// The event.
-    pub fn event(&self) -> &'a CollectionEvent {
-        self.event
-    }
-
-    /// Bytes of the `Event` message: the oneof tag (one byte for fields 1-4), the
-    /// length, the domain message.
-    fn event_len(&self) -> usize {
-        1 + varint_len(self.variant_len as u64) + self.variant_len
-    }
-
-    /// Bytes this event adds to an `EventBatch`: tag, length, `Event` message.
-    pub fn entry_len(&self) -> usize {
-        let len = self.event_len();
-        1 + varint_len(len as u64) + len
-    }
-
-    fn write(&self, o: &mut impl Out) {
-        key(o, event_batch::EVENTS, LEN);
-        o.varint(self.event_len() as u64);
-        let variant = match self.event {
-            CollectionEvent::Process(_) => event::PROCESS,
-            CollectionEvent::Network(_) => event::NETWORK,
-            CollectionEvent::Filesystem(_) => event::FILESYSTEM,
-            CollectionEvent::Performance(_) => event::PERFORMANCE,
-        };
-        key(o, variant, LEN);
-        o.varint(self.variant_len as u64);
-        variant_body(o, self.event, self.context_len);
-    }
-}
-
-/// One frame's worth of events: the payload is `Envelope { event_batch: { events } }`.
+/// Appends `ev` to `buf` as one `Event` message (the oneof key, its length, the domain
+/// message), preceded by the `EventBatch.events` key and length when `entry`; returns
+/// the bytes appended.
 ///
-/// `EnvelopeCodec` encodes it (`impl Encoder<EventBatchFrame<'_>>`), so a server writes
-/// it with `FramedWrite::feed` like any envelope.
+/// One pass: the domain message is written after room for the longest possible prefix,
+/// then moved back behind the prefix its length needs (a copy of a few hundred cache-hot
+/// bytes costs less than sizing every field first).
+fn push_event(buf: &mut Vec<u8>, ev: &CollectionEvent, entry: bool) -> usize {
+    // Keys of fields 1-4 take one byte; a length of up to 2^35 takes five.
+    const ROOM: usize = 2 * (1 + 5);
+    let start = buf.len();
+    buf.resize(start + ROOM, 0);
+    let variant = variant_body(&mut Write(buf), ev);
+    let body_len = buf.len() - start - ROOM;
+    let event_len = 1 + varint_len(body_len as u64) + body_len;
+    let mut prefix = [0u8; ROOM];
+    let mut o = SliceOut {
+        buf: &mut prefix,
+        pos: 0,
+    };
+    if entry {
+        key(&mut o, event_batch::EVENTS, LEN);
+        o.varint(event_len as u64);
+    }
+    key(&mut o, variant, LEN);
+    o.varint(body_len as u64);
+    let prefix_len = o.pos;
+    buf.copy_within(start + ROOM.., start + prefix_len);
+    buf[start..start + prefix_len].copy_from_slice(&prefix[..prefix_len]);
+    buf.truncate(start + prefix_len + body_len);
+    prefix_len + body_len
+}
+
+/// The `events` entries of an `EventBatch`, encoded back to back as events are pushed:
+/// each event is encoded once, whatever frame it ends up in.
+#[derive(Debug, Default)]
+pub struct BatchEntries {
+    bytes: Vec<u8>,
+}
+
+impl BatchEntries {
+    /// No entries.
+    pub const fn new() -> Self {
+        Self { bytes: Vec::new() }
+    }
+
+    /// Appends `ev`; returns the bytes its entry takes.
+    pub fn push(&mut self, ev: &CollectionEvent) -> usize {
+        push_event(&mut self.bytes, ev, true)
+    }
+
+    /// The entries, encoded.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Bytes of the entries.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Keeps the first `len` bytes (a whole number of entries: a length returned by
+    /// [`len`](Self::len) before a push).
+    pub fn truncate(&mut self, len: usize) {
+        self.bytes.truncate(len);
+    }
+
+    /// Drops the first `len` bytes (entries already sent), keeping the rest.
+    pub fn consume(&mut self, len: usize) {
+        self.bytes.drain(..len);
+    }
+
+    /// Removes every entry, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+    }
+}
+
+/// An `EventBatch` envelope around entries already encoded ([`BatchEntries`]).
 #[derive(Debug, Clone, Copy)]
 pub struct EventBatchFrame<'a> {
-    events: &'a [SizedEvent<'a>],
+    entries: &'a [u8],
 }
 
 impl<'a> EventBatchFrame<'a> {
-    /// A frame carrying `events`, in order.
-    pub fn new(events: &'a [SizedEvent<'a>]) -> Self {
-        Self { events }
-    }
-
-    fn batch_len(&self) -> usize {
-        self.events.iter().map(SizedEvent::entry_len).sum()
+    /// A frame carrying `entries` (whole entries from [`BatchEntries::as_bytes`]).
+    pub fn new(entries: &'a [u8]) -> Self {
+        Self { entries }
     }
 
     /// Bytes of the payload (the encoded envelope).
     pub fn payload_len(&self) -> usize {
-        let batch = self.batch_len();
+        let batch = self.entries.len();
         1 + varint_len(batch as u64) + batch
     }
 
     /// Appends the payload to `buf`; writes exactly [`payload_len`](Self::payload_len) bytes.
     pub fn write_payload(&self, buf: &mut impl BufMut) {
-        self.write_to(&mut Write(buf));
-    }
-
-    /// Writes the payload at the start of `out`, which must hold at least
-    /// [`payload_len`](Self::payload_len) bytes; returns the bytes written. The server's
-    /// path: the frame's room is made once, then filled without a check per field.
-    ///
-    /// # Panics
-    /// When `out` is shorter than the payload.
-    pub fn write_payload_into(&self, out: &mut [u8]) -> usize {
-        let mut o = SliceOut { buf: out, pos: 0 };
-        self.write_to(&mut o);
-        o.pos
-    }
-
-    fn write_to(&self, o: &mut impl Out) {
+        let mut o = Write(buf);
         // request_id is 0 on pushes, which proto3 leaves out.
-        key(o, envelope::EVENT_BATCH, LEN);
-        o.varint(self.batch_len() as u64);
-        for ev in self.events {
-            ev.write(o);
-        }
+        key(&mut o, envelope::EVENT_BATCH, LEN);
+        o.varint(self.entries.len() as u64);
+        o.put(self.entries);
     }
 }
 
@@ -581,8 +567,11 @@ pub fn encode_event_batch<'a>(
     events: impl IntoIterator<Item = &'a CollectionEvent>,
     buf: &mut impl BufMut,
 ) -> usize {
-    let sized: Vec<SizedEvent<'a>> = events.into_iter().map(SizedEvent::new).collect();
-    let frame = EventBatchFrame::new(&sized);
+    let mut entries = BatchEntries::new();
+    for ev in events {
+        entries.push(ev);
+    }
+    let frame = EventBatchFrame::new(entries.as_bytes());
     frame.write_payload(buf);
     frame.payload_len()
 }
@@ -590,17 +579,6 @@ pub fn encode_event_batch<'a>(
 /// Appends `event` as one bare `collector.v1.Event` message (no envelope), byte for byte
 /// what prost writes for `event_to_proto(event)`; returns its length. The fleet exporter
 /// publishes each event this way, one NATS message per event.
-pub fn encode_event(event: &CollectionEvent, buf: &mut impl BufMut) -> usize {
-    let sized = SizedEvent::new(event);
-    let mut o = Write(buf);
-    let variant = match event {
-        CollectionEvent::Process(_) => event::PROCESS,
-        CollectionEvent::Network(_) => event::NETWORK,
-        CollectionEvent::Filesystem(_) => event::FILESYSTEM,
-        CollectionEvent::Performance(_) => event::PERFORMANCE,
-    };
-    key(&mut o, variant, LEN);
-    o.varint(sized.variant_len as u64);
-    variant_body(&mut o, event, sized.context_len);
-    sized.event_len()
+pub fn encode_event(event: &CollectionEvent, buf: &mut Vec<u8>) -> usize {
+    push_event(buf, event, false)
 }

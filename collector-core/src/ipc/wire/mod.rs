@@ -19,7 +19,7 @@ pub mod decode;
 pub mod encode;
 
 pub use decode::{decode_event_batch, SourceNames};
-pub use encode::{encode_event, encode_event_batch, EventBatchFrame, SizedEvent};
+pub use encode::{encode_event, encode_event_batch, BatchEntries, EventBatchFrame};
 
 /// Protobuf wire types used by the schema.
 mod wire_type {
