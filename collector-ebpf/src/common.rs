@@ -567,7 +567,8 @@ pub fn syscall_arg_btf(regs: *const u8, n: usize) -> u64 {
 
 /// `syscall_nr` for the `regs` argument of a BTF `sys_exit` tracepoint: a typed kernel
 /// pointer, so a plain load (checked by the verifier against `struct pt_regs`, faulting
-/// safely) instead of a helper call. Every syscall on the machine passes here.
+/// safely) instead of a helper call. Every syscall on the machine passes here (in
+/// `sys_exit_shared`, before anything else).
 #[inline(always)]
 pub fn syscall_nr_btf(regs: *const u8) -> u64 {
     let off = crate::offsets::get::OFF_REGS_ORIG_AX() as usize;

@@ -990,13 +990,20 @@ fn is_native_two_path(nr: u64) -> bool {
     )
 }
 
+/// Whether syscall `nr` may be a file call whose entry this domain stashes (the
+/// 32-bit entry's are read at exit). `sys_enter_shared` asks it before any part runs.
+#[inline(always)]
+pub(crate) fn enter_wanted(nr: u64) -> bool {
+    is_native_stashed(nr)
+}
+
 /// The entry of a native file call (not open/openat/creat, which are read at exit):
 /// stashes its arguments, as the per-syscall `sys_enter_*` programs do. `regs` is the
-/// `sys_enter` tracepoint's typed `pt_regs` pointer. Every syscall on the machine
-/// passes here: others return after the number compare.
+/// `sys_enter` tracepoint's typed `pt_regs` pointer. Only the syscalls `enter_wanted`
+/// names get here from `sys_enter_shared`.
 #[inline(always)]
 pub(crate) fn native_enter(regs: *const u8, nr: u64) {
-    if !is_native_stashed(nr) {
+    if !enter_wanted(nr) {
         return;
     }
     // The i386 numbers mean other calls (83 is symlink there, 437 openat2 in both): the

@@ -32,13 +32,22 @@ const NR_OPENAT: u64 = 257;
 const AT_FDCWD: u64 = collector_common::abi::AT_FDCWD as i64 as u64;
 
 /// The filesystem domain's part of the shared `sys_exit` program (`sys_exit_shared`).
+/// Whether syscall `nr` (either entry's numbering) may be a file call this part
+/// records at its exit. `sys_exit_shared` asks it too, before any part runs.
+#[inline(always)]
+pub(crate) fn exit_wanted(nr: u64) -> bool {
+    matches!(nr, NR_OPEN | NR_CREAT | NR_OPENAT)
+        || is_native_stashed(nr)
+        || is_file_call32_at_exit(nr)
+}
+
 #[inline(always)]
 pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, nr: u64) -> i32 {
-    let native = matches!(nr, NR_OPEN | NR_CREAT | NR_OPENAT);
-    let stashed = is_native_stashed(nr);
-    if !native && !stashed && !is_file_call32_at_exit(nr) {
+    if !exit_wanted(nr) {
         return 0;
     }
+    let native = matches!(nr, NR_OPEN | NR_CREAT | NR_OPENAT);
+    let stashed = is_native_stashed(nr);
     let ret: i64 = ctx.arg(1);
     if in_compat_syscall() {
         compat_exit_from_regs(regs, nr, ret);

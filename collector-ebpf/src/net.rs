@@ -841,8 +841,8 @@ pub fn raw_net_sys_enter(ctx: RawTracePointContext) -> i32 {
 
 /// The entry of a native socket call, from the `sys_enter` tracepoint's typed `regs`
 /// (the network part of `sys_enter_shared`): what the per-syscall `sys_enter_*`
-/// programs above do. Every syscall on the machine passes here: others return after
-/// the number compare.
+/// programs above do. Only the syscalls `net_compat::enter_wanted` names get here from
+/// `sys_enter_shared`.
 #[inline(always)]
 pub(crate) fn native_enter(regs: *const u8, nr: u64) {
     stash_native(
@@ -856,11 +856,7 @@ pub(crate) fn native_enter(regs: *const u8, nr: u64) {
 /// its sixth (r9) by `r9`; shared by the raw fallback and `sys_enter_shared`'s part.
 #[inline(always)]
 fn stash_native(nr: u64, arg: impl Fn(usize) -> u64, r9: impl FnOnce() -> u64) {
-    if !matches!(
-        nr,
-        NR_CONNECT | NR_BIND | NR_LISTEN | NR_SENDTO | NR_SENDMSG | NR_SENDMMSG
-    ) || crate::net_compat::in_compat_syscall()
-    {
+    if !native_enter_wanted(nr) || crate::net_compat::in_compat_syscall() {
         // The i386 numbers mean other calls: the 32-bit entry is `net_compat`'s.
         return;
     }
@@ -886,6 +882,15 @@ pub(crate) fn native_exit(nr: u64, result: i64) {
         NR_SENDMMSG => udp_sendmmsg_exit(result),
         _ => {}
     }
+}
+
+/// An x86_64 socket call whose entry `native_enter` stashes.
+#[inline(always)]
+pub(crate) fn native_enter_wanted(nr: u64) -> bool {
+    matches!(
+        nr,
+        NR_CONNECT | NR_BIND | NR_LISTEN | NR_SENDTO | NR_SENDMSG | NR_SENDMMSG
+    )
 }
 
 /// An x86_64 socket call `native_exit` handles.

@@ -117,8 +117,22 @@ pub fn raw_net_compat_enter(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// Whether syscall `id` (either entry's numbering) may be a socket call this domain
+/// records at its exit. `sys_exit_shared` asks it too, before any part runs.
+#[inline(always)]
+pub(crate) fn exit_wanted(id: u64) -> bool {
+    is_native_socket_call(id) || is_socket_call32(id)
+}
+
+/// Whether syscall `id` may be a socket call whose entry this domain stashes (native
+/// or 32-bit numbering). `sys_enter_shared` asks it before any part runs.
+#[inline(always)]
+pub(crate) fn enter_wanted(id: u64) -> bool {
+    crate::net::native_enter_wanted(id) || is_socket_call32(id)
+}
+
 /// The entry of a socket call through the 32-bit entry: stashes what its exit reports.
-/// The network part of `sys_enter_shared` runs it for every syscall.
+/// The network part of `sys_enter_shared` runs it for the syscalls `enter_wanted` names.
 #[inline(always)]
 pub(crate) fn compat_enter(regs: *const u8, id: u64) {
     // The number first (no helper call): of these, only 102 is also an x86_64 syscall
@@ -164,10 +178,10 @@ pub(crate) fn compat_enter(regs: *const u8, id: u64) {
 /// machine passes here.
 #[inline(always)]
 pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, id: u64) -> i32 {
-    let native = is_native_socket_call(id);
-    if !native && !is_socket_call32(id) {
+    if !exit_wanted(id) {
         return 0;
     }
+    let native = is_native_socket_call(id);
     if !in_compat_syscall() {
         if native {
             native_exit(id, ctx.arg(1));

@@ -688,18 +688,13 @@ fn watched(nr: u64, compat: bool) -> Option<Watched> {
     }
 }
 
-/// Superset of the watched numbers of both entries: one range test for most syscalls.
+/// Whether `nr` is watched under either entry's numbering (the task's entry is read
+/// only for these). `sys_exit_shared` asks it too, before any part runs (see
+/// `sys_exit.rs`), so it is exactly [`watched`]'s numbers: a wider test let hot calls
+/// such as futex (202) through to every part.
 #[inline(always)]
-fn maybe_watched(nr: u64) -> bool {
-    nr == 11
-        || nr == 23
-        || nr == 46
-        || nr == 59
-        || (70..=71).contains(&nr)
-        || (105..=126).contains(&nr)
-        || (138..=216).contains(&nr)
-        || nr == 322
-        || nr == 358
+pub(crate) fn exit_wanted(nr: u64) -> bool {
+    watched(nr, false).is_some() || watched(nr, true).is_some()
 }
 
 #[inline(always)]
@@ -729,7 +724,7 @@ fn entry_arg(regs: *const u8, n: usize, compat: bool) -> u64 {
 /// registers `regs`; every syscall on the machine passes here.
 #[inline(always)]
 pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, nr: u64) -> i32 {
-    if !maybe_watched(nr) {
+    if !exit_wanted(nr) {
         return 0;
     }
     let task = current_task_btf();

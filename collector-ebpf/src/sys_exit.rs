@@ -14,6 +14,13 @@
 //! loader puts it in `SYS_EXIT_PARTS` at its slot (`collector_common::abi::sys_exit`)
 //! when its domain starts and takes it out when the domain stops. A tail call into an
 //! empty slot returns, so the parts of stopped domains cost one lookup.
+//!
+//! Before any tail call, the program asks each domain's `exit_wanted(nr)`, the same
+//! function that domain's part asks first: a syscall none of them watches (most of
+//! them: read, write, close, mmap...) returns at that compare chain instead of jumping
+//! through every part. Measured with all domains loaded, a getppid loop: 64-73 ns per
+//! call for each of `sys_enter_shared` and `sys_exit_shared` before, against 41-44 ns
+//! for a program that returns at once.
 
 use aya_ebpf::{
     macros::{btf_tracepoint, map},
@@ -57,6 +64,14 @@ fn syscall(ctx: &BtfTracePointContext) -> (*const u8, u64) {
 
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit_shared(ctx: BtfTracePointContext) -> i32 {
+    let (_, nr) = syscall(&ctx);
+    // As in `sys_enter_shared`: the parts' own first question, asked once for all.
+    if !(crate::process::exit_wanted(nr)
+        || crate::file_sys::exit_wanted(nr)
+        || crate::net_compat::exit_wanted(nr))
+    {
+        return 0;
+    }
     parts_from(&ctx, 0);
     0
 }
