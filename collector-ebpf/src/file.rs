@@ -990,12 +990,11 @@ fn is_native_two_path(nr: u64) -> bool {
     )
 }
 
-/// Whether syscall `nr` (numbered as `n` says) may be a file call whose entry this
-/// domain stashes: native ones only (the 32-bit entry's are read at exit).
-/// `sys_enter_shared` asks it before any part runs.
+/// Whether syscall `nr` may be a file call whose entry this domain stashes (the
+/// 32-bit entry's are read at exit). `sys_enter_shared` asks it before any part runs.
 #[inline(always)]
-pub(crate) fn enter_wanted(nr: u64, n: crate::net_compat::Numbering) -> bool {
-    n.native() && is_native_stashed(nr)
+pub(crate) fn enter_wanted(nr: u64) -> bool {
+    is_native_stashed(nr)
 }
 
 /// The entry of a native file call (not open/openat/creat, which are read at exit):
@@ -1004,7 +1003,7 @@ pub(crate) fn enter_wanted(nr: u64, n: crate::net_compat::Numbering) -> bool {
 /// names get here from `sys_enter_shared`.
 #[inline(always)]
 pub(crate) fn native_enter(regs: *const u8, nr: u64) {
-    if !enter_wanted(nr, crate::net_compat::Numbering::current()) {
+    if !enter_wanted(nr) {
         return;
     }
     // The i386 numbers mean other calls (83 is symlink there, 437 openat2 in both): the

@@ -22,7 +22,7 @@ use crate::{
     common::{excluded, syscall_arg_btf},
     file::{emit_one_path, is_native_stashed, native_exit, pending, CREAT_FLAGS},
     file_compat::{compat_exit_from_regs, is_file_call32_at_exit},
-    net_compat::Numbering,
+    net_compat::in_compat_syscall,
 };
 
 const NR_OPEN: u64 = 2;
@@ -32,24 +32,24 @@ const NR_OPENAT: u64 = 257;
 const AT_FDCWD: u64 = collector_common::abi::AT_FDCWD as i64 as u64;
 
 /// The filesystem domain's part of the shared `sys_exit` program (`sys_exit_shared`).
-/// Whether syscall `nr` (numbered as `n` says) may be a file call this part records at
-/// its exit. `sys_exit_shared` asks it too, before any part runs.
+/// Whether syscall `nr` (either entry's numbering) may be a file call this part
+/// records at its exit. `sys_exit_shared` asks it too, before any part runs.
 #[inline(always)]
-pub(crate) fn exit_wanted(nr: u64, n: Numbering) -> bool {
-    (n.native() && (matches!(nr, NR_OPEN | NR_CREAT | NR_OPENAT) || is_native_stashed(nr)))
-        || (n.compat() && is_file_call32_at_exit(nr))
+pub(crate) fn exit_wanted(nr: u64) -> bool {
+    matches!(nr, NR_OPEN | NR_CREAT | NR_OPENAT)
+        || is_native_stashed(nr)
+        || is_file_call32_at_exit(nr)
 }
 
 #[inline(always)]
 pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, nr: u64) -> i32 {
-    let numbering = Numbering::current();
-    if !exit_wanted(nr, numbering) {
+    if !exit_wanted(nr) {
         return 0;
     }
     let native = matches!(nr, NR_OPEN | NR_CREAT | NR_OPENAT);
     let stashed = is_native_stashed(nr);
     let ret: i64 = ctx.arg(1);
-    if numbering == Numbering::Compat {
+    if in_compat_syscall() {
         compat_exit_from_regs(regs, nr, ret);
         return 0;
     }

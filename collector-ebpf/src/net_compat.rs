@@ -50,45 +50,6 @@ const SYS_ACCEPT4: u64 = 18;
 #[unsafe(no_mangle)]
 static HAS_COMPAT_SYSCALLS: u32 = 0;
 
-/// Which table the current syscall's number is from, as far as this kernel lets the
-/// programs tell: the x86_64 one, the i386 one (`TS_COMPAT`: the 32-bit entry), or
-/// either (no `thread_info.status` known: the number is matched against both). The
-/// shared syscall programs and each domain's part ask their `*_wanted` functions with
-/// it, so a number is only looked up in the table it belongs to (the i386 file calls
-/// 5, 9 and 10 are fstat, mmap and mprotect natively).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Numbering {
-    Native,
-    Compat,
-    Either,
-}
-
-impl Numbering {
-    #[inline(always)]
-    pub(crate) fn current() -> Self {
-        if unsafe { core::ptr::read_volatile(&HAS_COMPAT_SYSCALLS) } == 0 {
-            return Self::Either;
-        }
-        if in_compat_syscall() {
-            Self::Compat
-        } else {
-            Self::Native
-        }
-    }
-
-    /// Whether an x86_64 number may be meant.
-    #[inline(always)]
-    pub(crate) fn native(self) -> bool {
-        self != Self::Compat
-    }
-
-    /// Whether an i386 number may be meant.
-    #[inline(always)]
-    pub(crate) fn compat(self) -> bool {
-        self != Self::Native
-    }
-}
-
 /// True when the current task is in a 32-bit (compat) syscall.
 #[inline(always)]
 pub(crate) fn in_compat_syscall() -> bool {
@@ -156,18 +117,18 @@ pub fn raw_net_compat_enter(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Whether syscall `id` (numbered as `n` says) may be a socket call this domain records
-/// at its exit. `sys_exit_shared` asks it too, before any part runs.
+/// Whether syscall `id` (either entry's numbering) may be a socket call this domain
+/// records at its exit. `sys_exit_shared` asks it too, before any part runs.
 #[inline(always)]
-pub(crate) fn exit_wanted(id: u64, n: Numbering) -> bool {
-    (n.native() && is_native_socket_call(id)) || (n.compat() && is_socket_call32(id))
+pub(crate) fn exit_wanted(id: u64) -> bool {
+    is_native_socket_call(id) || is_socket_call32(id)
 }
 
-/// Whether syscall `id` (numbered as `n` says) may be a socket call whose entry this
-/// domain stashes. `sys_enter_shared` asks it before any part runs.
+/// Whether syscall `id` may be a socket call whose entry this domain stashes (native
+/// or 32-bit numbering). `sys_enter_shared` asks it before any part runs.
 #[inline(always)]
-pub(crate) fn enter_wanted(id: u64, n: Numbering) -> bool {
-    (n.native() && crate::net::native_enter_wanted(id)) || (n.compat() && is_socket_call32(id))
+pub(crate) fn enter_wanted(id: u64) -> bool {
+    crate::net::native_enter_wanted(id) || is_socket_call32(id)
 }
 
 /// The entry of a socket call through the 32-bit entry: stashes what its exit reports.
@@ -217,7 +178,7 @@ pub(crate) fn compat_enter(regs: *const u8, id: u64) {
 /// machine passes here.
 #[inline(always)]
 pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, id: u64) -> i32 {
-    if !exit_wanted(id, Numbering::current()) {
+    if !exit_wanted(id) {
         return 0;
     }
     let native = is_native_socket_call(id);

@@ -38,7 +38,6 @@ use crate::{
         exclusions_at_exit, exclusions_at_fork, exec_wakeup_flags, fill_header, load_btf,
         process_wakeup_flags, read_kernel, syscall_arg, PROCESS_EVENTS,
     },
-    net_compat::Numbering,
     offsets::{
         exit_has_group_dead, get, proc_has_audit, proc_has_bprm_executable, proc_has_compat,
     },
@@ -689,12 +688,13 @@ fn watched(nr: u64, compat: bool) -> Option<Watched> {
     }
 }
 
-/// Whether `nr`, numbered as `n` says, is watched. `sys_exit_shared` asks it too,
-/// before any part runs (see `sys_exit.rs`), so it is exactly [`watched`]'s numbers: a
-/// wider range test let hot calls such as futex (202) through to every part.
+/// Whether `nr` is watched under either entry's numbering (the task's entry is read
+/// only for these). `sys_exit_shared` asks it too, before any part runs (see
+/// `sys_exit.rs`), so it is exactly [`watched`]'s numbers: a wider test let hot calls
+/// such as futex (202) through to every part.
 #[inline(always)]
-pub(crate) fn exit_wanted(nr: u64, n: Numbering) -> bool {
-    (n.native() && watched(nr, false).is_some()) || (n.compat() && watched(nr, true).is_some())
+pub(crate) fn exit_wanted(nr: u64) -> bool {
+    watched(nr, false).is_some() || watched(nr, true).is_some()
 }
 
 #[inline(always)]
@@ -724,7 +724,7 @@ fn entry_arg(regs: *const u8, n: usize, compat: bool) -> u64 {
 /// registers `regs`; every syscall on the machine passes here.
 #[inline(always)]
 pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, nr: u64) -> i32 {
-    if !exit_wanted(nr, Numbering::current()) {
+    if !exit_wanted(nr) {
         return 0;
     }
     let task = current_task_btf();

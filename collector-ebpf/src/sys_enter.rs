@@ -40,9 +40,7 @@ pub fn sys_enter_shared(ctx: BtfTracePointContext) -> i32 {
     // Most syscalls are none of the parts' business: they return here, at one compare
     // chain, instead of jumping through every part (each asks the same question first,
     // through the same functions, so this filter cannot drop what a part would keep).
-    let numbering = crate::net_compat::Numbering::current();
-    if !(crate::file::enter_wanted(nr, numbering) || crate::net_compat::enter_wanted(nr, numbering))
-    {
+    if !(crate::file::enter_wanted(nr) || crate::net_compat::enter_wanted(nr)) {
         return 0;
     }
     parts_from(&ctx, 0);

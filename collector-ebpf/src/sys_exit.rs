@@ -15,12 +15,10 @@
 //! when its domain starts and takes it out when the domain stops. A tail call into an
 //! empty slot returns, so the parts of stopped domains cost one lookup.
 //!
-//! Before any tail call, the program asks each domain's `exit_wanted(nr, numbering)`,
-//! the same function that domain's part asks first: a syscall none of them watches
-//! (most of them: read, write, close, mmap...) returns at that compare chain instead of
-//! jumping through every part. The number is looked up only in its own table (x86_64,
-//! or i386 for the 32-bit entry, `net_compat::Numbering`): natively, the i386 file
-//! calls' numbers 5, 9 and 10 are fstat, mmap and mprotect. Measured with all domains loaded, a getppid loop: 64-73 ns per
+//! Before any tail call, the program asks each domain's `exit_wanted(nr)`, the same
+//! function that domain's part asks first: a syscall none of them watches (most of
+//! them: read, write, close, mmap...) returns at that compare chain instead of jumping
+//! through every part. Measured with all domains loaded, a getppid loop: 64-73 ns per
 //! call for each of `sys_enter_shared` and `sys_exit_shared` before, against 41-44 ns
 //! for a program that returns at once.
 
@@ -68,10 +66,9 @@ fn syscall(ctx: &BtfTracePointContext) -> (*const u8, u64) {
 pub fn sys_exit_shared(ctx: BtfTracePointContext) -> i32 {
     let (_, nr) = syscall(&ctx);
     // As in `sys_enter_shared`: the parts' own first question, asked once for all.
-    let numbering = crate::net_compat::Numbering::current();
-    if !(crate::process::exit_wanted(nr, numbering)
-        || crate::file_sys::exit_wanted(nr, numbering)
-        || crate::net_compat::exit_wanted(nr, numbering))
+    if !(crate::process::exit_wanted(nr)
+        || crate::file_sys::exit_wanted(nr)
+        || crate::net_compat::exit_wanted(nr))
     {
         return 0;
     }
