@@ -83,6 +83,17 @@ impl FsWatch {
         self.source.stop().await.unwrap();
         self.shutdown.store(true, Ordering::Relaxed);
         self.task.await.unwrap().unwrap();
+        // Printed with a failing test's output: whether a missing event was counted lost
+        // (in the kernel, by reason, or by the drain) or vanished.
+        let stats = self.source.stats();
+        let nonzero = |m: std::collections::BTreeMap<String, u64>| {
+            m.into_iter().filter(|&(_, n)| n > 0).collect::<Vec<_>>()
+        };
+        eprintln!(
+            "filesystem source losses: kernel {:?}, drain {:?}",
+            nonzero(stats.kernel_lost),
+            nonzero(stats.dropped)
+        );
         events
     }
 }
