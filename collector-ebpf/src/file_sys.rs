@@ -31,7 +31,6 @@ const NR_OPENAT: u64 = 257;
 
 const AT_FDCWD: u64 = collector_common::abi::AT_FDCWD as i64 as u64;
 
-/// The filesystem domain's part of the shared `sys_exit` program (`sys_exit_shared`).
 /// Whether syscall `nr` (either entry's numbering) may be a file call this part
 /// records at its exit. `sys_exit_shared` asks it too, before any part runs.
 #[inline(always)]
@@ -41,6 +40,7 @@ pub(crate) fn exit_wanted(nr: u64) -> bool {
         || is_file_call32_at_exit(nr)
 }
 
+/// The filesystem domain's part of the shared `sys_exit` program (`sys_exit_shared`).
 #[inline(always)]
 pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, nr: u64) -> i32 {
     if !exit_wanted(nr) {

@@ -721,7 +721,8 @@ fn entry_arg(regs: *const u8, n: usize, compat: bool) -> u64 {
 
 /// The process domain's part of the shared `sys_exit` program (`sys_exit_shared`):
 /// cred changes and failed execs. `nr` is the syscall number from the saved
-/// registers `regs`; every syscall on the machine passes here.
+/// registers `regs`; only the syscalls some domain's `exit_wanted`
+/// names get here from `sys_exit_shared`.
 #[inline(always)]
 pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, nr: u64) -> i32 {
     if !exit_wanted(nr) {
