@@ -85,9 +85,7 @@ fn frames(c: &mut Criterion) {
                 let mut entries = BatchEntries::new();
                 b.iter(|| {
                     entries.clear();
-                    for ev in &originals {
-                        entries.push(ev);
-                    }
+                    entries.extend(&originals);
                     server
                         .encode(EventBatchFrame::new(entries.as_bytes()), &mut buf)
                         .unwrap();
@@ -120,9 +118,7 @@ fn frames(c: &mut Criterion) {
         let mut entries = BatchEntries::new();
         b.iter(|| {
             entries.clear();
-            for ev in &opens {
-                entries.push(ev);
-            }
+            entries.extend(&opens);
             server
                 .encode(EventBatchFrame::new(entries.as_bytes()), &mut buf)
                 .unwrap();

@@ -116,9 +116,7 @@ fn codec(frames: usize) {
     for _ in 0..frames {
         let t0 = thread_cpu();
         entries.clear();
-        for ev in &originals {
-            entries.push(ev);
-        }
+        entries.extend(&originals);
         server
             .encode(EventBatchFrame::new(entries.as_bytes()), &mut buf)
             .unwrap();
@@ -163,9 +161,7 @@ fn subscriber(frames: usize) {
         .map(|n| open_event(n, &process))
         .collect();
     let mut entries = BatchEntries::new();
-    for ev in &originals {
-        entries.push(ev);
-    }
+    entries.extend(&originals);
     let mut frame = BytesMut::new();
     EnvelopeCodec::default()
         .encode(EventBatchFrame::new(entries.as_bytes()), &mut frame)

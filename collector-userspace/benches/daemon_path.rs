@@ -117,9 +117,7 @@ fn run(records: &[Vec<u8>], n: usize, known: bool) {
         batch.push(ev);
         if batch.len() == BATCH || i + 1 == n {
             entries.clear();
-            for ev in &batch {
-                entries.push(ev);
-            }
+            entries.extend(&batch);
             codec
                 .encode(EventBatchFrame::new(entries.as_bytes()), &mut frame)
                 .expect("a frame under the size limit");

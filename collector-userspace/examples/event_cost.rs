@@ -114,9 +114,7 @@ fn main() {
         }
         let t2 = thread_cpu();
         entries.clear();
-        for ev in &events {
-            entries.push(ev);
-        }
+        entries.extend(&events);
         let batch = EventBatchFrame::new(entries.as_bytes());
         frame.clear();
         batch.write_payload(&mut frame);

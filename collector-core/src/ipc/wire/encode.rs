@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::BufMut;
 use chrono::{DateTime, Utc};
+use prost::encoding::{encode_key, encode_varint, WireType};
 use std::net::SocketAddr;
 
 use super::field::{
@@ -47,33 +48,6 @@ impl Out for Count {
     #[inline]
     fn varint(&mut self, v: u64) {
         self.0 += varint_len(v);
-    }
-}
-
-/// Writes the encoding into a buffer.
-struct Write<'a, B>(&'a mut B);
-
-impl<B: BufMut> Out for Write<'_, B> {
-    #[inline]
-    fn put(&mut self, bytes: &[u8]) {
-        self.0.put_slice(bytes);
-    }
-
-    #[inline]
-    fn varint(&mut self, mut v: u64) {
-        if v < 0x80 {
-            self.0.put_u8(v as u8);
-            return;
-        }
-        let mut bytes = [0u8; 10];
-        let mut n = 0;
-        while v >= 0x80 {
-            bytes[n] = (v as u8) | 0x80;
-            v >>= 7;
-            n += 1;
-        }
-        bytes[n] = v as u8;
-        self.0.put_slice(&bytes[..=n]);
     }
 }
 
@@ -564,6 +538,14 @@ impl BatchEntries {
     }
 }
 
+impl<'a> Extend<&'a CollectionEvent> for BatchEntries {
+    fn extend<I: IntoIterator<Item = &'a CollectionEvent>>(&mut self, events: I) {
+        for ev in events {
+            self.push(ev);
+        }
+    }
+}
+
 /// An `EventBatch` envelope around entries already encoded ([`BatchEntries`]).
 #[derive(Debug, Clone, Copy)]
 pub struct EventBatchFrame<'a> {
@@ -584,11 +566,10 @@ impl<'a> EventBatchFrame<'a> {
 
     /// Appends the payload to `buf`; writes exactly [`payload_len`](Self::payload_len) bytes.
     pub fn write_payload(&self, buf: &mut impl BufMut) {
-        let mut o = Write(buf);
         // request_id is 0 on pushes, which proto3 leaves out.
-        key(&mut o, envelope::EVENT_BATCH, LEN);
-        o.varint(self.entries.len() as u64);
-        o.put(self.entries);
+        encode_key(envelope::EVENT_BATCH, WireType::LengthDelimited, buf);
+        encode_varint(self.entries.len() as u64, buf);
+        buf.put_slice(self.entries);
     }
 }
 
@@ -599,9 +580,7 @@ pub fn encode_event_batch<'a>(
     buf: &mut impl BufMut,
 ) -> usize {
     let mut entries = BatchEntries::new();
-    for ev in events {
-        entries.push(ev);
-    }
+    entries.extend(events);
     let frame = EventBatchFrame::new(entries.as_bytes());
     frame.write_payload(buf);
     frame.payload_len()
