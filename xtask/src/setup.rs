@@ -86,12 +86,14 @@ pub fn ensure() -> Result<()> {
 /// promtool checks the metrics exposition, bpftool reads and detaches programs in the
 /// kernel tests and benchmarks, nats-server is the JetStream server of the export tests,
 /// valgrind counts the instructions of the userspace benchmarks (README: the VM's noise
-/// hides changes that instruction counts show).
+/// hides changes that instruction counts show), opensnoop and execsnoop are the storms'
+/// reference tracers (`cargo xtask storm`).
 pub const DEBIAN_TOOLS: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     ("bpftool", "bpftool"),
     ("nats-server", "nats-server"),
     ("valgrind", "valgrind"),
+    ("opensnoop", "libbpf-tools"),
 ];
 
 fn on_path(binary: &str) -> bool {

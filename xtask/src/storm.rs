@@ -60,6 +60,19 @@ struct Storm {
     /// Whether a JSON line (already known to be the actor's or its children's) is one
     /// of the storm's events.
     is_storm_event: fn(&str, u32) -> bool,
+    /// The libbpf-tools program that records the same operation, run in each round.
+    reference: Option<Reference>,
+}
+
+/// A reference tool from libbpf-tools (Debian `libbpf-tools`), run on the same storm as
+/// its users run it: its text output to a file. It sees one operation per iteration
+/// (the open, the exec), not the collector's fields or its other events: what it keeps
+/// of the untraced rate is the cost of the simplest tracer of the operation, for scale.
+#[derive(Clone, Copy)]
+struct Reference {
+    tool: &'static str,
+    /// Whether a line of its output is one of the actor's operations (the actor's pid).
+    is_event: fn(&str, u32) -> bool,
 }
 
 fn storms(scale: f64) -> Vec<Storm> {
@@ -80,6 +93,15 @@ fn storms(scale: f64) -> Vec<Storm> {
             is_storm_event: |line, pid| {
                 line.contains(&format!("\"pid\":{pid},")) && line.contains("\"/etc/hostname\"")
             },
+            // `PID COMM FD ERR PATH`
+            reference: Some(Reference {
+                tool: "opensnoop",
+                is_event: |line, pid| {
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    f.first() == Some(&pid.to_string().as_str())
+                        && f.last() == Some(&"/etc/hostname")
+                },
+            }),
         },
         Storm {
             name: "exec",
@@ -96,6 +118,13 @@ fn storms(scale: f64) -> Vec<Storm> {
                 (line.contains("\"kind\":\"fork\"") && line.contains(&format!("\"pid\":{pid},")))
                     || line.contains(&format!("\"ppid\":{pid},"))
             },
+            // `PCOMM PID PPID RET ARGS`
+            reference: Some(Reference {
+                tool: "execsnoop",
+                is_event: |line, pid| {
+                    line.split_whitespace().nth(2) == Some(pid.to_string().as_str())
+                },
+            }),
         },
         Storm {
             name: "connect",
@@ -106,6 +135,7 @@ fn storms(scale: f64) -> Vec<Storm> {
             per_iteration: 4,
             extra: 2,
             is_storm_event: |line, pid| line.contains(&format!("\"pid\":{pid},")),
+            reference: None,
         },
     ]
 }
@@ -439,6 +469,100 @@ fn kernel_only_run(storm: &Storm) -> Result<(f64, f64)> {
     Ok((storm.count as f64 / seconds, lost))
 }
 
+/// The storm traced by the reference tool alone: (rate, the actor's operations it
+/// printed).
+fn reference_run(storm: &Storm, reference: Reference) -> Result<(f64, u64)> {
+    let dir = tempdir()?;
+    let out = dir.join("reference.txt");
+    let err = dir.join("reference.err");
+    let binary = tool_path(reference.tool).context("libbpf-tools is not installed")?;
+    let mut tool = Command::new(binary)
+        .stdout(std::fs::File::create(&out)?)
+        .stderr(std::fs::File::create(&err)?)
+        .spawn()
+        .with_context(|| format!("starting {} (Debian: libbpf-tools)", reference.tool))?;
+    let attached = wait_attached(&mut tool);
+    let run = attached.and_then(|()| run_actor(&storm.actor_args));
+    // SAFETY: kill(2) on our own child. SIGINT: the tools end their poll loop and
+    // return from main, which flushes their buffered output.
+    unsafe { libc_kill(tool.id() as i32, SIGINT) };
+    let status = tool.wait()?;
+    let (pid, seconds) = run.with_context(|| {
+        format!(
+            "{}: {}",
+            reference.tool,
+            std::fs::read_to_string(&err).unwrap_or_default().trim()
+        )
+    })?;
+    if !status.success() {
+        bail!("{} exited with {status}", reference.tool);
+    }
+    let printed = std::fs::read_to_string(&out)?
+        .lines()
+        .filter(|l| (reference.is_event)(l, pid))
+        .count() as u64;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((storm.count as f64 / seconds, printed))
+}
+
+/// Waits until a libbpf tool has attached its programs: its output goes to a file,
+/// block-buffered, so its header says nothing. libbpf attaches every program in one
+/// call before the tool polls, each tracepoint attachment a perf event or BPF link fd:
+/// the count of those stops growing once attached.
+fn wait_attached(tool: &mut Child) -> Result<()> {
+    let fds = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| std::fs::read_link(e.path()).ok())
+                    .filter(|l| {
+                        let l = l.to_string_lossy();
+                        l.contains("perf_event") || l.contains("bpf_link")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = (0, Instant::now());
+    loop {
+        if let Some(status) = tool.try_wait()? {
+            bail!("exited with {status} before attaching");
+        }
+        let n = fds(tool.id());
+        if n != last.0 {
+            last = (n, Instant::now());
+        } else if n > 0 && last.1.elapsed() > Duration::from_millis(500) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("not attached after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Where `tool` is: on `PATH`, or in `/usr/sbin` (Debian's libbpf-tools), which a
+/// non-root `PATH` may lack.
+fn tool_path(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// Mounts tracefs where it is absent: the reference tools attach classic tracepoints
+/// (the collector itself needs none).
+fn ensure_tracefs() -> Result<()> {
+    if Path::new("/sys/kernel/tracing/events").exists() {
+        return Ok(());
+    }
+    crate::run(Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]))
+}
+
+const SIGINT: i32 = 2;
 const SIGSTOP: i32 = 19;
 const SIGCONT: i32 = 18;
 
@@ -503,11 +627,32 @@ pub fn storm(args: &StormArgs) -> Result<()> {
         let mut untraced = Vec::new();
         let mut kernel_only = Vec::new();
         let mut runs = Vec::new();
+        // The reference tool, if it can run here (else why not, printed once).
+        let mut reference = storm.reference.filter(|r| {
+            let found = tool_path(r.tool).is_some();
+            if !found {
+                println!(
+                    "\n(no `{}` here: install libbpf-tools for the reference run)",
+                    r.tool
+                );
+            }
+            found
+        });
+        if reference.is_some() {
+            if let Err(e) = ensure_tracefs() {
+                println!("\n(no reference run: {e:#})");
+                reference = None;
+            }
+        }
+        let mut references = Vec::new();
         for _ in 0..args.repeat.max(1) {
             let (_, seconds) = run_actor(&storm.actor_args)?;
             untraced.push(storm.count as f64 / seconds);
             kernel_only.push(kernel_only_run(&storm)?);
             runs.push(traced_run(&storm, false)?);
+            if let Some(r) = reference {
+                references.push(reference_run(&storm, r)?);
+            }
         }
         // The statistics-on run, for the programs' costs only.
         let costed = traced_run(&storm, true)?;
@@ -580,6 +725,33 @@ pub fn storm(args: &StormArgs) -> Result<()> {
                 String::new()
             }
         );
+        if let Some(r) = reference {
+            let (kept_r, lo, hi) = kept(references.iter().map(|r| r.0).collect());
+            // Pair by pair: the collector's traced rate over the reference's, same round.
+            let vs: Vec<f64> = runs
+                .iter()
+                .zip(&references)
+                .map(|(t, r)| t.rate / r.0)
+                .collect();
+            let printed: u64 = references.iter().map(|r| r.1).sum();
+            println!(
+                "\nReference, libbpf-tools `{}` (its text output to a file), in the same rounds: \
+                 the workload keeps {:.1}% ({:.1}–{:.1}%) of its untraced rate, and the tool \
+                 printed {printed}/{} of the actor's operations (one per iteration: it records \
+                 only that operation, with fewer fields). The collector's traced rate over the \
+                 reference's, round by round: {:.2} (median; {}).",
+                r.tool,
+                100.0 * kept_r,
+                100.0 * lo,
+                100.0 * hi,
+                storm.count * references.len() as u64,
+                median(vs.clone()),
+                vs.iter()
+                    .map(|v| format!("{v:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+        }
         println!(
             "\nKernel program costs, from one more traced run with BPF statistics on \
              (its rate: {:.0}/s, {:.1}% of untraced; delivered {}/{}):",
