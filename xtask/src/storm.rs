@@ -651,7 +651,14 @@ pub fn storm(args: &StormArgs) -> Result<()> {
             kernel_only.push(kernel_only_run(&storm)?);
             runs.push(traced_run(&storm, false)?);
             if let Some(r) = reference {
-                references.push(reference_run(&storm, r)?);
+                // The reference is for scale: its failure is reported, not the storm's.
+                match reference_run(&storm, r) {
+                    Ok(run) => references.push(run),
+                    Err(e) => {
+                        println!("\n(no reference: `{}` failed: {e:#})", r.tool);
+                        reference = None;
+                    }
+                }
             }
         }
         // The statistics-on run, for the programs' costs only.
