@@ -881,3 +881,54 @@ fn syscall_tax(args: &StormArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::storms;
+
+    /// The reference tools' lines as they print them (libbpf-tools 0.26), one of the
+    /// actor's (pid 4242) and others that must not count.
+    #[test]
+    fn reference_lines_count_only_the_actors_operation() {
+        let all = storms(1.0);
+        let reference = |name: &str| {
+            all.iter()
+                .find(|s| s.name == name)
+                .and_then(|s| s.reference)
+                .unwrap()
+        };
+        let open = reference("open");
+        assert_eq!(open.tool, "opensnoop");
+        assert!((open.is_event)(
+            "4242   collector-test     3   0 /etc/hostname",
+            4242
+        ));
+        assert!(!(open.is_event)(
+            "PID    COMM              FD ERR PATH",
+            4242
+        ));
+        assert!(!(open.is_event)(
+            "4243   cat                3   0 /etc/hostname",
+            4242
+        ));
+        assert!(!(open.is_event)(
+            "4242   collector-test     3   0 /etc/passwd",
+            4242
+        ));
+        let exec = reference("exec");
+        assert_eq!(exec.tool, "execsnoop");
+        assert!((exec.is_event)(
+            "true             15205  4242    0 /bin/true arg1 arg2",
+            4242
+        ));
+        assert!(!(exec.is_event)(
+            "PCOMM            PID    PPID   RET ARGS",
+            4242
+        ));
+        assert!(!(exec.is_event)(
+            "collector-test   4242   1213    0 /actor exec-storm",
+            4242
+        ));
+        assert!(storms(1.0).iter().any(|s| s.reference.is_none()));
+    }
+}
