@@ -29,7 +29,7 @@ use anyhow::{bail, Context, Result};
 /// Options of `cargo xtask storm`.
 #[derive(Debug, clap::Args)]
 pub struct StormArgs {
-    /// Storms to run (open, exec, connect, syscall, idle); all by default.
+    /// Storms to run (open, exec, connect, syscall, idle, paced); all by default.
     storms: Vec<String>,
     /// Untraced/traced pairs per storm.
     #[arg(long, default_value_t = 3)]
@@ -779,6 +779,9 @@ pub fn storm(args: &StormArgs) -> Result<()> {
     if args.storms.is_empty() || args.storms.iter().any(|s| s == "idle") {
         idle(args)?;
     }
+    if args.storms.is_empty() || args.storms.iter().any(|s| s == "paced") {
+        paced(args)?;
+    }
     Ok(())
 }
 
@@ -821,6 +824,60 @@ fn idle(args: &StormArgs) -> Result<()> {
             100.0 * (cpu1 - cpu0) / 1e9 / secs,
             (slices1 - slices0) / secs,
             records / secs,
+        );
+    }
+    Ok(())
+}
+
+/// What the daemon costs per exec on a quiet host, where each exec is alone: the
+/// process domain, no subscriber, `/bin/true` every 10 ms (about 80 execs/s here). At
+/// such rates the cost is per wakeup, not per event: each exec wakes the reader at
+/// once (for latency), and the drain, the batcher and the store's writer then run from
+/// cold caches.
+fn paced(args: &StormArgs) -> Result<()> {
+    const INTERVAL_MS: u64 = 10;
+    let n = ((500.0 * args.scale) as u64).max(1);
+    println!(
+        "\n## paced execs ({n} x /bin/true, {INTERVAL_MS} ms apart, process domain, no subscriber, {} rounds)",
+        args.repeat.max(1)
+    );
+    println!("| round | execs/s | daemon CPU per exec | daemon wakeups per exec | kernel records per exec |");
+    println!("|---|---|---|---|---|");
+    let actor = [
+        "exec-paced".to_string(),
+        n.to_string(),
+        INTERVAL_MS.to_string(),
+    ];
+    for round in 1..=args.repeat.max(1) {
+        let dir = tempdir()?;
+        let daemon = Daemon::start(&dir, "process", false)?;
+        // Past start-up: the kernel source's first checks and the purge of what
+        // loading freed.
+        std::thread::sleep(Duration::from_secs(3));
+        let pid = daemon.child.id();
+        let (cpu0, slices0) = schedstat(pid);
+        let before = daemon.scrape();
+        let run = run_actor(&actor);
+        // The last exec's records drained and batched.
+        std::thread::sleep(Duration::from_millis(300));
+        let (cpu1, slices1) = schedstat(pid);
+        let records: f64 = counter_delta(
+            &before,
+            &daemon.scrape(),
+            "collector_kernel_events_emitted_total",
+        )
+        .values()
+        .sum();
+        daemon.stop()?;
+        let _ = std::fs::remove_dir_all(&dir);
+        let (_, seconds) = run?;
+        let per = |x: f64| x / n as f64;
+        println!(
+            "| {round} | {:.0} | {:.0} µs | {:.1} | {:.1} |",
+            n as f64 / seconds,
+            per(cpu1 - cpu0) / 1e3,
+            per(slices1 - slices0),
+            per(records),
         );
     }
     Ok(())

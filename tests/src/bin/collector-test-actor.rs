@@ -7,6 +7,7 @@
 //! collector-test-actor files DIR           create DIR/a, rename to DIR/b, unlink DIR/b
 //! collector-test-actor opens PATH N        open+close PATH N times
 //! collector-test-actor exec-storm N ARG...  run `/bin/true ARG...` N times, one after another
+//! collector-test-actor exec-paced N MS      run `/bin/true` N times, MS ms apart (a quiet host)
 //! collector-test-actor connect-storm N      N loopback TCP connections (connect, accept, close)
 //! collector-test-actor fileops-storm DIR N  N x (create, rename, unlink) in DIR
 //! collector-test-actor syscalls N           N x getppid(2) (the raw syscall): what every
@@ -25,6 +26,10 @@ fn main() {
         Some("files") => files(&args[1]),
         Some("opens") => opens(&args[1], args[2].parse().expect("count")),
         Some("exec-storm") => exec_storm(args[1].parse().expect("count"), &args[2..]),
+        Some("exec-paced") => exec_paced(
+            args[1].parse().expect("count"),
+            args[2].parse().expect("milliseconds"),
+        ),
         Some("connect-storm") => connect_storm(args[1].parse().expect("count")),
         Some("fileops-storm") => fileops_storm(&args[1], args[2].parse().expect("count")),
         Some("syscalls") => syscalls(args[1].parse().expect("count")),
@@ -114,6 +119,18 @@ fn exec_storm(n: u64, args: &[String]) -> String {
             .status()
             .expect("spawn /bin/true");
         assert!(status.success());
+    }
+    format!("execs={n} seconds={}", start.elapsed().as_secs_f64())
+}
+
+fn exec_paced(n: u64, ms: u64) -> String {
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        let status = std::process::Command::new("/bin/true")
+            .status()
+            .expect("spawn /bin/true");
+        assert!(status.success());
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
     format!("execs={n} seconds={}", start.elapsed().as_secs_f64())
 }
