@@ -234,9 +234,10 @@ pub fn performance_source(config: &CollectorConfig) -> anyhow::Result<Box<dyn Ev
 }
 
 /// Hands what loading used back to the kernel. Parsing the kernel's BTF and the kernel
-/// object takes tens of MB for a moment; glibc keeps freed memory in its arenas, and the
-/// embedded object's pages stay resident once read: both would stay in the daemon's
-/// resident set for its whole life.
+/// object takes tens of MB for a moment; the allocator keeps freed memory in its arenas
+/// until a purge, and the embedded object's pages stay resident once read: without this
+/// both would stay in the daemon's resident set (the allocator's until its own purge,
+/// which would then run inside an allocation on the event path).
 fn release_load_memory() {
     crate::ebpf::loader::release_object_pages();
     release_freed_heap();
