@@ -97,11 +97,18 @@ pub const DEBIAN_TOOLS: &[(&str, &str)] = &[
 ];
 
 fn on_path(binary: &str) -> bool {
+    find_binary(binary).is_some()
+}
+
+/// Where `binary` is: on `PATH`, or in `/usr/sbin` or `/sbin` (Debian puts bpftool and
+/// libbpf-tools there), which a non-root `PATH` may lack.
+pub fn find_binary(binary: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
         .chain(["/usr/sbin".into(), "/sbin".into()])
-        .any(|dir| dir.join(binary).is_file())
+        .map(|dir| dir.join(binary))
+        .find(|p| p.is_file())
 }
 
 /// Installs the Debian packages of [`DEBIAN_TOOLS`] that are missing (as root, with

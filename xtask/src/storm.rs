@@ -475,7 +475,8 @@ fn reference_run(storm: &Storm, reference: Reference) -> Result<(f64, u64)> {
     let dir = tempdir()?;
     let out = dir.join("reference.txt");
     let err = dir.join("reference.err");
-    let binary = tool_path(reference.tool).context("libbpf-tools is not installed")?;
+    let binary =
+        crate::setup::find_binary(reference.tool).context("libbpf-tools is not installed")?;
     let mut tool = Command::new(binary)
         .stdout(std::fs::File::create(&out)?)
         .stderr(std::fs::File::create(&err)?)
@@ -540,17 +541,6 @@ fn wait_attached(tool: &mut Child) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Where `tool` is: on `PATH`, or in `/usr/sbin` (Debian's libbpf-tools), which a
-/// non-root `PATH` may lack.
-fn tool_path(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join(tool))
-        .find(|p| p.is_file())
 }
 
 /// Mounts tracefs where it is absent: the reference tools attach classic tracepoints
@@ -629,7 +619,7 @@ pub fn storm(args: &StormArgs) -> Result<()> {
         let mut runs = Vec::new();
         // The reference tool, if it can run here (else why not, printed once).
         let mut reference = storm.reference.filter(|r| {
-            let found = tool_path(r.tool).is_some();
+            let found = crate::setup::find_binary(r.tool).is_some();
             if !found {
                 println!(
                     "\n(no `{}` here: install libbpf-tools for the reference run)",
