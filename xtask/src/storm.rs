@@ -469,21 +469,32 @@ fn kernel_only_run(storm: &Storm) -> Result<(f64, f64)> {
     Ok((storm.count as f64 / seconds, lost))
 }
 
-/// The storm traced by the reference tool alone: (rate, the actor's operations it
-/// printed).
-fn reference_run(storm: &Storm, reference: Reference) -> Result<(f64, u64)> {
+/// The storm traced by the reference tool alone. `costed`: with BPF statistics on
+/// (host-wide, for this run only), the tool's programs' costs are returned too.
+fn reference_run(storm: &Storm, reference: Reference, costed: bool) -> Result<ReferenceRun> {
     let dir = tempdir()?;
     let out = dir.join("reference.txt");
     let err = dir.join("reference.err");
     let binary =
         crate::setup::find_binary(reference.tool).context("libbpf-tools is not installed")?;
+    let _stats = costed
+        .then(|| Sysctl::set(BPF_STATS_SYSCTL, "1"))
+        .transpose()?;
     let mut tool = Command::new(binary)
         .stdout(std::fs::File::create(&out)?)
         .stderr(std::fs::File::create(&err)?)
         .spawn()
         .with_context(|| format!("starting {} (Debian: libbpf-tools)", reference.tool))?;
     let attached = wait_attached(&mut tool);
+    let before = program_stats(tool.id());
     let run = attached.and_then(|()| run_actor(&storm.actor_args));
+    let after = program_stats(tool.id());
+    // Named while the tool still holds them.
+    let names: BTreeMap<u32, String> = if costed {
+        after.keys().map(|&id| (id, program_name(id))).collect()
+    } else {
+        BTreeMap::new()
+    };
     // SAFETY: kill(2) on our own child. SIGINT: the tools end their poll loop and
     // return from main, which flushes their buffered output.
     unsafe { libc_kill(tool.id() as i32, SIGINT) };
@@ -503,7 +514,76 @@ fn reference_run(storm: &Storm, reference: Reference) -> Result<(f64, u64)> {
         .filter(|l| (reference.is_event)(l, pid))
         .count() as u64;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok((storm.count as f64 / seconds, printed))
+    let mut programs = BTreeMap::new();
+    if costed {
+        for (id, (runs, ns)) in after {
+            let (runs0, ns0) = before.get(&id).copied().unwrap_or_default();
+            if runs > runs0 {
+                let name = names.get(&id).cloned().unwrap_or_else(|| id.to_string());
+                programs.insert(name, ((runs - runs0) as f64, (ns - ns0) as f64));
+            }
+        }
+    }
+    Ok(ReferenceRun {
+        rate: storm.count as f64 / seconds,
+        printed,
+        programs,
+    })
+}
+
+struct ReferenceRun {
+    rate: f64,
+    /// The actor's operations the tool printed.
+    printed: u64,
+    /// Program name -> (runs, run time ns), in a costed run.
+    programs: BTreeMap<String, (f64, f64)>,
+}
+
+/// The BPF programs a process holds (by id): (runs, run time ns), from each program
+/// fd's `fdinfo` (`run_cnt`, `run_time_ns`; counted while BPF statistics are on).
+fn program_stats(pid: u32) -> BTreeMap<u32, (u64, u64)> {
+    let mut programs = BTreeMap::new();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return programs;
+    };
+    for fd in fds.flatten() {
+        let is_prog = std::fs::read_link(fd.path())
+            .is_ok_and(|l| l.to_string_lossy() == "anon_inode:bpf-prog");
+        if !is_prog {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+        };
+        if let (Some(id), Some(runs), Some(ns)) =
+            (field("prog_id:"), field("run_cnt:"), field("run_time_ns:"))
+        {
+            programs.insert(id as u32, (runs, ns));
+        }
+    }
+    programs
+}
+
+/// A program's name as `bpftool prog show id <id>` prints it (`<id>: <type>  name
+/// <name>  tag ...`; the kernel keeps 15 bytes of it), or its id.
+fn program_name(id: u32) -> String {
+    Command::new("bpftool")
+        .args(["prog", "show", "id", &id.to_string()])
+        .output()
+        .ok()
+        .and_then(|out| {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let mut words = text.split_whitespace();
+            words.find(|w| *w == "name")?;
+            words.next().map(str::to_owned)
+        })
+        .unwrap_or_else(|| format!("program {id}"))
 }
 
 /// Waits until a libbpf tool has attached its programs: its output goes to a file,
@@ -558,26 +638,25 @@ const SIGCONT: i32 = 18;
 
 const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
-/// A boolean sysctl set to 0 while this lives, then restored.
-struct SysctlOff {
+/// A sysctl set to a value while this lives, then restored.
+struct Sysctl {
     path: &'static str,
     was: Option<String>,
 }
 
-impl SysctlOff {
-    fn new(path: &'static str) -> Result<Self> {
+impl Sysctl {
+    fn set(path: &'static str, value: &str) -> Result<Self> {
         let was = std::fs::read_to_string(path).ok();
-        if was.as_deref().map(str::trim) == Some("1") {
-            eprintln!("xtask: {path} was 1; 0 for the storms, restored after");
-            std::fs::write(path, "0").with_context(|| format!("writing {path}"))?;
+        if was.as_deref().map(str::trim) != Some(value) {
+            std::fs::write(path, value).with_context(|| format!("writing {path}"))?;
         }
         Ok(Self { path, was })
     }
 }
 
-impl Drop for SysctlOff {
+impl Drop for Sysctl {
     fn drop(&mut self) {
-        if let Some(was) = self.was.as_deref().filter(|w| w.trim() == "1") {
+        if let Some(was) = &self.was {
             let _ = std::fs::write(self.path, was);
         }
     }
@@ -609,7 +688,10 @@ pub fn storm(args: &StormArgs) -> Result<()> {
     }
     // A host-wide `kernel.bpf_stats_enabled=1` would put the statistics' cost into the
     // statistics-off runs: off for the storms, restored after.
-    let _stats_off = SysctlOff::new(BPF_STATS_SYSCTL)?;
+    if std::fs::read_to_string(BPF_STATS_SYSCTL).is_ok_and(|v| v.trim() == "1") {
+        eprintln!("xtask: {BPF_STATS_SYSCTL} was 1; 0 for the storms, restored after");
+    }
+    let _stats_off = Sysctl::set(BPF_STATS_SYSCTL, "0")?;
     for storm in storms(args.scale) {
         if !args.storms.is_empty() && !args.storms.iter().any(|s| s == storm.name) {
             continue;
@@ -642,7 +724,7 @@ pub fn storm(args: &StormArgs) -> Result<()> {
             runs.push(traced_run(&storm, false)?);
             if let Some(r) = reference {
                 // The reference is for scale: its failure is reported, not the storm's.
-                match reference_run(&storm, r) {
+                match reference_run(&storm, r, false) {
                     Ok(run) => references.push(run),
                     Err(e) => {
                         println!("\n(no reference: `{}` failed: {e:#})", r.tool);
@@ -651,8 +733,15 @@ pub fn storm(args: &StormArgs) -> Result<()> {
                 }
             }
         }
-        // The statistics-on run, for the programs' costs only.
+        // The statistics-on runs, for the programs' costs only.
         let costed = traced_run(&storm, true)?;
+        let reference_costed = reference.and_then(|r| match reference_run(&storm, r, true) {
+            Ok(run) => Some(run),
+            Err(e) => {
+                println!("\n(no reference costs: `{}` failed: {e:#})", r.tool);
+                None
+            }
+        });
         // Each round's runs follow each other within seconds, in one phase of the VM's
         // speed, which drifts by tens of percent over minutes: what a round keeps is its
         // traced (kernel-only) rate over its own untraced rate, and the figure is the
@@ -723,14 +812,14 @@ pub fn storm(args: &StormArgs) -> Result<()> {
             }
         );
         if let Some(r) = reference {
-            let (kept_r, lo, hi) = kept(references.iter().map(|r| r.0).collect());
+            let (kept_r, lo, hi) = kept(references.iter().map(|r| r.rate).collect());
             // Pair by pair: the collector's traced rate over the reference's, same round.
             let vs: Vec<f64> = runs
                 .iter()
                 .zip(&references)
-                .map(|(t, r)| t.rate / r.0)
+                .map(|(t, r)| t.rate / r.rate)
                 .collect();
-            let printed: u64 = references.iter().map(|r| r.1).sum();
+            let printed: u64 = references.iter().map(|r| r.printed).sum();
             println!(
                 "\nReference, libbpf-tools `{}` (its text output to a file), in the same rounds: \
                  the workload keeps {:.1}% ({:.1}–{:.1}%) of its untraced rate, and the tool \
@@ -757,10 +846,16 @@ pub fn storm(args: &StormArgs) -> Result<()> {
             costed.delivered,
             costed.expected,
         );
-        println!("\n| program | runs | ns per call |");
-        println!("|---|---|---|");
-        for (p, (n, ns)) in &costed.programs {
-            println!("| `{p}` | {n:.0} | {:.0} |", ns / n.max(1.0));
+        program_costs(&costed.programs, storm.count);
+        if let (Some(r), Some(run)) = (reference, reference_costed) {
+            println!(
+                "\nThe reference's programs, `{}` alone with BPF statistics on \
+                 (its rate: {:.0}/s, {:.1}% of untraced):",
+                r.tool,
+                run.rate,
+                100.0 * run.rate / u,
+            );
+            program_costs(&run.programs, storm.count);
         }
     }
     if args.storms.is_empty() || args.storms.iter().any(|s| s == "syscall") {
@@ -773,6 +868,22 @@ pub fn storm(args: &StormArgs) -> Result<()> {
         paced(args)?;
     }
     Ok(())
+}
+
+/// A table of programs' costs (name -> (runs, run time ns)) and their total per
+/// iteration of the storm's actor (all of the host's calls of those programs meanwhile
+/// included: the storm dominates them).
+fn program_costs(programs: &BTreeMap<String, (f64, f64)>, iterations: u64) {
+    println!("\n| program | runs | ns per call |");
+    println!("|---|---|---|");
+    for (p, (n, ns)) in programs {
+        println!("| `{p}` | {n:.0} | {:.0} |", ns / n.max(1.0));
+    }
+    let total: f64 = programs.values().map(|(_, ns)| ns).sum();
+    println!(
+        "\nProgram time per iteration of the storm: {:.0} ns.",
+        total / iterations.max(1) as f64
+    );
 }
 
 /// What the daemon costs when nothing happens: every domain loaded, no subscriber, 10 s
