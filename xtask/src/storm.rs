@@ -571,7 +571,8 @@ fn program_stats(pid: u32) -> BTreeMap<u32, (u64, u64)> {
 }
 
 /// A program's name as `bpftool prog show id <id>` prints it (`<id>: <type>  name
-/// <name>  tag ...`; the kernel keeps 15 bytes of it), or its id.
+/// <name>  tag ...`: the whole name, from the program's BTF, where the kernel's own
+/// copy keeps 15 bytes), or its id.
 fn program_name(id: u32) -> String {
     Command::new("bpftool")
         .args(["prog", "show", "id", &id.to_string()])
