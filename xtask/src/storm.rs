@@ -557,17 +557,25 @@ fn program_stats(pid: u32) -> BTreeMap<u32, (u64, u64)> {
             fd.file_name().to_string_lossy()
         ))
         .unwrap_or_default();
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
-        };
-        if let (Some(id), Some(runs), Some(ns)) =
-            (field("prog_id:"), field("run_cnt:"), field("run_time_ns:"))
-        {
-            programs.insert(id as u32, (runs, ns));
+        if let Some((id, runs, ns)) = prog_fdinfo(&info) {
+            programs.insert(id, (runs, ns));
         }
     }
     programs
+}
+
+/// A program fd's `fdinfo` as (prog_id, run_cnt, run_time_ns); None if a field is
+/// missing.
+fn prog_fdinfo(info: &str) -> Option<(u32, u64, u64)> {
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+    };
+    Some((
+        u32::try_from(field("prog_id:")?).ok()?,
+        field("run_cnt:")?,
+        field("run_time_ns:")?,
+    ))
 }
 
 /// A program's name as `bpftool prog show id <id>` prints it (`<id>: <type>  name
@@ -1043,7 +1051,21 @@ fn syscall_tax(args: &StormArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::storms;
+    use super::{prog_fdinfo, storms};
+
+    /// A program fd's `fdinfo` as Linux 6.18 prints it (taken from `opensnoop`).
+    #[test]
+    fn program_fdinfo_gives_id_runs_and_time() {
+        let info = "pos:\t0\nflags:\t02000002\nmnt_id:\t17\nino:\t1038\nprog_type:\t5\n\
+                    prog_jited:\t1\nprog_tag:\te41ffdce9c0cdd50\nmemlock:\t4096\n\
+                    prog_id:\t11414\nrun_time_ns:\t17889713\nrun_cnt:\t1144\n\
+                    recursion_misses:\t0\nverified_insns:\t95\n";
+        assert_eq!(prog_fdinfo(info), Some((11414, 1144, 17889713)));
+        // A map's fdinfo, or a kernel without the statistics fields: not a program.
+        assert_eq!(prog_fdinfo("map_type:\t27\nmap_id:\t5\n"), None);
+        let no_stats = info.replace("run_cnt:\t1144\n", "");
+        assert_eq!(prog_fdinfo(&no_stats), None);
+    }
 
     /// The reference tools' lines as they print them (libbpf-tools 0.26), one of the
     /// actor's (pid 4242) and others that must not count.
