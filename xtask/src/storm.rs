@@ -381,6 +381,10 @@ fn traced_run(storm: &Storm, bpf_stats: bool) -> Result<Traced> {
     let daemon_cpu0 = cpu_seconds(daemon.child.id());
     let sub_cpu0 = cpu_seconds(subscriber.id());
     let (pid, seconds) = run_actor(&storm.actor_args)?;
+    // The programs' statistics as the storm ends: they run when the events happen, and
+    // what follows (the wait for the subscriber) would add only the daemon's and the
+    // subscriber's own syscalls to them.
+    let at_end = bpf_stats.then(|| daemon.scrape());
     let expected = storm.count * storm.per_iteration + storm.extra;
     // Wait until the subscriber's file stops growing (or has everything).
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -414,8 +418,13 @@ fn traced_run(storm: &Storm, bpf_stats: bool) -> Result<Traced> {
         + delta("collector_sink_events_dropped_total")
             .values()
             .sum::<f64>();
-    let runs = delta("collector_kernel_program_runs_total");
-    let time = delta("collector_kernel_program_run_time_nanoseconds_total");
+    let at_end = at_end.unwrap_or_else(|| after.clone());
+    let runs = counter_delta(&before, &at_end, "collector_kernel_program_runs_total");
+    let time = counter_delta(
+        &before,
+        &at_end,
+        "collector_kernel_program_run_time_nanoseconds_total",
+    );
     for (labels, n) in runs {
         if n > 0.0 {
             let program = labels
