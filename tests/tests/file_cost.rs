@@ -137,7 +137,10 @@ async fn exec_storm_kernel_cost() {
         n
     });
     let at_go = stats(&before);
+    // Without cargo's library path: each exec's loader would search it for libc,
+    // doubling the syscalls per exec (see `cargo xtask storm`).
     let out = Command::new(env!("CARGO_BIN_EXE_collector-test-actor"))
+        .env_remove("LD_LIBRARY_PATH")
         .args(["exec-storm", &n.to_string()])
         .args((1..=8).map(|i| format!("arg{i}")))
         .output()
