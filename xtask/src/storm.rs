@@ -502,15 +502,22 @@ fn reference_run(storm: &Storm, reference: Reference, costed: bool) -> Result<Re
         .spawn()
         .with_context(|| format!("starting {} (Debian: libbpf-tools)", reference.tool))?;
     let attached = wait_attached(&mut tool);
-    let before = program_stats(tool.id());
-    let run = attached.and_then(|()| run_actor(&storm.actor_args));
-    let after = program_stats(tool.id());
-    // Named while the tool still holds them.
-    let names: BTreeMap<u32, String> = if costed {
-        after.keys().map(|&id| (id, program_name(id))).collect()
+    let before = if costed {
+        program_stats(tool.id())
     } else {
         BTreeMap::new()
     };
+    let run = attached.and_then(|()| run_actor(&storm.actor_args));
+    // The programs that ran, named while the tool still holds them.
+    let mut programs = BTreeMap::new();
+    if costed {
+        for (id, (runs, ns)) in program_stats(tool.id()) {
+            let (runs0, ns0) = before.get(&id).copied().unwrap_or_default();
+            if runs > runs0 {
+                programs.insert(program_name(id), ((runs - runs0) as f64, (ns - ns0) as f64));
+            }
+        }
+    }
     // SAFETY: kill(2) on our own child. SIGINT: the tools end their poll loop and
     // return from main, which flushes their buffered output.
     unsafe { libc_kill(tool.id() as i32, SIGINT) };
@@ -530,16 +537,6 @@ fn reference_run(storm: &Storm, reference: Reference, costed: bool) -> Result<Re
         .filter(|l| (reference.is_event)(l, pid))
         .count() as u64;
     let _ = std::fs::remove_dir_all(&dir);
-    let mut programs = BTreeMap::new();
-    if costed {
-        for (id, (runs, ns)) in after {
-            let (runs0, ns0) = before.get(&id).copied().unwrap_or_default();
-            if runs > runs0 {
-                let name = names.get(&id).cloned().unwrap_or_else(|| id.to_string());
-                programs.insert(name, ((runs - runs0) as f64, (ns - ns0) as f64));
-            }
-        }
-    }
     Ok(ReferenceRun {
         rate: storm.count as f64 / seconds,
         printed,
