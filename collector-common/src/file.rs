@@ -32,6 +32,15 @@ pub const FILE_FLAG_IO_URING: u32 = 2;
 /// request submitted with `IOSQE_CQE_SKIP_SUCCESS` posts no completion when it
 /// succeeds, so it is reported at submission; `result` is meaningless (0).
 pub const FILE_FLAG_NO_RESULT: u32 = 4;
+/// `FileRecord.file_flags`: the call named its file by a descriptor, not by a path
+/// (`fchmod`, `fchown`, a failed `open_by_handle_at`'s mount fd): `dirfd` holds that
+/// descriptor, and the path is its file's, walked in the kernel (never the user's).
+pub const FILE_FLAG_BY_FD: u32 = 8;
+/// `FileRecord.file_flags`: `open_by_handle_at`, an open by a file handle (from
+/// `name_to_handle_at`, or forged) on the filesystem of the mount fd in `dirfd`, not by
+/// a path: the way around a container's mount namespace that needs only
+/// `CAP_DAC_READ_SEARCH`. On success the path is the opened file's, walked in the kernel.
+pub const FILE_FLAG_BY_HANDLE: u32 = 16;
 
 /// A file event with one path, variable length: this fixed part, then `path_len` bytes
 /// of path (no NUL). The ring record is exactly `size_of::<FileRecord>() + path_len`

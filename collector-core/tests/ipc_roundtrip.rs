@@ -315,7 +315,8 @@ fn filesystem_base() -> impl Strategy<Value = CollectionEvent> {
             Just(FilesystemEventKind::Link),
             Just(FilesystemEventKind::Symlink),
             Just(FilesystemEventKind::MemfdCreate),
-            Just(FilesystemEventKind::Tmpfile)
+            Just(FilesystemEventKind::Tmpfile),
+            Just(FilesystemEventKind::OpenByHandleAt)
         ],
         ts(),
         any::<u32>(),

@@ -23,7 +23,7 @@ use aya_ebpf::{
 };
 use collector_common::{
     flags, FileRecord, RecordKind, RenameRecord, COUNTER_LOST_STASH_FULL, COUNTER_PATH_UNREADABLE,
-    FILE_PATH_MAX,
+    FILE_FLAG_BY_FD, FILE_PATH_MAX,
 };
 
 use crate::{
@@ -344,6 +344,54 @@ pub fn sys_enter_fchownat(ctx: TracePointContext) -> u32 {
     0
 }
 
+// The calls that name their file by a descriptor (see `file_sys`): the fd in the dirfd
+// slot, no path.
+
+#[tracepoint(category = "syscalls", name = "sys_enter_fchmod")]
+pub fn sys_enter_fchmod(ctx: TracePointContext) -> u32 {
+    // fchmod(fd, mode)
+    stash(
+        RecordKind::Chmod,
+        crate::file_sys::by_fd(
+            pending(RecordKind::Chmod, arg(&ctx, 0), 0, 0, arg(&ctx, 1)),
+            0,
+        ),
+    );
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_fchown")]
+pub fn sys_enter_fchown(ctx: TracePointContext) -> u32 {
+    // fchown(fd, uid, gid)
+    stash(
+        RecordKind::Chown,
+        crate::file_sys::by_fd(
+            pending(
+                RecordKind::Chown,
+                arg(&ctx, 0),
+                0,
+                arg(&ctx, 1),
+                arg(&ctx, 2),
+            ),
+            0,
+        ),
+    );
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_open_by_handle_at")]
+pub fn sys_enter_open_by_handle_at(ctx: TracePointContext) -> u32 {
+    // open_by_handle_at(mount_fd, handle, flags)
+    stash(
+        RecordKind::Open,
+        crate::file_sys::by_fd(
+            pending(RecordKind::Open, arg(&ctx, 0), 0, arg(&ctx, 2), 0),
+            collector_common::FILE_FLAG_BY_HANDLE,
+        ),
+    );
+    0
+}
+
 #[tracepoint(category = "syscalls", name = "sys_enter_memfd_create")]
 pub fn sys_enter_memfd_create(ctx: TracePointContext) -> u32 {
     // memfd_create(name, flags): the MFD_* flags in open_flags.
@@ -610,6 +658,11 @@ unsafe fn resolve_for_exit(kind: RecordKind, ret: i64, p: &PendingFile) -> Resol
     if matches!(kind, RecordKind::Open | RecordKind::Create) && ret >= 0 {
         return unsafe { resolve_fd(0, ret as u64) };
     }
+    if p.file_flags & FILE_FLAG_BY_FD != 0 {
+        // No path argument: the descriptor's own file (fchmod, fchown), or the mount fd
+        // of an open by handle that failed.
+        return unsafe { resolve_fd(0, p.dirfd as u64) };
+    }
     if kind == RecordKind::MemfdCreate {
         // A name, not a path: no directory in front of it.
         return unsafe { append_user(0, Resolved::none(), p.path as *const u8) };
@@ -698,6 +751,21 @@ pub fn sys_exit_lchown(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_fchownat")]
 pub fn sys_exit_fchownat(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_fchmod")]
+pub fn sys_exit_fchmod(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_fchown")]
+pub fn sys_exit_fchown(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_open_by_handle_at")]
+pub fn sys_exit_open_by_handle_at(ctx: TracePointContext) -> u32 {
     exit_one_path(&ctx)
 }
 

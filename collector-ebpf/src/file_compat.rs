@@ -10,7 +10,7 @@
 use aya_ebpf::{
     helpers::bpf_probe_read_user, macros::raw_tracepoint, programs::RawTracePointContext,
 };
-use collector_common::{RecordKind, FILE_FLAG_COMPAT};
+use collector_common::{RecordKind, FILE_FLAG_BY_HANDLE, FILE_FLAG_COMPAT};
 
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 
@@ -20,6 +20,7 @@ use crate::{
         emit_one_path, exit_one_path_ret, exit_rename_ret, pending, stash, stash_rename_flagged,
         stash_two_compat, PendingFile,
     },
+    file_sys::by_fd,
     net_compat::{arg32, in_compat_syscall},
 };
 
@@ -51,6 +52,12 @@ const NR32_SYMLINKAT: u64 = 304;
 const NR32_FCHMODAT: u64 = 306;
 const NR32_MEMFD_CREATE: u64 = 356;
 const NR32_FCHMODAT2: u64 = 452;
+// By descriptor, read at exit too (see `file_sys`):
+const NR32_FCHMOD: u64 = 94;
+/// 16-bit ids.
+const NR32_FCHOWN16: u64 = 95;
+const NR32_FCHOWN32: u64 = 207;
+const NR32_OPEN_BY_HANDLE_AT: u64 = 342;
 
 /// `AT_FDCWD` as an i386 register holds it (32 bits; `dirfd32` sign-extends it).
 const AT_FDCWD: u64 = collector_common::abi::AT_FDCWD as u32 as u64;
@@ -98,6 +105,10 @@ pub(crate) fn is_file_call32_at_exit(id: u64) -> bool {
                 | NR32_FCHMODAT
                 | NR32_MEMFD_CREATE
                 | NR32_FCHMODAT2
+                | NR32_FCHMOD
+                | NR32_FCHOWN16
+                | NR32_FCHOWN32
+                | NR32_OPEN_BY_HANDLE_AT
         )
 }
 
@@ -200,6 +211,9 @@ fn one_path32(id: u64, regs: *const u8) -> Option<(RecordKind, PendingFile)> {
         p.file_flags = FILE_FLAG_COMPAT;
         Some((kind, p))
     };
+    let fd_one = |kind: RecordKind, fd: u64, open_flags: u64, mode: u64, flags: u32| {
+        one(kind, fd, 0, open_flags, mode).map(|(kind, p)| (kind, by_fd(p, flags)))
+    };
     match id {
         NR32_OPEN => one(RecordKind::Open, AT_FDCWD, a(0), a(1), a(2)),
         NR32_CREAT => one(
@@ -231,6 +245,12 @@ fn one_path32(id: u64, regs: *const u8) -> Option<(RecordKind, PendingFile)> {
         NR32_FCHOWNAT => one(RecordKind::Chown, a(0), a(1), a(2), a(3)),
         // memfd_create(name, flags): a name, no directory.
         NR32_MEMFD_CREATE => one(RecordKind::MemfdCreate, AT_FDCWD, a(0), a(1), 0),
+        // By descriptor: the fd in the dirfd slot, no path.
+        NR32_FCHMOD => fd_one(RecordKind::Chmod, a(0), 0, a(1), 0),
+        NR32_FCHOWN32 => fd_one(RecordKind::Chown, a(0), a(1), a(2), 0),
+        NR32_FCHOWN16 => fd_one(RecordKind::Chown, a(0), id16(a(1)), id16(a(2)), 0),
+        // open_by_handle_at(mount_fd, handle, flags)
+        NR32_OPEN_BY_HANDLE_AT => fd_one(RecordKind::Open, a(0), a(2), 0, FILE_FLAG_BY_HANDLE),
         _ => None,
     }
 }

@@ -10,17 +10,26 @@
 //! map. It already had to run for every syscall (the 32-bit entry is only visible
 //! here), so other syscalls pay one register read and a compare, as before.
 //!
-//! x86_64 numbers: open 2, creat 85, openat 257 (checked after `TS_COMPAT`, since the
-//! i386 numbers mean other calls). The other native file calls (openat2, unlink, rename,
+//! The calls that name their file by a descriptor are read here the same way, with no
+//! entry hook either: they have no user string to read before the kernel does, so the
+//! exit sees all they pass. `fchmod` and `fchown` report the descriptor's file, walked
+//! in the kernel (`FILE_FLAG_BY_FD`): without them, `fchmod(fd, 04755)` set the setuid
+//! bit unseen while `chmod` of the same file was reported. `open_by_handle_at` reports
+//! the file it opened (`FILE_FLAG_BY_HANDLE`): an open by file handle reaches files
+//! outside the caller's mount namespace and root, the "shocker" container escape.
+//!
+//! x86_64 numbers: open 2, creat 85, openat 257, fchmod 91, fchown 93,
+//! open_by_handle_at 304 (checked after `TS_COMPAT`, since the i386 numbers mean other
+//! calls). The other native file calls (openat2, unlink, rename,
 //! mkdir, ...) are stashed at entry by the filesystem part of `sys_enter_shared`
 //! (`file::native_enter`); their exits are written here (`file::native_exit`).
 
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, programs::BtfTracePointContext};
-use collector_common::RecordKind;
+use collector_common::{RecordKind, FILE_FLAG_BY_FD, FILE_FLAG_BY_HANDLE};
 
 use crate::{
     common::{excluded, syscall_arg_btf},
-    file::{emit_one_path, is_native_stashed, native_exit, pending, CREAT_FLAGS},
+    file::{emit_one_path, is_native_stashed, native_exit, pending, PendingFile, CREAT_FLAGS},
     file_compat::{compat_exit_from_regs, is_file_call32_at_exit},
     net_compat::in_compat_syscall,
 };
@@ -28,6 +37,18 @@ use crate::{
 const NR_OPEN: u64 = 2;
 const NR_CREAT: u64 = 85;
 const NR_OPENAT: u64 = 257;
+const NR_FCHMOD: u64 = 91;
+const NR_FCHOWN: u64 = 93;
+const NR_OPEN_BY_HANDLE_AT: u64 = 304;
+
+/// A native call whose arguments this part reads at exit, with no entry hook.
+#[inline(always)]
+fn is_native_at_exit(nr: u64) -> bool {
+    matches!(
+        nr,
+        NR_OPEN | NR_CREAT | NR_OPENAT | NR_FCHMOD | NR_FCHOWN | NR_OPEN_BY_HANDLE_AT
+    )
+}
 
 const AT_FDCWD: u64 = collector_common::abi::AT_FDCWD as i64 as u64;
 
@@ -35,9 +56,7 @@ const AT_FDCWD: u64 = collector_common::abi::AT_FDCWD as i64 as u64;
 /// records at its exit. `sys_exit_shared` asks it too, before any part runs.
 #[inline(always)]
 pub(crate) fn exit_wanted(nr: u64) -> bool {
-    matches!(nr, NR_OPEN | NR_CREAT | NR_OPENAT)
-        || is_native_stashed(nr)
-        || is_file_call32_at_exit(nr)
+    is_native_at_exit(nr) || is_native_stashed(nr) || is_file_call32_at_exit(nr)
 }
 
 /// The filesystem domain's part of the shared `sys_exit` program (`sys_exit_shared`).
@@ -46,7 +65,7 @@ pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, nr: u64) 
     if !exit_wanted(nr) {
         return 0;
     }
-    let native = matches!(nr, NR_OPEN | NR_CREAT | NR_OPENAT);
+    let native = is_native_at_exit(nr);
     let stashed = is_native_stashed(nr);
     let ret: i64 = ctx.arg(1);
     if in_compat_syscall() {
@@ -68,8 +87,24 @@ pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, nr: u64) 
     let p = match nr {
         NR_OPENAT => pending(RecordKind::Open, a(0), a(1), a(2), a(3)),
         NR_OPEN => pending(RecordKind::Open, AT_FDCWD, a(0), a(1), a(2)),
-        _ => pending(RecordKind::Open, AT_FDCWD, a(0), CREAT_FLAGS, a(1)),
+        NR_CREAT => pending(RecordKind::Open, AT_FDCWD, a(0), CREAT_FLAGS, a(1)),
+        // fchmod(fd, mode)
+        NR_FCHMOD => by_fd(pending(RecordKind::Chmod, a(0), 0, 0, a(1)), 0),
+        // fchown(fd, uid, gid): the ids ride in the open_flags and mode slots, as chown's.
+        NR_FCHOWN => by_fd(pending(RecordKind::Chown, a(0), 0, a(1), a(2)), 0),
+        // open_by_handle_at(mount_fd, handle, flags)
+        _ => by_fd(
+            pending(RecordKind::Open, a(0), 0, a(2), 0),
+            FILE_FLAG_BY_HANDLE,
+        ),
     };
     emit_one_path(pid_tgid, &p, ret);
     0
+}
+
+/// `p`, a call that names its file by the descriptor in its `dirfd` slot, with `flags`.
+#[inline(always)]
+pub(crate) fn by_fd(mut p: PendingFile, flags: u32) -> PendingFile {
+    p.file_flags |= FILE_FLAG_BY_FD | flags;
+    p
 }

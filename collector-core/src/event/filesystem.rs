@@ -36,6 +36,13 @@ pub enum FilesystemEventKind {
     /// kernel, + `#<inode>` (the kernel's name for it). Nothing can open it by name until
     /// a `linkat` gives it one (a `link` event).
     Tmpfile,
+    /// A file was opened by a file handle (`open_by_handle_at`), not by a path: `path`
+    /// is the opened file's, walked in the kernel (on failure, the directory of the mount
+    /// fd the handle was to be looked up on). A handle reaches files outside the
+    /// caller's mount namespace and root (the "shocker" container escape; it needs
+    /// `CAP_DAC_READ_SEARCH`).
+    #[serde(rename = "open_by_handle_at")]
+    OpenByHandleAt,
 }
 
 impl FilesystemEventKind {
@@ -54,6 +61,7 @@ impl FilesystemEventKind {
             Self::Symlink => "symlink",
             Self::MemfdCreate => "memfd_create",
             Self::Tmpfile => "tmpfile",
+            Self::OpenByHandleAt => "open_by_handle_at",
         }
     }
 }

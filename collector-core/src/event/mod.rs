@@ -328,6 +328,7 @@ mod tests {
                 FilesystemEventKind::Symlink,
                 FilesystemEventKind::MemfdCreate,
                 FilesystemEventKind::Tmpfile,
+                FilesystemEventKind::OpenByHandleAt,
             ],
             |k| k.as_str(),
         );

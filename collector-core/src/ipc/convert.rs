@@ -510,6 +510,7 @@ pub fn filesystem_kind_to_proto(kind: FilesystemEventKind) -> pb::FilesystemEven
         FilesystemEventKind::Symlink => pb::FilesystemEventKind::Symlink,
         FilesystemEventKind::MemfdCreate => pb::FilesystemEventKind::MemfdCreate,
         FilesystemEventKind::Tmpfile => pb::FilesystemEventKind::Tmpfile,
+        FilesystemEventKind::OpenByHandleAt => pb::FilesystemEventKind::OpenByHandleAt,
     }
 }
 
@@ -528,6 +529,7 @@ pub fn filesystem_kind_from_proto(raw: i32) -> Option<FilesystemEventKind> {
         Ok(pb::FilesystemEventKind::Symlink) => Some(FilesystemEventKind::Symlink),
         Ok(pb::FilesystemEventKind::MemfdCreate) => Some(FilesystemEventKind::MemfdCreate),
         Ok(pb::FilesystemEventKind::Tmpfile) => Some(FilesystemEventKind::Tmpfile),
+        Ok(pb::FilesystemEventKind::OpenByHandleAt) => Some(FilesystemEventKind::OpenByHandleAt),
         _ => None,
     }
 }

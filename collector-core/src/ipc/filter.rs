@@ -12,7 +12,7 @@ use crate::event::{
 use crate::ipc::convert::{domain_from_proto, domain_to_proto};
 
 /// Every kind name, in bit order. Kind names are unique across domains.
-pub(crate) const KIND_NAMES: [&str; 25] = [
+pub(crate) const KIND_NAMES: [&str; 26] = [
     "exec",
     "fork",
     "exit",
@@ -36,8 +36,9 @@ pub(crate) const KIND_NAMES: [&str; 25] = [
     "chown",
     "link",
     "symlink",
-    "memfd_create", // filesystem, added later
-    "tmpfile",      // filesystem, added later
+    "memfd_create",      // filesystem, added later
+    "tmpfile",           // filesystem, added later
+    "open_by_handle_at", // filesystem, added later
 ];
 
 /// The domain of each kind in [`KIND_NAMES`] (same order; the length is checked).
@@ -67,6 +68,7 @@ pub(crate) const KIND_DOMAINS: [&str; KIND_NAMES.len()] = [
     "filesystem", // symlink
     "filesystem", // memfd_create
     "filesystem", // tmpfile
+    "filesystem", // open_by_handle_at
 ];
 
 /// A subscriber's selection: empty masks select everything.
@@ -191,6 +193,7 @@ fn kind_bit(ev: &CollectionEvent) -> u32 {
             FilesystemEventKind::Symlink => 22,
             FilesystemEventKind::MemfdCreate => 23,
             FilesystemEventKind::Tmpfile => 24,
+            FilesystemEventKind::OpenByHandleAt => 25,
         },
         CollectionEvent::Performance(e) => match e.kind {
             PerformanceEventKind::Metric => 12,

@@ -47,6 +47,14 @@
 //!     symlinkat(304) ("f", dirfd, "sl2"), memfd_create(356) "m32-memfd"
 //!                                                                  -> m=DIR/m32 and results
 //!
+//! kfile-actor byfd DIR [nobody]   calls that name their file by descriptor, in DIR/h:
+//!   - create f, fd = open(f); fchmod(fd, 0o4755); fchown(fd, -1, own gid);
+//!     (x86_64) through `int $0x80`: fchmod(94) (fd, 0o2750), fchown32(207) (fd, own uid,
+//!     -1), fchown16(95) (fd, 0xffff, 0xffff);
+//!   - name_to_handle_at(f); mfd = open(DIR/h); open_by_handle_at(mfd, handle, O_RDONLY)
+//!     (needs CAP_DAC_READ_SEARCH: EPERM as nobody), then (x86_64) the same through
+//!     `int $0x80` (342), the actor's last call                     -> h=DIR/h and results
+//!
 //! kfile-actor int80-opens PATH N   (x86_64, cost measurement) prints `pid=`, waits for a
 //!   line on stdin, then N times open(5)+close(6) of PATH through `int $0x80`
 //!                                                                  -> opens=N seconds=S
@@ -503,6 +511,108 @@ fn tmpfile(dir: &str) -> String {
     })
 }
 
+/// `struct file_handle` with room for any filesystem's handle (`MAX_HANDLE_SZ` 128).
+#[repr(C)]
+struct FileHandle {
+    handle_bytes: u32,
+    handle_type: i32,
+    f_handle: [u8; 128],
+}
+
+fn byfd(dir: &str) -> String {
+    let h = format!("{dir}/h");
+    std::fs::create_dir_all(&h).expect("mkdir h");
+    let f = format!("{h}/f");
+    close(open_creat(libc::AT_FDCWD, &f));
+    let err = |r: i64| {
+        if r < 0 {
+            -std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as i64
+        } else {
+            r
+        }
+    };
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let fd = {
+        let p = cstr(&f);
+        // SAFETY: valid NUL-terminated path; checked.
+        let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY) };
+        assert!(fd >= 0, "open {f}: {}", std::io::Error::last_os_error());
+        fd
+    };
+    let mut r: Vec<(&str, i64)> = Vec::new();
+    // SAFETY: plain syscalls on our own fd; results are reported.
+    unsafe {
+        r.push(("fchmod", err(libc::fchmod(fd, 0o4755) as i64)));
+        r.push(("fchown", err(libc::fchown(fd, u32::MAX, gid) as i64)));
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: i386 syscalls on our own fd, no pointers.
+    unsafe {
+        r.push((
+            "fchmod32",
+            syscall32(94, [fd as u32, 0o2750, 0, 0, 0]) as i64,
+        ));
+        r.push((
+            "fchown32",
+            syscall32(207, [fd as u32, uid, u32::MAX, 0, 0]) as i64,
+        ));
+        r.push((
+            "fchown16",
+            syscall32(95, [fd as u32, 0xffff, 0xffff, 0, 0]) as i64,
+        ));
+    }
+    let mut handle = FileHandle {
+        handle_bytes: 128,
+        handle_type: 0,
+        f_handle: [0; 128],
+    };
+    let mut mount_id: i32 = 0;
+    let mfd = open_dir(&h);
+    // SAFETY: a valid path, handle buffer and mount id out-parameter; checked.
+    unsafe {
+        let p = cstr(&f);
+        let named = libc::syscall(
+            libc::SYS_name_to_handle_at,
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            &raw mut handle,
+            &raw mut mount_id,
+            0,
+        );
+        assert_eq!(
+            named,
+            0,
+            "name_to_handle_at: {}",
+            std::io::Error::last_os_error()
+        );
+        let opened = err(libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mfd,
+            &raw mut handle,
+            libc::O_RDONLY,
+        ));
+        r.push(("by_handle", opened));
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut low = LowMem::new(4096);
+        // SAFETY: `handle` is plain old data.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const handle).cast::<u8>(), size_of::<FileHandle>())
+        };
+        let at = low.put(bytes);
+        // SAFETY: an i386 syscall with a pointer into our low mapping.
+        let opened = unsafe { syscall32(342, [mfd as u32, at, libc::O_RDONLY as u32, 0, 0]) };
+        r.push(("by_handle32", opened as i64));
+    }
+    let mut out = format!("h={h} fd={fd} mfd={mfd} uid={uid} gid={gid}");
+    for (name, ret) in r {
+        out.push_str(&format!(" {name}={ret}"));
+    }
+    out
+}
+
 fn open_dir(path: &str) -> i32 {
     let p = cstr(path);
     // SAFETY: valid NUL-terminated path; checked.
@@ -522,6 +632,7 @@ fn main() {
         Some("dirs") => dirs(&args[1]),
         Some("links") => links(&args[1]),
         Some("tmpfile") => tmpfile(&args[1]),
+        Some("byfd") => byfd(&args[1]),
         #[cfg(target_arch = "x86_64")]
         Some("int80") => int80(&args[1]),
         #[cfg(target_arch = "x86_64")]

@@ -1,8 +1,8 @@
 //! Filesystem-domain records: open, create, unlink, rename.
 
 use collector_common::{
-    FileRecord, RecordHeader, RecordKind, RenameRecord, FILE_FLAG_COMPAT, FILE_FLAG_IO_URING,
-    FILE_FLAG_NO_RESULT, FILE_PATH_MAX, PATH_FLAG_CHANGED, PATH_FLAG_TRUNCATED,
+    FileRecord, RecordHeader, RecordKind, RenameRecord, FILE_FLAG_BY_HANDLE, FILE_FLAG_COMPAT,
+    FILE_FLAG_IO_URING, FILE_FLAG_NO_RESULT, FILE_PATH_MAX, PATH_FLAG_CHANGED, PATH_FLAG_TRUNCATED,
     PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
 };
 use collector_core::event::{CollectionEvent, FilesystemEvent, FilesystemEventKind, SourceName};
@@ -77,6 +77,12 @@ pub fn decode_filesystem(
             let has_flags = is_open || kind == RecordKind::MemfdCreate;
             let has_mode = is_open || matches!(kind, RecordKind::Mkdir | RecordKind::Chmod);
             let event_kind = match kind {
+                // An open by file handle: its own kind, whatever the flags say.
+                RecordKind::Open | RecordKind::Create
+                    if r.file_flags & FILE_FLAG_BY_HANDLE != 0 =>
+                {
+                    FilesystemEventKind::OpenByHandleAt
+                }
                 // `O_TMPFILE` (the kernel's `__O_TMPFILE` bit; the flag includes
                 // `O_DIRECTORY`): an unnamed file, whatever the kernel called the open.
                 RecordKind::Open | RecordKind::Create if r.open_flags & O_TMPFILE_BIT != 0 => {
@@ -218,6 +224,65 @@ mod tests {
         assert!(ev.path_user_supplied && ev.path_changed && !ev.path_truncated);
         assert!(ev.new_path_user_supplied && ev.new_path_truncated && !ev.new_path_changed);
         assert!(ev.io_uring && !ev.path_relative);
+    }
+
+    fn file_bytes(kind: RecordKind, path: &[u8], open_flags: u32, file_flags: u32) -> Vec<u8> {
+        let r = FileRecord {
+            header: header(kind),
+            result: 4,
+            open_flags,
+            mode: 0,
+            dirfd: 3,
+            path_len: path.len() as u32,
+            path_flags: 0,
+            file_flags,
+            owner_uid: 0,
+            owner_gid: 0,
+        };
+        // SAFETY: FileRecord is repr(C) plain data.
+        let fixed = unsafe {
+            std::slice::from_raw_parts(
+                (&r as *const FileRecord).cast::<u8>(),
+                std::mem::size_of::<FileRecord>(),
+            )
+        };
+        [fixed, path].concat()
+    }
+
+    #[test]
+    fn an_open_by_handle_is_its_own_kind() {
+        let decode = |bytes: &[u8]| {
+            let CollectionEvent::Filesystem(ev) =
+                decode_filesystem(bytes, &BootClock::default(), &SourceName::from("t")).unwrap()
+            else {
+                panic!("not a filesystem event");
+            };
+            ev
+        };
+        let by_handle = FILE_FLAG_BY_HANDLE | collector_common::FILE_FLAG_BY_FD;
+        for kind in [RecordKind::Open, RecordKind::Create] {
+            let ev = decode(&file_bytes(kind, b"/etc/shadow", 0, by_handle));
+            assert_eq!(ev.kind, FilesystemEventKind::OpenByHandleAt);
+            assert_eq!((ev.path.as_str(), ev.result), ("/etc/shadow", Some(4)));
+            assert!(!ev.path_user_supplied && !ev.compat_syscall);
+        }
+        // Whatever its flags say (`O_TMPFILE` would make a plain open a `tmpfile`).
+        let ev = decode(&file_bytes(
+            RecordKind::Open,
+            b"/x",
+            O_TMPFILE_BIT,
+            by_handle | FILE_FLAG_COMPAT,
+        ));
+        assert_eq!(ev.kind, FilesystemEventKind::OpenByHandleAt);
+        assert!(ev.compat_syscall);
+        // By descriptor alone (fchmod): the path-based kind.
+        let ev = decode(&file_bytes(
+            RecordKind::Chmod,
+            b"/x",
+            0,
+            collector_common::FILE_FLAG_BY_FD,
+        ));
+        assert_eq!(ev.kind, FilesystemEventKind::Chmod);
     }
 
     #[test]
