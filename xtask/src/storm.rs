@@ -149,7 +149,17 @@ fn collector_binary() -> PathBuf {
 }
 
 /// Runs the actor; returns (pid, seconds).
-fn run_actor(args: &[String]) -> Result<(u32, f64)> {
+/// One run of the storm's actor.
+struct ActorRun {
+    pid: u32,
+    /// Wall time of its loop.
+    seconds: f64,
+    /// System CPU time of the actor and its children meanwhile (`getrusage`): where the
+    /// kernel programs' time is charged, with the syscalls' own.
+    sys: f64,
+}
+
+fn run_actor(args: &[String]) -> Result<ActorRun> {
     // Without the library path `cargo run` sets for xtask: with its four directories,
     // the dynamic loader of each `/bin/true` the exec storm starts searched them all
     // for libc (311 syscalls per exec instead of 159, measured with `perf stat -e
@@ -166,7 +176,11 @@ fn run_actor(args: &[String]) -> Result<(u32, f64)> {
         .split_whitespace()
         .filter_map(|kv| kv.split_once('='))
         .collect();
-    Ok((kv["pid"].parse()?, kv["seconds"].parse()?))
+    Ok(ActorRun {
+        pid: kv["pid"].parse()?,
+        seconds: kv["seconds"].parse()?,
+        sys: kv["sys"].parse()?,
+    })
 }
 
 fn free_port() -> Result<u16> {
@@ -350,6 +364,8 @@ fn count_events(file: &Path, storm: &Storm, pid: u32) -> Result<u64> {
 #[derive(Default)]
 struct Traced {
     rate: f64,
+    /// The actor's system CPU seconds.
+    sys: f64,
     delivered: u64,
     expected: u64,
     kernel_lost: f64,
@@ -387,7 +403,8 @@ fn traced_run(storm: &Storm, bpf_stats: bool) -> Result<Traced> {
     let before = daemon.scrape();
     let daemon_cpu0 = cpu_seconds(daemon.child.id());
     let sub_cpu0 = cpu_seconds(subscriber.id());
-    let (pid, seconds) = run_actor(&storm.actor_args)?;
+    let actor = run_actor(&storm.actor_args)?;
+    let pid = actor.pid;
     // The programs' statistics as the storm ends: they run when the events happen, and
     // what follows (the wait for the subscriber) would add only the daemon's and the
     // subscriber's own syscalls to them.
@@ -409,7 +426,8 @@ fn traced_run(storm: &Storm, bpf_stats: bool) -> Result<Traced> {
     }
     let after = daemon.scrape();
     let mut traced = Traced {
-        rate: storm.count as f64 / seconds,
+        rate: storm.count as f64 / actor.seconds,
+        sys: actor.sys,
         expected,
         daemon_cpu: cpu_seconds(daemon.child.id()) - daemon_cpu0,
         subscriber_cpu: cpu_seconds(subscriber.id()) - sub_cpu0,
@@ -459,8 +477,9 @@ fn traced_run(storm: &Storm, bpf_stats: bool) -> Result<Traced> {
 }
 
 /// The storm with the programs attached and the daemon stopped (SIGSTOP) for its
-/// duration: the workload then pays only the kernel side. (rate, kernel losses).
-fn kernel_only_run(storm: &Storm) -> Result<(f64, f64)> {
+/// duration: the workload then pays only the kernel side. (rate, kernel losses, the
+/// actor's system CPU seconds).
+fn kernel_only_run(storm: &Storm) -> Result<(f64, f64, f64)> {
     let dir = tempdir()?;
     let daemon = Daemon::start(&dir, storm.domain, false)?;
     let before = daemon.scrape();
@@ -470,7 +489,7 @@ fn kernel_only_run(storm: &Storm) -> Result<(f64, f64)> {
     let run = run_actor(&storm.actor_args);
     // SAFETY: as above.
     unsafe { libc_kill(pid, SIGCONT) };
-    let (_, seconds) = run?;
+    let run = run?;
     // Losses are counted in the kernel as they happen; the daemon reads the counters
     // when it serves the metrics.
     let lost = counter_delta(
@@ -482,7 +501,7 @@ fn kernel_only_run(storm: &Storm) -> Result<(f64, f64)> {
     .sum();
     daemon.stop()?;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok((storm.count as f64 / seconds, lost))
+    Ok((storm.count as f64 / run.seconds, lost, run.sys))
 }
 
 /// The storm traced by the reference tool alone. `costed`: with BPF statistics on
@@ -522,7 +541,7 @@ fn reference_run(storm: &Storm, reference: Reference, costed: bool) -> Result<Re
     // return from main, which flushes their buffered output.
     unsafe { libc_kill(tool.id() as i32, SIGINT) };
     let status = tool.wait()?;
-    let (pid, seconds) = run.with_context(|| {
+    let run = run.with_context(|| {
         format!(
             "{}: {}",
             reference.tool,
@@ -534,11 +553,12 @@ fn reference_run(storm: &Storm, reference: Reference, costed: bool) -> Result<Re
     }
     let printed = std::fs::read_to_string(&out)?
         .lines()
-        .filter(|l| (reference.is_event)(l, pid))
+        .filter(|l| (reference.is_event)(l, run.pid))
         .count() as u64;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ReferenceRun {
-        rate: storm.count as f64 / seconds,
+        rate: storm.count as f64 / run.seconds,
+        sys: run.sys,
         printed,
         programs,
     })
@@ -546,6 +566,8 @@ fn reference_run(storm: &Storm, reference: Reference, costed: bool) -> Result<Re
 
 struct ReferenceRun {
     rate: f64,
+    /// The actor's system CPU seconds.
+    sys: f64,
     /// The actor's operations the tool printed.
     printed: u64,
     /// Program name -> (runs, run time ns), in a costed run.
@@ -719,6 +741,7 @@ pub fn storm(args: &StormArgs) -> Result<()> {
             continue;
         }
         let mut untraced = Vec::new();
+        let mut untraced_sys = Vec::new();
         let mut kernel_only = Vec::new();
         let mut runs = Vec::new();
         // The reference tool, if it can run here (else why not, printed once).
@@ -740,8 +763,9 @@ pub fn storm(args: &StormArgs) -> Result<()> {
         }
         let mut references = Vec::new();
         for _ in 0..args.repeat.max(1) {
-            let (_, seconds) = run_actor(&storm.actor_args)?;
-            untraced.push(storm.count as f64 / seconds);
+            let run = run_actor(&storm.actor_args)?;
+            untraced.push(storm.count as f64 / run.seconds);
+            untraced_sys.push(run.sys);
             kernel_only.push(kernel_only_run(&storm)?);
             runs.push(traced_run(&storm, false)?);
             if let Some(r) = reference {
@@ -832,6 +856,36 @@ pub fn storm(args: &StormArgs) -> Result<()> {
             } else {
                 String::new()
             }
+        );
+        // The kernel's side as the system time it adds to the workload, per iteration:
+        // each round's run against that round's untraced run, the median round.
+        let per_iteration = |sys: f64| 1e6 * sys / storm.count as f64;
+        let added = |sys: Vec<f64>| -> (f64, f64) {
+            let d: Vec<f64> = sys
+                .iter()
+                .zip(&untraced_sys)
+                .map(|(s, u)| per_iteration(s - u))
+                .collect();
+            (
+                median(sys.into_iter().map(per_iteration).collect()),
+                median(d),
+            )
+        };
+        let (k_sys, k_added) = added(kernel_only.iter().map(|r| r.2).collect());
+        let (t_sys, t_added) = added(runs.iter().map(|r| r.sys).collect());
+        let reference_sys = reference
+            .filter(|_| !references.is_empty())
+            .map(|r| (r.tool, added(references.iter().map(|r| r.sys).collect())));
+        println!(
+            "\nThe workload's system time per iteration (the actor's and its children's, \
+             `getrusage`; the kernel programs' time is charged there, with the tracepoints' \
+             dispatch that BPF statistics do not count): untraced {:.3} µs; kernel only \
+             {k_sys:.3} µs (+{k_added:.3}); traced {t_sys:.3} µs (+{t_added:.3}){}. Added: \
+             the median round's difference from its own untraced run.",
+            median(untraced_sys.iter().copied().map(per_iteration).collect()),
+            reference_sys
+                .map(|(tool, (s, a))| format!("; `{tool}` {s:.3} µs (+{a:.3})"))
+                .unwrap_or_default(),
         );
         if let Some(r) = reference {
             let (kept_r, lo, hi) = kept(references.iter().map(|r| r.rate).collect());
@@ -993,7 +1047,7 @@ fn paced(args: &StormArgs) -> Result<()> {
         .sum();
         daemon.stop()?;
         let _ = std::fs::remove_dir_all(&dir);
-        let (_, seconds) = run?;
+        let seconds = run?.seconds;
         let per = |x: f64| x / n as f64;
         println!(
             "| {round} | {:.0} | {:.0} µs | {:.1} | {:.1} |",
@@ -1033,7 +1087,7 @@ fn schedstat(pid: u32) -> (f64, f64) {
 fn syscall_tax(args: &StormArgs) -> Result<()> {
     let n = ((5_000_000.0 * args.scale) as u64).max(1);
     let actor = ["syscalls".to_string(), n.to_string()];
-    let ns_per_call = || -> Result<f64> { Ok(1e9 * run_actor(&actor)?.1 / n as f64) };
+    let ns_per_call = || -> Result<f64> { Ok(1e9 * run_actor(&actor)?.seconds / n as f64) };
     println!(
         "\n## syscall tax ({n} x getppid, {} rounds)",
         args.repeat.max(1)

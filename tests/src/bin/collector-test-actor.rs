@@ -1,6 +1,8 @@
 //! A separate process that performs the activity kernel tests observe: the collector
 //! (and so each test process) excludes its own events in the kernel, so tests ask
-//! this actor to act for them. Prints what it did as one line of `key=value` pairs.
+//! this actor to act for them. Prints what it did as one line of `key=value` pairs,
+//! ending with `sys=S`: the system CPU seconds it and its waited-for children spent
+//! (the kernel's side of a storm).
 //!
 //! ```text
 //! collector-test-actor tcp 127.0.0.1|::1   listen, connect, accept, close
@@ -19,8 +21,21 @@
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 
+/// System CPU seconds of this process and of its children that were waited for.
+fn sys_seconds() -> f64 {
+    let of = |who| {
+        // SAFETY: getrusage fills the struct we pass.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        unsafe { libc::getrusage(who, &mut ru) };
+        ru.ru_stime.tv_sec as f64 + ru.ru_stime.tv_usec as f64 / 1e6
+    };
+    of(libc::RUSAGE_SELF) + of(libc::RUSAGE_CHILDREN)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let sys0 = sys_seconds();
     let out = match args.first().map(String::as_str) {
         Some("tcp") => tcp(args[1].parse().expect("IP address")),
         Some("files") => files(&args[1]),
@@ -66,7 +81,13 @@ fn main() {
         }
     };
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "pid={} {out}", std::process::id()).unwrap();
+    writeln!(
+        stdout,
+        "pid={} {out} sys={}",
+        std::process::id(),
+        sys_seconds() - sys0
+    )
+    .unwrap();
 }
 
 fn tcp(ip: IpAddr) -> String {
