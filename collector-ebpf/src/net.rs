@@ -40,6 +40,25 @@ pub(crate) use collector_common::abi::{AF_INET, AF_INET6, AF_UNIX};
 pub(crate) const IPPROTO_TCP: u16 = 6;
 pub(crate) const IPPROTO_UDP: u16 = 17;
 pub(crate) const IPPROTO_UDPLITE: u16 = 136;
+const IPPROTO_ICMP: u16 = 1;
+const IPPROTO_ICMPV6: u16 = 58;
+const SOCK_RAW: u16 = 3;
+
+/// Whether a send on `sk` to an explicit address is reported: UDP and UDP-Lite, ICMP
+/// ping sockets, and raw sockets of any protocol (`SOCK_RAW`: what a process with
+/// `CAP_NET_RAW`, a container's root by default, sends past the transport layer).
+#[inline(always)]
+unsafe fn datagram_watched(sk: *const u8) -> bool {
+    let protocol: u16 = unsafe { read_kernel(sk, get::OFF_SK_PROTOCOL()) }.unwrap_or(0);
+    if matches!(
+        protocol,
+        IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_ICMP | IPPROTO_ICMPV6
+    ) {
+        return true;
+    }
+    let sk_type: u16 = unsafe { read_kernel(sk, get::OFF_NET_SK_TYPE()) }.unwrap_or(0);
+    sk_type == SOCK_RAW
+}
 const EINPROGRESS: i64 = 115;
 pub(crate) use collector_common::abi::tcp_state::CLOSE as TCP_CLOSE;
 
@@ -518,8 +537,7 @@ pub(crate) fn udp_send(fd: u64, uaddr: u64, addr_len: u64, flags: u32) {
     let Ok(sk) = (unsafe { fd_to_sock(fd) }) else {
         return;
     };
-    let protocol: u16 = unsafe { read_kernel(sk, get::OFF_SK_PROTOCOL()) }.unwrap_or(0);
-    if protocol != IPPROTO_UDP && protocol != IPPROTO_UDPLITE {
+    if !unsafe { datagram_watched(sk) } {
         return;
     }
     stash(
@@ -650,8 +668,7 @@ fn udp_sendmmsg_enter(fd: u64, msgvec: u64, vlen: u64) {
     let Ok(sk) = (unsafe { fd_to_sock(fd) }) else {
         return;
     };
-    let protocol: u16 = unsafe { read_kernel(sk, get::OFF_SK_PROTOCOL()) }.unwrap_or(0);
-    if protocol != IPPROTO_UDP && protocol != IPPROTO_UDPLITE {
+    if !unsafe { datagram_watched(sk) } {
         return;
     }
     let Some(m) = MMSG_SCRATCH.get_ptr_mut(0) else {

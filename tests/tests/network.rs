@@ -615,6 +615,49 @@ async fn connect_is_attributed_to_the_socket_that_connected_despite_dup2() {
 
 /// One `sendmmsg` to destinations 1, 2, 1, 3: three new destinations, each once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_and_ping_socket_sends_are_reported() {
+    if !kernel_or_skip("raw_and_ping_socket_sends_are_reported") {
+        return;
+    }
+    let mut net = Net::start(KernelConfig::default());
+    // As root, as a container's root with CAP_NET_RAW.
+    let out = run_actor(NET_ACTOR, &["raw"]);
+    let pid: u32 = out["pid"].parse().unwrap();
+    let events = net
+        .collect(pid, Duration::from_millis(500), |e| {
+            count(e, NetworkEventKind::UdpSend) >= 4
+        })
+        .await;
+    net.stop().await;
+    let sends: Vec<(String, String, TransportProtocol)> = of(&events, NetworkEventKind::UdpSend)
+        .iter()
+        .map(|e| {
+            assert_eq!(e.errno, None, "{e:?}");
+            (
+                e.dest_addr.to_string(),
+                e.source_addr.port().to_string(),
+                e.protocol,
+            )
+        })
+        .collect();
+    assert_eq!(
+        sends,
+        [
+            ("127.0.0.1:0".into(), "0".into(), TransportProtocol::Raw),
+            ("127.0.0.2:0".into(), "0".into(), TransportProtocol::Raw),
+            ("[::1]:0".into(), "0".into(), TransportProtocol::Raw),
+            // A ping socket's local "port" is its echo identifier.
+            (
+                "127.0.0.3:0".into(),
+                out["ping_ident"].clone(),
+                TransportProtocol::Icmp
+            ),
+        ],
+        "{out:?} {events:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_sendmmsg_destinations_are_reported_once_each() {
     if !kernel_or_skip("udp_sendmmsg_destinations_are_reported_once_each") {
         return;

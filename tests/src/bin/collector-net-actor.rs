@@ -12,6 +12,9 @@
 //! collector-net-actor int80                   as nobody: connect through int $0x80 (socketcall and direct)
 //! collector-net-actor dup2-race              dup2 another socket onto the fd of a blocking connect
 //! collector-net-actor uring                   connect and accept through io_uring (IORING_OP_CONNECT/ACCEPT)
+//! collector-net-actor raw                     (root) sendto on raw sockets (ICMP to 127.0.0.1, GRE to
+//!                                             127.0.0.2, ICMPv6 to ::1) and on an ICMP ping socket
+//!                                             (to 127.0.0.3; `ping_group_range` opened for its creation)
 //! ```
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, TcpListener};
@@ -22,6 +25,7 @@ fn main() {
         Some("refused") => refused(),
         Some("nonblock") => nonblock(),
         Some("udp") => udp(),
+        Some("raw") => raw(),
         Some("udp-mmsg") => udp_mmsg(),
         Some("unix") => unix(&args[1]),
         Some("dualstack") => dualstack(),
@@ -159,6 +163,84 @@ fn udp() -> String {
         "local_port={local} p1={} p2={} p3={}",
         ports[0], ports[1], ports[2]
     )
+}
+
+/// One datagram of `msg` to `to` (a `sockaddr_in` or `sockaddr_in6`) on a new socket of
+/// `(family, kind, protocol)`; the bytes sent.
+fn send_one<T>(family: i32, kind: i32, protocol: i32, msg: &[u8], to: &T) -> isize {
+    // SAFETY: plain syscalls with valid buffers; checked.
+    unsafe {
+        let fd = check(libc::socket(family, kind, protocol), "socket");
+        let sent = libc::sendto(
+            fd,
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (to as *const T).cast(),
+            size_of::<T>() as u32,
+        );
+        check(sent as i32, "sendto");
+        libc::close(fd);
+        sent
+    }
+}
+
+fn raw() -> String {
+    let v4 = |last: u8| {
+        // SAFETY: all-zero is a valid sockaddr_in.
+        let mut sa: libc::sockaddr_in = unsafe { zeroed() };
+        sa.sin_family = libc::AF_INET as u16;
+        sa.sin_addr.s_addr = u32::from(Ipv4Addr::new(127, 0, 0, last)).to_be();
+        sa
+    };
+    // ICMP echo request, identifier and sequence 1 (checksum precomputed).
+    let echo: [u8; 8] = [8, 0, 0xf7, 0xfd, 0, 1, 0, 1];
+    let icmp = send_one(
+        libc::AF_INET,
+        libc::SOCK_RAW,
+        libc::IPPROTO_ICMP,
+        &echo,
+        &v4(1),
+    );
+    let gre = send_one(libc::AF_INET, libc::SOCK_RAW, 47, &[0u8; 4], &v4(2));
+    // SAFETY: all-zero is a valid sockaddr_in6.
+    let mut sa6: libc::sockaddr_in6 = unsafe { zeroed() };
+    sa6.sin6_family = libc::AF_INET6 as u16;
+    sa6.sin6_addr.s6_addr[15] = 1;
+    // ICMPv6 echo request: the kernel fills the checksum of a raw ICMPv6 socket.
+    let icmp6 = send_one(
+        libc::AF_INET6,
+        libc::SOCK_RAW,
+        libc::IPPROTO_ICMPV6,
+        &[128, 0, 0, 0, 0, 1, 0, 1],
+        &sa6,
+    );
+    // A ping socket needs the caller's group in `ping_group_range`, checked when the
+    // socket is made: opened for that moment only.
+    let range = "/proc/sys/net/ipv4/ping_group_range";
+    let was = std::fs::read_to_string(range).expect("ping_group_range");
+    std::fs::write(range, "0 0").expect("open ping_group_range");
+    // SAFETY: a plain syscall; checked.
+    let ping = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP) };
+    std::fs::write(range, was.trim()).expect("restore ping_group_range");
+    let ping = check(ping, "ping socket");
+    let to = v4(3);
+    // SAFETY: valid buffers; checked.
+    let sent = unsafe {
+        libc::sendto(
+            ping,
+            echo.as_ptr().cast(),
+            echo.len(),
+            0,
+            (&to as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        )
+    };
+    check(sent as i32, "ping sendto");
+    let ident = local_port(ping);
+    // SAFETY: our fd.
+    unsafe { libc::close(ping) };
+    format!("icmp={icmp} gre={gre} icmp6={icmp6} ping={sent} ping_ident={ident}")
 }
 
 fn sockaddr_un(path: &[u8]) -> (libc::sockaddr_un, u32) {

@@ -125,7 +125,13 @@ pub fn decode_network(
     } else {
         AddressFamily::Ipv6
     };
-    let local = SocketAddr::new(local_ip, r.local_port);
+    // A raw socket's `inet_num` is its protocol, not a port.
+    let local_port = if r.sock_type == SOCK_RAW {
+        0
+    } else {
+        r.local_port
+    };
+    let local = SocketAddr::new(local_ip, local_port);
     let remote = SocketAddr::new(remote_ip, r.remote_port);
     // source = the end that initiated, dest = the end that accepted.
     let (source_addr, dest_addr) = match event_kind {
