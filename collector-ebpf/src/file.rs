@@ -35,8 +35,9 @@ use crate::{
     net_compat::in_compat_syscall,
     offsets::get,
     path::{
-        append_user, copy_dir, copy_out, entry_digest, resolve_fd, resolve_pwd, user_digest,
-        Resolved, PATH_FLAG_CHANGED, PATH_FLAG_TRUNCATED, PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
+        append_user, copy_dir, copy_out, dir_key, entry_digest, resolve_fd, resolve_pwd,
+        user_digest, Resolved, PATH_FLAG_CHANGED, PATH_FLAG_TRUNCATED, PATH_FLAG_UNREADABLE,
+        PATH_FLAG_USER,
     },
 };
 
@@ -90,6 +91,10 @@ pub struct PendingFile {
     /// `entry_digest` of `path` and `new_path` at entry (see `PATH_FLAG_CHANGED`).
     digest: u64,
     new_digest: u64,
+    /// `path::dir_key` of the directory each relative string is looked up from, at
+    /// entry (0: absolute, or not taken): compared at exit with the directory walked.
+    dir_key: u64,
+    new_dir_key: u64,
 }
 
 /// In-flight file syscalls by thread id.
@@ -133,6 +138,35 @@ fn stash_digests(pending: &mut PendingFile) {
     if pending.new_path != 0 {
         pending.new_digest = unsafe { entry_digest(0, pending.new_path as *const u8, seed) };
     }
+    // The directories the relative strings start from: another thread sharing the cwd
+    // (fchdir) or the fd table (dup2 onto the dirfd) can change them while the call
+    // runs, so that the one walked at exit is not the one the kernel used. A symlink's
+    // target is not looked up.
+    if pending.kind != RecordKind::Symlink as u32 {
+        pending.dir_key = unsafe { entry_dir_key(pending.dirfd, pending.path) };
+    }
+    if pending.new_path != 0 {
+        pending.new_dir_key = unsafe { entry_dir_key(pending.new_dirfd, pending.new_path) };
+    }
+}
+
+/// `dir_key` of the directory the user string at `path` is relative to (0 when it is
+/// absolute or unreadable).
+#[inline(always)]
+unsafe fn entry_dir_key(dirfd: i32, path: u64) -> u64 {
+    match unsafe { aya_ebpf::helpers::bpf_probe_read_user(path as *const u8) } {
+        Ok(first) if first != b'/' && first != 0 => unsafe {
+            dir_key(dirfd == AT_FDCWD, dirfd as u64)
+        },
+        _ => 0,
+    }
+}
+
+/// Whether the directory a relative string was looked up from is not the one it was at
+/// entry (`key`, 0 when none was taken).
+#[inline(always)]
+fn dir_moved(key: u64, dirfd: i32) -> bool {
+    key != 0 && unsafe { dir_key(dirfd == AT_FDCWD, dirfd as u64) } != key
 }
 
 pub(crate) fn pending(
@@ -154,6 +188,8 @@ pub(crate) fn pending(
         seed: 0,
         digest: 0,
         new_digest: 0,
+        dir_key: 0,
+        new_dir_key: 0,
     }
 }
 
@@ -594,7 +630,7 @@ pub(crate) fn emit_one_path(pid_tgid: u64, p: &PendingFile, ret: i64) -> u32 {
     let mut r = unsafe { resolve_for_exit(kind, ret, p) };
     if p.seed != 0
         && r.flags & PATH_FLAG_USER != 0
-        && unsafe { user_digest(0, &r, p.seed) } != p.digest
+        && (unsafe { user_digest(0, &r, p.seed) } != p.digest || dir_moved(p.dir_key, p.dirfd))
     {
         r.flags |= PATH_FLAG_CHANGED;
     }
@@ -827,7 +863,7 @@ pub(crate) fn exit_rename_ret(ret: i64) -> u32 {
         unsafe { resolve_dir(0, p.dirfd, first(p.path)) }
     };
     let mut old = unsafe { append_user(0, old_dir, p.path as *const u8) };
-    if unsafe { user_digest(0, &old, p.seed) } != p.digest {
+    if unsafe { user_digest(0, &old, p.seed) } != p.digest || dir_moved(p.dir_key, p.dirfd) {
         old.flags |= PATH_FLAG_CHANGED;
     }
     let new_first = first(p.new_path);
@@ -839,7 +875,9 @@ pub(crate) fn exit_rename_ret(ret: i64) -> u32 {
         unsafe { resolve_dir(1, p.new_dirfd, new_first) }
     };
     let mut new = unsafe { append_user(1, new_dir, p.new_path as *const u8) };
-    if unsafe { user_digest(1, &new, p.seed) } != p.new_digest {
+    if unsafe { user_digest(1, &new, p.seed) } != p.new_digest
+        || dir_moved(p.new_dir_key, p.new_dirfd)
+    {
         new.flags |= PATH_FLAG_CHANGED;
     }
     unsafe {

@@ -111,6 +111,8 @@ walk_offsets! {
     OFF_PATHWALK_FS_ROOT,
     /// `fs_struct.pwd`
     OFF_PATHWALK_FS_PWD,
+    /// `fs_struct.seq`'s sequence count (0: unknown on this kernel; `users` is at 0)
+    OFF_PATHWALK_FS_SEQ,
     /// `task_struct.files`
     OFF_PATHWALK_TASK_FILES,
     /// `files_struct.fdt`
@@ -514,6 +516,40 @@ pub unsafe fn fd_file(fd: u64) -> Option<*const u8> {
             None
         } else {
             Some(file as *const u8)
+        }
+    }
+}
+
+/// An identity of the directory a relative path string is looked up from, as it is now;
+/// 0 when it cannot be read. For a descriptor, its file's dentry. For the cwd
+/// (`at_cwd`), the cwd's dentry mixed with `fs->seq`, the count every chdir, fchdir and
+/// chroot of the tasks sharing this `fs_struct` bumps: a cwd changed and changed back
+/// within a call still differs.
+#[inline(always)]
+pub unsafe fn dir_key(at_cwd: bool, fd: u64) -> u64 {
+    unsafe {
+        if at_cwd {
+            let fs: *const u8 = load(task_btf(), off::OFF_PATHWALK_TASK_FS());
+            // A helper read, not a typed load: the verifier allows no arithmetic on a
+            // typed pointer, and the key mixes the dentry's address with the count.
+            let Ok(dentry) = rd(
+                fs as u64,
+                off::OFF_PATHWALK_FS_PWD() + off::OFF_PATHWALK_PATH_DENTRY(),
+            ) else {
+                return 0;
+            };
+            let seq_off = off::OFF_PATHWALK_FS_SEQ();
+            let seq: u32 = if seq_off == 0 { 0 } else { load(fs, seq_off) };
+            dentry ^ ((seq as u64) << 32)
+        } else {
+            match fd_file(fd) {
+                Some(file) => rd(
+                    file as u64,
+                    off::OFF_PATHWALK_FILE_F_PATH() + off::OFF_PATHWALK_PATH_DENTRY(),
+                )
+                .unwrap_or(0),
+                None => 0,
+            }
         }
     }
 }

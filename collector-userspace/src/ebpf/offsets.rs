@@ -209,6 +209,15 @@ const PATH_FIELDS: &[(&str, &str, &str)] = &[
     ("OFF_PATHWALK_FDT_FD", "fdtable", "fd"),
 ];
 
+/// `fs_struct.seq`'s sequence count, by layout: a `seqlock_t` (6.x), a
+/// `seqcount_spinlock_t`, or a bare `seqcount_t` (older kernels). The first that resolves
+/// is used; none leaves 0 (the cwd's identity is then its dentry alone).
+const FS_SEQ_PATHS: &[&str] = &[
+    "seq.seqcount.seqcount.sequence",
+    "seq.seqcount.sequence",
+    "seq.sequence",
+];
+
 /// Saved-register fields the raw `sys_enter`/`sys_exit` fallback reads (x86_64 names).
 /// Optional: where they are missing the fallback is unavailable, nothing else.
 const SYSCALL_REGS: &[(&str, &str, &str)] = &[
@@ -252,6 +261,11 @@ impl KernelOffsets {
             .chain(PATH_FIELDS)
             .map(|&(global, ty, path)| Ok((global, btf.member_offset(ty, path)?)))
             .collect::<Result<Vec<_>, BtfError>>()?;
+        let fs_seq = FS_SEQ_PATHS
+            .iter()
+            .find_map(|path| btf.member_offset("fs_struct", path).ok())
+            .unwrap_or(0);
+        values.push(("OFF_PATHWALK_FS_SEQ", fs_seq));
         let regs: Result<Vec<_>, BtfError> = SYSCALL_REGS
             .iter()
             .map(|&(global, ty, path)| Ok((global, btf.member_offset(ty, path)?)))

@@ -55,6 +55,10 @@
 //!     (needs CAP_DAC_READ_SEARCH: EPERM as nobody), then (x86_64) the same through
 //!     `int $0x80` (342), the actor's last call                     -> h=DIR/h and results
 //!
+//! kfile-actor cwd-race DIR N [nobody]   a thread flips the shared cwd between DIR/race/real
+//!   and DIR/race/decoy (fchdir) while the main thread chmods (0o4755) then unlinks
+//!   r0..rN, which exist only in real, by relative name       -> real=.. decoy=.. and counts
+//!
 //! kfile-actor int80-opens PATH N   (x86_64, cost measurement) prints `pid=`, waits for a
 //!   line on stdin, then N times open(5)+close(6) of PATH through `int $0x80`
 //!                                                                  -> opens=N seconds=S
@@ -613,6 +617,58 @@ fn byfd(dir: &str) -> String {
     out
 }
 
+fn cwd_race(dir: &str, n: usize) -> String {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let real = format!("{dir}/race/real");
+    let decoy = format!("{dir}/race/decoy");
+    std::fs::create_dir_all(&real).expect("mkdir real");
+    std::fs::create_dir_all(&decoy).expect("mkdir decoy");
+    for i in 0..n {
+        close(open_creat(libc::AT_FDCWD, &format!("{real}/r{i}")));
+    }
+    let (real_fd, decoy_fd) = (open_dir(&real), open_dir(&decoy));
+    // SAFETY: our own directory fd.
+    assert_eq!(unsafe { libc::fchdir(real_fd) }, 0, "fchdir");
+    let stop = AtomicBool::new(false);
+    let mut counts = [0u32; 4];
+    std::thread::scope(|s| {
+        // Threads share the cwd (one fs_struct): the flips move the main thread's too.
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: our own directory fds.
+                unsafe {
+                    libc::fchdir(decoy_fd);
+                    libc::fchdir(real_fd);
+                }
+            }
+        });
+        for i in 0..n {
+            let name = cstr(&format!("r{i}"));
+            // SAFETY: a valid NUL-terminated relative name.
+            let (chmod, unlink) = unsafe {
+                (
+                    libc::chmod(name.as_ptr(), 0o4755),
+                    libc::unlink(name.as_ptr()),
+                )
+            };
+            counts[usize::from(chmod == 0)] += 1;
+            counts[2 + usize::from(unlink == 0)] += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    // The last call, for the test to know it has everything.
+    let end = cstr(&format!("{real}/end"));
+    // SAFETY: a valid NUL-terminated path.
+    unsafe { libc::unlink(end.as_ptr()) };
+    format!(
+        "real={real} decoy={decoy} chmod_ok={} unlink_ok={} uid={}",
+        counts[1],
+        counts[3],
+        // SAFETY: getuid cannot fail.
+        unsafe { libc::getuid() }
+    )
+}
+
 fn open_dir(path: &str) -> i32 {
     let p = cstr(path);
     // SAFETY: valid NUL-terminated path; checked.
@@ -623,7 +679,10 @@ fn open_dir(path: &str) -> i32 {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.get(2).map(String::as_str) == Some("nobody") {
+    if args.get(2).map(String::as_str) == Some("nobody")
+        || (args.first().map(String::as_str) == Some("cwd-race")
+            && args.get(3).map(String::as_str) == Some("nobody"))
+    {
         drop_to_nobody();
     }
     let out = match args.first().map(String::as_str) {
@@ -633,6 +692,7 @@ fn main() {
         Some("links") => links(&args[1]),
         Some("tmpfile") => tmpfile(&args[1]),
         Some("byfd") => byfd(&args[1]),
+        Some("cwd-race") => cwd_race(&args[1], args[2].parse().expect("N")),
         #[cfg(target_arch = "x86_64")]
         Some("int80") => int80(&args[1]),
         #[cfg(target_arch = "x86_64")]
