@@ -97,6 +97,9 @@ pub enum RecordKind {
     Symlink = 35,
     /// An anonymous memory file was made by memfd_create ([`FileRecord`]: path = its name).
     MemfdCreate = 36,
+    /// A file system node was made by mknod/mknodat ([`FileRecord`]: `mode` with its
+    /// type bits, the device number in `open_flags`).
+    Mknod = 37,
 }
 
 impl RecordKind {
@@ -135,6 +138,7 @@ impl RecordKind {
             34 => Self::Link,
             35 => Self::Symlink,
             36 => Self::MemfdCreate,
+            37 => Self::Mknod,
             _ => return None,
         })
     }

@@ -83,6 +83,8 @@ fn events() -> Vec<CollectionEvent> {
             new_path_user_supplied: true,
             new_path_changed: false,
             io_uring: false,
+            device_major: None,
+            device_minor: None,
             process: None,
         }),
         CollectionEvent::Performance(PerformanceEvent {

@@ -80,6 +80,8 @@ fn open_event(n: u32, process: &Arc<ProcessContext>) -> CollectionEvent {
         new_path_user_supplied: false,
         new_path_changed: false,
         io_uring: false,
+        device_major: None,
+        device_minor: None,
         process: Some(process.clone()),
     })
 }

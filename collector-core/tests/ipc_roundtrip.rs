@@ -316,7 +316,8 @@ fn filesystem_base() -> impl Strategy<Value = CollectionEvent> {
             Just(FilesystemEventKind::Symlink),
             Just(FilesystemEventKind::MemfdCreate),
             Just(FilesystemEventKind::Tmpfile),
-            Just(FilesystemEventKind::OpenByHandleAt)
+            Just(FilesystemEventKind::OpenByHandleAt),
+            Just(FilesystemEventKind::Mknod)
         ],
         ts(),
         any::<u32>(),
@@ -382,6 +383,9 @@ fn filesystem_base() -> impl Strategy<Value = CollectionEvent> {
                     new_path_user_supplied: nus,
                     new_path_changed: nc,
                     io_uring,
+                    // Any optional u32s: the owner's, again.
+                    device_major: owner_uid,
+                    device_minor: owner_gid,
                     process: None,
                 })
             },

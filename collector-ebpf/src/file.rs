@@ -380,6 +380,38 @@ pub fn sys_enter_fchownat(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// mknod/mknodat: the mode (file type bits included: a device node, a FIFO, a regular
+/// file made with its setuid bit) and the device number in the open_flags slot.
+#[inline(always)]
+fn stash_mknod(dirfd: u64, path: u64, mode: u64, dev: u64) {
+    stash(
+        RecordKind::Mknod,
+        pending(RecordKind::Mknod, dirfd, path, dev, mode),
+    );
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_mknod")]
+pub fn sys_enter_mknod(ctx: TracePointContext) -> u32 {
+    stash_mknod(AT_FDCWD as u64, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_mknodat")]
+pub fn sys_enter_mknodat(ctx: TracePointContext) -> u32 {
+    stash_mknod(arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 3));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_mknod")]
+pub fn sys_exit_mknod(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_mknodat")]
+pub fn sys_exit_mknodat(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
 // The calls that name their file by a descriptor (see `file_sys`): the fd in the dirfd
 // slot, no path.
 
@@ -607,6 +639,7 @@ pub(crate) fn emit_one_path(pid_tgid: u64, p: &PendingFile, ret: i64) -> u32 {
         k if k == RecordKind::Chmod as u32 => RecordKind::Chmod,
         k if k == RecordKind::Chown as u32 => RecordKind::Chown,
         k if k == RecordKind::MemfdCreate as u32 => RecordKind::MemfdCreate,
+        k if k == RecordKind::Mknod as u32 => RecordKind::Mknod,
         _ => RecordKind::Open,
     };
     if kind == RecordKind::Open && ret >= 0 && p.open_flags & O_CREAT != 0 {
@@ -1065,6 +1098,8 @@ const NR_SYMLINKAT: u64 = 266;
 const NR_FCHMODAT: u64 = 268;
 const NR_MEMFD_CREATE: u64 = 319;
 const NR_FCHMODAT2: u64 = 452;
+const NR_MKNOD: u64 = 133;
+const NR_MKNODAT: u64 = 259;
 
 /// An x86_64 one-path call whose entry stashes its arguments.
 #[inline(always)]
@@ -1084,6 +1119,8 @@ fn is_native_one_path(nr: u64) -> bool {
             | NR_LCHOWN
             | NR_FCHOWNAT
             | NR_MEMFD_CREATE
+            | NR_MKNOD
+            | NR_MKNODAT
     )
 }
 
@@ -1170,6 +1207,10 @@ fn stash_native(nr: u64, a: impl Fn(usize) -> u64) {
             RecordKind::MemfdCreate,
             pending(RecordKind::MemfdCreate, at, a(0), a(1), 0),
         ),
+        // mknod(path, mode, dev), mknodat(dirfd, path, mode, dev): the device number in
+        // the open_flags slot.
+        NR_MKNOD => stash_mknod(at, a(0), a(1), a(2)),
+        NR_MKNODAT => stash_mknod(a(0), a(1), a(2), a(3)),
         NR_RENAME => stash_rename(at, a(0), at, a(1), 0),
         NR_RENAMEAT => stash_rename(a(0), a(1), a(2), a(3), 0),
         NR_RENAMEAT2 => stash_rename(a(0), a(1), a(2), a(3), a(4)),

@@ -58,6 +58,8 @@ const NR32_FCHMOD: u64 = 94;
 const NR32_FCHOWN16: u64 = 95;
 const NR32_FCHOWN32: u64 = 207;
 const NR32_OPEN_BY_HANDLE_AT: u64 = 342;
+const NR32_MKNOD: u64 = 14;
+const NR32_MKNODAT: u64 = 297;
 
 /// `AT_FDCWD` as an i386 register holds it (32 bits; `dirfd32` sign-extends it).
 const AT_FDCWD: u64 = collector_common::abi::AT_FDCWD as u32 as u64;
@@ -109,6 +111,8 @@ pub(crate) fn is_file_call32_at_exit(id: u64) -> bool {
                 | NR32_FCHOWN16
                 | NR32_FCHOWN32
                 | NR32_OPEN_BY_HANDLE_AT
+                | NR32_MKNOD
+                | NR32_MKNODAT
         )
 }
 
@@ -245,6 +249,9 @@ fn one_path32(id: u64, regs: *const u8) -> Option<(RecordKind, PendingFile)> {
         NR32_FCHOWNAT => one(RecordKind::Chown, a(0), a(1), a(2), a(3)),
         // memfd_create(name, flags): a name, no directory.
         NR32_MEMFD_CREATE => one(RecordKind::MemfdCreate, AT_FDCWD, a(0), a(1), 0),
+        // mknod(path, mode, dev), mknodat(dirfd, path, mode, dev): dev in open_flags.
+        NR32_MKNOD => one(RecordKind::Mknod, AT_FDCWD, a(0), a(2), a(1)),
+        NR32_MKNODAT => one(RecordKind::Mknod, a(0), a(1), a(3), a(2)),
         // By descriptor: the fd in the dirfd slot, no path.
         NR32_FCHMOD => fd_one(RecordKind::Chmod, a(0), 0, a(1), 0),
         NR32_FCHOWN32 => fd_one(RecordKind::Chown, a(0), a(1), a(2), 0),

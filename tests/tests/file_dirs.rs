@@ -88,3 +88,68 @@ async fn mkdir_rmdir_chmod_are_reported_with_paths_and_modes() {
     assert_eq!(e.result, Some(-2), "{e:?}");
     assert_eq!(e.mode, Some(0o644), "{e:?}");
 }
+
+/// mknod/mknodat, native and through `int $0x80`, from an unprivileged actor: FIFOs, a
+/// regular file made setuid without an open, and a character device refused (EPERM), each
+/// with its type bits, permissions and device number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mknod_reports_the_node_type_mode_and_device() {
+    if !kernel_or_skip("mknod_reports_the_node_type_mode_and_device") {
+        return;
+    }
+    let (_tmp, dir) = common::shared_dir();
+    let watch = common::FsWatch::start(KernelConfig::default());
+    let out = run_actor(
+        env!("CARGO_BIN_EXE_kfile-actor"),
+        &["mknod", &dir, "nobody"],
+    );
+    assert_eq!(out["uid"], "65534", "actor runs unprivileged");
+    for call in ["fifo", "suid", "fifo2", "fifo32", "reg32"] {
+        assert_eq!(out[call], "0", "{call}: {out:?}");
+    }
+    assert_eq!(out["null"], "-1", "EPERM: {out:?}");
+    let pid: u32 = out["pid"].parse().unwrap();
+    let n = out["n"].clone();
+    let events = watch
+        .collect(
+            pid,
+            |e| e.kind == FilesystemEventKind::Mknod,
+            |e| e.path.ends_with("/reg32"),
+        )
+        .await;
+    // (name in DIR/n, mode, result, device, 32-bit entry)
+    type Node = (String, Option<u32>, Option<i64>, Option<(u32, u32)>, bool);
+    let got: Vec<Node> = events
+        .iter()
+        .map(|e| {
+            assert_eq!(e.uid, Some(65534), "{e:?}");
+            assert!(
+                e.path_user_supplied && !e.path_truncated && !e.path_unreadable,
+                "{e:?}"
+            );
+            (
+                e.path
+                    .strip_prefix(&format!("{n}/"))
+                    .unwrap_or(&e.path)
+                    .to_owned(),
+                e.mode,
+                e.result,
+                e.device_major.zip(e.device_minor),
+                e.compat_syscall,
+            )
+        })
+        .collect();
+    let s = |p: &str| p.to_owned();
+    assert_eq!(
+        got,
+        [
+            (s("fifo"), Some(0o010640), Some(0), Some((0, 0)), false),
+            (s("suid"), Some(0o104755), Some(0), Some((0, 0)), false),
+            (s("fifo2"), Some(0o010600), Some(0), Some((0, 0)), false),
+            (s("null"), Some(0o020666), Some(-1), Some((1, 3)), false),
+            (s("fifo32"), Some(0o010644), Some(0), Some((0, 0)), true),
+            (s("reg32"), Some(0o102755), Some(0), Some((0, 0)), true),
+        ],
+        "{events:#?}"
+    );
+}

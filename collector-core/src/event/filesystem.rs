@@ -43,6 +43,11 @@ pub enum FilesystemEventKind {
     /// `CAP_DAC_READ_SEARCH`).
     #[serde(rename = "open_by_handle_at")]
     OpenByHandleAt,
+    /// A file system node was made by mknod/mknodat: `mode` holds its type (`S_IFCHR`
+    /// 0o020000, `S_IFBLK` 0o060000, `S_IFIFO` 0o010000, `S_IFSOCK` 0o140000, `S_IFREG`
+    /// 0o100000) and permissions, setuid/setgid included; `device_major`/`device_minor`
+    /// the device. A block device node gives raw access to a disk.
+    Mknod,
 }
 
 impl FilesystemEventKind {
@@ -62,6 +67,7 @@ impl FilesystemEventKind {
             Self::MemfdCreate => "memfd_create",
             Self::Tmpfile => "tmpfile",
             Self::OpenByHandleAt => "open_by_handle_at",
+            Self::Mknod => "mknod",
         }
     }
 }
@@ -150,6 +156,12 @@ pub struct FilesystemEvent {
     /// syscall of its own.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub io_uring: bool,
+    /// mknod: the device number's major (character and block devices; 0 otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_major: Option<u32>,
+    /// mknod: the device number's minor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_minor: Option<u32>,
     /// The process, from the collector's process table (absent when the table does not
     /// know the pid: a process that ended before its event was read, or a table off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -193,6 +205,8 @@ impl FilesystemEvent {
             new_path_user_supplied: false,
             new_path_changed: false,
             io_uring: false,
+            device_major: None,
+            device_minor: None,
             process: None,
         }
     }
@@ -229,6 +243,8 @@ mod tests {
             new_path_user_supplied: true,
             new_path_changed: false,
             io_uring: true,
+            device_major: None,
+            device_minor: None,
             process_key: Some("7:1000".into()),
             process: None,
         }

@@ -55,6 +55,8 @@ pub(super) fn filesystem(e: &FilesystemEvent, out: &mut Vec<u8>) {
         new_path_user_supplied,
         new_path_changed,
         io_uring,
+        device_major,
+        device_minor,
         process,
     } = e;
     head(out, b"filesystem", kind.as_str(), timestamp, *pid, source);
@@ -97,6 +99,8 @@ pub(super) fn filesystem(e: &FilesystemEvent, out: &mut Vec<u8>) {
             out.extend_from_slice(text);
         }
     }
+    opt_u32(out, b",\"device_major\":", *device_major);
+    opt_u32(out, b",\"device_minor\":", *device_minor);
     if let Some(process) = process {
         out.extend_from_slice(b",\"process\":");
         shared_context(process, out);

@@ -329,6 +329,7 @@ mod tests {
                 FilesystemEventKind::MemfdCreate,
                 FilesystemEventKind::Tmpfile,
                 FilesystemEventKind::OpenByHandleAt,
+                FilesystemEventKind::Mknod,
             ],
             |k| k.as_str(),
         );

@@ -511,6 +511,7 @@ pub fn filesystem_kind_to_proto(kind: FilesystemEventKind) -> pb::FilesystemEven
         FilesystemEventKind::MemfdCreate => pb::FilesystemEventKind::MemfdCreate,
         FilesystemEventKind::Tmpfile => pb::FilesystemEventKind::Tmpfile,
         FilesystemEventKind::OpenByHandleAt => pb::FilesystemEventKind::OpenByHandleAt,
+        FilesystemEventKind::Mknod => pb::FilesystemEventKind::Mknod,
     }
 }
 
@@ -530,6 +531,7 @@ pub fn filesystem_kind_from_proto(raw: i32) -> Option<FilesystemEventKind> {
         Ok(pb::FilesystemEventKind::MemfdCreate) => Some(FilesystemEventKind::MemfdCreate),
         Ok(pb::FilesystemEventKind::Tmpfile) => Some(FilesystemEventKind::Tmpfile),
         Ok(pb::FilesystemEventKind::OpenByHandleAt) => Some(FilesystemEventKind::OpenByHandleAt),
+        Ok(pb::FilesystemEventKind::Mknod) => Some(FilesystemEventKind::Mknod),
         _ => None,
     }
 }
@@ -561,6 +563,8 @@ fn filesystem_to_proto(e: &FilesystemEvent) -> pb::FilesystemEvent {
         new_path_user_supplied: e.new_path_user_supplied,
         new_path_changed: e.new_path_changed,
         io_uring: e.io_uring,
+        device_major: e.device_major,
+        device_minor: e.device_minor,
         process: e.process.as_deref().map(context_to_proto),
     }
 }
@@ -594,6 +598,8 @@ fn filesystem_from_proto(e: pb::FilesystemEvent) -> Result<FilesystemEvent, Conv
         new_path_user_supplied: e.new_path_user_supplied,
         new_path_changed: e.new_path_changed,
         io_uring: e.io_uring,
+        device_major: e.device_major,
+        device_minor: e.device_minor,
         process: e
             .process
             .map(|c| std::sync::Arc::new(context_from_proto(c))),

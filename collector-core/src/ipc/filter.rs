@@ -12,7 +12,7 @@ use crate::event::{
 use crate::ipc::convert::{domain_from_proto, domain_to_proto};
 
 /// Every kind name, in bit order. Kind names are unique across domains.
-pub(crate) const KIND_NAMES: [&str; 26] = [
+pub(crate) const KIND_NAMES: [&str; 27] = [
     "exec",
     "fork",
     "exit",
@@ -39,6 +39,7 @@ pub(crate) const KIND_NAMES: [&str; 26] = [
     "memfd_create",      // filesystem, added later
     "tmpfile",           // filesystem, added later
     "open_by_handle_at", // filesystem, added later
+    "mknod",             // filesystem, added later
 ];
 
 /// The domain of each kind in [`KIND_NAMES`] (same order; the length is checked).
@@ -69,6 +70,7 @@ pub(crate) const KIND_DOMAINS: [&str; KIND_NAMES.len()] = [
     "filesystem", // memfd_create
     "filesystem", // tmpfile
     "filesystem", // open_by_handle_at
+    "filesystem", // mknod
 ];
 
 /// A subscriber's selection: empty masks select everything.
@@ -194,6 +196,7 @@ fn kind_bit(ev: &CollectionEvent) -> u32 {
             FilesystemEventKind::MemfdCreate => 23,
             FilesystemEventKind::Tmpfile => 24,
             FilesystemEventKind::OpenByHandleAt => 25,
+            FilesystemEventKind::Mknod => 26,
         },
         CollectionEvent::Performance(e) => match e.kind {
             PerformanceEventKind::Metric => 12,

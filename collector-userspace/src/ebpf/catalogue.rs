@@ -256,6 +256,7 @@ impl KernelDomain {
                 (RecordKind::Link, "link"),
                 (RecordKind::Symlink, "symlink"),
                 (RecordKind::MemfdCreate, "memfd_create"),
+                (RecordKind::Mknod, "mknod"),
             ],
         }
     }
@@ -339,6 +340,8 @@ pub(crate) const OPTIONAL_PROGRAMS: &[&str] = &[
     "sys_exit_link",
     "sys_enter_symlink",
     "sys_exit_symlink",
+    "sys_enter_mknod",
+    "sys_exit_mknod",
 ];
 
 /// The raw-tracepoint set: an entry program per domain on `sys_enter`; the exits
@@ -425,6 +428,10 @@ pub(crate) const FILE_PROGRAMS_PORTABLE: &[ProgramSpec] = &[
     syscall("sys_exit_fchownat"),
     syscall("sys_enter_memfd_create"),
     syscall("sys_exit_memfd_create"),
+    syscall("sys_enter_mknodat"),
+    syscall("sys_exit_mknodat"),
+    syscall("sys_enter_mknod"),
+    syscall("sys_exit_mknod"),
     syscall("sys_enter_fchmod"),
     syscall("sys_exit_fchmod"),
     syscall("sys_enter_fchown"),

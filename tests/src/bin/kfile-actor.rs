@@ -55,6 +55,12 @@
 //!     (needs CAP_DAC_READ_SEARCH: EPERM as nobody), then (x86_64) the same through
 //!     `int $0x80` (342), the actor's last call                     -> h=DIR/h and results
 //!
+//! kfile-actor mknod DIR [nobody]   in DIR/n: mknod fifo (S_IFIFO|0o640), mknod suid
+//!   (S_IFREG|0o4755: a setuid file without an open), mknodat(dirfd, "fifo2", S_IFIFO|0o600),
+//!   mknod null (S_IFCHR 1:3: EPERM unprivileged); (x86_64) through `int $0x80`:
+//!   mknod(14) fifo32, mknodat(297) (dirfd, "reg32", S_IFREG|0o2755); the last call
+//!                                                                  -> n=DIR/n and results
+//!
 //! kfile-actor cwd-race DIR N [nobody]   a thread flips the shared cwd between DIR/race/real
 //!   and DIR/race/decoy (fchdir) while the main thread chmods (0o4755) then unlinks
 //!   r0..rN, which exist only in real, by relative name       -> real=.. decoy=.. and counts
@@ -617,6 +623,71 @@ fn byfd(dir: &str) -> String {
     out
 }
 
+fn mknod(dir: &str) -> String {
+    let n = format!("{dir}/n");
+    std::fs::create_dir_all(&n).expect("mkdir n");
+    let dirfd = open_dir(&n);
+    let c = |name: &str| cstr(&format!("{n}/{name}"));
+    let err = |r: i32| {
+        if r < 0 {
+            -std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        } else {
+            r
+        }
+    };
+    let mut r: Vec<(&str, i32)> = Vec::new();
+    // SAFETY: plain syscalls with valid NUL-terminated paths; results are reported.
+    unsafe {
+        r.push((
+            "fifo",
+            err(libc::mknod(c("fifo").as_ptr(), libc::S_IFIFO | 0o640, 0)),
+        ));
+        r.push((
+            "suid",
+            err(libc::mknod(c("suid").as_ptr(), libc::S_IFREG | 0o4755, 0)),
+        ));
+        r.push((
+            "fifo2",
+            err(libc::mknodat(
+                dirfd,
+                cstr("fifo2").as_ptr(),
+                libc::S_IFIFO | 0o600,
+                0,
+            )),
+        ));
+        r.push((
+            "null",
+            err(libc::mknod(
+                c("null").as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(1, 3),
+            )),
+        ));
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut low = LowMem::new(4096);
+        let fifo32 = low.put(format!("{n}/fifo32").as_bytes());
+        let reg32 = low.put(b"reg32");
+        // SAFETY: i386 syscalls with pointers into our low mapping.
+        unsafe {
+            r.push((
+                "fifo32",
+                syscall32(14, [fifo32, libc::S_IFIFO | 0o644, 0, 0, 0]),
+            ));
+            r.push((
+                "reg32",
+                syscall32(297, [dirfd as u32, reg32, libc::S_IFREG | 0o2755, 0, 0]),
+            ));
+        }
+    }
+    let mut out = format!("n={n} uid={}", unsafe { libc::getuid() });
+    for (name, ret) in r {
+        out.push_str(&format!(" {name}={ret}"));
+    }
+    out
+}
+
 fn cwd_race(dir: &str, n: usize) -> String {
     use std::sync::atomic::{AtomicBool, Ordering};
     let real = format!("{dir}/race/real");
@@ -692,6 +763,7 @@ fn main() {
         Some("links") => links(&args[1]),
         Some("tmpfile") => tmpfile(&args[1]),
         Some("byfd") => byfd(&args[1]),
+        Some("mknod") => mknod(&args[1]),
         Some("cwd-race") => cwd_race(&args[1], args[2].parse().expect("N")),
         #[cfg(target_arch = "x86_64")]
         Some("int80") => int80(&args[1]),

@@ -364,6 +364,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
     let mut new_path_user_supplied = false;
     let mut new_path_changed = false;
     let mut io_uring = false;
+    let (mut device_major, mut device_minor) = (None, None);
     let mut process = None;
     let (mut flags, mut mode, mut result, mut uid) = (None, None, None, None);
     let mut fields = Fields::new(body);
@@ -396,6 +397,8 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
             }
             (filesystem::NEW_PATH_CHANGED, VARINT) => new_path_changed = r.varint()? != 0,
             (filesystem::IO_URING, VARINT) => io_uring = r.varint()? != 0,
+            (filesystem::DEVICE_MAJOR, VARINT) => device_major = Some(r.varint()? as u32),
+            (filesystem::DEVICE_MINOR, VARINT) => device_minor = Some(r.varint()? as u32),
             (filesystem::PROCESS, LEN) => process = Some(names.context(r.len_delimited()?)?),
             _ => return None,
         }
@@ -426,6 +429,8 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
         new_path_user_supplied,
         new_path_changed,
         io_uring,
+        device_major,
+        device_minor,
         process,
     })
 }
@@ -838,6 +843,8 @@ mod tests {
                     new_path_user_supplied: false,
                     new_path_changed: false,
                     io_uring: false,
+                    device_major: None,
+                    device_minor: None,
                     process: Some(process),
                 })
             })

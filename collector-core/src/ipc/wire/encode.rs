@@ -419,6 +419,8 @@ fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent) {
     );
     boolean(o, filesystem::NEW_PATH_CHANGED, e.new_path_changed);
     boolean(o, filesystem::IO_URING, e.io_uring);
+    opt_varint(o, filesystem::DEVICE_MAJOR, e.device_major.map(u64::from));
+    opt_varint(o, filesystem::DEVICE_MINOR, e.device_minor.map(u64::from));
     context_field(o, filesystem::PROCESS, e.process.as_ref());
 }
 

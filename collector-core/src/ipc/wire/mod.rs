@@ -150,6 +150,8 @@ mod field {
         pub const NEW_PATH_USER_SUPPLIED: u32 = 43;
         pub const NEW_PATH_CHANGED: u32 = 44;
         pub const IO_URING: u32 = 45;
+        pub const DEVICE_MAJOR: u32 = 46;
+        pub const DEVICE_MINOR: u32 = 47;
         pub const PROCESS: u32 = 50;
     }
     /// `ProcessContext`, in network and filesystem events.

@@ -65,7 +65,8 @@ pub fn decode_filesystem(
         | RecordKind::Rmdir
         | RecordKind::Chmod
         | RecordKind::Chown
-        | RecordKind::MemfdCreate => {
+        | RecordKind::MemfdCreate
+        | RecordKind::Mknod => {
             let r: FileRecord = read(bytes, kind as u32)?;
             // Variable length: the path bytes follow the fixed part. The kernel already
             // made the path absolute (resolved object, or cwd/dirfd walked + the user
@@ -75,7 +76,11 @@ pub fn decode_filesystem(
             let relative = kind != RecordKind::MemfdCreate && !path.starts_with('/');
             let is_open = matches!(kind, RecordKind::Open | RecordKind::Create);
             let has_flags = is_open || kind == RecordKind::MemfdCreate;
-            let has_mode = is_open || matches!(kind, RecordKind::Mkdir | RecordKind::Chmod);
+            let has_mode = is_open
+                || matches!(
+                    kind,
+                    RecordKind::Mkdir | RecordKind::Chmod | RecordKind::Mknod
+                );
             let event_kind = match kind {
                 // An open by file handle: its own kind, whatever the flags say.
                 RecordKind::Open | RecordKind::Create
@@ -95,6 +100,7 @@ pub fn decode_filesystem(
                 RecordKind::Chmod => FilesystemEventKind::Chmod,
                 RecordKind::Chown => FilesystemEventKind::Chown,
                 RecordKind::MemfdCreate => FilesystemEventKind::MemfdCreate,
+                RecordKind::Mknod => FilesystemEventKind::Mknod,
                 _ => FilesystemEventKind::Unlink,
             };
             let mut ev = file_base(&r.header, event_kind, path, r.result, clock, source);
@@ -116,6 +122,12 @@ pub fn decode_filesystem(
                 ev.owner_gid = (r.owner_gid != u32::MAX).then_some(r.owner_gid);
             }
             ev.mode = has_mode.then_some(r.mode);
+            if kind == RecordKind::Mknod {
+                // The kernel's `new_encode_dev` (the syscall's `unsigned int dev`).
+                let dev = r.open_flags;
+                ev.device_major = Some((dev & 0xfff00) >> 8);
+                ev.device_minor = Some((dev & 0xff) | ((dev >> 12) & 0xfff00));
+            }
             ev
         }
         RecordKind::Rename | RecordKind::Link | RecordKind::Symlink => {
