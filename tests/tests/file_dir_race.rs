@@ -22,10 +22,10 @@ async fn a_cwd_flipped_during_the_call_is_flagged() {
     // Rounds until the race has put at least one successful call's report in the wrong
     // directory (on two busy cores the first round nearly always does).
     let mut wrong_seen = 0;
-    for round in 0..5 {
+    for round in 0..8 {
         let (_tmp, dir) = common::shared_dir();
         let watch = common::FsWatch::start(KernelConfig::default());
-        let out = run_actor(ACTOR, &["cwd-race", &dir, "1000", "nobody"]);
+        let out = run_actor(ACTOR, &["cwd-race", &dir, "1500", "nobody"]);
         assert_eq!(out["uid"], "65534", "actor runs unprivileged: {out:?}");
         let pid: u32 = out["pid"].parse().unwrap();
         let (real, decoy) = (out["real"].clone(), out["decoy"].clone());
