@@ -702,9 +702,26 @@ fn cwd_race(dir: &str, n: usize) -> String {
     assert_eq!(unsafe { libc::fchdir(real_fd) }, 0, "fchdir");
     let stop = AtomicBool::new(false);
     let mut counts = [0u32; 4];
+    // Each thread on its own CPU where there are two: the flips then land inside the
+    // calls even on a busy host, not only when the scheduler switches threads.
+    let pin = |cpu: usize| {
+        // SAFETY: a zeroed cpu_set_t, one bit set, for the calling thread.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+        }
+    };
+    let two_cpus = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    if two_cpus {
+        pin(0);
+    }
     std::thread::scope(|s| {
         // Threads share the cwd (one fs_struct): the flips move the main thread's too.
         s.spawn(|| {
+            if two_cpus {
+                pin(1);
+            }
             while !stop.load(Ordering::Relaxed) {
                 // SAFETY: our own directory fds.
                 unsafe {
