@@ -613,7 +613,8 @@ async fn connect_is_attributed_to_the_socket_that_connected_despite_dup2() {
     );
 }
 
-/// One `sendmmsg` to destinations 1, 2, 1, 3: three new destinations, each once.
+/// Datagrams past UDP: raw ICMP, GRE and ICMPv6 sockets and an ICMP ping socket, each
+/// send reported with its protocol, destination and (for raw sockets) no source port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_and_ping_socket_sends_are_reported() {
     if !kernel_or_skip("raw_and_ping_socket_sends_are_reported") {
@@ -657,6 +658,7 @@ async fn raw_and_ping_socket_sends_are_reported() {
     );
 }
 
+/// One `sendmmsg` to destinations 1, 2, 1, 3: three new destinations, each once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_sendmmsg_destinations_are_reported_once_each() {
     if !kernel_or_skip("udp_sendmmsg_destinations_are_reported_once_each") {
