@@ -141,8 +141,9 @@ fn stash_digests(pending: &mut PendingFile) {
     // The directories the relative strings start from: another thread sharing the cwd
     // (fchdir) or the fd table (dup2 onto the dirfd) can change them while the call
     // runs, so that the one walked at exit is not the one the kernel used. A symlink's
-    // target is not looked up.
-    if pending.kind != RecordKind::Symlink as u32 {
+    // target and a memfd's name are not looked up.
+    if pending.kind != RecordKind::Symlink as u32 && pending.kind != RecordKind::MemfdCreate as u32
+    {
         pending.dir_key = unsafe { entry_dir_key(pending.dirfd, pending.path) };
     }
     if pending.new_path != 0 {
@@ -191,6 +192,13 @@ pub(crate) fn pending(
         dir_key: 0,
         new_dir_key: 0,
     }
+}
+
+/// `p`, a call that names its file by the descriptor in its `dirfd` slot, with `flags`.
+#[inline(always)]
+pub(crate) fn by_fd(mut p: PendingFile, flags: u32) -> PendingFile {
+    p.file_flags |= FILE_FLAG_BY_FD | flags;
+    p
 }
 
 // The portable open hooks: per-syscall tracepoints, whose records carry the arguments
@@ -420,7 +428,7 @@ pub fn sys_enter_fchmod(ctx: TracePointContext) -> u32 {
     // fchmod(fd, mode)
     stash(
         RecordKind::Chmod,
-        crate::file_sys::by_fd(
+        by_fd(
             pending(RecordKind::Chmod, arg(&ctx, 0), 0, 0, arg(&ctx, 1)),
             0,
         ),
@@ -433,7 +441,7 @@ pub fn sys_enter_fchown(ctx: TracePointContext) -> u32 {
     // fchown(fd, uid, gid)
     stash(
         RecordKind::Chown,
-        crate::file_sys::by_fd(
+        by_fd(
             pending(
                 RecordKind::Chown,
                 arg(&ctx, 0),
@@ -452,7 +460,7 @@ pub fn sys_enter_open_by_handle_at(ctx: TracePointContext) -> u32 {
     // open_by_handle_at(mount_fd, handle, flags)
     stash(
         RecordKind::Open,
-        crate::file_sys::by_fd(
+        by_fd(
             pending(RecordKind::Open, arg(&ctx, 0), 0, arg(&ctx, 2), 0),
             collector_common::FILE_FLAG_BY_HANDLE,
         ),

@@ -17,10 +17,9 @@ use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use crate::{
     common::{excluded, syscall_nr},
     file::{
-        emit_one_path, exit_one_path_ret, exit_rename_ret, pending, stash, stash_rename_flagged,
-        stash_two_compat, PendingFile,
+        by_fd, emit_one_path, exit_one_path_ret, exit_rename_ret, pending, stash,
+        stash_rename_flagged, stash_two_compat, PendingFile,
     },
-    file_sys::by_fd,
     net_compat::{arg32, in_compat_syscall},
 };
 

@@ -25,11 +25,11 @@
 //! (`file::native_enter`); their exits are written here (`file::native_exit`).
 
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, programs::BtfTracePointContext};
-use collector_common::{RecordKind, FILE_FLAG_BY_FD, FILE_FLAG_BY_HANDLE};
+use collector_common::{RecordKind, FILE_FLAG_BY_HANDLE};
 
 use crate::{
     common::{excluded, syscall_arg_btf},
-    file::{emit_one_path, is_native_stashed, native_exit, pending, PendingFile, CREAT_FLAGS},
+    file::{by_fd, emit_one_path, is_native_stashed, native_exit, pending, CREAT_FLAGS},
     file_compat::{compat_exit_from_regs, is_file_call32_at_exit},
     net_compat::in_compat_syscall,
 };
@@ -100,11 +100,4 @@ pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, nr: u64) 
     };
     emit_one_path(pid_tgid, &p, ret);
     0
-}
-
-/// `p`, a call that names its file by the descriptor in its `dirfd` slot, with `flags`.
-#[inline(always)]
-pub(crate) fn by_fd(mut p: PendingFile, flags: u32) -> PendingFile {
-    p.file_flags |= FILE_FLAG_BY_FD | flags;
-    p
 }

@@ -42,9 +42,9 @@ async fn byfd(
     (out, events)
 }
 
-/// The one event of `kind` on `path` through the entry `compat` names, with the fields
-/// every descriptor call shares.
-fn one<'a>(
+/// The events of `kind` through the entry `compat` names, each checked for `path` and
+/// the fields every descriptor call shares.
+fn calls<'a>(
     events: &'a [FilesystemEvent],
     kind: FilesystemEventKind,
     compat: bool,
@@ -85,7 +85,7 @@ async fn fchmod_fchown_and_handle_opens_are_reported_unprivileged() {
     let (h, gid) = (out["h"].clone(), out["gid"].parse::<u32>().unwrap());
     let f = format!("{h}/f");
 
-    let chmod = one(&events, FilesystemEventKind::Chmod, false, &f, 65534);
+    let chmod = calls(&events, FilesystemEventKind::Chmod, false, &f, 65534);
     assert_eq!(chmod.len(), 1, "{events:#?}");
     assert_eq!(
         chmod[0].mode,
@@ -94,14 +94,14 @@ async fn fchmod_fchown_and_handle_opens_are_reported_unprivileged() {
         chmod[0]
     );
     assert_eq!(chmod[0].result, Some(0));
-    let chmod32 = one(&events, FilesystemEventKind::Chmod, true, &f, 65534);
+    let chmod32 = calls(&events, FilesystemEventKind::Chmod, true, &f, 65534);
     assert_eq!(chmod32.len(), 1, "{events:#?}");
     assert_eq!(chmod32[0].mode, Some(0o2750), "setgid: {:?}", chmod32[0]);
 
-    let chown = one(&events, FilesystemEventKind::Chown, false, &f, 65534);
+    let chown = calls(&events, FilesystemEventKind::Chown, false, &f, 65534);
     assert_eq!(chown.len(), 1, "{events:#?}");
     assert_eq!((chown[0].owner_uid, chown[0].owner_gid), (None, Some(gid)));
-    let chown32: Vec<_> = one(&events, FilesystemEventKind::Chown, true, &f, 65534)
+    let chown32: Vec<_> = calls(&events, FilesystemEventKind::Chown, true, &f, 65534)
         .iter()
         .map(|e| (e.owner_uid, e.owner_gid, e.result))
         .collect();
@@ -114,7 +114,7 @@ async fn fchmod_fchown_and_handle_opens_are_reported_unprivileged() {
 
     // A failed open by handle names the mount fd's directory, walked in the kernel.
     for compat in [false, true] {
-        let opens = one(
+        let opens = calls(
             &events,
             FilesystemEventKind::OpenByHandleAt,
             compat,
@@ -147,7 +147,7 @@ async fn open_by_handle_at_reports_the_file_it_opened() {
     for (compat, key) in [(false, "by_handle"), (true, "by_handle32")] {
         let fd: i64 = out[key].parse().unwrap();
         assert!(fd >= 0, "{key}: {out:?}");
-        let opens = one(&events, FilesystemEventKind::OpenByHandleAt, compat, &f, 0);
+        let opens = calls(&events, FilesystemEventKind::OpenByHandleAt, compat, &f, 0);
         assert_eq!(opens.len(), 1, "{key}: {events:#?}");
         assert_eq!(opens[0].result, Some(fd), "{key}: {:?}", opens[0]);
     }
@@ -167,13 +167,13 @@ async fn portable_hooks_report_the_descriptor_calls() {
     let (out, events) = byfd(config, true, false).await;
     let (h, gid) = (out["h"].clone(), out["gid"].parse::<u32>().unwrap());
     let f = format!("{h}/f");
-    let chmod = one(&events, FilesystemEventKind::Chmod, false, &f, 65534);
+    let chmod = calls(&events, FilesystemEventKind::Chmod, false, &f, 65534);
     assert_eq!(chmod.len(), 1, "{events:#?}");
     assert_eq!(chmod[0].mode, Some(0o4755), "{:?}", chmod[0]);
-    let chown = one(&events, FilesystemEventKind::Chown, false, &f, 65534);
+    let chown = calls(&events, FilesystemEventKind::Chown, false, &f, 65534);
     assert_eq!(chown.len(), 1, "{events:#?}");
     assert_eq!((chown[0].owner_uid, chown[0].owner_gid), (None, Some(gid)));
-    let opens = one(
+    let opens = calls(
         &events,
         FilesystemEventKind::OpenByHandleAt,
         false,

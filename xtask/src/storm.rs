@@ -148,7 +148,6 @@ fn collector_binary() -> PathBuf {
     crate::root().join("target/release/collector")
 }
 
-/// Runs the actor; returns (pid, seconds).
 /// One run of the storm's actor.
 struct ActorRun {
     pid: u32,
@@ -159,6 +158,7 @@ struct ActorRun {
     sys: f64,
 }
 
+/// Runs the actor and reads what it printed.
 fn run_actor(args: &[String]) -> Result<ActorRun> {
     // Without the library path `cargo run` sets for xtask: with its four directories,
     // the dynamic loader of each `/bin/true` the exec storm starts searched them all

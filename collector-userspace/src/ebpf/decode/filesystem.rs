@@ -204,14 +204,16 @@ mod tests {
             file_flags: FILE_FLAG_IO_URING,
             call_flags: 0,
         };
-        // SAFETY: RenameRecord is repr(C) plain data.
+        record_bytes(&r, &[old, new])
+    }
+
+    /// A fixed record part as the kernel writes it, followed by `tails`.
+    fn record_bytes<T: Copy>(r: &T, tails: &[&[u8]]) -> Vec<u8> {
+        // SAFETY: the records are repr(C) plain data.
         let fixed = unsafe {
-            std::slice::from_raw_parts(
-                (&r as *const RenameRecord).cast::<u8>(),
-                std::mem::size_of::<RenameRecord>(),
-            )
+            std::slice::from_raw_parts((r as *const T).cast::<u8>(), std::mem::size_of::<T>())
         };
-        [fixed, old, new].concat()
+        [&[fixed][..], tails].concat().concat()
     }
 
     #[test]
@@ -251,14 +253,7 @@ mod tests {
             owner_uid: 0,
             owner_gid: 0,
         };
-        // SAFETY: FileRecord is repr(C) plain data.
-        let fixed = unsafe {
-            std::slice::from_raw_parts(
-                (&r as *const FileRecord).cast::<u8>(),
-                std::mem::size_of::<FileRecord>(),
-            )
-        };
-        [fixed, path].concat()
+        record_bytes(&r, &[path])
     }
 
     #[test]
