@@ -100,6 +100,9 @@ pub enum RecordKind {
     /// A file system node was made by mknod/mknodat ([`FileRecord`]: `mode` with its
     /// type bits, the device number in `open_flags`).
     Mknod = 37,
+    /// A file's size was set by truncate/ftruncate ([`FileRecord`]: the new length's low
+    /// 32 bits in `open_flags`, its high 32 bits in `mode`).
+    Truncate = 38,
 }
 
 impl RecordKind {
@@ -139,6 +142,7 @@ impl RecordKind {
             35 => Self::Symlink,
             36 => Self::MemfdCreate,
             37 => Self::Mknod,
+            38 => Self::Truncate,
             _ => return None,
         })
     }

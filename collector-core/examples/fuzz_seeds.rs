@@ -85,6 +85,7 @@ fn events() -> Vec<CollectionEvent> {
             io_uring: false,
             device_major: None,
             device_minor: None,
+            length: None,
             process: None,
         }),
         CollectionEvent::Performance(PerformanceEvent {

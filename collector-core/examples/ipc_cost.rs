@@ -82,6 +82,7 @@ fn open_event(n: u32, process: &Arc<ProcessContext>) -> CollectionEvent {
         io_uring: false,
         device_major: None,
         device_minor: None,
+        length: None,
         process: Some(process.clone()),
     })
 }

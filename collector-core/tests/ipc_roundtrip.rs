@@ -317,7 +317,8 @@ fn filesystem_base() -> impl Strategy<Value = CollectionEvent> {
             Just(FilesystemEventKind::MemfdCreate),
             Just(FilesystemEventKind::Tmpfile),
             Just(FilesystemEventKind::OpenByHandleAt),
-            Just(FilesystemEventKind::Mknod)
+            Just(FilesystemEventKind::Mknod),
+            Just(FilesystemEventKind::Truncate)
         ],
         ts(),
         any::<u32>(),
@@ -340,7 +341,11 @@ fn filesystem_base() -> impl Strategy<Value = CollectionEvent> {
             option::of(any::<u32>()),
             option::of(text()),
         ),
-        (option::of(text()), any::<[bool; 6]>()),
+        (
+            option::of(text()),
+            any::<[bool; 6]>(),
+            option::of(any::<u64>()),
+        ),
     )
         .prop_map(
             |(
@@ -355,7 +360,7 @@ fn filesystem_base() -> impl Strategy<Value = CollectionEvent> {
                 mode,
                 result,
                 (uid, owner_uid, owner_gid, process_key),
-                (name, [c, nt, nu, nus, nc, io_uring]),
+                (name, [c, nt, nu, nus, nc, io_uring], length),
             )| {
                 CollectionEvent::from(FilesystemEvent {
                     kind,
@@ -386,6 +391,7 @@ fn filesystem_base() -> impl Strategy<Value = CollectionEvent> {
                     // Any optional u32s: the owner's, again.
                     device_major: owner_uid,
                     device_minor: owner_gid,
+                    length,
                     process: None,
                 })
             },

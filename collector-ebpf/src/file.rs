@@ -420,8 +420,60 @@ pub fn sys_exit_mknodat(ctx: TracePointContext) -> u32 {
     exit_one_path(&ctx)
 }
 
+/// truncate(path, length): the new length split over the open_flags (low 32 bits) and
+/// mode (high 32 bits) slots.
+#[inline(always)]
+fn stash_truncate(path: u64, length: u64) {
+    stash(
+        RecordKind::Truncate,
+        pending(
+            RecordKind::Truncate,
+            AT_FDCWD as u64,
+            path,
+            length & 0xffff_ffff,
+            length >> 32,
+        ),
+    );
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_truncate")]
+pub fn sys_enter_truncate(ctx: TracePointContext) -> u32 {
+    stash_truncate(arg(&ctx, 0), arg(&ctx, 1));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_truncate")]
+pub fn sys_exit_truncate(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
+
 // The calls that name their file by a descriptor (see `file_sys`): the fd in the dirfd
 // slot, no path.
+
+#[tracepoint(category = "syscalls", name = "sys_enter_ftruncate")]
+pub fn sys_enter_ftruncate(ctx: TracePointContext) -> u32 {
+    // ftruncate(fd, length)
+    let length = arg(&ctx, 1);
+    stash(
+        RecordKind::Truncate,
+        by_fd(
+            pending(
+                RecordKind::Truncate,
+                arg(&ctx, 0),
+                0,
+                length & 0xffff_ffff,
+                length >> 32,
+            ),
+            0,
+        ),
+    );
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_ftruncate")]
+pub fn sys_exit_ftruncate(ctx: TracePointContext) -> u32 {
+    exit_one_path(&ctx)
+}
 
 #[tracepoint(category = "syscalls", name = "sys_enter_fchmod")]
 pub fn sys_enter_fchmod(ctx: TracePointContext) -> u32 {
@@ -648,6 +700,7 @@ pub(crate) fn emit_one_path(pid_tgid: u64, p: &PendingFile, ret: i64) -> u32 {
         k if k == RecordKind::Chown as u32 => RecordKind::Chown,
         k if k == RecordKind::MemfdCreate as u32 => RecordKind::MemfdCreate,
         k if k == RecordKind::Mknod as u32 => RecordKind::Mknod,
+        k if k == RecordKind::Truncate as u32 => RecordKind::Truncate,
         _ => RecordKind::Open,
     };
     if kind == RecordKind::Open && ret >= 0 && p.open_flags & O_CREAT != 0 {
@@ -1108,6 +1161,7 @@ const NR_MEMFD_CREATE: u64 = 319;
 const NR_FCHMODAT2: u64 = 452;
 const NR_MKNOD: u64 = 133;
 const NR_MKNODAT: u64 = 259;
+const NR_TRUNCATE: u64 = 76;
 
 /// An x86_64 one-path call whose entry stashes its arguments.
 #[inline(always)]
@@ -1129,6 +1183,7 @@ fn is_native_one_path(nr: u64) -> bool {
             | NR_MEMFD_CREATE
             | NR_MKNOD
             | NR_MKNODAT
+            | NR_TRUNCATE
     )
 }
 
@@ -1219,6 +1274,7 @@ fn stash_native(nr: u64, a: impl Fn(usize) -> u64) {
         // the open_flags slot.
         NR_MKNOD => stash_mknod(at, a(0), a(1), a(2)),
         NR_MKNODAT => stash_mknod(a(0), a(1), a(2), a(3)),
+        NR_TRUNCATE => stash_truncate(a(0), a(1)),
         NR_RENAME => stash_rename(at, a(0), at, a(1), 0),
         NR_RENAMEAT => stash_rename(a(0), a(1), a(2), a(3), 0),
         NR_RENAMEAT2 => stash_rename(a(0), a(1), a(2), a(3), a(4)),

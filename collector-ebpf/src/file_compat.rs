@@ -59,6 +59,12 @@ const NR32_FCHOWN32: u64 = 207;
 const NR32_OPEN_BY_HANDLE_AT: u64 = 342;
 const NR32_MKNOD: u64 = 14;
 const NR32_MKNODAT: u64 = 297;
+/// `length` 32 bits, signed.
+const NR32_TRUNCATE: u64 = 92;
+const NR32_FTRUNCATE: u64 = 93;
+/// `length` 64 bits, in two registers (low, high).
+const NR32_TRUNCATE64: u64 = 193;
+const NR32_FTRUNCATE64: u64 = 194;
 
 /// `AT_FDCWD` as an i386 register holds it (32 bits; `dirfd32` sign-extends it).
 const AT_FDCWD: u64 = collector_common::abi::AT_FDCWD as u32 as u64;
@@ -112,6 +118,10 @@ pub(crate) fn is_file_call32_at_exit(id: u64) -> bool {
                 | NR32_OPEN_BY_HANDLE_AT
                 | NR32_MKNOD
                 | NR32_MKNODAT
+                | NR32_TRUNCATE
+                | NR32_FTRUNCATE
+                | NR32_TRUNCATE64
+                | NR32_FTRUNCATE64
         )
 }
 
@@ -125,6 +135,14 @@ fn id16(v: u64) -> u64 {
     } else {
         v
     }
+}
+
+/// A 32-bit `compat_off_t` length as the (low, high) halves of its 64-bit value
+/// (sign-extended: a negative length is what the caller passed, refused with EINVAL).
+#[inline(always)]
+fn len32(v: u64) -> (u64, u64) {
+    let v = v as u32 as i32 as i64 as u64;
+    (v & 0xffff_ffff, v >> 32)
 }
 
 /// A dirfd argument: 32 bits, sign-extended (`AT_FDCWD` is -100).
@@ -251,7 +269,18 @@ fn one_path32(id: u64, regs: *const u8) -> Option<(RecordKind, PendingFile)> {
         // mknod(path, mode, dev), mknodat(dirfd, path, mode, dev): dev in open_flags.
         NR32_MKNOD => one(RecordKind::Mknod, AT_FDCWD, a(0), a(2), a(1)),
         NR32_MKNODAT => one(RecordKind::Mknod, a(0), a(1), a(3), a(2)),
+        // truncate(path, length): the length's low half in open_flags, high in mode.
+        NR32_TRUNCATE => {
+            let (lo, hi) = len32(a(1));
+            one(RecordKind::Truncate, AT_FDCWD, a(0), lo, hi)
+        }
+        NR32_TRUNCATE64 => one(RecordKind::Truncate, AT_FDCWD, a(0), a(1), a(2)),
         // By descriptor: the fd in the dirfd slot, no path.
+        NR32_FTRUNCATE => {
+            let (lo, hi) = len32(a(1));
+            fd_one(RecordKind::Truncate, a(0), lo, hi, 0)
+        }
+        NR32_FTRUNCATE64 => fd_one(RecordKind::Truncate, a(0), a(1), a(2), 0),
         NR32_FCHMOD => fd_one(RecordKind::Chmod, a(0), 0, a(1), 0),
         NR32_FCHOWN32 => fd_one(RecordKind::Chown, a(0), a(1), a(2), 0),
         NR32_FCHOWN16 => fd_one(RecordKind::Chown, a(0), id16(a(1)), id16(a(2)), 0),

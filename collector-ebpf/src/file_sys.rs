@@ -18,7 +18,7 @@
 //! the file it opened (`FILE_FLAG_BY_HANDLE`): an open by file handle reaches files
 //! outside the caller's mount namespace and root, the "shocker" container escape.
 //!
-//! x86_64 numbers: open 2, creat 85, openat 257, fchmod 91, fchown 93,
+//! x86_64 numbers: open 2, creat 85, openat 257, fchmod 91, fchown 93, ftruncate 77,
 //! open_by_handle_at 304 (checked after `TS_COMPAT`, since the i386 numbers mean other
 //! calls). The other native file calls (openat2, unlink, rename,
 //! mkdir, ...) are stashed at entry by the filesystem part of `sys_enter_shared`
@@ -40,13 +40,20 @@ const NR_OPENAT: u64 = 257;
 const NR_FCHMOD: u64 = 91;
 const NR_FCHOWN: u64 = 93;
 const NR_OPEN_BY_HANDLE_AT: u64 = 304;
+const NR_FTRUNCATE: u64 = 77;
 
 /// A native call whose arguments this part reads at exit, with no entry hook.
 #[inline(always)]
 fn is_native_at_exit(nr: u64) -> bool {
     matches!(
         nr,
-        NR_OPEN | NR_CREAT | NR_OPENAT | NR_FCHMOD | NR_FCHOWN | NR_OPEN_BY_HANDLE_AT
+        NR_OPEN
+            | NR_CREAT
+            | NR_OPENAT
+            | NR_FCHMOD
+            | NR_FCHOWN
+            | NR_OPEN_BY_HANDLE_AT
+            | NR_FTRUNCATE
     )
 }
 
@@ -92,6 +99,17 @@ pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, nr: u64) 
         NR_FCHMOD => by_fd(pending(RecordKind::Chmod, a(0), 0, 0, a(1)), 0),
         // fchown(fd, uid, gid): the ids ride in the open_flags and mode slots, as chown's.
         NR_FCHOWN => by_fd(pending(RecordKind::Chown, a(0), 0, a(1), a(2)), 0),
+        // ftruncate(fd, length): the length's low half in open_flags, high in mode.
+        NR_FTRUNCATE => by_fd(
+            pending(
+                RecordKind::Truncate,
+                a(0),
+                0,
+                a(1) & 0xffff_ffff,
+                a(1) >> 32,
+            ),
+            0,
+        ),
         // open_by_handle_at(mount_fd, handle, flags)
         _ => by_fd(
             pending(RecordKind::Open, a(0), 0, a(2), 0),

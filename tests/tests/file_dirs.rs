@@ -6,7 +6,7 @@ mod common;
 
 use collector_core::event::{FilesystemEvent, FilesystemEventKind};
 use collector_tests::{kernel_or_skip, run_actor};
-use collector_userspace::ebpf::KernelConfig;
+use collector_userspace::ebpf::{KernelConfig, SyscallHooks};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mkdir_rmdir_chmod_are_reported_with_paths_and_modes() {
@@ -151,5 +151,100 @@ async fn mknod_reports_the_node_type_mode_and_device() {
             (s("reg32"), Some(0o102755), Some(0), Some((0, 0)), true),
         ],
         "{events:#?}"
+    );
+}
+
+/// (path, length, result, user-supplied path, 32-bit entry) of a truncate event.
+type TruncateCall = (String, Option<u64>, Option<i64>, bool, bool);
+
+/// Runs `kfile-actor truncate` as nobody under `config`; the actor's output and its
+/// truncate events up to the first that `last` matches, as [`TruncateCall`]s.
+async fn truncate_calls(
+    config: KernelConfig,
+    last: impl Fn(&FilesystemEvent) -> bool,
+) -> (std::collections::HashMap<String, String>, Vec<TruncateCall>) {
+    let (_tmp, dir) = common::shared_dir();
+    let watch = common::FsWatch::start(config);
+    let out = run_actor(
+        env!("CARGO_BIN_EXE_kfile-actor"),
+        &["truncate", &dir, "nobody"],
+    );
+    assert_eq!(out["uid"], "65534", "actor runs unprivileged");
+    for call in ["wipe", "grow"] {
+        assert_eq!(out[call], "0", "{call}: {out:?}");
+    }
+    assert_eq!(out["shadow"], "-13", "EACCES: {out:?}");
+    let pid: u32 = out["pid"].parse().unwrap();
+    let events = watch
+        .collect(pid, |e| e.kind == FilesystemEventKind::Truncate, last)
+        .await;
+    let calls = events
+        .iter()
+        .map(|e| {
+            assert_eq!(e.uid, Some(65534), "{e:?}");
+            assert!(!e.path_truncated && !e.path_unreadable, "{e:?}");
+            (
+                e.path.clone(),
+                e.length,
+                e.result,
+                e.path_user_supplied,
+                e.compat_syscall,
+            )
+        })
+        .collect();
+    (out, calls)
+}
+
+/// truncate and ftruncate, native and through `int $0x80`, from an unprivileged actor:
+/// the log wipe (length 0) that needs no truncating open, a length past 4 GiB, a refused
+/// truncate of /etc/shadow (EACCES), and the 32-bit calls with their own length layouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_reports_the_file_and_the_new_length() {
+    if !kernel_or_skip("truncate_reports_the_file_and_the_new_length") {
+        return;
+    }
+    let (out, got) = truncate_calls(KernelConfig::default(), |e| {
+        e.compat_syscall && e.length == Some(3)
+    })
+    .await;
+    for call in ["t64", "f32"] {
+        assert_eq!(out[call], "0", "{call}: {out:?}");
+    }
+    assert_eq!(out["neg"], "-22", "EINVAL: {out:?}");
+    let l = || out["log"].clone();
+    assert_eq!(
+        got,
+        [
+            (l(), Some(0), Some(0), true, false),
+            // By descriptor: the fd's file, walked in the kernel.
+            (l(), Some(5_000_000_000), Some(0), false, false),
+            ("/etc/shadow".to_owned(), Some(0), Some(-13), true, false),
+            (l(), Some((1 << 32) + 7), Some(0), true, true),
+            (l(), Some(u64::MAX), Some(-22), true, true),
+            (l(), Some(3), Some(0), false, true),
+        ]
+    );
+}
+
+/// The per-syscall tracepoints of another architecture (`syscall_hooks = "portable"`)
+/// report the native truncate calls the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portable_hooks_report_truncate() {
+    if !kernel_or_skip("portable_hooks_report_truncate") {
+        return;
+    }
+    let config = KernelConfig {
+        syscall_hooks: SyscallHooks::Portable,
+        ..KernelConfig::default()
+    };
+    let (out, got) = truncate_calls(config, |e| e.path == "/etc/shadow").await;
+    let l = || out["log"].clone();
+    assert_eq!(
+        got,
+        [
+            (l(), Some(0), Some(0), true, false),
+            (l(), Some(5_000_000_000), Some(0), false, false),
+            ("/etc/shadow".to_owned(), Some(0), Some(-13), true, false),
+        ]
     );
 }

@@ -48,6 +48,9 @@ pub enum FilesystemEventKind {
     /// 0o100000) and permissions, setuid/setgid included; `device_major`/`device_minor`
     /// the device. A block device node gives raw access to a disk.
     Mknod,
+    /// A file's size was set by truncate/ftruncate: `length` is the new size (0 empties
+    /// the file, as log wiping does without an open that truncates).
+    Truncate,
 }
 
 impl FilesystemEventKind {
@@ -68,6 +71,7 @@ impl FilesystemEventKind {
             Self::Tmpfile => "tmpfile",
             Self::OpenByHandleAt => "open_by_handle_at",
             Self::Mknod => "mknod",
+            Self::Truncate => "truncate",
         }
     }
 }
@@ -162,6 +166,9 @@ pub struct FilesystemEvent {
     /// mknod: the device number's minor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_minor: Option<u32>,
+    /// truncate: the length the file was set to (as passed; a refused call's too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
     /// The process, from the collector's process table (absent when the table does not
     /// know the pid: a process that ended before its event was read, or a table off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -207,6 +214,7 @@ impl FilesystemEvent {
             io_uring: false,
             device_major: None,
             device_minor: None,
+            length: None,
             process: None,
         }
     }
@@ -245,6 +253,7 @@ mod tests {
             io_uring: true,
             device_major: None,
             device_minor: None,
+            length: None,
             process_key: Some("7:1000".into()),
             process: None,
         }

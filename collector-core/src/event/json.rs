@@ -57,6 +57,7 @@ pub(super) fn filesystem(e: &FilesystemEvent, out: &mut Vec<u8>) {
         io_uring,
         device_major,
         device_minor,
+        length,
         process,
     } = e;
     head(out, b"filesystem", kind.as_str(), timestamp, *pid, source);
@@ -101,6 +102,7 @@ pub(super) fn filesystem(e: &FilesystemEvent, out: &mut Vec<u8>) {
     }
     opt_u32(out, b",\"device_major\":", *device_major);
     opt_u32(out, b",\"device_minor\":", *device_minor);
+    opt_u64(out, b",\"length\":", *length);
     if let Some(process) = process {
         out.extend_from_slice(b",\"process\":");
         shared_context(process, out);

@@ -330,6 +330,7 @@ mod tests {
                 FilesystemEventKind::Tmpfile,
                 FilesystemEventKind::OpenByHandleAt,
                 FilesystemEventKind::Mknod,
+                FilesystemEventKind::Truncate,
             ],
             |k| k.as_str(),
         );

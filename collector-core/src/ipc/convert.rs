@@ -512,6 +512,7 @@ pub fn filesystem_kind_to_proto(kind: FilesystemEventKind) -> pb::FilesystemEven
         FilesystemEventKind::Tmpfile => pb::FilesystemEventKind::Tmpfile,
         FilesystemEventKind::OpenByHandleAt => pb::FilesystemEventKind::OpenByHandleAt,
         FilesystemEventKind::Mknod => pb::FilesystemEventKind::Mknod,
+        FilesystemEventKind::Truncate => pb::FilesystemEventKind::Truncate,
     }
 }
 
@@ -532,6 +533,7 @@ pub fn filesystem_kind_from_proto(raw: i32) -> Option<FilesystemEventKind> {
         Ok(pb::FilesystemEventKind::Tmpfile) => Some(FilesystemEventKind::Tmpfile),
         Ok(pb::FilesystemEventKind::OpenByHandleAt) => Some(FilesystemEventKind::OpenByHandleAt),
         Ok(pb::FilesystemEventKind::Mknod) => Some(FilesystemEventKind::Mknod),
+        Ok(pb::FilesystemEventKind::Truncate) => Some(FilesystemEventKind::Truncate),
         _ => None,
     }
 }
@@ -565,6 +567,7 @@ fn filesystem_to_proto(e: &FilesystemEvent) -> pb::FilesystemEvent {
         io_uring: e.io_uring,
         device_major: e.device_major,
         device_minor: e.device_minor,
+        length: e.length,
         process: e.process.as_deref().map(context_to_proto),
     }
 }
@@ -600,6 +603,7 @@ fn filesystem_from_proto(e: pb::FilesystemEvent) -> Result<FilesystemEvent, Conv
         io_uring: e.io_uring,
         device_major: e.device_major,
         device_minor: e.device_minor,
+        length: e.length,
         process: e
             .process
             .map(|c| std::sync::Arc::new(context_from_proto(c))),

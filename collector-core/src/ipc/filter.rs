@@ -12,7 +12,7 @@ use crate::event::{
 use crate::ipc::convert::{domain_from_proto, domain_to_proto};
 
 /// Every kind name, in bit order. Kind names are unique across domains.
-pub(crate) const KIND_NAMES: [&str; 27] = [
+pub(crate) const KIND_NAMES: [&str; 28] = [
     "exec",
     "fork",
     "exit",
@@ -40,6 +40,7 @@ pub(crate) const KIND_NAMES: [&str; 27] = [
     "tmpfile",           // filesystem, added later
     "open_by_handle_at", // filesystem, added later
     "mknod",             // filesystem, added later
+    "truncate",          // filesystem, added later
 ];
 
 /// The domain of each kind in [`KIND_NAMES`] (same order; the length is checked).
@@ -71,6 +72,7 @@ pub(crate) const KIND_DOMAINS: [&str; KIND_NAMES.len()] = [
     "filesystem", // tmpfile
     "filesystem", // open_by_handle_at
     "filesystem", // mknod
+    "filesystem", // truncate
 ];
 
 /// A subscriber's selection: empty masks select everything.
@@ -197,6 +199,7 @@ fn kind_bit(ev: &CollectionEvent) -> u32 {
             FilesystemEventKind::Tmpfile => 24,
             FilesystemEventKind::OpenByHandleAt => 25,
             FilesystemEventKind::Mknod => 26,
+            FilesystemEventKind::Truncate => 27,
         },
         CollectionEvent::Performance(e) => match e.kind {
             PerformanceEventKind::Metric => 12,

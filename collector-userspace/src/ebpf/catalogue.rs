@@ -257,6 +257,7 @@ impl KernelDomain {
                 (RecordKind::Symlink, "symlink"),
                 (RecordKind::MemfdCreate, "memfd_create"),
                 (RecordKind::Mknod, "mknod"),
+                (RecordKind::Truncate, "truncate"),
             ],
         }
     }
@@ -432,6 +433,10 @@ pub(crate) const FILE_PROGRAMS_PORTABLE: &[ProgramSpec] = &[
     syscall("sys_exit_mknodat"),
     syscall("sys_enter_mknod"),
     syscall("sys_exit_mknod"),
+    syscall("sys_enter_truncate"),
+    syscall("sys_exit_truncate"),
+    syscall("sys_enter_ftruncate"),
+    syscall("sys_exit_ftruncate"),
     syscall("sys_enter_fchmod"),
     syscall("sys_exit_fchmod"),
     syscall("sys_enter_fchown"),

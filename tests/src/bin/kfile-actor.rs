@@ -61,6 +61,11 @@
 //!   mknod(14) fifo32, mknodat(297) (dirfd, "reg32", S_IFREG|0o2755); the last call
 //!                                                                  -> n=DIR/n and results
 //!
+//! kfile-actor truncate DIR [nobody]   DIR/t/log (100 bytes): truncate(log, 0), ftruncate(fd,
+//!   5e9), truncate("/etc/shadow", 0) (EACCES unprivileged); (x86_64) through `int $0x80`:
+//!   truncate64(193) (log, 2^32 + 7), truncate(92) (log, -1: EINVAL), ftruncate(93) (fd, 3),
+//!   the last call                                               -> log=DIR/t/log and results
+//!
 //! kfile-actor cwd-race DIR N [nobody]   a thread flips the shared cwd between DIR/race/real
 //!   and DIR/race/decoy (fchdir) while the main thread chmods (0o4755) then unlinks
 //!   r0..rN, which exist only in real, by relative name       -> real=.. decoy=.. and counts
@@ -688,6 +693,52 @@ fn mknod(dir: &str) -> String {
     out
 }
 
+fn truncate(dir: &str) -> String {
+    let t = format!("{dir}/t");
+    std::fs::create_dir_all(&t).expect("mkdir t");
+    let log = format!("{t}/log");
+    std::fs::write(&log, [b'x'; 100]).expect("write log");
+    let fd = open_creat(libc::AT_FDCWD, &log);
+    let err = |r: i32| {
+        if r < 0 {
+            -std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        } else {
+            r
+        }
+    };
+    let mut r: Vec<(&str, i32)> = Vec::new();
+    // SAFETY: plain syscalls with a valid NUL-terminated path and our own fd.
+    unsafe {
+        r.push(("wipe", err(libc::truncate(cstr(&log).as_ptr(), 0))));
+        // Past 4 GiB: the length's high half matters (a sparse file).
+        r.push(("grow", err(libc::ftruncate(fd, 5_000_000_000))));
+        r.push((
+            "shadow",
+            err(libc::truncate(cstr("/etc/shadow").as_ptr(), 0)),
+        ));
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut low = LowMem::new(4096);
+        let log32 = low.put(log.as_bytes());
+        // SAFETY: i386 syscalls with pointers into our low mapping and our own fd.
+        unsafe {
+            // truncate64(path, low, high)
+            r.push(("t64", syscall32(193, [log32, 7, 1, 0, 0])));
+            // truncate(path, -1): EINVAL, the length as passed
+            r.push(("neg", syscall32(92, [log32, u32::MAX, 0, 0, 0])));
+            // ftruncate(fd, 3): the actor's last call
+            r.push(("f32", syscall32(93, [fd as u32, 3, 0, 0, 0])));
+        }
+    }
+    close(fd);
+    let mut out = format!("log={log} uid={}", unsafe { libc::getuid() });
+    for (name, ret) in r {
+        out.push_str(&format!(" {name}={ret}"));
+    }
+    out
+}
+
 fn cwd_race(dir: &str, n: usize) -> String {
     use std::sync::atomic::{AtomicBool, Ordering};
     let real = format!("{dir}/race/real");
@@ -781,6 +832,7 @@ fn main() {
         Some("tmpfile") => tmpfile(&args[1]),
         Some("byfd") => byfd(&args[1]),
         Some("mknod") => mknod(&args[1]),
+        Some("truncate") => truncate(&args[1]),
         Some("cwd-race") => cwd_race(&args[1], args[2].parse().expect("N")),
         #[cfg(target_arch = "x86_64")]
         Some("int80") => int80(&args[1]),

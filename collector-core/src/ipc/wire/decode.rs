@@ -365,6 +365,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
     let mut new_path_changed = false;
     let mut io_uring = false;
     let (mut device_major, mut device_minor) = (None, None);
+    let mut length = None;
     let mut process = None;
     let (mut flags, mut mode, mut result, mut uid) = (None, None, None, None);
     let mut fields = Fields::new(body);
@@ -399,6 +400,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
             (filesystem::IO_URING, VARINT) => io_uring = r.varint()? != 0,
             (filesystem::DEVICE_MAJOR, VARINT) => device_major = Some(r.varint()? as u32),
             (filesystem::DEVICE_MINOR, VARINT) => device_minor = Some(r.varint()? as u32),
+            (filesystem::LENGTH, VARINT) => length = Some(r.varint()?),
             (filesystem::PROCESS, LEN) => process = Some(names.context(r.len_delimited()?)?),
             _ => return None,
         }
@@ -431,6 +433,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
         io_uring,
         device_major,
         device_minor,
+        length,
         process,
     })
 }
@@ -845,6 +848,7 @@ mod tests {
                     io_uring: false,
                     device_major: None,
                     device_minor: None,
+                    length: None,
                     process: Some(process),
                 })
             })

@@ -421,6 +421,7 @@ fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent) {
     boolean(o, filesystem::IO_URING, e.io_uring);
     opt_varint(o, filesystem::DEVICE_MAJOR, e.device_major.map(u64::from));
     opt_varint(o, filesystem::DEVICE_MINOR, e.device_minor.map(u64::from));
+    opt_varint(o, filesystem::LENGTH, e.length);
     context_field(o, filesystem::PROCESS, e.process.as_ref());
 }
 

@@ -66,7 +66,8 @@ pub fn decode_filesystem(
         | RecordKind::Chmod
         | RecordKind::Chown
         | RecordKind::MemfdCreate
-        | RecordKind::Mknod => {
+        | RecordKind::Mknod
+        | RecordKind::Truncate => {
             let r: FileRecord = read(bytes, kind as u32)?;
             // Variable length: the path bytes follow the fixed part. The kernel already
             // made the path absolute (resolved object, or cwd/dirfd walked + the user
@@ -101,6 +102,7 @@ pub fn decode_filesystem(
                 RecordKind::Chown => FilesystemEventKind::Chown,
                 RecordKind::MemfdCreate => FilesystemEventKind::MemfdCreate,
                 RecordKind::Mknod => FilesystemEventKind::Mknod,
+                RecordKind::Truncate => FilesystemEventKind::Truncate,
                 _ => FilesystemEventKind::Unlink,
             };
             let mut ev = file_base(&r.header, event_kind, path, r.result, clock, source);
@@ -122,6 +124,10 @@ pub fn decode_filesystem(
                 ev.owner_gid = (r.owner_gid != u32::MAX).then_some(r.owner_gid);
             }
             ev.mode = has_mode.then_some(r.mode);
+            if kind == RecordKind::Truncate {
+                // The new length, split by the kernel over two 32-bit slots.
+                ev.length = Some(u64::from(r.open_flags) | (u64::from(r.mode) << 32));
+            }
             if kind == RecordKind::Mknod {
                 // The kernel's `new_encode_dev` (the syscall's `unsigned int dev`).
                 let dev = r.open_flags;
@@ -254,6 +260,23 @@ mod tests {
             owner_gid: 0,
         };
         record_bytes(&r, &[path])
+    }
+
+    #[test]
+    fn a_truncate_joins_its_length_halves_and_has_no_flags_or_mode() {
+        let mut bytes = file_bytes(RecordKind::Truncate, b"/var/log/wtmp", 7, 0);
+        // The high half rides in the mode slot.
+        let mode_at = std::mem::offset_of!(FileRecord, mode);
+        bytes[mode_at..mode_at + 4].copy_from_slice(&1u32.to_ne_bytes());
+        let CollectionEvent::Filesystem(ev) =
+            decode_filesystem(&bytes, &BootClock::default(), &SourceName::from("t")).unwrap()
+        else {
+            panic!("not a filesystem event");
+        };
+        assert_eq!(ev.kind, FilesystemEventKind::Truncate);
+        assert_eq!(ev.length, Some((1 << 32) + 7));
+        assert_eq!((ev.flags, ev.mode), (None, None));
+        assert_eq!(ev.path, "/var/log/wtmp");
     }
 
     #[test]
