@@ -93,6 +93,15 @@ fn open_creat(dirfd: i32, path: &str) -> i32 {
     fd
 }
 
+/// A libc call's result: itself, or minus the errno it set when it failed.
+fn err(r: i32) -> i32 {
+    if r < 0 {
+        -std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    } else {
+        r
+    }
+}
+
 fn close(fd: i32) {
     // SAFETY: closing a descriptor this process opened.
     unsafe { libc::close(fd) };
@@ -434,13 +443,6 @@ fn links(dir: &str) -> String {
     let dirfd = open_dir(&l);
     close(open_creat(libc::AT_FDCWD, &format!("{l}/f")));
     let c = |name: &str| cstr(&format!("{l}/{name}"));
-    let err = |r: i32| {
-        if r < 0 {
-            -std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-        } else {
-            r
-        }
-    };
     // SAFETY: plain syscalls with valid NUL-terminated strings; results are reported.
     let r = unsafe {
         let (uid, gid) = (libc::getuid(), libc::getgid());
@@ -495,13 +497,6 @@ fn links(dir: &str) -> String {
 fn tmpfile(dir: &str) -> String {
     let t = format!("{dir}/t");
     std::fs::create_dir_all(&t).expect("mkdir t");
-    let err = |r: i32| {
-        if r < 0 {
-            -std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-        } else {
-            r
-        }
-    };
     // SAFETY: plain syscalls with valid NUL-terminated strings; results are reported.
     let (fd, linked) = unsafe {
         let fd = err(libc::open(
@@ -633,13 +628,6 @@ fn mknod(dir: &str) -> String {
     std::fs::create_dir_all(&n).expect("mkdir n");
     let dirfd = open_dir(&n);
     let c = |name: &str| cstr(&format!("{n}/{name}"));
-    let err = |r: i32| {
-        if r < 0 {
-            -std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-        } else {
-            r
-        }
-    };
     let mut r: Vec<(&str, i32)> = Vec::new();
     // SAFETY: plain syscalls with valid NUL-terminated paths; results are reported.
     unsafe {
@@ -699,13 +687,6 @@ fn truncate(dir: &str) -> String {
     let log = format!("{t}/log");
     std::fs::write(&log, [b'x'; 100]).expect("write log");
     let fd = open_creat(libc::AT_FDCWD, &log);
-    let err = |r: i32| {
-        if r < 0 {
-            -std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-        } else {
-            r
-        }
-    };
     let mut r: Vec<(&str, i32)> = Vec::new();
     // SAFETY: plain syscalls with a valid NUL-terminated path and our own fd.
     unsafe {
