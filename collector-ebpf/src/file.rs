@@ -420,19 +420,26 @@ pub fn sys_exit_mknodat(ctx: TracePointContext) -> u32 {
     exit_one_path(&ctx)
 }
 
-/// truncate(path, length): the new length split over the open_flags (low 32 bits) and
-/// mode (high 32 bits) slots.
+/// A truncate's new length as its record carries it: (low 32 bits, high 32 bits), for
+/// the open_flags and mode slots.
+#[inline(always)]
+pub(crate) fn length_halves(length: u64) -> (u64, u64) {
+    (length & 0xffff_ffff, length >> 32)
+}
+
+/// The stash of truncate(`path`) or, with `path` 0 and `by_fd`, ftruncate(`dirfd`), to
+/// `length`.
+#[inline(always)]
+pub(crate) fn truncate_pending(dirfd: u64, path: u64, length: u64) -> PendingFile {
+    let (low, high) = length_halves(length);
+    pending(RecordKind::Truncate, dirfd, path, low, high)
+}
+
 #[inline(always)]
 fn stash_truncate(path: u64, length: u64) {
     stash(
         RecordKind::Truncate,
-        pending(
-            RecordKind::Truncate,
-            AT_FDCWD as u64,
-            path,
-            length & 0xffff_ffff,
-            length >> 32,
-        ),
+        truncate_pending(AT_FDCWD as u64, path, length),
     );
 }
 
@@ -453,19 +460,9 @@ pub fn sys_exit_truncate(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_enter_ftruncate")]
 pub fn sys_enter_ftruncate(ctx: TracePointContext) -> u32 {
     // ftruncate(fd, length)
-    let length = arg(&ctx, 1);
     stash(
         RecordKind::Truncate,
-        by_fd(
-            pending(
-                RecordKind::Truncate,
-                arg(&ctx, 0),
-                0,
-                length & 0xffff_ffff,
-                length >> 32,
-            ),
-            0,
-        ),
+        by_fd(truncate_pending(arg(&ctx, 0), 0, arg(&ctx, 1)), 0),
     );
     0
 }

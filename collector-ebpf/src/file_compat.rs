@@ -17,7 +17,7 @@ use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use crate::{
     common::{excluded, syscall_nr},
     file::{
-        by_fd, emit_one_path, exit_one_path_ret, exit_rename_ret, pending, stash,
+        by_fd, emit_one_path, exit_one_path_ret, exit_rename_ret, length_halves, pending, stash,
         stash_rename_flagged, stash_two_compat, PendingFile,
     },
     net_compat::{arg32, in_compat_syscall},
@@ -141,8 +141,7 @@ fn id16(v: u64) -> u64 {
 /// (sign-extended: a negative length is what the caller passed, refused with EINVAL).
 #[inline(always)]
 fn len32(v: u64) -> (u64, u64) {
-    let v = v as u32 as i32 as i64 as u64;
-    (v & 0xffff_ffff, v >> 32)
+    length_halves(v as u32 as i32 as i64 as u64)
 }
 
 /// A dirfd argument: 32 bits, sign-extended (`AT_FDCWD` is -100).

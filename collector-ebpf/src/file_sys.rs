@@ -29,7 +29,10 @@ use collector_common::{RecordKind, FILE_FLAG_BY_HANDLE};
 
 use crate::{
     common::{excluded, syscall_arg_btf},
-    file::{by_fd, emit_one_path, is_native_stashed, native_exit, pending, CREAT_FLAGS},
+    file::{
+        by_fd, emit_one_path, is_native_stashed, native_exit, pending, truncate_pending,
+        CREAT_FLAGS,
+    },
     file_compat::{compat_exit_from_regs, is_file_call32_at_exit},
     net_compat::in_compat_syscall,
 };
@@ -100,16 +103,7 @@ pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, nr: u64) 
         // fchown(fd, uid, gid): the ids ride in the open_flags and mode slots, as chown's.
         NR_FCHOWN => by_fd(pending(RecordKind::Chown, a(0), 0, a(1), a(2)), 0),
         // ftruncate(fd, length): the length's low half in open_flags, high in mode.
-        NR_FTRUNCATE => by_fd(
-            pending(
-                RecordKind::Truncate,
-                a(0),
-                0,
-                a(1) & 0xffff_ffff,
-                a(1) >> 32,
-            ),
-            0,
-        ),
+        NR_FTRUNCATE => by_fd(truncate_pending(a(0), 0, a(1)), 0),
         // open_by_handle_at(mount_fd, handle, flags)
         _ => by_fd(
             pending(RecordKind::Open, a(0), 0, a(2), 0),
