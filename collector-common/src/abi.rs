@@ -134,6 +134,8 @@ pub mod globals {
     pub const HAS_COMPAT_SYSCALLS: &str = "HAS_COMPAT_SYSCALLS";
     /// The io_uring request structures the file programs read are known (BTF).
     pub const FILE_HAS_IO_URING: &str = "FILE_HAS_IO_URING";
+    /// io_uring's FTRUNCATE request structure is known too (Linux >= 6.9).
+    pub const FILE_HAS_IO_URING_FTRUNCATE: &str = "FILE_HAS_IO_URING_FTRUNCATE";
     /// Exclusion maps hold entries (skip their lookups otherwise).
     pub const HAS_EXCLUDED_COMMS: &str = "HAS_EXCLUDED_COMMS";
     /// See [`HAS_EXCLUDED_COMMS`].
@@ -169,6 +171,7 @@ pub mod globals {
         FILE_WAKEUP_BYTES,
         HAS_COMPAT_SYSCALLS,
         FILE_HAS_IO_URING,
+        FILE_HAS_IO_URING_FTRUNCATE,
         HAS_EXCLUDED_COMMS,
         HAS_EXCLUDED_PATHS,
         HAS_EXCLUDED_PIDS,

@@ -28,7 +28,7 @@ use aya_ebpf::{
 };
 use collector_common::{
     flags, FileRecord, RecordKind, COUNTER_LOST_STASH_FULL, COUNTER_PATH_UNREADABLE,
-    FILE_FLAG_IO_URING, FILE_FLAG_NO_RESULT, FILE_PATH_MAX,
+    FILE_FLAG_BY_FD, FILE_FLAG_IO_URING, FILE_FLAG_NO_RESULT, FILE_PATH_MAX,
 };
 
 use crate::{
@@ -37,7 +37,7 @@ use crate::{
         path_excluded, read_kernel, FILE_EVENTS,
     },
     file::{fill_two, resolve_dir, send_two, FileOut, RenameOut, RENAME_OUT},
-    offsets::{file_has_io_uring, get},
+    offsets::{file_has_io_uring, file_has_io_uring_ftruncate, get},
     path::{
         append_kernel, copy_out, fd_file, resolve_file, Resolved, PATH_FLAG_TRUNCATED,
         PATH_FLAG_USER,
@@ -51,9 +51,13 @@ const IORING_OP_UNLINKAT: u8 = 36;
 const IORING_OP_MKDIRAT: u8 = 37;
 const IORING_OP_SYMLINKAT: u8 = 38;
 const IORING_OP_LINKAT: u8 = 39;
+const IORING_OP_FTRUNCATE: u8 = 55;
 
 /// `REQ_F_CQE_SKIP` in `io_kiocb.flags` (`IOSQE_CQE_SKIP_SUCCESS`): no CQE on success.
 const REQ_F_CQE_SKIP: u64 = 1 << 6;
+/// `REQ_F_FIXED_FILE` (`IOSQE_FIXED_FILE`): `cqe.fd` is a registered-file slot, not a
+/// descriptor.
+const REQ_F_FIXED_FILE: u64 = 1;
 
 const AT_FDCWD: i32 = -100;
 /// `unlinkat` flag: remove a directory (an rmdir).
@@ -70,6 +74,10 @@ pub struct UringOne {
     fixed_slot: u32,
     /// 1 for OPENAT/OPENAT2 (a successful one reports the new fd's file).
     is_open: u32,
+    /// 1 for FTRUNCATE: the completion reports the request's own file (`io_kiocb.file`,
+    /// assigned when the request ran), whatever the descriptor named at submission.
+    by_file: u32,
+    _pad: u32,
 }
 
 /// Assembly buffer for `UringOne` (too big for the stack).
@@ -151,7 +159,7 @@ fn is_one(op: u8) -> bool {
     matches!(
         op,
         IORING_OP_OPENAT | IORING_OP_OPENAT2 | IORING_OP_UNLINKAT | IORING_OP_MKDIRAT
-    )
+    ) || (op == IORING_OP_FTRUNCATE && file_has_io_uring_ftruncate())
 }
 
 #[inline(always)]
@@ -213,11 +221,17 @@ pub fn io_uring_submit_req_file(ctx: BtfTracePointContext) -> i32 {
     }
     // A request that posts no completion on success is reported now, without result:
     // waiting would report nothing (and leave its entry behind).
-    let skip_cqe = unsafe { read_kernel::<u64>(req as *const u8, get::OFF_FILE_IO_KIOCB_FLAGS()) }
-        .map(|f| f & REQ_F_CQE_SKIP != 0)
-        .unwrap_or(false);
+    let req_flags = unsafe { read_kernel::<u64>(req as *const u8, get::OFF_FILE_IO_KIOCB_FLAGS()) }
+        .unwrap_or(0);
+    let skip_cqe = req_flags & REQ_F_CQE_SKIP != 0;
     if is_one(op) {
-        submit_one(req, op, pid_tgid, skip_cqe);
+        submit_one(
+            req,
+            op,
+            pid_tgid,
+            skip_cqe,
+            req_flags & REQ_F_FIXED_FILE != 0,
+        );
     } else {
         submit_two(req, op, pid_tgid, skip_cqe);
     }
@@ -225,11 +239,20 @@ pub fn io_uring_submit_req_file(ctx: BtfTracePointContext) -> i32 {
 }
 
 #[inline(always)]
-fn submit_one(req: u64, op: u8, pid_tgid: u64, skip_cqe: bool) {
+fn submit_one(req: u64, op: u8, pid_tgid: u64, skip_cqe: bool, fixed_file: bool) {
     let Some(buf) = URING_ONE_BUF.get_ptr_mut(0) else {
         return;
     };
     let (kind, dfd, fname, open_flags, mode, fixed_slot) = match op {
+        IORING_OP_FTRUNCATE => {
+            // No path: the descriptor (or registered-file slot) in `cqe.fd`, the new
+            // length in `io_ftrunc.len`, split like the syscall's.
+            let fd: i32 =
+                unsafe { read_kernel::<i32>(req as *const u8, get::OFF_FILE_IO_KIOCB_FD()) }
+                    .unwrap_or(-1);
+            let (low, high) = crate::file::length_halves(cmd(req, get::OFF_FILE_IO_FTRUNC_LEN()));
+            (RecordKind::Truncate, fd, 0, low as u32, high as u32, 0)
+        }
         IORING_OP_UNLINKAT => {
             let uflags: u32 = cmd(req, get::OFF_FILE_IO_UNLINK_FLAGS());
             let kind = if uflags & AT_REMOVEDIR != 0 {
@@ -272,7 +295,17 @@ fn submit_one(req: u64, op: u8, pid_tgid: u64, skip_cqe: bool) {
     // The header before the walk: the verifier checks its typed task loads once (see
     // `emit_one_path`).
     unsafe { fill_header(&raw mut (*rec).header, kind, pid_tgid) };
-    let r = unsafe { resolve_name(0, dfd, filename(fname)) };
+    let by_file = kind == RecordKind::Truncate;
+    let r = if !by_file {
+        unsafe { resolve_name(0, dfd, filename(fname)) }
+    } else if fixed_file {
+        // A slot, not a descriptor: only the completion's `io_kiocb.file` names it.
+        Resolved::unreadable()
+    } else {
+        // What the descriptor names now; the completion replaces it with the file the
+        // request acted on (another thread may dup2 over the descriptor in between).
+        unsafe { crate::path::resolve_fd(0, dfd as u64) }
+    };
     unsafe {
         let len = copy_out((&raw mut (*out).path).cast(), &r);
         (*rec).result = 0;
@@ -282,10 +315,14 @@ fn submit_one(req: u64, op: u8, pid_tgid: u64, skip_cqe: bool) {
         (*rec).path_len = len;
         (*rec).path_flags = r.flags;
         (*rec).file_flags = FILE_FLAG_IO_URING;
+        if by_file {
+            (*rec).file_flags |= FILE_FLAG_BY_FD;
+        }
         (*rec).owner_uid = 0;
         (*rec).owner_gid = 0;
         (*buf).fixed_slot = fixed_slot;
         (*buf).is_open = u32::from(kind == RecordKind::Open);
+        (*buf).by_file = u32::from(by_file);
         if skip_cqe {
             (*rec).file_flags |= FILE_FLAG_NO_RESULT;
             send_one(kind, out);
@@ -444,17 +481,35 @@ fn complete_one(req: u64, res: i64) {
                 if created {
                     (*rec).header.kind = RecordKind::Create as u32;
                 }
-                (*rec).path_len = copy_out((&raw mut (*out).path).cast(), &r);
-                (*rec).path_flags = r.flags;
-                (*rec).header.flags &= !flags::PATH_TRUNCATED;
-                if r.flags & PATH_FLAG_TRUNCATED != 0 {
-                    (*rec).header.flags |= flags::PATH_TRUNCATED;
-                }
+                set_path(out, &r);
             }
+        }
+    }
+    if unsafe { (*v).by_file } != 0 {
+        // The file the request ran on (held until the request is freed, after this).
+        let file = unsafe { read_kernel::<u64>(req as *const u8, get::OFF_FILE_IO_KIOCB_FILE()) }
+            .unwrap_or(0);
+        if file != 0 {
+            let r = unsafe { resolve_file(0, file as *const u8) };
+            unsafe { set_path(out, &r) };
         }
     }
     send_one(record_kind(unsafe { (*rec).header.kind }), out);
     let _ = URING_ONE.remove(req);
+}
+
+/// Replaces the path of a stashed one-path record with `r`.
+#[inline(always)]
+unsafe fn set_path(out: *mut FileOut, r: &Resolved) {
+    unsafe {
+        let rec = &raw mut (*out).rec;
+        (*rec).path_len = copy_out((&raw mut (*out).path).cast(), r);
+        (*rec).path_flags = r.flags;
+        (*rec).header.flags &= !flags::PATH_TRUNCATED;
+        if r.flags & PATH_FLAG_TRUNCATED != 0 {
+            (*rec).header.flags |= flags::PATH_TRUNCATED;
+        }
+    }
 }
 
 /// Sends a filled one-path record (unless its kernel-resolved path is excluded).
@@ -515,6 +570,7 @@ fn record_kind(kind: u32) -> RecordKind {
         k if k == RecordKind::Rename as u32 => RecordKind::Rename,
         k if k == RecordKind::Link as u32 => RecordKind::Link,
         k if k == RecordKind::Symlink as u32 => RecordKind::Symlink,
+        k if k == RecordKind::Truncate as u32 => RecordKind::Truncate,
         _ => RecordKind::Open,
     }
 }

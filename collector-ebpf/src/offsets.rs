@@ -242,6 +242,12 @@ offsets! {
     OFF_FILE_IO_LINK_NEWPATH,
     /// `io_link.flags` (filesystem: io_uring)
     OFF_FILE_IO_LINK_FLAGS,
+    /// `io_kiocb.file` (filesystem: io_uring FTRUNCATE, the file it acted on)
+    OFF_FILE_IO_KIOCB_FILE,
+    /// `io_kiocb.cqe.fd` (filesystem: io_uring FTRUNCATE, the descriptor as submitted)
+    OFF_FILE_IO_KIOCB_FD,
+    /// `io_ftrunc.len` (filesystem: io_uring FTRUNCATE)
+    OFF_FILE_IO_FTRUNC_LEN,
     /// `task_struct.comm` (every record header: two typed loads, no helper)
     OFF_TASK_COMM,
     /// `task_struct.cgroups` (every record header, with `HAS_TYPED_CGROUP`)
@@ -309,4 +315,14 @@ static FILE_HAS_IO_URING: u32 = 0;
 #[inline(always)]
 pub fn file_has_io_uring() -> bool {
     unsafe { read_volatile(&FILE_HAS_IO_URING) != 0 }
+}
+
+/// Set by the loader when `io_ftrunc` (IORING_OP_FTRUNCATE, Linux >= 6.9) and the
+/// request's `file` and `cqe.fd` were found in BTF, with `FILE_HAS_IO_URING`.
+#[unsafe(no_mangle)]
+static FILE_HAS_IO_URING_FTRUNCATE: u32 = 0;
+
+#[inline(always)]
+pub fn file_has_io_uring_ftruncate() -> bool {
+    unsafe { read_volatile(&FILE_HAS_IO_URING_FTRUNCATE) != 0 }
 }

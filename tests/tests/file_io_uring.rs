@@ -145,3 +145,69 @@ async fn overflow_run(same_user_data: bool) {
         assert!(events.iter().all(|e| e.result == Some(0)), "{events:#?}");
     }
 }
+
+/// FTRUNCATE through io_uring (Linux >= 6.9), as `nobody`: each is a `truncate` event
+/// marked `io_uring`, with the new length and the path of the file the request acted on:
+/// a registered-file slot is named by its file, and a descriptor swapped (dup2) between
+/// the submission and the moment the request ran is reported as the file it truncated,
+/// not the one it named when submitted. A refused wipe of /etc/passwd is reported with
+/// its EINVAL; a bad descriptor with EBADF and no path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn io_uring_ftruncate_reports_the_file_it_truncated() {
+    if !kernel_or_skip("io_uring_ftruncate_reports_the_file_it_truncated") {
+        return;
+    }
+    let (_tmp, dir) = common::shared_dir();
+    let watch = common::FsWatch::start(KernelConfig::default());
+    let out = run_actor(
+        env!("CARGO_BIN_EXE_kuring-actor"),
+        &["uring-truncate", &dir, "nobody"],
+    );
+    assert_eq!(out["uid"], "65534", "actor runs unprivileged");
+    let want_results = [
+        ("big", "0"),
+        ("fixed", "0"),
+        ("passwd", "-22"),
+        ("badfd", "-9"),
+        ("swap", "0"),
+        ("f_len", "5000000000"),
+        ("g_len", "3"),
+        ("h_len", "1"),
+        ("decoy_len", "100"),
+    ];
+    for (k, v) in want_results {
+        assert_eq!(out[k], v, "{k}: {out:?}");
+    }
+    let pid: u32 = out["pid"].parse().unwrap();
+    let t = out["t"].clone();
+    let last = format!("{t}/h");
+    let events = watch
+        .collect(
+            pid,
+            |e| e.kind == FilesystemEventKind::Truncate,
+            |e| e.path == last,
+        )
+        .await;
+    let got: Vec<_> = events
+        .iter()
+        .map(|e| (e.path.clone(), e.length, e.result, e.path_unreadable))
+        .collect();
+    let want = vec![
+        (format!("{t}/f"), Some(5_000_000_000), Some(0), false),
+        (format!("{t}/g"), Some(3), Some(0), false),
+        ("/etc/passwd".to_string(), Some(0), Some(-22), false),
+        (String::new(), Some(0), Some(-9), true),
+        (format!("{t}/h"), Some(1), Some(0), false),
+    ];
+    assert_eq!(got, want, "{events:#?}");
+    for e in &events {
+        assert!(e.io_uring && !e.compat_syscall, "{e:?}");
+        assert_eq!(e.uid, Some(65534), "{e:?}");
+        assert_eq!(e.name.as_deref(), Some("kuring-actor"), "{e:?}");
+        assert!(
+            !e.path_user_supplied && !e.path_relative && !e.path_truncated,
+            "{e:?}"
+        );
+        assert_eq!((e.flags, e.mode), (None, None), "{e:?}");
+    }
+}

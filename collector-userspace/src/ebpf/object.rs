@@ -120,6 +120,7 @@ pub(super) fn load_object(
     let has_excluded_paths = gate(!config.excluded_path_prefixes.is_empty());
     let has_compat_syscalls = u32::from(offsets.compat_syscalls);
     let file_has_io_uring = u32::from(offsets.file_has_io_uring);
+    let file_has_io_uring_ftruncate = u32::from(offsets.file_has_io_uring_ftruncate);
     let conn_id_key = random_key()?;
     let udp_report_interval_ns =
         u64::try_from(config.udp_report_interval.as_nanos()).unwrap_or(u64::MAX);
@@ -177,6 +178,11 @@ pub(super) fn load_object(
             true,
         )
         .override_global(abi::globals::FILE_HAS_IO_URING, &file_has_io_uring, true)
+        .override_global(
+            abi::globals::FILE_HAS_IO_URING_FTRUNCATE,
+            &file_has_io_uring_ftruncate,
+            true,
+        )
         .override_global(abi::globals::CONN_ID_KEY, &conn_id_key, true)
         .override_global(
             abi::globals::UDP_REPORT_INTERVAL_NS,

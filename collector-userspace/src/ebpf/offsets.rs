@@ -154,6 +154,15 @@ const FILE_IO_URING_FIELDS: &[(&str, &str, &str)] = &[
     ("OFF_FILE_IO_LINK_FLAGS", "io_link", "flags"),
 ];
 
+/// What the io_uring FTRUNCATE hook reads besides `FILE_IO_URING_FIELDS`: its length,
+/// the descriptor as submitted, and the file the request acted on. Optional: the
+/// operation is Linux >= 6.9 (`FILE_HAS_IO_URING_FTRUNCATE` = 0 without it).
+const FILE_IO_URING_FTRUNCATE_FIELDS: &[(&str, &str, &str)] = &[
+    ("OFF_FILE_IO_KIOCB_FILE", "io_kiocb", "file"),
+    ("OFF_FILE_IO_KIOCB_FD", "io_kiocb", "cqe.fd"),
+    ("OFF_FILE_IO_FTRUNC_LEN", "io_ftrunc", "len"),
+];
+
 /// Resolves an optional group of fields: all of them, or zeros and `false`.
 fn optional_fields(
     btf: &KernelBtf,
@@ -249,6 +258,8 @@ pub struct KernelOffsets {
     pub proc_has_bprm_executable: bool,
     /// Whether the io_uring file-operation structs are known (`FILE_IO_URING_FIELDS`).
     pub file_has_io_uring: bool,
+    /// Whether io_uring's FTRUNCATE can be read too (`FILE_IO_URING_FTRUNCATE_FIELDS`).
+    pub file_has_io_uring_ftruncate: bool,
     /// Whether the record header reads the cgroup id with typed loads (`CGROUP_FIELDS`).
     pub typed_cgroup: bool,
 }
@@ -303,6 +314,8 @@ impl KernelOffsets {
         let proc_has_bprm_executable = optional_fields(btf, PROC_BPRM_EXECUTABLE, &mut values);
         optional_fields(btf, PROC_FILE_VERSION_FIELDS, &mut values);
         let file_has_io_uring = optional_fields(btf, FILE_IO_URING_FIELDS, &mut values);
+        let file_has_io_uring_ftruncate =
+            optional_fields(btf, FILE_IO_URING_FTRUNCATE_FIELDS, &mut values) && file_has_io_uring;
         let typed_cgroup = optional_fields(btf, CGROUP_FIELDS, &mut values);
         // `linux_binprm.secureexec` is a bitfield: its byte, and the bit in that byte.
         let secureexec_bits = btf.member_bit_offset("linux_binprm", "secureexec")?;
@@ -322,6 +335,7 @@ impl KernelOffsets {
             proc_has_compat,
             proc_has_bprm_executable,
             file_has_io_uring,
+            file_has_io_uring_ftruncate,
             typed_cgroup,
         })
     }
@@ -338,6 +352,8 @@ pub(crate) fn global_names() -> impl Iterator<Item = &'static str> {
         PROC_FILE_VERSION_FIELDS,
         PROC_AUDIT_FIELDS,
         PROC_COMPAT_FIELDS,
+        FILE_IO_URING_FIELDS,
+        FILE_IO_URING_FTRUNCATE_FIELDS,
         PATH_FIELDS,
         SYSCALL_REGS,
         CGROUP_FIELDS,

@@ -29,6 +29,15 @@
 //!   - MKDIRAT(dirfd, "skipd") with IOSQE_CQE_SKIP_SUCCESS (no completion), then a NOP
 //!   - OPENAT(dirfd, "missing", O_RDONLY) fails with ENOENT          -> u=DIR/u and results
 //!
+//! kuring-actor uring-truncate DIR [nobody]   FTRUNCATE through io_uring, one at a time:
+//!   - DIR/t/f (100 bytes), opened O_WRONLY: FTRUNCATE(fd, 5,000,000,000)   -> big
+//!   - DIR/t/g registered as fixed file 0: FTRUNCATE(slot 0, 3)             -> fixed
+//!   - /etc/passwd opened O_RDONLY: FTRUNCATE(fd, 0) fails with EINVAL      -> passwd
+//!   - FTRUNCATE(fd 9999, 0) fails with EBADF                               -> badfd
+//!   - descriptor X names DIR/t/decoy when FTRUNCATE(X, 1) is submitted, linked
+//!     after a READ of an empty pipe; then DIR/t/h is dup2'd over X and the pipe
+//!     written: the request truncates h         -> swap, h_len=1 decoy_len=100
+//!
 //! kuring-actor uring-overflow DIR nobody N [same]   N MKDIRATs (DIR/o0/d0..) on a ring
 //!   whose 2-entry completion queue is not reaped until all are submitted: most complete
 //!   through the kernel's overflow list. `same`: every request has the same user_data
@@ -345,6 +354,91 @@ fn uring(dir: &str) -> String {
     )
 }
 
+fn uring_truncate(dir: &str) -> String {
+    use io_uring::{opcode, squeue::Flags, types, IoUring};
+    let t = format!("{dir}/t");
+    std::fs::create_dir_all(&t).expect("mkdir t");
+    for name in ["f", "g", "decoy", "h"] {
+        std::fs::write(format!("{t}/{name}"), [b'x'; 100]).expect("create");
+    }
+    let open = |path: &str, flags: i32| {
+        let p = cstr(path);
+        // SAFETY: a valid NUL-terminated path; checked.
+        let fd = unsafe { libc::open(p.as_ptr(), flags) };
+        assert!(fd >= 0, "open {path}: {}", std::io::Error::last_os_error());
+        fd
+    };
+    let mut ring = IoUring::new(8).expect("io_uring_setup");
+    let g = open(&format!("{t}/g"), libc::O_RDWR);
+    ring.submitter()
+        .register_files(&[g])
+        .expect("register files");
+    close(g);
+    let mut run = |sqe: io_uring::squeue::Entry| {
+        // SAFETY: the SQE holds no pointers.
+        unsafe { ring.submission().push(&sqe).expect("queue full") };
+        ring.submit_and_wait(1).expect("io_uring_enter");
+        ring.completion().next().expect("a completion").result()
+    };
+    let f = open(&format!("{t}/f"), libc::O_WRONLY);
+    let big = run(opcode::Ftruncate::new(types::Fd(f), 5_000_000_000).build());
+    close(f);
+    let fixed = run(opcode::Ftruncate::new(types::Fixed(0), 3).build());
+    let ro = open("/etc/passwd", libc::O_RDONLY);
+    let passwd = run(opcode::Ftruncate::new(types::Fd(ro), 0).build());
+    close(ro);
+    let badfd = run(opcode::Ftruncate::new(types::Fd(9999), 0).build());
+
+    // The swap: FTRUNCATE(x) waits behind a READ of an empty pipe (IO_LINK), so the
+    // descriptor is only looked up when the pipe is written, after the dup2.
+    let mut pipe = [0i32; 2];
+    // SAFETY: pipe writes two descriptors into the array.
+    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0, "pipe");
+    let x = open(&format!("{t}/decoy"), libc::O_WRONLY);
+    let mut byte = [0u8; 1];
+    let read = opcode::Read::new(types::Fd(pipe[0]), byte.as_mut_ptr(), 1)
+        .build()
+        .flags(Flags::IO_LINK)
+        .user_data(1);
+    let trunc = opcode::Ftruncate::new(types::Fd(x), 1).build().user_data(2);
+    // SAFETY: `byte` outlives both completions, reaped below.
+    unsafe {
+        ring.submission().push(&read).expect("queue full");
+        ring.submission().push(&trunc).expect("queue full");
+    }
+    ring.submit().expect("io_uring_enter");
+    let h = open(&format!("{t}/h"), libc::O_WRONLY);
+    // SAFETY: plain syscalls on descriptors this process owns.
+    unsafe {
+        assert_eq!(libc::dup2(h, x), x, "dup2");
+        assert_eq!(libc::write(pipe[1], b"go".as_ptr().cast(), 1), 1, "write");
+    }
+    ring.submit_and_wait(2).expect("io_uring_enter");
+    let mut swap = i32::MIN;
+    for cqe in ring.completion() {
+        if cqe.user_data() == 2 {
+            swap = cqe.result();
+        }
+    }
+    for fd in [h, x, pipe[0], pipe[1]] {
+        close(fd);
+    }
+    let len = |name: &str| {
+        std::fs::metadata(format!("{t}/{name}"))
+            .map(|m| m.len())
+            .unwrap_or(u64::MAX)
+    };
+    format!(
+        "t={t} big={big} fixed={fixed} passwd={passwd} badfd={badfd} swap={swap}          f_len={} g_len={} h_len={} decoy_len={} uid={}",
+        len("f"),
+        len("g"),
+        len("h"),
+        len("decoy"),
+        // SAFETY: getuid cannot fail.
+        unsafe { libc::getuid() }
+    )
+}
+
 /// Cost measurement: prints `pid=`, waits for a line on stdin, then N times: io_uring
 /// OPENAT of DIR/s/f (O_CREAT) + close, RENAMEAT f -> g -> f, and two NOPs (an opcode the
 /// file hooks must skip at once).
@@ -460,6 +554,7 @@ fn main() {
         Some("twopaths") => twopaths(&args[1]),
         Some("race") => race(&args[1], args[3].parse().expect("N")),
         Some("uring") => uring(&args[1]),
+        Some("uring-truncate") => uring_truncate(&args[1]),
         Some("uring-overflow") => uring_overflow(
             &args[1],
             args[3].parse().expect("N"),
@@ -478,7 +573,7 @@ fn main() {
             return;
         }
         _ => {
-            eprintln!("usage: kuring-actor twopaths|race|uring DIR [nobody] [N]");
+            eprintln!("usage: kuring-actor twopaths|race|uring|uring-truncate DIR [nobody] [N]");
             std::process::exit(2);
         }
     };

@@ -46,6 +46,12 @@ fn path_at(bytes: &[u8], kind: RecordKind, start: usize, len: u32) -> Result<Str
     Ok(super::lossy_string(raw))
 }
 
+/// A path that names something relative to a directory the kernel did not resolve. No
+/// path at all (nothing could be read: `path_unreadable`) is not a relative one.
+fn is_relative(path: &str) -> bool {
+    !path.is_empty() && !path.starts_with('/')
+}
+
 /// `__O_TMPFILE` (x86 and arm64 value), the bit of `O_TMPFILE` beyond `O_DIRECTORY`.
 const O_TMPFILE_BIT: u32 = 0o20_000_000;
 
@@ -74,7 +80,7 @@ pub fn decode_filesystem(
             // string), so nothing is looked up in /proc here.
             let path = path_at(bytes, kind, std::mem::size_of::<FileRecord>(), r.path_len)?;
             // A memfd name is not a path: never "relative".
-            let relative = kind != RecordKind::MemfdCreate && !path.starts_with('/');
+            let relative = kind != RecordKind::MemfdCreate && is_relative(&path);
             let is_open = matches!(kind, RecordKind::Open | RecordKind::Create);
             let has_flags = is_open || kind == RecordKind::MemfdCreate;
             let has_mode = is_open
@@ -149,8 +155,8 @@ pub fn decode_filesystem(
                 _ => FilesystemEventKind::Rename,
             };
             // A symlink's target is content (never resolved): not "relative".
-            let relative = (kind != RecordKind::Symlink && !path.starts_with('/'))
-                || !new_path.starts_with('/');
+            let relative =
+                (kind != RecordKind::Symlink && is_relative(&path)) || is_relative(&new_path);
             let mut ev = file_base(&r.header, event_kind, path, r.result, clock, source);
             ev.new_path = Some(new_path);
             ev.path_relative = relative;
@@ -262,21 +268,44 @@ mod tests {
         record_bytes(&r, &[path])
     }
 
+    /// The event `bytes` decode to (a well-formed filesystem record).
+    fn fs_event(bytes: &[u8]) -> Box<FilesystemEvent> {
+        match decode_filesystem(bytes, &BootClock::default(), &SourceName::from("t")) {
+            Ok(CollectionEvent::Filesystem(ev)) => ev,
+            other => panic!("not a filesystem event: {other:?}"),
+        }
+    }
+
     #[test]
     fn a_truncate_joins_its_length_halves_and_has_no_flags_or_mode() {
         let mut bytes = file_bytes(RecordKind::Truncate, b"/var/log/wtmp", 7, 0);
         // The high half rides in the mode slot.
         let mode_at = std::mem::offset_of!(FileRecord, mode);
         bytes[mode_at..mode_at + 4].copy_from_slice(&1u32.to_ne_bytes());
-        let CollectionEvent::Filesystem(ev) =
-            decode_filesystem(&bytes, &BootClock::default(), &SourceName::from("t")).unwrap()
-        else {
-            panic!("not a filesystem event");
-        };
+        let ev = fs_event(&bytes);
         assert_eq!(ev.kind, FilesystemEventKind::Truncate);
         assert_eq!(ev.length, Some((1 << 32) + 7));
         assert_eq!((ev.flags, ev.mode), (None, None));
         assert_eq!(ev.path, "/var/log/wtmp");
+    }
+
+    #[test]
+    fn only_a_path_that_does_not_start_at_the_root_is_relative() {
+        let relative = |kind, path: &[u8]| fs_event(&file_bytes(kind, path, 0, 0)).path_relative;
+        assert!(relative(RecordKind::Unlink, b"a/b"));
+        assert!(!relative(RecordKind::Unlink, b"/a/b"));
+        // Nothing could be read (a bad descriptor): no path, not a relative one.
+        assert!(!relative(RecordKind::Truncate, b""));
+        assert!(!relative(RecordKind::MemfdCreate, b"name"));
+        for (old, new, want) in [
+            (&b"/a"[..], &b"/b"[..], false),
+            (b"a", b"/b", true),
+            (b"/a", b"b", true),
+            (b"", b"", false),
+        ] {
+            let ev = fs_event(&rename_bytes(old, new, 0, 0));
+            assert_eq!(ev.path_relative, want, "{old:?} -> {new:?}");
+        }
     }
 
     #[test]
