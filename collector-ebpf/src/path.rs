@@ -4,8 +4,8 @@
 //! `struct file`, a descriptor, or the task's cwd into the absolute path the kernel would
 //! print (like `d_path`), and optionally append a user-supplied component.
 //!
-//! How it works: a `bpf_loop` walks `dentry->d_parent` towards the task's
-//! `fs->root`, crossing mounts through `struct mount` (`container_of` the `vfsmount`;
+//! How it works: a `bpf_loop` walks `dentry->d_parent` towards the root of the task's
+//! mount namespace, crossing mounts through `struct mount` (`container_of` the `vfsmount`;
 //! `mnt_parent`, `mnt_mountpoint`), and prepends each `d_name` at the END of the first
 //! half of a per-CPU scratch buffer (`PATH_MAX` bytes), exactly as the kernel's
 //! `prepend_path` does. The second half is room to append a user component after a
@@ -28,10 +28,13 @@
 //! The path is NOT NUL-terminated; use `len`. Offsets come from BTF: the loader sets the
 //! `OFF_PATHWALK_*` globals below (collector-userspace/src/ebpf/offsets.rs, `PATH_FIELDS`).
 //!
+//! Walks stop at the root of the task's mount namespace, not at the task's own root: a
+//! chrooted process's paths are the namespace's, not the ones it sees (`walk_root`).
+//!
 //! What it cannot see: names of pseudo filesystems' files (pipes, sockets, anon inodes)
 //! come out as `/` plus whatever `d_name` holds; a deleted file keeps its last name
-//! (no " (deleted)" suffix); a file outside the task's root (opened before chroot, or
-//! reached through a detached mount) is printed from the mount namespace's root up.
+//! (no " (deleted)" suffix); a file reached through a detached mount is printed from
+//! that mount's root up.
 
 use core::{ffi::c_void, mem::MaybeUninit, ptr::read_volatile};
 
@@ -121,6 +124,12 @@ walk_offsets! {
     OFF_PATHWALK_FDT_MAX_FDS,
     /// `fdtable.fd`
     OFF_PATHWALK_FDT_FD,
+    /// `task_struct.nsproxy`
+    OFF_PATHWALK_TASK_NSPROXY,
+    /// `nsproxy.mnt_ns`
+    OFF_PATHWALK_NSPROXY_MNT_NS,
+    /// `mnt_namespace.root` (the namespace's root `struct mount`)
+    OFF_PATHWALK_MNT_NS_ROOT,
 }
 
 /// Walk state and buffer, one per slot per CPU.
@@ -437,7 +446,7 @@ unsafe fn walk(slot: u32, dentry: u64, vfsmnt: u64) -> Resolved {
         Ok(root) => s.mnt_root = root,
         Err(()) => return Resolved::unreadable(),
     }
-    match unsafe { task_fs_path(off::OFF_PATHWALK_FS_ROOT()) } {
+    match unsafe { walk_root() } {
         Ok((d, m)) => {
             s.root_dentry = d;
             s.root_mnt = m;
@@ -472,6 +481,38 @@ unsafe fn walk(slot: u32, dentry: u64, vfsmnt: u64) -> Resolved {
         len: PATH_MAX - pos,
         flags: s.flags,
         user_len: 0,
+    }
+}
+
+/// The root of the current task's mount namespace as (dentry, vfsmount): typed loads
+/// (`task->nsproxy->mnt_ns->root`, then that mount's `mnt.mnt_root`).
+#[inline(always)]
+unsafe fn ns_root() -> Result<(u64, u64), ()> {
+    unsafe {
+        let nsproxy: *const u8 = load(task_btf(), off::OFF_PATHWALK_TASK_NSPROXY());
+        let mnt_ns: *const u8 = load(nsproxy, off::OFF_PATHWALK_NSPROXY_MNT_NS());
+        let root: *const u8 = load(mnt_ns, off::OFF_PATHWALK_MNT_NS_ROOT());
+        let mnt_off = off::OFF_PATHWALK_MOUNT_MNT();
+        let dentry: *const u8 = load(root, mnt_off + off::OFF_PATHWALK_VFSMOUNT_ROOT());
+        if root.is_null() || dentry.is_null() {
+            return Err(());
+        }
+        Ok((dentry as u64, root as u64 + mnt_off))
+    }
+}
+
+/// Where every walk stops: the root of the task's mount namespace, not the task's own
+/// root. In a chroot (which an unprivileged process can make inside a user namespace)
+/// the kernel's `d_path` prints paths inside it: after `chroot("/etc")`, an open of
+/// `/shadow` would read `/shadow`; walked up to the namespace's root it is
+/// `/etc/shadow`. A container (`pivot_root` in its own mount namespace) is unchanged:
+/// its root is its namespace's. A task without a namespace (exiting) stops at its own
+/// root.
+#[inline(always)]
+unsafe fn walk_root() -> Result<(u64, u64), ()> {
+    match unsafe { ns_root() } {
+        Ok(root) => Ok(root),
+        Err(()) => unsafe { task_fs_path(off::OFF_PATHWALK_FS_ROOT()) },
     }
 }
 

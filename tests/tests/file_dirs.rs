@@ -246,3 +246,70 @@ async fn portable_hooks_report_truncate() {
     let (out, got) = truncate_calls(config, |e| e.path == "/etc/shadow").await;
     assert_eq!(got, native_truncates(&out["log"]));
 }
+
+/// A process that chroots (as root of its own user namespace: no privilege on the host,
+/// as `nobody`) is reported with the paths of the mount namespace, not the ones it sees
+/// inside its jail: its open of `/etc/passwd` is the jail's decoy file, and reads as
+/// that file's real path, not as `/etc/passwd`. So are the file it creates and removes
+/// by a name relative to its cwd, and a failed open of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chrooted_process_is_reported_with_the_real_paths() {
+    if !kernel_or_skip("a_chrooted_process_is_reported_with_the_real_paths") {
+        return;
+    }
+    let (_tmp, dir) = common::shared_dir();
+    let watch = common::FsWatch::start(KernelConfig::default());
+    let out = run_actor(
+        env!("CARGO_BIN_EXE_kfile-actor"),
+        &["chroot", &dir, "nobody"],
+    );
+    assert_eq!(out["uid"], "65534", "actor runs unprivileged");
+    for (k, v) in [
+        ("passwd", "1"),
+        ("created", "1"),
+        ("unlinked", "0"),
+        ("gone", "-2"),
+    ] {
+        assert_eq!(out[k], v, "{k}: {out:?}");
+    }
+    let pid: u32 = out["pid"].parse().unwrap();
+    let jail = out["jail"].clone();
+    let new = format!("{jail}/w/new");
+    let events = watch
+        .collect(
+            pid,
+            |e| e.kind != FilesystemEventKind::Mkdir && e.path.starts_with(&jail),
+            |e| e.path == new && e.result == Some(-2),
+        )
+        .await;
+    use FilesystemEventKind::*;
+    let got: Vec<_> = events
+        .iter()
+        .map(|e| (e.kind, e.path.clone(), e.path_user_supplied))
+        .collect();
+    let passwd = format!("{jail}/etc/passwd");
+    let want = vec![
+        // Written before the chroot.
+        (Create, passwd.clone(), false),
+        // Inside it: "/etc/passwd", walked from the opened file.
+        (Open, passwd, false),
+        // "new" in the cwd "/w": the file created, then the cwd walked + the name.
+        (Create, new.clone(), false),
+        (Unlink, new.clone(), true),
+        (Open, new, true),
+    ];
+    assert_eq!(got, want, "{events:#?}");
+    for e in &events {
+        assert_eq!(e.uid, Some(65534), "{e:?}");
+        assert!(
+            !e.path_relative && !e.path_unreadable && !e.path_truncated && !e.path_changed,
+            "{e:?}"
+        );
+    }
+    assert!(
+        events[1].result.is_some_and(|fd| fd >= 0),
+        "{:?}",
+        events[1]
+    );
+    assert_eq!(events[3].result, Some(0), "{:?}", events[3]);
+}

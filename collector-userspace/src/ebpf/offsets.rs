@@ -216,6 +216,9 @@ const PATH_FIELDS: &[(&str, &str, &str)] = &[
     ("OFF_PATHWALK_FILES_FDT", "files_struct", "fdt"),
     ("OFF_PATHWALK_FDT_MAX_FDS", "fdtable", "max_fds"),
     ("OFF_PATHWALK_FDT_FD", "fdtable", "fd"),
+    ("OFF_PATHWALK_TASK_NSPROXY", "task_struct", "nsproxy"),
+    ("OFF_PATHWALK_NSPROXY_MNT_NS", "nsproxy", "mnt_ns"),
+    ("OFF_PATHWALK_MNT_NS_ROOT", "mnt_namespace", "root"),
 ];
 
 /// `fs_struct.seq`'s sequence count, by layout: a `seqlock_t` (6.x), a

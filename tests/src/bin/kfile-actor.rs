@@ -66,6 +66,11 @@
 //!   truncate64(193) (log, 2^32 + 7), truncate(92) (log, -1: EINVAL), ftruncate(93) (fd, 3),
 //!   the last call                                               -> log=DIR/t/log and results
 //!
+//! kfile-actor chroot DIR [nobody]   as root of a new user namespace (no privilege on
+//!   the host), chroot(DIR/jail) (which holds etc/passwd, a decoy, and w/), chdir("/");
+//!   open("/etc/passwd"), chdir("w"), open("new", O_CREAT), unlink("new"), and an open
+//!   of /w/new that now fails (ENOENT)          -> jail=DIR/jail and results, uid on the host
+//!
 //! kfile-actor cwd-race DIR N [nobody]   a thread flips the shared cwd between DIR/race/real
 //!   and DIR/race/decoy (fchdir) while the main thread chmods (0o4755) then unlinks
 //!   r0..rN, which exist only in real, by relative name       -> real=.. decoy=.. and counts
@@ -117,6 +122,61 @@ fn drop_to_nobody() {
         // /proc/self/task/*/syscall from it; the fifo scenario reads that.
         assert_eq!(libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0), 0, "prctl");
     }
+}
+
+/// Root of a fresh user namespace (mapped to the caller's uid and gid), which gives the
+/// capabilities that `chroot` needs inside it and nothing on the host.
+fn enter_user_namespace() {
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    // SAFETY: plain syscall; checked.
+    assert_eq!(
+        unsafe { libc::unshare(libc::CLONE_NEWUSER) },
+        0,
+        "unshare(CLONE_NEWUSER): {}",
+        std::io::Error::last_os_error()
+    );
+    std::fs::write("/proc/self/setgroups", "deny").expect("setgroups deny");
+    std::fs::write("/proc/self/uid_map", format!("0 {uid} 1")).expect("uid_map");
+    std::fs::write("/proc/self/gid_map", format!("0 {gid} 1")).expect("gid_map");
+}
+
+fn chroot(dir: &str) -> String {
+    let jail = format!("{dir}/jail");
+    std::fs::create_dir_all(format!("{jail}/etc")).expect("mkdir jail/etc");
+    std::fs::create_dir_all(format!("{jail}/w")).expect("mkdir jail/w");
+    std::fs::write(format!("{jail}/etc/passwd"), "decoy:x:0:0::/:/bin/sh\n").expect("decoy");
+    // SAFETY: getuid cannot fail.
+    let host_uid = unsafe { libc::getuid() };
+    enter_user_namespace();
+    let c = |s: &str| cstr(s);
+    // SAFETY (all blocks below): plain syscalls with valid NUL-terminated strings; every
+    // result is reported.
+    let chrooted = err(unsafe { libc::chroot(c(&jail).as_ptr()) });
+    assert_eq!(chrooted, 0, "chroot: {}", std::io::Error::last_os_error());
+    std::env::set_current_dir("/").expect("chdir /");
+    let passwd = err(unsafe { libc::open(c("/etc/passwd").as_ptr(), libc::O_RDONLY) });
+    if passwd >= 0 {
+        close(passwd);
+    }
+    std::env::set_current_dir("w").expect("chdir w");
+    let created = err(unsafe {
+        libc::open(
+            c("new").as_ptr(),
+            libc::O_CREAT | libc::O_WRONLY,
+            0o600 as libc::c_uint,
+        )
+    });
+    if created >= 0 {
+        close(created);
+    }
+    let unlinked = err(unsafe { libc::unlink(c("new").as_ptr()) });
+    let gone = err(unsafe { libc::open(c("new").as_ptr(), libc::O_RDONLY) });
+    format!(
+        "jail={jail} passwd={} created={} unlinked={unlinked} gone={gone} uid={host_uid}",
+        i32::from(passwd >= 0),
+        i32::from(created >= 0)
+    )
 }
 
 fn paths(dir: &str) -> String {
@@ -814,6 +874,7 @@ fn main() {
         Some("byfd") => byfd(&args[1]),
         Some("mknod") => mknod(&args[1]),
         Some("truncate") => truncate(&args[1]),
+        Some("chroot") => chroot(&args[1]),
         Some("cwd-race") => cwd_race(&args[1], args[2].parse().expect("N")),
         #[cfg(target_arch = "x86_64")]
         Some("int80") => int80(&args[1]),
