@@ -219,3 +219,64 @@ async fn excluded_comm_is_dropped_in_the_kernel() {
     shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
     task.await.unwrap().unwrap();
 }
+
+/// An unprivileged process that chroots inside its own user namespace and execs a
+/// program there: the exec is reported with the executable's real path and cwd, not the
+/// `/bin/ldconfig` and `/` the jail shows it. (A jail's `/usr/bin/sudo` must not read as
+/// the host's.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_in_a_chroot_is_reported_with_the_real_executable_path() {
+    if !kernel_or_skip("an_exec_in_a_chroot_is_reported_with_the_real_executable_path") {
+        return;
+    }
+    let programs = KernelPrograms::load(KernelConfig::default()).expect("load kernel programs");
+    let source =
+        Arc::new(KernelSource::new(programs, KernelDomain::Process).expect("process source"));
+    let (mut rx, shutdown, task) = start(source.clone());
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let dir = tmp.path().canonicalize().unwrap().display().to_string();
+    let out = collector_tests::run_actor(
+        env!("CARGO_BIN_EXE_kfile-actor"),
+        &["chroot-exec", &dir, "nobody"],
+    );
+    assert_eq!(out["uid"], "65534", "actor runs unprivileged");
+    assert_eq!(out["status"], "0", "ldconfig ran in the jail: {out:?}");
+    let child: u32 = out["child"].parse().unwrap();
+    let jail = out["jail"].clone();
+    let seen = collect_until(&mut rx, |seen| {
+        seen.iter().any(|e| {
+            matches!(e, CollectionEvent::Process(p) if p.kind == ProcessEventKind::Exec && p.pid == child)
+        })
+    })
+    .await;
+    let exec = seen
+        .iter()
+        .find_map(|e| match e {
+            CollectionEvent::Process(p) if p.kind == ProcessEventKind::Exec && p.pid == child => {
+                Some(p)
+            }
+            _ => None,
+        })
+        .expect("the exec in the jail is reported");
+    assert_eq!(
+        exec.executable_path.as_deref(),
+        Some(format!("{jail}/bin/ldconfig").as_str()),
+        "{exec:?}"
+    );
+    assert!(!exec.executable_path_user_supplied, "{exec:?}");
+    assert_eq!(exec.cwd.as_deref(), Some(jail.as_str()), "{exec:?}");
+    assert_eq!(
+        exec.command_line,
+        ["/bin/ldconfig", "--version"],
+        "{exec:?}"
+    );
+    assert_eq!(exec.uid, Some(65534), "{exec:?}");
+    source.stop().await.unwrap();
+    shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
+    task.await.unwrap().unwrap();
+}

@@ -71,6 +71,10 @@
 //!   open("/etc/passwd"), chdir("w"), open("new", O_CREAT), unlink("new"), and an open
 //!   of /w/new that now fails (ENOENT)          -> jail=DIR/jail and results, uid on the host
 //!
+//! kfile-actor chroot-exec DIR [nobody]   DIR/jail/bin/ldconfig (a copy of the static
+//!   /sbin/ldconfig), then as root of a new user namespace chroot(DIR/jail), chdir("/"),
+//!   and a child execs "/bin/ldconfig --version"          -> jail=DIR/jail child=PID status
+//!
 //! kfile-actor cwd-race DIR N [nobody]   a thread flips the shared cwd between DIR/race/real
 //!   and DIR/race/decoy (fchdir) while the main thread chmods (0o4755) then unlinks
 //!   r0..rN, which exist only in real, by relative name       -> real=.. decoy=.. and counts
@@ -177,6 +181,34 @@ fn chroot(dir: &str) -> String {
         i32::from(passwd >= 0),
         i32::from(created >= 0)
     )
+}
+
+fn chroot_exec(dir: &str) -> String {
+    let jail = format!("{dir}/jail");
+    std::fs::create_dir_all(format!("{jail}/bin")).expect("mkdir jail/bin");
+    // Statically linked: it runs in a jail without libraries.
+    std::fs::copy("/sbin/ldconfig", format!("{jail}/bin/ldconfig")).expect("copy ldconfig");
+    // SAFETY: getuid cannot fail.
+    let host_uid = unsafe { libc::getuid() };
+    enter_user_namespace();
+    // SAFETY: plain syscall with a valid NUL-terminated path; checked.
+    let chrooted = err(unsafe { libc::chroot(cstr(&jail).as_ptr()) });
+    assert_eq!(chrooted, 0, "chroot: {}", std::io::Error::last_os_error());
+    std::env::set_current_dir("/").expect("chdir /");
+    let child = std::process::Command::new("/bin/ldconfig")
+        .arg("--version")
+        // Piped, not null: the jail has no /dev/null.
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("exec /bin/ldconfig in the jail");
+    let pid = child.id();
+    let status = child
+        .wait_with_output()
+        .expect("wait")
+        .status
+        .code()
+        .unwrap_or(-1);
+    format!("jail={jail} child={pid} status={status} uid={host_uid}")
 }
 
 fn paths(dir: &str) -> String {
@@ -875,6 +907,7 @@ fn main() {
         Some("mknod") => mknod(&args[1]),
         Some("truncate") => truncate(&args[1]),
         Some("chroot") => chroot(&args[1]),
+        Some("chroot-exec") => chroot_exec(&args[1]),
         Some("cwd-race") => cwd_race(&args[1], args[2].parse().expect("N")),
         #[cfg(target_arch = "x86_64")]
         Some("int80") => int80(&args[1]),
