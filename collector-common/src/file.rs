@@ -83,7 +83,7 @@ pub struct RenameRecord {
     pub result: i64,
     /// Directory fd of the old path (`AT_FDCWD` = -100 for the cwd).
     pub old_dirfd: i32,
-    /// Directory fd of the new path.
+    /// Directory fd of the new path (setxattr: the value's size; its name has none).
     pub new_dirfd: i32,
     /// Bytes of old path following this struct (at most [`FILE_PATH_MAX`]).
     pub old_path_len: u32,
@@ -95,6 +95,7 @@ pub struct RenameRecord {
     pub new_path_flags: u32,
     /// `FILE_FLAG_*`
     pub file_flags: u32,
-    /// renameat2 flags (`RENAME_*`), linkat flags (`AT_*`); 0 otherwise.
+    /// renameat2 flags (`RENAME_*`), linkat flags (`AT_*`), setxattr flags (`XATTR_*`);
+    /// 0 otherwise.
     pub call_flags: u32,
 }

@@ -103,6 +103,10 @@ pub enum RecordKind {
     /// A file's size was set by truncate/ftruncate ([`FileRecord`]: the new length's low
     /// 32 bits in `open_flags`, its high 32 bits in `mode`).
     Truncate = 38,
+    /// An extended attribute was set by setxattr/lsetxattr/fsetxattr/setxattrat
+    /// ([`RenameRecord`]: old = the file, new = the attribute's name, never resolved;
+    /// `call_flags` the `XATTR_*` flags, `new_dirfd` the value's size in bytes).
+    Setxattr = 39,
 }
 
 impl RecordKind {
@@ -143,6 +147,7 @@ impl RecordKind {
             36 => Self::MemfdCreate,
             37 => Self::Mknod,
             38 => Self::Truncate,
+            39 => Self::Setxattr,
             _ => return None,
         })
     }

@@ -86,6 +86,7 @@ fn events() -> Vec<CollectionEvent> {
             device_major: None,
             device_minor: None,
             length: None,
+            xattr_name: None,
             process: None,
         }),
         CollectionEvent::Performance(PerformanceEvent {

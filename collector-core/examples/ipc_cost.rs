@@ -83,6 +83,7 @@ fn open_event(n: u32, process: &Arc<ProcessContext>) -> CollectionEvent {
         device_major: None,
         device_minor: None,
         length: None,
+        xattr_name: None,
         process: Some(process.clone()),
     })
 }

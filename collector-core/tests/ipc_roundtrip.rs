@@ -318,7 +318,8 @@ fn filesystem_base() -> impl Strategy<Value = CollectionEvent> {
             Just(FilesystemEventKind::Tmpfile),
             Just(FilesystemEventKind::OpenByHandleAt),
             Just(FilesystemEventKind::Mknod),
-            Just(FilesystemEventKind::Truncate)
+            Just(FilesystemEventKind::Truncate),
+            Just(FilesystemEventKind::Setxattr)
         ],
         ts(),
         any::<u32>(),
@@ -381,7 +382,7 @@ fn filesystem_base() -> impl Strategy<Value = CollectionEvent> {
                     compat_syscall,
                     owner_uid,
                     owner_gid,
-                    process_key: process_key.map(Into::into),
+                    process_key: process_key.clone().map(Into::into),
                     path_changed: c,
                     new_path_truncated: nt,
                     new_path_unreadable: nu,
@@ -392,6 +393,8 @@ fn filesystem_base() -> impl Strategy<Value = CollectionEvent> {
                     device_major: owner_uid,
                     device_minor: owner_gid,
                     length,
+                    // Any optional text: the process key's, again.
+                    xattr_name: process_key.clone(),
                     process: None,
                 })
             },

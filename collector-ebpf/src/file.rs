@@ -70,6 +70,8 @@ use collector_common::abi::AT_FDCWD;
 const O_CREAT: u32 = 0o100;
 /// `unlinkat` flag: remove a directory (an rmdir).
 const AT_REMOVEDIR: u32 = 0x200;
+/// `AT_EMPTY_PATH`: an empty path names the descriptor's own file.
+const AT_EMPTY_PATH: u64 = 0x1000;
 /// `FMODE_CREATED` in `file->f_mode` (include/linux/fs.h).
 const FMODE_CREATED: u32 = 0x100000;
 
@@ -146,7 +148,8 @@ fn stash_digests(pending: &mut PendingFile) {
     {
         pending.dir_key = unsafe { entry_dir_key(pending.dirfd, pending.path) };
     }
-    if pending.new_path != 0 {
+    // An attribute's name is not looked up either.
+    if pending.new_path != 0 && pending.kind != RecordKind::Setxattr as u32 {
         pending.new_dir_key = unsafe { entry_dir_key(pending.new_dirfd, pending.new_path) };
     }
 }
@@ -551,6 +554,44 @@ pub(crate) fn stash_two_compat(
     stash(kind, p);
 }
 
+/// The stash of a setxattr of the file `path` (relative to `dirfd`; with `path` 0 and
+/// `by_fd`, the descriptor `dirfd`'s file): the attribute's `name` is the second string
+/// (digested at entry like a path, never resolved), the value's `size` rides in `mode`.
+#[inline(always)]
+pub(crate) fn setxattr_pending(
+    dirfd: u64,
+    path: u64,
+    name: u64,
+    size: u64,
+    xattr_flags: u64,
+    file_flags: u32,
+) -> PendingFile {
+    let mut p = pending(RecordKind::Setxattr, dirfd, path, xattr_flags, size);
+    p.new_dirfd = AT_FDCWD;
+    p.new_path = name;
+    p.file_flags = file_flags;
+    p
+}
+
+/// setxattrat(dirfd, path, at_flags, name, args, args_size) (Linux >= 6.13): size and
+/// flags come from `struct xattr_args { u64 value; u32 size; u32 flags; }` in user
+/// memory. An empty path with `AT_EMPTY_PATH` is the descriptor's own file.
+#[inline(always)]
+fn stash_setxattrat(a: impl Fn(usize) -> u64) {
+    let args = a(4) as *const u32;
+    let read = |at: usize| unsafe { aya_ebpf::helpers::bpf_probe_read_user(args.wrapping_add(at)) };
+    let (size, xattr_flags) = (read(2).unwrap_or(0), read(3).unwrap_or(0));
+    let empty = unsafe { aya_ebpf::helpers::bpf_probe_read_user(a(1) as *const u8) }
+        .is_ok_and(|first| first == 0);
+    let p = setxattr_pending(a(0), a(1), a(3), size as u64, xattr_flags as u64, 0);
+    let p = if empty && a(2) & AT_EMPTY_PATH != 0 {
+        by_fd(p, 0)
+    } else {
+        p
+    };
+    stash(RecordKind::Setxattr, p);
+}
+
 /// `stash_two` with the call's flags (linkat's `AT_*`).
 #[inline(always)]
 fn stash_two_flagged(
@@ -586,6 +627,53 @@ pub fn sys_enter_linkat(ctx: TracePointContext) -> u32 {
         arg(&ctx, 4),
     );
     0
+}
+
+/// setxattr and lsetxattr(path, name, value, size, flags) from their tracepoint.
+#[inline(always)]
+fn stash_setxattr_tp(ctx: &TracePointContext) {
+    let a = |n| arg(ctx, n);
+    stash(
+        RecordKind::Setxattr,
+        setxattr_pending(AT_FDCWD as u64, a(0), a(1), a(3), a(4), 0),
+    );
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_setxattr")]
+pub fn sys_enter_setxattr(ctx: TracePointContext) -> u32 {
+    stash_setxattr_tp(&ctx);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_setxattr")]
+pub fn sys_exit_setxattr(ctx: TracePointContext) -> u32 {
+    exit_rename(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_lsetxattr")]
+pub fn sys_enter_lsetxattr(ctx: TracePointContext) -> u32 {
+    stash_setxattr_tp(&ctx);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_lsetxattr")]
+pub fn sys_exit_lsetxattr(ctx: TracePointContext) -> u32 {
+    exit_rename(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_fsetxattr")]
+pub fn sys_enter_fsetxattr(ctx: TracePointContext) -> u32 {
+    let a = |n| arg(&ctx, n);
+    stash(
+        RecordKind::Setxattr,
+        by_fd(setxattr_pending(a(0), 0, a(1), a(3), a(4), 0), 0),
+    );
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_fsetxattr")]
+pub fn sys_exit_fsetxattr(ctx: TracePointContext) -> u32 {
+    exit_rename(&ctx)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_symlink")]
@@ -934,6 +1022,7 @@ pub(crate) fn exit_rename_ret(ret: i64) -> u32 {
     let kind = match p.kind {
         k if k == RecordKind::Link as u32 => RecordKind::Link,
         k if k == RecordKind::Symlink as u32 => RecordKind::Symlink,
+        k if k == RecordKind::Setxattr as u32 => RecordKind::Setxattr,
         _ => RecordKind::Rename,
     };
     let Some(out) = RENAME_OUT.get_ptr_mut(0) else {
@@ -948,17 +1037,29 @@ pub(crate) fn exit_rename_ret(ret: i64) -> u32 {
     let first = |path: u64| -> u8 {
         unsafe { aya_ebpf::helpers::bpf_probe_read_user(path as *const u8) }.unwrap_or(0)
     };
+    // fsetxattr (and setxattrat on its descriptor) names its file by descriptor: that
+    // file, walked like a directory fd (the same walk), with no string after it.
+    let by_fd = p.file_flags & FILE_FLAG_BY_FD != 0;
     let old_dir = if kind == RecordKind::Symlink {
         Resolved::none()
     } else {
-        unsafe { resolve_dir(0, p.dirfd, first(p.path)) }
+        let first = if by_fd { b'.' } else { first(p.path) };
+        unsafe { resolve_dir(0, p.dirfd, first) }
     };
-    let mut old = unsafe { append_user(0, old_dir, p.path as *const u8) };
-    if unsafe { user_digest(0, &old, p.seed) } != p.digest || dir_moved(p.dir_key, p.dirfd) {
-        old.flags |= PATH_FLAG_CHANGED;
-    }
+    let old = if by_fd {
+        old_dir
+    } else {
+        let mut old = unsafe { append_user(0, old_dir, p.path as *const u8) };
+        if unsafe { user_digest(0, &old, p.seed) } != p.digest || dir_moved(p.dir_key, p.dirfd) {
+            old.flags |= PATH_FLAG_CHANGED;
+        }
+        old
+    };
     let new_first = first(p.new_path);
-    let new_dir = if !old_dir.ptr.is_null() && new_first != b'/' && p.new_dirfd == p.dirfd {
+    let new_dir = if kind == RecordKind::Setxattr {
+        // An attribute's name: the string alone.
+        Resolved::none()
+    } else if !old_dir.ptr.is_null() && !by_fd && new_first != b'/' && p.new_dirfd == p.dirfd {
         // Same directory as the old path (renameat(fd, a, fd, b), or both cwd-relative):
         // copy the walk instead of walking again.
         unsafe { copy_dir(0, 1, &old_dir) }
@@ -974,7 +1075,12 @@ pub(crate) fn exit_rename_ret(ret: i64) -> u32 {
     unsafe {
         (*rec).result = ret;
         (*rec).old_dirfd = p.dirfd;
-        (*rec).new_dirfd = p.new_dirfd;
+        // A setxattr's name has no directory: the slot carries the value's size.
+        (*rec).new_dirfd = if kind == RecordKind::Setxattr {
+            p.mode as i32
+        } else {
+            p.new_dirfd
+        };
         (*rec).file_flags = p.file_flags;
         (*rec).call_flags = p.open_flags;
     }
@@ -1159,6 +1265,10 @@ const NR_FCHMODAT2: u64 = 452;
 const NR_MKNOD: u64 = 133;
 const NR_MKNODAT: u64 = 259;
 const NR_TRUNCATE: u64 = 76;
+const NR_SETXATTR: u64 = 188;
+const NR_LSETXATTR: u64 = 189;
+const NR_FSETXATTR: u64 = 190;
+const NR_SETXATTRAT: u64 = 463;
 
 /// An x86_64 one-path call whose entry stashes its arguments.
 #[inline(always)]
@@ -1184,12 +1294,23 @@ fn is_native_one_path(nr: u64) -> bool {
     )
 }
 
-/// An x86_64 two-path call (rename, link, symlink and their *at forms).
+/// An x86_64 two-path call (rename, link, symlink and their *at forms; setxattr, whose
+/// second string is the attribute's name).
 #[inline(always)]
 fn is_native_two_path(nr: u64) -> bool {
     matches!(
         nr,
-        NR_RENAME | NR_RENAMEAT | NR_RENAMEAT2 | NR_LINK | NR_LINKAT | NR_SYMLINK | NR_SYMLINKAT
+        NR_RENAME
+            | NR_RENAMEAT
+            | NR_RENAMEAT2
+            | NR_LINK
+            | NR_LINKAT
+            | NR_SYMLINK
+            | NR_SYMLINKAT
+            | NR_SETXATTR
+            | NR_LSETXATTR
+            | NR_FSETXATTR
+            | NR_SETXATTRAT
     )
 }
 
@@ -1278,6 +1399,17 @@ fn stash_native(nr: u64, a: impl Fn(usize) -> u64) {
         NR_LINK => stash_two(RecordKind::Link, at, a(0), at, a(1)),
         NR_LINKAT => stash_two_flagged(RecordKind::Link, a(0), a(1), a(2), a(3), a(4)),
         NR_SYMLINK => stash_two(RecordKind::Symlink, at, a(0), at, a(1)),
+        // setxattr(path, name, value, size, flags), lsetxattr the same.
+        NR_SETXATTR | NR_LSETXATTR => stash(
+            RecordKind::Setxattr,
+            setxattr_pending(at, a(0), a(1), a(3), a(4), 0),
+        ),
+        // fsetxattr(fd, name, value, size, flags): the descriptor's file.
+        NR_FSETXATTR => stash(
+            RecordKind::Setxattr,
+            by_fd(setxattr_pending(a(0), 0, a(1), a(3), a(4), 0), 0),
+        ),
+        NR_SETXATTRAT => stash_setxattrat(&a),
         // symlinkat(target, newdirfd, linkpath): the target is a string, not resolved.
         _ => stash_two(RecordKind::Symlink, at, a(0), a(1), a(2)),
     }

@@ -17,8 +17,8 @@ use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use crate::{
     common::{excluded, syscall_nr},
     file::{
-        by_fd, emit_one_path, exit_one_path_ret, exit_rename_ret, length_halves, pending, stash,
-        stash_rename_flagged, stash_two_compat, PendingFile,
+        by_fd, emit_one_path, exit_one_path_ret, exit_rename_ret, length_halves, pending,
+        setxattr_pending, stash, stash_rename_flagged, stash_two_compat, PendingFile,
     },
     net_compat::{arg32, in_compat_syscall},
 };
@@ -65,6 +65,10 @@ const NR32_FTRUNCATE: u64 = 93;
 /// `length` 64 bits, in two registers (low, high).
 const NR32_TRUNCATE64: u64 = 193;
 const NR32_FTRUNCATE64: u64 = 194;
+const NR32_SETXATTR: u64 = 226;
+const NR32_LSETXATTR: u64 = 227;
+const NR32_FSETXATTR: u64 = 228;
+const NR32_SETXATTRAT: u64 = 463;
 
 /// `AT_FDCWD` as an i386 register holds it (32 bits; `dirfd32` sign-extends it).
 const AT_FDCWD: u64 = collector_common::abi::AT_FDCWD as u32 as u64;
@@ -122,6 +126,10 @@ pub(crate) fn is_file_call32_at_exit(id: u64) -> bool {
                 | NR32_FTRUNCATE
                 | NR32_TRUNCATE64
                 | NR32_FTRUNCATE64
+                | NR32_SETXATTR
+                | NR32_LSETXATTR
+                | NR32_FSETXATTR
+                | NR32_SETXATTRAT
         )
 }
 
@@ -204,6 +212,10 @@ pub(crate) fn compat_exit_from_regs(regs: *const u8, id: u64, raw_ret: i64) {
         }
         NR32_LINK | NR32_LINKAT | NR32_SYMLINK | NR32_SYMLINKAT => {
             stash_compat_link(id, regs);
+            true
+        }
+        NR32_SETXATTR | NR32_LSETXATTR | NR32_FSETXATTR | NR32_SETXATTRAT => {
+            stash_compat_setxattr(id, regs);
             true
         }
         _ => false,
@@ -310,6 +322,35 @@ fn stash_compat_link(id: u64, regs: *const u8) {
         new,
         flags,
     );
+}
+
+/// setxattr/lsetxattr/fsetxattr(path or fd, name, value, size, flags) through the
+/// 32-bit entry: stashed now, at exit, and written by the two-path exit at once.
+/// setxattrat's arguments are the native call's (its size and flags in user memory).
+#[inline(always)]
+fn stash_compat_setxattr(id: u64, regs: *const u8) {
+    let a = |n| arg32(regs, n);
+    let p = match id {
+        NR32_FSETXATTR => by_fd(
+            setxattr_pending(dirfd32(a(0)), 0, a(1), a(3), a(4), FILE_FLAG_COMPAT),
+            0,
+        ),
+        NR32_SETXATTRAT => {
+            let args = a(4) as *const u32;
+            let read = |at: usize| unsafe { bpf_probe_read_user(args.wrapping_add(at)) };
+            let (size, flags) = (read(2).unwrap_or(0), read(3).unwrap_or(0));
+            setxattr_pending(
+                dirfd32(a(0)),
+                a(1),
+                a(3),
+                u64::from(size),
+                u64::from(flags),
+                FILE_FLAG_COMPAT,
+            )
+        }
+        _ => setxattr_pending(AT_FDCWD, a(0), a(1), a(3), a(4), FILE_FLAG_COMPAT),
+    };
+    stash(RecordKind::Setxattr, p);
 }
 
 #[inline(always)]

@@ -168,27 +168,49 @@ fn native_truncates(log: &str) -> [TruncateCall; 3] {
     ]
 }
 
+/// Runs `kfile-actor SCENARIO DIR nobody` under `config`: the actor's output, checked
+/// against `results` (call, result), and its `kind` events up to the first that `last`
+/// matches.
+async fn actor_events(
+    config: KernelConfig,
+    scenario: &str,
+    results: &[(&str, &str)],
+    kind: FilesystemEventKind,
+    last: impl Fn(&FilesystemEvent) -> bool,
+) -> (
+    std::collections::HashMap<String, String>,
+    Vec<FilesystemEvent>,
+) {
+    let (_tmp, dir) = common::shared_dir();
+    let watch = common::FsWatch::start(config);
+    let out = run_actor(
+        env!("CARGO_BIN_EXE_kfile-actor"),
+        &[scenario, &dir, "nobody"],
+    );
+    assert_eq!(out["uid"], "65534", "actor runs unprivileged");
+    for (call, result) in results {
+        assert_eq!(out[*call], *result, "{call}: {out:?}");
+    }
+    let pid: u32 = out["pid"].parse().unwrap();
+    let events = watch.collect(pid, |e| e.kind == kind, last).await;
+    (out, events)
+}
+
 /// Runs `kfile-actor truncate` as nobody under `config`; the actor's output and its
 /// truncate events up to the first that `last` matches, as [`TruncateCall`]s.
 async fn truncate_calls(
     config: KernelConfig,
     last: impl Fn(&FilesystemEvent) -> bool,
 ) -> (std::collections::HashMap<String, String>, Vec<TruncateCall>) {
-    let (_tmp, dir) = common::shared_dir();
-    let watch = common::FsWatch::start(config);
-    let out = run_actor(
-        env!("CARGO_BIN_EXE_kfile-actor"),
-        &["truncate", &dir, "nobody"],
-    );
-    assert_eq!(out["uid"], "65534", "actor runs unprivileged");
-    for call in ["wipe", "grow"] {
-        assert_eq!(out[call], "0", "{call}: {out:?}");
-    }
-    assert_eq!(out["shadow"], "-13", "EACCES: {out:?}");
-    let pid: u32 = out["pid"].parse().unwrap();
-    let events = watch
-        .collect(pid, |e| e.kind == FilesystemEventKind::Truncate, last)
-        .await;
+    let results = [("wipe", "0"), ("grow", "0"), ("shadow", "-13")];
+    let (out, events) = actor_events(
+        config,
+        "truncate",
+        &results,
+        FilesystemEventKind::Truncate,
+        last,
+    )
+    .await;
     let calls = events
         .iter()
         .map(|e| {
@@ -312,4 +334,139 @@ async fn a_chrooted_process_is_reported_with_the_real_paths() {
         events[1]
     );
     assert_eq!(events[3].result, Some(0), "{:?}", events[3]);
+}
+
+/// (path, attribute, flags, size, result, user-supplied path, 32-bit entry) of a
+/// setxattr event.
+type XattrCall = (
+    String,
+    String,
+    Option<u32>,
+    Option<u64>,
+    Option<i64>,
+    bool,
+    bool,
+);
+
+fn xattr_row(path: &str, name: &str, flags: u32, len: u64, res: i64, user: bool) -> XattrCall {
+    let c32 = name.ends_with("32");
+    (
+        path.to_string(),
+        name.to_string(),
+        Some(flags),
+        Some(len),
+        Some(res),
+        user,
+        c32,
+    )
+}
+
+/// The native calls of `kfile-actor xattr`, in order, up to the `trusted.t` one.
+fn native_setxattrs(x: &str) -> Vec<XattrCall> {
+    let f = format!("{x}/f");
+    vec![
+        xattr_row(&f, "user.note", 1, 5, 0, true),
+        xattr_row(&format!("{x}/sl"), "user.l", 0, 1, -1, true),
+        // By descriptor: the file walked in the kernel.
+        xattr_row(&f, "user.fd", 2, 2, -61, false),
+        xattr_row(&f, "security.capability", 0, 20, -1, true),
+        // "f" relative to the cwd, walked in the kernel.
+        xattr_row(&f, "trusted.t", 0, 1, -1, true),
+    ]
+}
+
+/// Runs `kfile-actor xattr` as `nobody` under `config`; its setxattr events up to the
+/// one that sets `last`, with the actor's output.
+async fn setxattr_calls(
+    config: KernelConfig,
+    last: &str,
+) -> (std::collections::HashMap<String, String>, Vec<XattrCall>) {
+    let mut results = vec![
+        ("note", "0"),
+        ("link", "-1"),
+        ("byfd", "-61"),
+        ("caps", "-1"),
+        ("trusted", "-1"),
+        ("at", "0"),
+    ];
+    if cfg!(target_arch = "x86_64") {
+        results.extend([("c32", "0"), ("fd32", "0")]);
+    }
+    let (out, events) = actor_events(
+        config,
+        "xattr",
+        &results,
+        FilesystemEventKind::Setxattr,
+        |e| e.xattr_name.as_deref() == Some(last),
+    )
+    .await;
+    for e in &events {
+        assert_eq!(e.uid, Some(65534), "{e:?}");
+        assert!(
+            !e.path_relative && !e.path_unreadable && !e.path_truncated && !e.path_changed,
+            "{e:?}"
+        );
+        assert!(
+            e.new_path.is_none() && e.mode.is_none() && !e.io_uring,
+            "{e:?}"
+        );
+    }
+    let got = events
+        .iter()
+        .map(|e| {
+            (
+                e.path.clone(),
+                e.xattr_name.clone().unwrap_or_default(),
+                e.flags,
+                e.length,
+                e.result,
+                e.path_user_supplied,
+                e.compat_syscall,
+            )
+        })
+        .collect();
+    (out, got)
+}
+
+/// setxattr, lsetxattr, fsetxattr and setxattrat, native and through `int $0x80`, as
+/// `nobody`: each is a `setxattr` event with the file's path (by descriptor: walked in
+/// the kernel), the attribute's name, its flags and the value's size. A refused attempt
+/// to give a file capabilities (`security.capability` with cap_setuid) is reported with
+/// its EPERM, as is a `trusted.*` attribute through a relative path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setxattr_reports_the_file_the_attribute_and_the_size() {
+    if !kernel_or_skip("setxattr_reports_the_file_the_attribute_and_the_size") {
+        return;
+    }
+    let last = if cfg!(target_arch = "x86_64") {
+        "user.fd32"
+    } else {
+        "user.at"
+    };
+    let (out, got) = setxattr_calls(KernelConfig::default(), last).await;
+    let x = &out["x"];
+    let f = format!("{x}/f");
+    let mut want = native_setxattrs(x);
+    // setxattrat: relative to its dirfd; size and flags from its argument struct.
+    want.push(xattr_row(&f, "user.at", 0, 3, 0, true));
+    if cfg!(target_arch = "x86_64") {
+        want.push(xattr_row(&f, "user.c32", 0, 3, 0, true));
+        want.push(xattr_row(&f, "user.fd32", 1, 4, 0, false));
+    }
+    assert_eq!(got, want);
+}
+
+/// The same native calls through the portable hooks (`sys_{enter,exit}_setxattr`,
+/// `_lsetxattr`, `_fsetxattr`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portable_hooks_report_setxattr() {
+    if !kernel_or_skip("portable_hooks_report_setxattr") {
+        return;
+    }
+    let config = KernelConfig {
+        syscall_hooks: SyscallHooks::Portable,
+        ..KernelConfig::default()
+    };
+    let (out, got) = setxattr_calls(config, "trusted.t").await;
+    assert_eq!(got, native_setxattrs(&out["x"]));
 }

@@ -51,6 +51,11 @@ pub enum FilesystemEventKind {
     /// A file's size was set by truncate/ftruncate: `length` is the new size (0 empties
     /// the file, as log wiping does without an open that truncates).
     Truncate,
+    /// An extended attribute was set by setxattr/lsetxattr/fsetxattr/setxattrat:
+    /// `xattr_name` names it, `flags` holds `XATTR_CREATE`/`XATTR_REPLACE`, `length` the
+    /// value's size. `security.capability` gives a file capabilities (as a setuid bit
+    /// would give it privileges); `security.*` and `trusted.*` need privilege to set.
+    Setxattr,
 }
 
 impl FilesystemEventKind {
@@ -72,6 +77,7 @@ impl FilesystemEventKind {
             Self::OpenByHandleAt => "open_by_handle_at",
             Self::Mknod => "mknod",
             Self::Truncate => "truncate",
+            Self::Setxattr => "setxattr",
         }
     }
 }
@@ -167,8 +173,14 @@ pub struct FilesystemEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_minor: Option<u32>,
     /// truncate: the length the file was set to (as passed; a refused call's too).
+    /// setxattr: the value's size in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub length: Option<u64>,
+    /// setxattr: the attribute's name (`user.*`, `security.capability`, ...), as the
+    /// caller passed it (read at entry and again at exit: a difference sets
+    /// `path_changed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xattr_name: Option<String>,
     /// The process, from the collector's process table (absent when the table does not
     /// know the pid: a process that ended before its event was read, or a table off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -215,6 +227,7 @@ impl FilesystemEvent {
             device_major: None,
             device_minor: None,
             length: None,
+            xattr_name: None,
             process: None,
         }
     }
@@ -254,6 +267,7 @@ mod tests {
             device_major: None,
             device_minor: None,
             length: None,
+            xattr_name: None,
             process_key: Some("7:1000".into()),
             process: None,
         }

@@ -58,6 +58,7 @@ pub(super) fn filesystem(e: &FilesystemEvent, out: &mut Vec<u8>) {
         device_major,
         device_minor,
         length,
+        xattr_name,
         process,
     } = e;
     head(out, b"filesystem", kind.as_str(), timestamp, *pid, source);
@@ -103,6 +104,7 @@ pub(super) fn filesystem(e: &FilesystemEvent, out: &mut Vec<u8>) {
     opt_u32(out, b",\"device_major\":", *device_major);
     opt_u32(out, b",\"device_minor\":", *device_minor);
     opt_u64(out, b",\"length\":", *length);
+    opt_str(out, b",\"xattr_name\":\"", xattr_name.as_deref());
     if let Some(process) = process {
         out.extend_from_slice(b",\"process\":");
         shared_context(process, out);

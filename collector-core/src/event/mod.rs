@@ -331,6 +331,7 @@ mod tests {
                 FilesystemEventKind::OpenByHandleAt,
                 FilesystemEventKind::Mknod,
                 FilesystemEventKind::Truncate,
+                FilesystemEventKind::Setxattr,
             ],
             |k| k.as_str(),
         );

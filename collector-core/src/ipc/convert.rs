@@ -513,6 +513,7 @@ pub fn filesystem_kind_to_proto(kind: FilesystemEventKind) -> pb::FilesystemEven
         FilesystemEventKind::OpenByHandleAt => pb::FilesystemEventKind::OpenByHandleAt,
         FilesystemEventKind::Mknod => pb::FilesystemEventKind::Mknod,
         FilesystemEventKind::Truncate => pb::FilesystemEventKind::Truncate,
+        FilesystemEventKind::Setxattr => pb::FilesystemEventKind::Setxattr,
     }
 }
 
@@ -534,6 +535,7 @@ pub fn filesystem_kind_from_proto(raw: i32) -> Option<FilesystemEventKind> {
         Ok(pb::FilesystemEventKind::OpenByHandleAt) => Some(FilesystemEventKind::OpenByHandleAt),
         Ok(pb::FilesystemEventKind::Mknod) => Some(FilesystemEventKind::Mknod),
         Ok(pb::FilesystemEventKind::Truncate) => Some(FilesystemEventKind::Truncate),
+        Ok(pb::FilesystemEventKind::Setxattr) => Some(FilesystemEventKind::Setxattr),
         _ => None,
     }
 }
@@ -568,6 +570,7 @@ fn filesystem_to_proto(e: &FilesystemEvent) -> pb::FilesystemEvent {
         device_major: e.device_major,
         device_minor: e.device_minor,
         length: e.length,
+        xattr_name: e.xattr_name.clone(),
         process: e.process.as_deref().map(context_to_proto),
     }
 }
@@ -604,6 +607,7 @@ fn filesystem_from_proto(e: pb::FilesystemEvent) -> Result<FilesystemEvent, Conv
         device_major: e.device_major,
         device_minor: e.device_minor,
         length: e.length,
+        xattr_name: e.xattr_name,
         process: e
             .process
             .map(|c| std::sync::Arc::new(context_from_proto(c))),

@@ -12,7 +12,7 @@ use crate::event::{
 use crate::ipc::convert::{domain_from_proto, domain_to_proto};
 
 /// Every kind name, in bit order. Kind names are unique across domains.
-pub(crate) const KIND_NAMES: [&str; 28] = [
+pub(crate) const KIND_NAMES: [&str; 29] = [
     "exec",
     "fork",
     "exit",
@@ -41,6 +41,7 @@ pub(crate) const KIND_NAMES: [&str; 28] = [
     "open_by_handle_at", // filesystem, added later
     "mknod",             // filesystem, added later
     "truncate",          // filesystem, added later
+    "setxattr",          // filesystem, added later
 ];
 
 /// The domain of each kind in [`KIND_NAMES`] (same order; the length is checked).
@@ -73,6 +74,7 @@ pub(crate) const KIND_DOMAINS: [&str; KIND_NAMES.len()] = [
     "filesystem", // open_by_handle_at
     "filesystem", // mknod
     "filesystem", // truncate
+    "filesystem", // setxattr
 ];
 
 /// A subscriber's selection: empty masks select everything.
@@ -200,6 +202,7 @@ fn kind_bit(ev: &CollectionEvent) -> u32 {
             FilesystemEventKind::OpenByHandleAt => 25,
             FilesystemEventKind::Mknod => 26,
             FilesystemEventKind::Truncate => 27,
+            FilesystemEventKind::Setxattr => 28,
         },
         CollectionEvent::Performance(e) => match e.kind {
             PerformanceEventKind::Metric => 12,

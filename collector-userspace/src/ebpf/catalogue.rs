@@ -258,6 +258,7 @@ impl KernelDomain {
                 (RecordKind::MemfdCreate, "memfd_create"),
                 (RecordKind::Mknod, "mknod"),
                 (RecordKind::Truncate, "truncate"),
+                (RecordKind::Setxattr, "setxattr"),
             ],
         }
     }
@@ -435,6 +436,12 @@ pub(crate) const FILE_PROGRAMS_PORTABLE: &[ProgramSpec] = &[
     syscall("sys_exit_mknod"),
     syscall("sys_enter_truncate"),
     syscall("sys_exit_truncate"),
+    syscall("sys_enter_setxattr"),
+    syscall("sys_exit_setxattr"),
+    syscall("sys_enter_lsetxattr"),
+    syscall("sys_exit_lsetxattr"),
+    syscall("sys_enter_fsetxattr"),
+    syscall("sys_exit_fsetxattr"),
     syscall("sys_enter_ftruncate"),
     syscall("sys_exit_ftruncate"),
     syscall("sys_enter_fchmod"),

@@ -75,6 +75,16 @@
 //!   /sbin/ldconfig), then as root of a new user namespace chroot(DIR/jail), chdir("/"),
 //!   and a child execs "/bin/ldconfig --version"          -> jail=DIR/jail child=PID status
 //!
+//! kfile-actor xattr DIR [nobody]   in DIR/x (f, and sl a symlink to it):
+//!   setxattr(f, "user.note", 5 bytes, XATTR_CREATE); lsetxattr(sl, "user.l") (EPERM:
+//!   no user attributes on symlinks); fsetxattr(fd of f, "user.fd", 2 bytes,
+//!   XATTR_REPLACE) (ENODATA: not there); setxattr(f, "security.capability", a v2
+//!   capability set with cap_setuid) (EPERM unprivileged); chdir DIR/x:
+//!   setxattr("f", "trusted.t") (EPERM); setxattrat(dirfd, "f", 0, "user.at", 3 bytes);
+//!   (x86_64) through `int $0x80`: setxattr(226) (f, "user.c32", 3 bytes),
+//!   fsetxattr(228) (fd, "user.fd32", 4 bytes, XATTR_CREATE), the last call
+//!                                                                  -> x=DIR/x and results
+//!
 //! kfile-actor cwd-race DIR N [nobody]   a thread flips the shared cwd between DIR/race/real
 //!   and DIR/race/decoy (fchdir) while the main thread chmods (0o4755) then unlinks
 //!   r0..rN, which exist only in real, by relative name       -> real=.. decoy=.. and counts
@@ -812,6 +822,109 @@ fn truncate(dir: &str) -> String {
     out
 }
 
+fn xattr(dir: &str) -> String {
+    let x = format!("{dir}/x");
+    std::fs::create_dir_all(&x).expect("mkdir x");
+    let f = format!("{x}/f");
+    std::fs::write(&f, b"data").expect("create f");
+    std::os::unix::fs::symlink(&f, format!("{x}/sl")).expect("symlink sl");
+    let fd = open_creat(libc::AT_FDCWD, &f);
+    let c = |s: &str| cstr(s);
+    // A v2 `vfs_cap_data`: magic | effective, then permitted/inheritable pairs;
+    // permitted = CAP_SETUID (bit 7).
+    let mut caps = [0u8; 20];
+    caps[..4].copy_from_slice(&(0x0200_0000u32 | 1).to_le_bytes());
+    caps[4..8].copy_from_slice(&(1u32 << 7).to_le_bytes());
+    let set = |path: &str, name: &str, value: &[u8], flags: i32| {
+        // SAFETY: valid NUL-terminated strings and a value buffer of `value.len()` bytes.
+        err(unsafe {
+            libc::setxattr(
+                c(path).as_ptr(),
+                c(name).as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                flags,
+            )
+        })
+    };
+    let mut r: Vec<(&str, i32)> = Vec::new();
+    r.push(("note", set(&f, "user.note", b"hello", libc::XATTR_CREATE)));
+    // SAFETY (the blocks below): as for `set`, and our own descriptors.
+    r.push((
+        "link",
+        err(unsafe {
+            libc::lsetxattr(
+                c(&format!("{x}/sl")).as_ptr(),
+                c("user.l").as_ptr(),
+                b"v".as_ptr().cast(),
+                1,
+                0,
+            )
+        }),
+    ));
+    r.push((
+        "byfd",
+        err(unsafe {
+            libc::fsetxattr(
+                fd,
+                c("user.fd").as_ptr(),
+                b"vv".as_ptr().cast(),
+                2,
+                libc::XATTR_REPLACE,
+            )
+        }),
+    ));
+    r.push(("caps", set(&f, "security.capability", &caps, 0)));
+    std::env::set_current_dir(&x).expect("chdir x");
+    r.push(("trusted", set("f", "trusted.t", b"t", 0)));
+    let dirfd = open_dir(&x);
+    // struct xattr_args { u64 value; u32 size; u32 flags; }
+    let value = b"abc";
+    let mut args = [0u64; 2];
+    args[0] = value.as_ptr() as u64;
+    args[1] = 3;
+    r.push((
+        "at",
+        err(unsafe {
+            libc::syscall(
+                463,
+                dirfd,
+                c("f").as_ptr(),
+                0,
+                c("user.at").as_ptr(),
+                args.as_ptr(),
+                16usize,
+            ) as i32
+        }),
+    ));
+    close(dirfd);
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut low = LowMem::new(4096);
+        let f32 = low.put(f.as_bytes());
+        let name32 = low.put(b"user.c32");
+        let fdname32 = low.put(b"user.fd32");
+        let v32 = low.put(b"abcd");
+        // SAFETY: i386 syscalls with pointers into our low mapping and our own fd.
+        unsafe {
+            r.push(("c32", syscall32(226, [f32, name32, v32, 3, 0])));
+            r.push((
+                "fd32",
+                syscall32(
+                    228,
+                    [fd as u32, fdname32, v32, 4, libc::XATTR_CREATE as u32],
+                ),
+            ));
+        }
+    }
+    close(fd);
+    let mut out = format!("x={x} uid={}", unsafe { libc::getuid() });
+    for (name, ret) in r {
+        out.push_str(&format!(" {name}={ret}"));
+    }
+    out
+}
+
 fn cwd_race(dir: &str, n: usize) -> String {
     use std::sync::atomic::{AtomicBool, Ordering};
     let real = format!("{dir}/race/real");
@@ -908,6 +1021,7 @@ fn main() {
         Some("truncate") => truncate(&args[1]),
         Some("chroot") => chroot(&args[1]),
         Some("chroot-exec") => chroot_exec(&args[1]),
+        Some("xattr") => xattr(&args[1]),
         Some("cwd-race") => cwd_race(&args[1], args[2].parse().expect("N")),
         #[cfg(target_arch = "x86_64")]
         Some("int80") => int80(&args[1]),

@@ -366,6 +366,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
     let mut io_uring = false;
     let (mut device_major, mut device_minor) = (None, None);
     let mut length = None;
+    let mut xattr_name = None;
     let mut process = None;
     let (mut flags, mut mode, mut result, mut uid) = (None, None, None, None);
     let mut fields = Fields::new(body);
@@ -401,6 +402,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
             (filesystem::DEVICE_MAJOR, VARINT) => device_major = Some(r.varint()? as u32),
             (filesystem::DEVICE_MINOR, VARINT) => device_minor = Some(r.varint()? as u32),
             (filesystem::LENGTH, VARINT) => length = Some(r.varint()?),
+            (filesystem::XATTR_NAME, LEN) => xattr_name = Some(r.str()?),
             (filesystem::PROCESS, LEN) => process = Some(names.context(r.len_delimited()?)?),
             _ => return None,
         }
@@ -434,6 +436,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
         device_major,
         device_minor,
         length,
+        xattr_name: xattr_name.map(str::to_owned),
         process,
     })
 }
@@ -849,6 +852,7 @@ mod tests {
                     device_major: None,
                     device_minor: None,
                     length: None,
+                    xattr_name: None,
                     process: Some(process),
                 })
             })

@@ -422,6 +422,7 @@ fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent) {
     opt_varint(o, filesystem::DEVICE_MAJOR, e.device_major.map(u64::from));
     opt_varint(o, filesystem::DEVICE_MINOR, e.device_minor.map(u64::from));
     opt_varint(o, filesystem::LENGTH, e.length);
+    opt_string(o, filesystem::XATTR_NAME, e.xattr_name.as_deref());
     context_field(o, filesystem::PROCESS, e.process.as_ref());
 }
 

@@ -153,6 +153,7 @@ mod field {
         pub const DEVICE_MAJOR: u32 = 46;
         pub const DEVICE_MINOR: u32 = 47;
         pub const LENGTH: u32 = 48;
+        pub const XATTR_NAME: u32 = 49;
         pub const PROCESS: u32 = 50;
     }
     /// `ProcessContext`, in network and filesystem events.

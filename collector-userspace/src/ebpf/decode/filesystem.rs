@@ -142,6 +142,37 @@ pub fn decode_filesystem(
             }
             ev
         }
+        RecordKind::Setxattr => {
+            let r: RenameRecord = read(bytes, kind as u32)?;
+            // The file's path, then the attribute's name (a string, never a path).
+            let start = std::mem::size_of::<RenameRecord>();
+            let path_len = r.old_path_len.min(FILE_PATH_MAX as u32);
+            let path = path_at(bytes, kind, start, path_len)?;
+            let name = path_at(bytes, kind, start + path_len as usize, r.new_path_len)?;
+            let relative = is_relative(&path);
+            let mut ev = file_base(
+                &r.header,
+                FilesystemEventKind::Setxattr,
+                path,
+                r.result,
+                clock,
+                source,
+            );
+            let (o, n) = (r.old_path_flags, r.new_path_flags);
+            ev.path_relative = relative;
+            ev.path_truncated = o & PATH_FLAG_TRUNCATED != 0;
+            ev.path_unreadable = o & PATH_FLAG_UNREADABLE != 0;
+            ev.path_user_supplied = o & PATH_FLAG_USER != 0;
+            // Either string rewritten between the kernel's read and ours.
+            ev.path_changed = (o | n) & PATH_FLAG_CHANGED != 0;
+            ev.compat_syscall = r.file_flags & FILE_FLAG_COMPAT != 0;
+            ev.io_uring = r.file_flags & FILE_FLAG_IO_URING != 0;
+            ev.flags = Some(r.call_flags);
+            // The value's size rides in the name's (unused) directory slot.
+            ev.length = Some(u64::from(r.new_dirfd as u32));
+            ev.xattr_name = Some(name);
+            ev
+        }
         RecordKind::Rename | RecordKind::Link | RecordKind::Symlink => {
             let r: RenameRecord = read(bytes, kind as u32)?;
             // Variable length: old path, then new path, right after the fixed part.
@@ -306,6 +337,35 @@ mod tests {
             let ev = fs_event(&rename_bytes(old, new, 0, 0));
             assert_eq!(ev.path_relative, want, "{old:?} -> {new:?}");
         }
+    }
+
+    #[test]
+    fn a_setxattr_carries_its_attribute_flags_and_size() {
+        let r = RenameRecord {
+            header: header(RecordKind::Setxattr),
+            result: -1,
+            old_dirfd: -100,
+            // The value's size, in the name's directory slot.
+            new_dirfd: 20,
+            old_path_len: 6,
+            new_path_len: 19,
+            old_path_flags: PATH_FLAG_USER,
+            new_path_flags: PATH_FLAG_USER | PATH_FLAG_CHANGED,
+            file_flags: FILE_FLAG_COMPAT,
+            call_flags: 2,
+        };
+        let ev = fs_event(&record_bytes(&r, &[b"/tmp/f", b"security.capability"]));
+        assert_eq!(ev.kind, FilesystemEventKind::Setxattr);
+        assert_eq!(ev.path, "/tmp/f");
+        assert_eq!(ev.xattr_name.as_deref(), Some("security.capability"));
+        assert_eq!(
+            (ev.flags, ev.length, ev.result),
+            (Some(2), Some(20), Some(-1))
+        );
+        assert!(ev.path_user_supplied && ev.compat_syscall && !ev.path_relative);
+        // The name rewritten between the kernel's read and ours.
+        assert!(ev.path_changed);
+        assert_eq!((ev.new_path.as_deref(), ev.mode), (None, None));
     }
 
     #[test]
