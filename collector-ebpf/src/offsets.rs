@@ -114,6 +114,10 @@ offsets! {
     OFF_PROC_TASK_SIGNAL,
     /// `task_struct.group_leader` (process)
     OFF_PROC_TASK_GROUP_LEADER,
+    /// `task_struct.real_parent` (process: a clone's creator, for its user namespace)
+    OFF_PROC_TASK_REAL_PARENT,
+    /// `cred.user_ns` (process: the user namespace a task's credentials are in)
+    OFF_PROC_CRED_USER_NS,
     /// `signal_struct.live` (process: 0 once the last thread is exiting)
     OFF_PROC_SIGNAL_LIVE,
     /// `cred.uid` (process)

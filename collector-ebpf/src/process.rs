@@ -623,6 +623,33 @@ fn forget_creds(tid: u32) {
 /// effective or saved ids apart from the real ones, or file capabilities gave a
 /// non-root user capabilities.
 #[inline(always)]
+fn holds_caps_unprivileged(c: &Credentials) -> bool {
+    c.uid != 0 && c.euid != 0 && c.cap_effective != 0
+}
+
+/// The task a clone's child `task` was made from: its group leader for a thread, its
+/// parent otherwise (a typed load).
+#[inline(always)]
+unsafe fn clone_creator(task: *const u8, pid_tgid: u64) -> *const u8 {
+    unsafe {
+        if pid_tgid as u32 != (pid_tgid >> 32) as u32 {
+            load_btf(task, get::OFF_PROC_TASK_GROUP_LEADER())
+        } else {
+            load_btf(task, get::OFF_PROC_TASK_REAL_PARENT())
+        }
+    }
+}
+
+/// The user namespace `task`'s credentials are in (its address: typed loads).
+#[inline(always)]
+unsafe fn user_ns_of(task: *const u8) -> u64 {
+    unsafe {
+        let cred: *const u8 = load_btf(task, get::OFF_PROC_TASK_CRED());
+        let ns: *const u8 = load_btf(cred, get::OFF_PROC_CRED_USER_NS());
+        ns as u64
+    }
+}
+
 fn shows_exec_privilege(c: &Credentials) -> bool {
     c.euid != c.uid
         || c.suid != c.uid
@@ -660,6 +687,10 @@ enum Watched {
     Execve,
     /// `execveat`: path is argument 1.
     Execveat,
+    /// unshare, setns: may enter a user namespace, which gives every capability in it.
+    Namespace,
+    /// clone, clone3: the new task may start in a new user namespace (`CLONE_NEWUSER`).
+    Clone,
 }
 
 /// Syscall numbers (x86_64 and, with `compat`, i386) that change credentials or exec.
@@ -674,6 +705,10 @@ fn watched(nr: u64, compat: bool) -> Option<Watched> {
             | 215 | 216 => Some(Watched::Creds),
             11 => Some(Watched::Execve),
             358 => Some(Watched::Execveat),
+            // unshare, setns
+            310 | 346 => Some(Watched::Namespace),
+            // clone, clone3
+            120 | 435 => Some(Watched::Clone),
             _ => None,
         }
     } else {
@@ -683,6 +718,10 @@ fn watched(nr: u64, compat: bool) -> Option<Watched> {
             105 | 106 | 113 | 114 | 117 | 119 | 122 | 123 | 126 => Some(Watched::Creds),
             59 => Some(Watched::Execve),
             322 => Some(Watched::Execveat),
+            // unshare, setns
+            272 | 308 => Some(Watched::Namespace),
+            // clone, clone3
+            56 | 435 => Some(Watched::Clone),
             _ => None,
         }
     }
@@ -735,10 +774,26 @@ pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, nr: u64) 
     };
     let pid_tgid = bpf_get_current_pid_tgid();
     let ret: i64 = ctx.arg(1);
+    // A clone's child returning to user space in another user namespace than the task
+    // it was cloned from (`CLONE_NEWUSER`): that task's credentials are its old ones.
+    // The creator's side (the child's id), and a child in its creator's namespace
+    // (every ordinary fork and thread), changed nothing.
+    let cloned_from = if what == Watched::Clone {
+        if ret != 0 {
+            return 0;
+        }
+        let creator = unsafe { clone_creator(task, pid_tgid) };
+        if creator.is_null() || unsafe { user_ns_of(task) == user_ns_of(creator) } {
+            return 0;
+        }
+        Some(unsafe { read_creds(creator) })
+    } else {
+        None
+    };
     if ret < 0 {
         // A refused call changes no credentials. A failed exec left the saved registers
         // as the caller set them: the path pointer is still its argument.
-        if what != Watched::Creds && !excluded(pid_tgid) {
+        if matches!(what, Watched::Execve | Watched::Execveat) && !excluded(pid_tgid) {
             let filename = match what {
                 Watched::Execveat => entry_arg(regs, 1, compat),
                 _ => entry_arg(regs, 0, compat),
@@ -749,12 +804,17 @@ pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, nr: u64) 
     }
     let tid = pid_tgid as u32;
     let new = unsafe { read_creds(task) };
-    let old = recall_creds(tid);
+    let old = cloned_from.or_else(|| recall_creds(tid));
     if old == Some(new) {
         return 0;
     }
     remember_creds(tid, &new);
-    if what == Watched::Creds {
+    if what == Watched::Namespace && old.is_none() && !holds_caps_unprivileged(&new) {
+        // Never seen: a change cannot be told; shown when it holds capabilities
+        // without being root, as a new user namespace gives them.
+        return 0;
+    }
+    if matches!(what, Watched::Creds | Watched::Namespace | Watched::Clone) {
         if excluded(pid_tgid) {
             return 0;
         }

@@ -1073,3 +1073,63 @@ async fn relative_and_symlinked_execs_show_the_file_the_kernel_loaded() {
     assert_eq!(e.cwd.as_deref(), cwd.to_str(), "{e:#?}");
     run.stop().await;
 }
+
+/// An unprivileged process that makes a new user namespace holds every capability in
+/// it: that is a `cred_change`, both for a child cloned into one (`CLONE_NEWUSER`: its
+/// old credentials are its parent's) and for a process that enters one itself
+/// (`unshare`). Ordinary forks in the same namespace give none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entering_a_new_user_namespace_is_a_cred_change() {
+    if !kernel_or_skip("entering_a_new_user_namespace_is_a_cred_change") {
+        return;
+    }
+    const CAP_SETUID: u64 = 1 << 7;
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    let mut run = Running::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run_actor(
+        env!("CARGO_BIN_EXE_kfile-actor"),
+        &["userns", tmp.path().to_str().unwrap(), "nobody"],
+    );
+    assert_eq!(out["unshare"], "0", "{out:?}");
+    let (pid, child) = (pid_of(&out), out["clone_child"].parse::<u32>().unwrap());
+    let seen = run
+        .until(|seen| {
+            seen.iter()
+                .any(|p| is(p, ProcessEventKind::CredChange, pid) && p.syscall_nr == Some(272))
+        })
+        .await;
+    let changes: Vec<_> = seen
+        .iter()
+        .filter(|p| p.kind == ProcessEventKind::CredChange && (p.pid == pid || p.pid == child))
+        .collect();
+    let by = |who: u32, nr: u32| {
+        changes
+            .iter()
+            .find(|p| p.pid == who && p.syscall_nr == Some(nr))
+            .unwrap_or_else(|| panic!("cred_change of {nr} by {who} in {changes:#?}"))
+    };
+    for (who, nr) in [(child, 56), (pid, 272)] {
+        let c = by(who, nr);
+        let (old, new) = (c.old_credentials.unwrap(), c.credentials.unwrap());
+        assert_eq!(
+            (old.uid, old.euid, old.cap_effective),
+            (NOBODY, NOBODY, 0),
+            "{c:?}"
+        );
+        // The same ids (kernel uids do not change), every capability in the namespace.
+        assert_eq!((new.uid, new.euid), (NOBODY, NOBODY), "{c:?}");
+        assert_eq!(
+            new.cap_effective & (CAP_SETUID | CAP_SYS_ADMIN),
+            CAP_SETUID | CAP_SYS_ADMIN,
+            "{c:?}"
+        );
+    }
+    // The drop to nobody (setresuid) and the two above, nothing for the exit.
+    assert_eq!(
+        changes.iter().filter(|p| p.pid == child).count(),
+        1,
+        "{changes:#?}"
+    );
+    run.stop().await;
+}

@@ -36,6 +36,8 @@ const FIELDS: &[(&str, &str, &str)] = &[
     ("OFF_PROC_TASK_FLAGS", "task_struct", "flags"),
     ("OFF_PROC_TASK_SIGNAL", "task_struct", "signal"),
     ("OFF_PROC_TASK_GROUP_LEADER", "task_struct", "group_leader"),
+    ("OFF_PROC_TASK_REAL_PARENT", "task_struct", "real_parent"),
+    ("OFF_PROC_CRED_USER_NS", "cred", "user_ns"),
     ("OFF_PROC_SIGNAL_LIVE", "signal_struct", "live"),
     ("OFF_PROC_CRED_UID", "cred", "uid"),
     ("OFF_PROC_CRED_EUID", "cred", "euid"),

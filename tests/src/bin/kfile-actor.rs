@@ -85,6 +85,10 @@
 //!   fsetxattr(228) (fd, "user.fd32", 4 bytes, XATTR_CREATE), the last call
 //!                                                                  -> x=DIR/x and results
 //!
+//! kfile-actor userns DIR [nobody]   a child made by clone(CLONE_NEWUSER) exits at
+//!   once; then the actor itself enters a new user namespace (unshare(CLONE_NEWUSER))
+//!                                                      -> clone_child=PID unshare=0
+//!
 //! kfile-actor cwd-race DIR N [nobody]   a thread flips the shared cwd between DIR/race/real
 //!   and DIR/race/decoy (fchdir) while the main thread chmods (0o4755) then unlinks
 //!   r0..rN, which exist only in real, by relative name       -> real=.. decoy=.. and counts
@@ -153,6 +157,32 @@ fn enter_user_namespace() {
     std::fs::write("/proc/self/setgroups", "deny").expect("setgroups deny");
     std::fs::write("/proc/self/uid_map", format!("0 {uid} 1")).expect("uid_map");
     std::fs::write("/proc/self/gid_map", format!("0 {gid} 1")).expect("gid_map");
+}
+
+fn userns() -> String {
+    // SAFETY: a raw clone with no new stack behaves like fork; the child only calls
+    // _exit. The parent reaps it.
+    let child = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::CLONE_NEWUSER | libc::SIGCHLD,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
+    if child == 0 {
+        // SAFETY: leaving the child at once, without running the parent's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    assert!(child > 0, "clone: {}", std::io::Error::last_os_error());
+    let mut status = 0;
+    // SAFETY: our own child.
+    unsafe { libc::waitpid(child as i32, &mut status, 0) };
+    // SAFETY: plain syscall.
+    let unshared = err(unsafe { libc::unshare(libc::CLONE_NEWUSER) });
+    format!("clone_child={child} unshare={unshared} uid=65534")
 }
 
 fn chroot(dir: &str) -> String {
@@ -1022,6 +1052,7 @@ fn main() {
         Some("chroot") => chroot(&args[1]),
         Some("chroot-exec") => chroot_exec(&args[1]),
         Some("xattr") => xattr(&args[1]),
+        Some("userns") => userns(),
         Some("cwd-race") => cwd_race(&args[1], args[2].parse().expect("N")),
         #[cfg(target_arch = "x86_64")]
         Some("int80") => int80(&args[1]),
