@@ -136,6 +136,8 @@ pub mod globals {
     pub const FILE_HAS_IO_URING: &str = "FILE_HAS_IO_URING";
     /// io_uring's FTRUNCATE request structure is known too (Linux >= 6.9).
     pub const FILE_HAS_IO_URING_FTRUNCATE: &str = "FILE_HAS_IO_URING_FTRUNCATE";
+    /// io_uring's SETXATTR/FSETXATTR request structure is known too.
+    pub const FILE_HAS_IO_URING_XATTR: &str = "FILE_HAS_IO_URING_XATTR";
     /// Exclusion maps hold entries (skip their lookups otherwise).
     pub const HAS_EXCLUDED_COMMS: &str = "HAS_EXCLUDED_COMMS";
     /// See [`HAS_EXCLUDED_COMMS`].
@@ -172,6 +174,7 @@ pub mod globals {
         HAS_COMPAT_SYSCALLS,
         FILE_HAS_IO_URING,
         FILE_HAS_IO_URING_FTRUNCATE,
+        FILE_HAS_IO_URING_XATTR,
         HAS_EXCLUDED_COMMS,
         HAS_EXCLUDED_PATHS,
         HAS_EXCLUDED_PIDS,

@@ -37,9 +37,9 @@ use crate::{
         path_excluded, read_kernel, FILE_EVENTS,
     },
     file::{fill_two, resolve_dir, send_two, FileOut, RenameOut, RENAME_OUT},
-    offsets::{file_has_io_uring, file_has_io_uring_ftruncate, get},
+    offsets::{file_has_io_uring, file_has_io_uring_ftruncate, file_has_io_uring_xattr, get},
     path::{
-        append_kernel, copy_out, fd_file, resolve_file, Resolved, PATH_FLAG_TRUNCATED,
+        append_kernel, copy_out, copy_string, fd_file, resolve_file, Resolved, PATH_FLAG_TRUNCATED,
         PATH_FLAG_USER,
     },
 };
@@ -51,6 +51,8 @@ const IORING_OP_UNLINKAT: u8 = 36;
 const IORING_OP_MKDIRAT: u8 = 37;
 const IORING_OP_SYMLINKAT: u8 = 38;
 const IORING_OP_LINKAT: u8 = 39;
+const IORING_OP_FSETXATTR: u8 = 41;
+const IORING_OP_SETXATTR: u8 = 42;
 const IORING_OP_FTRUNCATE: u8 = 55;
 
 /// `REQ_F_CQE_SKIP` in `io_kiocb.flags` (`IOSQE_CQE_SKIP_SUCCESS`): no CQE on success.
@@ -167,7 +169,7 @@ fn is_two(op: u8) -> bool {
     matches!(
         op,
         IORING_OP_RENAMEAT | IORING_OP_LINKAT | IORING_OP_SYMLINKAT
-    )
+    ) || (matches!(op, IORING_OP_SETXATTR | IORING_OP_FSETXATTR) && file_has_io_uring_xattr())
 }
 
 /// The opcode of the tracepoint's `struct io_kiocb *` argument `n` (with the pointer),
@@ -340,6 +342,10 @@ fn submit_two(req: u64, op: u8, pid_tgid: u64, skip_cqe: bool) {
     let Some(out) = RENAME_OUT.get_ptr_mut(0) else {
         return;
     };
+    if matches!(op, IORING_OP_SETXATTR | IORING_OP_FSETXATTR) {
+        submit_xattr(req, op, out, pid_tgid, skip_cqe);
+        return;
+    }
     // io_rename and io_link have the same shape; their offsets are resolved apart.
     let (kind, old_dfd, new_dfd, oldpath, newpath, call_flags) = if op == IORING_OP_RENAMEAT {
         (
@@ -398,6 +404,46 @@ fn submit_two(req: u64, op: u8, pid_tgid: u64, skip_cqe: bool) {
         }
         if !index_request(req) || URING_TWO.insert(req, &*out, 0).is_err() {
             count_loss(kind, COUNTER_LOST_STASH_FULL);
+        }
+    }
+}
+
+/// SETXATTR (a path) and FSETXATTR (a descriptor): the kernel's copies of the path and
+/// of the attribute's name are read now (`io_xattr_finish` frees them before the
+/// completion). FSETXATTR's file is only known when the request has run: its path is
+/// filled in at the completion, from `io_kiocb.file`, like FTRUNCATE's.
+#[inline(always)]
+fn submit_xattr(req: u64, op: u8, out: *mut RenameOut, pid_tgid: u64, skip_cqe: bool) {
+    let rec = unsafe { &raw mut (*out).rec };
+    unsafe { fill_header(&raw mut (*rec).header, RecordKind::Setxattr, pid_tgid) };
+    let by_file = op == IORING_OP_FSETXATTR;
+    let path = if by_file {
+        Resolved::unreadable()
+    } else {
+        let fname: u64 = cmd(req, get::OFF_FILE_IO_XATTR_FILENAME());
+        unsafe { resolve_name(0, AT_FDCWD, filename(fname)) }
+    };
+    let kname: u64 = cmd(req, get::OFF_FILE_IO_XATTR_KNAME());
+    let name = unsafe { append_kernel(1, Resolved::none(), kname as *const u8) };
+    let size: u64 = cmd(req, get::OFF_FILE_IO_XATTR_SIZE());
+    unsafe {
+        (*rec).result = 0;
+        (*rec).old_dirfd = AT_FDCWD;
+        // The name has no directory: the slot carries the value's size, as for the call.
+        (*rec).new_dirfd = size as i32;
+        (*rec).file_flags = FILE_FLAG_IO_URING;
+        if by_file {
+            (*rec).file_flags |= FILE_FLAG_BY_FD;
+        }
+        (*rec).call_flags = cmd::<u32>(req, get::OFF_FILE_IO_XATTR_FLAGS());
+        fill_two(out, &path, &name);
+        if skip_cqe {
+            (*rec).file_flags |= FILE_FLAG_NO_RESULT;
+            send_two(RecordKind::Setxattr, out);
+            return;
+        }
+        if !index_request(req) || URING_TWO.insert(req, &*out, 0).is_err() {
+            count_loss(RecordKind::Setxattr, COUNTER_LOST_STASH_FULL);
         }
     }
 }
@@ -555,6 +601,29 @@ fn complete_two(req: u64, res: i64) {
         (*rec).header.ktime_ns = bpf_ktime_get_boot_ns();
         record_kind((*rec).header.kind)
     };
+    if unsafe { (*rec).file_flags } & FILE_FLAG_BY_FD != 0 {
+        // FSETXATTR: the file the request ran on. Its name, after the (empty) path,
+        // is set aside first: the path is written where it lies.
+        let file = unsafe { read_kernel::<u64>(req as *const u8, get::OFF_FILE_IO_KIOCB_FILE()) }
+            .unwrap_or(0);
+        if file != 0 {
+            let (name_at, name_len, name_flags) = unsafe {
+                (
+                    (&raw const (*out).paths)
+                        .cast::<u8>()
+                        .add((*rec).old_path_len as usize),
+                    (*rec).new_path_len,
+                    (*rec).new_path_flags,
+                )
+            };
+            let name = unsafe { copy_string(1, name_at, name_len, name_flags) };
+            let path = unsafe { resolve_file(0, file as *const u8) };
+            unsafe {
+                (*rec).header.flags &= !(flags::PATH_TRUNCATED | flags::NEW_PATH_TRUNCATED);
+                fill_two(out, &path, &name);
+            }
+        }
+    }
     send_two(kind, out);
     let _ = URING_TWO.remove(req);
 }
@@ -571,6 +640,7 @@ fn record_kind(kind: u32) -> RecordKind {
         k if k == RecordKind::Link as u32 => RecordKind::Link,
         k if k == RecordKind::Symlink as u32 => RecordKind::Symlink,
         k if k == RecordKind::Truncate as u32 => RecordKind::Truncate,
+        k if k == RecordKind::Setxattr as u32 => RecordKind::Setxattr,
         _ => RecordKind::Open,
     }
 }

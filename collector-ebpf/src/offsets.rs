@@ -252,6 +252,14 @@ offsets! {
     OFF_FILE_IO_KIOCB_FD,
     /// `io_ftrunc.len` (filesystem: io_uring FTRUNCATE)
     OFF_FILE_IO_FTRUNC_LEN,
+    /// `io_xattr.ctx.size` (filesystem: io_uring SETXATTR/FSETXATTR)
+    OFF_FILE_IO_XATTR_SIZE,
+    /// `io_xattr.ctx.kname` (the kernel's copy of the attribute's name)
+    OFF_FILE_IO_XATTR_KNAME,
+    /// `io_xattr.ctx.flags`
+    OFF_FILE_IO_XATTR_FLAGS,
+    /// `io_xattr.filename` (SETXATTR: the kernel's copy of the path)
+    OFF_FILE_IO_XATTR_FILENAME,
     /// `task_struct.comm` (every record header: two typed loads, no helper)
     OFF_TASK_COMM,
     /// `task_struct.cgroups` (every record header, with `HAS_TYPED_CGROUP`)
@@ -329,4 +337,14 @@ static FILE_HAS_IO_URING_FTRUNCATE: u32 = 0;
 #[inline(always)]
 pub fn file_has_io_uring_ftruncate() -> bool {
     unsafe { read_volatile(&FILE_HAS_IO_URING_FTRUNCATE) != 0 }
+}
+
+/// Set by the loader when `io_xattr` (IORING_OP_SETXATTR/FSETXATTR, Linux >= 5.19) was
+/// found in BTF, with `FILE_HAS_IO_URING`.
+#[unsafe(no_mangle)]
+static FILE_HAS_IO_URING_XATTR: u32 = 0;
+
+#[inline(always)]
+pub fn file_has_io_uring_xattr() -> bool {
+    unsafe { read_volatile(&FILE_HAS_IO_URING_XATTR) != 0 }
 }

@@ -642,6 +642,32 @@ pub unsafe fn resolve_pwd(slot: u32) -> Resolved {
     }
 }
 
+/// `len` bytes of kernel memory at `src` (a string, not a path: no directory, no NUL
+/// needed) copied into the slot's tail, with `flags`: to keep a string whose source is
+/// about to be overwritten.
+#[inline(always)]
+pub unsafe fn copy_string(slot: u32, src: *const u8, len: u32, flags: u32) -> Resolved {
+    let Some(s) = scratch(slot) else {
+        return Resolved::unreadable();
+    };
+    let s = unsafe { &mut *s };
+    let tail = unsafe { s.buf.as_mut_ptr().add(PATH_MAX as usize + 1) };
+    let len = if len > PATH_MAX - 1 {
+        PATH_MAX - 1
+    } else {
+        len
+    };
+    if len > 0 && unsafe { bpf_probe_read_kernel(tail.cast(), len, src.cast()) } < 0 {
+        return Resolved::unreadable();
+    }
+    Resolved {
+        ptr: tail,
+        len,
+        flags,
+        user_len: len,
+    }
+}
+
 /// `dir` (a result of this slot's last resolve) + `/` + the user string at `user`,
 /// read now. An absolute user string replaces `dir`. The result carries
 /// `PATH_FLAG_USER` and `dir`'s flags; a user string that does not fit is flagged

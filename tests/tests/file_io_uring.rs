@@ -211,3 +211,99 @@ async fn io_uring_ftruncate_reports_the_file_it_truncated() {
         assert_eq!((e.flags, e.mode), (None, None), "{e:?}");
     }
 }
+
+/// SETXATTR and FSETXATTR through io_uring, as `nobody`: `setxattr` events marked
+/// `io_uring`, with the attribute's name and size from the kernel's own copies, and
+/// FSETXATTR's path the file the request ran on (a descriptor swapped by dup2 between
+/// submission and execution reads as the file that got the attribute). A refused
+/// attempt to give a file capabilities is reported with its EPERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn io_uring_setxattr_reports_the_file_and_the_attribute() {
+    if !kernel_or_skip("io_uring_setxattr_reports_the_file_and_the_attribute") {
+        return;
+    }
+    let (_tmp, dir) = common::shared_dir();
+    let watch = common::FsWatch::start(KernelConfig::default());
+    let out = run_actor(
+        env!("CARGO_BIN_EXE_kuring-actor"),
+        &["uring-xattr", &dir, "nobody"],
+    );
+    assert_eq!(out["uid"], "65534", "actor runs unprivileged");
+    for (k, v) in [
+        ("set", "0"),
+        ("fset", "0"),
+        ("caps", "-1"),
+        ("swap", "0"),
+        ("h_has", "1"),
+        ("decoy_has", "0"),
+    ] {
+        assert_eq!(out[k], v, "{k}: {out:?}");
+    }
+    let pid: u32 = out["pid"].parse().unwrap();
+    let ux = out["ux"].clone();
+    let events = watch
+        .collect(
+            pid,
+            |e| e.kind == FilesystemEventKind::Setxattr,
+            |e| e.xattr_name.as_deref() == Some("user.swap"),
+        )
+        .await;
+    let got: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.path.clone(),
+                e.xattr_name.clone().unwrap_or_default(),
+                e.flags,
+                e.length,
+                e.result,
+                e.path_user_supplied,
+            )
+        })
+        .collect();
+    let f = format!("{ux}/f");
+    let want = vec![
+        (
+            f.clone(),
+            "user.u".to_string(),
+            Some(1),
+            Some(3),
+            Some(0),
+            true,
+        ),
+        // By descriptor: the file the request ran on, walked in the kernel.
+        (
+            f.clone(),
+            "user.fu".to_string(),
+            Some(0),
+            Some(2),
+            Some(0),
+            false,
+        ),
+        (
+            f,
+            "security.capability".to_string(),
+            Some(0),
+            Some(20),
+            Some(-1),
+            true,
+        ),
+        (
+            format!("{ux}/h"),
+            "user.swap".to_string(),
+            Some(0),
+            Some(1),
+            Some(0),
+            false,
+        ),
+    ];
+    assert_eq!(got, want, "{events:#?}");
+    for e in &events {
+        assert!(e.io_uring && !e.compat_syscall, "{e:?}");
+        assert_eq!(e.uid, Some(65534), "{e:?}");
+        assert!(
+            !e.path_relative && !e.path_unreadable && !e.path_truncated && !e.path_changed,
+            "{e:?}"
+        );
+    }
+}

@@ -121,6 +121,7 @@ pub(super) fn load_object(
     let has_compat_syscalls = u32::from(offsets.compat_syscalls);
     let file_has_io_uring = u32::from(offsets.file_has_io_uring);
     let file_has_io_uring_ftruncate = u32::from(offsets.file_has_io_uring_ftruncate);
+    let file_has_io_uring_xattr = u32::from(offsets.file_has_io_uring_xattr);
     let conn_id_key = random_key()?;
     let udp_report_interval_ns =
         u64::try_from(config.udp_report_interval.as_nanos()).unwrap_or(u64::MAX);
@@ -181,6 +182,11 @@ pub(super) fn load_object(
         .override_global(
             abi::globals::FILE_HAS_IO_URING_FTRUNCATE,
             &file_has_io_uring_ftruncate,
+            true,
+        )
+        .override_global(
+            abi::globals::FILE_HAS_IO_URING_XATTR,
+            &file_has_io_uring_xattr,
             true,
         )
         .override_global(abi::globals::CONN_ID_KEY, &conn_id_key, true)

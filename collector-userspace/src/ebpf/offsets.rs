@@ -154,13 +154,23 @@ const FILE_IO_URING_FIELDS: &[(&str, &str, &str)] = &[
     ("OFF_FILE_IO_LINK_OLDPATH", "io_link", "oldpath"),
     ("OFF_FILE_IO_LINK_NEWPATH", "io_link", "newpath"),
     ("OFF_FILE_IO_LINK_FLAGS", "io_link", "flags"),
+    ("OFF_FILE_IO_KIOCB_FILE", "io_kiocb", "file"),
 ];
 
-/// What the io_uring FTRUNCATE hook reads besides `FILE_IO_URING_FIELDS`: its length,
-/// the descriptor as submitted, and the file the request acted on. Optional: the
+/// What the io_uring SETXATTR/FSETXATTR hooks read besides `FILE_IO_URING_FIELDS`: the
+/// kernel's copies of the attribute's name and of the path, the value's size and the
+/// flags. Optional (`FILE_HAS_IO_URING_XATTR` = 0 without them).
+const FILE_IO_URING_XATTR_FIELDS: &[(&str, &str, &str)] = &[
+    ("OFF_FILE_IO_XATTR_SIZE", "io_xattr", "ctx.size"),
+    ("OFF_FILE_IO_XATTR_KNAME", "io_xattr", "ctx.kname"),
+    ("OFF_FILE_IO_XATTR_FLAGS", "io_xattr", "ctx.flags"),
+    ("OFF_FILE_IO_XATTR_FILENAME", "io_xattr", "filename"),
+];
+
+/// What the io_uring FTRUNCATE hook reads besides `FILE_IO_URING_FIELDS`: its length
+/// and the descriptor as submitted (the file it acted on is `io_kiocb.file`). Optional: the
 /// operation is Linux >= 6.9 (`FILE_HAS_IO_URING_FTRUNCATE` = 0 without it).
 const FILE_IO_URING_FTRUNCATE_FIELDS: &[(&str, &str, &str)] = &[
-    ("OFF_FILE_IO_KIOCB_FILE", "io_kiocb", "file"),
     ("OFF_FILE_IO_KIOCB_FD", "io_kiocb", "cqe.fd"),
     ("OFF_FILE_IO_FTRUNC_LEN", "io_ftrunc", "len"),
 ];
@@ -265,6 +275,9 @@ pub struct KernelOffsets {
     pub file_has_io_uring: bool,
     /// Whether io_uring's FTRUNCATE can be read too (`FILE_IO_URING_FTRUNCATE_FIELDS`).
     pub file_has_io_uring_ftruncate: bool,
+    /// Whether io_uring's SETXATTR/FSETXATTR can be read too
+    /// (`FILE_IO_URING_XATTR_FIELDS`).
+    pub file_has_io_uring_xattr: bool,
     /// Whether the record header reads the cgroup id with typed loads (`CGROUP_FIELDS`).
     pub typed_cgroup: bool,
 }
@@ -321,6 +334,8 @@ impl KernelOffsets {
         let file_has_io_uring = optional_fields(btf, FILE_IO_URING_FIELDS, &mut values);
         let file_has_io_uring_ftruncate =
             optional_fields(btf, FILE_IO_URING_FTRUNCATE_FIELDS, &mut values) && file_has_io_uring;
+        let file_has_io_uring_xattr =
+            optional_fields(btf, FILE_IO_URING_XATTR_FIELDS, &mut values) && file_has_io_uring;
         let typed_cgroup = optional_fields(btf, CGROUP_FIELDS, &mut values);
         // `linux_binprm.secureexec` is a bitfield: its byte, and the bit in that byte.
         let secureexec_bits = btf.member_bit_offset("linux_binprm", "secureexec")?;
@@ -341,6 +356,7 @@ impl KernelOffsets {
             proc_has_bprm_executable,
             file_has_io_uring,
             file_has_io_uring_ftruncate,
+            file_has_io_uring_xattr,
             typed_cgroup,
         })
     }
@@ -359,6 +375,7 @@ pub(crate) fn global_names() -> impl Iterator<Item = &'static str> {
         PROC_COMPAT_FIELDS,
         FILE_IO_URING_FIELDS,
         FILE_IO_URING_FTRUNCATE_FIELDS,
+        FILE_IO_URING_XATTR_FIELDS,
         PATH_FIELDS,
         SYSCALL_REGS,
         CGROUP_FIELDS,

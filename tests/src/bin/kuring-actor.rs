@@ -38,6 +38,12 @@
 //!     after a READ of an empty pipe; then DIR/t/h is dup2'd over X and the pipe
 //!     written: the request truncates h         -> swap, h_len=1 decoy_len=100
 //!
+//! kuring-actor uring-xattr DIR [nobody]   SETXATTR and FSETXATTR through io_uring, in
+//!   DIR/ux: SETXATTR(f, "user.u", 3 bytes, XATTR_CREATE); FSETXATTR(fd of f, "user.fu",
+//!   2 bytes); SETXATTR(f, "security.capability", 20 bytes) (EPERM unprivileged); and
+//!   FSETXATTR(X, "user.swap", 1 byte) linked behind a READ of an empty pipe, X naming
+//!   decoy at submission and h (dup2) when it runs       -> ux=DIR/ux and results
+//!
 //! kuring-actor uring-overflow DIR nobody N [same]   N MKDIRATs (DIR/o0/d0..) on a ring
 //!   whose 2-entry completion queue is not reaped until all are submitted: most complete
 //!   through the kernel's overflow list. `same`: every request has the same user_data
@@ -354,8 +360,53 @@ fn uring(dir: &str) -> String {
     )
 }
 
+/// Runs `sqe`, which names descriptor `x`, linked behind a READ of an empty pipe
+/// (IO_LINK), so that the kernel looks `x` up only when the pipe is written: after `h`
+/// is dup2'd over `x`. Closes `x` and `h`; returns `sqe`'s result.
+fn swapped_under(
+    ring: &mut io_uring::IoUring,
+    x: i32,
+    h: i32,
+    sqe: io_uring::squeue::Entry,
+) -> i32 {
+    use io_uring::{opcode, squeue::Flags, types};
+    let mut pipe = [0i32; 2];
+    // SAFETY: pipe writes two descriptors into the array.
+    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0, "pipe");
+    let mut byte = [0u8; 1];
+    let read = opcode::Read::new(types::Fd(pipe[0]), byte.as_mut_ptr(), 1)
+        .build()
+        .flags(Flags::IO_LINK)
+        .user_data(1);
+    // SAFETY: `byte` outlives both completions, reaped below; the caller keeps `sqe`'s
+    // pointers alive for this call.
+    unsafe {
+        ring.submission().push(&read).expect("queue full");
+        ring.submission()
+            .push(&sqe.user_data(2))
+            .expect("queue full");
+    }
+    ring.submit().expect("io_uring_enter");
+    // SAFETY: plain syscalls on descriptors this process owns.
+    unsafe {
+        assert_eq!(libc::dup2(h, x), x, "dup2");
+        assert_eq!(libc::write(pipe[1], b"go".as_ptr().cast(), 1), 1, "write");
+    }
+    ring.submit_and_wait(2).expect("io_uring_enter");
+    let mut result = i32::MIN;
+    for cqe in ring.completion() {
+        if cqe.user_data() == 2 {
+            result = cqe.result();
+        }
+    }
+    for fd in [h, x, pipe[0], pipe[1]] {
+        close(fd);
+    }
+    result
+}
+
 fn uring_truncate(dir: &str) -> String {
-    use io_uring::{opcode, squeue::Flags, types, IoUring};
+    use io_uring::{opcode, types, IoUring};
     let t = format!("{dir}/t");
     std::fs::create_dir_all(&t).expect("mkdir t");
     for name in ["f", "g", "decoy", "h"] {
@@ -389,40 +440,14 @@ fn uring_truncate(dir: &str) -> String {
     close(ro);
     let badfd = run(opcode::Ftruncate::new(types::Fd(9999), 0).build());
 
-    // The swap: FTRUNCATE(x) waits behind a READ of an empty pipe (IO_LINK), so the
-    // descriptor is only looked up when the pipe is written, after the dup2.
-    let mut pipe = [0i32; 2];
-    // SAFETY: pipe writes two descriptors into the array.
-    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0, "pipe");
     let x = open(&format!("{t}/decoy"), libc::O_WRONLY);
-    let mut byte = [0u8; 1];
-    let read = opcode::Read::new(types::Fd(pipe[0]), byte.as_mut_ptr(), 1)
-        .build()
-        .flags(Flags::IO_LINK)
-        .user_data(1);
-    let trunc = opcode::Ftruncate::new(types::Fd(x), 1).build().user_data(2);
-    // SAFETY: `byte` outlives both completions, reaped below.
-    unsafe {
-        ring.submission().push(&read).expect("queue full");
-        ring.submission().push(&trunc).expect("queue full");
-    }
-    ring.submit().expect("io_uring_enter");
     let h = open(&format!("{t}/h"), libc::O_WRONLY);
-    // SAFETY: plain syscalls on descriptors this process owns.
-    unsafe {
-        assert_eq!(libc::dup2(h, x), x, "dup2");
-        assert_eq!(libc::write(pipe[1], b"go".as_ptr().cast(), 1), 1, "write");
-    }
-    ring.submit_and_wait(2).expect("io_uring_enter");
-    let mut swap = i32::MIN;
-    for cqe in ring.completion() {
-        if cqe.user_data() == 2 {
-            swap = cqe.result();
-        }
-    }
-    for fd in [h, x, pipe[0], pipe[1]] {
-        close(fd);
-    }
+    let swap = swapped_under(
+        &mut ring,
+        x,
+        h,
+        opcode::Ftruncate::new(types::Fd(x), 1).build(),
+    );
     let len = |name: &str| {
         std::fs::metadata(format!("{t}/{name}"))
             .map(|m| m.len())
@@ -434,6 +459,79 @@ fn uring_truncate(dir: &str) -> String {
         len("g"),
         len("h"),
         len("decoy"),
+        // SAFETY: getuid cannot fail.
+        unsafe { libc::getuid() }
+    )
+}
+
+fn uring_xattr(dir: &str) -> String {
+    use io_uring::{opcode, types, IoUring};
+    let ux = format!("{dir}/ux");
+    std::fs::create_dir_all(&ux).expect("mkdir ux");
+    for name in ["f", "decoy", "h"] {
+        std::fs::write(format!("{ux}/{name}"), b"x").expect("create");
+    }
+    let open = |path: &str| {
+        let p = cstr(path);
+        // SAFETY: a valid NUL-terminated path; checked.
+        let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY) };
+        assert!(fd >= 0, "open {path}: {}", std::io::Error::last_os_error());
+        fd
+    };
+    let mut ring = IoUring::new(8).expect("io_uring_setup");
+    let mut run = |sqe: io_uring::squeue::Entry| {
+        // SAFETY: every pointer in the SQE outlives the wait below.
+        unsafe { ring.submission().push(&sqe).expect("queue full") };
+        ring.submit_and_wait(1).expect("io_uring_enter");
+        ring.completion().next().expect("a completion").result()
+    };
+    let f = cstr(&format!("{ux}/f"));
+    let (u, fu, caps_name, swap_name) = (
+        cstr("user.u"),
+        cstr("user.fu"),
+        cstr("security.capability"),
+        cstr("user.swap"),
+    );
+    let mut caps = [0u8; 20];
+    caps[..4].copy_from_slice(&(0x0200_0000u32 | 1).to_le_bytes());
+    caps[4..8].copy_from_slice(&(1u32 << 7).to_le_bytes());
+    let set = run(
+        opcode::SetXattr::new(u.as_ptr(), b"abc".as_ptr().cast(), f.as_ptr(), 3)
+            .flags(libc::XATTR_CREATE)
+            .build(),
+    );
+    let fd = open(&format!("{ux}/f"));
+    let fset =
+        run(opcode::FSetXattr::new(types::Fd(fd), fu.as_ptr(), b"ab".as_ptr().cast(), 2).build());
+    close(fd);
+    let caps_res =
+        run(
+            opcode::SetXattr::new(caps_name.as_ptr(), caps.as_ptr().cast(), f.as_ptr(), 20).build(),
+        );
+    let (x, h) = (open(&format!("{ux}/decoy")), open(&format!("{ux}/h")));
+    let swap = swapped_under(
+        &mut ring,
+        x,
+        h,
+        opcode::FSetXattr::new(types::Fd(x), swap_name.as_ptr(), b"s".as_ptr().cast(), 1).build(),
+    );
+    let has = |name: &str, attr: &str| {
+        let mut buf = [0u8; 8];
+        // SAFETY: valid strings and a buffer of its own size.
+        let r = unsafe {
+            libc::getxattr(
+                cstr(&format!("{ux}/{name}")).as_ptr(),
+                cstr(attr).as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        i32::from(r >= 0)
+    };
+    format!(
+        "ux={ux} set={set} fset={fset} caps={caps_res} swap={swap} h_has={} decoy_has={} uid={}",
+        has("h", "user.swap"),
+        has("decoy", "user.swap"),
         // SAFETY: getuid cannot fail.
         unsafe { libc::getuid() }
     )
@@ -555,6 +653,7 @@ fn main() {
         Some("race") => race(&args[1], args[3].parse().expect("N")),
         Some("uring") => uring(&args[1]),
         Some("uring-truncate") => uring_truncate(&args[1]),
+        Some("uring-xattr") => uring_xattr(&args[1]),
         Some("uring-overflow") => uring_overflow(
             &args[1],
             args[3].parse().expect("N"),
