@@ -577,13 +577,22 @@ pub(crate) fn setxattr_pending(
 /// flags come from `struct xattr_args { u64 value; u32 size; u32 flags; }` in user
 /// memory. An empty path with `AT_EMPTY_PATH` is the descriptor's own file.
 #[inline(always)]
-fn stash_setxattrat(a: impl Fn(usize) -> u64) {
+pub(crate) fn stash_setxattrat(a: impl Fn(usize) -> u64, file_flags: u32) {
     let args = a(4) as *const u32;
     let read = |at: usize| unsafe { aya_ebpf::helpers::bpf_probe_read_user(args.wrapping_add(at)) };
     let (size, xattr_flags) = (read(2).unwrap_or(0), read(3).unwrap_or(0));
-    let empty = unsafe { aya_ebpf::helpers::bpf_probe_read_user(a(1) as *const u8) }
-        .is_ok_and(|first| first == 0);
-    let p = setxattr_pending(a(0), a(1), a(3), size as u64, xattr_flags as u64, 0);
+    // A NULL path counts as empty (`getname_maybe_null`).
+    let empty = a(1) == 0
+        || unsafe { aya_ebpf::helpers::bpf_probe_read_user(a(1) as *const u8) }
+            .is_ok_and(|first| first == 0);
+    let p = setxattr_pending(
+        a(0),
+        a(1),
+        a(3),
+        size as u64,
+        xattr_flags as u64,
+        file_flags,
+    );
     let p = if empty && a(2) & AT_EMPTY_PATH != 0 {
         by_fd(p, 0)
     } else {
@@ -1409,7 +1418,7 @@ fn stash_native(nr: u64, a: impl Fn(usize) -> u64) {
             RecordKind::Setxattr,
             by_fd(setxattr_pending(a(0), 0, a(1), a(3), a(4), 0), 0),
         ),
-        NR_SETXATTRAT => stash_setxattrat(&a),
+        NR_SETXATTRAT => stash_setxattrat(&a, 0),
         // symlinkat(target, newdirfd, linkpath): the target is a string, not resolved.
         _ => stash_two(RecordKind::Symlink, at, a(0), a(1), a(2)),
     }

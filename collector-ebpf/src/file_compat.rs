@@ -18,7 +18,8 @@ use crate::{
     common::{excluded, syscall_nr},
     file::{
         by_fd, emit_one_path, exit_one_path_ret, exit_rename_ret, length_halves, pending,
-        setxattr_pending, stash, stash_rename_flagged, stash_two_compat, PendingFile,
+        setxattr_pending, stash, stash_rename_flagged, stash_setxattrat, stash_two_compat,
+        PendingFile,
     },
     net_compat::{arg32, in_compat_syscall},
 };
@@ -336,17 +337,16 @@ fn stash_compat_setxattr(id: u64, regs: *const u8) {
             0,
         ),
         NR32_SETXATTRAT => {
-            let args = a(4) as *const u32;
-            let read = |at: usize| unsafe { bpf_probe_read_user(args.wrapping_add(at)) };
-            let (size, flags) = (read(2).unwrap_or(0), read(3).unwrap_or(0));
-            setxattr_pending(
-                dirfd32(a(0)),
-                a(1),
-                a(3),
-                u64::from(size),
-                u64::from(flags),
-                FILE_FLAG_COMPAT,
-            )
+            // The native call's arguments, 32-bit descriptors sign-extended.
+            let a = |n| {
+                if n == 0 {
+                    dirfd32(arg32(regs, 0))
+                } else {
+                    arg32(regs, n)
+                }
+            };
+            stash_setxattrat(a, FILE_FLAG_COMPAT);
+            return;
         }
         _ => setxattr_pending(AT_FDCWD, a(0), a(1), a(3), a(4), FILE_FLAG_COMPAT),
     };

@@ -131,6 +131,8 @@ fn index_request(req: u64) -> bool {
 #[inline(always)]
 fn flush_without_result(req: u64) {
     if let Some(v) = URING_ONE.get_ptr_mut(req) {
+        // Its file, if it has run already.
+        unsafe { path_from_request_file_one(req, v) };
         let out = unsafe { &raw mut (*v).out };
         let kind = unsafe {
             (*out).rec.file_flags |= FILE_FLAG_NO_RESULT;
@@ -139,6 +141,7 @@ fn flush_without_result(req: u64) {
         send_one(kind, out);
         let _ = URING_ONE.remove(req);
     } else if let Some(out) = URING_TWO.get_ptr_mut(req) {
+        unsafe { path_from_request_file_two(req, out) };
         let kind = unsafe {
             (*out).rec.file_flags |= FILE_FLAG_NO_RESULT;
             record_kind((*out).rec.header.kind)
@@ -185,6 +188,12 @@ fn opcode(ctx: &BtfTracePointContext, n: usize) -> (u64, u8) {
     let req: *const u8 = ctx.arg(n);
     let op = unsafe { core::ptr::read_volatile(req.add(get::OFF_FILE_IO_KIOCB_OPCODE() as usize)) };
     (req as u64, op)
+}
+
+/// The descriptor (or registered-file slot) a request names, as submitted (`cqe.fd`).
+#[inline(always)]
+fn submitted_fd(req: u64) -> i32 {
+    unsafe { read_kernel::<i32>(req as *const u8, get::OFF_FILE_IO_KIOCB_FD()) }.unwrap_or(-1)
 }
 
 /// A field of the request's per-op struct (`io_kiocb.cmd` + `off`).
@@ -235,7 +244,13 @@ pub fn io_uring_submit_req_file(ctx: BtfTracePointContext) -> i32 {
             req_flags & REQ_F_FIXED_FILE != 0,
         );
     } else {
-        submit_two(req, op, pid_tgid, skip_cqe);
+        submit_two(
+            req,
+            op,
+            pid_tgid,
+            skip_cqe,
+            req_flags & REQ_F_FIXED_FILE != 0,
+        );
     }
     0
 }
@@ -249,9 +264,7 @@ fn submit_one(req: u64, op: u8, pid_tgid: u64, skip_cqe: bool, fixed_file: bool)
         IORING_OP_FTRUNCATE => {
             // No path: the descriptor (or registered-file slot) in `cqe.fd`, the new
             // length in `io_ftrunc.len`, split like the syscall's.
-            let fd: i32 =
-                unsafe { read_kernel::<i32>(req as *const u8, get::OFF_FILE_IO_KIOCB_FD()) }
-                    .unwrap_or(-1);
+            let fd = submitted_fd(req);
             let (low, high) = crate::file::length_halves(cmd(req, get::OFF_FILE_IO_FTRUNC_LEN()));
             (RecordKind::Truncate, fd, 0, low as u32, high as u32, 0)
         }
@@ -338,12 +351,12 @@ fn submit_one(req: u64, op: u8, pid_tgid: u64, skip_cqe: bool, fixed_file: bool)
 }
 
 #[inline(always)]
-fn submit_two(req: u64, op: u8, pid_tgid: u64, skip_cqe: bool) {
+fn submit_two(req: u64, op: u8, pid_tgid: u64, skip_cqe: bool, fixed_file: bool) {
     let Some(out) = RENAME_OUT.get_ptr_mut(0) else {
         return;
     };
     if matches!(op, IORING_OP_SETXATTR | IORING_OP_FSETXATTR) {
-        submit_xattr(req, op, out, pid_tgid, skip_cqe);
+        submit_xattr(req, op, out, pid_tgid, skip_cqe, fixed_file);
         return;
     }
     // io_rename and io_link have the same shape; their offsets are resolved apart.
@@ -413,12 +426,24 @@ fn submit_two(req: u64, op: u8, pid_tgid: u64, skip_cqe: bool) {
 /// completion). FSETXATTR's file is only known when the request has run: its path is
 /// filled in at the completion, from `io_kiocb.file`, like FTRUNCATE's.
 #[inline(always)]
-fn submit_xattr(req: u64, op: u8, out: *mut RenameOut, pid_tgid: u64, skip_cqe: bool) {
+fn submit_xattr(
+    req: u64,
+    op: u8,
+    out: *mut RenameOut,
+    pid_tgid: u64,
+    skip_cqe: bool,
+    fixed_file: bool,
+) {
     let rec = unsafe { &raw mut (*out).rec };
     unsafe { fill_header(&raw mut (*rec).header, RecordKind::Setxattr, pid_tgid) };
     let by_file = op == IORING_OP_FSETXATTR;
-    let path = if by_file {
+    let path = if by_file && fixed_file {
+        // A slot, not a descriptor: only the completion's `io_kiocb.file` names it.
         Resolved::unreadable()
+    } else if by_file {
+        // What the descriptor names now; the completion replaces it with the file the
+        // request ran on (see FTRUNCATE).
+        unsafe { crate::path::resolve_fd(0, submitted_fd(req) as u64) }
     } else {
         let fname: u64 = cmd(req, get::OFF_FILE_IO_XATTR_FILENAME());
         unsafe { resolve_name(0, AT_FDCWD, filename(fname)) }
@@ -531,17 +556,60 @@ fn complete_one(req: u64, res: i64) {
             }
         }
     }
-    if unsafe { (*v).by_file } != 0 {
-        // The file the request ran on (held until the request is freed, after this).
-        let file = unsafe { read_kernel::<u64>(req as *const u8, get::OFF_FILE_IO_KIOCB_FILE()) }
-            .unwrap_or(0);
-        if file != 0 {
-            let r = unsafe { resolve_file(0, file as *const u8) };
-            unsafe { set_path(out, &r) };
-        }
-    }
+    unsafe { path_from_request_file_one(req, v) };
     send_one(record_kind(unsafe { (*rec).header.kind }), out);
     let _ = URING_ONE.remove(req);
+}
+
+/// The file a request ran on (`io_kiocb.file`, assigned when it ran and held until it
+/// is freed), 0 before that.
+#[inline(always)]
+fn request_file(req: u64) -> u64 {
+    unsafe { read_kernel::<u64>(req as *const u8, get::OFF_FILE_IO_KIOCB_FILE()) }.unwrap_or(0)
+}
+
+/// For a one-path request named by its file (FTRUNCATE): that file's path, once the
+/// request has one.
+#[inline(always)]
+unsafe fn path_from_request_file_one(req: u64, v: *mut UringOne) {
+    if unsafe { (*v).by_file } == 0 {
+        return;
+    }
+    let file = request_file(req);
+    if file != 0 {
+        let r = unsafe { resolve_file(0, file as *const u8) };
+        unsafe { set_path(&raw mut (*v).out, &r) };
+    }
+}
+
+/// For a two-path request named by its file (FSETXATTR): that file's path, once the
+/// request has one. The name that follows the path is set aside first: the path is
+/// written where it lies.
+#[inline(always)]
+unsafe fn path_from_request_file_two(req: u64, out: *mut RenameOut) {
+    let rec = unsafe { &raw mut (*out).rec };
+    if unsafe { (*rec).file_flags } & FILE_FLAG_BY_FD == 0 {
+        return;
+    }
+    let file = request_file(req);
+    if file == 0 {
+        return;
+    }
+    let (name_at, name_len, name_flags) = unsafe {
+        (
+            (&raw const (*out).paths)
+                .cast::<u8>()
+                .add((*rec).old_path_len as usize),
+            (*rec).new_path_len,
+            (*rec).new_path_flags,
+        )
+    };
+    let name = unsafe { copy_string(1, name_at, name_len, name_flags) };
+    let path = unsafe { resolve_file(0, file as *const u8) };
+    unsafe {
+        (*rec).header.flags &= !(flags::PATH_TRUNCATED | flags::NEW_PATH_TRUNCATED);
+        fill_two(out, &path, &name);
+    }
 }
 
 /// Replaces the path of a stashed one-path record with `r`.
@@ -601,29 +669,7 @@ fn complete_two(req: u64, res: i64) {
         (*rec).header.ktime_ns = bpf_ktime_get_boot_ns();
         record_kind((*rec).header.kind)
     };
-    if unsafe { (*rec).file_flags } & FILE_FLAG_BY_FD != 0 {
-        // FSETXATTR: the file the request ran on. Its name, after the (empty) path,
-        // is set aside first: the path is written where it lies.
-        let file = unsafe { read_kernel::<u64>(req as *const u8, get::OFF_FILE_IO_KIOCB_FILE()) }
-            .unwrap_or(0);
-        if file != 0 {
-            let (name_at, name_len, name_flags) = unsafe {
-                (
-                    (&raw const (*out).paths)
-                        .cast::<u8>()
-                        .add((*rec).old_path_len as usize),
-                    (*rec).new_path_len,
-                    (*rec).new_path_flags,
-                )
-            };
-            let name = unsafe { copy_string(1, name_at, name_len, name_flags) };
-            let path = unsafe { resolve_file(0, file as *const u8) };
-            unsafe {
-                (*rec).header.flags &= !(flags::PATH_TRUNCATED | flags::NEW_PATH_TRUNCATED);
-                fill_two(out, &path, &name);
-            }
-        }
-    }
+    unsafe { path_from_request_file_two(req, out) };
     send_two(kind, out);
     let _ = URING_TWO.remove(req);
 }

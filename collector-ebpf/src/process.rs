@@ -619,12 +619,21 @@ fn forget_creds(tid: u32) {
     }
 }
 
-/// Whether credentials show a privilege an exec can grant: set-id bits left the
-/// effective or saved ids apart from the real ones, or file capabilities gave a
-/// non-root user capabilities.
+/// Whether credentials hold capabilities without being root: what a new user namespace
+/// gives an unprivileged process.
 #[inline(always)]
 fn holds_caps_unprivileged(c: &Credentials) -> bool {
     c.uid != 0 && c.euid != 0 && c.cap_effective != 0
+}
+
+/// Whether namespace call `nr` may have entered a user namespace: an unshare with
+/// `CLONE_NEWUSER` in its flags, or any setns (its descriptor's type is not in the
+/// arguments when `nstype` is 0).
+#[inline(always)]
+fn may_enter_user_ns(nr: u64, regs: *const u8, compat: bool) -> bool {
+    const CLONE_NEWUSER: u64 = 0x1000_0000;
+    let unshare = if compat { nr == 310 } else { nr == 272 };
+    !unshare || entry_arg(regs, 0, compat) & CLONE_NEWUSER != 0
 }
 
 /// The task a clone's child `task` was made from: its group leader for a thread, its
@@ -650,6 +659,10 @@ unsafe fn user_ns_of(task: *const u8) -> u64 {
     }
 }
 
+/// Whether credentials show a privilege an exec can grant: set-id bits left the
+/// effective or saved ids apart from the real ones, or file capabilities gave a
+/// non-root user capabilities.
+#[inline(always)]
 fn shows_exec_privilege(c: &Credentials) -> bool {
     c.euid != c.uid
         || c.suid != c.uid
@@ -809,9 +822,13 @@ pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, nr: u64) 
         return 0;
     }
     remember_creds(tid, &new);
-    if what == Watched::Namespace && old.is_none() && !holds_caps_unprivileged(&new) {
-        // Never seen: a change cannot be told; shown when it holds capabilities
-        // without being root, as a new user namespace gives them.
+    if what == Watched::Namespace
+        && old.is_none()
+        && (!holds_caps_unprivileged(&new) || !may_enter_user_ns(nr, regs, compat))
+    {
+        // Never seen: a change cannot be told; shown when the call may have entered a
+        // user namespace and the task holds capabilities without being root, as a new
+        // one gives them.
         return 0;
     }
     if matches!(what, Watched::Creds | Watched::Namespace | Watched::Clone) {

@@ -215,7 +215,8 @@ async fn io_uring_ftruncate_reports_the_file_it_truncated() {
 /// SETXATTR and FSETXATTR through io_uring, as `nobody`: `setxattr` events marked
 /// `io_uring`, with the attribute's name and size from the kernel's own copies, and
 /// FSETXATTR's path the file the request ran on (a descriptor swapped by dup2 between
-/// submission and execution reads as the file that got the attribute). A refused
+/// submission and execution reads as the file that got the attribute; one that posts
+/// no completion, as the descriptor's file at submission, without a result). A refused
 /// attempt to give a file capabilities is reported with its EPERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn io_uring_setxattr_reports_the_file_and_the_attribute() {
@@ -232,6 +233,8 @@ async fn io_uring_setxattr_reports_the_file_and_the_attribute() {
     for (k, v) in [
         ("set", "0"),
         ("fset", "0"),
+        ("skipped", "0"),
+        ("f_skip", "1"),
         ("caps", "-1"),
         ("swap", "0"),
         ("h_has", "1"),
@@ -278,6 +281,16 @@ async fn io_uring_setxattr_reports_the_file_and_the_attribute() {
             Some(0),
             Some(2),
             Some(0),
+            false,
+        ),
+        // No completion comes on success: reported at submission, without a result,
+        // named by the descriptor's file then.
+        (
+            f.clone(),
+            "user.skip".to_string(),
+            Some(0),
+            Some(1),
+            None,
             false,
         ),
         (

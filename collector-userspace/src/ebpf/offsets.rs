@@ -155,6 +155,7 @@ const FILE_IO_URING_FIELDS: &[(&str, &str, &str)] = &[
     ("OFF_FILE_IO_LINK_NEWPATH", "io_link", "newpath"),
     ("OFF_FILE_IO_LINK_FLAGS", "io_link", "flags"),
     ("OFF_FILE_IO_KIOCB_FILE", "io_kiocb", "file"),
+    ("OFF_FILE_IO_KIOCB_FD", "io_kiocb", "cqe.fd"),
 ];
 
 /// What the io_uring SETXATTR/FSETXATTR hooks read besides `FILE_IO_URING_FIELDS`: the
@@ -167,13 +168,10 @@ const FILE_IO_URING_XATTR_FIELDS: &[(&str, &str, &str)] = &[
     ("OFF_FILE_IO_XATTR_FILENAME", "io_xattr", "filename"),
 ];
 
-/// What the io_uring FTRUNCATE hook reads besides `FILE_IO_URING_FIELDS`: its length
-/// and the descriptor as submitted (the file it acted on is `io_kiocb.file`). Optional: the
+/// What the io_uring FTRUNCATE hook reads besides `FILE_IO_URING_FIELDS`: its length. Optional: the
 /// operation is Linux >= 6.9 (`FILE_HAS_IO_URING_FTRUNCATE` = 0 without it).
-const FILE_IO_URING_FTRUNCATE_FIELDS: &[(&str, &str, &str)] = &[
-    ("OFF_FILE_IO_KIOCB_FD", "io_kiocb", "cqe.fd"),
-    ("OFF_FILE_IO_FTRUNC_LEN", "io_ftrunc", "len"),
-];
+const FILE_IO_URING_FTRUNCATE_FIELDS: &[(&str, &str, &str)] =
+    &[("OFF_FILE_IO_FTRUNC_LEN", "io_ftrunc", "len")];
 
 /// Resolves an optional group of fields: all of them, or zeros and `false`.
 fn optional_fields(

@@ -40,7 +40,9 @@
 //!
 //! kuring-actor uring-xattr DIR [nobody]   SETXATTR and FSETXATTR through io_uring, in
 //!   DIR/ux: SETXATTR(f, "user.u", 3 bytes, XATTR_CREATE); FSETXATTR(fd of f, "user.fu",
-//!   2 bytes); SETXATTR(f, "security.capability", 20 bytes) (EPERM unprivileged); and
+//!   2 bytes); FSETXATTR(fd of f, "user.skip", 1 byte) with IOSQE_CQE_SKIP_SUCCESS (no
+//!   completion), linked before a NOP; SETXATTR(f, "security.capability", 20 bytes)
+//!   (EPERM unprivileged); and
 //!   FSETXATTR(X, "user.swap", 1 byte) linked behind a READ of an empty pipe, X naming
 //!   decoy at submission and h (dup2) when it runs       -> ux=DIR/ux and results
 //!
@@ -479,9 +481,15 @@ fn uring_xattr(dir: &str) -> String {
         fd
     };
     let mut ring = IoUring::new(8).expect("io_uring_setup");
-    let mut run = |sqe: io_uring::squeue::Entry| {
-        // SAFETY: every pointer in the SQE outlives the wait below.
-        unsafe { ring.submission().push(&sqe).expect("queue full") };
+    // Queues `skipped` (no completion expected) and `sqe`; returns `sqe`'s result.
+    let mut run_after = |skipped: Option<io_uring::squeue::Entry>, sqe: io_uring::squeue::Entry| {
+        // SAFETY: every pointer in the SQEs outlives the wait below.
+        unsafe {
+            if let Some(s) = skipped {
+                ring.submission().push(&s).expect("queue full");
+            }
+            ring.submission().push(&sqe).expect("queue full")
+        };
         ring.submit_and_wait(1).expect("io_uring_enter");
         ring.completion().next().expect("a completion").result()
     };
@@ -495,19 +503,28 @@ fn uring_xattr(dir: &str) -> String {
     let mut caps = [0u8; 20];
     caps[..4].copy_from_slice(&(0x0200_0000u32 | 1).to_le_bytes());
     caps[4..8].copy_from_slice(&(1u32 << 7).to_le_bytes());
-    let set = run(
+    let set = run_after(
+        None,
         opcode::SetXattr::new(u.as_ptr(), b"abc".as_ptr().cast(), f.as_ptr(), 3)
             .flags(libc::XATTR_CREATE)
             .build(),
     );
     let fd = open(&format!("{ux}/f"));
-    let fset =
-        run(opcode::FSetXattr::new(types::Fd(fd), fu.as_ptr(), b"ab".as_ptr().cast(), 2).build());
+    let fset = run_after(
+        None,
+        opcode::FSetXattr::new(types::Fd(fd), fu.as_ptr(), b"ab".as_ptr().cast(), 2).build(),
+    );
+    // IOSQE_CQE_SKIP_SUCCESS: no completion when it succeeds; a NOP marks the end.
+    let skip_name = cstr("user.skip");
+    let skip = opcode::FSetXattr::new(types::Fd(fd), skip_name.as_ptr(), b"k".as_ptr().cast(), 1)
+        .build()
+        .flags(io_uring::squeue::Flags::SKIP_SUCCESS | io_uring::squeue::Flags::IO_LINK);
+    let skipped = run_after(Some(skip), opcode::Nop::new().build());
     close(fd);
-    let caps_res =
-        run(
-            opcode::SetXattr::new(caps_name.as_ptr(), caps.as_ptr().cast(), f.as_ptr(), 20).build(),
-        );
+    let caps_res = run_after(
+        None,
+        opcode::SetXattr::new(caps_name.as_ptr(), caps.as_ptr().cast(), f.as_ptr(), 20).build(),
+    );
     let (x, h) = (open(&format!("{ux}/decoy")), open(&format!("{ux}/h")));
     let swap = swapped_under(
         &mut ring,
@@ -529,7 +546,9 @@ fn uring_xattr(dir: &str) -> String {
         i32::from(r >= 0)
     };
     format!(
-        "ux={ux} set={set} fset={fset} caps={caps_res} swap={swap} h_has={} decoy_has={} uid={}",
+        "ux={ux} set={set} fset={fset} skipped={skipped} f_skip={} caps={caps_res} swap={swap} \
+         h_has={} decoy_has={} uid={}",
+        has("f", "user.skip"),
         has("h", "user.swap"),
         has("decoy", "user.swap"),
         // SAFETY: getuid cannot fail.

@@ -171,6 +171,10 @@ pub fn decode_filesystem(
             // The value's size rides in the name's (unused) directory slot.
             ev.length = Some(u64::from(r.new_dirfd as u32));
             ev.xattr_name = Some(name);
+            if r.file_flags & FILE_FLAG_NO_RESULT != 0 {
+                // Reported at submission (io_uring, no completion on success).
+                ev.result = None;
+            }
             ev
         }
         RecordKind::Rename | RecordKind::Link | RecordKind::Symlink => {
