@@ -1056,7 +1056,14 @@ pub(crate) fn exit_rename_ret(ret: i64) -> u32 {
         unsafe { resolve_dir(0, p.dirfd, first) }
     };
     let old = if by_fd {
-        old_dir
+        let mut old = old_dir;
+        // setxattrat on its descriptor took an empty path at entry: another thread
+        // that filled the string in before the kernel read it made the kernel act on
+        // that path, not on the descriptor.
+        if p.path != 0 && unsafe { entry_digest(0, p.path as *const u8, p.seed) } != p.digest {
+            old.flags |= PATH_FLAG_CHANGED;
+        }
+        old
     } else {
         let mut old = unsafe { append_user(0, old_dir, p.path as *const u8) };
         if unsafe { user_digest(0, &old, p.seed) } != p.digest || dir_moved(p.dir_key, p.dirfd) {
