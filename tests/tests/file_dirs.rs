@@ -388,6 +388,7 @@ async fn setxattr_calls(
         ("caps", "-1"),
         ("trusted", "-1"),
         ("at", "0"),
+        ("at_fd", "0"),
     ];
     if cfg!(target_arch = "x86_64") {
         results.extend([("c32", "0"), ("fd32", "0")]);
@@ -449,6 +450,8 @@ async fn setxattr_reports_the_file_the_attribute_and_the_size() {
     let mut want = native_setxattrs(x);
     // setxattrat: relative to its dirfd; size and flags from its argument struct.
     want.push(xattr_row(&f, "user.at", 0, 3, 0, true));
+    // setxattrat on its descriptor (an empty path, AT_EMPTY_PATH): the fd's file.
+    want.push(xattr_row(&f, "user.atfd", 0, 3, 0, false));
     if cfg!(target_arch = "x86_64") {
         want.push(xattr_row(&f, "user.c32", 0, 3, 0, true));
         want.push(xattr_row(&f, "user.fd32", 1, 4, 0, false));

@@ -81,6 +81,7 @@
 //!   XATTR_REPLACE) (ENODATA: not there); setxattr(f, "security.capability", a v2
 //!   capability set with cap_setuid) (EPERM unprivileged); chdir DIR/x:
 //!   setxattr("f", "trusted.t") (EPERM); setxattrat(dirfd, "f", 0, "user.at", 3 bytes);
+//!   setxattrat(fd of f, "", AT_EMPTY_PATH, "user.atfd", 3 bytes);
 //!   (x86_64) through `int $0x80`: setxattr(226) (f, "user.c32", 3 bytes),
 //!   fsetxattr(228) (fd, "user.fd32", 4 bytes, XATTR_CREATE), the last call
 //!                                                                  -> x=DIR/x and results
@@ -922,6 +923,21 @@ fn xattr(dir: &str) -> String {
                 c("f").as_ptr(),
                 0,
                 c("user.at").as_ptr(),
+                args.as_ptr(),
+                16usize,
+            ) as i32
+        }),
+    ));
+    // On the descriptor itself: an empty path with AT_EMPTY_PATH.
+    r.push((
+        "at_fd",
+        err(unsafe {
+            libc::syscall(
+                463,
+                fd,
+                c("").as_ptr(),
+                libc::AT_EMPTY_PATH,
+                c("user.atfd").as_ptr(),
                 args.as_ptr(),
                 16usize,
             ) as i32
