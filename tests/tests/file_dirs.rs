@@ -168,9 +168,8 @@ fn native_truncates(log: &str) -> [TruncateCall; 3] {
     ]
 }
 
-/// Runs `kfile-actor SCENARIO DIR nobody` under `config`: the actor's output, checked
-/// against `results` (call, result), and its `kind` events up to the first that `last`
-/// matches.
+/// Runs `kfile-actor SCENARIO` as nobody under `config` (see [`common::run_watched`]):
+/// the actor's output, and its `kind` events up to the first that `last` matches.
 async fn actor_events(
     config: KernelConfig,
     scenario: &str,
@@ -181,19 +180,9 @@ async fn actor_events(
     std::collections::HashMap<String, String>,
     Vec<FilesystemEvent>,
 ) {
-    let (_tmp, dir) = common::shared_dir();
-    let watch = common::FsWatch::start(config);
-    let out = run_actor(
-        env!("CARGO_BIN_EXE_kfile-actor"),
-        &[scenario, &dir, "nobody"],
-    );
-    assert_eq!(out["uid"], "65534", "actor runs unprivileged");
-    for (call, result) in results {
-        assert_eq!(out[*call], *result, "{call}: {out:?}");
-    }
-    let pid: u32 = out["pid"].parse().unwrap();
-    let events = watch.collect(pid, |e| e.kind == kind, last).await;
-    (out, events)
+    let run = common::run_watched(env!("CARGO_BIN_EXE_kfile-actor"), config, scenario, results);
+    let events = run.watch.collect(run.pid, |e| e.kind == kind, last).await;
+    (run.out, events)
 }
 
 /// Runs `kfile-actor truncate` as nobody under `config`; the actor's output and its
@@ -254,6 +243,14 @@ async fn truncate_reports_the_file_and_the_new_length() {
     assert_eq!(got, want);
 }
 
+/// The per-syscall tracepoints of another architecture (`syscall_hooks = "portable"`).
+fn portable() -> KernelConfig {
+    KernelConfig {
+        syscall_hooks: SyscallHooks::Portable,
+        ..KernelConfig::default()
+    }
+}
+
 /// The per-syscall tracepoints of another architecture (`syscall_hooks = "portable"`)
 /// report the native truncate calls the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,11 +258,7 @@ async fn portable_hooks_report_truncate() {
     if !kernel_or_skip("portable_hooks_report_truncate") {
         return;
     }
-    let config = KernelConfig {
-        syscall_hooks: SyscallHooks::Portable,
-        ..KernelConfig::default()
-    };
-    let (out, got) = truncate_calls(config, |e| e.path == "/etc/shadow").await;
+    let (out, got) = truncate_calls(portable(), |e| e.path == "/etc/shadow").await;
     assert_eq!(got, native_truncates(&out["log"]));
 }
 
@@ -279,22 +272,18 @@ async fn a_chrooted_process_is_reported_with_the_real_paths() {
     if !kernel_or_skip("a_chrooted_process_is_reported_with_the_real_paths") {
         return;
     }
-    let (_tmp, dir) = common::shared_dir();
-    let watch = common::FsWatch::start(KernelConfig::default());
-    let out = run_actor(
+    let run = common::run_watched(
         env!("CARGO_BIN_EXE_kfile-actor"),
-        &["chroot", &dir, "nobody"],
+        KernelConfig::default(),
+        "chroot",
+        &[
+            ("passwd", "1"),
+            ("created", "1"),
+            ("unlinked", "0"),
+            ("gone", "-2"),
+        ],
     );
-    assert_eq!(out["uid"], "65534", "actor runs unprivileged");
-    for (k, v) in [
-        ("passwd", "1"),
-        ("created", "1"),
-        ("unlinked", "0"),
-        ("gone", "-2"),
-    ] {
-        assert_eq!(out[k], v, "{k}: {out:?}");
-    }
-    let pid: u32 = out["pid"].parse().unwrap();
+    let (out, pid, watch) = (&run.out, run.pid, run.watch);
     let jail = out["jail"].clone();
     let new = format!("{jail}/w/new");
     let events = watch
@@ -466,10 +455,6 @@ async fn portable_hooks_report_setxattr() {
     if !kernel_or_skip("portable_hooks_report_setxattr") {
         return;
     }
-    let config = KernelConfig {
-        syscall_hooks: SyscallHooks::Portable,
-        ..KernelConfig::default()
-    };
-    let (out, got) = setxattr_calls(config, "trusted.t").await;
+    let (out, got) = setxattr_calls(portable(), "trusted.t").await;
     assert_eq!(got, native_setxattrs(&out["x"]));
 }

@@ -157,28 +157,23 @@ async fn io_uring_ftruncate_reports_the_file_it_truncated() {
     if !kernel_or_skip("io_uring_ftruncate_reports_the_file_it_truncated") {
         return;
     }
-    let (_tmp, dir) = common::shared_dir();
-    let watch = common::FsWatch::start(KernelConfig::default());
-    let out = run_actor(
+    let run = common::run_watched(
         env!("CARGO_BIN_EXE_kuring-actor"),
-        &["uring-truncate", &dir, "nobody"],
+        KernelConfig::default(),
+        "uring-truncate",
+        &[
+            ("big", "0"),
+            ("fixed", "0"),
+            ("passwd", "-22"),
+            ("badfd", "-9"),
+            ("swap", "0"),
+            ("f_len", "5000000000"),
+            ("g_len", "3"),
+            ("h_len", "1"),
+            ("decoy_len", "100"),
+        ],
     );
-    assert_eq!(out["uid"], "65534", "actor runs unprivileged");
-    let want_results = [
-        ("big", "0"),
-        ("fixed", "0"),
-        ("passwd", "-22"),
-        ("badfd", "-9"),
-        ("swap", "0"),
-        ("f_len", "5000000000"),
-        ("g_len", "3"),
-        ("h_len", "1"),
-        ("decoy_len", "100"),
-    ];
-    for (k, v) in want_results {
-        assert_eq!(out[k], v, "{k}: {out:?}");
-    }
-    let pid: u32 = out["pid"].parse().unwrap();
+    let (out, pid, watch) = (&run.out, run.pid, run.watch);
     let t = out["t"].clone();
     let last = format!("{t}/h");
     let events = watch
@@ -223,26 +218,22 @@ async fn io_uring_setxattr_reports_the_file_and_the_attribute() {
     if !kernel_or_skip("io_uring_setxattr_reports_the_file_and_the_attribute") {
         return;
     }
-    let (_tmp, dir) = common::shared_dir();
-    let watch = common::FsWatch::start(KernelConfig::default());
-    let out = run_actor(
+    let run = common::run_watched(
         env!("CARGO_BIN_EXE_kuring-actor"),
-        &["uring-xattr", &dir, "nobody"],
+        KernelConfig::default(),
+        "uring-xattr",
+        &[
+            ("set", "0"),
+            ("fset", "0"),
+            ("skipped", "0"),
+            ("f_skip", "1"),
+            ("caps", "-1"),
+            ("swap", "0"),
+            ("h_has", "1"),
+            ("decoy_has", "0"),
+        ],
     );
-    assert_eq!(out["uid"], "65534", "actor runs unprivileged");
-    for (k, v) in [
-        ("set", "0"),
-        ("fset", "0"),
-        ("skipped", "0"),
-        ("f_skip", "1"),
-        ("caps", "-1"),
-        ("swap", "0"),
-        ("h_has", "1"),
-        ("decoy_has", "0"),
-    ] {
-        assert_eq!(out[k], v, "{k}: {out:?}");
-    }
-    let pid: u32 = out["pid"].parse().unwrap();
+    let (out, pid, watch) = (&run.out, run.pid, run.watch);
     let ux = out["ux"].clone();
     let events = watch
         .collect(

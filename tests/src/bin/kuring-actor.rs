@@ -255,21 +255,10 @@ fn uring(dir: &str) -> String {
     ring.submitter()
         .register_files_sparse(1)
         .expect("register files");
-    // Queues `skipped` (no completion expected) and `sqe`, and returns `sqe`'s result.
-    let mut run_after = |skipped: Option<io_uring::squeue::Entry>, sqe: io_uring::squeue::Entry| {
-        // SAFETY: every pointer in the SQEs (paths, open_how) outlives the wait below.
-        unsafe {
-            if let Some(s) = skipped {
-                ring.submission().push(&s).expect("queue full");
-            }
-            ring.submission().push(&sqe).expect("queue full")
-        };
-        ring.submit_and_wait(1).expect("io_uring_enter");
-        ring.completion().next().expect("a completion").result()
-    };
     let d = types::Fd(dirfd);
     let f = cstr("f");
     let open_fd = run_after(
+        &mut ring,
         None,
         opcode::OpenAt::new(d, f.as_ptr())
             .flags(libc::O_CREAT | libc::O_WRONLY)
@@ -282,6 +271,7 @@ fn uring(dir: &str) -> String {
     let abs = cstr(&format!("{u}/f"));
     let how = types::OpenHow::new().flags(libc::O_RDONLY as u64);
     let open2_fd = run_after(
+        &mut ring,
         None,
         opcode::OpenAt2::new(types::Fd(libc::AT_FDCWD), abs.as_ptr(), &how).build(),
     );
@@ -296,22 +286,27 @@ fn uring(dir: &str) -> String {
         cstr("missing"),
     );
     let mkdirat = run_after(
+        &mut ring,
         None,
         opcode::MkDirAt::new(d, md.as_ptr()).mode(0o750).build(),
     );
     let renameat = run_after(
+        &mut ring,
         None,
         opcode::RenameAt::new(d, f.as_ptr(), d, g.as_ptr()).build(),
     );
     let linkat = run_after(
+        &mut ring,
         None,
         opcode::LinkAt::new(d, g.as_ptr(), d, hl.as_ptr()).build(),
     );
     let symlinkat = run_after(
+        &mut ring,
         None,
         opcode::SymlinkAt::new(d, g.as_ptr(), sl.as_ptr()).build(),
     );
     let fixed_open = run_after(
+        &mut ring,
         None,
         opcode::OpenAt::new(d, g.as_ptr())
             .flags(libc::O_RDONLY)
@@ -320,8 +315,13 @@ fn uring(dir: &str) -> String {
             ))
             .build(),
     );
-    let unlinkat = run_after(None, opcode::UnlinkAt::new(d, hl.as_ptr()).build());
+    let unlinkat = run_after(
+        &mut ring,
+        None,
+        opcode::UnlinkAt::new(d, hl.as_ptr()).build(),
+    );
     let rmdirat = run_after(
+        &mut ring,
         None,
         opcode::UnlinkAt::new(d, md.as_ptr())
             .flags(libc::AT_REMOVEDIR)
@@ -333,7 +333,7 @@ fn uring(dir: &str) -> String {
         .mode(0o700)
         .build()
         .flags(io_uring::squeue::Flags::SKIP_SUCCESS);
-    let nop = run_after(Some(sqe), opcode::Nop::new().build());
+    let nop = run_after(&mut ring, Some(sqe), opcode::Nop::new().build());
     // The mkdir may still run in an io-wq worker: wait for it (bounded).
     let skipd_path = std::path::PathBuf::from(format!("{u}/skipd"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -346,6 +346,7 @@ fn uring(dir: &str) -> String {
         -1
     };
     let missing = run_after(
+        &mut ring,
         None,
         opcode::OpenAt::new(d, missing.as_ptr())
             .flags(libc::O_RDONLY)
@@ -360,6 +361,33 @@ fn uring(dir: &str) -> String {
         // SAFETY: getuid cannot fail.
         unsafe { libc::getuid() }
     )
+}
+
+/// Opens `path` with `flags`; panics naming it when that fails.
+fn open_file(path: &str, flags: i32) -> i32 {
+    let p = cstr(path);
+    // SAFETY: a valid NUL-terminated path; checked.
+    let fd = unsafe { libc::open(p.as_ptr(), flags) };
+    assert!(fd >= 0, "open {path}: {}", std::io::Error::last_os_error());
+    fd
+}
+
+/// Queues `skipped` (no completion expected) and `sqe` on `ring`, and returns `sqe`'s
+/// result. The caller keeps every pointer in the SQEs alive for the call.
+fn run_after(
+    ring: &mut io_uring::IoUring,
+    skipped: Option<io_uring::squeue::Entry>,
+    sqe: io_uring::squeue::Entry,
+) -> i32 {
+    // SAFETY: the caller keeps the SQEs' pointers alive until the wait below returns.
+    unsafe {
+        if let Some(s) = skipped {
+            ring.submission().push(&s).expect("queue full");
+        }
+        ring.submission().push(&sqe).expect("queue full")
+    };
+    ring.submit_and_wait(1).expect("io_uring_enter");
+    ring.completion().next().expect("a completion").result()
 }
 
 /// Runs `sqe`, which names descriptor `x`, linked behind a READ of an empty pipe
@@ -414,36 +442,39 @@ fn uring_truncate(dir: &str) -> String {
     for name in ["f", "g", "decoy", "h"] {
         std::fs::write(format!("{t}/{name}"), [b'x'; 100]).expect("create");
     }
-    let open = |path: &str, flags: i32| {
-        let p = cstr(path);
-        // SAFETY: a valid NUL-terminated path; checked.
-        let fd = unsafe { libc::open(p.as_ptr(), flags) };
-        assert!(fd >= 0, "open {path}: {}", std::io::Error::last_os_error());
-        fd
-    };
     let mut ring = IoUring::new(8).expect("io_uring_setup");
-    let g = open(&format!("{t}/g"), libc::O_RDWR);
+    let g = open_file(&format!("{t}/g"), libc::O_RDWR);
     ring.submitter()
         .register_files(&[g])
         .expect("register files");
     close(g);
-    let mut run = |sqe: io_uring::squeue::Entry| {
-        // SAFETY: the SQE holds no pointers.
-        unsafe { ring.submission().push(&sqe).expect("queue full") };
-        ring.submit_and_wait(1).expect("io_uring_enter");
-        ring.completion().next().expect("a completion").result()
-    };
-    let f = open(&format!("{t}/f"), libc::O_WRONLY);
-    let big = run(opcode::Ftruncate::new(types::Fd(f), 5_000_000_000).build());
+    let f = open_file(&format!("{t}/f"), libc::O_WRONLY);
+    let big = run_after(
+        &mut ring,
+        None,
+        opcode::Ftruncate::new(types::Fd(f), 5_000_000_000).build(),
+    );
     close(f);
-    let fixed = run(opcode::Ftruncate::new(types::Fixed(0), 3).build());
-    let ro = open("/etc/passwd", libc::O_RDONLY);
-    let passwd = run(opcode::Ftruncate::new(types::Fd(ro), 0).build());
+    let fixed = run_after(
+        &mut ring,
+        None,
+        opcode::Ftruncate::new(types::Fixed(0), 3).build(),
+    );
+    let ro = open_file("/etc/passwd", libc::O_RDONLY);
+    let passwd = run_after(
+        &mut ring,
+        None,
+        opcode::Ftruncate::new(types::Fd(ro), 0).build(),
+    );
     close(ro);
-    let badfd = run(opcode::Ftruncate::new(types::Fd(9999), 0).build());
+    let badfd = run_after(
+        &mut ring,
+        None,
+        opcode::Ftruncate::new(types::Fd(9999), 0).build(),
+    );
 
-    let x = open(&format!("{t}/decoy"), libc::O_WRONLY);
-    let h = open(&format!("{t}/h"), libc::O_WRONLY);
+    let x = open_file(&format!("{t}/decoy"), libc::O_WRONLY);
+    let h = open_file(&format!("{t}/h"), libc::O_WRONLY);
     let swap = swapped_under(
         &mut ring,
         x,
@@ -473,26 +504,8 @@ fn uring_xattr(dir: &str) -> String {
     for name in ["f", "decoy", "h"] {
         std::fs::write(format!("{ux}/{name}"), b"x").expect("create");
     }
-    let open = |path: &str| {
-        let p = cstr(path);
-        // SAFETY: a valid NUL-terminated path; checked.
-        let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY) };
-        assert!(fd >= 0, "open {path}: {}", std::io::Error::last_os_error());
-        fd
-    };
+    let open = |path: &str| open_file(path, libc::O_RDONLY);
     let mut ring = IoUring::new(8).expect("io_uring_setup");
-    // Queues `skipped` (no completion expected) and `sqe`; returns `sqe`'s result.
-    let mut run_after = |skipped: Option<io_uring::squeue::Entry>, sqe: io_uring::squeue::Entry| {
-        // SAFETY: every pointer in the SQEs outlives the wait below.
-        unsafe {
-            if let Some(s) = skipped {
-                ring.submission().push(&s).expect("queue full");
-            }
-            ring.submission().push(&sqe).expect("queue full")
-        };
-        ring.submit_and_wait(1).expect("io_uring_enter");
-        ring.completion().next().expect("a completion").result()
-    };
     let f = cstr(&format!("{ux}/f"));
     let (u, fu, caps_name, swap_name) = (
         cstr("user.u"),
@@ -504,6 +517,7 @@ fn uring_xattr(dir: &str) -> String {
     caps[..4].copy_from_slice(&(0x0200_0000u32 | 1).to_le_bytes());
     caps[4..8].copy_from_slice(&(1u32 << 7).to_le_bytes());
     let set = run_after(
+        &mut ring,
         None,
         opcode::SetXattr::new(u.as_ptr(), b"abc".as_ptr().cast(), f.as_ptr(), 3)
             .flags(libc::XATTR_CREATE)
@@ -511,6 +525,7 @@ fn uring_xattr(dir: &str) -> String {
     );
     let fd = open(&format!("{ux}/f"));
     let fset = run_after(
+        &mut ring,
         None,
         opcode::FSetXattr::new(types::Fd(fd), fu.as_ptr(), b"ab".as_ptr().cast(), 2).build(),
     );
@@ -519,9 +534,10 @@ fn uring_xattr(dir: &str) -> String {
     let skip = opcode::FSetXattr::new(types::Fd(fd), skip_name.as_ptr(), b"k".as_ptr().cast(), 1)
         .build()
         .flags(io_uring::squeue::Flags::SKIP_SUCCESS | io_uring::squeue::Flags::IO_LINK);
-    let skipped = run_after(Some(skip), opcode::Nop::new().build());
+    let skipped = run_after(&mut ring, Some(skip), opcode::Nop::new().build());
     close(fd);
     let caps_res = run_after(
+        &mut ring,
         None,
         opcode::SetXattr::new(caps_name.as_ptr(), caps.as_ptr().cast(), f.as_ptr(), 20).build(),
     );

@@ -23,6 +23,43 @@ pub fn shared_dir() -> (tempfile::TempDir, String) {
     (tmp, dir)
 }
 
+/// An actor run as `nobody` in a fresh [`shared_dir`], watched by the filesystem source.
+pub struct ActorRun {
+    /// The shared directory (removed when this is dropped).
+    pub tmp: tempfile::TempDir,
+    /// The actor's `key=value` output.
+    pub out: std::collections::HashMap<String, String>,
+    /// The actor's pid.
+    pub pid: u32,
+    /// The source that watched it, loaded before the actor started.
+    pub watch: FsWatch,
+}
+
+/// Starts the filesystem source under `config`, runs `actor SCENARIO DIR nobody` in a
+/// fresh shared directory, and checks that it ran unprivileged and that each of
+/// `results` (call, result) is in its output.
+pub fn run_watched(
+    actor: &str,
+    config: KernelConfig,
+    scenario: &str,
+    results: &[(&str, &str)],
+) -> ActorRun {
+    let (tmp, dir) = shared_dir();
+    let watch = FsWatch::start(config);
+    let out = collector_tests::run_actor(actor, &[scenario, &dir, "nobody"]);
+    assert_eq!(out["uid"], "65534", "actor runs unprivileged");
+    for (call, result) in results {
+        assert_eq!(out[*call], *result, "{call}: {out:?}");
+    }
+    let pid = out["pid"].parse().expect("actor pid");
+    ActorRun {
+        tmp,
+        out,
+        pid,
+        watch,
+    }
+}
+
 /// The filesystem source, loaded with `config` and draining into a channel.
 pub struct FsWatch {
     /// The loaded programs (their hooks, once the source has attached them).

@@ -46,6 +46,38 @@ fn path_at(bytes: &[u8], kind: RecordKind, start: usize, len: u32) -> Result<Str
     Ok(super::lossy_string(raw))
 }
 
+/// The two strings that follow a two-path record's fixed part (old path, then the new
+/// one or a setxattr's attribute name).
+fn two_strings(
+    bytes: &[u8],
+    kind: RecordKind,
+    r: &RenameRecord,
+) -> Result<(String, String), DecodeError> {
+    let start = std::mem::size_of::<RenameRecord>();
+    let old_len = r.old_path_len.min(FILE_PATH_MAX as u32);
+    let old = path_at(bytes, kind, start, old_len)?;
+    let new = path_at(bytes, kind, start + old_len as usize, r.new_path_len)?;
+    Ok((old, new))
+}
+
+/// `path_*` from a path's `PATH_FLAG_*`.
+fn set_path_flags(ev: &mut FilesystemEvent, flags: u32) {
+    ev.path_truncated = flags & PATH_FLAG_TRUNCATED != 0;
+    ev.path_unreadable = flags & PATH_FLAG_UNREADABLE != 0;
+    ev.path_user_supplied = flags & PATH_FLAG_USER != 0;
+    ev.path_changed = flags & PATH_FLAG_CHANGED != 0;
+}
+
+/// What a record's `FILE_FLAG_*` say of the call: its entry, io_uring, and no result
+/// for one reported at submission (io_uring, no completion on success).
+fn set_call_flags(ev: &mut FilesystemEvent, file_flags: u32) {
+    ev.compat_syscall = file_flags & FILE_FLAG_COMPAT != 0;
+    ev.io_uring = file_flags & FILE_FLAG_IO_URING != 0;
+    if file_flags & FILE_FLAG_NO_RESULT != 0 {
+        ev.result = None;
+    }
+}
+
 /// A path that names something relative to a directory the kernel did not resolve. No
 /// path at all (nothing could be read: `path_unreadable`) is not a relative one.
 fn is_relative(path: &str) -> bool {
@@ -113,16 +145,8 @@ pub fn decode_filesystem(
             };
             let mut ev = file_base(&r.header, event_kind, path, r.result, clock, source);
             ev.path_relative = relative;
-            ev.path_truncated = r.path_flags & PATH_FLAG_TRUNCATED != 0;
-            ev.path_unreadable = r.path_flags & PATH_FLAG_UNREADABLE != 0;
-            ev.path_user_supplied = r.path_flags & PATH_FLAG_USER != 0;
-            ev.path_changed = r.path_flags & PATH_FLAG_CHANGED != 0;
-            ev.compat_syscall = r.file_flags & FILE_FLAG_COMPAT != 0;
-            ev.io_uring = r.file_flags & FILE_FLAG_IO_URING != 0;
-            if r.file_flags & FILE_FLAG_NO_RESULT != 0 {
-                // Reported at submission (io_uring, no completion on success).
-                ev.result = None;
-            }
+            set_path_flags(&mut ev, r.path_flags);
+            set_call_flags(&mut ev, r.file_flags);
             ev.flags = has_flags.then_some(r.open_flags);
             if kind == RecordKind::Chown {
                 // -1 (u32::MAX) leaves that id unchanged: absent.
@@ -145,10 +169,7 @@ pub fn decode_filesystem(
         RecordKind::Setxattr => {
             let r: RenameRecord = read(bytes, kind as u32)?;
             // The file's path, then the attribute's name (a string, never a path).
-            let start = std::mem::size_of::<RenameRecord>();
-            let path_len = r.old_path_len.min(FILE_PATH_MAX as u32);
-            let path = path_at(bytes, kind, start, path_len)?;
-            let name = path_at(bytes, kind, start + path_len as usize, r.new_path_len)?;
+            let (path, name) = two_strings(bytes, kind, &r)?;
             let relative = is_relative(&path);
             let mut ev = file_base(
                 &r.header,
@@ -158,32 +179,22 @@ pub fn decode_filesystem(
                 clock,
                 source,
             );
-            let (o, n) = (r.old_path_flags, r.new_path_flags);
             ev.path_relative = relative;
-            ev.path_truncated = o & PATH_FLAG_TRUNCATED != 0;
-            ev.path_unreadable = o & PATH_FLAG_UNREADABLE != 0;
-            ev.path_user_supplied = o & PATH_FLAG_USER != 0;
             // Either string rewritten between the kernel's read and ours.
-            ev.path_changed = (o | n) & PATH_FLAG_CHANGED != 0;
-            ev.compat_syscall = r.file_flags & FILE_FLAG_COMPAT != 0;
-            ev.io_uring = r.file_flags & FILE_FLAG_IO_URING != 0;
+            set_path_flags(
+                &mut ev,
+                r.old_path_flags | (r.new_path_flags & PATH_FLAG_CHANGED),
+            );
+            set_call_flags(&mut ev, r.file_flags);
             ev.flags = Some(r.call_flags);
             // The value's size rides in the name's (unused) directory slot.
             ev.length = Some(u64::from(r.new_dirfd as u32));
             ev.xattr_name = Some(name);
-            if r.file_flags & FILE_FLAG_NO_RESULT != 0 {
-                // Reported at submission (io_uring, no completion on success).
-                ev.result = None;
-            }
             ev
         }
         RecordKind::Rename | RecordKind::Link | RecordKind::Symlink => {
             let r: RenameRecord = read(bytes, kind as u32)?;
-            // Variable length: old path, then new path, right after the fixed part.
-            let start = std::mem::size_of::<RenameRecord>();
-            let old_len = r.old_path_len.min(FILE_PATH_MAX as u32);
-            let path = path_at(bytes, kind, start, old_len)?;
-            let new_path = path_at(bytes, kind, start + old_len as usize, r.new_path_len)?;
+            let (path, new_path) = two_strings(bytes, kind, &r)?;
             let event_kind = match kind {
                 RecordKind::Link => FilesystemEventKind::Link,
                 RecordKind::Symlink => FilesystemEventKind::Symlink,
@@ -195,23 +206,15 @@ pub fn decode_filesystem(
             let mut ev = file_base(&r.header, event_kind, path, r.result, clock, source);
             ev.new_path = Some(new_path);
             ev.path_relative = relative;
-            let (o, n) = (r.old_path_flags, r.new_path_flags);
-            ev.path_truncated = o & PATH_FLAG_TRUNCATED != 0;
-            ev.path_unreadable = o & PATH_FLAG_UNREADABLE != 0;
-            ev.path_user_supplied = o & PATH_FLAG_USER != 0;
-            ev.path_changed = o & PATH_FLAG_CHANGED != 0;
+            set_path_flags(&mut ev, r.old_path_flags);
+            let n = r.new_path_flags;
             ev.new_path_truncated = n & PATH_FLAG_TRUNCATED != 0;
             ev.new_path_unreadable = n & PATH_FLAG_UNREADABLE != 0;
             ev.new_path_user_supplied = n & PATH_FLAG_USER != 0;
             ev.new_path_changed = n & PATH_FLAG_CHANGED != 0;
-            ev.compat_syscall = r.file_flags & FILE_FLAG_COMPAT != 0;
-            ev.io_uring = r.file_flags & FILE_FLAG_IO_URING != 0;
+            set_call_flags(&mut ev, r.file_flags);
             // renameat2's RENAME_* (RENAME_EXCHANGE swaps the two files), linkat's AT_*.
             ev.flags = (kind != RecordKind::Symlink).then_some(r.call_flags);
-            if r.file_flags & FILE_FLAG_NO_RESULT != 0 {
-                // Reported at submission (io_uring, no completion on success).
-                ev.result = None;
-            }
             ev
         }
         other => return Err(DecodeError::UnknownKind(other as u32)),
