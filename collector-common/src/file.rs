@@ -20,6 +20,11 @@ pub const PATH_FLAG_USER: u32 = 4;
 /// kernel may have acted on either, or on a third. Only set where the path is (in part)
 /// the user string.
 pub const PATH_FLAG_CHANGED: u32 = 8;
+/// `FileRecord.path_flags`: the path is that of a call's new descriptor (an open's), and
+/// its file was held more than once when it was walked: another thread replaced
+/// (`dup2`) or duplicated the descriptor after the kernel installed it, so the path may
+/// not be the file the call opened.
+pub const PATH_FLAG_FD_RACED: u32 = 16;
 
 /// `FileRecord.file_flags` / `RenameRecord.file_flags`: the call came through the
 /// 32-bit syscall entry (`int $0x80`, `TS_COMPAT`).

@@ -87,6 +87,7 @@ fn events() -> Vec<CollectionEvent> {
             device_minor: None,
             length: None,
             xattr_name: None,
+            fd_raced: false,
             process: None,
         }),
         CollectionEvent::Performance(PerformanceEvent {

@@ -84,6 +84,7 @@ fn open_event(n: u32, process: &Arc<ProcessContext>) -> CollectionEvent {
         device_minor: None,
         length: None,
         xattr_name: None,
+        fd_raced: false,
         process: Some(process.clone()),
     })
 }

@@ -344,7 +344,7 @@ fn filesystem_base() -> impl Strategy<Value = CollectionEvent> {
         ),
         (
             option::of(text()),
-            any::<[bool; 6]>(),
+            any::<[bool; 7]>(),
             option::of(any::<u64>()),
         ),
     )
@@ -361,7 +361,7 @@ fn filesystem_base() -> impl Strategy<Value = CollectionEvent> {
                 mode,
                 result,
                 (uid, owner_uid, owner_gid, process_key),
-                (name, [c, nt, nu, nus, nc, io_uring], length),
+                (name, [c, nt, nu, nus, nc, io_uring, fd_raced], length),
             )| {
                 CollectionEvent::from(FilesystemEvent {
                     kind,
@@ -395,6 +395,7 @@ fn filesystem_base() -> impl Strategy<Value = CollectionEvent> {
                     length,
                     // Any optional text: the process key's, again.
                     xattr_name: process_key.clone(),
+                    fd_raced,
                     process: None,
                 })
             },

@@ -35,9 +35,9 @@ use crate::{
     net_compat::in_compat_syscall,
     offsets::get,
     path::{
-        append_user, copy_dir, copy_out, dir_key, entry_digest, resolve_fd, resolve_pwd,
-        user_digest, Resolved, PATH_FLAG_CHANGED, PATH_FLAG_TRUNCATED, PATH_FLAG_UNREADABLE,
-        PATH_FLAG_USER,
+        append_user, copy_dir, copy_out, dir_key, entry_digest, resolve_fd, resolve_new_fd,
+        resolve_pwd, user_digest, Resolved, PATH_FLAG_CHANGED, PATH_FLAG_TRUNCATED,
+        PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
     },
 };
 
@@ -880,7 +880,7 @@ pub(crate) fn emit_one_path(pid_tgid: u64, p: &PendingFile, ret: i64) -> u32 {
 #[inline(always)]
 unsafe fn resolve_for_exit(kind: RecordKind, ret: i64, p: &PendingFile) -> Resolved {
     if matches!(kind, RecordKind::Open | RecordKind::Create) && ret >= 0 {
-        return unsafe { resolve_fd(0, ret as u64) };
+        return unsafe { resolve_new_fd(0, ret as u64) };
     }
     if p.file_flags & FILE_FLAG_BY_FD != 0 {
         // No path argument: the descriptor's own file (fchmod, fchown), or the mount fd

@@ -61,6 +61,11 @@ pub const PATH_FLAG_USER: u32 = 4;
 /// The user string read at the call's entry differs from the one read at its exit
 /// (`entry_digest` vs `user_digest`): another thread rewrote (or unmapped) the buffer.
 pub const PATH_FLAG_CHANGED: u32 = 8;
+/// The descriptor a call just returned (an open's new fd) held a file that something
+/// else also held when it was walked: another thread replaced (`dup2`) or duplicated
+/// the descriptor between the kernel's `fd_install` and the walk, so the path may not
+/// be the file the call opened (`resolve_new_fd`).
+pub const PATH_FLAG_FD_RACED: u32 = 16;
 /// Independent scratch buffers per CPU.
 pub const PATH_SLOTS: u32 = 2;
 
@@ -130,7 +135,15 @@ walk_offsets! {
     OFF_PATHWALK_NSPROXY_MNT_NS,
     /// `mnt_namespace.root` (the namespace's root `struct mount`)
     OFF_PATHWALK_MNT_NS_ROOT,
+    /// `file.f_ref` (6.13+) or `file.f_count`: the file's reference count
+    OFF_PATHWALK_FILE_REF,
 }
+
+/// The raw value of `OFF_PATHWALK_FILE_REF` for a file held exactly once: 0 for a
+/// `file_ref_t` (it counts from 0), 1 for an `atomic_long_t f_count`. `u64::MAX` when
+/// the loader found neither field: the check is then not made.
+#[unsafe(no_mangle)]
+static PATHWALK_FILE_REF_ONE: u64 = u64::MAX;
 
 /// Walk state and buffer, one per slot per CPU.
 #[repr(C)]
@@ -601,6 +614,49 @@ pub unsafe fn resolve_fd(slot: u32, fd: u64) -> Resolved {
     match unsafe { fd_file(fd) } {
         Some(file) => unsafe { resolve_file(slot, file) },
         None => Resolved::unreadable(),
+    }
+}
+
+/// Absolute path of the descriptor `fd` that the current call has just returned (an
+/// open's new fd), flagged `PATH_FLAG_FD_RACED` unless its file was held exactly once
+/// and was still behind `fd` after the walk.
+///
+/// The walk cannot start from the file the call produced: no tracepoint inside the open
+/// gives it, so the file is looked up by its descriptor at the exit. Between the
+/// kernel's `fd_install` and that lookup another thread sharing the table can `dup2` a
+/// file of its choice over the descriptor (after `dup`ing the opened one away to keep
+/// it), and the record would name that file. A file just opened and installed is held
+/// once, by the table; one put there by `dup2` is held at least twice (its source
+/// descriptor too), and a duplicate taken of the new one makes two as well. The count
+/// is read right after the descriptor, and the descriptor again after the walk: a swap
+/// or close during the walk (the file could even be freed and reused) shows there.
+/// Still not seen: a swap whose source descriptor was closed before the lookup (the
+/// file is then held once), or a close and re-`dup2` of the same file exactly between
+/// the first two reads.
+#[inline(always)]
+pub unsafe fn resolve_new_fd(slot: u32, fd: u64) -> Resolved {
+    let Some(file) = (unsafe { fd_file(fd) }) else {
+        return Resolved::unreadable();
+    };
+    let once = unsafe { held_once(file) };
+    let mut r = unsafe { resolve_file(slot, file) };
+    if !once || unsafe { fd_file(fd) } != Some(file) {
+        r.flags |= PATH_FLAG_FD_RACED;
+    }
+    r
+}
+
+/// Whether `file`'s reference count says it is held exactly once (true when the count
+/// cannot be read on this kernel: no claim either way).
+#[inline(always)]
+pub unsafe fn held_once(file: *const u8) -> bool {
+    let one = unsafe { read_volatile(&PATHWALK_FILE_REF_ONE) };
+    if one == u64::MAX {
+        return true;
+    }
+    match unsafe { rd(file as u64, off::OFF_PATHWALK_FILE_REF()) } {
+        Ok(count) => count == one,
+        Err(()) => false,
     }
 }
 

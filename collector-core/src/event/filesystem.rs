@@ -181,6 +181,13 @@ pub struct FilesystemEvent {
     /// `path_changed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xattr_name: Option<String>,
+    /// open, create: when the call returned, the file behind its new descriptor was held
+    /// more than once. Another thread replaced the descriptor (`dup2`) or duplicated it
+    /// between the kernel installing it and the collector reading it, so `path` may name
+    /// a file other than the one the call opened (kernel-level detection; see
+    /// docs/kernel.md for the one swap it cannot see).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fd_raced: bool,
     /// The process, from the collector's process table (absent when the table does not
     /// know the pid: a process that ended before its event was read, or a table off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -228,6 +235,7 @@ impl FilesystemEvent {
             device_minor: None,
             length: None,
             xattr_name: None,
+            fd_raced: false,
             process: None,
         }
     }
@@ -268,6 +276,7 @@ mod tests {
             device_minor: None,
             length: None,
             xattr_name: None,
+            fd_raced: true,
             process_key: Some("7:1000".into()),
             process: None,
         }
@@ -281,6 +290,7 @@ mod tests {
         assert_eq!(json["new_path_truncated"], true);
         assert_eq!(json["new_path_user_supplied"], true);
         assert_eq!(json["io_uring"], true);
+        assert_eq!(json["fd_raced"], true);
         assert_eq!(json["flags"], 2);
         // Absent when false, like `compat_syscall`.
         assert!(json.get("new_path_changed").is_none());

@@ -59,6 +59,7 @@ pub(super) fn filesystem(e: &FilesystemEvent, out: &mut Vec<u8>) {
         device_minor,
         length,
         xattr_name,
+        fd_raced,
         process,
     } = e;
     head(out, b"filesystem", kind.as_str(), timestamp, *pid, source);
@@ -105,6 +106,9 @@ pub(super) fn filesystem(e: &FilesystemEvent, out: &mut Vec<u8>) {
     opt_u32(out, b",\"device_minor\":", *device_minor);
     opt_u64(out, b",\"length\":", *length);
     opt_str(out, b",\"xattr_name\":\"", xattr_name.as_deref());
+    if *fd_raced {
+        out.extend_from_slice(b",\"fd_raced\":true");
+    }
     if let Some(process) = process {
         out.extend_from_slice(b",\"process\":");
         shared_context(process, out);

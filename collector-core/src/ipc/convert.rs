@@ -571,6 +571,7 @@ fn filesystem_to_proto(e: &FilesystemEvent) -> pb::FilesystemEvent {
         device_minor: e.device_minor,
         length: e.length,
         xattr_name: e.xattr_name.clone(),
+        fd_raced: e.fd_raced,
         process: e.process.as_deref().map(context_to_proto),
     }
 }
@@ -608,6 +609,7 @@ fn filesystem_from_proto(e: pb::FilesystemEvent) -> Result<FilesystemEvent, Conv
         device_minor: e.device_minor,
         length: e.length,
         xattr_name: e.xattr_name,
+        fd_raced: e.fd_raced,
         process: e
             .process
             .map(|c| std::sync::Arc::new(context_from_proto(c))),

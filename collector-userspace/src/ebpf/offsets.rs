@@ -240,6 +240,29 @@ const FS_SEQ_PATHS: &[&str] = &[
     "seq.sequence",
 ];
 
+/// Where `struct file` keeps its reference count, and the raw value that means "held
+/// exactly once": `file_ref_t f_ref` counts from 0 (6.13+), `atomic_long_t f_count`
+/// from 1. Neither: `u64::MAX`, and the programs make no claim about a new descriptor's
+/// file (`PATH_FLAG_FD_RACED` is never set).
+fn file_ref_layout(btf: &KernelBtf) -> (u64, u64) {
+    if let Ok(off) = btf.member_offset("file", "f_ref") {
+        return (off, 0);
+    }
+    if let Ok(off) = btf.member_offset("file", "f_count") {
+        return (off, 1);
+    }
+    tracing::debug!("struct file has neither f_ref nor f_count: fd races are not detected");
+    (0, u64::MAX)
+}
+
+/// Globals chosen among layouts (above) rather than read from one table row.
+#[cfg(test)]
+const CHOSEN_GLOBALS: &[(&str, &str, &str)] = &[
+    ("OFF_PATHWALK_FS_SEQ", "fs_struct", "seq"),
+    ("OFF_PATHWALK_FILE_REF", "file", "f_ref"),
+    ("PATHWALK_FILE_REF_ONE", "file", "f_ref"),
+];
+
 /// Saved-register fields the raw `sys_enter`/`sys_exit` fallback reads (x86_64 names).
 /// Optional: where they are missing the fallback is unavailable, nothing else.
 const SYSCALL_REGS: &[(&str, &str, &str)] = &[
@@ -293,6 +316,9 @@ impl KernelOffsets {
             .find_map(|path| btf.member_offset("fs_struct", path).ok())
             .unwrap_or(0);
         values.push(("OFF_PATHWALK_FS_SEQ", fs_seq));
+        let (file_ref, file_ref_one) = file_ref_layout(btf);
+        values.push(("OFF_PATHWALK_FILE_REF", file_ref));
+        values.push(("PATHWALK_FILE_REF_ONE", file_ref_one));
         let regs: Result<Vec<_>, BtfError> = SYSCALL_REGS
             .iter()
             .map(|&(global, ty, path)| Ok((global, btf.member_offset(ty, path)?)))
@@ -375,6 +401,7 @@ pub(crate) fn global_names() -> impl Iterator<Item = &'static str> {
         FILE_IO_URING_FTRUNCATE_FIELDS,
         FILE_IO_URING_XATTR_FIELDS,
         PATH_FIELDS,
+        CHOSEN_GLOBALS,
         SYSCALL_REGS,
         CGROUP_FIELDS,
     ]

@@ -94,6 +94,12 @@
 //!   and DIR/race/decoy (fchdir) while the main thread chmods (0o4755) then unlinks
 //!   r0..rN, which exist only in real, by relative name       -> real=.. decoy=.. and counts
 //!
+//! kfile-actor fd-swap DIR N [nobody]   DIR/swap/secret and DIR/swap/benign; benign is
+//!   opened once (fd B), then the main thread opens secret N times (open + close) while a
+//!   thread `dup2`s B over the descriptor the next open will get and closes it again: an
+//!   open whose new fd is swapped before the collector reads it
+//!   -> secret=.. benign=.. benign_fd=B opened=N' target_fd=T uid=..
+//!
 //! kfile-actor int80-opens PATH N   (x86_64, cost measurement) prints `pid=`, waits for a
 //!   line on stdin, then N times open(5)+close(6) of PATH through `int $0x80`
 //!                                                                  -> opens=N seconds=S
@@ -1040,6 +1046,54 @@ fn cwd_race(dir: &str, n: usize) -> String {
     )
 }
 
+fn fd_swap(dir: &str, n: usize) -> String {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let swap = format!("{dir}/swap");
+    std::fs::create_dir_all(&swap).expect("mkdir swap");
+    let (secret, benign) = (format!("{swap}/secret"), format!("{swap}/benign"));
+    std::fs::write(&secret, "s").expect("write secret");
+    std::fs::write(&benign, "b").expect("write benign");
+    let benign_c = cstr(&benign);
+    // SAFETY: a valid NUL-terminated path; checked.
+    let benign_fd = unsafe { libc::open(benign_c.as_ptr(), libc::O_RDONLY) };
+    assert!(benign_fd >= 0, "open benign");
+    // The lowest free descriptor, which each open of secret gets.
+    let target = benign_fd + 1;
+    let stop = AtomicBool::new(false);
+    let mut opened = 0usize;
+    let secret_c = cstr(&secret);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: our own descriptors; the slot may hold the main thread's
+                // newly opened secret, which dup2 closes (the attack's point).
+                unsafe {
+                    if libc::dup2(benign_fd, target) == target {
+                        libc::close(target);
+                    }
+                }
+            }
+        });
+        for _ in 0..n {
+            // SAFETY: a valid NUL-terminated path; the fd (whatever file it holds by
+            // now) is closed.
+            let fd = unsafe { libc::open(secret_c.as_ptr(), libc::O_RDONLY) };
+            if fd >= 0 {
+                opened += 1;
+                close(fd);
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    // The last call, for the test to know it has everything.
+    close(open_creat(libc::AT_FDCWD, &format!("{swap}/end")));
+    format!(
+        "secret={secret} benign={benign} benign_fd={benign_fd} target_fd={target} opened={opened} uid={}",
+        // SAFETY: getuid cannot fail.
+        unsafe { libc::getuid() }
+    )
+}
+
 fn open_dir(path: &str) -> i32 {
     let p = cstr(path);
     // SAFETY: valid NUL-terminated path; checked.
@@ -1051,8 +1105,10 @@ fn open_dir(path: &str) -> i32 {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.get(2).map(String::as_str) == Some("nobody")
-        || (args.first().map(String::as_str) == Some("cwd-race")
-            && args.get(3).map(String::as_str) == Some("nobody"))
+        || (matches!(
+            args.first().map(String::as_str),
+            Some("cwd-race" | "fd-swap")
+        ) && args.get(3).map(String::as_str) == Some("nobody"))
     {
         drop_to_nobody();
     }
@@ -1070,6 +1126,7 @@ fn main() {
         Some("xattr") => xattr(&args[1]),
         Some("userns") => userns(),
         Some("cwd-race") => cwd_race(&args[1], args[2].parse().expect("N")),
+        Some("fd-swap") => fd_swap(&args[1], args[2].parse().expect("N")),
         #[cfg(target_arch = "x86_64")]
         Some("int80") => int80(&args[1]),
         #[cfg(target_arch = "x86_64")]

@@ -367,6 +367,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
     let (mut device_major, mut device_minor) = (None, None);
     let mut length = None;
     let mut xattr_name = None;
+    let mut fd_raced = false;
     let mut process = None;
     let (mut flags, mut mode, mut result, mut uid) = (None, None, None, None);
     let mut fields = Fields::new(body);
@@ -404,6 +405,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
             (filesystem::LENGTH, VARINT) => length = Some(r.varint()?),
             (filesystem::XATTR_NAME, LEN) => xattr_name = Some(r.str()?),
             (filesystem::PROCESS, LEN) => process = Some(names.context(r.len_delimited()?)?),
+            (filesystem::FD_RACED, VARINT) => fd_raced = r.varint()? != 0,
             _ => return None,
         }
     }
@@ -437,6 +439,7 @@ fn filesystem_event(body: &[u8], names: &mut SourceNames) -> Option<FilesystemEv
         device_minor,
         length,
         xattr_name: xattr_name.map(str::to_owned),
+        fd_raced,
         process,
     })
 }
@@ -853,6 +856,7 @@ mod tests {
                     device_minor: None,
                     length: None,
                     xattr_name: None,
+                    fd_raced: false,
                     process: Some(process),
                 })
             })

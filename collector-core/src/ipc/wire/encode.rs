@@ -424,6 +424,7 @@ fn filesystem_body(o: &mut impl Out, e: &FilesystemEvent) {
     opt_varint(o, filesystem::LENGTH, e.length);
     opt_string(o, filesystem::XATTR_NAME, e.xattr_name.as_deref());
     context_field(o, filesystem::PROCESS, e.process.as_ref());
+    boolean(o, filesystem::FD_RACED, e.fd_raced);
 }
 
 fn performance_body(o: &mut impl Out, e: &PerformanceEvent) {

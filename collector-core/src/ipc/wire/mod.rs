@@ -155,6 +155,7 @@ mod field {
         pub const LENGTH: u32 = 48;
         pub const XATTR_NAME: u32 = 49;
         pub const PROCESS: u32 = 50;
+        pub const FD_RACED: u32 = 51;
     }
     /// `ProcessContext`, in network and filesystem events.
     pub mod process_context {

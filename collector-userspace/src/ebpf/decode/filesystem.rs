@@ -2,8 +2,8 @@
 
 use collector_common::{
     FileRecord, RecordHeader, RecordKind, RenameRecord, FILE_FLAG_BY_HANDLE, FILE_FLAG_COMPAT,
-    FILE_FLAG_IO_URING, FILE_FLAG_NO_RESULT, FILE_PATH_MAX, PATH_FLAG_CHANGED, PATH_FLAG_TRUNCATED,
-    PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
+    FILE_FLAG_IO_URING, FILE_FLAG_NO_RESULT, FILE_PATH_MAX, PATH_FLAG_CHANGED, PATH_FLAG_FD_RACED,
+    PATH_FLAG_TRUNCATED, PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
 };
 use collector_core::event::{CollectionEvent, FilesystemEvent, FilesystemEventKind, SourceName};
 
@@ -66,6 +66,7 @@ fn set_path_flags(ev: &mut FilesystemEvent, flags: u32) {
     ev.path_unreadable = flags & PATH_FLAG_UNREADABLE != 0;
     ev.path_user_supplied = flags & PATH_FLAG_USER != 0;
     ev.path_changed = flags & PATH_FLAG_CHANGED != 0;
+    ev.fd_raced = flags & PATH_FLAG_FD_RACED != 0;
 }
 
 /// What a record's `FILE_FLAG_*` say of the call: its entry, io_uring, and no result
