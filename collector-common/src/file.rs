@@ -20,10 +20,10 @@ pub const PATH_FLAG_USER: u32 = 4;
 /// kernel may have acted on either, or on a third. Only set where the path is (in part)
 /// the user string.
 pub const PATH_FLAG_CHANGED: u32 = 8;
-/// `FileRecord.path_flags`: the path is that of a call's new descriptor (an open's), and
-/// its file was held more than once when it was walked: another thread replaced
-/// (`dup2`) or duplicated the descriptor after the kernel installed it, so the path may
-/// not be the file the call opened.
+/// `FileRecord.path_flags` / `RenameRecord.old_path_flags`: the path is a descriptor's
+/// file and another thread may have swapped the descriptor. For an open's new
+/// descriptor: its file was held more than once (or was gone) when it was walked. For a
+/// call that names its file by a descriptor: the descriptor held another file at entry.
 pub const PATH_FLAG_FD_RACED: u32 = 16;
 
 /// `FileRecord.file_flags` / `RenameRecord.file_flags`: the call came through the

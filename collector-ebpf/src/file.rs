@@ -23,7 +23,7 @@ use aya_ebpf::{
 };
 use collector_common::{
     flags, FileRecord, RecordKind, RenameRecord, COUNTER_LOST_STASH_FULL, COUNTER_PATH_UNREADABLE,
-    FILE_FLAG_BY_FD, FILE_PATH_MAX,
+    FILE_FLAG_BY_FD, FILE_FLAG_COMPAT, FILE_PATH_MAX,
 };
 
 use crate::{
@@ -35,8 +35,8 @@ use crate::{
     net_compat::in_compat_syscall,
     offsets::get,
     path::{
-        append_user, copy_dir, copy_out, dir_key, entry_digest, resolve_fd, resolve_new_fd,
-        resolve_pwd, user_digest, Resolved, PATH_FLAG_CHANGED, PATH_FLAG_TRUNCATED,
+        append_user, copy_dir, copy_out, dir_key, entry_digest, resolve_fd, resolve_fd_since,
+        resolve_new_fd, resolve_pwd, user_digest, Resolved, PATH_FLAG_CHANGED, PATH_FLAG_TRUNCATED,
         PATH_FLAG_UNREADABLE, PATH_FLAG_USER,
     },
 };
@@ -71,7 +71,7 @@ const O_CREAT: u32 = 0o100;
 /// `unlinkat` flag: remove a directory (an rmdir).
 const AT_REMOVEDIR: u32 = 0x200;
 /// `AT_EMPTY_PATH`: an empty path names the descriptor's own file.
-const AT_EMPTY_PATH: u64 = 0x1000;
+pub(crate) const AT_EMPTY_PATH: u64 = 0x1000;
 /// `FMODE_CREATED` in `file->f_mode` (include/linux/fs.h).
 const FMODE_CREATED: u32 = 0x100000;
 
@@ -124,10 +124,66 @@ pub(crate) fn stash(kind: RecordKind, pending: PendingFile) {
     if kind != RecordKind::Open {
         stash_digests(&mut pending);
     }
+    if pending.file_flags & (FILE_FLAG_BY_FD | FILE_FLAG_COMPAT) == FILE_FLAG_BY_FD {
+        // The file behind the descriptor as the call enters, compared at exit with the
+        // one walked (`resolve_fd_since`). The 32-bit entry's calls are stashed at
+        // their exit: theirs was noted by `sys_enter_file` (`note_fd`), taken back by
+        // `fd_key_at_entry`.
+        pending.dir_key = unsafe { dir_key(false, pending.dirfd as u64) };
+    }
     if PENDING_FILE.insert(pid_tgid as u32, pending, 0).is_err() {
         // Too many calls in flight: the event is lost, and counted under its reason.
         count_loss(kind, COUNTER_LOST_STASH_FULL);
     }
+}
+
+/// For calls that name their file by a descriptor and are read at their exit (native
+/// fchmod, fchown, ftruncate; every such 32-bit call): `dir_key` of the descriptor's
+/// file when the call entered, by thread id. Another thread sharing the fd table can
+/// `dup2` a file of its choice over the descriptor while the call runs, after the
+/// kernel took the file it acts on: the exit would walk the other file. The exit takes
+/// the note back (`take_fd_note`) and flags a difference (`PATH_FLAG_FD_RACED`,
+/// `path::resolve_fd_since`).
+#[map]
+static FD_NOTES: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
+
+/// Notes `fd`'s file for the current thread's call (see `FD_NOTES`). A full map (4,096
+/// such calls in flight) leaves the call unnoted: its exit then makes no claim.
+#[inline(always)]
+fn note_fd(fd: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // An excluded process's exit takes no note back: none is left behind.
+    if excluded(pid_tgid) {
+        return;
+    }
+    let key = unsafe { dir_key(false, fd) };
+    let _ = FD_NOTES.insert(pid_tgid as u32, key, 0);
+}
+
+/// The current thread's `note_fd`, removed (0 when there is none). Without a branch on
+/// whether there is one: the value is read through the lookup's pointer by a helper,
+/// which reads 0 for a NULL pointer. The verifier then sees one unknown value on every
+/// path, where a branch would double the states of all the program after it (these
+/// run at the end of `sys_exit_file`, close to the verifier's million instructions).
+#[inline(always)]
+fn take_fd_note() -> u64 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let ptr = FD_NOTES.get_ptr(tid).map_or(core::ptr::null(), |p| p);
+    let mut key = 0u64;
+    // SAFETY: a helper read of 8 bytes into `key`; a NULL source fails and leaves 0.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel((&raw mut key).cast(), 8, ptr.cast())
+    };
+    let _ = FD_NOTES.remove(tid);
+    key
+}
+
+/// The `dir_key` of a by-descriptor call's file when it entered: `p.dir_key` for a call
+/// stashed at entry, else the entry's `note_fd` (calls read at their exit); 0 when
+/// neither was taken. Branch-free (see `take_fd_note`): only one of the two is set.
+#[inline(always)]
+fn fd_key_at_entry(p: &PendingFile) -> u64 {
+    p.dir_key | take_fd_note()
 }
 
 /// `entry_digest` of the stash's strings under a fresh per-call key.
@@ -885,7 +941,7 @@ unsafe fn resolve_for_exit(kind: RecordKind, ret: i64, p: &PendingFile) -> Resol
     if p.file_flags & FILE_FLAG_BY_FD != 0 {
         // No path argument: the descriptor's own file (fchmod, fchown), or the mount fd
         // of an open by handle that failed.
-        return unsafe { resolve_fd(0, p.dirfd as u64) };
+        return unsafe { resolve_fd_since(0, p.dirfd as u64, fd_key_at_entry(p)) };
     }
     if kind == RecordKind::MemfdCreate {
         // A name, not a path: no directory in front of it.
@@ -1052,8 +1108,11 @@ pub(crate) fn exit_rename_ret(ret: i64) -> u32 {
     let old_dir = if kind == RecordKind::Symlink {
         Resolved::none()
     } else {
-        let first = if by_fd { b'.' } else { first(p.path) };
-        unsafe { resolve_dir(0, p.dirfd, first) }
+        if by_fd {
+            unsafe { resolve_fd_since(0, p.dirfd as u64, fd_key_at_entry(&p)) }
+        } else {
+            unsafe { resolve_dir(0, p.dirfd, first(p.path)) }
+        }
     };
     let old = if by_fd {
         let mut old = old_dir;
@@ -1334,7 +1393,14 @@ fn is_native_two_path(nr: u64) -> bool {
 /// 32-bit entry's are read at exit). `sys_enter_shared` asks it before any part runs.
 #[inline(always)]
 pub(crate) fn enter_wanted(nr: u64) -> bool {
-    is_native_stashed(nr)
+    is_native_stashed(nr) || is_noted_by_fd(nr)
+}
+
+/// Whether syscall `nr` (either entry's numbering) may be a call read at its exit that
+/// names its file by a descriptor: its entry notes that descriptor's file (`note_fd`).
+#[inline(always)]
+fn is_noted_by_fd(nr: u64) -> bool {
+    crate::file_sys::is_native_by_fd(nr) || crate::file_compat::is_by_fd32(nr)
 }
 
 /// The entry of a native file call (not open/openat/creat, which are read at exit):
@@ -1347,8 +1413,16 @@ pub(crate) fn native_enter(regs: *const u8, nr: u64) {
         return;
     }
     // The i386 numbers mean other calls (83 is symlink there, 437 openat2 in both): the
-    // 32-bit entry's file calls are read at exit (`file_compat`).
+    // 32-bit entry's file calls are read at exit (`file_compat`), but those that name
+    // their file by a descriptor have it noted now.
     if in_compat_syscall() {
+        if let Some(fd) = crate::file_compat::by_fd32_at_entry(regs, nr) {
+            note_fd(fd);
+        }
+        return;
+    }
+    if crate::file_sys::is_native_by_fd(nr) {
+        note_fd(syscall_arg_btf(regs, 0));
         return;
     }
     stash_native(nr, |n: usize| syscall_arg_btf(regs, n));

@@ -19,7 +19,7 @@ use crate::{
     file::{
         by_fd, emit_one_path, exit_one_path_ret, exit_rename_ret, length_halves, pending,
         setxattr_pending, stash, stash_rename_flagged, stash_setxattrat, stash_two_compat,
-        PendingFile,
+        PendingFile, AT_EMPTY_PATH,
     },
     net_compat::{arg32, in_compat_syscall},
 };
@@ -157,6 +157,32 @@ fn len32(v: u64) -> (u64, u64) {
 #[inline(always)]
 fn dirfd32(v: u64) -> u64 {
     v as u32 as i32 as i64 as u64
+}
+
+/// An i386 call that names its file by a descriptor: its entry notes the descriptor's
+/// file (`file::note_fd`), compared with the one walked at exit.
+#[inline(always)]
+pub(crate) fn is_by_fd32(nr: u64) -> bool {
+    matches!(
+        nr,
+        NR32_FCHMOD
+            | NR32_FCHOWN16
+            | NR32_FCHOWN32
+            | NR32_FTRUNCATE
+            | NR32_FTRUNCATE64
+            | NR32_FSETXATTR
+            | NR32_SETXATTRAT
+    )
+}
+
+/// The descriptor i386 call `nr` names its file by, read at its entry: the first
+/// argument, and for setxattrat only with `AT_EMPTY_PATH` (else it names a path).
+#[inline(always)]
+pub(crate) fn by_fd32_at_entry(regs: *const u8, nr: u64) -> Option<u64> {
+    if !is_by_fd32(nr) || (nr == NR32_SETXATTRAT && arg32(regs, 2) & AT_EMPTY_PATH == 0) {
+        return None;
+    }
+    Some(dirfd32(arg32(regs, 0)))
 }
 
 #[raw_tracepoint(tracepoint = "sys_enter")]

@@ -60,6 +60,13 @@ fn is_native_at_exit(nr: u64) -> bool {
     )
 }
 
+/// A native call read at its exit that names its file by a descriptor, noted at entry
+/// (`file::note_fd`): another thread can swap the descriptor while it runs.
+#[inline(always)]
+pub(crate) fn is_native_by_fd(nr: u64) -> bool {
+    matches!(nr, NR_FCHMOD | NR_FCHOWN | NR_FTRUNCATE)
+}
+
 const AT_FDCWD: u64 = collector_common::abi::AT_FDCWD as i64 as u64;
 
 /// Whether syscall `nr` (either entry's numbering) may be a file call this part
@@ -98,7 +105,8 @@ pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, nr: u64) 
         NR_OPENAT => pending(RecordKind::Open, a(0), a(1), a(2), a(3)),
         NR_OPEN => pending(RecordKind::Open, AT_FDCWD, a(0), a(1), a(2)),
         NR_CREAT => pending(RecordKind::Open, AT_FDCWD, a(0), CREAT_FLAGS, a(1)),
-        // fchmod(fd, mode)
+        // fchmod(fd, mode). These three had their descriptor's file noted at entry
+        // (`file::note_fd`), compared when the record is written.
         NR_FCHMOD => by_fd(pending(RecordKind::Chmod, a(0), 0, 0, a(1)), 0),
         // fchown(fd, uid, gid): the ids ride in the open_flags and mode slots, as chown's.
         NR_FCHOWN => by_fd(pending(RecordKind::Chown, a(0), 0, a(1), a(2)), 0),

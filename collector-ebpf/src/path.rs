@@ -636,7 +636,10 @@ pub unsafe fn resolve_fd(slot: u32, fd: u64) -> Resolved {
 #[inline(always)]
 pub unsafe fn resolve_new_fd(slot: u32, fd: u64) -> Resolved {
     let Some(file) = (unsafe { fd_file(fd) }) else {
-        return Resolved::unreadable();
+        // The call returned this descriptor: only another thread's close emptied it.
+        let mut r = Resolved::unreadable();
+        r.flags |= PATH_FLAG_FD_RACED;
+        return r;
     };
     let once = unsafe { held_once(file) };
     let mut r = unsafe { resolve_file(slot, file) };
@@ -644,6 +647,43 @@ pub unsafe fn resolve_new_fd(slot: u32, fd: u64) -> Resolved {
         r.flags |= PATH_FLAG_FD_RACED;
     }
     r
+}
+
+/// Absolute path of the descriptor `fd`'s file, flagged `PATH_FLAG_FD_RACED` when that
+/// file's dentry is not `entry_key` (the `dir_key` of the descriptor when the call
+/// entered; 0 makes no claim). For calls that name their file by a descriptor: another
+/// thread can `dup2` a file of its choice over it while the call runs, after the kernel
+/// took the file it acts on. The file compared is the file walked (one lookup), and
+/// the flag is set without a branch: `sys_exit_file` is close to the verifier's limit,
+/// and a branch here doubled the states of everything after it.
+#[inline(always)]
+pub unsafe fn resolve_fd_since(slot: u32, fd: u64, entry_key: u64) -> Resolved {
+    let Some(file) = (unsafe { fd_file(fd) }) else {
+        return Resolved::unreadable();
+    };
+    let mut now = 0u64;
+    // A failed read leaves 0, which differs from any key taken (and flags).
+    unsafe {
+        bpf_probe_read_kernel(
+            (&raw mut now).cast(),
+            8,
+            (file as u64)
+                .wrapping_add(off::OFF_PATHWALK_FILE_F_PATH() + off::OFF_PATHWALK_PATH_DENTRY())
+                as *const c_void,
+        )
+    };
+    let mut r = unsafe { resolve_file(slot, file) };
+    r.flags |= differs(entry_key, now) * PATH_FLAG_FD_RACED;
+    r
+}
+
+/// 1 when `entry` is set (not 0) and differs from `now`, else 0, by arithmetic alone.
+#[inline(always)]
+fn differs(entry: u64, now: u64) -> u32 {
+    let set = (entry | entry.wrapping_neg()) >> 63;
+    let x = entry ^ now;
+    let diff = (x | x.wrapping_neg()) >> 63;
+    (set & diff) as u32
 }
 
 /// Whether `file`'s reference count says it is held exactly once (true when the count

@@ -182,10 +182,12 @@ pub struct FilesystemEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xattr_name: Option<String>,
     /// open, create: when the call returned, the file behind its new descriptor was held
-    /// more than once. Another thread replaced the descriptor (`dup2`) or duplicated it
-    /// between the kernel installing it and the collector reading it, so `path` may name
-    /// a file other than the one the call opened (kernel-level detection; see
-    /// docs/kernel.md for the one swap it cannot see).
+    /// more than once (or gone). Another thread replaced the descriptor (`dup2`),
+    /// duplicated or closed it between the kernel installing it and the collector
+    /// reading it, so `path` may name a file other than the one the call opened. Calls
+    /// that name their file by a descriptor (fchmod, fchown, ftruncate, fsetxattr): the
+    /// descriptor held another file at the call's entry than the one walked at its exit.
+    /// What it cannot see is in docs/kernel.md.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fd_raced: bool,
     /// The process, from the collector's process table (absent when the table does not

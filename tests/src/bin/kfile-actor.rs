@@ -100,6 +100,12 @@
 //!   open whose new fd is swapped before the collector reads it
 //!   -> secret=.. benign=.. benign_fd=B opened=N' target_fd=T uid=..
 //!
+//! kfile-actor fd-flip DIR N [nobody]   DIR/flip/f0..f255; fd F holds f0 while a thread
+//!   dup2s f1, f2, ... onto F in turn (20 us apart, never one twice) and the main thread
+//!   calls ftruncate(F, i) for i = 1..=N, natively for odd i and through `int $0x80`
+//!   (93) for even i on x86_64; after each call the file whose size is i took it
+//!   -> dir=DIR/flip hits=<k of the file call i truncated, comma-separated> uid=..
+//!
 //! kfile-actor int80-opens PATH N   (x86_64, cost measurement) prints `pid=`, waits for a
 //!   line on stdin, then N times open(5)+close(6) of PATH through `int $0x80`
 //!                                                                  -> opens=N seconds=S
@@ -1094,6 +1100,81 @@ fn fd_swap(dir: &str, n: usize) -> String {
     )
 }
 
+fn fd_flip(dir: &str, n: usize) -> String {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    const FILES: usize = 256;
+    let flip = format!("{dir}/flip");
+    std::fs::create_dir_all(&flip).expect("mkdir flip");
+    let paths: Vec<String> = (0..FILES).map(|k| format!("{flip}/f{k}")).collect();
+    let fds: Vec<i32> = paths
+        .iter()
+        .map(|path| {
+            let p = cstr(path);
+            // SAFETY: a valid NUL-terminated path; checked.
+            let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDWR | libc::O_CREAT, 0o644) };
+            assert!(fd >= 0, "open {path}");
+            fd
+        })
+        .collect();
+    // The descriptor the calls name: f0's, until the thread moves it on.
+    // SAFETY: our own descriptor.
+    let target = unsafe { libc::dup(fds[0]) };
+    assert!(target >= 0, "dup");
+    // The index of the last file dup2'd onto `target` (the slot may already hold the
+    // next one).
+    let swapped = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let mut hits = Vec::with_capacity(n);
+    let size = |k: usize| std::fs::metadata(&paths[k]).map(|m| m.len()).unwrap_or(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // Each file goes onto the descriptor once, never back: a call that saw
+            // one file at entry and another at exit is told apart whatever happened in
+            // between (a flip back, A -> B -> A, is not: see docs/kernel.md).
+            for (k, &fd) in fds.iter().enumerate().skip(1) {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                // SAFETY: our own descriptors.
+                unsafe { libc::dup2(fd, target) };
+                swapped.store(k, Ordering::SeqCst);
+                let t = std::time::Instant::now();
+                while t.elapsed() < std::time::Duration::from_micros(20) {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        for i in 1..=n {
+            let lo = swapped.load(Ordering::SeqCst);
+            #[cfg(target_arch = "x86_64")]
+            let r = if i.is_multiple_of(2) {
+                // SAFETY: ftruncate(fd, length) through the 32-bit entry.
+                unsafe { syscall32(93, [target as u32, i as u32, 0, 0, 0]) }
+            } else {
+                // SAFETY: our own descriptor.
+                unsafe { libc::ftruncate(target, i as libc::off_t) }
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            // SAFETY: our own descriptor.
+            let r = unsafe { libc::ftruncate(target, i as libc::off_t) };
+            assert_eq!(r, 0, "ftruncate {i}");
+            let hi = swapped.load(Ordering::SeqCst);
+            // Only this thread truncates: the one file now i bytes long took call i.
+            let hit = (lo..=(hi + 1).min(FILES - 1)).find(|&k| size(k) == i as u64);
+            hits.push(hit.map_or("?".to_owned(), |k| k.to_string()));
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    // The last call, for the test to know it has everything.
+    close(open_creat(libc::AT_FDCWD, &format!("{flip}/end")));
+    format!(
+        "dir={flip} hits={} uid={}",
+        hits.join(","),
+        // SAFETY: getuid cannot fail.
+        unsafe { libc::getuid() }
+    )
+}
+
 fn open_dir(path: &str) -> i32 {
     let p = cstr(path);
     // SAFETY: valid NUL-terminated path; checked.
@@ -1107,7 +1188,7 @@ fn main() {
     if args.get(2).map(String::as_str) == Some("nobody")
         || (matches!(
             args.first().map(String::as_str),
-            Some("cwd-race" | "fd-swap")
+            Some("cwd-race" | "fd-swap" | "fd-flip")
         ) && args.get(3).map(String::as_str) == Some("nobody"))
     {
         drop_to_nobody();
@@ -1127,6 +1208,7 @@ fn main() {
         Some("userns") => userns(),
         Some("cwd-race") => cwd_race(&args[1], args[2].parse().expect("N")),
         Some("fd-swap") => fd_swap(&args[1], args[2].parse().expect("N")),
+        Some("fd-flip") => fd_flip(&args[1], args[2].parse().expect("N")),
         #[cfg(target_arch = "x86_64")]
         Some("int80") => int80(&args[1]),
         #[cfg(target_arch = "x86_64")]
