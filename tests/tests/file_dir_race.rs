@@ -218,7 +218,11 @@ async fn a_descriptor_swapped_during_a_call_is_flagged() {
         for e in &calls {
             let i = e.length.expect("truncate length") as usize;
             let truncated = format!("{flip}/f{}", hits[i - 1]);
-            assert_eq!(e.compat_syscall, i.is_multiple_of(2), "entry of call {i}: {e:#?}");
+            assert_eq!(
+                e.compat_syscall,
+                i.is_multiple_of(2),
+                "entry of call {i}: {e:#?}"
+            );
             if e.path != truncated {
                 wrong += 1;
                 assert!(
