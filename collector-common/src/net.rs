@@ -16,6 +16,11 @@ pub mod net_flags {
     /// The remote address comes from the caller's sockaddr, not from the socket (the
     /// connect failed before the kernel recorded a destination).
     pub const REMOTE_FROM_SOCKADDR: u32 = 1 << 3;
+    /// An accept's new descriptor held a socket file held more than once, or not the
+    /// one read first, when the record was written: another thread replaced (`dup2`)
+    /// or duplicated the descriptor after the kernel installed it, so the addresses may
+    /// be another socket's.
+    pub const FD_RACED: u32 = 1 << 4;
 }
 
 /// An inet (IPv4/IPv6) socket event: connect, accept, listen, close, bind, UDP send.

@@ -73,6 +73,7 @@ fn events() -> Vec<CollectionEvent> {
         count_update: false,
         io_uring: false,
         compat_syscall: false,
+        fd_raced: false,
         process_key: Some("4244:987654323000".into()),
         process: Some(process),
     };

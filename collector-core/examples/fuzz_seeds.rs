@@ -54,6 +54,7 @@ fn events() -> Vec<CollectionEvent> {
             count_update: false,
             io_uring: false,
             compat_syscall: false,
+            fd_raced: false,
             process_key: Some("80:1000".into()),
             process: None,
         })),

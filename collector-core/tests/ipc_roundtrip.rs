@@ -251,7 +251,7 @@ fn network_base() -> impl Strategy<Value = CollectionEvent> {
             option::of(any::<u32>()),
             option::of(text()),
             option::of(any::<u64>()),
-            any::<[bool; 3]>(),
+            any::<[bool; 4]>(),
             option::of(text()),
         ),
     )
@@ -284,6 +284,7 @@ fn network_base() -> impl Strategy<Value = CollectionEvent> {
                     count_update: bits[0],
                     io_uring: bits[1],
                     compat_syscall: bits[2],
+                    fd_raced: bits[3],
                     process_key: process_key.map(Into::into),
                     process: None,
                 }))

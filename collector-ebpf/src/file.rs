@@ -18,7 +18,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated::bpf_get_prandom_u32},
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{RawTracePointContext, TracePointContext},
 };
 use collector_common::{
@@ -116,6 +116,9 @@ pub(crate) fn stash(kind: RecordKind, pending: PendingFile) {
         return;
     }
     let mut pending = pending;
+    // A 32-bit by-descriptor call's entry note, which its caller (stashing at exit) put
+    // here.
+    let note = pending.dir_key;
     // The user strings as they are now, before the kernel reads them: the exit reads
     // them again and flags a difference (a buffer rewritten by another thread). Not for
     // opens, the hot path (the digest would double `sys_enter_openat`'s cost): a
@@ -124,12 +127,15 @@ pub(crate) fn stash(kind: RecordKind, pending: PendingFile) {
     if kind != RecordKind::Open {
         stash_digests(&mut pending);
     }
-    if pending.file_flags & (FILE_FLAG_BY_FD | FILE_FLAG_COMPAT) == FILE_FLAG_BY_FD {
+    if pending.file_flags & FILE_FLAG_BY_FD != 0 {
         // The file behind the descriptor as the call enters, compared at exit with the
         // one walked (`resolve_fd_since`). The 32-bit entry's calls are stashed at
-        // their exit: theirs was noted by `sys_enter_file` (`note_fd`), taken back by
-        // `fd_key_at_entry`.
-        pending.dir_key = unsafe { dir_key(false, pending.dirfd as u64) };
+        // their exit: theirs was noted at entry (`note_fd`).
+        pending.dir_key = if pending.file_flags & FILE_FLAG_COMPAT != 0 {
+            note
+        } else {
+            unsafe { dir_key(false, pending.dirfd as u64) }
+        };
     }
     if PENDING_FILE.insert(pid_tgid as u32, pending, 0).is_err() {
         // Too many calls in flight: the event is lost, and counted under its reason.
@@ -144,11 +150,14 @@ pub(crate) fn stash(kind: RecordKind, pending: PendingFile) {
 /// kernel took the file it acts on: the exit would walk the other file. The exit takes
 /// the note back (`take_fd_note`) and flags a difference (`PATH_FLAG_FD_RACED`,
 /// `path::resolve_fd_since`).
+///
+/// An LRU map: each exit of a noted number takes its note back whatever it reports, so
+/// entries do not outlive their calls; with more than 4,096 such calls in flight the
+/// oldest notes go, and those calls make no claim.
 #[map]
-static FD_NOTES: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
+static FD_NOTES: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
 
-/// Notes `fd`'s file for the current thread's call (see `FD_NOTES`). A full map (4,096
-/// such calls in flight) leaves the call unnoted: its exit then makes no claim.
+/// Notes `fd`'s file for the current thread's call (see `FD_NOTES`).
 #[inline(always)]
 fn note_fd(fd: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -160,13 +169,15 @@ fn note_fd(fd: u64) {
     let _ = FD_NOTES.insert(pid_tgid as u32, key, 0);
 }
 
-/// The current thread's `note_fd`, removed (0 when there is none). Without a branch on
+/// The current thread's `note_fd`, removed (0 when there is none). Every exit of a
+/// noted number calls it (`file_sys`, `file_compat`), and puts the value in its
+/// record's `dir_key`. Without a branch on
 /// whether there is one: the value is read through the lookup's pointer by a helper,
 /// which reads 0 for a NULL pointer. The verifier then sees one unknown value on every
 /// path, where a branch would double the states of all the program after it (these
 /// run at the end of `sys_exit_file`, close to the verifier's million instructions).
 #[inline(always)]
-fn take_fd_note() -> u64 {
+pub(crate) fn take_fd_note() -> u64 {
     let tid = bpf_get_current_pid_tgid() as u32;
     let ptr = FD_NOTES.get_ptr(tid).map_or(core::ptr::null(), |p| p);
     let mut key = 0u64;
@@ -178,12 +189,12 @@ fn take_fd_note() -> u64 {
     key
 }
 
-/// The `dir_key` of a by-descriptor call's file when it entered: `p.dir_key` for a call
-/// stashed at entry, else the entry's `note_fd` (calls read at their exit); 0 when
-/// neither was taken. Branch-free (see `take_fd_note`): only one of the two is set.
+/// `p` with `key` (a by-descriptor call's `take_fd_note`) as its descriptor's identity
+/// at entry.
 #[inline(always)]
-fn fd_key_at_entry(p: &PendingFile) -> u64 {
-    p.dir_key | take_fd_note()
+pub(crate) fn with_entry_key(mut p: PendingFile, key: u64) -> PendingFile {
+    p.dir_key = key;
+    p
 }
 
 /// `entry_digest` of the stash's strings under a fresh per-call key.
@@ -215,9 +226,9 @@ fn stash_digests(pending: &mut PendingFile) {
 #[inline(always)]
 unsafe fn entry_dir_key(dirfd: i32, path: u64) -> u64 {
     match unsafe { aya_ebpf::helpers::bpf_probe_read_user(path as *const u8) } {
-        Ok(first) if first != b'/' && first != 0 => unsafe {
-            dir_key(dirfd == AT_FDCWD, dirfd as u64)
-        },
+        // An empty string too: with `AT_EMPTY_PATH` (fchmodat2, fchownat, linkat) it
+        // names the descriptor's own file, which another thread can swap as well.
+        Ok(first) if first != b'/' => unsafe { dir_key(dirfd == AT_FDCWD, dirfd as u64) },
         _ => 0,
     }
 }
@@ -633,7 +644,8 @@ pub(crate) fn setxattr_pending(
 /// flags come from `struct xattr_args { u64 value; u32 size; u32 flags; }` in user
 /// memory. An empty path with `AT_EMPTY_PATH` is the descriptor's own file.
 #[inline(always)]
-pub(crate) fn stash_setxattrat(a: impl Fn(usize) -> u64, file_flags: u32) {
+/// `entry_key`: a 32-bit call's entry note (`take_fd_note`), 0 for a native one.
+pub(crate) fn stash_setxattrat(a: impl Fn(usize) -> u64, file_flags: u32, entry_key: u64) {
     let args = a(4) as *const u32;
     let read = |at: usize| unsafe { aya_ebpf::helpers::bpf_probe_read_user(args.wrapping_add(at)) };
     let (size, xattr_flags) = (read(2).unwrap_or(0), read(3).unwrap_or(0));
@@ -650,7 +662,7 @@ pub(crate) fn stash_setxattrat(a: impl Fn(usize) -> u64, file_flags: u32) {
         file_flags,
     );
     let p = if empty && a(2) & AT_EMPTY_PATH != 0 {
-        by_fd(p, 0)
+        with_entry_key(by_fd(p, 0), entry_key)
     } else {
         p
     };
@@ -941,7 +953,7 @@ unsafe fn resolve_for_exit(kind: RecordKind, ret: i64, p: &PendingFile) -> Resol
     if p.file_flags & FILE_FLAG_BY_FD != 0 {
         // No path argument: the descriptor's own file (fchmod, fchown), or the mount fd
         // of an open by handle that failed.
-        return unsafe { resolve_fd_since(0, p.dirfd as u64, fd_key_at_entry(p)) };
+        return unsafe { resolve_fd_since(0, p.dirfd as u64, p.dir_key) };
     }
     if kind == RecordKind::MemfdCreate {
         // A name, not a path: no directory in front of it.
@@ -1109,7 +1121,7 @@ pub(crate) fn exit_rename_ret(ret: i64) -> u32 {
         Resolved::none()
     } else {
         if by_fd {
-            unsafe { resolve_fd_since(0, p.dirfd as u64, fd_key_at_entry(&p)) }
+            unsafe { resolve_fd_since(0, p.dirfd as u64, p.dir_key) }
         } else {
             unsafe { resolve_dir(0, p.dirfd, first(p.path)) }
         }
@@ -1499,9 +1511,12 @@ fn stash_native(nr: u64, a: impl Fn(usize) -> u64) {
             RecordKind::Setxattr,
             by_fd(setxattr_pending(a(0), 0, a(1), a(3), a(4), 0), 0),
         ),
-        NR_SETXATTRAT => stash_setxattrat(&a, 0),
+        NR_SETXATTRAT => stash_setxattrat(&a, 0, 0),
         // symlinkat(target, newdirfd, linkpath): the target is a string, not resolved.
-        _ => stash_two(RecordKind::Symlink, at, a(0), a(1), a(2)),
+        NR_SYMLINKAT => stash_two(RecordKind::Symlink, at, a(0), a(1), a(2)),
+        // Numbers `enter_wanted` lets through for the 32-bit entry only (native umask,
+        // listxattr...): nothing to stash.
+        _ => {}
     }
 }
 

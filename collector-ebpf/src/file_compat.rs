@@ -19,7 +19,7 @@ use crate::{
     file::{
         by_fd, emit_one_path, exit_one_path_ret, exit_rename_ret, length_halves, pending,
         setxattr_pending, stash, stash_rename_flagged, stash_setxattrat, stash_two_compat,
-        PendingFile, AT_EMPTY_PATH,
+        take_fd_note, with_entry_key, PendingFile, AT_EMPTY_PATH,
     },
     net_compat::{arg32, in_compat_syscall},
 };
@@ -230,6 +230,8 @@ pub(crate) fn compat_exit(id: u64, raw_ret: i64) {
 #[inline(always)]
 pub(crate) fn compat_exit_from_regs(regs: *const u8, id: u64, raw_ret: i64) {
     let ret = raw_ret as u64 as u32 as i32 as i64;
+    // A by-descriptor call's file noted at entry, taken back whatever happens next.
+    let entry_key = if is_by_fd32(id) { take_fd_note() } else { 0 };
     // Two paths: stashed here and written by the one two-path exit (a single copy of it
     // in the program keeps the verifier's work bounded).
     let two_paths = match id {
@@ -242,7 +244,7 @@ pub(crate) fn compat_exit_from_regs(regs: *const u8, id: u64, raw_ret: i64) {
             true
         }
         NR32_SETXATTR | NR32_LSETXATTR | NR32_FSETXATTR | NR32_SETXATTRAT => {
-            stash_compat_setxattr(id, regs);
+            stash_compat_setxattr(id, regs, entry_key);
             true
         }
         _ => false,
@@ -254,6 +256,7 @@ pub(crate) fn compat_exit_from_regs(regs: *const u8, id: u64, raw_ret: i64) {
     let Some((_, p)) = one_path32(id, regs) else {
         return;
     };
+    let p = with_entry_key(p, entry_key);
     let pid_tgid = bpf_get_current_pid_tgid();
     if !excluded(pid_tgid) {
         emit_one_path(pid_tgid, &p, ret);
@@ -355,12 +358,16 @@ fn stash_compat_link(id: u64, regs: *const u8) {
 /// 32-bit entry: stashed now, at exit, and written by the two-path exit at once.
 /// setxattrat's arguments are the native call's (its size and flags in user memory).
 #[inline(always)]
-fn stash_compat_setxattr(id: u64, regs: *const u8) {
+fn stash_compat_setxattr(id: u64, regs: *const u8, entry_key: u64) {
     let a = |n| arg32(regs, n);
     let p = match id {
-        NR32_FSETXATTR => by_fd(
-            setxattr_pending(dirfd32(a(0)), 0, a(1), a(3), a(4), FILE_FLAG_COMPAT),
-            0,
+        // `stash` takes a 32-bit by-descriptor call's entry note from `dir_key`.
+        NR32_FSETXATTR => with_entry_key(
+            by_fd(
+                setxattr_pending(dirfd32(a(0)), 0, a(1), a(3), a(4), FILE_FLAG_COMPAT),
+                0,
+            ),
+            entry_key,
         ),
         NR32_SETXATTRAT => {
             // The native call's arguments, 32-bit descriptors sign-extended.
@@ -371,7 +378,7 @@ fn stash_compat_setxattr(id: u64, regs: *const u8) {
                     arg32(regs, n)
                 }
             };
-            stash_setxattrat(a, FILE_FLAG_COMPAT);
+            stash_setxattrat(a, FILE_FLAG_COMPAT, entry_key);
             return;
         }
         _ => setxattr_pending(AT_FDCWD, a(0), a(1), a(3), a(4), FILE_FLAG_COMPAT),

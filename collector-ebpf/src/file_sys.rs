@@ -10,9 +10,10 @@
 //! map. It already had to run for every syscall (the 32-bit entry is only visible
 //! here), so other syscalls pay one register read and a compare, as before.
 //!
-//! The calls that name their file by a descriptor are read here the same way, with no
-//! entry hook either: they have no user string to read before the kernel does, so the
-//! exit sees all they pass. `fchmod` and `fchown` report the descriptor's file, walked
+//! The calls that name their file by a descriptor are read here the same way: they
+//! have no user string to read before the kernel does, so the exit sees all they pass.
+//! Their entry only notes the descriptor's file (`file::note_fd`), which the exit
+//! compares with the one it walks (`fd_raced`). `fchmod` and `fchown` report the descriptor's file, walked
 //! in the kernel (`FILE_FLAG_BY_FD`): without them, `fchmod(fd, 04755)` set the setuid
 //! bit unseen while `chmod` of the same file was reported. `open_by_handle_at` reports
 //! the file it opened (`FILE_FLAG_BY_HANDLE`): an open by file handle reaches files
@@ -30,8 +31,8 @@ use collector_common::{RecordKind, FILE_FLAG_BY_HANDLE};
 use crate::{
     common::{excluded, syscall_arg_btf},
     file::{
-        by_fd, emit_one_path, is_native_stashed, native_exit, pending, truncate_pending,
-        CREAT_FLAGS,
+        by_fd, emit_one_path, is_native_stashed, native_exit, pending, take_fd_note,
+        truncate_pending, with_entry_key, CREAT_FLAGS,
     },
     file_compat::{compat_exit_from_regs, is_file_call32_at_exit},
     net_compat::in_compat_syscall,
@@ -96,6 +97,12 @@ pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, nr: u64) 
     if !native {
         return 0;
     }
+    // The descriptor's file noted at entry, taken back whatever happens next.
+    let entry_key = if is_native_by_fd(nr) {
+        take_fd_note()
+    } else {
+        0
+    };
     let pid_tgid = bpf_get_current_pid_tgid();
     if excluded(pid_tgid) {
         return 0;
@@ -106,12 +113,18 @@ pub(crate) fn on_sys_exit(ctx: &BtfTracePointContext, regs: *const u8, nr: u64) 
         NR_OPEN => pending(RecordKind::Open, AT_FDCWD, a(0), a(1), a(2)),
         NR_CREAT => pending(RecordKind::Open, AT_FDCWD, a(0), CREAT_FLAGS, a(1)),
         // fchmod(fd, mode). These three had their descriptor's file noted at entry
-        // (`file::note_fd`), compared when the record is written.
-        NR_FCHMOD => by_fd(pending(RecordKind::Chmod, a(0), 0, 0, a(1)), 0),
+        // (`file::note_fd`), compared with the one walked.
+        NR_FCHMOD => with_entry_key(
+            by_fd(pending(RecordKind::Chmod, a(0), 0, 0, a(1)), 0),
+            entry_key,
+        ),
         // fchown(fd, uid, gid): the ids ride in the open_flags and mode slots, as chown's.
-        NR_FCHOWN => by_fd(pending(RecordKind::Chown, a(0), 0, a(1), a(2)), 0),
+        NR_FCHOWN => with_entry_key(
+            by_fd(pending(RecordKind::Chown, a(0), 0, a(1), a(2)), 0),
+            entry_key,
+        ),
         // ftruncate(fd, length): the length's low half in open_flags, high in mode.
-        NR_FTRUNCATE => by_fd(truncate_pending(a(0), 0, a(1)), 0),
+        NR_FTRUNCATE => with_entry_key(by_fd(truncate_pending(a(0), 0, a(1)), 0), entry_key),
         // open_by_handle_at(mount_fd, handle, flags)
         _ => by_fd(
             pending(RecordKind::Open, a(0), 0, a(2), 0),

@@ -137,8 +137,13 @@ fn ret(ctx: &TracePointContext) -> i64 {
 /// `struct sock *` behind a socket descriptor of the current task.
 #[inline(always)]
 pub(crate) unsafe fn fd_to_sock(fd: u64) -> Result<*const u8, i64> {
+    unsafe { file_to_sock(fd_to_file(fd)?) }
+}
+
+/// The `struct sock *` behind a socket's `struct file`.
+#[inline(always)]
+unsafe fn file_to_sock(file: *const u8) -> Result<*const u8, i64> {
     unsafe {
-        let file = fd_to_file(fd)?;
         let socket: u64 = read_kernel(file, get::OFF_FILE_PRIVATE_DATA())?;
         let sk: u64 = read_kernel(socket as *const u8, get::OFF_SOCKET_SK())?;
         if sk == 0 {
@@ -494,7 +499,16 @@ pub(crate) fn exit_accept(result: i64, flags: u32) {
     if result < 0 || excluded(pid_tgid) {
         return;
     }
-    let Ok(sk) = (unsafe { fd_to_sock(result as u64) }) else {
+    // The new fd's file, and whether it is still the call's own: as for an open's new
+    // fd (`path::resolve_new_fd`), another thread can `dup2` a socket of its choice over
+    // the descriptor between the kernel's `fd_install` and this read, and the record
+    // would carry that socket's addresses. A just-accepted socket's file is held once
+    // (by the table); one `dup2`ed there at least twice.
+    let Ok(file) = (unsafe { fd_to_file(result as u64) }) else {
+        return;
+    };
+    let once = unsafe { crate::path::held_once(file) };
+    let Ok(sk) = (unsafe { file_to_sock(file) }) else {
         return;
     };
     let Some(mut entry) = NET_EVENTS.reserve::<NetRecord>(0) else {
@@ -511,8 +525,13 @@ pub(crate) fn exit_accept(result: i64, flags: u32) {
         entry.discard(0);
         return;
     }
+    let raced = !once || unsafe { fd_to_file(result as u64) }.ok() != Some(file);
     unsafe {
-        (*rec).net_flags = flags;
+        (*rec).net_flags = if raced {
+            flags | net_flags::FD_RACED
+        } else {
+            flags
+        };
         (*rec).conn_id = if (*rec).protocol == IPPROTO_TCP && (*rec).state != TCP_CLOSE {
             track_owner(sk as u64, &(*rec).header, (*rec).local_port, flags)
         } else {

@@ -61,10 +61,11 @@ pub const PATH_FLAG_USER: u32 = 4;
 /// The user string read at the call's entry differs from the one read at its exit
 /// (`entry_digest` vs `user_digest`): another thread rewrote (or unmapped) the buffer.
 pub const PATH_FLAG_CHANGED: u32 = 8;
-/// The descriptor a call just returned (an open's new fd) held a file that something
-/// else also held when it was walked: another thread replaced (`dup2`) or duplicated
-/// the descriptor between the kernel's `fd_install` and the walk, so the path may not
-/// be the file the call opened (`resolve_new_fd`).
+/// The path is a descriptor's file, and another thread may have swapped the descriptor:
+/// for the descriptor a call just returned (an open's new fd), its file was held more
+/// than once or was gone when walked (`resolve_new_fd`); for a call that names its
+/// file by a descriptor, the descriptor held another file at entry
+/// (`resolve_fd_since`).
 pub const PATH_FLAG_FD_RACED: u32 = 16;
 /// Independent scratch buffers per CPU.
 pub const PATH_SLOTS: u32 = 2;
@@ -659,7 +660,10 @@ pub unsafe fn resolve_new_fd(slot: u32, fd: u64) -> Resolved {
 #[inline(always)]
 pub unsafe fn resolve_fd_since(slot: u32, fd: u64, entry_key: u64) -> Resolved {
     let Some(file) = (unsafe { fd_file(fd) }) else {
-        return Resolved::unreadable();
+        // Closed since the entry (when a file was noted then): flagged too.
+        let mut r = Resolved::unreadable();
+        r.flags |= differs(entry_key, 0) * PATH_FLAG_FD_RACED;
+        return r;
     };
     let mut now = 0u64;
     // A failed read leaves 0, which differs from any key taken (and flags).

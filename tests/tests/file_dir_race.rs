@@ -131,9 +131,15 @@ async fn a_descriptor_swapped_after_an_open_is_flagged() {
             first_benign.first().is_some_and(|e| !e.fd_raced),
             "benign's own open, unflagged: {first_benign:#?}"
         );
+        // After benign's other opens (the swaps' sources), the race.
+        let last_source: i64 = out["last_source_fd"].parse().unwrap();
         let race: Vec<_> = events
             .iter()
-            .skip_while(|e| !is_benign_open(e))
+            .skip_while(|e| {
+                !(e.kind == FilesystemEventKind::Open
+                    && e.path == benign
+                    && e.result == Some(last_source))
+            })
             .skip(1)
             .filter(|e| e.path != end)
             .collect();
@@ -151,11 +157,6 @@ async fn a_descriptor_swapped_after_an_open_is_flagged() {
             unflagged.is_empty(),
             "an open reported on a swapped-in file, not flagged: {:#?}",
             &unflagged[..unflagged.len().min(5)]
-        );
-        assert!(
-            wrong.iter().all(|e| e.path == benign || e.path_unreadable),
-            "a swapped report names benign (or nothing): {:#?}",
-            &wrong[..wrong.len().min(5)]
         );
         let flagged = race.iter().filter(|e| e.fd_raced).count();
         eprintln!(
@@ -218,6 +219,7 @@ async fn a_descriptor_swapped_during_a_call_is_flagged() {
         for e in &calls {
             let i = e.length.expect("truncate length") as usize;
             let truncated = format!("{flip}/f{}", hits[i - 1]);
+            #[cfg(target_arch = "x86_64")]
             assert_eq!(
                 e.compat_syscall,
                 i.is_multiple_of(2),

@@ -613,6 +613,58 @@ async fn connect_is_attributed_to_the_socket_that_connected_despite_dup2() {
     );
 }
 
+/// Another thread `dup2`s a decoy socket (connected to another port) onto the descriptor
+/// an accept has just returned, before the exit reads it: the accept would be reported
+/// with the decoy's addresses. A just-accepted socket's file is held once; the decoy's
+/// twice (its own descriptor too), and the descriptor is read again after: every
+/// accept reported without the listener's port carries `fd_raced`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accept_whose_descriptor_was_swapped_is_flagged() {
+    if !kernel_or_skip("an_accept_whose_descriptor_was_swapped_is_flagged") {
+        return;
+    }
+    let mut wrong_seen = 0;
+    for round in 0..8 {
+        let mut net = Net::start(KernelConfig::default());
+        let out = run_actor(NET_ACTOR, &["accept-swap", "3000"]);
+        assert_eq!(out["uid"], "65534", "actor runs unprivileged: {out:?}");
+        let pid: u32 = out["pid"].parse().unwrap();
+        let accepted: usize = out["accepted"].parse().unwrap();
+        let port: u16 = out["port"].parse().unwrap();
+        let events = net
+            .collect(pid, Duration::from_millis(500), |_| false)
+            .await;
+        net.stop().await;
+        let accepts = of(&events, NetworkEventKind::Accept);
+        assert!(
+            !accepts.is_empty() && accepts.len() <= accepted,
+            "accepts reported: {} of {accepted}",
+            accepts.len()
+        );
+        let wrong: Vec<_> = accepts
+            .iter()
+            .filter(|a| a.source_addr.port() != port && a.dest_addr.port() != port)
+            .collect();
+        let unflagged: Vec<_> = wrong.iter().filter(|a| !a.fd_raced).collect();
+        assert!(
+            unflagged.is_empty(),
+            "an accept reported with a swapped-in socket, not flagged: {:#?}",
+            &unflagged[..unflagged.len().min(3)]
+        );
+        let flagged = accepts.iter().filter(|a| a.fd_raced).count();
+        eprintln!(
+            "round {round}: {} accepts reported of {accepted}, {} with another socket's addresses, {flagged} flagged",
+            accepts.len(),
+            wrong.len()
+        );
+        wrong_seen += wrong.len();
+        if wrong_seen > 0 {
+            return;
+        }
+    }
+    panic!("the swap never landed between an accept and its exit: nothing was tested");
+}
+
 /// Datagrams past UDP: raw ICMP, GRE and ICMPv6 sockets and an ICMP ping socket, each
 /// send reported with its protocol, destination and (for raw sockets) no source port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

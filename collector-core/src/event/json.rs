@@ -280,6 +280,7 @@ pub(super) fn network(e: &NetworkEvent, out: &mut Vec<u8>) {
         count_update,
         io_uring,
         compat_syscall,
+        fd_raced,
         process_key,
         process,
     } = e;
@@ -307,6 +308,7 @@ pub(super) fn network(e: &NetworkEvent, out: &mut Vec<u8>) {
         (*count_update, &b",\"count_update\":true"[..]),
         (*io_uring, b",\"io_uring\":true"),
         (*compat_syscall, b",\"compat_syscall\":true"),
+        (*fd_raced, b",\"fd_raced\":true"),
     ] {
         if set {
             out.extend_from_slice(text);

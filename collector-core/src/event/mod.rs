@@ -433,6 +433,7 @@ mod tests {
             count_update: false,
             io_uring: false,
             compat_syscall: false,
+            fd_raced: false,
             process_key: None,
             process: None,
         };

@@ -163,6 +163,12 @@ pub struct NetworkEvent {
     /// Issued through the 32-bit syscall entry (`int $0x80`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub compat_syscall: bool,
+    /// accept: when the call returned, the socket file behind its new descriptor was
+    /// held more than once, or was no longer behind it once read. Another thread
+    /// replaced the descriptor (`dup2`) or duplicated it in between, so the addresses
+    /// may be another socket's (docs/kernel.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fd_raced: bool,
     /// Stable key of the acting process (`<pid>:<start time, CLOCK_BOOTTIME ns>`), the
     /// same as on its process events: joins this event to its exec without pid-reuse
     /// mistakes.

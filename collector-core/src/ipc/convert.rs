@@ -392,6 +392,7 @@ fn network_to_proto(e: &NetworkEvent) -> pb::NetworkEvent {
         count_update: e.count_update,
         io_uring: e.io_uring,
         compat_syscall: e.compat_syscall,
+        fd_raced: e.fd_raced,
         process_key: owned(&e.process_key),
         process: e.process.as_deref().map(context_to_proto),
     }
@@ -440,6 +441,7 @@ fn network_from_proto(e: pb::NetworkEvent) -> Result<NetworkEvent, ConvertError>
         count_update: e.count_update,
         io_uring: e.io_uring,
         compat_syscall: e.compat_syscall,
+        fd_raced: e.fd_raced,
         process_key: e.process_key.map(CompactString::from),
         process: e
             .process

@@ -230,6 +230,7 @@ fn event(
         count_update: false,
         io_uring: false,
         compat_syscall: false,
+        fd_raced: false,
         process_key: None,
         process: None,
     }

@@ -11,6 +11,10 @@
 //! collector-net-actor dualstack               accept a 127.0.0.1 connection on a [::] listener
 //! collector-net-actor int80                   as nobody: connect through int $0x80 (socketcall and direct)
 //! collector-net-actor dup2-race              dup2 another socket onto the fd of a blocking connect
+//! collector-net-actor accept-swap N           as nobody: a forked child connects N times to a
+//!                                             listener while the parent accepts them and a thread
+//!                                             dup2s decoy sockets (connected to another port) onto
+//!                                             the descriptor each accept returns, then closes it
 //! collector-net-actor uring                   connect and accept through io_uring (IORING_OP_CONNECT/ACCEPT)
 //! collector-net-actor raw                     (root) sendto on raw sockets (ICMP to 127.0.0.1, GRE to
 //!                                             127.0.0.2, ICMPv6 to ::1) and on an ICMP ping socket
@@ -32,6 +36,7 @@ fn main() {
         Some("int80") => int80_connects(),
         Some("uring") => uring(),
         Some("dup2-race") => dup2_race(),
+        Some("accept-swap") => accept_swap(args[1].parse().expect("N")),
         _ => {
             eprintln!("usage: collector-net-actor refused|nonblock|udp|unix DIR|dualstack|int80");
             std::process::exit(2);
@@ -530,6 +535,81 @@ fn dup2_race() -> String {
             libc::close(f);
         }
         format!("port={port} connected_port={connected_port} other_port={other_port}")
+    }
+}
+
+fn accept_swap(n: usize) -> String {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const DECOYS: usize = 64;
+    // SAFETY: plain syscalls on our own fds; the child only connects and exits.
+    unsafe {
+        assert_eq!(libc::setgroups(0, std::ptr::null()), 0, "setgroups");
+        assert_eq!(libc::setresgid(65534, 65534, 65534), 0, "setresgid");
+        assert_eq!(libc::setresuid(65534, 65534, 65534), 0, "setresuid");
+        let listen_on = |backlog: i32| {
+            let l = tcp_socket(0);
+            let sa = sockaddr_in(0);
+            check(
+                libc::bind(l, (&sa as *const libc::sockaddr_in).cast(), 16),
+                "bind",
+            );
+            check(libc::listen(l, backlog), "listen");
+            l
+        };
+        let (l, decoy_l) = (listen_on(128), listen_on(DECOYS as i32));
+        let (port, decoy_port) = (local_port(l), local_port(decoy_l));
+        // Decoys: connected sockets to the other listener, each a different file.
+        let decoys: Vec<i32> = (0..DECOYS)
+            .map(|_| {
+                let d = tcp_socket(0);
+                assert_eq!(
+                    connect_in(d, &sockaddr_in(decoy_port)).0,
+                    0,
+                    "decoy connect"
+                );
+                d
+            })
+            .collect();
+        // The connector, in its own process: its sockets take no descriptor here.
+        let child = libc::fork();
+        if child == 0 {
+            for _ in 0..n {
+                let c = tcp_socket(0);
+                connect_in(c, &sockaddr_in(port));
+                libc::close(c);
+            }
+            libc::_exit(0);
+        }
+        // The lowest free descriptor, which each accept returns.
+        let target = check(libc::dup(0), "dup");
+        libc::close(target);
+        let stop = AtomicBool::new(false);
+        let mut accepted = 0;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut k = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    if libc::dup2(decoys[k % DECOYS], target) == target {
+                        libc::close(target);
+                    }
+                    k += 1;
+                }
+            });
+            for _ in 0..n {
+                let a = libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut());
+                if a >= 0 {
+                    accepted += 1;
+                    libc::close(a);
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        let mut status = 0;
+        libc::waitpid(child, &mut status, 0);
+        format!(
+            "port={port} decoy_port={decoy_port} target={target} accepted={accepted} uid={}",
+            libc::getuid()
+        )
     }
 }
 

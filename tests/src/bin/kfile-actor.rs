@@ -1063,21 +1063,37 @@ fn fd_swap(dir: &str, n: usize) -> String {
     // SAFETY: a valid NUL-terminated path; checked.
     let benign_fd = unsafe { libc::open(benign_c.as_ptr(), libc::O_RDONLY) };
     assert!(benign_fd >= 0, "open benign");
+    // More descriptors of benign, each its own open file: the swaps rotate through
+    // them, so a file put back in the slot is never the one just taken out (the one
+    // interleaving the check cannot see, docs/kernel.md).
+    let more: Vec<i32> = (0..63)
+        .map(|_| {
+            // SAFETY: as above.
+            let fd = unsafe { libc::open(benign_c.as_ptr(), libc::O_RDONLY) };
+            assert!(fd >= 0, "open benign");
+            fd
+        })
+        .collect();
+    let sources: Vec<i32> = std::iter::once(benign_fd).chain(more).collect();
     // The lowest free descriptor, which each open of secret gets.
-    let target = benign_fd + 1;
+    // SAFETY: dup of stdin, closed at once.
+    let target = unsafe { libc::dup(0) };
+    close(target);
     let stop = AtomicBool::new(false);
     let mut opened = 0usize;
     let secret_c = cstr(&secret);
     std::thread::scope(|s| {
         s.spawn(|| {
+            let mut k = 0;
             while !stop.load(Ordering::Relaxed) {
                 // SAFETY: our own descriptors; the slot may hold the main thread's
                 // newly opened secret, which dup2 closes (the attack's point).
                 unsafe {
-                    if libc::dup2(benign_fd, target) == target {
+                    if libc::dup2(sources[k % sources.len()], target) == target {
                         libc::close(target);
                     }
                 }
+                k += 1;
             }
         });
         for _ in 0..n {
@@ -1094,7 +1110,8 @@ fn fd_swap(dir: &str, n: usize) -> String {
     // The last call, for the test to know it has everything.
     close(open_creat(libc::AT_FDCWD, &format!("{swap}/end")));
     format!(
-        "secret={secret} benign={benign} benign_fd={benign_fd} target_fd={target} opened={opened} uid={}",
+        "secret={secret} benign={benign} benign_fd={benign_fd} last_source_fd={} target_fd={target} opened={opened} uid={}",
+        sources[sources.len() - 1],
         // SAFETY: getuid cannot fail.
         unsafe { libc::getuid() }
     )

@@ -294,6 +294,7 @@ fn network_event(body: &[u8], names: &mut SourceNames) -> Option<NetworkEvent> {
     let (mut errno, mut previous_state, mut socket_error, mut unix_path, mut send_count) =
         (None, None, None, None, None);
     let (mut count_update, mut io_uring, mut compat_syscall) = (false, false, false);
+    let mut fd_raced = false;
     let mut process_key = None;
     let mut process = None;
     let mut fields = Fields::new(body);
@@ -319,6 +320,7 @@ fn network_event(body: &[u8], names: &mut SourceNames) -> Option<NetworkEvent> {
             (network::COUNT_UPDATE, VARINT) => count_update = r.varint()? != 0,
             (network::IO_URING, VARINT) => io_uring = r.varint()? != 0,
             (network::COMPAT_SYSCALL, VARINT) => compat_syscall = r.varint()? != 0,
+            (network::FD_RACED, VARINT) => fd_raced = r.varint()? != 0,
             (network::PROCESS_KEY, LEN) => process_key = Some(r.str()?),
             (network::PROCESS, LEN) => process = Some(names.context(r.len_delimited()?)?),
             _ => return None,
@@ -345,6 +347,7 @@ fn network_event(body: &[u8], names: &mut SourceNames) -> Option<NetworkEvent> {
         count_update,
         io_uring,
         compat_syscall,
+        fd_raced,
         process_key: process_key.map(CompactString::from),
         process,
     })

@@ -385,6 +385,7 @@ fn network_body(o: &mut impl Out, e: &NetworkEvent) {
     boolean(o, network::COUNT_UPDATE, e.count_update);
     boolean(o, network::IO_URING, e.io_uring);
     boolean(o, network::COMPAT_SYSCALL, e.compat_syscall);
+    boolean(o, network::FD_RACED, e.fd_raced);
     opt_string(o, network::PROCESS_KEY, e.process_key.as_deref());
     context_field(o, network::PROCESS, e.process.as_ref());
 }

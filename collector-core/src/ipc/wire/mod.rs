@@ -125,6 +125,7 @@ mod field {
         pub const COUNT_UPDATE: u32 = 18;
         pub const IO_URING: u32 = 19;
         pub const COMPAT_SYSCALL: u32 = 20;
+        pub const FD_RACED: u32 = 21;
         pub const PROCESS_KEY: u32 = 30;
         pub const PROCESS: u32 = 50;
     }

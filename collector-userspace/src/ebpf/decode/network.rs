@@ -104,6 +104,7 @@ pub fn decode_network(
             count_update: false,
             io_uring: r.net_flags & net_flags::IO_URING != 0,
             compat_syscall: r.net_flags & net_flags::COMPAT != 0,
+            fd_raced: false,
             process_key: header_process_key(&r.header),
             process: None,
         })));
@@ -160,6 +161,7 @@ pub fn decode_network(
         count_update: r.net_flags & net_flags::UPDATE != 0,
         io_uring: r.net_flags & net_flags::IO_URING != 0,
         compat_syscall: r.net_flags & net_flags::COMPAT != 0,
+        fd_raced: r.net_flags & net_flags::FD_RACED != 0,
         process_key: header_process_key(&r.header),
         process: None,
     })))
@@ -267,7 +269,13 @@ mod tests {
         assert_eq!(n.previous_state.as_deref(), Some("SYN_SENT"));
         assert_eq!(n.socket_error, Some(111));
         assert_eq!(n.errno, None);
-        assert!(n.io_uring && n.compat_syscall);
+        assert!(n.io_uring && n.compat_syscall && !n.fd_raced);
+        r.net_flags = net_flags::FD_RACED;
+        assert!(
+            decode(&bytes_of(&r)).fd_raced,
+            "an accept's swapped descriptor"
+        );
+        r.net_flags = net_flags::IO_URING | net_flags::COMPAT;
         r.header.kind = RecordKind::Connect as u32;
         r.result = -115;
         r.sk_err = 0;
