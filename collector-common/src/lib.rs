@@ -206,7 +206,9 @@ pub struct RecordHeader {
 /// `+ COUNTER_LOST` records lost because the ring buffer had no room,
 /// `+ COUNTER_LOST_STASH_FULL` calls lost because the per-thread stash map was full at
 /// syscall entry, `+ COUNTER_PATH_UNREADABLE` records sent with a path that could not be
-/// read (the event arrives, its path is partial: `path_unreadable`).
+/// read (the event arrives, its path is partial: `path_unreadable`), `+ COUNTER_FD_GONE`
+/// calls that succeeded but whose new descriptor another thread had closed before the
+/// exit could read it (an accept: no socket left to describe).
 pub const COUNTER_EMITTED: u32 = 0;
 /// See [`COUNTER_EMITTED`].
 pub const COUNTER_LOST: u32 = 1;
@@ -214,8 +216,10 @@ pub const COUNTER_LOST: u32 = 1;
 pub const COUNTER_LOST_STASH_FULL: u32 = 2;
 /// See [`COUNTER_EMITTED`].
 pub const COUNTER_PATH_UNREADABLE: u32 = 3;
+/// See [`COUNTER_EMITTED`].
+pub const COUNTER_FD_GONE: u32 = 4;
 /// Counters per record kind.
-pub const COUNTERS_PER_KIND: u32 = 4;
+pub const COUNTERS_PER_KIND: u32 = 5;
 /// Entries in the `COUNTERS` per-CPU array.
 pub const COUNTERS_LEN: u32 = RecordKind::COUNT * COUNTERS_PER_KIND;
 

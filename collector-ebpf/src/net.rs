@@ -25,12 +25,14 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{RawTracePointContext, TracePointContext},
 };
-use collector_common::{net_flags, NetRecord, RecordKind, UnixRecord, UNIX_PATH_LEN};
+use collector_common::{
+    net_flags, NetRecord, RecordKind, UnixRecord, COUNTER_FD_GONE, UNIX_PATH_LEN,
+};
 
 use crate::{
     common::{
-        count_emitted, count_lost, excluded, fd_to_file, fill_header, load_btf, net_wakeup_flags,
-        read_kernel, syscall_arg, syscall_arg_btf, NET_EVENTS,
+        count_emitted, count_loss, count_lost, excluded, fd_to_file, fill_header, load_btf,
+        net_wakeup_flags, read_kernel, syscall_arg, syscall_arg_btf, NET_EVENTS,
     },
     net_state::{capture_local_port, conn_id, net_count, owner_id, track_owner, NET_PENDING_FULL},
     offsets::get,
@@ -505,6 +507,9 @@ pub(crate) fn exit_accept(result: i64, flags: u32) {
     // would carry that socket's addresses. A just-accepted socket's file is held once
     // (by the table); one `dup2`ed there at least twice.
     let Ok(file) = (unsafe { fd_to_file(result as u64) }) else {
+        // Accepted, but another thread closed the descriptor first: no socket left to
+        // describe. Counted, so the hole shows in `status`.
+        count_loss(RecordKind::Accept, COUNTER_FD_GONE);
         return;
     };
     let once = unsafe { crate::path::held_once(file) };

@@ -32,7 +32,7 @@ impl Net {
         let source = Arc::new(
             KernelSource::new(programs.clone(), KernelDomain::Network).expect("network source"),
         );
-        let (tx, rx) = mpsc::channel(4096);
+        let (tx, rx) = mpsc::channel(65536);
         let shutdown = Arc::new(AtomicBool::new(false));
         let task = {
             let (source, shutdown) = (source.clone(), shutdown.clone());
@@ -634,11 +634,20 @@ async fn an_accept_whose_descriptor_was_swapped_is_flagged() {
         let events = net
             .collect(pid, Duration::from_millis(500), |_| false)
             .await;
+        let stats = net.source.stats();
         net.stop().await;
         let accepts = of(&events, NetworkEventKind::Accept);
-        assert!(
-            !accepts.is_empty() && accepts.len() <= accepted,
-            "accepts reported: {} of {accepted}",
+        // Each accept is reported, or counted where the swapper closed its descriptor
+        // before the exit read it (no socket left to describe).
+        let gone = stats
+            .kernel_lost
+            .get("accept/fd_gone")
+            .copied()
+            .unwrap_or(0);
+        assert_eq!(
+            accepts.len() as u64 + gone,
+            accepted as u64,
+            "accepts reported ({}) and counted gone ({gone}): {accepted} accepted",
             accepts.len()
         );
         let wrong: Vec<_> = accepts
@@ -653,7 +662,7 @@ async fn an_accept_whose_descriptor_was_swapped_is_flagged() {
         );
         let flagged = accepts.iter().filter(|a| a.fd_raced).count();
         eprintln!(
-            "round {round}: {} accepts reported of {accepted}, {} with another socket's addresses, {flagged} flagged",
+            "round {round}: {} accepts reported of {accepted} ({gone} counted fd_gone), {} with another socket's addresses, {flagged} flagged",
             accepts.len(),
             wrong.len()
         );

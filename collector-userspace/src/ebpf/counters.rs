@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use aya::maps::{MapData, PerCpuArray};
 use collector_common::{
-    abi, counter_index, RecordKind, COUNTER_EMITTED, COUNTER_LOST, COUNTER_LOST_STASH_FULL,
-    COUNTER_PATH_UNREADABLE,
+    abi, counter_index, RecordKind, COUNTER_EMITTED, COUNTER_FD_GONE, COUNTER_LOST,
+    COUNTER_LOST_STASH_FULL, COUNTER_PATH_UNREADABLE,
 };
 
 use super::error::LoadError;
@@ -21,6 +21,9 @@ pub struct KernelLosses {
     pub stash_full: u64,
     /// Records sent with a path that could not be read (event kept, path partial).
     pub path_unreadable: u64,
+    /// Successful calls not reported because another thread closed their new
+    /// descriptor before the exit read it (accept).
+    pub fd_gone: u64,
 }
 
 /// Run count and accumulated run time of one kernel program.
@@ -110,6 +113,7 @@ impl KernelPrograms {
             ring_full: sum(COUNTER_LOST),
             stash_full: sum(COUNTER_LOST_STASH_FULL),
             path_unreadable: sum(COUNTER_PATH_UNREADABLE),
+            fd_gone: sum(COUNTER_FD_GONE),
         }
     }
 

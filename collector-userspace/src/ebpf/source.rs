@@ -365,6 +365,11 @@ impl EventSource for KernelSource {
             stats
                 .kernel_lost
                 .insert(format!("{name}/path_unreadable"), losses.path_unreadable);
+            if kind == collector_common::RecordKind::Accept {
+                stats
+                    .kernel_lost
+                    .insert(format!("{name}/fd_gone"), losses.fd_gone);
+            }
         }
         if self.domain == KernelDomain::Network {
             // Losses that are not per record kind: a close that cannot be attributed,
