@@ -137,3 +137,20 @@ pub unsafe fn syscall32(nr: u32, args: [u32; 5]) -> i32 {
     }
     ret as i32
 }
+
+/// Runs a race test's `round` (given its number) until the race it sets up has shown:
+/// `round` returns how many reports the race put on the wrong object (each one already
+/// checked to be flagged). At most 8 rounds; on two busy cores the first nearly always
+/// does. Panics when none did: then nothing was tested.
+pub async fn until_raced<F, Fut>(what: &str, mut round: F)
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = usize>,
+{
+    for n in 0..8 {
+        if round(n).await > 0 {
+            return;
+        }
+    }
+    panic!("{what} in 8 rounds: nothing was tested");
+}
