@@ -170,12 +170,12 @@ fn note_fd(fd: u64) {
 }
 
 /// The current thread's `note_fd`, removed (0 when there is none). Every exit of a
-/// noted number calls it (`file_sys`, `file_compat`), and puts the value in its
-/// record's `dir_key`. Without a branch on
-/// whether there is one: the value is read through the lookup's pointer by a helper,
-/// which reads 0 for a NULL pointer. The verifier then sees one unknown value on every
-/// path, where a branch would double the states of all the program after it (these
-/// run at the end of `sys_exit_file`, close to the verifier's million instructions).
+/// noted number calls it (`file_sys`, `file_compat`) and puts the value in its record's
+/// `dir_key`. Without a branch on whether there is one: the value is read through the
+/// lookup's pointer by a helper, which reads 0 for a NULL pointer. The verifier then
+/// sees one unknown value on every path, where a branch would double the states of all
+/// the program after it (this runs in `sys_exit_file`, close to the verifier's million
+/// instructions).
 #[inline(always)]
 pub(crate) fn take_fd_note() -> u64 {
     let tid = bpf_get_current_pid_tgid() as u32;
@@ -643,8 +643,9 @@ pub(crate) fn setxattr_pending(
 /// setxattrat(dirfd, path, at_flags, name, args, args_size) (Linux >= 6.13): size and
 /// flags come from `struct xattr_args { u64 value; u32 size; u32 flags; }` in user
 /// memory. An empty path with `AT_EMPTY_PATH` is the descriptor's own file.
-#[inline(always)]
+///
 /// `entry_key`: a 32-bit call's entry note (`take_fd_note`), 0 for a native one.
+#[inline(always)]
 pub(crate) fn stash_setxattrat(a: impl Fn(usize) -> u64, file_flags: u32, entry_key: u64) {
     let args = a(4) as *const u32;
     let read = |at: usize| unsafe { aya_ebpf::helpers::bpf_probe_read_user(args.wrapping_add(at)) };
