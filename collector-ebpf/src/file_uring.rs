@@ -39,8 +39,8 @@ use crate::{
     file::{fill_two, resolve_dir, send_two, FileOut, RenameOut, RENAME_OUT},
     offsets::{file_has_io_uring, file_has_io_uring_ftruncate, file_has_io_uring_xattr, get},
     path::{
-        append_kernel, copy_out, copy_string, fd_file, held_once, resolve_file, Resolved,
-        PATH_FLAG_FD_RACED, PATH_FLAG_TRUNCATED, PATH_FLAG_USER,
+        append_kernel, copy_out, copy_string, resolve_file, NewFd, Resolved, PATH_FLAG_FD_RACED,
+        PATH_FLAG_TRUNCATED, PATH_FLAG_USER,
     },
 };
 
@@ -543,15 +543,14 @@ fn complete_one(req: u64, res: i64) {
     }
     if unsafe { (*v).is_open } != 0 && res >= 0 && unsafe { (*v).fixed_slot } == 0 {
         // The new fd is installed: report the file the kernel opened, like the syscall.
-        if let Some(file) = unsafe { fd_file(res as u64) } {
-            // Checked as the syscall's new fd is (`resolve_new_fd`): a `dup2` over it
-            // between the install and this completion.
-            let once = unsafe { held_once(file) };
-            let created = unsafe { read_kernel::<u32>(file, get::OFF_FILE_F_MODE()) }
+        // Checked as the syscall's new fd is (`resolve_new_fd`): a `dup2` over it
+        // between the install and this completion.
+        if let Some(new) = unsafe { NewFd::read(res as u64) } {
+            let created = unsafe { read_kernel::<u32>(new.file, get::OFF_FILE_F_MODE()) }
                 .map(|m| m & FMODE_CREATED != 0)
                 .unwrap_or(false);
-            let mut r = unsafe { resolve_file(0, file) };
-            if !once || unsafe { fd_file(res as u64) } != Some(file) {
+            let mut r = unsafe { resolve_file(0, new.file) };
+            if unsafe { new.raced() } {
                 r.flags |= PATH_FLAG_FD_RACED;
             }
             unsafe {

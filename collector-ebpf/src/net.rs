@@ -506,14 +506,13 @@ pub(crate) fn exit_accept(result: i64, flags: u32) {
     // the descriptor between the kernel's `fd_install` and this read, and the record
     // would carry that socket's addresses. A just-accepted socket's file is held once
     // (by the table); one `dup2`ed there at least twice.
-    let Ok(file) = (unsafe { fd_to_file(result as u64) }) else {
+    let Some(new) = (unsafe { crate::path::NewFd::read(result as u64) }) else {
         // Accepted, but another thread closed the descriptor first: no socket left to
         // describe. Counted, so the hole shows in `status`.
         count_loss(RecordKind::Accept, COUNTER_FD_GONE);
         return;
     };
-    let once = unsafe { crate::path::held_once(file) };
-    let Ok(sk) = (unsafe { file_to_sock(file) }) else {
+    let Ok(sk) = (unsafe { file_to_sock(new.file) }) else {
         return;
     };
     let Some(mut entry) = NET_EVENTS.reserve::<NetRecord>(0) else {
@@ -530,7 +529,7 @@ pub(crate) fn exit_accept(result: i64, flags: u32) {
         entry.discard(0);
         return;
     }
-    let raced = !once || unsafe { fd_to_file(result as u64) }.ok() != Some(file);
+    let raced = unsafe { new.raced() };
     unsafe {
         (*rec).net_flags = if raced {
             flags | net_flags::FD_RACED

@@ -636,18 +636,49 @@ pub unsafe fn resolve_fd(slot: u32, fd: u64) -> Resolved {
 /// the first two reads.
 #[inline(always)]
 pub unsafe fn resolve_new_fd(slot: u32, fd: u64) -> Resolved {
-    let Some(file) = (unsafe { fd_file(fd) }) else {
+    let Some(new) = (unsafe { NewFd::read(fd) }) else {
         // The call returned this descriptor: only another thread's close emptied it.
         let mut r = Resolved::unreadable();
         r.flags |= PATH_FLAG_FD_RACED;
         return r;
     };
-    let once = unsafe { held_once(file) };
-    let mut r = unsafe { resolve_file(slot, file) };
-    if !once || unsafe { fd_file(fd) } != Some(file) {
+    let mut r = unsafe { resolve_file(slot, new.file) };
+    if unsafe { new.raced() } {
         r.flags |= PATH_FLAG_FD_RACED;
     }
     r
+}
+
+/// A descriptor the current call has just returned (an open's, an accept's), as first
+/// read: its file, and whether that file was then held exactly once. Checked again
+/// with [`NewFd::raced`] once the record is filled (see `resolve_new_fd`).
+#[derive(Clone, Copy)]
+pub struct NewFd {
+    fd: u64,
+    /// The file behind the descriptor when it was read.
+    pub file: *const u8,
+    once: bool,
+}
+
+impl NewFd {
+    /// The file behind `fd`, with its reference count read right after; `None` when the
+    /// descriptor holds none.
+    #[inline(always)]
+    pub unsafe fn read(fd: u64) -> Option<Self> {
+        let file = unsafe { fd_file(fd) }?;
+        Some(Self {
+            fd,
+            file,
+            once: unsafe { held_once(file) },
+        })
+    }
+
+    /// Whether another thread may have swapped the descriptor: its file was not held
+    /// once when read, or is no longer behind it.
+    #[inline(always)]
+    pub unsafe fn raced(&self) -> bool {
+        !self.once || unsafe { fd_file(self.fd) } != Some(self.file)
+    }
 }
 
 /// Absolute path of the descriptor `fd`'s file, flagged `PATH_FLAG_FD_RACED` when that
@@ -693,7 +724,7 @@ fn differs(entry: u64, now: u64) -> u32 {
 /// Whether `file`'s reference count says it is held exactly once (true when the count
 /// cannot be read on this kernel: no claim either way).
 #[inline(always)]
-pub unsafe fn held_once(file: *const u8) -> bool {
+unsafe fn held_once(file: *const u8) -> bool {
     let one = unsafe { read_volatile(&PATHWALK_FILE_REF_ONE) };
     if one == u64::MAX {
         return true;
